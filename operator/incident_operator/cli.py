@@ -1,0 +1,94 @@
+"""The `incident-operator` console script: argument parsing and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from incident_operator import __version__
+from incident_operator.config import ConfigError, FileConfig, OperatorConfig, load_config_file
+
+DESCRIPTION = """\
+incident-operator turns an incident-response procedure into Kubernetes API objects:
+Incidents move through Detected, Acknowledged, Investigating, Mitigating, Monitoring,
+Resolved and Closed while Playbooks remediate (scale, restart, check health, notify).
+"""
+
+RUN_EPILOG = """\
+The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
+service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz.
+Install the CRDs first:  kubectl apply -f crds/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="incident-operator", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the operator against the current cluster",
+        description="Run the operator against the current kubeconfig until interrupted.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    run.add_argument("--http-port", type=int, default=8080, help="port of the HTTP endpoints (default 8080)")
+    run.add_argument(
+        "--http-host",
+        default="0.0.0.0",  # noqa: S104 - the operator serves inside its pod
+        help="address to listen on (default 0.0.0.0)",
+    )
+    run.add_argument("--config", type=Path, help="YAML settings file (response targets per severity)")
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        file_config = load_config_file(args.config) if args.config else FileConfig()
+        config = OperatorConfig(
+            namespaces=tuple(args.namespace),
+            http_host=args.http_host,
+            http_port=args.http_port,
+            file=file_config,
+        )
+    except ConfigError as exc:
+        print(f"incident-operator: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"incident-operator: invalid option: {exc}", file=sys.stderr)
+        return 2
+    from incident_operator import runner  # kopf is imported only when running
+
+    try:
+        asyncio.run(runner.run(config))
+    except OSError as exc:
+        print(f"incident-operator: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Settings parsing and the command line: clear errors, documented options."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from incident_operator import cli
+from incident_operator.config import ConfigError, OperatorConfig, load_config_file
+
+
+def test_defaults_follow_the_procedure() -> None:
+    config = OperatorConfig()
+    targets = config.file.responseTargets
+    assert (
+        timedelta(minutes=15),
+        timedelta(hours=1),
+        timedelta(hours=4),
+        timedelta(hours=24),
+    ) == (targets.P1, targets.P2, targets.P3, targets.P4)
+    assert config.clusterwide
+    assert config.http_port == 8080
+
+
+def test_namespaces_make_it_namespaced() -> None:
+    assert not OperatorConfig(namespaces=("a", "b")).clusterwide
+
+
+def test_config_file_overrides_response_targets(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("responseTargets:\n  P1: PT5M\n")
+    loaded = load_config_file(path)
+    assert timedelta(minutes=5) == loaded.responseTargets.P1
+    assert timedelta(hours=1) == loaded.responseTargets.P2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("responseTargets: [", "not valid YAML"),
+        ("responseTarget:\n  P1: PT5M\n", "is invalid"),
+        ("responseTargets:\n  P1: soon\n", "is invalid"),
+    ],
+)
+def test_bad_config_file_gives_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config_file(tmp_path / "nope.yaml")
+
+
+def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["run", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--namespace", "--http-port", "--config", "/healthz", "kubectl apply -f crds/"):
+        assert option in out
+
+
+def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "run" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--http-port", "70000"]) == 2
+    assert "invalid option" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read config file" in capsys.readouterr().err

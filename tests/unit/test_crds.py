@@ -1,0 +1,73 @@
+"""crds/ is generated from the pydantic models and must not drift from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from incident_operator import crdgen
+from incident_operator.models import IncidentSpec
+
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.mark.parametrize("kind", crdgen.KINDS, ids=lambda k: k.kind)
+def test_committed_crd_matches_the_models(kind: crdgen.KindSpec) -> None:
+    path = CRDS / crdgen.filename(kind)
+    assert path.exists(), f"{path} is missing: run `make crds`"
+    assert path.read_text() == crdgen.render(kind), f"{path} drifted from the models: run `make crds`"
+
+
+def test_no_stray_files_in_crds() -> None:
+    assert {p.name for p in CRDS.glob("*.yaml")} == {crdgen.filename(k) for k in crdgen.KINDS}
+
+
+def _walk(schema: dict[str, object]) -> list[dict[str, object]]:
+    found = [schema]
+    for key in ("properties",):
+        for sub in (schema.get(key) or {}).values():
+            found += _walk(sub)
+    for key in ("items", "additionalProperties"):
+        sub = schema.get(key)
+        if isinstance(sub, dict):
+            found += _walk(sub)
+    return found
+
+
+def test_schema_is_structural() -> None:
+    doc = yaml.safe_load(crdgen.render(crdgen.INCIDENT))
+    root = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for node in _walk(root):
+        assert "$ref" not in node
+        assert "anyOf" not in node
+        assert "title" not in node
+        assert "type" in node, node
+        assert node.get("default", "x") is not None
+
+
+def test_enums_and_required_fields_come_from_the_models() -> None:
+    spec = crdgen.model_schema(IncidentSpec)
+    assert spec["properties"]["severity"]["enum"] == ["P1", "P2", "P3", "P4"]
+    assert spec["properties"]["category"]["enum"] == ["availability", "performance", "security", "data"]
+    assert set(spec["required"]) == {"title", "severity", "category"}
+
+
+def test_printer_columns_and_short_name() -> None:
+    doc = crdgen.crd(crdgen.INCIDENT)
+    version = doc["spec"]["versions"][0]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Severity",
+        "Category",
+        "Phase",
+        "Commander",
+        "Age",
+    ]
+    assert doc["spec"]["names"]["shortNames"] == ["inc"]
+    assert version["subresources"] == {"status": {}}
+
+
+def test_a_union_of_two_types_is_refused() -> None:
+    with pytest.raises(ValueError, match="union of 2 types"):
+        crdgen.structural({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {})
