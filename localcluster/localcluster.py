@@ -221,6 +221,7 @@ class State:
 
     data_dir: str
     bin_dir: str
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     token: str = ""
@@ -323,6 +324,7 @@ class Launcher:
         self.logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, argv: list[str]) -> None:
+        argv = [*argv, *self.state.extra_args.get(name, [])]
         log_path = self.logs / f"{name}.log"
         with log_path.open("ab") as out:
             proc = subprocess.Popen(
@@ -471,7 +473,27 @@ def prepare_data_dir(data_dir: Path) -> State | None:
     return None
 
 
-def up(data_dir: Path, nodes: int, apiserver_port: int | None, timeout: float) -> State:
+def parse_extra_args(values: list[str]) -> dict[str, list[str]]:
+    """Turn repeated `COMPONENT=--flag=value` options into per-component argument lists."""
+    extra: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, flag = value.partition("=")
+        if not sep or name not in COMPONENTS or not flag.startswith("-"):
+            raise ClusterError(
+                f"--extra-arg {value!r}: expected COMPONENT=--flag[=value] with COMPONENT one of "
+                + ", ".join(COMPONENTS)
+            )
+        extra.setdefault(name, []).append(flag)
+    return extra
+
+
+def up(
+    data_dir: Path,
+    nodes: int,
+    apiserver_port: int | None,
+    timeout: float,
+    extra_args: dict[str, list[str]] | None = None,
+) -> State:
     binaries = build()
     data_dir = data_dir.resolve()
     running = prepare_data_dir(data_dir)
@@ -486,7 +508,12 @@ def up(data_dir: Path, nodes: int, apiserver_port: int | None, timeout: float) -
     pki = data_dir / "pki"
     pki.mkdir(parents=True)
     data_dir.chmod(0o700)
-    state = State(data_dir=str(data_dir), bin_dir=str(binaries), token=secrets.token_hex(24))
+    state = State(
+        data_dir=str(data_dir),
+        bin_dir=str(binaries),
+        extra_args=extra_args or {},
+        token=secrets.token_hex(24),
+    )
     state.ports = {
         "etcd": free_port(),
         "etcd-peer": free_port(),
@@ -566,6 +593,7 @@ def _start_all(  # noqa: PLR0917 - one internal call site
     api = Api(state.server, state.token, ca_file)
     api.get_text("/readyz")  # proves the kubeconfig's CA verifies the serving certificate
     write_kubeconfig(state, ca_file)
+    (data_dir / "kubectl").symlink_to(binaries / "kubectl")  # kubectl of the same release
 
     kubeconfig = str(state.kubeconfig)
     log("starting kube-controller-manager, kube-scheduler and kwok")
@@ -698,6 +726,13 @@ def main(argv: list[str] | None = None) -> int:
                 "--apiserver-port", type=int, default=None, help="fixed API server port (default: a free one)"
             )
             p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each start step")
+            p.add_argument(
+                "--extra-arg",
+                action="append",
+                default=[],
+                metavar="COMPONENT=--FLAG",
+                help="extra flag for one component, e.g. kube-apiserver=--v=4 (repeatable)",
+            )
     args = parser.parse_args(argv)
     try:
         with interrupts_as_exceptions():
@@ -706,7 +741,8 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "bin-dir":
                 print(bin_dir())
             elif args.command == "up":
-                state = up(args.dir, args.nodes, args.apiserver_port, args.timeout)
+                extra = parse_extra_args(args.extra_arg)
+                state = up(args.dir, args.nodes, args.apiserver_port, args.timeout, extra)
                 print(f"KUBECONFIG={state.kubeconfig}", flush=True)
             elif args.command == "down":
                 down(args.dir)
