@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from incident_operator import API_GROUP, API_VERSION
-from incident_operator.models import IncidentSpec, IncidentStatus
+from incident_operator.models import IncidentSpec, IncidentStatus, PlaybookSpec, PlaybookStatus
 
 JsonSchema = dict[str, Any]
 
@@ -64,7 +64,26 @@ INCIDENT = KindSpec(
     ),
 )
 
-KINDS: tuple[KindSpec, ...] = (INCIDENT,)
+PLAYBOOK = KindSpec(
+    kind="Playbook",
+    description=(
+        "A remediation procedure for matching incidents in its own namespace: ordered steps, each "
+        "one action (scale, restart, deletePods, waitReady, httpCheck, notify, collectEvidence, "
+        "isolate), within guardrails and cooldowns."
+    ),
+    plural="playbooks",
+    short_names=("pb",),
+    spec_model=PlaybookSpec,
+    status_model=PlaybookStatus,
+    printer_columns=(
+        {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
+        {"name": "Steps", "type": "integer", "jsonPath": ".status.steps"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        _age_column(),
+    ),
+)
+
+KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK)
 
 
 def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:

@@ -116,14 +116,234 @@ class Condition(ApiModel):
     message: str = Field(default="", max_length=32768)
 
 
+class StepState(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class StepStatus(ApiModel):
+    """Progress of one playbook step; persisted before and after each action (exactly once)."""
+
+    name: str
+    action: str
+    state: StepState = StepState.PENDING
+    attempts: int = Field(default=0, ge=0)
+    startedAt: datetime | None = None
+    finishedAt: datetime | None = None
+    message: str | None = None
+
+
+class PlaybookProgress(ApiModel):
+    name: str
+    steps: list[StepStatus] = Field(default_factory=list)
+
+
+class TimelineEntry(ApiModel):
+    time: datetime
+    type: str
+    message: str
+    actor: str | None = None
+
+
 class IncidentStatus(ApiModel):
     """Observations, written only by the operator through the status subresource."""
 
     phase: Phase | None = None
-    conditions: list[Condition] | None = None
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
     detectedAt: datetime | None = None
     acknowledgedAt: datetime | None = None
     acknowledgeBy: datetime | None = None
     mitigatedAt: datetime | None = None
     resolvedAt: datetime | None = None
     closedAt: datetime | None = None
+    playbook: PlaybookProgress | None = None
+    timeline: list[TimelineEntry] | None = None
+    evidenceRef: str | None = None
+    postmortemRef: str | None = None
+
+
+# ----------------------------------------------------------------------------- Playbook
+
+
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret in the Playbook's namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret.")
+
+
+class ScaleAction(ApiModel):
+    """Set replicas (absolute) or change them by delta, capped by max and guardrails.maxReplicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.replicas) != has(self.delta)",
+                    "message": "give exactly one of replicas, delta",
+                }
+            ]
+        }
+    )
+
+    target: WorkloadRef
+    replicas: int | None = Field(default=None, ge=0, description="Absolute replica count.")
+    delta: int | None = Field(default=None, description="Change of the current replica count.")
+    max: int | None = Field(default=None, ge=0, description="Never scale above this.")
+
+
+class TargetAction(ApiModel):
+    target: WorkloadRef
+
+
+class DeletePodsAction(ApiModel):
+    """Delete individual pods (their controller replaces them), bounded."""
+
+    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    max: int = Field(default=1, ge=1, description="Delete at most this many pods.")
+    onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
+
+
+class HttpCheckAction(ApiModel):
+    url: str = Field(min_length=1, pattern="^https?://", description="URL to GET, e.g. http://web/healthz.")
+    expectStatus: int = Field(default=200, ge=100, le=599)
+    intervalSeconds: int = Field(default=5, ge=1)
+    successThreshold: int = Field(default=1, ge=1, description="Consecutive successes needed.")
+
+
+class WebhookTarget(ApiModel):
+    urlSecretRef: SecretKeyRef
+
+
+class NotifyAction(ApiModel):
+    """Post a message (a template over the incident) to a JSON webhook or a Slack webhook."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.webhook) != has(self.slack)",
+                    "message": "give exactly one of webhook, slack",
+                }
+            ]
+        }
+    )
+
+    webhook: WebhookTarget | None = None
+    slack: WebhookTarget | None = None
+    message: str = Field(min_length=1, description="Template, e.g. '{severity} {title}: {phase}'.")
+
+
+class CollectEvidenceAction(ApiModel):
+    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    logLines: int = Field(default=100, ge=0, le=10000)
+    events: bool = True
+
+
+class IsolateAction(ApiModel):
+    selector: dict[str, str] = Field(
+        min_length=1, description="Pods to cut off with a deny-all NetworkPolicy."
+    )
+
+
+ACTION_KEYS = (
+    "scale",
+    "restart",
+    "deletePods",
+    "waitReady",
+    "httpCheck",
+    "notify",
+    "collectEvidence",
+    "isolate",
+)
+MUTATING_ACTIONS = frozenset({"scale", "restart", "deletePods", "isolate"})
+
+_ONE_ACTION_RULE = "[" + ", ".join(f"has(self.{key})" for key in ACTION_KEYS) + "].filter(x, x).size() == 1"
+
+
+class Step(ApiModel):
+    """One remediation step: a name and exactly one action key."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _ONE_ACTION_RULE,
+                    "message": "a step needs exactly one action: " + ", ".join(ACTION_KEYS),
+                }
+            ]
+        }
+    )
+
+    name: str = Field(min_length=1, max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    requiresApproval: bool = Field(default=False, description="Wait until spec.approvals names this step.")
+    timeoutSeconds: int = Field(default=300, ge=1, description="Fail an attempt after this long.")
+    retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure.")
+    continueOnFailure: bool = Field(default=False, description="Go on with the next step if this one fails.")
+    scale: ScaleAction | None = None
+    restart: TargetAction | None = None
+    deletePods: DeletePodsAction | None = None
+    waitReady: TargetAction | None = None
+    httpCheck: HttpCheckAction | None = None
+    notify: NotifyAction | None = None
+    collectEvidence: CollectEvidenceAction | None = None
+    isolate: IsolateAction | None = None
+
+    @property
+    def action(self) -> str:
+        for key in ACTION_KEYS:
+            if getattr(self, key) is not None:
+                return key
+        raise ValueError(f"step {self.name} has no action")
+
+
+class Match(ApiModel):
+    """All given parts must match; an empty match matches every incident."""
+
+    severities: list[Severity] | None = None
+    categories: list[Category] | None = None
+    alertnames: list[str] | None = None
+    labels: dict[str, str] | None = None
+
+
+class Guardrails(ApiModel):
+    maxReplicas: int | None = Field(default=None, ge=0, description="No scale step goes above this.")
+    maxPodDeletions: int | None = Field(default=None, ge=0, description="Most pods deleted per incident.")
+    minReadyPercent: int | None = Field(
+        default=None, ge=0, le=100, description="No pod restart while fewer replicas are Ready."
+    )
+
+
+class PlaybookSpec(ApiModel):
+    """How to respond to matching incidents: ordered steps, each one action, within guardrails."""
+
+    description: str | None = None
+    priority: int = Field(default=0, description="Among matching playbooks, the highest wins.")
+    match: Match = Field(default_factory=Match)
+    steps: list[Step] = Field(
+        min_length=1,
+        max_length=50,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    revertOnResolve: bool = Field(default=False, description="Undo scale changes once resolved.")
+    cooldownSeconds: int = Field(default=0, ge=0, description="No re-run on the same target this soon.")
+    stabilizationSeconds: int = Field(default=60, ge=0, description="Monitoring time before Resolved.")
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+
+class PlaybookStatus(ApiModel):
+    observedGeneration: int | None = None
+    steps: int | None = Field(default=None, description="Number of steps (for the printer column).")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    lastRun: datetime | None = None
+    runs: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
