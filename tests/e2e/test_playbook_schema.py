@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from kubernetes import client
@@ -28,8 +28,7 @@ def playbook(name: str, steps: list[dict[str, Any]], **spec: Any) -> dict[str, A
 
 def create(cluster: Cluster, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
     api = client.CustomObjectsApi(cluster.api)
-    result: dict[str, Any] = api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-    return result
+    return cast(dict[str, Any], api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body))
 
 
 def rejection(cluster: Cluster, namespace: str, body: dict[str, Any]) -> str:
