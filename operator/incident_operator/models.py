@@ -135,6 +135,12 @@ class StepStatus(ApiModel):
     startedAt: datetime | None = None
     finishedAt: datetime | None = None
     message: str | None = None
+    # What a mutating step decided before it acted, so that a re-run after a crash repeats the
+    # same change instead of making a second one (exactly once).
+    replicasBefore: int | None = None
+    replicasAfter: int | None = None
+    pods: list[str] | None = None
+    reverted: bool | None = None
 
 
 class PlaybookProgress(ApiModel):
@@ -163,6 +169,7 @@ class IncidentStatus(ApiModel):
     mitigatedAt: datetime | None = None
     resolvedAt: datetime | None = None
     closedAt: datetime | None = None
+    monitoringSince: datetime | None = None
     playbook: PlaybookProgress | None = None
     timeline: list[TimelineEntry] | None = None
     evidenceRef: str | None = None
@@ -347,3 +354,6 @@ class PlaybookStatus(ApiModel):
     runs: int | None = None
     succeeded: int | None = None
     failed: int | None = None
+    lastRuns: dict[str, datetime] | None = Field(
+        default=None, description="When this playbook last started per target ('Kind/name'), for cooldowns."
+    )

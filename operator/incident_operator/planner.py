@@ -1,0 +1,427 @@
+"""The step planner: incident + playbook + clock → the next status and the next intent.
+
+Pure: no kopf, no Kubernetes client, no I/O, time passed in. The engine calls `plan` whenever
+something may have changed; it persists `Decision.status` (if it differs), records
+`Decision.records` (timeline entry + Event + counter), then carries out `Decision.intent`. The
+outcome of an action goes back through `complete`, which returns the next status.
+
+Exactly once: a step is marked `Running` (attempts + 1) in a persisted status *before* its action
+runs, and `Succeeded`/`Failed` after. A step found `Running` after a crash is resumed with the same
+attempt, and every action is idempotent for a given attempt (see `actions`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from incident_operator import conditions as cond
+from incident_operator.matching import Selection
+from incident_operator.models import (
+    MUTATING_ACTIONS,
+    Condition,
+    IncidentSpec,
+    IncidentStatus,
+    Phase,
+    PlaybookProgress,
+    PlaybookSpec,
+    Step,
+    StepState,
+    StepStatus,
+    TimelineEntry,
+)
+from incident_operator.phases import Event, advance
+
+TIMELINE_LIMIT = 100
+RETRY_BACKOFF_MAX_S = 30
+
+IntentKind = Literal["run-step", "verify-health", "revert-scale"]
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: IntentKind
+    step: int = -1  # index into the playbook's steps (run-step, revert-scale)
+
+
+@dataclass(frozen=True)
+class Record:
+    """Something worth telling humans: one timeline entry, one Event, one counter increment."""
+
+    reason: str
+    message: str
+    warning: bool = False
+    actor: str = "incident-operator"
+
+
+@dataclass
+class Decision:
+    status: IncidentStatus
+    intent: Intent | None = None
+    wake_at: datetime | None = None
+    records: list[Record] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    spec: IncidentSpec
+    status: IncidentStatus
+    generation: int | None
+    selection: Selection
+    response_target: timedelta
+    now: datetime
+    cooldown_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str
+
+
+class _Builder:
+    """Accumulates status changes and records while planning."""
+
+    def __init__(self, inp: PlanInput) -> None:
+        self.inp = inp
+        self.now = inp.now
+        self.status = inp.status.model_copy(deep=True)
+        self.records: list[Record] = []
+        self.wake: list[datetime] = []
+
+    @property
+    def phase(self) -> Phase:
+        return self.status.phase or Phase.DETECTED
+
+    def advance(self, event: Event) -> None:
+        after = advance(self.phase, event)
+        if after is not self.phase:
+            self.status.phase = after
+
+    def condition(self, type_: str, status: cond.Status, reason: str, message: str) -> bool:
+        """Set a condition; return True if its status or reason changed."""
+        before = cond.find_condition(self._conds(), type_)
+        if (
+            before
+            and before["status"] == status
+            and before["reason"] == reason
+            and before["message"] == message
+        ):
+            return False
+        updated = cond.set_condition(
+            self._conds(), type_, status, reason, message, generation=self.inp.generation, now=self.now
+        )
+        self.status.conditions = [Condition.model_validate(c) for c in updated]
+        return before is None or before["status"] != status or before["reason"] != reason
+
+    def is_true(self, type_: str) -> bool:
+        return cond.is_true(self._conds(), type_)
+
+    def reason_of(self, type_: str) -> str | None:
+        found = cond.find_condition(self._conds(), type_)
+        return None if found is None else str(found["reason"])
+
+    def record(
+        self, reason: str, message: str, *, warning: bool = False, actor: str = "incident-operator"
+    ) -> None:
+        self.records.append(Record(reason, message, warning, actor))
+        entries = [
+            *(self.status.timeline or []),
+            TimelineEntry(time=self.now, type=reason, message=message, actor=actor),
+        ]
+        self.status.timeline = bound_timeline(entries)
+
+    def decision(self, intent: Intent | None = None) -> Decision:
+        wake = min(self.wake) if self.wake else None
+        return Decision(self.status, intent, wake, self.records)
+
+    def _conds(self) -> list[cond.ConditionDict]:
+        return [c.model_dump(mode="json", exclude_none=True) for c in self.status.conditions or []]
+
+
+def bound_timeline(entries: list[TimelineEntry]) -> list[TimelineEntry]:
+    """Keep at most TIMELINE_LIMIT entries; older ones are folded into one summary, never dropped silently."""
+    if len(entries) <= TIMELINE_LIMIT:
+        return entries
+    overflow = entries[: len(entries) - TIMELINE_LIMIT + 1]
+    kept = entries[len(entries) - TIMELINE_LIMIT + 1 :]
+    folded = 0
+    types: dict[str, int] = {}
+    for entry in overflow:
+        if entry.type == "Summary" and entry.message.startswith("summarised "):
+            folded += int(entry.message.split()[1])
+            continue
+        folded += 1
+        types[entry.type] = types.get(entry.type, 0) + 1
+    detail = ", ".join(f"{name} x{count}" for name, count in sorted(types.items()))
+    summary = TimelineEntry(
+        time=overflow[-1].time,
+        type="Summary",
+        message=f"summarised {folded} earlier entries up to this time" + (f": {detail}" if detail else ""),
+        actor="incident-operator",
+    )
+    return [summary, *kept]
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S))
+
+
+def plan(inp: PlanInput) -> Decision:
+    b = _Builder(inp)
+    spec, status, now = inp.spec, b.status, inp.now
+
+    if status.detectedAt is None:
+        status.detectedAt = now
+        status.acknowledgeBy = now + inp.response_target
+        status.phase = Phase.DETECTED
+        b.record("Detected", f"{spec.severity} {spec.category} incident opened: {spec.title}")
+
+    if b.phase is Phase.CLOSED:
+        return b.decision()
+    if spec.closed:
+        status.closedAt = now
+        b.advance(Event.CLOSED)
+        b.condition("Reconciling", "False", "Closed", "the incident is closed; it is read-only history")
+        b.record("Closed", "post-incident review done; the incident is closed", actor="human")
+        return b.decision()
+
+    if spec.commander and not b.is_true("Acknowledged"):
+        _acknowledge(
+            b, "CommanderAssigned", f"acknowledged by commander {spec.commander}", actor=spec.commander
+        )
+
+    playbook = inp.selection.playbook.spec if inp.selection.playbook else None
+    if spec.resolution and not b.is_true("Resolved"):
+        status.resolvedAt = now
+        b.advance(Event.HUMAN_RESOLVED)
+        b.condition("Resolved", "True", "DeclaredByHuman", spec.resolution.summary)
+        b.condition("Reconciling", "False", "Resolved", "resolved by a human")
+        b.condition("Stalled", "False", "Resolved", "resolved")
+        b.record("Resolved", f"resolved by a human: {spec.resolution.summary}", actor="human")
+
+    if b.is_true("Resolved"):
+        return _after_resolution(b, playbook)
+
+    _check_response_target(b)
+
+    if spec.paused:
+        if b.condition("Reconciling", "False", "Paused", "automation paused by spec.paused"):
+            b.record("Paused", "automation paused by spec.paused", actor="human")
+        return b.decision()
+
+    if status.playbook is None:
+        return _start_playbook(b, playbook)
+    if (
+        playbook is None
+        or inp.selection.playbook is None
+        or inp.selection.playbook.name != status.playbook.name
+    ):
+        message = f"playbook {status.playbook.name} disappeared during the run"
+        if b.condition("Stalled", "True", "PlaybookNotFound", message):
+            b.record("Stalled", message, warning=True)
+        return b.decision()
+    return _run_steps(b, playbook)
+
+
+def _acknowledge(b: _Builder, reason: str, message: str, actor: str = "incident-operator") -> None:
+    b.status.acknowledgedAt = b.now
+    b.advance(Event.ACKNOWLEDGED)
+    b.condition("Acknowledged", "True", reason, message)  # a breach, if any, stays recorded
+    b.record("Acknowledged", message, actor=actor)
+
+
+def _check_response_target(b: _Builder) -> None:
+    status = b.status
+    if b.is_true("Acknowledged") or status.acknowledgeBy is None:
+        return
+    if b.now >= status.acknowledgeBy:
+        if b.condition(
+            "ResponseTargetBreached",
+            "True",
+            "AckDeadlinePassed",
+            f"not acknowledged by {cond.format_time(status.acknowledgeBy)} "
+            f"({b.inp.spec.severity} response target)",
+        ):
+            b.record("ResponseTargetBreached", f"{b.inp.spec.severity} response target missed", warning=True)
+    else:
+        b.wake.append(status.acknowledgeBy)
+
+
+def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
+    selection = b.inp.selection
+    if playbook is None or selection.playbook is None:
+        if b.condition("Stalled", "True", selection.reason, selection.message):
+            b.record("Stalled", selection.message, warning=selection.reason == "PlaybookNotFound")
+        b.condition("Reconciling", "False", "Idle", selection.message)
+        return b.decision()
+    if b.inp.cooldown_until is not None and b.now < b.inp.cooldown_until:
+        message = (
+            f"playbook {selection.playbook.name} ran on the same target recently; "
+            f"cooldown until {cond.format_time(b.inp.cooldown_until)}"
+        )
+        if b.condition("Reconciling", "False", "CooldownActive", message):
+            b.record("CooldownActive", message)
+        b.wake.append(b.inp.cooldown_until)
+        return b.decision()
+    b.status.playbook = PlaybookProgress(
+        name=selection.playbook.name, steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps]
+    )
+    if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound"):
+        b.condition("Stalled", "False", "PlaybookSelected", selection.message)
+    b.record("PlaybookStarted", selection.message)
+    if not b.is_true("Acknowledged"):
+        _acknowledge(b, "PlaybookStarted", f"acknowledged: playbook {selection.playbook.name} started")
+    return _run_steps(b, playbook)
+
+
+def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
+    progress = b.status.playbook
+    assert progress is not None  # noqa: S101 - callers set it
+    by_name = {s.name: s for s in playbook.steps}
+    for index, step_status in enumerate(progress.steps):
+        step = by_name.get(step_status.name)
+        if step is None:
+            message = f"step {step_status.name} was removed from playbook {progress.name} during the run"
+            if b.condition("Stalled", "True", "InvalidPlaybook", message):
+                b.record("Stalled", message, warning=True)
+            return b.decision()
+        state = step_status.state
+        if state in (StepState.SUCCEEDED, StepState.SKIPPED):
+            continue
+        if state is StepState.FAILED:
+            if step.continueOnFailure:
+                continue
+            message = f"step {step.name} failed: {step_status.message}"
+            if b.condition("Stalled", "True", "StepFailed", message):
+                b.record("Stalled", message, warning=True)
+            b.condition("Reconciling", "False", "Stalled", message)
+            return b.decision()
+        if state is StepState.RUNNING:
+            return b.decision(Intent("run-step", index))
+        return _start_step(b, index, step, step_status)
+    return _monitor(b, playbook)
+
+
+def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
+    approvals = b.inp.spec.approvals or []
+    if step.requiresApproval and step.name not in approvals:
+        if step_status.state is not StepState.AWAITING_APPROVAL:
+            step_status.state = StepState.AWAITING_APPROVAL
+            b.record(
+                "AwaitingApproval", f"step {step.name} ({step.action}) waits for approval in spec.approvals"
+            )
+        b.condition("Reconciling", "True", "AwaitingApproval", f"step {step.name} waits for approval")
+        return b.decision()
+    if step_status.attempts > 0 and step_status.finishedAt is not None:
+        retry_at = step_status.finishedAt + backoff(step_status.attempts)
+        if b.now < retry_at:
+            b.wake.append(retry_at)
+            return b.decision()
+    if step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
+        b.record("Approved", f"step {step.name} approved", actor="human")
+    step_status.state = StepState.RUNNING
+    step_status.attempts += 1
+    step_status.startedAt = b.now
+    step_status.finishedAt = None
+    step_status.message = None
+    b.advance(Event.MUTATING_STEP if step.action in MUTATING_ACTIONS else Event.DIAGNOSTIC_STEP)
+    b.condition("Reconciling", "True", "StepRunning", f"step {step.name} ({step.action}) running")
+    attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
+    b.record("StepStarted", f"step {step.name}: {step.action} started{attempt}")
+    return b.decision(Intent("run-step", index))
+
+
+def _monitor(b: _Builder, playbook: PlaybookSpec) -> Decision:
+    status = b.status
+    if status.monitoringSince is None:
+        status.monitoringSince = b.now
+        b.advance(Event.STEPS_DONE)
+        b.condition(
+            "Reconciling",
+            "True",
+            "Monitoring",
+            f"all steps done; monitoring for {playbook.stabilizationSeconds}s",
+        )
+        b.record("Monitoring", f"all steps done; monitoring for {playbook.stabilizationSeconds}s")
+    until = status.monitoringSince + timedelta(seconds=playbook.stabilizationSeconds)
+    if b.now < until:
+        b.wake.append(until)
+        return b.decision()
+    if b.reason_of("Stalled") == "HealthNotRestored":
+        return b.decision()
+    return b.decision(Intent("verify-health"))
+
+
+def _after_resolution(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
+    progress = b.status.playbook
+    if playbook is None or progress is None or not playbook.revertOnResolve:
+        return b.decision()
+    by_name = {s.name: s for s in playbook.steps}
+    for index, step_status in enumerate(progress.steps):
+        step = by_name.get(step_status.name)
+        if (
+            step is not None
+            and step.scale is not None
+            and step_status.state is StepState.SUCCEEDED
+            and step_status.replicasBefore is not None
+            and not step_status.reverted
+        ):
+            return b.decision(Intent("revert-scale", index))
+    return b.decision()
+
+
+# ----------------------------------------------------------------------------- outcomes
+
+
+def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: PlaybookSpec) -> Decision:
+    """Fold the outcome of an intent into the status (the engine persists the result)."""
+    b = _Builder(inp)
+    if intent.kind == "verify-health":
+        return _complete_health(b, outcome)
+    progress = b.status.playbook
+    assert progress is not None  # noqa: S101 - an intent always has a playbook
+    step_status = progress.steps[intent.step]
+    step = next(s for s in playbook.steps if s.name == step_status.name)
+    if intent.kind == "revert-scale":
+        step_status.reverted = True
+        b.record(
+            "ScaleReverted" if outcome.ok else "ScaleRevertFailed",
+            f"step {step.name}: {outcome.message}",
+            warning=not outcome.ok,
+        )
+        return b.decision()
+    step_status.finishedAt = b.now
+    step_status.message = outcome.message
+    if outcome.ok:
+        step_status.state = StepState.SUCCEEDED
+        b.record("StepSucceeded", f"step {step.name}: {outcome.message}")
+        if step.action in MUTATING_ACTIONS and not b.is_true("Mitigated"):
+            b.status.mitigatedAt = b.now
+            b.condition(
+                "Mitigated", "True", "MitigationApplied", f"step {step.name} ({step.action}) succeeded"
+            )
+        return b.decision()
+    if step_status.attempts < 1 + step.retries:
+        step_status.state = StepState.PENDING
+        tries = f"attempt {step_status.attempts} of {1 + step.retries}"
+        b.record("StepRetrying", f"step {step.name}: {tries} failed: {outcome.message}", warning=True)
+        return b.decision()
+    step_status.state = StepState.FAILED
+    b.record("StepFailed", f"step {step.name} failed: {outcome.message}", warning=True)
+    return b.decision()
+
+
+def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
+    if outcome.ok:
+        b.status.resolvedAt = b.now
+        b.advance(Event.STABILIZED)
+        b.condition("Resolved", "True", "Stabilized", outcome.message)
+        b.condition("Reconciling", "False", "Resolved", "health held for the stabilization window")
+        b.record("Resolved", f"resolved: {outcome.message}")
+        return b.decision()
+    message = f"health not restored after the stabilization window: {outcome.message}"
+    if b.condition("Stalled", "True", "HealthNotRestored", message):
+        b.record("Stalled", message, warning=True)
+    return b.decision()

@@ -1,0 +1,301 @@
+"""The step planner, driven through whole incidents with a clock that the test moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from incident_operator.conditions import find_condition
+from incident_operator.matching import Candidate, Selection, select
+from incident_operator.models import (
+    IncidentSpec,
+    IncidentStatus,
+    Phase,
+    PlaybookSpec,
+    StepState,
+    TimelineEntry,
+)
+from incident_operator.planner import (
+    TIMELINE_LIMIT,
+    Decision,
+    Intent,
+    Outcome,
+    PlanInput,
+    bound_timeline,
+    complete,
+    plan,
+)
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+TARGET = {"kind": "Deployment", "name": "web"}
+COLLECT = {"name": "collect", "collectEvidence": {"selector": {"app": "web"}}}
+SCALE = {"name": "scale", "scale": {"target": TARGET, "replicas": 16}}
+RESTART = {"name": "restart", "restart": {"target": TARGET}}
+
+
+def incident(**extra: Any) -> IncidentSpec:
+    return IncidentSpec.model_validate(
+        {"title": "web down", "severity": "P1", "category": "availability", **extra}
+    )
+
+
+def playbook(*steps: dict[str, Any], **spec: Any) -> Candidate:
+    body = {"steps": list(steps), "stabilizationSeconds": 30, **spec}
+    return Candidate("pb", PlaybookSpec.model_validate(body))
+
+
+class Run:
+    """One incident under test: feeds plan/complete with the status the engine would persist."""
+
+    def __init__(
+        self, spec: IncidentSpec, *playbooks: Candidate, cooldown_until: datetime | None = None
+    ) -> None:
+        self.spec = spec
+        self.playbooks = list(playbooks)
+        self.status = IncidentStatus()
+        self.now = T0
+        self.cooldown_until = cooldown_until
+        self.records: list[str] = []
+
+    def input(self) -> PlanInput:
+        selection: Selection = select(self.spec, self.playbooks)
+        return PlanInput(
+            spec=self.spec,
+            status=self.status,
+            generation=1,
+            selection=selection,
+            response_target=timedelta(minutes=15),
+            now=self.now,
+            cooldown_until=self.cooldown_until,
+        )
+
+    def plan(self) -> Decision:
+        decision = plan(self.input())
+        self.status = decision.status
+        self.records += [r.reason for r in decision.records]
+        return decision
+
+    def complete(self, intent: Intent, ok: bool = True, message: str = "done") -> Decision:
+        spec = self.playbooks[0].spec
+        decision = complete(self.input(), intent, Outcome(ok, message), spec)
+        self.status = decision.status
+        self.records += [r.reason for r in decision.records]
+        return decision
+
+    def condition(self, type_: str) -> dict[str, Any] | None:
+        return find_condition([c.model_dump(mode="json") for c in self.status.conditions or []], type_)
+
+    def step(self, index: int) -> Any:
+        assert self.status.playbook is not None
+        return self.status.playbook.steps[index]
+
+
+def test_without_a_playbook_the_incident_is_detected_and_stalled() -> None:
+    run = Run(incident())
+    decision = run.plan()
+    assert decision.intent is None
+    assert run.status.phase is Phase.DETECTED
+    assert run.status.acknowledgeBy == T0 + timedelta(minutes=15)
+    assert decision.wake_at == T0 + timedelta(minutes=15)
+    stalled = run.condition("Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("True", "NoMatchingPlaybook")
+    assert run.records == ["Detected", "Stalled"]
+
+
+def test_a_full_run_moves_through_every_phase() -> None:
+    run = Run(incident(), playbook(COLLECT, SCALE))
+    first = run.plan()
+    assert first.intent == Intent("run-step", 0)
+    assert run.status.phase is Phase.INVESTIGATING
+    assert run.condition("Acknowledged")["reason"] == "PlaybookStarted"
+    assert run.step(0).state is StepState.RUNNING
+    assert run.step(0).attempts == 1
+
+    run.now += timedelta(seconds=2)
+    run.complete(Intent("run-step", 0))
+    second = run.plan()
+    assert second.intent == Intent("run-step", 1)
+    assert run.status.phase is Phase.MITIGATING
+
+    run.complete(Intent("run-step", 1), message="scaled web 3 -> 16")
+    assert run.condition("Mitigated")["status"] == "True"
+    assert run.status.mitigatedAt == run.now
+
+    monitoring = run.plan()
+    assert run.status.phase is Phase.MONITORING
+    assert monitoring.intent is None
+    assert monitoring.wake_at == run.now + timedelta(seconds=30)
+
+    run.now += timedelta(seconds=30)
+    verify = run.plan()
+    assert verify.intent == Intent("verify-health")
+    run.complete(Intent("verify-health"), message="web 16/16 ready")
+    assert run.status.phase is Phase.RESOLVED
+    assert run.condition("Resolved")["reason"] == "Stabilized"
+    assert run.plan().intent is None
+    assert run.records == [
+        "Detected",
+        "PlaybookStarted",
+        "Acknowledged",
+        "StepStarted",
+        "StepSucceeded",
+        "StepStarted",
+        "StepSucceeded",
+        "Monitoring",
+        "Resolved",
+    ]
+
+
+def test_a_running_step_found_after_a_crash_is_resumed_not_restarted() -> None:
+    run = Run(incident(), playbook(SCALE))
+    run.plan()
+    persisted = run.status.model_copy(deep=True)
+    run.now += timedelta(minutes=1)
+    again = plan(
+        PlanInput(incident(), persisted, 1, select(incident(), run.playbooks), timedelta(minutes=15), run.now)
+    )
+    assert again.intent == Intent("run-step", 0)
+    assert again.status == persisted  # nothing to write: same attempt, same start time
+    assert again.records == []
+
+
+def test_planning_twice_changes_nothing_the_second_time() -> None:
+    run = Run(incident(), playbook(SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.plan()
+    settled = run.status.model_copy(deep=True)
+    decision = run.plan()
+    assert decision.status == settled
+    assert decision.records == []
+
+
+def test_retries_back_off_then_the_step_fails_and_stalls() -> None:
+    run = Run(incident(), playbook({**RESTART, "retries": 1}))
+    run.plan()
+    run.complete(Intent("run-step", 0), ok=False, message="deployments.apps web not found")
+    assert run.step(0).state is StepState.PENDING
+    waiting = run.plan()
+    assert waiting.intent is None
+    assert waiting.wake_at == run.now + timedelta(seconds=1)
+    run.now += timedelta(seconds=1)
+    assert run.plan().intent == Intent("run-step", 0)
+    assert run.step(0).attempts == 2
+    run.complete(Intent("run-step", 0), ok=False, message="deployments.apps web not found")
+    assert run.step(0).state is StepState.FAILED
+    assert run.plan().intent is None
+    stalled = run.condition("Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "StepFailed"
+    assert "not found" in stalled["message"]
+    assert run.records.count("StepRetrying") == 1
+    assert run.records.count("StepFailed") == 1
+
+
+def test_continue_on_failure_goes_on() -> None:
+    run = Run(incident(), playbook({**COLLECT, "continueOnFailure": True}, SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0), ok=False, message="no logs")
+    assert run.plan().intent == Intent("run-step", 1)
+    assert run.condition("Stalled") is None
+
+
+def test_a_step_that_needs_approval_waits_for_it() -> None:
+    run = Run(incident(category="security"), playbook(COLLECT, {**SCALE, "requiresApproval": True}))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent is None
+    assert run.step(1).state is StepState.AWAITING_APPROVAL
+    assert run.condition("Reconciling")["reason"] == "AwaitingApproval"
+    assert run.plan().records == []  # waiting is recorded once
+
+    run.spec = incident(category="security", approvals=["scale"])
+    assert run.plan().intent == Intent("run-step", 1)
+    assert "Approved" in run.records
+
+
+def test_paused_stops_at_the_step_boundary() -> None:
+    run = Run(incident(paused=True), playbook(SCALE))
+    decision = run.plan()
+    assert decision.intent is None
+    assert run.condition("Reconciling")["reason"] == "Paused"
+    run.spec = incident()
+    assert run.plan().intent == Intent("run-step", 0)
+
+
+def test_response_target_breach_is_recorded_once_and_survives_late_ack() -> None:
+    run = Run(incident(severity="P2"))
+    run.plan()
+    run.now += timedelta(minutes=16)
+    run.plan()
+    run.now += timedelta(minutes=1)
+    run.plan()
+    assert run.records.count("ResponseTargetBreached") == 1
+    run.spec = incident(severity="P2", commander="alice")
+    run.plan()
+    assert run.status.phase is Phase.ACKNOWLEDGED
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
+    assert run.condition("Acknowledged")["reason"] == "CommanderAssigned"
+
+
+def test_a_human_resolution_reverts_scaling_when_asked() -> None:
+    run = Run(incident(), playbook(SCALE, revertOnResolve=True))
+    run.plan()
+    run.step(0).replicasBefore = 3
+    run.step(0).replicasAfter = 16
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(resolution={"summary": "fixed the queue consumer"})
+    decision = run.plan()
+    assert run.status.phase is Phase.RESOLVED
+    assert run.condition("Resolved")["reason"] == "DeclaredByHuman"
+    assert decision.intent == Intent("revert-scale", 0)
+    run.complete(Intent("revert-scale", 0), message="web 16 -> 3")
+    assert run.step(0).reverted is True
+    assert run.plan().intent is None
+
+
+def test_closed_is_read_only_history() -> None:
+    run = Run(incident(), playbook(SCALE))
+    run.plan()
+    run.spec = incident(closed=True)
+    run.plan()
+    assert run.status.phase is Phase.CLOSED
+    assert run.status.closedAt == T0
+    run.spec = incident(closed=True, commander="late")
+    closed = run.status.model_copy(deep=True)
+    assert run.plan().status == closed
+
+
+def test_cooldown_delays_the_playbook() -> None:
+    until = T0 + timedelta(minutes=5)
+    run = Run(incident(), playbook(SCALE), cooldown_until=until)
+    decision = run.plan()
+    assert decision.intent is None
+    assert decision.wake_at == until
+    assert run.condition("Reconciling")["reason"] == "CooldownActive"
+    run.now = until
+    assert run.plan().intent == Intent("run-step", 0)
+
+
+def test_health_not_restored_stalls_for_a_human() -> None:
+    run = Run(incident(), playbook(SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.plan()
+    run.now += timedelta(seconds=30)
+    run.complete(Intent("verify-health"), ok=False, message="web 2/16 ready")
+    assert run.condition("Stalled")["reason"] == "HealthNotRestored"
+    assert run.plan().intent is None
+    assert run.status.phase is Phase.MONITORING
+
+
+def test_the_timeline_is_bounded_and_summarises_what_it_folds() -> None:
+    entries = [TimelineEntry(time=T0, type="StepStarted", message=str(i)) for i in range(TIMELINE_LIMIT + 50)]
+    bounded = bound_timeline(entries)
+    assert len(bounded) == TIMELINE_LIMIT
+    assert bounded[0].type == "Summary"
+    assert bounded[0].message.startswith("summarised 51 earlier entries")
+    assert bounded[-1].message == str(TIMELINE_LIMIT + 49)
+    again = bound_timeline([*bounded, TimelineEntry(time=T0, type="X", message="new")])
+    assert again[0].message.startswith("summarised 52 earlier entries")
