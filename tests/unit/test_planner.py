@@ -85,6 +85,9 @@ class Run:
     def condition(self, type_: str) -> dict[str, Any] | None:
         return find_condition([c.model_dump(mode="json") for c in self.status.conditions or []], type_)
 
+    def phase(self) -> Phase | None:
+        return self.status.phase
+
     def step(self, index: int) -> Any:
         assert self.status.playbook is not None
         return self.status.playbook.steps[index]
@@ -94,7 +97,7 @@ def test_without_a_playbook_the_incident_is_detected_and_stalled() -> None:
     run = Run(incident())
     decision = run.plan()
     assert decision.intent is None
-    assert run.status.phase is Phase.DETECTED
+    assert run.phase() is Phase.DETECTED
     assert run.status.acknowledgeBy == T0 + timedelta(minutes=15)
     assert decision.wake_at == T0 + timedelta(minutes=15)
     stalled = run.condition("Stalled")
@@ -107,7 +110,7 @@ def test_a_full_run_moves_through_every_phase() -> None:
     run = Run(incident(), playbook(COLLECT, SCALE))
     first = run.plan()
     assert first.intent == Intent("run-step", 0)
-    assert run.status.phase is Phase.INVESTIGATING
+    assert run.phase() is Phase.INVESTIGATING
     assert run.condition("Acknowledged")["reason"] == "PlaybookStarted"
     assert run.step(0).state is StepState.RUNNING
     assert run.step(0).attempts == 1
@@ -116,14 +119,14 @@ def test_a_full_run_moves_through_every_phase() -> None:
     run.complete(Intent("run-step", 0))
     second = run.plan()
     assert second.intent == Intent("run-step", 1)
-    assert run.status.phase is Phase.MITIGATING
+    assert run.phase() is Phase.MITIGATING
 
     run.complete(Intent("run-step", 1), message="scaled web 3 -> 16")
     assert run.condition("Mitigated")["status"] == "True"
     assert run.status.mitigatedAt == run.now
 
     monitoring = run.plan()
-    assert run.status.phase is Phase.MONITORING
+    assert run.phase() is Phase.MONITORING
     assert monitoring.intent is None
     assert monitoring.wake_at == run.now + timedelta(seconds=30)
 
@@ -131,7 +134,7 @@ def test_a_full_run_moves_through_every_phase() -> None:
     verify = run.plan()
     assert verify.intent == Intent("verify-health")
     run.complete(Intent("verify-health"), message="web 16/16 ready")
-    assert run.status.phase is Phase.RESOLVED
+    assert run.phase() is Phase.RESOLVED
     assert run.condition("Resolved")["reason"] == "Stabilized"
     assert run.plan().intent is None
     assert run.records == [
@@ -234,7 +237,7 @@ def test_response_target_breach_is_recorded_once_and_survives_late_ack() -> None
     assert run.records.count("ResponseTargetBreached") == 1
     run.spec = incident(severity="P2", commander="alice")
     run.plan()
-    assert run.status.phase is Phase.ACKNOWLEDGED
+    assert run.phase() is Phase.ACKNOWLEDGED
     assert run.condition("ResponseTargetBreached")["status"] == "True"
     assert run.condition("Acknowledged")["reason"] == "CommanderAssigned"
 
@@ -247,7 +250,7 @@ def test_a_human_resolution_reverts_scaling_when_asked() -> None:
     run.complete(Intent("run-step", 0))
     run.spec = incident(resolution={"summary": "fixed the queue consumer"})
     decision = run.plan()
-    assert run.status.phase is Phase.RESOLVED
+    assert run.phase() is Phase.RESOLVED
     assert run.condition("Resolved")["reason"] == "DeclaredByHuman"
     assert decision.intent == Intent("revert-scale", 0)
     run.complete(Intent("revert-scale", 0), message="web 16 -> 3")
@@ -260,7 +263,7 @@ def test_closed_is_read_only_history() -> None:
     run.plan()
     run.spec = incident(closed=True)
     run.plan()
-    assert run.status.phase is Phase.CLOSED
+    assert run.phase() is Phase.CLOSED
     assert run.status.closedAt == T0
     run.spec = incident(closed=True, commander="late")
     closed = run.status.model_copy(deep=True)
@@ -287,7 +290,7 @@ def test_health_not_restored_stalls_for_a_human() -> None:
     run.complete(Intent("verify-health"), ok=False, message="web 2/16 ready")
     assert run.condition("Stalled")["reason"] == "HealthNotRestored"
     assert run.plan().intent is None
-    assert run.status.phase is Phase.MONITORING
+    assert run.phase() is Phase.MONITORING
 
 
 def test_the_timeline_is_bounded_and_summarises_what_it_folds() -> None:
