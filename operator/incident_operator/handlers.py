@@ -1,18 +1,25 @@
-"""Kopf handlers. For now: the single startup handler that configures the framework.
+"""Kopf handlers: framework settings, the per-Incident engine loop, Playbook validation.
 
-Everything kopf-specific is set here and nowhere else: watch and request timeouts, the
-finalizer name and progress-storage prefix (our own, so they never collide with another
-Kopf operator), and the level of Events kopf posts. Nothing here connects at import time.
+Handlers are thin: they parse, call the pure core or the engine, and write status. Everything
+kopf-specific is set in `configure` and nowhere else: watch and request timeouts, the finalizer
+name and progress-storage prefix (our own, so they never collide with another Kopf operator),
+and the level of Events kopf posts. Nothing here connects at import time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import httpx
 import kopf
 
-from incident_operator import API_GROUP
+from incident_operator import API_GROUP, API_VERSION, conditions, validation
+from incident_operator.config import OperatorConfig
+from incident_operator.engine import IncidentLoop, utc_now
+from incident_operator.kube import Kube, load_api_client
+from incident_operator.planner import Record
 
 ANNOTATION_PREFIX = API_GROUP
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -23,9 +30,11 @@ WATCH_CLIENT_TIMEOUT_S = 330
 CONNECT_TIMEOUT_S = 10
 REQUEST_TIMEOUT_S = 30
 
+logger = logging.getLogger(__name__)
+
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = CONNECT_TIMEOUT_S
@@ -39,3 +48,126 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    memo.kube = Kube(load_api_client())
+    memo.http = httpx.AsyncClient(follow_redirects=False)
+    memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
+    memo.incident_namespaces = {}  # incident uid -> namespace
+
+
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    await memo.http.aclose()
+    memo.kube.api.close()
+
+
+@kopf.index(API_GROUP, API_VERSION, "playbooks")
+def playbooks_by_namespace(
+    *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
+    return {namespace or "": (name, dict(spec), dict(status))}
+
+
+def _wake(memo: kopf.Memo, uid: str) -> None:
+    event = memo.wakeups.get(uid)
+    if event is not None:
+        event.set()
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "incidents")
+def incident_changed(*, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    _wake(memo, uid)
+
+
+@kopf.daemon(API_GROUP, API_VERSION, "incidents", cancellation_timeout=10)
+async def incident_daemon(
+    *,
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    assert namespace is not None  # noqa: S101 - Incidents are namespaced
+    config: OperatorConfig = memo.config
+    index: kopf.Index[str, tuple[str, dict[str, Any], dict[str, Any]]] = kwargs["playbooks_by_namespace"]
+    wake = memo.wakeups.setdefault(uid, asyncio.Event())
+    memo.incident_namespaces[uid] = namespace
+
+    def playbooks() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        return {pb: (spec, status) for pb, spec, status in index.get(namespace, [])}
+
+    def post_event(record: Record) -> None:
+        kopf.event(
+            body, type="Warning" if record.warning else "Normal", reason=record.reason, message=record.message
+        )
+
+    async def wake_on_stop() -> None:
+        await stopped.wait()
+        wake.set()
+
+    stopper = asyncio.create_task(wake_on_stop())
+    loop = IncidentLoop(
+        kube=memo.kube,
+        http=memo.http,
+        config=config,
+        namespace=namespace,
+        name=name,
+        uid=uid,
+        body=body,
+        playbooks=playbooks,
+        post_event=post_event,
+    )
+    try:
+        await loop.run(lambda: bool(stopped), wake)
+    finally:
+        stopper.cancel()
+        memo.wakeups.pop(uid, None)
+        memo.incident_namespaces.pop(uid, None)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "playbooks")
+async def playbook_changed(
+    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Validate what the schema cannot, write Ready/Invalid, and wake the namespace's incidents."""
+    for uid, ns in list(memo.incident_namespaces.items()):
+        if ns == namespace:
+            _wake(memo, uid)
+    if type == "DELETED" or namespace is None:
+        return
+    generation = body.get("metadata", {}).get("generation")
+    status = dict(body.get("status") or {})
+    spec, found = validation.problems(dict(body.get("spec") or {}))
+    now = utc_now()
+    current = list(status.get("conditions") or [])
+    if found:
+        message = "; ".join(found)
+        updated = conditions.set_condition(
+            current, "Invalid", "True", "InvalidSpec", message, generation=generation, now=now
+        )
+        updated = conditions.set_condition(
+            updated, "Ready", "False", "InvalidSpec", message, generation=generation, now=now
+        )
+    else:
+        notes = validation.advice(spec) if spec else []
+        message = "; ".join(notes) or "valid"
+        updated = conditions.set_condition(
+            current, "Invalid", "False", "Valid", "valid", generation=generation, now=now
+        )
+        updated = conditions.set_condition(
+            updated, "Ready", "True", "Valid", message, generation=generation, now=now
+        )
+    steps = len(spec.steps) if spec else len((body.get("spec") or {}).get("steps") or [])
+    if status.get("observedGeneration") == generation and updated == current and status.get("steps") == steps:
+        return
+    try:
+        await memo.kube.patch_playbook_status(
+            namespace, name, {"observedGeneration": generation, "steps": steps, "conditions": updated}
+        )
+    except Exception as exc:  # a transient failure is retried on the next event
+        logger.warning("playbook %s/%s: could not write status: %s", namespace, name, exc)
+        return
+    if found and not conditions.is_true(current, "Invalid"):
+        kopf.event(body, type="Warning", reason="Invalid", message=message)

@@ -164,6 +164,17 @@ def bound_timeline(entries: list[TimelineEntry]) -> list[TimelineEntry]:
     return [summary, *kept]
 
 
+def cooldown_until(
+    playbook: PlaybookSpec, targets: list[str], last_runs: dict[str, datetime] | None
+) -> datetime | None:
+    """When the playbook may run again on any of `targets` ('Kind/name'), or None if it may now."""
+    if playbook.cooldownSeconds <= 0 or not last_runs:
+        return None
+    window = timedelta(seconds=playbook.cooldownSeconds)
+    ends = [last_runs[t] + window for t in targets if t in last_runs]
+    return max(ends) if ends else None
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S))
 

@@ -1,0 +1,502 @@
+"""The action registry: one async function per playbook action key.
+
+Each action gets an `ActionContext` and returns an `Outcome`; it never raises for an expected
+failure (missing target, guardrail, timeout), it reports it. Every action is idempotent for a
+given step attempt, which is what makes a re-run after a crash harmless:
+
+- `scale` decides `replicasBefore`/`replicasAfter` once and persists them before it acts;
+- `restart` stamps `kubectl.kubernetes.io/restartedAt` with the attempt's persisted start time;
+- `deletePods` picks its victims once and persists their names before deleting them;
+- `isolate` and `collectEvidence` write objects with deterministic names;
+- `waitReady` and `httpCheck` only read; `notify` sends an `Idempotency-Key` per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from incident_operator import API_GROUP, API_VERSION, templates
+from incident_operator.conditions import format_time
+from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready
+from incident_operator.models import (
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    Step,
+    StepStatus,
+    WorkloadRef,
+)
+from incident_operator.planner import Outcome
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+POLL_INTERVAL_S = 1.0
+HTTP_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+EVIDENCE_MAX_BYTES = 900_000  # a ConfigMap holds at most 1 MiB
+
+
+@dataclass
+class ActionContext:
+    kube: Kube
+    http: httpx.AsyncClient
+    namespace: str
+    incident: str
+    incident_uid: str
+    spec: IncidentSpec
+    status: IncidentStatus
+    playbook: PlaybookSpec
+    step: Step
+    step_status: StepStatus
+    now: Callable[[], datetime]
+    persist: Callable[[], Awaitable[None]]
+    """Persist `status` (with the changes made to `step_status`) before acting on them."""
+
+    @property
+    def deadline(self) -> datetime:
+        started = self.step_status.startedAt or self.now()
+        return started + timedelta(seconds=self.step.timeoutSeconds)
+
+    def owner(self) -> dict[str, Any]:
+        return {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "Incident",
+            "name": self.incident,
+            "uid": self.incident_uid,
+        }
+
+    def template_values(self) -> dict[str, str]:
+        return {
+            "name": self.incident,
+            "namespace": self.namespace,
+            "title": self.spec.title,
+            "description": self.spec.description or "",
+            "severity": str(self.spec.severity),
+            "category": str(self.spec.category),
+            "phase": str(self.status.phase or ""),
+            "commander": self.spec.commander or "",
+            "step": self.step.name,
+            "url": "",
+        }
+
+
+Action = Callable[[ActionContext], Awaitable[Outcome]]
+
+
+def _target_missing(ref: WorkloadRef, namespace: str) -> Outcome:
+    return Outcome(False, f"{ref.kind} {namespace}/{ref.name} not found")
+
+
+async def scale(ctx: ActionContext) -> Outcome:
+    params = ctx.step.scale
+    assert params is not None  # noqa: S101 - the registry dispatches by action key
+    ref, st = params.target, ctx.step_status
+    if st.replicasAfter is None:
+        try:
+            workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+        except ApiException as exc:
+            return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+        before = workload.spec.replicas if workload.spec.replicas is not None else 1
+        wanted = params.replicas if params.replicas is not None else before + (params.delta or 0)
+        caps = [c for c in (params.max, ctx.playbook.guardrails.maxReplicas) if c is not None]
+        after = max(0, min([wanted, *caps]))
+        st.replicasBefore, st.replicasAfter = before, after
+        st.message = f"scaling {ref.kind} {ref.name} {before} -> {after}" + (
+            f" (capped from {wanted})" if after != wanted else ""
+        )
+        await ctx.persist()
+    try:
+        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    capped = " (capped by guardrails)" if "capped" in (st.message or "") else ""
+    return Outcome(True, f"scaled {ref.kind} {ref.name} {st.replicasBefore} -> {st.replicasAfter}{capped}")
+
+
+async def _guard_ready_percent(ctx: ActionContext, ready: int, total: int, what: str) -> Outcome | None:
+    floor = ctx.playbook.guardrails.minReadyPercent
+    if floor is None or total == 0:
+        return None
+    percent = 100.0 * ready / total
+    if percent < floor:
+        return Outcome(
+            False,
+            f"guardrail minReadyPercent={floor}: only {ready}/{total} ({percent:.0f}%) of {what} "
+            "are Ready; not restarting more",
+        )
+    return None
+
+
+async def restart(ctx: ActionContext) -> Outcome:
+    params = ctx.step.restart
+    assert params is not None  # noqa: S101
+    ref = params.target
+    stamp = format_time(ctx.step_status.startedAt or ctx.now())
+    try:
+        workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    annotations = (
+        workload.spec.template.metadata.annotations if workload.spec.template.metadata else None
+    ) or {}
+    if annotations.get(RESTARTED_AT) == stamp:
+        return Outcome(True, f"rollout restart of {ref.kind} {ref.name} already requested at {stamp}")
+    desired = workload.spec.replicas if workload.spec.replicas is not None else 1
+    refused = await _guard_ready_percent(
+        ctx, workload.status.ready_replicas or 0, desired, f"{ref.kind} {ref.name}"
+    )
+    if refused:
+        return refused
+    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    try:
+        await ctx.kube.patch_workload(ref.kind, ref.name, ctx.namespace, patch)
+    except ApiException as exc:
+        return Outcome(False, api_reason(exc))
+    return Outcome(True, f"rollout restart of {ref.kind} {ref.name} requested ({RESTARTED_AT}={stamp})")
+
+
+def _pods_deleted_so_far(ctx: ActionContext) -> int:
+    progress = ctx.status.playbook
+    steps = progress.steps if progress else []
+    return sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
+
+
+async def delete_pods(ctx: ActionContext) -> Outcome:
+    params = ctx.step.deletePods
+    assert params is not None  # noqa: S101
+    st = ctx.step_status
+    if st.pods is None:
+        pods = await ctx.kube.pods(ctx.namespace, params.selector)
+        live = [p for p in pods if p.metadata is not None and p.metadata.deletion_timestamp is None]
+        ready = [p for p in live if pod_ready(p)]
+        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {params.selector}")
+        if refused:
+            return refused
+        candidates = [p for p in live if not pod_ready(p)] if params.onlyUnready else live
+        candidates.sort(key=lambda p: (pod_ready(p), pod_name(p)))
+        budget = params.max
+        limit = ctx.playbook.guardrails.maxPodDeletions
+        if limit is not None:
+            budget = min(budget, max(0, limit - _pods_deleted_so_far(ctx)))
+        st.pods = [pod_name(p) for p in candidates[:budget]]
+        st.message = f"deleting {len(st.pods)} of {len(candidates)} candidate pods"
+        await ctx.persist()
+    for name in st.pods:
+        try:
+            await ctx.kube.call(ctx.kube.core.delete_namespaced_pod, name, ctx.namespace)
+        except ApiException as exc:
+            if not not_found(exc):
+                return Outcome(False, f"deleting pod {name}: {api_reason(exc)}")
+    if not st.pods:
+        return Outcome(True, "no pod needed deleting (none matched, or the guardrail budget is spent)")
+    return Outcome(True, f"deleted {len(st.pods)} pods: {', '.join(st.pods)}")
+
+
+async def _until_deadline(
+    ctx: ActionContext, probe: Callable[[], Awaitable[Outcome | None]], waiting: str
+) -> Outcome:
+    """Call `probe` until it returns an Outcome or the step's deadline passes."""
+    last = waiting
+    while True:
+        result = await probe()
+        if isinstance(result, Outcome):
+            return result
+        if ctx.now() >= ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {last}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def wait_ready(ctx: ActionContext) -> Outcome:
+    params = ctx.step.waitReady
+    assert params is not None  # noqa: S101
+    ref = params.target
+    seen = {"last": "not observed yet"}
+
+    async def probe() -> Outcome | None:
+        try:
+            readiness = await ctx.kube.readiness(ref.kind, ref.name, ctx.namespace)
+        except ApiException as exc:
+            if not_found(exc):
+                return _target_missing(ref, ctx.namespace)
+            seen["last"] = api_reason(exc)
+            return None
+        seen["last"] = readiness.describe()
+        if readiness.rolled_out:
+            return Outcome(True, f"{ref.kind} {ref.name} rolled out: {readiness.describe()}")
+        return None
+
+    result = await _until_deadline(ctx, probe, "waiting")
+    if not result.ok and result.message.startswith("timed out"):
+        return Outcome(
+            False, f"timed out after {ctx.step.timeoutSeconds}s: {ref.kind} {ref.name} {seen['last']}"
+        )
+    return result
+
+
+async def http_check(ctx: ActionContext) -> Outcome:
+    params = ctx.step.httpCheck
+    assert params is not None  # noqa: S101
+    streak = 0
+    last = "no response yet"
+    while True:
+        try:
+            response = await ctx.http.get(params.url, timeout=HTTP_TIMEOUT)
+            ok = response.status_code == params.expectStatus
+            last = f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, last = False, f"{type(exc).__name__}"
+        streak = streak + 1 if ok else 0
+        if streak >= params.successThreshold:
+            return Outcome(True, f"GET {params.url}: {last} ({streak} consecutive)")
+        if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
+            return Outcome(
+                False,
+                f"timed out after {ctx.step.timeoutSeconds}s: GET {params.url} last {last}"
+                f" (expected {params.expectStatus})",
+            )
+        await asyncio.sleep(params.intervalSeconds)
+
+
+async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
+    try:
+        secret = await ctx.kube.call(ctx.kube.core.read_namespaced_secret, name, ctx.namespace)
+    except ApiException as exc:
+        if not_found(exc):
+            return Outcome(False, f"Secret {ctx.namespace}/{name} not found")
+        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
+    import base64
+
+    data = secret.data or {}
+    if key not in data:
+        return Outcome(False, f"Secret {ctx.namespace}/{name} has no key {key!r}")
+    return base64.b64decode(data[key]).decode().strip()
+
+
+async def notify(ctx: ActionContext) -> Outcome:
+    params = ctx.step.notify
+    assert params is not None  # noqa: S101
+    target = params.slack or params.webhook
+    assert target is not None  # noqa: S101 - CEL guarantees one of them
+    url = await read_secret_value(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
+    if isinstance(url, Outcome):
+        return url
+    text = templates.render(params.message, ctx.template_values())
+    if params.slack is not None:
+        payload: dict[str, Any] = {"text": text}
+    else:
+        payload = {
+            "incident": ctx.incident,
+            "namespace": ctx.namespace,
+            "title": ctx.spec.title,
+            "severity": str(ctx.spec.severity),
+            "category": str(ctx.spec.category),
+            "phase": str(ctx.status.phase or ""),
+            "step": ctx.step.name,
+            "message": text,
+        }
+    key = f"{ctx.incident_uid}/{ctx.step.name}/{ctx.step_status.attempts}"
+    try:
+        response = await ctx.http.post(
+            url, json=payload, headers={"Idempotency-Key": key}, timeout=HTTP_TIMEOUT
+        )
+    except httpx.HTTPError as exc:
+        return Outcome(False, f"notification not delivered: {type(exc).__name__} (webhook URL from Secret)")
+    if response.status_code >= 300:
+        return Outcome(False, f"notification rejected: HTTP {response.status_code}")
+    return Outcome(True, f"notified ({'slack' if params.slack else 'webhook'}): {text[:200]}")
+
+
+async def collect_evidence(ctx: ActionContext) -> Outcome:
+    params = ctx.step.collectEvidence
+    assert params is not None  # noqa: S101
+    pods = await ctx.kube.pods(ctx.namespace, params.selector)
+    data: dict[str, str] = {}
+    summary = [
+        {
+            "name": pod_name(p),
+            "phase": p.status.phase if p.status else None,
+            "ready": pod_ready(p),
+            "node": p.spec.node_name if p.spec else None,
+            "restarts": sum(c.restart_count for c in (p.status.container_statuses or [])) if p.status else 0,
+        }
+        for p in pods
+    ]
+    data["pods.yaml"] = yaml.safe_dump(summary, sort_keys=False)
+    missing_logs: list[str] = []
+    if params.logLines > 0:
+        for pod in pods:
+            try:
+                log = await ctx.kube.call(
+                    ctx.kube.core.read_namespaced_pod_log,
+                    pod_name(pod),
+                    ctx.namespace,
+                    tail_lines=params.logLines,
+                    _request_timeout=10,
+                )
+                data[f"logs-{pod_name(pod)}.txt"] = str(log)
+            except ApiException as exc:
+                missing_logs.append(f"{pod_name(pod)}: {api_reason(exc)}")
+            except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
+                missing_logs.append(f"{pod_name(pod)}: {type(exc).__name__}")
+    if missing_logs:
+        data["logs-unavailable.txt"] = "\n".join(missing_logs) + "\n"
+    if params.events:
+        events = await ctx.kube.call(ctx.kube.core.list_namespaced_event, ctx.namespace)
+        names = {pod_name(p) for p in pods} | {ctx.incident}
+        relevant = [
+            {
+                "time": str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+                "object": f"{e.involved_object.kind}/{e.involved_object.name}",
+                "type": e.type,
+                "reason": e.reason,
+                "message": e.message,
+            }
+            for e in events.items
+            if any((e.involved_object.name or "").startswith(n) for n in names)
+        ]
+        data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
+    _fit(data)
+    name = f"{ctx.incident}-evidence"
+    body = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={f"{API_GROUP}/incident": ctx.incident},
+            owner_references=[client.V1OwnerReference(**ctx.owner())],
+        ),
+        data=data,
+    )
+    try:
+        await ctx.kube.call(ctx.kube.core.create_namespaced_config_map, ctx.namespace, body)
+    except ApiException as exc:
+        if not conflict(exc):
+            return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
+        await ctx.kube.call(ctx.kube.core.replace_namespaced_config_map, name, ctx.namespace, body)
+    ctx.status.evidenceRef = name
+    logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
+    return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
+
+
+def _fit(data: dict[str, str]) -> None:
+    """Trim log entries so the ConfigMap stays under the size limit (the trim is noted)."""
+    total = sum(len(v.encode()) for v in data.values())
+    for key in sorted(
+        (k for k in data if k.startswith("logs-") and k != "logs-unavailable.txt"), reverse=True
+    ):
+        if total <= EVIDENCE_MAX_BYTES:
+            return
+        size = len(data[key].encode())
+        data[key] = "(trimmed: evidence exceeded the ConfigMap size limit)\n"
+        total -= size - len(data[key])
+
+
+async def isolate(ctx: ActionContext) -> Outcome:
+    params = ctx.step.isolate
+    assert params is not None  # noqa: S101
+    name = f"{ctx.incident}-isolate"
+    policy = client.V1NetworkPolicy(
+        metadata=client.V1ObjectMeta(
+            name=name,
+            labels={f"{API_GROUP}/incident": ctx.incident},
+            owner_references=[client.V1OwnerReference(**ctx.owner())],
+        ),
+        spec=client.V1NetworkPolicySpec(
+            pod_selector=client.V1LabelSelector(match_labels=params.selector),
+            policy_types=["Ingress", "Egress"],
+        ),
+    )
+    try:
+        await ctx.kube.call(ctx.kube.networking.create_namespaced_network_policy, ctx.namespace, policy)
+    except ApiException as exc:
+        if not conflict(exc):
+            return Outcome(False, f"creating NetworkPolicy {name}: {api_reason(exc)}")
+    return Outcome(True, f"isolated pods {json.dumps(params.selector)} with deny-all NetworkPolicy {name}")
+
+
+REGISTRY: dict[str, Action] = {
+    "scale": scale,
+    "restart": restart,
+    "deletePods": delete_pods,
+    "waitReady": wait_ready,
+    "httpCheck": http_check,
+    "notify": notify,
+    "collectEvidence": collect_evidence,
+    "isolate": isolate,
+}
+
+
+async def run(ctx: ActionContext) -> Outcome:
+    """Run the step's action within its timeout; unexpected errors become a failed Outcome."""
+    action = REGISTRY[ctx.step.action]
+    remaining = (ctx.deadline - ctx.now()).total_seconds()
+    if remaining <= 0:
+        return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s")
+    try:
+        return await asyncio.wait_for(action(ctx), timeout=remaining + 1)
+    except TimeoutError:
+        return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s")
+    except ApiException as exc:
+        return Outcome(False, api_reason(exc))
+    except templates.TemplateError as exc:
+        return Outcome(False, f"message template: {exc}")
+
+
+def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
+    """The workloads an incident is about: its own targets and those its playbook acts on."""
+    refs = list(spec.targets or [])
+    for step in playbook.steps if playbook else []:
+        for params in (step.scale, step.restart, step.waitReady):
+            if params is not None:
+                refs.append(params.target)
+    unique: dict[tuple[str, str], WorkloadRef] = {}
+    for ref in refs:
+        unique.setdefault((str(ref.kind), ref.name), ref)
+    return list(unique.values())
+
+
+async def verify_health(
+    kube: Kube, http: httpx.AsyncClient, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
+) -> Outcome:
+    """After the stabilization window: every target rolled out, every httpCheck URL answering."""
+    problems: list[str] = []
+    healthy: list[str] = []
+    for ref in workload_targets(spec, playbook):
+        try:
+            readiness = await kube.readiness(str(ref.kind), ref.name, namespace)
+        except ApiException as exc:
+            problems.append(f"{ref.kind} {ref.name}: {'not found' if not_found(exc) else api_reason(exc)}")
+            continue
+        (healthy if readiness.rolled_out else problems).append(
+            f"{ref.kind} {ref.name} {readiness.describe()}"
+        )
+    for step in playbook.steps:
+        if step.httpCheck is None:
+            continue
+        check = step.httpCheck
+        try:
+            response = await http.get(check.url, timeout=HTTP_TIMEOUT)
+            status_line = f"GET {check.url}: HTTP {response.status_code}"
+            (healthy if response.status_code == check.expectStatus else problems).append(status_line)
+        except httpx.HTTPError as exc:
+            problems.append(f"GET {check.url}: {type(exc).__name__}")
+    if problems:
+        return Outcome(False, "; ".join(problems))
+    return Outcome(True, "; ".join(healthy) or "no workload or URL to check")
+
+
+async def revert_scale(kube: Kube, namespace: str, step: Step, step_status: StepStatus) -> Outcome:
+    assert step.scale is not None  # noqa: S101
+    assert step_status.replicasBefore is not None  # noqa: S101
+    ref = step.scale.target
+    try:
+        await kube.scale_workload(str(ref.kind), ref.name, namespace, step_status.replicasBefore)
+    except ApiException as exc:
+        return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
+    return Outcome(True, f"{ref.kind} {ref.name} back to {step_status.replicasBefore} replicas")

@@ -1,0 +1,248 @@
+"""The remediation engine: one loop per Incident that plans, persists, acts and records.
+
+Owns the order of effects, which is what makes every step run exactly once:
+1. `planner.plan` computes the next status and intent (pure);
+2. the status is patched (only when it changed) *before* the action: a step is `Running`;
+3. the action runs (idempotent per attempt, see `actions`);
+4. `planner.complete` folds the outcome in and the status is patched again.
+Each record becomes a timeline entry (inside the status), a Kubernetes Event and a counter.
+The loop sleeps until the planner's next deadline or a change of the Incident or its
+Playbooks, and survives API errors with a bounded backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from incident_operator import actions, metrics
+from incident_operator.config import OperatorConfig
+from incident_operator.kube import Kube, api_reason
+from incident_operator.matching import Candidate, Selection, select
+from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
+from incident_operator.planner import (
+    Decision,
+    Intent,
+    Outcome,
+    PlanInput,
+    Record,
+    complete,
+    cooldown_until,
+    plan,
+)
+
+logger = logging.getLogger(__name__)
+
+IDLE_RECHECK_S = 60.0
+ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+EventPoster = Callable[[Record], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PlaybookEntry:
+    name: str
+    spec: PlaybookSpec
+    status: PlaybookStatus
+
+
+def parse_playbooks(raw: Mapping[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[PlaybookEntry]:
+    """Playbooks of one namespace from the index; invalid ones are skipped (they are marked Invalid)."""
+    entries = []
+    for name, (spec, status) in sorted(raw.items()):
+        try:
+            entries.append(
+                PlaybookEntry(
+                    name, PlaybookSpec.model_validate(spec), PlaybookStatus.model_validate(status or {})
+                )
+            )
+        except ValidationError:
+            continue
+    return entries
+
+
+def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
+    """A merge patch from `old` to `new`: changed keys, and explicit nulls for removed ones."""
+    before = old.model_dump(mode="json", exclude_none=True)
+    after = new.model_dump(mode="json", exclude_none=True)
+    patch: dict[str, Any] = {k: v for k, v in after.items() if before.get(k) != v}
+    patch.update({k: None for k in before if k not in after})
+    return patch
+
+
+class IncidentLoop:
+    """Reconciles one Incident until it is Closed or the operator stops."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        http: httpx.AsyncClient,
+        config: OperatorConfig,
+        namespace: str,
+        name: str,
+        uid: str,
+        body: Mapping[str, Any],
+        playbooks: Callable[[], Mapping[str, tuple[dict[str, Any], dict[str, Any]]]],
+        post_event: EventPoster,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.kube, self.http, self.config = kube, http, config
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.body = body  # kopf's live view: spec changes show up here
+        self.playbooks = playbooks
+        self.post_event = post_event
+        self.clock = clock
+        self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
+
+    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+        errors = 0
+        while not stopped():
+            wake.clear()
+            try:
+                again, wake_at = await self.iterate()
+                errors = 0
+            except ApiException as exc:
+                delay = ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)]
+                errors += 1
+                logger.warning(
+                    "incident %s/%s: API error %s; retrying in %ss",
+                    self.namespace,
+                    self.name,
+                    api_reason(exc),
+                    delay,
+                )
+                await self._sleep(wake, stopped, delay, interruptible=False)
+                continue
+            if self.status.phase is Phase.CLOSED:
+                return
+            if again:
+                continue  # an intent ran: plan again at once
+            timeout = IDLE_RECHECK_S if wake_at is None else (wake_at - self.clock()).total_seconds()
+            await self._sleep(wake, stopped, max(0.0, min(timeout, IDLE_RECHECK_S)))
+
+    async def _sleep(
+        self, wake: asyncio.Event, stopped: Callable[[], bool], seconds: float, *, interruptible: bool = True
+    ) -> None:
+        if stopped() or seconds <= 0:
+            return
+        if not interruptible:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _input(
+        self,
+        spec: IncidentSpec,
+        selection: Selection,
+        cooldown: datetime | None,
+        status: IncidentStatus | None = None,
+    ) -> PlanInput:
+        return PlanInput(
+            spec=spec,
+            status=status if status is not None else self.status,
+            generation=self.body.get("metadata", {}).get("generation"),
+            selection=selection,
+            response_target=getattr(self.config.file.responseTargets, str(spec.severity)),
+            now=self.clock(),
+            cooldown_until=cooldown,
+        )
+
+    async def iterate(self) -> tuple[bool, datetime | None]:
+        """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
+        spec = IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
+        entries = parse_playbooks(self.playbooks())
+        selection = select(spec, [Candidate(e.name, e.spec) for e in entries])
+        chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
+        cooldown = None
+        if chosen is not None and self.status.playbook is None:
+            targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
+            cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
+        decision = plan(self._input(spec, selection, cooldown))
+        await self._commit(decision)
+        if chosen is not None and any(r.reason == "PlaybookStarted" for r in decision.records):
+            await self._stamp_playbook_run(chosen, spec)
+        if decision.intent is None:
+            return False, decision.wake_at
+        assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
+        working = self.status.model_copy(deep=True)
+        outcome = await self._execute(decision.intent, spec, chosen.spec, working)
+        after = complete(
+            self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
+        )
+        await self._commit(after)
+        return True, None
+
+    async def _commit(self, decision: Decision) -> None:
+        patch = status_patch(self.status, decision.status)
+        if patch:
+            await self.kube.patch_incident_status(self.namespace, self.name, patch)
+            self.status = decision.status
+        for record in decision.records:
+            self.post_event(record)
+
+    async def _persist(self, working: IncidentStatus) -> None:
+        """Persist what an action recorded it is about to do, before it does it."""
+        patch = status_patch(self.status, working)
+        if patch:
+            await self.kube.patch_incident_status(self.namespace, self.name, patch)
+            self.status = working.model_copy(deep=True)
+
+    async def _stamp_playbook_run(self, chosen: PlaybookEntry, spec: IncidentSpec) -> None:
+        now = self.clock()
+        targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            await self.kube.patch_playbook_status(
+                self.namespace, chosen.name, {"lastRun": stamp, "lastRuns": dict.fromkeys(targets, stamp)}
+            )
+        except ApiException as exc:
+            logger.warning(
+                "playbook %s/%s: could not record the run: %s", self.namespace, chosen.name, api_reason(exc)
+            )
+
+    async def _execute(
+        self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
+    ) -> Outcome:
+        """Carry out `intent`; the action may record in `working` (persisted on its request)."""
+        if intent.kind == "verify-health":
+            return await actions.verify_health(self.kube, self.http, self.namespace, spec, playbook)
+        progress = working.playbook
+        assert progress is not None  # noqa: S101
+        step_status = progress.steps[intent.step]
+        step = next(s for s in playbook.steps if s.name == step_status.name)
+        if intent.kind == "revert-scale":
+            return await actions.revert_scale(self.kube, self.namespace, step, step_status)
+        ctx = actions.ActionContext(
+            kube=self.kube,
+            http=self.http,
+            namespace=self.namespace,
+            incident=self.name,
+            incident_uid=self.uid,
+            spec=spec,
+            status=working,
+            playbook=playbook,
+            step=step,
+            step_status=step_status,
+            now=self.clock,
+            persist=lambda: self._persist(working),
+        )
+        outcome = await actions.run(ctx)
+        metrics.action_done(step.action, outcome.ok)
+        return outcome

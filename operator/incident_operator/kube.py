@@ -1,0 +1,149 @@
+"""Thin async access to the Kubernetes API for the engine and the actions.
+
+Wraps the (synchronous) official client: every call runs in a worker thread so the event loop
+never blocks. Owns client construction (kubeconfig or in-cluster) and the few read helpers the
+actions share (workload readiness, pod readiness). Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from incident_operator import API_GROUP, API_VERSION
+
+T = TypeVar("T")
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster service account when deployed, else the current kubeconfig."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 404
+
+
+def conflict(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 409
+
+
+def api_reason(exc: ApiException) -> str:
+    """A one-line reason from an API error, without headers or bodies that may hold secrets."""
+    return f"HTTP {exc.status} {exc.reason}".strip()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    desired: int
+    ready: int
+    available: int
+    updated: int
+    rolled_out: bool
+
+    @property
+    def ready_percent(self) -> float:
+        return 100.0 if self.desired == 0 else 100.0 * self.ready / self.desired
+
+    def describe(self) -> str:
+        return f"{self.ready}/{self.desired} ready, {self.updated} updated, {self.available} available"
+
+
+def pod_name(pod: client.V1Pod) -> str:
+    return str(pod.metadata.name) if pod.metadata is not None and pod.metadata.name else ""
+
+
+def pod_ready(pod: client.V1Pod) -> bool:
+    if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
+        return False
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+class Kube:
+    """The API groups the operator uses, called off the event loop."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.networking = client.NetworkingV1Api(api)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    # ------------------------------------------------------------------ workloads
+
+    async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
+        if kind == "StatefulSet":
+            return await self.call(self.apps.read_namespaced_stateful_set, name, namespace)
+        return await self.call(self.apps.read_namespaced_deployment, name, namespace)
+
+    async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        if kind == "StatefulSet":
+            return await self.call(self.apps.patch_namespaced_stateful_set, name, namespace, body)
+        return await self.call(self.apps.patch_namespaced_deployment, name, namespace, body)
+
+    async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
+        body = {"spec": {"replicas": replicas}}
+        if kind == "StatefulSet":
+            await self.call(self.apps.patch_namespaced_stateful_set_scale, name, namespace, body)
+        else:
+            await self.call(self.apps.patch_namespaced_deployment_scale, name, namespace, body)
+
+    async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
+        workload = await self.read_workload(kind, name, namespace)
+        spec, status, meta = workload.spec, workload.status, workload.metadata
+        desired = spec.replicas if spec.replicas is not None else 1
+        ready = status.ready_replicas or 0
+        updated = status.updated_replicas or 0
+        available = status.available_replicas or 0 if kind == "Deployment" else ready
+        current = status.replicas or 0
+        rolled_out = (
+            (status.observed_generation or 0) >= (meta.generation or 0)
+            and updated == desired
+            and current == desired
+            and ready == desired
+            and available == desired
+        )
+        return Readiness(desired, ready, available, updated, rolled_out)
+
+    async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        return list(result.items)
+
+    # ------------------------------------------------------------------ our resources
+
+    async def patch_incident_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "incidents",
+            name,
+            {"status": status},
+        )
+
+    async def patch_playbook_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "playbooks",
+            name,
+            {"status": status},
+        )

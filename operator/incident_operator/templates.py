@@ -1,0 +1,54 @@
+"""A small, safe template language for notification messages. Pure.
+
+`{name}` is replaced by a field of the incident (see `FIELDS`); `{{` and `}}` are literal braces.
+Nothing else is evaluated: no attribute access, no expressions, no code. Unknown fields are an
+error found when the Playbook is validated, not when the notification is sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+FIELDS = (
+    "name",
+    "namespace",
+    "title",
+    "description",
+    "severity",
+    "category",
+    "phase",
+    "commander",
+    "step",
+    "url",
+)
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")
+
+
+class TemplateError(ValueError):
+    """The template uses an unknown field or an unbalanced brace."""
+
+
+def check(template: str) -> None:
+    for match in _TOKEN.finditer(template):
+        token, field = match.group(0), match.group(1)
+        if token in ("{{", "}}"):
+            continue
+        if field is None:
+            raise TemplateError(
+                f"unbalanced {token!r} at position {match.start()}; write {token * 2} for a literal"
+            )
+        if field not in FIELDS:
+            raise TemplateError(f"unknown field {{{field}}}; known fields: {', '.join(FIELDS)}")
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    check(template)
+
+    def substitute(match: re.Match[str]) -> str:
+        token, field = match.group(0), match.group(1)
+        if field:
+            return values.get(field, "")
+        return token[0]  # "{{" -> "{", "}}" -> "}"; check() rejected lone braces
+
+    return _TOKEN.sub(substitute, template)

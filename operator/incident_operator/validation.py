@@ -1,0 +1,41 @@
+"""Checks of a Playbook that the API server's schema and CEL rules cannot express. Pure.
+
+Returns the problems as human-readable strings; the handler turns them into the Playbook's
+`Invalid` condition and an Event. An empty list means the Playbook is Ready.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from incident_operator import templates
+from incident_operator.models import PlaybookSpec
+
+
+def problems(raw_spec: dict[str, Any]) -> tuple[PlaybookSpec | None, list[str]]:
+    try:
+        spec = PlaybookSpec.model_validate(raw_spec)
+    except ValidationError as exc:
+        return None, [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    found: list[str] = []
+    for step in spec.steps:
+        if step.notify is not None:
+            try:
+                templates.check(step.notify.message)
+            except templates.TemplateError as exc:
+                found.append(f"step {step.name}: notify.message: {exc}")
+        scale = step.scale
+        if scale is not None and scale.max is not None and (scale.replicas or 0) > scale.max:
+            found.append(f"step {step.name}: scale.replicas {scale.replicas} exceeds scale.max {scale.max}")
+    return spec, found
+
+
+def advice(spec: PlaybookSpec) -> list[str]:
+    """Things that are valid but unwise; reported in the Ready condition's message."""
+    notes = []
+    for step in spec.steps:
+        if step.isolate is not None and not step.requiresApproval:
+            notes.append(f"step {step.name}: isolate without requiresApproval cuts pods off unattended")
+    return notes
