@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe otherwise
     try:
         file_config = load_config_file(args.config) if args.config else FileConfig()
         config = OperatorConfig(

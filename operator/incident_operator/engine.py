@@ -43,6 +43,7 @@ from incident_operator.planner import (
 logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 60.0
+CANCELLABLE_ACTIONS = frozenset({"waitReady", "httpCheck"})
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 EventPoster = Callable[[Record], None]
@@ -107,8 +108,10 @@ class IncidentLoop:
         self.post_event = post_event
         self.clock = clock
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
+        self.wake = asyncio.Event()
 
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+        self.wake = wake
         errors = 0
         while not stopped():
             wake.clear()
@@ -182,7 +185,9 @@ class IncidentLoop:
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
         working = self.status.model_copy(deep=True)
-        outcome = await self._execute(decision.intent, spec, chosen.spec, working)
+        outcome = await self._execute_unless_overtaken(decision.intent, spec, chosen.spec, working)
+        if outcome is None:
+            return True, None  # a human resolved or closed the incident meanwhile: plan again
         after = complete(
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
@@ -216,6 +221,27 @@ class IncidentLoop:
             logger.warning(
                 "playbook %s/%s: could not record the run: %s", self.namespace, chosen.name, api_reason(exc)
             )
+
+    async def _execute_unless_overtaken(
+        self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
+    ) -> Outcome | None:
+        """Run the intent; a waiting step (waitReady, httpCheck) is cancelled if a human resolves
+        or closes the incident meanwhile (returns None). Mutating actions are short and finish."""
+        task = asyncio.create_task(self._execute(intent, spec, playbook, working))
+        step = working.playbook.steps[intent.step] if working.playbook and intent.step >= 0 else None
+        cancellable = step is not None and step.action in CANCELLABLE_ACTIONS
+        while cancellable and not task.done():
+            self.wake.clear()
+            waiter = asyncio.create_task(self.wake.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            current = self.body.get("spec") or {}
+            if not task.done() and (current.get("resolution") or current.get("closed")):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return None
+        return await task
 
     async def _execute(
         self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus

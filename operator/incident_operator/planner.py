@@ -192,6 +192,7 @@ def plan(inp: PlanInput) -> Decision:
     if b.phase is Phase.CLOSED:
         return b.decision()
     if spec.closed:
+        _skip_remaining(b, "the incident was closed before this step ran")
         status.closedAt = now
         b.advance(Event.CLOSED)
         b.condition("Reconciling", "False", "Closed", "the incident is closed; it is read-only history")
@@ -205,6 +206,7 @@ def plan(inp: PlanInput) -> Decision:
 
     playbook = inp.selection.playbook.spec if inp.selection.playbook else None
     if spec.resolution and not b.is_true("Resolved"):
+        _skip_remaining(b, "resolved by a human before this step finished")
         status.resolvedAt = now
         b.advance(Event.HUMAN_RESOLVED)
         b.condition("Resolved", "True", "DeclaredByHuman", spec.resolution.summary)
@@ -234,6 +236,16 @@ def plan(inp: PlanInput) -> Decision:
             b.record("Stalled", message, warning=True)
         return b.decision()
     return _run_steps(b, playbook)
+
+
+def _skip_remaining(b: _Builder, message: str) -> None:
+    """Steps that have not finished will not run any more: mark them Skipped, with why."""
+    progress = b.status.playbook
+    for step_status in progress.steps if progress else []:
+        if step_status.state in (StepState.PENDING, StepState.RUNNING, StepState.AWAITING_APPROVAL):
+            step_status.state = StepState.SKIPPED
+            step_status.finishedAt = b.now
+            step_status.message = message
 
 
 def _acknowledge(b: _Builder, reason: str, message: str, actor: str = "incident-operator") -> None:

@@ -116,3 +116,87 @@ def namespace(cluster: Cluster) -> Iterator[str]:
     )
     yield name
     core.delete_namespace(name)
+
+
+class OperatorProcess:
+    """`incident-operator run` as a child process, with its log kept for failure messages."""
+
+    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir
+        self.config = workdir / "operator-config.yaml"
+        # Short response targets for P3/P4 so that a breach is observable in a test.
+        self.config.write_text("responseTargets:\n  P3: PT1H\n  P4: PT3S\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        port = _free_port()
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "incident_operator",
+                    "run",
+                    "--http-host=127.0.0.1",
+                    f"--http-port={port}",
+                    f"--config={self.config}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            )
+        import urllib.request
+
+        def ready() -> bool:
+            assert self.proc is not None
+            assert self.proc.poll() is None, self.log()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+
+        wait_until(ready, timeout=60, what="operator /readyz")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no final status patch, as in a node crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return "\n".join(
+            (self.workdir / f"operator-{i}.log").read_text(errors="replace")[-4000:]
+            for i in range(1, self.starts + 1)
+        )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def operator(crds_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()

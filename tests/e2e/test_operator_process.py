@@ -36,7 +36,7 @@ def http_status(url: str) -> int:
 
 @pytest.fixture
 def operator_process(
-    crds_installed: Cluster, tmp_path: Path
+    crds_installed: Cluster, namespace: str, tmp_path: Path
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     port = free_port()
     log_path = tmp_path / "operator.log"
@@ -50,6 +50,7 @@ def operator_process(
                 "run",
                 "--http-host=127.0.0.1",
                 f"--http-port={port}",
+                f"--namespace={namespace}",  # its own empty namespace: never acts on other tests' incidents
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -80,7 +81,7 @@ def test_operator_serves_health_and_readiness_and_stops_on_sigterm(
     assert proc.wait(timeout=30) == 0, log_path.read_text()
 
 
-def test_operator_reports_a_port_in_use(crds_installed: Cluster) -> None:
+def test_operator_reports_a_port_in_use(crds_installed: Cluster, namespace: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -93,6 +94,7 @@ def test_operator_reports_a_port_in_use(crds_installed: Cluster) -> None:
                 "run",
                 "--http-host=127.0.0.1",
                 f"--http-port={port}",
+                f"--namespace={namespace}",  # its own empty namespace: never acts on other tests' incidents
             ],
             capture_output=True,
             text=True,

@@ -1,0 +1,151 @@
+"""Helpers for the engine's e2e tests: create objects, read incidents, wait for conditions."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any, cast
+
+from kubernetes import client
+
+from tests.e2e.conftest import Cluster, OperatorProcess
+from tests.polling import wait_until
+
+GROUP, VERSION = "incident-operator.dev", "v1alpha1"
+TIMEOUT = 90
+
+
+class Scenario:
+    """One namespace of one test: its workloads, playbooks and incidents."""
+
+    def __init__(self, cluster: Cluster, operator: OperatorProcess, namespace: str) -> None:
+        self.cluster, self.operator, self.namespace = cluster, operator, namespace
+        self.apps = client.AppsV1Api(cluster.api)
+        self.core = client.CoreV1Api(cluster.api)
+        self.custom = client.CustomObjectsApi(cluster.api)
+        self.networking = client.NetworkingV1Api(cluster.api)
+
+    # ------------------------------------------------------------------ objects
+
+    def deployment(self, name: str, replicas: int, node_selector: dict[str, str] | None = None) -> None:
+        labels = {"app": name}
+        body = client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1DeploymentSpec(
+                replicas=replicas,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=labels),
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="app", image=f"registry.example/{name}:1")],
+                        node_selector=node_selector,
+                    ),
+                ),
+            ),
+        )
+        self.apps.create_namespaced_deployment(self.namespace, body)
+        if node_selector is None:
+            wait_until(lambda: self.ready_replicas(name) == replicas, timeout=TIMEOUT, what=f"{name} ready")
+
+    def ready_replicas(self, name: str) -> int:
+        return int(self.apps.read_namespaced_deployment(name, self.namespace).status.ready_replicas or 0)
+
+    def secret(self, name: str, data: dict[str, str]) -> None:
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        self.core.create_namespaced_secret(
+            self.namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
+        )
+
+    def playbook(self, name: str, steps: list[dict[str, Any]], **spec: Any) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Playbook",
+            "metadata": {"name": name},
+            "spec": {"steps": steps, "stabilizationSeconds": 1, **spec},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "playbooks", body)
+
+    def incident(self, name: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Incident",
+            "metadata": {"name": name},
+            "spec": {"title": f"{name} test", "severity": "P2", "category": "availability", **spec},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, "incidents", body)
+
+    def patch_incident(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "incidents", name, {"spec": spec}
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, plural: str, name: str) -> dict[str, Any]:
+        return cast(
+            dict[str, Any],
+            self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, plural, name),
+        )
+
+    def status(self, name: str) -> dict[str, Any]:
+        return cast(dict[str, Any], self.get("incidents", name).get("status") or {})
+
+    def condition(self, name: str, type_: str, kind: str = "incidents") -> dict[str, Any] | None:
+        status = self.get(kind, name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == type_), None)
+
+    def steps(self, name: str) -> dict[str, dict[str, Any]]:
+        playbook = self.status(name).get("playbook") or {}
+        return {s["name"]: s for s in playbook.get("steps") or []}
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        selector = f"involvedObject.name={name},involvedObject.kind=Incident"
+        return list(self.core.list_namespaced_event(self.namespace, field_selector=selector).items)
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_condition(
+        self, name: str, type_: str, status: str = "True", reason: str | None = None, kind: str = "incidents"
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            found = self.condition(name, type_, kind)
+            if found and found["status"] == status and (reason is None or found["reason"] == reason):
+                return found
+            return None
+
+        return wait_until(
+            check,
+            timeout=TIMEOUT,
+            what=f"{kind}/{name} {type_}={status} {reason or ''}",
+            describe=self.describer(name, kind),
+        )
+
+    def wait_phase(self, name: str, phase: str) -> dict[str, Any]:
+        return wait_until(
+            lambda: self.status(name) if self.status(name).get("phase") == phase else None,
+            timeout=TIMEOUT,
+            what=f"incident {name} phase {phase}",
+            describe=self.describer(name),
+        )
+
+    def wait_step(self, name: str, step: str, state: str) -> dict[str, Any]:
+        return wait_until(
+            lambda: (
+                self.steps(name).get(step)
+                if (self.steps(name).get(step) or {}).get("state") == state
+                else None
+            ),
+            timeout=TIMEOUT,
+            what=f"incident {name} step {step} {state}",
+            describe=self.describer(name),
+        )
+
+    def describer(self, name: str, kind: str = "incidents") -> Callable[[], str]:
+        def describe() -> str:
+            try:
+                status = self.get(kind, name).get("status")
+            except client.exceptions.ApiException as exc:
+                status = f"unreadable: {exc.status}"
+            return f"status={status}\n--- operator log ---\n{self.operator.log()[-3000:]}"
+
+        return describe

@@ -1,0 +1,83 @@
+"""A real local HTTP server for tests: health endpoints whose answers a test controls, and a
+webhook receiver that records what it was sent. Loopback only; stopped by the fixture."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Controls:
+    statuses: dict[str, int] = field(default_factory=dict)  # path -> status code (default 200)
+    hits: dict[str, int] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class LocalServer:
+    controls: Controls
+    port: int
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def set_status(self, path: str, status: int) -> None:
+        with self.controls.lock:
+            self.controls.statuses[path] = status
+
+    def hits(self, path: str) -> int:
+        with self.controls.lock:
+            return self.controls.hits.get(path, 0)
+
+    def received(self) -> list[dict[str, Any]]:
+        with self.controls.lock:
+            return list(self.controls.received)
+
+
+def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            with controls.lock:
+                controls.hits[self.path] = controls.hits.get(self.path, 0) + 1
+                status = controls.statuses.get(self.path, 200)
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"ok\n" if status < 400 else b"failing\n")
+
+        def do_GET(self) -> None:
+            self._answer()
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with controls.lock:
+                controls.received.append(
+                    {"path": self.path, "body": body, "idempotency_key": self.headers.get("Idempotency-Key")}
+                )
+            self._answer()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    return Handler
+
+
+@contextmanager
+def local_server() -> Iterator[LocalServer]:
+    controls = Controls()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(controls))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LocalServer(controls, int(server.server_address[1]))
+    finally:
+        server.shutdown()
+        server.server_close()
