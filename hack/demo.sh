@@ -8,26 +8,29 @@ PYTHON=${PYTHON:-python3}
 CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.localcluster}
 DEMO_DIR=$ROOT/.demo
 PORT=${DEMO_HTTP_PORT:-18080}
+HEALTH_PORT=18090  # the sample playbook checks http://127.0.0.1:18090/healthz
 LOCALCLUSTER="$PYTHON localcluster/localcluster.py"
 KUBECTL=$CLUSTER_DIR/kubectl  # linked by `localcluster up` to kubectl of the cluster's release
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-stop_operator() {
-  local pidfile=$DEMO_DIR/operator.pid
+stop_pidfile() {  # stop_pidfile FILE PATTERN: stop the process we started, if it still is ours
+  local pidfile=$1 pattern=$2
   [[ -f $pidfile ]] || return 0
   local pid; pid=$(cat "$pidfile")
-  # Only stop the process we started: check it still runs our console script.
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "incident-operator run"; then
+  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$pattern"; then
     kill "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
-    echo "stopped the operator (pid $pid)"
+    echo "stopped $pattern (pid $pid)"
   fi
   rm -f "$pidfile"
 }
+stop_operator() { stop_pidfile "$DEMO_DIR/operator.pid" "incident-operator run"; }
+stop_health() { stop_pidfile "$DEMO_DIR/healthz.pid" "healthz_server.py"; }
 
 if [[ ${1:-} == down ]]; then
   stop_operator
+  stop_health
   $LOCALCLUSTER down --dir "$CLUSTER_DIR"
   rm -rf "$DEMO_DIR"
   exit 0
@@ -79,16 +82,38 @@ say "kubectl get nodes,deploy,pods"
 "$KUBECTL" get nodes
 "$KUBECTL" -n demo get deploy,pods -o wide
 
-say "Opening a sample incident: kubectl apply -f manifests/samples/incident-service-outage.yaml"
+say "The service's health endpoint (a local stand-in): http://127.0.0.1:$HEALTH_PORT/healthz"
+stop_health
+nohup "$PYTHON" hack/healthz_server.py "$HEALTH_PORT" >"$DEMO_DIR/healthz.log" 2>&1 &
+echo $! >"$DEMO_DIR/healthz.pid"
+
+say "GitOps: the platform team's playbook (kubectl apply -f manifests/samples/playbook-service-outage.yaml)"
+"$KUBECTL" -n demo apply -f manifests/samples/playbook-service-outage.yaml
+"$KUBECTL" -n demo get playbooks
+
+say "On call: open the incident (kubectl apply -f manifests/samples/incident-service-outage.yaml)"
 "$KUBECTL" -n demo apply -f manifests/samples/incident-service-outage.yaml
+"$KUBECTL" -n demo wait --for=condition=Resolved incident/web-outage --timeout=180s
 "$KUBECTL" -n demo get incidents
-echo "(Incidents get a phase once the remediation engine lands; today the operator only serves /healthz and /readyz.)"
+
+say "Timeline of incident web-outage"
+"$KUBECTL" -n demo get incident web-outage \
+  -o jsonpath='{range .status.timeline[*]}{.time}{"  "}{.type}{"  "}{.message}{"\n"}{end}'
+
+say "Steps, evidence and the restarted pods"
+"$KUBECTL" -n demo get incident web-outage \
+  -o jsonpath='{range .status.playbook.steps[*]}{.name}{"  "}{.state}{"  attempts="}{.attempts}{"  "}{.message}{"\n"}{end}'
+echo "evidence: ConfigMap $("$KUBECTL" -n demo get incident web-outage -o jsonpath='{.status.evidenceRef}')"
+"$KUBECTL" -n demo get pods
 
 cat <<MSG
 
 The cluster and the operator keep running. Use them with:
   export $KUBECONFIG_LINE
-  ${KUBECTL#"$ROOT"/} -n demo get incidents,deploy,pods
+  ${KUBECTL#"$ROOT"/} -n demo get incidents,playbooks,deploy,pods
+  ${KUBECTL#"$ROOT"/} -n demo describe incident web-outage     # conditions and Events
+Close the incident after the review:
+  ${KUBECTL#"$ROOT"/} -n demo patch incident web-outage --type merge -p '{"spec":{"closed":true}}'
 Stop everything with:
   make demo-down
 MSG

@@ -8,7 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import ROOT, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -85,3 +85,11 @@ def test_kubectl_explain_and_short_name(crds_installed: Cluster, namespace: str)
     assert "P1" in explained
     listed = crds_installed.run_kubectl("get", "inc", "-n", namespace, check=False)
     assert listed.returncode == 0, listed.stderr
+
+
+def test_every_sample_is_accepted_by_the_api_server(crds_installed: Cluster, namespace: str) -> None:
+    applied = crds_installed.run_kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "manifests" / "samples"), check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.count("(server dry run)") == len(list((ROOT / "manifests" / "samples").glob("*.yaml")))
