@@ -8,7 +8,7 @@ CLUSTER_DIR ?= $(CURDIR)/.localcluster
 LOCALCLUSTER := $(PYTHON) localcluster/localcluster.py
 DEMO_HTTP_PORT ?= 18080
 
-.PHONY: help venv build-cluster cluster cluster-down cluster-status crds lint unit e2e test demo demo-down clean
+.PHONY: help venv build-cluster cluster cluster-down cluster-status crds lint unit e2e test demo demo-down bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -37,8 +37,8 @@ crds: venv  ## regenerate crds/ from the pydantic models
 	$(BIN)/python -m incident_operator.crdgen crds/
 
 lint: venv  ## ruff and mypy
-	$(BIN)/ruff check operator tests localcluster
-	$(BIN)/ruff format --check operator tests localcluster
+	$(BIN)/ruff check operator tests localcluster bench hack
+	$(BIN)/ruff format --check operator tests localcluster bench hack
 	$(BIN)/mypy
 
 unit: venv  ## unit tests (pure code, no cluster)
@@ -59,3 +59,6 @@ demo-down:  ## stop what `make demo` started
 
 clean: cluster-down  ## remove the virtual environment and caches (not the binary cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: venv build-cluster  ## benchmarks on a local cluster of their own; writes BENCHMARKS.md
+	$(BIN)/python bench/bench.py

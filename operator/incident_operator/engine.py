@@ -192,6 +192,8 @@ class IncidentLoop:
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
         await self._commit(after)
+        if after.wake_at is not None:
+            return False, after.wake_at  # e.g. health not held yet: check again at that time
         return True, None
 
     async def _commit(self, decision: Decision) -> None:

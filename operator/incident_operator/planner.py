@@ -35,6 +35,8 @@ from incident_operator.phases import Event, advance
 
 TIMELINE_LIMIT = 100
 RETRY_BACKOFF_MAX_S = 30
+HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
+HEALTH_RECHECK_S = 2
 
 IntentKind = Literal["run-step", "verify-health", "revert-scale"]
 
@@ -444,7 +446,14 @@ def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
         b.condition("Reconciling", "False", "Resolved", "health held for the stabilization window")
         b.record("Resolved", f"resolved: {outcome.message}")
         return b.decision()
-    message = f"health not restored after the stabilization window: {outcome.message}"
+    since = b.status.monitoringSince or b.now
+    playbook_window = b.inp.selection.playbook.spec.stabilizationSeconds if b.inp.selection.playbook else 0
+    give_up = since + timedelta(seconds=playbook_window + HEALTH_GRACE_S)
+    if b.now < give_up:
+        b.condition("Reconciling", "True", "Monitoring", f"waiting for health: {outcome.message}")
+        b.wake.append(b.now + timedelta(seconds=HEALTH_RECHECK_S))
+        return b.decision()
+    message = f"health not restored {HEALTH_GRACE_S}s after the stabilization window: {outcome.message}"
     if b.condition("Stalled", "True", "HealthNotRestored", message):
         b.record("Stalled", message, warning=True)
     return b.decision()

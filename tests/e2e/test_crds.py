@@ -92,4 +92,6 @@ def test_every_sample_is_accepted_by_the_api_server(crds_installed: Cluster, nam
         "apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "manifests" / "samples"), check=False
     )
     assert applied.returncode == 0, applied.stderr
-    assert applied.stdout.count("(server dry run)") == len(list((ROOT / "manifests" / "samples").glob("*.yaml")))
+    assert applied.stdout.count("(server dry run)") == len(
+        list((ROOT / "manifests" / "samples").glob("*.yaml"))
+    )

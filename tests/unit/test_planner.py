@@ -16,6 +16,8 @@ from incident_operator.models import (
     TimelineEntry,
 )
 from incident_operator.planner import (
+    HEALTH_GRACE_S,
+    HEALTH_RECHECK_S,
     TIMELINE_LIMIT,
     Decision,
     Intent,
@@ -281,12 +283,20 @@ def test_cooldown_delays_the_playbook() -> None:
     assert run.plan().intent == Intent("run-step", 0)
 
 
-def test_health_not_restored_stalls_for_a_human() -> None:
+def test_health_is_rechecked_for_a_grace_period_then_stalls_for_a_human() -> None:
     run = Run(incident(), playbook(SCALE))
     run.plan()
     run.complete(Intent("run-step", 0))
     run.plan()
     run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("verify-health")
+    waiting = run.complete(Intent("verify-health"), ok=False, message="web 2/16 ready")
+    assert waiting.wake_at == run.now + timedelta(seconds=HEALTH_RECHECK_S)
+    assert run.condition("Stalled") is None
+    assert run.condition("Reconciling")["message"] == "waiting for health: web 2/16 ready"
+    assert waiting.records == []
+    run.now += timedelta(seconds=HEALTH_GRACE_S)
+    assert run.plan().intent == Intent("verify-health")
     run.complete(Intent("verify-health"), ok=False, message="web 2/16 ready")
     assert run.condition("Stalled")["reason"] == "HealthNotRestored"
     assert run.plan().intent is None

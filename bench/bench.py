@@ -1,0 +1,362 @@
+"""`make bench`: latency and API cost of the remediation engine on the local cluster.
+
+Starts its own local cluster with an apiserver audit log (so every write is attributed to the
+operator or not by its user agent), installs the CRDs, runs the operator, and measures:
+
+1. floor: the round trip of one raw merge PATCH of an Incident (client-side, N times);
+2. create → first mutating call: from the apiserver receiving the Incident's create to it
+   receiving the operator's first mutating request (a scale), both timestamps from the audit log;
+3. API writes one incident costs from creation to Resolved with a one-step scale playbook,
+   counted in the audit log by the operator's user agents (kopf/* and incident-operator/*).
+
+Writes the results, the machine and the date to BENCHMARKS.md. Not a test: nothing asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCALCLUSTER = ROOT / "localcluster" / "localcluster.py"
+GROUP, VERSION = "incident-operator.dev", "v1alpha1"
+RUNS = int(os.environ.get("BENCH_RUNS", "30"))
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    verbs: [create, update, patch, delete, deletecollection]
+"""
+OPERATOR_AGENTS = ("kopf/", "incident-operator/")
+MUTATING_SCALE = ("deployments", "scale")
+
+
+def wait(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception:
+            result = None
+        if result:
+            return result
+        time.sleep(0.05)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def audit_entries(path: Path) -> list[dict[str, Any]]:
+    entries = []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("stage") == "ResponseComplete":
+            entries.append(entry)
+    return entries
+
+
+def ts(entry: dict[str, Any]) -> float:
+    return datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+
+
+def is_operator(entry: dict[str, Any]) -> bool:
+    return str(entry.get("userAgent", "")).startswith(OPERATOR_AGENTS)
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kb / 1024 / 1024:.0f} GiB, "
+        f"Python {platform.python_version()}, Kubernetes v1.36.3 local cluster (kwok nodes)"
+    )
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="incident-bench-"))
+    policy = work / "audit-policy.yaml"
+    policy.write_text(AUDIT_POLICY)
+    audit = work / "audit.log"
+    data_dir = work / "cluster"
+    up = subprocess.run(
+        [
+            sys.executable,
+            str(LOCALCLUSTER),
+            "up",
+            "--dir",
+            str(data_dir),
+            "--extra-arg",
+            f"kube-apiserver=--audit-policy-file={policy}",
+            "--extra-arg",
+            f"kube-apiserver=--audit-log-path={audit}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if up.returncode != 0:
+        print(up.stderr, file=sys.stderr)
+        return 1
+    kubeconfig = up.stdout.strip().splitlines()[-1].removeprefix("KUBECONFIG=")
+    operator: subprocess.Popen[bytes] | None = None
+    try:
+        api = config.new_client_from_config(config_file=kubeconfig)
+        api.user_agent = "incident-operator-bench"
+        subprocess.run(
+            [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", str(ROOT / "crds")],
+            check=True,
+            capture_output=True,
+        )
+        apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
+        ns = "bench"
+        wait(
+            lambda: core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns))),
+            60,
+            "namespace",
+        )
+        wait(lambda: core.read_namespaced_service_account("default", ns), 60, "service account")
+        wait(
+            lambda: custom.list_namespaced_custom_object(GROUP, VERSION, ns, "incidents") is not None,
+            60,
+            "CRDs",
+        )
+        port = 18099
+        log = (work / "operator.log").open("wb")
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "incident_operator",
+                "run",
+                "--http-host=127.0.0.1",
+                f"--http-port={port}",
+                f"--namespace={ns}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": kubeconfig},
+        )
+        wait(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200,
+            60,
+            "operator ready",
+        )
+
+        # 1. floor: one raw PATCH of an Incident
+        custom.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            ns,
+            "incidents",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Incident",
+                "metadata": {"name": "floor"},
+                "spec": {"title": "floor", "severity": "P4", "category": "data", "paused": True},
+            },
+        )
+        floor = []
+        for i in range(RUNS * 2):
+            started = time.perf_counter()
+            custom.patch_namespaced_custom_object(
+                GROUP, VERSION, ns, "incidents", "floor", {"spec": {"description": f"patch {i}"}}
+            )
+            floor.append((time.perf_counter() - started) * 1000)
+
+        # 2 + 3. create -> first mutating call, and writes per incident
+        latencies, writes_per_incident, durations = [], [], []
+        breakdown: Counter[str] = Counter()
+        for i in range(RUNS):
+            name = f"w{i}"
+            labels = {"app": name}
+            apps.create_namespaced_deployment(
+                ns,
+                client.V1Deployment(
+                    metadata=client.V1ObjectMeta(name=name),
+                    spec=client.V1DeploymentSpec(
+                        replicas=1,
+                        selector=client.V1LabelSelector(match_labels=labels),
+                        template=client.V1PodTemplateSpec(
+                            metadata=client.V1ObjectMeta(labels=labels),
+                            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x:1")]),
+                        ),
+                    ),
+                ),
+            )
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                "playbooks",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Playbook",
+                    "metadata": {"name": f"pb{i}"},
+                    "spec": {
+                        "stabilizationSeconds": 0,
+                        "steps": [
+                            {
+                                "name": "scale",
+                                "scale": {"target": {"kind": "Deployment", "name": name}, "replicas": 2},
+                            }
+                        ],
+                    },
+                },
+            )
+            wait(
+                lambda name=name: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 1,
+                60,
+                "deployment ready",
+            )
+
+            def validated(i: int = i) -> bool:  # the operator wrote the Playbook status: not counted below
+                obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb{i}")
+                return (obj.get("status") or {}).get("observedGeneration") == 1
+
+            wait(validated, 60, f"pb{i} validated")
+            started = time.perf_counter()
+            custom.create_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                ns,
+                "incidents",
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "Incident",
+                    "metadata": {"name": f"inc{i}"},
+                    "spec": {
+                        "title": f"bench {i}",
+                        "severity": "P2",
+                        "category": "performance",
+                        "playbookRef": {"name": f"pb{i}"},
+                    },
+                },
+            )
+
+            def resolved(i: int = i) -> bool:
+                obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "incidents", f"inc{i}")
+                return (obj.get("status") or {}).get("phase") == "Resolved"
+
+            wait(resolved, 120, f"inc{i} Resolved")
+            durations.append(time.perf_counter() - started)
+
+            def resolved_event(i: int = i) -> bool:  # the incident's last write has happened
+                events = core.list_namespaced_event(ns, field_selector=f"involvedObject.name=inc{i}").items
+                return any(e.reason == "Resolved" for e in events)
+
+            wait(resolved_event, 60, f"inc{i} Resolved event")
+            entries = audit_entries(audit)
+            create = next(
+                e
+                for e in entries
+                if e["verb"] == "create"
+                and (e.get("objectRef") or {}).get("name") == f"inc{i}"
+                and (e.get("objectRef") or {}).get("resource") == "incidents"
+            )
+            first_scale = next(
+                e
+                for e in entries
+                if is_operator(e)
+                and e["verb"] in ("patch", "update")
+                and (e.get("objectRef") or {}).get("resource") == "deployments"
+                and (e.get("objectRef") or {}).get("name") == name
+            )
+            latencies.append((ts(first_scale) - ts(create)) * 1000)
+            # Incidents run one at a time, so every operator write since this create is this one's
+            # (kopf names its Events kopf-event-*, so they cannot be matched by name).
+            window = [e for e in entries if is_operator(e) and ts(e) >= ts(create)]
+            writes_per_incident.append(len(window))
+            for e in window:
+                ref = e.get("objectRef") or {}
+                sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+                breakdown[f"{e['verb']} {ref.get('resource')}{sub}"] += 1
+
+        report = render(floor, latencies, writes_per_incident, durations, breakdown)
+        (ROOT / "BENCHMARKS.md").write_text(report)
+        print(report)
+        return 0
+    finally:
+        if operator is not None:
+            operator.terminate()
+            operator.wait(timeout=30)
+        subprocess.run(
+            [sys.executable, str(LOCALCLUSTER), "down", "--dir", str(data_dir)],
+            check=False,
+            capture_output=True,
+        )
+
+
+def render(
+    floor: list[float],
+    latencies: list[float],
+    writes: list[int],
+    durations: list[float],
+    breakdown: Counter[str],
+) -> str:
+    p50f, p95f = percentile(floor, 50), percentile(floor, 95)
+    p50l, p95l = percentile(latencies, 50), percentile(latencies, 95)
+    n_floor = len(floor)
+    whole50, whole95 = percentile(durations, 50) * 1000, percentile(durations, 95) * 1000
+    per_kind = "\n".join(f"| {kind} | {count / len(writes):.1f} |" for kind, count in breakdown.most_common())
+    return f"""# Benchmarks
+
+Produced by `make bench` (`bench/bench.py`) on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}.
+Machine: {machine()}. The machine is shared and noisy: read the ratios next to the floor
+measured in the same run, not the absolute numbers.
+
+## Incident created → first mutating API call
+
+{len(latencies)} incidents, each with a one-step `scale` playbook (via `playbookRef`), created one
+after another. Both timestamps are the API server's (`requestReceivedTimestamp` in its audit log):
+the create of the Incident, and the operator's first PATCH of the target Deployment.
+
+| | p50 | p95 | p50 / floor p50 |
+|---|---|---|---|
+| floor: one raw merge PATCH of an Incident ({n_floor} client round trips) | {p50f:.1f} ms | {p95f:.1f} ms | 1.0 |
+| create → first mutating call | {p50l:.1f} ms | {p95l:.1f} ms | {p50l / p50f:.1f} |
+
+Whole incident, create → `Resolved` observed by the client (one step, `stabilizationSeconds: 0`,
+health re-check included): p50 {whole50:.0f} ms, p95 {whole95:.0f} ms.
+
+## API writes per incident (create → Resolved, one-step scale playbook)
+
+Counted in the audit log by the operator's user agents (`kopf/*`, `incident-operator/*`):
+mean {statistics.mean(writes):.1f}, min {min(writes)}, max {max(writes)} writes per incident.
+
+| write | per incident |
+|---|---|
+{per_kind}
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
