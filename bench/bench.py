@@ -341,7 +341,7 @@ the create of the Incident, and the operator's first PATCH of the target Deploym
 
 | | p50 | p95 | p50 / floor p50 |
 |---|---|---|---|
-| floor: one raw merge PATCH of an Incident ({n_floor} client round trips) | {p50f:.1f} ms | {p95f:.1f} ms | 1.0 |
+| floor: raw merge PATCH of an Incident ({n_floor} round trips) | {p50f:.1f} ms | {p95f:.1f} ms | 1.0 |
 | create → first mutating call | {p50l:.1f} ms | {p95l:.1f} ms | {p50l / p50f:.1f} |
 
 Whole incident, create → `Resolved` observed by the client (one step, `stabilizationSeconds: 0`,
