@@ -19,13 +19,15 @@ CONDITION_TYPES: dict[str, str] = {
     "Acknowledged": "True once a commander is set (reason CommanderAssigned) or a playbook starts "
     "(reason PlaybookStarted).",
     "Mitigated": "True once the first mutating step succeeded (MitigationApplied).",
-    "Resolved": "True when health held for the stabilization window (Stabilized), a human declared "
-    "a resolution (DeclaredByHuman), or the alert resolved after remediation (AlertResolved).",
-    "ResponseTargetBreached": "True when acknowledgeBy passed without acknowledgement (AckDeadlinePassed).",
-    "Reconciling": "True while the playbook runs (StepRunning, AwaitingApproval, Monitoring); False "
-    "when idle (Idle, Paused, Completed).",
-    "Stalled": "True when automation cannot go on without a human: StepFailed, PlaybookNotFound, "
-    "NoMatchingPlaybook, TargetNotFound, SecretNotFound, InvalidPlaybook.",
+    "Resolved": "True when health held after the stabilization window (Stabilized) or a human "
+    "declared a resolution (DeclaredByHuman).",
+    "ResponseTargetBreached": "True when acknowledgeBy passed without acknowledgement (AckDeadlinePassed); "
+    "it stays True after a late acknowledgement.",
+    "Reconciling": "True while automation works (StepRunning, AwaitingApproval, Monitoring); False when "
+    "it does not (Idle, Paused, CooldownActive, Stalled, Resolved, Closed).",
+    "Stalled": "True when automation cannot go on without a human: StepFailed (the message names the "
+    "step and why, e.g. a missing Deployment or Secret, or a guardrail), PlaybookNotFound, "
+    "NoMatchingPlaybook, InvalidPlaybook (changed during the run), HealthNotRestored.",
 }
 
 

@@ -181,6 +181,7 @@ class IncidentLoop:
         await self._commit(decision)
         if chosen is not None and any(r.reason == "PlaybookStarted" for r in decision.records):
             await self._stamp_playbook_run(chosen, spec)
+        await self._count(decision, chosen)
         if decision.intent is None:
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
@@ -192,6 +193,7 @@ class IncidentLoop:
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
         await self._commit(after)
+        await self._count(after, chosen)
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time
         return True, None
@@ -210,6 +212,34 @@ class IncidentLoop:
         if patch:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
             self.status = working.model_copy(deep=True)
+
+    async def _count(self, decision: Decision, chosen: PlaybookEntry | None) -> None:
+        """Increment the Playbook's run counters (optimistic concurrency: GET, PATCH with rv)."""
+        counters = [r.playbook_counter for r in decision.records if r.playbook_counter]
+        if not counters or chosen is None:
+            return
+        for _ in range(5):
+            try:
+                current = await self.kube.get_playbook(self.namespace, chosen.name)
+                status = current.get("status") or {}
+                patch: dict[str, Any] = {
+                    c: int(status.get(c) or 0) + counters.count(c) for c in set(counters)
+                }
+                version = current["metadata"]["resourceVersion"]
+                await self.kube.patch_playbook_status(
+                    self.namespace, chosen.name, patch, resource_version=version
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    logger.warning(
+                        "playbook %s/%s: counters not updated: %s",
+                        self.namespace,
+                        chosen.name,
+                        api_reason(exc),
+                    )
+                    return
+        logger.warning("playbook %s/%s: counters not updated after 5 conflicts", self.namespace, chosen.name)
 
     async def _stamp_playbook_run(self, chosen: PlaybookEntry, spec: IncidentSpec) -> None:
         now = self.clock()

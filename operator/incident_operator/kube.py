@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -140,7 +140,19 @@ class Kube:
             {"status": status},
         )
 
-    async def patch_playbook_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
+        result = await self.call(
+            self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, "playbooks", name
+        )
+        return cast(dict[str, Any], result)
+
+    async def patch_playbook_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge-patch the Playbook's status; with `resource_version`, fail (409) if it changed."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self.call(
             self.custom.patch_namespaced_custom_object_status,
             API_GROUP,
@@ -148,5 +160,5 @@ class Kube:
             namespace,
             "playbooks",
             name,
-            {"status": status},
+            body,
         )

@@ -55,6 +55,8 @@ class Record:
     message: str
     warning: bool = False
     actor: str = "incident-operator"
+    playbook_counter: Literal["runs", "succeeded", "failed"] | None = None
+    """Which counter of the Playbook's status this record increments, if any."""
 
 
 @dataclass
@@ -125,9 +127,15 @@ class _Builder:
         return None if found is None else str(found["reason"])
 
     def record(
-        self, reason: str, message: str, *, warning: bool = False, actor: str = "incident-operator"
+        self,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        actor: str = "incident-operator",
+        counter: Literal["runs", "succeeded", "failed"] | None = None,
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor))
+        self.records.append(Record(reason, message, warning, actor, counter))
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),
@@ -295,7 +303,7 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
     )
     if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound"):
         b.condition("Stalled", "False", "PlaybookSelected", selection.message)
-    b.record("PlaybookStarted", selection.message)
+    b.record("PlaybookStarted", selection.message, counter="runs")
     if not b.is_true("Acknowledged"):
         _acknowledge(b, "PlaybookStarted", f"acknowledged: playbook {selection.playbook.name} started")
     return _run_steps(b, playbook)
@@ -320,7 +328,7 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
                 continue
             message = f"step {step.name} failed: {step_status.message}"
             if b.condition("Stalled", "True", "StepFailed", message):
-                b.record("Stalled", message, warning=True)
+                b.record("Stalled", message, warning=True, counter="failed")
             b.condition("Reconciling", "False", "Stalled", message)
             return b.decision()
         if state is StepState.RUNNING:
@@ -444,7 +452,7 @@ def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
         b.advance(Event.STABILIZED)
         b.condition("Resolved", "True", "Stabilized", outcome.message)
         b.condition("Reconciling", "False", "Resolved", "health held for the stabilization window")
-        b.record("Resolved", f"resolved: {outcome.message}")
+        b.record("Resolved", f"resolved: {outcome.message}", counter="succeeded")
         return b.decision()
     since = b.status.monitoringSince or b.now
     playbook_window = b.inp.selection.playbook.spec.stabilizationSeconds if b.inp.selection.playbook else 0
@@ -455,5 +463,5 @@ def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
         return b.decision()
     message = f"health not restored {HEALTH_GRACE_S}s after the stabilization window: {outcome.message}"
     if b.condition("Stalled", "True", "HealthNotRestored", message):
-        b.record("Stalled", message, warning=True)
+        b.record("Stalled", message, warning=True, counter="failed")
     return b.decision()

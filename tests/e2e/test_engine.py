@@ -59,6 +59,7 @@ def test_queue_backlog_scales_workers_to_16_and_resolves(s: Scenario) -> None:
     pb = s.get("playbooks", "queue-backlog")["status"]
     assert pb["steps"] == 2
     assert "Deployment/workers" in pb["lastRuns"]
+    assert (pb["runs"], pb["succeeded"], pb.get("failed", 0)) == (1, 1, 0)
 
 
 def test_service_outage_collects_restarts_waits_and_checks_health(s: Scenario, http: LocalServer) -> None:
@@ -278,6 +279,7 @@ def test_bad_references_stall_with_a_reason_and_do_not_affect_other_incidents(s:
         "does-not-exist" in s.wait_condition("no-playbook", "Stalled", reason="PlaybookNotFound")["message"]
     )
     s.wait_phase("healthy", "Resolved")
+    assert s.get("playbooks", "missing-target")["status"]["failed"] == 1
     warnings = [e.reason for e in s.events("no-target") if e.type == "Warning"]
     assert warnings.count("StepFailed") == 1  # no retry storm: one failure, recorded once
     assert s.operator.proc is not None
