@@ -26,7 +26,7 @@ import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 
@@ -129,7 +129,7 @@ def main() -> int:
     kubeconfig = up.stdout.strip().splitlines()[-1].removeprefix("KUBECONFIG=")
     operator: subprocess.Popen[bytes] | None = None
     try:
-        api = config.new_client_from_config(config_file=kubeconfig)
+        api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         api.user_agent = "incident-operator-bench"
         subprocess.run(
             [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", str(ROOT / "crds")],
@@ -233,13 +233,16 @@ def main() -> int:
                 },
             )
             wait(
-                lambda name=name: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 1,
+                lambda name=name: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 1,  # type: ignore[union-attr]
                 60,
                 "deployment ready",
             )
 
             def validated(i: int = i) -> bool:  # the operator wrote the Playbook status: not counted below
-                obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb{i}")
+                obj = cast(
+                    dict[str, Any],
+                    custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb{i}"),
+                )
                 return (obj.get("status") or {}).get("observedGeneration") == 1
 
             wait(validated, 60, f"pb{i} validated")
@@ -263,7 +266,10 @@ def main() -> int:
             )
 
             def resolved(i: int = i) -> bool:
-                obj = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "incidents", f"inc{i}")
+                obj = cast(
+                    dict[str, Any],
+                    custom.get_namespaced_custom_object(GROUP, VERSION, ns, "incidents", f"inc{i}"),
+                )
                 return (obj.get("status") or {}).get("phase") == "Resolved"
 
             wait(resolved, 120, f"inc{i} Resolved")
