@@ -361,6 +361,17 @@ mean {statistics.mean(writes):.1f}, min {min(writes)}, max {max(writes)} writes 
 | write | per incident |
 |---|---|
 {per_kind}
+
+Where the writes go: one Event per timeline entry (Detected, PlaybookStarted, Acknowledged,
+StepStarted, StepSucceeded, Monitoring, Resolved); incident status patches (start + Running,
+the scale decision persisted before scaling, Succeeded, Monitoring, a health re-check while the
+new replica becomes ready, Resolved); kopf's own metadata patches (its finalizer and daemon
+bookkeeping); the Playbook's run record (start, then the success counter); the scale itself.
+
+The latency from create to the first mutating call includes kopf adding its finalizer and
+seeing it back on the watch before the incident's loop starts, one status patch marking the
+step Running, and one persisting the scale decision (what makes a re-run after a crash
+idempotent) before the scale.
 """
 
 

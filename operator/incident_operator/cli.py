@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe otherwise
+    # httpx logs every request URL at INFO, and a webhook URL is a secret: never at INFO or DEBUG.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     try:
         file_config = load_config_file(args.config) if args.config else FileConfig()
         config = OperatorConfig(

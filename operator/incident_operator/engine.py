@@ -179,9 +179,7 @@ class IncidentLoop:
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
         decision = plan(self._input(spec, selection, cooldown))
         await self._commit(decision)
-        if chosen is not None and any(r.reason == "PlaybookStarted" for r in decision.records):
-            await self._stamp_playbook_run(chosen, spec)
-        await self._count(decision, chosen)
+        await self._count(decision, chosen, spec)
         if decision.intent is None:
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
@@ -193,7 +191,7 @@ class IncidentLoop:
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
         await self._commit(after)
-        await self._count(after, chosen)
+        await self._count(after, chosen, spec)
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time
         return True, None
@@ -213,11 +211,20 @@ class IncidentLoop:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
             self.status = working.model_copy(deep=True)
 
-    async def _count(self, decision: Decision, chosen: PlaybookEntry | None) -> None:
-        """Increment the Playbook's run counters (optimistic concurrency: GET, PATCH with rv)."""
+    async def _count(self, decision: Decision, chosen: PlaybookEntry | None, spec: IncidentSpec) -> None:
+        """Record a run on the Playbook: counters, and on a start the cooldown stamps per target.
+
+        One PATCH with optimistic concurrency (GET, then PATCH with the resourceVersion, retried
+        on conflict), so two incidents finishing at once both count.
+        """
         counters = [r.playbook_counter for r in decision.records if r.playbook_counter]
         if not counters or chosen is None:
             return
+        extra: dict[str, Any] = {}
+        if "runs" in counters:
+            stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
+            extra = {"lastRun": stamp, "lastRuns": dict.fromkeys(targets, stamp)}
         for _ in range(5):
             try:
                 current = await self.kube.get_playbook(self.namespace, chosen.name)
@@ -227,32 +234,16 @@ class IncidentLoop:
                 }
                 version = current["metadata"]["resourceVersion"]
                 await self.kube.patch_playbook_status(
-                    self.namespace, chosen.name, patch, resource_version=version
+                    self.namespace, chosen.name, {**patch, **extra}, resource_version=version
                 )
                 return
             except ApiException as exc:
                 if exc.status != 409:
                     logger.warning(
-                        "playbook %s/%s: counters not updated: %s",
-                        self.namespace,
-                        chosen.name,
-                        api_reason(exc),
+                        "playbook %s/%s: run not recorded: %s", self.namespace, chosen.name, api_reason(exc)
                     )
                     return
-        logger.warning("playbook %s/%s: counters not updated after 5 conflicts", self.namespace, chosen.name)
-
-    async def _stamp_playbook_run(self, chosen: PlaybookEntry, spec: IncidentSpec) -> None:
-        now = self.clock()
-        targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        try:
-            await self.kube.patch_playbook_status(
-                self.namespace, chosen.name, {"lastRun": stamp, "lastRuns": dict.fromkeys(targets, stamp)}
-            )
-        except ApiException as exc:
-            logger.warning(
-                "playbook %s/%s: could not record the run: %s", self.namespace, chosen.name, api_reason(exc)
-            )
+        logger.warning("playbook %s/%s: run not recorded after 5 conflicts", self.namespace, chosen.name)
 
     async def _execute_unless_overtaken(
         self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus

@@ -322,6 +322,8 @@ def test_notify_posts_the_rendered_message_to_a_real_webhook(s: Scenario, http: 
     assert received[0]["body"]["message"] == "[P2] checkout slow (Investigating)"
     assert received[0]["idempotency_key"].endswith("/page/1")
     assert http.url("/hook") not in str(s.status("noisy"))  # the Secret's URL never lands in status
+    assert http.url("/hook") not in s.operator.log()  # nor in the operator's log
+    assert all(http.url("/hook") not in (e.message or "") for e in s.events("noisy"))
 
 
 def test_cooldown_keeps_a_second_incident_from_rerunning_the_playbook(s: Scenario) -> None:
