@@ -192,6 +192,16 @@ def main() -> int:
             )
             floor.append((time.perf_counter() - started) * 1000)
 
+        def floor_settled() -> bool:  # the operator has seen the last spec change: no write still to come
+            obj = cast(
+                dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, ns, "incidents", "floor")
+            )
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            generation = obj["metadata"]["generation"]
+            return bool(conditions) and all(c.get("observedGeneration") == generation for c in conditions)
+
+        wait(floor_settled, 60, "floor incident settled")
+
         # 2 + 3. create -> first mutating call, and writes per incident
         latencies, writes_per_incident, durations = [], [], []
         breakdown: Counter[str] = Counter()

@@ -88,6 +88,17 @@ class Resolution(ApiModel):
 class IncidentSpec(ApiModel):
     """Human intent. The operator never rewrites spec."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(oldSelf.closed) || !oldSelf.closed || self == oldSelf",
+                    "message": "a closed incident is read-only history",
+                }
+            ]
+        }
+    )
+
     title: str = Field(min_length=1, max_length=256, description="One-line summary of the incident.")
     description: str | None = Field(default=None, description="Details: impact, symptoms, links.")
     severity: Severity = Field(description="P1 (critical) to P4 (low); sets the response target.")

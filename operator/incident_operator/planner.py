@@ -36,7 +36,7 @@ from incident_operator.phases import Event, advance
 TIMELINE_LIMIT = 100
 RETRY_BACKOFF_MAX_S = 30
 HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
-HEALTH_RECHECK_S = 2
+HEALTH_RECHECK_S = 1
 
 IntentKind = Literal["run-step", "verify-health", "revert-scale"]
 

@@ -95,3 +95,16 @@ def test_every_sample_is_accepted_by_the_api_server(crds_installed: Cluster, nam
     assert applied.stdout.count("(server dry run)") == len(
         list((ROOT / "manifests" / "samples").glob("*.yaml"))
     )
+
+
+def test_a_closed_incident_is_read_only(crds_installed: Cluster, namespace: str) -> None:
+    api = client.CustomObjectsApi(crds_installed.api)
+    api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, incident("done", closed=True))
+    for change in ({"commander": "late"}, {"closed": False}):
+        with pytest.raises(ApiException) as rejected:
+            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "done", {"spec": change})
+        assert rejected.value.status == 422
+        assert "a closed incident is read-only history" in str(rejected.value.body)
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "done", {"metadata": {"labels": {"x": "y"}}}
+    )

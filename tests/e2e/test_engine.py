@@ -301,8 +301,8 @@ def test_a_playbook_the_schema_cannot_judge_is_marked_invalid(s: Scenario) -> No
     assert s.condition("bad-template", "Ready", kind="playbooks")["status"] == "False"
 
 
-def test_notify_posts_the_rendered_message_to_a_real_webhook(s: Scenario, http: LocalServer) -> None:
-    s.secret("hooks", {"url": http.url("/hook")})
+def test_notify_posts_the_rendered_message_to_real_webhooks(s: Scenario, http: LocalServer) -> None:
+    s.secret("hooks", {"url": http.url("/hook"), "slack": http.url("/slack")})
     s.playbook(
         "tell",
         [
@@ -312,15 +312,29 @@ def test_notify_posts_the_rendered_message_to_a_real_webhook(s: Scenario, http: 
                     "webhook": {"urlSecretRef": {"name": "hooks", "key": "url"}},
                     "message": "[{severity}] {title} ({phase})",
                 },
-            }
+            },
+            {
+                "name": "chat",
+                "notify": {
+                    "slack": {"urlSecretRef": {"name": "hooks", "key": "slack"}},
+                    "message": ":rotating_light: {name}: {title}",
+                },
+            },
         ],
     )
     s.incident("noisy", severity="P2", title="checkout slow")
     s.wait_phase("noisy", "Resolved")
-    received = http.received()
-    assert len(received) == 1
-    assert received[0]["body"]["message"] == "[P2] checkout slow (Investigating)"
-    assert received[0]["idempotency_key"].endswith("/page/1")
+    received = {r["path"]: r for r in http.received()}
+    assert len(http.received()) == 2
+    hook = received["/hook"]
+    assert hook["body"]["message"] == "[P2] checkout slow (Investigating)"
+    assert (hook["body"]["incident"], hook["body"]["severity"], hook["body"]["step"]) == (
+        "noisy",
+        "P2",
+        "page",
+    )
+    assert hook["idempotency_key"].endswith("/page/1")
+    assert received["/slack"]["body"] == {"text": ":rotating_light: noisy: checkout slow"}
     assert http.url("/hook") not in str(s.status("noisy"))  # the Secret's URL never lands in status
     assert http.url("/hook") not in s.operator.log()  # nor in the operator's log
     assert all(http.url("/hook") not in (e.message or "") for e in s.events("noisy"))
