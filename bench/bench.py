@@ -198,7 +198,8 @@ def main() -> int:
             )
             conditions = (obj.get("status") or {}).get("conditions") or []
             generation = obj["metadata"]["generation"]
-            return bool(conditions) and all(c.get("observedGeneration") == generation for c in conditions)
+            reconciling = [c for c in conditions if c["type"] == "Reconciling"]
+            return bool(reconciling) and reconciling[0].get("observedGeneration") == generation
 
         wait(floor_settled, 60, "floor incident settled")
 

@@ -111,6 +111,7 @@ class _Builder:
             and before["status"] == status
             and before["reason"] == reason
             and before["message"] == message
+            and before.get("observedGeneration") == self.inp.generation
         ):
             return False
         updated = cond.set_condition(

@@ -312,3 +312,17 @@ def test_the_timeline_is_bounded_and_summarises_what_it_folds() -> None:
     assert bounded[-1].message == str(TIMELINE_LIMIT + 49)
     again = bound_timeline([*bounded, TimelineEntry(time=T0, type="X", message="new")])
     assert again[0].message.startswith("summarised 52 earlier entries")
+
+
+def test_a_spec_change_restamps_observed_generation_without_a_new_record() -> None:
+    run = Run(incident(paused=True), playbook(SCALE))
+    run.plan()
+    assert run.condition("Reconciling")["observedGeneration"] == 1
+    later = PlanInput(
+        run.spec, run.status, 2, select(run.spec, run.playbooks), timedelta(minutes=15), run.now
+    )
+    decision = plan(later)
+    reconciling = next(c for c in decision.status.conditions or [] if c.type == "Reconciling")
+    assert reconciling.observedGeneration == 2
+    assert reconciling.lastTransitionTime == T0
+    assert decision.records == []
