@@ -40,6 +40,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
+ALERTMANAGER_VERSION = "v0.35.0"
 MIN_GO = (1, 26)
 # kwok's own stage definitions (shipped in its module) that make nodes Ready with leases,
 # and pods Running/Ready, completed and deleted quickly.
@@ -192,6 +193,67 @@ def build(force: bool = False) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     log(f"build complete in {time.monotonic() - started:.0f}s")
+    return target
+
+
+def build_alertmanager(force: bool = False) -> Path:
+    """Return the directory holding alertmanager and amtool, building them once.
+
+    The module as served by the proxy lacks the web UI's built assets (`ui/app/dist`, which its
+    `go:embed` needs), so it is built from a copy with a one-page placeholder UI; the API that
+    tests and the demo use is unaffected.
+    """
+    target = cache_root() / f"alertmanager-{ALERTMANAGER_VERSION}"
+    if (target / ".complete").exists() and not force:
+        return target
+    go_version()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.monotonic()
+    module = f"github.com/prometheus/alertmanager@{ALERTMANAGER_VERSION}"
+    log(f"building Alertmanager {ALERTMANAGER_VERSION} (alertmanager, amtool) into {target}")
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", module],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ClusterError(f"could not download {module}:\n{out.stderr[-2000:]}")
+    source = tmp / "src"
+    shutil.copytree(json.loads(out.stdout)["Dir"], source)
+    for path in [source, *source.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
+    dist = source / "ui" / "app" / "dist"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "index.html").write_text(
+        "<html><body>Alertmanager (UI not built; the API is at /api/v2)</body></html>\n"
+    )
+    go_build_with_progress(
+        [
+            "build",
+            "-trimpath",
+            "-ldflags",
+            "-s -w",
+            "-o",
+            str(tmp) + "/",
+            "./cmd/alertmanager",
+            "./cmd/amtool",
+        ],
+        source,
+        env,
+        f"alertmanager {ALERTMANAGER_VERSION}",
+        600,
+    )
+    shutil.rmtree(source)
+    (tmp / ".complete").write_text(json.dumps({"seconds": round(time.monotonic() - started)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log(f"built Alertmanager in {time.monotonic() - started:.0f}s")
     return target
 
 
@@ -715,6 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     p_build = sub.add_parser("build", help="build (or reuse) the cached binaries")
     p_build.add_argument("--force", action="store_true", help="rebuild even if cached")
     sub.add_parser("bin-dir", help="print the directory of the cached binaries")
+    sub.add_parser(
+        "build-alertmanager", help="build (or reuse) alertmanager and amtool; print their directory"
+    )
     for name in ("up", "down", "status"):
         p = sub.add_parser(name)
         p.add_argument(
@@ -740,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(build(force=args.force))
             elif args.command == "bin-dir":
                 print(bin_dir())
+            elif args.command == "build-alertmanager":
+                print(build_alertmanager())
             elif args.command == "up":
                 extra = parse_extra_args(args.extra_arg)
                 state = up(args.dir, args.nodes, args.apiserver_port, args.timeout, extra)

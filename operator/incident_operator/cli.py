@@ -19,7 +19,8 @@ Resolved and Closed while Playbooks remediate (scale, restart, check health, not
 
 RUN_EPILOG = """\
 The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
-service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz.
+service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
+/metrics (Prometheus) and POST /alertmanager (Alertmanager webhook, bearer token).
 Install the CRDs first:  kubectl apply -f crds/
 """
 
@@ -49,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="0.0.0.0",  # noqa: S104 - the operator serves inside its pod
         help="address to listen on (default 0.0.0.0)",
     )
-    run.add_argument("--config", type=Path, help="YAML settings file (response targets per severity)")
+    run.add_argument("--config", type=Path, help="YAML settings file (response targets, alert intake)")
+    run.add_argument(
+        "--alert-token-secret",
+        metavar="NAMESPACE/NAME",
+        help="Secret whose key 'token' is the bearer token Alertmanager must send to /alertmanager",
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
 
@@ -69,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     try:
         file_config = load_config_file(args.config) if args.config else FileConfig()
+        token_secret = None
+        if args.alert_token_secret:
+            namespace, _, name = args.alert_token_secret.partition("/")
+            if not namespace or not name:
+                raise ValueError("--alert-token-secret must be NAMESPACE/NAME")
+            token_secret = (namespace, name)
         config = OperatorConfig(
+            alert_token_secret=token_secret,
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
             http_port=args.http_port,
@@ -81,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"incident-operator: invalid option: {exc}", file=sys.stderr)
         return 2
+    from kubernetes.config.config_exception import ConfigException
+
     from incident_operator import runner  # kopf is imported only when running
 
     try:
         asyncio.run(runner.run(config))
     except OSError as exc:
         print(f"incident-operator: {exc}", file=sys.stderr)
+        return 1
+    except ConfigException as exc:
+        where = "KUBECONFIG, ~/.kube/config or in-cluster"
+        print(f"incident-operator: no Kubernetes configuration ({where}): {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,8 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from incident_operator.models import Category, Severity
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -26,12 +28,38 @@ class ResponseTargets(BaseModel):
     P4: timedelta = timedelta(hours=24)
 
 
+class AlertIntakeConfig(BaseModel):
+    """How Alertmanager alerts become Incidents (`alertIntake:` in the --config file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severityMap: dict[str, Severity] = {
+        "critical": Severity.P1,
+        "high": Severity.P2,
+        "error": Severity.P2,
+        "warning": Severity.P3,
+        "info": Severity.P4,
+    }
+    defaultSeverity: Severity = Severity.P3
+    categoryByAlertname: dict[str, Category] = {
+        "ServiceDown": Category.AVAILABILITY,
+        "HighErrorRate": Category.AVAILABILITY,
+        "DatabaseDown": Category.DATA,
+        "QueueBacklog": Category.PERFORMANCE,
+    }
+    defaultCategory: Category = Category.AVAILABILITY
+    defaultNamespace: str | None = None
+    """Namespace for alerts without a `namespace` label (else they are skipped)."""
+    maxBodyBytes: int = Field(default=1_048_576, ge=1024)
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     responseTargets: ResponseTargets = ResponseTargets()
+    alertIntake: AlertIntakeConfig = AlertIntakeConfig()
 
 
 class OperatorConfig(BaseModel):
@@ -46,6 +74,8 @@ class OperatorConfig(BaseModel):
     standalone: bool = True
     """Run without peering (one replica). HA with peering comes with the deployable manifests."""
     file: FileConfig = FileConfig()
+    alert_token_secret: tuple[str, str] | None = None
+    """(namespace, name) of the Secret whose key `token` authenticates Alertmanager."""
 
     @property
     def clusterwide(self) -> bool:

@@ -24,12 +24,13 @@ import httpx
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from incident_operator import actions, metrics
+from incident_operator import actions, alerts, metrics
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
 from incident_operator.planner import (
+    AlertState,
     Decision,
     Intent,
     Outcome,
@@ -100,6 +101,7 @@ class IncidentLoop:
         playbooks: Callable[[], Mapping[str, tuple[dict[str, Any], dict[str, Any]]]],
         post_event: EventPoster,
         clock: Callable[[], datetime] = utc_now,
+        open_incidents: metrics.OpenIncidents | None = None,
     ) -> None:
         self.kube, self.http, self.config = kube, http, config
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -107,6 +109,7 @@ class IncidentLoop:
         self.playbooks = playbooks
         self.post_event = post_event
         self.clock = clock
+        self.open_incidents = open_incidents
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.wake = asyncio.Event()
 
@@ -165,7 +168,13 @@ class IncidentLoop:
             response_target=getattr(self.config.file.responseTargets, str(spec.severity)),
             now=self.clock(),
             cooldown_until=cooldown,
+            alert=self._alert(spec),
         )
+
+    def _alert(self, spec: IncidentSpec) -> AlertState | None:
+        if spec.source is None or str(spec.source.type) != "alert":
+            return None
+        return alerts.alert_state(dict(self.body.get("metadata", {}).get("annotations") or {}))
 
     async def iterate(self) -> tuple[bool, datetime | None]:
         """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
@@ -178,7 +187,7 @@ class IncidentLoop:
             targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
         decision = plan(self._input(spec, selection, cooldown))
-        await self._commit(decision)
+        await self._commit(decision, spec)
         await self._count(decision, chosen, spec)
         if decision.intent is None:
             return False, decision.wake_at
@@ -190,19 +199,24 @@ class IncidentLoop:
         after = complete(
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
-        await self._commit(after)
+        await self._commit(after, spec)
         await self._count(after, chosen, spec)
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time
         return True, None
 
-    async def _commit(self, decision: Decision) -> None:
+    async def _commit(self, decision: Decision, spec: IncidentSpec) -> None:
         patch = status_patch(self.status, decision.status)
         if patch:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
+            metrics.observe_transition(spec, self.status, decision.status)
             self.status = decision.status
         for record in decision.records:
             self.post_event(record)
+            if record.reason == "ResponseTargetBreached":
+                metrics.breach(spec)
+        if self.open_incidents is not None:
+            self.open_incidents.update(self.uid, spec, self.status.phase)
 
     async def _persist(self, working: IncidentStatus) -> None:
         """Persist what an action recorded it is about to do, before it does it."""

@@ -12,13 +12,11 @@ import asyncio
 import logging
 from typing import Any
 
-import httpx
 import kopf
 
-from incident_operator import API_GROUP, API_VERSION, conditions, validation
+from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
 from incident_operator.engine import IncidentLoop, utc_now
-from incident_operator.kube import Kube, load_api_client
 from incident_operator.planner import Record
 
 ANNOTATION_PREFIX = API_GROUP
@@ -48,16 +46,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    memo.kube = Kube(load_api_client())
-    memo.http = httpx.AsyncClient(follow_redirects=False)
     memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
     memo.incident_namespaces = {}  # incident uid -> namespace
-
-
-@kopf.on.cleanup()
-async def close_clients(memo: kopf.Memo, **_: Any) -> None:
-    await memo.http.aclose()
-    memo.kube.api.close()
+    memo.open_incidents = metrics.OpenIncidents()
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -118,6 +109,7 @@ async def incident_daemon(
         body=body,
         playbooks=playbooks,
         post_event=post_event,
+        open_incidents=memo.open_incidents,
     )
     try:
         await loop.run(lambda: bool(stopped), wake)
@@ -125,6 +117,7 @@ async def incident_daemon(
         stopper.cancel()
         memo.wakeups.pop(uid, None)
         memo.incident_namespaces.pop(uid, None)
+        memo.open_incidents.update(uid, None, None)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")

@@ -1,6 +1,6 @@
-"""The operator's HTTP endpoints on one port: `/healthz` (the process serves) and `/readyz`
-(kopf has started and is watching the API). Later features add `/alertmanager` and `/metrics`
-to the same application. Owns no Kubernetes state.
+"""The operator's HTTP endpoints on one port: `/healthz` (the process serves), `/readyz` (kopf
+has started and is watching the API), `/metrics` (Prometheus) and `POST /alertmanager` (the
+Alertmanager webhook, see `intake`). Owns no Kubernetes state.
 """
 
 from __future__ import annotations
@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from incident_operator.intake import Intake
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
+INTAKE_KEY = web.AppKey("intake", Intake)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,11 +26,25 @@ async def readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="not ready: the operator is not watching the API yet\n")
 
 
-def build_app(ready: asyncio.Event) -> web.Application:
-    app = web.Application()
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def alertmanager(request: web.Request) -> web.Response:
+    return await request.app[INTAKE_KEY].handle(request)
+
+
+def build_app(
+    ready: asyncio.Event, intake: Intake | None = None, max_body_bytes: int = 1_048_576
+) -> web.Application:
+    app = web.Application(client_max_size=max_body_bytes)
     app[READY_KEY] = ready
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if intake is not None:
+        app[INTAKE_KEY] = intake
+        app.router.add_post("/alertmanager", alertmanager)
     return app
 
 

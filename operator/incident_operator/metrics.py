@@ -1,19 +1,128 @@
 """Every Prometheus metric of the operator, defined once (prefix `incident_operator_`).
 
-Other modules call the small functions here; none defines a metric of its own. Served on the
-operator's HTTP port at `/metrics` (added with the metrics feature).
+Other modules call the functions here; none defines a metric of its own. Served on the
+operator's HTTP port at `/metrics`. Counters start at zero when the operator starts (as
+Prometheus expects); `incidents_open` is rebuilt from the incidents the operator watches.
+Response drills (`spec.drill`) carry `drill="true"` and never mix with production figures.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import threading
+from datetime import datetime
 
+from prometheus_client import Counter, Gauge, Histogram
+
+from incident_operator.models import IncidentSpec, IncidentStatus, Phase
+
+# Seconds: 30 s .. 24 h, around the response targets (15 min, 1 h, 4 h, 24 h).
+DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+
+INCIDENTS_OPEN = Gauge(
+    "incident_operator_incidents_open",
+    "Incidents not yet Resolved or Closed, by severity and category (drills excluded).",
+    ["severity", "category"],
+)
+INCIDENTS_TOTAL = Counter(
+    "incident_operator_incidents_total",
+    "Incidents detected, by severity, category and source (manual, alert, drill).",
+    ["severity", "category", "source"],
+)
+TIME_TO_ACKNOWLEDGE = Histogram(
+    "incident_operator_time_to_acknowledge_seconds",
+    "Detection to acknowledgement (MTTA).",
+    ["severity", "drill"],
+    buckets=DURATION_BUCKETS,
+)
+TIME_TO_MITIGATE = Histogram(
+    "incident_operator_time_to_mitigate_seconds",
+    "Detection to the first successful mitigating step.",
+    ["severity", "drill"],
+    buckets=DURATION_BUCKETS,
+)
+TIME_TO_RESOLVE = Histogram(
+    "incident_operator_time_to_resolve_seconds",
+    "Detection to resolution (MTTR).",
+    ["severity", "drill"],
+    buckets=DURATION_BUCKETS,
+)
+RESPONSE_TARGET_BREACHES = Counter(
+    "incident_operator_response_target_breaches_total",
+    "Incidents not acknowledged within their severity's response target.",
+    ["severity"],
+)
 ACTIONS = Counter(
     "incident_operator_actions_total",
     "Playbook actions carried out, by action and result (succeeded, failed).",
     ["action", "result"],
 )
+ALERTS_RECEIVED = Counter(
+    "incident_operator_alerts_received_total",
+    "Alerts received from Alertmanager, by status (firing, resolved).",
+    ["status"],
+)
 
 
 def action_done(action: str, ok: bool) -> None:
     ACTIONS.labels(action=action, result="succeeded" if ok else "failed").inc()
+
+
+def alert_received(status: str) -> None:
+    ALERTS_RECEIVED.labels(status=status).inc()
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def observe_transition(spec: IncidentSpec, old: IncidentStatus, new: IncidentStatus) -> None:
+    """Count what changed between two persisted statuses of one incident."""
+    severity, drill = str(spec.severity), "true" if is_drill(spec) else "false"
+    if old.detectedAt is None and new.detectedAt is not None:
+        INCIDENTS_TOTAL.labels(severity, str(spec.category), source(spec)).inc()
+    for field, histogram in (
+        ("acknowledgedAt", TIME_TO_ACKNOWLEDGE),
+        ("mitigatedAt", TIME_TO_MITIGATE),
+        ("resolvedAt", TIME_TO_RESOLVE),
+    ):
+        if getattr(old, field) is None and getattr(new, field) is not None:
+            elapsed = _seconds(new.detectedAt, getattr(new, field))
+            if elapsed is not None:
+                histogram.labels(severity, drill).observe(elapsed)
+
+
+def breach(spec: IncidentSpec) -> None:
+    if not is_drill(spec):
+        RESPONSE_TARGET_BREACHES.labels(str(spec.severity)).inc()
+
+
+def is_drill(spec: IncidentSpec) -> bool:
+    return bool(spec.drill) or (spec.source is not None and str(spec.source.type) == "drill")
+
+
+def source(spec: IncidentSpec) -> str:
+    return "drill" if is_drill(spec) else (str(spec.source.type) if spec.source else "manual")
+
+
+class OpenIncidents:
+    """Which incidents are open, so `incidents_open` can be set from the watched state."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, tuple[str, str]] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def update(self, uid: str, spec: IncidentSpec | None, phase: Phase | None) -> None:
+        with self._lock:
+            if spec is None or is_drill(spec) or phase in (Phase.RESOLVED, Phase.CLOSED):
+                self._open.pop(uid, None)
+            else:
+                self._open[uid] = (str(spec.severity), str(spec.category))
+            counts: dict[tuple[str, str], int] = {}
+            for labels in self._open.values():
+                counts[labels] = counts.get(labels, 0) + 1
+            self._seen |= set(counts)
+            for labels in self._seen:
+                INCIDENTS_OPEN.labels(*labels).set(counts.get(labels, 0))

@@ -181,6 +181,7 @@ class IncidentStatus(ApiModel):
     resolvedAt: datetime | None = None
     closedAt: datetime | None = None
     monitoringSince: datetime | None = None
+    alertResolvedAt: datetime | None = None
     playbook: PlaybookProgress | None = None
     timeline: list[TimelineEntry] | None = None
     evidenceRef: str | None = None

@@ -33,6 +33,15 @@ from incident_operator.models import (
 )
 from incident_operator.phases import Event, advance
 
+
+@dataclass(frozen=True)
+class AlertState:
+    """The alert's last recorded state (from the Incident's annotations)."""
+
+    status: Literal["firing", "resolved"]
+    changed_at: datetime
+
+
 TIMELINE_LIMIT = 100
 RETRY_BACKOFF_MAX_S = 30
 HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
@@ -76,6 +85,8 @@ class PlanInput:
     response_target: timedelta
     now: datetime
     cooldown_until: datetime | None = None
+    alert: AlertState | None = None
+    """For incidents opened by an alert: the alert's state as the intake recorded it."""
 
 
 @dataclass(frozen=True)
@@ -225,6 +236,8 @@ def plan(inp: PlanInput) -> Decision:
         b.condition("Stalled", "False", "Resolved", "resolved")
         b.record("Resolved", f"resolved by a human: {spec.resolution.summary}", actor="human")
 
+    _follow_alert(b)
+
     if b.is_true("Resolved"):
         return _after_resolution(b, playbook)
 
@@ -247,6 +260,34 @@ def plan(inp: PlanInput) -> Decision:
             b.record("Stalled", message, warning=True)
         return b.decision()
     return _run_steps(b, playbook)
+
+
+def _follow_alert(b: _Builder) -> None:
+    """Record the alert resolving; reopen a Monitoring/Resolved incident when it fires again."""
+    alert, status = b.inp.alert, b.status
+    if alert is None:
+        return
+    if alert.status == "resolved" and status.alertResolvedAt is None:
+        status.alertResolvedAt = alert.changed_at
+        b.record("AlertResolved", "the alert resolved", actor="alertmanager")
+        return
+    if (
+        alert.status != "firing"
+        or status.alertResolvedAt is None
+        or alert.changed_at <= status.alertResolvedAt
+    ):
+        return
+    status.alertResolvedAt = None
+    if b.phase not in (Phase.MONITORING, Phase.RESOLVED) or b.inp.spec.resolution is not None:
+        b.record("AlertFiring", "the alert fired again", warning=True, actor="alertmanager")
+        return
+    b.advance(Event.REFIRED)
+    status.resolvedAt = None
+    status.monitoringSince = None
+    status.playbook = None  # the playbook runs again (its cooldown permitting); history stays in the timeline
+    b.condition("Resolved", "False", "Refired", "the alert fired again after it had resolved")
+    b.condition("Stalled", "False", "Refired", "reopened")
+    b.record("Refired", "the alert fired again: the incident is reopened", warning=True, actor="alertmanager")
 
 
 def _skip_remaining(b: _Builder, message: str) -> None:
@@ -379,7 +420,11 @@ def _monitor(b: _Builder, playbook: PlaybookSpec) -> Decision:
             f"all steps done; monitoring for {playbook.stabilizationSeconds}s",
         )
         b.record("Monitoring", f"all steps done; monitoring for {playbook.stabilizationSeconds}s")
-    until = status.monitoringSince + timedelta(seconds=playbook.stabilizationSeconds)
+    if b.inp.alert is not None and status.alertResolvedAt is None:
+        b.condition("Reconciling", "True", "Monitoring", "all steps done; waiting for the alert to resolve")
+        return b.decision()  # the intake's annotation change wakes the loop
+    start = max(status.monitoringSince, status.alertResolvedAt or status.monitoringSince)
+    until = start + timedelta(seconds=playbook.stabilizationSeconds)
     if b.now < until:
         b.wake.append(until)
         return b.decision()

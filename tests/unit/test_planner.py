@@ -19,6 +19,7 @@ from incident_operator.planner import (
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
     TIMELINE_LIMIT,
+    AlertState,
     Decision,
     Intent,
     Outcome,
@@ -57,6 +58,7 @@ class Run:
         self.status = IncidentStatus()
         self.now = T0
         self.cooldown_until = cooldown_until
+        self.alert: AlertState | None = None
         self.records: list[str] = []
 
     def input(self) -> PlanInput:
@@ -69,6 +71,7 @@ class Run:
             response_target=timedelta(minutes=15),
             now=self.now,
             cooldown_until=self.cooldown_until,
+            alert=self.alert,
         )
 
     def plan(self) -> Decision:
@@ -326,3 +329,49 @@ def test_a_spec_change_restamps_observed_generation_without_a_new_record() -> No
     assert reconciling.observedGeneration == 2
     assert reconciling.lastTransitionTime == T0
     assert decision.records == []
+
+
+def alert_run(stabilization: int = 30) -> Run:
+    spec = incident(source={"type": "alert", "alertname": "ServiceDown", "fingerprint": "ab"})
+    return Run(spec, playbook(SCALE, stabilizationSeconds=stabilization))
+
+
+def test_an_alert_incident_waits_for_the_alert_then_the_window() -> None:
+    run = alert_run()
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent is None
+    assert run.phase() is Phase.MONITORING
+    run.now += timedelta(minutes=10)
+    waiting = run.plan()
+    assert waiting.intent is None  # still firing: no resolution however long health holds
+    assert run.condition("Reconciling")["message"] == "all steps done; waiting for the alert to resolve"
+
+    run.alert = AlertState("resolved", run.now)
+    resolved = run.plan()
+    assert "AlertResolved" in run.records
+    assert resolved.wake_at == run.now + timedelta(seconds=30)
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("verify-health")
+
+
+def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
+    run = alert_run(stabilization=0)
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
+    run.now += timedelta(seconds=5)
+    run.plan()
+    run.complete(Intent("verify-health"))
+    assert run.phase() is Phase.RESOLVED
+
+    run.alert = AlertState("firing", T0 + timedelta(minutes=3))
+    run.now += timedelta(minutes=3)
+    decision = run.plan()
+    assert run.phase() is Phase.MITIGATING  # reopened (Investigating), then the rerun's scale step started
+    assert "Refired" in run.records
+    assert run.condition("Resolved")["reason"] == "Refired"
+    assert decision.intent == Intent("run-step", 0)
+    assert run.step(0).attempts == 1  # a fresh run of the playbook

@@ -7,7 +7,18 @@ import sys
 
 import pytest
 
-PURE_MODULES = ["incident_operator.config", "incident_operator.models", "incident_operator.crdgen"]
+PURE_MODULES = [
+    "incident_operator.config",
+    "incident_operator.models",
+    "incident_operator.crdgen",
+    "incident_operator.conditions",
+    "incident_operator.phases",
+    "incident_operator.matching",
+    "incident_operator.planner",
+    "incident_operator.templates",
+    "incident_operator.validation",
+    "incident_operator.alerts",
+]
 
 
 @pytest.mark.parametrize("module", PURE_MODULES)
