@@ -21,8 +21,9 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed  ## create .venv with the operator and its dev tools
 
-build-cluster:  ## build (or reuse) the cached local-cluster binaries
+build-cluster:  ## build (or reuse) the cached local-cluster binaries and Alertmanager
 	$(LOCALCLUSTER) build
+	$(LOCALCLUSTER) build-alertmanager
 
 cluster:  ## start the local cluster; the last line is KUBECONFIG=<path>
 	$(LOCALCLUSTER) up --dir $(CLUSTER_DIR)

@@ -23,6 +23,8 @@ from kubernetes import client, config
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+TOKEN_NAMESPACE, TOKEN_SECRET = "incident-operator-system", "alert-token"
+ALERT_TOKEN = "e2e-" + uuid.uuid4().hex
 LOCALCLUSTER = ROOT / "localcluster" / "localcluster.py"
 CRDS = ROOT / "crds"
 
@@ -129,6 +131,7 @@ class OperatorProcess:
         self.config.write_text("responseTargets:\n  P3: PT1H\n  P4: PT3S\n")
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.port = _free_port()  # kept across restarts: Alertmanager is configured with it
 
     @property
     def log_path(self) -> Path:
@@ -136,7 +139,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.starts += 1
-        port = _free_port()
+        port = self.port
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
@@ -147,6 +150,7 @@ class OperatorProcess:
                     "--http-host=127.0.0.1",
                     f"--http-port={port}",
                     f"--config={self.config}",
+                    f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -194,9 +198,137 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def operator(crds_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    core = client.CoreV1Api(crds_installed.api)
+    if not any(ns.metadata.name == TOKEN_NAMESPACE for ns in core.list_namespace().items):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=TOKEN_NAMESPACE)))
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", TOKEN_NAMESPACE),
+        timeout=60,
+        what="token namespace",
+    )
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=TOKEN_SECRET), string_data={"token": ALERT_TOKEN}
+    )
+    try:
+        core.create_namespaced_secret(TOKEN_NAMESPACE, secret)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(TOKEN_SECRET, TOKEN_NAMESPACE, secret)
     process = OperatorProcess(crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"))
     process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+class Alertmanager:
+    """A real Alertmanager (built from its Go module) delivering to the operator, and amtool."""
+
+    def __init__(self, bin_dir: Path, workdir: Path, operator_port: int, token: str) -> None:
+        self.bin_dir, self.workdir = bin_dir, workdir
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "route": {
+                "receiver": "incident-operator",
+                "group_by": ["..."],  # every alert is its own group: one Incident per alert
+                "group_wait": "0s",
+                "group_interval": "1s",
+                "repeat_interval": "5s",  # re-sends often, which the operator must absorb
+            },
+            "receivers": [
+                {
+                    "name": "incident-operator",
+                    "webhook_configs": [
+                        {
+                            "url": f"http://127.0.0.1:{operator_port}/alertmanager",
+                            "send_resolved": True,
+                            "http_config": {"authorization": {"type": "Bearer", "credentials": token}},
+                        }
+                    ],
+                }
+            ],
+        }
+        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
+        self.log_path = workdir / "alertmanager.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(bin_dir / "alertmanager"),
+                    f"--config.file={workdir / 'alertmanager.yml'}",
+                    f"--storage.path={workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--cluster.listen-address=",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        import urllib.request
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+
+        wait_until(ready, timeout=60, what="Alertmanager ready")
+
+    def amtool(self, *args: str) -> str:
+        done = subprocess.run(
+            [str(self.bin_dir / "amtool"), f"--alertmanager.url={self.url}", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def fire(self, alertname: str, labels: dict[str, str], summary: str) -> None:
+        self.amtool(
+            "alert",
+            "add",
+            alertname,
+            *[f"{k}={v}" for k, v in labels.items()],
+            f"--annotation=summary={summary}",
+        )
+
+    def resolve(self, alertname: str, labels: dict[str, str], summary: str) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        ended = (datetime.now(UTC) - timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.amtool(
+            "alert",
+            "add",
+            alertname,
+            *[f"{k}={v}" for k, v in labels.items()],
+            f"--annotation=summary={summary}",
+            f"--end={ended}",
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def alertmanager(
+    operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Alertmanager]:
+    built = _localcluster("build-alertmanager")
+    assert built.returncode == 0, built.stderr
+    manager = Alertmanager(
+        Path(built.stdout.strip().splitlines()[-1]),
+        tmp_path_factory.mktemp("alertmanager"),
+        operator.port,
+        ALERT_TOKEN,
+    )
+    try:
+        yield manager
+    finally:
+        manager.stop()
