@@ -9,6 +9,7 @@ CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.localcluster}
 DEMO_DIR=$ROOT/.demo
 PORT=${DEMO_HTTP_PORT:-18080}
 HEALTH_PORT=18090  # the sample playbook checks http://127.0.0.1:18090/healthz
+AM_PORT=${DEMO_ALERTMANAGER_PORT:-19093}
 LOCALCLUSTER="$PYTHON localcluster/localcluster.py"
 KUBECTL=$CLUSTER_DIR/kubectl  # linked by `localcluster up` to kubectl of the cluster's release
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -27,10 +28,27 @@ stop_pidfile() {  # stop_pidfile FILE PATTERN: stop the process we started, if i
 }
 stop_operator() { stop_pidfile "$DEMO_DIR/operator.pid" "incident-operator run"; }
 stop_health() { stop_pidfile "$DEMO_DIR/healthz.pid" "healthz_server.py"; }
+stop_alertmanager() { stop_pidfile "$DEMO_DIR/alertmanager.pid" "alertmanager"; }
+wait_http() {  # wait_http URL SECONDS: poll until the URL answers 200
+  "$PYTHON" - "$1" "$2" <<'PY'
+import sys, time, urllib.request
+url, deadline = sys.argv[1], time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(f"{url} did not answer within {sys.argv[2]}s")
+PY
+}
 
 if [[ ${1:-} == down ]]; then
   stop_operator
   stop_health
+  stop_alertmanager
   $LOCALCLUSTER down --dir "$CLUSTER_DIR"
   rm -rf "$DEMO_DIR"
   exit 0
@@ -52,7 +70,12 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is in use; run with DEMO_HTTP_PORT=<free port> make demo" >&2
   exit 1
 fi
-nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" >"$DEMO_DIR/operator.log" 2>&1 &
+"$KUBECTL" create namespace incident-operator --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
+"$KUBECTL" -n incident-operator create secret generic alert-token --from-literal=token="$TOKEN" \
+  --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" \
+  --alert-token-secret incident-operator/alert-token >"$DEMO_DIR/operator.log" 2>&1 &
 echo $! >"$DEMO_DIR/operator.pid"
 .venv/bin/python - "$PORT" "$(cat "$DEMO_DIR/operator.pid")" <<'PY'
 import os, sys, time, urllib.request
@@ -106,13 +129,67 @@ say "Steps, evidence and the restarted pods"
 echo "evidence: ConfigMap $("$KUBECTL" -n demo get incident web-outage -o jsonpath='{.status.evidenceRef}')"
 "$KUBECTL" -n demo get pods
 
+say "Alerts: a real Alertmanager (127.0.0.1:$AM_PORT) delivering to the operator's /alertmanager"
+AM_DIR="$($LOCALCLUSTER build-alertmanager | tail -n 1)"
+stop_alertmanager
+cat >"$DEMO_DIR/alertmanager.yml" <<YAML
+route: {receiver: incident-operator, group_by: ['...'], group_wait: 0s, group_interval: 1s, repeat_interval: 1m}
+receivers:
+  - name: incident-operator
+    webhook_configs:
+      - url: http://127.0.0.1:$PORT/alertmanager
+        send_resolved: true
+        http_config: {authorization: {type: Bearer, credentials: $TOKEN}}
+YAML
+nohup "$AM_DIR/alertmanager" --config.file="$DEMO_DIR/alertmanager.yml" --storage.path="$DEMO_DIR/am-data" \
+  --web.listen-address="127.0.0.1:$AM_PORT" --cluster.listen-address= --log.level=warn \
+  >"$DEMO_DIR/alertmanager.log" 2>&1 &
+echo $! >"$DEMO_DIR/alertmanager.pid"
+wait_http "http://127.0.0.1:$AM_PORT/-/ready" 60
+AMTOOL=("$AM_DIR/amtool" "--alertmanager.url=http://127.0.0.1:$AM_PORT")
+LABELS=(ServiceDown namespace=demo severity=critical deployment=web job=web)
+echo "+ amtool alert add ${LABELS[*]} --annotation=summary='web is down'"
+"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation=summary="web is down"
+"$PYTHON" - "$KUBECONFIG" <<'PY'
+import json, subprocess, sys, time
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:
+    out = subprocess.run([".localcluster/kubectl", "-n", "demo", "get", "incidents", "-l",
+                          "incident-operator.dev/alertname=ServiceDown", "-o", "json"], capture_output=True, text=True)
+    items = json.loads(out.stdout or "{}").get("items", [])
+    if items and any("waiting for the alert" in c.get("message", "")
+                     for c in (items[0].get("status") or {}).get("conditions", [])):
+        print(f"incident {items[0]['metadata']['name']} remediated; Monitoring waits for the alert to resolve")
+        sys.exit(0)
+    time.sleep(0.5)
+sys.exit("the alert's incident did not reach Monitoring within 90s; see .demo/operator.log")
+PY
+ALERT_INCIDENT=$("$KUBECTL" -n demo get incidents -l incident-operator.dev/alertname=ServiceDown -o name)
+"$KUBECTL" -n demo get incidents
+echo "+ amtool alert add ${LABELS[*]} --end=<now>   (the alert resolves)"
+"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation=summary="web is down" \
+  --end="$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)"
+"$KUBECTL" -n demo wait --for=condition=Resolved "$ALERT_INCIDENT" --timeout=120s
+"$KUBECTL" -n demo get "$ALERT_INCIDENT" \
+  -o jsonpath='{range .status.timeline[*]}{.time}{"  "}{.type}{"  "}{.message}{"\n"}{end}'
+
+say "Metrics: curl http://127.0.0.1:$PORT/metrics"
+"$PYTHON" - "$PORT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+for line in text.splitlines():
+    if line.startswith("incident_operator_") and not line.split()[-1] in ("0.0",) and "_bucket" not in line:
+        print(line)
+PY
+
 cat <<MSG
 
-The cluster and the operator keep running. Use them with:
+The cluster, the operator and Alertmanager keep running. Use them with:
   export $KUBECONFIG_LINE
   ${KUBECTL#"$ROOT"/} -n demo get incidents,playbooks,deploy,pods
   ${KUBECTL#"$ROOT"/} -n demo describe incident web-outage     # conditions and Events
-Close the incident after the review:
+  ${AMTOOL[*]} alert add ServiceDown namespace=demo severity=critical
+Close an incident after the review:
   ${KUBECTL#"$ROOT"/} -n demo patch incident web-outage --type merge -p '{"spec":{"closed":true}}'
 Stop everything with:
   make demo-down

@@ -15,6 +15,8 @@ from typing import Any
 @dataclass
 class Controls:
     statuses: dict[str, int] = field(default_factory=dict)  # path -> status code (default 200)
+    sequences: dict[str, list[int]] = field(default_factory=dict)  # path -> status codes used up first
+    delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
     hits: dict[str, int] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -32,6 +34,17 @@ class LocalServer:
         with self.controls.lock:
             self.controls.statuses[path] = status
 
+    def set_sequence(self, path: str, statuses: list[int]) -> None:
+        with self.controls.lock:
+            self.controls.sequences[path] = list(statuses)
+
+    def set_delay(self, path: str, seconds: float) -> None:
+        with self.controls.lock:
+            self.controls.delays[path] = seconds
+
+    def received_at(self, path: str) -> list[dict[str, Any]]:
+        return [r for r in self.received() if r["path"] == path]
+
     def hits(self, path: str) -> int:
         with self.controls.lock:
             return self.controls.hits.get(path, 0)
@@ -46,11 +59,20 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
         def _answer(self) -> None:
             with controls.lock:
                 controls.hits[self.path] = controls.hits.get(self.path, 0) + 1
-                status = controls.statuses.get(self.path, 200)
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(b"ok\n" if status < 400 else b"failing\n")
+                sequence = controls.sequences.get(self.path)
+                status = sequence.pop(0) if sequence else controls.statuses.get(self.path, 200)
+                delay = controls.delays.get(self.path, 0.0)
+            if delay:
+                threading.Event().wait(delay)  # a slow receiver, as seen by the client
+            try:
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok\n" if status < 400 else b"failing\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up waiting (a timeout test): nothing to answer
 
         def do_GET(self) -> None:
             self._answer()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from incident_operator.models import Category, Severity
 
@@ -53,6 +53,54 @@ class AlertIntakeConfig(BaseModel):
     maxBodyBytes: int = Field(default=1_048_576, ge=1024)
 
 
+NotificationEvent = Literal["opened", "phase", "stepFailed", "breached", "resolved"]
+
+
+class SecretRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    name: str
+    key: str = "url"
+
+
+class Channel(BaseModel):
+    """Somewhere people hear about incidents: a Slack webhook, a JSON webhook, or a status page."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    type: Literal["slack", "webhook", "statuspage"]
+    urlSecretRef: SecretRef
+    events: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
+    severities: tuple[Severity, ...] = ()
+    """Only incidents of these severities (empty: all)."""
+    namespaces: tuple[str, ...] = ()
+    """Only incidents in these namespaces (empty: all)."""
+    timeoutSeconds: float = Field(default=5.0, gt=0, le=60)
+    maxAttempts: int = Field(default=3, ge=1, le=10)
+
+
+class Notifications(BaseModel):
+    """`notifications:` in the --config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: tuple[Channel, ...] = ()
+    escalation: dict[Severity, tuple[str, ...]] = {}
+    """Channels told (in addition) when an incident of that severity breaches its response target."""
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Notifications:
+        names = [c.name for c in self.channels]
+        if len(names) != len(set(names)):
+            raise ValueError("channel names must be unique")
+        unknown = {n for targets in self.escalation.values() for n in targets} - set(names)
+        if unknown:
+            raise ValueError(f"escalation names unknown channels: {', '.join(sorted(unknown))}")
+        return self
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -60,6 +108,7 @@ class FileConfig(BaseModel):
 
     responseTargets: ResponseTargets = ResponseTargets()
     alertIntake: AlertIntakeConfig = AlertIntakeConfig()
+    notifications: Notifications = Notifications()
 
 
 class OperatorConfig(BaseModel):

@@ -29,6 +29,8 @@ from incident_operator.config import OperatorConfig
 from incident_operator.kube import Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
+from incident_operator.notifications import IncidentView, notices
+from incident_operator.notifier import Notifier
 from incident_operator.planner import (
     AlertState,
     Decision,
@@ -39,6 +41,7 @@ from incident_operator.planner import (
     complete,
     cooldown_until,
     plan,
+    with_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,6 +105,7 @@ class IncidentLoop:
         post_event: EventPoster,
         clock: Callable[[], datetime] = utc_now,
         open_incidents: metrics.OpenIncidents | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.kube, self.http, self.config = kube, http, config
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -110,6 +114,8 @@ class IncidentLoop:
         self.post_event = post_event
         self.clock = clock
         self.open_incidents = open_incidents
+        self.notifier = notifier
+        self.pending: list[Record] = []  # records made outside the loop (failed notifications)
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.wake = asyncio.Event()
 
@@ -179,6 +185,11 @@ class IncidentLoop:
     async def iterate(self) -> tuple[bool, datetime | None]:
         """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
         spec = IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
+        if self.pending:
+            records, self.pending = self.pending, []
+            await self._commit(
+                Decision(with_records(self.status, records, self.clock()), records=records), spec
+            )
         entries = parse_playbooks(self.playbooks())
         selection = select(spec, [Candidate(e.name, e.spec) for e in entries])
         chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
@@ -206,6 +217,7 @@ class IncidentLoop:
         return True, None
 
     async def _commit(self, decision: Decision, spec: IncidentSpec) -> None:
+        old = self.status
         patch = status_patch(self.status, decision.status)
         if patch:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
@@ -217,6 +229,14 @@ class IncidentLoop:
                 metrics.breach(spec)
         if self.open_incidents is not None:
             self.open_incidents.update(self.uid, spec, self.status.phase)
+        if self.notifier is not None and decision.records:
+            view = IncidentView(self.namespace, self.name, spec, self.status.phase or Phase.DETECTED)
+            found = notices(old, self.status, decision.records, view)
+            self.notifier.send_all(found, view, self._notification_failed)
+
+    def _notification_failed(self, message: str) -> None:
+        self.pending.append(Record("NotificationFailed", message, warning=True))
+        self.wake.set()
 
     async def _persist(self, working: IncidentStatus) -> None:
         """Persist what an action recorded it is about to do, before it does it."""

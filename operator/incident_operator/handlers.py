@@ -17,6 +17,7 @@ import kopf
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
 from incident_operator.engine import IncidentLoop, utc_now
+from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
 
 ANNOTATION_PREFIX = API_GROUP
@@ -49,6 +50,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
     memo.incident_namespaces = {}  # incident uid -> namespace
     memo.open_incidents = metrics.OpenIncidents()
+    memo.notifier = Notifier(memo.kube, memo.http, memo.config.file.notifications)
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -110,6 +112,7 @@ async def incident_daemon(
         playbooks=playbooks,
         post_event=post_event,
         open_incidents=memo.open_incidents,
+        notifier=memo.notifier,
     )
     try:
         await loop.run(lambda: bool(stopped), wake)

@@ -197,6 +197,14 @@ def cooldown_until(
     return max(ends) if ends else None
 
 
+def with_records(status: IncidentStatus, records: list[Record], now: datetime) -> IncidentStatus:
+    """`status` with `records` appended to its (bounded) timeline, for records made outside `plan`."""
+    new = status.model_copy(deep=True)
+    entries = [TimelineEntry(time=now, type=r.reason, message=r.message, actor=r.actor) for r in records]
+    new.timeline = bound_timeline([*(new.timeline or []), *entries])
+    return new
+
+
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(2 ** max(attempts - 1, 0), RETRY_BACKOFF_MAX_S))
 

@@ -14,12 +14,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import yaml
 from kubernetes import client, config
 
+from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,12 +125,11 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 class OperatorProcess:
     """`incident-operator run` as a child process, with its log kept for failure messages."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path) -> None:
+    def __init__(self, kubeconfig: Path, workdir: Path, settings: dict[str, Any]) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.config = workdir / "operator-config.yaml"
-        # Short response targets for P3/P4 so that a breach is observable in a test.
-        self.config.write_text("responseTargets:\n  P3: PT1H\n  P4: PT3S\n")
+        self.config.write_text(yaml.safe_dump(settings))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.port = _free_port()  # kept across restarts: Alertmanager is configured with it
@@ -196,8 +197,45 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+NOTIFY_NAMESPACE = "notify-e2e"
+
+
 @pytest.fixture(scope="session")
-def operator(crds_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def receivers() -> Iterator[LocalServer]:
+    """Real local HTTP receivers for the operator's notification channels (see `operator_settings`)."""
+    with local_server() as server:
+        yield server
+
+
+def operator_settings(receivers: LocalServer) -> dict[str, Any]:
+    def channel(name: str, type_: str, **extra: Any) -> dict[str, Any]:
+        ref = {"namespace": TOKEN_NAMESPACE, "name": NOTIFY_SECRET, "key": name}
+        return {"name": name, "type": type_, "urlSecretRef": ref, "namespaces": [NOTIFY_NAMESPACE], **extra}
+
+    return {
+        # Short response targets for P3/P4 so that a breach is observable in a test.
+        "responseTargets": {"P3": "PT1H", "P4": "PT3S"},
+        "notifications": {
+            "channels": [
+                channel("ok", "slack"),
+                channel("status", "statuspage", events=["opened", "phase", "resolved"]),
+                channel("flaky", "webhook", events=["opened"]),
+                channel("broken", "webhook", events=["resolved"], maxAttempts=2),
+                channel("slow", "webhook", events=["resolved"], timeoutSeconds=0.5, maxAttempts=2),
+                channel("pager", "slack", events=[]),
+            ],
+            "escalation": {"P4": ["pager"]},
+        },
+    }
+
+
+NOTIFY_SECRET = "notification-urls"
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds_installed: Cluster, receivers: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     core = client.CoreV1Api(crds_installed.api)
     if not any(ns.metadata.name == TOKEN_NAMESPACE for ns in core.list_namespace().items):
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=TOKEN_NAMESPACE)))
@@ -215,7 +253,17 @@ def operator(crds_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) 
         if exc.status != 409:
             raise
         core.replace_namespaced_secret(TOKEN_SECRET, TOKEN_NAMESPACE, secret)
-    process = OperatorProcess(crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"))
+    urls = {name: receivers.url(f"/{name}") for name in ("ok", "status", "flaky", "broken", "slow", "pager")}
+    notify_secret = client.V1Secret(metadata=client.V1ObjectMeta(name=NOTIFY_SECRET), string_data=urls)
+    try:
+        core.create_namespaced_secret(TOKEN_NAMESPACE, notify_secret)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(NOTIFY_SECRET, TOKEN_NAMESPACE, notify_secret)
+    process = OperatorProcess(
+        crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers)
+    )
     process.start()
     try:
         yield process

@@ -1,0 +1,93 @@
+"""Sends notices to channels over HTTP, off the incident's loop.
+
+httpx with an explicit timeout per attempt, a bounded number of attempts with exponential
+backoff (honouring a short `Retry-After` on 429), the URL read from a Secret at send time and
+never logged. A notice that could not be delivered is reported back to the incident (timeline
+entry and Warning Event) through `on_failure`; the incident goes on regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable
+
+import httpx
+from kubernetes.client.exceptions import ApiException
+
+from incident_operator.config import Channel, Notifications
+from incident_operator.kube import Kube, api_reason
+from incident_operator.notifications import IncidentView, Notice, channels_for, payload
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+MAX_RETRY_AFTER_S = 5.0
+
+
+class Notifier:
+    def __init__(self, kube: Kube, http: httpx.AsyncClient, config: Notifications) -> None:
+        self.kube, self.http, self.config = kube, http, config
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send_all(self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]) -> None:
+        """Start delivering each notice to its channels in the background."""
+        for notice in notices:
+            for channel in channels_for(self.config, notice, view):
+                task = asyncio.create_task(self._deliver(channel, notice, view, on_failure))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def _deliver(
+        self, channel: Channel, notice: Notice, view: IncidentView, on_failure: Callable[[str], None]
+    ) -> None:
+        error = await self.deliver(channel, notice, view)
+        if error is not None:
+            logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
+            on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
+
+    async def url(self, channel: Channel) -> str:
+        ref = channel.urlSecretRef
+        secret = await self.kube.call(self.kube.core.read_namespaced_secret, ref.name, ref.namespace)
+        raw = (secret.data or {}).get(ref.key)
+        if not raw:
+            raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
+        return base64.b64decode(raw).decode().strip()
+
+    async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
+        """Deliver one notice; None on success, else why it failed (never the URL)."""
+        try:
+            url = await self.url(channel)
+        except ApiException as exc:
+            return f"Secret {channel.urlSecretRef.namespace}/{channel.urlSecretRef.name}: {api_reason(exc)}"
+        except KeyError as exc:
+            return str(exc.args[0])
+        body = payload(channel, notice, view)
+        last = "no attempt made"
+        for attempt in range(channel.maxAttempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            try:
+                response = await self.http.post(url, json=body, timeout=channel.timeoutSeconds)
+            except httpx.TimeoutException:
+                last = f"timed out after {channel.timeoutSeconds}s"
+                continue
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+                continue
+            if response.status_code < 300:
+                return None
+            last = f"HTTP {response.status_code}"
+            if response.status_code == 429:
+                await asyncio.sleep(_retry_after(response))
+            elif response.status_code < 500:
+                break  # 4xx other than 429: retrying will not help
+        return f"{last} after {attempt + 1} attempt(s)"
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(response.headers.get("Retry-After", "0"))))
+    except ValueError:
+        return 0.0

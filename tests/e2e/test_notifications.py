@@ -1,0 +1,104 @@
+"""People hear about incidents: Slack, JSON webhook and status-page receivers (real local HTTP
+servers), escalation on a breach, and receivers that fail, time out or answer 429. Whatever the
+receivers do, the incident progresses and a failed delivery is recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import NOTIFY_NAMESPACE, Cluster, OperatorProcess
+from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.httpserver import LocalServer
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def notify_namespace(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[str]:
+    """The one namespace the test operator's channels are limited to (so other tests stay quiet)."""
+    core = client.CoreV1Api(crds_installed.api)
+
+    def gone() -> bool:
+        return NOTIFY_NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}
+
+    wait_until(gone, timeout=120, what=f"namespace {NOTIFY_NAMESPACE} from an earlier run deleted")
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NOTIFY_NAMESPACE)))
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", NOTIFY_NAMESPACE),
+        timeout=60,
+        what="namespace",
+    )
+    yield NOTIFY_NAMESPACE
+    core.delete_namespace(NOTIFY_NAMESPACE)
+
+
+@pytest.fixture
+def s(crds_installed: Cluster, operator: OperatorProcess, notify_namespace: str) -> Scenario:
+    return Scenario(crds_installed, operator, notify_namespace)
+
+
+def test_channels_hear_the_incident_and_failing_receivers_do_not_stop_it(
+    s: Scenario, receivers: LocalServer
+) -> None:
+    receivers.set_sequence("/flaky", [429, 200])
+    receivers.set_status("/broken", 500)
+    receivers.set_delay("/slow", 2.0)
+    s.deployment("shop", 1)
+    s.playbook(
+        "grow",
+        [{"name": "scale", "scale": {"target": {"kind": "Deployment", "name": "shop"}, "replicas": 2}}],
+    )
+    s.incident("noticed", severity="P2", title="checkout errors")
+
+    s.wait_phase("noticed", "Resolved")
+    wait_until(
+        lambda: any("resolved" in r["body"]["text"] for r in receivers.received_at("/ok")),
+        timeout=TIMEOUT,
+        what="the resolved notice on Slack",
+    )
+    texts = [r["body"]["text"] for r in receivers.received_at("/ok")]
+    assert texts[0] == "[P2] checkout errors (notify-e2e/noticed): opened, availability"
+    assert any("Mitigating -> Monitoring" in t for t in texts)
+
+    statuses = [r["body"]["status"] for r in receivers.received_at("/status")]
+    wait_until(
+        lambda: "Resolved" in [r["body"]["status"] for r in receivers.received_at("/status")],
+        timeout=TIMEOUT,
+        what="status page resolved",
+    )
+    statuses = [r["body"]["status"] for r in receivers.received_at("/status")]
+    assert statuses[0] in ("Investigating", "Identified")  # opened: the scale step may already run
+    assert "Monitoring" in statuses
+    assert statuses[-1] == "Resolved"
+    assert receivers.received_at("/status")[0]["body"]["impact"] == "major"
+
+    wait_until(lambda: len(receivers.received_at("/flaky")) == 2, timeout=TIMEOUT, what="429 then retried")
+
+    def failures() -> list[str]:
+        return [
+            e["message"] for e in s.status("noticed").get("timeline", []) if e["type"] == "NotificationFailed"
+        ]
+
+    wait_until(
+        lambda: len(failures()) == 2,
+        timeout=TIMEOUT,
+        what="two failed deliveries recorded",
+        describe=lambda: str(failures()),
+    )
+    assert any("channel broken not delivered: HTTP 500 after 2 attempt(s)" in f for f in failures())
+    assert any("channel slow not delivered: timed out after 0.5s after 2 attempt(s)" in f for f in failures())
+    assert not any("flaky" in f for f in failures())
+    assert any(e.reason == "NotificationFailed" and e.type == "Warning" for e in s.events("noticed"))
+    assert receivers.url("/broken") not in str(s.status("noticed"))
+
+
+def test_a_breach_escalates_to_the_severity_channel(s: Scenario, receivers: LocalServer) -> None:
+    # No playbook runs (the ref names none), so nothing acknowledges it; the P4 target is 3 s here.
+    s.incident("ignored", severity="P4", title="nobody looks", playbookRef={"name": "none-here"})
+    s.wait_condition("ignored", "ResponseTargetBreached")
+    page = wait_until(lambda: receivers.received_at("/pager"), timeout=TIMEOUT, what="the escalation page")
+    assert "not acknowledged within the P4 response target" in page[0]["body"]["text"]
