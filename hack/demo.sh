@@ -148,8 +148,8 @@ echo $! >"$DEMO_DIR/alertmanager.pid"
 wait_http "http://127.0.0.1:$AM_PORT/-/ready" 60
 AMTOOL=("$AM_DIR/amtool" "--alertmanager.url=http://127.0.0.1:$AM_PORT")
 LABELS=(ServiceDown namespace=demo severity=critical deployment=web job=web)
-echo "+ amtool alert add ${LABELS[*]} --annotation=summary='web is down'"
-"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation=summary="web is down"
+echo "+ amtool alert add ${LABELS[*]} --annotation='summary=\"web is down\"'"
+"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation='summary="web is down"'
 "$PYTHON" - "$KUBECONFIG" <<'PY'
 import json, subprocess, sys, time
 deadline = time.monotonic() + 90
@@ -167,7 +167,7 @@ PY
 ALERT_INCIDENT=$("$KUBECTL" -n demo get incidents -l incident-operator.dev/alertname=ServiceDown -o name)
 "$KUBECTL" -n demo get incidents
 echo "+ amtool alert add ${LABELS[*]} --end=<now>   (the alert resolves)"
-"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation=summary="web is down" \
+"${AMTOOL[@]}" alert add "${LABELS[@]}" --annotation='summary="web is down"' \
   --end="$(date -u -d '-1 second' +%Y-%m-%dT%H:%M:%SZ)"
 "$KUBECTL" -n demo wait --for=condition=Resolved "$ALERT_INCIDENT" --timeout=120s
 "$KUBECTL" -n demo get "$ALERT_INCIDENT" \
@@ -178,7 +178,7 @@ say "Metrics: curl http://127.0.0.1:$PORT/metrics"
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 for line in text.splitlines():
-    if line.startswith("incident_operator_") and not line.split()[-1] in ("0.0",) and "_bucket" not in line:
+    if line.startswith("incident_operator_") and line.split()[-1] != "0.0" and "_bucket" not in line:
         print(line)
 PY
 

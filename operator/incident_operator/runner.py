@@ -11,6 +11,7 @@ import logging
 
 import httpx
 import kopf
+import prometheus_client
 
 from incident_operator import handlers, httpserver
 from incident_operator.config import OperatorConfig
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 async def run(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
     """Serve until kopf exits (on SIGINT/SIGTERM, or when `stop` is set)."""
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     kube = Kube(load_api_client())
     http = httpx.AsyncClient(follow_redirects=False)
     ready = asyncio.Event()

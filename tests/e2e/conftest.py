@@ -340,7 +340,7 @@ class Alertmanager:
             "add",
             alertname,
             *[f"{k}={v}" for k, v in labels.items()],
-            f"--annotation=summary={summary}",
+            f'--annotation=summary="{summary}"',
         )
 
     def resolve(self, alertname: str, labels: dict[str, str], summary: str) -> None:
@@ -352,7 +352,7 @@ class Alertmanager:
             "add",
             alertname,
             *[f"{k}={v}" for k, v in labels.items()],
-            f"--annotation=summary={summary}",
+            f'--annotation=summary="{summary}"',
             f"--end={ended}",
         )
 
