@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from incident_operator import templates
 from incident_operator.models import Category, Severity
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -79,6 +80,15 @@ class Channel(BaseModel):
     """Only incidents in these namespaces (empty: all)."""
     timeoutSeconds: float = Field(default=5.0, gt=0, le=60)
     maxAttempts: int = Field(default=3, ge=1, le=10)
+    template: str | None = None
+    """Message template, e.g. '{severity} {title}: {event}' (fields: see templates.FIELDS)."""
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            templates.check(value)
+        return value
 
 
 class Notifications(BaseModel):

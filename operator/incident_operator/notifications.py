@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from incident_operator.config import Channel, NotificationEvent, Notifications
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.planner import Record
+from incident_operator.templates import render
 
 STATUSPAGE_STATUS = {
     Phase.DETECTED: "Investigating",
@@ -84,15 +85,34 @@ def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> l
     return chosen
 
 
+def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
+    if channel.template is None:
+        return notice.message
+    values = {
+        "name": view.name,
+        "namespace": view.namespace,
+        "title": view.spec.title,
+        "description": view.spec.description or "",
+        "severity": str(view.spec.severity),
+        "category": str(view.spec.category),
+        "phase": str(view.phase),
+        "commander": view.spec.commander or "",
+        "event": notice.event,
+        "notice": notice.message,
+    }
+    return render(channel.template, values)
+
+
 def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, object]:
+    message = text(channel, notice, view)
     if channel.type == "slack":
-        return {"text": notice.message}
+        return {"text": message}
     if channel.type == "statuspage":
         return {
             "title": view.spec.title,
             "status": STATUSPAGE_STATUS[view.phase],
             "impact": STATUSPAGE_IMPACT[str(view.spec.severity)],
-            "message": notice.message,
+            "message": message,
             "incident": f"{view.namespace}/{view.name}",
         }
     return {
@@ -103,5 +123,5 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
         "severity": str(view.spec.severity),
         "category": str(view.spec.category),
         "phase": str(view.phase),
-        "message": notice.message,
+        "message": message,
     }

@@ -20,6 +20,8 @@ FIELDS = (
     "commander",
     "step",
     "url",
+    "event",  # channel templates: opened, phase, stepFailed, breached, resolved
+    "notice",  # channel templates: the operator's own one-line text of the notice
 )
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{|\}")

@@ -222,7 +222,7 @@ def operator_settings(receivers: LocalServer) -> dict[str, Any]:
                 channel("flaky", "webhook", events=["opened"]),
                 channel("broken", "webhook", events=["resolved"], maxAttempts=2),
                 channel("slow", "webhook", events=["resolved"], timeoutSeconds=0.5, maxAttempts=2),
-                channel("pager", "slack", events=[]),
+                channel("pager", "slack", events=[], template="PAGE {severity} {name}: {event}"),
             ],
             "escalation": {"P4": ["pager"]},
         },
