@@ -440,6 +440,11 @@ def alert_latencies(  # noqa: PLR0917 - one call site per measurement
         labels_alert = {"alertname": "BenchAlert", "namespace": ns, "severity": "critical", "run": name}
         post_alerts(port, [{"status": "firing", "labels": labels_alert, "fingerprint": fingerprint}])
 
+        def replicas_changed(name: str = name) -> bool:  # a cheap GET, not a re-read of the audit log
+            return apps.read_namespaced_deployment(name, ns).spec.replicas == 2
+
+        wait(replicas_changed, 120, f"{name} scaled")
+
         def scaled(name: str = name) -> dict[str, Any] | None:
             return next(
                 (

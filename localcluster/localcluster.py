@@ -384,6 +384,7 @@ class Launcher:
         self.state = state
         self.logs = Path(state.data_dir) / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, argv: list[str]) -> None:
         argv = [*argv, *self.state.extra_args.get(name, [])]
@@ -397,14 +398,14 @@ class Launcher:
                 start_new_session=True,
                 cwd=self.state.data_dir,
             )
+        self.procs[name] = proc
         self.state.pids[name] = proc.pid
         self.state.save()
 
     def ensure_running(self, name: str) -> None:
-        pid = self.state.pids[name]
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        if not pid_is_ours(pid, self.state.bin_dir):
+        # Ask the child itself (we are its parent): right after fork and before exec its
+        # /proc cmdline is still ours, so a cmdline check would report it gone.
+        if self.procs[name].poll() is not None:
             raise ClusterError(
                 f"{name} exited during start; last lines of {self.logs / (name + '.log')}:\n"
                 + log_tail(self.logs / f"{name}.log")

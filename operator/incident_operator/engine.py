@@ -199,8 +199,8 @@ class IncidentLoop:
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
         decision = plan(self._input(spec, selection, cooldown))
         await self._commit(decision, spec)
-        await self._count(decision, chosen, spec)
         if decision.intent is None:
+            await self._count(decision, chosen, spec)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
         working = self.status.model_copy(deep=True)
@@ -211,6 +211,7 @@ class IncidentLoop:
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
         await self._commit(after, spec)
+        await self._count(decision, chosen, spec)  # after the action: bookkeeping never delays it
         await self._count(after, chosen, spec)
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time

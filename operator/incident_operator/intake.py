@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,7 @@ from incident_operator.kube import Kube, api_reason
 logger = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 5.0
+KNOWN_FINGERPRINTS = 50_000
 
 
 class ApiUnavailable(Exception):
@@ -51,6 +53,7 @@ class Intake:
         self.config = config
         self.clock = clock or (lambda: datetime.now(UTC))
         self._token: tuple[float, str | None] = (0.0, None)
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()  # fingerprints seen (bounded)
 
     # ------------------------------------------------------------------ authentication
 
@@ -144,6 +147,18 @@ class Intake:
         return {"fingerprint": action.fingerprint, **outcome}
 
     async def upsert(self, action: alerts.Upsert) -> dict[str, str]:
+        key = (action.namespace, action.fingerprint)
+        if key not in self._known and action.status == "firing":
+            # A fingerprint this process has not seen: most likely new, so create first (one
+            # request instead of a list and a create); a 409 falls through to the general path.
+            try:
+                await self._create(action, action.base_name)
+                self._remember(key)
+                return {"result": "created", "incident": action.base_name}
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        self._remember(key)
         existing = await self._incidents_for(action)
         open_ones = [i for i in existing if not (i.get("spec") or {}).get("closed")]
         if open_ones:
@@ -175,19 +190,28 @@ class Intake:
         taken = {i["metadata"]["name"] for i in existing}
         name = alerts.next_name(action.base_name, taken)
         try:
-            await self.kube.call(
-                self.kube.custom.create_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                action.namespace,
-                "incidents",
-                action.body(name, self.clock()),
-            )
+            await self._create(action, name)
         except ApiException as exc:
             if exc.status == 409:  # a concurrent delivery created it first
                 return {"result": "unchanged", "incident": name}
             raise
         return {"result": "created", "incident": name}
+
+    async def _create(self, action: alerts.Upsert, name: str) -> None:
+        await self.kube.call(
+            self.kube.custom.create_namespaced_custom_object,
+            API_GROUP,
+            API_VERSION,
+            action.namespace,
+            "incidents",
+            action.body(name, self.clock()),
+        )
+
+    def _remember(self, key: tuple[str, str]) -> None:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        while len(self._known) > KNOWN_FINGERPRINTS:
+            self._known.popitem(last=False)
 
     async def _incidents_for(self, action: alerts.Upsert) -> list[dict[str, Any]]:
         found = await self.kube.call(

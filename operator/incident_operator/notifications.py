@@ -81,7 +81,11 @@ def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> l
     ]
     if notice.event == "breached":
         names = set(config.escalation.get(view.spec.severity, ()))
-        chosen += [c for c in config.channels if c.name in names and c not in chosen]
+        chosen += [
+            c
+            for c in config.channels
+            if c.name in names and c not in chosen and (not c.namespaces or view.namespace in c.namespaces)
+        ]
     return chosen
 
 

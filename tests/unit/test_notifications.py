@@ -48,8 +48,9 @@ def test_channels_filter_by_event_severity_namespace_and_escalate_on_breach() ->
             channel("p2-only", severities=["P2"]),
             channel("other-ns", namespaces=["payments"]),
             channel("pager", events=[]),
+            channel("payments-pager", events=[], namespaces=["payments"]),
         ),
-        escalation={Severity.P1: ("pager",)},
+        escalation={Severity.P1: ("pager", "payments-pager")},
     )
     assert [c.name for c in channels_for(config, Notice("opened", "m"), VIEW)] == ["all"]
     assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW)] == ["all", "pager"]
