@@ -221,55 +221,7 @@ def main() -> int:
         breakdown: Counter[str] = Counter()
         for i in range(RUNS):
             name = f"w{i}"
-            labels = {"app": name}
-            apps.create_namespaced_deployment(
-                ns,
-                client.V1Deployment(
-                    metadata=client.V1ObjectMeta(name=name),
-                    spec=client.V1DeploymentSpec(
-                        replicas=1,
-                        selector=client.V1LabelSelector(match_labels=labels),
-                        template=client.V1PodTemplateSpec(
-                            metadata=client.V1ObjectMeta(labels=labels),
-                            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x:1")]),
-                        ),
-                    ),
-                ),
-            )
-            custom.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
-                ns,
-                "playbooks",
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Playbook",
-                    "metadata": {"name": f"pb{i}"},
-                    "spec": {
-                        "stabilizationSeconds": 0,
-                        "steps": [
-                            {
-                                "name": "scale",
-                                "scale": {"target": {"kind": "Deployment", "name": name}, "replicas": 2},
-                            }
-                        ],
-                    },
-                },
-            )
-            wait(
-                lambda name=name: (apps.read_namespaced_deployment(name, ns).status.ready_replicas or 0) == 1,  # type: ignore[union-attr]
-                60,
-                "deployment ready",
-            )
-
-            def validated(i: int = i) -> bool:  # the operator wrote the Playbook status: not counted below
-                obj = cast(
-                    dict[str, Any],
-                    custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb{i}"),
-                )
-                return (obj.get("status") or {}).get("observedGeneration") == 1
-
-            wait(validated, 60, f"pb{i} validated")
+            prepare_target(apps, custom, ns, name, match={})
             started = time.perf_counter()
             custom.create_namespaced_custom_object(
                 GROUP,
@@ -284,7 +236,7 @@ def main() -> int:
                         "title": f"bench {i}",
                         "severity": "P2",
                         "category": "performance",
-                        "playbookRef": {"name": f"pb{i}"},
+                        "playbookRef": {"name": f"pb-{name}"},
                     },
                 },
             )
@@ -352,6 +304,47 @@ def main() -> int:
         )
 
 
+def prepare_target(
+    apps: client.AppsV1Api, custom: client.CustomObjectsApi, ns: str, name: str, match: dict[str, Any]
+) -> None:
+    """A 1-replica Deployment `name` and a Playbook `pb-<name>` that scales it to 2; waits until the
+    Deployment is ready and the operator has validated the Playbook (its writes are not counted)."""
+    labels = {"app": name}
+    pod = client.V1PodSpec(containers=[client.V1Container(name="c", image="x:1")])
+    apps.create_namespaced_deployment(
+        ns,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1DeploymentSpec(
+                replicas=1,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
+            ),
+        ),
+    )
+    step = {"name": "scale", "scale": {"target": {"kind": "Deployment", "name": name}, "replicas": 2}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Playbook",
+        "metadata": {"name": f"pb-{name}"},
+        "spec": {"match": match, "stabilizationSeconds": 0, "steps": [step]},
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", body)
+
+    def ready() -> bool:
+        status = apps.read_namespaced_deployment(name, ns).status
+        return status is not None and (status.ready_replicas or 0) == 1
+
+    def validated() -> bool:
+        obj = cast(
+            dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb-{name}")
+        )
+        return (obj.get("status") or {}).get("observedGeneration") == 1
+
+    wait(ready, 60, f"{name} ready")
+    wait(validated, 60, f"pb-{name} validated")
+
+
 def post_alerts(port: int, alerts: list[dict[str, Any]]) -> int:
     body = json.dumps({"version": "4", "status": "firing", "alerts": alerts}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/alertmanager", data=body, method="POST")
@@ -390,51 +383,7 @@ def alert_latencies(  # noqa: PLR0917 - one call site per measurement
     found = []
     for i in range(runs):
         name = f"{tag}{i}"
-        labels = {"app": name}
-        apps.create_namespaced_deployment(
-            ns,
-            client.V1Deployment(
-                metadata=client.V1ObjectMeta(name=name),
-                spec=client.V1DeploymentSpec(
-                    replicas=1,
-                    selector=client.V1LabelSelector(match_labels=labels),
-                    template=client.V1PodTemplateSpec(
-                        metadata=client.V1ObjectMeta(labels=labels),
-                        spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="x:1")]),
-                    ),
-                ),
-            ),
-        )
-        custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            ns,
-            "playbooks",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Playbook",
-                "metadata": {"name": f"pb-{name}"},
-                "spec": {
-                    "match": {"labels": {"run": name}},
-                    "stabilizationSeconds": 0,
-                    "steps": [
-                        {
-                            "name": "scale",
-                            "scale": {"target": {"kind": "Deployment", "name": name}, "replicas": 2},
-                        }
-                    ],
-                },
-            },
-        )
-
-        def validated(name: str = name) -> bool:
-            obj = cast(
-                dict[str, Any],
-                custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb-{name}"),
-            )
-            return (obj.get("status") or {}).get("observedGeneration") == 1
-
-        wait(validated, 60, f"pb-{name} validated")
+        prepare_target(apps, custom, ns, name, match={"labels": {"run": name}})
         fingerprint = f"{abs(hash(name)) % (1 << 60):016x}"
         sent_at = time.time()
         labels_alert = {"alertname": "BenchAlert", "namespace": ns, "severity": "critical", "run": name}

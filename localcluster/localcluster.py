@@ -214,18 +214,8 @@ def build_alertmanager(force: bool = False) -> Path:
     module = f"github.com/prometheus/alertmanager@{ALERTMANAGER_VERSION}"
     log(f"building Alertmanager {ALERTMANAGER_VERSION} (alertmanager, amtool) into {target}")
     env = {**os.environ, "CGO_ENABLED": "0"}
-    out = subprocess.run(
-        ["go", "mod", "download", "-json", module],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise ClusterError(f"could not download {module}:\n{out.stderr[-2000:]}")
     source = tmp / "src"
-    shutil.copytree(json.loads(out.stdout)["Dir"], source)
+    shutil.copytree(module_dir(module, env), source)
     for path in [source, *source.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)  # the module cache is read-only
     dist = source / "ui" / "app" / "dist"
@@ -257,10 +247,10 @@ def build_alertmanager(force: bool = False) -> Path:
     return target
 
 
-def write_kwok_stages(dest: Path, env: dict[str, str]) -> None:
-    """Concatenate kwok's own stage definitions, taken from its module in the module cache."""
+def module_dir(module: str, env: dict[str, str]) -> Path:
+    """Download `module` (path@version) through the Go module proxy; return its source directory."""
     out = subprocess.run(
-        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{KWOK_VERSION}"],
+        ["go", "mod", "download", "-json", module],
         cwd=HERE,
         env=env,
         capture_output=True,
@@ -268,9 +258,14 @@ def write_kwok_stages(dest: Path, env: dict[str, str]) -> None:
         check=False,
     )
     if out.returncode != 0:
-        raise ClusterError(f"could not locate the kwok module:\n{out.stderr[-2000:]}")
-    module_dir = Path(json.loads(out.stdout)["Dir"])
-    docs = [(module_dir / rel).read_text().strip() for rel in KWOK_STAGE_FILES]
+        raise ClusterError(f"could not download {module}:\n{out.stderr[-2000:]}")
+    return Path(json.loads(out.stdout)["Dir"])
+
+
+def write_kwok_stages(dest: Path, env: dict[str, str]) -> None:
+    """Concatenate kwok's own stage definitions, taken from its module in the module cache."""
+    source = module_dir(f"sigs.k8s.io/kwok@{KWOK_VERSION}", env)
+    docs = [(source / rel).read_text().strip() for rel in KWOK_STAGE_FILES]
     dest.write_text("\n---\n".join(docs) + "\n")
 
 

@@ -65,13 +65,17 @@ class ActionContext:
         started = self.step_status.startedAt or self.now()
         return started + timedelta(seconds=self.step.timeoutSeconds)
 
-    def owner(self) -> dict[str, Any]:
-        return {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": "Incident",
-            "name": self.incident,
-            "uid": self.incident_uid,
-        }
+    def owned_metadata(self, name: str) -> client.V1ObjectMeta:
+        """Metadata of an object this incident creates: labelled with it and garbage-collected with it."""
+        owner = client.V1OwnerReference(
+            api_version=f"{API_GROUP}/{API_VERSION}",
+            kind="Incident",
+            name=self.incident,
+            uid=self.incident_uid,
+        )
+        return client.V1ObjectMeta(
+            name=name, labels={f"{API_GROUP}/incident": self.incident}, owner_references=[owner]
+        )
 
     def template_values(self) -> dict[str, str]:
         return {
@@ -366,11 +370,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     _fit(data)
     name = f"{ctx.incident}-evidence"
     body = client.V1ConfigMap(
-        metadata=client.V1ObjectMeta(
-            name=name,
-            labels={f"{API_GROUP}/incident": ctx.incident},
-            owner_references=[client.V1OwnerReference(**ctx.owner())],
-        ),
+        metadata=ctx.owned_metadata(name),
         data=data,
     )
     try:
@@ -402,11 +402,7 @@ async def isolate(ctx: ActionContext) -> Outcome:
     assert params is not None  # noqa: S101
     name = f"{ctx.incident}-isolate"
     policy = client.V1NetworkPolicy(
-        metadata=client.V1ObjectMeta(
-            name=name,
-            labels={f"{API_GROUP}/incident": ctx.incident},
-            owner_references=[client.V1OwnerReference(**ctx.owner())],
-        ),
+        metadata=ctx.owned_metadata(name),
         spec=client.V1NetworkPolicySpec(
             pod_selector=client.V1LabelSelector(match_labels=params.selector),
             policy_types=["Ingress", "Egress"],
