@@ -48,16 +48,24 @@ class Cluster:
 
 
 def _loopback_kubeconfig() -> Path | None:
+    """The KUBECONFIG to reuse, if it names a readable config of a cluster on loopback.
+
+    Anything else (unset, missing file, a remote cluster) is ignored: the tests then start a
+    local cluster of their own and never touch a cluster that might matter.
+    """
     value = os.environ.get("KUBECONFIG")
     if not value:
         return None
     path = Path(value.split(os.pathsep)[0])
-    doc = yaml.safe_load(path.read_text())
-    server = urlparse(doc["clusters"][0]["cluster"]["server"])
+    try:
+        doc = yaml.safe_load(path.read_text())
+        server = urlparse(doc["clusters"][0]["cluster"]["server"])
+    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        print(f"e2e: ignoring KUBECONFIG={value} ({exc}); starting a local cluster", file=sys.stderr)
+        return None
     if server.hostname not in ("127.0.0.1", "localhost", "::1"):
-        pytest.exit(
-            f"KUBECONFIG points at {server.hostname}, not a local cluster; refusing to run e2e tests there"
-        )
+        print(f"e2e: ignoring KUBECONFIG={value} (server {server.hostname} is not local)", file=sys.stderr)
+        return None
     return path
 
 
