@@ -185,18 +185,7 @@ def main() -> int:
         )
 
         # 1. floor: one raw PATCH of an Incident
-        custom.create_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            ns,
-            "incidents",
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": "Incident",
-                "metadata": {"name": "floor"},
-                "spec": {"title": "floor", "severity": "P4", "category": "data", "paused": True},
-            },
-        )
+        create_incident(custom, ns, "floor", title="floor", severity="P4", category="data", paused=True)
         floor = []
         for i in range(RUNS * 2):
             started = time.perf_counter()
@@ -223,22 +212,14 @@ def main() -> int:
             name = f"w{i}"
             prepare_target(apps, custom, ns, name, match={})
             started = time.perf_counter()
-            custom.create_namespaced_custom_object(
-                GROUP,
-                VERSION,
+            create_incident(
+                custom,
                 ns,
-                "incidents",
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "Incident",
-                    "metadata": {"name": f"inc{i}"},
-                    "spec": {
-                        "title": f"bench {i}",
-                        "severity": "P2",
-                        "category": "performance",
-                        "playbookRef": {"name": f"pb-{name}"},
-                    },
-                },
+                f"inc{i}",
+                title=f"bench {i}",
+                severity="P2",
+                category="performance",
+                playbookRef={"name": f"pb-{name}"},
             )
 
             def resolved(i: int = i) -> bool:
@@ -302,6 +283,11 @@ def main() -> int:
             check=False,
             capture_output=True,
         )
+
+
+def create_incident(custom: client.CustomObjectsApi, ns: str, name: str, **spec: Any) -> None:
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident", "metadata": {"name": name}, "spec": spec}
+    custom.create_namespaced_custom_object(GROUP, VERSION, ns, "incidents", body)
 
 
 def prepare_target(

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from incident_operator import API_GROUP, API_VERSION, templates
 from incident_operator.conditions import format_time
-from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready
+from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready, secret_value
 from incident_operator.models import (
     IncidentSpec,
     IncidentStatus,
@@ -271,17 +271,14 @@ async def http_check(ctx: ActionContext) -> Outcome:
 
 async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
     try:
-        secret = await ctx.kube.call(ctx.kube.core.read_namespaced_secret, name, ctx.namespace)
+        value = await secret_value(ctx.kube, ctx.namespace, name, key)
     except ApiException as exc:
         if not_found(exc):
             return Outcome(False, f"Secret {ctx.namespace}/{name} not found")
         return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
-    import base64
-
-    data = secret.data or {}
-    if key not in data:
+    if value is None:
         return Outcome(False, f"Secret {ctx.namespace}/{name} has no key {key!r}")
-    return base64.b64decode(data[key]).decode().strip()
+    return value
 
 
 async def notify(ctx: ActionContext) -> Outcome:

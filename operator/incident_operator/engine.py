@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from incident_operator import actions, alerts, metrics
+from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
@@ -64,19 +65,14 @@ class PlaybookEntry:
     status: PlaybookStatus
 
 
-def parse_playbooks(raw: Mapping[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[PlaybookEntry]:
-    """Playbooks of one namespace from the index; invalid ones are skipped (they are marked Invalid)."""
-    entries = []
-    for name, (spec, status) in sorted(raw.items()):
-        try:
-            entries.append(
-                PlaybookEntry(
-                    name, PlaybookSpec.model_validate(spec), PlaybookStatus.model_validate(status or {})
-                )
-            )
-        except ValidationError:
-            continue
-    return entries
+def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | None:
+    """A Playbook as the engine uses it, or None if it is invalid (the Playbook is marked Invalid)."""
+    try:
+        return PlaybookEntry(
+            name, PlaybookSpec.model_validate(dict(spec)), PlaybookStatus.model_validate(dict(status))
+        )
+    except ValidationError:
+        return None
 
 
 def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
@@ -101,7 +97,7 @@ class IncidentLoop:
         name: str,
         uid: str,
         body: Mapping[str, Any],
-        playbooks: Callable[[], Mapping[str, tuple[dict[str, Any], dict[str, Any]]]],
+        playbooks: Callable[[], list[PlaybookEntry]],
         post_event: EventPoster,
         clock: Callable[[], datetime] = utc_now,
         open_incidents: metrics.OpenIncidents | None = None,
@@ -190,7 +186,7 @@ class IncidentLoop:
             await self._commit(
                 Decision(with_records(self.status, records, self.clock()), records=records), spec
             )
-        entries = parse_playbooks(self.playbooks())
+        entries = self.playbooks()
         selection = select(spec, [Candidate(e.name, e.spec) for e in entries])
         chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
         cooldown = None
@@ -257,7 +253,7 @@ class IncidentLoop:
             return
         extra: dict[str, Any] = {}
         if "runs" in counters:
-            stamp = self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            stamp = format_time(self.clock())
             targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
             extra = {"lastRun": stamp, "lastRuns": dict.fromkeys(targets, stamp)}
         for _ in range(5):

@@ -16,7 +16,7 @@ import kopf
 
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
-from incident_operator.engine import IncidentLoop, utc_now
+from incident_operator.engine import IncidentLoop, PlaybookEntry, parse_playbook, utc_now
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
 
@@ -56,8 +56,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
 def playbooks_by_namespace(
     *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
-    return {namespace or "": (name, dict(spec), dict(status))}
+) -> dict[str, tuple[str, PlaybookEntry | None]]:
+    """Parsed once per Playbook change; an invalid one is kept as None so it replaces a valid past."""
+    return {namespace or "": (name, parse_playbook(name, spec, status))}
 
 
 def _wake(memo: kopf.Memo, uid: str) -> None:
@@ -84,12 +85,12 @@ async def incident_daemon(
 ) -> None:
     assert namespace is not None  # noqa: S101 - Incidents are namespaced
     config: OperatorConfig = memo.config
-    index: kopf.Index[str, tuple[str, dict[str, Any], dict[str, Any]]] = kwargs["playbooks_by_namespace"]
+    index: kopf.Index[str, tuple[str, PlaybookEntry | None]] = kwargs["playbooks_by_namespace"]
     wake = memo.wakeups.setdefault(uid, asyncio.Event())
     memo.incident_namespaces[uid] = namespace
 
-    def playbooks() -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-        return {pb: (spec, status) for pb, spec, status in index.get(namespace, [])}
+    def playbooks() -> list[PlaybookEntry]:
+        return sorted((entry for _, entry in index.get(namespace, []) if entry), key=lambda e: e.name)
 
     def post_event(record: Record) -> None:
         kopf.event(

@@ -10,7 +10,6 @@ Repeated deliveries are idempotent: an unchanged alert writes nothing.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
@@ -27,7 +26,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from incident_operator import API_GROUP, API_VERSION, alerts, metrics
 from incident_operator.config import OperatorConfig
-from incident_operator.kube import Kube, api_reason
+from incident_operator.kube import Kube, api_reason, secret_value
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ class Intake:
             return token
         namespace, name = self.config.alert_token_secret
         try:
-            secret = await self.kube.call(self.kube.core.read_namespaced_secret, name, namespace)
+            token = await secret_value(self.kube, namespace, name, "token")
         except ApiException as exc:
             if exc.status == 404:
                 logger.warning("alert token Secret %s/%s not found; rejecting alerts", namespace, name)
@@ -74,8 +73,6 @@ class Intake:
             raise ApiUnavailable(api_reason(exc)) from exc
         except (Urllib3Error, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
-        raw = (secret.data or {}).get("token")
-        token = base64.b64decode(raw).decode().strip() if raw else None
         self._token = (time.monotonic(), token)
         return token
 

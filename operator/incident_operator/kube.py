@@ -8,6 +8,7 @@ actions share (workload readiness, pod readiness). Nothing here decides anything
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -31,6 +32,17 @@ def load_api_client() -> client.ApiClient:
     api = client.ApiClient()
     api.user_agent = USER_AGENT  # tells our requests apart in audit logs
     return api
+
+
+async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    """The decoded, stripped value of a Secret's key; None if the key is absent or empty.
+
+    Raises the client's errors (ApiException 404 when the Secret does not exist). The value is a
+    secret: callers never log it or copy it into status.
+    """
+    secret = await kube.call(kube.core.read_namespaced_secret, name, namespace)
+    raw = (secret.data or {}).get(key)
+    return base64.b64decode(raw).decode().strip() if raw else None
 
 
 def not_found(exc: BaseException) -> bool:

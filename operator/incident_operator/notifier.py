@@ -9,7 +9,6 @@ entry and Warning Event) through `on_failure`; the incident goes on regardless.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Callable
 
@@ -17,7 +16,7 @@ import httpx
 from kubernetes.client.exceptions import ApiException
 
 from incident_operator.config import Channel, Notifications
-from incident_operator.kube import Kube, api_reason
+from incident_operator.kube import Kube, api_reason, secret_value
 from incident_operator.notifications import IncidentView, Notice, channels_for, payload
 
 logger = logging.getLogger(__name__)
@@ -49,11 +48,10 @@ class Notifier:
 
     async def url(self, channel: Channel) -> str:
         ref = channel.urlSecretRef
-        secret = await self.kube.call(self.kube.core.read_namespaced_secret, ref.name, ref.namespace)
-        raw = (secret.data or {}).get(ref.key)
-        if not raw:
+        value = await secret_value(self.kube, ref.namespace, ref.name, ref.key)
+        if value is None:
             raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
-        return base64.b64decode(raw).decode().strip()
+        return value
 
     async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
         """Deliver one notice; None on success, else why it failed (never the URL)."""

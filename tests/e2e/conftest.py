@@ -8,8 +8,10 @@ loopback (for example the one `make cluster` prints) to reuse it instead.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,7 +142,7 @@ class OperatorProcess:
         self.config.write_text(yaml.safe_dump(settings))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self.port = _free_port()  # kept across restarts: Alertmanager is configured with it
+        self.port = free_port()  # kept across restarts: Alertmanager is configured with it
 
     @property
     def log_path(self) -> Path:
@@ -151,21 +153,13 @@ class OperatorProcess:
         port = self.port
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "incident_operator",
-                    "run",
-                    "--http-host=127.0.0.1",
-                    f"--http-port={port}",
-                    f"--config={self.config}",
-                    f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}",
-                ],
+                operator_command(
+                    port, f"--config={self.config}", f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}"
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                env=operator_env(self.kubeconfig),
             )
-        import urllib.request
 
         def ready() -> bool:
             assert self.proc is not None
@@ -197,9 +191,24 @@ class OperatorProcess:
         )
 
 
-def _free_port() -> int:
-    import socket
+def operator_command(port: int, *options: str) -> list[str]:
+    """`incident-operator run` serving on 127.0.0.1:PORT, as the tests start it."""
+    return [
+        sys.executable,
+        "-m",
+        "incident_operator",
+        "run",
+        "--http-host=127.0.0.1",
+        f"--http-port={port}",
+        *options,
+    ]
 
+
+def operator_env(kubeconfig: Path) -> dict[str, str]:
+    return {**os.environ, "KUBECONFIG": str(kubeconfig)}
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -284,7 +293,7 @@ class Alertmanager:
 
     def __init__(self, bin_dir: Path, workdir: Path, operator_port: int, token: str) -> None:
         self.bin_dir, self.workdir = bin_dir, workdir
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = {
             "route": {
@@ -322,7 +331,6 @@ class Alertmanager:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        import urllib.request
 
         def ready() -> bool:
             assert self.proc.poll() is None, self.log_path.read_text()

@@ -15,6 +15,27 @@ GROUP, VERSION = "incident-operator.dev", "v1alpha1"
 TIMEOUT = 90
 
 
+def deployment_body(
+    name: str, replicas: int, node_selector: dict[str, str] | None = None
+) -> client.V1Deployment:
+    """A Deployment of pods labelled app=NAME (kwok runs them; the image is never pulled)."""
+    labels = {"app": name}
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1DeploymentSpec(
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(
+                    containers=[client.V1Container(name="app", image=f"registry.example/{name}:1")],
+                    node_selector=node_selector,
+                ),
+            ),
+        ),
+    )
+
+
 class Scenario:
     """One namespace of one test: its workloads, playbooks and incidents."""
 
@@ -28,22 +49,7 @@ class Scenario:
     # ------------------------------------------------------------------ objects
 
     def deployment(self, name: str, replicas: int, node_selector: dict[str, str] | None = None) -> None:
-        labels = {"app": name}
-        body = client.V1Deployment(
-            metadata=client.V1ObjectMeta(name=name),
-            spec=client.V1DeploymentSpec(
-                replicas=replicas,
-                selector=client.V1LabelSelector(match_labels=labels),
-                template=client.V1PodTemplateSpec(
-                    metadata=client.V1ObjectMeta(labels=labels),
-                    spec=client.V1PodSpec(
-                        containers=[client.V1Container(name="app", image=f"registry.example/{name}:1")],
-                        node_selector=node_selector,
-                    ),
-                ),
-            ),
-        )
-        self.apps.create_namespaced_deployment(self.namespace, body)
+        self.apps.create_namespaced_deployment(self.namespace, deployment_body(name, replicas, node_selector))
         if node_selector is None:
             wait_until(lambda: self.ready_replicas(name) == replicas, timeout=TIMEOUT, what=f"{name} ready")
 

@@ -8,28 +8,12 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.conftest import Cluster
+from tests.e2e.engine_helpers import deployment_body
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 90
-
-
-def deployment(name: str, replicas: int) -> client.V1Deployment:
-    labels = {"app": name}
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=name),
-        spec=client.V1DeploymentSpec(
-            replicas=replicas,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(
-                    containers=[client.V1Container(name="app", image="example.invalid/app:1")]
-                ),
-            ),
-        ),
-    )
 
 
 def ready_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:
@@ -69,7 +53,7 @@ def test_kubectl_of_the_same_release_talks_to_the_cluster(cluster: Cluster) -> N
 
 def test_deployment_scales_replaces_pods_and_restarts(cluster: Cluster, namespace: str) -> None:
     apps, core = client.AppsV1Api(cluster.api), client.CoreV1Api(cluster.api)
-    apps.create_namespaced_deployment(namespace, deployment("web", 3))
+    apps.create_namespaced_deployment(namespace, deployment_body("web", 3))
 
     pods = wait_until(
         lambda: len(ready_pods(core, namespace, "web")) == 3 and ready_pods(core, namespace, "web"),

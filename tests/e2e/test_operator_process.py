@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -14,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, free_port, operator_command, operator_env
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_status(url: str) -> int:
@@ -40,21 +32,13 @@ def operator_process(
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     port = free_port()
     log_path = tmp_path / "operator.log"
-    env = {**os.environ, "KUBECONFIG": str(crds_installed.kubeconfig)}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "incident_operator",
-                "run",
-                "--http-host=127.0.0.1",
-                f"--http-port={port}",
-                f"--namespace={namespace}",  # its own empty namespace: never acts on other tests' incidents
-            ],
+            # Its own empty namespace: never acts on other tests' incidents.
+            operator_command(port, f"--namespace={namespace}"),
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=operator_env(crds_installed.kubeconfig),
         )
     try:
         yield proc, port, log_path
@@ -87,20 +71,12 @@ def test_operator_reports_a_port_in_use(crds_installed: Cluster, namespace: str)
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "incident_operator",
-                "run",
-                "--http-host=127.0.0.1",
-                f"--http-port={port}",
-                f"--namespace={namespace}",  # its own empty namespace: never acts on other tests' incidents
-            ],
+            operator_command(port, f"--namespace={namespace}"),
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
-            env={**os.environ, "KUBECONFIG": str(crds_installed.kubeconfig)},
+            env=operator_env(crds_installed.kubeconfig),
         )
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
