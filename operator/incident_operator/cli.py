@@ -21,7 +21,7 @@ RUN_EPILOG = """\
 The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
 service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
 /metrics (Prometheus) and POST /alertmanager (Alertmanager webhook, bearer token).
-Install the CRDs first:  kubectl apply -f crds/
+Install the CRDs first:  kubectl apply -f crds/   (or the whole install: kubectl apply -k manifests/install)
 """
 
 
@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMESPACE/NAME",
         help="Secret whose key 'token' is the bearer token Alertmanager must send to /alertmanager",
     )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="take part in leader election on a Lease (leaderElection: in --config): only the leader "
+        "reconciles, every replica serves HTTP; needed whenever more than one replica runs",
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
 
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
             http_port=args.http_port,
+            leader_elect=args.leader_elect,
             file=file_config,
         )
     except ConfigError as exc:

@@ -111,6 +111,43 @@ class Notifications(BaseModel):
         return self
 
 
+class LeaderElection(BaseModel):
+    """`leaderElection:` in the --config file: the Lease that lets one replica act at a time.
+
+    Used when the operator runs with `--leader-elect`. After the active replica dies, a standby
+    takes over within `leaseDurationSeconds` + `retryPeriodSeconds`; a leader that cannot renew
+    for `renewDeadlineSeconds` stops acting (before anyone may consider its Lease expired).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    leaseName: str = Field(default="incident-operator", min_length=1)
+    namespace: str | None = None
+    """Namespace of the Lease; default: the pod's own namespace, else `incident-operator`."""
+    leaseDurationSeconds: int = Field(default=15, ge=2, le=300)
+    renewDeadlineSeconds: int = Field(default=10, ge=1, le=300)
+    retryPeriodSeconds: int = Field(default=2, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElection:
+        if not self.retryPeriodSeconds < self.renewDeadlineSeconds < self.leaseDurationSeconds:
+            raise ValueError(
+                "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"
+            )
+        return self
+
+
+class AccessConfig(BaseModel):
+    """`access:` in the --config file: how the operator learns what it may do in a namespace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recheckSeconds: int = Field(default=30, ge=1, le=3600)
+    """How often an incident stalled as Forbidden (namespace not opted in) checks again."""
+    remediatorBinding: str = "incident-operator-remediator"
+    """Name of the RoleBinding (and ClusterRole) that opts a namespace in, named in messages."""
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -119,6 +156,8 @@ class FileConfig(BaseModel):
     responseTargets: ResponseTargets = ResponseTargets()
     alertIntake: AlertIntakeConfig = AlertIntakeConfig()
     notifications: Notifications = Notifications()
+    leaderElection: LeaderElection = LeaderElection()
+    access: AccessConfig = AccessConfig()
 
 
 class OperatorConfig(BaseModel):
@@ -130,8 +169,9 @@ class OperatorConfig(BaseModel):
     """Namespaces to watch; empty means all namespaces (cluster-wide)."""
     http_host: str = "0.0.0.0"  # noqa: S104 - the operator serves inside its pod
     http_port: Port = 8080
-    standalone: bool = True
-    """Run without peering (one replica). HA with peering comes with the deployable manifests."""
+    leader_elect: bool = False
+    """Take part in leader election (`--leader-elect`): only the Lease holder reconciles; every
+    replica serves the HTTP endpoints. Off: this process acts alone (one replica only)."""
     file: FileConfig = FileConfig()
     alert_token_secret: tuple[str, str] | None = None
     """(namespace, name) of the Secret whose key `token` authenticates Alertmanager."""

@@ -15,19 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from incident_operator import actions, alerts, metrics
+from incident_operator import access, actions, alerts, metrics
 from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
-from incident_operator.kube import Kube, api_reason
+from incident_operator.kube import AccessReviews, Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
 from incident_operator.notifications import IncidentView, notices
@@ -102,6 +103,7 @@ class IncidentLoop:
         clock: Callable[[], datetime] = utc_now,
         open_incidents: metrics.OpenIncidents | None = None,
         notifier: Notifier | None = None,
+        access_reviews: AccessReviews | None = None,
     ) -> None:
         self.kube, self.http, self.config = kube, http, config
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -111,6 +113,8 @@ class IncidentLoop:
         self.clock = clock
         self.open_incidents = open_incidents
         self.notifier = notifier
+        self.access_reviews = access_reviews
+        self.forbidden: str | None = None  # why the namespace does not let the playbook run, if it does not
         self.pending: list[Record] = []  # records made outside the loop (failed notifications)
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.wake = asyncio.Event()
@@ -171,6 +175,8 @@ class IncidentLoop:
             now=self.clock(),
             cooldown_until=cooldown,
             alert=self._alert(spec),
+            forbidden=self.forbidden,
+            access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
         )
 
     def _alert(self, spec: IncidentSpec) -> AlertState | None:
@@ -193,6 +199,7 @@ class IncidentLoop:
         if chosen is not None and self.status.playbook is None:
             targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
+        self.forbidden = await self._access_problem(spec, chosen)
         decision = plan(self._input(spec, selection, cooldown))
         await self._commit(decision, spec)
         if decision.intent is None:
@@ -212,6 +219,27 @@ class IncidentLoop:
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time
         return True, None
+
+    async def _access_problem(self, spec: IncidentSpec, chosen: PlaybookEntry | None) -> str | None:
+        """Why the chosen playbook may not run here (a permission the namespace did not grant)."""
+        if (
+            self.access_reviews is None
+            or chosen is None
+            or self.status.phase in (Phase.RESOLVED, Phase.CLOSED)
+        ):
+            return None
+        needed = access.required(spec, chosen.spec)
+        try:
+            denied = await self.access_reviews.denied(self.namespace, needed, time.monotonic())
+        except Exception as exc:  # unknown: let the actions try, and report what they meet
+            logger.warning("incident %s/%s: access review failed: %s", self.namespace, self.name, exc)
+            return None
+        if not denied:
+            return None
+        username = await self.access_reviews.username()
+        return access.forbidden_message(
+            self.namespace, denied, username, self.config.file.access.remediatorBinding
+        )
 
     async def _commit(self, decision: Decision, spec: IncidentSpec) -> None:
         old = self.status

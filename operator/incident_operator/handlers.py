@@ -17,6 +17,7 @@ import kopf
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
 from incident_operator.engine import IncidentLoop, PlaybookEntry, parse_playbook, utc_now
+from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
 
@@ -51,6 +52,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.incident_namespaces = {}  # incident uid -> namespace
     memo.open_incidents = metrics.OpenIncidents()
     memo.notifier = Notifier(memo.kube, memo.http, memo.config.file.notifications)
+    recheck = memo.config.file.access.recheckSeconds
+    memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -114,6 +117,7 @@ async def incident_daemon(
         post_event=post_event,
         open_incidents=memo.open_incidents,
         notifier=memo.notifier,
+        access_reviews=memo.access_reviews,
     )
     try:
         await loop.run(lambda: bool(stopped), wake)

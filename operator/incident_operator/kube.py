@@ -1,8 +1,9 @@
 """Thin async access to the Kubernetes API for the engine and the actions.
 
 Wraps the (synchronous) official client: every call runs in a worker thread so the event loop
-never blocks. Owns client construction (kubeconfig or in-cluster) and the few read helpers the
-actions share (workload readiness, pod readiness). Nothing here decides anything.
+never blocks. Owns client construction (kubeconfig or in-cluster), the few read helpers the
+actions share (workload readiness, pod readiness) and access reviews (what the operator may do
+in a namespace). Nothing here decides anything.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from incident_operator import API_GROUP, API_VERSION, __version__
+from incident_operator.access import Permission
 
 T = TypeVar("T")
 USER_AGENT = f"incident-operator/{__version__}"
+REQUEST_TIMEOUT_S = 30
 
 
 def load_api_client() -> client.ApiClient:
@@ -174,3 +177,62 @@ class Kube:
             name,
             body,
         )
+
+
+class AccessReviews:
+    """Asks the API server what the operator may do (SelfSubjectAccessReview), with a short cache.
+
+    One review per permission and namespace at most every `allowed_ttl` seconds once allowed, and
+    every `denied_ttl` seconds while denied, so a thousand incidents in a namespace cost a handful
+    of reviews, and a namespace that opts in is noticed within `denied_ttl`.
+    """
+
+    def __init__(self, kube: Kube, *, allowed_ttl: float = 60.0, denied_ttl: float = 5.0) -> None:
+        self.kube = kube
+        self.authz = client.AuthorizationV1Api(kube.api)
+        self.authn = client.AuthenticationV1Api(kube.api)
+        self.allowed_ttl, self.denied_ttl = allowed_ttl, denied_ttl
+        self._cache: dict[tuple[str, Permission], tuple[float, bool]] = {}
+        self._username: str | None = None
+        self._asked_username = False
+
+    async def username(self) -> str | None:
+        """Who the operator is to the API server (SelfSubjectReview), asked once; None if unknown."""
+        if not self._asked_username:
+            self._asked_username = True
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            try:
+                review = await self.call_with_timeout(self.authn.create_self_subject_review, body)
+                info = review.status.user_info if review.status is not None else None
+                self._username = info.username if info is not None else None
+            except Exception:  # an older API server: the message then says "the operator"
+                self._username = None
+        return self._username
+
+    async def call_with_timeout(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.kube.call(fn, *args, _request_timeout=REQUEST_TIMEOUT_S)
+
+    async def allowed(self, namespace: str, permission: Permission, now: float) -> bool:
+        key = (namespace, permission)
+        cached = self._cache.get(key)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        attributes = {
+            "namespace": namespace,
+            "verb": permission.verb,
+            "group": permission.group,
+            "resource": permission.resource,
+            "subresource": permission.subresource,
+        }
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        review = await self.call_with_timeout(self.authz.create_self_subject_access_review, body)
+        ok = review.status is not None and bool(review.status.allowed)
+        self._cache[key] = (now + (self.allowed_ttl if ok else self.denied_ttl), ok)
+        return ok
+
+    async def denied(self, namespace: str, permissions: list[Permission], now: float) -> list[Permission]:
+        return [p for p in permissions if not await self.allowed(namespace, p, now)]

@@ -87,6 +87,10 @@ class PlanInput:
     cooldown_until: datetime | None = None
     alert: AlertState | None = None
     """For incidents opened by an alert: the alert's state as the intake recorded it."""
+    forbidden: str | None = None
+    """Why the operator may not run the playbook in this namespace (see `access`), or None."""
+    access_recheck: timedelta = timedelta(seconds=30)
+    """How soon to look again while `forbidden`."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +352,8 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
             b.record("CooldownActive", message)
         b.wake.append(b.inp.cooldown_until)
         return b.decision()
+    if _forbidden(b):
+        return b.decision()
     b.status.playbook = PlaybookProgress(
         name=selection.playbook.name, steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps]
     )
@@ -402,6 +408,8 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
         if b.now < retry_at:
             b.wake.append(retry_at)
             return b.decision()
+    if _forbidden(b):
+        return b.decision()
     if step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
         b.record("Approved", f"step {step.name} approved", actor="human")
     step_status.state = StepState.RUNNING
@@ -414,6 +422,25 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
     attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
     b.record("StepStarted", f"step {step.name}: {step.action} started{attempt}")
     return b.decision(Intent("run-step", index))
+
+
+def _forbidden(b: _Builder) -> bool:
+    """Hold the start of a playbook or step while the namespace has not granted what it needs.
+
+    Nothing is attempted (no attempt is used up, no cooldown is stamped); the incident is Stalled
+    with reason Forbidden until a later plan finds access granted, which clears it.
+    """
+    message = b.inp.forbidden
+    if message is None:
+        if b.reason_of("Stalled") == "Forbidden":
+            b.condition("Stalled", "False", "AccessGranted", "the operator may act in this namespace now")
+            b.record("AccessGranted", "the namespace opted in: remediation proceeds")
+        return False
+    if b.condition("Stalled", "True", "Forbidden", message):
+        b.record("Stalled", message, warning=True)
+    b.condition("Reconciling", "False", "Forbidden", message)
+    b.wake.append(b.now + b.inp.access_recheck)
+    return True
 
 
 def _monitor(b: _Builder, playbook: PlaybookSpec) -> Decision:

@@ -2,12 +2,21 @@
 
 The only place that starts the framework and creates the API and HTTP clients (kopf itself is
 configured by the startup handler in `handlers`; the endpoints live in `httpserver`).
+
+With `--leader-elect`, every replica serves HTTP (alert intake is idempotent by fingerprint, so
+any replica may take an alert) and only the holder of the Lease runs kopf (see `election`). A
+leader that loses its Lease exits at once, as client-go's controllers do: no write of the old
+leader can then overlap the new one's, and Kubernetes restarts the pod as a standby.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
+from collections.abc import Callable
 
 import httpx
 import kopf
@@ -15,13 +24,20 @@ import prometheus_client
 
 from incident_operator import handlers, httpserver
 from incident_operator.config import OperatorConfig
+from incident_operator.election import Elector
 from incident_operator.intake import Intake
 from incident_operator.kube import Kube, load_api_client
 
 logger = logging.getLogger(__name__)
 
 
-async def run(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
+def _exit_now() -> None:
+    os._exit(1)
+
+
+async def run(
+    config: OperatorConfig, stop: asyncio.Event | None = None, on_lost: Callable[[], None] = _exit_now
+) -> None:
     """Serve until kopf exits (on SIGINT/SIGTERM, or when `stop` is set)."""
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     kube = Kube(load_api_client())
@@ -37,18 +53,67 @@ async def run(config: OperatorConfig, stop: asyncio.Event | None = None) -> None
     logger.info(
         "serving /healthz, /readyz, /metrics, /alertmanager on %s:%d", config.http_host, config.http_port
     )
-    assert handlers.configure  # noqa: S101 - importing handlers registers them with kopf
     try:
-        await kopf.operator(
-            registry=kopf.get_default_registry(),
-            standalone=config.standalone,
-            clusterwide=config.clusterwide,
-            namespaces=list(config.namespaces),
-            ready_flag=ready,
-            stop_flag=stop,
-            memo=kopf.Memo(config=config, kube=kube, http=http),
-        )
+        if config.leader_elect:
+            await _elected(
+                config, kube=kube, http=http, ready=ready, stop=stop or asyncio.Event(), on_lost=on_lost
+            )
+        else:
+            await _operate(config, kube, http, ready, stop)
     finally:
         await server.cleanup()
         await http.aclose()
         kube.api.close()  # type: ignore[no-untyped-call]
+
+
+async def _operate(
+    config: OperatorConfig,
+    kube: Kube,
+    http: httpx.AsyncClient,
+    ready: asyncio.Event,
+    stop: asyncio.Event | None,
+) -> None:
+    assert handlers.configure  # noqa: S101 - importing handlers registers them with kopf
+    await kopf.operator(
+        registry=kopf.get_default_registry(),
+        standalone=True,  # no kopf peering: one process acts (leader election decides which)
+        clusterwide=config.clusterwide,
+        namespaces=list(config.namespaces),
+        ready_flag=ready,
+        stop_flag=stop,
+        memo=kopf.Memo(config=config, kube=kube, http=http),
+    )
+
+
+async def _elected(
+    config: OperatorConfig,
+    *,
+    kube: Kube,
+    http: httpx.AsyncClient,
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    on_lost: Callable[[], None],
+) -> None:
+    """Stand by until this replica holds the Lease, then run kopf while renewing it."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)  # kopf installs its own once it runs
+    # A standby is ready once it can read the Lease: it serves alerts and metrics like the leader.
+    elector = Elector(kube, config.file.leaderElection, on_observed=ready.set)
+    logger.info("leader election: Lease %s/%s as %s", elector.namespace, elector.name, elector.me)
+    if not await elector.campaign(stop.is_set):
+        return
+    kopf_stop = asyncio.Event()
+    operator = asyncio.create_task(_operate(config, kube, http, asyncio.Event(), kopf_stop))
+    holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
+    await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if not operator.done() and not stop.is_set():
+        logger.critical("leader election lost: exiting so that only the new leader acts")
+        on_lost()
+    kopf_stop.set()
+    await operator
+    holding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holding
+    await elector.release()

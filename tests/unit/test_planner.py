@@ -59,6 +59,7 @@ class Run:
         self.now = T0
         self.cooldown_until = cooldown_until
         self.alert: AlertState | None = None
+        self.forbidden: str | None = None
         self.records: list[str] = []
 
     def input(self) -> PlanInput:
@@ -72,6 +73,8 @@ class Run:
             now=self.now,
             cooldown_until=self.cooldown_until,
             alert=self.alert,
+            forbidden=self.forbidden,
+            access_recheck=timedelta(seconds=30),
         )
 
     def plan(self) -> Decision:
@@ -375,3 +378,41 @@ def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
     assert run.condition("Resolved")["reason"] == "Refired"
     assert decision.intent == Intent("run-step", 0)
     assert run.step(0).attempts == 1  # a fresh run of the playbook
+
+
+def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_until_it_does() -> None:
+    run = Run(incident(), playbook(SCALE, RESTART))
+    run.forbidden = "may not patch deployments/scale.apps in namespace shop: RoleBinding missing"
+    held = run.plan()
+    assert held.intent is None
+    assert run.status.playbook is None  # nothing started: no run counted, no cooldown stamped
+    assert held.wake_at == T0 + timedelta(seconds=30)
+    stalled = run.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "Forbidden")
+    assert "RoleBinding" in stalled["message"]
+    assert run.condition("Reconciling")["reason"] == "Forbidden"
+    assert run.records == ["Detected", "Stalled"]
+
+    run.now += timedelta(seconds=30)
+    run.plan()  # still forbidden: nothing new to record, no retry storm
+    assert run.records == ["Detected", "Stalled"]
+
+    run.forbidden = None
+    run.now += timedelta(seconds=30)
+    started = run.plan()
+    assert started.intent == Intent("run-step", 0)
+    assert run.condition("Stalled")["reason"] == "AccessGranted"
+    assert run.condition("Stalled")["status"] == "False"
+    assert run.step(0).attempts == 1
+    assert "AccessGranted" in run.records
+
+
+def test_access_revoked_mid_run_holds_the_next_step_without_using_an_attempt() -> None:
+    run = Run(incident(), playbook(SCALE, RESTART))
+    run.complete(run.plan().intent or Intent("run-step", 0))
+    run.forbidden = "may not patch deployments.apps in namespace shop"
+    held = run.plan()
+    assert held.intent is None
+    assert run.step(1).state is StepState.PENDING
+    assert run.step(1).attempts == 0
+    assert run.condition("Stalled")["reason"] == "Forbidden"

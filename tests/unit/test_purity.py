@@ -18,6 +18,8 @@ PURE_MODULES = [
     "incident_operator.templates",
     "incident_operator.validation",
     "incident_operator.alerts",
+    "incident_operator.access",
+    "incident_operator.leadership",
 ]
 
 

@@ -1,0 +1,57 @@
+"""What a playbook needs in a namespace, and the message that says how to opt the namespace in."""
+
+from __future__ import annotations
+
+from incident_operator.access import Permission, forbidden_message, required
+from incident_operator.models import IncidentSpec, PlaybookSpec
+
+TARGET = {"kind": "Deployment", "name": "web"}
+
+
+def test_each_action_asks_for_exactly_what_it_uses() -> None:
+    spec = IncidentSpec.model_validate(
+        {"title": "t", "severity": "P1", "category": "availability", "targets": [TARGET]}
+    )
+    playbook = PlaybookSpec.model_validate(
+        {
+            "steps": [
+                {"name": "scale", "scale": {"target": {"kind": "StatefulSet", "name": "db"}, "delta": 1}},
+                {"name": "restart", "restart": {"target": TARGET}},
+                {"name": "evidence", "collectEvidence": {"selector": {"app": "web"}, "logLines": 0}},
+                {"name": "kill", "deletePods": {"selector": {"app": "web"}, "max": 1}},
+                {"name": "cut", "isolate": {"selector": {"app": "web"}}},
+                {"name": "probe", "httpCheck": {"url": "http://web/healthz"}},
+            ]
+        }
+    )
+    assert set(required(spec, playbook)) == {
+        Permission("get", "deployments", "apps"),
+        Permission("patch", "deployments", "apps"),
+        Permission("get", "statefulsets", "apps"),
+        Permission("patch", "statefulsets", "apps", "scale"),
+        Permission("list", "pods"),
+        Permission("delete", "pods"),
+        Permission("create", "configmaps"),
+        Permission("update", "configmaps"),
+        Permission("list", "events"),
+        Permission("create", "networkpolicies", "networking.k8s.io"),
+    }  # no pods/log (logLines: 0), no secrets (no notify), nothing for httpCheck
+
+
+def test_the_message_names_the_missing_rolebinding_and_the_command_for_a_service_account() -> None:
+    message = forbidden_message(
+        "shop",
+        [Permission("patch", "deployments", "apps", "scale")],
+        "system:serviceaccount:incident-operator:incident-operator",
+    )
+    assert "may not patch deployments/scale.apps in namespace shop" in message
+    assert "RoleBinding incident-operator-remediator is missing" in message
+    assert message.endswith(
+        "kubectl create rolebinding incident-operator-remediator -n shop "
+        "--clusterrole=incident-operator-remediator "
+        "--serviceaccount=incident-operator:incident-operator"
+    )
+
+
+def test_the_message_for_a_user_names_the_user() -> None:
+    assert "--user=alice" in forbidden_message("shop", [Permission("delete", "pods")], "alice")
