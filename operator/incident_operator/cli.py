@@ -21,7 +21,7 @@ RUN_EPILOG = """\
 The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
 service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
 /metrics (Prometheus) and POST /alertmanager (Alertmanager webhook, bearer token).
-Install the CRDs first:  kubectl apply -f crds/   (or the whole install: kubectl apply -k manifests/install)
+Install the CRDs first:  kubectl apply -k crds/   (or the whole install: kubectl apply -k manifests/install)
 """
 
 

@@ -79,34 +79,55 @@ def _localcluster(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    bin_dir = Path(_localcluster("bin-dir").stdout.strip())
+    kubectl = bin_dir() / "kubectl"
     kubeconfig = _loopback_kubeconfig()
     data_dir: Path | None = None
     if kubeconfig is None:
         data_dir = tmp_path_factory.mktemp("cluster") / "data"
-        started = _localcluster("up", "--dir", str(data_dir))
-        if started.returncode != 0:
-            _localcluster("down", "--dir", str(data_dir))
-            pytest.fail(f"the local cluster did not start:\n{started.stderr[-5000:]}")
-        last = started.stdout.strip().splitlines()[-1]
-        assert last.startswith("KUBECONFIG="), started.stdout
-        kubeconfig = Path(last.removeprefix("KUBECONFIG="))
+        kubeconfig = start_local_cluster(data_dir)
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        yield Cluster(kubeconfig=kubeconfig, kubectl=bin_dir / "kubectl", api=api)
+        yield Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api=api)
     finally:
         api.close()
         if data_dir is not None:
-            stopped = _localcluster("down", "--dir", str(data_dir))
-            assert stopped.returncode == 0, stopped.stderr
+            stop_local_cluster(data_dir)
+
+
+def start_local_cluster(data_dir: Path) -> Path:
+    """Start a local cluster of its own in `data_dir`; returns its admin kubeconfig."""
+    started = _localcluster("up", "--dir", str(data_dir))
+    if started.returncode != 0:
+        _localcluster("down", "--dir", str(data_dir))
+        pytest.fail(f"the local cluster did not start:\n{started.stderr[-5000:]}")
+    last = started.stdout.strip().splitlines()[-1]
+    assert last.startswith("KUBECONFIG="), started.stdout
+    return Path(last.removeprefix("KUBECONFIG="))
+
+
+def stop_local_cluster(data_dir: Path) -> None:
+    stopped = _localcluster("down", "--dir", str(data_dir))
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def alertmanager_bin() -> Path:
+    """Where the cached alertmanager and amtool are (built on first use)."""
+    built = _localcluster("build-alertmanager")
+    assert built.returncode == 0, built.stderr
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def bin_dir() -> Path:
+    """Where the cached kube-local, kubectl and kwok binaries are."""
+    return Path(_localcluster("bin-dir").stdout.strip())
 
 
 @pytest.fixture(scope="session")
 def crds_installed(cluster: Cluster) -> Cluster:
-    applied = cluster.run_kubectl("apply", "-f", str(CRDS), check=False)
+    applied = cluster.run_kubectl("apply", "-k", str(CRDS), check=False)
     assert applied.returncode == 0, applied.stderr
     ext = client.ApiextensionsV1Api(cluster.api)
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(CRDS.glob("incident-operator.dev_*.yaml")):
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
 
         def established(name: str = name) -> bool:
@@ -135,30 +156,37 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 class OperatorProcess:
     """`incident-operator run` as a child process, with its log kept for failure messages."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, settings: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        settings: dict[str, Any],
+        options: tuple[str, ...] = (f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}",),
+        name: str = "operator",
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
-        self.config = workdir / "operator-config.yaml"
+        self.name = name
+        self.config = workdir / f"{name}-config.yaml"
         self.config.write_text(yaml.safe_dump(settings))
+        self.options = options
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.port = free_port()  # kept across restarts: Alertmanager is configured with it
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"operator-{self.starts}.log"
+        return self.workdir / f"{self.name}-{self.starts}.log"
 
     def start(self) -> None:
         self.starts += 1
         port = self.port
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                operator_command(
-                    port, f"--config={self.config}", f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}"
-                ),
+                operator_command(port, f"--config={self.config}", *self.options),
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=operator_env(self.kubeconfig),
+                env={**operator_env(self.kubeconfig), "POD_NAME": self.name},
             )
 
         def ready() -> bool:
@@ -167,7 +195,7 @@ class OperatorProcess:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
                 return bool(resp.status == 200)
 
-        wait_until(ready, timeout=60, what="operator /readyz")
+        wait_until(ready, timeout=60, what=f"{self.name} /readyz")
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no final status patch, as in a node crash."""
@@ -186,7 +214,7 @@ class OperatorProcess:
 
     def log(self) -> str:
         return "\n".join(
-            (self.workdir / f"operator-{i}.log").read_text(errors="replace")[-4000:]
+            (self.workdir / f"{self.name}-{i}.log").read_text(errors="replace")[-4000:]
             for i in range(1, self.starts + 1)
         )
 
@@ -384,10 +412,8 @@ class Alertmanager:
 def alertmanager(
     operator: OperatorProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Alertmanager]:
-    built = _localcluster("build-alertmanager")
-    assert built.returncode == 0, built.stderr
     manager = Alertmanager(
-        Path(built.stdout.strip().splitlines()[-1]),
+        alertmanager_bin(),
         tmp_path_factory.mktemp("alertmanager"),
         operator.port,
         ALERT_TOKEN,

@@ -61,7 +61,7 @@ def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["run", "--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--namespace", "--http-port", "--config", "/healthz", "kubectl apply -f crds/"):
+    for option in ("--namespace", "--http-port", "--config", "/healthz", "kubectl apply -k crds/"):
         assert option in out
 
 

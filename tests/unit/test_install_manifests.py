@@ -1,0 +1,182 @@
+"""manifests/install.yaml (rendered from manifests/install/): least privilege, a hardened two-replica
+Deployment, and names that agree with each other, the config and the Alertmanager receiver.
+
+The rendered file is checked here; tests/e2e/test_install.py checks that it does not drift from
+`kubectl kustomize manifests/install` and that both install on the real API server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from incident_operator.config import FileConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+INSTALL = ROOT / "manifests" / "install.yaml"
+NS = "incident-operator"
+FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
+
+
+def objects() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(INSTALL.read_text()) if doc]
+
+
+def find(kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in objects() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def rules_of(kind: str, name: str) -> list[dict[str, Any]]:
+    return list(find(kind, name)["rules"])
+
+
+def container() -> dict[str, Any]:
+    pod = find("Deployment", "incident-operator")["spec"]["template"]["spec"]
+    return dict(pod["containers"][0])
+
+
+def arg(name: str) -> str:
+    values = [a.split("=", 1)[1] for a in container()["args"] if a.startswith(f"--{name}=")]
+    assert len(values) == 1, container()["args"]
+    return str(values[0])
+
+
+def operator_config() -> FileConfig:
+    raw = find("ConfigMap", "incident-operator-config")["data"]["config.yaml"]
+    return FileConfig.model_validate(yaml.safe_load(raw))
+
+
+def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
+    roles = [o for o in objects() if o["kind"] in ("Role", "ClusterRole")]
+    assert {r["metadata"]["name"] for r in roles} == {
+        "incident-operator",
+        "incident-operator-remediator",
+        "incident-operator-responder",
+    }
+    for role in roles:
+        for rule in role["rules"]:
+            where = f"{role['kind']}/{role['metadata']['name']} {rule}"
+            assert not FORBIDDEN_VERBS & set(rule["verbs"]), where
+            assert "*" not in rule.get("apiGroups", []), where
+            assert not any("*" in r for r in rule.get("resources", [])), where
+            assert "nonResourceURLs" not in rule, where
+            assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings"} & set(
+                rule.get("resources", [])
+            ), where
+
+
+def test_no_cluster_wide_secrets_and_no_workloads_in_the_cluster_wide_role() -> None:
+    bound_cluster_wide = {o["roleRef"]["name"] for o in objects() if o["kind"] == "ClusterRoleBinding"}
+    assert bound_cluster_wide == {"incident-operator"}  # the remediator is granted per namespace only
+    for rule in rules_of("ClusterRole", "incident-operator"):
+        assert "secrets" not in rule["resources"]
+        assert "apps" not in rule["apiGroups"]
+        assert not {"pods", "configmaps", "networkpolicies"} & set(rule["resources"])
+    secrets = [r for r in rules_of("Role", "incident-operator") if "secrets" in r["resources"]]
+    assert secrets
+    assert all(r.get("resourceNames") and r["verbs"] == ["get"] for r in secrets)
+
+
+def test_the_remediator_grants_what_the_actions_do_and_nothing_destructive_to_workloads() -> None:
+    grants = {
+        (group, resource, verb)
+        for rule in rules_of("ClusterRole", "incident-operator-remediator")
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert ("apps", "deployments/scale", "patch") in grants
+    assert ("apps", "deployments", "patch") in grants
+    assert ("", "pods", "delete") in grants
+    assert ("", "pods/log", "get") in grants
+    assert ("", "secrets", "get") in grants
+    assert ("networking.k8s.io", "networkpolicies", "create") in grants
+    assert not {g for g in grants if g[1] in ("deployments", "statefulsets") and g[2] in ("delete", "create")}
+
+
+def test_the_deployment_runs_two_hardened_replicas_with_one_leader() -> None:
+    deployment = find("Deployment", "incident-operator")
+    assert deployment["metadata"]["namespace"] == NS
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "incident-operator"
+    assert pod["automountServiceAccountToken"] is True
+    assert find("ServiceAccount", "incident-operator")["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    c = container()
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert set(c["resources"]["requests"]) == {"cpu", "memory"}
+    assert set(c["resources"]["limits"]) == {"cpu", "memory"}
+    assert "--leader-elect" in c["args"]
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert find("PodDisruptionBudget", "incident-operator")["spec"]["minAvailable"] == 1
+
+
+def test_the_service_and_the_alertmanager_receiver_agree() -> None:
+    service = find("Service", "incident-operator")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+    receiver = yaml.safe_load((ROOT / "manifests" / "monitoring" / "alertmanager-receiver.yaml").read_text())
+    url = urlparse(receiver["receivers"][0]["webhook_configs"][0]["url"])
+    assert (url.hostname, url.port, url.path) == (f"incident-operator.{NS}.svc", 8080, "/alertmanager")
+    monitor = yaml.safe_load((ROOT / "manifests" / "monitoring" / "servicemonitor.yaml").read_text())
+    assert monitor["spec"]["endpoints"][0]["port"] == "http"
+    assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_the_network_policy_admits_only_the_http_port() -> None:
+    policy = find("NetworkPolicy", "incident-operator")
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443}
+
+
+def test_secret_and_lease_names_agree_with_the_config_and_the_role() -> None:
+    config = operator_config()
+    token_ns, token_name = arg("alert-token-secret").split("/")
+    assert token_ns == NS
+    assert not [o for o in objects() if o["kind"] == "Secret"]  # created by the admin, with a value
+    readable = {
+        name
+        for rule in rules_of("Role", "incident-operator")
+        if "secrets" in rule["resources"]
+        for name in rule["resourceNames"]
+    }
+    assert token_name in readable
+    assert {c.urlSecretRef.name for c in config.notifications.channels} <= readable
+    leases = [
+        r
+        for r in rules_of("Role", "incident-operator")
+        if r.get("resourceNames") and "leases" in r["resources"]
+    ]
+    assert leases[0]["resourceNames"] == [config.leaderElection.leaseName]
+    mount = container()["volumeMounts"][0]["mountPath"]
+    assert arg("config") == f"{mount}/config.yaml"
+
+
+@pytest.mark.parametrize(
+    "crd", sorted((ROOT / "crds").glob("incident-operator.dev_*.yaml")), ids=lambda p: p.name
+)
+def test_the_crds_are_the_generated_ones(crd: Path) -> None:
+    generated = yaml.safe_load(crd.read_text())
+    installed = find("CustomResourceDefinition", generated["metadata"]["name"])
+    installed["metadata"]["labels"].pop("app.kubernetes.io/part-of")
+    if not installed["metadata"]["labels"]:
+        del installed["metadata"]["labels"]
+    assert installed == generated
