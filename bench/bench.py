@@ -70,6 +70,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+REVIEWS = ("selfsubjectaccessreviews", "selfsubjectreviews")
+
+
 def audit_entries(path: Path) -> list[dict[str, Any]]:
     entries = []
     for line in path.read_text().splitlines():
@@ -256,7 +259,14 @@ def main() -> int:
             latencies.append((ts(first_scale) - ts(create)) * 1000)
             # Incidents run one at a time, so every operator write since this create is this one's
             # (kopf names its Events kopf-event-*, so they cannot be matched by name).
-            window = [e for e in entries if is_operator(e) and ts(e) >= ts(create)]
+            # Access reviews are questions to the authorizer, not writes: nothing is stored.
+            window = [
+                e
+                for e in entries
+                if is_operator(e)
+                and ts(e) >= ts(create)
+                and (e.get("objectRef") or {}).get("resource") not in REVIEWS
+            ]
             writes_per_incident.append(len(window))
             for e in window:
                 ref = e.get("objectRef") or {}

@@ -9,4 +9,4 @@ dist="$(mktemp -d)"
 trap 'rm -rf "$dist"' EXIT
 "$python" -m pip wheel --quiet --no-deps --wheel-dir "$dist" .
 "$python" -m venv "$venv"
-"$venv/bin/pip" install --quiet --no-cache-dir "$dist"/incident_operator-*.whl
+"$venv/bin/pip" install --quiet "$dist"/incident_operator-*.whl

@@ -420,6 +420,7 @@ def test_the_standby_takes_over_within_the_bound_and_no_step_runs_twice(
             what="the standby holding the Lease",
         )
         took_over = time.monotonic() - killed_at
+        print(f"failover: {standby.name} took the Lease {took_over:.1f}s after {active.name} was killed")
         assert took_over <= FAILOVER_BOUND_S, f"failover took {took_over:.1f}s"
         assert lease_holder(installed) != old_holder
 
