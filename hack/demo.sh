@@ -75,7 +75,8 @@ TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
 "$KUBECTL" -n incident-operator create secret generic alert-token --from-literal=token="$TOKEN" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" \
-  --alert-token-secret incident-operator/alert-token >"$DEMO_DIR/operator.log" 2>&1 &
+  --alert-token-secret incident-operator/alert-token \
+  --allow-egress 127.0.0.0/8 >"$DEMO_DIR/operator.log" 2>&1 &
 echo $! >"$DEMO_DIR/operator.pid"
 .venv/bin/python - "$PORT" "$(cat "$DEMO_DIR/operator.pid")" <<'PY'
 import os, sys, time, urllib.request

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from incident_operator import API_GROUP, API_VERSION, templates
 from incident_operator.conditions import format_time
+from incident_operator.config import Limits
 from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready, secret_value
 from incident_operator.models import (
     IncidentSpec,
@@ -36,18 +38,21 @@ from incident_operator.models import (
     StepStatus,
     WorkloadRef,
 )
+from incident_operator.outbound import EgressDenied, Outbound, RequestFailed
 from incident_operator.planner import Outcome
+
+logger = logging.getLogger(__name__)
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 POLL_INTERVAL_S = 1.0
 HTTP_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
-EVIDENCE_MAX_BYTES = 900_000  # a ConfigMap holds at most 1 MiB
 
 
 @dataclass
 class ActionContext:
     kube: Kube
-    http: httpx.AsyncClient
+    outbound: Outbound
+    limits: Limits
     namespace: str
     incident: str
     incident_uid: str
@@ -76,6 +81,11 @@ class ActionContext:
         return client.V1ObjectMeta(
             name=name, labels={f"{API_GROUP}/incident": self.incident}, owner_references=[owner]
         )
+
+    @property
+    def run_id(self) -> str:
+        progress = self.status.playbook
+        return (progress.runId if progress else None) or "r1"
 
     def template_values(self) -> dict[str, str]:
         return {
@@ -110,7 +120,11 @@ async def scale(ctx: ActionContext) -> Outcome:
             return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
         before = workload.spec.replicas if workload.spec.replicas is not None else 1
         wanted = params.replicas if params.replicas is not None else before + (params.delta or 0)
-        caps = [c for c in (params.max, ctx.playbook.guardrails.maxReplicas) if c is not None]
+        caps = [
+            c
+            for c in (params.max, ctx.playbook.guardrails.maxReplicas, ctx.limits.maxReplicas)
+            if c is not None
+        ]
         after = max(0, min([wanted, *caps]))
         st.replicasBefore, st.replicasAfter = before, after
         st.message = f"scaling {ref.kind} {ref.name} {before} -> {after}" + (
@@ -168,9 +182,10 @@ async def restart(ctx: ActionContext) -> Outcome:
 
 
 def _pods_deleted_so_far(ctx: ActionContext) -> int:
+    """By this incident: earlier runs (before a re-fire) and the other steps of this run."""
     progress = ctx.status.playbook
     steps = progress.steps if progress else []
-    return sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
+    return (ctx.status.podsDeleted or 0) + sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
 
 
 async def delete_pods(ctx: ActionContext) -> Outcome:
@@ -186,10 +201,11 @@ async def delete_pods(ctx: ActionContext) -> Outcome:
             return refused
         candidates = [p for p in live if not pod_ready(p)] if params.onlyUnready else live
         candidates.sort(key=lambda p: (pod_ready(p), pod_name(p)))
-        budget = params.max
+        spent = _pods_deleted_so_far(ctx)
+        budget = min(params.max, max(0, ctx.limits.maxPodDeletionsPerIncident - spent))
         limit = ctx.playbook.guardrails.maxPodDeletions
         if limit is not None:
-            budget = min(budget, max(0, limit - _pods_deleted_so_far(ctx)))
+            budget = min(budget, max(0, limit - spent))
         st.pods = [pod_name(p) for p in candidates[:budget]]
         st.message = f"deleting {len(st.pods)} of {len(candidates)} candidate pods"
         await ctx.persist()
@@ -245,19 +261,27 @@ async def wait_ready(ctx: ActionContext) -> Outcome:
     return result
 
 
+async def _probe(outbound: Outbound, url: str) -> tuple[int | None, str]:
+    """(status code, what to report) of one GET through the egress policy; None: no response."""
+    try:
+        reply = await outbound.request("GET", url, timeout=HTTP_TIMEOUT)
+    except EgressDenied as exc:
+        return None, str(exc)
+    except RequestFailed as exc:
+        return None, str(exc)
+    return reply.status_code, f"HTTP {reply.status_code}"
+
+
 async def http_check(ctx: ActionContext) -> Outcome:
     params = ctx.step.httpCheck
     assert params is not None  # noqa: S101
     streak = 0
     last = "no response yet"
     while True:
-        try:
-            response = await ctx.http.get(params.url, timeout=HTTP_TIMEOUT)
-            ok = response.status_code == params.expectStatus
-            last = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            ok, last = False, f"{type(exc).__name__}"
-        streak = streak + 1 if ok else 0
+        code, last = await _probe(ctx.outbound, params.url)
+        if last.startswith("egress denied"):
+            return Outcome(False, last)  # the policy will not change while the step waits
+        streak = streak + 1 if code == params.expectStatus else 0
         if streak >= params.successThreshold:
             return Outcome(True, f"GET {params.url}: {last} ({streak} consecutive)")
         if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
@@ -303,13 +327,15 @@ async def notify(ctx: ActionContext) -> Outcome:
             "step": ctx.step.name,
             "message": text,
         }
-    key = f"{ctx.incident_uid}/{ctx.step.name}/{ctx.step_status.attempts}"
+    key = f"{ctx.incident_uid}/{ctx.run_id}/{ctx.step.name}/{ctx.step_status.attempts}"
     try:
-        response = await ctx.http.post(
-            url, json=payload, headers={"Idempotency-Key": key}, timeout=HTTP_TIMEOUT
+        response = await ctx.outbound.request(
+            "POST", url, json=payload, headers={"Idempotency-Key": key}, timeout=HTTP_TIMEOUT
         )
-    except httpx.HTTPError as exc:
-        return Outcome(False, f"notification not delivered: {type(exc).__name__} (webhook URL from Secret)")
+    except EgressDenied as exc:
+        return Outcome(False, str(exc))
+    except RequestFailed as exc:
+        return Outcome(False, f"notification not delivered: {exc} (webhook URL from Secret)")
     if response.status_code >= 300:
         return Outcome(False, f"notification rejected: HTTP {response.status_code}")
     return Outcome(True, f"notified ({'slack' if params.slack else 'webhook'}): {text[:200]}")
@@ -340,6 +366,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
                     pod_name(pod),
                     ctx.namespace,
                     tail_lines=params.logLines,
+                    limit_bytes=ctx.limits.maxLogBytesPerPod,
                     _request_timeout=10,
                 )
                 data[f"logs-{pod_name(pod)}.txt"] = str(log)
@@ -364,8 +391,8 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
             if any((e.involved_object.name or "").startswith(n) for n in names)
         ]
         data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
-    _fit(data)
-    name = f"{ctx.incident}-evidence"
+    _fit(data, ctx.limits.maxEvidenceBytes)
+    name = f"{ctx.incident}-evidence-{ctx.run_id}"
     body = client.V1ConfigMap(
         metadata=ctx.owned_metadata(name),
         data=data,
@@ -381,17 +408,29 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
 
 
-def _fit(data: dict[str, str]) -> None:
-    """Trim log entries so the ConfigMap stays under the size limit (the trim is noted)."""
+def _fit(data: dict[str, str], limit: int) -> None:
+    """Trim entries so the ConfigMap stays under `limit` bytes; what was cut is said in the evidence."""
     total = sum(len(v.encode()) for v in data.values())
+    cut: list[str] = []
     for key in sorted(
         (k for k in data if k.startswith("logs-") and k != "logs-unavailable.txt"), reverse=True
     ):
-        if total <= EVIDENCE_MAX_BYTES:
-            return
+        if total <= limit:
+            break
         size = len(data[key].encode())
-        data[key] = "(trimmed: evidence exceeded the ConfigMap size limit)\n"
+        data[key] = "(trimmed: evidence exceeded its size limit)\n"
         total -= size - len(data[key])
+        cut.append(f"{key}: {size} bytes cut")
+    for key in ("events.yaml", "pods.yaml"):
+        if total > limit and key in data:
+            size = len(data[key].encode())
+            data[key] = "(trimmed: evidence exceeded its size limit)\n"
+            total -= size - len(data[key])
+            cut.append(f"{key}: {size} bytes cut")
+    if cut:
+        data["trimmed.txt"] = (
+            f"evidence limited to {limit} bytes (limits.maxEvidenceBytes):\n" + "\n".join(cut) + "\n"
+        )
 
 
 async def isolate(ctx: ActionContext) -> Outcome:
@@ -439,6 +478,13 @@ async def run(ctx: ActionContext) -> Outcome:
         return Outcome(False, api_reason(exc))
     except templates.TemplateError as exc:
         return Outcome(False, f"message template: {exc}")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # anything else is a failed step with a reason, never a dead loop
+        logger.exception(
+            "step %s of incident %s/%s failed unexpectedly", ctx.step.name, ctx.namespace, ctx.incident
+        )
+        return Outcome(False, f"unexpected error: {type(exc).__name__}")
 
 
 def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
@@ -455,7 +501,7 @@ def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[
 
 
 async def verify_health(
-    kube: Kube, http: httpx.AsyncClient, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
+    kube: Kube, outbound: Outbound, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
 ) -> Outcome:
     """After the stabilization window: every target rolled out, every httpCheck URL answering."""
     problems: list[str] = []
@@ -473,12 +519,8 @@ async def verify_health(
         if step.httpCheck is None:
             continue
         check = step.httpCheck
-        try:
-            response = await http.get(check.url, timeout=HTTP_TIMEOUT)
-            status_line = f"GET {check.url}: HTTP {response.status_code}"
-            (healthy if response.status_code == check.expectStatus else problems).append(status_line)
-        except httpx.HTTPError as exc:
-            problems.append(f"GET {check.url}: {type(exc).__name__}")
+        code, last = await _probe(outbound, check.url)
+        (healthy if code == check.expectStatus else problems).append(f"GET {check.url}: {last}")
     if problems:
         return Outcome(False, "; ".join(problems))
     return Outcome(True, "; ".join(healthy) or "no workload or URL to check")

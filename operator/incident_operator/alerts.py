@@ -95,6 +95,8 @@ class Upsert:
 class Skip:
     fingerprint: str
     reason: str
+    code: str = "Invalid"
+    """For the skipped-alerts metric: NoNamespace, InvalidNamespace, NotWatched, NotAllowed, ..."""
 
 
 def stamp(moment: datetime) -> str:
@@ -114,16 +116,32 @@ def label_value(value: str) -> str:
     return cleaned or "unknown"
 
 
-def plan_alert(alert: Alert, config: AlertIntakeConfig, watched: tuple[str, ...]) -> Upsert | Skip:
-    """What to do with one alert, given the intake settings and the watched namespaces (empty: all)."""
+def plan_alert(
+    alert: Alert,
+    config: AlertIntakeConfig,
+    watched: tuple[str, ...],
+    own_namespace: str = "incident-operator",
+) -> Upsert | Skip:
+    """What to do with one alert, given the intake settings, the watched namespaces (empty: all)
+    and the operator's own namespace (never a home for alert incidents)."""
     fingerprint = fingerprint_of(alert)
     namespace = alert.labels.get("namespace") or config.defaultNamespace
     if not namespace:
-        return Skip(fingerprint, "the alert has no namespace label and no defaultNamespace is configured")
+        return Skip(
+            fingerprint,
+            "the alert has no namespace label and no defaultNamespace is configured",
+            "NoNamespace",
+        )
     if not _DNS_LABEL.match(namespace):
-        return Skip(fingerprint, f"namespace label {namespace!r} is not a valid namespace name")
+        return Skip(
+            fingerprint, f"namespace label {namespace!r} is not a valid namespace name", "InvalidNamespace"
+        )
     if watched and namespace not in watched:
-        return Skip(fingerprint, f"namespace {namespace} is not watched by this operator")
+        return Skip(fingerprint, f"namespace {namespace} is not watched by this operator", "NotWatched")
+    if config.namespaces and namespace not in config.namespaces:
+        return Skip(fingerprint, f"namespace {namespace} is not in alertIntake.namespaces", "NotAllowed")
+    if namespace in config.excludeNamespaces or namespace == own_namespace:
+        return Skip(fingerprint, f"alerts may not open incidents in namespace {namespace}", "NotAllowed")
     alertname = alert.labels.get("alertname", "unnamed-alert")
     raw_severity = alert.labels.get("severity", "").lower()
     severity = config.severityMap.get(raw_severity, config.defaultSeverity)

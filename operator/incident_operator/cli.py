@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Secret whose key 'token' is the bearer token Alertmanager must send to /alertmanager",
     )
     run.add_argument(
+        "--allow-egress",
+        action="append",
+        default=[],
+        metavar="CIDR_OR_HOST",
+        help="let outgoing requests (httpCheck, notify, channels) reach this CIDR or host (repeatable; "
+        "loopback, link-local/metadata and the API server are denied unless allowed by CIDR; the API "
+        "server's own address and port never)",
+    )
+    run.add_argument(
         "--leader-elect",
         action="store_true",
         help="take part in leader election on a Lease (leaderElection: in --config): only the leader "
@@ -64,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace() -> str:
+    """The namespace the operator runs in: POD_NAMESPACE, the pod's service account, else the default."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "incident-operator"
+    except OSError:
+        return "incident-operator"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             http_host=args.http_host,
             http_port=args.http_port,
             leader_elect=args.leader_elect,
+            allow_egress=tuple(args.allow_egress),
+            own_namespace=pod_namespace(),
             file=file_config,
         )
     except ConfigError as exc:

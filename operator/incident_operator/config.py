@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from incident_operator import templates
+from incident_operator.egress import EgressPolicy
 from incident_operator.models import Category, Severity
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -51,7 +52,13 @@ class AlertIntakeConfig(BaseModel):
     defaultCategory: Category = Category.AVAILABILITY
     defaultNamespace: str | None = None
     """Namespace for alerts without a `namespace` label (else they are skipped)."""
-    maxBodyBytes: int = Field(default=1_048_576, ge=1024)
+    maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=67_108_864)
+    maxAlertsPerRequest: int = Field(default=1000, ge=1, le=100_000)
+    """More alerts in one delivery are refused with 413 (Alertmanager retries smaller groups)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces alerts may open incidents in (empty: every watched namespace but the excluded)."""
+    excludeNamespaces: tuple[str, ...] = ("kube-system",)
+    """Never open incidents here (the operator's own namespace is always excluded too)."""
 
 
 NotificationEvent = Literal["opened", "phase", "stepFailed", "breached", "resolved"]
@@ -148,6 +155,37 @@ class AccessConfig(BaseModel):
     """Name of the RoleBinding (and ClusterRole) that opts a namespace in, named in messages."""
 
 
+class EgressConfig(BaseModel):
+    """`egress:` in the --config file: where outgoing requests may go (see `egress`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: tuple[str, ...] = ()
+    """CIDRs or exact host names; once non-empty, nothing else is reachable."""
+    deny: tuple[str, ...] = ()
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.build(allow=value)  # raises EgressError (a ValueError) on a bad entry
+        return value
+
+
+class Limits(BaseModel):
+    """`limits:` in the --config file: ceilings applied to every Playbook, even one that sets none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maxReplicas: int = Field(default=100, ge=0, le=10_000)
+    """No scale step goes above this."""
+    maxPodDeletionsPerIncident: int = Field(default=20, ge=0, le=10_000)
+    """Pods one incident may delete over all its runs."""
+    maxEvidenceBytes: int = Field(default=900_000, ge=10_000, le=1_000_000)
+    """Size of an evidence ConfigMap's data (a ConfigMap holds at most 1 MiB)."""
+    maxLogBytesPerPod: int = Field(default=65_536, ge=1024, le=1_000_000)
+    """Bytes of log read per pod for evidence."""
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -158,6 +196,8 @@ class FileConfig(BaseModel):
     notifications: Notifications = Notifications()
     leaderElection: LeaderElection = LeaderElection()
     access: AccessConfig = AccessConfig()
+    egress: EgressConfig = EgressConfig()
+    limits: Limits = Limits()
 
 
 class OperatorConfig(BaseModel):
@@ -175,6 +215,16 @@ class OperatorConfig(BaseModel):
     file: FileConfig = FileConfig()
     alert_token_secret: tuple[str, str] | None = None
     """(namespace, name) of the Secret whose key `token` authenticates Alertmanager."""
+    allow_egress: tuple[str, ...] = ()
+    """`--allow-egress` entries, added to `egress.allow` of the config file."""
+    own_namespace: str = "incident-operator"
+    """The namespace the operator runs in (alerts never open incidents there)."""
+
+    @field_validator("allow_egress")
+    @classmethod
+    def _egress_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.build(allow=value)
+        return value
 
     @property
     def clusterwide(self) -> bool:

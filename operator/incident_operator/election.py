@@ -29,23 +29,10 @@ from incident_operator.leadership import LeaseRecord, Observation, Verdict
 
 logger = logging.getLogger(__name__)
 
-SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
 
 def identity() -> str:
     """Unique per process: the pod's name (hostname) and a random suffix (a restarted pod is new)."""
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-
-
-def lease_namespace(configured: str | None) -> str:
-    """The configured namespace, else the pod's own (in a cluster), else `incident-operator`."""
-    if configured:
-        return configured
-    try:
-        with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
-            return handle.read().strip() or "incident-operator"
-    except OSError:
-        return "incident-operator"
 
 
 def _micro_time(value: datetime) -> str:
@@ -81,6 +68,7 @@ class Elector:
         kube: Kube,
         settings: LeaderElection,
         *,
+        default_namespace: str = "incident-operator",
         me: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_observed: Callable[[], None] | None = None,
@@ -88,7 +76,7 @@ class Elector:
         self.api = client.CoordinationV1Api(kube.api)
         self.kube = kube
         self.settings = settings
-        self.namespace = lease_namespace(settings.namespace)
+        self.namespace = settings.namespace or default_namespace
         self.name = settings.leaseName
         self.me = me or identity()
         self.clock = clock

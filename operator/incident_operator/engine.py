@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from incident_operator import access, actions, alerts, metrics
+from incident_operator import access, actions, alerts, metrics, validation
 from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import AccessReviews, Kube, api_reason
@@ -33,6 +32,7 @@ from incident_operator.matching import Candidate, Selection, select
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
 from incident_operator.notifications import IncidentView, notices
 from incident_operator.notifier import Notifier
+from incident_operator.outbound import Outbound
 from incident_operator.planner import (
     AlertState,
     Decision,
@@ -49,6 +49,7 @@ from incident_operator.planner import (
 logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 60.0
+HEALTH_DEADLINE_S = 30.0
 CANCELLABLE_ACTIONS = frozenset({"waitReady", "httpCheck"})
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -66,14 +67,19 @@ class PlaybookEntry:
     status: PlaybookStatus
 
 
-def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | None:
-    """A Playbook as the engine uses it, or None if it is invalid (the Playbook is marked Invalid)."""
+def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | str:
+    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs)."""
+    parsed, found = validation.problems(dict(spec))
+    if parsed is None or found:
+        return "; ".join(found) or "invalid spec"
     try:
-        return PlaybookEntry(
-            name, PlaybookSpec.model_validate(dict(spec)), PlaybookStatus.model_validate(dict(status))
-        )
+        return PlaybookEntry(name, parsed, PlaybookStatus.model_validate(dict(status)))
     except ValidationError:
-        return None
+        return "unreadable status"
+
+
+Playbooks = tuple[list[PlaybookEntry], dict[str, str]]
+"""The namespace's valid Playbooks, and the invalid ones by name with why."""
 
 
 def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
@@ -85,6 +91,10 @@ def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
     return patch
 
 
+def _starts_run(decision: Decision) -> bool:
+    return any(r.playbook_counter == "runs" for r in decision.records)
+
+
 class IncidentLoop:
     """Reconciles one Incident until it is Closed or the operator stops."""
 
@@ -92,20 +102,20 @@ class IncidentLoop:
         self,
         *,
         kube: Kube,
-        http: httpx.AsyncClient,
+        outbound: Outbound,
         config: OperatorConfig,
         namespace: str,
         name: str,
         uid: str,
         body: Mapping[str, Any],
-        playbooks: Callable[[], list[PlaybookEntry]],
+        playbooks: Callable[[], Playbooks],
         post_event: EventPoster,
         clock: Callable[[], datetime] = utc_now,
         open_incidents: metrics.OpenIncidents | None = None,
         notifier: Notifier | None = None,
         access_reviews: AccessReviews | None = None,
     ) -> None:
-        self.kube, self.http, self.config = kube, http, config
+        self.kube, self.outbound, self.config = kube, outbound, config
         self.namespace, self.name, self.uid = namespace, name, uid
         self.body = body  # kopf's live view: spec changes show up here
         self.playbooks = playbooks
@@ -127,16 +137,17 @@ class IncidentLoop:
             try:
                 again, wake_at = await self.iterate()
                 errors = 0
-            except ApiException as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # API errors, lost connections, anything: back off, never die
                 delay = ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)]
                 errors += 1
+                reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
                 logger.warning(
-                    "incident %s/%s: API error %s; retrying in %ss",
-                    self.namespace,
-                    self.name,
-                    api_reason(exc),
-                    delay,
+                    "incident %s/%s: %s; retrying in %ss", self.namespace, self.name, reason, delay
                 )
+                if not isinstance(exc, ApiException):
+                    logger.debug("incident %s/%s: traceback", self.namespace, self.name, exc_info=True)
                 await self._sleep(wake, stopped, delay, interruptible=False)
                 continue
             if self.status.phase is Phase.CLOSED:
@@ -165,6 +176,7 @@ class IncidentLoop:
         selection: Selection,
         cooldown: datetime | None,
         status: IncidentStatus | None = None,
+        holder: str | None = None,
     ) -> PlanInput:
         return PlanInput(
             spec=spec,
@@ -174,6 +186,7 @@ class IncidentLoop:
             response_target=getattr(self.config.file.responseTargets, str(spec.severity)),
             now=self.clock(),
             cooldown_until=cooldown,
+            cooldown_holder=holder,
             alert=self._alert(spec),
             forbidden=self.forbidden,
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
@@ -192,18 +205,28 @@ class IncidentLoop:
             await self._commit(
                 Decision(with_records(self.status, records, self.clock()), records=records), spec
             )
-        entries = self.playbooks()
-        selection = select(spec, [Candidate(e.name, e.spec) for e in entries])
+        entries, invalid = self.playbooks()
+        selection = select(spec, [Candidate(e.name, e.spec) for e in entries], invalid)
         chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
         cooldown = None
         if chosen is not None and self.status.playbook is None:
-            targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
+            targets = self._targets(spec, chosen)
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
         self.forbidden = await self._access_problem(spec, chosen)
         decision = plan(self._input(spec, selection, cooldown))
+        claimed = False
+        if chosen is not None and chosen.spec.cooldownSeconds > 0 and _starts_run(decision):
+            # The cooldown is claimed on the Playbook before anything acts, atomically: of two
+            # incidents that want the same target at once, exactly one gets it.
+            assert decision.status.playbook is not None  # noqa: S101 - a run just started
+            held = await self._claim(chosen, spec, decision.status.playbook.runId or "r1")
+            if held is not None:
+                until, holder = held
+                decision = plan(self._input(spec, selection, until, holder=holder))
+            claimed = held is None
         await self._commit(decision, spec)
         if decision.intent is None:
-            await self._count(decision, chosen, spec)
+            await self._count(decision, chosen, spec, claimed=claimed)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
         working = self.status.model_copy(deep=True)
@@ -214,7 +237,7 @@ class IncidentLoop:
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
         await self._commit(after, spec)
-        await self._count(decision, chosen, spec)  # after the action: bookkeeping never delays it
+        await self._count(decision, chosen, spec, claimed=claimed)  # after the action: never delays it
         await self._count(after, chosen, spec)
         if after.wake_at is not None:
             return False, after.wake_at  # e.g. health not held yet: check again at that time
@@ -270,20 +293,77 @@ class IncidentLoop:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
             self.status = working.model_copy(deep=True)
 
-    async def _count(self, decision: Decision, chosen: PlaybookEntry | None, spec: IncidentSpec) -> None:
-        """Record a run on the Playbook: counters, and on a start the cooldown stamps per target.
+    def _targets(self, spec: IncidentSpec, chosen: PlaybookEntry) -> list[str]:
+        return [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
+
+    async def _claim(
+        self, chosen: PlaybookEntry, spec: IncidentSpec, run_id: str
+    ) -> tuple[datetime, str] | None:
+        """Claim the playbook's cooldown on every target for this run (counting the run), or say who
+        holds it: None when claimed (or already ours, e.g. after a crash), else (until, holder).
+
+        A GET then a PATCH carrying the resourceVersion: a concurrent claim makes it fail (409)
+        and the claim is decided again on the fresh status.
+        """
+        targets = self._targets(spec, chosen)
+        me = f"{self.name}/{run_id}"
+        for _ in range(5):
+            current = await self.kube.get_playbook(self.namespace, chosen.name)
+            raw = current.get("status") or {}
+            holders: dict[str, str] = dict(raw.get("lastRunBy") or {})
+            if all(holders.get(t) == me for t in targets):
+                return None
+            last_runs = PlaybookStatus.model_validate({"lastRuns": raw.get("lastRuns")}).lastRuns
+            until = cooldown_until(chosen.spec, targets, last_runs)
+            if until is not None and self.clock() < until:
+                holder = next((holders[t] for t in targets if t in holders), "another incident/")
+                return until, holder.split("/")[0]
+            stamp = format_time(self.clock())
+            patch = {
+                "runs": int(raw.get("runs") or 0) + 1,
+                "lastRun": stamp,
+                "lastRuns": dict.fromkeys(targets, stamp),
+                "lastRunBy": dict.fromkeys(targets, me),
+            }
+            try:
+                await self.kube.patch_playbook_status(
+                    self.namespace,
+                    chosen.name,
+                    patch,
+                    resource_version=current["metadata"]["resourceVersion"],
+                )
+                return None
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise ApiException(status=409, reason="Conflict: cooldown claim contended 5 times")
+
+    async def _count(
+        self, decision: Decision, chosen: PlaybookEntry | None, spec: IncidentSpec, *, claimed: bool = False
+    ) -> None:
+        """Record a run on the Playbook: counters, and on a start the cooldown stamps per target
+        (unless `claimed` before acting, which counted the run and stamped already).
 
         One PATCH with optimistic concurrency (GET, then PATCH with the resourceVersion, retried
         on conflict), so two incidents finishing at once both count.
         """
-        counters = [r.playbook_counter for r in decision.records if r.playbook_counter]
+        counters = [
+            r.playbook_counter
+            for r in decision.records
+            if r.playbook_counter and not (claimed and r.playbook_counter == "runs")
+        ]
         if not counters or chosen is None:
             return
         extra: dict[str, Any] = {}
         if "runs" in counters:
             stamp = format_time(self.clock())
-            targets = [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
-            extra = {"lastRun": stamp, "lastRuns": dict.fromkeys(targets, stamp)}
+            targets = self._targets(spec, chosen)
+            run_id = decision.status.playbook.runId if decision.status.playbook else None
+            extra = {
+                "lastRun": stamp,
+                "lastRuns": dict.fromkeys(targets, stamp),
+                "lastRunBy": dict.fromkeys(targets, f"{self.name}/{run_id or 'r1'}"),
+            }
         for _ in range(5):
             try:
                 current = await self.kube.get_playbook(self.namespace, chosen.name)
@@ -330,7 +410,13 @@ class IncidentLoop:
     ) -> Outcome:
         """Carry out `intent`; the action may record in `working` (persisted on its request)."""
         if intent.kind == "verify-health":
-            return await actions.verify_health(self.kube, self.http, self.namespace, spec, playbook)
+            try:  # every health request under one overall deadline
+                return await asyncio.wait_for(
+                    actions.verify_health(self.kube, self.outbound, self.namespace, spec, playbook),
+                    timeout=HEALTH_DEADLINE_S,
+                )
+            except TimeoutError:
+                return Outcome(False, f"health checks did not finish within {HEALTH_DEADLINE_S:.0f}s")
         progress = working.playbook
         assert progress is not None  # noqa: S101
         step_status = progress.steps[intent.step]
@@ -339,7 +425,8 @@ class IncidentLoop:
             return await actions.revert_scale(self.kube, self.namespace, step, step_status)
         ctx = actions.ActionContext(
             kube=self.kube,
-            http=self.http,
+            outbound=self.outbound,
+            limits=self.config.file.limits,
             namespace=self.namespace,
             incident=self.name,
             incident_uid=self.uid,

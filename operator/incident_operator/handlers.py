@@ -16,7 +16,7 @@ import kopf
 
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
-from incident_operator.engine import IncidentLoop, PlaybookEntry, parse_playbook, utc_now
+from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, parse_playbook, utc_now
 from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
@@ -49,9 +49,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
+    memo.loop = asyncio.get_running_loop()
     memo.incident_namespaces = {}  # incident uid -> namespace
     memo.open_incidents = metrics.OpenIncidents()
-    memo.notifier = Notifier(memo.kube, memo.http, memo.config.file.notifications)
+    memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
     recheck = memo.config.file.access.recheckSeconds
     memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
 
@@ -59,15 +60,17 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
 def playbooks_by_namespace(
     *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> dict[str, tuple[str, PlaybookEntry | None]]:
-    """Parsed once per Playbook change; an invalid one is kept as None so it replaces a valid past."""
+) -> dict[str, tuple[str, PlaybookEntry | str]]:
+    """Parsed once per Playbook change; an invalid one is kept as the reason, so it replaces a
+    valid past and never runs."""
     return {namespace or "": (name, parse_playbook(name, spec, status))}
 
 
 def _wake(memo: kopf.Memo, uid: str) -> None:
+    """Wake an incident's loop; safe from any thread (kopf may call sync handlers in a thread pool)."""
     event = memo.wakeups.get(uid)
     if event is not None:
-        event.set()
+        memo.loop.call_soon_threadsafe(event.set)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
@@ -88,12 +91,14 @@ async def incident_daemon(
 ) -> None:
     assert namespace is not None  # noqa: S101 - Incidents are namespaced
     config: OperatorConfig = memo.config
-    index: kopf.Index[str, tuple[str, PlaybookEntry | None]] = kwargs["playbooks_by_namespace"]
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
     wake = memo.wakeups.setdefault(uid, asyncio.Event())
     memo.incident_namespaces[uid] = namespace
 
-    def playbooks() -> list[PlaybookEntry]:
-        return sorted((entry for _, entry in index.get(namespace, []) if entry), key=lambda e: e.name)
+    def playbooks() -> Playbooks:
+        known = list(index.get(namespace, []))
+        valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
+        return valid, {name: e for name, e in known if isinstance(e, str)}
 
     def post_event(record: Record) -> None:
         kopf.event(
@@ -107,7 +112,7 @@ async def incident_daemon(
     stopper = asyncio.create_task(wake_on_stop())
     loop = IncidentLoop(
         kube=memo.kube,
-        http=memo.http,
+        outbound=memo.outbound,
         config=config,
         namespace=namespace,
         name=name,

@@ -108,6 +108,15 @@ class Intake:
             )
         if payload.version != "4":
             return _json(400, {"error": f"unsupported payload version {payload.version!r}; expected '4'"})
+        limit = self.config.file.alertIntake.maxAlertsPerRequest
+        if len(payload.alerts) > limit:
+            return _json(
+                413,
+                {
+                    "error": f"{len(payload.alerts)} alerts in one request; at most {limit} "
+                    "(alertIntake.maxAlertsPerRequest): lower max_alerts in the Alertmanager receiver"
+                },
+            )
         results = []
         for alert in payload.alerts:
             try:
@@ -125,23 +134,34 @@ class Intake:
 
     async def accept(self, alert: alerts.Alert) -> dict[str, str]:
         metrics.alert_received(alert.status)
-        action = alerts.plan_alert(alert, self.config.file.alertIntake, self.config.namespaces)
+        action = alerts.plan_alert(
+            alert, self.config.file.alertIntake, self.config.namespaces, self.config.own_namespace
+        )
         if isinstance(action, alerts.Skip):
-            logger.warning("alert %s skipped: %s", action.fingerprint, action.reason)
-            return {"fingerprint": action.fingerprint, "result": "skipped", "reason": action.reason}
+            return self._skipped(action.fingerprint, action.reason, action.code)
         try:
             outcome = await self.upsert(action)
         except ApiException as exc:
             if _unavailable(exc):
                 raise ApiUnavailable(api_reason(exc)) from exc
-            reason = f"namespace {action.namespace}: {api_reason(exc)}"
+            code, reason = "ApiError", f"namespace {action.namespace}: {api_reason(exc)}"
             if exc.status == 404:
-                reason = f"namespace {action.namespace} does not exist"
-            logger.warning("alert %s skipped: %s", action.fingerprint, reason)
-            return {"fingerprint": action.fingerprint, "result": "skipped", "reason": reason}
+                code, reason = "NamespaceNotFound", f"namespace {action.namespace} does not exist"
+            elif exc.status == 403 and "exceeded quota" in str(exc.body or ""):
+                # Answered 200 with the reason: a retry cannot succeed until someone raises the quota.
+                code = "QuotaExceeded"
+                reason = f"namespace {action.namespace}: the ResourceQuota on incidents is used up"
+            elif exc.status == 403:
+                code = "Forbidden"
+            return self._skipped(action.fingerprint, reason, code)
         except (Urllib3Error, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
         return {"fingerprint": action.fingerprint, **outcome}
+
+    def _skipped(self, fingerprint: str, reason: str, code: str) -> dict[str, str]:
+        logger.warning("alert %s skipped: %s", fingerprint, reason)
+        metrics.alert_skipped(code)
+        return {"fingerprint": fingerprint, "result": "skipped", "reason": reason, "code": code}
 
     async def upsert(self, action: alerts.Upsert) -> dict[str, str]:
         key = (action.namespace, action.fingerprint)

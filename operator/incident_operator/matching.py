@@ -8,7 +8,7 @@ each of `labels` equal to the alert's label). Ties break by name, so the choice 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from incident_operator.models import IncidentSpec, Match, PlaybookSpec
@@ -42,21 +42,30 @@ def matches(match: Match, incident: IncidentSpec) -> bool:
     return all(labels.get(key) == value for key, value in (match.labels or {}).items())
 
 
-def select(incident: IncidentSpec, playbooks: Iterable[Candidate]) -> Selection:
+def select(
+    incident: IncidentSpec, playbooks: Iterable[Candidate], invalid: Mapping[str, str] | None = None
+) -> Selection:
+    """Choose among valid `playbooks`; `invalid` (name: why) are never chosen, and said so."""
     available = list(playbooks)
+    invalid = invalid or {}
     if incident.playbookRef is not None:
         wanted = incident.playbookRef.name
         for candidate in available:
             if candidate.name == wanted:
                 return Selection(candidate, "PlaybookSelected", f"playbook {wanted} (playbookRef)")
+        if wanted in invalid:
+            return Selection(
+                None, "InvalidPlaybook", f"playbook {wanted} is Invalid and never runs: {invalid[wanted]}"
+            )
         return Selection(None, "PlaybookNotFound", f"playbookRef names {wanted}, which does not exist here")
     fitting = [c for c in available if matches(c.spec.match, incident)]
     if not fitting:
+        skipped = f"; Invalid, not considered: {', '.join(sorted(invalid))}" if invalid else ""
         return Selection(
             None,
             "NoMatchingPlaybook",
             f"none of {len(available)} playbooks matches severity {incident.severity}, "
-            f"category {incident.category}",
+            f"category {incident.category}{skipped}",
         )
     best = sorted(fitting, key=lambda c: (-c.spec.priority, c.name))[0]
     return Selection(

@@ -63,6 +63,17 @@ ALERTS_RECEIVED = Counter(
 )
 
 
+ALERTS_SKIPPED = Counter(
+    "incident_operator_alerts_skipped_total",
+    "Alerts that opened or changed nothing, by reason (NotAllowed, QuotaExceeded, NamespaceNotFound, ...).",
+    ["reason"],
+)
+
+
+def alert_skipped(reason: str) -> None:
+    ALERTS_SKIPPED.labels(reason=reason).inc()
+
+
 def action_done(action: str, ok: bool) -> None:
     ACTIONS.labels(action=action, result="succeeded" if ok else "failed").inc()
 

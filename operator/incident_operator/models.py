@@ -50,6 +50,7 @@ class TargetKind(StrEnum):
 
 
 DnsName = Annotated[str, Field(min_length=1, max_length=253)]
+StepName = Annotated[str, Field(min_length=1, max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 
 
 class ApiModel(BaseModel):
@@ -85,6 +86,13 @@ class Resolution(ApiModel):
     rootCause: str | None = Field(default=None, description="Root cause, if known.")
 
 
+class Approval(ApiModel):
+    """A step a person approved, and who: the API server admits only the requesting user as `by`."""
+
+    step: StepName = Field(description="Name of the step with requiresApproval.")
+    by: str = Field(min_length=1, max_length=253, description="Who approved: the requesting user's name.")
+
+
 class IncidentSpec(ApiModel):
     """Human intent. The operator never rewrites spec."""
 
@@ -109,7 +117,12 @@ class IncidentSpec(ApiModel):
     )
     source: Source | None = Field(default=None, description="Where the incident came from.")
     commander: str | None = Field(default=None, description="Incident Commander; setting it acknowledges.")
-    approvals: list[str] | None = Field(default=None, description="Names of steps a human approved.")
+    approvals: list[Approval] | None = Field(
+        default=None,
+        max_length=64,
+        description="Steps a person approved, and who (checked by the API server).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["step"]},
+    )
     paused: bool | None = Field(default=None, description="Stop all automation on this incident.")
     resolution: Resolution | None = Field(default=None, description="A human declares it resolved.")
     closed: bool | None = Field(default=None, description="Post-incident review done; read-only history.")
@@ -156,6 +169,9 @@ class StepStatus(ApiModel):
 
 class PlaybookProgress(ApiModel):
     name: str
+    runId: str | None = Field(
+        default=None, description="This run of the playbook on this incident (r1, r2 after a re-fire, ...)."
+    )
     steps: list[StepStatus] = Field(default_factory=list)
 
 
@@ -186,6 +202,10 @@ class IncidentStatus(ApiModel):
     timeline: list[TimelineEntry] | None = None
     evidenceRef: str | None = None
     postmortemRef: str | None = None
+    runs: int | None = Field(default=None, description="Playbook runs started on this incident.")
+    podsDeleted: int | None = Field(
+        default=None, description="Pods deleted by earlier runs (guardrail budgets span re-fires)."
+    )
 
 
 # ----------------------------------------------------------------------------- Playbook
@@ -211,9 +231,11 @@ class ScaleAction(ApiModel):
     )
 
     target: WorkloadRef
-    replicas: int | None = Field(default=None, ge=0, description="Absolute replica count.")
-    delta: int | None = Field(default=None, description="Change of the current replica count.")
-    max: int | None = Field(default=None, ge=0, description="Never scale above this.")
+    replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute replica count.")
+    delta: int | None = Field(
+        default=None, ge=-10000, le=10000, description="Change of the current replica count."
+    )
+    max: int | None = Field(default=None, ge=0, le=10000, description="Never scale above this.")
 
 
 class TargetAction(ApiModel):
@@ -224,15 +246,15 @@ class DeletePodsAction(ApiModel):
     """Delete individual pods (their controller replaces them), bounded."""
 
     selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
-    max: int = Field(default=1, ge=1, description="Delete at most this many pods.")
+    max: int = Field(default=1, ge=1, le=1000, description="Delete at most this many pods.")
     onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
 
 
 class HttpCheckAction(ApiModel):
     url: str = Field(min_length=1, pattern="^https?://", description="URL to GET, e.g. http://web/healthz.")
     expectStatus: int = Field(default=200, ge=100, le=599)
-    intervalSeconds: int = Field(default=5, ge=1)
-    successThreshold: int = Field(default=1, ge=1, description="Consecutive successes needed.")
+    intervalSeconds: int = Field(default=5, ge=1, le=3600)
+    successThreshold: int = Field(default=1, ge=1, le=100, description="Consecutive successes needed.")
 
 
 class WebhookTarget(ApiModel):
@@ -299,9 +321,9 @@ class Step(ApiModel):
         }
     )
 
-    name: str = Field(min_length=1, max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: StepName
     requiresApproval: bool = Field(default=False, description="Wait until spec.approvals names this step.")
-    timeoutSeconds: int = Field(default=300, ge=1, description="Fail an attempt after this long.")
+    timeoutSeconds: int = Field(default=300, ge=1, le=86400, description="Fail an attempt after this long.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure.")
     continueOnFailure: bool = Field(default=False, description="Go on with the next step if this one fails.")
     scale: ScaleAction | None = None
@@ -331,8 +353,12 @@ class Match(ApiModel):
 
 
 class Guardrails(ApiModel):
-    maxReplicas: int | None = Field(default=None, ge=0, description="No scale step goes above this.")
-    maxPodDeletions: int | None = Field(default=None, ge=0, description="Most pods deleted per incident.")
+    maxReplicas: int | None = Field(
+        default=None, ge=0, le=10000, description="No scale step goes above this."
+    )
+    maxPodDeletions: int | None = Field(
+        default=None, ge=0, le=10000, description="Most pods deleted per incident."
+    )
     minReadyPercent: int | None = Field(
         default=None, ge=0, le=100, description="No pod restart while fewer replicas are Ready."
     )
@@ -342,7 +368,9 @@ class PlaybookSpec(ApiModel):
     """How to respond to matching incidents: ordered steps, each one action, within guardrails."""
 
     description: str | None = None
-    priority: int = Field(default=0, description="Among matching playbooks, the highest wins.")
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Among matching playbooks, the highest wins."
+    )
     match: Match = Field(default_factory=Match)
     steps: list[Step] = Field(
         min_length=1,
@@ -350,8 +378,12 @@ class PlaybookSpec(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     revertOnResolve: bool = Field(default=False, description="Undo scale changes once resolved.")
-    cooldownSeconds: int = Field(default=0, ge=0, description="No re-run on the same target this soon.")
-    stabilizationSeconds: int = Field(default=60, ge=0, description="Monitoring time before Resolved.")
+    cooldownSeconds: int = Field(
+        default=0, ge=0, le=604800, description="No re-run on the same target this soon."
+    )
+    stabilizationSeconds: int = Field(
+        default=60, ge=0, le=86400, description="Monitoring time before Resolved."
+    )
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
 
@@ -368,4 +400,7 @@ class PlaybookStatus(ApiModel):
     failed: int | None = None
     lastRuns: dict[str, datetime] | None = Field(
         default=None, description="When this playbook last started per target ('Kind/name'), for cooldowns."
+    )
+    lastRunBy: dict[str, str] | None = Field(
+        default=None, description="Which incident run ('incident/runId') holds each target's cooldown."
     )

@@ -1,6 +1,7 @@
 """Sends notices to channels over HTTP, off the incident's loop.
 
-httpx with an explicit timeout per attempt, a bounded number of attempts with exponential
+Through the egress policy (`outbound`; channels must use https unless allowed explicitly), an
+explicit timeout per attempt, a bounded number of attempts with exponential
 backoff (honouring a short `Retry-After` on 429), the URL read from a Secret at send time and
 never logged. A notice that could not be delivered is reported back to the incident (timeline
 entry and Warning Event) through `on_failure`; the incident goes on regardless.
@@ -12,12 +13,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import httpx
 from kubernetes.client.exceptions import ApiException
 
 from incident_operator.config import Channel, Notifications
 from incident_operator.kube import Kube, api_reason, secret_value
 from incident_operator.notifications import IncidentView, Notice, channels_for, payload
+from incident_operator.outbound import EgressDenied, Outbound, Reply, RequestFailed
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ MAX_RETRY_AFTER_S = 5.0
 
 
 class Notifier:
-    def __init__(self, kube: Kube, http: httpx.AsyncClient, config: Notifications) -> None:
-        self.kube, self.http, self.config = kube, http, config
+    def __init__(self, kube: Kube, outbound: Outbound, config: Notifications) -> None:
+        self.kube, self.outbound, self.config = kube, outbound, config
         self.tasks: set[asyncio.Task[None]] = set()
 
     def send_all(self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]) -> None:
@@ -67,12 +68,13 @@ class Notifier:
             if attempt:
                 await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
             try:
-                response = await self.http.post(url, json=body, timeout=channel.timeoutSeconds)
-            except httpx.TimeoutException:
-                last = f"timed out after {channel.timeoutSeconds}s"
-                continue
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
+                response = await self.outbound.request(
+                    "POST", url, json=body, timeout=channel.timeoutSeconds, require_https=True
+                )
+            except EgressDenied as exc:
+                return str(exc)  # the policy will not change between attempts
+            except RequestFailed as exc:
+                last = f"timed out after {channel.timeoutSeconds}s" if str(exc) == "timed out" else str(exc)
                 continue
             if response.status_code < 300:
                 return None
@@ -84,8 +86,8 @@ class Notifier:
         return f"{last} after {attempt + 1} attempt(s)"
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(response: Reply) -> float:
     try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(response.headers.get("Retry-After", "0"))))
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(response.retry_after or "0")))
     except ValueError:
         return 0.0

@@ -85,6 +85,8 @@ class PlanInput:
     response_target: timedelta
     now: datetime
     cooldown_until: datetime | None = None
+    cooldown_holder: str | None = None
+    """The incident whose run holds the cooldown, if known."""
     alert: AlertState | None = None
     """For incidents opened by an alert: the alert's state as the intake recorded it."""
     forbidden: str | None = None
@@ -296,6 +298,9 @@ def _follow_alert(b: _Builder) -> None:
     b.advance(Event.REFIRED)
     status.resolvedAt = None
     status.monitoringSince = None
+    if status.playbook is not None:  # guardrail budgets span runs: pods deleted so far still count
+        deleted = sum(len(step.pods or []) for step in status.playbook.steps)
+        status.podsDeleted = (status.podsDeleted or 0) + deleted or None
     status.playbook = None  # the playbook runs again (its cooldown permitting); history stays in the timeline
     b.condition("Resolved", "False", "Refired", "the alert fired again after it had resolved")
     b.condition("Stalled", "False", "Refired", "reopened")
@@ -340,12 +345,17 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
     selection = b.inp.selection
     if playbook is None or selection.playbook is None:
         if b.condition("Stalled", "True", selection.reason, selection.message):
-            b.record("Stalled", selection.message, warning=selection.reason == "PlaybookNotFound")
+            b.record(
+                "Stalled",
+                selection.message,
+                warning=selection.reason in ("PlaybookNotFound", "InvalidPlaybook"),
+            )
         b.condition("Reconciling", "False", "Idle", selection.message)
         return b.decision()
     if b.inp.cooldown_until is not None and b.now < b.inp.cooldown_until:
+        holder = f" (incident {b.inp.cooldown_holder})" if b.inp.cooldown_holder else ""
         message = (
-            f"playbook {selection.playbook.name} ran on the same target recently; "
+            f"playbook {selection.playbook.name} ran on the same target recently{holder}; "
             f"cooldown until {cond.format_time(b.inp.cooldown_until)}"
         )
         if b.condition("Reconciling", "False", "CooldownActive", message):
@@ -354,10 +364,13 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
         return b.decision()
     if _forbidden(b):
         return b.decision()
+    b.status.runs = (b.status.runs or 0) + 1
     b.status.playbook = PlaybookProgress(
-        name=selection.playbook.name, steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps]
+        name=selection.playbook.name,
+        runId=f"r{b.status.runs}",
+        steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps],
     )
-    if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound"):
+    if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound", "InvalidPlaybook"):
         b.condition("Stalled", "False", "PlaybookSelected", selection.message)
     b.record("PlaybookStarted", selection.message, counter="runs")
     if not b.is_true("Acknowledged"):
@@ -394,8 +407,8 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
 
 
 def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
-    approvals = b.inp.spec.approvals or []
-    if step.requiresApproval and step.name not in approvals:
+    approval = next((a for a in b.inp.spec.approvals or [] if a.step == step.name), None)
+    if step.requiresApproval and approval is None:
         if step_status.state is not StepState.AWAITING_APPROVAL:
             step_status.state = StepState.AWAITING_APPROVAL
             b.record(
@@ -410,8 +423,8 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
             return b.decision()
     if _forbidden(b):
         return b.decision()
-    if step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
-        b.record("Approved", f"step {step.name} approved", actor="human")
+    if approval is not None and step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
+        b.record("Approved", f"step {step.name} approved by {approval.by}", actor=approval.by)
     step_status.state = StepState.RUNNING
     step_status.attempts += 1
     step_status.startedAt = b.now

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import httpx
@@ -24,11 +25,33 @@ import prometheus_client
 
 from incident_operator import handlers, httpserver
 from incident_operator.config import OperatorConfig
+from incident_operator.egress import EgressPolicy
 from incident_operator.election import Elector
 from incident_operator.intake import Intake
 from incident_operator.kube import Kube, load_api_client
+from incident_operator.outbound import Outbound
 
 logger = logging.getLogger(__name__)
+
+
+def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
+    """Every (address, port) the API server is reached at: never a destination of an outgoing request."""
+    found: list[tuple[str, int]] = []
+    candidates = [httpx.URL(kube.api.configuration.host)]
+    service_host, service_port = (
+        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        os.environ.get("KUBERNETES_SERVICE_PORT"),
+    )
+    if service_host and service_port:
+        candidates.append(httpx.URL(f"https://{service_host}:{service_port}"))
+    for url in candidates:
+        port = url.port or 443
+        try:
+            infos = socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        found += [(str(info[4][0]), port) for info in infos]
+    return found
 
 
 def _exit_now() -> None:
@@ -42,13 +65,18 @@ async def run(
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     kube = Kube(load_api_client())
     http = httpx.AsyncClient(follow_redirects=False)
+    egress = config.file.egress
+    policy = EgressPolicy.build(
+        allow=(*egress.allow, *config.allow_egress), deny=egress.deny, api_server=api_server_endpoints(kube)
+    )
+    outbound = Outbound(http, policy)
     ready = asyncio.Event()
     app = httpserver.build_app(ready, Intake(kube, config), config.file.alertIntake.maxBodyBytes)
     try:
         server = await httpserver.start_server(app, config.http_host, config.http_port)
     except OSError:
         await http.aclose()
-        kube.api.close()  # type: ignore[no-untyped-call]
+        kube.close()
         raise
     logger.info(
         "serving /healthz, /readyz, /metrics, /alertmanager on %s:%d", config.http_host, config.http_port
@@ -56,20 +84,25 @@ async def run(
     try:
         if config.leader_elect:
             await _elected(
-                config, kube=kube, http=http, ready=ready, stop=stop or asyncio.Event(), on_lost=on_lost
+                config,
+                kube=kube,
+                outbound=outbound,
+                ready=ready,
+                stop=stop or asyncio.Event(),
+                on_lost=on_lost,
             )
         else:
-            await _operate(config, kube, http, ready, stop)
+            await _operate(config, kube, outbound, ready, stop)
     finally:
         await server.cleanup()
         await http.aclose()
-        kube.api.close()  # type: ignore[no-untyped-call]
+        kube.close()
 
 
 async def _operate(
     config: OperatorConfig,
     kube: Kube,
-    http: httpx.AsyncClient,
+    outbound: Outbound,
     ready: asyncio.Event,
     stop: asyncio.Event | None,
 ) -> None:
@@ -81,7 +114,7 @@ async def _operate(
         namespaces=list(config.namespaces),
         ready_flag=ready,
         stop_flag=stop,
-        memo=kopf.Memo(config=config, kube=kube, http=http),
+        memo=kopf.Memo(config=config, kube=kube, outbound=outbound),
     )
 
 
@@ -89,7 +122,7 @@ async def _elected(
     config: OperatorConfig,
     *,
     kube: Kube,
-    http: httpx.AsyncClient,
+    outbound: Outbound,
     ready: asyncio.Event,
     stop: asyncio.Event,
     on_lost: Callable[[], None],
@@ -100,12 +133,14 @@ async def _elected(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)  # kopf installs its own once it runs
     # A standby is ready once it can read the Lease: it serves alerts and metrics like the leader.
-    elector = Elector(kube, config.file.leaderElection, on_observed=ready.set)
+    elector = Elector(
+        kube, config.file.leaderElection, default_namespace=config.own_namespace, on_observed=ready.set
+    )
     logger.info("leader election: Lease %s/%s as %s", elector.namespace, elector.name, elector.me)
     if not await elector.campaign(stop.is_set):
         return
     kopf_stop = asyncio.Event()
-    operator = asyncio.create_task(_operate(config, kube, http, asyncio.Event(), kopf_stop))
+    operator = asyncio.create_task(_operate(config, kube, outbound, asyncio.Event(), kopf_stop))
     holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
     await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
     if not operator.done() and not stop.is_set():

@@ -7,6 +7,7 @@ loopback (for example the one `make cluster` prints) to reuse it instead.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -161,7 +162,10 @@ class OperatorProcess:
         kubeconfig: Path,
         workdir: Path,
         settings: dict[str, Any],
-        options: tuple[str, ...] = (f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}",),
+        options: tuple[str, ...] = (
+            f"--alert-token-secret={TOKEN_NAMESPACE}/{TOKEN_SECRET}",
+            "--allow-egress=127.0.0.0/8",  # the tests' HTTP servers listen on loopback
+        ),
         name: str = "operator",
     ) -> None:
         self.kubeconfig = kubeconfig
@@ -422,3 +426,81 @@ def alertmanager(
         yield manager
     finally:
         manager.stop()
+
+
+# --------------------------------------------------------------------------- the installed cluster
+
+INSTALL_NS = "incident-operator"
+
+
+def deployment_available(cluster: Cluster) -> bool:
+    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment("incident-operator", INSTALL_NS)
+    conditions = {c.type: c.status for c in deployment.status.conditions or []}
+    return conditions.get("Available") == "True" and deployment.status.ready_replicas == 2
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A local cluster of its own with `kubectl apply --server-side -k manifests/install` applied.
+
+    Of its own, because the session's operator runs cluster-wide as the admin and would act on
+    these incidents too; the tests using it run their operators one module at a time.
+    """
+    data_dir = tmp_path_factory.mktemp("installed-cluster") / "data"
+    kubeconfig = start_local_cluster(data_dir)
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        cluster = Cluster(kubeconfig=kubeconfig, kubectl=bin_dir() / "kubectl", api=api)
+        applied = cluster.run_kubectl(
+            "apply", "--server-side", "-k", str(ROOT / "manifests" / "install"), check=False
+        )
+        assert applied.returncode == 0, applied.stderr
+        wait_until(lambda: deployment_available(cluster), timeout=120, what="Deployment Available")
+        yield cluster
+    finally:
+        api.close()
+        stop_local_cluster(data_dir)
+
+
+def token_kubeconfig(cluster: Cluster, account: str, namespace: str, path: Path) -> Path:
+    """A kubeconfig at `path` holding a TokenRequest token of ServiceAccount namespace/account:
+    a real, authenticated user of the API server (not an impersonation of the admin)."""
+    token = cluster.run_kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    entry = admin["clusters"][0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": {"cluster": entry["name"], "user": account}}],
+                "current-context": account,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def create_namespace(cluster: Cluster, name: str, *, opt_in: bool) -> None:
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=60, what="default SA")
+    if opt_in:
+        opt_in_namespace(cluster, name)
+
+
+def opt_in_namespace(cluster: Cluster, name: str) -> None:
+    """Exactly the README's (and `make opt-in`'s) one-liner."""
+    cluster.run_kubectl(
+        "create",
+        "rolebinding",
+        "incident-operator-remediator",
+        "-n",
+        name,
+        "--clusterrole=incident-operator-remediator",
+        f"--serviceaccount={INSTALL_NS}:incident-operator",
+    )

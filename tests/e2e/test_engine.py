@@ -113,7 +113,7 @@ def test_security_incident_isolates_only_after_approval(s: Scenario) -> None:
     assert s.status("breach")["phase"] == "Investigating"
     assert s.networking.list_namespaced_network_policy(s.namespace).items == []
 
-    s.patch_incident("breach", {"approvals": ["isolate-api"], "commander": "alice"})
+    s.patch_incident("breach", {"approvals": [{"step": "isolate-api", "by": "alice"}], "commander": "alice"})
     s.wait_phase("breach", "Resolved")
     policy = s.networking.read_namespaced_network_policy("breach-isolate", s.namespace)
     assert policy.spec.pod_selector.match_labels == {"app": "api"}
@@ -121,7 +121,7 @@ def test_security_incident_isolates_only_after_approval(s: Scenario) -> None:
     assert not policy.spec.ingress
     assert not policy.spec.egress
     timeline = [(e["type"], e.get("actor")) for e in s.status("breach")["timeline"]]
-    assert ("Approved", "human") in timeline
+    assert ("Approved", "alice") in timeline
 
 
 def test_a_step_killed_mid_playbook_runs_exactly_once(

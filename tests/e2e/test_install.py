@@ -4,13 +4,11 @@ the `incident-operator` ServiceAccount (a TokenRequest token, never the admin's)
 namespace that opted in, take an alert from a real Alertmanager, stall as Forbidden where a
 namespace did not opt in (and proceed once it does), and fail over without running a step twice.
 
-A cluster of its own, because the session's operator runs cluster-wide as the admin and would act
-on these incidents too.
+The cluster is the session's `installed` one (a cluster of its own, see conftest).
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 import urllib.request
@@ -21,16 +19,17 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from tests.e2e.conftest import (
     Alertmanager,
     Cluster,
     OperatorProcess,
     alertmanager_bin,
-    bin_dir,
-    start_local_cluster,
-    stop_local_cluster,
+    create_namespace,
+    deployment_available,
+    opt_in_namespace,
+    token_kubeconfig,
 )
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.httpserver import LocalServer, local_server
@@ -43,32 +42,6 @@ NS = "incident-operator"
 SA_USER = f"system:serviceaccount:{NS}:incident-operator"
 ALERT_TOKEN = "install-e2e-token"
 FAILOVER_BOUND_S = 30
-
-
-@pytest.fixture(scope="module")
-def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    data_dir = tmp_path_factory.mktemp("install-cluster") / "data"
-    kubeconfig = start_local_cluster(data_dir)
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    try:
-        yield Cluster(kubeconfig=kubeconfig, kubectl=bin_dir() / "kubectl", api=api)
-    finally:
-        api.close()
-        stop_local_cluster(data_dir)
-
-
-def deployment_available(cluster: Cluster) -> bool:
-    deployment = client.AppsV1Api(cluster.api).read_namespaced_deployment("incident-operator", NS)
-    conditions = {c.type: c.status for c in deployment.status.conditions or []}
-    return conditions.get("Available") == "True" and deployment.status.ready_replicas == 2
-
-
-@pytest.fixture(scope="module")
-def installed(own_cluster: Cluster) -> Cluster:
-    applied = own_cluster.run_kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "install"))
-    assert applied.returncode == 0, applied.stderr
-    wait_until(lambda: deployment_available(own_cluster), timeout=TIMEOUT, what="Deployment Available")
-    return own_cluster
 
 
 def test_the_rendered_install_yaml_is_what_kustomize_renders(cluster: Cluster) -> None:
@@ -108,57 +81,16 @@ def test_apply_k_installs_and_apply_f_is_equivalent(installed: Cluster) -> None:
 @pytest.fixture(scope="module")
 def sa_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig holding a TokenRequest token of incident-operator/incident-operator."""
-    token = installed.run_kubectl(
-        "create", "token", "incident-operator", "-n", NS, "--duration=2h"
-    ).stdout.strip()
-    admin = yaml.safe_load(installed.kubeconfig.read_text())
-    cluster_entry = admin["clusters"][0]
-    path = tmp_path_factory.mktemp("sa") / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster_entry],
-                "users": [{"name": "incident-operator", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "sa", "context": {"cluster": cluster_entry["name"], "user": "incident-operator"}}
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    return path
+    return token_kubeconfig(installed, "incident-operator", NS, tmp_path_factory.mktemp("sa") / "kubeconfig")
 
 
-def kubectl_as_sa(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def kubectl_as(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", *args],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
-    )
-
-
-def create_namespace(cluster: Cluster, name: str, opt_in: bool) -> None:
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=60, what="default SA")
-    if opt_in:
-        opt_in_namespace(cluster, name)
-
-
-def opt_in_namespace(cluster: Cluster, name: str) -> None:
-    """Exactly the README's (and `make opt-in`'s) one-liner."""
-    cluster.run_kubectl(
-        "create",
-        "rolebinding",
-        "incident-operator-remediator",
-        "-n",
-        name,
-        "--clusterrole=incident-operator-remediator",
-        f"--serviceaccount={NS}:incident-operator",
     )
 
 
@@ -204,7 +136,7 @@ def replicas(
         "access": {"recheckSeconds": 2},
     }
     workdir = tmp_path_factory.mktemp("replicas")
-    options = (f"--alert-token-secret={NS}/alert-token", "--leader-elect")
+    options = (f"--alert-token-secret={NS}/alert-token", "--leader-elect", "--allow-egress=127.0.0.0/8")
     processes = [
         OperatorProcess(sa_kubeconfig, workdir, settings, options, name=name)
         for name in ("replica-a", "replica-b")
@@ -373,9 +305,9 @@ def test_what_the_service_account_can_and_cannot_do(
     installed: Cluster, sa_kubeconfig: Path, verb: str, resource: str, namespace: str, *, allowed: bool
 ) -> None:
     scope = ["-n", namespace] if namespace else []
-    done = kubectl_as_sa(installed, sa_kubeconfig, "auth", "can-i", verb, resource, *scope)
+    done = kubectl_as(installed, sa_kubeconfig, "auth", "can-i", verb, resource, *scope)
     assert done.stdout.strip() == ("yes" if allowed else "no"), done.stderr
-    whoami = kubectl_as_sa(
+    whoami = kubectl_as(
         installed, sa_kubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"
     )
     assert whoami.stdout == SA_USER  # really the ServiceAccount, not the admin

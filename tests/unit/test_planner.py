@@ -221,9 +221,11 @@ def test_a_step_that_needs_approval_waits_for_it() -> None:
     assert run.condition("Reconciling")["reason"] == "AwaitingApproval"
     assert run.plan().records == []  # waiting is recorded once
 
-    run.spec = incident(category="security", approvals=["scale"])
+    run.spec = incident(category="security", approvals=[{"step": "scale", "by": "alice"}])
     assert run.plan().intent == Intent("run-step", 1)
     assert "Approved" in run.records
+    approved = next(e for e in run.status.timeline or [] if e.type == "Approved")
+    assert (approved.actor, approved.message) == ("alice", "step scale approved by alice")
 
 
 def test_paused_stops_at_the_step_boundary() -> None:

@@ -1,0 +1,437 @@
+"""Safe in a shared cluster, on the installed cluster (manifests/install applied, admission policy
+included), with the operator running as its ServiceAccount:
+
+- approvals carry who approved, and the API server admits only the requesting user, who needs the
+  verb `approve` (resolving and closing need `resolve`): two real users, by TokenRequest tokens;
+- two incidents that want the same playbook on the same target at once: exactly one runs;
+- alert intake is scoped (namespaces, a per-request bound, a ResourceQuota);
+- an Invalid playbook never runs; a step whose action raises fails with a reason, the loop lives;
+- outgoing requests pass the egress policy: loopback and metadata denied by default, loopback
+  allowed by `--allow-egress 127.0.0.0/8`, the API server never (also not through a host name).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import (
+    INSTALL_NS,
+    Cluster,
+    OperatorProcess,
+    create_namespace,
+    token_kubeconfig,
+)
+from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.httpserver import local_server
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.e2e
+
+ALERT_TOKEN = "safety-e2e-token"
+MAX_ALERTS = 5
+
+
+def ensure_secret(cluster: Cluster, namespace: str, name: str, data: dict[str, str]) -> None:
+    core = client.CoreV1Api(cluster.api)
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(name, namespace, body)
+
+
+@pytest.fixture(scope="module")
+def operator(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """One operator as the ServiceAccount, with the default egress policy (nothing allowed extra)."""
+    ensure_secret(installed, INSTALL_NS, "alert-token", {"token": ALERT_TOKEN})
+    workdir = tmp_path_factory.mktemp("safety")
+    kubeconfig = token_kubeconfig(installed, "incident-operator", INSTALL_NS, workdir / "sa.kubeconfig")
+    settings = {
+        "alertIntake": {"maxAlertsPerRequest": MAX_ALERTS},
+        "access": {"recheckSeconds": 2},
+    }
+    process = OperatorProcess(
+        kubeconfig, workdir, settings, (f"--alert-token-secret={INSTALL_NS}/alert-token",), name="safety"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def scenario(cluster: Cluster, operator: OperatorProcess, namespace: str) -> Scenario:
+    create_namespace(cluster, namespace, opt_in=True)
+    return Scenario(cluster, operator, namespace)
+
+
+def deploy_ref(name: str) -> dict[str, str]:
+    return {"kind": "Deployment", "name": name}
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+@pytest.fixture(scope="module")
+def people(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
+    """Two real users (ServiceAccount tokens): alice the responder, mallory who may only edit."""
+    create_namespace(installed, "people", opt_in=False)
+    core = client.CoreV1Api(installed.api)
+    workdir = tmp_path_factory.mktemp("people")
+    found = {}
+    for name in ("alice", "mallory"):
+        core.create_namespaced_service_account(
+            "people", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+        found[name] = (
+            f"system:serviceaccount:people:{name}",
+            token_kubeconfig(installed, name, "people", workdir / name),
+        )
+    return found
+
+
+def as_user(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def patch_spec(
+    cluster: Cluster, kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    return as_user(
+        cluster,
+        kubeconfig,
+        "patch",
+        "incident",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": spec}),
+    )
+
+
+def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
+    installed: Cluster, operator: OperatorProcess, people: dict[str, tuple[str, Path]]
+) -> None:
+    s = scenario(installed, operator, "approvals")
+    installed.run_kubectl(
+        "create",
+        "role",
+        "incident-editor",
+        "-n",
+        "approvals",
+        "--verb=get,list,watch,patch",
+        "--resource=incidents.incident-operator.dev",
+    )
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "mallory-edits",
+        "-n",
+        "approvals",
+        "--role=incident-editor",
+        "--serviceaccount=people:mallory",
+    )
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "alice-responds",
+        "-n",
+        "approvals",
+        "--clusterrole=incident-operator-responder",
+        "--serviceaccount=people:alice",
+    )
+    alice, alice_cfg = people["alice"]
+    mallory, mallory_cfg = people["mallory"]
+    s.deployment("api", 2)
+    s.playbook(
+        "security",
+        [
+            {"name": "collect", "collectEvidence": {"selector": {"app": "api"}, "logLines": 0}},
+            {"name": "isolate-api", "isolate": {"selector": {"app": "api"}}, "requiresApproval": True},
+        ],
+    )
+    s.incident("breach", severity="P1", category="security")
+    s.wait_step("breach", "isolate-api", "AwaitingApproval")
+
+    refused = patch_spec(
+        installed, mallory_cfg, "approvals", "breach", {"approvals": [{"step": "isolate-api", "by": mallory}]}
+    )
+    assert refused.returncode != 0
+    assert f"user {mallory} may not approve steps of incidents in namespace approvals" in refused.stderr
+    forged = patch_spec(
+        installed, mallory_cfg, "approvals", "breach", {"approvals": [{"step": "isolate-api", "by": alice}]}
+    )
+    assert forged.returncode != 0
+    assert f'an approval must name the requesting user: set by to "{mallory}"' in forged.stderr
+    impersonating = patch_spec(
+        installed, alice_cfg, "approvals", "breach", {"approvals": [{"step": "isolate-api", "by": mallory}]}
+    )
+    assert impersonating.returncode != 0
+    assert "must name the requesting user" in impersonating.stderr
+    assert s.steps("breach")["isolate-api"]["state"] == "AwaitingApproval"
+    assert s.networking.list_namespaced_network_policy("approvals").items == []
+
+    approved = patch_spec(
+        installed, alice_cfg, "approvals", "breach", {"approvals": [{"step": "isolate-api", "by": alice}]}
+    )
+    assert approved.returncode == 0, approved.stderr
+    s.wait_phase("breach", "Resolved")
+    assert s.networking.read_namespaced_network_policy("breach-isolate", "approvals")
+    entry = next(e for e in s.status("breach")["timeline"] if e["type"] == "Approved")
+    assert (entry["actor"], entry["message"]) == (alice, f"step isolate-api approved by {alice}")
+    assert any(e.reason == "Approved" and alice in e.message for e in s.events("breach"))
+
+    # Closing needs the verb `resolve`: mallory may edit, but not close.
+    denied = patch_spec(installed, mallory_cfg, "approvals", "breach", {"closed": True})
+    assert denied.returncode != 0
+    assert f"user {mallory} may not close incidents in namespace approvals" in denied.stderr
+    s.incident("second", severity="P3", category="availability")
+    not_resolving = patch_spec(
+        installed, mallory_cfg, "approvals", "second", {"resolution": {"summary": "fixed"}}
+    )
+    assert "may not resolve incidents" in not_resolving.stderr
+    assert patch_spec(installed, alice_cfg, "approvals", "breach", {"closed": True}).returncode == 0
+    s.wait_phase("breach", "Closed")
+
+
+# --------------------------------------------------------------------------- cooldown race
+
+
+def test_two_incidents_at_once_on_one_target_run_the_playbook_once(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    s = scenario(installed, operator, "race")
+    s.deployment("web", 2)
+    s.playbook(
+        "cool",
+        [
+            {"name": "wait", "waitReady": {"target": deploy_ref("web")}, "timeoutSeconds": 60},
+            {"name": "grow", "scale": {"target": deploy_ref("web"), "delta": 1}},
+        ],
+        cooldownSeconds=600,
+    )
+    threads = [
+        threading.Thread(target=s.incident, args=(name,), kwargs={"targets": [deploy_ref("web")]})
+        for name in ("first", "second")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    def settled() -> tuple[str, str] | None:
+        phases = {name: s.status(name).get("phase") for name in ("first", "second")}
+        cooling = [
+            n for n in phases if (s.condition(n, "Reconciling") or {}).get("reason") == "CooldownActive"
+        ]
+        resolved = [n for n, phase in phases.items() if phase == "Resolved"]
+        return (resolved[0], cooling[0]) if len(resolved) == 1 and len(cooling) == 1 else None
+
+    winner, waiting = wait_until(settled, timeout=TIMEOUT, what="one run, one cooldown")
+    message = s.condition(waiting, "Reconciling")["message"]
+    assert f"(incident {winner})" in message
+    assert "playbook" not in s.status(waiting)  # never started: no step, no attempt
+    assert s.apps.read_namespaced_deployment("web", "race").spec.replicas == 3  # scaled once
+    pb = s.get("playbooks", "cool")["status"]
+    assert pb["runs"] == 1
+    assert pb["lastRunBy"] == {"Deployment/web": f"{winner}/r1"}
+    assert s.status(winner)["playbook"]["runId"] == "r1"
+
+
+# --------------------------------------------------------------------------- alert intake
+
+
+def post_alerts(operator: OperatorProcess, alerts: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    body = json.dumps(
+        {"version": "4", "status": "firing", "receiver": "r", "groupKey": "g", "alerts": alerts}
+    ).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{operator.port}/alertmanager",
+        data=body,
+        headers={"Authorization": f"Bearer {ALERT_TOKEN}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def alert(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "status": "firing",
+        "labels": {"alertname": name, "namespace": namespace, "severity": "warning"},
+        "annotations": {"summary": name},
+        "startsAt": "2026-11-27T00:00:00Z",
+        "fingerprint": f"fp-{name}-{namespace}",
+    }
+
+
+def skipped_metric(operator: OperatorProcess, reason: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f'incident_operator_alerts_skipped_total{{reason="{reason}"}}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_alert_intake_is_scoped_bounded_and_honours_quotas(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    status, body = post_alerts(operator, [alert("A", "kube-system"), alert("B", INSTALL_NS)])
+    assert status == 200
+    assert [(r["result"], r["code"]) for r in body["results"]] == [("skipped", "NotAllowed")] * 2
+    assert skipped_metric(operator, "NotAllowed") >= 2
+
+    status, body = post_alerts(operator, [alert(f"X{i}", "default") for i in range(MAX_ALERTS + 1)])
+    assert status == 413
+    assert f"at most {MAX_ALERTS} (alertIntake.maxAlertsPerRequest)" in body["error"]
+
+    create_namespace(installed, "quota", opt_in=True)
+    client.CoreV1Api(installed.api).create_namespaced_resource_quota(
+        "quota",
+        client.V1ResourceQuota(
+            metadata=client.V1ObjectMeta(name="incidents"),
+            spec=client.V1ResourceQuotaSpec(hard={"count/incidents.incident-operator.dev": "1"}),
+        ),
+    )
+
+    def quota_counted() -> bool:
+        quota = client.CoreV1Api(installed.api).read_namespaced_resource_quota("incidents", "quota")
+        return bool(quota.status and quota.status.hard)
+
+    wait_until(quota_counted, timeout=TIMEOUT, what="the quota observed")
+    status, body = post_alerts(operator, [alert("Q1", "quota"), alert("Q2", "quota")])
+    assert status == 200  # not 5xx: Alertmanager must not retry what a quota refuses
+    assert [r["result"] for r in body["results"]] == ["created", "skipped"]
+    assert body["results"][1]["code"] == "QuotaExceeded"
+    assert skipped_metric(operator, "QuotaExceeded") >= 1
+    items = client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
+        "incident-operator.dev", "v1alpha1", "quota", "incidents"
+    )["items"]
+    assert len(items) == 1
+    system = client.CustomObjectsApi(installed.api).list_namespaced_custom_object(
+        "incident-operator.dev", "v1alpha1", "kube-system", "incidents"
+    )["items"]
+    assert system == []
+
+
+# --------------------------------------------------------------------------- never stuck
+
+
+def test_an_invalid_playbook_never_runs_and_the_incident_says_why(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    s = scenario(installed, operator, "invalid")
+    s.deployment("web", 1)
+    s.playbook(
+        "bad",
+        [
+            {"name": "grow", "scale": {"target": deploy_ref("web"), "replicas": 3}},
+            {
+                "name": "tell",
+                "notify": {"slack": {"urlSecretRef": {"name": "s", "key": "url"}}, "message": "{nope}"},
+            },
+        ],
+    )
+    s.wait_condition("bad", "Invalid", reason="InvalidSpec", kind="playbooks")
+    s.incident("pinned", playbookRef={"name": "bad"})
+    s.incident("matched")
+    stalled = s.wait_condition("pinned", "Stalled", reason="InvalidPlaybook")
+    assert "playbook bad is Invalid and never runs" in stalled["message"]
+    assert "{nope}" in stalled["message"]
+    unmatched = s.wait_condition("matched", "Stalled", reason="NoMatchingPlaybook")
+    assert "Invalid, not considered: bad" in unmatched["message"]
+    assert s.ready_replicas("web") == 1
+    assert "playbook" not in s.status("pinned")
+
+
+def test_a_step_that_cannot_run_fails_with_a_reason_and_the_loop_lives(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    s = scenario(installed, operator, "broken")
+    s.deployment("web", 1)
+    s.playbook(
+        "odd-url",
+        [{"name": "probe", "httpCheck": {"url": "http://bad host/x"}}],
+        match={"severities": ["P3"]},
+    )
+    s.playbook(
+        "fine",
+        [{"name": "grow", "scale": {"target": deploy_ref("web"), "replicas": 2}}],
+        match={"severities": ["P2"]},
+    )
+    s.incident("odd", severity="P3")
+    failed = s.wait_condition("odd", "Stalled", reason="StepFailed")
+    assert "invalid URL" in failed["message"]
+    assert "bad host" not in failed["message"].split("failed:")[-1]  # the reason, not the URL
+    s.incident("after", severity="P2")
+    s.wait_phase("after", "Resolved")
+    assert operator.proc is not None
+    assert operator.proc.poll() is None
+
+
+# ------------------------------------------------------ egress (last: it restarts the operator)
+
+
+def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    s = scenario(installed, operator, "egress")
+    api_server = installed.api.configuration.host.rsplit(":", 1)[-1]
+    with local_server() as http:
+        http.set_status("/ok", 200)
+        steps = [
+            {"name": "loopback", "httpCheck": {"url": http.url("/ok")}, "continueOnFailure": True},
+            {
+                "name": "metadata",
+                "httpCheck": {"url": "http://169.254.169.254/latest/meta-data/"},
+                "continueOnFailure": True,
+            },
+        ]
+        s.playbook("probe-default", steps, stabilizationSeconds=0)
+        s.incident("default-policy", playbookRef={"name": "probe-default"})
+        s.wait_step("default-policy", "metadata", "Failed")
+        found = s.steps("default-policy")
+        assert found["loopback"]["message"] == "egress denied: 127.0.0.1"
+        assert found["metadata"]["message"] == "egress denied: 169.254.169.254"
+        assert http.hits("/ok") == 0  # nothing left the operator
+
+        operator.stop()
+        operator.options = (*operator.options, "--allow-egress=127.0.0.0/8")
+        operator.start()
+        allowed = [
+            {"name": "loopback", "httpCheck": {"url": http.url("/ok")}},
+            {
+                "name": "apiserver",  # a host name that resolves to the API server's address
+                "httpCheck": {"url": f"https://localhost:{api_server}/readyz"},
+                "continueOnFailure": True,
+            },
+        ]
+        s.playbook("probe-allowed", allowed, stabilizationSeconds=0)
+        s.incident("allowed-policy", playbookRef={"name": "probe-allowed"})
+        s.wait_step("allowed-policy", "apiserver", "Failed")
+        found = s.steps("allowed-policy")
+        assert found["loopback"]["state"] == "Succeeded"
+        assert http.hits("/ok") >= 1
+        assert found["apiserver"]["message"] == "egress denied: localhost"
