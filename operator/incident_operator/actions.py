@@ -261,15 +261,16 @@ async def wait_ready(ctx: ActionContext) -> Outcome:
     return result
 
 
-async def _probe(outbound: Outbound, url: str) -> tuple[int | None, str]:
-    """(status code, what to report) of one GET through the egress policy; None: no response."""
+async def _probe(outbound: Outbound, url: str) -> tuple[int | None, str, bool]:
+    """(status code, what to report, final) of one GET through the egress policy; None: no
+    response; final: asking again cannot help (denied by policy, or the URL is unusable)."""
     try:
         reply = await outbound.request("GET", url, timeout=HTTP_TIMEOUT)
     except EgressDenied as exc:
-        return None, str(exc)
+        return None, str(exc), True
     except RequestFailed as exc:
-        return None, str(exc)
-    return reply.status_code, f"HTTP {reply.status_code}"
+        return None, str(exc), exc.permanent
+    return reply.status_code, f"HTTP {reply.status_code}", False
 
 
 async def http_check(ctx: ActionContext) -> Outcome:
@@ -278,9 +279,9 @@ async def http_check(ctx: ActionContext) -> Outcome:
     streak = 0
     last = "no response yet"
     while True:
-        code, last = await _probe(ctx.outbound, params.url)
-        if last.startswith("egress denied"):
-            return Outcome(False, last)  # the policy will not change while the step waits
+        code, last, final = await _probe(ctx.outbound, params.url)
+        if final:
+            return Outcome(False, last)  # neither the policy nor the URL changes while the step waits
         streak = streak + 1 if code == params.expectStatus else 0
         if streak >= params.successThreshold:
             return Outcome(True, f"GET {params.url}: {last} ({streak} consecutive)")
@@ -519,7 +520,7 @@ async def verify_health(
         if step.httpCheck is None:
             continue
         check = step.httpCheck
-        code, last = await _probe(outbound, check.url)
+        code, last, _ = await _probe(outbound, check.url)
         (healthy if code == check.expectStatus else problems).append(f"GET {check.url}: {last}")
     if problems:
         return Outcome(False, "; ".join(problems))

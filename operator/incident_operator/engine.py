@@ -208,12 +208,14 @@ class IncidentLoop:
         entries, invalid = self.playbooks()
         selection = select(spec, [Candidate(e.name, e.spec) for e in entries], invalid)
         chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
-        cooldown = None
+        cooldown, holder = None, None
         if chosen is not None and self.status.playbook is None:
             targets = self._targets(spec, chosen)
             cooldown = cooldown_until(chosen.spec, targets, chosen.status.lastRuns)
+            holders = chosen.status.lastRunBy or {}
+            holder = next((holders[t].split("/")[0] for t in targets if t in holders), None)
         self.forbidden = await self._access_problem(spec, chosen)
-        decision = plan(self._input(spec, selection, cooldown))
+        decision = plan(self._input(spec, selection, cooldown, holder=holder))
         claimed = False
         if chosen is not None and chosen.spec.cooldownSeconds > 0 and _starts_run(decision):
             # The cooldown is claimed on the Playbook before anything acts, atomically: of two

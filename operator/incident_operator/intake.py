@@ -153,6 +153,7 @@ class Intake:
                 reason = f"namespace {action.namespace}: the ResourceQuota on incidents is used up"
             elif exc.status == 403:
                 code = "Forbidden"
+                reason = f"namespace {action.namespace}: {api_reason(exc)}: {_status_message(exc)}"
             return self._skipped(action.fingerprint, reason, code)
         except (Urllib3Error, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
@@ -240,6 +241,14 @@ class Intake:
             label_selector=f"{alerts.LABEL_FINGERPRINT}={action.fingerprint}",
         )
         return list(found.get("items") or [])  # type: ignore[attr-defined]
+
+
+def _status_message(exc: ApiException) -> str:
+    """The API server's one-line message from a Status body (admission and RBAC say why there)."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:

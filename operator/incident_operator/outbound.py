@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,7 +35,15 @@ class EgressDenied(Exception):
 
 
 class RequestFailed(Exception):
-    """No HTTP response: a one-line reason (exception type), never the URL."""
+    """No HTTP response: a one-line reason (exception type), never the URL. `permanent` when
+    trying again cannot help (the URL itself is unusable)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,12 @@ class Outbound:
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise RequestFailed("invalid URL") from exc
+            raise RequestFailed("invalid URL", permanent=True) from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise RequestFailed("invalid URL: only http and https are supported")
+            raise RequestFailed("invalid URL: only http and https are supported", permanent=True)
         host = parsed.host
+        if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
+            raise RequestFailed("invalid URL: bad host name", permanent=True)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             ipaddress.ip_address(host)

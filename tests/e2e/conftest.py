@@ -216,6 +216,12 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
 
+    def full_log(self) -> str:
+        return "\n".join(
+            (self.workdir / f"{self.name}-{i}.log").read_text(errors="replace")
+            for i in range(1, self.starts + 1)
+        )
+
     def log(self) -> str:
         return "\n".join(
             (self.workdir / f"{self.name}-{i}.log").read_text(errors="replace")[-4000:]

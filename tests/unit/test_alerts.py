@@ -126,3 +126,19 @@ def test_alert_state_is_read_from_annotations() -> None:
     assert state.changed_at == datetime(2026, 11, 27, 10, 5, tzinfo=UTC)
     assert alert_state({ANNOTATION_STATUS: "exploded", ANNOTATION_CHANGED_AT: "x"}) is None
     assert alert_state(None) is None
+
+
+def test_alert_intake_is_scoped_to_allowed_namespaces() -> None:
+    own = plan_alert(alert(namespace="incident-operator"), CONFIG, (), "incident-operator")
+    assert isinstance(own, Skip)
+    assert own.code == "NotAllowed"
+    system = plan_alert(alert(namespace="kube-system"), CONFIG, ())
+    assert isinstance(system, Skip)
+    assert system.code == "NotAllowed"
+    scoped = AlertIntakeConfig(namespaces=("shop",))
+    assert isinstance(plan_alert(alert(namespace="shop"), scoped, ()), Upsert)
+    elsewhere = plan_alert(alert(namespace="billing"), scoped, ())
+    assert isinstance(elsewhere, Skip)
+    assert "not in alertIntake.namespaces" in elsewhere.reason
+    operator_ns = plan_alert(alert(namespace="ops"), CONFIG, (), "ops")
+    assert isinstance(operator_ns, Skip)  # wherever the operator itself runs

@@ -78,3 +78,22 @@ def test_cli_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read config file" in capsys.readouterr().err
+
+
+def test_limits_and_egress_have_safe_defaults_and_refuse_bad_entries(tmp_path: Path) -> None:
+    config = OperatorConfig()
+    assert config.file.limits.maxReplicas == 100
+    assert config.file.limits.maxEvidenceBytes < 1_048_576  # under the ConfigMap size limit
+    assert config.file.egress.allow == ()
+    assert config.file.alertIntake.maxAlertsPerRequest == 1000
+    path = tmp_path / "config.yaml"
+    path.write_text("egress: {allow: ['10.0.0.0/8', 'hooks.slack.com'], deny: ['10.1.0.0/16']}\n")
+    assert load_config_file(path).egress.allow == ("10.0.0.0/8", "hooks.slack.com")
+    path.write_text("egress: {deny: ['http://x']}\n")
+    with pytest.raises(ConfigError, match="neither a CIDR nor a host name"):
+        load_config_file(path)
+
+
+def test_allow_egress_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--allow-egress", "*.example.com"]) == 2
+    assert "neither a CIDR nor a host name" in capsys.readouterr().err

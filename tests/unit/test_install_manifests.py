@@ -180,3 +180,25 @@ def test_the_crds_are_the_generated_ones(crd: Path) -> None:
     if not installed["metadata"]["labels"]:
         del installed["metadata"]["labels"]
     assert installed == generated
+
+
+def test_the_admission_policy_guards_approvals_resolution_and_closing() -> None:
+    policy = find("ValidatingAdmissionPolicy", "incident-operator-approvals")
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules == [
+        {
+            "apiGroups": ["incident-operator.dev"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": ["incidents"],  # not incidents/status: the operator's own writes pass
+        }
+    ]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    expressions = " ".join(v["expression"] for v in policy["spec"]["validations"])
+    assert "request.userInfo.username" in expressions
+    assert "check('approve')" in expressions
+    assert expressions.count("check('resolve')") == 2  # resolution and closing
+    binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-approvals")
+    assert binding["spec"] == {"policyName": "incident-operator-approvals", "validationActions": ["Deny"]}
+    responder = {v for r in rules_of("ClusterRole", "incident-operator-responder") for v in r["verbs"]}
+    assert {"approve", "resolve"} <= responder

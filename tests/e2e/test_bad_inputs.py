@@ -1,0 +1,486 @@
+"""A table of hostile or broken inputs, each with its expected outcome, against the real API server
+and the running operator: custom resources the API server must reject, resources the operator must
+mark Invalid or Stalled, alert payloads, config files, Secrets with odd values. After the table the
+operator is alive and healthy, and no Secret value appears in its log, in any Event or any status.
+(Huge logs cannot be produced under kwok, which serves none: evidence trimming is a unit test.)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import ALERT_TOKEN, Cluster, OperatorProcess, operator_command, operator_env
+from tests.e2e.engine_helpers import GROUP, VERSION, Scenario
+from tests.httpserver import LocalServer, local_server
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.e2e
+
+SECRET_MARK = "s3cr3t-" + uuid.uuid4().hex[:12]
+TABLE_NS = "bad-inputs-" + uuid.uuid4().hex[:6]
+TARGET = {"kind": "Deployment", "name": "web"}
+INCIDENT = {"title": "t", "severity": "P3", "category": "availability"}
+
+
+def step(name: str, **action: Any) -> dict[str, Any]:
+    return {"name": name, **action}
+
+
+def playbook(*steps: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"steps": list(steps), **spec}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A resource the API server refuses (422) with a message naming the problem."""
+
+    id: str
+    kind: str
+    spec: dict[str, Any]
+    says: str
+
+
+REJECTED = [
+    Rejected("incident-without-title", "incidents", {"severity": "P1", "category": "data"}, "title"),
+    Rejected("severity-p5", "incidents", {**INCIDENT, "severity": "P5"}, "severity"),
+    Rejected("unknown-category", "incidents", {**INCIDENT, "category": "cosmic"}, "category"),
+    Rejected("title-too-long", "incidents", {**INCIDENT, "title": "x" * 300}, "title"),
+    Rejected("target-a-pod", "incidents", {**INCIDENT, "targets": [{"kind": "Pod", "name": "x"}]}, "kind"),
+    Rejected("approval-without-by", "incidents", {**INCIDENT, "approvals": [{"step": "a"}]}, "by"),
+    Rejected(
+        "approval-twice",
+        "incidents",
+        {**INCIDENT, "approvals": [{"step": "a", "by": "x"}, {"step": "a", "by": "y"}]},
+        "Duplicate value",
+    ),
+    Rejected(
+        "approvals-too-many",
+        "incidents",
+        {**INCIDENT, "approvals": [{"step": f"s{i}", "by": "x"} for i in range(65)]},
+        "approvals",
+    ),
+    Rejected("unknown-spec-field", "incidents", {**INCIDENT, "runAsRoot": True}, "runAsRoot"),
+    Rejected(
+        "two-actions",
+        "playbooks",
+        playbook(step("a", restart={"target": TARGET}, waitReady={"target": TARGET})),
+        "exactly one action",
+    ),
+    Rejected("no-action", "playbooks", playbook(step("a")), "exactly one action"),
+    Rejected(
+        "step-name-uppercase", "playbooks", playbook(step("Bad_Name", restart={"target": TARGET})), "name"
+    ),
+    Rejected(
+        "timeout-huge",
+        "playbooks",
+        playbook({**step("a", restart={"target": TARGET}), "timeoutSeconds": 1_000_000_000_000}),
+        "timeoutSeconds",
+    ),
+    Rejected(
+        "retries-11",
+        "playbooks",
+        playbook({**step("a", restart={"target": TARGET}), "retries": 11}),
+        "retries",
+    ),
+    Rejected(
+        "cooldown-a-century",
+        "playbooks",
+        playbook(step("a", restart={"target": TARGET}), cooldownSeconds=3_153_600_000),
+        "cooldownSeconds",
+    ),
+    Rejected(
+        "stabilization-a-year",
+        "playbooks",
+        playbook(step("a", restart={"target": TARGET}), stabilizationSeconds=31_536_000),
+        "stabilizationSeconds",
+    ),
+    Rejected(
+        "delete-zero-pods",
+        "playbooks",
+        playbook(step("a", deletePods={"selector": {"a": "b"}, "max": 0})),
+        "max",
+    ),
+    Rejected(
+        "replicas-and-delta",
+        "playbooks",
+        playbook(step("a", scale={"target": TARGET, "replicas": 2, "delta": 1})),
+        "exactly one of replicas, delta",
+    ),
+    Rejected(
+        "replicas-huge",
+        "playbooks",
+        playbook(step("a", scale={"target": TARGET, "replicas": 20_000})),
+        "replicas",
+    ),
+    Rejected(
+        "webhook-and-slack",
+        "playbooks",
+        playbook(
+            step(
+                "a",
+                notify={
+                    "webhook": {"urlSecretRef": {"name": "s", "key": "k"}},
+                    "slack": {"urlSecretRef": {"name": "s", "key": "k"}},
+                    "message": "m",
+                },
+            )
+        ),
+        "exactly one of webhook, slack",
+    ),
+    Rejected("ftp-check", "playbooks", playbook(step("a", httpCheck={"url": "ftp://example.com/"})), "url"),
+    Rejected(
+        "status-700",
+        "playbooks",
+        playbook(step("a", httpCheck={"url": "http://x/", "expectStatus": 700})),
+        "expectStatus",
+    ),
+    Rejected(
+        "interval-a-day",
+        "playbooks",
+        playbook(step("a", httpCheck={"url": "http://x/", "intervalSeconds": 86_400})),
+        "intervalSeconds",
+    ),
+    Rejected(
+        "logs-20000",
+        "playbooks",
+        playbook(step("a", collectEvidence={"selector": {"a": "b"}, "logLines": 20_000})),
+        "logLines",
+    ),
+    Rejected(
+        "priority-5000",
+        "playbooks",
+        playbook(step("a", restart={"target": TARGET}), priority=5000),
+        "priority",
+    ),
+    Rejected("no-steps", "playbooks", playbook(), "steps"),
+    Rejected(
+        "51-steps",
+        "playbooks",
+        playbook(*[step(f"s{i}", restart={"target": TARGET}) for i in range(51)]),
+        "steps",
+    ),
+    Rejected(
+        "duplicate-step-names",
+        "playbooks",
+        playbook(step("a", restart={"target": TARGET}), step("a", waitReady={"target": TARGET})),
+        "Duplicate value",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def table(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenario]:
+    core = client.CoreV1Api(crds_installed.api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=TABLE_NS)))
+    wait_until(
+        lambda: core.read_namespaced_service_account("default", TABLE_NS), timeout=60, what="namespace"
+    )
+    s = Scenario(crds_installed, operator, TABLE_NS)
+    s.deployment("web", 1)
+    yield s
+    core.delete_namespace(TABLE_NS)
+
+
+@pytest.mark.parametrize("case", REJECTED, ids=lambda c: c.id)
+def test_the_api_server_rejects(table: Scenario, case: Rejected) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Incident" if case.kind == "incidents" else "Playbook",
+        "metadata": {"name": case.id},
+        "spec": case.spec,
+    }
+    with pytest.raises(client.exceptions.ApiException) as raised:
+        table.custom.create_namespaced_custom_object(
+            GROUP, VERSION, TABLE_NS, case.kind, body, field_validation="Strict"
+        )
+    assert raised.value.status in (400, 422), raised.value.body
+    assert case.says in raised.value.body
+
+
+def test_a_closed_incident_cannot_be_edited(table: Scenario) -> None:
+    table.incident("closed-one", closed=True)
+    table.wait_phase("closed-one", "Closed")
+    with pytest.raises(client.exceptions.ApiException) as raised:
+        table.patch_incident("closed-one", {"title": "rewritten history"})
+    assert "a closed incident is read-only history" in raised.value.body
+
+
+@dataclass(frozen=True)
+class Stalls:
+    """An incident the operator must stop on, with a condition reason and a message fragment."""
+
+    id: str
+    steps: list[dict[str, Any]] | None
+    reason: str
+    says: str
+    secret: dict[str, str] = field(default_factory=dict)
+    incident: dict[str, Any] = field(default_factory=dict)
+
+
+def webhook(key: str) -> dict[str, Any]:
+    return {"webhook": {"urlSecretRef": {"name": "odd-values", "key": key}}, "message": "{title}"}
+
+
+STALLS = [
+    Stalls(
+        "template-unknown-field",
+        [step("a", notify={**webhook("plain"), "message": "{secret}"})],
+        "InvalidPlaybook",
+        "unknown field {secret}",
+    ),
+    Stalls(
+        "replicas-over-max",
+        [step("a", scale={"target": TARGET, "replicas": 5, "max": 2})],
+        "InvalidPlaybook",
+        "exceeds scale.max",
+    ),
+    Stalls(
+        "playbook-missing",
+        None,
+        "PlaybookNotFound",
+        "does not exist here",
+        incident={"playbookRef": {"name": "nowhere"}},
+    ),
+    Stalls(
+        "restart-ghost",
+        [step("a", restart={"target": {"kind": "Deployment", "name": "ghost"}})],
+        "StepFailed",
+        "not found",
+    ),
+    Stalls(
+        "wait-ghost-statefulset",
+        [{**step("a", waitReady={"target": {"kind": "StatefulSet", "name": "ghost"}}), "timeoutSeconds": 5}],
+        "StepFailed",
+        "not found",
+    ),
+    Stalls(
+        "notify-no-secret",
+        [step("a", notify={"webhook": {"urlSecretRef": {"name": "absent", "key": "url"}}, "message": "m"})],
+        "StepFailed",
+        "Secret",
+    ),
+    Stalls("notify-no-key", [step("a", notify=webhook("missing-key"))], "StepFailed", "has no key"),
+    Stalls(
+        "check-url-with-space",
+        [step("a", httpCheck={"url": "http://bad host/"})],
+        "StepFailed",
+        "invalid URL",
+    ),
+    Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "StepFailed", "invalid URL"),
+    Stalls(
+        "secret-points-at-metadata",
+        [step("a", notify=webhook("metadata"))],
+        "StepFailed",
+        "egress denied: 169.254.169.254",
+    ),
+    Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "StepFailed", "invalid URL"),
+]
+
+
+@pytest.fixture(scope="module")
+def receivers() -> Iterator[LocalServer]:
+    with local_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def odd_secret(table: Scenario, receivers: LocalServer) -> None:
+    table.secret(
+        "odd-values",
+        {
+            "plain": receivers.url(f"/plain?token={SECRET_MARK}"),
+            "padded": f"  {receivers.url(f'/padded?token={SECRET_MARK}')}\n\n",
+            "not-a-url": f"not a url {SECRET_MARK}",
+            "metadata": f"http://169.254.169.254/latest?token={SECRET_MARK}",
+            "ftp": f"ftp://example.com/{SECRET_MARK}",
+        },
+    )
+
+
+@pytest.mark.parametrize("case", STALLS, ids=lambda c: c.id)
+def test_the_operator_stops_with_a_reason(table: Scenario, odd_secret: None, case: Stalls) -> None:
+    spec: dict[str, Any] = dict(case.incident)
+    if case.steps is not None:
+        table.playbook(case.id, case.steps, match={"severities": ["P4"], "categories": ["data"]})
+        spec = {"playbookRef": {"name": case.id}, **spec}
+    table.incident(case.id, **spec)
+    stalled = table.wait_condition(case.id, "Stalled", reason=case.reason)
+    assert case.says in stalled["message"]
+    assert SECRET_MARK not in stalled["message"]
+
+
+def test_a_padded_secret_value_still_works_and_an_empty_selector_is_not_stuck(
+    table: Scenario, odd_secret: None, receivers: LocalServer
+) -> None:
+    table.playbook(
+        "odd-but-fine",
+        [
+            step("tell", notify=webhook("padded")),
+            step("none", deletePods={"selector": {"app": "nothing"}, "max": 3}),
+        ],
+        match={"severities": ["P4"], "categories": ["data"]},
+    )
+    table.incident("fine", playbookRef={"name": "odd-but-fine"})
+    table.wait_phase("fine", "Resolved")
+    assert receivers.hits("/padded") == 1
+    assert "no pod needed deleting" in table.steps("fine")["none"]["message"]
+
+
+@dataclass(frozen=True)
+class BadDelivery:
+    id: str
+    body: bytes
+    token: str | None
+    status: int
+    says: str
+
+
+def alert_payload(**labels: str) -> bytes:
+    return json.dumps(
+        {
+            "version": "4",
+            "status": "firing",
+            "alerts": [
+                {"status": "firing", "labels": labels, "annotations": {}, "fingerprint": uuid.uuid4().hex}
+            ],
+        }
+    ).encode()
+
+
+DELIVERIES = [
+    BadDelivery("not-json", b"{nope", ALERT_TOKEN, 400, "not an Alertmanager webhook payload"),
+    BadDelivery(
+        "version-3",
+        json.dumps({"version": "3", "alerts": []}).encode(),
+        ALERT_TOKEN,
+        400,
+        "unsupported payload version",
+    ),
+    BadDelivery("no-alerts-field", json.dumps({"version": "4"}).encode(), ALERT_TOKEN, 400, "alerts"),
+    BadDelivery(
+        "alerts-not-a-list", json.dumps({"version": "4", "alerts": "x"}).encode(), ALERT_TOKEN, 400, "alerts"
+    ),
+    BadDelivery(
+        "wrong-token", alert_payload(alertname="A", namespace=TABLE_NS), "wrong", 401, "bearer token"
+    ),
+    BadDelivery("no-token", alert_payload(alertname="A", namespace=TABLE_NS), None, 401, "bearer token"),
+    BadDelivery("two-megabytes", b"[" + b" " * 2_000_000 + b"]", ALERT_TOKEN, 413, ""),
+    BadDelivery(
+        "namespace-invalid",
+        alert_payload(alertname="A", namespace="Bad_NS"),
+        ALERT_TOKEN,
+        200,
+        "InvalidNamespace",
+    ),
+    BadDelivery("namespace-missing", alert_payload(alertname="A"), ALERT_TOKEN, 200, "NoNamespace"),
+    BadDelivery(
+        "namespace-kube-system",
+        alert_payload(alertname="A", namespace="kube-system"),
+        ALERT_TOKEN,
+        200,
+        "NotAllowed",
+    ),
+    BadDelivery(
+        "namespace-absent",
+        alert_payload(alertname="A", namespace="no-such-ns-x1"),
+        ALERT_TOKEN,
+        200,
+        "NamespaceNotFound",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", DELIVERIES, ids=lambda c: c.id)
+def test_bad_alert_deliveries_get_a_clear_answer(operator: OperatorProcess, case: BadDelivery) -> None:
+    headers = {"Content-Type": "application/json"}
+    if case.token is not None:
+        headers["Authorization"] = f"Bearer {case.token}"
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{operator.port}/alertmanager", data=case.body, headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            status, text = int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = int(exc.code), exc.read().decode(errors="replace")
+    assert status == case.status, text
+    assert case.says in text
+
+
+@dataclass(frozen=True)
+class BadConfig:
+    id: str
+    content: str
+    says: str
+    options: tuple[str, ...] = ()
+
+
+CONFIGS = [
+    BadConfig("not-yaml", "responseTargets: [unclosed", "not valid YAML"),
+    BadConfig("unknown-key", "respnseTargets: {}\n", "Extra inputs are not permitted"),
+    BadConfig("target-not-a-duration", "responseTargets: {P1: soon}\n", "P1"),
+    BadConfig(
+        "lease-timings-inverted",
+        "leaderElection: {leaseDurationSeconds: 5, renewDeadlineSeconds: 10, retryPeriodSeconds: 2}\n",
+        "retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+    ),
+    BadConfig("egress-wildcard", "egress: {allow: ['*.example.com']}\n", "neither a CIDR nor a host name"),
+    BadConfig(
+        "channel-unknown-type",
+        "notifications: {channels: [{name: a, type: fax, urlSecretRef: {namespace: n, name: s}}]}\n",
+        "type",
+    ),
+    BadConfig(
+        "escalation-unknown-channel",
+        "notifications: {escalation: {P1: [nobody]}}\n",
+        "unknown channels: nobody",
+    ),
+    BadConfig("allow-egress-url", "{}\n", "neither a CIDR nor a host name", ("--allow-egress=http://x/",)),
+]
+
+
+@pytest.mark.parametrize("case", CONFIGS, ids=lambda c: c.id)
+def test_bad_configuration_stops_the_operator_at_start_with_the_reason(
+    crds_installed: Cluster, tmp_path: Path, case: BadConfig
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(case.content)
+    done = subprocess.run(
+        operator_command(1, f"--config={path}", *case.options),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=operator_env(crds_installed.kubeconfig),
+    )
+    assert done.returncode == 2, done.stderr
+    assert case.says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
+    table: Scenario, operator: OperatorProcess
+) -> None:
+    assert operator.proc is not None
+    assert operator.proc.poll() is None
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
+    assert len(REJECTED) + len(STALLS) + len(DELIVERIES) + len(CONFIGS) + 2 >= 40
+    assert SECRET_MARK not in operator.full_log()
+    for event in table.core.list_namespaced_event(TABLE_NS).items:
+        assert SECRET_MARK not in (event.message or ""), event.reason
+    incidents = table.custom.list_namespaced_custom_object(GROUP, VERSION, TABLE_NS, "incidents")["items"]
+    assert incidents
+    for incident in incidents:
+        assert SECRET_MARK not in json.dumps(incident.get("status") or {}), incident["metadata"]["name"]
