@@ -135,7 +135,7 @@ async def scale(ctx: ActionContext) -> Outcome:
         await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter)
     except ApiException as exc:
         return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
-    capped = " (capped by guardrails)" if "capped" in (st.message or "") else ""
+    capped = " (capped by guardrails or the operator's limits)" if "capped" in (st.message or "") else ""
     return Outcome(True, f"scaled {ref.kind} {ref.name} {st.replicasBefore} -> {st.replicasAfter}{capped}")
 
 

@@ -289,18 +289,18 @@ STALLS = [
 
 
 @pytest.fixture(scope="module")
-def receivers() -> Iterator[LocalServer]:
+def hooks() -> Iterator[LocalServer]:
     with local_server() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def odd_secret(table: Scenario, receivers: LocalServer) -> None:
+def odd_secret(table: Scenario, hooks: LocalServer) -> None:
     table.secret(
         "odd-values",
         {
-            "plain": receivers.url(f"/plain?token={SECRET_MARK}"),
-            "padded": f"  {receivers.url(f'/padded?token={SECRET_MARK}')}\n\n",
+            "plain": hooks.url(f"/plain?token={SECRET_MARK}"),
+            "padded": f"  {hooks.url(f'/padded?token={SECRET_MARK}')}\n\n",
             "not-a-url": f"not a url {SECRET_MARK}",
             "metadata": f"http://169.254.169.254/latest?token={SECRET_MARK}",
             "ftp": f"ftp://example.com/{SECRET_MARK}",
@@ -321,7 +321,7 @@ def test_the_operator_stops_with_a_reason(table: Scenario, odd_secret: None, cas
 
 
 def test_a_padded_secret_value_still_works_and_an_empty_selector_is_not_stuck(
-    table: Scenario, odd_secret: None, receivers: LocalServer
+    table: Scenario, odd_secret: None, hooks: LocalServer
 ) -> None:
     table.playbook(
         "odd-but-fine",
@@ -333,7 +333,7 @@ def test_a_padded_secret_value_still_works_and_an_empty_selector_is_not_stuck(
     )
     table.incident("fine", playbookRef={"name": "odd-but-fine"})
     table.wait_phase("fine", "Resolved")
-    assert receivers.hits("/padded") == 1
+    assert hooks.hits(f"/padded?token={SECRET_MARK}") == 1
     assert "no pod needed deleting" in table.steps("fine")["none"]["message"]
 
 

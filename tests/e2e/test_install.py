@@ -95,14 +95,17 @@ def kubectl_as(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.Com
 
 
 @pytest.fixture(scope="module")
-def receivers() -> Iterator[LocalServer]:
+def channel_receivers() -> Iterator[LocalServer]:
     with local_server() as server:
         yield server
 
 
 @pytest.fixture(scope="module")
 def replicas(
-    installed: Cluster, sa_kubeconfig: Path, receivers: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    installed: Cluster,
+    sa_kubeconfig: Path,
+    channel_receivers: LocalServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[OperatorProcess]]:
     """Two operator processes from the working tree, as the ServiceAccount, with leader election."""
     core = client.CoreV1Api(installed.api)
@@ -114,7 +117,7 @@ def replicas(
         NS,
         client.V1Secret(
             metadata=client.V1ObjectMeta(name="notification-urls"),
-            string_data={"oncall": receivers.url("/oncall")},
+            string_data={"oncall": channel_receivers.url("/oncall")},
         ),
     )
     shipped = yaml.safe_load(
@@ -184,12 +187,12 @@ def deploy_ref(name: str) -> dict[str, str]:
 
 
 def test_every_action_runs_as_the_service_account_in_an_opted_in_namespace(
-    installed: Cluster, replicas: list[OperatorProcess], receivers: LocalServer
+    installed: Cluster, replicas: list[OperatorProcess], channel_receivers: LocalServer
 ) -> None:
     create_namespace(installed, "shop", opt_in=True)
     s = SaScenario(installed, replicas, "shop")
     s.deployment("web", 2)
-    s.secret("hooks", {"url": receivers.url("/hook")})
+    s.secret("hooks", {"url": channel_receivers.url("/hook")})
     s.playbook(
         "everything",
         [
@@ -217,9 +220,11 @@ def test_every_action_runs_as_the_service_account_in_an_opted_in_namespace(
     assert s.apps.read_namespaced_deployment("web", "shop").spec.replicas == 3
     assert s.networking.read_namespaced_network_policy("all-actions-isolate", "shop")
     assert s.core.read_namespaced_config_map(status["evidenceRef"], "shop").data["pods.yaml"]
-    assert receivers.hits("/hook") == 1
+    assert channel_receivers.hits("/hook") == 1
     # The operator's own channel Secret, readable by name through the Role in its namespace.
-    wait_until(lambda: receivers.hits("/oncall") >= 1, timeout=TIMEOUT, what="the oncall channel told")
+    wait_until(
+        lambda: channel_receivers.hits("/oncall") >= 1, timeout=TIMEOUT, what="the oncall channel told"
+    )
 
 
 def test_an_alert_from_alertmanager_is_taken_by_the_standby_and_remediated_by_the_leader(

@@ -61,6 +61,7 @@ def operator(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     settings = {
         "alertIntake": {"maxAlertsPerRequest": MAX_ALERTS},
         "access": {"recheckSeconds": 2},
+        "limits": {"maxReplicas": 3, "maxPodDeletionsPerIncident": 1},
     }
     process = OperatorProcess(
         kubeconfig, workdir, settings, (f"--alert-token-secret={INSTALL_NS}/alert-token",), name="safety"
@@ -352,6 +353,26 @@ def test_alert_intake_is_scoped_bounded_and_honours_quotas(
     assert system == []
 
 
+def test_operator_limits_cap_every_playbook(installed: Cluster, operator: OperatorProcess) -> None:
+    s = scenario(installed, operator, "limits")
+    s.deployment("web", 2)
+    s.playbook(
+        "greedy",
+        [
+            {"name": "grow", "scale": {"target": deploy_ref("web"), "replicas": 50}},
+            {"name": "wait", "waitReady": {"target": deploy_ref("web")}, "timeoutSeconds": 60},
+            {"name": "cull", "deletePods": {"selector": {"app": "web"}, "max": 5}},
+        ],
+    )  # no guardrails in the Playbook: the operator's limits (maxReplicas 3, 1 pod) still hold
+    s.incident("greedy-one", targets=[deploy_ref("web")])
+    s.wait_phase("greedy-one", "Resolved")
+    steps = s.steps("greedy-one")
+    assert steps["grow"]["replicasAfter"] == 3
+    assert "capped" in steps["grow"]["message"]
+    assert len(steps["cull"]["pods"]) == 1
+    assert s.apps.read_namespaced_deployment("web", "limits").spec.replicas == 3
+
+
 # --------------------------------------------------------------------------- never stuck
 
 
@@ -420,6 +441,11 @@ def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server
         steps = [
             {"name": "loopback", "httpCheck": {"url": http.url("/ok")}, "continueOnFailure": True},
             {
+                "name": "by-name",
+                "httpCheck": {"url": http.url("/ok").replace("127.0.0.1", "localhost")},
+                "continueOnFailure": True,
+            },
+            {
                 "name": "metadata",
                 "httpCheck": {"url": "http://169.254.169.254/latest/meta-data/"},
                 "continueOnFailure": True,
@@ -430,6 +456,7 @@ def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server
         s.wait_step("default-policy", "metadata", "Failed")
         found = s.steps("default-policy")
         assert found["loopback"]["message"] == "egress denied: 127.0.0.1"
+        assert found["by-name"]["message"] == "egress denied: localhost"  # resolved, then refused
         assert found["metadata"]["message"] == "egress denied: 169.254.169.254"
         assert http.hits("/ok") == 0  # nothing left the operator
 

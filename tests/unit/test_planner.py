@@ -418,3 +418,30 @@ def test_access_revoked_mid_run_holds_the_next_step_without_using_an_attempt() -
     assert run.step(1).state is StepState.PENDING
     assert run.step(1).attempts == 0
     assert run.condition("Stalled")["reason"] == "Forbidden"
+
+
+def test_a_refire_starts_a_new_run_and_keeps_the_pods_deleted_so_far() -> None:
+    kill = {"name": "kill", "deletePods": {"selector": {"app": "web"}, "max": 2}}
+    run = Run(incident(source={"type": "alert", "alertname": "ServiceDown"}), playbook(kill))
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r1"
+    run.step(0).pods = ["web-a", "web-b"]
+    run.complete(Intent("run-step", 0))
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
+    run.now += timedelta(seconds=10)
+    run.plan()
+    run.now += timedelta(seconds=30)
+    run.complete(Intent("verify-health"))
+    assert run.phase() is Phase.RESOLVED
+
+    run.alert = AlertState("firing", run.now + timedelta(seconds=1))
+    run.now += timedelta(seconds=2)
+    decision = run.plan()
+    assert "Refired" in run.records
+    assert run.status.podsDeleted == 2  # the budget spans runs
+    assert run.status.runs == 2
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r2"
+    assert decision.intent == Intent("run-step", 0)
