@@ -56,6 +56,19 @@ def _host(entry: str) -> str:
     return host
 
 
+def _split(entries: Iterable[str]) -> tuple[tuple[Network, ...], frozenset[str]]:
+    """CIDRs and host names of an allow or deny list."""
+    networks: list[Network] = []
+    hosts: set[str] = set()
+    for entry in entries:
+        net = _network(entry)
+        if net is None:
+            hosts.add(_host(entry))
+        else:
+            networks.append(net)
+    return tuple(networks), frozenset(hosts)
+
+
 def _normalise(address: Address) -> Address:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
@@ -77,19 +90,8 @@ class EgressPolicy:
         deny: Iterable[str] = (),
         api_server: Iterable[tuple[str, int]] = (),
     ) -> EgressPolicy:
-        allow_networks, allow_hosts, deny_networks, deny_hosts = [], set(), [], set()
-        for entry in allow:
-            net = _network(entry)
-            if net is None:
-                allow_hosts.add(_host(entry))
-            else:
-                allow_networks.append(net)
-        for entry in deny:
-            net = _network(entry)
-            if net is None:
-                deny_hosts.add(_host(entry))
-            else:
-                deny_networks.append(net)
+        allow_networks, allow_hosts = _split(allow)
+        deny_networks, deny_hosts = _split(deny)
         endpoints = frozenset((_normalise(ipaddress.ip_address(ip)), port) for ip, port in api_server)
         return cls(
             tuple(allow_networks),

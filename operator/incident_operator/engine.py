@@ -132,13 +132,25 @@ class IncidentLoop:
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.wake = wake
         errors = 0
+        unreadable = False
         while not stopped():
             wake.clear()
             try:
                 again, wake_at = await self.iterate()
-                errors = 0
+                errors, unreadable = 0, False
             except asyncio.CancelledError:
                 raise
+            except ValidationError as exc:  # a spec or status the models refuse: wait for a change
+                if not unreadable:
+                    problem = (
+                        f"the incident cannot be read: {exc.error_count()} problems, first at "
+                        + ".".join(map(str, exc.errors()[0]["loc"]))
+                    )
+                    logger.warning("incident %s/%s: %s", self.namespace, self.name, problem)
+                    self.post_event(Record("InvalidSpec", problem, warning=True))
+                unreadable = True
+                await self._sleep(wake, stopped, IDLE_RECHECK_S)
+                continue
             except Exception as exc:  # API errors, lost connections, anything: back off, never die
                 delay = ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)]
                 errors += 1

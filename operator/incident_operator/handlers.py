@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
@@ -98,7 +99,7 @@ async def incident_daemon(
     def playbooks() -> Playbooks:
         known = list(index.get(namespace, []))
         valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
-        return valid, {name: e for name, e in known if isinstance(e, str)}
+        return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
     def post_event(record: Record) -> None:
         kopf.event(
@@ -109,21 +110,30 @@ async def incident_daemon(
         await stopped.wait()
         wake.set()
 
+    try:
+        loop = IncidentLoop(
+            kube=memo.kube,
+            outbound=memo.outbound,
+            config=config,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            body=body,
+            playbooks=playbooks,
+            post_event=post_event,
+            open_incidents=memo.open_incidents,
+            notifier=memo.notifier,
+            access_reviews=memo.access_reviews,
+        )
+    except ValidationError as exc:
+        # A status the models refuse cannot be repaired by retrying; resetting it could run
+        # completed steps again. Stop this incident's loop for good and say why, once.
+        memo.wakeups.pop(uid, None)
+        memo.incident_namespaces.pop(uid, None)
+        raise kopf.PermanentError(
+            f"status unreadable ({exc.error_count()} problems); not reconciled"
+        ) from None
     stopper = asyncio.create_task(wake_on_stop())
-    loop = IncidentLoop(
-        kube=memo.kube,
-        outbound=memo.outbound,
-        config=config,
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        body=body,
-        playbooks=playbooks,
-        post_event=post_event,
-        open_incidents=memo.open_incidents,
-        notifier=memo.notifier,
-        access_reviews=memo.access_reviews,
-    )
     try:
         await loop.run(lambda: bool(stopped), wake)
     finally:

@@ -299,23 +299,9 @@ def operator(
         timeout=60,
         what="token namespace",
     )
-    secret = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=TOKEN_SECRET), string_data={"token": ALERT_TOKEN}
-    )
-    try:
-        core.create_namespaced_secret(TOKEN_NAMESPACE, secret)
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
-        core.replace_namespaced_secret(TOKEN_SECRET, TOKEN_NAMESPACE, secret)
+    ensure_secret(crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN})
     urls = {name: receivers.url(f"/{name}") for name in ("ok", "status", "flaky", "broken", "slow", "pager")}
-    notify_secret = client.V1Secret(metadata=client.V1ObjectMeta(name=NOTIFY_SECRET), string_data=urls)
-    try:
-        core.create_namespaced_secret(TOKEN_NAMESPACE, notify_secret)
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
-        core.replace_namespaced_secret(NOTIFY_SECRET, TOKEN_NAMESPACE, notify_secret)
+    ensure_secret(crds_installed, TOKEN_NAMESPACE, NOTIFY_SECRET, urls)
     process = OperatorProcess(
         crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers)
     )
@@ -324,6 +310,29 @@ def operator(
         yield process
     finally:
         process.stop()
+
+
+def ensure_secret(cluster: Cluster, namespace: str, name: str, data: dict[str, str]) -> None:
+    """Create the Secret, or replace its data if it exists."""
+    core = client.CoreV1Api(cluster.api)
+    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
+    try:
+        core.create_namespaced_secret(namespace, body)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_secret(name, namespace, body)
+
+
+def kubectl_as(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl as the user of `kubeconfig` (see `token_kubeconfig`)."""
+    return subprocess.run(
+        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 class Alertmanager:

@@ -362,7 +362,7 @@ DELIVERIES = [
     BadDelivery("not-json", b"{nope", ALERT_TOKEN, 400, "not an Alertmanager webhook payload"),
     BadDelivery(
         "version-3",
-        json.dumps({"version": "3", "alerts": []}).encode(),
+        json.dumps({"version": "3", "status": "firing", "alerts": []}).encode(),
         ALERT_TOKEN,
         400,
         "unsupported payload version",

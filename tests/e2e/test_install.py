@@ -9,7 +9,6 @@ The cluster is the session's `installed` one (a cluster of its own, see conftest
 
 from __future__ import annotations
 
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -28,6 +27,7 @@ from tests.e2e.conftest import (
     alertmanager_bin,
     create_namespace,
     deployment_available,
+    kubectl_as,
     opt_in_namespace,
     token_kubeconfig,
 )
@@ -82,16 +82,6 @@ def test_apply_k_installs_and_apply_f_is_equivalent(installed: Cluster) -> None:
 def sa_kubeconfig(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig holding a TokenRequest token of incident-operator/incident-operator."""
     return token_kubeconfig(installed, "incident-operator", NS, tmp_path_factory.mktemp("sa") / "kubeconfig")
-
-
-def kubectl_as(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")

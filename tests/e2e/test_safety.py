@@ -29,6 +29,8 @@ from tests.e2e.conftest import (
     Cluster,
     OperatorProcess,
     create_namespace,
+    ensure_secret,
+    kubectl_as,
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
@@ -39,17 +41,6 @@ pytestmark = pytest.mark.e2e
 
 ALERT_TOKEN = "safety-e2e-token"
 MAX_ALERTS = 5
-
-
-def ensure_secret(cluster: Cluster, namespace: str, name: str, data: dict[str, str]) -> None:
-    core = client.CoreV1Api(cluster.api)
-    body = client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
-    try:
-        core.create_namespaced_secret(namespace, body)
-    except client.exceptions.ApiException as exc:
-        if exc.status != 409:
-            raise
-        core.replace_namespaced_secret(name, namespace, body)
 
 
 @pytest.fixture(scope="module")
@@ -103,20 +94,10 @@ def people(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
     return found
 
 
-def as_user(cluster: Cluster, kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
 def patch_spec(
     cluster: Cluster, kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
-    return as_user(
+    return kubectl_as(
         cluster,
         kubeconfig,
         "patch",
