@@ -32,6 +32,9 @@ from typing import Any, cast
 
 from kubernetes import client, config
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCALCLUSTER = ROOT / "localcluster" / "localcluster.py"
 GROUP, VERSION = "incident-operator.dev", "v1alpha1"
@@ -163,7 +166,8 @@ def main() -> int:
             ns,
             client.V1Secret(metadata=client.V1ObjectMeta(name="alert-token"), string_data={"token": TOKEN}),
         )
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=STORM_NS)))
+        for extra in (STORM_NS, "bench-burst", "bench-scale"):
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=extra)))
         log = (work / "operator.log").open("wb")
         operator = subprocess.Popen(
             [
@@ -175,6 +179,8 @@ def main() -> int:
                 f"--http-port={port}",
                 f"--namespace={ns}",
                 f"--namespace={STORM_NS}",
+                "--namespace=bench-burst",
+                "--namespace=bench-scale",
                 f"--alert-token-secret={ns}/alert-token",
             ],
             stdout=log,
@@ -281,6 +287,8 @@ def main() -> int:
         storm.join(timeout=300)
         report = render(floor, latencies, writes_per_incident, durations, breakdown)
         report += render_alerts(single, during, storm_sent[0] if storm_sent else 0)
+        if os.environ.get("BENCH_SCALE", "1") != "0":
+            report += scale.run(custom, apps, operator.pid, wait, ROOT)
         (ROOT / "BENCHMARKS.md").write_text(report)
         print(report)
         return 0

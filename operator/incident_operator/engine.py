@@ -126,6 +126,7 @@ class IncidentLoop:
         self.access_reviews = access_reviews
         self.forbidden: str | None = None  # why the namespace does not let the playbook run, if it does not
         self.pending: list[Record] = []  # records made outside the loop (failed notifications)
+        self.in_flight: set[asyncio.Task[None]] = set()  # notifications being delivered
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.wake = asyncio.Event()
 
@@ -201,6 +202,7 @@ class IncidentLoop:
             cooldown_holder=holder,
             alert=self._alert(spec),
             forbidden=self.forbidden,
+            busy=bool(self.in_flight or self.pending),
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
         )
 
@@ -294,7 +296,13 @@ class IncidentLoop:
         if self.notifier is not None and decision.records:
             view = IncidentView(self.namespace, self.name, spec, self.status.phase or Phase.DETECTED)
             found = notices(old, self.status, decision.records, view)
-            self.notifier.send_all(found, view, self._notification_failed)
+            for task in self.notifier.send_all(found, view, self._notification_failed):
+                self.in_flight.add(task)
+                task.add_done_callback(self._notice_done)
+
+    def _notice_done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self.wake.set()  # may settle now
 
     def _notification_failed(self, message: str) -> None:
         self.pending.append(Record("NotificationFailed", message, warning=True))

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
+from incident_operator import API_GROUP, API_VERSION, attention, conditions, metrics, validation
 from incident_operator.config import OperatorConfig
 from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, parse_playbook, utc_now
 from incident_operator.kube import AccessReviews
@@ -79,7 +79,13 @@ def incident_changed(*, uid: str, memo: kopf.Memo, **_: Any) -> None:
     _wake(memo, uid)
 
 
-@kopf.daemon(API_GROUP, API_VERSION, "incidents", cancellation_timeout=10)
+def _needs_loop(spec: kopf.Spec, status: kopf.Status, annotations: kopf.Annotations, **_: Any) -> bool:
+    return attention.needs_loop(spec, status, annotations)
+
+
+# Only incidents with something to do keep a task (see `attention`): kopf stops the daemon when
+# the filter stops matching (a settled Resolved incident) and starts it again when it matches.
+@kopf.daemon(API_GROUP, API_VERSION, "incidents", cancellation_timeout=10, when=_needs_loop)
 async def incident_daemon(
     *,
     stopped: kopf.DaemonStopped,

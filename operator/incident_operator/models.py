@@ -206,6 +206,9 @@ class IncidentStatus(ApiModel):
     podsDeleted: int | None = Field(
         default=None, description="Pods deleted by earlier runs (guardrail budgets span re-fires)."
     )
+    settled: bool | None = Field(
+        default=None, description="Resolved and nothing left to do: the operator keeps no task for it."
+    )
 
 
 # ----------------------------------------------------------------------------- Playbook

@@ -31,13 +31,18 @@ class Notifier:
         self.kube, self.outbound, self.config = kube, outbound, config
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def send_all(self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]) -> None:
-        """Start delivering each notice to its channels in the background."""
+    def send_all(
+        self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
+    ) -> list[asyncio.Task[None]]:
+        """Start delivering each notice to its channels in the background; returns the tasks."""
+        started = []
         for notice in notices:
             for channel in channels_for(self.config, notice, view):
                 task = asyncio.create_task(self._deliver(channel, notice, view, on_failure))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+                started.append(task)
+        return started
 
     async def _deliver(
         self, channel: Channel, notice: Notice, view: IncidentView, on_failure: Callable[[str], None]

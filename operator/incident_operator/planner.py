@@ -93,6 +93,8 @@ class PlanInput:
     """Why the operator may not run the playbook in this namespace (see `access`), or None."""
     access_recheck: timedelta = timedelta(seconds=30)
     """How soon to look again while `forbidden`."""
+    busy: bool = False
+    """Work of the engine's in flight (notifications being delivered): not settled yet."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,7 @@ def _follow_alert(b: _Builder) -> None:
     ):
         return
     status.alertResolvedAt = None
+    status.settled = None
     if b.phase not in (Phase.MONITORING, Phase.RESOLVED) or b.inp.spec.resolution is not None:
         b.record("AlertFiring", "the alert fired again", warning=True, actor="alertmanager")
         return
@@ -482,20 +485,23 @@ def _monitor(b: _Builder, playbook: PlaybookSpec) -> Decision:
 
 
 def _after_resolution(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
+    """Undo scale changes if the playbook says so; then, with nothing left in flight, mark the
+    incident settled: its loop may stop until something changes (see `attention`)."""
     progress = b.status.playbook
-    if playbook is None or progress is None or not playbook.revertOnResolve:
-        return b.decision()
-    by_name = {s.name: s for s in playbook.steps}
-    for index, step_status in enumerate(progress.steps):
-        step = by_name.get(step_status.name)
-        if (
-            step is not None
-            and step.scale is not None
-            and step_status.state is StepState.SUCCEEDED
-            and step_status.replicasBefore is not None
-            and not step_status.reverted
-        ):
-            return b.decision(Intent("revert-scale", index))
+    if playbook is not None and progress is not None and playbook.revertOnResolve:
+        by_name = {s.name: s for s in playbook.steps}
+        for index, step_status in enumerate(progress.steps):
+            step = by_name.get(step_status.name)
+            if (
+                step is not None
+                and step.scale is not None
+                and step_status.state is StepState.SUCCEEDED
+                and step_status.replicasBefore is not None
+                and not step_status.reverted
+            ):
+                return b.decision(Intent("revert-scale", index))
+    if not b.inp.busy and not b.status.settled:
+        b.status.settled = True
     return b.decision()
 
 

@@ -445,3 +445,14 @@ def test_a_refire_starts_a_new_run_and_keeps_the_pods_deleted_so_far() -> None:
     assert run.status.playbook is not None
     assert run.status.playbook.runId == "r2"
     assert decision.intent == Intent("run-step", 0)
+
+
+def test_a_resolved_incident_settles_once_nothing_is_in_flight() -> None:
+    run = Run(incident(resolution={"summary": "fixed by hand"}), playbook(SCALE))
+    busy = PlanInput(**{**run.input().__dict__, "busy": True})
+    decision = plan(busy)
+    assert decision.status.phase is Phase.RESOLVED
+    assert not decision.status.settled  # a notice is still being delivered
+    run.status = decision.status
+    run.plan()
+    assert run.status.settled is True

@@ -19,6 +19,7 @@ PURE_MODULES = [
     "incident_operator.validation",
     "incident_operator.alerts",
     "incident_operator.access",
+    "incident_operator.attention",
     "incident_operator.leadership",
 ]
 

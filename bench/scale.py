@@ -1,0 +1,264 @@
+"""The scale part of `make bench`: many incidents on one operator.
+
+1. Burst: N incidents (default 1,000) created at once by 16 client threads, each with a one-step
+   `waitReady` playbook; how long until all are `Resolved`, against the time the client took to
+   create them, and the slowest incident.
+2. Standing load: incidents accumulate to 1k, 3k and 10k (90% resolved history, 10% open and
+   waiting: paused); at each size, the operator's RSS and its idle CPU over a quiet window.
+   The history is written the way the operator leaves it (status phase Resolved, settled) through
+   the status subresource, so that 9,000 incidents need not be remediated first.
+
+Measures through /proc of the operator's PID. Returns Markdown and draws a chart (matplotlib).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from kubernetes import client
+
+GROUP, VERSION = "incident-operator.dev", "v1alpha1"
+THREADS = 16
+BURST = int(os.environ.get("BENCH_BURST", "1000"))
+SIZES = tuple(int(x) for x in os.environ.get("BENCH_SIZES", "1000,3000,10000").split(","))
+IDLE_WINDOW_S = float(os.environ.get("BENCH_IDLE_WINDOW", "30"))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def idle_cpu_percent(pid: int, window: float) -> float:
+    before, started = cpu_seconds(pid), time.monotonic()
+    deadline = started + window
+    while time.monotonic() < deadline:  # a measurement window, not a synchronisation
+        time.sleep(min(1.0, deadline - time.monotonic()))
+    return 100.0 * (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+def _incident(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Incident",
+        "metadata": {"name": name},
+        "spec": {"title": name, "severity": "P3", "category": "performance", **spec},
+    }
+
+
+def poll(check: Any, timeout: float, what: str, interval: float = 2.0) -> Any:
+    """Call `check` every `interval` seconds until it returns something truthy (listing 10,000
+    incidents is not free: a slow poll keeps the measurement from loading the API server)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def _in_parallel(items: list[Any], fn: Any) -> None:
+    with ThreadPoolExecutor(THREADS) as pool:
+        for _ in pool.map(fn, items):
+            pass
+
+
+def _list(custom: client.CustomObjectsApi, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page = cast(
+            dict[str, Any],
+            custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, "incidents", limit=2000, _continue=token
+            ),
+        )
+        items += page["items"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return items
+
+
+def burst(custom: client.CustomObjectsApi, apps: client.AppsV1Api, ns: str, wait: Any) -> dict[str, float]:
+    """N incidents at once, each with a one-step waitReady playbook: all Resolved how soon?"""
+    labels = {"app": "steady"}
+    pod = client.V1PodSpec(containers=[client.V1Container(name="c", image="x:1")])
+    apps.create_namespaced_deployment(
+        ns,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name="steady"),
+            spec=client.V1DeploymentSpec(
+                replicas=1,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
+            ),
+        ),
+    )
+    step = {"name": "wait", "waitReady": {"target": {"kind": "Deployment", "name": "steady"}}}
+    custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        ns,
+        "playbooks",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Playbook",
+            "metadata": {"name": "steady"},
+            "spec": {"stabilizationSeconds": 0, "steps": [step]},
+        },
+    )
+
+    def steady_ready() -> bool:
+        status = apps.read_namespaced_deployment("steady", ns).status
+        return status is not None and (status.ready_replicas or 0) == 1
+
+    wait(steady_ready, 60, "steady ready")
+    names = [f"b{i:05d}" for i in range(BURST)]
+    started = time.monotonic()
+    _in_parallel(
+        names, lambda n: custom.create_namespaced_custom_object(GROUP, VERSION, ns, "incidents", _incident(n))
+    )
+    created = time.monotonic() - started
+
+    def all_resolved() -> list[dict[str, Any]] | None:
+        items = _list(custom, ns)
+        done = [i for i in items if (i.get("status") or {}).get("phase") == "Resolved"]
+        return items if len(done) == BURST else None
+
+    items = poll(all_resolved, 1800, f"{BURST} incidents Resolved", interval=0.5)
+    finished = time.monotonic() - started
+    slowest = 0.0
+    for item in items:
+        status = item["status"]
+        created_at = datetime.fromisoformat(item["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+        resolved_at = datetime.fromisoformat(str(status["resolvedAt"]).replace("Z", "+00:00"))
+        slowest = max(slowest, (resolved_at - created_at).total_seconds())
+    return {"created_s": created, "resolved_s": finished, "slowest_s": slowest}
+
+
+def standing(custom: client.CustomObjectsApi, ns: str, pid: int) -> list[dict[str, float]]:
+    """Grow to each size (90% resolved history, 10% paused and open); RSS and idle CPU at each."""
+    results = []
+    made = 0
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    history_status = {
+        "phase": "Resolved",
+        "settled": True,
+        "detectedAt": now,
+        "acknowledgedAt": now,
+        "resolvedAt": now,
+        "conditions": [
+            {
+                "type": "Resolved",
+                "status": "True",
+                "reason": "Stabilized",
+                "message": "bench history",
+                "lastTransitionTime": now,
+            }
+        ],
+    }
+
+    def history(name: str) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "incidents", _incident(name))
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, "incidents", name, {"status": history_status}
+        )
+
+    def open_one(name: str) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, ns, "incidents", _incident(name, paused=True))
+
+    for size in SIZES:
+        new = list(range(made, size))
+        opened = [f"o{i:05d}" for i in new if i % 10 == 0]
+        resolved = [f"h{i:05d}" for i in new if i % 10 != 0]
+        _in_parallel(resolved, history)
+        _in_parallel(opened, open_one)
+        made = size
+
+        def seen(size: int = size) -> bool:  # every open one has been looked at (Paused recorded)
+            paused = 0
+            for item in _list(custom, ns):
+                conditions = (item.get("status") or {}).get("conditions") or []
+                paused += any(c["type"] == "Reconciling" and c["reason"] == "Paused" for c in conditions)
+            return paused == size // 10
+
+        poll(seen, 1800, f"{size // 10} open incidents seen")
+        results.append(
+            {"incidents": size, "rss_mb": rss_mb(pid), "idle_cpu": idle_cpu_percent(pid, IDLE_WINDOW_S)}
+        )
+    return results
+
+
+def chart(path: Path, standing_results: list[dict[str, float]], burst_result: dict[str, float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["incidents"] for r in standing_results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(sizes, [r["rss_mb"] for r in standing_results], "o-", label="RSS (MB)")
+    left.set_xlabel("incidents in the cluster (90% resolved)")
+    left.set_ylabel("operator RSS, MB")
+    twin = left.twinx()
+    twin.plot(sizes, [r["idle_cpu"] for r in standing_results], "s--", color="tab:red", label="idle CPU (%)")
+    twin.set_ylabel("idle CPU, % of one core")
+    left.set_title("Standing load")
+    left.grid(alpha=0.3)
+    right.bar(
+        ["client creates", "all Resolved", "slowest incident"],
+        [burst_result["created_s"], burst_result["resolved_s"], burst_result["slowest_s"]],
+        color=["tab:gray", "tab:blue", "tab:orange"],
+    )
+    right.set_ylabel("seconds")
+    right.set_title(f"{BURST} incidents created at once (one-step playbook)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(standing_results: list[dict[str, float]], burst_result: dict[str, float], chart_name: str) -> str:
+    rows = "\n".join(
+        f"| {int(r['incidents']):,} | {r['rss_mb']:.0f} MB | {r['idle_cpu']:.1f}% |" for r in standing_results
+    )
+    ratio = burst_result["resolved_s"] / burst_result["created_s"]
+    return f"""
+## Scale: one operator, many incidents
+
+![RSS and idle CPU against incidents; burst resolve time]({chart_name})
+
+**Burst.** {BURST} incidents created at once by {THREADS} client threads, each with a one-step
+`waitReady` playbook (`stabilizationSeconds: 0`): the client needed {burst_result["created_s"]:.1f} s
+to create them; all were `Resolved` {burst_result["resolved_s"]:.1f} s after the first create
+(**{ratio:.1f}x** the creation time; goal 3x); the slowest incident took
+{burst_result["slowest_s"]:.1f} s from its creation to `Resolved` (API server timestamps).
+
+**Standing load.** Incidents accumulate in one namespace: 90% resolved history (written as the
+operator leaves a settled incident), 10% open and waiting (paused). At each size, the operator's
+RSS and its CPU over a {IDLE_WINDOW_S:.0f} s quiet window (goal at 10,000: at most 200 MB and 5%).
+
+| incidents | operator RSS | idle CPU (% of one core) |
+|---|---|---|
+{rows}
+"""
+
+
+def run(custom: client.CustomObjectsApi, apps: client.AppsV1Api, pid: int, wait: Any, root: Path) -> str:
+    burst_result = burst(custom, apps, "bench-burst", wait)
+    standing_results = standing(custom, "bench-scale", pid)
+    chart(root / "bench-scale.png", standing_results, burst_result)
+    return render(standing_results, burst_result, "bench-scale.png")
