@@ -282,6 +282,8 @@ class State:
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     token: str = ""
+    argvs: dict[str, list[str]] = field(default_factory=dict)
+    """Each component's command line (without extra args), so that `restart` can start it again."""
 
     @property
     def server(self) -> str:
@@ -382,6 +384,7 @@ class Launcher:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, argv: list[str]) -> None:
+        self.state.argvs[name] = list(argv)
         argv = [*argv, *self.state.extra_args.get(name, [])]
         log_path = self.logs / f"{name}.log"
         with log_path.open("ab") as out:
@@ -738,6 +741,37 @@ def down(data_dir: Path) -> None:
     log(f"stopped {', '.join(state.pids) or 'nothing'} and removed {data_dir}")
 
 
+def restart(data_dir: Path, component: str, timeout: float = 60.0) -> None:
+    """Stop one component (SIGTERM, then SIGKILL) and start it again with the same command line;
+    return once it serves again. For fault tests: the rest of the cluster keeps running."""
+    state = State.load(data_dir.resolve())
+    if state is None:
+        raise ClusterError(f"no cluster in {data_dir}")
+    if component not in state.argvs:
+        known = ", ".join(sorted(state.argvs)) or "none (a cluster started by an older version)"
+        raise ClusterError(f"cannot restart {component!r}: known components: {known}")
+    pid = state.pids.get(component)
+    if pid is not None and pid_is_ours(pid, state.bin_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        wait_gone(pid, state.bin_dir, timeout / 2)
+        if pid_is_ours(pid, state.bin_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_gone(pid, state.bin_dir, timeout / 2)
+    launcher = Launcher(state)
+    launcher.start(component, state.argvs[component])
+    if component == "etcd":
+        url = f"http://127.0.0.1:{state.ports['etcd']}/health"
+        wait_for("etcd health", lambda: http_ok(url), timeout, launcher, (component,))
+    elif component == "kube-apiserver":
+        api = Api(state.server, state.token, Path(state.data_dir) / "pki" / "apiserver.crt")
+        wait_for(
+            "kube-apiserver /readyz", lambda: api.get_text("/readyz") == "ok", timeout, launcher, (component,)
+        )
+    log(f"restarted {component} (pid {launcher.procs[component].pid})")
+
+
 def status(data_dir: Path) -> int:
     state = State.load(data_dir.resolve())
     if state is None:
@@ -776,8 +810,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "build-alertmanager", help="build (or reuse) alertmanager and amtool; print their directory"
     )
-    for name in ("up", "down", "status"):
+    for name in ("up", "down", "status", "restart"):
         p = sub.add_parser(name)
+        if name == "restart":
+            p.add_argument("component", choices=COMPONENTS, help="the component to stop and start again")
         p.add_argument(
             "--dir", type=Path, default=Path(".localcluster"), help="data directory (default .localcluster)"
         )
@@ -809,6 +845,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"KUBECONFIG={state.kubeconfig}", flush=True)
             elif args.command == "down":
                 down(args.dir)
+            elif args.command == "restart":
+                restart(args.dir, args.component)
             else:
                 return status(args.dir)
     except ClusterError as exc:

@@ -1,11 +1,12 @@
 """The operator's HTTP endpoints on one port: `/healthz` (the process serves), `/readyz` (kopf
-has started and is watching the API), `/metrics` (Prometheus) and `POST /alertmanager` (the
-Alertmanager webhook, see `intake`). Owns no Kubernetes state.
+has started, or this replica stands by, and the API server answers), `/metrics` (Prometheus)
+and `POST /alertmanager` (the Alertmanager webhook, see `intake`). Owns no Kubernetes state.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -14,6 +15,8 @@ from incident_operator.intake import Intake
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
 INTAKE_KEY = web.AppKey("intake", Intake)
+ApiOk = Callable[[], bool]
+API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -21,9 +24,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[READY_KEY].is_set():
-        return web.Response(text="ok\n")
-    return web.Response(status=503, text="not ready: the operator is not watching the API yet\n")
+    if not request.app[READY_KEY].is_set():
+        return web.Response(status=503, text="not ready: the operator is not watching the API yet\n")
+    if not request.app[API_OK_KEY]():
+        return web.Response(status=503, text="not ready: the API server does not answer\n")
+    return web.Response(text="ok\n")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -35,10 +40,14 @@ async def alertmanager(request: web.Request) -> web.Response:
 
 
 def build_app(
-    ready: asyncio.Event, intake: Intake | None = None, max_body_bytes: int = 1_048_576
+    ready: asyncio.Event,
+    intake: Intake | None = None,
+    max_body_bytes: int = 1_048_576,
+    api_ok: Callable[[], bool] = lambda: True,
 ) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes)
     app[READY_KEY] = ready
+    app[API_OK_KEY] = api_ok
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

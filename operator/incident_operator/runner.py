@@ -24,6 +24,7 @@ import kopf
 import prometheus_client
 
 from incident_operator import handlers, httpserver
+from incident_operator.apihealth import ApiHealth
 from incident_operator.config import OperatorConfig
 from incident_operator.egress import EgressPolicy
 from incident_operator.election import Elector
@@ -71,7 +72,10 @@ async def run(
     )
     outbound = Outbound(http, policy)
     ready = asyncio.Event()
-    app = httpserver.build_app(ready, Intake(kube, config), config.file.alertIntake.maxBodyBytes)
+    health = ApiHealth(kube)
+    app = httpserver.build_app(
+        ready, Intake(kube, config), config.file.alertIntake.maxBodyBytes, api_ok=lambda: health.ok
+    )
     try:
         server = await httpserver.start_server(app, config.http_host, config.http_port)
     except OSError:
@@ -81,6 +85,8 @@ async def run(
     logger.info(
         "serving /healthz, /readyz, /metrics, /alertmanager on %s:%d", config.http_host, config.http_port
     )
+    await health.check()
+    watching = asyncio.create_task(health.watch())
     try:
         if config.leader_elect:
             await _elected(
@@ -94,6 +100,7 @@ async def run(
         else:
             await _operate(config, kube, outbound, ready, stop)
     finally:
+        watching.cancel()
         await server.cleanup()
         await http.aclose()
         kube.close()
