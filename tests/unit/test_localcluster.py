@@ -79,3 +79,19 @@ def test_pid_check_rejects_processes_that_are_not_ours() -> None:
 
     assert not lc.pid_is_ours(os.getpid(), "/nonexistent/bin")
     assert not lc.pid_is_ours(2**22 + 1, "/")
+
+
+def test_restart_refuses_a_cluster_it_does_not_know_how_to_restart(tmp_path: Path) -> None:
+    with pytest.raises(lc.ClusterError, match="no cluster in"):
+        lc.restart(tmp_path / "nothing", "etcd")
+    state = lc.State(data_dir=str(tmp_path), bin_dir="/nonexistent")
+    state.save()  # as written by an older version: no command lines recorded
+    with pytest.raises(lc.ClusterError, match="cannot restart 'etcd': known components: none"):
+        lc.restart(tmp_path, "etcd")
+
+
+def test_an_old_state_file_still_loads(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"data_dir": "x", "bin_dir": "y", "pids": {"etcd": 1}}')
+    state = lc.State.load(tmp_path)
+    assert state is not None
+    assert state.argvs == {}
