@@ -31,6 +31,7 @@ from incident_operator.conditions import format_time
 from incident_operator.config import Limits
 from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready, secret_value
 from incident_operator.models import (
+    TARGET_ACTIONS,
     IncidentSpec,
     IncidentStatus,
     PlaybookSpec,
@@ -492,9 +493,8 @@ def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[
     """The workloads an incident is about: its own targets and those its playbook acts on."""
     refs = list(spec.targets or [])
     for step in playbook.steps if playbook else []:
-        for params in (step.scale, step.restart, step.waitReady):
-            if params is not None:
-                refs.append(params.target)
+        if step.action in TARGET_ACTIONS:
+            refs.append(step.params.target)
     unique: dict[tuple[str, str], WorkloadRef] = {}
     for ref in refs:
         unique.setdefault((str(ref.kind), ref.name), ref)

@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     # httpx logs every request URL at INFO, and a webhook URL is a secret: never at INFO or DEBUG.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every handler run per object: noise, and CPU, at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         file_config = load_config_file(args.config) if args.config else FileConfig()
         token_secret = None

@@ -29,7 +29,14 @@ from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import AccessReviews, Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
-from incident_operator.models import IncidentSpec, IncidentStatus, Phase, PlaybookSpec, PlaybookStatus
+from incident_operator.models import (
+    CANCELLABLE_ACTIONS,
+    IncidentSpec,
+    IncidentStatus,
+    Phase,
+    PlaybookSpec,
+    PlaybookStatus,
+)
 from incident_operator.notifications import IncidentView, notices
 from incident_operator.notifier import Notifier
 from incident_operator.outbound import Outbound
@@ -50,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 60.0
 HEALTH_DEADLINE_S = 30.0
-CANCELLABLE_ACTIONS = frozenset({"waitReady", "httpCheck"})
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 EventPoster = Callable[[Record], None]
@@ -129,6 +135,12 @@ class IncidentLoop:
         self.in_flight: set[asyncio.Task[None]] = set()  # notifications being delivered
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.wake = asyncio.Event()
+
+    def concerned_by(self, playbook: str) -> bool:
+        """Whether a change of Playbook `playbook` may matter: it runs that one, or none yet (a new
+        or changed Playbook may be the one that matches)."""
+        progress = self.status.playbook
+        return progress is None or progress.name == playbook
 
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.wake = wake

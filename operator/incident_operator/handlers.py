@@ -51,7 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
     memo.loop = asyncio.get_running_loop()
-    memo.incident_namespaces = {}  # incident uid -> namespace
+    memo.loops = {}  # incident uid -> its IncidentLoop (to wake only those a Playbook change concerns)
     memo.open_incidents = metrics.OpenIncidents()
     memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
     recheck = memo.config.file.access.recheckSeconds
@@ -100,7 +100,6 @@ async def incident_daemon(
     config: OperatorConfig = memo.config
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
     wake = memo.wakeups.setdefault(uid, asyncio.Event())
-    memo.incident_namespaces[uid] = namespace
 
     def playbooks() -> Playbooks:
         known = list(index.get(namespace, []))
@@ -135,17 +134,17 @@ async def incident_daemon(
         # A status the models refuse cannot be repaired by retrying; resetting it could run
         # completed steps again. Stop this incident's loop for good and say why, once.
         memo.wakeups.pop(uid, None)
-        memo.incident_namespaces.pop(uid, None)
         raise kopf.PermanentError(
             f"status unreadable ({exc.error_count()} problems); not reconciled"
         ) from None
+    memo.loops[uid] = loop
     stopper = asyncio.create_task(wake_on_stop())
     try:
         await loop.run(lambda: bool(stopped), wake)
     finally:
         stopper.cancel()
         memo.wakeups.pop(uid, None)
-        memo.incident_namespaces.pop(uid, None)
+        memo.loops.pop(uid, None)
         memo.open_incidents.update(uid, None, None)
 
 
@@ -154,8 +153,8 @@ async def playbook_changed(
     *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     """Validate what the schema cannot, write Ready/Invalid, and wake the namespace's incidents."""
-    for uid, ns in list(memo.incident_namespaces.items()):
-        if ns == namespace:
+    for uid, loop in list(memo.loops.items()):
+        if loop.namespace == namespace and loop.concerned_by(name):
             _wake(memo, uid)
     if type == "DELETED" or namespace is None:
         return

@@ -7,9 +7,10 @@ models into `crds/*.yaml`; a unit test fails when the committed CRDs drift from 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -295,17 +296,35 @@ class IsolateAction(ApiModel):
     )
 
 
-ACTION_KEYS = (
-    "scale",
-    "restart",
-    "deletePods",
-    "waitReady",
-    "httpCheck",
-    "notify",
-    "collectEvidence",
-    "isolate",
-)
-MUTATING_ACTIONS = frozenset({"scale", "restart", "deletePods", "isolate"})
+@dataclass(frozen=True)
+class ActionTraits:
+    """What the engine needs to know of an action, declared once for all of them."""
+
+    mutating: bool
+    """Changes the cluster: moves the phase to Mitigating and sets Mitigated on success."""
+    cancellable: bool = False
+    """Only waits or reads: cancelled when a person resolves or closes the incident meanwhile."""
+    target: bool = False
+    """Its parameters carry `target` (a workload of the incident, checked after the steps)."""
+
+
+ACTIONS: dict[str, ActionTraits] = {
+    "scale": ActionTraits(mutating=True, target=True),
+    "restart": ActionTraits(mutating=True, target=True),
+    "deletePods": ActionTraits(mutating=True),
+    "waitReady": ActionTraits(mutating=False, cancellable=True, target=True),
+    "httpCheck": ActionTraits(mutating=False, cancellable=True),
+    "notify": ActionTraits(mutating=False),
+    "collectEvidence": ActionTraits(mutating=False),
+    "isolate": ActionTraits(mutating=True),
+}
+"""The one table of actions: the step keys, and the sets below, derive from it (a unit test ties
+it to the Step model's fields and to the action registry)."""
+
+ACTION_KEYS = tuple(ACTIONS)
+MUTATING_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.mutating)
+CANCELLABLE_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.cancellable)
+TARGET_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.target)
 
 _ONE_ACTION_RULE = "[" + ", ".join(f"has(self.{key})" for key in ACTION_KEYS) + "].filter(x, x).size() == 1"
 
@@ -344,6 +363,11 @@ class Step(ApiModel):
             if getattr(self, key) is not None:
                 return key
         raise ValueError(f"step {self.name} has no action")
+
+    @property
+    def params(self) -> Any:
+        """The parameters of the step's action (e.g. a ScaleAction)."""
+        return getattr(self, self.action)
 
 
 class Match(ApiModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
@@ -23,6 +24,7 @@ from incident_operator.outbound import EgressDenied, Outbound, Reply, RequestFai
 logger = logging.getLogger(__name__)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+SECRET_TTL_S = 5.0
 MAX_RETRY_AFTER_S = 5.0
 
 
@@ -30,6 +32,7 @@ class Notifier:
     def __init__(self, kube: Kube, outbound: Outbound, config: Notifications) -> None:
         self.kube, self.outbound, self.config = kube, outbound, config
         self.tasks: set[asyncio.Task[None]] = set()
+        self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
 
     def send_all(
         self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
@@ -53,8 +56,16 @@ class Notifier:
             on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
 
     async def url(self, channel: Channel) -> str:
+        """The channel's URL from its Secret, read at most every SECRET_TTL_S (a rotated URL is
+        used within seconds; a burst of notices reads the Secret once)."""
         ref = channel.urlSecretRef
-        value = await secret_value(self.kube, ref.namespace, ref.name, ref.key)
+        key = (ref.namespace, ref.name, ref.key)
+        cached = self.secrets.get(key)
+        if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_S:
+            value: str | None = cached[1]
+        else:
+            value = await secret_value(self.kube, ref.namespace, ref.name, ref.key)
+            self.secrets[key] = (time.monotonic(), value)
         if value is None:
             raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
         return value
