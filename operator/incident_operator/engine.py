@@ -55,7 +55,7 @@ from incident_operator.planner import (
 
 logger = logging.getLogger(__name__)
 
-IDLE_RECHECK_S = 60.0
+IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
 HEALTH_DEADLINE_S = 30.0
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
