@@ -9,6 +9,7 @@ and the level of Events kopf posts. Nothing here connects at import time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, par
 from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
+from incident_operator.runrecords import RunRecorder
 
 ANNOTATION_PREFIX = API_GROUP
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -54,8 +56,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.loops = {}  # incident uid -> its IncidentLoop (to wake only those a Playbook change concerns)
     memo.open_incidents = metrics.OpenIncidents()
     memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
+    memo.run_records = RunRecorder(memo.kube)
+    memo.run_records_task = asyncio.create_task(memo.run_records.run())
+    memo.playbook_generations = {}  # (namespace, name) -> last generation seen
     recheck = memo.config.file.access.recheckSeconds
     memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
+
+
+@kopf.on.cleanup()
+async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
+    """On the way out: write what the run recorder still holds."""
+    memo.run_records_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.run_records_task
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -129,6 +142,7 @@ async def incident_daemon(
             open_incidents=memo.open_incidents,
             notifier=memo.notifier,
             access_reviews=memo.access_reviews,
+            run_records=memo.run_records,
         )
     except ValidationError as exc:
         # A status the models refuse cannot be repaired by retrying; resetting it could run
@@ -152,13 +166,20 @@ async def incident_daemon(
 async def playbook_changed(
     *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Validate what the schema cannot, write Ready/Invalid, and wake the namespace's incidents."""
-    for uid, loop in list(memo.loops.items()):
-        if loop.namespace == namespace and loop.concerned_by(name):
-            _wake(memo, uid)
+    """Validate what the schema cannot, write Ready/Invalid, and wake the incidents it concerns
+    (only when its spec changed, it came or went: our own status writes wake nobody)."""
+    generation = body.get("metadata", {}).get("generation")
+    key = (namespace or "", name)
+    if type in ("ADDED", "DELETED", None) or memo.playbook_generations.get(key) != generation:
+        for uid, loop in list(memo.loops.items()):
+            if loop.namespace == namespace and loop.concerned_by(name):
+                _wake(memo, uid)
+    if type == "DELETED":
+        memo.playbook_generations.pop(key, None)
+    else:
+        memo.playbook_generations[key] = generation
     if type == "DELETED" or namespace is None:
         return
-    generation = body.get("metadata", {}).get("generation")
     status = dict(body.get("status") or {})
     spec, found = validation.problems(dict(body.get("spec") or {}))
     now = utc_now()

@@ -56,7 +56,12 @@ def test_queue_backlog_scales_workers_to_16_and_resolves(s: Scenario) -> None:
     reasons = Counter(event.reason for event in s.events("backlog"))
     assert reasons["StepSucceeded"] == 2
     assert reasons["Resolved"] == 1
-    pb = s.get("playbooks", "queue-backlog")["status"]
+    # Run records are batched per Playbook and written within about a second.
+    pb = wait_until(
+        lambda: (st := s.get("playbooks", "queue-backlog")["status"]).get("succeeded") and st,
+        timeout=TIMEOUT,
+        what="the run recorded on the Playbook",
+    )
     assert pb["steps"] == 2
     assert "Deployment/workers" in pb["lastRuns"]
     assert (pb["runs"], pb["succeeded"], pb.get("failed", 0)) == (1, 1, 0)
@@ -279,7 +284,11 @@ def test_bad_references_stall_with_a_reason_and_do_not_affect_other_incidents(s:
         "does-not-exist" in s.wait_condition("no-playbook", "Stalled", reason="PlaybookNotFound")["message"]
     )
     s.wait_phase("healthy", "Resolved")
-    assert s.get("playbooks", "missing-target")["status"]["failed"] == 1
+    wait_until(
+        lambda: s.get("playbooks", "missing-target")["status"].get("failed") == 1,
+        timeout=TIMEOUT,
+        what="the failure recorded on the Playbook",
+    )
     warnings = [e.reason for e in s.events("no-target") if e.type == "Warning"]
     assert warnings.count("StepFailed") == 1  # no retry storm: one failure, recorded once
     assert s.operator.proc is not None
