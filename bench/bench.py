@@ -288,7 +288,8 @@ def main() -> int:
         report = render(floor, latencies, writes_per_incident, durations, breakdown)
         report += render_alerts(single, during, storm_sent[0] if storm_sent else 0)
         if os.environ.get("BENCH_SCALE", "1") != "0":
-            report += scale.run(custom, apps, operator.pid, wait, ROOT)
+            state = json.loads((data_dir / "state.json").read_text())
+            report += scale.run(custom, apps, operator.pid, wait, ROOT, state["pids"]["kube-apiserver"])
         (ROOT / "BENCHMARKS.md").write_text(report)
         print(report)
         return 0

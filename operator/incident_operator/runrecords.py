@@ -26,6 +26,7 @@ from incident_operator.kube import Kube, api_reason
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0
+FINAL_FLUSH_S = 5.0
 
 
 @dataclass
@@ -97,6 +98,6 @@ class RunRecorder:
                 if self.pending:
                     await self.flush()
         finally:
-            if self.pending:
+            if self.pending:  # bounded: an unreachable API server must not hold up a shutdown
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(self.flush())
+                    await asyncio.wait_for(asyncio.shield(self.flush()), timeout=FINAL_FLUSH_S)
