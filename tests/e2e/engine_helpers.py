@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -155,3 +156,48 @@ class Scenario:
             return f"status={status}\n--- operator log ---\n{self.operator.log()[-3000:]}"
 
         return describe
+
+
+GATED_STEPS = ("restart-app", "scale-up", "gate", "delete-one", "wait-app")
+
+
+def start_gated_playbook(s: Scenario, gate: str, incident: str, replicas: int, gate_timeout: int) -> int:
+    """Deployment `app` with `replicas`, and a five-step playbook held at an httpCheck on `gate`
+    (a URL that answers 503 until the test opens it); returns once the gate has been polled, with
+    the Deployment's generation before the playbook ran. The test then breaks something, opens the
+    gate, and checks with `assert_gated_playbook_ran_once`."""
+    target = {"kind": "Deployment", "name": "app"}
+    s.deployment("app", replicas)
+    generation = int(s.apps.read_namespaced_deployment("app", s.namespace).metadata.generation)
+    s.playbook(
+        f"gated-{incident}",
+        [
+            {"name": "restart-app", "restart": {"target": target}},
+            {"name": "scale-up", "scale": {"target": target, "delta": 2}},
+            {
+                "name": "gate",
+                "httpCheck": {"url": gate, "intervalSeconds": 1},
+                "timeoutSeconds": gate_timeout,
+            },
+            {"name": "delete-one", "deletePods": {"selector": {"app": "app"}, "max": 1}},
+            {"name": "wait-app", "waitReady": {"target": target}, "timeoutSeconds": 120},
+        ],
+    )
+    s.incident(incident, targets=[target])
+    s.wait_step(incident, "gate", "Running")
+    return generation
+
+
+def assert_gated_playbook_ran_once(s: Scenario, incident: str, replicas: int, generation: int) -> None:
+    """Resolved, every step Succeeded in one attempt, the Deployment changed once (+2 replicas,
+    one restart and one scale: generation +2), one StepStarted Event per step."""
+    s.wait_phase(incident, "Resolved")
+    steps = s.steps(incident)
+    assert {name: (st["state"], st["attempts"]) for name, st in steps.items()} == dict.fromkeys(
+        GATED_STEPS, ("Succeeded", 1)
+    )
+    deployment = s.apps.read_namespaced_deployment("app", s.namespace)
+    assert deployment.spec.replicas == replicas + 2  # delta +2 applied once, not twice
+    assert deployment.metadata.generation == generation + 2  # one restart, one scale
+    started = Counter(e.message.split(":")[0] for e in s.events(incident) if e.reason == "StepStarted")
+    assert started == Counter({f"step {n}": 1 for n in GATED_STEPS}), started

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import Cluster, OperatorProcess
-from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.e2e.engine_helpers import TIMEOUT, Scenario, assert_gated_playbook_ran_once, start_gated_playbook
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -132,46 +132,15 @@ def test_security_incident_isolates_only_after_approval(s: Scenario) -> None:
 def test_a_step_killed_mid_playbook_runs_exactly_once(
     s: Scenario, http: LocalServer, operator: OperatorProcess
 ) -> None:
-    s.deployment("app", 3)
-    generation_before = s.apps.read_namespaced_deployment("app", s.namespace).metadata.generation
     http.set_status("/gate", 503)  # holds the playbook at the httpCheck step until the test opens it
-    s.playbook(
-        "exactly-once",
-        [
-            {"name": "restart-app", "restart": {"target": deploy_ref("app")}},
-            {"name": "scale-up", "scale": {"target": deploy_ref("app"), "delta": 2}},
-            {
-                "name": "gate",
-                "httpCheck": {"url": http.url("/gate"), "intervalSeconds": 1},
-                "timeoutSeconds": 120,
-            },
-            {"name": "delete-one", "deletePods": {"selector": {"app": "app"}, "max": 1}},
-            {"name": "wait-app", "waitReady": {"target": deploy_ref("app")}, "timeoutSeconds": 60},
-        ],
-    )
-    s.incident("crash", targets=[deploy_ref("app")])
-
-    s.wait_step("crash", "gate", "Running")
+    generation = start_gated_playbook(s, http.url("/gate"), "crash", replicas=3, gate_timeout=120)
     wait_until(lambda: http.hits("/gate") >= 1, timeout=TIMEOUT, what="the gate polled")
     operator.kill()
     http.set_status("/gate", 200)
     operator.start()
 
-    s.wait_phase("crash", "Resolved")
-    steps = s.steps("crash")
-    assert {name: (st["state"], st["attempts"]) for name, st in steps.items()} == {
-        "restart-app": ("Succeeded", 1),
-        "scale-up": ("Succeeded", 1),
-        "gate": ("Succeeded", 1),
-        "delete-one": ("Succeeded", 1),
-        "wait-app": ("Succeeded", 1),
-    }
-    deployment = s.apps.read_namespaced_deployment("app", s.namespace)
-    assert deployment.spec.replicas == 5  # delta +2 applied once, not twice
-    assert deployment.metadata.generation == generation_before + 2  # one restart, one scale
-    assert len(steps["delete-one"]["pods"]) == 1
-    started = Counter(e.message.split(":")[0] for e in s.events("crash") if e.reason == "StepStarted")
-    assert all(count == 1 for count in started.values()), started
+    assert_gated_playbook_ran_once(s, "crash", replicas=3, generation=generation)
+    assert len(s.steps("crash")["delete-one"]["pods"]) == 1
 
 
 def test_paused_incident_waits_then_runs(s: Scenario) -> None:

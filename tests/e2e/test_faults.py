@@ -11,7 +11,6 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from tests.e2e.conftest import (
     start_local_cluster,
     stop_local_cluster,
 )
-from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.e2e.engine_helpers import TIMEOUT, Scenario, assert_gated_playbook_ran_once, start_gated_playbook
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -125,41 +124,14 @@ def run_through_a_restart(
         lambda: core.read_namespaced_service_account("default", namespace), timeout=60, what="namespace"
     )
     s = Scenario(cluster, operator, namespace)
-    s.deployment("app", 2)
-    generation = s.apps.read_namespaced_deployment("app", namespace).metadata.generation
     http.set_status("/gate", 503)
-    target = {"kind": "Deployment", "name": "app"}
-    s.playbook(
-        "through-a-fault",
-        [
-            {"name": "restart-app", "restart": {"target": target}},
-            {"name": "scale-up", "scale": {"target": target, "delta": 2}},
-            {
-                "name": "gate",
-                "httpCheck": {"url": http.url("/gate"), "intervalSeconds": 1},
-                "timeoutSeconds": 240,
-            },
-            {"name": "delete-one", "deletePods": {"selector": {"app": "app"}, "max": 1}},
-            {"name": "wait-app", "waitReady": {"target": target}, "timeoutSeconds": 120},
-        ],
-    )
-    s.incident("survivor", targets=[target])
-    s.wait_step("survivor", "gate", "Running")
+    generation = start_gated_playbook(s, http.url("/gate"), "survivor", replicas=2, gate_timeout=240)
     wait_until(lambda: http.hits("/gate") >= 1, timeout=TIMEOUT, what="the gate polled")
 
     samples = restart_while_watching(data_dir, component, operator)
     http.set_status("/gate", 200)
 
-    s.wait_phase("survivor", "Resolved")
-    steps = s.steps("survivor")
-    assert {name: (st["state"], st["attempts"]) for name, st in steps.items()} == dict.fromkeys(
-        steps, ("Succeeded", 1)
-    )
-    deployment = s.apps.read_namespaced_deployment("app", namespace)
-    assert deployment.spec.replicas == 4  # +2 once
-    assert deployment.metadata.generation == generation + 2  # one restart, one scale
-    started = Counter(e.message.split(":")[0] for e in s.events("survivor") if e.reason == "StepStarted")
-    assert started == Counter({f"step {n}": 1 for n in steps}), started
+    assert_gated_playbook_ran_once(s, "survivor", replicas=2, generation=generation)
     assert operator.proc is not None
     assert operator.proc.poll() is None  # reconnected by itself
     return samples

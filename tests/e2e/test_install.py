@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from tests.e2e.conftest import (
     opt_in_namespace,
     token_kubeconfig,
 )
-from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.e2e.engine_helpers import TIMEOUT, Scenario, assert_gated_playbook_ran_once, start_gated_playbook
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -314,25 +313,8 @@ def test_the_standby_takes_over_within_the_bound_and_no_step_runs_twice(
     with local_server() as http:
         create_namespace(installed, "failover", opt_in=True)
         s = SaScenario(installed, replicas, "failover")
-        s.deployment("app", 3)
-        generation_before = s.apps.read_namespaced_deployment("app", "failover").metadata.generation
         http.set_status("/gate", 503)  # holds the playbook at the gate until the test opens it
-        s.playbook(
-            "multi-step",
-            [
-                {"name": "restart-app", "restart": {"target": deploy_ref("app")}},
-                {"name": "scale-up", "scale": {"target": deploy_ref("app"), "delta": 2}},
-                {
-                    "name": "gate",
-                    "httpCheck": {"url": http.url("/gate"), "intervalSeconds": 1},
-                    "timeoutSeconds": 180,
-                },
-                {"name": "delete-one", "deletePods": {"selector": {"app": "app"}, "max": 1}},
-                {"name": "wait-app", "waitReady": {"target": deploy_ref("app")}, "timeoutSeconds": 60},
-            ],
-        )
-        s.incident("takeover", targets=[deploy_ref("app")])
-        s.wait_step("takeover", "gate", "Running")
+        generation = start_gated_playbook(s, http.url("/gate"), "takeover", replicas=3, gate_timeout=180)
         wait_until(lambda: http.hits("/gate") >= 1, timeout=TIMEOUT, what="the gate polled")
 
         active = leader(installed, replicas)
@@ -351,20 +333,7 @@ def test_the_standby_takes_over_within_the_bound_and_no_step_runs_twice(
         assert took_over <= FAILOVER_BOUND_S, f"failover took {took_over:.1f}s"
         assert lease_holder(installed) != old_holder
 
-        s.wait_phase("takeover", "Resolved")
-        steps = s.steps("takeover")
-        assert {name: (st["state"], st["attempts"]) for name, st in steps.items()} == {
-            "restart-app": ("Succeeded", 1),
-            "scale-up": ("Succeeded", 1),
-            "gate": ("Succeeded", 1),
-            "delete-one": ("Succeeded", 1),
-            "wait-app": ("Succeeded", 1),
-        }
-        deployment = s.apps.read_namespaced_deployment("app", "failover")
-        assert deployment.spec.replicas == 5  # delta +2 applied once
-        assert deployment.metadata.generation == generation_before + 2  # one restart, one scale
-        started = Counter(e.message.split(":")[0] for e in s.events("takeover") if e.reason == "StepStarted")
-        assert started == Counter({f"step {n}": 1 for n in steps}), started
+        assert_gated_playbook_ran_once(s, "takeover", replicas=3, generation=generation)
         assert standby.proc is not None
         assert standby.proc.poll() is None
         with urllib.request.urlopen(f"http://127.0.0.1:{standby.port}/readyz", timeout=2) as resp:
