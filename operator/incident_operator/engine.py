@@ -2,12 +2,17 @@
 
 Owns the order of effects, which is what makes every step run exactly once:
 1. `planner.plan` computes the next status and intent (pure);
-2. the status is patched (only when it changed) *before* the action: a step is `Running`;
+2. the status is patched *before* the action: a step is `Running`. For actions that persist
+   their own decision before changing anything, or change nothing (`START_UNWRITTEN_ACTIONS`),
+   this write is held and goes out with the action's decision or with the outcome;
 3. the action runs (idempotent per attempt, see `actions`);
-4. `planner.complete` folds the outcome in and the status is patched again.
-Each record becomes a timeline entry (inside the status), a Kubernetes Event and a counter.
-The loop sleeps until the planner's next deadline or a change of the Incident or its
-Playbooks, and survives API errors with a bounded backoff.
+4. `planner.complete` folds the outcome in; the result is held for the next plan, and both go
+   out in one patch, before the next action (so an outcome is always written before anything
+   else acts, and a transition with nothing to do in between costs no write of its own).
+Each record becomes a timeline entry (inside the status), a counter, and for what people read
+in `kubectl describe` a Kubernetes Event (`planner.posts_event`). The loop sleeps until the
+planner's next deadline or a change of the Incident or its Playbooks, and survives API errors
+with a bounded backoff.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from incident_operator.kube import AccessReviews, Kube, api_reason
 from incident_operator.matching import Candidate, Selection, select
 from incident_operator.models import (
     CANCELLABLE_ACTIONS,
+    MUTATING_ACTIONS,
+    START_UNWRITTEN_ACTIONS,
     IncidentSpec,
     IncidentStatus,
     Phase,
@@ -50,6 +57,7 @@ from incident_operator.planner import (
     complete,
     cooldown_until,
     plan,
+    posts_event,
     with_records,
 )
 from incident_operator.runrecords import RunRecorder
@@ -58,6 +66,8 @@ logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
 HEALTH_DEADLINE_S = 30.0
+HELD_WRITE_AFTER_S = 1.0  # a held start is written anyway when its action runs longer than this
+FINAL_WRITE_TIMEOUT_S = 5.0  # on the way out, a held status gets this long to be written
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 EventPoster = Callable[[Record], None]
@@ -137,7 +147,16 @@ class IncidentLoop:
         self.pending: list[Record] = []  # records made outside the loop (failed notifications)
         self.in_flight: set[asyncio.Task[None]] = set()  # notifications being delivered
         self.status = IncidentStatus.model_validate(dict(body.get("status") or {}))
+        self.saved = self.status  # what the API has; `status` may be ahead of it (held)
+        self.held: list[Record] = []  # records of the held status, posted when it is written
+        self.uncounted: list[tuple[Decision, PlaybookEntry | None, bool]] = []  # counted once written
+        self.writing_late = False  # a held start is being written while its action runs
         self.wake = asyncio.Event()
+
+    @property
+    def finished(self) -> bool:
+        """Closed: nothing will ever be left to do."""
+        return self.status.phase is Phase.CLOSED
 
     def concerned_by(self, playbook: str) -> bool:
         """Whether a change of Playbook `playbook` may matter: it runs that one, or none yet (a new
@@ -184,6 +203,23 @@ class IncidentLoop:
                 continue  # an intent ran: plan again at once
             timeout = IDLE_RECHECK_S if wake_at is None else (wake_at - self.clock()).total_seconds()
             await self._sleep(wake, stopped, max(0.0, min(timeout, IDLE_RECHECK_S)))
+        await self._write_held_before_exit()
+
+    async def _write_held_before_exit(self) -> None:
+        """Stopping with an outcome not yet written: write it (bounded), so a restart does not run
+        the step again; if that fails the step is resumed as after a crash."""
+        if not self.dirty:
+            return
+        try:
+            spec = IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
+            await asyncio.wait_for(self._write_held(spec), timeout=FINAL_WRITE_TIMEOUT_S)
+        except Exception as exc:  # on the way out: log, never raise
+            logger.warning("incident %s/%s: last status not written: %s", self.namespace, self.name, exc)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the loop holds status or records the API has not seen yet."""
+        return bool(self.held) or self.status is not self.saved
 
     async def _sleep(
         self, wake: asyncio.Event, stopped: Callable[[], bool], seconds: float, *, interruptible: bool = True
@@ -255,24 +291,49 @@ class IncidentLoop:
                 until, holder = held
                 decision = plan(self._input(spec, selection, until, holder=holder))
             claimed = held is None
-        await self._commit(decision, spec)
         if decision.intent is None:
-            await self._count(decision, chosen, spec, claimed=claimed)
+            await self._commit(decision, spec, counts=(chosen, claimed))
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
+        unwritten = self._start_unwritten(decision.intent, chosen.spec)
+        if unwritten:
+            self._hold(decision, counts=(chosen, claimed))
+        else:
+            await self._commit(decision, spec, counts=(chosen, claimed))
         working = self.status.model_copy(deep=True)
-        outcome = await self._execute_unless_overtaken(decision.intent, spec, chosen.spec, working)
+        outcome = await self._execute_unless_overtaken(
+            decision.intent, spec, chosen.spec, working, write_late=unwritten
+        )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
         after = complete(
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
-        await self._commit(after, spec)
-        await self._count(decision, chosen, spec, claimed=claimed)  # after the action: never delays it
-        await self._count(after, chosen, spec)
-        if after.wake_at is not None:
-            return False, after.wake_at  # e.g. health not held yet: check again at that time
-        return True, None
+        self._hold(after, counts=(chosen, False))
+        if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
+            await self._write_held(spec)
+            return False, after.wake_at
+        return True, None  # plan again at once; the outcome is written with that plan
+
+    def _start_unwritten(self, intent: Intent, playbook: PlaybookSpec) -> bool:
+        if intent.kind == "verify-health":
+            return True  # reads only
+        progress = self.status.playbook
+        if intent.kind != "run-step" or progress is None or intent.step < 0:
+            return False
+        name = progress.steps[intent.step].name
+        step = next((s for s in playbook.steps if s.name == name), None)
+        return step is not None and step.action in START_UNWRITTEN_ACTIONS
+
+    def _hold(self, decision: Decision, *, counts: tuple[PlaybookEntry | None, bool]) -> None:
+        """Keep a decision in memory, to be written with the next one (see the module's order)."""
+        self.status = decision.status
+        self.held.extend(decision.records)
+        self.uncounted.append((decision, *counts))
+
+    async def _write_held(self, spec: IncidentSpec) -> None:
+        if self.dirty:
+            await self._commit(Decision(self.status), spec)
 
     async def _access_problem(self, spec: IncidentSpec, chosen: PlaybookEntry | None) -> str | None:
         """Why the chosen playbook may not run here (a permission the namespace did not grant)."""
@@ -295,22 +356,44 @@ class IncidentLoop:
             self.namespace, denied, username, self.config.file.access.remediatorBinding
         )
 
-    async def _commit(self, decision: Decision, spec: IncidentSpec) -> None:
-        old = self.status
-        patch = status_patch(self.status, decision.status)
+    async def _commit(
+        self,
+        decision: Decision,
+        spec: IncidentSpec,
+        *,
+        counts: tuple[PlaybookEntry | None, bool] | None = None,
+    ) -> None:
+        """Write `decision` together with whatever is held: one status patch, then its Events,
+        counters, Playbook run records and notices (only once the patch succeeded: a failed
+        write keeps everything held for the next attempt)."""
+        old = self.saved
+        records = [*self.held, *decision.records]
+        new = decision.status
+        found = []
+        view = IncidentView(self.namespace, self.name, spec, new.phase or Phase.DETECTED)
+        if self.notifier is not None and records:
+            found = notices(old, new, records, view)
+            if found and new.settled and not old.settled:
+                new = new.model_copy(update={"settled": None})  # settles once they are delivered
+        patch = status_patch(old, new)
         if patch:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
-            metrics.observe_transition(spec, self.status, decision.status)
-            self.status = decision.status
-        for record in decision.records:
-            self.post_event(record)
+            metrics.observe_transition(spec, old, new)
+        self.saved = self.status = new
+        self.held = []
+        uncounted, self.uncounted = self.uncounted, []
+        if counts is not None:
+            uncounted.append((decision, *counts))
+        for record in records:
+            if posts_event(record):
+                self.post_event(record)
             if record.reason == "ResponseTargetBreached":
                 metrics.breach(spec)
         if self.open_incidents is not None:
-            self.open_incidents.update(self.uid, spec, self.status.phase)
-        if self.notifier is not None and decision.records:
-            view = IncidentView(self.namespace, self.name, spec, self.status.phase or Phase.DETECTED)
-            found = notices(old, self.status, decision.records, view)
+            self.open_incidents.update(self.uid, spec, new.phase)
+        for counted, chosen, claimed in uncounted:
+            await self._count(counted, chosen, spec, claimed=claimed)
+        if self.notifier is not None and found:
             for task in self.notifier.send_all(found, view, self._notification_failed):
                 self.in_flight.add(task)
                 task.add_done_callback(self._notice_done)
@@ -323,12 +406,10 @@ class IncidentLoop:
         self.pending.append(Record("NotificationFailed", message, warning=True))
         self.wake.set()
 
-    async def _persist(self, working: IncidentStatus) -> None:
-        """Persist what an action recorded it is about to do, before it does it."""
-        patch = status_patch(self.status, working)
-        if patch:
-            await self.kube.patch_incident_status(self.namespace, self.name, patch)
-            self.status = working.model_copy(deep=True)
+    async def _persist(self, working: IncidentStatus, spec: IncidentSpec) -> None:
+        """Persist what an action recorded it is about to do, before it does it (with the held
+        start of its step, if any)."""
+        await self._commit(Decision(working.model_copy(deep=True)), spec)
 
     def _targets(self, spec: IncidentSpec, chosen: PlaybookEntry) -> list[str]:
         return [f"{r.kind}/{r.name}" for r in actions.workload_targets(spec, chosen.spec)] or ["*"]
@@ -410,25 +491,56 @@ class IncidentLoop:
         await recorder.flush()
 
     async def _execute_unless_overtaken(
-        self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
+        self,
+        intent: Intent,
+        spec: IncidentSpec,
+        playbook: PlaybookSpec,
+        working: IncidentStatus,
+        *,
+        write_late: bool = False,
     ) -> Outcome | None:
         """Run the intent; a waiting step (waitReady, httpCheck) is cancelled if a human resolves
-        or closes the incident meanwhile (returns None). Mutating actions are short and finish."""
+        or closes the incident meanwhile (returns None). Mutating actions are short and finish.
+
+        With `write_late` (its start is held), a read-only action that is still running after
+        HELD_WRITE_AFTER_S gets its start written then, so that a long wait shows as Running."""
         task = asyncio.create_task(self._execute(intent, spec, playbook, working))
         step = working.playbook.steps[intent.step] if working.playbook and intent.step >= 0 else None
-        cancellable = step is not None and step.action in CANCELLABLE_ACTIONS
-        while cancellable and not task.done():
-            self.wake.clear()
-            waiter = asyncio.create_task(self.wake.wait())
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            current = self.body.get("spec") or {}
-            if not task.done() and (current.get("resolution") or current.get("closed")):
-                task.cancel()
+        action = step.action if step is not None else None
+        late: asyncio.Task[None] | None = None
+        if write_late and action not in MUTATING_ACTIONS:
+            late = asyncio.create_task(self._write_held_later(spec))
+        try:
+            cancellable = action in CANCELLABLE_ACTIONS
+            while cancellable and not task.done():
+                self.wake.clear()
+                waiter = asyncio.create_task(self.wake.wait())
+                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                current = self.body.get("spec") or {}
+                if not task.done() and (current.get("resolution") or current.get("closed")):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    return None
+            outcome = await task
+        finally:
+            if late is not None:
+                if not self.writing_late:  # asleep still: not needed; writing: let it finish
+                    late.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                return None
-        return await task
+                    await late
+        return outcome
+
+    async def _write_held_later(self, spec: IncidentSpec) -> None:
+        await asyncio.sleep(HELD_WRITE_AFTER_S)
+        self.writing_late = True
+        try:
+            await self._write_held(spec)
+        except Exception as exc:  # written with the outcome instead
+            logger.debug("incident %s/%s: held start not written: %s", self.namespace, self.name, exc)
+        finally:
+            self.writing_late = False
 
     async def _execute(
         self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
@@ -461,7 +573,7 @@ class IncidentLoop:
             step=step,
             step_status=step_status,
             now=self.clock,
-            persist=lambda: self._persist(working),
+            persist=lambda: self._persist(working, spec),
         )
         outcome = await actions.run(ctx)
         metrics.action_done(step.action, outcome.ok)

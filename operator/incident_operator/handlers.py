@@ -1,4 +1,4 @@
-"""Kopf handlers: framework settings, the per-Incident engine loop, Playbook validation.
+"""Kopf handlers: framework settings, Incident events to the loops' supervisor, Playbook validation.
 
 Handlers are thin: they parse, call the pure core or the engine, and write status. Everything
 kopf-specific is set in `configure` and nowhere else: watch and request timeouts, the finalizer
@@ -14,15 +14,14 @@ import logging
 from typing import Any
 
 import kopf
-from pydantic import ValidationError
 
-from incident_operator import API_GROUP, API_VERSION, attention, conditions, metrics, validation
-from incident_operator.config import OperatorConfig
+from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
 from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, parse_playbook, utc_now
 from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
 from incident_operator.runrecords import RunRecorder
+from incident_operator.supervisor import LiveBody, Supervisor
 
 ANNOTATION_PREFIX = API_GROUP
 FINALIZER = f"{API_GROUP}/finalizer"
@@ -32,6 +31,7 @@ WATCH_SERVER_TIMEOUT_S = 300
 WATCH_CLIENT_TIMEOUT_S = 330
 CONNECT_TIMEOUT_S = 10
 REQUEST_TIMEOUT_S = 30
+LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +51,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    memo.wakeups = {}  # incident uid -> asyncio.Event that wakes its loop
-    memo.loop = asyncio.get_running_loop()
-    memo.loops = {}  # incident uid -> its IncidentLoop (to wake only those a Playbook change concerns)
+    memo.supervisor = None  # the incident loops (built on the first Incident event)
     memo.open_incidents = metrics.OpenIncidents()
     memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
     memo.run_records = RunRecorder(memo.kube)
@@ -65,7 +63,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
-    """On the way out: write what the run recorder still holds."""
+    """On the way out: stop the incident loops (each writes what it holds), then write what the
+    run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
+    if memo.supervisor is not None:
+        await memo.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     memo.run_records_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await memo.run_records_task
@@ -80,86 +81,68 @@ def playbooks_by_namespace(
     return {namespace or "": (name, parse_playbook(name, spec, status))}
 
 
-def _wake(memo: kopf.Memo, uid: str) -> None:
-    """Wake an incident's loop; safe from any thread (kopf may call sync handlers in a thread pool)."""
-    event = memo.wakeups.get(uid)
-    if event is not None:
-        memo.loop.call_soon_threadsafe(event.set)
+def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
+    known = list(index.get(namespace, []))
+    valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
+    return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
 
-@kopf.on.event(API_GROUP, API_VERSION, "incidents")
-def incident_changed(*, uid: str, memo: kopf.Memo, **_: Any) -> None:
-    _wake(memo, uid)
+def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
+    """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
+    Playbook index, which handlers receive, not startup)."""
+    if memo.supervisor is not None:
+        return memo.supervisor  # type: ignore[no-any-return]
 
+    def factory(uid: str, body: LiveBody) -> IncidentLoop:
+        metadata = body.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
-def _needs_loop(spec: kopf.Spec, status: kopf.Status, annotations: kopf.Annotations, **_: Any) -> bool:
-    return attention.needs_loop(spec, status, annotations)
+        def post_event(record: Record) -> None:
+            kopf.event(
+                body.current,  # type: ignore[arg-type]  # a Mapping is what kopf reads
+                type="Warning" if record.warning else "Normal",
+                reason=record.reason,
+                message=record.message,
+            )
 
-
-# Only incidents with something to do keep a task (see `attention`): kopf stops the daemon when
-# the filter stops matching (a settled Resolved incident) and starts it again when it matches.
-@kopf.daemon(API_GROUP, API_VERSION, "incidents", cancellation_timeout=10, when=_needs_loop)
-async def incident_daemon(
-    *,
-    stopped: kopf.DaemonStopped,
-    name: str,
-    namespace: str | None,
-    uid: str,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    assert namespace is not None  # noqa: S101 - Incidents are namespaced
-    config: OperatorConfig = memo.config
-    index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
-    wake = memo.wakeups.setdefault(uid, asyncio.Event())
-
-    def playbooks() -> Playbooks:
-        known = list(index.get(namespace, []))
-        valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
-        return valid, {pb: e for pb, e in known if isinstance(e, str)}
-
-    def post_event(record: Record) -> None:
-        kopf.event(
-            body, type="Warning" if record.warning else "Normal", reason=record.reason, message=record.message
-        )
-
-    async def wake_on_stop() -> None:
-        await stopped.wait()
-        wake.set()
-
-    try:
-        loop = IncidentLoop(
+        return IncidentLoop(
             kube=memo.kube,
             outbound=memo.outbound,
-            config=config,
+            config=memo.config,
             namespace=namespace,
             name=name,
             uid=uid,
             body=body,
-            playbooks=playbooks,
+            playbooks=lambda: _playbooks_of(index, namespace),
             post_event=post_event,
             open_incidents=memo.open_incidents,
             notifier=memo.notifier,
             access_reviews=memo.access_reviews,
             run_records=memo.run_records,
         )
-    except ValidationError as exc:
+
+    def unreadable(body: Any, problem: str) -> None:
         # A status the models refuse cannot be repaired by retrying; resetting it could run
-        # completed steps again. Stop this incident's loop for good and say why, once.
-        memo.wakeups.pop(uid, None)
-        raise kopf.PermanentError(
-            f"status unreadable ({exc.error_count()} problems); not reconciled"
-        ) from None
-    memo.loops[uid] = loop
-    stopper = asyncio.create_task(wake_on_stop())
-    try:
-        await loop.run(lambda: bool(stopped), wake)
-    finally:
-        stopper.cancel()
-        memo.wakeups.pop(uid, None)
-        memo.loops.pop(uid, None)
-        memo.open_incidents.update(uid, None, None)
+        # completed steps again. Not reconciled until the object changes; said once.
+        message = f"status unreadable, not reconciled until it changes: {problem}"
+        metadata = body.get("metadata") or {}
+        logger.warning("incident %s/%s: %s", metadata.get("namespace"), metadata.get("name"), message)
+        kopf.event(body, type="Warning", reason="Unreadable", message=message[:1024])
+
+    memo.supervisor = Supervisor(factory, unreadable)
+    return memo.supervisor  # type: ignore[no-any-return]
+
+
+# No kopf daemon (it would put a finalizer on every Incident: two writes each, and a round trip
+# before a new incident's loop can start): the supervisor starts, wakes and stops the loops of
+# the incidents that have something to do (see `attention`) from their watch events.
+@kopf.on.event(API_GROUP, API_VERSION, "incidents")
+async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
+    supervisor = _supervisor(memo, index)
+    supervisor.observe(type, body)
+    if type == "DELETED":
+        memo.open_incidents.update(body.get("metadata", {}).get("uid", ""), None, None)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")
@@ -170,10 +153,9 @@ async def playbook_changed(
     (only when its spec changed, it came or went: our own status writes wake nobody)."""
     generation = body.get("metadata", {}).get("generation")
     key = (namespace or "", name)
-    if type in ("ADDED", "DELETED", None) or memo.playbook_generations.get(key) != generation:
-        for uid, loop in list(memo.loops.items()):
-            if loop.namespace == namespace and loop.concerned_by(name):
-                _wake(memo, uid)
+    changed = type in ("ADDED", "DELETED", None) or memo.playbook_generations.get(key) != generation
+    if changed and memo.supervisor is not None:
+        memo.supervisor.wake_concerned(namespace, name)
     if type == "DELETED":
         memo.playbook_generations.pop(key, None)
     else:

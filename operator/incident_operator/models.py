@@ -306,14 +306,19 @@ class ActionTraits:
     """Only waits or reads: cancelled when a person resolves or closes the incident meanwhile."""
     target: bool = False
     """Its parameters carry `target` (a workload of the incident, checked after the steps)."""
+    start_unwritten: bool = False
+    """The step's start need not be written before the action runs, because the action either
+    persists its own decision before it changes anything (scale, deletePods) or changes nothing
+    (waitReady, httpCheck). The engine then writes the start together with that decision or with
+    the outcome: one status write per step instead of two, with the same exactly-once guarantee."""
 
 
 ACTIONS: dict[str, ActionTraits] = {
-    "scale": ActionTraits(mutating=True, target=True),
+    "scale": ActionTraits(mutating=True, target=True, start_unwritten=True),
     "restart": ActionTraits(mutating=True, target=True),
-    "deletePods": ActionTraits(mutating=True),
-    "waitReady": ActionTraits(mutating=False, cancellable=True, target=True),
-    "httpCheck": ActionTraits(mutating=False, cancellable=True),
+    "deletePods": ActionTraits(mutating=True, start_unwritten=True),
+    "waitReady": ActionTraits(mutating=False, cancellable=True, target=True, start_unwritten=True),
+    "httpCheck": ActionTraits(mutating=False, cancellable=True, start_unwritten=True),
     "notify": ActionTraits(mutating=False),
     "collectEvidence": ActionTraits(mutating=False),
     "isolate": ActionTraits(mutating=True),
@@ -325,6 +330,7 @@ ACTION_KEYS = tuple(ACTIONS)
 MUTATING_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.mutating)
 CANCELLABLE_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.cancellable)
 TARGET_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.target)
+START_UNWRITTEN_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.start_unwritten)
 
 _ONE_ACTION_RULE = "[" + ", ".join(f"has(self.{key})" for key in ACTION_KEYS) + "].filter(x, x).size() == 1"
 

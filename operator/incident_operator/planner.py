@@ -68,6 +68,23 @@ class Record:
     """Which counter of the Playbook's status this record increments, if any."""
 
 
+TIMELINE_ONLY = frozenset({"StepStarted", "Monitoring"})
+"""Normal records kept in the timeline but not posted as Events: the start of a step is followed
+by its outcome's Event, and Monitoring by Resolved (or a warning), so `kubectl describe` keeps
+one line per thing that happened; `status.timeline` still has every entry."""
+
+
+def posts_event(record: Record) -> bool:
+    """Whether a record is also posted as a Kubernetes Event (every warning and human action is;
+    see TIMELINE_ONLY; the operator's own acknowledgement comes with PlaybookStarted and says the
+    same thing)."""
+    if record.warning or record.actor != "incident-operator":
+        return True
+    if record.reason == "Acknowledged":
+        return False
+    return record.reason not in TIMELINE_ONLY
+
+
 @dataclass
 class Decision:
     status: IncidentStatus

@@ -190,7 +190,7 @@ def start_gated_playbook(s: Scenario, gate: str, incident: str, replicas: int, g
 
 def assert_gated_playbook_ran_once(s: Scenario, incident: str, replicas: int, generation: int) -> None:
     """Resolved, every step Succeeded in one attempt, the Deployment changed once (+2 replicas,
-    one restart and one scale: generation +2), one StepStarted Event per step."""
+    one restart and one scale: generation +2), one StepStarted timeline entry per step."""
     s.wait_phase(incident, "Resolved")
     steps = s.steps(incident)
     assert {name: (st["state"], st["attempts"]) for name, st in steps.items()} == dict.fromkeys(
@@ -199,5 +199,6 @@ def assert_gated_playbook_ran_once(s: Scenario, incident: str, replicas: int, ge
     deployment = s.apps.read_namespaced_deployment("app", s.namespace)
     assert deployment.spec.replicas == replicas + 2  # delta +2 applied once, not twice
     assert deployment.metadata.generation == generation + 2  # one restart, one scale
-    started = Counter(e.message.split(":")[0] for e in s.events(incident) if e.reason == "StepStarted")
+    timeline = s.status(incident)["timeline"]
+    started = Counter(e["message"].split(":")[0] for e in timeline if e["type"] == "StepStarted")
     assert started == Counter({f"step {n}": 1 for n in GATED_STEPS}), started

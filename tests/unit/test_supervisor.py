@@ -1,0 +1,206 @@
+"""The supervisor starts a loop for an incident with work, wakes it on events, stops it when the
+incident settles or goes, reports an unreadable incident once, and stops everything in time."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import pytest
+
+from incident_operator.planner import Record, posts_event
+from incident_operator.supervisor import LiveBody, Supervisor
+
+
+def body(
+    uid: str = "u1", *, phase: str | None = None, settled: bool = False, version: str = "1"
+) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if phase:
+        status["phase"] = phase
+    if settled:
+        status["settled"] = True
+    return {
+        "metadata": {"uid": uid, "name": f"inc-{uid}", "namespace": "ns", "resourceVersion": version},
+        "spec": {"title": "t"},
+        "status": status,
+    }
+
+
+class FakeLoop:
+    """Records how it was run; waits for wakes like the engine's loop does."""
+
+    namespace = "ns"
+
+    def __init__(self, live: LiveBody, *, stubborn: bool = False) -> None:
+        self.live = live
+        self.runs = 0
+        self.wakes = 0
+        self.closed = False
+        self.stubborn = stubborn  # ignores stop requests (a step that never ends)
+
+    @property
+    def finished(self) -> bool:
+        return self.closed
+
+    def concerned_by(self, playbook: str) -> bool:
+        return playbook == "mine"
+
+    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+        self.runs += 1
+        while self.stubborn or not stopped():
+            wake.clear()
+            await wake.wait()
+            self.wakes += 1
+            if (self.live.get("status") or {}).get("phase") == "Closed":
+                self.closed = True
+                return
+
+
+class Harness:
+    def __init__(self, *, stubborn: bool = False, fail: bool = False) -> None:
+        self.loops: dict[str, FakeLoop] = {}
+        self.reported: list[tuple[str, str]] = []
+
+        def factory(uid: str, live: LiveBody) -> FakeLoop:
+            if fail:
+                raise ValueError("status.phase: not a phase")
+            self.loops[uid] = FakeLoop(live, stubborn=stubborn)
+            return self.loops[uid]
+
+        def unreadable(obj: Mapping[str, Any], problem: str) -> None:
+            self.reported.append((obj["metadata"]["uid"], problem))
+
+        self.supervisor = Supervisor(factory, unreadable)
+
+
+def in_loop(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(test())
+
+    return run
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@in_loop
+async def test_a_loop_starts_for_an_open_incident_and_not_for_a_settled_one() -> None:
+    h = Harness()
+    h.supervisor.observe(None, body("open"))
+    h.supervisor.observe(None, body("done", phase="Resolved", settled=True))
+    h.supervisor.observe(None, body("gone", phase="Closed"))
+    await settle()
+    assert set(h.loops) == {"open"}
+    assert len(h.supervisor) == 1
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_events_wake_the_loop_with_the_latest_body_and_settling_stops_it() -> None:
+    h = Harness()
+    h.supervisor.observe("ADDED", body(version="1"))
+    await settle()
+    loop = h.loops["u1"]
+    h.supervisor.observe("MODIFIED", body(phase="Mitigating", version="2"))
+    await settle()
+    assert loop.wakes == 1
+    assert loop.live["metadata"]["resourceVersion"] == "2"
+    h.supervisor.observe("MODIFIED", body(phase="Resolved", settled=True, version="3"))
+    await settle()
+    assert len(h.supervisor) == 0  # the loop exited: nothing to do
+    h.supervisor.observe("MODIFIED", body(phase="Resolved", version="4"))  # e.g. a person closes it
+    await settle()
+    assert len(h.supervisor) == 1
+    assert h.loops["u1"] is not loop
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_a_stop_request_overtaken_by_new_work_keeps_the_same_loop() -> None:
+    h = Harness()
+    h.supervisor.observe("ADDED", body())
+    await settle()
+    loop = h.loops["u1"]
+    h.supervisor.observe("MODIFIED", body(phase="Resolved", settled=True, version="2"))
+    h.supervisor.observe("MODIFIED", body(phase="Resolved", version="3"))  # before the loop looked
+    await settle()
+    assert h.loops["u1"] is loop
+    assert len(h.supervisor) == 1
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_deletion_stops_the_loop_and_closing_ends_it_for_good() -> None:
+    h = Harness()
+    h.supervisor.observe("ADDED", body("a"))
+    h.supervisor.observe("ADDED", body("b"))
+    await settle()
+    h.supervisor.observe("DELETED", body("a"))
+    h.supervisor.observe("MODIFIED", body("b", phase="Closed", version="2"))
+    await settle()
+    assert len(h.supervisor) == 0
+    assert h.loops["b"].closed
+
+
+@in_loop
+async def test_playbook_changes_wake_only_concerned_loops() -> None:
+    h = Harness()
+    h.supervisor.observe("ADDED", body())
+    await settle()
+    h.supervisor.wake_concerned("ns", "other")
+    h.supervisor.wake_concerned("elsewhere", "mine")
+    await settle()
+    assert h.loops["u1"].wakes == 0
+    h.supervisor.wake_concerned("ns", "mine")
+    await settle()
+    assert h.loops["u1"].wakes == 1
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_an_unreadable_incident_is_reported_once_per_version_and_others_go_on() -> None:
+    h = Harness(fail=True)
+    h.supervisor.observe("ADDED", body(version="1"))
+    h.supervisor.observe("MODIFIED", body(version="1"))
+    assert h.reported == [("u1", "ValueError: status.phase: not a phase")]
+    h.supervisor.observe("MODIFIED", body(version="2"))  # changed: looked at again
+    assert len(h.reported) == 2
+    assert len(h.supervisor) == 0
+
+
+@in_loop
+async def test_stop_cancels_loops_that_do_not_finish_within_the_bound() -> None:
+    h = Harness(stubborn=True)
+    for uid in ("a", "b", "c"):
+        h.supervisor.observe("ADDED", body(uid))
+    await settle()
+    started = asyncio.get_running_loop().time()
+    await h.supervisor.stop(timeout=0.2)
+    assert asyncio.get_running_loop().time() - started < 2
+    assert len(h.supervisor) == 0
+    h.supervisor.observe("ADDED", body("late"))  # nothing starts once closing
+    assert len(h.supervisor) == 0
+
+
+@pytest.mark.parametrize(
+    ("record", "posted"),
+    [
+        (Record("Detected", "P2 opened"), True),
+        (Record("PlaybookStarted", "pb"), True),
+        (Record("StepStarted", "step a started"), False),
+        (Record("StepSucceeded", "step a: ok"), True),
+        (Record("Monitoring", "all steps done"), False),
+        (Record("Acknowledged", "by the playbook"), False),
+        (Record("Acknowledged", "by alice", actor="alice"), True),
+        (Record("StepRetrying", "failed", warning=True), True),
+        (Record("Resolved", "resolved"), True),
+    ],
+)
+def test_which_records_become_events(record: Record, posted: bool) -> None:
+    assert posts_event(record) is posted
