@@ -37,6 +37,10 @@ def deployment_body(
     )
 
 
+def deploy_ref(name: str) -> dict[str, str]:
+    return {"kind": "Deployment", "name": name}
+
+
 class Scenario:
     """One namespace of one test: its workloads, playbooks and incidents."""
 

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import Cluster, OperatorProcess
-from tests.e2e.engine_helpers import TIMEOUT, Scenario, assert_gated_playbook_ran_once, start_gated_playbook
+from tests.e2e.engine_helpers import (
+    TIMEOUT,
+    Scenario,
+    assert_gated_playbook_ran_once,
+    deploy_ref,
+    start_gated_playbook,
+)
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -25,10 +31,6 @@ def s(crds_installed: Cluster, operator: OperatorProcess, namespace: str) -> Sce
 def http() -> Iterator[LocalServer]:
     with local_server() as server:
         yield server
-
-
-def deploy_ref(name: str) -> dict[str, str]:
-    return {"kind": "Deployment", "name": name}
 
 
 def test_queue_backlog_scales_workers_to_16_and_resolves(s: Scenario) -> None:

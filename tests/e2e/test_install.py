@@ -30,7 +30,13 @@ from tests.e2e.conftest import (
     opt_in_namespace,
     token_kubeconfig,
 )
-from tests.e2e.engine_helpers import TIMEOUT, Scenario, assert_gated_playbook_ran_once, start_gated_playbook
+from tests.e2e.engine_helpers import (
+    TIMEOUT,
+    Scenario,
+    assert_gated_playbook_ran_once,
+    deploy_ref,
+    start_gated_playbook,
+)
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -169,10 +175,6 @@ class SaScenario(Scenario):
             return f"status={status}\n{logs}"
 
         return describe
-
-
-def deploy_ref(name: str) -> dict[str, str]:
-    return {"kind": "Deployment", "name": name}
 
 
 def test_every_action_runs_as_the_service_account_in_an_opted_in_namespace(
