@@ -26,10 +26,19 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from incident_operator import API_GROUP, API_VERSION, templates
+from incident_operator import templates
 from incident_operator.conditions import format_time
 from incident_operator.config import Limits
-from incident_operator.kube import Kube, api_reason, conflict, not_found, pod_name, pod_ready, secret_value
+from incident_operator.kube import (
+    Kube,
+    api_reason,
+    conflict,
+    not_found,
+    owned_metadata,
+    pod_name,
+    pod_ready,
+    secret_value,
+)
 from incident_operator.models import (
     TARGET_ACTIONS,
     IncidentSpec,
@@ -40,7 +49,7 @@ from incident_operator.models import (
     WorkloadRef,
 )
 from incident_operator.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.planner import Outcome
+from incident_operator.planner import Outcome, pods_to_delete, scale_decision
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +79,6 @@ class ActionContext:
     def deadline(self) -> datetime:
         started = self.step_status.startedAt or self.now()
         return started + timedelta(seconds=self.step.timeoutSeconds)
-
-    def owned_metadata(self, name: str) -> client.V1ObjectMeta:
-        """Metadata of an object this incident creates: labelled with it and garbage-collected with it."""
-        owner = client.V1OwnerReference(
-            api_version=f"{API_GROUP}/{API_VERSION}",
-            kind="Incident",
-            name=self.incident,
-            uid=self.incident_uid,
-        )
-        return client.V1ObjectMeta(
-            name=name, labels={f"{API_GROUP}/incident": self.incident}, owner_references=[owner]
-        )
 
     @property
     def run_id(self) -> str:
@@ -120,13 +117,9 @@ async def scale(ctx: ActionContext) -> Outcome:
         except ApiException as exc:
             return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
         before = workload.spec.replicas if workload.spec.replicas is not None else 1
-        wanted = params.replicas if params.replicas is not None else before + (params.delta or 0)
-        caps = [
-            c
-            for c in (params.max, ctx.playbook.guardrails.maxReplicas, ctx.limits.maxReplicas)
-            if c is not None
-        ]
-        after = max(0, min([wanted, *caps]))
+        after, wanted = scale_decision(
+            before, params, [ctx.playbook.guardrails.maxReplicas, ctx.limits.maxReplicas]
+        )
         st.replicasBefore, st.replicasAfter = before, after
         st.message = f"scaling {ref.kind} {ref.name} {before} -> {after}" + (
             f" (capped from {wanted})" if after != wanted else ""
@@ -200,15 +193,15 @@ async def delete_pods(ctx: ActionContext) -> Outcome:
         refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {params.selector}")
         if refused:
             return refused
-        candidates = [p for p in live if not pod_ready(p)] if params.onlyUnready else live
-        candidates.sort(key=lambda p: (pod_ready(p), pod_name(p)))
         spent = _pods_deleted_so_far(ctx)
         budget = min(params.max, max(0, ctx.limits.maxPodDeletionsPerIncident - spent))
         limit = ctx.playbook.guardrails.maxPodDeletions
         if limit is not None:
             budget = min(budget, max(0, limit - spent))
-        st.pods = [pod_name(p) for p in candidates[:budget]]
-        st.message = f"deleting {len(st.pods)} of {len(candidates)} candidate pods"
+        candidates = [(pod_name(p), pod_ready(p)) for p in live]
+        st.pods = pods_to_delete(candidates, params.onlyUnready, budget)
+        eligible = len([c for c in candidates if not c[1]]) if params.onlyUnready else len(candidates)
+        st.message = f"deleting {len(st.pods)} of {eligible} candidate pods"
         await ctx.persist()
     for name in st.pods:
         try:
@@ -395,16 +388,10 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
     _fit(data, ctx.limits.maxEvidenceBytes)
     name = f"{ctx.incident}-evidence-{ctx.run_id}"
-    body = client.V1ConfigMap(
-        metadata=ctx.owned_metadata(name),
-        data=data,
-    )
     try:
-        await ctx.kube.call(ctx.kube.core.create_namespaced_config_map, ctx.namespace, body)
+        await ctx.kube.write_owned_configmap(ctx.namespace, name, data, ctx.incident, ctx.incident_uid)
     except ApiException as exc:
-        if not conflict(exc):
-            return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
-        await ctx.kube.call(ctx.kube.core.replace_namespaced_config_map, name, ctx.namespace, body)
+        return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
     ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
     return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
@@ -440,7 +427,7 @@ async def isolate(ctx: ActionContext) -> Outcome:
     assert params is not None  # noqa: S101
     name = f"{ctx.incident}-isolate"
     policy = client.V1NetworkPolicy(
-        metadata=ctx.owned_metadata(name),
+        metadata=owned_metadata(name, ctx.incident, ctx.incident_uid),
         spec=client.V1NetworkPolicySpec(
             pod_selector=client.V1LabelSelector(match_labels=params.selector),
             policy_types=["Ingress", "Egress"],

@@ -186,6 +186,26 @@ class Limits(BaseModel):
     """Bytes of log read per pod for evidence."""
 
 
+class AcknowledgementConfig(BaseModel):
+    """`acknowledgement:` in the --config file: who may acknowledge an incident."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    automationCounts: bool = False
+    """A playbook starting acknowledges the incident (the behaviour before 0.3). Off: only a
+    person does (`spec.commander`, `kubectl incident ack`), so time to acknowledge measures the team."""
+
+
+class RepeatsConfig(BaseModel):
+    """`repeats:` in the --config file: when an incident counts as a repeat of an earlier one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windowDays: int = Field(default=30, ge=1, le=366)
+    """An earlier incident in the same namespace with the same alertname (or, for incidents not
+    from an alert, the same category) and the same targets, detected this many days before at most."""
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -198,6 +218,8 @@ class FileConfig(BaseModel):
     access: AccessConfig = AccessConfig()
     egress: EgressConfig = EgressConfig()
     limits: Limits = Limits()
+    acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
+    repeats: RepeatsConfig = RepeatsConfig()
 
 
 class OperatorConfig(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from incident_operator import access, actions, alerts, metrics, validation
+from incident_operator import access, actions, alerts, metrics, postmortem, repeats, validation
 from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import AccessReviews, Kube, api_reason
@@ -66,7 +67,9 @@ logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
 HEALTH_DEADLINE_S = 30.0
-HELD_WRITE_AFTER_S = 1.0  # a held start is written anyway when its action runs longer than this
+HELD_WRITE_AFTER_S = 2.0  # a held start is written anyway when its action runs longer than this
+HEALTH_SETTLE_S = 1.5  # a failing health check is looked at again for this long before it counts
+HEALTH_SETTLE_POLL_S = 0.25
 FINAL_WRITE_TIMEOUT_S = 5.0  # on the way out, a held status gets this long to be written
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
@@ -132,6 +135,7 @@ class IncidentLoop:
         notifier: Notifier | None = None,
         access_reviews: AccessReviews | None = None,
         run_records: RunRecorder | None = None,
+        history: Callable[[repeats.RepeatKey], list[repeats.Seen]] | None = None,
     ) -> None:
         self.kube, self.outbound, self.config = kube, outbound, config
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -143,6 +147,8 @@ class IncidentLoop:
         self.notifier = notifier
         self.access_reviews = access_reviews
         self.run_records = run_records
+        self.history = history  # earlier incidents by repeat key (a kopf index in the operator)
+        self.postmortem_digest: str | None = None  # of the post-mortem last written (or refused)
         self.forbidden: str | None = None  # why the namespace does not let the playbook run, if it does not
         self.pending: list[Record] = []  # records made outside the loop (failed notifications)
         self.in_flight: set[asyncio.Task[None]] = set()  # notifications being delivered
@@ -255,7 +261,17 @@ class IncidentLoop:
             forbidden=self.forbidden,
             busy=bool(self.in_flight or self.pending),
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
+            automation_acknowledges=self.config.file.acknowledgement.automationCounts,
+            escalation_channels=tuple(self.config.file.notifications.escalation.get(spec.severity, ())),
+            repeat_of=self._repeat_of() if self.status.detectedAt is None else None,
         )
+
+    def _repeat_of(self) -> str | None:
+        key = repeats.key_of(self.body.get("spec") or {})
+        if key is None or self.history is None:
+            return None
+        window = timedelta(days=self.config.file.repeats.windowDays)
+        return repeats.previous(self.name, self.clock(), self.history(key), window)
 
     def _alert(self, spec: IncidentSpec) -> AlertState | None:
         if spec.source is None or str(spec.source.type) != "alert":
@@ -375,6 +391,8 @@ class IncidentLoop:
             found = notices(old, new, records, view)
             if found and new.settled and not old.settled:
                 new = new.model_copy(update={"settled": None})  # settles once they are delivered
+        new, refused = await self._write_postmortem(spec, new)
+        records += refused
         patch = status_patch(old, new)
         if patch:
             await self.kube.patch_incident_status(self.namespace, self.name, patch)
@@ -397,6 +415,33 @@ class IncidentLoop:
             for task in self.notifier.send_all(found, view, self._notification_failed):
                 self.in_flight.add(task)
                 task.add_done_callback(self._notice_done)
+
+    async def _write_postmortem(
+        self, spec: IncidentSpec, new: IncidentStatus
+    ) -> tuple[IncidentStatus, list[Record]]:
+        """Once resolved and until closed, keep the post-mortem draft's ConfigMap up to date (it is
+        written before the status that names it). Written again only when its text changes; a
+        refusal (e.g. the namespace has not opted in) is recorded once per text, never retried."""
+        if new.phase not in (Phase.RESOLVED, Phase.CLOSED) or self.saved.phase is Phase.CLOSED:
+            return new, []
+        text = postmortem.render(self.namespace, self.name, spec, new, self.clock())
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if digest == self.postmortem_digest:
+            return new, []
+        self.postmortem_digest = digest
+        name = postmortem.configmap_name(self.name)
+        try:
+            await self.kube.write_owned_configmap(
+                self.namespace, name, {"postmortem.md": text}, self.name, self.uid
+            )
+        except ApiException as exc:
+            if new.postmortemRef is not None:
+                return new, []  # an earlier draft stands; said already or not worth a warning
+            record = Record("PostmortemNotWritten", f"ConfigMap {name}: {api_reason(exc)}", warning=True)
+            return with_records(new, [record], self.clock()), [record]
+        if new.postmortemRef != name:
+            new = new.model_copy(update={"postmortemRef": name})
+        return new, []
 
     def _notice_done(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)
@@ -542,16 +587,24 @@ class IncidentLoop:
         finally:
             self.writing_late = False
 
+    async def _settled_health(self, spec: IncidentSpec, playbook: PlaybookSpec) -> Outcome:
+        """Health, looked at again for a moment when it does not hold yet: a replica a step has
+        just added is usually ready within a second, and waiting here costs no status write (a
+        failed check is written and re-planned a second later)."""
+        deadline = time.monotonic() + HEALTH_SETTLE_S
+        while True:
+            outcome = await actions.verify_health(self.kube, self.outbound, self.namespace, spec, playbook)
+            if outcome.ok or time.monotonic() >= deadline:
+                return outcome
+            await asyncio.sleep(HEALTH_SETTLE_POLL_S)
+
     async def _execute(
         self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
     ) -> Outcome:
         """Carry out `intent`; the action may record in `working` (persisted on its request)."""
         if intent.kind == "verify-health":
             try:  # every health request under one overall deadline
-                return await asyncio.wait_for(
-                    actions.verify_health(self.kube, self.outbound, self.namespace, spec, playbook),
-                    timeout=HEALTH_DEADLINE_S,
-                )
+                return await asyncio.wait_for(self._settled_health(spec, playbook), timeout=HEALTH_DEADLINE_S)
             except TimeoutError:
                 return Outcome(False, f"health checks did not finish within {HEALTH_DEADLINE_S:.0f}s")
         progress = working.playbook

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from incident_operator import API_GROUP, API_VERSION, conditions, metrics, validation
+from incident_operator import API_GROUP, API_VERSION, conditions, metrics, repeats, validation
 from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, parse_playbook, utc_now
 from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
@@ -53,6 +53,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.supervisor = None  # the incident loops (built on the first Incident event)
     memo.open_incidents = metrics.OpenIncidents()
+    memo.action_items = metrics.OpenActionItems()
     memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
     memo.run_records = RunRecorder(memo.kube)
     memo.run_records_task = asyncio.create_task(memo.run_records.run())
@@ -81,13 +82,28 @@ def playbooks_by_namespace(
     return {namespace or "": (name, parse_playbook(name, spec, status))}
 
 
+@kopf.index(API_GROUP, API_VERSION, "incidents")
+def incidents_by_repeat_key(
+    *, namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
+    """Every incident by (namespace, repeat key): what a new incident may repeat (see `repeats`)."""
+    key = repeats.key_of(spec)
+    if key is None:
+        return {}
+    return {(namespace or "", key): repeats.seen_of(name, meta, status)}
+
+
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
     known = list(index.get(namespace, []))
     valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
     return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
 
-def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
+def _supervisor(
+    memo: kopf.Memo,
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
+    seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
+) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     if memo.supervisor is not None:
@@ -119,6 +135,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
             notifier=memo.notifier,
             access_reviews=memo.access_reviews,
             run_records=memo.run_records,
+            history=lambda key: list(seen.get((namespace, key), [])),
         )
 
     def unreadable(body: Any, problem: str) -> None:
@@ -138,11 +155,17 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
 # the incidents that have something to do (see `attention`) from their watch events.
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
-    supervisor = _supervisor(memo, index)
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
     supervisor.observe(type, body)
+    uid = body.get("metadata", {}).get("uid", "")
+    spec = body.get("spec") or {}
     if type == "DELETED":
-        memo.open_incidents.update(body.get("metadata", {}).get("uid", ""), None, None)
+        memo.open_incidents.update(uid, None, None)
+        memo.action_items.update(uid, 0)
+    elif not spec.get("drill"):
+        memo.action_items.update(
+            uid, sum(1 for item in spec.get("actionItems") or [] if not item.get("done"))
+        )
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")

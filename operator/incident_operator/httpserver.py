@@ -1,22 +1,32 @@
 """The operator's HTTP endpoints on one port: `/healthz` (the process serves), `/readyz` (kopf
-has started, or this replica stands by, and the API server answers), `/metrics` (Prometheus)
-and `POST /alertmanager` (the Alertmanager webhook, see `intake`). Owns no Kubernetes state.
+has started, or this replica stands by, and the API server answers), `/metrics` (Prometheus),
+`POST /alertmanager` (the Alertmanager webhook, see `intake`) and `GET /reports/YYYY-MM` (the
+monthly report, computed from the Incidents the API returns, see `report`). Owns no Kubernetes
+state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from incident_operator import report
 from incident_operator.intake import Intake
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
 INTAKE_KEY = web.AppKey("intake", Intake)
 ApiOk = Callable[[], bool]
 API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
+IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
+"""Incidents as the API returns them, of one namespace or (None) of all."""
+LISTER_KEY: web.AppKey[IncidentLister] = web.AppKey("incidents")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,11 +49,36 @@ async def alertmanager(request: web.Request) -> web.Response:
     return await request.app[INTAKE_KEY].handle(request)
 
 
+async def monthly_report(request: web.Request) -> web.Response:
+    """`/reports/YYYY-MM?namespace=NS&format=md|json|html` (default md, all namespaces)."""
+    fmt = request.query.get("format", "md")
+    namespace = request.query.get("namespace") or None
+    try:
+        year, month = report.parse_month(request.match_info["month"])
+        if fmt not in report.FORMATS:
+            raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}, got {fmt!r}")
+    except report.ReportError as exc:
+        return web.Response(status=400, text=f"{exc}\n")
+    if namespace is not None and not _NAMESPACE.match(namespace):
+        return web.Response(status=400, text=f"not a namespace name: {namespace!r}\n")
+    try:
+        incidents = await request.app[LISTER_KEY](namespace)
+    except Exception as exc:  # the API server's answer, said plainly
+        return web.Response(status=503, text=f"cannot list incidents: {type(exc).__name__}: {exc}\n"[:500])
+    built = report.build(incidents, year, month, datetime.now(UTC), namespace)
+    if fmt == "html":  # drawing the chart takes a moment: not on the event loop
+        content_type, body = await asyncio.to_thread(report.render, built, fmt)
+    else:
+        content_type, body = report.render(built, fmt)
+    return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+
+
 def build_app(
     ready: asyncio.Event,
     intake: Intake | None = None,
     max_body_bytes: int = 1_048_576,
     api_ok: Callable[[], bool] = lambda: True,
+    incidents: IncidentLister | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes)
     app[READY_KEY] = ready
@@ -54,6 +89,9 @@ def build_app(
     if intake is not None:
         app[INTAKE_KEY] = intake
         app.router.add_post("/alertmanager", alertmanager)
+    if incidents is not None:
+        app[LISTER_KEY] = incidents
+        app.router.add_get(r"/reports/{month}", monthly_report)
     return app
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -49,6 +49,16 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
     secret = await kube.call(kube.core.read_namespaced_secret, name, namespace)
     raw = (secret.data or {}).get(key)
     return base64.b64decode(raw).decode().strip() if raw else None
+
+
+def owned_metadata(name: str, incident: str, incident_uid: str) -> client.V1ObjectMeta:
+    """Metadata of an object an incident creates: labelled with it and garbage-collected with it."""
+    owner = client.V1OwnerReference(
+        api_version=f"{API_GROUP}/{API_VERSION}", kind="Incident", name=incident, uid=incident_uid
+    )
+    return client.V1ObjectMeta(
+        name=name, labels={f"{API_GROUP}/incident": incident}, owner_references=[owner]
+    )
 
 
 def not_found(exc: BaseException) -> bool:
@@ -167,6 +177,43 @@ class Kube:
             name,
             {"status": status},
         )
+
+    async def write_owned_configmap(
+        self, namespace: str, name: str, data: dict[str, str], incident: str, incident_uid: str
+    ) -> None:
+        """Create or replace ConfigMap `name`, owned by the incident (garbage-collected with it)."""
+        body = client.V1ConfigMap(metadata=owned_metadata(name, incident, incident_uid), data=data)
+        try:
+            await self.call(self.core.create_namespaced_config_map, namespace, body)
+        except ApiException as exc:
+            if not conflict(exc):
+                raise
+            await self.call(self.core.replace_namespaced_config_map, name, namespace, body)
+
+    async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
+            if namespace is None:
+                result = await self.call(
+                    self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, "incidents", **page
+                )
+            else:
+                result = await self.call(
+                    self.custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    "incidents",
+                    **page,
+                )
+            listed = cast(dict[str, Any], result)
+            items += listed.get("items") or []
+            token = (listed.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
         result = await self.call(

@@ -46,6 +46,26 @@ TIME_TO_RESOLVE = Histogram(
     ["severity", "drill"],
     buckets=DURATION_BUCKETS,
 )
+TIME_TO_DETECT = Histogram(
+    "incident_operator_time_to_detect_seconds",
+    "The alert's start (startsAt) to the operator's detection of the incident (MTTD; alert incidents).",
+    ["severity", "drill"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+)
+REPEATS = Counter(
+    "incident_operator_repeat_incidents_total",
+    "Incidents that repeat an earlier one (same alert or category, same targets, inside the window).",
+    ["severity"],
+)
+ESCALATIONS = Counter(
+    "incident_operator_escalations_total",
+    "Escalations: a response target passed with no person acknowledging, and escalation channels paged.",
+    ["severity"],
+)
+ACTION_ITEMS_OPEN = Gauge(
+    "incident_operator_action_items_open",
+    "Action items not done, over the incidents the operator watches (drills excluded).",
+)
 RESPONSE_TARGET_BREACHES = Counter(
     "incident_operator_response_target_breaches_total",
     "Incidents not acknowledged within their severity's response target.",
@@ -93,6 +113,14 @@ def observe_transition(spec: IncidentSpec, old: IncidentStatus, new: IncidentSta
     severity, drill = str(spec.severity), "true" if is_drill(spec) else "false"
     if old.detectedAt is None and new.detectedAt is not None:
         INCIDENTS_TOTAL.labels(severity, str(spec.category), source(spec)).inc()
+        started = spec.source.startsAt if spec.source is not None else None
+        elapsed = _seconds(started, new.detectedAt)
+        if elapsed is not None:
+            TIME_TO_DETECT.labels(severity, drill).observe(elapsed)
+    if old.repeatOf is None and new.repeatOf is not None and drill == "false":
+        REPEATS.labels(severity).inc()
+    if (new.escalations or 0) > (old.escalations or 0) and drill == "false":
+        ESCALATIONS.labels(severity).inc((new.escalations or 0) - (old.escalations or 0))
     for field, histogram in (
         ("acknowledgedAt", TIME_TO_ACKNOWLEDGE),
         ("mitigatedAt", TIME_TO_MITIGATE),
@@ -115,6 +143,24 @@ def is_drill(spec: IncidentSpec) -> bool:
 
 def source(spec: IncidentSpec) -> str:
     return "drill" if is_drill(spec) else (str(spec.source.type) if spec.source else "manual")
+
+
+class OpenActionItems:
+    """Open action items per incident, so `action_items_open` follows the watched incidents
+    (closed ones included: their items stay open until done). Incremental, like OpenIncidents."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._total = 0
+
+    def update(self, uid: str, count: int) -> None:
+        with self._lock:
+            before = self._open.pop(uid, 0)
+            if count:
+                self._open[uid] = count
+            self._total += count - before
+            ACTION_ITEMS_OPEN.set(self._total)
 
 
 class OpenIncidents:

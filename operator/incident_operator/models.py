@@ -8,7 +8,7 @@ models into `crds/*.yaml`; a unit test fails when the committed CRDs drift from 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -94,6 +94,16 @@ class Approval(ApiModel):
     by: str = Field(min_length=1, max_length=253, description="Who approved: the requesting user's name.")
 
 
+class ActionItem(ApiModel):
+    """An improvement action from the post-incident review (seed 7.2)."""
+
+    id: StepName = Field(description="Short id, unique in the incident (e.g. pool-alert).")
+    title: str = Field(min_length=1, max_length=512, description="What is to be done.")
+    owner: str | None = Field(default=None, max_length=256, description="Who does it.")
+    due: date | None = Field(default=None, description="Due date (YYYY-MM-DD); overdue after it.")
+    done: bool | None = Field(default=None, description="Done.")
+
+
 class IncidentSpec(ApiModel):
     """Human intent. The operator never rewrites spec."""
 
@@ -128,6 +138,12 @@ class IncidentSpec(ApiModel):
     resolution: Resolution | None = Field(default=None, description="A human declares it resolved.")
     closed: bool | None = Field(default=None, description="Post-incident review done; read-only history.")
     drill: bool | None = Field(default=None, description="A response drill, kept out of production MTTx.")
+    actionItems: list[ActionItem] | None = Field(
+        default=None,
+        max_length=100,
+        description="Improvement actions from the post-incident review (seed 7.2).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]},
+    )
 
 
 class Condition(ApiModel):
@@ -183,6 +199,11 @@ class TimelineEntry(ApiModel):
     actor: str | None = None
 
 
+class ActionItemCounts(ApiModel):
+    open: int = 0
+    overdue: int = 0
+
+
 class IncidentStatus(ApiModel):
     """Observations, written only by the operator through the status subresource."""
 
@@ -210,6 +231,12 @@ class IncidentStatus(ApiModel):
     settled: bool | None = Field(
         default=None, description="Resolved and nothing left to do: the operator keeps no task for it."
     )
+    repeatOf: str | None = Field(
+        default=None,
+        description="An earlier incident with the same alert (or category) and targets, within the window.",
+    )
+    escalations: int | None = Field(default=None, description="Times the incident was escalated.")
+    actionItems: ActionItemCounts | None = Field(default=None, description="Open and overdue action items.")
 
 
 # ----------------------------------------------------------------------------- Playbook

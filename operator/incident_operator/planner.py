@@ -13,19 +13,21 @@ attempt, and every action is idempotent for a given attempt (see `actions`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
 from incident_operator import conditions as cond
 from incident_operator.matching import Selection
 from incident_operator.models import (
     MUTATING_ACTIONS,
+    ActionItemCounts,
     Condition,
     IncidentSpec,
     IncidentStatus,
     Phase,
     PlaybookProgress,
     PlaybookSpec,
+    ScaleAction,
     Step,
     StepState,
     StepStatus,
@@ -68,10 +70,11 @@ class Record:
     """Which counter of the Playbook's status this record increments, if any."""
 
 
-TIMELINE_ONLY = frozenset({"StepStarted", "Monitoring"})
+TIMELINE_ONLY = frozenset({"StepStarted", "Monitoring", "Repeat"})
 """Normal records kept in the timeline but not posted as Events: the start of a step is followed
-by its outcome's Event, and Monitoring by Resolved (or a warning), so `kubectl describe` keeps
-one line per thing that happened; `status.timeline` still has every entry."""
+by its outcome's Event, Monitoring by Resolved (or a warning), and a repeat shows in
+`status.repeatOf`; so `kubectl describe` keeps one line per thing that happened, and
+`status.timeline` still has every entry."""
 
 
 def posts_event(record: Record) -> bool:
@@ -112,6 +115,12 @@ class PlanInput:
     """How soon to look again while `forbidden`."""
     busy: bool = False
     """Work of the engine's in flight (notifications being delivered): not settled yet."""
+    automation_acknowledges: bool = False
+    """Config `acknowledgement.automationCounts`: a playbook starting acknowledges the incident."""
+    escalation_channels: tuple[str, ...] = ()
+    """Channels a breach of this incident's response target escalates to (config, per severity)."""
+    repeat_of: str | None = None
+    """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
 
 
 @dataclass(frozen=True)
@@ -243,15 +252,25 @@ def plan(inp: PlanInput) -> Decision:
         status.acknowledgeBy = now + inp.response_target
         status.phase = Phase.DETECTED
         b.record("Detected", f"{spec.severity} {spec.category} incident opened: {spec.title}")
+        if inp.repeat_of:
+            status.repeatOf = inp.repeat_of
+            b.record("Repeat", f"a repeat of incident {inp.repeat_of} (same alert or category, same targets)")
 
     if b.phase is Phase.CLOSED:
         return b.decision()
+    open_items = _track_action_items(b)
     if spec.closed:
         _skip_remaining(b, "the incident was closed before this step ran")
         status.closedAt = now
         b.advance(Event.CLOSED)
         b.condition("Reconciling", "False", "Closed", "the incident is closed; it is read-only history")
         b.record("Closed", "post-incident review done; the incident is closed", actor="human")
+        if open_items:
+            b.record(
+                "ClosedWithOpenActionItems",
+                f"closed with {len(open_items)} open action items: {', '.join(open_items)}",
+                actor="human",
+            )
         return b.decision()
 
     if spec.commander and not b.is_true("Acknowledged"):
@@ -327,6 +346,30 @@ def _follow_alert(b: _Builder) -> None:
     b.record("Refired", "the alert fired again: the incident is reopened", warning=True, actor="alertmanager")
 
 
+def _track_action_items(b: _Builder) -> list[str]:
+    """Count open and overdue action items into status and `ActionItemsOpen`; return the open ids.
+    An item is overdue from the day after its due date (UTC)."""
+    items = b.inp.spec.actionItems or []
+    if not items:
+        if b.status.actionItems is not None:
+            b.status.actionItems = None
+            b.condition("ActionItemsOpen", "False", "NoActionItems", "no action items")
+        return []
+    today = b.now.date()
+    open_ids = [item.id for item in items if not item.done]
+    overdue = [item.id for item in items if not item.done and item.due is not None and item.due < today]
+    b.status.actionItems = ActionItemCounts(open=len(open_ids), overdue=len(overdue))
+    if open_ids:
+        message = f"{len(open_ids)} of {len(items)} open" + (f", {len(overdue)} overdue" if overdue else "")
+        b.condition("ActionItemsOpen", "True", "Overdue" if overdue else "Open", message)
+        dues = [i.due for i in items if not i.done and i.due is not None and i.due >= today]
+        if dues:  # wake when the next one becomes overdue
+            b.wake.append(datetime.combine(min(dues) + timedelta(days=1), time.min, tzinfo=UTC))
+    else:
+        b.condition("ActionItemsOpen", "False", "AllDone", f"all {len(items)} action items done")
+    return open_ids
+
+
 def _skip_remaining(b: _Builder, message: str) -> None:
     """Steps that have not finished will not run any more: mark them Skipped, with why."""
     progress = b.status.playbook
@@ -357,6 +400,14 @@ def _check_response_target(b: _Builder) -> None:
             f"({b.inp.spec.severity} response target)",
         ):
             b.record("ResponseTargetBreached", f"{b.inp.spec.severity} response target missed", warning=True)
+            if b.inp.escalation_channels:
+                status.escalations = (status.escalations or 0) + 1
+                b.record(
+                    "Escalated",
+                    "not acknowledged by a person in time: escalated to "
+                    + ", ".join(b.inp.escalation_channels),
+                    warning=True,
+                )
     else:
         b.wake.append(status.acknowledgeBy)
 
@@ -393,7 +444,7 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
     if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound", "InvalidPlaybook"):
         b.condition("Stalled", "False", "PlaybookSelected", selection.message)
     b.record("PlaybookStarted", selection.message, counter="runs")
-    if not b.is_true("Acknowledged"):
+    if b.inp.automation_acknowledges and not b.is_true("Acknowledged"):
         _acknowledge(b, "PlaybookStarted", f"acknowledged: playbook {selection.playbook.name} started")
     return _run_steps(b, playbook)
 
@@ -582,3 +633,23 @@ def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
     if b.condition("Stalled", "True", "HealthNotRestored", message):
         b.record("Stalled", message, warning=True, counter="failed")
     return b.decision()
+
+
+# ----------------------------------------------------------------------------- action decisions
+
+
+def scale_decision(before: int, params: ScaleAction, caps: list[int | None]) -> tuple[int, int]:
+    """(replicas after, replicas wanted before capping) for a scale step from `before`: absolute
+    `replicas` or `delta`, then capped by the step's `max`, the playbook's and the operator's caps.
+    Shared by the action and by `kubectl incident plan`."""
+    wanted = params.replicas if params.replicas is not None else before + (params.delta or 0)
+    limits = [c for c in (params.max, *caps) if c is not None]
+    return max(0, min([wanted, *limits])), wanted
+
+
+def pods_to_delete(pods: list[tuple[str, bool]], only_unready: bool, budget: int) -> list[str]:
+    """Which pods (name, ready) a deletePods step deletes: unready ones first, then by name,
+    at most `budget`; with `only_unready`, no ready pod. Shared by the action and the plugin."""
+    candidates = [p for p in pods if not p[1]] if only_unready else list(pods)
+    candidates.sort(key=lambda p: (p[1], p[0]))
+    return [name for name, _ in candidates[: max(0, budget)]]

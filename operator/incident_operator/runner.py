@@ -90,7 +90,11 @@ async def run(
     ready = asyncio.Event()
     health = ApiHealth(kube)
     app = httpserver.build_app(
-        ready, Intake(kube, config), config.file.alertIntake.maxBodyBytes, api_ok=lambda: health.ok
+        ready,
+        Intake(kube, config),
+        config.file.alertIntake.maxBodyBytes,
+        api_ok=lambda: health.ok,
+        incidents=kube.list_incidents,
     )
     try:
         server = await httpserver.start_server(app, config.http_host, config.http_port)

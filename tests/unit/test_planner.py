@@ -61,6 +61,9 @@ class Run:
         self.alert: AlertState | None = None
         self.forbidden: str | None = None
         self.records: list[str] = []
+        self.automation_acknowledges = False
+        self.escalation: tuple[str, ...] = ()
+        self.repeat_of: str | None = None
 
     def input(self) -> PlanInput:
         selection: Selection = select(self.spec, self.playbooks)
@@ -75,6 +78,9 @@ class Run:
             alert=self.alert,
             forbidden=self.forbidden,
             access_recheck=timedelta(seconds=30),
+            automation_acknowledges=self.automation_acknowledges,
+            escalation_channels=self.escalation,
+            repeat_of=self.repeat_of,
         )
 
     def plan(self) -> Decision:
@@ -118,8 +124,9 @@ def test_a_full_run_moves_through_every_phase() -> None:
     run = Run(incident(), playbook(COLLECT, SCALE))
     first = run.plan()
     assert first.intent == Intent("run-step", 0)
-    assert run.phase() is Phase.INVESTIGATING
-    assert run.condition("Acknowledged")["reason"] == "PlaybookStarted"
+    assert run.phase() is Phase.INVESTIGATING  # Detected -> Investigating: no person acknowledged
+    assert run.condition("Acknowledged") is None  # a playbook starting is not an acknowledgement
+    assert run.status.acknowledgedAt is None
     assert run.step(0).state is StepState.RUNNING
     assert run.step(0).attempts == 1
 
@@ -148,7 +155,6 @@ def test_a_full_run_moves_through_every_phase() -> None:
     assert run.records == [
         "Detected",
         "PlaybookStarted",
-        "Acknowledged",
         "StepStarted",
         "StepSucceeded",
         "StepStarted",
@@ -456,3 +462,86 @@ def test_a_resolved_incident_settles_once_nothing_is_in_flight() -> None:
     run.status = decision.status
     run.plan()
     assert run.status.settled is True
+
+
+def test_with_automation_counting_a_playbook_start_acknowledges_as_before() -> None:
+    run = Run(incident(), playbook(COLLECT))
+    run.automation_acknowledges = True
+    run.plan()
+    assert run.condition("Acknowledged")["reason"] == "PlaybookStarted"
+    assert run.status.acknowledgedAt == T0
+    assert run.records[:3] == ["Detected", "PlaybookStarted", "Acknowledged"]
+
+
+def test_a_p1_that_automation_works_on_breaches_and_escalates_without_a_person() -> None:
+    run = Run(incident(severity="P1"), playbook({"name": "wait", "httpCheck": {"url": "http://x/"}}))
+    run.escalation = ("pager", "team-lead")
+    assert run.plan().intent == Intent("run-step", 0)
+    run.now += timedelta(minutes=15)
+    run.plan()  # the step is still running: nobody acknowledged
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
+    assert run.records.count("Escalated") == 1
+    assert run.status.escalations == 1
+    run.now += timedelta(minutes=5)
+    run.plan()
+    assert run.records.count("Escalated") == 1  # once per breach, not per plan
+    run.spec = incident(severity="P1", commander="alice")
+    run.plan()
+    assert run.condition("Acknowledged")["reason"] == "CommanderAssigned"
+    assert run.phase() is Phase.INVESTIGATING  # phases stay monotonic: no step back to Acknowledged
+
+
+def test_an_incident_automation_resolves_in_time_never_breaches() -> None:
+    run = Run(incident(severity="P1"), playbook(COLLECT, stabilizationSeconds=0))
+    run.escalation = ("pager",)
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent == Intent("verify-health")
+    run.complete(Intent("verify-health"), message="healthy")
+    assert run.phase() is Phase.RESOLVED
+    run.now += timedelta(hours=2)
+    run.plan()
+    assert run.condition("ResponseTargetBreached") is None
+    assert "Escalated" not in run.records
+
+
+def test_a_repeat_is_marked_at_detection() -> None:
+    run = Run(incident())
+    run.repeat_of = "db-down-1"
+    run.plan()
+    assert run.status.repeatOf == "db-down-1"
+    assert run.records[:2] == ["Detected", "Repeat"]
+    run.repeat_of = "something-else"  # looked up again later: detection is not repeated
+    run.plan()
+    assert run.status.repeatOf == "db-down-1"
+
+
+def test_action_items_are_counted_overdue_wakes_and_closing_with_open_ones_is_recorded() -> None:
+    items = [
+        {"id": "pool-alert", "title": "alert on the connection pool", "owner": "bob", "due": "2026-11-28"},
+        {"id": "runbook", "title": "update the runbook", "done": True},
+    ]
+    run = Run(incident(actionItems=items, resolution={"summary": "pool raised"}))
+    decision = run.plan()
+    assert run.status.actionItems is not None
+    assert (run.status.actionItems.open, run.status.actionItems.overdue) == (1, 0)
+    assert run.condition("ActionItemsOpen")["reason"] == "Open"
+    assert decision.wake_at == datetime(2026, 11, 29, tzinfo=UTC)  # the day after it is due
+    run.now = datetime(2026, 11, 29, 0, 0, 1, tzinfo=UTC)
+    run.plan()
+    assert run.status.actionItems.overdue == 1
+    assert run.condition("ActionItemsOpen")["reason"] == "Overdue"
+    run.spec = incident(actionItems=items, resolution={"summary": "pool raised"}, closed=True)
+    run.plan()
+    assert run.phase() is Phase.CLOSED
+    assert run.records[-2:] == ["Closed", "ClosedWithOpenActionItems"]
+    assert "pool-alert" in run.status.timeline[-1].message
+
+
+def test_all_action_items_done_clears_the_condition() -> None:
+    done = [{"id": "a", "title": "x", "done": True}]
+    run = Run(incident(actionItems=done))
+    run.plan()
+    assert run.condition("ActionItemsOpen")["status"] == "False"
+    assert run.status.actionItems is not None
+    assert run.status.actionItems.open == 0
