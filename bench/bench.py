@@ -479,16 +479,18 @@ mean {statistics.mean(writes):.1f}, min {min(writes)}, max {max(writes)} writes 
 |---|---|
 {per_kind}
 
-Where the writes go: one Event per timeline entry (Detected, PlaybookStarted, Acknowledged,
-StepStarted, StepSucceeded, Monitoring, Resolved); incident status patches (start + Running,
-the scale decision persisted before scaling, Succeeded, Monitoring, a health re-check while the
-new replica becomes ready, Resolved); kopf's own metadata patches (its finalizer and daemon
-bookkeeping); the Playbook's run record (start, then the success counter); the scale itself.
+Where the writes go (18 per incident before 2026-11-27; what changed, and why nothing users rely
+on was lost, is in docs/SCALE.md): Events for Detected, PlaybookStarted, StepSucceeded and
+Resolved (the start of a step and Monitoring stay timeline entries: their outcome has an Event);
+incident status patches: the scale decision persisted before scaling (with the run's start), then
+the outcome together with Monitoring, Resolved and settled when health holds at once (one more
+while a new replica becomes ready); the post-mortem ConfigMap; the Playbook's run record (batched
+per Playbook and second: here every incident has its own Playbook, so it is not shared); the
+scale itself. No kopf metadata patches: incidents carry no finalizer.
 
-The latency from create to the first mutating call includes kopf adding its finalizer and
-seeing it back on the watch before the incident's loop starts, one status patch marking the
-step Running, and one persisting the scale decision (what makes a re-run after a crash
-idempotent) before the scale.
+The latency from create to the first mutating call is the watch event reaching the operator,
+its loop planning, one status patch persisting the scale decision (what makes a re-run after a
+crash idempotent), and the scale.
 """
 
 

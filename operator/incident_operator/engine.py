@@ -55,6 +55,7 @@ from incident_operator.planner import (
     Outcome,
     PlanInput,
     Record,
+    check_deadlines,
     complete,
     cooldown_until,
     plan,
@@ -157,6 +158,7 @@ class IncidentLoop:
         self.held: list[Record] = []  # records of the held status, posted when it is written
         self.uncounted: list[tuple[Decision, PlaybookEntry | None, bool]] = []  # counted once written
         self.writing_late = False  # a held start is being written while its action runs
+        self.commit_lock = asyncio.Lock()  # a waiting step's deadline check may write meanwhile
         self.wake = asyncio.Event()
 
     @property
@@ -262,8 +264,19 @@ class IncidentLoop:
             busy=bool(self.in_flight or self.pending),
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
-            escalation_channels=tuple(self.config.file.notifications.escalation.get(spec.severity, ())),
+            escalation_channels=self._escalation_channels(spec),
             repeat_of=self._repeat_of() if self.status.detectedAt is None else None,
+        )
+
+    def _escalation_channels(self, spec: IncidentSpec) -> tuple[str, ...]:
+        """The severity's escalation channels that take incidents of this namespace."""
+        notifications = self.config.file.notifications
+        by_name = {c.name: c for c in notifications.channels}
+        return tuple(
+            name
+            for name in notifications.escalation.get(spec.severity, ())
+            if name in by_name
+            and (not by_name[name].namespaces or self.namespace in by_name[name].namespaces)
         )
 
     def _repeat_of(self) -> str | None:
@@ -318,10 +331,17 @@ class IncidentLoop:
             await self._commit(decision, spec, counts=(chosen, claimed))
         working = self.status.model_copy(deep=True)
         outcome = await self._execute_unless_overtaken(
-            decision.intent, spec, chosen.spec, working, write_late=unwritten
+            decision.intent,
+            spec,
+            chosen.spec,
+            working,
+            write_late=unwritten,
+            deadlines=lambda: self._input(spec, selection, cooldown),
         )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
+        if self._waits(decision.intent, working):
+            working = self.status.model_copy(deep=True)  # a waiting step changed nothing; a deadline may have
         after = complete(
             self._input(spec, selection, cooldown, working), decision.intent, outcome, chosen.spec
         )
@@ -330,6 +350,14 @@ class IncidentLoop:
             await self._write_held(spec)
             return False, after.wake_at
         return True, None  # plan again at once; the outcome is written with that plan
+
+    @staticmethod
+    def _waits(intent: Intent, status: IncidentStatus) -> bool:
+        """A waiting step (it only reads, and may take minutes: CANCELLABLE_ACTIONS)."""
+        progress = status.playbook
+        if intent.kind != "run-step" or progress is None or intent.step < 0:
+            return False
+        return progress.steps[intent.step].action in CANCELLABLE_ACTIONS
 
     def _start_unwritten(self, intent: Intent, playbook: PlaybookSpec) -> bool:
         if intent.kind == "verify-health":
@@ -382,6 +410,15 @@ class IncidentLoop:
         """Write `decision` together with whatever is held: one status patch, then its Events,
         counters, Playbook run records and notices (only once the patch succeeded: a failed
         write keeps everything held for the next attempt)."""
+        async with self.commit_lock:
+            await self._commit_locked(decision, spec, counts)
+
+    async def _commit_locked(
+        self,
+        decision: Decision,
+        spec: IncidentSpec,
+        counts: tuple[PlaybookEntry | None, bool] | None,
+    ) -> None:
         old = self.saved
         records = [*self.held, *decision.records]
         new = decision.status
@@ -543,9 +580,11 @@ class IncidentLoop:
         working: IncidentStatus,
         *,
         write_late: bool = False,
+        deadlines: Callable[[], PlanInput] | None = None,
     ) -> Outcome | None:
         """Run the intent; a waiting step (waitReady, httpCheck) is cancelled if a human resolves
-        or closes the incident meanwhile (returns None). Mutating actions are short and finish.
+        or closes the incident meanwhile (returns None), and while it waits the response target
+        is still watched (`deadlines` gives the plan input). Mutating actions are short and finish.
 
         With `write_late` (its start is held), a read-only action that is still running after
         HELD_WRITE_AFTER_S gets its start written then, so that a long wait shows as Running."""
@@ -560,14 +599,22 @@ class IncidentLoop:
             while cancellable and not task.done():
                 self.wake.clear()
                 waiter = asyncio.create_task(self.wake.wait())
-                await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                due = check_deadlines(deadlines()).wake_at if deadlines is not None else None
+                timeout = None if due is None else max(0.0, (due - self.clock()).total_seconds())
+                await asyncio.wait({task, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
+                if task.done():
+                    break
                 current = self.body.get("spec") or {}
-                if not task.done() and (current.get("resolution") or current.get("closed")):
+                if current.get("resolution") or current.get("closed"):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                     return None
+                if deadlines is not None:
+                    checked = check_deadlines(deadlines())
+                    if checked.records:
+                        await self._commit(checked, spec)
             outcome = await task
         finally:
             if late is not None:

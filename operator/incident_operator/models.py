@@ -207,6 +207,9 @@ class ActionItemCounts(ApiModel):
 class IncidentStatus(ApiModel):
     """Observations, written only by the operator through the status subresource."""
 
+    observedGeneration: int | None = Field(
+        default=None, description="The spec generation the operator last acted on."
+    )
     phase: Phase | None = None
     conditions: list[Condition] | None = Field(
         default=None,

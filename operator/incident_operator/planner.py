@@ -246,6 +246,8 @@ def backoff(attempts: int) -> timedelta:
 def plan(inp: PlanInput) -> Decision:
     b = _Builder(inp)
     spec, status, now = inp.spec, b.status, inp.now
+    if inp.generation is not None and b.phase is not Phase.CLOSED:
+        status.observedGeneration = inp.generation  # this spec has been acted on (see `attention`)
 
     if status.detectedAt is None:
         status.detectedAt = now
@@ -312,6 +314,17 @@ def plan(inp: PlanInput) -> Decision:
             b.record("Stalled", message, warning=True)
         return b.decision()
     return _run_steps(b, playbook)
+
+
+def check_deadlines(inp: PlanInput) -> Decision:
+    """Only the time-driven part of a plan, for while a waiting step runs (it may wait for many
+    minutes): the response target passing unacknowledged is recorded and escalated on time.
+    Changes nothing else; the step's outcome is planned as usual when it comes."""
+    b = _Builder(inp)
+    if b.phase in (Phase.RESOLVED, Phase.CLOSED) or b.is_true("Resolved"):
+        return b.decision()
+    _check_response_target(b)
+    return b.decision()
 
 
 def _follow_alert(b: _Builder) -> None:

@@ -69,7 +69,12 @@ class _Slot:
 
 def _wants_loop(body: Mapping[str, Any]) -> bool:
     metadata = body.get("metadata") or {}
-    return needs_loop(body.get("spec") or {}, body.get("status") or {}, metadata.get("annotations") or {})
+    return needs_loop(
+        body.get("spec") or {},
+        body.get("status") or {},
+        metadata.get("annotations") or {},
+        metadata.get("generation"),
+    )
 
 
 class Supervisor:

@@ -268,8 +268,9 @@ def operator_settings(receivers: LocalServer) -> dict[str, Any]:
         return {"name": name, "type": type_, "urlSecretRef": ref, "namespaces": [NOTIFY_NAMESPACE], **extra}
 
     return {
-        # Short response targets for P3/P4 so that a breach is observable in a test.
-        "responseTargets": {"P3": "PT1H", "P4": "PT3S"},
+        # Short response targets for P1/P4 so that a breach is observable in a test (P1: long
+        # enough for a one-step playbook to resolve an incident before it).
+        "responseTargets": {"P1": "PT10S", "P3": "PT1H", "P4": "PT3S"},
         "notifications": {
             "channels": [
                 channel("ok", "slack"),
@@ -279,7 +280,7 @@ def operator_settings(receivers: LocalServer) -> dict[str, Any]:
                 channel("slow", "webhook", events=["resolved"], timeoutSeconds=0.5, maxAttempts=2),
                 channel("pager", "slack", events=[], template="PAGE {severity} {name}: {event}"),
             ],
-            "escalation": {"P4": ["pager"]},
+            "escalation": {"P1": ["pager"], "P4": ["pager"]},
         },
     }
 

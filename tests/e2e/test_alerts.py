@@ -101,7 +101,8 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
     )
     firing_before = metric(s.operator.port, "incident_operator_alerts_received_total", {"status": "firing"})
     histograms = [
-        f"incident_operator_time_to_{what}_seconds_count" for what in ("acknowledge", "mitigate", "resolve")
+        f"incident_operator_time_to_{what}_seconds_count"
+        for what in ("detect", "acknowledge", "mitigate", "resolve")
     ]
     p1 = {"severity": "P1", "drill": "false"}
     counts_before = [metric(s.operator.port, name, p1) for name in histograms]
@@ -116,6 +117,10 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
     assert (incident["spec"]["severity"], incident["spec"]["category"]) == ("P1", "availability")
     assert incident["spec"]["source"]["type"] == "alert"
     assert incident["spec"]["targets"] == [{"kind": "Deployment", "name": "web"}]
+
+    assert incident["spec"]["source"]["startsAt"]  # the alert's own start: MTTD is measured from it
+    s.patch_incident(name, {"commander": "alice"})  # a person acknowledges
+    s.wait_condition(name, "Acknowledged", reason="CommanderAssigned")
 
     reconciling = s.wait_condition(name, "Reconciling", reason="Monitoring")
     wait_until(
@@ -142,7 +147,7 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
         >= 1
     )
     counts_after = [metric(s.operator.port, name, p1) for name in histograms]
-    assert [after - before for before, after in zip(counts_before, counts_after, strict=True)] == [1, 1, 1]
+    assert [after - before for before, after in zip(counts_before, counts_after, strict=True)] == [1, 1, 1, 1]
     assert (
         metric(
             s.operator.port, "incident_operator_actions_total", {"action": "restart", "result": "succeeded"}

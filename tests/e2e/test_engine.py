@@ -51,9 +51,9 @@ def test_queue_backlog_scales_workers_to_16_and_resolves(s: Scenario) -> None:
     assert steps["scale-workers"]["replicasBefore"] == 2
     assert steps["scale-workers"]["replicasAfter"] == 16
     assert all(step["state"] == "Succeeded" and step["attempts"] == 1 for step in steps.values())
-    assert status["acknowledgedAt"] == status["detectedAt"]  # the playbook acknowledged it
+    assert "acknowledgedAt" not in status  # a playbook starting is not a person acknowledging
     types = [entry["type"] for entry in status["timeline"]]
-    assert types[:3] == ["Detected", "PlaybookStarted", "Acknowledged"]
+    assert types[:3] == ["Detected", "PlaybookStarted", "StepStarted"]
     assert types[-2:] == ["Monitoring", "Resolved"]
     reasons = Counter(event.reason for event in s.events("backlog"))
     assert reasons["StepSucceeded"] == 2

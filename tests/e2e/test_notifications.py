@@ -5,6 +5,7 @@ receivers do, the incident progresses and a failed delivery is recorded."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from kubernetes import client
@@ -102,4 +103,42 @@ def test_a_breach_escalates_to_the_severity_channel(s: Scenario, receivers: Loca
     s.wait_condition("ignored", "ResponseTargetBreached")
     page = wait_until(lambda: receivers.received_at("/pager"), timeout=TIMEOUT, what="the escalation page")
     # Only this namespace's breach: the pager channel is limited to it (other tests' P4 breaches too).
-    assert [p["body"]["text"] for p in page] == ["PAGE P4 ignored: breached"]  # the channel's own template
+    texts = [p["body"]["text"] for p in page if "P4" in p["body"]["text"]]
+    assert texts == ["PAGE P4 ignored: breached"]  # the channel's own template
+    assert s.status("ignored")["escalations"] == 1
+
+
+def test_a_p1_automation_works_on_breaches_and_escalates_but_one_resolved_in_time_does_not(
+    s: Scenario, receivers: LocalServer
+) -> None:
+    """Only a person acknowledges: a playbook working on a P1 does not stop the page (the P1
+    target is 10 s here)."""
+    receivers.set_status("/p1-gate", 503)
+    s.deployment("svc", 1)
+    s.playbook(
+        "p1-slow", [{"name": "gate", "httpCheck": {"url": receivers.url("/p1-gate")}, "timeoutSeconds": 300}]
+    )
+    s.playbook("p1-fast", [{"name": "ready", "waitReady": {"target": {"kind": "Deployment", "name": "svc"}}}])
+    s.incident("p1-slow", severity="P1", title="automation is on it", playbookRef={"name": "p1-slow"})
+    s.incident("p1-fast", severity="P1", title="automation fixes it", playbookRef={"name": "p1-fast"})
+    s.wait_step("p1-slow", "gate", "Running")
+    fast = s.wait_phase("p1-fast", "Resolved")
+
+    s.wait_condition("p1-slow", "ResponseTargetBreached")
+    slow = s.status("p1-slow")
+    assert "acknowledgedAt" not in slow
+    assert slow["escalations"] == 1
+    assert "Escalated" in [e["type"] for e in slow["timeline"]]
+    pages = wait_until(
+        lambda: [p for p in receivers.received_at("/pager") if "P1" in p["body"]["text"]],
+        timeout=TIMEOUT,
+        what="the P1 page",
+    )
+    assert [p["body"]["text"] for p in pages] == ["PAGE P1 p1-slow: breached"]
+
+    # The fast one's deadline has passed too (it was opened at the same time): no breach for it.
+    deadline = datetime.fromisoformat(fast["acknowledgeBy"].replace("Z", "+00:00"))
+    wait_until(lambda: datetime.now(UTC) > deadline, timeout=TIMEOUT, what="the fast one's deadline passed")
+    assert s.condition("p1-fast", "ResponseTargetBreached") is None
+    assert "escalations" not in s.status("p1-fast")
+    s.patch_incident("p1-slow", {"resolution": {"summary": "test over"}})

@@ -47,3 +47,10 @@ def test_the_alert_firing_again_wakes_it_but_an_old_firing_does_not() -> None:
 def test_an_alert_resolving_after_a_human_resolution_is_recorded() -> None:
     assert needs_loop({}, SETTLED, alert("resolved", "2026-11-27T12:00:00.000000Z"))
     assert not needs_loop({}, SETTLED, alert("firing", "2026-11-27T12:00:00.000000Z"))
+
+
+def test_a_spec_change_after_settling_wakes_it_until_acted_on() -> None:
+    acted = {**SETTLED, "observedGeneration": 3}
+    assert not needs_loop({}, acted, {}, generation=3)
+    assert needs_loop({"resolution": {"summary": "x", "rootCause": "y"}}, acted, {}, generation=4)
+    assert not needs_loop({}, {"phase": "Closed", "observedGeneration": 3}, {}, generation=4)

@@ -25,6 +25,7 @@ from incident_operator.planner import (
     Outcome,
     PlanInput,
     bound_timeline,
+    check_deadlines,
     complete,
     plan,
 )
@@ -545,3 +546,18 @@ def test_all_action_items_done_clears_the_condition() -> None:
     assert run.condition("ActionItemsOpen")["status"] == "False"
     assert run.status.actionItems is not None
     assert run.status.actionItems.open == 0
+
+
+def test_while_a_step_waits_only_the_deadline_is_checked() -> None:
+    run = Run(incident(severity="P1"), playbook({"name": "wait", "httpCheck": {"url": "http://x/"}}))
+    run.escalation = ("pager",)
+    first = run.plan()
+    assert first.intent == Intent("run-step", 0)
+    early = check_deadlines(run.input())
+    assert early.wake_at == T0 + timedelta(minutes=15)  # when to look again
+    assert early.records == []
+    run.now += timedelta(minutes=15)
+    due = check_deadlines(run.input())
+    assert [r.reason for r in due.records] == ["ResponseTargetBreached", "Escalated"]
+    assert due.intent is None  # the running step is left alone
+    assert due.status.playbook == run.status.playbook
