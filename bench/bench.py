@@ -40,6 +40,17 @@ LOCALCLUSTER = ROOT / "localcluster" / "localcluster.py"
 GROUP, VERSION = "incident-operator.dev", "v1alpha1"
 RUNS = int(os.environ.get("BENCH_RUNS", "30"))
 ALERT_RUNS = int(os.environ.get("BENCH_ALERT_RUNS", "20"))
+PROFILE = os.environ.get("BENCH_MEMORY_PROFILE") == "1"
+
+
+def profile_env(work: Path) -> dict[str, str]:
+    """With BENCH_MEMORY_PROFILE=1 the operator traces its allocations and writes where its heap
+    is when it exits (docs/memory-profile.txt); BENCHMARKS.md is left alone on such a run."""
+    if not PROFILE:
+        return {}
+    return {"PYTHONTRACEMALLOC": "8", "INCIDENT_OPERATOR_MEMORY_REPORT": str(work / "memory.txt")}
+
+
 STORM_ALERTS = 500
 STORM_NS = "bench-storm"
 TOKEN = "bench-" + os.urandom(8).hex()
@@ -185,7 +196,7 @@ def main() -> int:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": kubeconfig},
+            env={**os.environ, "KUBECONFIG": kubeconfig, **profile_env(work)},
         )
         wait(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200,
@@ -290,6 +301,17 @@ def main() -> int:
         if os.environ.get("BENCH_SCALE", "1") != "0":
             state = json.loads((data_dir / "state.json").read_text())
             report += scale.run(custom, apps, operator.pid, wait, ROOT, state["pids"]["kube-apiserver"])
+        if PROFILE:
+            # tracemalloc slows everything and costs memory itself: keep the profile, not the figures.
+            profile = work / "memory.txt"
+            wait(profile.exists, 60, "the operator's memory report")
+            (ROOT / "docs" / "memory-profile.txt").write_text(
+                f"BENCH_MEMORY_PROFILE=1 make bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                f"after the standing load (sizes {os.environ.get('BENCH_SIZES', '1000,3000,10000')})\n\n"
+                + profile.read_text()
+            )
+            print(profile.read_text())
+            return 0
         (ROOT / "BENCHMARKS.md").write_text(report)
         print(report)
         return 0

@@ -183,6 +183,30 @@ for line in text.splitlines():
         print(line)
 PY
 
+say "After the incident, with the kubectl plugin (kubectl incident, from .venv/bin)"
+PLUGIN_PATH="$ROOT/.venv/bin:$PATH"
+incident() { echo "+ kubectl incident $*"; PATH=$PLUGIN_PATH "$KUBECTL" incident "$@"; }
+incident ack web-outage -n demo --commander alice
+incident resolve web-outage -n demo --summary "restarted web and waited for it to be ready" \
+  --root-cause "the health endpoint hung after a bad config push"
+incident action add web-outage -n demo --id config-check --title "validate config before pushing" \
+  --owner bob --due "$(date -u -d '+14 days' +%Y-%m-%d)"
+"$PYTHON" - "$KUBECTL" <<'PY'
+import subprocess, sys, time
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:  # the operator rewrites the post-mortem from the spec
+    out = subprocess.run([sys.argv[1], "-n", "demo", "get", "configmap", "web-outage-postmortem", "-o",
+                          "jsonpath={.data.postmortem\\.md}"], capture_output=True, text=True).stdout
+    if "config-check" in out and "bad config push" in out:
+        sys.exit(0)
+    time.sleep(0.5)
+sys.exit("the post-mortem was not updated within 60s; see .demo/operator.log")
+PY
+say "The post-mortem draft (ConfigMap web-outage-postmortem): kubectl incident postmortem web-outage"
+PATH=$PLUGIN_PATH "$KUBECTL" incident postmortem web-outage -n demo
+say "This month's report: kubectl incident report --month $(date -u +%Y-%m) -n demo"
+PATH=$PLUGIN_PATH "$KUBECTL" incident report --month "$(date -u +%Y-%m)" -n demo
+
 cat <<MSG
 
 The cluster, the operator and Alertmanager keep running. Use them with:
@@ -190,8 +214,9 @@ The cluster, the operator and Alertmanager keep running. Use them with:
   ${KUBECTL#"$ROOT"/} -n demo get incidents,playbooks,deploy,pods
   ${KUBECTL#"$ROOT"/} -n demo describe incident web-outage     # conditions and Events
   ${AMTOOL[*]} alert add ServiceDown namespace=demo severity=critical
+The plugin (put .venv/bin on PATH): kubectl incident list -n demo, kubectl incident --help
 Close an incident after the review:
-  ${KUBECTL#"$ROOT"/} -n demo patch incident web-outage --type merge -p '{"spec":{"closed":true}}'
+  PATH=.venv/bin:\$PATH ${KUBECTL#"$ROOT"/} incident close web-outage -n demo
 Stop everything with:
   make demo-down
 MSG

@@ -270,7 +270,7 @@ def plan(inp: PlanInput) -> Decision:
         if open_items:
             b.record(
                 "ClosedWithOpenActionItems",
-                f"closed with {len(open_items)} open action items: {', '.join(open_items)}",
+                f"closed with open action items: {', '.join(open_items)}",
                 actor="human",
             )
         return b.decision()

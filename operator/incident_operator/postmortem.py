@@ -190,5 +190,6 @@ def render(namespace: str, name: str, spec: IncidentSpec, status: IncidentStatus
         lines.append("_None yet: `kubectl incident action add NAME --id ID --title TEXT`._")
     open_items = [i.id for i in items if not i.done]
     if status.phase is Phase.CLOSED and open_items:
-        lines += ["", f"_Closed with {len(open_items)} action items open: {', '.join(open_items)}._"]
+        noun = "action item" if len(open_items) == 1 else "action items"
+        lines += ["", f"_Closed with {len(open_items)} {noun} open: {', '.join(open_items)}._"]
     return "\n".join(lines) + "\n"

@@ -192,7 +192,8 @@ def _timing_line(label: str, figure: Mapping[str, Any]) -> str:
         return f"{label}: no data"
     return (
         f"{label}: average {duration(figure['mean'])} "
-        f"(p50 {duration(figure['p50'])}, p90 {duration(figure['p90'])}; {figure['count']} incidents)"
+        f"(p50 {duration(figure['p50'])}, p90 {duration(figure['p90'])}; "
+        f"{figure['count']} incident{'s' if figure['count'] != 1 else ''})"
     )
 
 

@@ -117,10 +117,10 @@ def test_an_incident_from_open_to_closed_with_kubectl_incident(s: Scenario) -> N
     assert s.status("web-down")["actionItems"] == {"open": 1, "overdue": 0}
 
     closed = kubectl(s, "close", "web-down", *ns)
-    assert "closed with 1 open action items: pool-alert" in closed.stderr
+    assert "closed with 1 open action item: pool-alert" in closed.stderr
     s.wait_phase("web-down", "Closed")
     wait_until(
-        lambda: "Closed with 1 action items open: pool-alert" in configmap(s, "web-down-postmortem"),
+        lambda: "Closed with 1 action item open: pool-alert" in configmap(s, "web-down-postmortem"),
         timeout=TIMEOUT,
         what="the final post-mortem",
     )

@@ -195,7 +195,7 @@ def test_the_postmortem_follows_the_seed_template_with_the_timeline_and_the_peop
     assert "pool exhausted | slow queries" in text  # prose keeps its pipes ...
     assert "| Acknowledged | alice | by alice |" in text  # ... table cells stay one cell each
     assert "- [ ] `pool-alert`: alert on the pool (bob, due 2026-11-01) **overdue**" in text
-    assert "_Closed with 1 action items open: pool-alert._" in text
+    assert "_Closed with 1 action item open: pool-alert._" in text
     assert "acknowledge by" in text
 
 
