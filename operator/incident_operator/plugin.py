@@ -318,16 +318,20 @@ def cmd_timeline(api: Api, args: argparse.Namespace) -> None:
 def cmd_postmortem(api: Api, args: argparse.Namespace) -> None:
     incident = api.get(args.name)
     ref = (incident.get("status") or {}).get("postmortemRef")
+    why = "the operator has not written it yet (it does once the incident resolves)"
     if ref:
-        cm = api.core.read_namespaced_config_map(ref, api.namespace)
-        print((cm.data or {}).get("postmortem.md", ""), end="")
-        return
+        try:
+            cm = api.core.read_namespaced_config_map(ref, api.namespace)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            why = "you may not read ConfigMaps in this namespace"
+        else:
+            print((cm.data or {}).get("postmortem.md", ""), end="")
+            return
     spec, status = _parse(incident)
-    print(
-        f"note: the operator has not written {postmortem.configmap_name(args.name)} yet "
-        "(it does once the incident resolves); rendered from the incident now",
-        file=sys.stderr,
-    )
+    name = postmortem.configmap_name(args.name)
+    print(f"note: not from ConfigMap {name}: {why}; rendered from the incident", file=sys.stderr)
     print(postmortem.render(api.namespace, args.name, spec, status, datetime.now(UTC)), end="")
 
 
@@ -428,7 +432,9 @@ def _step_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> st
             patch(ref.name, ns, {"spec": {"replicas": after}}, dry_run="All")
             admitted = "the API server admits it (dry run)"
         except ApiException as exc:
-            admitted = f"the API server refuses it: {_server_error(exc)}"
+            admitted = (
+                f"the API server refuses it for you (the operator's rights differ): {_server_error(exc)}"
+            )
         capped = f" (capped from {wanted})" if wanted != after else ""
         return (
             f"scale {ref.kind}/{ref.name} {before} -> {after}{capped}; {admitted}; "
