@@ -324,7 +324,7 @@ class IncidentLoop:
             await self._commit(decision, spec, counts=(chosen, claimed))
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
-        unwritten = self._start_unwritten(decision.intent, chosen.spec)
+        unwritten = self._start_unwritten(decision.intent, decision.status, chosen.spec)
         if unwritten:
             self._hold(decision, counts=(chosen, claimed))
         else:
@@ -359,10 +359,13 @@ class IncidentLoop:
             return False
         return progress.steps[intent.step].action in CANCELLABLE_ACTIONS
 
-    def _start_unwritten(self, intent: Intent, playbook: PlaybookSpec) -> bool:
+    @staticmethod
+    def _start_unwritten(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> bool:
+        """Whether the status that starts `intent` may be held until the action writes (see
+        START_UNWRITTEN_ACTIONS); `status` is the planned one (a new run starts in it)."""
         if intent.kind == "verify-health":
             return True  # reads only
-        progress = self.status.playbook
+        progress = status.playbook
         if intent.kind != "run-step" or progress is None or intent.step < 0:
             return False
         name = progress.steps[intent.step].name
@@ -426,7 +429,7 @@ class IncidentLoop:
         view = IncidentView(self.namespace, self.name, spec, new.phase or Phase.DETECTED)
         if self.notifier is not None and records:
             found = notices(old, new, records, view)
-            if found and new.settled and not old.settled:
+            if new.settled and not old.settled and self.notifier.would_send(found, view):
                 new = new.model_copy(update={"settled": None})  # settles once they are delivered
         new, refused = await self._write_postmortem(spec, new)
         records += refused

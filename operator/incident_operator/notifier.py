@@ -34,6 +34,10 @@ class Notifier:
         self.tasks: set[asyncio.Task[None]] = set()
         self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
 
+    def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
+        """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
+        return any(channels_for(self.config, notice, view) for notice in notices)
+
     def send_all(
         self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
     ) -> list[asyncio.Task[None]]:
