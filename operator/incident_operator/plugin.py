@@ -292,9 +292,8 @@ def cmd_close(api: Api, args: argparse.Namespace) -> None:
     api.patch_spec(args.name, {"closed": True})
     print(f"{RESOURCE}/{args.name} closed")
     if open_items:
-        print(
-            f"note: closed with {len(open_items)} open action items: {', '.join(open_items)}", file=sys.stderr
-        )
+        noun = "action item" if len(open_items) == 1 else "action items"
+        print(f"note: closed with {len(open_items)} open {noun}: {', '.join(open_items)}", file=sys.stderr)
 
 
 def cmd_timeline(api: Api, args: argparse.Namespace) -> None:
