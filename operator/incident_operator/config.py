@@ -61,7 +61,10 @@ class AlertIntakeConfig(BaseModel):
     """Never open incidents here (the operator's own namespace is always excluded too)."""
 
 
-NotificationEvent = Literal["opened", "phase", "stepFailed", "breached", "resolved"]
+NotificationEvent = Literal[
+    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated"
+]
+ALL_EVENTS: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
 
 
 class SecretRef(BaseModel):
@@ -72,15 +75,45 @@ class SecretRef(BaseModel):
     key: str = "url"
 
 
-class Channel(BaseModel):
-    """Somewhere people hear about incidents: a Slack webhook, a JSON webhook, or a status page."""
+class Smtp(BaseModel):
+    """How an `email` channel reaches its mail server."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    """STARTTLS (port 587), implicit TLS (port 465), or none (only for a relay on the node)."""
+    sender: str = Field(min_length=3, alias="from")
+    usernameSecretRef: SecretRef | None = None
+    passwordSecretRef: SecretRef | None = None
+    caSecretRef: SecretRef | None = None
+    """A PEM bundle to trust for the server's certificate (default: the system's)."""
+
+
+class Channel(BaseModel):
+    """Somewhere people hear about incidents: Slack, a JSON webhook, a status page, email,
+    PagerDuty (Events API v2) or Opsgenie (Alert API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     name: str = Field(min_length=1)
-    type: Literal["slack", "webhook", "statuspage"]
-    urlSecretRef: SecretRef
-    events: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
+    type: Literal["slack", "webhook", "statuspage", "email", "pagerduty", "opsgenie"]
+    urlSecretRef: SecretRef | None = None
+    """slack, webhook, statuspage: the URL posted to."""
+    url: str | None = None
+    """pagerduty, opsgenie: the API's base URL (defaults: PagerDuty's and Opsgenie's)."""
+    keySecretRef: SecretRef | None = None
+    """pagerduty: the integration's routing key; opsgenie: the API key."""
+    smtp: Smtp | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    linkTemplate: str | None = None
+    """A link back to the incident in pages and mail, e.g. 'https://console/{namespace}/{name}'."""
+    events: tuple[NotificationEvent, ...] | None = None
+    """Which notices the channel takes (default: opened, phase, stepFailed, breached, resolved).
+    Paging channels (pagerduty, opsgenie) take none: they page when an escalation level names
+    them, and then hear that incident's acknowledgement and resolution."""
     severities: tuple[Severity, ...] = ()
     """Only incidents of these severities (empty: all)."""
     namespaces: tuple[str, ...] = ()
@@ -90,12 +123,82 @@ class Channel(BaseModel):
     template: str | None = None
     """Message template, e.g. '{severity} {title}: {event}' (fields: see templates.FIELDS)."""
 
-    @field_validator("template")
+    @field_validator("template", "linkTemplate")
     @classmethod
     def _template_is_valid(cls, value: str | None) -> str | None:
         if value is not None:
             templates.check(value)
         return value
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> Channel:
+        needs = {
+            "slack": ("urlSecretRef",),
+            "webhook": ("urlSecretRef",),
+            "statuspage": ("urlSecretRef",),
+            "email": ("smtp", "to"),
+            "pagerduty": ("keySecretRef",),
+            "opsgenie": ("keySecretRef",),
+        }[self.type]
+        missing = [field for field in needs if not getattr(self, field)]
+        if missing:
+            raise ValueError(f"channel {self.name} ({self.type}) needs {', '.join(missing)}")
+        if self.paging and self.events is not None:
+            raise ValueError(
+                f"channel {self.name} ({self.type}) pages through escalation levels; it takes no events"
+            )
+        return self
+
+    @property
+    def paging(self) -> bool:
+        return self.type in ("pagerduty", "opsgenie")
+
+    @property
+    def takes(self) -> tuple[NotificationEvent, ...]:
+        if self.paging:
+            return ()
+        return self.events if self.events is not None else ALL_EVENTS
+
+    @property
+    def api_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        return (
+            "https://events.pagerduty.com/v2/enqueue"
+            if self.type == "pagerduty"
+            else "https://api.opsgenie.com"
+        )
+
+
+class EscalationLevel(BaseModel):
+    """One level of an escalation policy: who is told, and when, while no person has acknowledged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    afterSeconds: int | None = Field(default=None, ge=0, le=7 * 86400)
+    """Seconds after detection; none: when the severity's response target passes."""
+    channels: tuple[str, ...] = Field(min_length=1)
+
+
+class EscalationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    levels: tuple[EscalationLevel, ...] = Field(min_length=1, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_channel_list(cls, value: object) -> object:
+        """The older form, a list of channels: one level, at the response target."""
+        if isinstance(value, list | tuple):
+            return {"levels": [{"channels": list(value)}]}
+        return value
+
+    @model_validator(mode="after")
+    def _in_order(self) -> EscalationPolicy:
+        timed = [level.afterSeconds for level in self.levels if level.afterSeconds is not None]
+        if timed != sorted(timed):
+            raise ValueError("escalation levels must come in the order of their afterSeconds")
+        return self
 
 
 class Notifications(BaseModel):
@@ -104,15 +207,17 @@ class Notifications(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channels: tuple[Channel, ...] = ()
-    escalation: dict[Severity, tuple[str, ...]] = {}
-    """Channels told (in addition) when an incident of that severity breaches its response target."""
+    escalation: dict[Severity, EscalationPolicy] = {}
+    """Per severity, who is told while nobody acknowledges: levels with a delay and channels."""
 
     @model_validator(mode="after")
     def _known_channels(self) -> Notifications:
         names = [c.name for c in self.channels]
         if len(names) != len(set(names)):
             raise ValueError("channel names must be unique")
-        unknown = {n for targets in self.escalation.values() for n in targets} - set(names)
+        unknown = {
+            n for policy in self.escalation.values() for level in policy.levels for n in level.channels
+        } - set(names)
         if unknown:
             raise ValueError(f"escalation names unknown channels: {', '.join(sorted(unknown))}")
         return self

@@ -52,6 +52,7 @@ from incident_operator.planner import (
     AlertState,
     Decision,
     Intent,
+    Level,
     Outcome,
     PlanInput,
     Record,
@@ -264,20 +265,27 @@ class IncidentLoop:
             busy=bool(self.in_flight or self.pending),
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
-            escalation_channels=self._escalation_channels(spec),
+            escalation=self._escalation(spec),
             repeat_of=self._repeat_of() if self.status.detectedAt is None else None,
         )
 
-    def _escalation_channels(self, spec: IncidentSpec) -> tuple[str, ...]:
-        """The severity's escalation channels that take incidents of this namespace."""
+    def _escalation(self, spec: IncidentSpec) -> tuple[Level, ...]:
+        """The severity's escalation levels, each with its channels that take this namespace
+        (a level left with none does not apply here)."""
         notifications = self.config.file.notifications
-        by_name = {c.name: c for c in notifications.channels}
-        return tuple(
-            name
-            for name in notifications.escalation.get(spec.severity, ())
-            if name in by_name
-            and (not by_name[name].namespaces or self.namespace in by_name[name].namespaces)
-        )
+        policy = notifications.escalation.get(spec.severity)
+        if policy is None:
+            return ()
+        scopes = {c.name: c.namespaces for c in notifications.channels}
+        levels = []
+        for level in policy.levels:
+            channels = tuple(
+                n for n in level.channels if n in scopes and (not scopes[n] or self.namespace in scopes[n])
+            )
+            after = None if level.afterSeconds is None else timedelta(seconds=level.afterSeconds)
+            if channels:
+                levels.append(Level(after, channels))
+        return tuple(levels)
 
     def _repeat_of(self) -> str | None:
         key = repeats.key_of(self.body.get("spec") or {})

@@ -59,8 +59,8 @@ REPEATS = Counter(
 )
 ESCALATIONS = Counter(
     "incident_operator_escalations_total",
-    "Escalations: a response target passed with no person acknowledging, and escalation channels paged.",
-    ["severity"],
+    "Escalation levels reached while no person acknowledged (their channels were told), by level.",
+    ["severity", "level"],
 )
 ACTION_ITEMS_OPEN = Gauge(
     "incident_operator_action_items_open",
@@ -119,8 +119,10 @@ def observe_transition(spec: IncidentSpec, old: IncidentStatus, new: IncidentSta
             TIME_TO_DETECT.labels(severity, drill).observe(elapsed)
     if old.repeatOf is None and new.repeatOf is not None and drill == "false":
         REPEATS.labels(severity).inc()
-    if (new.escalations or 0) > (old.escalations or 0) and drill == "false":
-        ESCALATIONS.labels(severity).inc((new.escalations or 0) - (old.escalations or 0))
+    before = len(old.escalation.history) if old.escalation else 0
+    for entry in (new.escalation.history if new.escalation else [])[before:]:
+        if drill == "false":
+            ESCALATIONS.labels(severity, str(entry.level)).inc()
     for field, histogram in (
         ("acknowledgedAt", TIME_TO_ACKNOWLEDGE),
         ("mitigatedAt", TIME_TO_MITIGATE),

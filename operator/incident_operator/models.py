@@ -199,6 +199,19 @@ class TimelineEntry(ApiModel):
     actor: str | None = None
 
 
+class EscalationEntry(ApiModel):
+    level: int = Field(ge=1)
+    at: datetime
+    channels: list[str]
+
+
+class EscalationStatus(ApiModel):
+    """Where the incident's escalation policy stands: the level reached, and when each was."""
+
+    level: int = Field(default=0, ge=0)
+    history: list[EscalationEntry] = Field(default_factory=list)
+
+
 class ActionItemCounts(ApiModel):
     open: int = 0
     overdue: int = 0
@@ -239,6 +252,9 @@ class IncidentStatus(ApiModel):
         description="An earlier incident with the same alert (or category) and targets, within the window.",
     )
     escalations: int | None = Field(default=None, description="Times the incident was escalated.")
+    escalation: EscalationStatus | None = Field(
+        default=None, description="The escalation level reached while nobody acknowledged, and its history."
+    )
     actionItems: ActionItemCounts | None = Field(default=None, description="Open and overdue action items.")
 
 

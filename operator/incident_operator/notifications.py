@@ -1,15 +1,19 @@
 """What to tell people, and in which shape. Pure.
 
 `notices` turns one committed change of an incident (old status, new status, the records of the
-change) into notices: opened, phase, stepFailed, breached, resolved. `channels_for` picks the
-configured channels (plus, on a breach, the severity's escalation channels). `payload` renders a
-notice for a Slack incoming webhook, a generic JSON webhook, or a status page.
+change) into notices: opened, phase, stepFailed, breached, resolved, and for paging: escalated
+(to the level's channels), acknowledged and resolved (to every channel that paged for it).
+`channels_for` picks the channels. `payload` renders a notice for a Slack incoming webhook, a
+generic JSON webhook, a status page, PagerDuty's Events API v2 or Opsgenie's Alert API; `email`
+renders a message (plain text and HTML from the same text).
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from incident_operator.config import Channel, NotificationEvent, Notifications
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase
@@ -32,6 +36,8 @@ STATUSPAGE_IMPACT = {"P1": "critical", "P2": "major", "P3": "minor", "P4": "none
 class Notice:
     event: NotificationEvent
     message: str
+    channels: tuple[str, ...] = ()
+    """Channels this notice goes to whatever they subscribe to (escalation, paging follow-ups)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,9 @@ def notices(
         and new.phase not in (Phase.RESOLVED,)
     ):
         found.append(Notice("phase", f"{title}: {old.phase} -> {new.phase}"))
+    paged = tuple(
+        dict.fromkeys(c for e in (new.escalation.history if new.escalation else []) for c in e.channels)
+    )
     for record in records:
         if record.reason == "StepFailed":
             found.append(Notice("stepFailed", f"{title}: {record.message}"))
@@ -66,27 +75,28 @@ def notices(
                     "breached", f"{title}: not acknowledged within the {view.spec.severity} response target"
                 )
             )
+        elif record.reason == "Escalated":
+            found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
+        elif record.reason == "Acknowledged" and record.actor != "incident-operator" and paged:
+            found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == "Resolved":
-            found.append(Notice("resolved", f"{title}: resolved. {record.message}"))
+            found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
     return found
 
 
 def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> list[Channel]:
-    chosen = [
+    """The channels that take the notice: those subscribed to its event (within their severity
+    and namespace filters), and those it names (the engine chose them for this namespace)."""
+    return [
         c
         for c in config.channels
-        if notice.event in c.events
-        and (not c.severities or view.spec.severity in c.severities)
-        and (not c.namespaces or view.namespace in c.namespaces)
+        if c.name in notice.channels
+        or (
+            notice.event in c.takes
+            and (not c.severities or view.spec.severity in c.severities)
+            and (not c.namespaces or view.namespace in c.namespaces)
+        )
     ]
-    if notice.event == "breached":
-        names = set(config.escalation.get(view.spec.severity, ()))
-        chosen += [
-            c
-            for c in config.channels
-            if c.name in names and c not in chosen and (not c.namespaces or view.namespace in c.namespaces)
-        ]
-    return chosen
 
 
 def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
@@ -105,6 +115,108 @@ def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
         "notice": notice.message,
     }
     return render(channel.template, values)
+
+
+def link(channel: Channel, view: IncidentView) -> str | None:
+    if channel.linkTemplate is None:
+        return None
+    return render(channel.linkTemplate, {"name": view.name, "namespace": view.namespace})
+
+
+PAGERDUTY_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
+PAGERDUTY_ACTION = {"escalated": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}
+
+
+def dedup_key(view: IncidentView) -> str:
+    """One page per incident in the paging system: its trigger, acknowledgement and resolution
+    carry the same key (PagerDuty's dedup_key, Opsgenie's alias)."""
+    return f"incident-operator/{view.namespace}/{view.name}"
+
+
+def pagerduty(channel: Channel, notice: Notice, view: IncidentView, routing_key: str) -> dict[str, object]:
+    """An Events API v2 event: trigger on escalation, acknowledge and resolve afterwards."""
+    event: dict[str, object] = {
+        "routing_key": routing_key,
+        "event_action": PAGERDUTY_ACTION.get(notice.event, "trigger"),
+        "dedup_key": dedup_key(view),
+    }
+    if event["event_action"] == "trigger":
+        targets = ", ".join(f"{t.kind}/{t.name}" for t in view.spec.targets or [])
+        event["payload"] = {
+            "summary": text(channel, notice, view)[:1024],
+            "source": f"{view.namespace}/{view.name}",
+            "severity": PAGERDUTY_SEVERITY[str(view.spec.severity)],
+            "component": targets or None,
+            "group": view.namespace,
+            "class": str(view.spec.category),
+            "custom_details": {
+                "incident": f"{view.namespace}/{view.name}",
+                "title": view.spec.title,
+                "phase": str(view.phase),
+                "kubectl": f"kubectl -n {view.namespace} get incident {view.name}",
+            },
+        }
+        href = link(channel, view)
+        if href:
+            event["links"] = [{"href": href, "text": f"incident {view.namespace}/{view.name}"}]
+    return event
+
+
+OPSGENIE_PRIORITY = {"P1": "P1", "P2": "P2", "P3": "P3", "P4": "P4"}
+
+
+def opsgenie(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, dict[str, object]]:
+    """(path under the API URL, body) of an Alert API request: create on escalation, then
+    acknowledge and close by alias."""
+    alias = dedup_key(view)
+    if notice.event in ("acknowledged", "resolved"):
+        verb = "acknowledge" if notice.event == "acknowledged" else "close"
+        path = f"/v2/alerts/{quote(alias, safe='')}/{verb}?identifierType=alias"
+        return path, {"source": "incident-operator", "note": text(channel, notice, view)[:25000]}
+    href = link(channel, view)
+    details = {"incident": f"{view.namespace}/{view.name}", "phase": str(view.phase)}
+    if href:
+        details["link"] = href
+    return "/v2/alerts", {
+        "message": f"[{view.spec.severity}] {view.spec.title}"[:130],
+        "alias": alias,
+        "description": text(channel, notice, view)[:15000],
+        "priority": OPSGENIE_PRIORITY[str(view.spec.severity)],
+        "source": "incident-operator",
+        "tags": [str(view.spec.category), view.namespace],
+        "details": details,
+    }
+
+
+def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) of a notice: both bodies from the same text."""
+    body = text(channel, notice, view)
+    facts = [
+        ("Incident", f"{view.namespace}/{view.name}"),
+        ("Severity", str(view.spec.severity)),
+        ("Category", str(view.spec.category)),
+        ("Phase", str(view.phase)),
+        ("Commander", view.spec.commander or "none yet"),
+    ]
+    href = link(channel, view)
+    if href:
+        facts.append(("Link", href))
+    subject = f"[{view.spec.severity}] {view.spec.title}: {notice.event}"[:200]
+    plain = (
+        body
+        + "\n\n"
+        + "\n".join(f"{k}: {v}" for k, v in facts)
+        + (f"\n\nkubectl -n {view.namespace} get incident {view.name}\n")
+    )
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
+    )
+    rich = (
+        f"<!doctype html><html><body><p>{html.escape(body)}</p><table>{rows}</table>"
+        f"<p><code>kubectl -n {html.escape(view.namespace)} get incident {html.escape(view.name)}</code></p>"
+        "</body></html>"
+    )
+    return subject, plain, rich
 
 
 def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, object]:

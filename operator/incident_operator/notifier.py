@@ -1,10 +1,11 @@
-"""Sends notices to channels over HTTP, off the incident's loop.
+"""Sends notices to channels (HTTP, PagerDuty, Opsgenie, SMTP), off the incident's loop.
 
 Through the egress policy (`outbound`; channels must use https unless allowed explicitly), an
 explicit timeout per attempt, a bounded number of attempts with exponential
-backoff (honouring a short `Retry-After` on 429), the URL read from a Secret at send time and
-never logged. A notice that could not be delivered is reported back to the incident (timeline
-entry and Warning Event) through `on_failure`; the incident goes on regardless.
+backoff (honouring a short `Retry-After` on 429), URLs, keys and passwords read from Secrets at
+send time (cached a few seconds) and never logged. A notice that could not be delivered is
+reported back to the incident (timeline entry and Warning Event) through `on_failure`; the
+incident goes on regardless.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from incident_operator.config import Channel, Notifications
+from incident_operator import mail, notifications
+from incident_operator.config import Channel, Notifications, SecretRef
 from incident_operator.kube import Kube, api_reason, secret_value
 from incident_operator.notifications import IncidentView, Notice, channels_for, payload
 from incident_operator.outbound import EgressDenied, Outbound, Reply, RequestFailed
@@ -59,10 +61,9 @@ class Notifier:
             logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
             on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
 
-    async def url(self, channel: Channel) -> str:
-        """The channel's URL from its Secret, read at most every SECRET_TTL_S (a rotated URL is
-        used within seconds; a burst of notices reads the Secret once)."""
-        ref = channel.urlSecretRef
+    async def secret(self, ref: SecretRef) -> str:
+        """A value from a Secret, read at most every SECRET_TTL_S (a rotated value is used within
+        seconds; a burst of notices reads the Secret once)."""
         key = (ref.namespace, ref.name, ref.key)
         cached = self.secrets.get(key)
         if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_S:
@@ -75,21 +76,48 @@ class Notifier:
         return value
 
     async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
-        """Deliver one notice; None on success, else why it failed (never the URL)."""
+        """Deliver one notice; None on success, else why it failed (never a URL, key or password)."""
+        refs = [r for r in (channel.urlSecretRef, channel.keySecretRef) if r is not None]
+        if channel.smtp is not None:
+            refs += [r for r in (channel.smtp.usernameSecretRef, channel.smtp.passwordSecretRef) if r]
+            refs += [channel.smtp.caSecretRef] if channel.smtp.caSecretRef else []
         try:
-            url = await self.url(channel)
+            values = {id(ref): await self.secret(ref) for ref in refs}
         except ApiException as exc:
-            return f"Secret {channel.urlSecretRef.namespace}/{channel.urlSecretRef.name}: {api_reason(exc)}"
+            return f"a Secret of channel {channel.name}: {api_reason(exc)}"
         except KeyError as exc:
             return str(exc.args[0])
-        body = payload(channel, notice, view)
+
+        def value(ref: SecretRef | None) -> str | None:
+            return values[id(ref)] if ref is not None else None
+
+        if channel.type == "email":
+            return await self._mail(channel, notice, view, value)
+        headers: dict[str, str] = {}
+        if channel.type == "pagerduty":
+            url = channel.api_url
+            body: object = notifications.pagerduty(channel, notice, view, value(channel.keySecretRef) or "")
+        elif channel.type == "opsgenie":
+            path, body = notifications.opsgenie(channel, notice, view)
+            url = channel.api_url + path
+            headers["Authorization"] = f"GenieKey {value(channel.keySecretRef)}"
+        else:
+            url, body = value(channel.urlSecretRef) or "", payload(channel, notice, view)
+        return await self._post(channel, url, body, headers)
+
+    async def _post(self, channel: Channel, url: str, body: object, headers: dict[str, str]) -> str | None:
         last = "no attempt made"
         for attempt in range(channel.maxAttempts):
             if attempt:
                 await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
             try:
                 response = await self.outbound.request(
-                    "POST", url, json=body, timeout=channel.timeoutSeconds, require_https=True
+                    "POST",
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=channel.timeoutSeconds,
+                    require_https=True,
                 )
             except EgressDenied as exc:
                 return str(exc)  # the policy will not change between attempts
@@ -103,6 +131,40 @@ class Notifier:
                 await asyncio.sleep(_retry_after(response))
             elif response.status_code < 500:
                 break  # 4xx other than 429: retrying will not help
+        return f"{last} after {attempt + 1} attempt(s)"
+
+    async def _mail(
+        self,
+        channel: Channel,
+        notice: Notice,
+        view: IncidentView,
+        value: Callable[[SecretRef | None], str | None],
+    ) -> str | None:
+        smtp = channel.smtp
+        assert smtp is not None  # noqa: S101 - validated with the config
+        subject, plain, rich = notifications.email(channel, notice, view)
+        server = mail.Server(
+            smtp.host,
+            smtp.port,
+            smtp.security,
+            value(smtp.usernameSecretRef),
+            value(smtp.passwordSecretRef),
+            value(smtp.caSecretRef),
+        )
+        envelope = mail.Envelope(smtp.sender, channel.to, channel.cc, subject, plain, rich)
+        last = "no attempt made"
+        for attempt in range(channel.maxAttempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            try:
+                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
+                return None
+            except EgressDenied as exc:
+                return str(exc)
+            except (RequestFailed, mail.MailFailed) as exc:
+                last = str(exc)
+                if last.startswith("SMTP 5"):
+                    break  # a permanent refusal: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
 
 

@@ -70,6 +70,24 @@ class Outbound:
         self.policy = policy
         self.resolver = resolver
 
+    async def address(self, host: str, port: int, *, scheme: str, require_https: bool = False) -> str:
+        """The address to connect to for `host`, once resolved and allowed by the policy (the
+        connection then goes to that address, so a later DNS answer cannot redirect it).
+        Raises EgressDenied or RequestFailed."""
+        if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
+            raise RequestFailed("invalid URL: bad host name", permanent=True)
+        try:
+            ipaddress.ip_address(host)
+            ip = host
+        except ValueError:
+            try:
+                ip = await self.resolver(host, port)
+            except (OSError, UnicodeError) as exc:
+                raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
+        if self.policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
+            raise EgressDenied(host)
+        return ip
+
     async def request(
         self,
         method: str,
@@ -88,19 +106,8 @@ class Outbound:
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise RequestFailed("invalid URL: only http and https are supported", permanent=True)
         host = parsed.host
-        if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
-            raise RequestFailed("invalid URL: bad host name", permanent=True)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        try:
-            ipaddress.ip_address(host)
-            ip = host
-        except ValueError:
-            try:
-                ip = await self.resolver(host, port)
-            except (OSError, UnicodeError) as exc:
-                raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
-        if self.policy.denied(host, ip, port, scheme=parsed.scheme, require_https=require_https):
-            raise EgressDenied(host)
+        ip = await self.address(host, port, scheme=parsed.scheme, require_https=require_https)
         target = parsed.copy_with(host=ip)
         send_headers = {**(headers or {}), "Host": parsed.netloc.decode("ascii")}
         extensions = {"sni_hostname": host} if parsed.scheme == "https" and ip != host else {}

@@ -22,6 +22,8 @@ from incident_operator.models import (
     MUTATING_ACTIONS,
     ActionItemCounts,
     Condition,
+    EscalationEntry,
+    EscalationStatus,
     IncidentSpec,
     IncidentStatus,
     Phase,
@@ -68,6 +70,17 @@ class Record:
     actor: str = "incident-operator"
     playbook_counter: Literal["runs", "succeeded", "failed"] | None = None
     """Which counter of the Playbook's status this record increments, if any."""
+    channels: tuple[str, ...] = ()
+    """Notification channels this record is for in particular (an escalation level's)."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One escalation level as it applies to an incident (its channels that take the namespace)."""
+
+    after: timedelta | None
+    """After detection; None: when the response target passes."""
+    channels: tuple[str, ...]
 
 
 TIMELINE_ONLY = frozenset({"StepStarted", "Monitoring", "Repeat"})
@@ -117,8 +130,8 @@ class PlanInput:
     """Work of the engine's in flight (notifications being delivered): not settled yet."""
     automation_acknowledges: bool = False
     """Config `acknowledgement.automationCounts`: a playbook starting acknowledges the incident."""
-    escalation_channels: tuple[str, ...] = ()
-    """Channels a breach of this incident's response target escalates to (config, per severity)."""
+    escalation: tuple[Level, ...] = ()
+    """The severity's escalation policy (config), levels in order."""
     repeat_of: str | None = None
     """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
 
@@ -180,8 +193,9 @@ class _Builder:
         warning: bool = False,
         actor: str = "incident-operator",
         counter: Literal["runs", "succeeded", "failed"] | None = None,
+        channels: tuple[str, ...] = (),
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor, counter))
+        self.records.append(Record(reason, message, warning, actor, counter, channels))
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),
@@ -296,6 +310,7 @@ def plan(inp: PlanInput) -> Decision:
         return _after_resolution(b, playbook)
 
     _check_response_target(b)
+    _escalate(b)
 
     if spec.paused:
         if b.condition("Reconciling", "False", "Paused", "automation paused by spec.paused"):
@@ -324,6 +339,7 @@ def check_deadlines(inp: PlanInput) -> Decision:
     if b.phase in (Phase.RESOLVED, Phase.CLOSED) or b.is_true("Resolved"):
         return b.decision()
     _check_response_target(b)
+    _escalate(b)
     return b.decision()
 
 
@@ -400,6 +416,33 @@ def _acknowledge(b: _Builder, reason: str, message: str, actor: str = "incident-
     b.record("Acknowledged", message, actor=actor)
 
 
+def _escalate(b: _Builder) -> None:
+    """Reach each escalation level whose time has come while no person has acknowledged: record
+    it (status.escalation, a timeline entry whose notice goes to the level's channels) once."""
+    status, levels = b.status, b.inp.escalation
+    if not levels or b.is_true("Acknowledged") or status.detectedAt is None:
+        return
+    reached = status.escalation.level if status.escalation is not None else 0
+    for number, level in enumerate(levels[reached:], start=reached + 1):
+        due = status.acknowledgeBy if level.after is None else status.detectedAt + level.after
+        if due is None:
+            return
+        if b.now < due:
+            b.wake.append(due)
+            return
+        escalation = status.escalation or EscalationStatus()
+        escalation.level = number
+        escalation.history.append(EscalationEntry(level=number, at=b.now, channels=list(level.channels)))
+        status.escalation = escalation
+        status.escalations = (status.escalations or 0) + 1
+        b.record(
+            "Escalated",
+            f"level {number} of {len(levels)}: {', '.join(level.channels)} (no person has acknowledged)",
+            warning=True,
+            channels=level.channels,
+        )
+
+
 def _check_response_target(b: _Builder) -> None:
     status = b.status
     if b.is_true("Acknowledged") or status.acknowledgeBy is None:
@@ -413,14 +456,6 @@ def _check_response_target(b: _Builder) -> None:
             f"({b.inp.spec.severity} response target)",
         ):
             b.record("ResponseTargetBreached", f"{b.inp.spec.severity} response target missed", warning=True)
-            if b.inp.escalation_channels:
-                status.escalations = (status.escalations or 0) + 1
-                b.record(
-                    "Escalated",
-                    "not acknowledged by a person in time: escalated to "
-                    + ", ".join(b.inp.escalation_channels),
-                    warning=True,
-                )
     else:
         b.wake.append(status.acknowledgeBy)
 

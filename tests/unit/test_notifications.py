@@ -53,7 +53,10 @@ def test_channels_filter_by_event_severity_namespace_and_escalate_on_breach() ->
         escalation={Severity.P1: ("pager", "payments-pager")},
     )
     assert [c.name for c in channels_for(config, Notice("opened", "m"), VIEW)] == ["all"]
-    assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW)] == ["all", "pager"]
+    assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW)] == ["all"]
+    escalated = Notice("escalated", "m", channels=("pager",))  # the engine names the level's channels
+    assert [c.name for c in channels_for(config, escalated, VIEW)] == ["pager"]
+    assert config.escalation[Severity.P1].levels[0].afterSeconds is None  # the list form: at the target
 
 
 def test_escalation_to_an_unknown_channel_is_a_config_error() -> None:

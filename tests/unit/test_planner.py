@@ -22,6 +22,7 @@ from incident_operator.planner import (
     AlertState,
     Decision,
     Intent,
+    Level,
     Outcome,
     PlanInput,
     bound_timeline,
@@ -63,7 +64,7 @@ class Run:
         self.forbidden: str | None = None
         self.records: list[str] = []
         self.automation_acknowledges = False
-        self.escalation: tuple[str, ...] = ()
+        self.escalation: tuple[Level, ...] = ()
         self.repeat_of: str | None = None
 
     def input(self) -> PlanInput:
@@ -80,7 +81,7 @@ class Run:
             forbidden=self.forbidden,
             access_recheck=timedelta(seconds=30),
             automation_acknowledges=self.automation_acknowledges,
-            escalation_channels=self.escalation,
+            escalation=self.escalation,
             repeat_of=self.repeat_of,
         )
 
@@ -476,7 +477,7 @@ def test_with_automation_counting_a_playbook_start_acknowledges_as_before() -> N
 
 def test_a_p1_that_automation_works_on_breaches_and_escalates_without_a_person() -> None:
     run = Run(incident(severity="P1"), playbook({"name": "wait", "httpCheck": {"url": "http://x/"}}))
-    run.escalation = ("pager", "team-lead")
+    run.escalation = (Level(None, ("pager", "team-lead")),)
     assert run.plan().intent == Intent("run-step", 0)
     run.now += timedelta(minutes=15)
     run.plan()  # the step is still running: nobody acknowledged
@@ -494,7 +495,7 @@ def test_a_p1_that_automation_works_on_breaches_and_escalates_without_a_person()
 
 def test_an_incident_automation_resolves_in_time_never_breaches() -> None:
     run = Run(incident(severity="P1"), playbook(COLLECT, stabilizationSeconds=0))
-    run.escalation = ("pager",)
+    run.escalation = (Level(None, ("pager",)),)
     run.plan()
     run.complete(Intent("run-step", 0))
     assert run.plan().intent == Intent("verify-health")
@@ -550,7 +551,7 @@ def test_all_action_items_done_clears_the_condition() -> None:
 
 def test_while_a_step_waits_only_the_deadline_is_checked() -> None:
     run = Run(incident(severity="P1"), playbook({"name": "wait", "httpCheck": {"url": "http://x/"}}))
-    run.escalation = ("pager",)
+    run.escalation = (Level(None, ("pager",)),)
     first = run.plan()
     assert first.intent == Intent("run-step", 0)
     early = check_deadlines(run.input())
@@ -561,3 +562,48 @@ def test_while_a_step_waits_only_the_deadline_is_checked() -> None:
     assert [r.reason for r in due.records] == ["ResponseTargetBreached", "Escalated"]
     assert due.intent is None  # the running step is left alone
     assert due.status.playbook == run.status.playbook
+
+
+def test_escalation_levels_follow_their_delays_until_a_person_acknowledges() -> None:
+    """P1: on-call at once, the team lead after 15 min, management after 30 min."""
+    run = Run(incident(severity="P1"), playbook({"name": "wait", "httpCheck": {"url": "http://x/"}}))
+    run.escalation = (
+        Level(timedelta(0), ("oncall",)),
+        Level(timedelta(minutes=15), ("team-lead",)),
+        Level(timedelta(minutes=30), ("management",)),
+    )
+    first = run.plan()
+    assert run.status.escalation is not None
+    assert run.status.escalation.level == 1  # at once
+    escalated = [r for r in first.records if r.reason == "Escalated"]
+    assert [r.channels for r in escalated] == [("oncall",)]
+    assert first.wake_at == T0 + timedelta(minutes=15)  # the next level (before the 15 min target? equal)
+    run.now += timedelta(minutes=14)
+    assert check_deadlines(run.input()).status.escalation.level == 1  # type: ignore[union-attr]
+    run.now = T0 + timedelta(minutes=15)
+    due = check_deadlines(run.input())
+    assert [r.reason for r in due.records] == ["ResponseTargetBreached", "Escalated"]
+    assert due.records[-1].channels == ("team-lead",)
+    run.status = due.status
+    run.now = T0 + timedelta(minutes=20)
+    run.spec = incident(severity="P1", commander="alice")
+    run.plan()  # a person acknowledges: no level after this one
+    run.now = T0 + timedelta(minutes=45)
+    late = check_deadlines(run.input())
+    assert not [r for r in late.records if r.reason == "Escalated"]
+    assert run.status.escalation is not None
+    assert [(e.level, e.channels) for e in run.status.escalation.history] == [
+        (1, ["oncall"]),
+        (2, ["team-lead"]),
+    ]
+    assert run.status.escalations == 2
+
+
+def test_levels_missed_while_the_operator_was_away_are_all_recorded_once() -> None:
+    run = Run(incident(severity="P2"))
+    run.escalation = (Level(timedelta(minutes=5), ("a",)), Level(timedelta(minutes=10), ("b",)))
+    run.plan()
+    run.now += timedelta(hours=1)
+    run.plan()
+    run.plan()
+    assert run.records.count("Escalated") == 2
