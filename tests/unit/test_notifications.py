@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from incident_operator.config import Channel, Notifications
+from incident_operator.config import Channel, EscalationPolicy, Notifications
 from incident_operator.models import IncidentSpec, IncidentStatus, Phase, Severity
 from incident_operator.notifications import IncidentView, Notice, channels_for, notices, payload
 from incident_operator.planner import Record
@@ -50,7 +50,7 @@ def test_channels_filter_by_event_severity_namespace_and_escalate_on_breach() ->
             channel("pager", events=[]),
             channel("payments-pager", events=[], namespaces=["payments"]),
         ),
-        escalation={Severity.P1: ("pager", "payments-pager")},
+        escalation={Severity.P1: EscalationPolicy.model_validate(["pager", "payments-pager"])},
     )
     assert [c.name for c in channels_for(config, Notice("opened", "m"), VIEW)] == ["all"]
     assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW)] == ["all"]
@@ -61,7 +61,7 @@ def test_channels_filter_by_event_severity_namespace_and_escalate_on_breach() ->
 
 def test_escalation_to_an_unknown_channel_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="escalation names unknown channels: ghost"):
-        Notifications(channels=(channel("a"),), escalation={Severity.P1: ("ghost",)})
+        Notifications.model_validate({"channels": [channel("a")], "escalation": {"P1": ["ghost"]}})
 
 
 def test_payload_shapes_and_templates() -> None:
@@ -78,3 +78,123 @@ def test_payload_shapes_and_templates() -> None:
 def test_a_bad_channel_template_is_a_config_error() -> None:
     with pytest.raises(ValidationError, match="unknown field"):
         channel("bad", template="{secret_url}")
+
+
+KEY = {"namespace": "ops", "name": "paging", "key": "key"}
+
+
+def test_paging_channels_need_their_key_and_take_no_events() -> None:
+    with pytest.raises(ValidationError, match=r"channel pd \(pagerduty\) needs keySecretRef"):
+        Channel.model_validate({"name": "pd", "type": "pagerduty"})
+    with pytest.raises(ValidationError, match="pages through escalation levels"):
+        Channel.model_validate({"name": "pd", "type": "pagerduty", "keySecretRef": KEY, "events": ["opened"]})
+    with pytest.raises(ValidationError, match=r"channel mail \(email\) needs smtp, to"):
+        Channel.model_validate({"name": "mail", "type": "email"})
+    with pytest.raises(ValidationError, match="in the order of their afterSeconds"):
+        Notifications.model_validate(
+            {
+                "channels": [{"name": "a", "type": "slack", "urlSecretRef": REF}],
+                "escalation": {
+                    "P1": {
+                        "levels": [
+                            {"afterSeconds": 60, "channels": ["a"]},
+                            {"afterSeconds": 0, "channels": ["a"]},
+                        ]
+                    }
+                },
+            }
+        )
+
+
+def test_an_escalation_pages_and_a_person_acknowledging_and_resolving_follow_up_where_it_paged() -> None:
+    from incident_operator.models import EscalationEntry, EscalationStatus
+
+    paged = status(Phase.INVESTIGATING)
+    paged.escalation = EscalationStatus(
+        level=1,
+        history=[EscalationEntry(level=1, at=datetime(2026, 1, 1, tzinfo=UTC), channels=["pd", "og"])],
+    )
+    escalated = notices(
+        status(Phase.INVESTIGATING),
+        paged,
+        [Record("Escalated", "level 1 of 2: pd, og", True, channels=("pd", "og"))],
+        VIEW,
+    )
+    assert [(n.event, n.channels) for n in escalated] == [("escalated", ("pd", "og"))]
+    acked = notices(paged, paged, [Record("Acknowledged", "by alice", actor="alice")], VIEW)
+    assert [(n.event, n.channels) for n in acked] == [("acknowledged", ("pd", "og"))]
+    resolved = notices(paged, paged, [Record("Resolved", "ok")], VIEW)
+    assert [(n.event, n.channels) for n in resolved] == [("resolved", ("pd", "og"))]
+    never_paged = notices(
+        status(Phase.INVESTIGATING),
+        status(Phase.INVESTIGATING),
+        [Record("Acknowledged", "x", actor="bob")],
+        VIEW,
+    )
+    assert never_paged == []
+
+
+def test_pagerduty_events_share_one_dedup_key_and_map_the_severity() -> None:
+    from incident_operator.notifications import pagerduty
+
+    pd = Channel.model_validate(
+        {
+            "name": "pd",
+            "type": "pagerduty",
+            "keySecretRef": KEY,
+            "linkTemplate": "https://console/{namespace}/{name}",
+        }
+    )
+    trigger = pagerduty(pd, Notice("escalated", "escalated, level 1"), VIEW, "R0UTING")
+    assert trigger["event_action"] == "trigger"
+    assert trigger["routing_key"] == "R0UTING"
+    assert trigger["dedup_key"] == "incident-operator/shop/web-outage"
+    assert trigger["payload"]["severity"] == "critical"
+    assert trigger["links"] == [
+        {"href": "https://console/shop/web-outage", "text": "incident shop/web-outage"}
+    ]
+    ack = pagerduty(pd, Notice("acknowledged", "by alice"), VIEW, "R0UTING")
+    resolve = pagerduty(pd, Notice("resolved", "ok"), VIEW, "R0UTING")
+    assert (ack["event_action"], resolve["event_action"]) == ("acknowledge", "resolve")
+    assert ack["dedup_key"] == resolve["dedup_key"] == trigger["dedup_key"]
+    assert "payload" not in ack
+    assert pd.api_url == "https://events.pagerduty.com/v2/enqueue"
+
+
+def test_opsgenie_creates_then_acknowledges_and_closes_by_alias() -> None:
+    from incident_operator.notifications import opsgenie
+
+    og = Channel.model_validate(
+        {"name": "og", "type": "opsgenie", "keySecretRef": KEY, "url": "http://127.0.0.1:9/"}
+    )
+    path, body = opsgenie(og, Notice("escalated", "m"), VIEW)
+    assert path == "/v2/alerts"
+    assert (body["alias"], body["priority"], body["message"]) == (
+        "incident-operator/shop/web-outage",
+        "P1",
+        "[P1] web down",
+    )
+    path, _ = opsgenie(og, Notice("acknowledged", "m"), VIEW)
+    assert path == "/v2/alerts/incident-operator%2Fshop%2Fweb-outage/acknowledge?identifierType=alias"
+    path, _ = opsgenie(og, Notice("resolved", "m"), VIEW)
+    assert path.endswith("/close?identifierType=alias")
+    assert og.api_url == "http://127.0.0.1:9"
+
+
+def test_email_text_and_html_come_from_the_same_template() -> None:
+    from incident_operator.notifications import email
+
+    mail = Channel.model_validate(
+        {
+            "name": "mail",
+            "type": "email",
+            "smtp": {"host": "smtp.example.com", "from": "ops@example.com"},
+            "to": ["lead@example.com"],
+            "template": "{severity} {title} <{event}>",
+        }
+    )
+    subject, plain, rich = email(mail, Notice("escalated", "m"), VIEW)
+    assert subject == "[P1] web down: escalated"
+    assert plain.startswith("P1 web down <escalated>")
+    assert "P1 web down &lt;escalated&gt;" in rich  # the same text, escaped
+    assert "kubectl -n shop get incident web-outage" in plain

@@ -579,7 +579,7 @@ def test_escalation_levels_follow_their_delays_until_a_person_acknowledges() -> 
     assert [r.channels for r in escalated] == [("oncall",)]
     assert first.wake_at == T0 + timedelta(minutes=15)  # the next level (before the 15 min target? equal)
     run.now += timedelta(minutes=14)
-    assert check_deadlines(run.input()).status.escalation.level == 1  # type: ignore[union-attr]
+    assert check_deadlines(run.input()).status.escalation.level == 1
     run.now = T0 + timedelta(minutes=15)
     due = check_deadlines(run.input())
     assert [r.reason for r in due.records] == ["ResponseTargetBreached", "Escalated"]
