@@ -82,7 +82,12 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
             body = json.loads(self.rfile.read(length) or b"{}")
             with controls.lock:
                 controls.received.append(
-                    {"path": self.path, "body": body, "idempotency_key": self.headers.get("Idempotency-Key")}
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "idempotency_key": self.headers.get("Idempotency-Key"),
+                        "authorization": self.headers.get("Authorization"),
+                    }
                 )
             self._answer()
 

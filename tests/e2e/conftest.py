@@ -25,6 +25,7 @@ import yaml
 from kubernetes import client, config
 
 from tests.httpserver import LocalServer, local_server
+from tests.mailserver import MailServer, mail_server
 from tests.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,10 +263,51 @@ def receivers() -> Iterator[LocalServer]:
         yield server
 
 
-def operator_settings(receivers: LocalServer) -> dict[str, Any]:
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[MailServer]:
+    """A real SMTP server on loopback for the operator's email channel."""
+    with mail_server() as server:
+        yield server
+
+
+def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None) -> dict[str, Any]:
     def channel(name: str, type_: str, **extra: Any) -> dict[str, Any]:
         ref = {"namespace": TOKEN_NAMESPACE, "name": NOTIFY_SECRET, "key": name}
         return {"name": name, "type": type_, "urlSecretRef": ref, "namespaces": [NOTIFY_NAMESPACE], **extra}
+
+    def paging(name: str, type_: str, url: str) -> dict[str, Any]:
+        ref = {"namespace": TOKEN_NAMESPACE, "name": NOTIFY_SECRET, "key": f"{name}-key"}
+        link = "https://console.example/{namespace}/{name}"
+        return {
+            "name": name,
+            "type": type_,
+            "keySecretRef": ref,
+            "url": url,
+            "linkTemplate": link,
+            "namespaces": [NOTIFY_NAMESPACE],
+        }
+
+    paging_channels = [
+        paging("pd", "pagerduty", receivers.url("/pd")),
+        paging("og", "opsgenie", receivers.url("/og")),
+    ]
+    if mailbox is not None:
+        paging_channels.append(
+            {
+                "name": "mail",
+                "type": "email",
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": mailbox.port,
+                    "security": "none",
+                    "from": "incidents@example.com",
+                },
+                "to": ["oncall@example.com"],
+                "cc": ["lead@example.com"],
+                "events": [],  # only when its escalation level names it
+                "namespaces": [NOTIFY_NAMESPACE],
+            }
+        )
 
     return {
         # Short response targets for P1/P4 so that a breach is observable in a test (P1: long
@@ -279,8 +321,19 @@ def operator_settings(receivers: LocalServer) -> dict[str, Any]:
                 channel("broken", "webhook", events=["resolved"], maxAttempts=2),
                 channel("slow", "webhook", events=["resolved"], timeoutSeconds=0.5, maxAttempts=2),
                 channel("pager", "slack", events=[], template="PAGE {severity} {name}: {event}"),
+                *paging_channels,
             ],
-            "escalation": {"P1": ["pager"], "P4": ["pager"]},
+            "escalation": {
+                "P1": ["pager"],
+                "P4": ["pager"],
+                # P2: PagerDuty at once, then Opsgenie and email 2 s later while nobody acknowledges.
+                "P2": {
+                    "levels": [
+                        {"afterSeconds": 0, "channels": ["pd"]},
+                        {"afterSeconds": 2, "channels": ["og", "mail"] if mailbox else ["og"]},
+                    ]
+                },
+            },
         },
     }
 
@@ -290,7 +343,10 @@ NOTIFY_SECRET = "notification-urls"
 
 @pytest.fixture(scope="session")
 def operator(
-    crds_installed: Cluster, receivers: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    crds_installed: Cluster,
+    receivers: LocalServer,
+    mailbox: MailServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     core = client.CoreV1Api(crds_installed.api)
     if not any(ns.metadata.name == TOKEN_NAMESPACE for ns in core.list_namespace().items):
@@ -302,9 +358,10 @@ def operator(
     )
     ensure_secret(crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN})
     urls = {name: receivers.url(f"/{name}") for name in ("ok", "status", "flaky", "broken", "slow", "pager")}
-    ensure_secret(crds_installed, TOKEN_NAMESPACE, NOTIFY_SECRET, urls)
+    keys = {"pd-key": "R0UTING-KEY", "og-key": "GENIE-KEY"}
+    ensure_secret(crds_installed, TOKEN_NAMESPACE, NOTIFY_SECRET, {**urls, **keys})
     process = OperatorProcess(
-        crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers)
+        crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers, mailbox)
     )
     process.start()
     try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from kubernetes import client
@@ -13,6 +15,7 @@ from kubernetes import client
 from tests.e2e.conftest import NOTIFY_NAMESPACE, Cluster, OperatorProcess
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.httpserver import LocalServer
+from tests.mailserver import MailServer
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -104,7 +107,7 @@ def test_a_breach_escalates_to_the_severity_channel(s: Scenario, receivers: Loca
     page = wait_until(lambda: receivers.received_at("/pager"), timeout=TIMEOUT, what="the escalation page")
     # Only this namespace's breach: the pager channel is limited to it (other tests' P4 breaches too).
     texts = [p["body"]["text"] for p in page if "P4" in p["body"]["text"]]
-    assert texts == ["PAGE P4 ignored: breached"]  # the channel's own template
+    assert texts == ["PAGE P4 ignored: escalated"]  # the channel's own template
     assert s.status("ignored")["escalations"] == 1
 
 
@@ -134,7 +137,7 @@ def test_a_p1_automation_works_on_breaches_and_escalates_but_one_resolved_in_tim
         timeout=TIMEOUT,
         what="the P1 page",
     )
-    assert [p["body"]["text"] for p in pages] == ["PAGE P1 p1-slow: breached"]
+    assert [p["body"]["text"] for p in pages] == ["PAGE P1 p1-slow: escalated"]
 
     # The fast one's deadline has passed too (it was opened at the same time): no breach for it.
     deadline = datetime.fromisoformat(fast["acknowledgeBy"].replace("Z", "+00:00"))
@@ -142,3 +145,64 @@ def test_a_p1_automation_works_on_breaches_and_escalates_but_one_resolved_in_tim
     assert s.condition("p1-fast", "ResponseTargetBreached") is None
     assert "escalations" not in s.status("p1-fast")
     s.patch_incident("p1-slow", {"resolution": {"summary": "test over"}})
+
+
+def test_a_p2_escalates_level_by_level_and_a_person_acknowledging_stops_it_and_follows_up(
+    s: Scenario, receivers: LocalServer, mailbox: MailServer
+) -> None:
+    """The session's P2 policy: PagerDuty at once, Opsgenie and email 2 s later; a person's
+    acknowledgement then acknowledges both pages, and the resolution resolves and closes them."""
+    s.incident("paged", severity="P2", title="checkout slow", playbookRef={"name": "none-here"})
+    key = f"incident-operator/{s.namespace}/paged"
+
+    def mine(request: dict[str, Any]) -> bool:
+        body = request["body"]
+        return key in (body.get("dedup_key"), body.get("alias")) or key in unquote(request["path"])
+
+    def received(prefix: str) -> list[dict[str, Any]]:
+        """This incident's requests (the namespace's other P2 incidents are paged too)."""
+        return [r for r in receivers.received() if r["path"].startswith(prefix) and mine(r)]
+
+    wait_until(lambda: len(received("/og")) >= 1, timeout=TIMEOUT, what="the second level's page")
+    [trigger] = received("/pd")
+    assert trigger["body"]["event_action"] == "trigger"
+    assert trigger["body"]["routing_key"] == "R0UTING-KEY"
+    assert trigger["body"]["dedup_key"] == key
+    assert trigger["body"]["payload"]["severity"] == "error"  # P2
+    assert trigger["body"]["links"][0]["href"] == f"https://console.example/{s.namespace}/paged"
+    [created] = received("/og")
+    assert created["path"] == "/og/v2/alerts"
+    assert created["authorization"] == "GenieKey GENIE-KEY"
+    assert (created["body"]["alias"], created["body"]["priority"]) == (key, "P2")
+    [message] = [m for m in mailbox.inbox.wait() if "checkout slow" in str(m["Subject"])]
+    assert message["Subject"] == "[P2] checkout slow: escalated"
+    assert message["To"] == "oncall@example.com"
+
+    status = s.status("paged")
+    assert status["escalation"]["level"] == 2
+    assert [(e["level"], e["channels"]) for e in status["escalation"]["history"]] == [
+        (1, ["pd"]),
+        (2, ["og", "mail"]),
+    ]
+
+    s.patch_incident("paged", {"commander": "alice"})
+    alias = key.replace("/", "%2F")
+    wait_until(
+        lambda: len(received("/pd")) >= 2 and len(received("/og")) >= 2,
+        timeout=TIMEOUT,
+        what="the acknowledgements",
+    )
+    assert received("/pd")[1]["body"]["event_action"] == "acknowledge"
+    assert received("/pd")[1]["body"]["dedup_key"] == key
+    assert received("/og")[1]["path"] == f"/og/v2/alerts/{alias}/acknowledge?identifierType=alias"
+
+    s.patch_incident("paged", {"resolution": {"summary": "a cache node was replaced"}})
+    wait_until(
+        lambda: len(received("/pd")) >= 3 and len(received("/og")) >= 3,
+        timeout=TIMEOUT,
+        what="the resolutions",
+    )
+    assert received("/pd")[2]["body"]["event_action"] == "resolve"
+    assert received("/og")[2]["path"] == f"/og/v2/alerts/{alias}/close?identifierType=alias"
+    assert len(received("/pd")) == 3  # one page, one acknowledgement, one resolution: no duplicates
+    assert s.status("paged")["escalation"]["level"] == 2  # no level after the acknowledgement
