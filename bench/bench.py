@@ -48,7 +48,7 @@ def profile_env(work: Path) -> dict[str, str]:
     is when it exits (docs/memory-profile.txt); BENCHMARKS.md is left alone on such a run."""
     if not PROFILE:
         return {}
-    return {"PYTHONTRACEMALLOC": "8", "INCIDENT_OPERATOR_MEMORY_REPORT": str(work / "memory.txt")}
+    return {"PYTHONTRACEMALLOC": "1", "INCIDENT_OPERATOR_MEMORY_REPORT": str(work / "memory.txt")}
 
 
 STORM_ALERTS = 500
@@ -200,7 +200,7 @@ def main() -> int:
         )
         wait(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status == 200,
-            60,
+            600 if PROFILE else 60,  # tracing every allocation makes the start slow
             "operator ready",
         )
 
