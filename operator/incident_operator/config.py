@@ -311,6 +311,22 @@ class RepeatsConfig(BaseModel):
     from an alert, the same category) and the same targets, detected this many days before at most."""
 
 
+class StatusPageConfig(BaseModel):
+    """`statusPage:` in the --config file: the public status page at /status (seed 4.2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = "Service status"
+    publicSeverities: tuple[Severity, ...] = ()
+    """Incidents of these severities are public unless `spec.public: false`; others only with
+    `spec.public: true`."""
+    components: dict[str, str] = {}
+    """Names users know for workloads: {"Deployment/web": "Checkout"}; others show their name."""
+    namespaces: tuple[str, ...] = ()
+    """Only incidents of these namespaces (empty: every watched namespace)."""
+    historyDays: int = Field(default=90, ge=1, le=366)
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -325,6 +341,7 @@ class FileConfig(BaseModel):
     limits: Limits = Limits()
     acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
     repeats: RepeatsConfig = RepeatsConfig()
+    statusPage: StatusPageConfig = StatusPageConfig()
 
 
 class OperatorConfig(BaseModel):

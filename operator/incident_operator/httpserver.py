@@ -1,8 +1,9 @@
 """The operator's HTTP endpoints on one port: `/healthz` (the process serves), `/readyz` (kopf
 has started, or this replica stands by, and the API server answers), `/metrics` (Prometheus),
-`POST /alertmanager` (the Alertmanager webhook, see `intake`) and `GET /reports/YYYY-MM` (the
-monthly report, computed from the Incidents the API returns, see `report`). Owns no Kubernetes
-state.
+`POST /alertmanager` (the Alertmanager webhook, see `intake`), `GET /reports/YYYY-MM` (the
+monthly report, computed from the Incidents the API returns, see `report`) and the public status
+page `GET /status`, `/status.json`, `/status/feed.atom` (see `statuspage`; the incidents behind it
+are listed at most every STATUS_TTL_S, however many people reload it). Owns no Kubernetes state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from incident_operator import report
+from incident_operator import report, statuspage
+from incident_operator.config import StatusPageConfig
 from incident_operator.intake import Intake
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
@@ -26,6 +28,27 @@ API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
 IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
 """Incidents as the API returns them, of one namespace or (None) of all."""
 LISTER_KEY: web.AppKey[IncidentLister] = web.AppKey("incidents")
+STATUS_TTL_S = 5.0
+
+
+class StatusSource:
+    """The status page's incidents, listed from the API at most every STATUS_TTL_S."""
+
+    def __init__(self, lister: IncidentLister, config: StatusPageConfig) -> None:
+        self.lister, self.config = lister, config
+        self.cached: tuple[float, list[Mapping[str, Any]]] | None = None
+        self.lock = asyncio.Lock()
+
+    async def page(self) -> statuspage.Page:
+        async with self.lock:
+            now = asyncio.get_running_loop().time()
+            if self.cached is None or now - self.cached[0] > STATUS_TTL_S:
+                self.cached = (now, await self.lister(None))
+            objects = self.cached[1]
+        return statuspage.build(objects, self.config, datetime.now(UTC))
+
+
+STATUS_KEY: web.AppKey[StatusSource] = web.AppKey("status")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -73,12 +96,32 @@ async def monthly_report(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
 
+async def status_page(request: web.Request) -> web.Response:
+    """`/status` (HTML), `/status.json`, `/status/feed.atom`: public incidents only."""
+    try:
+        page = await request.app[STATUS_KEY].page()
+    except Exception:  # no detail on a public page
+        return web.Response(status=503, text="The status page is unavailable right now.\n")
+    kind = request.match_info.get("kind", "")
+    headers = {"Cache-Control": f"public, max-age={int(STATUS_TTL_S)}"}
+    if kind == ".json":
+        return web.json_response(statuspage.to_json(page), headers=headers)
+    if kind == "/feed.atom":
+        base = f"{request.scheme}://{request.host}"
+        return web.Response(
+            text=statuspage.to_atom(page, base), content_type="application/atom+xml", headers=headers
+        )
+    return web.Response(text=statuspage.to_html(page), content_type="text/html", headers=headers)
+
+
 def build_app(
     ready: asyncio.Event,
     intake: Intake | None = None,
     max_body_bytes: int = 1_048_576,
+    *,
     api_ok: Callable[[], bool] = lambda: True,
     incidents: IncidentLister | None = None,
+    status_config: StatusPageConfig | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes)
     app[READY_KEY] = ready
@@ -92,6 +135,8 @@ def build_app(
     if incidents is not None:
         app[LISTER_KEY] = incidents
         app.router.add_get(r"/reports/{month}", monthly_report)
+        app[STATUS_KEY] = StatusSource(incidents, status_config or StatusPageConfig())
+        app.router.add_get(r"/status{kind:(|\.json|/feed\.atom)}", status_page)
     return app
 
 

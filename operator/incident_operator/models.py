@@ -104,6 +104,13 @@ class ActionItem(ApiModel):
     done: bool | None = Field(default=None, description="Done.")
 
 
+class StatusUpdate(ApiModel):
+    """A user-facing update for the status page, written by the communications lead (seed 4.2)."""
+
+    time: datetime
+    message: str = Field(min_length=1, max_length=2000)
+
+
 class IncidentSpec(ApiModel):
     """Human intent. The operator never rewrites spec."""
 
@@ -138,6 +145,13 @@ class IncidentSpec(ApiModel):
     resolution: Resolution | None = Field(default=None, description="A human declares it resolved.")
     closed: bool | None = Field(default=None, description="Post-incident review done; read-only history.")
     drill: bool | None = Field(default=None, description="A response drill, kept out of production MTTx.")
+    public: bool | None = Field(
+        default=None,
+        description="Shown on the status page (default: the config's statusPage.publicSeverities).",
+    )
+    updates: list[StatusUpdate] | None = Field(
+        default=None, max_length=200, description="User-facing updates for the status page, oldest first."
+    )
     actionItems: list[ActionItem] | None = Field(
         default=None,
         max_length=100,

@@ -296,6 +296,19 @@ def cmd_close(api: Api, args: argparse.Namespace) -> None:
         print(f"note: closed with {len(open_items)} open {noun}: {', '.join(open_items)}", file=sys.stderr)
 
 
+def cmd_update(api: Api, args: argparse.Namespace) -> None:
+    """A user-facing update for the status page (the communications lead's words)."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def add(updates: list[dict[str, Any]], _: dict[str, Any]) -> list[dict[str, Any]]:
+        return [*updates, {"time": stamp, "message": args.message}]
+
+    _edit_list(api, args.name, "updates", add)
+    if args.public:
+        api.patch_spec(args.name, {"public": True})
+    print(f"{RESOURCE}/{args.name} updated" + (" and shown on the status page" if args.public else ""))
+
+
 def cmd_timeline(api: Api, args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
     timeline = (api.get(args.name).get("status") or {}).get("timeline") or []
@@ -524,6 +537,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="what was done")
     p.add_argument("--root-cause", help="the root cause, if known")
     named("close", cmd_close, "close the incident after its review (read-only afterwards)")
+    p = named("update", cmd_update, "add a user-facing update for the status page")
+    p.add_argument("message", metavar="MESSAGE", help="what users should know, in their words")
+    p.add_argument("--public", action="store_true", help="also show the incident on the status page")
     named("timeline", cmd_timeline, "print the incident's timeline with relative times")
     named("postmortem", cmd_postmortem, "print the post-mortem draft (Markdown)")
     p = command("action", cmd_action, "add an action item, or mark one done")

@@ -127,6 +127,7 @@ async def run(
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
         incidents=kube.list_incidents,
+        status_config=config.file.statusPage,
     )
     try:
         server = await httpserver.start_server(app, config.http_host, config.http_port)
