@@ -282,3 +282,49 @@ def test_the_monthly_report_from_incidents_with_known_times(s: Scenario) -> None
         urllib.request.urlopen(f"{base}&format=pdf", timeout=30)  # noqa: S310
     assert refused.value.code == 400
     assert "format must be one of" in refused.value.read().decode()
+
+
+def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_internal(s: Scenario) -> None:
+    ns = ("-n", s.namespace)
+    s.deployment("shop", 1)
+    s.playbook(
+        "scale-shop", [{"name": "scale-shop-up", "scale": {"target": deploy_ref("shop"), "replicas": 2}}]
+    )
+    kubectl(
+        s,
+        "open",
+        "checkout",
+        *ns,
+        "--title",
+        "Checkout is failing",
+        "--severity",
+        "P3",
+        "--target",
+        "Deployment/shop",
+    )
+    s.wait_phase("checkout", "Resolved")
+    base = f"http://127.0.0.1:{s.operator.port}"
+
+    def page() -> dict[str, Any]:
+        with urllib.request.urlopen(f"{base}/status.json", timeout=10) as resp:  # noqa: S310 - loopback
+            return dict(json.loads(resp.read()))
+
+    assert "Checkout is failing" not in json.dumps(page())  # not public: P3 and no spec.public
+    message = "Checkout failed for some customers between 14:00 and 14:20; it works again."
+    kubectl(s, "update", "checkout", message, *ns, "--public")
+    shown = wait_until(
+        lambda: [i for i in page()["history"] + page()["incidents"] if i["title"] == "Checkout is failing"],
+        timeout=TIMEOUT,
+        what="the incident on the status page",
+    )[0]
+    assert shown["status"] == "Resolved"
+    assert shown["services"] == ["shop"]
+    assert [u["message"] for u in shown["updates"]] == [message]
+    with urllib.request.urlopen(f"{base}/status", timeout=10) as resp:  # noqa: S310
+        html = resp.read().decode()
+    assert message in html
+    for internal in ("scale-shop-up", "scale-shop", "PlaybookStarted", "-postmortem"):
+        assert internal not in html, internal
+    with urllib.request.urlopen(f"{base}/status/feed.atom", timeout=10) as resp:  # noqa: S310
+        assert resp.headers["Content-Type"].startswith("application/atom+xml")
+        assert "Checkout is failing" in resp.read().decode()
