@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
 import socket
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import kopf
@@ -71,6 +73,19 @@ async def _trim_memory() -> None:
     while True:
         await asyncio.sleep(TRIM_INTERVAL_S)
         trim(0)
+
+
+async def _watched_incidents(
+    kube: Kube, watched: tuple[str, ...], namespace: str | None
+) -> list[Mapping[str, Any]]:
+    """Incidents of `namespace`, or of every watched namespace (one list per namespace when the
+    operator watches only some: it may not be allowed to list cluster-wide)."""
+    if namespace is not None or not watched:
+        return await kube.list_incidents(namespace)
+    found: list[Mapping[str, Any]] = []
+    for name in watched:
+        found += await kube.list_incidents(name)
+    return found
 
 
 MEMORY_REPORT_ENV = "INCIDENT_OPERATOR_MEMORY_REPORT"
@@ -126,7 +141,7 @@ async def run(
         Intake(kube, config),
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
-        incidents=kube.list_incidents,
+        incidents=functools.partial(_watched_incidents, kube, config.namespaces),
         status_config=config.file.statusPage,
     )
     try:
