@@ -33,6 +33,10 @@ _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 AlertStatus = Literal["firing", "resolved"]
 
 
+DRILL_ALERT_LABEL = "incident_operator_drill"
+"""The label a Drill's fireAlert puts on its alert (the Drill's name): the incident is a drill."""
+
+
 class Alert(BaseModel):
     """One alert of the webhook payload; unknown extra fields are accepted."""
 
@@ -167,6 +171,8 @@ def plan_alert(
         spec["source"]["startsAt"] = stamp(alert.startsAt)
     if alert.annotations.get("description"):
         spec["description"] = alert.annotations["description"]
+    if alert.labels.get(DRILL_ALERT_LABEL):
+        spec["drill"] = True  # a Drill fired it (fireAlert): kept out of production figures
     targets = [
         {"kind": str(kind), "name": alert.labels[key]}
         for key, kind in (("deployment", TargetKind.DEPLOYMENT), ("statefulset", TargetKind.STATEFULSET))

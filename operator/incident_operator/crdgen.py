@@ -17,7 +17,14 @@ import yaml
 from pydantic import BaseModel
 
 from incident_operator import API_GROUP, API_VERSION
-from incident_operator.models import IncidentSpec, IncidentStatus, PlaybookSpec, PlaybookStatus
+from incident_operator.models import (
+    DrillSpec,
+    DrillStatus,
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    PlaybookStatus,
+)
 
 JsonSchema = dict[str, Any]
 
@@ -83,7 +90,26 @@ PLAYBOOK = KindSpec(
     ),
 )
 
-KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK)
+DRILL = KindSpec(
+    kind="Drill",
+    description=(
+        "A response drill (seed 8.2): breaks something on purpose in its own namespace (scale a "
+        "workload to zero, delete pods, fire an alert), opens a drill incident, scores the response "
+        "against expectations, and restores what the response did not."
+    ),
+    plural="drills",
+    short_names=("dr",),
+    spec_model=DrillSpec,
+    status_model=DrillStatus,
+    printer_columns=(
+        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+        {"name": "Last", "type": "string", "jsonPath": ".status.runs[-1:].result"},
+        {"name": "Next", "type": "date", "jsonPath": ".status.nextRunAt"},
+        _age_column(),
+    ),
+)
+
+KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK, DRILL)
 
 
 def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:

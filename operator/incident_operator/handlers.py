@@ -16,7 +16,9 @@ from typing import Any
 import kopf
 
 from incident_operator import API_GROUP, API_VERSION, conditions, metrics, repeats, validation
+from incident_operator.drillrunner import DrillLoop
 from incident_operator.engine import IncidentLoop, PlaybookEntry, Playbooks, parse_playbook, utc_now
+from incident_operator.intake import Intake
 from incident_operator.kube import AccessReviews
 from incident_operator.notifier import Notifier
 from incident_operator.planner import Record
@@ -60,6 +62,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.playbook_generations = {}  # (namespace, name) -> last generation seen
     recheck = memo.config.file.access.recheckSeconds
     memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
+    memo.intake = Intake(memo.kube, memo.config)  # a Drill's fireAlert takes the alerts' own path
 
 
 @kopf.on.cleanup()
@@ -218,3 +221,26 @@ async def playbook_changed(
         return
     if found and not conditions.is_true(current, "Invalid"):
         kopf.event(body, type="Warning", reason="Invalid", message=message)
+
+
+# One loop per Drill (few objects: a kopf daemon, and its finalizer, are fine here).
+@kopf.daemon(API_GROUP, API_VERSION, "drills", cancellation_timeout=5)
+async def drill_daemon(
+    *,
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # noqa: S101 - Drills are namespaced
+    loop = DrillLoop(
+        kube=memo.kube,
+        intake=memo.intake,
+        access=memo.access_reviews,
+        namespace=namespace,
+        name=name,
+        body=body,
+    )
+    await loop.run(lambda: bool(stopped))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -65,6 +66,17 @@ ESCALATIONS = Counter(
 ACTION_ITEMS_OPEN = Gauge(
     "incident_operator_action_items_open",
     "Action items not done, over the incidents the operator watches (drills excluded).",
+)
+DRILLS = Counter(
+    "incident_operator_drills_total",
+    "Drill runs, by result (Passed, Failed, Skipped).",
+    ["result"],
+)
+DRILL_RESPONSE = Histogram(
+    "incident_operator_drill_response_seconds",
+    "A drill's start (the break) to the response's detection, acknowledgement, mitigation, resolution.",
+    ["measure"],
+    buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
 )
 RESPONSE_TARGET_BREACHES = Counter(
     "incident_operator_response_target_breaches_total",
@@ -132,6 +144,17 @@ def observe_transition(spec: IncidentSpec, old: IncidentStatus, new: IncidentSta
             elapsed = _seconds(new.detectedAt, getattr(new, field))
             if elapsed is not None:
                 histogram.labels(severity, drill).observe(elapsed)
+
+
+def drill_done(result: str, measured: Any = None) -> None:
+    """Count a drill run; observe its figures (drills.Timings) when it ran."""
+    DRILLS.labels(result).inc()
+    if measured is None:
+        return
+    for measure in ("detect", "acknowledge", "mitigate", "resolve"):
+        value = getattr(measured, measure)
+        if value is not None:
+            DRILL_RESPONSE.labels(measure).observe(value)
 
 
 def breach(spec: IncidentSpec) -> None:

@@ -497,3 +497,108 @@ class PlaybookStatus(ApiModel):
     lastRunBy: dict[str, str] | None = Field(
         default=None, description="Which incident run ('incident/runId') holds each target's cooldown."
     )
+
+
+# ----------------------------------------------------------------------------- Drill
+
+
+class ScaleToZeroScenario(ApiModel):
+    target: WorkloadRef = Field(description="The workload scaled to zero replicas for the drill.")
+
+
+class DeletePodsScenario(ApiModel):
+    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    count: int = Field(default=1, ge=1, le=100, description="How many pods to delete.")
+
+
+class FireAlertScenario(ApiModel):
+    alertname: str = Field(min_length=1, max_length=253)
+    labels: dict[str, str] = Field(default_factory=dict, description="More labels of the alert.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="summary, description, ...")
+
+
+class DrillScenario(ApiModel):
+    """What the drill breaks, on purpose: exactly one of the three."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.scaleToZero), has(self.deletePods), has(self.fireAlert)]"
+                    ".filter(x, x).size() == 1",
+                    "message": "give exactly one of scaleToZero, deletePods, fireAlert",
+                }
+            ]
+        }
+    )
+
+    scaleToZero: ScaleToZeroScenario | None = None
+    deletePods: DeletePodsScenario | None = None
+    fireAlert: FireAlertScenario | None = None
+
+
+class DrillIncidentTemplate(ApiModel):
+    severity: Severity = Field(default=Severity.P3)
+    category: Category = Field(default=Category.AVAILABILITY)
+    title: str | None = Field(default=None, max_length=200)
+
+
+class DrillExpectations(ApiModel):
+    """What a good response achieves, in seconds from the drill's start; each optional."""
+
+    acknowledgedWithinSeconds: int | None = Field(default=None, ge=1, le=86400)
+    mitigatedWithinSeconds: int | None = Field(default=None, ge=1, le=86400)
+    resolvedWithinSeconds: int | None = Field(default=None, ge=1, le=86400)
+
+
+class DrillSpec(ApiModel):
+    """A response drill (seed 8.2): break something on purpose, score the response, restore."""
+
+    scenario: DrillScenario
+    incident: DrillIncidentTemplate = Field(default_factory=DrillIncidentTemplate)
+    expect: DrillExpectations = Field(default_factory=DrillExpectations)
+    schedule: str | None = Field(
+        default=None, max_length=100, description="Cron schedule (UTC), e.g. '0 10 * * 1'."
+    )
+    suspend: bool | None = Field(default=None, description="No scheduled runs (a requested run still runs).")
+    restore: bool = Field(default=True, description="Put the target back if the response did not.")
+    timeoutSeconds: int = Field(
+        default=900, ge=10, le=86400, description="A run is scored after this at the latest."
+    )
+
+
+class DrillResult(StrEnum):
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class DrillRun(ApiModel):
+    id: str
+    start: datetime
+    finished: datetime | None = None
+    incident: str | None = None
+    requestedBy: str | None = None
+    result: DrillResult
+    reasons: list[str] | None = None
+    replicasBefore: int | None = None
+    restored: bool | None = None
+    timeToDetectSeconds: float | None = None
+    timeToAcknowledgeSeconds: float | None = None
+    timeToMitigateSeconds: float | None = None
+    timeToResolveSeconds: float | None = None
+
+
+class DrillStatus(ApiModel):
+    observedGeneration: int | None = None
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    lastRun: datetime | None = None
+    nextRunAt: datetime | None = None
+    lastRequest: str | None = Field(default=None, description="The run request last handled.")
+    runs: list[DrillRun] | None = Field(
+        default=None, max_length=20, description="The latest runs, newest last."
+    )

@@ -309,6 +309,17 @@ def cmd_update(api: Api, args: argparse.Namespace) -> None:
     print(f"{RESOURCE}/{args.name} updated" + (" and shown on the status page" if args.public else ""))
 
 
+def cmd_drill(api: Api, args: argparse.Namespace) -> None:
+    """`drill run NAME`: ask the operator to run a Drill now (recorded with who asked)."""
+    who = api.whoami()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = {"metadata": {"annotations": {f"{API_GROUP}/run-requested": f"{stamp} by {who}"}}}
+    api.custom.patch_namespaced_custom_object(
+        API_GROUP, API_VERSION, api.namespace, "drills", args.name, patch
+    )
+    print(f"drill.{API_GROUP}/{args.name} run requested by {who}")
+
+
 def cmd_timeline(api: Api, args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
     timeline = (api.get(args.name).get("status") or {}).get("timeline") or []
@@ -555,6 +566,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="over every namespace")
     p.add_argument("--format", choices=list(report.FORMATS), default="md")
     named("plan", cmd_plan, "which playbook would run, and what each step would change now")
+    p = command("drill", cmd_drill, "run a Drill now (drill run NAME)")
+    p.add_argument("verb", choices=["run"])
+    p.add_argument("name", metavar="NAME", help="the Drill")
     return top
 
 

@@ -21,6 +21,12 @@ PURE_MODULES = [
     "incident_operator.access",
     "incident_operator.attention",
     "incident_operator.leadership",
+    "incident_operator.postmortem",
+    "incident_operator.report",
+    "incident_operator.repeats",
+    "incident_operator.statuspage",
+    "incident_operator.drills",
+    "incident_operator.notifications",
 ]
 
 
