@@ -141,6 +141,8 @@ def incident_body(drill: str, run_id: str, spec: DrillSpec) -> dict[str, object]
     }
     if targets:
         body["targets"] = targets
+    if spec.incident.playbookRef is not None:
+        body["playbookRef"] = {"name": spec.incident.playbookRef.name}
     return {
         "apiVersion": f"{API_GROUP}/v1alpha1",
         "kind": "Incident",

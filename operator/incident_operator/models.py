@@ -541,6 +541,7 @@ class DrillIncidentTemplate(ApiModel):
     severity: Severity = Field(default=Severity.P3)
     category: Category = Field(default=Category.AVAILABILITY)
     title: str | None = Field(default=None, max_length=200)
+    playbookRef: PlaybookRef | None = Field(default=None, description="The Playbook the response should run.")
 
 
 class DrillExpectations(ApiModel):
