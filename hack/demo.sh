@@ -207,6 +207,50 @@ PATH=$PLUGIN_PATH "$KUBECTL" incident postmortem web-outage -n demo
 say "This month's report: kubectl incident report --month $(date -u +%Y-%m) -n demo"
 PATH=$PLUGIN_PATH "$KUBECTL" incident report --month "$(date -u +%Y-%m)" -n demo
 
+say "A drill (seed 8.2): scale web to zero on purpose, let the response fix it, score it"
+"$KUBECTL" -n demo apply -f - <<'YAML'
+apiVersion: incident-operator.dev/v1alpha1
+kind: Playbook
+metadata: {name: drill-heal-web}
+spec:
+  match: {severities: [P4]}
+  stabilizationSeconds: 2
+  steps:
+    - {name: scale-back, scale: {target: {kind: Deployment, name: web}, replicas: 3}}
+    - {name: wait-web, waitReady: {target: {kind: Deployment, name: web}}, timeoutSeconds: 60}
+---
+apiVersion: incident-operator.dev/v1alpha1
+kind: Drill
+metadata: {name: web-outage-drill}
+spec:
+  scenario: {scaleToZero: {target: {kind: Deployment, name: web}}}
+  incident: {severity: P4, title: "Drill: web is down", playbookRef: {name: drill-heal-web}}
+  expect: {mitigatedWithinSeconds: 60, resolvedWithinSeconds: 120}
+  schedule: "0 10 * * 1"     # Mondays 10:00 UTC; run now with kubectl incident drill run
+YAML
+incident drill run web-outage-drill -n demo
+"$PYTHON" - "$KUBECTL" <<'PY'
+import json, subprocess, sys, time
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline:
+    out = subprocess.run([sys.argv[1], "-n", "demo", "get", "drill", "web-outage-drill", "-o", "json"],
+                         capture_output=True, text=True).stdout
+    runs = (json.loads(out or "{}").get("status") or {}).get("runs") or []
+    if runs and runs[-1]["result"] != "Running":
+        run = runs[-1]
+        print(f"drill run {run['id']}: {run['result']} "
+              f"(mitigated after {run.get('timeToMitigateSeconds')}s, resolved after {run.get('timeToResolveSeconds')}s"
+              f"{'; ' + '; '.join(run['reasons']) if run.get('reasons') else ''})")
+        sys.exit(0)
+    time.sleep(1)
+sys.exit("the drill did not finish within 180s; see .demo/operator.log")
+PY
+"$KUBECTL" -n demo get drills
+
+say "The public status page: http://127.0.0.1:$PORT/status (also /status.json, /status/feed.atom)"
+incident update web-outage -n demo "The website was unavailable for a few minutes; it works again." --public
+echo "open http://127.0.0.1:$PORT/status in a browser"
+
 cat <<MSG
 
 The cluster, the operator and Alertmanager keep running. Use them with:
