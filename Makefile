@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/incident_ope
 IMAGE ?= incident-operator:$(VERSION)
 KUBECTL = "$$($(LOCALCLUSTER) bin-dir)/kubectl"
 
-.PHONY: help venv build-cluster cluster cluster-down cluster-status crds install-manifests image opt-in lint unit e2e test demo demo-down bench clean
+.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds install-manifests image opt-in lint unit e2e test demo demo-down bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,10 +74,21 @@ lint: venv  ## ruff and mypy
 unit: venv  ## unit tests (pure code, no cluster)
 	$(BIN)/pytest tests/unit -q
 
-e2e: venv build-cluster  ## e2e tests against the local cluster (started and stopped by the tests)
+browser:  ## Debian's Chromium and ChromeDriver for the status page's browser test (installed once)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "browser: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "browser: installing Debian's chromium and chromium-driver (about 100 MB, once)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	else \
+	  echo "make browser: install Chromium and ChromeDriver at /usr/bin/chromium and /usr/bin/chromedriver" >&2; exit 1; \
+	fi
+
+e2e: venv build-cluster browser  ## e2e tests against the local cluster (started and stopped by the tests)
 	$(BIN)/pytest tests/e2e -q
 
-test: venv build-cluster  ## everything CI runs: lint, unit and e2e tests
+test: venv build-cluster browser  ## everything CI runs: lint, unit and e2e tests
 	$(MAKE) lint
 	$(BIN)/pytest tests -q
 
