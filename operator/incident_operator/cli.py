@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     from incident_operator import runner  # kopf is imported only when running
 
     try:
-        runner.limit_malloc_arenas()
         asyncio.run(runner.run(config))
     except OSError as exc:
         print(f"incident-operator: {exc}", file=sys.stderr)

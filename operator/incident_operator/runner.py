@@ -63,24 +63,6 @@ def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
 TRIM_INTERVAL_S = 60.0
 
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter number
-MALLOC_ARENAS = 2
-
-
-def limit_malloc_arenas() -> None:
-    """At most MALLOC_ARENAS glibc malloc arenas (as MALLOC_ARENA_MAX=2 would): by default every
-    thread that allocates (the API client's pool has 16) may get an arena of its own, and their
-    fragmentation, not Python's objects, is most of the RSS with thousands of incidents (see
-    docs/memory-profile.txt). Called before any thread starts; a no-op without glibc, and when
-    the environment sets MALLOC_ARENA_MAX itself."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-    except (OSError, AttributeError):
-        return
-
-
 async def _trim_memory() -> None:
     """Give memory freed after a burst back to the OS (glibc keeps it otherwise, and RSS stays at
     the peak). Cheap: one malloc_trim a minute; a no-op where glibc is not the allocator."""
