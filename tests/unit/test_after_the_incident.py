@@ -9,13 +9,10 @@ from typing import Any
 import pytest
 
 from incident_operator import postmortem, repeats, report
+from incident_operator.conditions import format_time as stamp
 from incident_operator.models import IncidentSpec, IncidentStatus
 
 T0 = datetime(2026, 11, 3, 14, 15, tzinfo=UTC)
-
-
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def incident(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from incident_operator import statuspage
+from incident_operator.conditions import format_time as stamp
 from incident_operator.config import StatusPageConfig
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -20,10 +21,6 @@ SECRET_BITS = (
     "playbook service-outage",  # a timeline message
     "scaled Deployment",  # a condition message
 )
-
-
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def incident(
