@@ -142,3 +142,13 @@ def test_alert_intake_is_scoped_to_allowed_namespaces() -> None:
     assert "not in alertIntake.namespaces" in elsewhere.reason
     operator_ns = plan_alert(alert(namespace="ops"), CONFIG, (), "ops")
     assert isinstance(operator_ns, Skip)  # wherever the operator itself runs
+
+
+def test_an_alert_fired_by_a_drill_opens_a_drill_incident() -> None:
+    action = plan_alert(alert(incident_operator_drill="web-drill"), CONFIG, ())
+    assert isinstance(action, Upsert)
+    assert action.spec["drill"] is True  # kept out of production figures
+    assert action.spec["source"]["type"] == "alert"  # still follows its alert (resolves with it)
+    plain = plan_alert(alert(), CONFIG, ())
+    assert isinstance(plain, Upsert)
+    assert "drill" not in plain.spec

@@ -89,3 +89,31 @@ def test_the_crd_asks_the_api_server_for_exactly_one_scenario() -> None:
     schema = crd(DRILL)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     rules = schema["properties"]["spec"]["properties"]["scenario"]["x-kubernetes-validations"]
     assert rules[0]["message"] == "give exactly one of scaleToZero, deletePods, fireAlert"
+
+
+def test_a_fire_alert_drill_alert_is_labelled_as_the_drills_in_its_namespace() -> None:
+    from typing import Any, cast
+
+    from incident_operator.alerts import DRILL_ALERT_LABEL
+    from incident_operator.drillrunner import DrillLoop
+
+    fire = spec(
+        scenario={
+            "fireAlert": {
+                "alertname": "ServiceDown",
+                "labels": {"namespace": "elsewhere", "severity": "critical"},
+            }
+        }
+    )
+    loop = DrillLoop(
+        kube=cast(Any, None), intake=cast(Any, None), access=None, namespace="shop", name="fire", body={}
+    )
+    firing = loop._alert(fire, "firing")
+    assert firing.status == "firing"
+    assert firing.labels == {
+        "alertname": "ServiceDown",
+        "namespace": "shop",
+        "severity": "critical",
+        DRILL_ALERT_LABEL: "fire",
+    }
+    assert loop._alert(fire, "resolved").status == "resolved"
