@@ -104,7 +104,7 @@ DRILL = KindSpec(
     printer_columns=(
         {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
         {"name": "Last", "type": "string", "jsonPath": ".status.runs[-1:].result"},
-        {"name": "Next", "type": "date", "jsonPath": ".status.nextRunAt"},
+        {"name": "Next", "type": "string", "jsonPath": ".status.nextRunAt"},
         _age_column(),
     ),
 )
