@@ -17,6 +17,7 @@ class Controls:
     statuses: dict[str, int] = field(default_factory=dict)  # path -> status code (default 200)
     sequences: dict[str, list[int]] = field(default_factory=dict)  # path -> status codes used up first
     delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
+    bodies: dict[str, bytes] = field(default_factory=dict)  # path -> JSON answered (default "ok")
     hits: dict[str, int] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -33,6 +34,11 @@ class LocalServer:
     def set_status(self, path: str, status: int) -> None:
         with self.controls.lock:
             self.controls.statuses[path] = status
+
+    def set_body(self, path: str, body: bytes) -> None:
+        """Answer requests to `path` with this JSON body (e.g. an API's id for what it created)."""
+        with self.controls.lock:
+            self.controls.bodies[path] = body
 
     def set_sequence(self, path: str, statuses: list[int]) -> None:
         with self.controls.lock:
@@ -62,15 +68,18 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
                 sequence = controls.sequences.get(self.path)
                 status = sequence.pop(0) if sequence else controls.statuses.get(self.path, 200)
                 delay = controls.delays.get(self.path, 0.0)
+                answer = controls.bodies.get(self.path)
             if delay:
                 threading.Event().wait(delay)  # a slow receiver, as seen by the client
             try:
                 self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "1")
-                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Type", "application/json" if answer else "text/plain")
                 self.end_headers()
-                self.wfile.write(b"ok\n" if status < 400 else b"failing\n")
+                self.wfile.write(
+                    answer if answer and status < 400 else b"ok\n" if status < 400 else b"failing\n"
+                )
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up waiting (a timeout test): nothing to answer
 
@@ -83,6 +92,7 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
             with controls.lock:
                 controls.received.append(
                     {
+                        "method": self.command,
                         "path": self.path,
                         "body": body,
                         "idempotency_key": self.headers.get("Idempotency-Key"),
@@ -90,6 +100,8 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
                     }
                 )
             self._answer()
+
+        do_PATCH = do_POST
 
         def log_message(self, format: str, *args: Any) -> None:
             return

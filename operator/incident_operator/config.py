@@ -105,6 +105,11 @@ class Channel(BaseModel):
     """pagerduty, opsgenie: the API's base URL (defaults: PagerDuty's and Opsgenie's)."""
     keySecretRef: SecretRef | None = None
     """pagerduty: the integration's routing key; opsgenie: the API key."""
+    mode: Literal["json", "statuspageio"] = "json"
+    """statuspage: our JSON shape posted to `urlSecretRef` (one `id` per incident: create, then
+    update), or the Statuspage API (`pageId`, `keySecretRef`, `url`): one page incident per
+    Incident, created once and then updated."""
+    pageId: str | None = None
     smtp: Smtp | None = None
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
@@ -135,7 +140,7 @@ class Channel(BaseModel):
         needs = {
             "slack": ("urlSecretRef",),
             "webhook": ("urlSecretRef",),
-            "statuspage": ("urlSecretRef",),
+            "statuspage": ("urlSecretRef",) if self.mode == "json" else ("pageId", "keySecretRef"),
             "email": ("smtp", "to"),
             "pagerduty": ("keySecretRef",),
             "opsgenie": ("keySecretRef",),
@@ -163,11 +168,10 @@ class Channel(BaseModel):
     def api_url(self) -> str:
         if self.url:
             return self.url.rstrip("/")
-        return (
-            "https://events.pagerduty.com/v2/enqueue"
-            if self.type == "pagerduty"
-            else "https://api.opsgenie.com"
-        )
+        return {
+            "pagerduty": "https://events.pagerduty.com/v2/enqueue",
+            "statuspage": "https://api.statuspage.io",
+        }.get(self.type, "https://api.opsgenie.com")
 
 
 class EscalationLevel(BaseModel):

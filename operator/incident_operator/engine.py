@@ -45,7 +45,7 @@ from incident_operator.models import (
     PlaybookSpec,
     PlaybookStatus,
 )
-from incident_operator.notifications import IncidentView, notices
+from incident_operator.notifications import IncidentView, notices, page_id_annotation
 from incident_operator.notifier import Notifier
 from incident_operator.outbound import Outbound
 from incident_operator.planner import (
@@ -434,7 +434,7 @@ class IncidentLoop:
         records = [*self.held, *decision.records]
         new = decision.status
         found = []
-        view = IncidentView(self.namespace, self.name, spec, new.phase or Phase.DETECTED)
+        view = IncidentView(self.namespace, self.name, spec, new.phase or Phase.DETECTED, self._page_ids())
         if self.notifier is not None and records:
             found = notices(old, new, records, view)
             if new.settled and not old.settled and self.notifier.would_send(found, view):
@@ -490,6 +490,12 @@ class IncidentLoop:
         if new.postmortemRef != name:
             new = new.model_copy(update={"postmortemRef": name})
         return new, []
+
+    def _page_ids(self) -> dict[str, str]:
+        """Statuspage incident ids recorded on the Incident, by channel."""
+        prefix = page_id_annotation("")
+        annotations = (self.body.get("metadata") or {}).get("annotations") or {}
+        return {k.removeprefix(prefix): str(v) for k, v in annotations.items() if k.startswith(prefix)}
 
     def _notice_done(self, task: asyncio.Task[None]) -> None:
         self.in_flight.discard(task)

@@ -11,8 +11,8 @@ renders a message (plain text and HTML from the same text).
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from incident_operator.config import Channel, NotificationEvent, Notifications
@@ -46,6 +46,13 @@ class IncidentView:
     name: str
     spec: IncidentSpec
     phase: Phase
+    page_ids: Mapping[str, str] = field(default_factory=dict)
+    """Statuspage incident ids by channel, as recorded on the Incident (see `page_id_annotation`)."""
+
+
+def page_id_annotation(channel: str) -> str:
+    """Where the Statuspage incident id of a channel is kept on the Incident (survives restarts)."""
+    return f"incident-operator.dev/statuspage-{channel}"
 
 
 def notices(
@@ -225,6 +232,8 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
         return {"text": message}
     if channel.type == "statuspage":
         return {
+            "id": dedup_key(view),
+            "action": "create" if notice.event == "opened" else "update",
             "title": view.spec.title,
             "status": STATUSPAGE_STATUS[view.phase],
             "impact": STATUSPAGE_IMPACT[str(view.spec.severity)],
@@ -241,3 +250,23 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
         "phase": str(view.phase),
         "message": message,
     }
+
+
+def statuspage_io(
+    channel: Channel, notice: Notice, view: IncidentView, page_incident: str | None
+) -> tuple[str, str, dict[str, object]]:
+    """(method, path under the API URL, body) for Statuspage's incident API: create the page
+    incident the first time, then update that one."""
+    incident: dict[str, object] = {
+        "status": STATUSPAGE_STATUS[view.phase].lower(),
+        "body": text(channel, notice, view),
+    }
+    base = f"/v1/pages/{quote(channel.pageId or '', safe='')}/incidents"
+    if page_incident is not None:
+        return "PATCH", f"{base}/{quote(page_incident, safe='')}", {"incident": incident}
+    incident.update(
+        name=view.spec.title,
+        impact_override=STATUSPAGE_IMPACT[str(view.spec.severity)],
+        metadata={"incident_operator": {"incident": f"{view.namespace}/{view.name}"}},
+    )
+    return "POST", base, {"incident": incident}

@@ -11,13 +11,14 @@ incident goes on regardless.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
 
 from kubernetes.client.exceptions import ApiException
 
-from incident_operator import mail, notifications
+from incident_operator import API_GROUP, API_VERSION, mail, notifications
 from incident_operator.config import Channel, Notifications, SecretRef
 from incident_operator.kube import Kube, api_reason, secret_value
 from incident_operator.notifications import IncidentView, Notice, channels_for, payload
@@ -35,6 +36,8 @@ class Notifier:
         self.kube, self.outbound, self.config = kube, outbound, config
         self.tasks: set[asyncio.Task[None]] = set()
         self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self.page_ids: dict[tuple[str, str, str], str] = {}  # (channel, namespace, incident) -> id
+        self.page_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
@@ -93,6 +96,8 @@ class Notifier:
 
         if channel.type == "email":
             return await self._mail(channel, notice, view, value)
+        if channel.type == "statuspage" and channel.mode == "statuspageio":
+            return await self._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
         headers: dict[str, str] = {}
         if channel.type == "pagerduty":
             url = channel.api_url
@@ -103,16 +108,58 @@ class Notifier:
             headers["Authorization"] = f"GenieKey {value(channel.keySecretRef)}"
         else:
             url, body = value(channel.urlSecretRef) or "", payload(channel, notice, view)
-        return await self._post(channel, url, body, headers)
+        return (await self._post(channel, url, body, headers))[0]
 
-    async def _post(self, channel: Channel, url: str, body: object, headers: dict[str, str]) -> str | None:
+    async def _statuspage(
+        self, channel: Channel, notice: Notice, view: IncidentView, api_key: str
+    ) -> str | None:
+        """One page incident per Incident: created the first time, then updated. Deliveries for
+        one incident and channel go one at a time, so a second notice waits for the first's id."""
+        key = (channel.name, view.namespace, view.name)
+        async with self.page_locks.setdefault(key, asyncio.Lock()):
+            known = self.page_ids.get(key) or view.page_ids.get(channel.name)
+            method, path, body = notifications.statuspage_io(channel, notice, view, known)
+            headers = {"Authorization": f"OAuth {api_key}"}
+            error, reply = await self._post(channel, channel.api_url + path, body, headers, method=method)
+            if error is None and known is None and reply is not None:
+                created = _json_id(reply.body)
+                if created is None:
+                    return "the Statuspage API answered without an incident id"
+                self.page_ids[key] = created
+                await self._remember_page(view, channel, created)
+            if notice.event == "resolved":
+                self.page_ids.pop(key, None)
+                self.page_locks.pop(key, None)
+            return error
+
+    async def _remember_page(self, view: IncidentView, channel: Channel, page_incident: str) -> None:
+        """Keep the page incident's id on the Incident (an annotation), for after a restart."""
+        patch = {"metadata": {"annotations": {notifications.page_id_annotation(channel.name): page_incident}}}
+        try:
+            await self.kube.call(
+                self.kube.custom.patch_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                view.namespace,
+                "incidents",
+                view.name,
+                patch,
+            )
+        except ApiException as exc:
+            logger.warning(
+                "statuspage id of %s/%s not recorded: %s", view.namespace, view.name, api_reason(exc)
+            )
+
+    async def _post(
+        self, channel: Channel, url: str, body: object, headers: dict[str, str], *, method: str = "POST"
+    ) -> tuple[str | None, Reply | None]:
         last = "no attempt made"
         for attempt in range(channel.maxAttempts):
             if attempt:
                 await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
             try:
                 response = await self.outbound.request(
-                    "POST",
+                    method,
                     url,
                     json=body,
                     headers=headers,
@@ -120,18 +167,18 @@ class Notifier:
                     require_https=True,
                 )
             except EgressDenied as exc:
-                return str(exc)  # the policy will not change between attempts
+                return str(exc), None  # the policy will not change between attempts
             except RequestFailed as exc:
                 last = f"timed out after {channel.timeoutSeconds}s" if str(exc) == "timed out" else str(exc)
                 continue
             if response.status_code < 300:
-                return None
+                return None, response
             last = f"HTTP {response.status_code}"
             if response.status_code == 429:
                 await asyncio.sleep(_retry_after(response))
             elif response.status_code < 500:
                 break  # 4xx other than 429: retrying will not help
-        return f"{last} after {attempt + 1} attempt(s)"
+        return f"{last} after {attempt + 1} attempt(s)", None
 
     async def _mail(
         self,
@@ -166,6 +213,14 @@ class Notifier:
                 if last.startswith("SMTP 5"):
                     break  # a permanent refusal: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
+
+
+def _json_id(body: bytes) -> str | None:
+    try:
+        found = json.loads(body or b"{}").get("id")
+    except (ValueError, AttributeError):
+        return None
+    return str(found) if found else None
 
 
 def _retry_after(response: Reply) -> float:

@@ -290,6 +290,17 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
     paging_channels = [
         paging("pd", "pagerduty", receivers.url("/pd")),
         paging("og", "opsgenie", receivers.url("/og")),
+        {
+            "name": "sp",
+            "type": "statuspage",
+            "mode": "statuspageio",
+            "pageId": "PAGE1",
+            "keySecretRef": {"namespace": TOKEN_NAMESPACE, "name": NOTIFY_SECRET, "key": "sp-key"},
+            "url": receivers.url("/sp"),
+            "events": ["opened", "phase", "resolved"],
+            "severities": ["P3"],
+            "namespaces": [NOTIFY_NAMESPACE],
+        },
     ]
     if mailbox is not None:
         paging_channels.append(
@@ -358,7 +369,7 @@ def operator(
     )
     ensure_secret(crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN})
     urls = {name: receivers.url(f"/{name}") for name in ("ok", "status", "flaky", "broken", "slow", "pager")}
-    keys = {"pd-key": "R0UTING-KEY", "og-key": "GENIE-KEY"}
+    keys = {"pd-key": "R0UTING-KEY", "og-key": "GENIE-KEY", "sp-key": "SP-KEY"}
     ensure_secret(crds_installed, TOKEN_NAMESPACE, NOTIFY_SECRET, {**urls, **keys})
     process = OperatorProcess(
         crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers, mailbox)

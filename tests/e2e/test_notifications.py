@@ -206,3 +206,46 @@ def test_a_p2_escalates_level_by_level_and_a_person_acknowledging_stops_it_and_f
     assert received("/og")[2]["path"] == f"/og/v2/alerts/{alias}/close?identifierType=alias"
     assert len(received("/pd")) == 3  # one page, one acknowledgement, one resolution: no duplicates
     assert s.status("paged")["escalation"]["level"] == 2  # no level after the acknowledgement
+
+
+def test_the_statuspage_api_gets_one_page_incident_created_then_updated(
+    s: Scenario, receivers: LocalServer
+) -> None:
+    """The session's `sp` channel (Statuspage API shape, P3 only): the first notice creates the
+    page incident, later ones update that one; its id is kept on the Incident."""
+    create = "/sp/v1/pages/PAGE1/incidents"
+    receivers.set_body(create, b'{"id": "pi-123", "name": "x"}')
+    s.incident("status-shown", severity="P3", title="Search is slow", playbookRef={"name": "none-here"})
+
+    def requests() -> list[dict[str, Any]]:
+        return [r for r in receivers.received() if r["path"].startswith("/sp/")]
+
+    created = wait_until(requests, timeout=TIMEOUT, what="the page incident created")
+    assert [(r["method"], r["path"]) for r in created] == [("POST", create)]
+    assert created[0]["authorization"] == "OAuth SP-KEY"
+    body = created[0]["body"]["incident"]
+    assert (body["name"], body["status"], body["impact_override"]) == (
+        "Search is slow",
+        "investigating",
+        "minor",
+    )
+    wait_until(
+        lambda: (
+            (s.get("incidents", "status-shown")["metadata"].get("annotations") or {}).get(
+                "incident-operator.dev/statuspage-sp"
+            )
+            == "pi-123"
+        ),
+        timeout=TIMEOUT,
+        what="the page incident's id kept on the Incident",
+    )
+
+    s.patch_incident("status-shown", {"resolution": {"summary": "an index was rebuilt"}})
+    updated = wait_until(
+        lambda: [r for r in requests() if r["method"] == "PATCH"],
+        timeout=TIMEOUT,
+        what="the page incident updated",
+    )
+    assert updated[-1]["path"] == f"{create}/pi-123"
+    assert updated[-1]["body"]["incident"]["status"] == "resolved"
+    assert [r["method"] for r in requests()].count("POST") == 1  # never a second page incident

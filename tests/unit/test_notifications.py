@@ -198,3 +198,24 @@ def test_email_text_and_html_come_from_the_same_template() -> None:
     assert plain.startswith("P1 web down <escalated>")
     assert "P1 web down &lt;escalated&gt;" in rich  # the same text, escaped
     assert "kubectl -n shop get incident web-outage" in plain
+
+
+def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_the_incident() -> None:
+    from incident_operator.notifications import statuspage_io
+
+    sp = Channel.model_validate(
+        {"name": "sp", "type": "statuspage", "mode": "statuspageio", "pageId": "PAGE 1", "keySecretRef": KEY}
+    )
+    method, path, body = statuspage_io(sp, Notice("opened", "m"), VIEW, None)
+    assert (method, path) == ("POST", "/v1/pages/PAGE%201/incidents")
+    assert body["incident"]["name"] == "web down"
+    assert body["incident"]["status"] == "identified"  # Mitigating
+    method, path, body = statuspage_io(sp, Notice("resolved", "m"), VIEW, "pi-1")
+    assert (method, path) == ("PATCH", "/v1/pages/PAGE%201/incidents/pi-1")
+    assert "name" not in body["incident"]
+    assert sp.api_url == "https://api.statuspage.io"
+    with pytest.raises(ValidationError, match=r"needs pageId, keySecretRef"):
+        Channel.model_validate({"name": "sp", "type": "statuspage", "mode": "statuspageio"})
+    json_mode = payload(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
+    assert (json_mode["id"], json_mode["action"]) == ("incident-operator/shop/web-outage", "create")
+    assert payload(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
