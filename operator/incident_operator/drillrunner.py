@@ -59,6 +59,7 @@ class DrillLoop:
         self.kube, self.intake, self.access = kube, intake, access
         self.namespace, self.name, self.body, self.clock = namespace, name, body, clock
         self.written: dict[str, Any] | None = None  # the status as last written (ours alone)
+        self.alert_resolved_for: str | None = None  # the run whose fireAlert alert was resolved
 
     # ------------------------------------------------------------------ the loop
 
@@ -262,12 +263,8 @@ class DrillLoop:
             except ValidationError:
                 incident = None
             else:
-                if (
-                    spec.scenario.fireAlert is not None
-                    and incident.monitoringSince is not None
-                    and incident_spec.source is not None
-                ):
-                    await self.intake.accept(self._alert(spec, "resolved"))  # the outage is over
+                if incident.monitoringSince is not None and incident_spec.source is not None:
+                    await self._resolve_alert(spec, run)  # the response has run: the outage is over
         now = self.clock()
         if not drills.finished(run.start, incident, spec.timeoutSeconds, now):
             return POLL_S
@@ -279,8 +276,7 @@ class DrillLoop:
                 [f"the drill incident {run.incident} was not found", *reasons],
             )
         restored = await self._restore(spec, run) if spec.restore else None
-        if spec.scenario.fireAlert is not None:
-            await self.intake.accept(self._alert(spec, "resolved"))
+        await self._resolve_alert(spec, run)
         done = run.model_copy(
             update={
                 "finished": now,
@@ -310,6 +306,13 @@ class DrillLoop:
             "drill %s/%s: run %s %s %s", self.namespace, self.name, run.id, result, "; ".join(reasons)
         )
         return IDLE_S
+
+    async def _resolve_alert(self, spec: DrillSpec, run: DrillRun) -> None:
+        """A fireAlert drill's alert resolves once per run (sent again only after a restart)."""
+        if spec.scenario.fireAlert is None or self.alert_resolved_for == run.id:
+            return
+        await self.intake.accept(self._alert(spec, "resolved"))
+        self.alert_resolved_for = run.id
 
     async def _restore(self, spec: DrillSpec, run: DrillRun) -> bool:
         """Put the scaled-down target back if the response did not; True if it had to."""
