@@ -24,9 +24,10 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed  ## create .venv with the operator and its dev tools
 
-build-cluster:  ## build (or reuse) the cached local-cluster binaries and Alertmanager
+build-cluster:  ## build (or reuse) the cached local-cluster binaries, Alertmanager and Prometheus
 	$(LOCALCLUSTER) build
 	$(LOCALCLUSTER) build-alertmanager
+	$(LOCALCLUSTER) build-prometheus
 
 cluster:  ## start the local cluster; the last line is KUBECONFIG=<path>
 	$(LOCALCLUSTER) up --dir $(CLUSTER_DIR)

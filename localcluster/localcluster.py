@@ -41,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 KUBERNETES_VERSION = "v1.36.3"
 KWOK_VERSION = "v0.8.0"
 ALERTMANAGER_VERSION = "v0.35.0"
+PROMETHEUS_VERSION = "v3.16.0"
+"""Prometheus release; its Go module tags v3.x.y as v0.3xx.y (v3.16.0 is v0.316.0)."""
 MIN_GO = (1, 26)
 # kwok's own stage definitions (shipped in its module) that make nodes Ready with leases,
 # and pods Running/Ready, completed and deleted quickly.
@@ -244,6 +246,54 @@ def build_alertmanager(force: bool = False) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     log(f"built Alertmanager in {time.monotonic() - started:.0f}s")
+    return target
+
+
+def prometheus_module_version(release: str = PROMETHEUS_VERSION) -> str:
+    """The Go module version of a Prometheus release: v3.16.0 is tagged v0.316.0 in its module."""
+    major, minor, patch = release.lstrip("v").split(".")
+    return f"v0.{int(major) * 100 + int(minor)}.{patch}"
+
+
+def build_prometheus(force: bool = False) -> Path:
+    """Return the directory holding prometheus and promtool, building them once.
+
+    Built with `remove_all_sd` (only static, file and HTTP service discovery: the local stack
+    scrapes fixed loopback targets), which keeps the cloud SDKs out of a cold build, and without
+    `builtinassets` (no web UI assets in the module; the HTTP API is unaffected).
+    """
+    target = cache_root() / f"prometheus-{PROMETHEUS_VERSION}"
+    if (target / ".complete").exists() and not force:
+        return target
+    go_version()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    started = time.monotonic()
+    version = prometheus_module_version()
+    log(f"building Prometheus {PROMETHEUS_VERSION} (module {version}: prometheus, promtool) into {target}")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(tmp)}
+    go_build_with_progress(
+        [
+            "install",
+            "-trimpath",
+            "-tags",
+            "remove_all_sd",
+            "-ldflags",
+            f"-s -w -X github.com/prometheus/common/version.Version={PROMETHEUS_VERSION.lstrip('v')}"
+            f" -X github.com/prometheus/common/version.Branch=module-{version}",
+            f"github.com/prometheus/prometheus/cmd/prometheus@{version}",
+            f"github.com/prometheus/prometheus/cmd/promtool@{version}",
+        ],
+        HERE,
+        env,
+        f"prometheus {PROMETHEUS_VERSION}",
+        900,
+    )
+    (tmp / ".complete").write_text(json.dumps({"seconds": round(time.monotonic() - started)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log(f"built Prometheus in {time.monotonic() - started:.0f}s")
     return target
 
 
@@ -810,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "build-alertmanager", help="build (or reuse) alertmanager and amtool; print their directory"
     )
+    sub.add_parser("build-prometheus", help="build (or reuse) prometheus and promtool; print their directory")
     for name in ("up", "down", "status", "restart"):
         p = sub.add_parser(name)
         if name == "restart":
@@ -839,6 +890,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(bin_dir())
             elif args.command == "build-alertmanager":
                 print(build_alertmanager())
+            elif args.command == "build-prometheus":
+                print(build_prometheus())
             elif args.command == "up":
                 extra = parse_extra_args(args.extra_arg)
                 state = up(args.dir, args.nodes, args.apiserver_port, args.timeout, extra)

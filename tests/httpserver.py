@@ -18,6 +18,7 @@ class Controls:
     sequences: dict[str, list[int]] = field(default_factory=dict)  # path -> status codes used up first
     delays: dict[str, float] = field(default_factory=dict)  # path -> seconds before answering
     bodies: dict[str, bytes] = field(default_factory=dict)  # path -> JSON answered (default "ok")
+    content_types: dict[str, str] = field(default_factory=dict)  # path -> Content-Type of its body
     hits: dict[str, int] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -35,10 +36,12 @@ class LocalServer:
         with self.controls.lock:
             self.controls.statuses[path] = status
 
-    def set_body(self, path: str, body: bytes) -> None:
-        """Answer requests to `path` with this JSON body (e.g. an API's id for what it created)."""
+    def set_body(self, path: str, body: bytes, content_type: str = "application/json") -> None:
+        """Answer requests to `path` with this body (e.g. an API's id for what it created, or
+        metrics in Prometheus' text format with content_type text/plain; version=0.0.4)."""
         with self.controls.lock:
             self.controls.bodies[path] = body
+            self.controls.content_types[path] = content_type
 
     def set_sequence(self, path: str, statuses: list[int]) -> None:
         with self.controls.lock:
@@ -69,13 +72,14 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
                 status = sequence.pop(0) if sequence else controls.statuses.get(self.path, 200)
                 delay = controls.delays.get(self.path, 0.0)
                 answer = controls.bodies.get(self.path)
+                content_type = controls.content_types.get(self.path, "application/json")
             if delay:
                 threading.Event().wait(delay)  # a slow receiver, as seen by the client
             try:
                 self.send_response(status)
                 if status == 429:
                     self.send_header("Retry-After", "1")
-                self.send_header("Content-Type", "application/json" if answer else "text/plain")
+                self.send_header("Content-Type", content_type if answer else "text/plain")
                 self.end_headers()
                 self.wfile.write(
                     answer if answer and status < 400 else b"ok\n" if status < 400 else b"failing\n"
@@ -88,7 +92,11 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length) or b"{}"
+            try:
+                body: Any = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")  # not JSON (a form, a file): kept as text
             with controls.lock:
                 controls.received.append(
                     {
@@ -97,6 +105,7 @@ def _handler(controls: Controls) -> type[BaseHTTPRequestHandler]:
                         "body": body,
                         "idempotency_key": self.headers.get("Idempotency-Key"),
                         "authorization": self.headers.get("Authorization"),
+                        "headers": dict(self.headers.items()),
                     }
                 )
             self._answer()

@@ -8,15 +8,25 @@ from pathlib import Path
 from types import ModuleType
 
 PATH = Path(__file__).resolve().parents[1] / "localcluster" / "localcluster.py"
+PROMSTACK = PATH.with_name("promstack.py")
 
 
 def load() -> ModuleType:
-    if "localcluster_script" in sys.modules:
-        return sys.modules["localcluster_script"]
-    spec = importlib.util.spec_from_file_location("localcluster_script", PATH)
+    return _load("localcluster_script", PATH)
+
+
+def load_promstack() -> ModuleType:
+    """`localcluster/promstack.py`: the local Prometheus (rules, configuration, process)."""
+    return _load("promstack_script", PROMSTACK)
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["localcluster_script"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module

@@ -53,6 +53,21 @@ def required(spec: IncidentSpec, playbook: PlaybookSpec) -> list[Permission]:
             needed.add(Permission("get", "secrets"))
         if step.isolate is not None:
             needed.add(Permission("create", "networkpolicies", "networking.k8s.io"))
+        if step.rollback is not None:
+            ref = step.rollback.target
+            history = "replicasets" if str(ref.kind) == "Deployment" else "controllerrevisions"
+            needed |= {
+                Permission("get", _workload(ref), "apps"),
+                Permission("patch", _workload(ref), "apps"),
+                Permission("list", history, "apps"),
+            }
+        if step.job is not None:
+            needed |= {Permission("create", "jobs", "batch"), Permission("get", "jobs", "batch")}
+            if step.job.logLines > 0:
+                needed |= {Permission("list", "pods"), Permission("get", "pods", subresource="log")}
+        for check in (step.httpCheck, step.promQuery):
+            if check is not None and check.headersSecretRef is not None:
+                needed.add(Permission("get", "secrets"))
         if step.collectEvidence is not None:
             evidence = step.collectEvidence
             needed |= {
@@ -64,6 +79,10 @@ def required(spec: IncidentSpec, playbook: PlaybookSpec) -> list[Permission]:
                 needed.add(Permission("get", "pods", subresource="log"))
             if evidence.events:
                 needed.add(Permission("list", "events"))
+            if evidence.rolloutHistory:
+                for ref in spec.targets or []:
+                    history = "replicasets" if str(ref.kind) == "Deployment" else "controllerrevisions"
+                    needed.add(Permission("list", history, "apps"))
     return sorted(needed)
 
 

@@ -8,25 +8,32 @@ given step attempt, which is what makes a re-run after a crash harmless:
 - `restart` stamps `kubectl.kubernetes.io/restartedAt` with the attempt's persisted start time;
 - `deletePods` picks its victims once and persists their names before deleting them;
 - `isolate` and `collectEvidence` write objects with deterministic names;
-- `waitReady` and `httpCheck` only read; `notify` sends an `Idempotency-Key` per attempt.
+- `rollback` decides the revision (by its ReplicaSet or ControllerRevision) and persists it first;
+- `job` creates a Job named from the incident, run, step and attempt (a re-run finds it);
+- `waitReady`, `httpCheck` and `promQuery` only read (a smoke test's POST is the caller's to make
+  safe to repeat); `notify` sends an `Idempotency-Key` per attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import copy
 import json
 import logging
+import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from incident_operator import templates
+from incident_operator import API_GROUP, checks, revisions, templates
 from incident_operator.conditions import format_time
 from incident_operator.config import Limits
 from incident_operator.kube import (
@@ -41,9 +48,11 @@ from incident_operator.kube import (
 )
 from incident_operator.models import (
     TARGET_ACTIONS,
+    HttpCheckAction,
     IncidentSpec,
     IncidentStatus,
     PlaybookSpec,
+    SecretRef,
     Step,
     StepStatus,
     WorkloadRef,
@@ -255,37 +264,205 @@ async def wait_ready(ctx: ActionContext) -> Outcome:
     return result
 
 
-async def _probe(outbound: Outbound, url: str) -> tuple[int | None, str, bool]:
-    """(status code, what to report, final) of one GET through the egress policy; None: no
-    response; final: asking again cannot help (denied by policy, or the URL is unusable)."""
+async def secret_headers(kube: Kube, namespace: str, ref: SecretRef | None) -> dict[str, str] | Outcome:
+    """Every key of the Secret as a header (values are secrets: never logged, never in status)."""
+    if ref is None:
+        return {}
     try:
-        reply = await outbound.request("GET", url, timeout=HTTP_TIMEOUT)
+        secret = await kube.call(kube.core.read_namespaced_secret, ref.name, namespace)
+    except ApiException as exc:
+        if not_found(exc):
+            return Outcome(False, f"Secret {namespace}/{ref.name} (headersSecretRef) not found")
+        return Outcome(False, f"reading Secret {ref.name}: {api_reason(exc)}")
+    return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
+
+
+async def _probe(
+    outbound: Outbound, check: HttpCheckAction, headers: dict[str, str]
+) -> tuple[bool, str, bool]:
+    """(passed, what to report, final) of one request through the egress policy; final: asking
+    again cannot help (denied by policy, or the URL is unusable)."""
+    send = dict(headers)
+    if check.body is not None:
+        send.setdefault("Content-Type", check.contentType)
+    started = time.monotonic()
+    try:
+        reply = await outbound.request(
+            str(check.method), check.url, timeout=HTTP_TIMEOUT, headers=send, content=check.body
+        )
     except EgressDenied as exc:
-        return None, str(exc), True
+        return False, str(exc), True
     except RequestFailed as exc:
-        return None, str(exc), exc.permanent
-    return reply.status_code, f"HTTP {reply.status_code}", False
+        return False, str(exc), exc.permanent
+    latency_ms = 1000 * (time.monotonic() - started)
+    ok, said = checks.http_verdict(check, reply.status_code, reply.body.decode(errors="replace"), latency_ms)
+    return ok, said, False
 
 
 async def http_check(ctx: ActionContext) -> Outcome:
     params = ctx.step.httpCheck
     assert params is not None  # noqa: S101
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    if isinstance(headers, Outcome):
+        return headers
     streak = 0
-    last = "no response yet"
+    asked = f"{params.method} {params.url}"
     while True:
-        code, last, final = await _probe(ctx.outbound, params.url)
+        ok, last, final = await _probe(ctx.outbound, params, headers)
         if final:
-            return Outcome(False, last)  # neither the policy nor the URL changes while the step waits
-        streak = streak + 1 if code == params.expectStatus else 0
+            return Outcome(False, f"{asked}: {last}")  # neither the policy nor the URL changes meanwhile
+        streak = streak + 1 if ok else 0
         if streak >= params.successThreshold:
-            return Outcome(True, f"GET {params.url}: {last} ({streak} consecutive)")
+            return Outcome(True, f"{asked}: {last} ({streak} consecutive)")
         if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
-            return Outcome(
-                False,
-                f"timed out after {ctx.step.timeoutSeconds}s: GET {params.url} last {last}"
-                f" (expected {params.expectStatus})",
-            )
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {asked} last {last}")
         await asyncio.sleep(params.intervalSeconds)
+
+
+async def prom_query(ctx: ActionContext) -> Outcome:
+    params = ctx.step.promQuery
+    assert params is not None  # noqa: S101
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    if isinstance(headers, Outcome):
+        return headers
+    url = params.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": params.query})
+    holding = checks.Holding()
+    last = "no answer yet"
+    while True:
+        try:
+            reply = await ctx.outbound.request("GET", url, timeout=HTTP_TIMEOUT, headers=headers)
+            answer = json.loads(reply.body)
+            holds, last = checks.query_verdict(answer, params.expect)
+        except EgressDenied as exc:
+            return Outcome(False, str(exc))
+        except RequestFailed as exc:
+            if exc.permanent:
+                return Outcome(False, f"Prometheus {params.url}: {exc}")
+            holds, last = False, f"Prometheus {params.url}: {exc}"
+        except checks.QueryError as exc:
+            return Outcome(False, f"query {params.query!r}: {exc}")  # a wrong query stays wrong
+        except (ValueError, KeyError, TypeError, IndexError):
+            holds, last = False, f"Prometheus {params.url}: not a query answer (HTTP {reply.status_code})"
+        held = holding.observe(holds, ctx.now())
+        if holds and held >= timedelta(seconds=params.forSeconds):
+            span = f" for {params.forSeconds}s" if params.forSeconds else ""
+            return Outcome(True, f"{params.query}: {last}{span}")
+        if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {params.query}: {last}")
+        await asyncio.sleep(params.intervalSeconds)
+
+
+async def rollback(ctx: ActionContext) -> Outcome:
+    params = ctx.step.rollback
+    assert params is not None  # noqa: S101
+    ref, st = params.target, ctx.step_status
+    kind = str(ref.kind)
+    try:
+        history = await ctx.kube.rollout_history(kind, ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    if st.revisionName is None:
+        choice = revisions.choose(history.revisions, history.current, params.toRevision)
+        if isinstance(choice, str):
+            return Outcome(False, f"{kind} {ref.name}: {choice}")
+        st.revision, st.revisionFrom, st.revisionName = choice.number, history.current, choice.name
+        st.message = f"rolling back {kind} {ref.name} from revision {history.current} to {choice.describe()}"
+        await ctx.persist()  # the decision, before the change: a re-run goes to the same revision
+    restore = history.restores.get(st.revisionName or "")
+    if restore is None:
+        return Outcome(
+            False, f"{kind} {ref.name}: {st.revisionName} (revision {st.revision}) no longer exists"
+        )
+    body: Any = (
+        restore if kind == "StatefulSet" else [{"op": "replace", "path": "/spec/template", "value": restore}]
+    )
+    try:
+        await ctx.kube.patch_workload(kind, ref.name, ctx.namespace, body)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    return Outcome(
+        True,
+        f"rolled back {kind} {ref.name} from revision {st.revisionFrom} to revision {st.revision}"
+        f" ({st.revisionName})",
+    )
+
+
+JOB_POLL_S = 1.0
+
+
+async def run_job(ctx: ActionContext) -> Outcome:
+    params = ctx.step.job
+    assert params is not None  # noqa: S101
+    st = ctx.step_status
+    name = checks.job_name(ctx.incident, ctx.step.name, ctx.run_id, st.attempts)
+    st.job = name
+    template = copy.deepcopy(params.template)
+    template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    labels[f"{API_GROUP}/incident"] = ctx.incident
+    meta = owned_metadata(name, ctx.incident, ctx.incident_uid)
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": ctx.kube.to_dict(meta),
+        "spec": {
+            "template": template,
+            "backoffLimit": params.backoffLimit,
+            "activeDeadlineSeconds": params.timeoutSeconds,
+        },
+    }
+    try:
+        await ctx.kube.call(ctx.kube.batch.create_namespaced_job, ctx.namespace, body)
+    except ApiException as exc:
+        if not conflict(exc):  # 409: this attempt's Job exists already (a re-run after a crash)
+            return Outcome(False, f"creating Job {name}: {api_reason(exc)}")
+    while True:
+        try:
+            job = await ctx.kube.call(ctx.kube.batch.read_namespaced_job, name, ctx.namespace)
+        except ApiException as exc:
+            return Outcome(False, f"Job {name}: {api_reason(exc)}")
+        done = {c.type: c for c in (job.status.conditions or []) if c.status == "True"} if job.status else {}
+        if "Complete" in done or "Failed" in done:
+            log = await _job_log(ctx, name, params.logLines)
+            if "Complete" in done:
+                return Outcome(True, f"Job {name} succeeded{log}")
+            failed = done["Failed"]
+            return Outcome(
+                False, f"Job {name} failed: {failed.reason or ''} {failed.message or ''}".rstrip() + log
+            )
+        if ctx.now() + timedelta(seconds=JOB_POLL_S) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: Job {name} still running")
+        await asyncio.sleep(JOB_POLL_S)
+
+
+async def _job_log(ctx: ActionContext, job: str, lines: int) -> str:
+    """'; log: <last lines>' of the Job's newest pod, or why there is none."""
+    if lines == 0:
+        return ""
+    pods = await ctx.kube.call(
+        ctx.kube.core.list_namespaced_pod, ctx.namespace, label_selector=f"job-name={job}"
+    )
+    if not pods.items:
+        return "; log unavailable: no pod"
+    newest = max(pods.items, key=lambda p: str(ctx.kube.to_dict(p)["metadata"].get("creationTimestamp")))
+    try:
+        text = await ctx.kube.call(
+            ctx.kube.core.read_namespaced_pod_log,
+            pod_name(newest),
+            ctx.namespace,
+            tail_lines=lines,
+            limit_bytes=ctx.limits.maxLogBytesPerPod,
+            _request_timeout=10,
+        )
+    except ApiException as exc:
+        return f"; log unavailable: {api_reason(exc)}"
+    except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
+        return f"; log unavailable: {type(exc).__name__}"
+    tail = str(text).strip()[-MAX_LOG_IN_MESSAGE:]
+    return f"; log: {tail}" if tail else "; log empty"
+
+
+MAX_LOG_IN_MESSAGE = 2000
 
 
 async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
@@ -386,6 +563,20 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
             if any((e.involved_object.name or "").startswith(n) for n in names)
         ]
         data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
+    notes = [*missing_logs]
+    if params.rolloutHistory:
+        history, unavailable = await _rollout_histories(ctx)
+        if history:
+            data["rollout-history.yaml"] = yaml.safe_dump(history, sort_keys=False)
+        notes.extend(unavailable)
+    if params.resourceUsage:
+        usage = await _resource_usage(ctx, params.selector)
+        if isinstance(usage, str):
+            notes.append(f"resource usage: {usage}")
+        else:
+            data["resource-usage.yaml"] = yaml.safe_dump(usage, sort_keys=False)
+    if notes:
+        data["unavailable.txt"] = "\n".join(notes) + "\n"
     _fit(data, ctx.limits.maxEvidenceBytes)
     name = f"{ctx.incident}-evidence-{ctx.run_id}"
     try:
@@ -395,6 +586,53 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
     return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
+
+
+async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[str]]:
+    """Each target's revisions with their times and change-cause (recent changes), and what could
+    not be read."""
+    found: dict[str, Any] = {}
+    unavailable: list[str] = []
+    for ref in ctx.spec.targets or []:
+        key = f"{ref.kind}/{ref.name}"
+        try:
+            history = await ctx.kube.rollout_history(str(ref.kind), ref.name, ctx.namespace)
+        except ApiException as exc:
+            unavailable.append(f"rollout history of {key}: {api_reason(exc)}")
+            continue
+        found[key] = {
+            "currentRevision": history.current,
+            "revisions": revisions.history(history.revisions, history.current),
+        }
+    return found, unavailable
+
+
+async def _resource_usage(ctx: ActionContext, selector: dict[str, str]) -> list[dict[str, Any]] | str:
+    """CPU and memory per container from the metrics API (metrics-server), or why not."""
+    try:
+        listed = await ctx.kube.call(
+            ctx.kube.custom.list_namespaced_custom_object,
+            "metrics.k8s.io",
+            "v1beta1",
+            ctx.namespace,
+            "pods",
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            _request_timeout=10,
+        )
+    except ApiException as exc:
+        if exc.status in (404, 503):
+            return "the metrics API (metrics.k8s.io) does not answer in this cluster"
+        return api_reason(exc)
+    return [
+        {
+            "pod": item.get("metadata", {}).get("name"),
+            "time": item.get("timestamp"),
+            "containers": [
+                {"name": c.get("name"), **(c.get("usage") or {})} for c in item.get("containers") or []
+            ],
+        }
+        for item in cast(dict[str, Any], listed).get("items") or []
+    ]
 
 
 def _fit(data: dict[str, str], limit: int) -> None:
@@ -442,6 +680,9 @@ async def isolate(ctx: ActionContext) -> Outcome:
 
 
 REGISTRY: dict[str, Action] = {
+    "rollback": rollback,
+    "job": run_job,
+    "promQuery": prom_query,
     "scale": scale,
     "restart": restart,
     "deletePods": delete_pods,
@@ -507,8 +748,12 @@ async def verify_health(
         if step.httpCheck is None:
             continue
         check = step.httpCheck
-        code, last, _ = await _probe(outbound, check.url)
-        (healthy if code == check.expectStatus else problems).append(f"GET {check.url}: {last}")
+        headers = await secret_headers(kube, namespace, check.headersSecretRef)
+        if isinstance(headers, Outcome):
+            problems.append(headers.message)
+            continue
+        ok, last, _ = await _probe(outbound, check, headers)
+        (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
     if problems:
         return Outcome(False, "; ".join(problems))
     return Outcome(True, "; ".join(healthy) or "no workload or URL to check")

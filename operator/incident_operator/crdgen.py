@@ -76,7 +76,8 @@ PLAYBOOK = KindSpec(
     description=(
         "A remediation procedure for matching incidents in its own namespace: ordered steps, each "
         "one action (scale, restart, deletePods, waitReady, httpCheck, notify, collectEvidence, "
-        "isolate), within guardrails and cooldowns."
+        "isolate, rollback, job, promQuery), optionally conditional on an earlier step, within "
+        "guardrails and cooldowns."
     ),
     plural="playbooks",
     short_names=("pb",),

@@ -14,6 +14,7 @@ import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
@@ -22,6 +23,12 @@ from kubernetes.config.config_exception import ConfigException
 
 from incident_operator import API_GROUP, API_VERSION, __version__
 from incident_operator.access import Permission
+from incident_operator.revisions import (
+    CHANGE_CAUSE_ANNOTATION,
+    Revision,
+    revision_number,
+    template_without_hash,
+)
 
 T = TypeVar("T")
 USER_AGENT = f"incident-operator/{__version__}"
@@ -101,6 +108,14 @@ def pod_ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+@dataclass(frozen=True)
+class RolloutHistory:
+    revisions: list[Revision]
+    current: int | None
+    restores: dict[str, Any]
+    """By revision name: a Deployment's pod template, or a StatefulSet's ControllerRevision data."""
+
+
 class Kube:
     """The API groups the operator uses, called off the event loop."""
 
@@ -113,6 +128,7 @@ class Kube:
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.networking = client.NetworkingV1Api(api)
+        self.batch = client.BatchV1Api(api)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` in the client's thread pool, with a request timeout unless given."""
@@ -159,6 +175,60 @@ class Kube:
             and available == desired
         )
         return Readiness(desired, ready, available, updated, rolled_out)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        """A client model as the API's JSON (camelCase keys)."""
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+    async def rollout_history(self, kind: str, name: str, namespace: str) -> RolloutHistory:
+        """The workload's revisions (its ReplicaSets or ControllerRevisions), the current one, and
+        what restores each: a Deployment's pod template, a StatefulSet's revision patch."""
+        workload = self.to_dict(await self.read_workload(kind, name, namespace))
+        uid = workload["metadata"]["uid"]
+        match = (workload["spec"].get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        listing = (
+            self.apps.list_namespaced_controller_revision
+            if kind == "StatefulSet"
+            else self.apps.list_namespaced_replica_set
+        )
+        listed = self.to_dict(await self.call(listing, namespace, label_selector=selector))
+        owned = [
+            item
+            for item in listed.get("items") or []
+            if any(o.get("uid") == uid for o in item["metadata"].get("ownerReferences") or [])
+        ]
+        revisions: list[Revision] = []
+        restores: dict[str, Any] = {}
+        for item in owned:
+            meta = item["metadata"]
+            annotations = meta.get("annotations") or {}
+            if kind == "StatefulSet":
+                number: int | None = item.get("revision")
+                restores[meta["name"]] = item.get("data")
+                replicas = None
+            else:
+                number = revision_number(annotations)
+                restores[meta["name"]] = template_without_hash(item["spec"]["template"])
+                replicas = (item.get("status") or {}).get("replicas")
+            if number is None:
+                continue
+            created = meta.get("creationTimestamp")
+            revisions.append(
+                Revision(
+                    int(number),
+                    meta["name"],
+                    datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    annotations.get(CHANGE_CAUSE_ANNOTATION),
+                    replicas,
+                )
+            )
+        if kind == "StatefulSet":
+            named = (workload.get("status") or {}).get("updateRevision")
+            current = next((r.number for r in revisions if r.name == named), None)
+        else:
+            current = revision_number(workload["metadata"].get("annotations"))
+        return RolloutHistory(revisions, current, restores)
 
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))

@@ -196,6 +196,12 @@ class StepStatus(ApiModel):
     replicasAfter: int | None = None
     pods: list[str] | None = None
     reverted: bool | None = None
+    revision: int | None = Field(default=None, description="rollback: the revision gone back to.")
+    revisionFrom: int | None = Field(default=None, description="rollback: the revision before it.")
+    revisionName: str | None = Field(
+        default=None, description="rollback: the ReplicaSet or ControllerRevision gone back to."
+    )
+    job: str | None = Field(default=None, description="job: the Job of this attempt.")
 
 
 class PlaybookProgress(ApiModel):
@@ -314,9 +320,51 @@ class DeletePodsAction(ApiModel):
     onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
 
 
+class SecretRef(ApiModel):
+    name: DnsName = Field(description="Secret in the Playbook's namespace.")
+
+
+class HttpMethod(StrEnum):
+    GET = "GET"
+    HEAD = "HEAD"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+
+
 class HttpCheckAction(ApiModel):
-    url: str = Field(min_length=1, pattern="^https?://", description="URL to GET, e.g. http://web/healthz.")
+    """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
+    must answer 200 with some text within a latency bound)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.body) || "
+                    "(has(self.method) && self.method in ['POST', 'PUT', 'PATCH'])",
+                    "message": "a body needs method POST, PUT or PATCH",
+                }
+            ]
+        }
+    )
+
+    url: str = Field(min_length=1, pattern="^https?://", description="URL to ask, e.g. http://web/healthz.")
+    method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
+    body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
+    contentType: str = Field(
+        default="application/json", max_length=256, description="Content-Type of the body."
+    )
+    headersSecretRef: SecretRef | None = Field(
+        default=None,
+        description="A Secret whose keys are header names and values header values (e.g. Authorization).",
+    )
     expectStatus: int = Field(default=200, ge=100, le=599)
+    expectBodyContains: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="The answer's body must contain this text."
+    )
+    maxLatencyMs: int | None = Field(
+        default=None, ge=1, le=600000, description="An answer slower than this counts as a failure."
+    )
     intervalSeconds: int = Field(default=5, ge=1, le=3600)
     successThreshold: int = Field(default=1, ge=1, le=100, description="Consecutive successes needed.")
 
@@ -348,12 +396,99 @@ class CollectEvidenceAction(ApiModel):
     selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
     logLines: int = Field(default=100, ge=0, le=10000)
     events: bool = True
+    rolloutHistory: bool = Field(
+        default=True,
+        description="Record the rollout history (revisions, times, change-cause) of the incident's targets.",
+    )
+    resourceUsage: bool = Field(
+        default=True, description="Record the pods' CPU and memory where the metrics API answers."
+    )
 
 
 class IsolateAction(ApiModel):
     selector: dict[str, str] = Field(
         min_length=1, description="Pods to cut off with a deny-all NetworkPolicy."
     )
+
+
+class RollbackAction(ApiModel):
+    """Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does."""
+
+    target: WorkloadRef
+    toRevision: int | None = Field(
+        default=None, ge=1, description="The revision to go back to (default: the one before the current)."
+    )
+
+
+class CompareOp(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class Expectation(ApiModel):
+    op: CompareOp = Field(description="<, <=, >, >=, == or !=")
+    value: float = Field(description="Every sample of the query's answer is compared with this.")
+
+
+class PromQueryAction(ApiModel):
+    """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
+
+    url: str = Field(
+        min_length=1, pattern="^https?://", description="Prometheus base URL, e.g. http://prometheus:9090."
+    )
+    query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
+    expect: Expectation
+    forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")
+    intervalSeconds: int = Field(default=5, ge=1, le=3600, description="Between queries.")
+    headersSecretRef: SecretRef | None = Field(
+        default=None, description="A Secret whose keys are header names (e.g. Authorization)."
+    )
+
+
+class JobAction(ApiModel):
+    """Run a Kubernetes Job from a pod template (a check such as pg_isready, or clearing a queue)."""
+
+    template: dict[str, Any] = Field(
+        description="A PodTemplateSpec (metadata, spec); restartPolicy defaults to Never.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    timeoutSeconds: int = Field(
+        default=300, ge=1, le=86400, description="activeDeadlineSeconds of the Job; failed after it."
+    )
+    backoffLimit: int = Field(default=0, ge=0, le=10, description="Pod retries inside the Job.")
+    logLines: int = Field(default=50, ge=0, le=1000, description="Lines of the pod's log recorded.")
+    mitigates: bool = Field(
+        default=False,
+        description="Its success is a mitigation (e.g. clearing a queue); a check (pg_isready) is not.",
+    )
+
+
+class When(ApiModel):
+    """Run the step only if an earlier step ended so; otherwise it is Skipped."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.stepFailed) != has(self.stepSucceeded)",
+                    "message": "give exactly one of stepFailed, stepSucceeded",
+                }
+            ]
+        }
+    )
+
+    stepFailed: StepName | None = Field(default=None, description="Run only if this earlier step failed.")
+    stepSucceeded: StepName | None = Field(
+        default=None, description="Run only if this earlier step succeeded."
+    )
+
+    @property
+    def step(self) -> str:
+        return self.stepFailed or self.stepSucceeded or ""
 
 
 @dataclass(frozen=True)
@@ -382,6 +517,9 @@ ACTIONS: dict[str, ActionTraits] = {
     "notify": ActionTraits(mutating=False),
     "collectEvidence": ActionTraits(mutating=False),
     "isolate": ActionTraits(mutating=True),
+    "rollback": ActionTraits(mutating=True, target=True, start_unwritten=True),
+    "job": ActionTraits(mutating=False),  # a check unless `job.mitigates` (see Step.mutates)
+    "promQuery": ActionTraits(mutating=False, cancellable=True, start_unwritten=True),
 }
 """The one table of actions: the step keys, and the sets below, derive from it (a unit test ties
 it to the Step model's fields and to the action registry)."""
@@ -414,6 +552,11 @@ class Step(ApiModel):
     timeoutSeconds: int = Field(default=300, ge=1, le=86400, description="Fail an attempt after this long.")
     retries: int = Field(default=0, ge=0, le=10, description="Extra attempts after a failure.")
     continueOnFailure: bool = Field(default=False, description="Go on with the next step if this one fails.")
+    when: When | None = Field(
+        default=None,
+        description="Run only if an earlier step failed (or succeeded); a step named in stepFailed "
+        "does not stall the playbook when it fails.",
+    )
     scale: ScaleAction | None = None
     restart: TargetAction | None = None
     deletePods: DeletePodsAction | None = None
@@ -422,6 +565,9 @@ class Step(ApiModel):
     notify: NotifyAction | None = None
     collectEvidence: CollectEvidenceAction | None = None
     isolate: IsolateAction | None = None
+    rollback: RollbackAction | None = None
+    job: JobAction | None = None
+    promQuery: PromQueryAction | None = None
 
     @property
     def action(self) -> str:
@@ -434,6 +580,11 @@ class Step(ApiModel):
     def params(self) -> Any:
         """The parameters of the step's action (e.g. a ScaleAction)."""
         return getattr(self, self.action)
+
+    @property
+    def mutates(self) -> bool:
+        """Its success mitigates: the action changes the cluster (or a Job says it does)."""
+        return ACTIONS[self.action].mutating or (self.job is not None and self.job.mitigates)
 
 
 class Match(ApiModel):

@@ -96,6 +96,7 @@ class Outbound:
         timeout: httpx.Timeout | float,
         headers: dict[str, str] | None = None,
         json: Any = None,
+        content: str | bytes | None = None,
         require_https: bool = False,
     ) -> Reply:
         """Make one request if the policy allows it. Raises EgressDenied or RequestFailed."""
@@ -113,7 +114,13 @@ class Outbound:
         extensions = {"sni_hostname": host} if parsed.scheme == "https" and ip != host else {}
         try:
             async with self.http.stream(
-                method, target, headers=send_headers, json=json, timeout=timeout, extensions=extensions
+                method,
+                target,
+                headers=send_headers,
+                json=json,
+                content=content,
+                timeout=timeout,
+                extensions=extensions,
             ) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():

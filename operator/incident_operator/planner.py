@@ -19,7 +19,6 @@ from typing import Literal
 from incident_operator import conditions as cond
 from incident_operator.matching import Selection
 from incident_operator.models import (
-    MUTATING_ACTIONS,
     ActionItemCounts,
     Condition,
     EscalationEntry,
@@ -512,7 +511,7 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
         if state in (StepState.SUCCEEDED, StepState.SKIPPED):
             continue
         if state is StepState.FAILED:
-            if step.continueOnFailure:
+            if step.continueOnFailure or _failure_handled(playbook, step.name):
                 continue
             message = f"step {step.name} failed: {step_status.message}"
             if b.condition("Stalled", "True", "StepFailed", message):
@@ -521,8 +520,37 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
             return b.decision()
         if state is StepState.RUNNING:
             return b.decision(Intent("run-step", index))
+        if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
+            step_status.state = StepState.SKIPPED
+            step_status.finishedAt = b.now
+            step_status.message = _skip_reason(step, progress.steps)
+            b.record("StepSkipped", f"step {step.name} skipped: {step_status.message}")
+            continue
         return _start_step(b, index, step, step_status)
     return _monitor(b, playbook)
+
+
+def _failure_handled(playbook: PlaybookSpec, name: str) -> bool:
+    """A later step runs when this one fails (`when.stepFailed`): its failure is a branch, not a stall."""
+    return any(s.when is not None and s.when.stepFailed == name for s in playbook.steps)
+
+
+def _state_of(steps: list[StepStatus], name: str) -> StepState | None:
+    return next((s.state for s in steps if s.name == name), None)
+
+
+def _condition_met(step: Step, steps: list[StepStatus]) -> bool:
+    when = step.when
+    assert when is not None  # noqa: S101 - callers check
+    wanted = StepState.FAILED if when.stepFailed else StepState.SUCCEEDED
+    return _state_of(steps, when.step) is wanted
+
+
+def _skip_reason(step: Step, steps: list[StepStatus]) -> str:
+    assert step.when is not None  # noqa: S101
+    state = _state_of(steps, step.when.step)
+    wanted = "failed" if step.when.stepFailed else "succeeded"
+    return f"runs only if step {step.when.step} {wanted}; it is {state or 'absent'}"
 
 
 def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
@@ -549,7 +577,7 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
     step_status.startedAt = b.now
     step_status.finishedAt = None
     step_status.message = None
-    b.advance(Event.MUTATING_STEP if step.action in MUTATING_ACTIONS else Event.DIAGNOSTIC_STEP)
+    b.advance(Event.MUTATING_STEP if step.mutates else Event.DIAGNOSTIC_STEP)
     b.condition("Reconciling", "True", "StepRunning", f"step {step.name} ({step.action}) running")
     attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
     b.record("StepStarted", f"step {step.name}: {step.action} started{attempt}")
@@ -646,7 +674,7 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
     if outcome.ok:
         step_status.state = StepState.SUCCEEDED
         b.record("StepSucceeded", f"step {step.name}: {outcome.message}")
-        if step.action in MUTATING_ACTIONS and not b.is_true("Mitigated"):
+        if step.mutates and not b.is_true("Mitigated"):
             b.status.mitigatedAt = b.now
             b.condition(
                 "Mitigated", "True", "MitigationApplied", f"step {step.name} ({step.action}) succeeded"

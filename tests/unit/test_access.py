@@ -17,7 +17,10 @@ def test_each_action_asks_for_exactly_what_it_uses() -> None:
             "steps": [
                 {"name": "scale", "scale": {"target": {"kind": "StatefulSet", "name": "db"}, "delta": 1}},
                 {"name": "restart", "restart": {"target": TARGET}},
-                {"name": "evidence", "collectEvidence": {"selector": {"app": "web"}, "logLines": 0}},
+                {
+                    "name": "evidence",
+                    "collectEvidence": {"selector": {"app": "web"}, "logLines": 0, "rolloutHistory": False},
+                },
                 {"name": "kill", "deletePods": {"selector": {"app": "web"}, "max": 1}},
                 {"name": "cut", "isolate": {"selector": {"app": "web"}}},
                 {"name": "probe", "httpCheck": {"url": "http://web/healthz"}},
@@ -36,6 +39,42 @@ def test_each_action_asks_for_exactly_what_it_uses() -> None:
         Permission("list", "events"),
         Permission("create", "networkpolicies", "networking.k8s.io"),
     }  # no pods/log (logLines: 0), no secrets (no notify), nothing for httpCheck
+
+
+def test_rollback_job_and_checks_with_headers_ask_for_what_they_use() -> None:
+    spec = IncidentSpec.model_validate(
+        {"title": "t", "severity": "P1", "category": "availability", "targets": [TARGET]}
+    )
+    playbook = PlaybookSpec.model_validate(
+        {
+            "steps": [
+                {"name": "undo", "rollback": {"target": {"kind": "StatefulSet", "name": "db"}}},
+                {
+                    "name": "check",
+                    "job": {"template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}},
+                },
+                {"name": "smoke", "httpCheck": {"url": "http://web/", "headersSecretRef": {"name": "h"}}},
+                {
+                    "name": "evidence",
+                    "collectEvidence": {"selector": {"app": "web"}, "logLines": 0, "events": False},
+                },
+            ]
+        }
+    )
+    assert set(required(spec, playbook)) == {
+        Permission("get", "deployments", "apps"),  # the target's health, after the steps
+        Permission("list", "replicasets", "apps"),  # the target's rollout history (evidence)
+        Permission("get", "statefulsets", "apps"),
+        Permission("patch", "statefulsets", "apps"),
+        Permission("list", "controllerrevisions", "apps"),
+        Permission("create", "jobs", "batch"),
+        Permission("get", "jobs", "batch"),
+        Permission("list", "pods"),
+        Permission("get", "pods", subresource="log"),  # the Job's log (logLines 50 by default)
+        Permission("get", "secrets"),
+        Permission("create", "configmaps"),
+        Permission("update", "configmaps"),
+    }
 
 
 def test_the_message_names_the_missing_rolebinding_and_the_command_for_a_service_account() -> None:

@@ -16,7 +16,7 @@ from incident_operator.models import (
 
 
 def test_every_action_is_a_step_field_and_every_step_field_beyond_the_common_ones_is_an_action() -> None:
-    common = {"name", "requiresApproval", "timeoutSeconds", "retries", "continueOnFailure"}
+    common = {"name", "requiresApproval", "timeoutSeconds", "retries", "continueOnFailure", "when"}
     assert set(Step.model_fields) - common == set(ACTIONS)
     assert tuple(ACTIONS) == ACTION_KEYS
 
@@ -26,8 +26,8 @@ def test_every_action_has_an_implementation() -> None:
 
 
 def test_the_derived_sets() -> None:
-    assert {"scale", "restart", "deletePods", "isolate"} == MUTATING_ACTIONS
-    assert {"waitReady", "httpCheck"} == CANCELLABLE_ACTIONS
+    assert {"scale", "restart", "deletePods", "isolate", "rollback"} == MUTATING_ACTIONS
+    assert {"waitReady", "httpCheck", "promQuery"} == CANCELLABLE_ACTIONS
     assert CANCELLABLE_ACTIONS.isdisjoint(MUTATING_ACTIONS)  # only waiting may be cut short
     for key in TARGET_ACTIONS:  # their parameters carry a workload target
         annotation = Step.model_fields[key].annotation

@@ -1,0 +1,84 @@
+"""A workload's rollout history and which revision a rollback goes back to. Pure.
+
+A Deployment's revisions are its ReplicaSets (annotation `deployment.kubernetes.io/revision`,
+the pod template without the `pod-template-hash` label); a StatefulSet's are its
+ControllerRevisions (`revision`, and `data`: a patch that restores the template). The effects
+module reads them from the API and hands them here as `Revision`s; this module chooses, as
+`kubectl rollout undo` does: the newest revision older than the current one, or the one asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
+HASH_LABEL = "pod-template-hash"
+
+
+@dataclass(frozen=True)
+class Revision:
+    number: int
+    name: str
+    """The ReplicaSet or ControllerRevision that holds it (stable while its number moves)."""
+    created: datetime | None
+    change_cause: str | None
+    replicas: int | None = None
+
+    def describe(self) -> str:
+        cause = self.change_cause or "no change-cause"
+        when = self.created.strftime("%Y-%m-%dT%H:%M:%SZ") if self.created else "unknown time"
+        return f"revision {self.number} ({self.name}, {when}): {cause}"
+
+
+def revision_number(annotations: dict[str, str] | None) -> int | None:
+    raw = (annotations or {}).get(REVISION_ANNOTATION)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def choose(revisions: list[Revision], current: int | None, wanted: int | None) -> Revision | str:
+    """The revision to go back to, or why there is none (the step fails with that reason)."""
+    if not revisions:
+        return "no rollout history (no earlier ReplicaSet or ControllerRevision)"
+    if wanted is not None:
+        found = next((r for r in revisions if r.number == wanted), None)
+        if found is None:
+            known = ", ".join(str(r.number) for r in sorted(revisions, key=lambda r: r.number))
+            return f"revision {wanted} not found (known: {known})"
+        return found
+    if current is None:
+        return "the current revision is unknown"
+    earlier = [r for r in revisions if r.number < current]
+    if not earlier:
+        return f"no revision before the current one ({current})"
+    return max(earlier, key=lambda r: r.number)
+
+
+def template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    """A ReplicaSet's pod template as its Deployment would carry it (no pod-template-hash)."""
+    result = copy.deepcopy(template)
+    labels = (result.get("metadata") or {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return result
+
+
+def history(revisions: list[Revision], current: int | None) -> list[dict[str, Any]]:
+    """The rollout history for evidence: oldest first, the current one marked."""
+    return [
+        {
+            "revision": r.number,
+            "name": r.name,
+            "created": r.created.strftime("%Y-%m-%dT%H:%M:%SZ") if r.created else None,
+            "changeCause": r.change_cause,
+            "replicas": r.replicas,
+            "current": r.number == current,
+        }
+        for r in sorted(revisions, key=lambda r: r.number)
+    ]

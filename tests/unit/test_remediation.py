@@ -1,0 +1,204 @@
+"""The seed's remediation beyond scale and restart: rollback choice, httpCheck and promQuery
+verdicts, Job names, conditional steps (`when`) and the checks the schema cannot express."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from incident_operator import checks, revisions, validation
+from incident_operator.models import Expectation, HttpCheckAction, Phase, StepState
+from incident_operator.planner import Intent
+from incident_operator.revisions import Revision
+from tests.unit.test_planner import TARGET, Run, incident, playbook
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def rev(number: int, cause: str | None = None) -> Revision:
+    return Revision(number, f"web-{number:x}", T0 + timedelta(hours=number), cause)
+
+
+# ----------------------------------------------------------------------------- rollback
+
+
+def test_rollback_goes_to_the_newest_revision_before_the_current_one() -> None:
+    history = [rev(1), rev(3, "v3"), rev(4, "v4 bad")]
+    assert revisions.choose(history, current=4, wanted=None) == rev(3, "v3")
+    assert revisions.choose(history, current=3, wanted=None) == rev(1)
+
+
+def test_rollback_to_a_given_revision_or_a_clear_reason_why_not() -> None:
+    history = [rev(1), rev(2), rev(5)]
+    assert revisions.choose(history, current=5, wanted=1) == rev(1)
+    assert revisions.choose(history, current=5, wanted=3) == "revision 3 not found (known: 1, 2, 5)"
+    assert revisions.choose([rev(1)], current=1, wanted=None) == "no revision before the current one (1)"
+    assert "no rollout history" in str(revisions.choose([], current=1, wanted=None))
+    assert revisions.choose(history, current=None, wanted=None) == "the current revision is unknown"
+
+
+def test_a_replicaset_template_loses_only_its_hash_label_and_the_original_is_untouched() -> None:
+    template = {"metadata": {"labels": {"app": "web", "pod-template-hash": "5d8f"}}, "spec": {"x": 1}}
+    assert revisions.template_without_hash(template) == {
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"x": 1},
+    }
+    assert template["metadata"]["labels"]["pod-template-hash"] == "5d8f"
+
+
+def test_rollout_history_for_evidence_is_oldest_first_with_the_current_marked() -> None:
+    history = revisions.history([rev(2, "v2"), rev(1, "v1")], current=2)
+    assert [(h["revision"], h["current"], h["changeCause"]) for h in history] == [
+        (1, False, "v1"),
+        (2, True, "v2"),
+    ]
+    assert history[0]["created"] == "2026-11-27T13:00:00Z"
+
+
+# ----------------------------------------------------------------------------- httpCheck
+
+
+def smoke(**extra: Any) -> HttpCheckAction:
+    return HttpCheckAction.model_validate(
+        {"url": "http://web/v1/upload", "method": "POST", "body": "{}", **extra}
+    )
+
+
+def test_a_smoke_test_needs_the_status_the_text_and_the_latency() -> None:
+    check = smoke(expectBodyContains='"stored": true', maxLatencyMs=500)
+    assert checks.http_verdict(check, 200, '{"stored": true}', 120) == (True, "HTTP 200 in 120ms")
+    assert checks.http_verdict(check, 500, '{"stored": true}', 120) == (
+        False,
+        "HTTP 500 in 120ms (expected 200)",
+    )
+    ok, said = checks.http_verdict(check, 200, '{"stored": false}', 120)
+    assert not ok
+    assert "lacks '\"stored\": true'" in said
+    assert checks.http_verdict(check, 200, '{"stored": true}', 730) == (
+        False,
+        "HTTP 200 in 730ms, slower than 500ms",
+    )
+
+
+# ----------------------------------------------------------------------------- promQuery
+
+
+def vector(*values: tuple[dict[str, str], str]) -> dict[str, Any]:
+    result = [{"metric": m, "value": [1700000000, v]} for m, v in values]
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def test_every_series_must_meet_the_expectation() -> None:
+    below = Expectation.model_validate({"op": "<", "value": 0.05})
+    ok, said = checks.query_verdict(vector(({"job": "web"}, "0.01"), ({"job": "api"}, "0.02")), below)
+    assert ok
+    assert said == '{job="web"}=0.01, {job="api"}=0.02 < 0.05'
+    ok, said = checks.query_verdict(vector(({"job": "web"}, "0.01"), ({"job": "api"}, "0.2")), below)
+    assert not ok
+    assert said == '{job="api"}=0.2 (expected < 0.05)'
+
+
+def test_no_data_nan_and_scalars() -> None:
+    at_least = Expectation.model_validate({"op": ">=", "value": 1})
+    assert checks.query_verdict(vector(), at_least) == (False, "no data (expected >= 1)")
+    assert not checks.query_verdict(vector(({}, "NaN")), at_least)[0]
+    scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1700000000, "3"]}}
+    assert checks.query_verdict(scalar, at_least) == (True, "scalar=3 >= 1")
+
+
+def test_a_wrong_query_is_an_error_with_prometheus_reason() -> None:
+    with pytest.raises(checks.QueryError, match="bad_data: parse error"):
+        checks.samples({"status": "error", "errorType": "bad_data", "error": "parse error"})
+    with pytest.raises(checks.QueryError, match="matrix"):
+        checks.samples({"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+
+def test_a_condition_must_hold_without_a_break() -> None:
+    holding = checks.Holding()
+    assert holding.observe(True, T0) == timedelta(0)
+    assert holding.observe(True, T0 + timedelta(seconds=4)) == timedelta(seconds=4)
+    assert holding.observe(False, T0 + timedelta(seconds=5)) == timedelta(0)
+    assert holding.observe(True, T0 + timedelta(seconds=6)) == timedelta(0)
+    assert holding.observe(True, T0 + timedelta(seconds=9)) == timedelta(seconds=3)
+
+
+# ----------------------------------------------------------------------------- job
+
+
+def test_job_names_are_unique_per_attempt_and_fit_a_label_value() -> None:
+    assert checks.job_name("alert-1f2e", "pg-isready", "r1", 1) == "alert-1f2e-pg-isready-r1-1"
+    long = checks.job_name("a" * 60, "check-the-database", "r2", 3)
+    assert len(long) <= 63
+    assert long != checks.job_name("a" * 60, "check-the-database", "r2", 4)
+    assert long == checks.job_name("a" * 60, "check-the-database", "r2", 3)
+
+
+def test_a_job_template_that_cannot_run_is_reported_when_the_playbook_is_applied() -> None:
+    def job(template: dict[str, Any]) -> list[str]:
+        return validation.problems({"steps": [{"name": "check", "job": {"template": template}}]})[1]
+
+    assert job({"spec": {"containers": [{"name": "pg", "image": "postgres:16"}]}}) == []
+    assert job({}) == ["step check: job.template: needs spec (a pod spec)"]
+    assert job({"spec": {"containers": [{"name": "pg"}]}}) == [
+        "step check: job.template: spec.containers[0] needs a name and an image"
+    ]
+    assert job({"spec": {"containers": [{"name": "pg", "image": "p"}], "restartPolicy": "Always"}}) == [
+        "step check: job.template: spec.restartPolicy must be Never or OnFailure for a Job"
+    ]
+
+
+# ----------------------------------------------------------------------------- when
+
+
+SMOKE = {"name": "smoke", "httpCheck": {"url": "http://web/v1/upload", "method": "POST", "body": "{}"}}
+ROLLBACK = {"name": "undo", "rollback": {"target": TARGET}, "when": {"stepFailed": "smoke"}}
+NOTIFY_OK = {
+    "name": "tell",
+    "notify": {"webhook": {"urlSecretRef": {"name": "s", "key": "k"}}, "message": "{title}"},
+    "when": {"stepSucceeded": "undo"},
+}
+
+
+def test_a_failed_smoke_test_rolls_back_instead_of_stalling() -> None:
+    run = Run(incident(), playbook(SMOKE, ROLLBACK, NOTIFY_OK))
+    assert run.plan().intent == Intent("run-step", 0)
+    run.complete(Intent("run-step", 0), ok=False, message="HTTP 500 in 12ms (expected 200)")
+    assert run.plan().intent == Intent("run-step", 1)  # the failure is a branch: no Stalled
+    assert run.condition("Stalled") is None
+    run.complete(Intent("run-step", 1), message="rolled back")
+    assert run.phase() is Phase.MITIGATING
+    assert run.plan().intent == Intent("run-step", 2)  # undo succeeded: tell
+
+
+def test_a_passing_smoke_test_skips_the_rollback_and_what_depends_on_it() -> None:
+    run = Run(incident(), playbook(SMOKE, ROLLBACK, NOTIFY_OK))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    decision = run.plan()
+    assert decision.intent is None
+    assert [run.step(i).state for i in (1, 2)] == [StepState.SKIPPED, StepState.SKIPPED]
+    assert run.step(1).message == "runs only if step smoke failed; it is Succeeded"
+    assert run.step(2).message == "runs only if step undo succeeded; it is Skipped"
+    assert run.records.count("StepSkipped") == 2
+    assert run.status.monitoringSince == run.now
+
+
+def test_a_failure_nobody_handles_still_stalls() -> None:
+    run = Run(incident(), playbook(SMOKE, {**ROLLBACK, "when": {"stepSucceeded": "smoke"}}))
+    run.plan()
+    run.complete(Intent("run-step", 0), ok=False, message="HTTP 503")
+    run.plan()
+    stalled = run.condition("Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "StepFailed"
+
+
+def test_when_must_name_an_earlier_step() -> None:
+    later = {**SMOKE, "when": {"stepFailed": "undo"}}
+    found = validation.problems({"steps": [later, {**ROLLBACK, "when": {"stepFailed": "nope"}}]})[1]
+    assert found == [
+        "step smoke: when names 'undo', which is not an earlier step",
+        "step undo: when names 'nope', which is not an earlier step",
+    ]
