@@ -138,6 +138,8 @@ def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:
             out[key] = structural(value, defs)
         elif key == "additionalProperties" and value is False:
             continue  # structural schemas prune unknown fields; `false` is not allowed
+        elif key == "additionalProperties" and value is True:
+            continue  # free-form objects say x-kubernetes-preserve-unknown-fields instead
         elif key == "const":
             out["enum"] = [value]
         else:

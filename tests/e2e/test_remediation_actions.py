@@ -84,7 +84,9 @@ def test_a_failed_smoke_test_rolls_back_to_the_previous_revision(s: Scenario, re
     )
     s.incident("outage-1", targets=[deploy_ref("web")], playbookRef={"name": "outage"})
 
-    s.wait_phase("outage-1", "Resolved")
+    s.wait_step("outage-1", "undo", "Succeeded")
+    receivers.set_status(upload, 200)  # the previous version uploads again
+    s.wait_phase("outage-1", "Resolved")  # the health check after Monitoring repeats the smoke test
     steps = s.steps("outage-1")
     assert steps["smoke"]["state"] == "Failed"
     assert "HTTP 500" in steps["smoke"]["message"], steps["smoke"]
