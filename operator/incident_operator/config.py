@@ -331,6 +331,37 @@ class StatusPageConfig(BaseModel):
     historyDays: int = Field(default=90, ge=1, le=366)
 
 
+class SeverityRule(BaseModel):
+    """One entry of `severityEscalation:`: "P2 not mitigated in 5 minutes becomes P1" is
+    `{from: P2, to: P1, notMitigatedWithinSeconds: 300}` (seed 1.1: impact grows with time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: Severity = Field(alias="from")
+    to: Severity
+    notMitigatedWithinSeconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+    notAcknowledgedWithinSeconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+    namespaces: tuple[str, ...] = ()
+    """Only incidents of these namespaces (empty: every namespace)."""
+
+    @model_validator(mode="after")
+    def _one_condition_and_upwards(self) -> SeverityRule:
+        given = [x for x in (self.notMitigatedWithinSeconds, self.notAcknowledgedWithinSeconds) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of notMitigatedWithinSeconds, notAcknowledgedWithinSeconds")
+        if self.to >= self.source:  # "P1" < "P2": an escalation goes towards P1
+            raise ValueError(f"{self.source} -> {self.to} is not an escalation (towards P1)")
+        return self
+
+    @property
+    def unless(self) -> Literal["mitigated", "acknowledged"]:
+        return "mitigated" if self.notMitigatedWithinSeconds else "acknowledged"
+
+    @property
+    def within(self) -> timedelta:
+        return timedelta(seconds=self.notMitigatedWithinSeconds or self.notAcknowledgedWithinSeconds or 0)
+
+
 class FileConfig(BaseModel):
     """The part of the settings that lives in the --config YAML file."""
 
@@ -346,6 +377,8 @@ class FileConfig(BaseModel):
     acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
     repeats: RepeatsConfig = RepeatsConfig()
     statusPage: StatusPageConfig = StatusPageConfig()
+    severityEscalation: tuple[SeverityRule, ...] = ()
+    """Rules that raise the severity an incident is treated as (status.effectiveSeverity)."""
 
 
 class OperatorConfig(BaseModel):

@@ -44,6 +44,7 @@ from incident_operator.models import (
     Phase,
     PlaybookSpec,
     PlaybookStatus,
+    Severity,
 )
 from incident_operator.notifications import IncidentView, notices, page_id_annotation
 from incident_operator.notifier import Notifier
@@ -56,9 +57,11 @@ from incident_operator.planner import (
     Outcome,
     PlanInput,
     Record,
+    SeverityRule,
     check_deadlines,
     complete,
     cooldown_until,
+    effective_severity,
     plan,
     posts_event,
     with_records,
@@ -251,12 +254,15 @@ class IncidentLoop:
         status: IncidentStatus | None = None,
         holder: str | None = None,
     ) -> PlanInput:
+        current = status if status is not None else self.status
+        severity = effective_severity(spec, current)
+        targets = self.config.file.responseTargets
         return PlanInput(
             spec=spec,
-            status=status if status is not None else self.status,
+            status=current,
             generation=self.body.get("metadata", {}).get("generation"),
             selection=selection,
-            response_target=getattr(self.config.file.responseTargets, str(spec.severity)),
+            response_target=getattr(targets, str(severity)),
             now=self.clock(),
             cooldown_until=cooldown,
             cooldown_holder=holder,
@@ -265,15 +271,21 @@ class IncidentLoop:
             busy=bool(self.in_flight or self.pending),
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
-            escalation=self._escalation(spec),
+            escalation=self._escalation(severity),
             repeat_of=self._repeat_of() if self.status.detectedAt is None else None,
+            severity_rules=tuple(
+                SeverityRule(r.source, r.to, r.within, r.unless)
+                for r in self.config.file.severityEscalation
+                if not r.namespaces or self.namespace in r.namespaces
+            ),
+            response_targets={s: getattr(targets, str(s)) for s in Severity},
         )
 
-    def _escalation(self, spec: IncidentSpec) -> tuple[Level, ...]:
+    def _escalation(self, severity: Severity) -> tuple[Level, ...]:
         """The severity's escalation levels, each with its channels that take this namespace
         (a level left with none does not apply here)."""
         notifications = self.config.file.notifications
-        policy = notifications.escalation.get(spec.severity)
+        policy = notifications.escalation.get(severity)
         if policy is None:
             return ()
         scopes = {c.name: c.namespaces for c in notifications.channels}

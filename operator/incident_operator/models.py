@@ -111,6 +111,34 @@ class StatusUpdate(ApiModel):
     message: str = Field(min_length=1, max_length=2000)
 
 
+class Roles(ApiModel):
+    """The response team besides the Incident Commander (`spec.commander`), seed 3.1."""
+
+    techLead: str | None = Field(default=None, max_length=256, description="Technical Lead: leads the fix.")
+    comms: str | None = Field(
+        default=None, max_length=256, description="Communications Lead: status page and stakeholders."
+    )
+    customerSuccess: str | None = Field(
+        default=None, max_length=256, description="Customer Success: talks to affected customers."
+    )
+
+
+ROLE_TITLES = {
+    "techLead": "Technical Lead",
+    "comms": "Communications Lead",
+    "customerSuccess": "Customer Success",
+}
+
+
+class SeverityChange(ApiModel):
+    """The severity the operator treats an incident as, changed by an escalation rule."""
+
+    previous: Severity
+    severity: Severity
+    at: datetime
+    reason: str
+
+
 class IncidentSpec(ApiModel):
     """Human intent. The operator never rewrites spec."""
 
@@ -135,6 +163,9 @@ class IncidentSpec(ApiModel):
     )
     source: Source | None = Field(default=None, description="Where the incident came from.")
     commander: str | None = Field(default=None, description="Incident Commander; setting it acknowledges.")
+    roles: Roles | None = Field(
+        default=None, description="Technical Lead, Communications Lead, Customer Success (seed 3.1)."
+    )
     approvals: list[Approval] | None = Field(
         default=None,
         max_length=64,
@@ -276,6 +307,15 @@ class IncidentStatus(ApiModel):
         default=None, description="The escalation level reached while nobody acknowledged, and its history."
     )
     actionItems: ActionItemCounts | None = Field(default=None, description="Open and overdue action items.")
+    roles: Roles | None = Field(default=None, description="The roles as last recorded in the timeline.")
+    effectiveSeverity: Severity | None = Field(
+        default=None,
+        description="The severity the incident is treated as after an escalation rule (spec.severity "
+        "is not rewritten); response target and escalation policy follow it.",
+    )
+    severityHistory: list[SeverityChange] | None = Field(
+        default=None, max_length=10, description="Severity escalations, oldest first."
+    )
 
 
 # ----------------------------------------------------------------------------- Playbook

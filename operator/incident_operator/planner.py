@@ -12,6 +12,7 @@ attempt, and every action is idempotent for a given attempt (see `actions`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal
@@ -19,6 +20,7 @@ from typing import Literal
 from incident_operator import conditions as cond
 from incident_operator.matching import Selection
 from incident_operator.models import (
+    ROLE_TITLES,
     ActionItemCounts,
     Condition,
     EscalationEntry,
@@ -28,7 +30,10 @@ from incident_operator.models import (
     Phase,
     PlaybookProgress,
     PlaybookSpec,
+    Roles,
     ScaleAction,
+    Severity,
+    SeverityChange,
     Step,
     StepState,
     StepStatus,
@@ -133,6 +138,21 @@ class PlanInput:
     """The severity's escalation policy (config), levels in order."""
     repeat_of: str | None = None
     """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
+    severity_rules: tuple[SeverityRule, ...] = ()
+    """Config `severityEscalation`: when the incident is treated as more severe."""
+    response_targets: Mapping[Severity, timedelta] = field(default_factory=dict)
+    """Every severity's response target (an escalated severity re-targets the deadline)."""
+
+
+@dataclass(frozen=True)
+class SeverityRule:
+    """`source` becomes `target` when the incident is not `unless` within `within` (pure copy of
+    the config's rule)."""
+
+    source: Severity
+    target: Severity
+    within: timedelta
+    unless: Literal["mitigated", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -292,6 +312,7 @@ def plan(inp: PlanInput) -> Decision:
         _acknowledge(
             b, "CommanderAssigned", f"acknowledged by commander {spec.commander}", actor=spec.commander
         )
+    _follow_roles(b)
 
     playbook = inp.selection.playbook.spec if inp.selection.playbook else None
     if spec.resolution and not b.is_true("Resolved"):
@@ -310,6 +331,7 @@ def plan(inp: PlanInput) -> Decision:
 
     _check_response_target(b)
     _escalate(b)
+    _escalate_severity(b)
 
     if spec.paused:
         if b.condition("Reconciling", "False", "Paused", "automation paused by spec.paused"):
@@ -339,7 +361,68 @@ def check_deadlines(inp: PlanInput) -> Decision:
         return b.decision()
     _check_response_target(b)
     _escalate(b)
+    _escalate_severity(b)
     return b.decision()
+
+
+def effective_severity(spec: IncidentSpec, status: IncidentStatus) -> Severity:
+    return status.effectiveSeverity or spec.severity
+
+
+def _follow_roles(b: _Builder) -> None:
+    """Each role given, changed or given up is a timeline entry (status.roles remembers them)."""
+    wanted = b.inp.spec.roles or Roles()
+    known = b.status.roles or Roles()
+    if wanted == known:
+        return
+    for field_name, title in ROLE_TITLES.items():
+        new, old = getattr(wanted, field_name), getattr(known, field_name)
+        if new == old:
+            continue
+        if new:
+            was = f" (was {old})" if old else ""
+            b.record("RoleAssigned", f"{title}: {new}{was}", actor="human")
+        else:
+            b.record("RoleAssigned", f"{title}: nobody (was {old})", actor="human")
+    b.status.roles = wanted if wanted != Roles() else None
+
+
+def _escalate_severity(b: _Builder) -> None:
+    """Treat the incident as more severe when a rule's time passes without a mitigation (or an
+    acknowledgement): status.effectiveSeverity and its history; spec is never rewritten. The
+    response deadline moves to the new severity's target (if not acknowledged yet) and the new
+    severity's escalation policy applies from its first level (the engine plans again at once)."""
+    status, spec = b.status, b.inp.spec
+    if status.detectedAt is None:
+        return
+    current = effective_severity(spec, status)
+    since = status.severityHistory[-1].at if status.severityHistory else status.detectedAt
+    for rule in b.inp.severity_rules:
+        if rule.source != current:
+            continue
+        if rule.unless == "mitigated" and (status.mitigatedAt is not None or b.is_true("Mitigated")):
+            continue
+        if rule.unless == "acknowledged" and b.is_true("Acknowledged"):
+            continue
+        due = since + rule.within
+        if b.now < due:
+            b.wake.append(due)
+            continue
+        reason = f"not {rule.unless} within {int(rule.within.total_seconds())}s"
+        status.effectiveSeverity = rule.target
+        status.severityHistory = [
+            *(status.severityHistory or []),
+            SeverityChange(previous=current, severity=rule.target, at=b.now, reason=reason),
+        ]
+        target = b.inp.response_targets.get(rule.target)
+        if target is not None and not b.is_true("Acknowledged"):
+            deadline = status.detectedAt + target
+            status.acknowledgeBy = min(status.acknowledgeBy or deadline, deadline)
+        if status.escalation is not None:
+            status.escalation.level = 0  # the new severity's policy, from its first level
+        b.record("SeverityEscalated", f"{current} -> {rule.target}: {reason}", warning=True)
+        b.wake.append(b.now)
+        return
 
 
 def _follow_alert(b: _Builder) -> None:
@@ -452,9 +535,10 @@ def _check_response_target(b: _Builder) -> None:
             "True",
             "AckDeadlinePassed",
             f"not acknowledged by {cond.format_time(status.acknowledgeBy)} "
-            f"({b.inp.spec.severity} response target)",
+            f"({effective_severity(b.inp.spec, status)} response target)",
         ):
-            b.record("ResponseTargetBreached", f"{b.inp.spec.severity} response target missed", warning=True)
+            severity = effective_severity(b.inp.spec, status)
+            b.record("ResponseTargetBreached", f"{severity} response target missed", warning=True)
     else:
         b.wake.append(status.acknowledgeBy)
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from incident_operator import API_GROUP, API_VERSION, postmortem, report
 from incident_operator.conditions import parse_time
 from incident_operator.matching import Candidate, select
-from incident_operator.models import IncidentSpec, IncidentStatus, PlaybookSpec
+from incident_operator.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
 from incident_operator.planner import pods_to_delete, scale_decision
 from incident_operator.validation import problems
 
@@ -192,7 +192,7 @@ def cmd_list(api: Api, args: argparse.Namespace) -> None:
         spec, status, meta = item.get("spec") or {}, item.get("status") or {}, item["metadata"]
         row = [
             meta["name"],
-            str(spec.get("severity", "-")),
+            _severity(spec, status),
             str(status.get("phase", "-")),
             str(spec.get("commander") or "-"),
             _age(meta.get("creationTimestamp"), now),
@@ -200,6 +200,13 @@ def cmd_list(api: Api, args: argparse.Namespace) -> None:
         ]
         rows.append(([meta["namespace"]] if args.all_namespaces else []) + row)
     print(_table(rows))
+
+
+def _severity(spec: dict[str, Any], status: dict[str, Any]) -> str:
+    """P2, or P2->P1 once an escalation rule treats it as more severe."""
+    declared = str(spec.get("severity", "-"))
+    effective = status.get("effectiveSeverity")
+    return f"{declared}->{effective}" if effective and effective != declared else declared
 
 
 def _slug(title: str) -> str:
@@ -250,6 +257,23 @@ def cmd_ack(api: Api, args: argparse.Namespace) -> None:
         raise Failed(f"incident {args.name} is closed: it is read-only history")
     api.patch_spec(args.name, {"commander": who})
     print(f"{RESOURCE}/{args.name} acknowledged: {who} is the Incident Commander")
+
+
+ROLE_FIELDS = {"tech-lead": "techLead", "comms": "comms", "customer-success": "customerSuccess"}
+
+
+def cmd_assign(api: Api, args: argparse.Namespace) -> None:
+    current = api.get(args.name)
+    if (current.get("spec") or {}).get("closed"):
+        raise Failed(f"incident {args.name} is closed: it is read-only history")
+    who = args.person or api.whoami()
+    if args.role == "commander":
+        api.patch_spec(args.name, {"commander": who})
+        print(f"{RESOURCE}/{args.name}: {who} is the Incident Commander (acknowledged)")
+        return
+    api.patch_spec(args.name, {"roles": {ROLE_FIELDS[args.role]: who}})
+    title = ROLE_TITLES[ROLE_FIELDS[args.role]]
+    print(f"{RESOURCE}/{args.name}: {who} is the {title}")
 
 
 def cmd_approve(api: Api, args: argparse.Namespace) -> None:
@@ -539,6 +563,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--drill", action="store_true", help="a response drill, kept out of production figures")
     p = named("ack", cmd_ack, "acknowledge: become (or name) the Incident Commander")
     p.add_argument("--commander", help="who (default: you, as the API server knows you)")
+    p = named("assign", cmd_assign, "give a person a role of the response (seed 3.1)")
+    p.add_argument(
+        "role",
+        choices=["commander", *ROLE_FIELDS],
+        metavar="ROLE",
+        help="commander, tech-lead, comms or customer-success",
+    )
+    p.add_argument(
+        "person", metavar="PERSON", nargs="?", help="who (default: you, as the API server knows you)"
+    )
     p = named("approve", cmd_approve, "approve a step that requires approval")
     p.add_argument("step", metavar="STEP")
     p.add_argument("--by", help="who approves (default: you; the API server checks it is you)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from incident_operator.conditions import format_time
-from incident_operator.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.models import ROLE_TITLES, IncidentSpec, IncidentStatus, Phase, Roles
 
 SEVERITY_NAMES = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
 TO_BE_WRITTEN = "_To be written by the team._"
@@ -90,8 +90,17 @@ def render(namespace: str, name: str, spec: IncidentSpec, status: IncidentStatus
     ]
     if status.repeatOf:
         lines.append(f"- **Repeat of**: incident `{status.repeatOf}`")
+    for change in status.severityHistory or []:
+        lines.append(
+            f"- **Severity escalated**: {change.previous} -> {change.severity} at {_time(change.at)} "
+            f"({change.reason})"
+        )
     if spec.commander:
         lines.append(f"- **Incident Commander**: {spec.commander}")
+    roles = spec.roles or Roles()
+    for field_name, title in ROLE_TITLES.items():
+        if getattr(roles, field_name):
+            lines.append(f"- **{title}**: {getattr(roles, field_name)}")
     lines += [
         "",
         "## Impact",

@@ -254,6 +254,7 @@ def free_port() -> int:
 
 
 NOTIFY_NAMESPACE = "notify-e2e"
+SEVERITY_NAMESPACE = "severity-e2e"
 
 
 @pytest.fixture(scope="session")
@@ -324,6 +325,10 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
         # Short response targets for P1/P4 so that a breach is observable in a test (P1: long
         # enough for a one-step playbook to resolve an incident before it).
         "responseTargets": {"P1": "PT10S", "P3": "PT1H", "P4": "PT3S"},
+        # Only in its own namespace: a P2 nobody mitigates in 3 s is treated as a P1.
+        "severityEscalation": [
+            {"from": "P2", "to": "P1", "notMitigatedWithinSeconds": 3, "namespaces": [SEVERITY_NAMESPACE]}
+        ],
         "notifications": {
             "channels": [
                 channel("ok", "slack"),
@@ -332,10 +337,14 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
                 channel("broken", "webhook", events=["resolved"], maxAttempts=2),
                 channel("slow", "webhook", events=["resolved"], timeoutSeconds=0.5, maxAttempts=2),
                 channel("pager", "slack", events=[], template="PAGE {severity} {name}: {event}"),
+                {
+                    **channel("sev-pager", "slack", events=[], template="PAGE {severity} {name}: {event}"),
+                    "namespaces": [SEVERITY_NAMESPACE],
+                },
                 *paging_channels,
             ],
             "escalation": {
-                "P1": ["pager"],
+                "P1": ["pager", "sev-pager"],  # each takes its own namespace's incidents
                 "P4": ["pager"],
                 # P2: PagerDuty at once, then Opsgenie and email 2 s later while nobody acknowledges.
                 "P2": {
@@ -368,7 +377,8 @@ def operator(
         what="token namespace",
     )
     ensure_secret(crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN})
-    urls = {name: receivers.url(f"/{name}") for name in ("ok", "status", "flaky", "broken", "slow", "pager")}
+    names = ("ok", "status", "flaky", "broken", "slow", "pager", "sev-pager")
+    urls = {name: receivers.url(f"/{name}") for name in names}
     keys = {"pd-key": "R0UTING-KEY", "og-key": "GENIE-KEY", "sp-key": "SP-KEY"}
     ensure_secret(crds_installed, TOKEN_NAMESPACE, NOTIFY_SECRET, {**urls, **keys})
     process = OperatorProcess(

@@ -12,6 +12,7 @@ from incident_operator.models import (
     IncidentStatus,
     Phase,
     PlaybookSpec,
+    Severity,
     StepState,
     TimelineEntry,
 )
@@ -25,6 +26,7 @@ from incident_operator.planner import (
     Level,
     Outcome,
     PlanInput,
+    SeverityRule,
     bound_timeline,
     check_deadlines,
     complete,
@@ -66,6 +68,8 @@ class Run:
         self.automation_acknowledges = False
         self.escalation: tuple[Level, ...] = ()
         self.repeat_of: str | None = None
+        self.severity_rules: tuple[SeverityRule, ...] = ()
+        self.response_targets: dict[Severity, timedelta] = {}
 
     def input(self) -> PlanInput:
         selection: Selection = select(self.spec, self.playbooks)
@@ -83,6 +87,8 @@ class Run:
             automation_acknowledges=self.automation_acknowledges,
             escalation=self.escalation,
             repeat_of=self.repeat_of,
+            severity_rules=self.severity_rules,
+            response_targets=self.response_targets,
         )
 
     def plan(self) -> Decision:

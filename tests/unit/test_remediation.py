@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from incident_operator import checks, revisions, validation
-from incident_operator.models import Expectation, HttpCheckAction, Phase, StepState
-from incident_operator.planner import Intent
+from incident_operator.models import Expectation, HttpCheckAction, Phase, Severity, StepState
+from incident_operator.planner import Intent, SeverityRule
 from incident_operator.revisions import Revision
 from tests.unit.test_planner import TARGET, Run, incident, playbook
 
@@ -202,3 +202,80 @@ def test_when_must_name_an_earlier_step() -> None:
         "step smoke: when names 'undo', which is not an earlier step",
         "step undo: when names 'nope', which is not an earlier step",
     ]
+
+
+# ----------------------------------------------------------------------------- roles, severity
+
+
+def test_roles_given_and_handed_over_are_timeline_entries_once() -> None:
+    run = Run(incident(roles={"techLead": "bob"}))
+    run.plan()
+    run.plan()
+    assert [e.message for e in run.status.timeline or [] if e.type == "RoleAssigned"] == [
+        "Technical Lead: bob"
+    ]
+    run.spec = incident(roles={"techLead": "erin", "comms": "carol"})
+    run.plan()
+    entries = [(e.message, e.actor) for e in run.status.timeline or [] if e.type == "RoleAssigned"]
+    assert entries[1:] == [
+        ("Technical Lead: erin (was bob)", "human"),
+        ("Communications Lead: carol", "human"),
+    ]
+    run.spec = incident(roles={"comms": "carol"})
+    run.plan()
+    assert (run.status.timeline or [])[-1].message == "Technical Lead: nobody (was erin)"
+
+
+P2_TO_P1 = SeverityRule(Severity.P2, Severity.P1, timedelta(minutes=5), "mitigated")
+TARGETS = {Severity.P1: timedelta(minutes=10), Severity.P2: timedelta(hours=1)}
+
+
+def severity_run(**extra: Any) -> Run:
+    run = Run(incident(severity="P2", **extra))
+    run.severity_rules = (P2_TO_P1,)
+    run.response_targets = TARGETS
+    return run
+
+
+def test_a_p2_not_mitigated_in_five_minutes_is_treated_as_p1() -> None:
+    run = severity_run()
+    first = run.plan()
+    assert first.wake_at == T0 + timedelta(minutes=5)
+    assert run.status.acknowledgeBy == T0 + timedelta(minutes=15)  # Run's own response target
+    run.now = T0 + timedelta(minutes=5)
+    decision = run.plan()
+    assert run.status.effectiveSeverity is Severity.P1
+    [change] = run.status.severityHistory or []
+    assert (change.previous, change.severity, change.at, change.reason) == (
+        Severity.P2,
+        Severity.P1,
+        run.now,
+        "not mitigated within 300s",
+    )
+    assert run.status.acknowledgeBy == T0 + timedelta(minutes=10)  # P1's target, from detection
+    assert decision.wake_at == run.now  # plan again at once with P1's policy
+    assert run.spec.severity is Severity.P2
+    run.now += timedelta(minutes=10)
+    run.plan()
+    assert len(run.status.severityHistory or []) == 1  # no P1 rule: once
+
+
+def test_a_mitigated_or_resolved_incident_keeps_its_severity() -> None:
+    run = severity_run()
+    run.status.mitigatedAt = T0 + timedelta(minutes=1)
+    run.plan()
+    run.now = T0 + timedelta(hours=1)
+    run.plan()
+    assert run.status.effectiveSeverity is None
+
+
+def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> None:
+    run = severity_run()
+    run.plan()
+    run.now = T0 + timedelta(minutes=5)
+    run.plan()
+    run.now = T0 + timedelta(minutes=10)
+    run.plan()
+    breached = run.condition("ResponseTargetBreached")
+    assert breached is not None
+    assert "(P1 response target)" in breached["message"]
