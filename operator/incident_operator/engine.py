@@ -446,7 +446,14 @@ class IncidentLoop:
         records = [*self.held, *decision.records]
         new = decision.status
         found = []
-        view = IncidentView(self.namespace, self.name, spec, new.phase or Phase.DETECTED, self._page_ids())
+        view = IncidentView(
+            self.namespace,
+            self.name,
+            spec,
+            new.phase or Phase.DETECTED,
+            self._page_ids(),
+            new.effectiveSeverity,
+        )
         if self.notifier is not None and records:
             found = notices(old, new, records, view)
             if new.settled and not old.settled and self.notifier.would_send(found, view):

@@ -26,6 +26,7 @@ from incident_operator.access import Permission
 from incident_operator.revisions import (
     CHANGE_CAUSE_ANNOTATION,
     Revision,
+    fingerprint,
     revision_number,
     template_without_hash,
 )
@@ -206,10 +207,12 @@ class Kube:
             if kind == "StatefulSet":
                 number: int | None = item.get("revision")
                 restores[meta["name"]] = item.get("data")
+                template = ((item.get("data") or {}).get("spec") or {}).get("template")
                 replicas = None
             else:
                 number = revision_number(annotations)
-                restores[meta["name"]] = template_without_hash(item["spec"]["template"])
+                template = item["spec"]["template"]
+                restores[meta["name"]] = template_without_hash(template)
                 replicas = (item.get("status") or {}).get("replicas")
             if number is None:
                 continue
@@ -221,6 +224,7 @@ class Kube:
                     datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
                     annotations.get(CHANGE_CAUSE_ANNOTATION),
                     replicas,
+                    fingerprint(template),
                 )
             )
         if kind == "StatefulSet":

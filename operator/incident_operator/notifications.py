@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from incident_operator.config import Channel, NotificationEvent, Notifications
-from incident_operator.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.models import IncidentSpec, IncidentStatus, Phase, Severity
 from incident_operator.planner import Record
 from incident_operator.templates import render
 
@@ -48,6 +48,13 @@ class IncidentView:
     phase: Phase
     page_ids: Mapping[str, str] = field(default_factory=dict)
     """Statuspage incident ids by channel, as recorded on the Incident (see `page_id_annotation`)."""
+    effective: Severity | None = None
+    """status.effectiveSeverity: the severity a rule escalated the incident to, if any."""
+
+    @property
+    def severity(self) -> Severity:
+        """What notices say and channels filter on: the severity the incident is treated as."""
+        return self.effective or self.spec.severity
 
 
 def page_id_annotation(channel: str) -> str:
@@ -58,7 +65,7 @@ def page_id_annotation(channel: str) -> str:
 def notices(
     old: IncidentStatus, new: IncidentStatus, records: Sequence[Record], view: IncidentView
 ) -> list[Notice]:
-    title = f"[{view.spec.severity}] {view.spec.title} ({view.namespace}/{view.name})"
+    title = f"[{view.severity}] {view.spec.title} ({view.namespace}/{view.name})"
     found: list[Notice] = []
     reasons = {r.reason: r for r in records}
     if "Detected" in reasons:
@@ -78,9 +85,7 @@ def notices(
             found.append(Notice("stepFailed", f"{title}: {record.message}"))
         elif record.reason == "ResponseTargetBreached":
             found.append(
-                Notice(
-                    "breached", f"{title}: not acknowledged within the {view.spec.severity} response target"
-                )
+                Notice("breached", f"{title}: not acknowledged within the {view.severity} response target")
             )
         elif record.reason == "Escalated":
             found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
@@ -100,7 +105,7 @@ def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> l
         if c.name in notice.channels
         or (
             notice.event in c.takes
-            and (not c.severities or view.spec.severity in c.severities)
+            and (not c.severities or view.severity in c.severities)
             and (not c.namespaces or view.namespace in c.namespaces)
         )
     ]
@@ -114,7 +119,7 @@ def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
         "namespace": view.namespace,
         "title": view.spec.title,
         "description": view.spec.description or "",
-        "severity": str(view.spec.severity),
+        "severity": str(view.severity),
         "category": str(view.spec.category),
         "phase": str(view.phase),
         "commander": view.spec.commander or "",
@@ -152,7 +157,7 @@ def pagerduty(channel: Channel, notice: Notice, view: IncidentView, routing_key:
         event["payload"] = {
             "summary": text(channel, notice, view)[:1024],
             "source": f"{view.namespace}/{view.name}",
-            "severity": PAGERDUTY_SEVERITY[str(view.spec.severity)],
+            "severity": PAGERDUTY_SEVERITY[str(view.severity)],
             "component": targets or None,
             "group": view.namespace,
             "class": str(view.spec.category),
@@ -185,10 +190,10 @@ def opsgenie(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str,
     if href:
         details["link"] = href
     return "/v2/alerts", {
-        "message": f"[{view.spec.severity}] {view.spec.title}"[:130],
+        "message": f"[{view.severity}] {view.spec.title}"[:130],
         "alias": alias,
         "description": text(channel, notice, view)[:15000],
-        "priority": OPSGENIE_PRIORITY[str(view.spec.severity)],
+        "priority": OPSGENIE_PRIORITY[str(view.severity)],
         "source": "incident-operator",
         "tags": [str(view.spec.category), view.namespace],
         "details": details,
@@ -200,7 +205,7 @@ def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, st
     body = text(channel, notice, view)
     facts = [
         ("Incident", f"{view.namespace}/{view.name}"),
-        ("Severity", str(view.spec.severity)),
+        ("Severity", str(view.severity)),
         ("Category", str(view.spec.category)),
         ("Phase", str(view.phase)),
         ("Commander", view.spec.commander or "none yet"),
@@ -208,7 +213,7 @@ def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, st
     href = link(channel, view)
     if href:
         facts.append(("Link", href))
-    subject = f"[{view.spec.severity}] {view.spec.title}: {notice.event}"[:200]
+    subject = f"[{view.severity}] {view.spec.title}: {notice.event}"[:200]
     plain = (
         body
         + "\n\n"
@@ -236,7 +241,7 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
             "action": "create" if notice.event == "opened" else "update",
             "title": view.spec.title,
             "status": STATUSPAGE_STATUS[view.phase],
-            "impact": STATUSPAGE_IMPACT[str(view.spec.severity)],
+            "impact": STATUSPAGE_IMPACT[str(view.severity)],
             "message": message,
             "incident": f"{view.namespace}/{view.name}",
         }
@@ -245,7 +250,7 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
         "incident": view.name,
         "namespace": view.namespace,
         "title": view.spec.title,
-        "severity": str(view.spec.severity),
+        "severity": str(view.severity),
         "category": str(view.spec.category),
         "phase": str(view.phase),
         "message": message,
@@ -266,7 +271,7 @@ def statuspage_io(
         return "PATCH", f"{base}/{quote(page_incident, safe='')}", {"incident": incident}
     incident.update(
         name=view.spec.title,
-        impact_override=STATUSPAGE_IMPACT[str(view.spec.severity)],
+        impact_override=STATUSPAGE_IMPACT[str(view.severity)],
         metadata={"incident_operator": {"incident": f"{view.namespace}/{view.name}"}},
     )
     return "POST", base, {"incident": incident}

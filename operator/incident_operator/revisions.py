@@ -10,6 +10,8 @@ module reads them from the API and hands them here as `Revision`s; this module c
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 HASH_LABEL = "pod-template-hash"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Revision:
     created: datetime | None
     change_cause: str | None
     replicas: int | None = None
+    fingerprint: str = ""
+    """What the pods run (the template without restart stamps): equal for a restart of the same
+    version, so that a rollback after a restart still goes back to the previous version."""
 
     def describe(self) -> str:
         cause = self.change_cause or "no change-cause"
@@ -54,10 +60,31 @@ def choose(revisions: list[Revision], current: int | None, wanted: int | None) -
         return found
     if current is None:
         return "the current revision is unknown"
+    now = next((r for r in revisions if r.number == current), None)
+    running = now.fingerprint if now is not None else ""
     earlier = [r for r in revisions if r.number < current]
     if not earlier:
         return f"no revision before the current one ({current})"
-    return max(earlier, key=lambda r: r.number)
+    different = [r for r in earlier if not running or r.fingerprint != running]
+    if not different:
+        return f"every earlier revision runs what revision {current} runs (only restarts since)"
+    return max(different, key=lambda r: r.number)
+
+
+def fingerprint(template: dict[str, Any] | None) -> str:
+    """A digest of a pod template without what a restart or the ReplicaSet adds."""
+    clean = template_without_hash(template or {})
+    meta = clean.get("metadata")
+    if isinstance(meta, dict):
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(RESTARTED_AT, None)
+        for key in ("annotations", "labels"):
+            if key in meta and not meta[key]:
+                del meta[key]
+        if not meta:
+            del clean["metadata"]
+    return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def template_without_hash(template: dict[str, Any]) -> dict[str, Any]:

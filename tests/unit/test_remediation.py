@@ -279,3 +279,21 @@ def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> Non
     breached = run.condition("ResponseTargetBreached")
     assert breached is not None
     assert "(P1 response target)" in breached["message"]
+
+
+def test_a_rollback_after_a_restart_goes_back_to_the_previous_version() -> None:
+    v1 = {"spec": {"containers": [{"image": "web:1"}]}}
+    v2 = {"spec": {"containers": [{"image": "web:2"}]}}
+    restarted = {"metadata": {"annotations": {revisions.RESTARTED_AT: "2026-11-27T12:00:00Z"}}, **v2}
+    history = [
+        Revision(1, "web-1", None, None, fingerprint=revisions.fingerprint(v1)),
+        Revision(2, "web-2", None, "deploy v2", fingerprint=revisions.fingerprint(v2)),
+        Revision(3, "web-3", None, "deploy v2", fingerprint=revisions.fingerprint(restarted)),
+    ]
+    assert revisions.fingerprint(v2) == revisions.fingerprint(restarted)
+    choice = revisions.choose(history, current=3, wanted=None)
+    assert isinstance(choice, Revision)
+    assert choice.name == "web-1"
+    assert revisions.choose(history[1:], current=3, wanted=None) == (
+        "every earlier revision runs what revision 3 runs (only restarts since)"
+    )

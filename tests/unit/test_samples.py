@@ -28,4 +28,9 @@ def test_sample_is_valid(path: Path) -> None:
 
 def test_the_seed_playbooks_are_all_there() -> None:
     names = {p.name for p in SAMPLES}
-    assert {"playbook-service-outage.yaml", "playbook-queue-backlog.yaml", "playbook-security.yaml"} <= names
+    assert {
+        "playbook-service-outage.yaml",
+        "playbook-performance.yaml",
+        "playbook-security.yaml",
+        "playbook-database-down.yaml",
+    } <= names
