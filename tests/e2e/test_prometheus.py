@@ -122,12 +122,13 @@ def target() -> Iterator[LocalServer]:
 
 
 def started_prometheus(
-    tmp_path: Path, target: LocalServer, alertmanager: Alertmanager, namespace: str
+    tmp_path: Path, target: LocalServer, alertmanager: Alertmanager, namespace: str, job: str = "web"
 ) -> Any:
+    """A Prometheus with the seed rules scraping `target` as `job` (a Deployment of that name)."""
     promstack = load_promstack()
     rules = promstack.write_rules(tmp_path / "seed-alerts.rules.yaml")
     config = promstack.config_document(
-        {"web": (f"127.0.0.1:{target.port}", {"namespace": namespace, "deployment": "web"})},
+        {job: (f"127.0.0.1:{target.port}", {"namespace": namespace, "deployment": job})},
         f"127.0.0.1:{alertmanager.port}",
         [rules],
     )
