@@ -10,6 +10,7 @@ DEMO_DIR=$ROOT/.demo
 PORT=${DEMO_HTTP_PORT:-18080}
 HEALTH_PORT=18090  # the sample playbook checks http://127.0.0.1:18090/healthz
 AM_PORT=${DEMO_ALERTMANAGER_PORT:-19093}
+PROM_PORT=${DEMO_PROMETHEUS_PORT:-19090}
 LOCALCLUSTER="$PYTHON localcluster/localcluster.py"
 KUBECTL=$CLUSTER_DIR/kubectl  # linked by `localcluster up` to kubectl of the cluster's release
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -29,6 +30,7 @@ stop_pidfile() {  # stop_pidfile FILE PATTERN: stop the process we started, if i
 stop_operator() { stop_pidfile "$DEMO_DIR/operator.pid" "incident-operator run"; }
 stop_health() { stop_pidfile "$DEMO_DIR/healthz.pid" "healthz_server.py"; }
 stop_alertmanager() { stop_pidfile "$DEMO_DIR/alertmanager.pid" "alertmanager"; }
+stop_prometheus() { stop_pidfile "$DEMO_DIR/prometheus.pid" "prometheus"; }
 wait_http() {  # wait_http URL SECONDS: poll until the URL answers 200
   "$PYTHON" - "$1" "$2" <<'PY'
 import sys, time, urllib.request
@@ -49,6 +51,7 @@ if [[ ${1:-} == down ]]; then
   stop_operator
   stop_health
   stop_alertmanager
+  stop_prometheus
   $LOCALCLUSTER down --dir "$CLUSTER_DIR"
   rm -rf "$DEMO_DIR"
   exit 0
@@ -112,6 +115,8 @@ nohup "$PYTHON" hack/healthz_server.py "$HEALTH_PORT" >"$DEMO_DIR/healthz.log" 2
 echo $! >"$DEMO_DIR/healthz.pid"
 
 say "GitOps: the platform team's playbook (kubectl apply -f manifests/samples/playbook-service-outage.yaml)"
+"$KUBECTL" -n demo create secret generic incident-webhook --from-literal=url="http://127.0.0.1:$HEALTH_PORT/notify" \
+  --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 "$KUBECTL" -n demo apply -f manifests/samples/playbook-service-outage.yaml
 "$KUBECTL" -n demo get playbooks
 
@@ -173,6 +178,33 @@ echo "+ amtool alert add ${LABELS[*]} --end=<now>   (the alert resolves)"
 "$KUBECTL" -n demo wait --for=condition=Resolved "$ALERT_INCIDENT" --timeout=120s
 "$KUBECTL" -n demo get "$ALERT_INCIDENT" \
   -o jsonpath='{range .status.timeline[*]}{.time}{"  "}{.type}{"  "}{.message}{"\n"}{end}'
+
+say "Detection: a real Prometheus (127.0.0.1:$PROM_PORT) with the seed's rules, sending to Alertmanager"
+PROM_DIR="$($LOCALCLUSTER build-prometheus | tail -n 1)"
+stop_prometheus
+.venv/bin/python localcluster/promstack.py rules "$DEMO_DIR/seed-alerts.rules.yaml" >/dev/null
+echo "+ promtool check rules (extracted from manifests/monitoring/prometheusrule.yaml)"
+"$PROM_DIR/promtool" check rules "$DEMO_DIR/seed-alerts.rules.yaml"
+.venv/bin/python localcluster/promstack.py config "$DEMO_DIR/prometheus.yml" \
+  --rules "$DEMO_DIR/seed-alerts.rules.yaml" --alertmanager "127.0.0.1:$AM_PORT" \
+  --target "incident-operator=127.0.0.1:$PORT,namespace=demo" >/dev/null
+nohup "$PROM_DIR/prometheus" --config.file="$DEMO_DIR/prometheus.yml" --storage.tsdb.path="$DEMO_DIR/prom-data" \
+  --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$DEMO_DIR/prometheus.log" 2>&1 &
+echo $! >"$DEMO_DIR/prometheus.pid"
+wait_http "http://127.0.0.1:$PROM_PORT/-/ready" 60
+"$PYTHON" - "$PROM_PORT" <<'PY'
+import json, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}/api/v1"
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:  # the first scrape of the operator
+    up = json.load(urllib.request.urlopen(f"{base}/query?query=up", timeout=5))["data"]["result"]
+    if up:
+        break
+    time.sleep(0.5)
+rules = json.load(urllib.request.urlopen(f"{base}/rules", timeout=5))["data"]["groups"]
+print("rules:", ", ".join(f"{r['name']} ({r['state']})" for g in rules for r in g["rules"]))
+print("up:", ", ".join(f"{s['metric'].get('job')}={s['value'][1]}" for s in up) or "no scrape yet")
+PY
 
 say "Metrics: curl http://127.0.0.1:$PORT/metrics"
 "$PYTHON" - "$PORT" <<'PY'
@@ -253,7 +285,7 @@ echo "open http://127.0.0.1:$PORT/status in a browser"
 
 cat <<MSG
 
-The cluster, the operator and Alertmanager keep running. Use them with:
+The cluster, the operator, Alertmanager and Prometheus (http://127.0.0.1:$PROM_PORT) keep running. Use them with:
   export $KUBECONFIG_LINE
   ${KUBECTL#"$ROOT"/} -n demo get incidents,playbooks,deploy,pods
   ${KUBECTL#"$ROOT"/} -n demo describe incident web-outage     # conditions and Events
