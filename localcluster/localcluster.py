@@ -312,6 +312,36 @@ def module_dir(module: str, env: dict[str, str]) -> Path:
     return Path(json.loads(out.stdout)["Dir"])
 
 
+KWOK_LOG_LINES = (
+    'level=info msg="starting" component=app (a kwok-simulated container: logs from localcluster)',
+    'level=info msg="listening" address=0.0.0.0:8080',
+    'level=warn msg="slow request" path=/v1/upload duration=2.4s',
+    'level=error msg="upstream unavailable" upstream=postgres:5432',
+)
+
+
+def write_kwok_logs(directory: Path) -> Path:
+    """A kwok ClusterLogs configuration that serves every container the same log file, so that
+    `kubectl logs` (and the operator's evidence and Job logs) read real content from kwok's pods."""
+    directory.mkdir(parents=True, exist_ok=True)
+    log_file = directory / "container.log"
+    # The CRI log format kubelets read: time, stream, F(ull line) or P(artial), content.
+    log_file.write_text(
+        "".join(
+            f"2026-01-01T00:00:0{i}.000000000Z stdout F {line}\n" for i, line in enumerate(KWOK_LOG_LINES)
+        )
+    )
+    config = directory / "logs.yaml"
+    document = {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "ClusterLogs",
+        "metadata": {"name": "every-container"},
+        "spec": {"logs": [{"logsFile": str(log_file), "follow": False}]},
+    }
+    config.write_text(json.dumps(document, indent=2) + "\n")  # JSON is valid YAML for kwok
+    return config
+
+
 def write_kwok_stages(dest: Path, env: dict[str, str]) -> None:
     """Concatenate kwok's own stage definitions, taken from its module in the module cache."""
     source = module_dir(f"sigs.k8s.io/kwok@{KWOK_VERSION}", env)
@@ -690,6 +720,8 @@ def _start_all(  # noqa: PLR0917 - one internal call site
             "--allow-privileged=true",
             "--profiling=false",
             "--endpoint-reconciler-type=none",
+            # kwok's nodes are reached on their InternalIP (127.0.0.1): logs through the API server
+            "--kubelet-preferred-address-types=InternalIP",
         ],
     )
     bootstrap = Api(state.server, state.token, None)
@@ -745,11 +777,18 @@ def _start_all(  # noqa: PLR0917 - one internal call site
             str(binaries / "kwok"),
             f"--kubeconfig={kubeconfig}",
             f"--config={binaries / 'kwok-stages.yaml'}",
+            f"--config={write_kwok_logs(data_dir / 'kwok')}",
             f"--manage-nodes-with-annotation-selector={NODE_ANNOTATION}=fake",
             "--cidr=10.244.0.0/16",
             "--node-ip=127.0.0.1",
             "--node-lease-duration-seconds=40",
+            # The simulated kubelets' server: its port is each node's kubelet endpoint, so the API
+            # server's pods/log requests reach it (HTTPS; the API server does not verify kubelet
+            # certificates here, so the API server's own self-signed pair serves).
             f"--server-address=127.0.0.1:{state.ports['kwok']}",
+            f"--node-port={state.ports['kwok']}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
         ],
     )
     all_components = COMPONENTS

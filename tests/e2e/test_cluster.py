@@ -98,3 +98,16 @@ def test_deployment_scales_replaces_pods_and_restarts(cluster: Cluster, namespac
     replica_sets = apps.list_namespaced_replica_set(namespace, label_selector="app=web").items
     assert len(replica_sets) == 2
     assert sorted(rs.spec.replicas for rs in replica_sets) == [0, 5]
+
+
+def test_kubectl_logs_reads_what_kwok_serves(cluster: Cluster, namespace: str) -> None:
+    """kwok's ClusterLogs serve a log file for every container through the API server."""
+    client.AppsV1Api(cluster.api).create_namespaced_deployment(namespace, deployment_body("logs", 1))
+    core = client.CoreV1Api(cluster.api)
+    pod = wait_until(
+        lambda: [p for p in core.list_namespaced_pod(namespace).items if p.status.phase == "Running"],
+        timeout=60,
+        what="a running pod",
+    )[0]
+    logs = cluster.run_kubectl("logs", "-n", namespace, pod.metadata.name, "--tail=1")
+    assert logs.stdout == 'level=error msg="upstream unavailable" upstream=postgres:5432\n'

@@ -98,7 +98,9 @@ def test_service_outage_collects_restarts_waits_and_checks_health(s: Scenario, h
     assert http.hits("/healthz") >= 3  # 2 for the step, 1 for the health re-check after monitoring
     evidence = s.core.read_namespaced_config_map(status["evidenceRef"], s.namespace)
     assert "pods.yaml" in evidence.data
-    assert "logs-unavailable.txt" in evidence.data  # kwok serves no logs: recorded, not fatal
+    logs = {k: v for k, v in evidence.data.items() if k.startswith("logs-")}
+    assert sorted(logs) == sorted(f"logs-{p}.txt" for p in before)  # kwok serves them (ClusterLogs)
+    assert all('upstream unavailable" upstream=postgres:5432' in text for text in logs.values())
     assert evidence.metadata.owner_references[0].name == "outage"
     assert s.condition("outage", "Mitigated")["status"] == "True"
 

@@ -9,9 +9,10 @@ import time
 
 import pytest
 import yaml
+from kubernetes import client
 
 from tests.e2e.conftest import Cluster, LocalServer, OperatorProcess
-from tests.e2e.engine_helpers import GROUP, Scenario, deploy_ref
+from tests.e2e.engine_helpers import GROUP, TIMEOUT, Scenario, deploy_ref
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -182,7 +183,8 @@ def test_a_job_runs_from_its_template_owned_by_the_incident(s: Scenario) -> None
     done = s.wait_step("db-1", "pg-isready", "Succeeded")
     job_name = done["job"]
     assert job_name == "db-1-pg-isready-r1-1"
-    assert done["message"].startswith(f"Job {job_name} succeeded")
+    assert done["message"].startswith(f"Job {job_name} succeeded; log: ")
+    assert done["message"].endswith('level=error msg="upstream unavailable" upstream=postgres:5432')
     job = s.cluster.run_kubectl("get", "job", job_name, "-n", s.namespace, "-o", "yaml")
     body = yaml.safe_load(job.stdout)
     owner = body["metadata"]["ownerReferences"][0]
@@ -196,3 +198,28 @@ def test_a_job_runs_from_its_template_owned_by_the_incident(s: Scenario) -> None
     assert "; log unavailable: " in failed["message"]  # its pod never ran
     assert time.monotonic() - started < 30  # failed on the Job's deadline, not the step's timeout
     assert s.status("db-1")["phase"] == "Investigating"  # a check Job is not a mitigation
+
+
+def test_a_job_in_flight_is_found_again_after_an_operator_crash(
+    s: Scenario, operator: OperatorProcess
+) -> None:
+    """SIGKILL while a Job step waits: the restarted operator finds the same Job (named from the
+    run, step and attempt) and waits for it; no second Job, no second attempt."""
+    gate = f"incident-operator.dev/gate-{s.namespace}"
+    held = {"spec": {**POD["spec"], "nodeSelector": {gate: "open"}}}  # unschedulable until opened
+    s.playbook("held-job", [{"name": "check", "job": {"template": held, "timeoutSeconds": 120}}])
+    s.incident("crash-job", playbookRef={"name": "held-job"})
+    batch = client.BatchV1Api(s.cluster.api)
+    jobs = wait_until(
+        lambda: batch.list_namespaced_job(s.namespace).items, timeout=TIMEOUT, what="the step's Job"
+    )
+    operator.kill()
+    operator.start()
+    node = client.CoreV1Api(s.cluster.api)
+    node.patch_node("kwok-node-0", {"metadata": {"labels": {gate: "open"}}})
+    try:
+        done = s.wait_step("crash-job", "check", "Succeeded")
+    finally:
+        node.patch_node("kwok-node-0", {"metadata": {"labels": {gate: None}}})
+    assert [j.metadata.name for j in batch.list_namespaced_job(s.namespace).items] == [jobs[0].metadata.name]
+    assert (done["job"], done["attempts"]) == (jobs[0].metadata.name, 1)

@@ -297,3 +297,76 @@ def test_a_rollback_after_a_restart_goes_back_to_the_previous_version() -> None:
     assert revisions.choose(history[1:], current=3, wanted=None) == (
         "every earlier revision runs what revision 3 runs (only restarts since)"
     )
+
+
+class FakeKube:
+    """Just what `rollback` reads and writes; records the patches."""
+
+    def __init__(self, history: Any) -> None:
+        self.history = history
+        self.patches: list[Any] = []
+
+    async def rollout_history(self, kind: str, name: str, namespace: str) -> Any:
+        return self.history
+
+    async def patch_workload(self, kind: str, name: str, namespace: str, body: Any) -> None:
+        self.patches.append(body)
+
+
+def test_a_rollback_rerun_after_a_crash_goes_to_the_revision_decided_before_it() -> None:
+    """The decision (which ReplicaSet) is persisted before the patch; a re-run after a crash
+    patches to that ReplicaSet's template, even though its revision number moved on meanwhile."""
+    from incident_operator import actions
+    from incident_operator.kube import RolloutHistory
+    from incident_operator.models import IncidentSpec, PlaybookSpec, StepStatus
+
+    v1 = {"spec": {"containers": [{"image": "web:1"}]}}
+    v2 = {"spec": {"containers": [{"image": "web:2"}]}}
+    before = RolloutHistory(
+        [rev(1), Revision(2, "web-2", T0, "v2", fingerprint="b")],
+        current=2,
+        restores={"web-1": v1, "web-2": v2},
+    )
+    playbook = PlaybookSpec.model_validate({"steps": [{"name": "undo", "rollback": {"target": TARGET}}]})
+    persisted: list[tuple[int | None, str | None]] = []
+
+    def context(kube: FakeKube, status: StepStatus) -> Any:
+        async def persist() -> None:
+            persisted.append((status.revision, status.revisionName))
+
+        return actions.ActionContext(
+            kube=kube,
+            outbound=None,
+            limits=None,
+            namespace="shop",
+            incident="outage",
+            incident_uid="uid",
+            spec=IncidentSpec.model_validate({"title": "t", "severity": "P1", "category": "availability"}),
+            status=None,
+            playbook=playbook,
+            step=playbook.steps[0],
+            step_status=status,
+            now=lambda: T0,
+            persist=persist,
+        )
+
+    import asyncio
+
+    status = StepStatus(name="undo", action="rollback", attempts=1, startedAt=T0)
+    first = FakeKube(before)
+    outcome = asyncio.run(actions.rollback(context(first, status)))
+    assert outcome.ok, outcome
+    assert persisted == [(1, "web-1")]  # written before the patch
+    assert first.patches == [[{"op": "replace", "path": "/spec/template", "value": v1}]]
+
+    # The crash came after the patch: the Deployment now runs revision 3 (web-1's ReplicaSet).
+    after = RolloutHistory(
+        [Revision(2, "web-2", T0, "v2", fingerprint="b"), Revision(3, "web-1", T0, None, fingerprint="a")],
+        current=3,
+        restores={"web-1": v1, "web-2": v2},
+    )
+    again = FakeKube(after)
+    outcome = asyncio.run(actions.rollback(context(again, status)))
+    assert outcome.ok
+    assert persisted == [(1, "web-1")]  # no new decision
+    assert again.patches == [[{"op": "replace", "path": "/spec/template", "value": v1}]]  # same target
