@@ -7,6 +7,7 @@ loopback (for example the one `make cluster` prints) to reuse it instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -577,6 +578,23 @@ def token_kubeconfig(cluster: Cluster, account: str, namespace: str, path: Path)
     )
     path.chmod(0o600)
     return path
+
+
+@contextlib.contextmanager
+def named_namespace(cluster: Cluster, name: str) -> Iterator[str]:
+    """A namespace with a fixed name (config refers to it), after an earlier run's is gone;
+    deleted afterwards (not awaited)."""
+    core = client.CoreV1Api(cluster.api)
+    wait_until(
+        lambda: name not in {n.metadata.name for n in core.list_namespace().items},
+        timeout=120,
+        what=f"namespace {name} from an earlier run deleted",
+    )
+    create_namespace(cluster, name, opt_in=False)
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
 
 
 def create_namespace(cluster: Cluster, name: str, *, opt_in: bool) -> None:

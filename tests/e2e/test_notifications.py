@@ -10,9 +10,8 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-from kubernetes import client
 
-from tests.e2e.conftest import NOTIFY_NAMESPACE, Cluster, OperatorProcess
+from tests.e2e.conftest import NOTIFY_NAMESPACE, Cluster, OperatorProcess, named_namespace
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.httpserver import LocalServer
 from tests.mailserver import MailServer
@@ -24,20 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def notify_namespace(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[str]:
     """The one namespace the test operator's channels are limited to (so other tests stay quiet)."""
-    core = client.CoreV1Api(crds_installed.api)
-
-    def gone() -> bool:
-        return NOTIFY_NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}
-
-    wait_until(gone, timeout=120, what=f"namespace {NOTIFY_NAMESPACE} from an earlier run deleted")
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NOTIFY_NAMESPACE)))
-    wait_until(
-        lambda: core.read_namespaced_service_account("default", NOTIFY_NAMESPACE),
-        timeout=60,
-        what="namespace",
-    )
-    yield NOTIFY_NAMESPACE
-    core.delete_namespace(NOTIFY_NAMESPACE)
+    with named_namespace(crds_installed, NOTIFY_NAMESPACE) as name:
+        yield name
 
 
 @pytest.fixture

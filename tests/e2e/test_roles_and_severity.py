@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-from kubernetes import client
 
-from tests.e2e.conftest import SEVERITY_NAMESPACE, Cluster, LocalServer, OperatorProcess
+from tests.e2e.conftest import SEVERITY_NAMESPACE, Cluster, LocalServer, OperatorProcess, named_namespace
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.e2e.test_after_the_incident import kubectl
 from tests.polling import wait_until
@@ -20,20 +19,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def severity_namespace(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[str]:
-    core = client.CoreV1Api(crds_installed.api)
-    wait_until(
-        lambda: SEVERITY_NAMESPACE not in {n.metadata.name for n in core.list_namespace().items},
-        timeout=120,
-        what=f"namespace {SEVERITY_NAMESPACE} from an earlier run deleted",
-    )
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=SEVERITY_NAMESPACE)))
-    wait_until(
-        lambda: core.read_namespaced_service_account("default", SEVERITY_NAMESPACE),
-        timeout=60,
-        what="namespace",
-    )
-    yield SEVERITY_NAMESPACE
-    core.delete_namespace(SEVERITY_NAMESPACE)
+    """The namespace the session's severity rule and its P1 channel are limited to."""
+    with named_namespace(crds_installed, SEVERITY_NAMESPACE) as name:
+        yield name
 
 
 @pytest.fixture
