@@ -309,8 +309,8 @@ async def http_check(ctx: ActionContext) -> Outcome:
     asked = f"{params.method} {params.url}"
     while True:
         ok, last, final = await _probe(ctx.outbound, params, headers)
-        if final:
-            return Outcome(False, f"{asked}: {last}")  # neither the policy nor the URL changes meanwhile
+        if final:  # neither the policy nor the URL changes meanwhile; a bad URL is not echoed
+            return Outcome(False, last)
         streak = streak + 1 if ok else 0
         if streak >= params.successThreshold:
             return Outcome(True, f"{asked}: {last} ({streak} consecutive)")

@@ -11,6 +11,7 @@ incident goes on regardless.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -38,6 +39,8 @@ class Notifier:
         self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
         self.page_ids: dict[tuple[str, str, str], str] = {}  # (channel, namespace, incident) -> id
         self.page_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self.latest: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        """The last delivery started per (channel, namespace, incident): the next one waits for it."""
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
@@ -46,19 +49,39 @@ class Notifier:
     def send_all(
         self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
     ) -> list[asyncio.Task[None]]:
-        """Start delivering each notice to its channels in the background; returns the tasks."""
+        """Start delivering each notice to its channels in the background; returns the tasks.
+
+        A channel hears one incident's notices in the order they happened: each delivery waits
+        for the previous one to the same channel about the same incident (a slow first delivery,
+        e.g. reading its Secret, cannot be overtaken by the next phase's)."""
         started = []
         for notice in notices:
             for channel in channels_for(self.config, notice, view):
-                task = asyncio.create_task(self._deliver(channel, notice, view, on_failure))
+                key = (channel.name, view.namespace, view.name)
+                task = asyncio.create_task(
+                    self._deliver(channel, notice, view, on_failure, after=self.latest.get(key))
+                )
+                self.latest[key] = task
+                task.add_done_callback(functools.partial(self._done, key))
                 self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
                 started.append(task)
         return started
 
+    def _done(self, key: tuple[str, str, str], task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.latest.get(key) is task:
+            del self.latest[key]
+
     async def _deliver(
-        self, channel: Channel, notice: Notice, view: IncidentView, on_failure: Callable[[str], None]
+        self,
+        channel: Channel,
+        notice: Notice,
+        view: IncidentView,
+        on_failure: Callable[[str], None],
+        after: asyncio.Task[None] | None = None,
     ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # its outcome is its own (reported there)
         error = await self.deliver(channel, notice, view)
         if error is not None:
             logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)

@@ -219,3 +219,32 @@ def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_t
     json_mode = payload(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
     assert (json_mode["id"], json_mode["action"]) == ("incident-operator/shop/web-outage", "create")
     assert payload(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
+
+
+def test_a_channel_hears_one_incidents_notices_in_order_even_if_the_first_is_slow() -> None:
+    import asyncio
+
+    from incident_operator.notifier import Notifier
+
+    delivered: list[str] = []
+
+    class Recording(Notifier):
+        async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
+            if notice.event == "opened":
+                await asyncio.sleep(0.05)  # a slow first delivery (a Secret read, a slow receiver)
+            delivered.append(f"{channel.name}:{view.name}:{notice.event}")
+            return None
+
+    async def scenario() -> None:
+        config = Notifications.model_validate({"channels": [channel("a", events=["opened", "phase"])]})
+        notifier = Recording(None, None, config)
+        other = IncidentView("shop", "other", SPEC, Phase.MITIGATING)
+        tasks = notifier.send_all([Notice("opened", "x")], VIEW, delivered.append)
+        tasks += notifier.send_all([Notice("phase", "y")], VIEW, delivered.append)
+        tasks += notifier.send_all([Notice("phase", "z")], other, delivered.append)
+        await asyncio.gather(*tasks)
+        assert notifier.latest == {}
+
+    asyncio.run(scenario())
+    # Same channel and incident: in order. Another incident does not wait for this one.
+    assert delivered == ["a:other:phase", "a:web-outage:opened", "a:web-outage:phase"]
