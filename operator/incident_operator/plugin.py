@@ -447,7 +447,10 @@ def cmd_plan(api: Api, args: argparse.Namespace) -> None:
     print(f"{selection.message}: {len(playbook.steps)} steps")
     for number, step in enumerate(playbook.steps, start=1):
         approval = " (needs approval)" if step.requiresApproval else ""
-        print(f"{number}. {step.name}: {_step_plan(api, playbook, step.action, step.params)}{approval}")
+        when = ""
+        if step.when is not None:
+            when = f" (only if {step.when.step} {'failed' if step.when.stepFailed else 'succeeded'})"
+        print(f"{number}. {step.name}: {_step_plan(api, playbook, step.action, step.params)}{approval}{when}")
 
 
 def _step_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> str:
@@ -499,7 +502,18 @@ def _step_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> st
         chosen = pods_to_delete(live, params.onlyUnready, budget)
         return f"delete {len(chosen)} of {len(live)} pods matching {selector}: {', '.join(chosen) or 'none'}"
     if action == "httpCheck":
-        return f"GET {params.url} until it answers {params.expectStatus}"
+        extra = f" containing {params.expectBodyContains!r}" if params.expectBodyContains else ""
+        bound = f" within {params.maxLatencyMs}ms" if params.maxLatencyMs else ""
+        return f"{params.method} {params.url} until it answers {params.expectStatus}{extra}{bound}"
+    if action == "promQuery":
+        held = f" for {params.forSeconds}s" if params.forSeconds else ""
+        return f"PromQL {params.query!r} {params.expect.op} {params.expect.value:g}{held} ({params.url})"
+    if action == "rollback":
+        to = f"revision {params.toRevision}" if params.toRevision else "the previous version"
+        return f"roll {params.target.kind}/{params.target.name} back to {to} (its pod template)"
+    if action == "job":
+        image = ((params.template.get("spec") or {}).get("containers") or [{}])[0].get("image", "?")
+        return f"run a Job ({image}) for at most {params.timeoutSeconds}s"
     if action == "notify":
         return f"notify: {params.message[:80]!r}" if getattr(params, "message", None) else "notify"
     if action == "collectEvidence":

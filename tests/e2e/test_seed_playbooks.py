@@ -68,6 +68,10 @@ def test_service_outage_restarts_smoke_tests_rolls_back_and_tells_the_team(
     create(s, playbook)
     incident = create(s, sample("incident-service-outage.yaml"))
     s.patch_incident(incident, {"commander": "alice"})
+    plan = kubectl(s, "plan", incident, "-n", s.namespace).stdout
+    assert f"4. smoke-test: POST {receivers.url(upload)} until it answers 200 containing 'stored'" in plan
+    assert "5. roll-back: roll Deployment/web back to the previous version (its pod template)" in plan
+    assert "(only if smoke-test failed)" in plan
 
     s.wait_step(incident, "roll-back", "Succeeded")
     receivers.set_body(upload, b'{"stored": true}')
