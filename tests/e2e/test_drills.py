@@ -119,3 +119,40 @@ def test_drills_score_restore_skip_and_run_on_schedule(s: Scenario) -> None:
     wait_until(
         lambda: replicas(s, "cron") == 2 and s.ready_replicas("cron") == 2, timeout=TIMEOUT, what="cron back"
     )
+
+
+def test_a_fire_alert_drill_goes_through_the_alert_intake_and_resolves_its_alert(s: Scenario) -> None:
+    """fireAlert: the drill's alert enters the operator's own intake (as Alertmanager's would), opens
+    an alert incident marked as a drill, the matching playbook runs, and the drill resolves its alert
+    once the response has run, so the incident resolves and the run is scored."""
+    s.deployment("checkout", 1)
+    s.playbook(
+        "on-checkout-down",
+        [{"name": "scale-up", "scale": {"target": deploy_ref("checkout"), "replicas": 2}}],
+        match={"alertnames": ["CheckoutDown"]},
+    )
+    drill(
+        s,
+        "checkout-alert",
+        scenario={
+            "fireAlert": {
+                "alertname": "CheckoutDown",
+                "labels": {"severity": "warning", "deployment": "checkout"},
+                "annotations": {"summary": "Drill: checkout is down"},
+            }
+        },
+        expect={"mitigatedWithinSeconds": 60, "resolvedWithinSeconds": 120},
+        timeoutSeconds=150,
+    )
+    kubectl(s, "drill", "run", "checkout-alert", "-n", s.namespace)
+    run = last_run(s, "checkout-alert")
+    assert run["result"] == "Passed", run
+    incident = s.get("incidents", run["incident"])
+    assert incident["metadata"]["name"].startswith("alert-")
+    assert incident["spec"]["drill"] is True
+    assert incident["spec"]["source"]["alertname"] == "CheckoutDown"
+    assert (incident["spec"]["severity"], incident["spec"]["targets"]) == ("P3", [deploy_ref("checkout")])
+    status = incident["status"]
+    assert status["phase"] == "Resolved"
+    assert [e["type"] for e in status["timeline"]].count("AlertResolved") == 1
+    assert s.ready_replicas("checkout") == 2
