@@ -198,6 +198,24 @@ def build(force: bool = False) -> Path:
     return target
 
 
+def fresh_build_dir(target: Path) -> Path:
+    """An empty `<target>.tmp` to build into (Go checked first); `complete_build` moves it."""
+    go_version()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def complete_build(tmp: Path, target: Path, started: float, what: str) -> Path:
+    """Mark the build in `tmp` complete and put it in place of `target` (never half a build)."""
+    (tmp / ".complete").write_text(json.dumps({"seconds": round(time.monotonic() - started)}))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    log(f"built {what} in {time.monotonic() - started:.0f}s")
+    return target
+
+
 def build_alertmanager(force: bool = False) -> Path:
     """Return the directory holding alertmanager and amtool, building them once.
 
@@ -208,10 +226,7 @@ def build_alertmanager(force: bool = False) -> Path:
     target = cache_root() / f"alertmanager-{ALERTMANAGER_VERSION}"
     if (target / ".complete").exists() and not force:
         return target
-    go_version()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh_build_dir(target)
     started = time.monotonic()
     module = f"github.com/prometheus/alertmanager@{ALERTMANAGER_VERSION}"
     log(f"building Alertmanager {ALERTMANAGER_VERSION} (alertmanager, amtool) into {target}")
@@ -242,11 +257,7 @@ def build_alertmanager(force: bool = False) -> Path:
         600,
     )
     shutil.rmtree(source)
-    (tmp / ".complete").write_text(json.dumps({"seconds": round(time.monotonic() - started)}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    log(f"built Alertmanager in {time.monotonic() - started:.0f}s")
-    return target
+    return complete_build(tmp, target, started, "Alertmanager")
 
 
 def prometheus_module_version(release: str = PROMETHEUS_VERSION) -> str:
@@ -265,10 +276,7 @@ def build_prometheus(force: bool = False) -> Path:
     target = cache_root() / f"prometheus-{PROMETHEUS_VERSION}"
     if (target / ".complete").exists() and not force:
         return target
-    go_version()
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = fresh_build_dir(target)
     started = time.monotonic()
     version = prometheus_module_version()
     log(f"building Prometheus {PROMETHEUS_VERSION} (module {version}: prometheus, promtool) into {target}")
@@ -290,11 +298,7 @@ def build_prometheus(force: bool = False) -> Path:
         f"prometheus {PROMETHEUS_VERSION}",
         1260,  # packages of prometheus and promtool together, as counted in a cold build
     )
-    (tmp / ".complete").write_text(json.dumps({"seconds": round(time.monotonic() - started)}))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    log(f"built Prometheus in {time.monotonic() - started:.0f}s")
-    return target
+    return complete_build(tmp, target, started, "Prometheus")
 
 
 def module_dir(module: str, env: dict[str, str]) -> Path:

@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from incident_operator import access, actions, alerts, metrics, postmortem, repeats, validation
+from incident_operator import access, actions, alerts, config, metrics, postmortem, repeats, validation
 from incident_operator.conditions import format_time
 from incident_operator.config import OperatorConfig
 from incident_operator.kube import AccessReviews, Kube, api_reason
@@ -118,6 +120,22 @@ def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
 
 def _starts_run(decision: Decision) -> bool:
     return any(r.playbook_counter == "runs" for r in decision.records)
+
+
+@functools.cache
+def _severity_rules(rules: tuple[config.SeverityRule, ...], namespace: str) -> tuple[SeverityRule, ...]:
+    """The config's severity rules that apply in `namespace`, as the planner takes them (computed
+    once per config and namespace, not on every plan)."""
+    return tuple(
+        SeverityRule(r.source, r.to, r.within, r.unless)
+        for r in rules
+        if not r.namespaces or namespace in r.namespaces
+    )
+
+
+@functools.cache
+def _response_targets(targets: config.ResponseTargets) -> Mapping[Severity, timedelta]:
+    return MappingProxyType({s: getattr(targets, str(s)) for s in Severity})
 
 
 class IncidentLoop:
@@ -273,12 +291,8 @@ class IncidentLoop:
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
             escalation=self._escalation(severity),
             repeat_of=self._repeat_of() if self.status.detectedAt is None else None,
-            severity_rules=tuple(
-                SeverityRule(r.source, r.to, r.within, r.unless)
-                for r in self.config.file.severityEscalation
-                if not r.namespaces or self.namespace in r.namespaces
-            ),
-            response_targets={s: getattr(targets, str(s)) for s in Severity},
+            severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
+            response_targets=_response_targets(targets),
         )
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
