@@ -2,6 +2,6 @@
 
 import sys
 
-from incident_operator.cli import main
+from incident_operator.cli.main import main
 
 sys.exit(main())

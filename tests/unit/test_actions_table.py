@@ -3,8 +3,7 @@ action registry and the engine's sets all follow that one table."""
 
 from __future__ import annotations
 
-from incident_operator import actions
-from incident_operator.models import (
+from incident_operator.api.models import (
     ACTION_KEYS,
     ACTIONS,
     CANCELLABLE_ACTIONS,
@@ -13,6 +12,7 @@ from incident_operator.models import (
     Step,
     TargetAction,
 )
+from incident_operator.controllers import actions
 
 
 def test_every_action_is_a_step_field_and_every_step_field_beyond_the_common_ones_is_an_action() -> None:

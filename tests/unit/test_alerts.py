@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from incident_operator.alerts import (
+from incident_operator.core.alerts import (
     ANNOTATION_CHANGED_AT,
     ANNOTATION_STATUS,
     Alert,
@@ -20,7 +20,7 @@ from incident_operator.alerts import (
     next_name,
     plan_alert,
 )
-from incident_operator.config import AlertIntakeConfig
+from incident_operator.settings.config import AlertIntakeConfig
 
 CONFIG = AlertIntakeConfig()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from incident_operator.alerts import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
-from incident_operator.attention import needs_loop
+from incident_operator.core.alerts import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
+from incident_operator.core.attention import needs_loop
 
 SETTLED = {"phase": "Resolved", "settled": True}
 

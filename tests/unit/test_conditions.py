@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from incident_operator.conditions import find_condition, format_time, is_true, parse_time, set_condition
+from incident_operator.core.conditions import find_condition, format_time, is_true, parse_time, set_condition
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from incident_operator import cli
-from incident_operator.config import ConfigError, OperatorConfig, load_config_file
+from incident_operator.cli import main as cli_main
+from incident_operator.settings.config import ConfigError, OperatorConfig, load_config_file
 
 
 def test_defaults_follow_the_procedure() -> None:
@@ -58,7 +58,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        cli.main(["run", "--help"])
+        cli_main.main(["run", "--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
     for option in ("--namespace", "--http-port", "--config", "/healthz", "kubectl apply -k crds/"):
@@ -66,17 +66,17 @@ def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
+    assert cli_main.main([]) == 2
     assert "run" in capsys.readouterr().out
 
 
 def test_cli_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["run", "--http-port", "70000"]) == 2
+    assert cli_main.main(["run", "--http-port", "70000"]) == 2
     assert "invalid option" in capsys.readouterr().err
 
 
 def test_cli_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert cli_main.main(["run", "--config", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read config file" in capsys.readouterr().err
 
 
@@ -95,5 +95,5 @@ def test_limits_and_egress_have_safe_defaults_and_refuse_bad_entries(tmp_path: P
 
 
 def test_allow_egress_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["run", "--allow-egress", "*.example.com"]) == 2
+    assert cli_main.main(["run", "--allow-egress", "*.example.com"]) == 2
     assert "neither a CIDR nor a host name" in capsys.readouterr().err

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from incident_operator import crdgen
-from incident_operator.models import IncidentSpec
+from incident_operator.api import crdgen
+from incident_operator.api.models import IncidentSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

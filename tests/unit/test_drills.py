@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from incident_operator import drills
-from incident_operator.models import DrillExpectations, DrillResult, DrillSpec, IncidentStatus
+from incident_operator.api.models import DrillExpectations, DrillResult, DrillSpec, IncidentStatus
+from incident_operator.core import drills
 
 T0 = datetime(2026, 11, 27, 12, 0, 30, tzinfo=UTC)
 SCALE = {"scaleToZero": {"target": {"kind": "Deployment", "name": "api"}}}
@@ -84,7 +84,7 @@ def test_the_drill_incident_is_a_drill_on_the_target() -> None:
 
 
 def test_the_crd_asks_the_api_server_for_exactly_one_scenario() -> None:
-    from incident_operator.crdgen import DRILL, crd
+    from incident_operator.api.crdgen import DRILL, crd
 
     schema = crd(DRILL)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     rules = schema["properties"]["spec"]["properties"]["scenario"]["x-kubernetes-validations"]
@@ -94,8 +94,8 @@ def test_the_crd_asks_the_api_server_for_exactly_one_scenario() -> None:
 def test_a_fire_alert_drill_alert_is_labelled_as_the_drills_in_its_namespace() -> None:
     from typing import Any, cast
 
-    from incident_operator.alerts import DRILL_ALERT_LABEL
-    from incident_operator.drillrunner import DrillLoop
+    from incident_operator.controllers.drills import DrillLoop
+    from incident_operator.core.alerts import DRILL_ALERT_LABEL
 
     fire = spec(
         scenario={

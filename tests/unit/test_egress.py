@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from incident_operator.egress import EgressError, EgressPolicy
-from incident_operator.outbound import EgressDenied, Outbound, Reply, RequestFailed
+from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
+from incident_operator.settings.egress import EgressError, EgressPolicy
 
 DEFAULT = EgressPolicy.build(api_server=[("10.96.0.1", 443), ("192.0.2.10", 6443)])
 

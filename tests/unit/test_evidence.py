@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from incident_operator.actions import _fit
+from incident_operator.controllers.actions import _fit
 
 
 def test_huge_logs_are_cut_to_the_limit_and_the_cut_is_recorded() -> None:

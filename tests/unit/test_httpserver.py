@@ -8,7 +8,7 @@ import socket
 import aiohttp
 import pytest
 
-from incident_operator import httpserver
+from incident_operator.runtime import httpserver
 
 
 def test_readyz_follows_the_ready_flag() -> None:

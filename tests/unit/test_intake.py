@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 from urllib3.exceptions import MaxRetryError
 
-from incident_operator.config import OperatorConfig
-from incident_operator.httpserver import build_app, start_server
-from incident_operator.intake import Intake
+from incident_operator.controllers.intake import Intake
+from incident_operator.runtime.httpserver import build_app, start_server
+from incident_operator.settings.config import OperatorConfig
 
 
 class Methods:

@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from incident_operator.config import LeaderElection
-from incident_operator.leadership import (
+from incident_operator.core.leadership import (
     LeaseRecord,
     Verdict,
     claimed,
@@ -18,6 +17,7 @@ from incident_operator.leadership import (
     released,
     verdict,
 )
+from incident_operator.settings.config import LeaderElection
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 FAR_PAST = datetime(2000, 1, 1, tzinfo=UTC)

@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import pytest
 
-from incident_operator import mail
-from incident_operator.egress import EgressPolicy
-from incident_operator.outbound import EgressDenied, Outbound
+from incident_operator.adapters import mail
+from incident_operator.adapters.outbound import EgressDenied, Outbound
+from incident_operator.settings.egress import EgressPolicy
 from tests.mailserver import mail_server
 
 ENVELOPE = mail.Envelope(

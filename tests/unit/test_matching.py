@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from incident_operator.matching import Candidate, select
-from incident_operator.models import IncidentSpec, PlaybookSpec
+from incident_operator.api.models import IncidentSpec, PlaybookSpec
+from incident_operator.core.matching import Candidate, select
 
 STEP = {"name": "s", "restart": {"target": {"kind": "Deployment", "name": "web"}}}
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-from incident_operator import metrics
-from incident_operator.config import AlertIntakeConfig
+from incident_operator.adapters import metrics
+from incident_operator.settings.config import AlertIntakeConfig
 
 MONITORING = Path(__file__).resolve().parents[2] / "manifests" / "monitoring"
 

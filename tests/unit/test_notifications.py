@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from incident_operator.config import Channel, EscalationPolicy, Notifications
-from incident_operator.models import IncidentSpec, IncidentStatus, Phase, Severity
-from incident_operator.notifications import IncidentView, Notice, channels_for, notices, payload
-from incident_operator.planner import Record
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
+from incident_operator.core.notices import IncidentView, Notice, channels_for, notices, payload
+from incident_operator.core.planner import Record
+from incident_operator.settings.config import Channel, EscalationPolicy, Notifications
 
 SPEC = IncidentSpec.model_validate({"title": "web down", "severity": "P1", "category": "availability"})
 VIEW = IncidentView("shop", "web-outage", SPEC, Phase.MITIGATING)
@@ -107,7 +107,7 @@ def test_paging_channels_need_their_key_and_take_no_events() -> None:
 
 
 def test_an_escalation_pages_and_a_person_acknowledging_and_resolving_follow_up_where_it_paged() -> None:
-    from incident_operator.models import EscalationEntry, EscalationStatus
+    from incident_operator.api.models import EscalationEntry, EscalationStatus
 
     paged = status(Phase.INVESTIGATING)
     paged.escalation = EscalationStatus(
@@ -135,7 +135,7 @@ def test_an_escalation_pages_and_a_person_acknowledging_and_resolving_follow_up_
 
 
 def test_pagerduty_events_share_one_dedup_key_and_map_the_severity() -> None:
-    from incident_operator.notifications import pagerduty
+    from incident_operator.core.notices import pagerduty
 
     pd = Channel.model_validate(
         {
@@ -162,7 +162,7 @@ def test_pagerduty_events_share_one_dedup_key_and_map_the_severity() -> None:
 
 
 def test_opsgenie_creates_then_acknowledges_and_closes_by_alias() -> None:
-    from incident_operator.notifications import opsgenie
+    from incident_operator.core.notices import opsgenie
 
     og = Channel.model_validate(
         {"name": "og", "type": "opsgenie", "keySecretRef": KEY, "url": "http://127.0.0.1:9/"}
@@ -182,7 +182,7 @@ def test_opsgenie_creates_then_acknowledges_and_closes_by_alias() -> None:
 
 
 def test_email_text_and_html_come_from_the_same_template() -> None:
-    from incident_operator.notifications import email
+    from incident_operator.core.notices import email
 
     mail = Channel.model_validate(
         {
@@ -201,7 +201,7 @@ def test_email_text_and_html_come_from_the_same_template() -> None:
 
 
 def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_the_incident() -> None:
-    from incident_operator.notifications import statuspage_io
+    from incident_operator.core.notices import statuspage_io
 
     sp = Channel.model_validate(
         {"name": "sp", "type": "statuspage", "mode": "statuspageio", "pageId": "PAGE 1", "keySecretRef": KEY}
@@ -224,7 +224,7 @@ def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_t
 def test_a_channel_hears_one_incidents_notices_in_order_even_if_the_first_is_slow() -> None:
     import asyncio
 
-    from incident_operator.notifier import Notifier
+    from incident_operator.controllers.notifier import Notifier
 
     delivered: list[str] = []
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from incident_operator.models import Phase
-from incident_operator.phases import ORDER, Event, advance, rank
+from incident_operator.api.models import Phase
+from incident_operator.core.phases import ORDER, Event, advance, rank
 
 phases = st.sampled_from(ORDER)
 events = st.sampled_from(list(Event))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from incident_operator.conditions import find_condition
-from incident_operator.matching import Candidate, Selection, select
-from incident_operator.models import (
+from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
     Phase,
@@ -16,7 +14,9 @@ from incident_operator.models import (
     StepState,
     TimelineEntry,
 )
-from incident_operator.planner import (
+from incident_operator.core.conditions import find_condition
+from incident_operator.core.matching import Candidate, Selection, select
+from incident_operator.core.planner import (
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
     TIMELINE_LIMIT,

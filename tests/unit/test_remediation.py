@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from incident_operator import checks, revisions, validation
-from incident_operator.models import Expectation, HttpCheckAction, Phase, Severity, StepState
-from incident_operator.planner import Intent, SeverityRule
-from incident_operator.revisions import Revision
+from incident_operator.api.models import Expectation, HttpCheckAction, Phase, Severity, StepState
+from incident_operator.core import checks, revisions, validation
+from incident_operator.core.planner import Intent, SeverityRule
+from incident_operator.core.revisions import Revision
 from tests.unit.test_planner import TARGET, Run, incident, playbook
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -316,9 +316,9 @@ class FakeKube:
 def test_a_rollback_rerun_after_a_crash_goes_to_the_revision_decided_before_it() -> None:
     """The decision (which ReplicaSet) is persisted before the patch; a re-run after a crash
     patches to that ReplicaSet's template, even though its revision number moved on meanwhile."""
-    from incident_operator import actions
-    from incident_operator.kube import RolloutHistory
-    from incident_operator.models import IncidentSpec, PlaybookSpec, StepStatus
+    from incident_operator.adapters.kube import RolloutHistory
+    from incident_operator.api.models import IncidentSpec, PlaybookSpec, StepStatus
+    from incident_operator.controllers import actions
 
     v1 = {"spec": {"containers": [{"image": "web:1"}]}}
     v2 = {"spec": {"containers": [{"image": "web:2"}]}}

@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from incident_operator.runrecords import RunRecorder
+from incident_operator.adapters.runledger import RunRecorder
 
 
 class FakeKube:

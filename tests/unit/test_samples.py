@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from incident_operator import validation
-from incident_operator.models import IncidentSpec
+from incident_operator.api.models import IncidentSpec
+from incident_operator.core import validation
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "samples").glob("*.yaml"))
 

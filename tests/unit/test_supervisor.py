@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from incident_operator.planner import Record, posts_event
-from incident_operator.supervisor import LiveBody, Supervisor
+from incident_operator.controllers.supervisor import LiveBody, Supervisor
+from incident_operator.core.planner import Record, posts_event
 
 
 def body(

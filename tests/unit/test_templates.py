@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from incident_operator.templates import TemplateError, check, render
+from incident_operator.settings.templates import TemplateError, check, render
 
 
 def test_fields_are_substituted_and_braces_escaped() -> None:

@@ -1,0 +1,383 @@
+"""Thin async access to the Kubernetes API for the engine and the actions.
+
+Wraps the (synchronous) official client: every call runs in a worker thread so the event loop
+never blocks. Owns client construction (kubeconfig or in-cluster), the few read helpers the
+actions share (workload readiness, pod readiness) and access reviews (what the operator may do
+in a namespace). Nothing here decides anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException as ApiException  # noqa: PLC0414 - callers catch it
+from kubernetes.config.config_exception import ConfigException
+
+from incident_operator import __version__
+from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.core.access import Permission
+from incident_operator.core.revisions import (
+    CHANGE_CAUSE_ANNOTATION,
+    Revision,
+    fingerprint,
+    revision_number,
+    template_without_hash,
+)
+
+T = TypeVar("T")
+USER_AGENT = f"incident-operator/{__version__}"
+REQUEST_TIMEOUT_S = 30
+KUBE_WORKERS = 16
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster service account when deployed, else the current kubeconfig."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    api.user_agent = USER_AGENT  # tells our requests apart in audit logs
+    return api
+
+
+async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    """The decoded, stripped value of a Secret's key; None if the key is absent or empty.
+
+    Raises the client's errors (ApiException 404 when the Secret does not exist). The value is a
+    secret: callers never log it or copy it into status.
+    """
+    secret = await kube.call(kube.core.read_namespaced_secret, name, namespace)
+    raw = (secret.data or {}).get(key)
+    return base64.b64decode(raw).decode().strip() if raw else None
+
+
+def owned_metadata(name: str, incident: str, incident_uid: str) -> client.V1ObjectMeta:
+    """Metadata of an object an incident creates: labelled with it and garbage-collected with it."""
+    owner = client.V1OwnerReference(
+        api_version=f"{API_GROUP}/{API_VERSION}", kind="Incident", name=incident, uid=incident_uid
+    )
+    return client.V1ObjectMeta(
+        name=name, labels={f"{API_GROUP}/incident": incident}, owner_references=[owner]
+    )
+
+
+def not_found(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 404
+
+
+def conflict(exc: BaseException) -> bool:
+    return isinstance(exc, ApiException) and exc.status == 409
+
+
+def api_reason(exc: ApiException) -> str:
+    """A one-line reason from an API error, without headers or bodies that may hold secrets."""
+    return f"HTTP {exc.status} {exc.reason}".strip()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    desired: int
+    ready: int
+    available: int
+    updated: int
+    rolled_out: bool
+
+    @property
+    def ready_percent(self) -> float:
+        return 100.0 if self.desired == 0 else 100.0 * self.ready / self.desired
+
+    def describe(self) -> str:
+        return f"{self.ready}/{self.desired} ready, {self.updated} updated, {self.available} available"
+
+
+def pod_name(pod: client.V1Pod) -> str:
+    return str(pod.metadata.name) if pod.metadata is not None and pod.metadata.name else ""
+
+
+def pod_ready(pod: client.V1Pod) -> bool:
+    if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
+        return False
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+@dataclass(frozen=True)
+class RolloutHistory:
+    revisions: list[Revision]
+    current: int | None
+    restores: dict[str, Any]
+    """By revision name: a Deployment's pod template, or a StatefulSet's ControllerRevision data."""
+
+
+class Kube:
+    """The API groups the operator uses, called off the event loop."""
+
+    def __init__(self, api: client.ApiClient, *, workers: int = KUBE_WORKERS) -> None:
+        self.api = api
+        # A pool of its own, bounded: a slow API server cannot starve the event loop's default
+        # executor (DNS resolution, other blocking work), and concurrency stays predictable.
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+        self.networking = client.NetworkingV1Api(api)
+        self.batch = client.BatchV1Api(api)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` in the client's thread pool, with a request timeout unless given."""
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.api.close()  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ workloads
+
+    async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
+        if kind == "StatefulSet":
+            return await self.call(self.apps.read_namespaced_stateful_set, name, namespace)
+        return await self.call(self.apps.read_namespaced_deployment, name, namespace)
+
+    async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        if kind == "StatefulSet":
+            return await self.call(self.apps.patch_namespaced_stateful_set, name, namespace, body)
+        return await self.call(self.apps.patch_namespaced_deployment, name, namespace, body)
+
+    async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
+        body = {"spec": {"replicas": replicas}}
+        if kind == "StatefulSet":
+            await self.call(self.apps.patch_namespaced_stateful_set_scale, name, namespace, body)
+        else:
+            await self.call(self.apps.patch_namespaced_deployment_scale, name, namespace, body)
+
+    async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
+        workload = await self.read_workload(kind, name, namespace)
+        spec, status, meta = workload.spec, workload.status, workload.metadata
+        desired = spec.replicas if spec.replicas is not None else 1
+        ready = status.ready_replicas or 0
+        updated = status.updated_replicas or 0
+        available = status.available_replicas or 0 if kind == "Deployment" else ready
+        current = status.replicas or 0
+        rolled_out = (
+            (status.observed_generation or 0) >= (meta.generation or 0)
+            and updated == desired
+            and current == desired
+            and ready == desired
+            and available == desired
+        )
+        return Readiness(desired, ready, available, updated, rolled_out)
+
+    def to_dict(self, obj: Any) -> dict[str, Any]:
+        """A client model as the API's JSON (camelCase keys)."""
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+
+    async def rollout_history(self, kind: str, name: str, namespace: str) -> RolloutHistory:
+        """The workload's revisions (its ReplicaSets or ControllerRevisions), the current one, and
+        what restores each: a Deployment's pod template, a StatefulSet's revision patch."""
+        workload = self.to_dict(await self.read_workload(kind, name, namespace))
+        uid = workload["metadata"]["uid"]
+        match = (workload["spec"].get("selector") or {}).get("matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        listing = (
+            self.apps.list_namespaced_controller_revision
+            if kind == "StatefulSet"
+            else self.apps.list_namespaced_replica_set
+        )
+        listed = self.to_dict(await self.call(listing, namespace, label_selector=selector))
+        owned = [
+            item
+            for item in listed.get("items") or []
+            if any(o.get("uid") == uid for o in item["metadata"].get("ownerReferences") or [])
+        ]
+        revisions: list[Revision] = []
+        restores: dict[str, Any] = {}
+        for item in owned:
+            meta = item["metadata"]
+            annotations = meta.get("annotations") or {}
+            if kind == "StatefulSet":
+                number: int | None = item.get("revision")
+                restores[meta["name"]] = item.get("data")
+                template = ((item.get("data") or {}).get("spec") or {}).get("template")
+                replicas = None
+            else:
+                number = revision_number(annotations)
+                template = item["spec"]["template"]
+                restores[meta["name"]] = template_without_hash(template)
+                replicas = (item.get("status") or {}).get("replicas")
+            if number is None:
+                continue
+            created = meta.get("creationTimestamp")
+            revisions.append(
+                Revision(
+                    int(number),
+                    meta["name"],
+                    datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    annotations.get(CHANGE_CAUSE_ANNOTATION),
+                    replicas,
+                    fingerprint(template),
+                )
+            )
+        if kind == "StatefulSet":
+            named = (workload.get("status") or {}).get("updateRevision")
+            current = next((r.number for r in revisions if r.name == named), None)
+        else:
+            current = revision_number(workload["metadata"].get("annotations"))
+        return RolloutHistory(revisions, current, restores)
+
+    async def create_deny_all_policy(
+        self, namespace: str, metadata: client.V1ObjectMeta, selector: dict[str, str]
+    ) -> None:
+        """Create a NetworkPolicy that denies all ingress and egress of the pods `selector` picks."""
+        policy = client.V1NetworkPolicy(
+            metadata=metadata,
+            spec=client.V1NetworkPolicySpec(
+                pod_selector=client.V1LabelSelector(match_labels=selector),
+                policy_types=["Ingress", "Egress"],
+            ),
+        )
+        await self.call(self.networking.create_namespaced_network_policy, namespace, policy)
+
+    async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        return list(result.items)
+
+    # ------------------------------------------------------------------ our resources
+
+    async def patch_incident_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "incidents",
+            name,
+            {"status": status},
+        )
+
+    async def write_owned_configmap(
+        self, namespace: str, name: str, data: dict[str, str], incident: str, incident_uid: str
+    ) -> None:
+        """Create or replace ConfigMap `name`, owned by the incident (garbage-collected with it)."""
+        body = client.V1ConfigMap(metadata=owned_metadata(name, incident, incident_uid), data=data)
+        try:
+            await self.call(self.core.create_namespaced_config_map, namespace, body)
+        except ApiException as exc:
+            if not conflict(exc):
+                raise
+            await self.call(self.core.replace_namespaced_config_map, name, namespace, body)
+
+    async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
+            if namespace is None:
+                result = await self.call(
+                    self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, "incidents", **page
+                )
+            else:
+                result = await self.call(
+                    self.custom.list_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    "incidents",
+                    **page,
+                )
+            listed = cast(dict[str, Any], result)
+            items += listed.get("items") or []
+            token = (listed.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
+        result = await self.call(
+            self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, "playbooks", name
+        )
+        return cast(dict[str, Any], result)
+
+    async def patch_playbook_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        """Merge-patch the Playbook's status; with `resource_version`, fail (409) if it changed."""
+        body: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        await self.call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            "playbooks",
+            name,
+            body,
+        )
+
+
+class AccessReviews:
+    """Asks the API server what the operator may do (SelfSubjectAccessReview), with a short cache.
+
+    One review per permission and namespace at most every `allowed_ttl` seconds once allowed, and
+    every `denied_ttl` seconds while denied, so a thousand incidents in a namespace cost a handful
+    of reviews, and a namespace that opts in is noticed within `denied_ttl`.
+    """
+
+    def __init__(self, kube: Kube, *, allowed_ttl: float = 60.0, denied_ttl: float = 5.0) -> None:
+        self.kube = kube
+        self.authz = client.AuthorizationV1Api(kube.api)
+        self.authn = client.AuthenticationV1Api(kube.api)
+        self.allowed_ttl, self.denied_ttl = allowed_ttl, denied_ttl
+        self._cache: dict[tuple[str, Permission], tuple[float, bool]] = {}
+        self._username: str | None = None
+        self._asked_username = False
+
+    async def username(self) -> str | None:
+        """Who the operator is to the API server (SelfSubjectReview), asked once; None if unknown."""
+        if not self._asked_username:
+            self._asked_username = True
+            body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            try:
+                review = await self.kube.call(self.authn.create_self_subject_review, body)
+                info = review.status.user_info if review.status is not None else None
+                self._username = info.username if info is not None else None
+            except Exception:  # an older API server: the message then says "the operator"
+                self._username = None
+        return self._username
+
+    async def allowed(self, namespace: str, permission: Permission, now: float) -> bool:
+        key = (namespace, permission)
+        cached = self._cache.get(key)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        attributes = {
+            "namespace": namespace,
+            "verb": permission.verb,
+            "group": permission.group,
+            "resource": permission.resource,
+            "subresource": permission.subresource,
+        }
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": attributes},
+        }
+        review = await self.kube.call(self.authz.create_self_subject_access_review, body)
+        ok = review.status is not None and bool(review.status.allowed)
+        self._cache[key] = (now + (self.allowed_ttl if ok else self.denied_ttl), ok)
+        return ok
+
+    async def denied(self, namespace: str, permissions: list[Permission], now: float) -> list[Permission]:
+        return [p for p in permissions if not await self.allowed(namespace, p, now)]

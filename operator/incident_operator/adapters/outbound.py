@@ -1,0 +1,136 @@
+"""Every outgoing HTTP request of the operator, through the egress policy (see `egress`).
+
+Owns name resolution and the connection target: the host is resolved here, the resolved address
+is checked, and the request goes to that very address (the Host header and TLS server name stay
+the original host, so certificates are still verified against it). So DNS rebinding between the
+check and the connection cannot reach a denied address. Response bodies are read up to a small
+cap and redirects are never followed. Failures are reported as one-line reasons without URLs,
+headers or bodies (a webhook URL is a secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from incident_operator.settings.egress import EgressPolicy
+
+MAX_BODY_BYTES = 65_536
+Resolver = Callable[[str, int], Awaitable[str]]
+
+
+class EgressDenied(Exception):
+    """The policy refused the request; `str()` is `egress denied: <host>`."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"egress denied: {host}")
+        self.host = host
+
+
+class RequestFailed(Exception):
+    """No HTTP response: a one-line reason (exception type), never the URL. `permanent` when
+    trying again cannot help (the URL itself is unusable)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status_code: int
+    body: bytes
+    """At most MAX_BODY_BYTES of the response body."""
+    retry_after: str | None = None
+    """The Retry-After header, if any."""
+
+
+async def system_resolver(host: str, port: int) -> str:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"{host} has no address")
+    return str(infos[0][4][0])
+
+
+class Outbound:
+    def __init__(
+        self, http: httpx.AsyncClient, policy: EgressPolicy, resolver: Resolver = system_resolver
+    ) -> None:
+        self.http = http
+        self.policy = policy
+        self.resolver = resolver
+
+    async def address(self, host: str, port: int, *, scheme: str, require_https: bool = False) -> str:
+        """The address to connect to for `host`, once resolved and allowed by the policy (the
+        connection then goes to that address, so a later DNS answer cannot redirect it).
+        Raises EgressDenied or RequestFailed."""
+        if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
+            raise RequestFailed("invalid URL: bad host name", permanent=True)
+        try:
+            ipaddress.ip_address(host)
+            ip = host
+        except ValueError:
+            try:
+                ip = await self.resolver(host, port)
+            except (OSError, UnicodeError) as exc:
+                raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
+        if self.policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
+            raise EgressDenied(host)
+        return ip
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout: httpx.Timeout | float,
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        content: str | bytes | None = None,
+        require_https: bool = False,
+    ) -> Reply:
+        """Make one request if the policy allows it. Raises EgressDenied or RequestFailed."""
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise RequestFailed("invalid URL", permanent=True) from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise RequestFailed("invalid URL: only http and https are supported", permanent=True)
+        host = parsed.host
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        ip = await self.address(host, port, scheme=parsed.scheme, require_https=require_https)
+        target = parsed.copy_with(host=ip)
+        send_headers = {**(headers or {}), "Host": parsed.netloc.decode("ascii")}
+        extensions = {"sni_hostname": host} if parsed.scheme == "https" and ip != host else {}
+        try:
+            async with self.http.stream(
+                method,
+                target,
+                headers=send_headers,
+                json=json,
+                content=content,
+                timeout=timeout,
+                extensions=extensions,
+            ) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= MAX_BODY_BYTES:
+                        break
+                return Reply(
+                    response.status_code, bytes(body[:MAX_BODY_BYTES]), response.headers.get("Retry-After")
+                )
+        except httpx.TimeoutException as exc:
+            raise RequestFailed("timed out") from exc
+        except httpx.HTTPError as exc:
+            raise RequestFailed(type(exc).__name__) from exc

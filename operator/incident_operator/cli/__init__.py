@@ -1,0 +1,1 @@
+"""The console scripts: `incident-operator` and `kubectl-incident`."""

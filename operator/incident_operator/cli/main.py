@@ -1,0 +1,150 @@
+"""The `incident-operator` console script: argument parsing and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from incident_operator import __version__
+from incident_operator.settings.config import ConfigError, FileConfig, OperatorConfig, load_config_file
+
+DESCRIPTION = """\
+incident-operator turns an incident-response procedure into Kubernetes API objects:
+Incidents move through Detected, Acknowledged, Investigating, Mitigating, Monitoring,
+Resolved and Closed while Playbooks remediate (scale, restart, check health, notify).
+"""
+
+RUN_EPILOG = """\
+The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
+service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
+/metrics (Prometheus) and POST /alertmanager (Alertmanager webhook, bearer token).
+Install the CRDs first:  kubectl apply -k crds/   (or the whole install: kubectl apply -k manifests/install)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="incident-operator", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the operator against the current cluster",
+        description="Run the operator against the current kubeconfig until interrupted.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; default: all namespaces)",
+    )
+    run.add_argument("--http-port", type=int, default=8080, help="port of the HTTP endpoints (default 8080)")
+    run.add_argument(
+        "--http-host",
+        default="0.0.0.0",  # noqa: S104 - the operator serves inside its pod
+        help="address to listen on (default 0.0.0.0)",
+    )
+    run.add_argument("--config", type=Path, help="YAML settings file (response targets, alert intake)")
+    run.add_argument(
+        "--alert-token-secret",
+        metavar="NAMESPACE/NAME",
+        help="Secret whose key 'token' is the bearer token Alertmanager must send to /alertmanager",
+    )
+    run.add_argument(
+        "--allow-egress",
+        action="append",
+        default=[],
+        metavar="CIDR_OR_HOST",
+        help="let outgoing requests (httpCheck, notify, channels) reach this CIDR or host (repeatable; "
+        "loopback, link-local/metadata and the API server are denied unless allowed by CIDR; the API "
+        "server's own address and port never)",
+    )
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="take part in leader election on a Lease (leaderElection: in --config): only the leader "
+        "reconciles, every replica serves HTTP; needed whenever more than one replica runs",
+    )
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    return parser
+
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pod_namespace() -> str:
+    """The namespace the operator runs in: POD_NAMESPACE, the pod's service account, else the default."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "incident-operator"
+    except OSError:
+        return "incident-operator"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "run":
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request URL at INFO, and a webhook URL is a secret: never at INFO or DEBUG.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every handler run per object: noise, and CPU, at scale
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    try:
+        file_config = load_config_file(args.config) if args.config else FileConfig()
+        token_secret = None
+        if args.alert_token_secret:
+            namespace, _, name = args.alert_token_secret.partition("/")
+            if not namespace or not name:
+                raise ValueError("--alert-token-secret must be NAMESPACE/NAME")
+            token_secret = (namespace, name)
+        config = OperatorConfig(
+            alert_token_secret=token_secret,
+            namespaces=tuple(args.namespace),
+            http_host=args.http_host,
+            http_port=args.http_port,
+            leader_elect=args.leader_elect,
+            allow_egress=tuple(args.allow_egress),
+            own_namespace=pod_namespace(),
+            file=file_config,
+        )
+    except ConfigError as exc:
+        print(f"incident-operator: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"incident-operator: invalid option: {exc}", file=sys.stderr)
+        return 2
+    from kubernetes.config.config_exception import ConfigException
+
+    from incident_operator.runtime import runner  # kopf is imported only when running
+
+    try:
+        asyncio.run(runner.run(config))
+    except OSError as exc:
+        print(f"incident-operator: {exc}", file=sys.stderr)
+        return 1
+    except ConfigException as exc:
+        where = "KUBECONFIG, ~/.kube/config or in-cluster"
+        print(f"incident-operator: no Kubernetes configuration ({where}): {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

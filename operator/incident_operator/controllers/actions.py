@@ -1,0 +1,766 @@
+"""The action registry: one async function per playbook action key.
+
+Each action gets an `ActionContext` and returns an `Outcome`; it never raises for an expected
+failure (missing target, guardrail, timeout), it reports it. Every action is idempotent for a
+given step attempt, which is what makes a re-run after a crash harmless:
+
+- `scale` decides `replicasBefore`/`replicasAfter` once and persists them before it acts;
+- `restart` stamps `kubectl.kubernetes.io/restartedAt` with the attempt's persisted start time;
+- `deletePods` picks its victims once and persists their names before deleting them;
+- `isolate` and `collectEvidence` write objects with deterministic names;
+- `rollback` decides the revision (by its ReplicaSet or ControllerRevision) and persists it first;
+- `job` creates a Job named from the incident, run, step and attempt (a re-run finds it);
+- `waitReady`, `httpCheck` and `promQuery` only read (a smoke test's POST is the caller's to make
+  safe to repeat); `notify` sends an `Idempotency-Key` per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import httpx
+import yaml
+
+from incident_operator.adapters.kube import (
+    ApiException,
+    Kube,
+    api_reason,
+    conflict,
+    not_found,
+    owned_metadata,
+    pod_name,
+    pod_ready,
+    secret_value,
+)
+from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
+from incident_operator.api.keys import API_GROUP
+from incident_operator.api.models import (
+    TARGET_ACTIONS,
+    HttpCheckAction,
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    SecretRef,
+    Step,
+    StepStatus,
+    WorkloadRef,
+)
+from incident_operator.core import checks, revisions
+from incident_operator.core.conditions import format_time
+from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
+from incident_operator.settings import templates
+from incident_operator.settings.config import Limits
+
+logger = logging.getLogger(__name__)
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+POLL_INTERVAL_S = 1.0
+HTTP_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
+
+
+@dataclass
+class ActionContext:
+    kube: Kube
+    outbound: Outbound
+    limits: Limits
+    namespace: str
+    incident: str
+    incident_uid: str
+    spec: IncidentSpec
+    status: IncidentStatus
+    playbook: PlaybookSpec
+    step: Step
+    step_status: StepStatus
+    now: Callable[[], datetime]
+    persist: Callable[[], Awaitable[None]]
+    """Persist `status` (with the changes made to `step_status`) before acting on them."""
+
+    @property
+    def deadline(self) -> datetime:
+        started = self.step_status.startedAt or self.now()
+        return started + timedelta(seconds=self.step.timeoutSeconds)
+
+    @property
+    def run_id(self) -> str:
+        progress = self.status.playbook
+        return (progress.runId if progress else None) or "r1"
+
+    def template_values(self) -> dict[str, str]:
+        return {
+            "name": self.incident,
+            "namespace": self.namespace,
+            "title": self.spec.title,
+            "description": self.spec.description or "",
+            "severity": str(self.spec.severity),
+            "category": str(self.spec.category),
+            "phase": str(self.status.phase or ""),
+            "commander": self.spec.commander or "",
+            "step": self.step.name,
+            "url": "",
+        }
+
+
+Action = Callable[[ActionContext], Awaitable[Outcome]]
+
+
+def _target_missing(ref: WorkloadRef, namespace: str) -> Outcome:
+    return Outcome(False, f"{ref.kind} {namespace}/{ref.name} not found")
+
+
+async def scale(ctx: ActionContext) -> Outcome:
+    params = ctx.step.scale
+    assert params is not None  # noqa: S101 - the registry dispatches by action key
+    ref, st = params.target, ctx.step_status
+    if st.replicasAfter is None:
+        try:
+            workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+        except ApiException as exc:
+            return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+        before = workload.spec.replicas if workload.spec.replicas is not None else 1
+        after, wanted = scale_decision(
+            before, params, [ctx.playbook.guardrails.maxReplicas, ctx.limits.maxReplicas]
+        )
+        st.replicasBefore, st.replicasAfter = before, after
+        st.message = f"scaling {ref.kind} {ref.name} {before} -> {after}" + (
+            f" (capped from {wanted})" if after != wanted else ""
+        )
+        await ctx.persist()
+    try:
+        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    capped = " (capped by guardrails or the operator's limits)" if "capped" in (st.message or "") else ""
+    return Outcome(True, f"scaled {ref.kind} {ref.name} {st.replicasBefore} -> {st.replicasAfter}{capped}")
+
+
+async def _guard_ready_percent(ctx: ActionContext, ready: int, total: int, what: str) -> Outcome | None:
+    floor = ctx.playbook.guardrails.minReadyPercent
+    if floor is None or total == 0:
+        return None
+    percent = 100.0 * ready / total
+    if percent < floor:
+        return Outcome(
+            False,
+            f"guardrail minReadyPercent={floor}: only {ready}/{total} ({percent:.0f}%) of {what} "
+            "are Ready; not restarting more",
+        )
+    return None
+
+
+async def restart(ctx: ActionContext) -> Outcome:
+    params = ctx.step.restart
+    assert params is not None  # noqa: S101
+    ref = params.target
+    stamp = format_time(ctx.step_status.startedAt or ctx.now())
+    try:
+        workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    annotations = (
+        workload.spec.template.metadata.annotations if workload.spec.template.metadata else None
+    ) or {}
+    if annotations.get(RESTARTED_AT) == stamp:
+        return Outcome(True, f"rollout restart of {ref.kind} {ref.name} already requested at {stamp}")
+    desired = workload.spec.replicas if workload.spec.replicas is not None else 1
+    refused = await _guard_ready_percent(
+        ctx, workload.status.ready_replicas or 0, desired, f"{ref.kind} {ref.name}"
+    )
+    if refused:
+        return refused
+    patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+    try:
+        await ctx.kube.patch_workload(ref.kind, ref.name, ctx.namespace, patch)
+    except ApiException as exc:
+        return Outcome(False, api_reason(exc))
+    return Outcome(True, f"rollout restart of {ref.kind} {ref.name} requested ({RESTARTED_AT}={stamp})")
+
+
+def _pods_deleted_so_far(ctx: ActionContext) -> int:
+    """By this incident: earlier runs (before a re-fire) and the other steps of this run."""
+    progress = ctx.status.playbook
+    steps = progress.steps if progress else []
+    return (ctx.status.podsDeleted or 0) + sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
+
+
+async def delete_pods(ctx: ActionContext) -> Outcome:
+    params = ctx.step.deletePods
+    assert params is not None  # noqa: S101
+    st = ctx.step_status
+    if st.pods is None:
+        pods = await ctx.kube.pods(ctx.namespace, params.selector)
+        live = [p for p in pods if p.metadata is not None and p.metadata.deletion_timestamp is None]
+        ready = [p for p in live if pod_ready(p)]
+        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {params.selector}")
+        if refused:
+            return refused
+        spent = _pods_deleted_so_far(ctx)
+        budget = min(params.max, max(0, ctx.limits.maxPodDeletionsPerIncident - spent))
+        limit = ctx.playbook.guardrails.maxPodDeletions
+        if limit is not None:
+            budget = min(budget, max(0, limit - spent))
+        candidates = [(pod_name(p), pod_ready(p)) for p in live]
+        st.pods = pods_to_delete(candidates, params.onlyUnready, budget)
+        eligible = len([c for c in candidates if not c[1]]) if params.onlyUnready else len(candidates)
+        st.message = f"deleting {len(st.pods)} of {eligible} candidate pods"
+        await ctx.persist()
+    for name in st.pods:
+        try:
+            await ctx.kube.call(ctx.kube.core.delete_namespaced_pod, name, ctx.namespace)
+        except ApiException as exc:
+            if not not_found(exc):
+                return Outcome(False, f"deleting pod {name}: {api_reason(exc)}")
+    if not st.pods:
+        return Outcome(True, "no pod needed deleting (none matched, or the guardrail budget is spent)")
+    return Outcome(True, f"deleted {len(st.pods)} pods: {', '.join(st.pods)}")
+
+
+async def _until_deadline(
+    ctx: ActionContext, probe: Callable[[], Awaitable[Outcome | None]], waiting: str
+) -> Outcome:
+    """Call `probe` until it returns an Outcome or the step's deadline passes."""
+    last = waiting
+    while True:
+        result = await probe()
+        if isinstance(result, Outcome):
+            return result
+        if ctx.now() >= ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {last}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+async def wait_ready(ctx: ActionContext) -> Outcome:
+    params = ctx.step.waitReady
+    assert params is not None  # noqa: S101
+    ref = params.target
+    seen = {"last": "not observed yet"}
+
+    async def probe() -> Outcome | None:
+        try:
+            readiness = await ctx.kube.readiness(ref.kind, ref.name, ctx.namespace)
+        except ApiException as exc:
+            if not_found(exc):
+                return _target_missing(ref, ctx.namespace)
+            seen["last"] = api_reason(exc)
+            return None
+        seen["last"] = readiness.describe()
+        if readiness.rolled_out:
+            return Outcome(True, f"{ref.kind} {ref.name} rolled out: {readiness.describe()}")
+        return None
+
+    result = await _until_deadline(ctx, probe, "waiting")
+    if not result.ok and result.message.startswith("timed out"):
+        return Outcome(
+            False, f"timed out after {ctx.step.timeoutSeconds}s: {ref.kind} {ref.name} {seen['last']}"
+        )
+    return result
+
+
+async def secret_headers(kube: Kube, namespace: str, ref: SecretRef | None) -> dict[str, str] | Outcome:
+    """Every key of the Secret as a header (values are secrets: never logged, never in status)."""
+    if ref is None:
+        return {}
+    try:
+        secret = await kube.call(kube.core.read_namespaced_secret, ref.name, namespace)
+    except ApiException as exc:
+        if not_found(exc):
+            return Outcome(False, f"Secret {namespace}/{ref.name} (headersSecretRef) not found")
+        return Outcome(False, f"reading Secret {ref.name}: {api_reason(exc)}")
+    return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
+
+
+async def _probe(
+    outbound: Outbound, check: HttpCheckAction, headers: dict[str, str]
+) -> tuple[bool, str, bool]:
+    """(passed, what to report, final) of one request through the egress policy; final: asking
+    again cannot help (denied by policy, or the URL is unusable)."""
+    send = dict(headers)
+    if check.body is not None:
+        send.setdefault("Content-Type", check.contentType)
+    started = time.monotonic()
+    try:
+        reply = await outbound.request(
+            str(check.method), check.url, timeout=HTTP_TIMEOUT, headers=send, content=check.body
+        )
+    except EgressDenied as exc:
+        return False, str(exc), True
+    except RequestFailed as exc:
+        return False, str(exc), exc.permanent
+    latency_ms = 1000 * (time.monotonic() - started)
+    ok, said = checks.http_verdict(check, reply.status_code, reply.body.decode(errors="replace"), latency_ms)
+    return ok, said, False
+
+
+async def http_check(ctx: ActionContext) -> Outcome:
+    params = ctx.step.httpCheck
+    assert params is not None  # noqa: S101
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    if isinstance(headers, Outcome):
+        return headers
+    streak = 0
+    asked = f"{params.method} {params.url}"
+    while True:
+        ok, last, final = await _probe(ctx.outbound, params, headers)
+        if final:  # neither the policy nor the URL changes meanwhile; a bad URL is not echoed
+            return Outcome(False, last)
+        streak = streak + 1 if ok else 0
+        if streak >= params.successThreshold:
+            return Outcome(True, f"{asked}: {last} ({streak} consecutive)")
+        if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {asked} last {last}")
+        await asyncio.sleep(params.intervalSeconds)
+
+
+async def prom_query(ctx: ActionContext) -> Outcome:
+    params = ctx.step.promQuery
+    assert params is not None  # noqa: S101
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    if isinstance(headers, Outcome):
+        return headers
+    url = params.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": params.query})
+    holding = checks.Holding()
+    last = "no answer yet"
+    while True:
+        try:
+            reply = await ctx.outbound.request("GET", url, timeout=HTTP_TIMEOUT, headers=headers)
+            answer = json.loads(reply.body)
+            holds, last = checks.query_verdict(answer, params.expect)
+        except EgressDenied as exc:
+            return Outcome(False, str(exc))
+        except RequestFailed as exc:
+            if exc.permanent:
+                return Outcome(False, f"Prometheus {params.url}: {exc}")
+            holds, last = False, f"Prometheus {params.url}: {exc}"
+        except checks.QueryError as exc:
+            return Outcome(False, f"query {params.query!r}: {exc}")  # a wrong query stays wrong
+        except (ValueError, KeyError, TypeError, IndexError):
+            holds, last = False, f"Prometheus {params.url}: not a query answer (HTTP {reply.status_code})"
+        held = holding.observe(holds, ctx.now())
+        if holds and held >= timedelta(seconds=params.forSeconds):
+            span = f" for {params.forSeconds}s" if params.forSeconds else ""
+            return Outcome(True, f"{params.query}: {last}{span}")
+        if ctx.now() + timedelta(seconds=params.intervalSeconds) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {params.query}: {last}")
+        await asyncio.sleep(params.intervalSeconds)
+
+
+async def rollback(ctx: ActionContext) -> Outcome:
+    params = ctx.step.rollback
+    assert params is not None  # noqa: S101
+    ref, st = params.target, ctx.step_status
+    kind = str(ref.kind)
+    try:
+        history = await ctx.kube.rollout_history(kind, ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    if st.revisionName is None:
+        choice = revisions.choose(history.revisions, history.current, params.toRevision)
+        if isinstance(choice, str):
+            return Outcome(False, f"{kind} {ref.name}: {choice}")
+        st.revision, st.revisionFrom, st.revisionName = choice.number, history.current, choice.name
+        st.message = f"rolling back {kind} {ref.name} from revision {history.current} to {choice.describe()}"
+        await ctx.persist()  # the decision, before the change: a re-run goes to the same revision
+    restore = history.restores.get(st.revisionName or "")
+    if restore is None:
+        return Outcome(
+            False, f"{kind} {ref.name}: {st.revisionName} (revision {st.revision}) no longer exists"
+        )
+    body: Any = (
+        restore if kind == "StatefulSet" else [{"op": "replace", "path": "/spec/template", "value": restore}]
+    )
+    try:
+        await ctx.kube.patch_workload(kind, ref.name, ctx.namespace, body)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    return Outcome(
+        True,
+        f"rolled back {kind} {ref.name} from revision {st.revisionFrom} to revision {st.revision}"
+        f" ({st.revisionName})",
+    )
+
+
+JOB_POLL_S = 1.0
+
+
+async def run_job(ctx: ActionContext) -> Outcome:
+    params = ctx.step.job
+    assert params is not None  # noqa: S101
+    st = ctx.step_status
+    name = checks.job_name(ctx.incident, ctx.step.name, ctx.run_id, st.attempts)
+    st.job = name
+    template = copy.deepcopy(params.template)
+    template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
+    labels = template.setdefault("metadata", {}).setdefault("labels", {})
+    labels[f"{API_GROUP}/incident"] = ctx.incident
+    meta = owned_metadata(name, ctx.incident, ctx.incident_uid)
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": ctx.kube.to_dict(meta),
+        "spec": {
+            "template": template,
+            "backoffLimit": params.backoffLimit,
+            "activeDeadlineSeconds": params.timeoutSeconds,
+        },
+    }
+    try:
+        await ctx.kube.call(ctx.kube.batch.create_namespaced_job, ctx.namespace, body)
+    except ApiException as exc:
+        if not conflict(exc):  # 409: this attempt's Job exists already (a re-run after a crash)
+            return Outcome(False, f"creating Job {name}: {api_reason(exc)}")
+    while True:
+        try:
+            job = await ctx.kube.call(ctx.kube.batch.read_namespaced_job, name, ctx.namespace)
+        except ApiException as exc:
+            return Outcome(False, f"Job {name}: {api_reason(exc)}")
+        done = {c.type: c for c in (job.status.conditions or []) if c.status == "True"} if job.status else {}
+        if "Complete" in done or "Failed" in done:
+            log = await _job_log(ctx, name, params.logLines)
+            if "Complete" in done:
+                return Outcome(True, f"Job {name} succeeded{log}")
+            failed = done["Failed"]
+            return Outcome(
+                False, f"Job {name} failed: {failed.reason or ''} {failed.message or ''}".rstrip() + log
+            )
+        if ctx.now() + timedelta(seconds=JOB_POLL_S) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: Job {name} still running")
+        await asyncio.sleep(JOB_POLL_S)
+
+
+async def _job_log(ctx: ActionContext, job: str, lines: int) -> str:
+    """'; log: <last lines>' of the Job's newest pod, or why there is none."""
+    if lines == 0:
+        return ""
+    pods = await ctx.kube.call(
+        ctx.kube.core.list_namespaced_pod, ctx.namespace, label_selector=f"job-name={job}"
+    )
+    if not pods.items:
+        return "; log unavailable: no pod"
+    newest = max(pods.items, key=lambda p: str(ctx.kube.to_dict(p)["metadata"].get("creationTimestamp")))
+    try:
+        text = await ctx.kube.call(
+            ctx.kube.core.read_namespaced_pod_log,
+            pod_name(newest),
+            ctx.namespace,
+            tail_lines=lines,
+            limit_bytes=ctx.limits.maxLogBytesPerPod,
+            _request_timeout=10,
+        )
+    except ApiException as exc:
+        return f"; log unavailable: {api_reason(exc)}"
+    except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
+        return f"; log unavailable: {type(exc).__name__}"
+    tail = str(text).strip()[-MAX_LOG_IN_MESSAGE:]
+    return f"; log: {tail}" if tail else "; log empty"
+
+
+MAX_LOG_IN_MESSAGE = 2000
+
+
+async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
+    try:
+        value = await secret_value(ctx.kube, ctx.namespace, name, key)
+    except ApiException as exc:
+        if not_found(exc):
+            return Outcome(False, f"Secret {ctx.namespace}/{name} not found")
+        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
+    if value is None:
+        return Outcome(False, f"Secret {ctx.namespace}/{name} has no key {key!r}")
+    return value
+
+
+async def notify(ctx: ActionContext) -> Outcome:
+    params = ctx.step.notify
+    assert params is not None  # noqa: S101
+    target = params.slack or params.webhook
+    assert target is not None  # noqa: S101 - CEL guarantees one of them
+    url = await read_secret_value(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
+    if isinstance(url, Outcome):
+        return url
+    text = templates.render(params.message, ctx.template_values())
+    if params.slack is not None:
+        payload: dict[str, Any] = {"text": text}
+    else:
+        payload = {
+            "incident": ctx.incident,
+            "namespace": ctx.namespace,
+            "title": ctx.spec.title,
+            "severity": str(ctx.spec.severity),
+            "category": str(ctx.spec.category),
+            "phase": str(ctx.status.phase or ""),
+            "step": ctx.step.name,
+            "message": text,
+        }
+    key = f"{ctx.incident_uid}/{ctx.run_id}/{ctx.step.name}/{ctx.step_status.attempts}"
+    try:
+        response = await ctx.outbound.request(
+            "POST", url, json=payload, headers={"Idempotency-Key": key}, timeout=HTTP_TIMEOUT
+        )
+    except EgressDenied as exc:
+        return Outcome(False, str(exc))
+    except RequestFailed as exc:
+        return Outcome(False, f"notification not delivered: {exc} (webhook URL from Secret)")
+    if response.status_code >= 300:
+        return Outcome(False, f"notification rejected: HTTP {response.status_code}")
+    return Outcome(True, f"notified ({'slack' if params.slack else 'webhook'}): {text[:200]}")
+
+
+async def collect_evidence(ctx: ActionContext) -> Outcome:
+    params = ctx.step.collectEvidence
+    assert params is not None  # noqa: S101
+    pods = await ctx.kube.pods(ctx.namespace, params.selector)
+    data: dict[str, str] = {}
+    summary = [
+        {
+            "name": pod_name(p),
+            "phase": p.status.phase if p.status else None,
+            "ready": pod_ready(p),
+            "node": p.spec.node_name if p.spec else None,
+            "restarts": sum(c.restart_count for c in (p.status.container_statuses or [])) if p.status else 0,
+        }
+        for p in pods
+    ]
+    data["pods.yaml"] = yaml.safe_dump(summary, sort_keys=False)
+    missing_logs: list[str] = []
+    if params.logLines > 0:
+        for pod in pods:
+            try:
+                log = await ctx.kube.call(
+                    ctx.kube.core.read_namespaced_pod_log,
+                    pod_name(pod),
+                    ctx.namespace,
+                    tail_lines=params.logLines,
+                    limit_bytes=ctx.limits.maxLogBytesPerPod,
+                    _request_timeout=10,
+                )
+                data[f"logs-{pod_name(pod)}.txt"] = str(log)
+            except ApiException as exc:
+                missing_logs.append(f"{pod_name(pod)}: {api_reason(exc)}")
+            except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
+                missing_logs.append(f"{pod_name(pod)}: {type(exc).__name__}")
+    if missing_logs:
+        data["logs-unavailable.txt"] = "\n".join(missing_logs) + "\n"
+    if params.events:
+        events = await ctx.kube.call(ctx.kube.core.list_namespaced_event, ctx.namespace)
+        names = {pod_name(p) for p in pods} | {ctx.incident}
+        relevant = [
+            {
+                "time": str(e.last_timestamp or e.event_time or e.metadata.creation_timestamp),
+                "object": f"{e.involved_object.kind}/{e.involved_object.name}",
+                "type": e.type,
+                "reason": e.reason,
+                "message": e.message,
+            }
+            for e in events.items
+            if any((e.involved_object.name or "").startswith(n) for n in names)
+        ]
+        data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
+    notes = [*missing_logs]
+    if params.rolloutHistory:
+        history, unavailable = await _rollout_histories(ctx)
+        if history:
+            data["rollout-history.yaml"] = yaml.safe_dump(history, sort_keys=False)
+        notes.extend(unavailable)
+    if params.resourceUsage:
+        usage = await _resource_usage(ctx, params.selector)
+        if isinstance(usage, str):
+            notes.append(f"resource usage: {usage}")
+        else:
+            data["resource-usage.yaml"] = yaml.safe_dump(usage, sort_keys=False)
+    if notes:
+        data["unavailable.txt"] = "\n".join(notes) + "\n"
+    _fit(data, ctx.limits.maxEvidenceBytes)
+    name = f"{ctx.incident}-evidence-{ctx.run_id}"
+    try:
+        await ctx.kube.write_owned_configmap(ctx.namespace, name, data, ctx.incident, ctx.incident_uid)
+    except ApiException as exc:
+        return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
+    ctx.status.evidenceRef = name
+    logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
+    return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
+
+
+async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[str]]:
+    """Each target's revisions with their times and change-cause (recent changes), and what could
+    not be read."""
+    found: dict[str, Any] = {}
+    unavailable: list[str] = []
+    for ref in ctx.spec.targets or []:
+        key = f"{ref.kind}/{ref.name}"
+        try:
+            history = await ctx.kube.rollout_history(str(ref.kind), ref.name, ctx.namespace)
+        except ApiException as exc:
+            unavailable.append(f"rollout history of {key}: {api_reason(exc)}")
+            continue
+        found[key] = {
+            "currentRevision": history.current,
+            "revisions": revisions.history(history.revisions, history.current),
+        }
+    return found, unavailable
+
+
+async def _resource_usage(ctx: ActionContext, selector: dict[str, str]) -> list[dict[str, Any]] | str:
+    """CPU and memory per container from the metrics API (metrics-server), or why not."""
+    try:
+        listed = await ctx.kube.call(
+            ctx.kube.custom.list_namespaced_custom_object,
+            "metrics.k8s.io",
+            "v1beta1",
+            ctx.namespace,
+            "pods",
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+            _request_timeout=10,
+        )
+    except ApiException as exc:
+        if exc.status in (404, 503):
+            return "the metrics API (metrics.k8s.io) does not answer in this cluster"
+        return api_reason(exc)
+    return [
+        {
+            "pod": item.get("metadata", {}).get("name"),
+            "time": item.get("timestamp"),
+            "containers": [
+                {"name": c.get("name"), **(c.get("usage") or {})} for c in item.get("containers") or []
+            ],
+        }
+        for item in cast(dict[str, Any], listed).get("items") or []
+    ]
+
+
+def _fit(data: dict[str, str], limit: int) -> None:
+    """Trim entries so the ConfigMap stays under `limit` bytes; what was cut is said in the evidence."""
+    total = sum(len(v.encode()) for v in data.values())
+    cut: list[str] = []
+    for key in sorted(
+        (k for k in data if k.startswith("logs-") and k != "logs-unavailable.txt"), reverse=True
+    ):
+        if total <= limit:
+            break
+        size = len(data[key].encode())
+        data[key] = "(trimmed: evidence exceeded its size limit)\n"
+        total -= size - len(data[key])
+        cut.append(f"{key}: {size} bytes cut")
+    for key in ("events.yaml", "pods.yaml"):
+        if total > limit and key in data:
+            size = len(data[key].encode())
+            data[key] = "(trimmed: evidence exceeded its size limit)\n"
+            total -= size - len(data[key])
+            cut.append(f"{key}: {size} bytes cut")
+    if cut:
+        data["trimmed.txt"] = (
+            f"evidence limited to {limit} bytes (limits.maxEvidenceBytes):\n" + "\n".join(cut) + "\n"
+        )
+
+
+async def isolate(ctx: ActionContext) -> Outcome:
+    params = ctx.step.isolate
+    assert params is not None  # noqa: S101
+    name = f"{ctx.incident}-isolate"
+    try:
+        await ctx.kube.create_deny_all_policy(
+            ctx.namespace, owned_metadata(name, ctx.incident, ctx.incident_uid), params.selector
+        )
+    except ApiException as exc:
+        if not conflict(exc):
+            return Outcome(False, f"creating NetworkPolicy {name}: {api_reason(exc)}")
+    return Outcome(True, f"isolated pods {json.dumps(params.selector)} with deny-all NetworkPolicy {name}")
+
+
+REGISTRY: dict[str, Action] = {
+    "rollback": rollback,
+    "job": run_job,
+    "promQuery": prom_query,
+    "scale": scale,
+    "restart": restart,
+    "deletePods": delete_pods,
+    "waitReady": wait_ready,
+    "httpCheck": http_check,
+    "notify": notify,
+    "collectEvidence": collect_evidence,
+    "isolate": isolate,
+}
+
+
+async def run(ctx: ActionContext) -> Outcome:
+    """Run the step's action within its timeout; unexpected errors become a failed Outcome."""
+    action = REGISTRY[ctx.step.action]
+    remaining = (ctx.deadline - ctx.now()).total_seconds()
+    if remaining <= 0:
+        return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s")
+    try:
+        return await asyncio.wait_for(action(ctx), timeout=remaining + 1)
+    except TimeoutError:
+        return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s")
+    except ApiException as exc:
+        return Outcome(False, api_reason(exc))
+    except templates.TemplateError as exc:
+        return Outcome(False, f"message template: {exc}")
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # anything else is a failed step with a reason, never a dead loop
+        logger.exception(
+            "step %s of incident %s/%s failed unexpectedly", ctx.step.name, ctx.namespace, ctx.incident
+        )
+        return Outcome(False, f"unexpected error: {type(exc).__name__}")
+
+
+def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
+    """The workloads an incident is about: its own targets and those its playbook acts on."""
+    refs = list(spec.targets or [])
+    for step in playbook.steps if playbook else []:
+        if step.action in TARGET_ACTIONS:
+            refs.append(step.params.target)
+    unique: dict[tuple[str, str], WorkloadRef] = {}
+    for ref in refs:
+        unique.setdefault((str(ref.kind), ref.name), ref)
+    return list(unique.values())
+
+
+async def verify_health(
+    kube: Kube, outbound: Outbound, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
+) -> Outcome:
+    """After the stabilization window: every target rolled out, every httpCheck URL answering."""
+    problems: list[str] = []
+    healthy: list[str] = []
+    for ref in workload_targets(spec, playbook):
+        try:
+            readiness = await kube.readiness(str(ref.kind), ref.name, namespace)
+        except ApiException as exc:
+            problems.append(f"{ref.kind} {ref.name}: {'not found' if not_found(exc) else api_reason(exc)}")
+            continue
+        (healthy if readiness.rolled_out else problems).append(
+            f"{ref.kind} {ref.name} {readiness.describe()}"
+        )
+    for step in playbook.steps:
+        if step.httpCheck is None:
+            continue
+        check = step.httpCheck
+        headers = await secret_headers(kube, namespace, check.headersSecretRef)
+        if isinstance(headers, Outcome):
+            problems.append(headers.message)
+            continue
+        ok, last, _ = await _probe(outbound, check, headers)
+        (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
+    if problems:
+        return Outcome(False, "; ".join(problems))
+    return Outcome(True, "; ".join(healthy) or "no workload or URL to check")
+
+
+async def revert_scale(kube: Kube, namespace: str, step: Step, step_status: StepStatus) -> Outcome:
+    assert step.scale is not None  # noqa: S101
+    assert step_status.replicasBefore is not None  # noqa: S101
+    ref = step.scale.target
+    try:
+        await kube.scale_workload(str(ref.kind), ref.name, namespace, step_status.replicasBefore)
+    except ApiException as exc:
+        return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
+    return Outcome(True, f"{ref.kind} {ref.name} back to {step_status.replicasBefore} replicas")

@@ -1,0 +1,253 @@
+"""Sends notices to channels (HTTP, PagerDuty, Opsgenie, SMTP), off the incident's loop.
+
+Through the egress policy (`outbound`; channels must use https unless allowed explicitly), an
+explicit timeout per attempt, a bounded number of attempts with exponential
+backoff (honouring a short `Retry-After` on 429), URLs, keys and passwords read from Secrets at
+send time (cached a few seconds) and never logged. A notice that could not be delivered is
+reported back to the incident (timeline entry and Warning Event) through `on_failure`; the
+incident goes on regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+
+from incident_operator.adapters import mail
+from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
+from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
+from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.core import notices
+from incident_operator.core.notices import IncidentView, Notice, channels_for, payload
+from incident_operator.settings.config import Channel, Notifications, SecretRef
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+SECRET_TTL_S = 5.0
+MAX_RETRY_AFTER_S = 5.0
+
+
+class Notifier:
+    def __init__(self, kube: Kube, outbound: Outbound, config: Notifications) -> None:
+        self.kube, self.outbound, self.config = kube, outbound, config
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self.page_ids: dict[tuple[str, str, str], str] = {}  # (channel, namespace, incident) -> id
+        self.page_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        self.latest: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        """The last delivery started per (channel, namespace, incident): the next one waits for it."""
+
+    def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
+        """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
+        return any(channels_for(self.config, notice, view) for notice in notices)
+
+    def send_all(
+        self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
+    ) -> list[asyncio.Task[None]]:
+        """Start delivering each notice to its channels in the background; returns the tasks.
+
+        A channel hears one incident's notices in the order they happened: each delivery waits
+        for the previous one to the same channel about the same incident (a slow first delivery,
+        e.g. reading its Secret, cannot be overtaken by the next phase's)."""
+        started = []
+        for notice in notices:
+            for channel in channels_for(self.config, notice, view):
+                key = (channel.name, view.namespace, view.name)
+                task = asyncio.create_task(
+                    self._deliver(channel, notice, view, on_failure, after=self.latest.get(key))
+                )
+                self.latest[key] = task
+                task.add_done_callback(functools.partial(self._done, key))
+                self.tasks.add(task)
+                started.append(task)
+        return started
+
+    def _done(self, key: tuple[str, str, str], task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.latest.get(key) is task:
+            del self.latest[key]
+
+    async def _deliver(
+        self,
+        channel: Channel,
+        notice: Notice,
+        view: IncidentView,
+        on_failure: Callable[[str], None],
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # its outcome is its own (reported there)
+        error = await self.deliver(channel, notice, view)
+        if error is not None:
+            logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
+            on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
+
+    async def secret(self, ref: SecretRef) -> str:
+        """A value from a Secret, read at most every SECRET_TTL_S (a rotated value is used within
+        seconds; a burst of notices reads the Secret once)."""
+        key = (ref.namespace, ref.name, ref.key)
+        cached = self.secrets.get(key)
+        if cached is not None and time.monotonic() - cached[0] < SECRET_TTL_S:
+            value: str | None = cached[1]
+        else:
+            value = await secret_value(self.kube, ref.namespace, ref.name, ref.key)
+            self.secrets[key] = (time.monotonic(), value)
+        if value is None:
+            raise KeyError(f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}")
+        return value
+
+    async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
+        """Deliver one notice; None on success, else why it failed (never a URL, key or password)."""
+        refs = [r for r in (channel.urlSecretRef, channel.keySecretRef) if r is not None]
+        if channel.smtp is not None:
+            refs += [r for r in (channel.smtp.usernameSecretRef, channel.smtp.passwordSecretRef) if r]
+            refs += [channel.smtp.caSecretRef] if channel.smtp.caSecretRef else []
+        try:
+            values = {id(ref): await self.secret(ref) for ref in refs}
+        except ApiException as exc:
+            return f"a Secret of channel {channel.name}: {api_reason(exc)}"
+        except KeyError as exc:
+            return str(exc.args[0])
+
+        def value(ref: SecretRef | None) -> str | None:
+            return values[id(ref)] if ref is not None else None
+
+        if channel.type == "email":
+            return await self._mail(channel, notice, view, value)
+        if channel.type == "statuspage" and channel.mode == "statuspageio":
+            return await self._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
+        headers: dict[str, str] = {}
+        if channel.type == "pagerduty":
+            url = channel.api_url
+            body: object = notices.pagerduty(channel, notice, view, value(channel.keySecretRef) or "")
+        elif channel.type == "opsgenie":
+            path, body = notices.opsgenie(channel, notice, view)
+            url = channel.api_url + path
+            headers["Authorization"] = f"GenieKey {value(channel.keySecretRef)}"
+        else:
+            url, body = value(channel.urlSecretRef) or "", payload(channel, notice, view)
+        return (await self._post(channel, url, body, headers))[0]
+
+    async def _statuspage(
+        self, channel: Channel, notice: Notice, view: IncidentView, api_key: str
+    ) -> str | None:
+        """One page incident per Incident: created the first time, then updated. Deliveries for
+        one incident and channel go one at a time, so a second notice waits for the first's id."""
+        key = (channel.name, view.namespace, view.name)
+        async with self.page_locks.setdefault(key, asyncio.Lock()):
+            known = self.page_ids.get(key) or view.page_ids.get(channel.name)
+            method, path, body = notices.statuspage_io(channel, notice, view, known)
+            headers = {"Authorization": f"OAuth {api_key}"}
+            error, reply = await self._post(channel, channel.api_url + path, body, headers, method=method)
+            if error is None and known is None and reply is not None:
+                created = _json_id(reply.body)
+                if created is None:
+                    return "the Statuspage API answered without an incident id"
+                self.page_ids[key] = created
+                await self._remember_page(view, channel, created)
+            if notice.event == "resolved":
+                self.page_ids.pop(key, None)
+                self.page_locks.pop(key, None)
+            return error
+
+    async def _remember_page(self, view: IncidentView, channel: Channel, page_incident: str) -> None:
+        """Keep the page incident's id on the Incident (an annotation), for after a restart."""
+        patch = {"metadata": {"annotations": {notices.page_id_annotation(channel.name): page_incident}}}
+        try:
+            await self.kube.call(
+                self.kube.custom.patch_namespaced_custom_object,
+                API_GROUP,
+                API_VERSION,
+                view.namespace,
+                "incidents",
+                view.name,
+                patch,
+            )
+        except ApiException as exc:
+            logger.warning(
+                "statuspage id of %s/%s not recorded: %s", view.namespace, view.name, api_reason(exc)
+            )
+
+    async def _post(
+        self, channel: Channel, url: str, body: object, headers: dict[str, str], *, method: str = "POST"
+    ) -> tuple[str | None, Reply | None]:
+        last = "no attempt made"
+        for attempt in range(channel.maxAttempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            try:
+                response = await self.outbound.request(
+                    method,
+                    url,
+                    json=body,
+                    headers=headers,
+                    timeout=channel.timeoutSeconds,
+                    require_https=True,
+                )
+            except EgressDenied as exc:
+                return str(exc), None  # the policy will not change between attempts
+            except RequestFailed as exc:
+                last = f"timed out after {channel.timeoutSeconds}s" if str(exc) == "timed out" else str(exc)
+                continue
+            if response.status_code < 300:
+                return None, response
+            last = f"HTTP {response.status_code}"
+            if response.status_code == 429:
+                await asyncio.sleep(_retry_after(response))
+            elif response.status_code < 500:
+                break  # 4xx other than 429: retrying will not help
+        return f"{last} after {attempt + 1} attempt(s)", None
+
+    async def _mail(
+        self,
+        channel: Channel,
+        notice: Notice,
+        view: IncidentView,
+        value: Callable[[SecretRef | None], str | None],
+    ) -> str | None:
+        smtp = channel.smtp
+        assert smtp is not None  # noqa: S101 - validated with the config
+        subject, plain, rich = notices.email(channel, notice, view)
+        server = mail.Server(
+            smtp.host,
+            smtp.port,
+            smtp.security,
+            value(smtp.usernameSecretRef),
+            value(smtp.passwordSecretRef),
+            value(smtp.caSecretRef),
+        )
+        envelope = mail.Envelope(smtp.sender, channel.to, channel.cc, subject, plain, rich)
+        last = "no attempt made"
+        for attempt in range(channel.maxAttempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
+            try:
+                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
+                return None
+            except EgressDenied as exc:
+                return str(exc)
+            except (RequestFailed, mail.MailFailed) as exc:
+                last = str(exc)
+                if last.startswith("SMTP 5"):
+                    break  # a permanent refusal: retrying will not help
+        return f"{last} after {attempt + 1} attempt(s)"
+
+
+def _json_id(body: bytes) -> str | None:
+    try:
+        found = json.loads(body or b"{}").get("id")
+    except (ValueError, AttributeError):
+        return None
+    return str(found) if found else None
+
+
+def _retry_after(response: Reply) -> float:
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(response.retry_after or "0")))
+    except ValueError:
+        return 0.0

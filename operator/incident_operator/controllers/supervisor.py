@@ -1,0 +1,176 @@
+"""Which Incidents have a running loop: started, woken and stopped from watch events.
+
+Owns the asyncio tasks of the incident loops (`engine.IncidentLoop`), one per incident that has
+something to do (`attention.needs_loop`). A loop starts on the first watch event that shows work
+(no finalizer round trip first), later events of its incident wake it, it is asked to stop when
+the incident settles or is deleted (it finishes the step in hand, writes what it holds and
+exits), and all of them stop together on shutdown within a bound.
+
+This replaces a per-object framework daemon: kopf blocks deletion of an object with a daemon
+by a finalizer, which cost two writes per incident (add and remove) and delayed every new
+incident by one round trip. Nothing here blocks deletion: deleting an Incident stops its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from incident_operator.core.attention import needs_loop
+
+logger = logging.getLogger(__name__)
+
+
+class LiveBody(Mapping[str, Any]):
+    """The latest watched body of one incident: the loop reads spec changes through it."""
+
+    def __init__(self, body: Mapping[str, Any]) -> None:
+        self.current = body
+
+    def __getitem__(self, key: str) -> Any:
+        return self.current[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.current)
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+
+class Loop(Protocol):
+    """What the supervisor needs of an incident loop."""
+
+    namespace: str
+
+    @property
+    def finished(self) -> bool: ...
+
+    def concerned_by(self, playbook: str) -> bool: ...
+
+    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None: ...
+
+
+LoopFactory = Callable[[str, LiveBody], Loop]
+"""Builds the loop of an incident (uid, live body); may raise: the incident is then unreadable."""
+
+
+@dataclass
+class _Slot:
+    body: LiveBody
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+    loop: Loop | None = None
+    task: asyncio.Task[None] | None = None
+
+
+def _wants_loop(body: Mapping[str, Any]) -> bool:
+    metadata = body.get("metadata") or {}
+    return needs_loop(
+        body.get("spec") or {},
+        body.get("status") or {},
+        metadata.get("annotations") or {},
+        metadata.get("generation"),
+    )
+
+
+class Supervisor:
+    """The incident loops of this operator, keyed by incident uid."""
+
+    def __init__(self, factory: LoopFactory, on_unreadable: Callable[[Mapping[str, Any], str], None]) -> None:
+        self.factory = factory
+        self.on_unreadable = on_unreadable
+        self.slots: dict[str, _Slot] = {}
+        self.unreadable: dict[str, str] = {}  # uid -> resourceVersion last found unreadable
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """One watch event of an Incident (None: seen in the initial listing)."""
+        metadata = body.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        if not uid:
+            return
+        slot = self.slots.get(uid)
+        if event_type == "DELETED":
+            self.unreadable.pop(uid, None)
+            if slot is not None:
+                slot.stopping = True
+                slot.wake.set()
+            return
+        wanted = _wants_loop(body)
+        if slot is not None:
+            slot.body.current = body
+            slot.stopping = not wanted
+            slot.wake.set()
+            return
+        if wanted and not self.closing:
+            self._start(uid, body)
+
+    def wake(self, uid: str) -> None:
+        slot = self.slots.get(uid)
+        if slot is not None:
+            slot.wake.set()
+
+    def wake_concerned(self, namespace: str | None, playbook: str) -> None:
+        """Wake the loops a change of Playbook `namespace/playbook` may concern."""
+        for slot in list(self.slots.values()):
+            loop = slot.loop
+            if loop is not None and loop.namespace == namespace and loop.concerned_by(playbook):
+                slot.wake.set()
+
+    def _start(self, uid: str, body: Mapping[str, Any]) -> None:
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        if self.unreadable.get(uid) == version:
+            return  # reported already; a new version may be readable
+        slot = _Slot(LiveBody(body))
+        try:
+            slot.loop = self.factory(uid, slot.body)
+        except Exception as exc:  # one unreadable incident must not stop the others
+            self.unreadable[uid] = version
+            self.on_unreadable(body, f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return
+        self.unreadable.pop(uid, None)
+        slot.task = asyncio.create_task(self._run(uid, slot), name=f"incident/{uid}")
+        self.slots[uid] = slot
+
+    async def _run(self, uid: str, slot: _Slot) -> None:
+        loop = slot.loop
+        assert loop is not None  # noqa: S101 - set before the task starts
+        try:
+            while True:
+                await loop.run(lambda: slot.stopping or self.closing, slot.wake)
+                # No await between here and the removal below: an event either came before
+                # (and cleared `stopping`: go on with the same loop and what it knows) or comes
+                # after (and finds no slot: a new loop starts from the body it brings).
+                if self.closing or slot.stopping or loop.finished:
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the loop survives API errors itself: this would be a bug
+            logger.exception("incident loop %s ended with an error", uid)
+        finally:
+            if self.slots.get(uid) is slot:
+                del self.slots[uid]
+
+    async def stop(self, timeout: float) -> None:
+        """Ask every loop to stop; cancel those still running after `timeout` seconds."""
+        self.closing = True
+        tasks = [slot.task for slot in self.slots.values() if slot.task is not None]
+        for slot in self.slots.values():
+            slot.wake.set()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if pending:
+            logger.warning("%d incident loops cancelled on shutdown (they resume on restart)", len(pending))

@@ -1,0 +1,1 @@
+"""Pure decisions: phases, planning, matching, validation, access, checks, notices, reports (no I/O)."""

@@ -1,0 +1,277 @@
+"""What to tell people, and in which shape. Pure.
+
+`notices` turns one committed change of an incident (old status, new status, the records of the
+change) into notices: opened, phase, stepFailed, breached, resolved, and for paging: escalated
+(to the level's channels), acknowledged and resolved (to every channel that paged for it).
+`channels_for` picks the channels. `payload` renders a notice for a Slack incoming webhook, a
+generic JSON webhook, a status page, PagerDuty's Events API v2 or Opsgenie's Alert API; `email`
+renders a message (plain text and HTML from the same text).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
+from incident_operator.core.planner import Record
+from incident_operator.settings.config import Channel, NotificationEvent, Notifications
+from incident_operator.settings.templates import render
+
+STATUSPAGE_STATUS = {
+    Phase.DETECTED: "Investigating",
+    Phase.ACKNOWLEDGED: "Investigating",
+    Phase.INVESTIGATING: "Investigating",
+    Phase.MITIGATING: "Identified",
+    Phase.MONITORING: "Monitoring",
+    Phase.RESOLVED: "Resolved",
+    Phase.CLOSED: "Resolved",
+}
+STATUSPAGE_IMPACT = {"P1": "critical", "P2": "major", "P3": "minor", "P4": "none"}
+
+
+@dataclass(frozen=True)
+class Notice:
+    event: NotificationEvent
+    message: str
+    channels: tuple[str, ...] = ()
+    """Channels this notice goes to whatever they subscribe to (escalation, paging follow-ups)."""
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    namespace: str
+    name: str
+    spec: IncidentSpec
+    phase: Phase
+    page_ids: Mapping[str, str] = field(default_factory=dict)
+    """Statuspage incident ids by channel, as recorded on the Incident (see `page_id_annotation`)."""
+    effective: Severity | None = None
+    """status.effectiveSeverity: the severity a rule escalated the incident to, if any."""
+
+    @property
+    def severity(self) -> Severity:
+        """What notices say and channels filter on: the severity the incident is treated as."""
+        return self.effective or self.spec.severity
+
+
+def page_id_annotation(channel: str) -> str:
+    """Where the Statuspage incident id of a channel is kept on the Incident (survives restarts)."""
+    return f"incident-operator.dev/statuspage-{channel}"
+
+
+def notices(
+    old: IncidentStatus, new: IncidentStatus, records: Sequence[Record], view: IncidentView
+) -> list[Notice]:
+    title = f"[{view.severity}] {view.spec.title} ({view.namespace}/{view.name})"
+    found: list[Notice] = []
+    reasons = {r.reason: r for r in records}
+    if "Detected" in reasons:
+        found.append(Notice("opened", f"{title}: opened, {view.spec.category}"))
+    elif (
+        old.phase is not None
+        and new.phase is not None
+        and old.phase != new.phase
+        and new.phase not in (Phase.RESOLVED,)
+    ):
+        found.append(Notice("phase", f"{title}: {old.phase} -> {new.phase}"))
+    paged = tuple(
+        dict.fromkeys(c for e in (new.escalation.history if new.escalation else []) for c in e.channels)
+    )
+    for record in records:
+        if record.reason == "StepFailed":
+            found.append(Notice("stepFailed", f"{title}: {record.message}"))
+        elif record.reason == "ResponseTargetBreached":
+            found.append(
+                Notice("breached", f"{title}: not acknowledged within the {view.severity} response target")
+            )
+        elif record.reason == "Escalated":
+            found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
+        elif record.reason == "Acknowledged" and record.actor != "incident-operator" and paged:
+            found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
+        elif record.reason == "Resolved":
+            found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
+    return found
+
+
+def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> list[Channel]:
+    """The channels that take the notice: those subscribed to its event (within their severity
+    and namespace filters), and those it names (the engine chose them for this namespace)."""
+    return [
+        c
+        for c in config.channels
+        if c.name in notice.channels
+        or (
+            notice.event in c.takes
+            and (not c.severities or view.severity in c.severities)
+            and (not c.namespaces or view.namespace in c.namespaces)
+        )
+    ]
+
+
+def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
+    if channel.template is None:
+        return notice.message
+    values = {
+        "name": view.name,
+        "namespace": view.namespace,
+        "title": view.spec.title,
+        "description": view.spec.description or "",
+        "severity": str(view.severity),
+        "category": str(view.spec.category),
+        "phase": str(view.phase),
+        "commander": view.spec.commander or "",
+        "event": notice.event,
+        "notice": notice.message,
+    }
+    return render(channel.template, values)
+
+
+def link(channel: Channel, view: IncidentView) -> str | None:
+    if channel.linkTemplate is None:
+        return None
+    return render(channel.linkTemplate, {"name": view.name, "namespace": view.namespace})
+
+
+PAGERDUTY_SEVERITY = {"P1": "critical", "P2": "error", "P3": "warning", "P4": "info"}
+PAGERDUTY_ACTION = {"escalated": "trigger", "acknowledged": "acknowledge", "resolved": "resolve"}
+
+
+def dedup_key(view: IncidentView) -> str:
+    """One page per incident in the paging system: its trigger, acknowledgement and resolution
+    carry the same key (PagerDuty's dedup_key, Opsgenie's alias)."""
+    return f"incident-operator/{view.namespace}/{view.name}"
+
+
+def pagerduty(channel: Channel, notice: Notice, view: IncidentView, routing_key: str) -> dict[str, object]:
+    """An Events API v2 event: trigger on escalation, acknowledge and resolve afterwards."""
+    event: dict[str, object] = {
+        "routing_key": routing_key,
+        "event_action": PAGERDUTY_ACTION.get(notice.event, "trigger"),
+        "dedup_key": dedup_key(view),
+    }
+    if event["event_action"] == "trigger":
+        targets = ", ".join(f"{t.kind}/{t.name}" for t in view.spec.targets or [])
+        event["payload"] = {
+            "summary": text(channel, notice, view)[:1024],
+            "source": f"{view.namespace}/{view.name}",
+            "severity": PAGERDUTY_SEVERITY[str(view.severity)],
+            "component": targets or None,
+            "group": view.namespace,
+            "class": str(view.spec.category),
+            "custom_details": {
+                "incident": f"{view.namespace}/{view.name}",
+                "title": view.spec.title,
+                "phase": str(view.phase),
+                "kubectl": f"kubectl -n {view.namespace} get incident {view.name}",
+            },
+        }
+        href = link(channel, view)
+        if href:
+            event["links"] = [{"href": href, "text": f"incident {view.namespace}/{view.name}"}]
+    return event
+
+
+OPSGENIE_PRIORITY = {"P1": "P1", "P2": "P2", "P3": "P3", "P4": "P4"}
+
+
+def opsgenie(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, dict[str, object]]:
+    """(path under the API URL, body) of an Alert API request: create on escalation, then
+    acknowledge and close by alias."""
+    alias = dedup_key(view)
+    if notice.event in ("acknowledged", "resolved"):
+        verb = "acknowledge" if notice.event == "acknowledged" else "close"
+        path = f"/v2/alerts/{quote(alias, safe='')}/{verb}?identifierType=alias"
+        return path, {"source": "incident-operator", "note": text(channel, notice, view)[:25000]}
+    href = link(channel, view)
+    details = {"incident": f"{view.namespace}/{view.name}", "phase": str(view.phase)}
+    if href:
+        details["link"] = href
+    return "/v2/alerts", {
+        "message": f"[{view.severity}] {view.spec.title}"[:130],
+        "alias": alias,
+        "description": text(channel, notice, view)[:15000],
+        "priority": OPSGENIE_PRIORITY[str(view.severity)],
+        "source": "incident-operator",
+        "tags": [str(view.spec.category), view.namespace],
+        "details": details,
+    }
+
+
+def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, str, str]:
+    """(subject, plain text, HTML) of a notice: both bodies from the same text."""
+    body = text(channel, notice, view)
+    facts = [
+        ("Incident", f"{view.namespace}/{view.name}"),
+        ("Severity", str(view.severity)),
+        ("Category", str(view.spec.category)),
+        ("Phase", str(view.phase)),
+        ("Commander", view.spec.commander or "none yet"),
+    ]
+    href = link(channel, view)
+    if href:
+        facts.append(("Link", href))
+    subject = f"[{view.severity}] {view.spec.title}: {notice.event}"[:200]
+    plain = (
+        body
+        + "\n\n"
+        + "\n".join(f"{k}: {v}" for k, v in facts)
+        + (f"\n\nkubectl -n {view.namespace} get incident {view.name}\n")
+    )
+    rows = "".join(
+        f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts
+    )
+    rich = (
+        f"<!doctype html><html><body><p>{html.escape(body)}</p><table>{rows}</table>"
+        f"<p><code>kubectl -n {html.escape(view.namespace)} get incident {html.escape(view.name)}</code></p>"
+        "</body></html>"
+    )
+    return subject, plain, rich
+
+
+def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, object]:
+    message = text(channel, notice, view)
+    if channel.type == "slack":
+        return {"text": message}
+    if channel.type == "statuspage":
+        return {
+            "id": dedup_key(view),
+            "action": "create" if notice.event == "opened" else "update",
+            "title": view.spec.title,
+            "status": STATUSPAGE_STATUS[view.phase],
+            "impact": STATUSPAGE_IMPACT[str(view.severity)],
+            "message": message,
+            "incident": f"{view.namespace}/{view.name}",
+        }
+    return {
+        "event": notice.event,
+        "incident": view.name,
+        "namespace": view.namespace,
+        "title": view.spec.title,
+        "severity": str(view.severity),
+        "category": str(view.spec.category),
+        "phase": str(view.phase),
+        "message": message,
+    }
+
+
+def statuspage_io(
+    channel: Channel, notice: Notice, view: IncidentView, page_incident: str | None
+) -> tuple[str, str, dict[str, object]]:
+    """(method, path under the API URL, body) for Statuspage's incident API: create the page
+    incident the first time, then update that one."""
+    incident: dict[str, object] = {
+        "status": STATUSPAGE_STATUS[view.phase].lower(),
+        "body": text(channel, notice, view),
+    }
+    base = f"/v1/pages/{quote(channel.pageId or '', safe='')}/incidents"
+    if page_incident is not None:
+        return "PATCH", f"{base}/{quote(page_incident, safe='')}", {"incident": incident}
+    incident.update(
+        name=view.spec.title,
+        impact_override=STATUSPAGE_IMPACT[str(view.severity)],
+        metadata={"incident_operator": {"incident": f"{view.namespace}/{view.name}"}},
+    )
+    return "POST", base, {"incident": incident}

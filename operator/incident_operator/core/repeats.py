@@ -1,0 +1,56 @@
+"""Repeat incidents (seed 9.1): is this incident the same problem as an earlier one?
+
+Pure. Two incidents of one namespace are the same problem when they have the same key: the
+alertname for incidents from an alert (else the category), and the same set of targets. A new
+incident repeats the latest earlier one with its key detected within the window (config
+`repeats.windowDays`, 30 by default). Drills neither repeat nor are repeated.
+
+Works on raw objects, because the operator keeps these keys in a kopf index over every incident
+it watches (cheap per watch event, no parsing of whole incidents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from incident_operator.core.conditions import parse_time
+
+RepeatKey = tuple[str, str]
+"""(what: `alert:NAME` or `category:NAME`, targets: `Kind/name,...` sorted)."""
+
+Seen = tuple[str, str]
+"""(incident name, when it was detected or created: RFC 3339)."""
+
+
+def key_of(spec: Mapping[str, Any]) -> RepeatKey | None:
+    """The repeat key of an incident spec, or None when it has none: a drill, or an incident
+    with neither an alertname nor targets (a category alone says too little)."""
+    source = spec.get("source") or {}
+    if spec.get("drill") or source.get("type") == "drill":
+        return None
+    targets = sorted(f"{t.get('kind')}/{t.get('name')}" for t in spec.get("targets") or [])
+    if not source.get("alertname") and not targets:
+        return None
+    what = f"alert:{source['alertname']}" if source.get("alertname") else f"category:{spec.get('category')}"
+    return what, ",".join(targets)
+
+
+def seen_of(name: str, metadata: Mapping[str, Any], status: Mapping[str, Any]) -> Seen:
+    return name, str(status.get("detectedAt") or metadata.get("creationTimestamp") or "")
+
+
+def previous(name: str, now: datetime, earlier: Iterable[Seen], window: timedelta) -> str | None:
+    """The latest other incident among `earlier` (same key) seen within `window` before `now`."""
+    best: tuple[datetime, str] | None = None
+    for other, stamp in earlier:
+        if other == name or not stamp:
+            continue
+        try:
+            when = parse_time(stamp)
+        except ValueError:
+            continue
+        if now - window <= when <= now and (best is None or when > best[0]):
+            best = (when, other)
+    return best[1] if best else None

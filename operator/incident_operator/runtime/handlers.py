@@ -1,0 +1,254 @@
+"""Kopf handlers: framework settings, Incident events to the loops' supervisor, Playbook validation.
+
+Handlers are thin: they parse, call the pure core or the engine, and write status. Everything
+kopf-specific is set in `configure` and nowhere else: watch and request timeouts, the finalizer
+name and progress-storage prefix (our own, so they never collide with another Kopf operator),
+and the level of Events kopf posts. Nothing here connects at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import kopf
+
+from incident_operator.adapters import metrics
+from incident_operator.adapters.kube import AccessReviews
+from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.controllers.drills import DrillLoop
+from incident_operator.controllers.engine import (
+    IncidentLoop,
+    PlaybookEntry,
+    Playbooks,
+    parse_playbook,
+    utc_now,
+)
+from incident_operator.controllers.intake import Intake
+from incident_operator.controllers.notifier import Notifier
+from incident_operator.controllers.supervisor import LiveBody, Supervisor
+from incident_operator.core import conditions, repeats, validation
+from incident_operator.core.planner import Record
+
+ANNOTATION_PREFIX = API_GROUP
+FINALIZER = f"{API_GROUP}/finalizer"
+
+# Watches are re-established at least this often, so a silently broken connection heals.
+WATCH_SERVER_TIMEOUT_S = 300
+WATCH_CLIENT_TIMEOUT_S = 330
+CONNECT_TIMEOUT_S = 10
+REQUEST_TIMEOUT_S = 30
+LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
+
+logger = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
+    settings.watching.connect_timeout = CONNECT_TIMEOUT_S
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
+    settings.networking.connect_timeout = CONNECT_TIMEOUT_S
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "incident-operator"
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    memo.supervisor = None  # the incident loops (built on the first Incident event)
+    memo.open_incidents = metrics.OpenIncidents()
+    memo.action_items = metrics.OpenActionItems()
+    memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
+    memo.run_records = RunRecorder(memo.kube)
+    memo.run_records_task = asyncio.create_task(memo.run_records.run())
+    memo.playbook_generations = {}  # (namespace, name) -> last generation seen
+    recheck = memo.config.file.access.recheckSeconds
+    memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
+    memo.intake = Intake(memo.kube, memo.config)  # a Drill's fireAlert takes the alerts' own path
+
+
+@kopf.on.cleanup()
+async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
+    """On the way out: stop the incident loops (each writes what it holds), then write what the
+    run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
+    if memo.supervisor is not None:
+        await memo.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
+    memo.run_records_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await memo.run_records_task
+
+
+@kopf.index(API_GROUP, API_VERSION, "playbooks")
+def playbooks_by_namespace(
+    *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[str, tuple[str, PlaybookEntry | str]]:
+    """Parsed once per Playbook change; an invalid one is kept as the reason, so it replaces a
+    valid past and never runs."""
+    return {namespace or "": (name, parse_playbook(name, spec, status))}
+
+
+@kopf.index(API_GROUP, API_VERSION, "incidents")
+def incidents_by_repeat_key(
+    *, namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
+    """Every incident by (namespace, repeat key): what a new incident may repeat (see `repeats`)."""
+    key = repeats.key_of(spec)
+    if key is None:
+        return {}
+    return {(namespace or "", key): repeats.seen_of(name, meta, status)}
+
+
+def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
+    known = list(index.get(namespace, []))
+    valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
+    return valid, {pb: e for pb, e in known if isinstance(e, str)}
+
+
+def _supervisor(
+    memo: kopf.Memo,
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
+    seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
+) -> Supervisor:
+    """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
+    Playbook index, which handlers receive, not startup)."""
+    if memo.supervisor is not None:
+        return memo.supervisor  # type: ignore[no-any-return]
+
+    def factory(uid: str, body: LiveBody) -> IncidentLoop:
+        metadata = body.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+        def post_event(record: Record) -> None:
+            kopf.event(
+                body.current,  # type: ignore[arg-type]  # a Mapping is what kopf reads
+                type="Warning" if record.warning else "Normal",
+                reason=record.reason,
+                message=record.message,
+            )
+
+        return IncidentLoop(
+            kube=memo.kube,
+            outbound=memo.outbound,
+            config=memo.config,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            body=body,
+            playbooks=lambda: _playbooks_of(index, namespace),
+            post_event=post_event,
+            open_incidents=memo.open_incidents,
+            notifier=memo.notifier,
+            access_reviews=memo.access_reviews,
+            run_records=memo.run_records,
+            history=lambda key: list(seen.get((namespace, key), [])),
+        )
+
+    def unreadable(body: Any, problem: str) -> None:
+        # A status the models refuse cannot be repaired by retrying; resetting it could run
+        # completed steps again. Not reconciled until the object changes; said once.
+        message = f"status unreadable, not reconciled until it changes: {problem}"
+        metadata = body.get("metadata") or {}
+        logger.warning("incident %s/%s: %s", metadata.get("namespace"), metadata.get("name"), message)
+        kopf.event(body, type="Warning", reason="Unreadable", message=message[:1024])
+
+    memo.supervisor = Supervisor(factory, unreadable)
+    return memo.supervisor  # type: ignore[no-any-return]
+
+
+# No kopf daemon (it would put a finalizer on every Incident: two writes each, and a round trip
+# before a new incident's loop can start): the supervisor starts, wakes and stops the loops of
+# the incidents that have something to do (see `attention`) from their watch events.
+@kopf.on.event(API_GROUP, API_VERSION, "incidents")
+async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
+    supervisor.observe(type, body)
+    uid = body.get("metadata", {}).get("uid", "")
+    spec = body.get("spec") or {}
+    if type == "DELETED":
+        memo.open_incidents.update(uid, None, None)
+        memo.action_items.update(uid, 0)
+    elif not spec.get("drill"):
+        memo.action_items.update(
+            uid, sum(1 for item in spec.get("actionItems") or [] if not item.get("done"))
+        )
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "playbooks")
+async def playbook_changed(
+    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    """Validate what the schema cannot, write Ready/Invalid, and wake the incidents it concerns
+    (only when its spec changed, it came or went: our own status writes wake nobody)."""
+    generation = body.get("metadata", {}).get("generation")
+    key = (namespace or "", name)
+    changed = type in ("ADDED", "DELETED", None) or memo.playbook_generations.get(key) != generation
+    if changed and memo.supervisor is not None:
+        memo.supervisor.wake_concerned(namespace, name)
+    if type == "DELETED":
+        memo.playbook_generations.pop(key, None)
+    else:
+        memo.playbook_generations[key] = generation
+    if type == "DELETED" or namespace is None:
+        return
+    status = dict(body.get("status") or {})
+    spec, found = validation.problems(dict(body.get("spec") or {}))
+    now = utc_now()
+    current = list(status.get("conditions") or [])
+    if found:
+        message = "; ".join(found)
+        updated = conditions.set_condition(
+            current, "Invalid", "True", "InvalidSpec", message, generation=generation, now=now
+        )
+        updated = conditions.set_condition(
+            updated, "Ready", "False", "InvalidSpec", message, generation=generation, now=now
+        )
+    else:
+        notes = validation.advice(spec) if spec else []
+        message = "; ".join(notes) or "valid"
+        updated = conditions.set_condition(
+            current, "Invalid", "False", "Valid", "valid", generation=generation, now=now
+        )
+        updated = conditions.set_condition(
+            updated, "Ready", "True", "Valid", message, generation=generation, now=now
+        )
+    steps = len(spec.steps) if spec else len((body.get("spec") or {}).get("steps") or [])
+    if status.get("observedGeneration") == generation and updated == current and status.get("steps") == steps:
+        return
+    try:
+        await memo.kube.patch_playbook_status(
+            namespace, name, {"observedGeneration": generation, "steps": steps, "conditions": updated}
+        )
+    except Exception as exc:  # a transient failure is retried on the next event
+        logger.warning("playbook %s/%s: could not write status: %s", namespace, name, exc)
+        return
+    if found and not conditions.is_true(current, "Invalid"):
+        kopf.event(body, type="Warning", reason="Invalid", message=message)
+
+
+# One loop per Drill (few objects: a kopf daemon, and its finalizer, are fine here).
+@kopf.daemon(API_GROUP, API_VERSION, "drills", cancellation_timeout=5)
+async def drill_daemon(
+    *,
+    stopped: kopf.DaemonStopped,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # noqa: S101 - Drills are namespaced
+    loop = DrillLoop(
+        kube=memo.kube,
+        intake=memo.intake,
+        access=memo.access_reviews,
+        namespace=namespace,
+        name=name,
+        body=body,
+    )
+    await loop.run(lambda: bool(stopped))

@@ -1,0 +1,233 @@
+"""Runs kopf and the operator's HTTP server together in one asyncio event loop.
+
+The only place that starts the framework and creates the API and HTTP clients (kopf itself is
+configured by the startup handler in `handlers`; the endpoints live in `httpserver`).
+
+With `--leader-elect`, every replica serves HTTP (alert intake is idempotent by fingerprint, so
+any replica may take an alert) and only the holder of the Lease runs kopf (see `election`). A
+leader that loses its Lease exits at once, as client-go's controllers do: no write of the old
+leader can then overlap the new one's, and Kubernetes restarts the pod as a standby.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import signal
+import socket
+import tracemalloc
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kopf
+import prometheus_client
+
+from incident_operator.adapters.apihealth import ApiHealth
+from incident_operator.adapters.kube import Kube, load_api_client
+from incident_operator.adapters.outbound import Outbound
+from incident_operator.controllers.intake import Intake
+from incident_operator.runtime import handlers, httpserver
+from incident_operator.runtime.election import Elector
+from incident_operator.settings.config import OperatorConfig
+from incident_operator.settings.egress import EgressPolicy
+
+logger = logging.getLogger(__name__)
+
+
+def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
+    """Every (address, port) the API server is reached at: never a destination of an outgoing request."""
+    found: list[tuple[str, int]] = []
+    candidates = [httpx.URL(kube.api.configuration.host)]
+    service_host, service_port = (
+        os.environ.get("KUBERNETES_SERVICE_HOST"),
+        os.environ.get("KUBERNETES_SERVICE_PORT"),
+    )
+    if service_host and service_port:
+        candidates.append(httpx.URL(f"https://{service_host}:{service_port}"))
+    for url in candidates:
+        port = url.port or 443
+        try:
+            infos = socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+        except OSError:
+            continue
+        found += [(str(info[4][0]), port) for info in infos]
+    return found
+
+
+TRIM_INTERVAL_S = 60.0
+
+
+async def _trim_memory() -> None:
+    """Give memory freed after a burst back to the OS (glibc keeps it otherwise, and RSS stays at
+    the peak). Cheap: one malloc_trim a minute; a no-op where glibc is not the allocator."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return
+    while True:
+        await asyncio.sleep(TRIM_INTERVAL_S)
+        trim(0)
+
+
+async def _watched_incidents(
+    kube: Kube, watched: tuple[str, ...], namespace: str | None
+) -> list[Mapping[str, Any]]:
+    """Incidents of `namespace`, or of every watched namespace (one list per namespace when the
+    operator watches only some: it may not be allowed to list cluster-wide)."""
+    if namespace is not None or not watched:
+        return await kube.list_incidents(namespace)
+    found: list[Mapping[str, Any]] = []
+    for name in watched:
+        found += await kube.list_incidents(name)
+    return found
+
+
+MEMORY_REPORT_ENV = "INCIDENT_OPERATOR_MEMORY_REPORT"
+
+
+def write_memory_report(path: str, top: int = 30) -> None:
+    """Where the Python heap is, by module and by line (a diagnostic for `make bench`): written on
+    the way out when the process runs with tracemalloc (`PYTHONTRACEMALLOC=N`) and
+    INCIDENT_OPERATOR_MEMORY_REPORT names a file. Does nothing otherwise."""
+    if not tracemalloc.is_tracing():
+        return
+    snapshot = tracemalloc.take_snapshot().filter_traces((tracemalloc.Filter(False, tracemalloc.__file__),))
+    total = sum(stat.size for stat in snapshot.statistics("filename"))
+    modules: dict[str, int] = {}
+    for stat in snapshot.statistics("filename"):
+        name = stat.traceback[0].filename
+        marker = "site-packages/"
+        name = name.split(marker, 1)[1].split("/", 1)[0] if marker in name else Path(name).parent.name or name
+        modules[name] = modules.get(name, 0) + stat.size
+    lines = [f"traced Python heap: {total / 2**20:.1f} MiB", "", "by package:"]
+    lines += [
+        f"  {size / 2**20:8.1f} MiB  {name}"
+        for name, size in sorted(modules.items(), key=lambda x: -x[1])[:top]
+    ]
+    lines += ["", "by line:"]
+    lines += [
+        f"  {stat.size / 2**20:8.1f} MiB  {stat.count:>9} blocks  {stat.traceback[0]}"
+        for stat in snapshot.statistics("lineno")[:top]
+    ]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def _exit_now() -> None:
+    os._exit(1)
+
+
+async def run(
+    config: OperatorConfig, stop: asyncio.Event | None = None, on_lost: Callable[[], None] = _exit_now
+) -> None:
+    """Serve until kopf exits (on SIGINT/SIGTERM, or when `stop` is set)."""
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+    kube = Kube(load_api_client())
+    http = httpx.AsyncClient(follow_redirects=False)
+    egress = config.file.egress
+    policy = EgressPolicy.build(
+        allow=(*egress.allow, *config.allow_egress), deny=egress.deny, api_server=api_server_endpoints(kube)
+    )
+    outbound = Outbound(http, policy)
+    ready = asyncio.Event()
+    health = ApiHealth(kube)
+    app = httpserver.build_app(
+        ready,
+        Intake(kube, config),
+        config.file.alertIntake.maxBodyBytes,
+        api_ok=lambda: health.ok,
+        incidents=functools.partial(_watched_incidents, kube, config.namespaces),
+        status_config=config.file.statusPage,
+    )
+    try:
+        server = await httpserver.start_server(app, config.http_host, config.http_port)
+    except OSError:
+        await http.aclose()
+        kube.close()
+        raise
+    logger.info(
+        "serving /healthz, /readyz, /metrics, /alertmanager on %s:%d", config.http_host, config.http_port
+    )
+    await health.check()
+    watching = asyncio.create_task(health.watch())
+    trimming = asyncio.create_task(_trim_memory())
+    try:
+        if config.leader_elect:
+            await _elected(
+                config,
+                kube=kube,
+                outbound=outbound,
+                ready=ready,
+                stop=stop or asyncio.Event(),
+                on_lost=on_lost,
+            )
+        else:
+            await _operate(config, kube, outbound, ready, stop)
+    finally:
+        watching.cancel()
+        trimming.cancel()
+        if os.environ.get(MEMORY_REPORT_ENV):
+            write_memory_report(os.environ[MEMORY_REPORT_ENV])
+        await server.cleanup()
+        await http.aclose()
+        kube.close()
+
+
+async def _operate(
+    config: OperatorConfig,
+    kube: Kube,
+    outbound: Outbound,
+    ready: asyncio.Event,
+    stop: asyncio.Event | None,
+) -> None:
+    assert handlers.configure  # noqa: S101 - importing handlers registers them with kopf
+    await kopf.operator(
+        registry=kopf.get_default_registry(),
+        standalone=True,  # no kopf peering: one process acts (leader election decides which)
+        clusterwide=config.clusterwide,
+        namespaces=list(config.namespaces),
+        ready_flag=ready,
+        stop_flag=stop,
+        memo=kopf.Memo(config=config, kube=kube, outbound=outbound),
+    )
+
+
+async def _elected(
+    config: OperatorConfig,
+    *,
+    kube: Kube,
+    outbound: Outbound,
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    on_lost: Callable[[], None],
+) -> None:
+    """Stand by until this replica holds the Lease, then run kopf while renewing it."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)  # kopf installs its own once it runs
+    # A standby is ready once it can read the Lease: it serves alerts and metrics like the leader.
+    elector = Elector(
+        kube, config.file.leaderElection, default_namespace=config.own_namespace, on_observed=ready.set
+    )
+    logger.info("leader election: Lease %s/%s as %s", elector.namespace, elector.name, elector.me)
+    if not await elector.campaign(stop.is_set):
+        return
+    kopf_stop = asyncio.Event()
+    operator = asyncio.create_task(_operate(config, kube, outbound, asyncio.Event(), kopf_stop))
+    holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
+    await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if not operator.done() and not stop.is_set():
+        logger.critical("leader election lost: exiting so that only the new leader acts")
+        on_lost()
+    kopf_stop.set()
+    await operator
+    holding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holding
+    await elector.release()

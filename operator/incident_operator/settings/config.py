@@ -1,0 +1,429 @@
+"""Run-time settings of the operator: what the command line and the --config file may set.
+
+Pure: no kopf, no Kubernetes client, no I/O except `load_config_file`, which only reads a file.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from incident_operator.api.models import Category, Severity
+from incident_operator.settings import templates
+from incident_operator.settings.egress import EgressPolicy
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ResponseTargets(BaseModel):
+    """Time to acknowledge, per severity (seed section 1.1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    P1: timedelta = timedelta(minutes=15)
+    P2: timedelta = timedelta(hours=1)
+    P3: timedelta = timedelta(hours=4)
+    P4: timedelta = timedelta(hours=24)
+
+
+class AlertIntakeConfig(BaseModel):
+    """How Alertmanager alerts become Incidents (`alertIntake:` in the --config file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    severityMap: dict[str, Severity] = {
+        "critical": Severity.P1,
+        "high": Severity.P2,
+        "error": Severity.P2,
+        "warning": Severity.P3,
+        "info": Severity.P4,
+    }
+    defaultSeverity: Severity = Severity.P3
+    categoryByAlertname: dict[str, Category] = {
+        "ServiceDown": Category.AVAILABILITY,
+        "HighErrorRate": Category.AVAILABILITY,
+        "DatabaseDown": Category.DATA,
+        "QueueBacklog": Category.PERFORMANCE,
+    }
+    defaultCategory: Category = Category.AVAILABILITY
+    defaultNamespace: str | None = None
+    """Namespace for alerts without a `namespace` label (else they are skipped)."""
+    maxBodyBytes: int = Field(default=1_048_576, ge=1024, le=67_108_864)
+    maxAlertsPerRequest: int = Field(default=1000, ge=1, le=100_000)
+    """More alerts in one delivery are refused with 413 (Alertmanager retries smaller groups)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces alerts may open incidents in (empty: every watched namespace but the excluded)."""
+    excludeNamespaces: tuple[str, ...] = ("kube-system",)
+    """Never open incidents here (the operator's own namespace is always excluded too)."""
+
+
+NotificationEvent = Literal[
+    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated"
+]
+ALL_EVENTS: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
+
+
+class SecretRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str
+    name: str
+    key: str = "url"
+
+
+class Smtp(BaseModel):
+    """How an `email` channel reaches its mail server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    """STARTTLS (port 587), implicit TLS (port 465), or none (only for a relay on the node)."""
+    sender: str = Field(min_length=3, alias="from")
+    usernameSecretRef: SecretRef | None = None
+    passwordSecretRef: SecretRef | None = None
+    caSecretRef: SecretRef | None = None
+    """A PEM bundle to trust for the server's certificate (default: the system's)."""
+
+
+class Channel(BaseModel):
+    """Somewhere people hear about incidents: Slack, a JSON webhook, a status page, email,
+    PagerDuty (Events API v2) or Opsgenie (Alert API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(min_length=1)
+    type: Literal["slack", "webhook", "statuspage", "email", "pagerduty", "opsgenie"]
+    urlSecretRef: SecretRef | None = None
+    """slack, webhook, statuspage: the URL posted to."""
+    url: str | None = None
+    """pagerduty, opsgenie: the API's base URL (defaults: PagerDuty's and Opsgenie's)."""
+    keySecretRef: SecretRef | None = None
+    """pagerduty: the integration's routing key; opsgenie: the API key."""
+    mode: Literal["json", "statuspageio"] = "json"
+    """statuspage: our JSON shape posted to `urlSecretRef` (one `id` per incident: create, then
+    update), or the Statuspage API (`pageId`, `keySecretRef`, `url`): one page incident per
+    Incident, created once and then updated."""
+    pageId: str | None = None
+    smtp: Smtp | None = None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    linkTemplate: str | None = None
+    """A link back to the incident in pages and mail, e.g. 'https://console/{namespace}/{name}'."""
+    events: tuple[NotificationEvent, ...] | None = None
+    """Which notices the channel takes (default: opened, phase, stepFailed, breached, resolved).
+    Paging channels (pagerduty, opsgenie) take none: they page when an escalation level names
+    them, and then hear that incident's acknowledgement and resolution."""
+    severities: tuple[Severity, ...] = ()
+    """Only incidents of these severities (empty: all)."""
+    namespaces: tuple[str, ...] = ()
+    """Only incidents in these namespaces (empty: all)."""
+    timeoutSeconds: float = Field(default=5.0, gt=0, le=60)
+    maxAttempts: int = Field(default=3, ge=1, le=10)
+    template: str | None = None
+    """Message template, e.g. '{severity} {title}: {event}' (fields: see templates.FIELDS)."""
+
+    @field_validator("template", "linkTemplate")
+    @classmethod
+    def _template_is_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            templates.check(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> Channel:
+        needs = {
+            "slack": ("urlSecretRef",),
+            "webhook": ("urlSecretRef",),
+            "statuspage": ("urlSecretRef",) if self.mode == "json" else ("pageId", "keySecretRef"),
+            "email": ("smtp", "to"),
+            "pagerduty": ("keySecretRef",),
+            "opsgenie": ("keySecretRef",),
+        }[self.type]
+        missing = [field for field in needs if not getattr(self, field)]
+        if missing:
+            raise ValueError(f"channel {self.name} ({self.type}) needs {', '.join(missing)}")
+        if self.paging and self.events is not None:
+            raise ValueError(
+                f"channel {self.name} ({self.type}) pages through escalation levels; it takes no events"
+            )
+        return self
+
+    @property
+    def paging(self) -> bool:
+        return self.type in ("pagerduty", "opsgenie")
+
+    @property
+    def takes(self) -> tuple[NotificationEvent, ...]:
+        if self.paging:
+            return ()
+        return self.events if self.events is not None else ALL_EVENTS
+
+    @property
+    def api_url(self) -> str:
+        if self.url:
+            return self.url.rstrip("/")
+        return {
+            "pagerduty": "https://events.pagerduty.com/v2/enqueue",
+            "statuspage": "https://api.statuspage.io",
+        }.get(self.type, "https://api.opsgenie.com")
+
+
+class EscalationLevel(BaseModel):
+    """One level of an escalation policy: who is told, and when, while no person has acknowledged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    afterSeconds: int | None = Field(default=None, ge=0, le=7 * 86400)
+    """Seconds after detection; none: when the severity's response target passes."""
+    channels: tuple[str, ...] = Field(min_length=1)
+
+
+class EscalationPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    levels: tuple[EscalationLevel, ...] = Field(min_length=1, max_length=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_channel_list(cls, value: object) -> object:
+        """The older form, a list of channels: one level, at the response target."""
+        if isinstance(value, list | tuple):
+            return {"levels": [{"channels": list(value)}]}
+        return value
+
+    @model_validator(mode="after")
+    def _in_order(self) -> EscalationPolicy:
+        timed = [level.afterSeconds for level in self.levels if level.afterSeconds is not None]
+        if timed != sorted(timed):
+            raise ValueError("escalation levels must come in the order of their afterSeconds")
+        return self
+
+
+class Notifications(BaseModel):
+    """`notifications:` in the --config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: tuple[Channel, ...] = ()
+    escalation: dict[Severity, EscalationPolicy] = {}
+    """Per severity, who is told while nobody acknowledges: levels with a delay and channels."""
+
+    @model_validator(mode="after")
+    def _known_channels(self) -> Notifications:
+        names = [c.name for c in self.channels]
+        if len(names) != len(set(names)):
+            raise ValueError("channel names must be unique")
+        unknown = {
+            n for policy in self.escalation.values() for level in policy.levels for n in level.channels
+        } - set(names)
+        if unknown:
+            raise ValueError(f"escalation names unknown channels: {', '.join(sorted(unknown))}")
+        return self
+
+
+class LeaderElection(BaseModel):
+    """`leaderElection:` in the --config file: the Lease that lets one replica act at a time.
+
+    Used when the operator runs with `--leader-elect`. After the active replica dies, a standby
+    takes over within `leaseDurationSeconds` + `retryPeriodSeconds`; a leader that cannot renew
+    for `renewDeadlineSeconds` stops acting (before anyone may consider its Lease expired).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    leaseName: str = Field(default="incident-operator", min_length=1)
+    namespace: str | None = None
+    """Namespace of the Lease; default: the pod's own namespace, else `incident-operator`."""
+    leaseDurationSeconds: int = Field(default=15, ge=2, le=300)
+    renewDeadlineSeconds: int = Field(default=10, ge=1, le=300)
+    retryPeriodSeconds: int = Field(default=2, ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElection:
+        if not self.retryPeriodSeconds < self.renewDeadlineSeconds < self.leaseDurationSeconds:
+            raise ValueError(
+                "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds"
+            )
+        return self
+
+
+class AccessConfig(BaseModel):
+    """`access:` in the --config file: how the operator learns what it may do in a namespace."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    recheckSeconds: int = Field(default=30, ge=1, le=3600)
+    """How often an incident stalled as Forbidden (namespace not opted in) checks again."""
+    remediatorBinding: str = "incident-operator-remediator"
+    """Name of the RoleBinding (and ClusterRole) that opts a namespace in, named in messages."""
+
+
+class EgressConfig(BaseModel):
+    """`egress:` in the --config file: where outgoing requests may go (see `egress`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: tuple[str, ...] = ()
+    """CIDRs or exact host names; once non-empty, nothing else is reachable."""
+    deny: tuple[str, ...] = ()
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.build(allow=value)  # raises EgressError (a ValueError) on a bad entry
+        return value
+
+
+class Limits(BaseModel):
+    """`limits:` in the --config file: ceilings applied to every Playbook, even one that sets none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maxReplicas: int = Field(default=100, ge=0, le=10_000)
+    """No scale step goes above this."""
+    maxPodDeletionsPerIncident: int = Field(default=20, ge=0, le=10_000)
+    """Pods one incident may delete over all its runs."""
+    maxEvidenceBytes: int = Field(default=900_000, ge=10_000, le=1_000_000)
+    """Size of an evidence ConfigMap's data (a ConfigMap holds at most 1 MiB)."""
+    maxLogBytesPerPod: int = Field(default=65_536, ge=1024, le=1_000_000)
+    """Bytes of log read per pod for evidence."""
+
+
+class AcknowledgementConfig(BaseModel):
+    """`acknowledgement:` in the --config file: who may acknowledge an incident."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    automationCounts: bool = False
+    """A playbook starting acknowledges the incident (the behaviour before 0.3). Off: only a
+    person does (`spec.commander`, `kubectl incident ack`), so time to acknowledge measures the team."""
+
+
+class RepeatsConfig(BaseModel):
+    """`repeats:` in the --config file: when an incident counts as a repeat of an earlier one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    windowDays: int = Field(default=30, ge=1, le=366)
+    """An earlier incident in the same namespace with the same alertname (or, for incidents not
+    from an alert, the same category) and the same targets, detected this many days before at most."""
+
+
+class StatusPageConfig(BaseModel):
+    """`statusPage:` in the --config file: the public status page at /status (seed 4.2)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = "Service status"
+    publicSeverities: tuple[Severity, ...] = ()
+    """Incidents of these severities are public unless `spec.public: false`; others only with
+    `spec.public: true`."""
+    components: dict[str, str] = {}
+    """Names users know for workloads: {"Deployment/web": "Checkout"}; others show their name."""
+    namespaces: tuple[str, ...] = ()
+    """Only incidents of these namespaces (empty: every watched namespace)."""
+    historyDays: int = Field(default=90, ge=1, le=366)
+
+
+class SeverityRule(BaseModel):
+    """One entry of `severityEscalation:`: "P2 not mitigated in 5 minutes becomes P1" is
+    `{from: P2, to: P1, notMitigatedWithinSeconds: 300}` (seed 1.1: impact grows with time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: Severity = Field(alias="from")
+    to: Severity
+    notMitigatedWithinSeconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+    notAcknowledgedWithinSeconds: int | None = Field(default=None, ge=1, le=30 * 86400)
+    namespaces: tuple[str, ...] = ()
+    """Only incidents of these namespaces (empty: every namespace)."""
+
+    @model_validator(mode="after")
+    def _one_condition_and_upwards(self) -> SeverityRule:
+        given = [x for x in (self.notMitigatedWithinSeconds, self.notAcknowledgedWithinSeconds) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of notMitigatedWithinSeconds, notAcknowledgedWithinSeconds")
+        if self.to >= self.source:  # "P1" < "P2": an escalation goes towards P1
+            raise ValueError(f"{self.source} -> {self.to} is not an escalation (towards P1)")
+        return self
+
+    @property
+    def unless(self) -> Literal["mitigated", "acknowledged"]:
+        return "mitigated" if self.notMitigatedWithinSeconds else "acknowledged"
+
+    @property
+    def within(self) -> timedelta:
+        return timedelta(seconds=self.notMitigatedWithinSeconds or self.notAcknowledgedWithinSeconds or 0)
+
+
+class FileConfig(BaseModel):
+    """The part of the settings that lives in the --config YAML file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    responseTargets: ResponseTargets = ResponseTargets()
+    alertIntake: AlertIntakeConfig = AlertIntakeConfig()
+    notifications: Notifications = Notifications()
+    leaderElection: LeaderElection = LeaderElection()
+    access: AccessConfig = AccessConfig()
+    egress: EgressConfig = EgressConfig()
+    limits: Limits = Limits()
+    acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
+    repeats: RepeatsConfig = RepeatsConfig()
+    statusPage: StatusPageConfig = StatusPageConfig()
+    severityEscalation: tuple[SeverityRule, ...] = ()
+    """Rules that raise the severity an incident is treated as (status.effectiveSeverity)."""
+
+
+class OperatorConfig(BaseModel):
+    """Everything `incident-operator run` needs to know; built once at startup, then read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means all namespaces (cluster-wide)."""
+    http_host: str = "0.0.0.0"  # noqa: S104 - the operator serves inside its pod
+    http_port: Port = 8080
+    leader_elect: bool = False
+    """Take part in leader election (`--leader-elect`): only the Lease holder reconciles; every
+    replica serves the HTTP endpoints. Off: this process acts alone (one replica only)."""
+    file: FileConfig = FileConfig()
+    alert_token_secret: tuple[str, str] | None = None
+    """(namespace, name) of the Secret whose key `token` authenticates Alertmanager."""
+    allow_egress: tuple[str, ...] = ()
+    """`--allow-egress` entries, added to `egress.allow` of the config file."""
+    own_namespace: str = "incident-operator"
+    """The namespace the operator runs in (alerts never open incidents there)."""
+
+    @field_validator("allow_egress")
+    @classmethod
+    def _egress_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.build(allow=value)
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+class ConfigError(Exception):
+    """The --config file is missing, unreadable or invalid; the message says which and why."""
+
+
+def load_config_file(path: Path) -> FileConfig:
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path} is invalid:\n{exc}") from exc
