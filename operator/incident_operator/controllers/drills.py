@@ -37,7 +37,9 @@ from incident_operator.api.models import (
     DrillStatus,
     IncidentSpec,
     IncidentStatus,
+    Phase,
 )
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import alerts, conditions, drills
 from incident_operator.core.access import Permission
@@ -98,7 +100,9 @@ class DrillLoop:
         try:
             spec, status = self._spec_status()
         except ValidationError as exc:
-            await self._condition("Ready", "False", "InvalidSpec", str(exc.errors()[0]["msg"]))
+            await self._condition(
+                ConditionType.READY, "False", Reason.INVALID_SPEC, str(exc.errors()[0]["msg"])
+            )
             return 60.0
         runs = list(status.runs or [])
         if runs and runs[-1].result is DrillResult.RUNNING:
@@ -111,7 +115,7 @@ class DrillLoop:
                 spec, metadata.get("annotations") or {}, status.lastRequest, status.lastRun, created, now
             )
         except drills.ScheduleError as exc:
-            await self._condition("Ready", "False", "InvalidSchedule", str(exc))
+            await self._condition(ConditionType.READY, "False", Reason.INVALID_SCHEDULE, str(exc))
             return 60.0
         if due.reason is None:
             next_at = format_time(due.next_at) if due.next_at else None
@@ -197,7 +201,7 @@ class DrillLoop:
             spec_raw, status_raw = item.get("spec") or {}, item.get("status") or {}
             if (
                 spec_raw.get("drill")
-                or status_raw.get("phase") in ("Resolved", "Closed")
+                or status_raw.get("phase") in (Phase.RESOLVED, Phase.CLOSED)
                 or spec_raw.get("closed")
             ):
                 continue

@@ -19,6 +19,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.drills import DrillLoop
 from incident_operator.controllers.engine import (
     IncidentLoop,
@@ -203,19 +204,31 @@ async def playbook_changed(
     if found:
         message = "; ".join(found)
         updated = conditions.set_condition(
-            current, "Invalid", "True", "InvalidSpec", message, generation=generation, now=now
+            current,
+            ConditionType.INVALID,
+            "True",
+            Reason.INVALID_SPEC,
+            message,
+            generation=generation,
+            now=now,
         )
         updated = conditions.set_condition(
-            updated, "Ready", "False", "InvalidSpec", message, generation=generation, now=now
+            updated,
+            ConditionType.READY,
+            "False",
+            Reason.INVALID_SPEC,
+            message,
+            generation=generation,
+            now=now,
         )
     else:
         notes = validation.advice(spec) if spec else []
         message = "; ".join(notes) or "valid"
         updated = conditions.set_condition(
-            current, "Invalid", "False", "Valid", "valid", generation=generation, now=now
+            current, ConditionType.INVALID, "False", "Valid", "valid", generation=generation, now=now
         )
         updated = conditions.set_condition(
-            updated, "Ready", "True", "Valid", message, generation=generation, now=now
+            updated, ConditionType.READY, "True", "Valid", message, generation=generation, now=now
         )
     steps = len(spec.steps) if spec else len((body.get("spec") or {}).get("steps") or [])
     if status.get("observedGeneration") == generation and updated == current and status.get("steps") == steps:
@@ -227,7 +240,7 @@ async def playbook_changed(
     except Exception as exc:  # a transient failure is retried on the next event
         logger.warning("playbook %s/%s: could not write status: %s", namespace, name, exc)
         return
-    if found and not conditions.is_true(current, "Invalid"):
+    if found and not conditions.is_true(current, ConditionType.INVALID):
         kopf.event(body, type="Warning", reason="Invalid", message=message)
 
 
