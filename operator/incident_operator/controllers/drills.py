@@ -29,6 +29,7 @@ from incident_operator.adapters.kube import (
     not_found,
     pod_name,
 )
+from incident_operator.api import keys
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.api.models import (
     DrillResult,
@@ -247,7 +248,7 @@ class DrillLoop:
             **fire.labels,
             "alertname": fire.alertname,
             "namespace": self.namespace,
-            alerts.DRILL_ALERT_LABEL: self.name,
+            keys.DRILL_ALERT_LABEL: self.name,
         }
         annotations = dict(fire.annotations) or {"summary": f"drill {self.name}"}
         return alerts.Alert.model_validate({"status": state, "labels": labels, "annotations": annotations})

@@ -58,11 +58,6 @@ class IncidentView:
         return self.effective or self.spec.severity
 
 
-def page_id_annotation(channel: str) -> str:
-    """Where the Statuspage incident id of a channel is kept on the Incident (survives restarts)."""
-    return f"incident-operator.dev/statuspage-{channel}"
-
-
 def notices(
     old: IncidentStatus, new: IncidentStatus, records: Sequence[Record], view: IncidentView
 ) -> list[Notice]:

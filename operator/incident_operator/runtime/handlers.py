@@ -18,7 +18,7 @@ import kopf
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews
 from incident_operator.adapters.runledger import RunRecorder
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, FINALIZER, KOPF_ANNOTATION_PREFIX
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.drills import DrillLoop
 from incident_operator.controllers.engine import (
@@ -33,9 +33,6 @@ from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core import conditions, repeats, validation
 from incident_operator.core.planner import Record
-
-ANNOTATION_PREFIX = API_GROUP
-FINALIZER = f"{API_GROUP}/finalizer"
 
 # Watches are re-established at least this often, so a silently broken connection heals.
 WATCH_SERVER_TIMEOUT_S = 300
@@ -55,9 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.networking.connect_timeout = CONNECT_TIMEOUT_S
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
