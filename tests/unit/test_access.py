@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from incident_operator.api.models import IncidentSpec, PlaybookSpec
-from incident_operator.core.access import Permission, forbidden_message, required
+from incident_operator.api.rbac import Permission
+from incident_operator.core.access import forbidden_message, required
 
 TARGET = {"kind": "Deployment", "name": "web"}
 

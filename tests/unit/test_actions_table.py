@@ -1,28 +1,157 @@
-"""The actions are declared once (models.ACTIONS): the Step model, the CRD's one-action rule, the
-action registry and the engine's sets all follow that one table."""
+"""The actions are declared once (`api.actions.ACTIONS`): the Step model and its CRD schema, the
+action registry, the access reviews, the shipped remediator RBAC, `kubectl incident plan` and the
+engine's sets all follow that one table, and these tests fail when one of them does not."""
 
 from __future__ import annotations
 
-from incident_operator.api.models import (
+import typing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from incident_operator.api.actions import (
     ACTION_KEYS,
     ACTIONS,
     CANCELLABLE_ACTIONS,
+    HEALTH_RBAC,
     MUTATING_ACTIONS,
+    REMEDIATOR_RBAC,
     TARGET_ACTIONS,
-    Step,
     TargetAction,
 )
+from incident_operator.api.base import TargetKind, WorkloadRef
+from incident_operator.api.models import IncidentSpec, PlaybookSpec, Step
+from incident_operator.api.rbac import Permission
 from incident_operator.controllers import actions
+from incident_operator.core.access import required
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMON_STEP_FIELDS = {"name", "requiresApproval", "timeoutSeconds", "retries", "continueOnFailure", "when"}
+DEPLOY = {"kind": "Deployment", "name": "web"}
+STS = {"kind": "StatefulSet", "name": "db"}
+SECRET = {"name": "creds"}
+
+# Parameters of every action, in the variants that change what it needs (each optional feature on
+# and off, each workload kind). A new action without examples here fails `test_every_action_has_examples`.
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "scale": [{"target": DEPLOY, "replicas": 3}, {"target": STS, "delta": 1, "max": 5}],
+    "restart": [{"target": DEPLOY}, {"target": STS}],
+    "deletePods": [{"selector": {"app": "web"}}, {"selector": {"app": "web"}, "max": 3, "onlyUnready": True}],
+    "waitReady": [{"target": DEPLOY}, {"target": STS}],
+    "httpCheck": [{"url": "https://web/healthz"}, {"url": "https://web/", "headersSecretRef": SECRET}],
+    "notify": [{"webhook": {"urlSecretRef": {"name": "hooks", "key": "team"}}, "message": "{title}"}],
+    "collectEvidence": [
+        {"selector": {"app": "web"}},
+        {"selector": {"app": "web"}, "logLines": 0, "events": False, "rolloutHistory": False},
+    ],
+    "isolate": [{"selector": {"app": "web"}}],
+    "rollback": [{"target": DEPLOY}, {"target": STS, "toRevision": 2}],
+    "job": [
+        {"template": {"spec": {"containers": [{"name": "c", "image": "postgres:16"}]}}},
+        {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}, "logLines": 0},
+    ],
+    "promQuery": [
+        {"url": "https://prom:9090", "query": "up", "expect": {"op": "==", "value": 1}},
+        {
+            "url": "https://prom:9090",
+            "query": "up",
+            "expect": {"op": ">", "value": 0},
+            "headersSecretRef": SECRET,
+        },
+    ],
+}
+TARGETS = [
+    WorkloadRef(kind=TargetKind.DEPLOYMENT, name="web"),
+    WorkloadRef(kind=TargetKind.STATEFULSET, name="db"),
+]
 
 
-def test_every_action_is_a_step_field_and_every_step_field_beyond_the_common_ones_is_an_action() -> None:
-    common = {"name", "requiresApproval", "timeoutSeconds", "retries", "continueOnFailure", "when"}
-    assert set(Step.model_fields) - common == set(ACTIONS)
+def examples() -> list[tuple[str, Any]]:
+    return [
+        (key, ACTIONS[key].params.model_validate(raw))
+        for key, variants in EXAMPLES.items()
+        for raw in variants
+    ]
+
+
+def test_every_action_is_a_step_field_whose_schema_is_the_tables_parameter_model() -> None:
+    assert set(Step.model_fields) - COMMON_STEP_FIELDS == set(ACTIONS)
     assert tuple(ACTIONS) == ACTION_KEYS
+    for key, action in ACTIONS.items():
+        annotation = Step.model_fields[key].annotation
+        assert action.params in typing.get_args(annotation), key
 
 
 def test_every_action_has_an_implementation() -> None:
     assert set(actions.REGISTRY) == set(ACTIONS)
+
+
+def test_every_action_has_examples() -> None:
+    assert set(EXAMPLES) == set(ACTIONS)
+
+
+@pytest.mark.parametrize(("key", "params"), examples(), ids=lambda v: v if isinstance(v, str) else "")
+def test_a_step_needs_no_more_than_its_action_declares_and_has_a_plan_line(key: str, params: Any) -> None:
+    needs = set(ACTIONS[key].needs(params, TARGETS))
+    assert needs <= ACTIONS[key].rbac, (key, needs - ACTIONS[key].rbac)
+    line = ACTIONS[key].plan(params)
+    assert len(line.split()) > 2, line  # a sentence about this step, not just the key
+
+
+def test_the_rbac_declared_per_action_is_reached_by_some_example() -> None:
+    """A declared grant no example needs is a grant nobody needs (metrics.k8s.io is best effort)."""
+    reached = {p for key, params in examples() for p in ACTIONS[key].needs(params, TARGETS)}
+    best_effort = {Permission("list", "pods", "metrics.k8s.io")}
+    for key, action in ACTIONS.items():
+        assert action.rbac - best_effort <= reached, (key, action.rbac - reached)
+
+
+def remediator_grants() -> set[Permission]:
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if d]
+    (role,) = [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "incident-operator-remediator"
+    ]
+    grants = set()
+    for rule in role["rules"]:
+        assert not rule.get("resourceNames"), rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                name, _, sub = resource.partition("/")
+                grants |= {Permission(verb, name, group, sub) for verb in rule["verbs"]}
+    return grants
+
+
+def test_the_shipped_remediator_role_grants_exactly_what_the_actions_and_the_engine_need() -> None:
+    grants = remediator_grants()
+    assert REMEDIATOR_RBAC - grants == set(), "manifests/install lacks these (add them to rbac.yaml)"
+    assert grants - REMEDIATOR_RBAC == set(), "manifests/install grants these and nothing needs them"
+
+
+def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads() -> None:
+    spec = IncidentSpec.model_validate(
+        {"title": "down", "severity": "P1", "category": "availability", "targets": [DEPLOY]}
+    )
+    playbook = PlaybookSpec.model_validate(
+        {
+            "steps": [
+                {"name": "s", "scale": {"target": STS, "replicas": 2}},
+                {"name": "i", "isolate": {"selector": {"a": "b"}}},
+            ]
+        }
+    )
+    assert required(spec, playbook) == sorted(
+        {
+            Permission("get", "deployments", "apps"),  # the health check reads the incident's target
+            Permission("get", "statefulsets", "apps"),
+            Permission("patch", "statefulsets", "apps", "scale"),
+            Permission("create", "networkpolicies", "networking.k8s.io"),
+        }
+    )
+    assert HEALTH_RBAC <= REMEDIATOR_RBAC
 
 
 def test_the_derived_sets() -> None:
@@ -30,6 +159,5 @@ def test_the_derived_sets() -> None:
     assert {"waitReady", "httpCheck", "promQuery"} == CANCELLABLE_ACTIONS
     assert CANCELLABLE_ACTIONS.isdisjoint(MUTATING_ACTIONS)  # only waiting may be cut short
     for key in TARGET_ACTIONS:  # their parameters carry a workload target
-        annotation = Step.model_fields[key].annotation
-        assert "target" in getattr(annotation, "__args__", (annotation,))[0].model_fields, key
+        assert "target" in ACTIONS[key].params.model_fields, key
     assert TargetAction.model_fields["target"].is_required()

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from incident_operator.api.models import Expectation, HttpCheckAction, Phase, Severity, StepState
+from incident_operator.api.actions import Expectation, HttpCheckAction
+from incident_operator.api.models import Phase, Severity, StepState
 from incident_operator.core import checks, revisions, validation
 from incident_operator.core.planner import Intent, SeverityRule
 from incident_operator.core.revisions import Revision

@@ -23,7 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from incident_operator import __version__
 from incident_operator.api.keys import API_GROUP, API_VERSION, LABEL_INCIDENT
-from incident_operator.core.access import Permission
+from incident_operator.api.rbac import Permission
 from incident_operator.core.revisions import (
     CHANGE_CAUSE_ANNOTATION,
     Revision,

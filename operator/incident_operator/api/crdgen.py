@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from incident_operator.api.actions import ACTION_KEYS
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.api.models import (
     DrillSpec,
@@ -75,8 +76,7 @@ PLAYBOOK = KindSpec(
     kind="Playbook",
     description=(
         "A remediation procedure for matching incidents in its own namespace: ordered steps, each "
-        "one action (scale, restart, deletePods, waitReady, httpCheck, notify, collectEvidence, "
-        "isolate, rollback, job, promQuery), optionally conditional on an earlier step, within "
+        f"one action ({', '.join(ACTION_KEYS)}), optionally conditional on an earlier step, within "
         "guardrails and cooldowns."
     ),
     plural="playbooks",

@@ -7,12 +7,27 @@ models into `crds/*.yaml`; a unit test fails when the committed CRDs drift from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from incident_operator.api.actions import (
+    ACTION_KEYS,
+    ACTIONS,
+    CollectEvidenceAction,
+    DeletePodsAction,
+    HttpCheckAction,
+    IsolateAction,
+    JobAction,
+    NotifyAction,
+    PromQueryAction,
+    RollbackAction,
+    ScaleAction,
+    TargetAction,
+)
+from incident_operator.api.base import ApiModel, DnsName, StepName, WorkloadRef
 
 
 class Severity(StrEnum):
@@ -43,28 +58,6 @@ class SourceType(StrEnum):
     MANUAL = "manual"
     ALERT = "alert"
     DRILL = "drill"
-
-
-class TargetKind(StrEnum):
-    DEPLOYMENT = "Deployment"
-    STATEFULSET = "StatefulSet"
-
-
-DnsName = Annotated[str, Field(min_length=1, max_length=253)]
-StepName = Annotated[str, Field(min_length=1, max_length=63, pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
-
-
-class ApiModel(BaseModel):
-    """Base of every API model: wire names as written, unknown fields rejected."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class WorkloadRef(ApiModel):
-    """A workload in the Incident's own namespace."""
-
-    kind: TargetKind = Field(description="Deployment or StatefulSet.")
-    name: DnsName = Field(description="Name of the workload in the Incident's namespace.")
 
 
 class PlaybookRef(ApiModel):
@@ -321,192 +314,6 @@ class IncidentStatus(ApiModel):
 # ----------------------------------------------------------------------------- Playbook
 
 
-class SecretKeyRef(ApiModel):
-    name: DnsName = Field(description="Secret in the Playbook's namespace.")
-    key: str = Field(min_length=1, description="Key in the Secret.")
-
-
-class ScaleAction(ApiModel):
-    """Set replicas (absolute) or change them by delta, capped by max and guardrails.maxReplicas."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.replicas) != has(self.delta)",
-                    "message": "give exactly one of replicas, delta",
-                }
-            ]
-        }
-    )
-
-    target: WorkloadRef
-    replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute replica count.")
-    delta: int | None = Field(
-        default=None, ge=-10000, le=10000, description="Change of the current replica count."
-    )
-    max: int | None = Field(default=None, ge=0, le=10000, description="Never scale above this.")
-
-
-class TargetAction(ApiModel):
-    target: WorkloadRef
-
-
-class DeletePodsAction(ApiModel):
-    """Delete individual pods (their controller replaces them), bounded."""
-
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
-    max: int = Field(default=1, ge=1, le=1000, description="Delete at most this many pods.")
-    onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
-
-
-class SecretRef(ApiModel):
-    name: DnsName = Field(description="Secret in the Playbook's namespace.")
-
-
-class HttpMethod(StrEnum):
-    GET = "GET"
-    HEAD = "HEAD"
-    POST = "POST"
-    PUT = "PUT"
-    PATCH = "PATCH"
-
-
-class HttpCheckAction(ApiModel):
-    """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
-    must answer 200 with some text within a latency bound)."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "!has(self.body) || "
-                    "(has(self.method) && self.method in ['POST', 'PUT', 'PATCH'])",
-                    "message": "a body needs method POST, PUT or PATCH",
-                }
-            ]
-        }
-    )
-
-    url: str = Field(min_length=1, pattern="^https?://", description="URL to ask, e.g. http://web/healthz.")
-    method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
-    body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
-    contentType: str = Field(
-        default="application/json", max_length=256, description="Content-Type of the body."
-    )
-    headersSecretRef: SecretRef | None = Field(
-        default=None,
-        description="A Secret whose keys are header names and values header values (e.g. Authorization).",
-    )
-    expectStatus: int = Field(default=200, ge=100, le=599)
-    expectBodyContains: str | None = Field(
-        default=None, min_length=1, max_length=4096, description="The answer's body must contain this text."
-    )
-    maxLatencyMs: int | None = Field(
-        default=None, ge=1, le=600000, description="An answer slower than this counts as a failure."
-    )
-    intervalSeconds: int = Field(default=5, ge=1, le=3600)
-    successThreshold: int = Field(default=1, ge=1, le=100, description="Consecutive successes needed.")
-
-
-class WebhookTarget(ApiModel):
-    urlSecretRef: SecretKeyRef
-
-
-class NotifyAction(ApiModel):
-    """Post a message (a template over the incident) to a JSON webhook or a Slack webhook."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.webhook) != has(self.slack)",
-                    "message": "give exactly one of webhook, slack",
-                }
-            ]
-        }
-    )
-
-    webhook: WebhookTarget | None = None
-    slack: WebhookTarget | None = None
-    message: str = Field(min_length=1, description="Template, e.g. '{severity} {title}: {phase}'.")
-
-
-class CollectEvidenceAction(ApiModel):
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
-    logLines: int = Field(default=100, ge=0, le=10000)
-    events: bool = True
-    rolloutHistory: bool = Field(
-        default=True,
-        description="Record the rollout history (revisions, times, change-cause) of the incident's targets.",
-    )
-    resourceUsage: bool = Field(
-        default=True, description="Record the pods' CPU and memory where the metrics API answers."
-    )
-
-
-class IsolateAction(ApiModel):
-    selector: dict[str, str] = Field(
-        min_length=1, description="Pods to cut off with a deny-all NetworkPolicy."
-    )
-
-
-class RollbackAction(ApiModel):
-    """Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does."""
-
-    target: WorkloadRef
-    toRevision: int | None = Field(
-        default=None, ge=1, description="The revision to go back to (default: the one before the current)."
-    )
-
-
-class CompareOp(StrEnum):
-    LT = "<"
-    LE = "<="
-    GT = ">"
-    GE = ">="
-    EQ = "=="
-    NE = "!="
-
-
-class Expectation(ApiModel):
-    op: CompareOp = Field(description="<, <=, >, >=, == or !=")
-    value: float = Field(description="Every sample of the query's answer is compared with this.")
-
-
-class PromQueryAction(ApiModel):
-    """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
-
-    url: str = Field(
-        min_length=1, pattern="^https?://", description="Prometheus base URL, e.g. http://prometheus:9090."
-    )
-    query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
-    expect: Expectation
-    forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")
-    intervalSeconds: int = Field(default=5, ge=1, le=3600, description="Between queries.")
-    headersSecretRef: SecretRef | None = Field(
-        default=None, description="A Secret whose keys are header names (e.g. Authorization)."
-    )
-
-
-class JobAction(ApiModel):
-    """Run a Kubernetes Job from a pod template (a check such as pg_isready, or clearing a queue)."""
-
-    template: dict[str, Any] = Field(
-        description="A PodTemplateSpec (metadata, spec); restartPolicy defaults to Never.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
-    )
-    timeoutSeconds: int = Field(
-        default=300, ge=1, le=86400, description="activeDeadlineSeconds of the Job; failed after it."
-    )
-    backoffLimit: int = Field(default=0, ge=0, le=10, description="Pod retries inside the Job.")
-    logLines: int = Field(default=50, ge=0, le=1000, description="Lines of the pod's log recorded.")
-    mitigates: bool = Field(
-        default=False,
-        description="Its success is a mitigation (e.g. clearing a queue); a check (pg_isready) is not.",
-    )
-
-
 class When(ApiModel):
     """Run the step only if an earlier step ended so; otherwise it is Skipped."""
 
@@ -530,45 +337,6 @@ class When(ApiModel):
     def step(self) -> str:
         return self.stepFailed or self.stepSucceeded or ""
 
-
-@dataclass(frozen=True)
-class ActionTraits:
-    """What the engine needs to know of an action, declared once for all of them."""
-
-    mutating: bool
-    """Changes the cluster: moves the phase to Mitigating and sets Mitigated on success."""
-    cancellable: bool = False
-    """Only waits or reads: cancelled when a person resolves or closes the incident meanwhile."""
-    target: bool = False
-    """Its parameters carry `target` (a workload of the incident, checked after the steps)."""
-    start_unwritten: bool = False
-    """The step's start need not be written before the action runs, because the action either
-    persists its own decision before it changes anything (scale, deletePods) or changes nothing
-    (waitReady, httpCheck). The engine then writes the start together with that decision or with
-    the outcome: one status write per step instead of two, with the same exactly-once guarantee."""
-
-
-ACTIONS: dict[str, ActionTraits] = {
-    "scale": ActionTraits(mutating=True, target=True, start_unwritten=True),
-    "restart": ActionTraits(mutating=True, target=True),
-    "deletePods": ActionTraits(mutating=True, start_unwritten=True),
-    "waitReady": ActionTraits(mutating=False, cancellable=True, target=True, start_unwritten=True),
-    "httpCheck": ActionTraits(mutating=False, cancellable=True, start_unwritten=True),
-    "notify": ActionTraits(mutating=False),
-    "collectEvidence": ActionTraits(mutating=False),
-    "isolate": ActionTraits(mutating=True),
-    "rollback": ActionTraits(mutating=True, target=True, start_unwritten=True),
-    "job": ActionTraits(mutating=False),  # a check unless `job.mitigates` (see Step.mutates)
-    "promQuery": ActionTraits(mutating=False, cancellable=True, start_unwritten=True),
-}
-"""The one table of actions: the step keys, and the sets below, derive from it (a unit test ties
-it to the Step model's fields and to the action registry)."""
-
-ACTION_KEYS = tuple(ACTIONS)
-MUTATING_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.mutating)
-CANCELLABLE_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.cancellable)
-TARGET_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.target)
-START_UNWRITTEN_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.start_unwritten)
 
 _ONE_ACTION_RULE = "[" + ", ".join(f"has(self.{key})" for key in ACTION_KEYS) + "].filter(x, x).size() == 1"
 

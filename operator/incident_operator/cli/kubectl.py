@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
+from incident_operator.api.actions import ACTIONS
 from incident_operator.api.keys import API_GROUP, API_VERSION, REQUEST_ANNOTATION
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
 from incident_operator.core import postmortem, report
@@ -455,73 +456,67 @@ def cmd_plan(api: Api, args: argparse.Namespace) -> None:
 
 
 def _step_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> str:
-    """What one step would change right now (server-side dry-run where the API allows)."""
+    """What one step would do: the action table's line, with live facts (current replicas, a
+    server-side dry run, the pods it would delete) where the API gives them."""
+    live = _LIVE_PLANS.get(action)
+    return live(api, playbook, action, params) if live else ACTIONS[action].plan(params)
+
+
+def _workload_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> str:
     ns = api.namespace
-    if action in ("scale", "restart", "waitReady"):
-        ref = params.target
-        read = (
-            api.apps.read_namespaced_deployment_scale
-            if str(ref.kind) == "Deployment"
-            else (api.apps.read_namespaced_stateful_set_scale)
-        )
-        try:
-            current = read(ref.name, ns)
-        except ApiException as exc:
-            return f"{ref.kind}/{ref.name}: {_server_error(exc)}"
-        before = current.spec.replicas if current.spec and current.spec.replicas is not None else 1
-        if action == "restart":
-            return f"rollout restart of {ref.kind}/{ref.name}: its {before} pods replaced gradually"
-        if action == "waitReady":
-            return f"wait until {ref.kind}/{ref.name} ({before} replicas) is rolled out and available"
-        after, wanted = scale_decision(before, params, [playbook.guardrails.maxReplicas])
-        patch = (
-            api.apps.patch_namespaced_deployment_scale
-            if str(ref.kind) == "Deployment"
-            else api.apps.patch_namespaced_stateful_set_scale
-        )
-        try:
-            patch(ref.name, ns, {"spec": {"replicas": after}}, dry_run="All")
-            admitted = "the API server admits it (dry run)"
-        except ApiException as exc:
-            admitted = (
-                f"the API server refuses it for you (the operator's rights differ): {_server_error(exc)}"
-            )
-        capped = f" (capped from {wanted})" if wanted != after else ""
-        return (
-            f"scale {ref.kind}/{ref.name} {before} -> {after}{capped}; {admitted}; "
-            "the operator's limits may cap it lower"
-        )
-    if action == "deletePods":
-        selector = ",".join(f"{k}={v}" for k, v in sorted(params.selector.items()))
-        pods = api.core.list_namespaced_pod(ns, label_selector=selector).items
-        live = [
-            (str(p.metadata.name), _ready(p))
-            for p in pods
-            if p.metadata is not None and p.metadata.deletion_timestamp is None
-        ]
-        budget = min(params.max, playbook.guardrails.maxPodDeletions or params.max)
-        chosen = pods_to_delete(live, params.onlyUnready, budget)
-        return f"delete {len(chosen)} of {len(live)} pods matching {selector}: {', '.join(chosen) or 'none'}"
-    if action == "httpCheck":
-        extra = f" containing {params.expectBodyContains!r}" if params.expectBodyContains else ""
-        bound = f" within {params.maxLatencyMs}ms" if params.maxLatencyMs else ""
-        return f"{params.method} {params.url} until it answers {params.expectStatus}{extra}{bound}"
-    if action == "promQuery":
-        held = f" for {params.forSeconds}s" if params.forSeconds else ""
-        return f"PromQL {params.query!r} {params.expect.op} {params.expect.value:g}{held} ({params.url})"
-    if action == "rollback":
-        to = f"revision {params.toRevision}" if params.toRevision else "the previous version"
-        return f"roll {params.target.kind}/{params.target.name} back to {to} (its pod template)"
-    if action == "job":
-        image = ((params.template.get("spec") or {}).get("containers") or [{}])[0].get("image", "?")
-        return f"run a Job ({image}) for at most {params.timeoutSeconds}s"
-    if action == "notify":
-        return f"notify: {params.message[:80]!r}" if getattr(params, "message", None) else "notify"
-    if action == "collectEvidence":
-        return f"logs and events of pods {params.selector} into a ConfigMap (changes nothing)"
-    if action == "isolate":
-        return f"deny-all NetworkPolicy for pods {params.selector}"
-    return action
+    ref = params.target
+    read = (
+        api.apps.read_namespaced_deployment_scale
+        if str(ref.kind) == "Deployment"
+        else (api.apps.read_namespaced_stateful_set_scale)
+    )
+    try:
+        current = read(ref.name, ns)
+    except ApiException as exc:
+        return f"{ref.kind}/{ref.name}: {_server_error(exc)}"
+    before = current.spec.replicas if current.spec and current.spec.replicas is not None else 1
+    if action == "restart":
+        return f"rollout restart of {ref.kind}/{ref.name}: its {before} pods replaced gradually"
+    if action == "waitReady":
+        return f"wait until {ref.kind}/{ref.name} ({before} replicas) is rolled out and available"
+    after, wanted = scale_decision(before, params, [playbook.guardrails.maxReplicas])
+    patch = (
+        api.apps.patch_namespaced_deployment_scale
+        if str(ref.kind) == "Deployment"
+        else api.apps.patch_namespaced_stateful_set_scale
+    )
+    try:
+        patch(ref.name, ns, {"spec": {"replicas": after}}, dry_run="All")
+        admitted = "the API server admits it (dry run)"
+    except ApiException as exc:
+        admitted = f"the API server refuses it for you (the operator's rights differ): {_server_error(exc)}"
+    capped = f" (capped from {wanted})" if wanted != after else ""
+    return (
+        f"scale {ref.kind}/{ref.name} {before} -> {after}{capped}; {admitted}; "
+        "the operator's limits may cap it lower"
+    )
+
+
+def _delete_pods_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> str:
+    selector = ",".join(f"{k}={v}" for k, v in sorted(params.selector.items()))
+    pods = api.core.list_namespaced_pod(api.namespace, label_selector=selector).items
+    live = [
+        (str(p.metadata.name), _ready(p))
+        for p in pods
+        if p.metadata is not None and p.metadata.deletion_timestamp is None
+    ]
+    budget = min(params.max, playbook.guardrails.maxPodDeletions or params.max)
+    chosen = pods_to_delete(live, params.onlyUnready, budget)
+    return f"delete {len(chosen)} of {len(live)} pods matching {selector}: {', '.join(chosen) or 'none'}"
+
+
+_LIVE_PLANS: dict[str, Callable[[Api, PlaybookSpec, str, Any], str]] = {
+    "scale": _workload_plan,
+    "restart": _workload_plan,
+    "waitReady": _workload_plan,
+    "deletePods": _delete_pods_plan,
+}
+"""Actions whose plan line reads the cluster; every other action's line is `ACTIONS[...].plan`."""
 
 
 def _ready(pod: client.V1Pod) -> bool:

@@ -43,18 +43,10 @@ from incident_operator.adapters.kube import (
     secret_value,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
+from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
+from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import LABEL_INCIDENT
-from incident_operator.api.models import (
-    TARGET_ACTIONS,
-    HttpCheckAction,
-    IncidentSpec,
-    IncidentStatus,
-    PlaybookSpec,
-    SecretRef,
-    Step,
-    StepStatus,
-    WorkloadRef,
-)
+from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
 from incident_operator.core import checks, revisions
 from incident_operator.core.conditions import format_time
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision

@@ -40,10 +40,10 @@ from incident_operator.api.models import (
     IncidentStatus,
     Phase,
 )
+from incident_operator.api.rbac import Permission
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import alerts, conditions, drills
-from incident_operator.core.access import Permission
 from incident_operator.core.conditions import format_time, parse_time
 
 logger = logging.getLogger(__name__)

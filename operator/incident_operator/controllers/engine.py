@@ -35,11 +35,9 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.api.actions import CANCELLABLE_ACTIONS, MUTATING_ACTIONS, START_UNWRITTEN_ACTIONS
 from incident_operator.api.keys import page_id_annotation
 from incident_operator.api.models import (
-    CANCELLABLE_ACTIONS,
-    MUTATING_ACTIONS,
-    START_UNWRITTEN_ACTIONS,
     IncidentSpec,
     IncidentStatus,
     Phase,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from incident_operator.api.base import TargetKind
 from incident_operator.api.keys import (
     ANNOTATION_CHANGED_AT,
     ANNOTATION_STATUS,
@@ -26,7 +27,6 @@ from incident_operator.api.keys import (
     LABEL_ALERTNAME,
     LABEL_FINGERPRINT,
 )
-from incident_operator.api.models import TargetKind
 from incident_operator.core.planner import AlertState
 from incident_operator.settings.config import AlertIntakeConfig
 

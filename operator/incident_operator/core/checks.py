@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from incident_operator.api.models import CompareOp, Expectation, HttpCheckAction
+from incident_operator.api.actions import CompareOp, Expectation, HttpCheckAction
 
 _COMPARE: dict[CompareOp, Callable[[float, float], bool]] = {
     CompareOp.LT: operator.lt,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Literal
 
+from incident_operator.api.actions import ScaleAction
 from incident_operator.api.models import (
     ROLE_TITLES,
     ActionItemCounts,
@@ -29,7 +30,6 @@ from incident_operator.api.models import (
     PlaybookProgress,
     PlaybookSpec,
     Roles,
-    ScaleAction,
     Severity,
     SeverityChange,
     Step,

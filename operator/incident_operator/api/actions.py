@@ -1,0 +1,435 @@
+"""The action table: every playbook action, declared once with all that follows from it.
+
+An entry (`Action`) holds the action's traits (mutating, cancellable, ...), its one-line summary
+(README and API reference), the permissions a step of it needs (access reviews before it runs),
+the most it can ever need (the shipped remediator ClusterRole is checked against the union), and
+the line `kubectl incident plan` prints. Its parameters are the model below of the same name, a
+field of `Step`. Adding an action is one parameter model, one entry here, and one function in
+`controllers.actions.REGISTRY`; unit tests tie the four together. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ConfigDict, Field
+
+from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
+from incident_operator.api.rbac import HISTORIES, Permission, history_resource, on_workload, on_workloads
+
+
+class SecretKeyRef(ApiModel):
+    name: DnsName = Field(description="Secret in the Playbook's namespace.")
+    key: str = Field(min_length=1, description="Key in the Secret.")
+
+
+class ScaleAction(ApiModel):
+    """Set replicas (absolute) or change them by delta, capped by max and guardrails.maxReplicas."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.replicas) != has(self.delta)",
+                    "message": "give exactly one of replicas, delta",
+                }
+            ]
+        }
+    )
+
+    target: WorkloadRef
+    replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute replica count.")
+    delta: int | None = Field(
+        default=None, ge=-10000, le=10000, description="Change of the current replica count."
+    )
+    max: int | None = Field(default=None, ge=0, le=10000, description="Never scale above this.")
+
+
+class TargetAction(ApiModel):
+    target: WorkloadRef
+
+
+class DeletePodsAction(ApiModel):
+    """Delete individual pods (their controller replaces them), bounded."""
+
+    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    max: int = Field(default=1, ge=1, le=1000, description="Delete at most this many pods.")
+    onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
+
+
+class SecretRef(ApiModel):
+    name: DnsName = Field(description="Secret in the Playbook's namespace.")
+
+
+class HttpMethod(StrEnum):
+    GET = "GET"
+    HEAD = "HEAD"
+    POST = "POST"
+    PUT = "PUT"
+    PATCH = "PATCH"
+
+
+class HttpCheckAction(ApiModel):
+    """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
+    must answer 200 with some text within a latency bound)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.body) || "
+                    "(has(self.method) && self.method in ['POST', 'PUT', 'PATCH'])",
+                    "message": "a body needs method POST, PUT or PATCH",
+                }
+            ]
+        }
+    )
+
+    url: str = Field(min_length=1, pattern="^https?://", description="URL to ask, e.g. http://web/healthz.")
+    method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
+    body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
+    contentType: str = Field(
+        default="application/json", max_length=256, description="Content-Type of the body."
+    )
+    headersSecretRef: SecretRef | None = Field(
+        default=None,
+        description="A Secret whose keys are header names and values header values (e.g. Authorization).",
+    )
+    expectStatus: int = Field(default=200, ge=100, le=599)
+    expectBodyContains: str | None = Field(
+        default=None, min_length=1, max_length=4096, description="The answer's body must contain this text."
+    )
+    maxLatencyMs: int | None = Field(
+        default=None, ge=1, le=600000, description="An answer slower than this counts as a failure."
+    )
+    intervalSeconds: int = Field(default=5, ge=1, le=3600)
+    successThreshold: int = Field(default=1, ge=1, le=100, description="Consecutive successes needed.")
+
+
+class WebhookTarget(ApiModel):
+    urlSecretRef: SecretKeyRef
+
+
+class NotifyAction(ApiModel):
+    """Post a message (a template over the incident) to a JSON webhook or a Slack webhook."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.webhook) != has(self.slack)",
+                    "message": "give exactly one of webhook, slack",
+                }
+            ]
+        }
+    )
+
+    webhook: WebhookTarget | None = None
+    slack: WebhookTarget | None = None
+    message: str = Field(min_length=1, description="Template, e.g. '{severity} {title}: {phase}'.")
+
+
+class CollectEvidenceAction(ApiModel):
+    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    logLines: int = Field(default=100, ge=0, le=10000)
+    events: bool = True
+    rolloutHistory: bool = Field(
+        default=True,
+        description="Record the rollout history (revisions, times, change-cause) of the incident's targets.",
+    )
+    resourceUsage: bool = Field(
+        default=True, description="Record the pods' CPU and memory where the metrics API answers."
+    )
+
+
+class IsolateAction(ApiModel):
+    selector: dict[str, str] = Field(
+        min_length=1, description="Pods to cut off with a deny-all NetworkPolicy."
+    )
+
+
+class RollbackAction(ApiModel):
+    """Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does."""
+
+    target: WorkloadRef
+    toRevision: int | None = Field(
+        default=None, ge=1, description="The revision to go back to (default: the one before the current)."
+    )
+
+
+class CompareOp(StrEnum):
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+    EQ = "=="
+    NE = "!="
+
+
+class Expectation(ApiModel):
+    op: CompareOp = Field(description="<, <=, >, >=, == or !=")
+    value: float = Field(description="Every sample of the query's answer is compared with this.")
+
+
+class PromQueryAction(ApiModel):
+    """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
+
+    url: str = Field(
+        min_length=1, pattern="^https?://", description="Prometheus base URL, e.g. http://prometheus:9090."
+    )
+    query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
+    expect: Expectation
+    forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")
+    intervalSeconds: int = Field(default=5, ge=1, le=3600, description="Between queries.")
+    headersSecretRef: SecretRef | None = Field(
+        default=None, description="A Secret whose keys are header names (e.g. Authorization)."
+    )
+
+
+class JobAction(ApiModel):
+    """Run a Kubernetes Job from a pod template (a check such as pg_isready, or clearing a queue)."""
+
+    template: dict[str, Any] = Field(
+        description="A PodTemplateSpec (metadata, spec); restartPolicy defaults to Never.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    timeoutSeconds: int = Field(
+        default=300, ge=1, le=86400, description="activeDeadlineSeconds of the Job; failed after it."
+    )
+    backoffLimit: int = Field(default=0, ge=0, le=10, description="Pod retries inside the Job.")
+    logLines: int = Field(default=50, ge=0, le=1000, description="Lines of the pod's log recorded.")
+    mitigates: bool = Field(
+        default=False,
+        description="Its success is a mitigation (e.g. clearing a queue); a check (pg_isready) is not.",
+    )
+
+
+Targets = Sequence[WorkloadRef]
+"""The incident's own targets (`spec.targets`), for actions that act on them."""
+
+
+@dataclass(frozen=True)
+class Action:
+    """One playbook action, declared once: everything else about it is derived or checked."""
+
+    params: type[ApiModel]
+    """The model of its parameters: the `Step` field of the same key (and so its CRD schema)."""
+    summary: str
+    """One line for people: the README's and the API reference's action tables."""
+    needs: Callable[[Any, Targets], Iterable[Permission]]
+    """The permissions one step of it needs, given its parameters and the incident's targets."""
+    rbac: frozenset[Permission]
+    """The most `needs` can ever return: what the remediator ClusterRole must grant for it."""
+    plan: Callable[[Any], str]
+    """What a step of it will do, for `kubectl incident plan` (which adds live facts where it can)."""
+    mutating: bool
+    """Changes the cluster: moves the phase to Mitigating and sets Mitigated on success."""
+    cancellable: bool = False
+    """Only waits or reads: cancelled when a person resolves or closes the incident meanwhile."""
+    target: bool = False
+    """Its parameters carry `target` (a workload of the incident, checked after the steps)."""
+    start_unwritten: bool = False
+    """The step's start need not be written before the action runs, because the action either
+    persists its own decision before it changes anything (scale, deletePods) or changes nothing
+    (waitReady, httpCheck). The engine then writes the start together with that decision or with
+    the outcome: one status write per step instead of two, with the same exactly-once guarantee."""
+
+
+def _secret_ref(ref: SecretRef | SecretKeyRef | None) -> set[Permission]:
+    return {Permission("get", "secrets")} if ref is not None else set()
+
+
+def _scale_plan(p: ScaleAction) -> str:
+    change = f"to {p.replicas}" if p.replicas is not None else f"by {p.delta:+d}"
+    cap = f", at most {p.max}" if p.max is not None else ""
+    return f"scale {p.target.kind}/{p.target.name} {change}{cap}"
+
+
+def _job_plan(p: JobAction) -> str:
+    image = ((p.template.get("spec") or {}).get("containers") or [{}])[0].get("image", "?")
+    return f"run a Job ({image}) for at most {p.timeoutSeconds}s"
+
+
+def _job_needs(p: JobAction, _: Targets) -> set[Permission]:
+    needs = {Permission("create", "jobs", "batch"), Permission("get", "jobs", "batch")}
+    if p.logLines > 0:
+        needs |= {Permission("list", "pods"), Permission("get", "pods", subresource="log")}
+    return needs
+
+
+def _evidence_needs(p: CollectEvidenceAction, targets: Targets) -> set[Permission]:
+    needs = {Permission("list", "pods"), Permission("create", "configmaps")}
+    needs.add(Permission("update", "configmaps"))
+    if p.logLines > 0:
+        needs.add(Permission("get", "pods", subresource="log"))
+    if p.events:
+        needs.add(Permission("list", "events"))
+    if p.rolloutHistory:
+        needs |= {Permission("list", history_resource(ref.kind), "apps") for ref in targets}
+    return needs  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
+
+
+def _selector(selector: dict[str, str]) -> str:
+    return json.dumps(selector, sort_keys=True)
+
+
+ACTIONS: dict[str, Action] = {
+    "scale": Action(
+        ScaleAction,
+        "Set a Deployment's or StatefulSet's replicas (or change them by a delta), within guardrails.",
+        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind, "scale")},
+        rbac=on_workloads("get") | on_workloads("patch", "scale"),
+        plan=_scale_plan,
+        mutating=True,
+        target=True,
+        start_unwritten=True,
+    ),
+    "restart": Action(
+        TargetAction,
+        "Rolling restart of a Deployment or StatefulSet, as `kubectl rollout restart` does.",
+        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind)},
+        rbac=on_workloads("get") | on_workloads("patch"),
+        plan=lambda p: f"rollout restart of {p.target.kind}/{p.target.name}: its pods replaced gradually",
+        mutating=True,
+        target=True,
+    ),
+    "deletePods": Action(
+        DeletePodsAction,
+        "Delete a bounded number of pods (optionally only unready ones); their controller replaces them.",
+        needs=lambda p, _: {Permission("list", "pods"), Permission("delete", "pods")},
+        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")}),
+        plan=lambda p: (
+            f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_selector(p.selector)}"
+        ),
+        mutating=True,
+        start_unwritten=True,
+    ),
+    "waitReady": Action(
+        TargetAction,
+        "Wait until a workload is rolled out and available.",
+        needs=lambda p, _: {on_workload("get", p.target.kind)},
+        rbac=on_workloads("get"),
+        plan=lambda p: f"wait until {p.target.kind}/{p.target.name} is rolled out and available",
+        mutating=False,
+        cancellable=True,
+        target=True,
+        start_unwritten=True,
+    ),
+    "httpCheck": Action(
+        HttpCheckAction,
+        "Ask a URL until it answers as expected (status, body text, latency): a health check or smoke test.",
+        needs=lambda p, _: _secret_ref(p.headersSecretRef),
+        rbac=frozenset({Permission("get", "secrets")}),
+        plan=lambda p: (
+            f"{p.method} {p.url} until it answers {p.expectStatus}"
+            + (f" containing {p.expectBodyContains!r}" if p.expectBodyContains else "")
+            + (f" within {p.maxLatencyMs}ms" if p.maxLatencyMs else "")
+        ),
+        mutating=False,
+        cancellable=True,
+        start_unwritten=True,
+    ),
+    "notify": Action(
+        NotifyAction,
+        "Post a message (a template over the incident) to a webhook or Slack URL kept in a Secret.",
+        needs=lambda p, _: {Permission("get", "secrets")},
+        rbac=frozenset({Permission("get", "secrets")}),
+        plan=lambda p: (
+            f"post to the {'Slack' if p.slack else 'webhook'} URL of its Secret: {p.message[:80]!r}"
+        ),
+        mutating=False,
+    ),
+    "collectEvidence": Action(
+        CollectEvidenceAction,
+        "Record pods, logs, events, rollout history and resource usage in a ConfigMap (changes nothing).",
+        needs=_evidence_needs,
+        rbac=frozenset(
+            {
+                Permission("list", "pods"),
+                Permission("get", "pods", subresource="log"),
+                Permission("list", "events"),
+                Permission("create", "configmaps"),
+                Permission("update", "configmaps"),
+                Permission("list", "pods", "metrics.k8s.io"),
+            }
+        )
+        | HISTORIES,
+        plan=lambda p: f"logs and events of pods {p.selector} into a ConfigMap (changes nothing)",
+        mutating=False,
+    ),
+    "isolate": Action(
+        IsolateAction,
+        "Cut pods off the network with a deny-all NetworkPolicy owned by the incident.",
+        needs=lambda p, _: {Permission("create", "networkpolicies", "networking.k8s.io")},
+        rbac=frozenset({Permission("create", "networkpolicies", "networking.k8s.io")}),
+        plan=lambda p: f"deny-all NetworkPolicy for pods {p.selector}",
+        mutating=True,
+    ),
+    "rollback": Action(
+        RollbackAction,
+        "Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does.",
+        needs=lambda p, _: {
+            on_workload("get", p.target.kind),
+            on_workload("patch", p.target.kind),
+            Permission("list", history_resource(p.target.kind), "apps"),
+        },
+        rbac=on_workloads("get") | on_workloads("patch") | HISTORIES,
+        plan=lambda p: (
+            f"roll {p.target.kind}/{p.target.name} back to "
+            + (f"revision {p.toRevision}" if p.toRevision else "the previous version")
+            + " (its pod template)"
+        ),
+        mutating=True,
+        target=True,
+        start_unwritten=True,
+    ),
+    "job": Action(
+        JobAction,
+        "Run a Job from a pod template (a check such as pg_isready, or a fix when `mitigates`).",
+        needs=_job_needs,
+        rbac=frozenset(
+            {
+                Permission("create", "jobs", "batch"),
+                Permission("get", "jobs", "batch"),
+                Permission("list", "pods"),
+                Permission("get", "pods", subresource="log"),
+            }
+        ),
+        plan=_job_plan,
+        mutating=False,  # a check unless `job.mitigates` (see Step.mutates)
+    ),
+    "promQuery": Action(
+        PromQueryAction,
+        "A PromQL condition that must hold for every series for a while (Prometheus instant queries).",
+        needs=lambda p, _: _secret_ref(p.headersSecretRef),
+        rbac=frozenset({Permission("get", "secrets")}),
+        plan=lambda p: (
+            f"PromQL {p.query!r} {p.expect.op} {p.expect.value:g}"
+            + (f" for {p.forSeconds}s" if p.forSeconds else "")
+            + f" ({p.url})"
+        ),
+        mutating=False,
+        cancellable=True,
+        start_unwritten=True,
+    ),
+}
+"""The one table of actions: the step keys, the sets below, access reviews, the remediator's
+RBAC, `kubectl incident plan` and the documentation derive from it (unit tests tie it to the Step
+model's fields and to the action registry)."""
+
+ACTION_KEYS = tuple(ACTIONS)
+MUTATING_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.mutating)
+CANCELLABLE_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.cancellable)
+TARGET_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.target)
+START_UNWRITTEN_ACTIONS = frozenset(k for k, t in ACTIONS.items() if t.start_unwritten)
+
+HEALTH_RBAC = on_workloads("get")
+"""Beyond the actions: the health check after the steps reads the incident's targets."""
+POSTMORTEM_RBAC = frozenset({Permission("create", "configmaps"), Permission("update", "configmaps")})
+"""Beyond the actions: the post-mortem draft is a ConfigMap in the incident's namespace."""
+REMEDIATOR_RBAC = frozenset().union(*(a.rbac for a in ACTIONS.values())) | HEALTH_RBAC | POSTMORTEM_RBAC
+"""Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares)."""
