@@ -248,7 +248,7 @@ def playbooks(draw: st.DrawFn) -> PlaybookSpec:
         step: dict[str, Any] = {
             "name": f"s{index}",
             **draw(st.sampled_from(ACTION_BODIES)),
-            "retries": draw(st.integers(0, 3)),
+            "retries": draw(st.sampled_from((0, 0, 1, 2, 3))),
             "requiresApproval": draw(st.sampled_from((False, False, False, True))),
             "continueOnFailure": draw(st.booleans()),
         }
@@ -266,11 +266,11 @@ def playbooks(draw: st.DrawFn) -> PlaybookSpec:
 
 WEIGHTS = {
     "succeed": 32,
-    "fail": 12,
+    "fail": 16,
     "tick": 24,
     "alert": 16,
     "approve": 12,
-    "restart": 8,
+    "restart": 16,
     "acknowledge": 3,
     "pause": 3,
     "severity": 3,
