@@ -161,6 +161,7 @@ class IncidentLoop:
         access_reviews: AccessReviews | None = None,
         run_records: RunRecorder | None = None,
         history: Callable[[repeats.RepeatKey], list[repeats.Seen]] | None = None,
+        backoff: tuple[float, ...] = ERROR_BACKOFF_S,
     ) -> None:
         self.kube, self.outbound, self.config = kube, outbound, config
         self.namespace, self.name, self.uid = namespace, name, uid
@@ -173,6 +174,7 @@ class IncidentLoop:
         self.access_reviews = access_reviews
         self.run_records = run_records
         self.history = history  # earlier incidents by repeat key (a kopf index in the operator)
+        self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
         self.postmortem_digest: str | None = None  # of the post-mortem last written (or refused)
         self.forbidden: str | None = None  # why the namespace does not let the playbook run, if it does not
         self.pending: list[Record] = []  # records made outside the loop (failed notifications)
@@ -219,7 +221,7 @@ class IncidentLoop:
                 await self._sleep(wake, stopped, IDLE_RECHECK_S)
                 continue
             except Exception as exc:  # API errors, lost connections, anything: back off, never die
-                delay = ERROR_BACKOFF_S[min(errors, len(ERROR_BACKOFF_S) - 1)]
+                delay = self.backoff[min(errors, len(self.backoff) - 1)]
                 errors += 1
                 reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
                 logger.warning(
