@@ -20,7 +20,7 @@ import pytest
 
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
-from incident_operator.controllers.engine import IncidentLoop, parse_playbook
+from incident_operator.controllers.incident import IncidentLoop, parse_playbook
 from incident_operator.settings.config import OperatorConfig
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, FakeKube
 

@@ -20,7 +20,7 @@ from incident_operator.adapters.kube import AccessReviews
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.controllers.drills import DrillLoop
-from incident_operator.controllers.engine import (
+from incident_operator.controllers.incident import (
     IncidentLoop,
     PlaybookEntry,
     Playbooks,
