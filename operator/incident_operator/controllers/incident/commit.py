@@ -21,6 +21,7 @@ draft (`draft`) is written before the status that names it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,10 @@ from incident_operator.controllers.incident.ledger import RunLedger
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.notices import IncidentView, notices, page_id_annotation
 from incident_operator.core.planner import Decision, Record, posts_event, with_records
+
+logger = logging.getLogger(__name__)
+
+FINAL_WRITE_TIMEOUT_S = 5.0  # on the way out, a held status gets this long to be written
 
 EventPoster = Callable[[Record], None]
 
@@ -107,6 +112,16 @@ class Commit:
     async def write_held(self, spec: IncidentSpec) -> None:
         if self.dirty:
             await self.commit(Decision(self.current), spec)
+
+    async def write_held_before_exit(self, spec: Callable[[], IncidentSpec]) -> None:
+        """Stopping with an outcome not yet written: write it (bounded), so a restart does not run
+        the step again; if that fails the step is resumed as after a crash."""
+        if not self.dirty:
+            return
+        try:
+            await asyncio.wait_for(self.write_held(spec()), timeout=FINAL_WRITE_TIMEOUT_S)
+        except Exception as exc:  # on the way out: log, never raise
+            logger.warning("incident %s/%s: last status not written: %s", self.namespace, self.name, exc)
 
     async def persist(self, working: IncidentStatus, spec: IncidentSpec) -> None:
         """Persist what an action recorded it is about to do, before it does it (with the held

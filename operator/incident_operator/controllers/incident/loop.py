@@ -34,7 +34,6 @@ from incident_operator.settings.config import OperatorConfig
 logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
-FINAL_WRITE_TIMEOUT_S = 5.0  # on the way out, a held status gets this long to be written
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -152,18 +151,7 @@ class IncidentLoop:
                 continue  # an intent ran: plan again at once
             timeout = IDLE_RECHECK_S if wake_at is None else (wake_at - self.clock()).total_seconds()
             await self._sleep(wake, stopped, max(0.0, min(timeout, IDLE_RECHECK_S)))
-        await self._write_held_before_exit()
-
-    async def _write_held_before_exit(self) -> None:
-        """Stopping with an outcome not yet written: write it (bounded), so a restart does not run
-        the step again; if that fails the step is resumed as after a crash."""
-        if not self.commit.dirty:
-            return
-        try:
-            spec = self.inputs.spec()
-            await asyncio.wait_for(self.commit.write_held(spec), timeout=FINAL_WRITE_TIMEOUT_S)
-        except Exception as exc:  # on the way out: log, never raise
-            logger.warning("incident %s/%s: last status not written: %s", self.namespace, self.name, exc)
+        await self.commit.write_held_before_exit(self.inputs.spec)
 
     async def _sleep(
         self, wake: asyncio.Event, stopped: Callable[[], bool], seconds: float, *, interruptible: bool = True
