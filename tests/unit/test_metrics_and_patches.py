@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from incident_operator.adapters import metrics
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
-from incident_operator.controllers.engine import status_patch
+from incident_operator.controllers.incident import status_patch
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 

@@ -22,8 +22,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from incident_operator.api.actions import CANCELLABLE_ACTIONS
 from incident_operator.api.models import (
-    CANCELLABLE_ACTIONS,
     Approval,
     IncidentSpec,
     IncidentStatus,

@@ -5,7 +5,7 @@ once a second with optimistic concurrency (GET, then PATCH carrying the resource
 A thousand incidents on one Playbook used to mean a thousand conflicting read-modify-writes of
 the same status (and a watch event for each, waking the namespace); now it is one write per
 Playbook per second. Cooldown claims are not made here: they must be atomic before the first
-action (see `engine.IncidentLoop._claim`). Counts not yet flushed when the process dies are lost;
+action (see `controllers.incident.ledger`). Counts not yet flushed when the process dies are lost;
 they are figures, not state the engine reads back.
 """
 

@@ -1,6 +1,6 @@
 """Which Incidents have a running loop: started, woken and stopped from watch events.
 
-Owns the asyncio tasks of the incident loops (`engine.IncidentLoop`), one per incident that has
+Owns the asyncio tasks of the incident loops (`incident.IncidentLoop`), one per incident that has
 something to do (`attention.needs_loop`). A loop starts on the first watch event that shows work
 (no finalizer round trip first), later events of its incident wake it, it is asked to stop when
 the incident settles or is deleted (it finishes the step in hand, writes what it holds and

@@ -21,7 +21,7 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.keys import API_GROUP, API_VERSION, FINALIZER, KOPF_ANNOTATION_PREFIX
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.drills import DrillLoop
-from incident_operator.controllers.engine import (
+from incident_operator.controllers.incident import (
     IncidentLoop,
     PlaybookEntry,
     Playbooks,

@@ -1,0 +1,181 @@
+"""What the planner is fed: one incident's observations gathered into a `PlanInput`.
+
+Owns the reading side of an incident loop: parsing Playbooks as the loop uses them, the
+severity rules, response targets and escalation levels that apply in the namespace, the alert
+state and repeat lookup from the live body, and the access review of the chosen playbook. It
+holds no state of its own (the live body and the clock are read at each call) and writes
+nothing: decisions are `planner.plan`'s, writes are `commit`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import ValidationError
+
+from incident_operator.adapters.kube import AccessReviews
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    Phase,
+    PlaybookSpec,
+    PlaybookStatus,
+    Severity,
+)
+from incident_operator.core import access, alerts, repeats, validation
+from incident_operator.core.matching import Selection
+from incident_operator.core.planner import AlertState, Level, PlanInput, SeverityRule, effective_severity
+from incident_operator.settings import config
+from incident_operator.settings.config import OperatorConfig
+
+logger = logging.getLogger(__name__)
+
+History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
+"""Earlier incidents by repeat key (a kopf index in the operator)."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PlaybookEntry:
+    name: str
+    spec: PlaybookSpec
+    status: PlaybookStatus
+
+
+def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | str:
+    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs)."""
+    parsed, found = validation.problems(dict(spec))
+    if parsed is None or found:
+        return "; ".join(found) or "invalid spec"
+    try:
+        return PlaybookEntry(name, parsed, PlaybookStatus.model_validate(dict(status)))
+    except ValidationError:
+        return "unreadable status"
+
+
+Playbooks = tuple[list[PlaybookEntry], dict[str, str]]
+"""The namespace's valid Playbooks, and the invalid ones by name with why."""
+
+
+@functools.cache
+def _severity_rules(rules: tuple[config.SeverityRule, ...], namespace: str) -> tuple[SeverityRule, ...]:
+    """The config's severity rules that apply in `namespace`, as the planner takes them (computed
+    once per config and namespace, not on every plan)."""
+    return tuple(
+        SeverityRule(r.source, r.to, r.within, r.unless)
+        for r in rules
+        if not r.namespaces or namespace in r.namespaces
+    )
+
+
+@functools.cache
+def _response_targets(targets: config.ResponseTargets) -> Mapping[Severity, timedelta]:
+    return MappingProxyType({s: getattr(targets, str(s)) for s in Severity})
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Builds the plan input of one incident from its live body, the config and the clock."""
+
+    config: OperatorConfig
+    namespace: str
+    name: str
+    body: Mapping[str, Any]  # kopf's live view: spec and annotation changes show up here
+    clock: Callable[[], datetime]
+    history: History | None = None
+    access_reviews: AccessReviews | None = None
+
+    def spec(self) -> IncidentSpec:
+        return IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
+
+    def build(
+        self,
+        spec: IncidentSpec,
+        selection: Selection,
+        status: IncidentStatus,
+        *,
+        cooldown: datetime | None,
+        holder: str | None = None,
+        forbidden: str | None,
+        busy: bool,
+    ) -> PlanInput:
+        severity = effective_severity(spec, status)
+        targets = self.config.file.responseTargets
+        return PlanInput(
+            spec=spec,
+            status=status,
+            generation=self.body.get("metadata", {}).get("generation"),
+            selection=selection,
+            response_target=getattr(targets, str(severity)),
+            now=self.clock(),
+            cooldown_until=cooldown,
+            cooldown_holder=holder,
+            alert=self._alert(spec),
+            forbidden=forbidden,
+            busy=busy,
+            access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
+            automation_acknowledges=self.config.file.acknowledgement.automationCounts,
+            escalation=self._escalation(severity),
+            repeat_of=self._repeat_of() if status.detectedAt is None else None,
+            severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
+            response_targets=_response_targets(targets),
+        )
+
+    def _escalation(self, severity: Severity) -> tuple[Level, ...]:
+        """The severity's escalation levels, each with its channels that take this namespace
+        (a level left with none does not apply here)."""
+        notifications = self.config.file.notifications
+        policy = notifications.escalation.get(severity)
+        if policy is None:
+            return ()
+        scopes = {c.name: c.namespaces for c in notifications.channels}
+        levels = []
+        for level in policy.levels:
+            channels = tuple(
+                n for n in level.channels if n in scopes and (not scopes[n] or self.namespace in scopes[n])
+            )
+            after = None if level.afterSeconds is None else timedelta(seconds=level.afterSeconds)
+            if channels:
+                levels.append(Level(after, channels))
+        return tuple(levels)
+
+    def _repeat_of(self) -> str | None:
+        key = repeats.key_of(self.body.get("spec") or {})
+        if key is None or self.history is None:
+            return None
+        window = timedelta(days=self.config.file.repeats.windowDays)
+        return repeats.previous(self.name, self.clock(), self.history(key), window)
+
+    def _alert(self, spec: IncidentSpec) -> AlertState | None:
+        if spec.source is None or str(spec.source.type) != "alert":
+            return None
+        return alerts.alert_state(dict(self.body.get("metadata", {}).get("annotations") or {}))
+
+    async def access_problem(
+        self, spec: IncidentSpec, chosen: PlaybookEntry | None, phase: Phase | None
+    ) -> str | None:
+        """Why the chosen playbook may not run here (a permission the namespace did not grant)."""
+        if self.access_reviews is None or chosen is None or phase in (Phase.RESOLVED, Phase.CLOSED):
+            return None
+        needed = access.required(spec, chosen.spec)
+        try:
+            denied = await self.access_reviews.denied(self.namespace, needed, time.monotonic())
+        except Exception as exc:  # unknown: let the actions try, and report what they meet
+            logger.warning("incident %s/%s: access review failed: %s", self.namespace, self.name, exc)
+            return None
+        if not denied:
+            return None
+        username = await self.access_reviews.username()
+        return access.forbidden_message(
+            self.namespace, denied, username, self.config.file.access.remediatorBinding
+        )

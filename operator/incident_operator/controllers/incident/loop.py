@@ -1,0 +1,222 @@
+"""Driving one incident: plan, commit or hold, act, fold the outcome in; sleep; survive errors.
+
+Owns the order of one iteration (see the package docstring) and the loop around it: wake-ups
+(a change of the Incident or its Playbooks, the planner's next deadline), the bounded backoff
+after an error, and the last write of what is held when asked to stop. Its only state is
+`wake`, the event the supervisor sets; the incident's status is `commit`'s (`Commit.current`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from incident_operator.adapters import metrics
+from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, api_reason
+from incident_operator.adapters.outbound import Outbound
+from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.api.models import IncidentStatus, Phase
+from incident_operator.controllers.incident.commit import Commit, EventPoster
+from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
+from incident_operator.controllers.incident.inputs import History, Inputs, Playbooks, utc_now
+from incident_operator.controllers.incident.ledger import RunLedger, starts_run
+from incident_operator.controllers.notifier import Notifier
+from incident_operator.core.matching import Candidate, select
+from incident_operator.core.planner import PlanInput, Record, complete, plan
+from incident_operator.settings.config import OperatorConfig
+
+logger = logging.getLogger(__name__)
+
+IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
+ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class IncidentLoop:
+    """Reconciles one Incident until it is Closed or the operator stops."""
+
+    def __init__(
+        self,
+        *,
+        kube: Kube,
+        outbound: Outbound,
+        config: OperatorConfig,
+        namespace: str,
+        name: str,
+        uid: str,
+        body: Mapping[str, Any],
+        playbooks: Callable[[], Playbooks],
+        post_event: EventPoster,
+        clock: Callable[[], datetime] = utc_now,
+        open_incidents: metrics.OpenIncidents | None = None,
+        notifier: Notifier | None = None,
+        access_reviews: AccessReviews | None = None,
+        run_records: RunRecorder | None = None,
+        history: History | None = None,
+        backoff: tuple[float, ...] = ERROR_BACKOFF_S,
+    ) -> None:
+        self.namespace, self.name = namespace, name
+        self.body = body  # kopf's live view: spec changes show up here
+        self.playbooks, self.post_event, self.clock = playbooks, post_event, clock
+        self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
+        self.wake = asyncio.Event()
+        self.inputs = Inputs(config, namespace, name, body, clock, history, access_reviews)
+        self.ledger = RunLedger(kube, namespace, name, clock, run_records)
+        self.commit = Commit(
+            kube=kube,
+            namespace=namespace,
+            name=name,
+            uid=uid,
+            body=body,
+            clock=clock,
+            post_event=post_event,
+            ledger=self.ledger,
+            wake=self._wake_up,
+            open_incidents=open_incidents,
+            notifier=notifier,
+        )
+        self.execution = Execution(
+            kube,
+            outbound,
+            config.file.limits,
+            namespace,
+            name,
+            uid,
+            body,
+            clock,
+            self.commit,
+            lambda: self.wake,
+        )
+
+    def _wake_up(self) -> None:
+        self.wake.set()  # the event of the moment: `run` replaces it with the supervisor's
+
+    @property
+    def status(self) -> IncidentStatus:
+        """The status the loop plans from (ahead of the API's while a decision is held)."""
+        return self.commit.current
+
+    @property
+    def finished(self) -> bool:
+        """Closed: nothing will ever be left to do."""
+        return self.status.phase is Phase.CLOSED
+
+    def concerned_by(self, playbook: str) -> bool:
+        """Whether a change of Playbook `playbook` may matter: it runs that one, or none yet (a new
+        or changed Playbook may be the one that matches)."""
+        progress = self.status.playbook
+        return progress is None or progress.name == playbook
+
+    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+        self.wake = wake
+        errors = 0
+        unreadable = False
+        while not stopped():
+            wake.clear()
+            try:
+                again, wake_at = await self.iterate()
+                errors, unreadable = 0, False
+            except asyncio.CancelledError:
+                raise
+            except ValidationError as exc:  # a spec or status the models refuse: wait for a change
+                if not unreadable:
+                    problem = (
+                        f"the incident cannot be read: {exc.error_count()} problems, first at "
+                        + ".".join(map(str, exc.errors()[0]["loc"]))
+                    )
+                    logger.warning("incident %s/%s: %s", self.namespace, self.name, problem)
+                    self.post_event(Record("InvalidSpec", problem, warning=True))
+                unreadable = True
+                await self._sleep(wake, stopped, IDLE_RECHECK_S)
+                continue
+            except Exception as exc:  # API errors, lost connections, anything: back off, never die
+                delay = self.backoff[min(errors, len(self.backoff) - 1)]
+                errors += 1
+                reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+                logger.warning(
+                    "incident %s/%s: %s; retrying in %ss", self.namespace, self.name, reason, delay
+                )
+                if not isinstance(exc, ApiException):
+                    logger.debug("incident %s/%s: traceback", self.namespace, self.name, exc_info=True)
+                await self._sleep(wake, stopped, delay, interruptible=False)
+                continue
+            if self.status.phase is Phase.CLOSED:
+                return
+            if again:
+                continue  # an intent ran: plan again at once
+            timeout = IDLE_RECHECK_S if wake_at is None else (wake_at - self.clock()).total_seconds()
+            await self._sleep(wake, stopped, max(0.0, min(timeout, IDLE_RECHECK_S)))
+        await self.commit.write_held_before_exit(self.inputs.spec)
+
+    async def _sleep(
+        self, wake: asyncio.Event, stopped: Callable[[], bool], seconds: float, *, interruptible: bool = True
+    ) -> None:
+        if stopped() or seconds <= 0:
+            return
+        if not interruptible:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=seconds)
+
+    async def iterate(self) -> tuple[bool, datetime | None]:
+        """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
+        spec = self.inputs.spec()
+        await self.commit.commit_late_records(spec)
+        entries, invalid = self.playbooks()
+        selection = select(spec, [Candidate(e.name, e.spec) for e in entries], invalid)
+        chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
+        cooldown, holder = self.ledger.cooldown(spec, chosen, self.status)
+        forbidden = await self.inputs.access_problem(spec, chosen, self.status.phase)
+
+        def plan_input(
+            status: IncidentStatus | None = None,
+            *,
+            until: datetime | None = cooldown,
+            held_by: str | None = None,
+        ) -> PlanInput:
+            current = self.status if status is None else status
+            busy = self.commit.busy
+            return self.inputs.build(
+                spec, selection, current, cooldown=until, holder=held_by, forbidden=forbidden, busy=busy
+            )
+
+        decision = plan(plan_input(held_by=holder))
+        claimed = False
+        if chosen is not None and chosen.spec.cooldownSeconds > 0 and starts_run(decision):
+            # The cooldown is claimed on the Playbook before anything acts, atomically: of two
+            # incidents that want the same target at once, exactly one gets it.
+            assert decision.status.playbook is not None  # noqa: S101 - a run just started
+            taken = await self.ledger.claim(chosen, spec, decision.status.playbook.runId or "r1")
+            if taken is not None:
+                until, by = taken
+                decision = plan(plan_input(until=until, held_by=by))
+            claimed = taken is None
+        if decision.intent is None:
+            await self.commit.commit(decision, spec, counts=(chosen, claimed))
+            return False, decision.wake_at
+        assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
+        unwritten = start_unwritten(decision.intent, decision.status, chosen.spec)
+        if unwritten:
+            self.commit.hold(decision, counts=(chosen, claimed))
+        else:
+            await self.commit.commit(decision, spec, counts=(chosen, claimed))
+        working = self.status.model_copy(deep=True)
+        outcome = await self.execution.run_unless_overtaken(
+            decision.intent, spec, chosen.spec, working, write_late=unwritten, deadlines=plan_input
+        )
+        if outcome is None:
+            return True, None  # a human resolved or closed the incident meanwhile: plan again
+        if waits(decision.intent, working):
+            working = self.status.model_copy(deep=True)  # a waiting step changed nothing; a deadline may have
+        after = complete(plan_input(working), decision.intent, outcome, chosen.spec)
+        self.commit.hold(after, counts=(chosen, False))
+        if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
+            await self.commit.write_held(spec)
+            return False, after.wake_at
+        return True, None  # plan again at once; the outcome is written with that plan

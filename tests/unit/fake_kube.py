@@ -1,0 +1,163 @@
+"""An in-memory stand-in for the part of the Kubernetes API an incident loop uses.
+
+It implements exactly the `Kube` methods the loop and the actions of the test playbooks call
+(the Incident's status, its post-mortem ConfigMap, the Playbook's status with resourceVersion
+checks, and Deployments: read, scale, patch, readiness), plus `post_event`. Every call is
+appended to `calls` in order, and every change of a Deployment is kept in `effects` with the
+Incident status the API held at that moment, so a test can tell what was persisted before what
+acted. `drop_at` / `fail` make a chosen status write kill the loop or fail with an API error.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from incident_operator.adapters.kube import ApiException, Readiness
+from incident_operator.core.planner import Record
+
+NAMESPACE = "shop"
+INCIDENT = "web-down"
+UID = "uid-1"
+
+
+class Dropped(BaseException):
+    """The loop is killed here, like a process: nothing after this point runs (a BaseException,
+    so the loop's own error handling does not catch it)."""
+
+
+@dataclass
+class Effect:
+    """A change the cluster saw, and the Incident status the API held when it happened."""
+
+    kind: str  # "scale" or "restart"
+    workload: str
+    value: Any
+    status: dict[str, Any]
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch, as the API server applies it to a custom resource."""
+    result = copy.deepcopy(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge_patch(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result
+
+
+class FakeKube:
+    def __init__(
+        self, incident_spec: dict[str, Any], playbook_spec: dict[str, Any], replicas: dict[str, int]
+    ) -> None:
+        self.incident: dict[str, Any] = {
+            "metadata": {"name": INCIDENT, "namespace": NAMESPACE, "uid": UID, "generation": 1},
+            "spec": incident_spec,
+            "status": {},
+        }
+        self.playbook: dict[str, Any] = {
+            "metadata": {"name": "pb", "namespace": NAMESPACE, "resourceVersion": "1"},
+            "spec": playbook_spec,
+            "status": {},
+        }
+        self.workloads: dict[str, dict[str, Any]] = {
+            name: {"replicas": n, "annotations": {}, "ready": n} for name, n in replicas.items()
+        }
+        self.configmaps: dict[str, dict[str, str]] = {}
+        self.calls: list[tuple[Any, ...]] = []
+        self.effects: list[Effect] = []
+        self.status_writes = 0
+        self.drop_at: tuple[int, str] | None = None
+        """(n, "before" or "after"): the n-th status write kills the loop, before or after it lands."""
+        self.fail: Callable[[int], ApiException | None] = lambda n: None
+        """The error the n-th status write fails with, if any (nothing is written then)."""
+
+    # ------------------------------------------------------------------ the Incident
+
+    async def patch_incident_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.status_writes += 1
+        n = self.status_writes
+        self.calls.append(("patch_incident_status", n, copy.deepcopy(status)))
+        error = self.fail(n)
+        if error is not None:
+            raise error
+        if self.drop_at == (n, "before"):
+            raise Dropped
+        self.incident["status"] = merge_patch(self.incident["status"], status)
+        if self.drop_at == (n, "after"):
+            raise Dropped
+
+    async def write_owned_configmap(
+        self, namespace: str, name: str, data: dict[str, str], incident: str, incident_uid: str
+    ) -> None:
+        self.calls.append(("write_owned_configmap", name))
+        self.configmaps[name] = dict(data)
+
+    def post_event(self, record: Record) -> None:
+        self.calls.append(("event", record.reason))
+
+    # ------------------------------------------------------------------ the Playbook
+
+    async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get_playbook", name))
+        return copy.deepcopy(self.playbook)
+
+    async def patch_playbook_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+    ) -> None:
+        self.calls.append(("patch_playbook_status", copy.deepcopy(status)))
+        meta = self.playbook["metadata"]
+        if resource_version is not None and resource_version != meta["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        self.playbook["status"] = merge_patch(self.playbook["status"], status)
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+
+    # ------------------------------------------------------------------ Deployments
+
+    async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
+        self.calls.append(("read_workload", name))
+        w = self.workloads[name]
+        return SimpleNamespace(
+            spec=SimpleNamespace(
+                replicas=w["replicas"],
+                template=SimpleNamespace(metadata=SimpleNamespace(annotations=dict(w["annotations"]))),
+            ),
+            status=SimpleNamespace(ready_replicas=w["ready"]),
+        )
+
+    async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
+        self.calls.append(("scale_workload", name, replicas))
+        w = self.workloads[name]
+        if w["replicas"] != replicas:
+            w["replicas"] = w["ready"] = replicas
+            self.effects.append(Effect("scale", name, replicas, copy.deepcopy(self.incident["status"])))
+
+    async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
+        self.calls.append(("patch_workload", name))
+        annotations = body["spec"]["template"]["metadata"]["annotations"]
+        w = self.workloads[name]
+        if any(w["annotations"].get(k) != v for k, v in annotations.items()):
+            w["annotations"].update(annotations)
+            self.effects.append(
+                Effect("restart", name, dict(annotations), copy.deepcopy(self.incident["status"]))
+            )
+        return None
+
+    async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
+        self.calls.append(("readiness", name))
+        n = self.workloads[name]["replicas"]
+        return Readiness(n, n, n, n, rolled_out=True)
+
+    # ------------------------------------------------------------------ reading back
+
+    def status(self) -> dict[str, Any]:
+        return self.incident["status"]  # type: ignore[no-any-return]
+
+    def called(self, method: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == method]
