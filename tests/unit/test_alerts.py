@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from incident_operator.api.keys import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
 from incident_operator.core.alerts import (
-    ANNOTATION_CHANGED_AT,
-    ANNOTATION_STATUS,
     Alert,
     Skip,
     Upsert,

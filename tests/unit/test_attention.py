@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from incident_operator.core.alerts import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
+from incident_operator.api.keys import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
 from incident_operator.core.attention import needs_loop
 
 SETTLED = {"phase": "Resolved", "settled": True}

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from incident_operator.api import keys
 from incident_operator.api.models import DrillExpectations, DrillResult, DrillSpec, IncidentStatus
 from incident_operator.core import drills
 
@@ -18,10 +19,10 @@ def spec(**extra: object) -> DrillSpec:
 
 
 def test_a_request_runs_once_and_says_who_asked() -> None:
-    asked = {drills.REQUEST_ANNOTATION: "2026-11-27T12:00:00Z by alice"}
+    asked = {keys.REQUEST_ANNOTATION: "2026-11-27T12:00:00Z by alice"}
     first = drills.due(spec(), asked, None, None, T0, T0)
     assert first.reason == "requested by alice"
-    assert first.request == asked[drills.REQUEST_ANNOTATION]
+    assert first.request == asked[keys.REQUEST_ANNOTATION]
     again = drills.due(spec(), asked, first.request, T0, T0, T0 + timedelta(minutes=1))
     assert again.reason is None  # handled already
 
@@ -71,7 +72,7 @@ def test_the_drill_incident_is_a_drill_on_the_target() -> None:
     body = drills.incident_body(
         "api-outage", "r1", spec(incident={"severity": "P2", "playbookRef": {"name": "heal"}})
     )
-    assert body["metadata"] == {"name": "api-outage-r1", "labels": {drills.DRILL_LABEL: "api-outage"}}
+    assert body["metadata"] == {"name": "api-outage-r1", "labels": {keys.DRILL_LABEL: "api-outage"}}
     assert body["spec"] == {
         "title": "Drill api-outage: Deployment api scaled to zero",
         "severity": "P2",
@@ -94,8 +95,8 @@ def test_the_crd_asks_the_api_server_for_exactly_one_scenario() -> None:
 def test_a_fire_alert_drill_alert_is_labelled_as_the_drills_in_its_namespace() -> None:
     from typing import Any, cast
 
+    from incident_operator.api.keys import DRILL_ALERT_LABEL
     from incident_operator.controllers.drills import DrillLoop
-    from incident_operator.core.alerts import DRILL_ALERT_LABEL
 
     fire = spec(
         scenario={

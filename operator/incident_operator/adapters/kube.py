@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException as ApiException  # noqa: P
 from kubernetes.config.config_exception import ConfigException
 
 from incident_operator import __version__
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, LABEL_INCIDENT
 from incident_operator.core.access import Permission
 from incident_operator.core.revisions import (
     CHANGE_CAUSE_ANNOTATION,
@@ -65,9 +65,7 @@ def owned_metadata(name: str, incident: str, incident_uid: str) -> client.V1Obje
     owner = client.V1OwnerReference(
         api_version=f"{API_GROUP}/{API_VERSION}", kind="Incident", name=incident, uid=incident_uid
     )
-    return client.V1ObjectMeta(
-        name=name, labels={f"{API_GROUP}/incident": incident}, owner_references=[owner]
-    )
+    return client.V1ObjectMeta(name=name, labels={LABEL_INCIDENT: incident}, owner_references=[owner])
 
 
 def not_found(exc: BaseException) -> bool:

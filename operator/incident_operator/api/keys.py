@@ -1,4 +1,77 @@
-"""Names the API is reached by: the group and version of the kinds, every label and annotation key."""
+"""Names the API is reached by: the group and version of the kinds, every label and annotation key.
+
+Every key the operator writes or reads on an object is defined here and nowhere else, so a key
+is spelled once and the API reference lists them all (`KEYS`).
+"""
 
 API_GROUP = "incident-operator.dev"
 API_VERSION = "v1alpha1"
+API_GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+# Incidents opened from alerts
+ANNOTATION_STATUS = f"{API_GROUP}/alert-status"
+"""`firing` or `resolved`: the alert's last state, written by the alert intake."""
+ANNOTATION_CHANGED_AT = f"{API_GROUP}/alert-status-changed-at"
+"""When the alert's state last changed (RFC 3339), written with `ANNOTATION_STATUS`."""
+LABEL_FINGERPRINT = f"{API_GROUP}/fingerprint"
+"""The Alertmanager fingerprint of the alert that opened the incident."""
+LABEL_ALERTNAME = f"{API_GROUP}/alertname"
+"""The alertname of the alert that opened the incident."""
+DRILL_ALERT_LABEL = "incident_operator_drill"
+"""The label a Drill's fireAlert puts on its alert (the Drill's name): the incident is a drill."""
+
+# Objects the operator creates for an incident (Jobs, evidence ConfigMaps, NetworkPolicies)
+LABEL_INCIDENT = f"{API_GROUP}/incident"
+"""The incident an owned object belongs to."""
+
+# Drills
+REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
+"""`<RFC 3339 time>` or `<time> by <user>`: a run asked for by a person (the plugin writes it)."""
+DRILL_LABEL = f"{API_GROUP}/drill"
+"""The Drill that opened an incident."""
+
+# Kopf's own bookkeeping on the objects it handles
+KOPF_ANNOTATION_PREFIX = API_GROUP
+"""Prefix of kopf's progress and diff-base annotations (`<prefix>/<handler id>`)."""
+FINALIZER = f"{API_GROUP}/finalizer"
+"""The finalizer kopf would use for a deletion handler (the operator has none, so it adds none)."""
+
+# Leader election
+DEFAULT_LEASE_NAME = "incident-operator"
+"""The Lease replicas elect their leader with (config `leaderElection.leaseName`)."""
+
+
+def page_id_annotation(channel: str) -> str:
+    """Where the Statuspage incident id of a channel is kept on the Incident (survives restarts)."""
+    return f"{API_GROUP}/statuspage-{channel}"
+
+
+KEYS: tuple[tuple[str, str, str], ...] = (
+    (
+        ANNOTATION_STATUS,
+        "Incident annotation",
+        "`firing` or `resolved`: the alert's last state (alert intake).",
+    ),
+    (ANNOTATION_CHANGED_AT, "Incident annotation", "When the alert's state last changed (RFC 3339)."),
+    (LABEL_FINGERPRINT, "Incident label", "The Alertmanager fingerprint of the alert that opened it."),
+    (LABEL_ALERTNAME, "Incident label", "The alertname of the alert that opened it."),
+    (DRILL_LABEL, "Incident label", "The Drill that opened it."),
+    (
+        page_id_annotation("<channel>"),
+        "Incident annotation",
+        "The Statuspage incident id of a statuspage channel.",
+    ),
+    (
+        LABEL_INCIDENT,
+        "label on owned objects",
+        "The incident a Job, evidence ConfigMap or NetworkPolicy belongs to.",
+    ),
+    (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
+    (
+        f"{KOPF_ANNOTATION_PREFIX}/<handler>",
+        "annotation (kopf)",
+        "Kopf's handler progress and last-handled state.",
+    ),
+    (DRILL_ALERT_LABEL, "alert label", "Set by a Drill's fireAlert on its alert: the incident is a drill."),
+)
+"""Every label and annotation key: (key, where, meaning), for the API reference."""

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, REQUEST_ANNOTATION
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
 from incident_operator.core import postmortem, report
 from incident_operator.core.conditions import parse_time
@@ -338,7 +338,7 @@ def cmd_drill(api: Api, args: argparse.Namespace) -> None:
     """`drill run NAME`: ask the operator to run a Drill now (recorded with who asked)."""
     who = api.whoami()
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch = {"metadata": {"annotations": {f"{API_GROUP}/run-requested": f"{stamp} by {who}"}}}
+    patch = {"metadata": {"annotations": {REQUEST_ANNOTATION: f"{stamp} by {who}"}}}
     api.custom.patch_namespaced_custom_object(
         API_GROUP, API_VERSION, api.namespace, "drills", args.name, patch
     )

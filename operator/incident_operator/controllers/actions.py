@@ -43,7 +43,7 @@ from incident_operator.adapters.kube import (
     secret_value,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.api.keys import API_GROUP
+from incident_operator.api.keys import LABEL_INCIDENT
 from incident_operator.api.models import (
     TARGET_ACTIONS,
     HttpCheckAction,
@@ -400,7 +400,7 @@ async def run_job(ctx: ActionContext) -> Outcome:
     template = copy.deepcopy(params.template)
     template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
     labels = template.setdefault("metadata", {}).setdefault("labels", {})
-    labels[f"{API_GROUP}/incident"] = ctx.incident
+    labels[LABEL_INCIDENT] = ctx.incident
     meta = owned_metadata(name, ctx.incident, ctx.incident_uid)
     body = {
         "apiVersion": "batch/v1",

@@ -29,6 +29,7 @@ from incident_operator.adapters.kube import (
     not_found,
     pod_name,
 )
+from incident_operator.api import keys
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.api.models import (
     DrillResult,
@@ -37,7 +38,9 @@ from incident_operator.api.models import (
     DrillStatus,
     IncidentSpec,
     IncidentStatus,
+    Phase,
 )
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import alerts, conditions, drills
 from incident_operator.core.access import Permission
@@ -98,7 +101,9 @@ class DrillLoop:
         try:
             spec, status = self._spec_status()
         except ValidationError as exc:
-            await self._condition("Ready", "False", "InvalidSpec", str(exc.errors()[0]["msg"]))
+            await self._condition(
+                ConditionType.READY, "False", Reason.INVALID_SPEC, str(exc.errors()[0]["msg"])
+            )
             return 60.0
         runs = list(status.runs or [])
         if runs and runs[-1].result is DrillResult.RUNNING:
@@ -111,7 +116,7 @@ class DrillLoop:
                 spec, metadata.get("annotations") or {}, status.lastRequest, status.lastRun, created, now
             )
         except drills.ScheduleError as exc:
-            await self._condition("Ready", "False", "InvalidSchedule", str(exc))
+            await self._condition(ConditionType.READY, "False", Reason.INVALID_SCHEDULE, str(exc))
             return 60.0
         if due.reason is None:
             next_at = format_time(due.next_at) if due.next_at else None
@@ -197,7 +202,7 @@ class DrillLoop:
             spec_raw, status_raw = item.get("spec") or {}, item.get("status") or {}
             if (
                 spec_raw.get("drill")
-                or status_raw.get("phase") in ("Resolved", "Closed")
+                or status_raw.get("phase") in (Phase.RESOLVED, Phase.CLOSED)
                 or spec_raw.get("closed")
             ):
                 continue
@@ -243,7 +248,7 @@ class DrillLoop:
             **fire.labels,
             "alertname": fire.alertname,
             "namespace": self.namespace,
-            alerts.DRILL_ALERT_LABEL: self.name,
+            keys.DRILL_ALERT_LABEL: self.name,
         }
         annotations = dict(fire.annotations) or {"summary": f"drill {self.name}"}
         return alerts.Alert.model_validate({"status": state, "labels": labels, "annotations": annotations})

@@ -35,6 +35,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.api.keys import page_id_annotation
 from incident_operator.api.models import (
     CANCELLABLE_ACTIONS,
     MUTATING_ACTIONS,
@@ -51,7 +52,7 @@ from incident_operator.controllers.notifier import Notifier
 from incident_operator.core import access, alerts, postmortem, repeats, validation
 from incident_operator.core.conditions import format_time
 from incident_operator.core.matching import Candidate, Selection, select
-from incident_operator.core.notices import IncidentView, notices, page_id_annotation
+from incident_operator.core.notices import IncidentView, notices
 from incident_operator.core.planner import (
     AlertState,
     Decision,

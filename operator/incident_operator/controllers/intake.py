@@ -25,6 +25,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
+from incident_operator.api import keys
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.core import alerts
 from incident_operator.settings.config import OperatorConfig
@@ -184,13 +185,13 @@ class Intake:
             incident = max(open_ones, key=lambda i: i["metadata"]["creationTimestamp"])
             name = incident["metadata"]["name"]
             annotations = incident["metadata"].get("annotations") or {}
-            if annotations.get(alerts.ANNOTATION_STATUS) == action.status:
+            if annotations.get(keys.ANNOTATION_STATUS) == action.status:
                 return {"result": "unchanged", "incident": name}
             patch = {
                 "metadata": {
                     "annotations": {
-                        alerts.ANNOTATION_STATUS: action.status,
-                        alerts.ANNOTATION_CHANGED_AT: alerts.stamp(self.clock()),
+                        keys.ANNOTATION_STATUS: action.status,
+                        keys.ANNOTATION_CHANGED_AT: alerts.stamp(self.clock()),
                     }
                 }
             }
@@ -239,7 +240,7 @@ class Intake:
             API_VERSION,
             action.namespace,
             "incidents",
-            label_selector=f"{alerts.LABEL_FINGERPRINT}={action.fingerprint}",
+            label_selector=f"{keys.LABEL_FINGERPRINT}={action.fingerprint}",
         )
         return list(found.get("items") or [])  # type: ignore[attr-defined]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from incident_operator.adapters import mail
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, page_id_annotation
 from incident_operator.core import notices
 from incident_operator.core.notices import IncidentView, Notice, channels_for, payload
 from incident_operator.settings.config import Channel, Notifications, SecretRef
@@ -157,7 +157,7 @@ class Notifier:
 
     async def _remember_page(self, view: IncidentView, channel: Channel, page_incident: str) -> None:
         """Keep the page incident's id on the Incident (an annotation), for after a restart."""
-        patch = {"metadata": {"annotations": {notices.page_id_annotation(channel.name): page_incident}}}
+        patch = {"metadata": {"annotations": {page_id_annotation(channel.name): page_incident}}}
         try:
             await self.kube.call(
                 self.kube.custom.patch_namespaced_custom_object,

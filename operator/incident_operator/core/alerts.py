@@ -17,24 +17,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import (
+    ANNOTATION_CHANGED_AT,
+    ANNOTATION_STATUS,
+    API_GROUP,
+    API_VERSION,
+    DRILL_ALERT_LABEL,
+    LABEL_ALERTNAME,
+    LABEL_FINGERPRINT,
+)
 from incident_operator.api.models import TargetKind
 from incident_operator.core.planner import AlertState
 from incident_operator.settings.config import AlertIntakeConfig
 
-ANNOTATION_STATUS = f"{API_GROUP}/alert-status"
-ANNOTATION_CHANGED_AT = f"{API_GROUP}/alert-status-changed-at"
-LABEL_FINGERPRINT = f"{API_GROUP}/fingerprint"
-LABEL_ALERTNAME = f"{API_GROUP}/alertname"
 _FINGERPRINT = re.compile(r"^[0-9a-f]{1,40}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 AlertStatus = Literal["firing", "resolved"]
-
-
-DRILL_ALERT_LABEL = "incident_operator_drill"
-"""The label a Drill's fireAlert puts on its alert (the Drill's name): the incident is a drill."""
 
 
 class Alert(BaseModel):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from incident_operator.api.models import Phase
 from incident_operator.core.alerts import alert_state
 from incident_operator.core.conditions import parse_time
 
@@ -27,9 +28,9 @@ def needs_loop(
     generation: int | None = None,
 ) -> bool:
     phase = status.get("phase")
-    if phase == "Closed":
+    if phase == Phase.CLOSED:
         return False
-    if phase != "Resolved" or spec.get("closed") or not status.get("settled"):
+    if phase != Phase.RESOLVED or spec.get("closed") or not status.get("settled"):
         return True
     if generation is not None and status.get("observedGeneration") != generation:
         return True

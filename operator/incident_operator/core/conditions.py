@@ -2,7 +2,7 @@
 
 `set_condition` updates a condition by `type`: `lastTransitionTime` changes only when `status`
 flips, `observedGeneration` is stamped, and the input list is never mutated. The clock is an
-argument. Condition types and their reasons are documented in `CONDITION_TYPES`.
+argument. Condition types and their reasons are `api.reasons` (documented in the API reference).
 """
 
 from __future__ import annotations
@@ -13,22 +13,6 @@ from typing import Any, Literal
 
 Status = Literal["True", "False", "Unknown"]
 ConditionDict = dict[str, Any]
-
-# Condition types of an Incident, with the reasons the operator uses (documented API).
-CONDITION_TYPES: dict[str, str] = {
-    "Acknowledged": "True once a commander is set (reason CommanderAssigned) or a playbook starts "
-    "(reason PlaybookStarted).",
-    "Mitigated": "True once the first mutating step succeeded (MitigationApplied).",
-    "Resolved": "True when health held after the stabilization window (Stabilized) or a human "
-    "declared a resolution (DeclaredByHuman).",
-    "ResponseTargetBreached": "True when acknowledgeBy passed without acknowledgement (AckDeadlinePassed); "
-    "it stays True after a late acknowledgement.",
-    "Reconciling": "True while automation works (StepRunning, AwaitingApproval, Monitoring); False when "
-    "it does not (Idle, Paused, CooldownActive, Stalled, Resolved, Closed).",
-    "Stalled": "True when automation cannot go on without a human: StepFailed (the message names the "
-    "step and why, e.g. a missing Deployment or Secret, or a guardrail), PlaybookNotFound, "
-    "NoMatchingPlaybook, InvalidPlaybook (changed during the run), HealthNotRestored.",
-}
 
 
 def format_time(moment: datetime) -> str:
@@ -72,9 +56,9 @@ def set_condition(
     result = [dict(c) for c in conditions or ()]
     existing = find_condition(result, type_)
     updated: ConditionDict = {
-        "type": type_,
+        "type": str(type_),  # plain strings, even from a StrEnum (api.reasons)
         "status": status,
-        "reason": reason,
+        "reason": str(reason),
         "message": message,
         "lastTransitionTime": format_time(now),
     }

@@ -15,12 +15,9 @@ from datetime import datetime, timedelta
 
 from cronsim import CronSim, CronSimError
 
-from incident_operator.api.keys import API_GROUP
+from incident_operator.api.keys import API_GROUP, DRILL_LABEL, REQUEST_ANNOTATION
 from incident_operator.api.models import DrillExpectations, DrillResult, DrillSpec, IncidentStatus
 
-REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
-"""`<RFC 3339 time>` or `<time> by <user>`: a run asked for by a person (the plugin writes it)."""
-DRILL_LABEL = f"{API_GROUP}/drill"
 MAX_RUNS = 20
 
 

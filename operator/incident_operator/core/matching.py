@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from incident_operator.api.models import IncidentSpec, Match, PlaybookSpec
+from incident_operator.api.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class Selection:
     """The chosen playbook, or why there is none (`reason` is a condition reason)."""
 
     playbook: Candidate | None
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -52,22 +53,26 @@ def select(
         wanted = incident.playbookRef.name
         for candidate in available:
             if candidate.name == wanted:
-                return Selection(candidate, "PlaybookSelected", f"playbook {wanted} (playbookRef)")
+                return Selection(candidate, Reason.PLAYBOOK_SELECTED, f"playbook {wanted} (playbookRef)")
         if wanted in invalid:
             return Selection(
-                None, "InvalidPlaybook", f"playbook {wanted} is Invalid and never runs: {invalid[wanted]}"
+                None,
+                Reason.INVALID_PLAYBOOK,
+                f"playbook {wanted} is Invalid and never runs: {invalid[wanted]}",
             )
-        return Selection(None, "PlaybookNotFound", f"playbookRef names {wanted}, which does not exist here")
+        return Selection(
+            None, Reason.PLAYBOOK_NOT_FOUND, f"playbookRef names {wanted}, which does not exist here"
+        )
     fitting = [c for c in available if matches(c.spec.match, incident)]
     if not fitting:
         skipped = f"; Invalid, not considered: {', '.join(sorted(invalid))}" if invalid else ""
         return Selection(
             None,
-            "NoMatchingPlaybook",
+            Reason.NO_MATCHING_PLAYBOOK,
             f"none of {len(available)} playbooks matches severity {incident.severity}, "
             f"category {incident.category}{skipped}",
         )
     best = sorted(fitting, key=lambda c: (-c.spec.priority, c.name))[0]
     return Selection(
-        best, "PlaybookSelected", f"playbook {best.name} (priority {best.spec.priority}, matched)"
+        best, Reason.PLAYBOOK_SELECTED, f"playbook {best.name} (priority {best.spec.priority}, matched)"
     )

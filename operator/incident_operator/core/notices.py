@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
+from incident_operator.api.reasons import Reason
 from incident_operator.core.planner import Record
 from incident_operator.settings.config import Channel, NotificationEvent, Notifications
 from incident_operator.settings.templates import render
@@ -57,18 +58,13 @@ class IncidentView:
         return self.effective or self.spec.severity
 
 
-def page_id_annotation(channel: str) -> str:
-    """Where the Statuspage incident id of a channel is kept on the Incident (survives restarts)."""
-    return f"incident-operator.dev/statuspage-{channel}"
-
-
 def notices(
     old: IncidentStatus, new: IncidentStatus, records: Sequence[Record], view: IncidentView
 ) -> list[Notice]:
     title = f"[{view.severity}] {view.spec.title} ({view.namespace}/{view.name})"
     found: list[Notice] = []
     reasons = {r.reason: r for r in records}
-    if "Detected" in reasons:
+    if Reason.DETECTED in reasons:
         found.append(Notice("opened", f"{title}: opened, {view.spec.category}"))
     elif (
         old.phase is not None
@@ -81,17 +77,17 @@ def notices(
         dict.fromkeys(c for e in (new.escalation.history if new.escalation else []) for c in e.channels)
     )
     for record in records:
-        if record.reason == "StepFailed":
+        if record.reason == Reason.STEP_FAILED:
             found.append(Notice("stepFailed", f"{title}: {record.message}"))
-        elif record.reason == "ResponseTargetBreached":
+        elif record.reason == Reason.RESPONSE_TARGET_BREACHED:
             found.append(
                 Notice("breached", f"{title}: not acknowledged within the {view.severity} response target")
             )
-        elif record.reason == "Escalated":
+        elif record.reason == Reason.ESCALATED:
             found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
-        elif record.reason == "Acknowledged" and record.actor != "incident-operator" and paged:
+        elif record.reason == Reason.ACKNOWLEDGED and record.actor != "incident-operator" and paged:
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
-        elif record.reason == "Resolved":
+        elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
     return found
 

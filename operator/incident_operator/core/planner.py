@@ -37,6 +37,7 @@ from incident_operator.api.models import (
     StepStatus,
     TimelineEntry,
 )
+from incident_operator.api.reasons import TIMELINE_ONLY, ConditionType, Reason
 from incident_operator.core import conditions as cond
 from incident_operator.core.matching import Selection
 from incident_operator.core.phases import Event, advance
@@ -87,20 +88,13 @@ class Level:
     channels: tuple[str, ...]
 
 
-TIMELINE_ONLY = frozenset({"StepStarted", "Monitoring", "Repeat"})
-"""Normal records kept in the timeline but not posted as Events: the start of a step is followed
-by its outcome's Event, Monitoring by Resolved (or a warning), and a repeat shows in
-`status.repeatOf`; so `kubectl describe` keeps one line per thing that happened, and
-`status.timeline` still has every entry."""
-
-
 def posts_event(record: Record) -> bool:
     """Whether a record is also posted as a Kubernetes Event (every warning and human action is;
     see TIMELINE_ONLY; the operator's own acknowledgement comes with PlaybookStarted and says the
     same thing)."""
     if record.warning or record.actor != "incident-operator":
         return True
-    if record.reason == "Acknowledged":
+    if record.reason == Reason.ACKNOWLEDGED:
         return False
     return record.reason not in TIMELINE_ONLY
 
@@ -286,10 +280,12 @@ def plan(inp: PlanInput) -> Decision:
         status.detectedAt = now
         status.acknowledgeBy = now + inp.response_target
         status.phase = Phase.DETECTED
-        b.record("Detected", f"{spec.severity} {spec.category} incident opened: {spec.title}")
+        b.record(Reason.DETECTED, f"{spec.severity} {spec.category} incident opened: {spec.title}")
         if inp.repeat_of:
             status.repeatOf = inp.repeat_of
-            b.record("Repeat", f"a repeat of incident {inp.repeat_of} (same alert or category, same targets)")
+            b.record(
+                Reason.REPEAT, f"a repeat of incident {inp.repeat_of} (same alert or category, same targets)"
+            )
 
     if b.phase is Phase.CLOSED:
         return b.decision()
@@ -298,35 +294,40 @@ def plan(inp: PlanInput) -> Decision:
         _skip_remaining(b, "the incident was closed before this step ran")
         status.closedAt = now
         b.advance(Event.CLOSED)
-        b.condition("Reconciling", "False", "Closed", "the incident is closed; it is read-only history")
-        b.record("Closed", "post-incident review done; the incident is closed", actor="human")
+        b.condition(
+            ConditionType.RECONCILING,
+            "False",
+            Reason.CLOSED,
+            "the incident is closed; it is read-only history",
+        )
+        b.record(Reason.CLOSED, "post-incident review done; the incident is closed", actor="human")
         if open_items:
             b.record(
-                "ClosedWithOpenActionItems",
+                Reason.CLOSED_WITH_OPEN_ACTION_ITEMS,
                 f"closed with open action items: {', '.join(open_items)}",
                 actor="human",
             )
         return b.decision()
 
-    if spec.commander and not b.is_true("Acknowledged"):
+    if spec.commander and not b.is_true(ConditionType.ACKNOWLEDGED):
         _acknowledge(
-            b, "CommanderAssigned", f"acknowledged by commander {spec.commander}", actor=spec.commander
+            b, Reason.COMMANDER_ASSIGNED, f"acknowledged by commander {spec.commander}", actor=spec.commander
         )
     _follow_roles(b)
 
     playbook = inp.selection.playbook.spec if inp.selection.playbook else None
-    if spec.resolution and not b.is_true("Resolved"):
+    if spec.resolution and not b.is_true(ConditionType.RESOLVED):
         _skip_remaining(b, "resolved by a human before this step finished")
         status.resolvedAt = now
         b.advance(Event.HUMAN_RESOLVED)
-        b.condition("Resolved", "True", "DeclaredByHuman", spec.resolution.summary)
-        b.condition("Reconciling", "False", "Resolved", "resolved by a human")
-        b.condition("Stalled", "False", "Resolved", "resolved")
-        b.record("Resolved", f"resolved by a human: {spec.resolution.summary}", actor="human")
+        b.condition(ConditionType.RESOLVED, "True", Reason.DECLARED_BY_HUMAN, spec.resolution.summary)
+        b.condition(ConditionType.RECONCILING, "False", Reason.RESOLVED, "resolved by a human")
+        b.condition(ConditionType.STALLED, "False", Reason.RESOLVED, "resolved")
+        b.record(Reason.RESOLVED, f"resolved by a human: {spec.resolution.summary}", actor="human")
 
     _follow_alert(b)
 
-    if b.is_true("Resolved"):
+    if b.is_true(ConditionType.RESOLVED):
         return _after_resolution(b, playbook)
 
     _check_response_target(b)
@@ -334,8 +335,8 @@ def plan(inp: PlanInput) -> Decision:
     _escalate_severity(b)
 
     if spec.paused:
-        if b.condition("Reconciling", "False", "Paused", "automation paused by spec.paused"):
-            b.record("Paused", "automation paused by spec.paused", actor="human")
+        if b.condition(ConditionType.RECONCILING, "False", Reason.PAUSED, "automation paused by spec.paused"):
+            b.record(Reason.PAUSED, "automation paused by spec.paused", actor="human")
         return b.decision()
 
     if status.playbook is None:
@@ -346,8 +347,8 @@ def plan(inp: PlanInput) -> Decision:
         or inp.selection.playbook.name != status.playbook.name
     ):
         message = f"playbook {status.playbook.name} disappeared during the run"
-        if b.condition("Stalled", "True", "PlaybookNotFound", message):
-            b.record("Stalled", message, warning=True)
+        if b.condition(ConditionType.STALLED, "True", Reason.PLAYBOOK_NOT_FOUND, message):
+            b.record(Reason.STALLED, message, warning=True)
         return b.decision()
     return _run_steps(b, playbook)
 
@@ -357,7 +358,7 @@ def check_deadlines(inp: PlanInput) -> Decision:
     minutes): the response target passing unacknowledged is recorded and escalated on time.
     Changes nothing else; the step's outcome is planned as usual when it comes."""
     b = _Builder(inp)
-    if b.phase in (Phase.RESOLVED, Phase.CLOSED) or b.is_true("Resolved"):
+    if b.phase in (Phase.RESOLVED, Phase.CLOSED) or b.is_true(ConditionType.RESOLVED):
         return b.decision()
     _check_response_target(b)
     _escalate(b)
@@ -381,9 +382,9 @@ def _follow_roles(b: _Builder) -> None:
             continue
         if new:
             was = f" (was {old})" if old else ""
-            b.record("RoleAssigned", f"{title}: {new}{was}", actor="human")
+            b.record(Reason.ROLE_ASSIGNED, f"{title}: {new}{was}", actor="human")
         else:
-            b.record("RoleAssigned", f"{title}: nobody (was {old})", actor="human")
+            b.record(Reason.ROLE_ASSIGNED, f"{title}: nobody (was {old})", actor="human")
     b.status.roles = wanted if wanted != Roles() else None
 
 
@@ -400,9 +401,11 @@ def _escalate_severity(b: _Builder) -> None:
     for rule in b.inp.severity_rules:
         if rule.source != current:
             continue
-        if rule.unless == "mitigated" and (status.mitigatedAt is not None or b.is_true("Mitigated")):
+        if rule.unless == "mitigated" and (
+            status.mitigatedAt is not None or b.is_true(ConditionType.MITIGATED)
+        ):
             continue
-        if rule.unless == "acknowledged" and b.is_true("Acknowledged"):
+        if rule.unless == "acknowledged" and b.is_true(ConditionType.ACKNOWLEDGED):
             continue
         due = since + rule.within
         if b.now < due:
@@ -415,12 +418,12 @@ def _escalate_severity(b: _Builder) -> None:
             SeverityChange(previous=current, severity=rule.target, at=b.now, reason=reason),
         ]
         target = b.inp.response_targets.get(rule.target)
-        if target is not None and not b.is_true("Acknowledged"):
+        if target is not None and not b.is_true(ConditionType.ACKNOWLEDGED):
             deadline = status.detectedAt + target
             status.acknowledgeBy = min(status.acknowledgeBy or deadline, deadline)
         if status.escalation is not None:
             status.escalation.level = 0  # the new severity's policy, from its first level
-        b.record("SeverityEscalated", f"{current} -> {rule.target}: {reason}", warning=True)
+        b.record(Reason.SEVERITY_ESCALATED, f"{current} -> {rule.target}: {reason}", warning=True)
         b.wake.append(b.now)
         return
 
@@ -432,7 +435,7 @@ def _follow_alert(b: _Builder) -> None:
         return
     if alert.status == "resolved" and status.alertResolvedAt is None:
         status.alertResolvedAt = alert.changed_at
-        b.record("AlertResolved", "the alert resolved", actor="alertmanager")
+        b.record(Reason.ALERT_RESOLVED, "the alert resolved", actor="alertmanager")
         return
     if (
         alert.status != "firing"
@@ -443,7 +446,7 @@ def _follow_alert(b: _Builder) -> None:
     status.alertResolvedAt = None
     status.settled = None
     if b.phase not in (Phase.MONITORING, Phase.RESOLVED) or b.inp.spec.resolution is not None:
-        b.record("AlertFiring", "the alert fired again", warning=True, actor="alertmanager")
+        b.record(Reason.ALERT_FIRING, "the alert fired again", warning=True, actor="alertmanager")
         return
     b.advance(Event.REFIRED)
     status.resolvedAt = None
@@ -452,9 +455,13 @@ def _follow_alert(b: _Builder) -> None:
         deleted = sum(len(step.pods or []) for step in status.playbook.steps)
         status.podsDeleted = (status.podsDeleted or 0) + deleted or None
     status.playbook = None  # the playbook runs again (its cooldown permitting); history stays in the timeline
-    b.condition("Resolved", "False", "Refired", "the alert fired again after it had resolved")
-    b.condition("Stalled", "False", "Refired", "reopened")
-    b.record("Refired", "the alert fired again: the incident is reopened", warning=True, actor="alertmanager")
+    b.condition(
+        ConditionType.RESOLVED, "False", Reason.REFIRED, "the alert fired again after it had resolved"
+    )
+    b.condition(ConditionType.STALLED, "False", Reason.REFIRED, "reopened")
+    b.record(
+        Reason.REFIRED, "the alert fired again: the incident is reopened", warning=True, actor="alertmanager"
+    )
 
 
 def _track_action_items(b: _Builder) -> list[str]:
@@ -464,7 +471,7 @@ def _track_action_items(b: _Builder) -> list[str]:
     if not items:
         if b.status.actionItems is not None:
             b.status.actionItems = None
-            b.condition("ActionItemsOpen", "False", "NoActionItems", "no action items")
+            b.condition(ConditionType.ACTION_ITEMS_OPEN, "False", Reason.NO_ACTION_ITEMS, "no action items")
         return []
     today = b.now.date()
     open_ids = [item.id for item in items if not item.done]
@@ -472,12 +479,14 @@ def _track_action_items(b: _Builder) -> list[str]:
     b.status.actionItems = ActionItemCounts(open=len(open_ids), overdue=len(overdue))
     if open_ids:
         message = f"{len(open_ids)} of {len(items)} open" + (f", {len(overdue)} overdue" if overdue else "")
-        b.condition("ActionItemsOpen", "True", "Overdue" if overdue else "Open", message)
+        b.condition(ConditionType.ACTION_ITEMS_OPEN, "True", Reason.OVERDUE if overdue else "Open", message)
         dues = [i.due for i in items if not i.done and i.due is not None and i.due >= today]
         if dues:  # wake when the next one becomes overdue
             b.wake.append(datetime.combine(min(dues) + timedelta(days=1), time.min, tzinfo=UTC))
     else:
-        b.condition("ActionItemsOpen", "False", "AllDone", f"all {len(items)} action items done")
+        b.condition(
+            ConditionType.ACTION_ITEMS_OPEN, "False", Reason.ALL_DONE, f"all {len(items)} action items done"
+        )
     return open_ids
 
 
@@ -494,15 +503,15 @@ def _skip_remaining(b: _Builder, message: str) -> None:
 def _acknowledge(b: _Builder, reason: str, message: str, actor: str = "incident-operator") -> None:
     b.status.acknowledgedAt = b.now
     b.advance(Event.ACKNOWLEDGED)
-    b.condition("Acknowledged", "True", reason, message)  # a breach, if any, stays recorded
-    b.record("Acknowledged", message, actor=actor)
+    b.condition(ConditionType.ACKNOWLEDGED, "True", reason, message)  # a breach, if any, stays recorded
+    b.record(Reason.ACKNOWLEDGED, message, actor=actor)
 
 
 def _escalate(b: _Builder) -> None:
     """Reach each escalation level whose time has come while no person has acknowledged: record
     it (status.escalation, a timeline entry whose notice goes to the level's channels) once."""
     status, levels = b.status, b.inp.escalation
-    if not levels or b.is_true("Acknowledged") or status.detectedAt is None:
+    if not levels or b.is_true(ConditionType.ACKNOWLEDGED) or status.detectedAt is None:
         return
     reached = status.escalation.level if status.escalation is not None else 0
     for number, level in enumerate(levels[reached:], start=reached + 1):
@@ -518,7 +527,7 @@ def _escalate(b: _Builder) -> None:
         status.escalation = escalation
         status.escalations = (status.escalations or 0) + 1
         b.record(
-            "Escalated",
+            Reason.ESCALATED,
             f"level {number} of {len(levels)}: {', '.join(level.channels)} (no person has acknowledged)",
             warning=True,
             channels=level.channels,
@@ -527,18 +536,18 @@ def _escalate(b: _Builder) -> None:
 
 def _check_response_target(b: _Builder) -> None:
     status = b.status
-    if b.is_true("Acknowledged") or status.acknowledgeBy is None:
+    if b.is_true(ConditionType.ACKNOWLEDGED) or status.acknowledgeBy is None:
         return
     if b.now >= status.acknowledgeBy:
         if b.condition(
-            "ResponseTargetBreached",
+            ConditionType.RESPONSE_TARGET_BREACHED,
             "True",
-            "AckDeadlinePassed",
+            Reason.ACK_DEADLINE_PASSED,
             f"not acknowledged by {cond.format_time(status.acknowledgeBy)} "
             f"({effective_severity(b.inp.spec, status)} response target)",
         ):
             severity = effective_severity(b.inp.spec, status)
-            b.record("ResponseTargetBreached", f"{severity} response target missed", warning=True)
+            b.record(Reason.RESPONSE_TARGET_BREACHED, f"{severity} response target missed", warning=True)
     else:
         b.wake.append(status.acknowledgeBy)
 
@@ -546,13 +555,13 @@ def _check_response_target(b: _Builder) -> None:
 def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
     selection = b.inp.selection
     if playbook is None or selection.playbook is None:
-        if b.condition("Stalled", "True", selection.reason, selection.message):
+        if b.condition(ConditionType.STALLED, "True", selection.reason, selection.message):
             b.record(
-                "Stalled",
+                Reason.STALLED,
                 selection.message,
-                warning=selection.reason in ("PlaybookNotFound", "InvalidPlaybook"),
+                warning=selection.reason in (Reason.PLAYBOOK_NOT_FOUND, Reason.INVALID_PLAYBOOK),
             )
-        b.condition("Reconciling", "False", "Idle", selection.message)
+        b.condition(ConditionType.RECONCILING, "False", Reason.IDLE, selection.message)
         return b.decision()
     if b.inp.cooldown_until is not None and b.now < b.inp.cooldown_until:
         holder = f" (incident {b.inp.cooldown_holder})" if b.inp.cooldown_holder else ""
@@ -560,8 +569,8 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
             f"playbook {selection.playbook.name} ran on the same target recently{holder}; "
             f"cooldown until {cond.format_time(b.inp.cooldown_until)}"
         )
-        if b.condition("Reconciling", "False", "CooldownActive", message):
-            b.record("CooldownActive", message)
+        if b.condition(ConditionType.RECONCILING, "False", Reason.COOLDOWN_ACTIVE, message):
+            b.record(Reason.COOLDOWN_ACTIVE, message)
         b.wake.append(b.inp.cooldown_until)
         return b.decision()
     if _forbidden(b):
@@ -572,11 +581,15 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
         runId=f"r{b.status.runs}",
         steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps],
     )
-    if b.reason_of("Stalled") in ("NoMatchingPlaybook", "PlaybookNotFound", "InvalidPlaybook"):
-        b.condition("Stalled", "False", "PlaybookSelected", selection.message)
-    b.record("PlaybookStarted", selection.message, counter="runs")
-    if b.inp.automation_acknowledges and not b.is_true("Acknowledged"):
-        _acknowledge(b, "PlaybookStarted", f"acknowledged: playbook {selection.playbook.name} started")
+    if b.reason_of(ConditionType.STALLED) in (
+        Reason.NO_MATCHING_PLAYBOOK,
+        Reason.PLAYBOOK_NOT_FOUND,
+        Reason.INVALID_PLAYBOOK,
+    ):
+        b.condition(ConditionType.STALLED, "False", Reason.PLAYBOOK_SELECTED, selection.message)
+    b.record(Reason.PLAYBOOK_STARTED, selection.message, counter="runs")
+    if b.inp.automation_acknowledges and not b.is_true(ConditionType.ACKNOWLEDGED):
+        _acknowledge(b, Reason.PLAYBOOK_STARTED, f"acknowledged: playbook {selection.playbook.name} started")
     return _run_steps(b, playbook)
 
 
@@ -588,8 +601,8 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
         step = by_name.get(step_status.name)
         if step is None:
             message = f"step {step_status.name} was removed from playbook {progress.name} during the run"
-            if b.condition("Stalled", "True", "InvalidPlaybook", message):
-                b.record("Stalled", message, warning=True)
+            if b.condition(ConditionType.STALLED, "True", Reason.INVALID_PLAYBOOK, message):
+                b.record(Reason.STALLED, message, warning=True)
             return b.decision()
         state = step_status.state
         if state in (StepState.SUCCEEDED, StepState.SKIPPED):
@@ -598,9 +611,9 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
             if step.continueOnFailure or _failure_handled(playbook, step.name):
                 continue
             message = f"step {step.name} failed: {step_status.message}"
-            if b.condition("Stalled", "True", "StepFailed", message):
-                b.record("Stalled", message, warning=True, counter="failed")
-            b.condition("Reconciling", "False", "Stalled", message)
+            if b.condition(ConditionType.STALLED, "True", Reason.STEP_FAILED, message):
+                b.record(Reason.STALLED, message, warning=True, counter="failed")
+            b.condition(ConditionType.RECONCILING, "False", Reason.STALLED, message)
             return b.decision()
         if state is StepState.RUNNING:
             return b.decision(Intent("run-step", index))
@@ -608,7 +621,7 @@ def _run_steps(b: _Builder, playbook: PlaybookSpec) -> Decision:
             step_status.state = StepState.SKIPPED
             step_status.finishedAt = b.now
             step_status.message = _skip_reason(step, progress.steps)
-            b.record("StepSkipped", f"step {step.name} skipped: {step_status.message}")
+            b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {step_status.message}")
             continue
         return _start_step(b, index, step, step_status)
     return _monitor(b, playbook)
@@ -643,9 +656,15 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
         if step_status.state is not StepState.AWAITING_APPROVAL:
             step_status.state = StepState.AWAITING_APPROVAL
             b.record(
-                "AwaitingApproval", f"step {step.name} ({step.action}) waits for approval in spec.approvals"
+                Reason.AWAITING_APPROVAL,
+                f"step {step.name} ({step.action}) waits for approval in spec.approvals",
             )
-        b.condition("Reconciling", "True", "AwaitingApproval", f"step {step.name} waits for approval")
+        b.condition(
+            ConditionType.RECONCILING,
+            "True",
+            Reason.AWAITING_APPROVAL,
+            f"step {step.name} waits for approval",
+        )
         return b.decision()
     if step_status.attempts > 0 and step_status.finishedAt is not None:
         retry_at = step_status.finishedAt + backoff(step_status.attempts)
@@ -655,16 +674,18 @@ def _start_step(b: _Builder, index: int, step: Step, step_status: StepStatus) ->
     if _forbidden(b):
         return b.decision()
     if approval is not None and step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
-        b.record("Approved", f"step {step.name} approved by {approval.by}", actor=approval.by)
+        b.record(Reason.APPROVED, f"step {step.name} approved by {approval.by}", actor=approval.by)
     step_status.state = StepState.RUNNING
     step_status.attempts += 1
     step_status.startedAt = b.now
     step_status.finishedAt = None
     step_status.message = None
     b.advance(Event.MUTATING_STEP if step.mutates else Event.DIAGNOSTIC_STEP)
-    b.condition("Reconciling", "True", "StepRunning", f"step {step.name} ({step.action}) running")
+    b.condition(
+        ConditionType.RECONCILING, "True", Reason.STEP_RUNNING, f"step {step.name} ({step.action}) running"
+    )
     attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
-    b.record("StepStarted", f"step {step.name}: {step.action} started{attempt}")
+    b.record(Reason.STEP_STARTED, f"step {step.name}: {step.action} started{attempt}")
     return b.decision(Intent("run-step", index))
 
 
@@ -676,13 +697,18 @@ def _forbidden(b: _Builder) -> bool:
     """
     message = b.inp.forbidden
     if message is None:
-        if b.reason_of("Stalled") == "Forbidden":
-            b.condition("Stalled", "False", "AccessGranted", "the operator may act in this namespace now")
-            b.record("AccessGranted", "the namespace opted in: remediation proceeds")
+        if b.reason_of(ConditionType.STALLED) == Reason.FORBIDDEN:
+            b.condition(
+                ConditionType.STALLED,
+                "False",
+                Reason.ACCESS_GRANTED,
+                "the operator may act in this namespace now",
+            )
+            b.record(Reason.ACCESS_GRANTED, "the namespace opted in: remediation proceeds")
         return False
-    if b.condition("Stalled", "True", "Forbidden", message):
-        b.record("Stalled", message, warning=True)
-    b.condition("Reconciling", "False", "Forbidden", message)
+    if b.condition(ConditionType.STALLED, "True", Reason.FORBIDDEN, message):
+        b.record(Reason.STALLED, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", Reason.FORBIDDEN, message)
     b.wake.append(b.now + b.inp.access_recheck)
     return True
 
@@ -693,21 +719,26 @@ def _monitor(b: _Builder, playbook: PlaybookSpec) -> Decision:
         status.monitoringSince = b.now
         b.advance(Event.STEPS_DONE)
         b.condition(
-            "Reconciling",
+            ConditionType.RECONCILING,
             "True",
-            "Monitoring",
+            Reason.MONITORING,
             f"all steps done; monitoring for {playbook.stabilizationSeconds}s",
         )
-        b.record("Monitoring", f"all steps done; monitoring for {playbook.stabilizationSeconds}s")
+        b.record(Reason.MONITORING, f"all steps done; monitoring for {playbook.stabilizationSeconds}s")
     if b.inp.alert is not None and status.alertResolvedAt is None:
-        b.condition("Reconciling", "True", "Monitoring", "all steps done; waiting for the alert to resolve")
+        b.condition(
+            ConditionType.RECONCILING,
+            "True",
+            Reason.MONITORING,
+            "all steps done; waiting for the alert to resolve",
+        )
         return b.decision()  # the intake's annotation change wakes the loop
     start = max(status.monitoringSince, status.alertResolvedAt or status.monitoringSince)
     until = start + timedelta(seconds=playbook.stabilizationSeconds)
     if b.now < until:
         b.wake.append(until)
         return b.decision()
-    if b.reason_of("Stalled") == "HealthNotRestored":
+    if b.reason_of(ConditionType.STALLED) == Reason.HEALTH_NOT_RESTORED:
         return b.decision()
     return b.decision(Intent("verify-health"))
 
@@ -748,7 +779,7 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
     if intent.kind == "revert-scale":
         step_status.reverted = True
         b.record(
-            "ScaleReverted" if outcome.ok else "ScaleRevertFailed",
+            Reason.SCALE_REVERTED if outcome.ok else Reason.SCALE_REVERT_FAILED,
             f"step {step.name}: {outcome.message}",
             warning=not outcome.ok,
         )
@@ -757,20 +788,23 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
     step_status.message = outcome.message
     if outcome.ok:
         step_status.state = StepState.SUCCEEDED
-        b.record("StepSucceeded", f"step {step.name}: {outcome.message}")
-        if step.mutates and not b.is_true("Mitigated"):
+        b.record(Reason.STEP_SUCCEEDED, f"step {step.name}: {outcome.message}")
+        if step.mutates and not b.is_true(ConditionType.MITIGATED):
             b.status.mitigatedAt = b.now
             b.condition(
-                "Mitigated", "True", "MitigationApplied", f"step {step.name} ({step.action}) succeeded"
+                ConditionType.MITIGATED,
+                "True",
+                Reason.MITIGATION_APPLIED,
+                f"step {step.name} ({step.action}) succeeded",
             )
         return b.decision()
     if step_status.attempts < 1 + step.retries:
         step_status.state = StepState.PENDING
         tries = f"attempt {step_status.attempts} of {1 + step.retries}"
-        b.record("StepRetrying", f"step {step.name}: {tries} failed: {outcome.message}", warning=True)
+        b.record(Reason.STEP_RETRYING, f"step {step.name}: {tries} failed: {outcome.message}", warning=True)
         return b.decision()
     step_status.state = StepState.FAILED
-    b.record("StepFailed", f"step {step.name} failed: {outcome.message}", warning=True)
+    b.record(Reason.STEP_FAILED, f"step {step.name} failed: {outcome.message}", warning=True)
     return b.decision()
 
 
@@ -778,20 +812,24 @@ def _complete_health(b: _Builder, outcome: Outcome) -> Decision:
     if outcome.ok:
         b.status.resolvedAt = b.now
         b.advance(Event.STABILIZED)
-        b.condition("Resolved", "True", "Stabilized", outcome.message)
-        b.condition("Reconciling", "False", "Resolved", "health held for the stabilization window")
-        b.record("Resolved", f"resolved: {outcome.message}", counter="succeeded")
+        b.condition(ConditionType.RESOLVED, "True", Reason.STABILIZED, outcome.message)
+        b.condition(
+            ConditionType.RECONCILING, "False", Reason.RESOLVED, "health held for the stabilization window"
+        )
+        b.record(Reason.RESOLVED, f"resolved: {outcome.message}", counter="succeeded")
         return b.decision()
     since = b.status.monitoringSince or b.now
     playbook_window = b.inp.selection.playbook.spec.stabilizationSeconds if b.inp.selection.playbook else 0
     give_up = since + timedelta(seconds=playbook_window + HEALTH_GRACE_S)
     if b.now < give_up:
-        b.condition("Reconciling", "True", "Monitoring", f"waiting for health: {outcome.message}")
+        b.condition(
+            ConditionType.RECONCILING, "True", Reason.MONITORING, f"waiting for health: {outcome.message}"
+        )
         b.wake.append(b.now + timedelta(seconds=HEALTH_RECHECK_S))
         return b.decision()
     message = f"health not restored {HEALTH_GRACE_S}s after the stabilization window: {outcome.message}"
-    if b.condition("Stalled", "True", "HealthNotRestored", message):
-        b.record("Stalled", message, warning=True, counter="failed")
+    if b.condition(ConditionType.STALLED, "True", Reason.HEALTH_NOT_RESTORED, message):
+        b.record(Reason.STALLED, message, warning=True, counter="failed")
     return b.decision()
 
 

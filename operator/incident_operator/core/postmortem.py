@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, Phase, Roles
+from incident_operator.api.reasons import ConditionType
 from incident_operator.core.conditions import format_time
 
 SEVERITY_NAMES = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
@@ -122,7 +123,7 @@ def render(namespace: str, name: str, spec: IncidentSpec, status: IncidentStatus
         lines.append(f"- **Acknowledged**: {_time(status.acknowledgedAt)}{by}")
     else:
         lines.append("- **Acknowledged**: not acknowledged by a person")
-    breached = _condition_message(status, "ResponseTargetBreached")
+    breached = _condition_message(status, ConditionType.RESPONSE_TARGET_BREACHED)
     target = f"acknowledge by {_time(status.acknowledgeBy)}"
     lines.append(f"- **Response target**: {target}: " + (f"missed ({breached})" if breached else "met"))
     if status.escalations:

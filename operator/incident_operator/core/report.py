@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus
+from incident_operator.api.reasons import ConditionType
 from incident_operator.core.conditions import parse_time
 from incident_operator.core.postmortem import SEVERITY_NAMES, duration
 
@@ -127,7 +128,10 @@ def _is_drill(spec: IncidentSpec) -> bool:
 
 
 def _breached(status: IncidentStatus) -> bool:
-    return any(c.type == "ResponseTargetBreached" and c.status == "True" for c in status.conditions or [])
+    return any(
+        c.type == ConditionType.RESPONSE_TARGET_BREACHED and c.status == "True"
+        for c in status.conditions or []
+    )
 
 
 def build(

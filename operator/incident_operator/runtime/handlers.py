@@ -18,7 +18,8 @@ import kopf
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews
 from incident_operator.adapters.runledger import RunRecorder
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, FINALIZER, KOPF_ANNOTATION_PREFIX
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.controllers.drills import DrillLoop
 from incident_operator.controllers.engine import (
     IncidentLoop,
@@ -32,9 +33,6 @@ from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core import conditions, repeats, validation
 from incident_operator.core.planner import Record
-
-ANNOTATION_PREFIX = API_GROUP
-FINALIZER = f"{API_GROUP}/finalizer"
 
 # Watches are re-established at least this often, so a silently broken connection heals.
 WATCH_SERVER_TIMEOUT_S = 300
@@ -54,9 +52,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.networking.connect_timeout = CONNECT_TIMEOUT_S
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+        prefix=KOPF_ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
@@ -203,19 +201,31 @@ async def playbook_changed(
     if found:
         message = "; ".join(found)
         updated = conditions.set_condition(
-            current, "Invalid", "True", "InvalidSpec", message, generation=generation, now=now
+            current,
+            ConditionType.INVALID,
+            "True",
+            Reason.INVALID_SPEC,
+            message,
+            generation=generation,
+            now=now,
         )
         updated = conditions.set_condition(
-            updated, "Ready", "False", "InvalidSpec", message, generation=generation, now=now
+            updated,
+            ConditionType.READY,
+            "False",
+            Reason.INVALID_SPEC,
+            message,
+            generation=generation,
+            now=now,
         )
     else:
         notes = validation.advice(spec) if spec else []
         message = "; ".join(notes) or "valid"
         updated = conditions.set_condition(
-            current, "Invalid", "False", "Valid", "valid", generation=generation, now=now
+            current, ConditionType.INVALID, "False", "Valid", "valid", generation=generation, now=now
         )
         updated = conditions.set_condition(
-            updated, "Ready", "True", "Valid", message, generation=generation, now=now
+            updated, ConditionType.READY, "True", "Valid", message, generation=generation, now=now
         )
     steps = len(spec.steps) if spec else len((body.get("spec") or {}).get("steps") or [])
     if status.get("observedGeneration") == generation and updated == current and status.get("steps") == steps:
@@ -227,7 +237,7 @@ async def playbook_changed(
     except Exception as exc:  # a transient failure is retried on the next event
         logger.warning("playbook %s/%s: could not write status: %s", namespace, name, exc)
         return
-    if found and not conditions.is_true(current, "Invalid"):
+    if found and not conditions.is_true(current, ConditionType.INVALID):
         kopf.event(body, type="Warning", reason="Invalid", message=message)
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from incident_operator.api.keys import DEFAULT_LEASE_NAME
 from incident_operator.api.models import Category, Severity
 from incident_operator.settings import templates
 from incident_operator.settings.egress import EgressPolicy
@@ -237,7 +238,7 @@ class LeaderElection(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    leaseName: str = Field(default="incident-operator", min_length=1)
+    leaseName: str = Field(default=DEFAULT_LEASE_NAME, min_length=1)
     namespace: str | None = None
     """Namespace of the Lease; default: the pod's own namespace, else `incident-operator`."""
     leaseDurationSeconds: int = Field(default=15, ge=2, le=300)

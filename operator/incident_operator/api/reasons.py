@@ -1,0 +1,169 @@
+"""Every condition type and every reason the operator writes (conditions, timeline entries, Events).
+
+One place for the words of the API: the planner and the controllers produce these members, the
+notifier and the reports match them, and the API reference (`docs/reference/api.md`) lists them
+with their descriptions. A `StrEnum` member *is* its string, so the objects written to the API are
+the same as before; what changes is that a typo is a NameError, not a silently dead branch.
+Pure: imports nothing.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    """`status.conditions[].type` of the three kinds."""
+
+    # Incident
+    ACKNOWLEDGED = "Acknowledged"
+    MITIGATED = "Mitigated"
+    RESOLVED = "Resolved"
+    RESPONSE_TARGET_BREACHED = "ResponseTargetBreached"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
+    ACTION_ITEMS_OPEN = "ActionItemsOpen"
+    # Playbook and Drill
+    READY = "Ready"
+    INVALID = "Invalid"
+
+
+CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
+    ConditionType.ACKNOWLEDGED: "True once a commander is set (CommanderAssigned) or a playbook starts "
+    "(PlaybookStarted).",
+    ConditionType.MITIGATED: "True once the first mutating step succeeded (MitigationApplied).",
+    ConditionType.RESOLVED: "True when health held after the stabilization window (Stabilized) or a human "
+    "declared a resolution (DeclaredByHuman); False again when the alert re-fires (Refired).",
+    ConditionType.RESPONSE_TARGET_BREACHED: "True when acknowledgeBy passed without acknowledgement "
+    "(AckDeadlinePassed); it stays True after a late acknowledgement.",
+    ConditionType.RECONCILING: "True while automation works (StepRunning, AwaitingApproval, Monitoring); "
+    "False when it does not (Idle, Paused, CooldownActive, Forbidden, Stalled, Resolved, Closed).",
+    ConditionType.STALLED: "True when automation cannot go on without a human: StepFailed (the message names "
+    "the step and why), PlaybookNotFound, NoMatchingPlaybook, InvalidPlaybook, HealthNotRestored, Forbidden.",
+    ConditionType.ACTION_ITEMS_OPEN: "Post-mortem action items: True while some are open (Open, Overdue), "
+    "False when there are none (NoActionItems) or all are done (AllDone).",
+    ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
+    "InvalidSchedule when it cannot run.",
+    ConditionType.INVALID: "Playbook: True (InvalidSpec) when validation found problems; it never runs.",
+}
+
+
+class Reason(StrEnum):
+    """Reasons of conditions, timeline entries (`status.timeline[].reason`) and Events."""
+
+    # the incident's life
+    DETECTED = "Detected"
+    REPEAT = "Repeat"
+    ACKNOWLEDGED = "Acknowledged"
+    COMMANDER_ASSIGNED = "CommanderAssigned"
+    ROLE_ASSIGNED = "RoleAssigned"
+    SEVERITY_ESCALATED = "SeverityEscalated"
+    ESCALATED = "Escalated"
+    RESPONSE_TARGET_BREACHED = "ResponseTargetBreached"
+    ACK_DEADLINE_PASSED = "AckDeadlinePassed"
+    PAUSED = "Paused"
+    RESOLVED = "Resolved"
+    DECLARED_BY_HUMAN = "DeclaredByHuman"
+    STABILIZED = "Stabilized"
+    CLOSED = "Closed"
+    CLOSED_WITH_OPEN_ACTION_ITEMS = "ClosedWithOpenActionItems"
+    SUMMARY = "Summary"
+    # alerts
+    ALERT_RESOLVED = "AlertResolved"
+    ALERT_FIRING = "AlertFiring"
+    REFIRED = "Refired"
+    # playbooks and steps
+    PLAYBOOK_SELECTED = "PlaybookSelected"
+    PLAYBOOK_STARTED = "PlaybookStarted"
+    PLAYBOOK_NOT_FOUND = "PlaybookNotFound"
+    NO_MATCHING_PLAYBOOK = "NoMatchingPlaybook"
+    INVALID_PLAYBOOK = "InvalidPlaybook"
+    IDLE = "Idle"
+    COOLDOWN_ACTIVE = "CooldownActive"
+    FORBIDDEN = "Forbidden"
+    ACCESS_GRANTED = "AccessGranted"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    APPROVED = "Approved"
+    STEP_RUNNING = "StepRunning"
+    STEP_STARTED = "StepStarted"
+    STEP_SUCCEEDED = "StepSucceeded"
+    STEP_FAILED = "StepFailed"
+    STEP_RETRYING = "StepRetrying"
+    STEP_SKIPPED = "StepSkipped"
+    MITIGATION_APPLIED = "MitigationApplied"
+    MONITORING = "Monitoring"
+    HEALTH_NOT_RESTORED = "HealthNotRestored"
+    STALLED = "Stalled"
+    SCALE_REVERTED = "ScaleReverted"
+    SCALE_REVERT_FAILED = "ScaleRevertFailed"
+    # after the incident
+    NO_ACTION_ITEMS = "NoActionItems"
+    OPEN = "Open"
+    OVERDUE = "Overdue"
+    ALL_DONE = "AllDone"
+    POSTMORTEM_NOT_WRITTEN = "PostmortemNotWritten"
+    NOTIFICATION_FAILED = "NotificationFailed"
+    # objects the operator cannot use
+    INVALID_SPEC = "InvalidSpec"
+    INVALID_SCHEDULE = "InvalidSchedule"
+
+
+REASON_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.DETECTED: "The incident was opened (timeline, Event).",
+    Reason.REPEAT: "The incident repeats an earlier one (same alert or category, same targets); "
+    "timeline only, see status.repeatOf.",
+    Reason.ACKNOWLEDGED: "Someone or something acknowledged the incident (timeline; condition Acknowledged).",
+    Reason.COMMANDER_ASSIGNED: "Acknowledged because spec.commander was set.",
+    Reason.ROLE_ASSIGNED: "A response role (spec.roles) changed.",
+    Reason.SEVERITY_ESCALATED: "A severityEscalation rule raised the effective severity (warning).",
+    Reason.ESCALATED: "An escalation level was paged because nobody acknowledged in time.",
+    Reason.RESPONSE_TARGET_BREACHED: "The acknowledgement deadline passed (warning; also a condition type).",
+    Reason.ACK_DEADLINE_PASSED: "Condition reason of ResponseTargetBreached.",
+    Reason.PAUSED: "spec.paused stopped automation.",
+    Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
+    Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
+    Reason.STABILIZED: "Resolved because health held through the stabilization window.",
+    Reason.CLOSED: "The post-incident review is done; the incident is read-only history.",
+    Reason.CLOSED_WITH_OPEN_ACTION_ITEMS: "Closed while post-mortem action items were still open (warning).",
+    Reason.SUMMARY: "Older timeline entries were summarised to keep the status bounded.",
+    Reason.ALERT_RESOLVED: "The alert that opened the incident resolved.",
+    Reason.ALERT_FIRING: "The alert fired again (warning).",
+    Reason.REFIRED: "The alert fired again after the incident had resolved: it is reopened (warning).",
+    Reason.PLAYBOOK_SELECTED: "Condition reason: a playbook was chosen (by playbookRef or by matching).",
+    Reason.PLAYBOOK_STARTED: "A playbook run started; also acknowledges when automation acknowledges.",
+    Reason.PLAYBOOK_NOT_FOUND: "spec.playbookRef names a Playbook that does not exist (warning).",
+    Reason.NO_MATCHING_PLAYBOOK: "No Playbook of the namespace matches the incident.",
+    Reason.INVALID_PLAYBOOK: "The chosen Playbook is Invalid, or became invalid during the run (warning).",
+    Reason.IDLE: "Condition reason of Reconciling: nothing to run.",
+    Reason.COOLDOWN_ACTIVE: "The playbook ran on these targets too recently (cooldownSeconds).",
+    Reason.FORBIDDEN: "The operator may not act in the namespace (no remediator RoleBinding) (warning).",
+    Reason.ACCESS_GRANTED: "The namespace opted in since: remediation proceeds.",
+    Reason.AWAITING_APPROVAL: "A step waits for a matching entry in spec.approvals.",
+    Reason.APPROVED: "A step was approved (spec.approvals).",
+    Reason.STEP_RUNNING: "Condition reason of Reconciling: a step runs.",
+    Reason.STEP_STARTED: "A step started (timeline only; its outcome is the Event).",
+    Reason.STEP_SUCCEEDED: "A step succeeded.",
+    Reason.STEP_FAILED: "A step failed and has no retries left (warning).",
+    Reason.STEP_RETRYING: "A step failed and will be retried (warning).",
+    Reason.STEP_SKIPPED: "A step's `when` did not hold, so it was skipped.",
+    Reason.MITIGATION_APPLIED: "Condition reason of Mitigated: the first mutating step succeeded.",
+    Reason.MONITORING: "All steps done; health is watched through the stabilization window (timeline only).",
+    Reason.HEALTH_NOT_RESTORED: "Health did not hold after the steps (warning).",
+    Reason.STALLED: "Automation cannot go on without a human (warning).",
+    Reason.SCALE_REVERTED: "A scale step was reverted after the incident resolved (revertOnResolve).",
+    Reason.SCALE_REVERT_FAILED: "Reverting a scale step failed (warning).",
+    Reason.NO_ACTION_ITEMS: "Condition reason of ActionItemsOpen: the post-mortem has no action items.",
+    Reason.OPEN: "Condition reason of ActionItemsOpen: some action items are open.",
+    Reason.OVERDUE: "Condition reason of ActionItemsOpen: some open action item is past its due date.",
+    Reason.ALL_DONE: "Condition reason of ActionItemsOpen: every action item is done.",
+    Reason.POSTMORTEM_NOT_WRITTEN: "The post-mortem ConfigMap could not be written (warning).",
+    Reason.NOTIFICATION_FAILED: "A notice could not be delivered to a channel (warning).",
+    Reason.INVALID_SPEC: "The object's spec is invalid: it is never acted on (warning).",
+    Reason.INVALID_SCHEDULE: "A Drill's schedule cannot be parsed.",
+}
+
+TIMELINE_ONLY: frozenset[Reason] = frozenset({Reason.STEP_STARTED, Reason.MONITORING, Reason.REPEAT})
+"""Normal records kept in the timeline but not posted as Events: the start of a step is followed
+by its outcome's Event, Monitoring by Resolved (or a warning), and a repeat shows in
+`status.repeatOf`; so `kubectl describe` keeps one line per thing that happened, and
+`status.timeline` still has every entry."""
