@@ -45,7 +45,7 @@ PROFILE = os.environ.get("BENCH_MEMORY_PROFILE") == "1"
 
 def profile_env(work: Path) -> dict[str, str]:
     """With BENCH_MEMORY_PROFILE=1 the operator traces its allocations and writes where its heap
-    is when it exits (docs/memory-profile.txt); BENCHMARKS.md is left alone on such a run."""
+    is when it exits (docs/operations/memory-profile.txt); BENCHMARKS.md is left alone on such a run."""
     if not PROFILE:
         return {}
     return {"PYTHONTRACEMALLOC": "1", "INCIDENT_OPERATOR_MEMORY_REPORT": str(work / "memory.txt")}
@@ -305,7 +305,7 @@ def main() -> int:
             # tracemalloc slows everything and costs memory itself: keep the profile, not the figures.
             profile = work / "memory.txt"
             wait(profile.exists, 60, "the operator's memory report")
-            (ROOT / "docs" / "memory-profile.txt").write_text(
+            (ROOT / "docs" / "operations" / "memory-profile.txt").write_text(
                 f"BENCH_MEMORY_PROFILE=1 make bench, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
                 f"after the standing load (sizes {os.environ.get('BENCH_SIZES', '1000,3000,10000')})\n\n"
                 + profile.read_text()
@@ -506,7 +506,7 @@ mean {statistics.mean(writes):.1f}, min {min(writes)}, max {max(writes)} writes 
 {per_kind}
 
 Where the writes go (18 per incident before 2026-11-27; what changed, and why nothing users rely
-on was lost, is in docs/SCALE.md): Events for Detected, PlaybookStarted, StepSucceeded and
+on was lost, is in docs/operations/scale.md): Events for Detected, PlaybookStarted, StepSucceeded and
 Resolved (the start of a step and Monitoring stay timeline entries: their outcome has an Event);
 incident status patches: the scale decision persisted before scaling (with the run's start), then
 the outcome together with Monitoring, Resolved and settled when health holds at once (one more

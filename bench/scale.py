@@ -246,8 +246,9 @@ def render(standing_results: list[dict[str, float]], burst_result: dict[str, flo
 ![RSS and idle CPU against incidents; burst resolve time]({chart_name})
 
 Where the time and memory go, and what the goals not met yet would need:
-[docs/SCALE.md](docs/SCALE.md), with the allocation profile at 10,000 incidents in
-[docs/memory-profile.txt](docs/memory-profile.txt) (`BENCH_MEMORY_PROFILE=1 make bench`).
+[docs/operations/scale.md](docs/operations/scale.md), with the allocation profile at 10,000
+incidents in [docs/operations/memory-profile.txt](docs/operations/memory-profile.txt)
+(`BENCH_MEMORY_PROFILE=1 make bench`).
 
 **Burst.** {BURST} incidents created at once by {THREADS} client threads, each with a one-step
 `waitReady` playbook (`stabilizationSeconds: 0`): the client needed {burst_result["created_s"]:.1f} s

@@ -606,7 +606,7 @@ def create_namespace(cluster: Cluster, name: str, *, opt_in: bool) -> None:
 
 
 def opt_in_namespace(cluster: Cluster, name: str) -> None:
-    """Exactly the README's (and `make opt-in`'s) one-liner."""
+    """Exactly the one-liner of docs/operations/install.md (and `make opt-in`)."""
     cluster.run_kubectl(
         "create",
         "rolebinding",

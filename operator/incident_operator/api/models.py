@@ -1,7 +1,7 @@
 """The API of incident-operator as pydantic models: the single source of the CRD schemas.
 
 Pure: imports neither kopf nor a Kubernetes client. Field names are the wire names (camelCase)
-of group `incident-operator.dev`, version `v1alpha1` (see DESIGN.md). `crdgen` turns these
+of group `incident-operator.dev`, version `v1alpha1` (see docs/design/DESIGN.md). `crdgen` turns these
 models into `crds/*.yaml`; a unit test fails when the committed CRDs drift from them.
 """
 
