@@ -161,3 +161,12 @@ def test_the_derived_sets() -> None:
     for key in TARGET_ACTIONS:  # their parameters carry a workload target
         assert "target" in ACTIONS[key].params.model_fields, key
     assert TargetAction.model_fields["target"].is_required()
+
+
+def test_the_actions_reference_has_one_row_per_action_and_says_which_mutate() -> None:
+    text = (ROOT / "docs" / "reference" / "actions.md").read_text()
+    table = text[text.index("| action | does | kind |") :].split("\n\n")[0].splitlines()[2:]
+    rows = {row.split("`")[1].split(":")[0]: row.rsplit("|", 2)[1].strip() for row in table}
+    assert set(rows) == set(ACTIONS)
+    for key, kind in rows.items():
+        assert kind.startswith("mutating") == ACTIONS[key].mutating, (key, kind)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from incident_operator.api import crdgen
+from incident_operator.api.actions import ACTIONS
 from incident_operator.api.keys import API_GROUP, API_VERSION, KEYS
 from incident_operator.api.reasons import (
     CONDITION_DESCRIPTIONS,
@@ -218,6 +219,25 @@ def reasons_section() -> list[str]:
     return out
 
 
+def actions_section() -> list[str]:
+    out = [
+        "## Actions",
+        "",
+        "Each Playbook step does exactly one action (a field of the step). From the action table "
+        "(`api/actions.py`): what it does, whether it mutates (its success mitigates), and the "
+        "permissions it can need in the incident's namespace (granted by the "
+        "`incident-operator-remediator` ClusterRole; the operator checks them before acting).",
+        "",
+        "| action | does | mutating | permissions |",
+        "|---|---|---|---|",
+    ]
+    for key, action in ACTIONS.items():
+        mutating = "yes" if action.mutating else ("if `mitigates`" if key == "job" else "no")
+        grants = ", ".join(f"`{p.describe()}`" for p in sorted(action.rbac))
+        out.append(f"| `{key}` | {_cell(action.summary)} | {mutating} | {grants} |")
+    return out
+
+
 def keys_section() -> list[str]:
     out = ["## Labels and annotations", "", "| key | on | meaning |", "|---|---|---|"]
     out += [f"| `{key}` | {_cell(where)} | {_cell(meaning)} |" for key, where, meaning in KEYS]
@@ -236,7 +256,7 @@ def render() -> str:
     ]
     for kind in crdgen.KINDS:
         lines += ["", *kind_section(kind)]
-    lines += ["", *reasons_section(), "", *keys_section()]
+    lines += ["", *actions_section(), "", *reasons_section(), "", *keys_section()]
     return HEADER + "\n".join(lines) + "\n"
 
 
