@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
 from incident_operator.core.notices import IncidentView, Notice, channels_for, notices, payload
 from incident_operator.core.planner import Record
-from incident_operator.settings.config import Channel, EscalationPolicy, Notifications
+from incident_operator.settings.channels import Channel, parse_channel
+from incident_operator.settings.config import EscalationPolicy, Notifications
 
 SPEC = IncidentSpec.model_validate({"title": "web down", "severity": "P1", "category": "availability"})
 VIEW = IncidentView("shop", "web-outage", SPEC, Phase.MITIGATING)
@@ -19,7 +20,7 @@ REF = {"namespace": "ops", "name": "hooks"}
 
 
 def channel(name: str, type_: str = "slack", **extra: Any) -> Channel:
-    return Channel.model_validate({"name": name, "type": type_, "urlSecretRef": REF, **extra})
+    return parse_channel({"name": name, "type": type_, "urlSecretRef": REF, **extra})
 
 
 def status(phase: Phase | None) -> IncidentStatus:
@@ -85,11 +86,11 @@ KEY = {"namespace": "ops", "name": "paging", "key": "key"}
 
 def test_paging_channels_need_their_key_and_take_no_events() -> None:
     with pytest.raises(ValidationError, match=r"channel pd \(pagerduty\) needs keySecretRef"):
-        Channel.model_validate({"name": "pd", "type": "pagerduty"})
+        parse_channel({"name": "pd", "type": "pagerduty"})
     with pytest.raises(ValidationError, match="pages through escalation levels"):
-        Channel.model_validate({"name": "pd", "type": "pagerduty", "keySecretRef": KEY, "events": ["opened"]})
+        parse_channel({"name": "pd", "type": "pagerduty", "keySecretRef": KEY, "events": ["opened"]})
     with pytest.raises(ValidationError, match=r"channel mail \(email\) needs smtp, to"):
-        Channel.model_validate({"name": "mail", "type": "email"})
+        parse_channel({"name": "mail", "type": "email"})
     with pytest.raises(ValidationError, match="in the order of their afterSeconds"):
         Notifications.model_validate(
             {
@@ -137,7 +138,7 @@ def test_an_escalation_pages_and_a_person_acknowledging_and_resolving_follow_up_
 def test_pagerduty_events_share_one_dedup_key_and_map_the_severity() -> None:
     from incident_operator.core.notices import pagerduty
 
-    pd = Channel.model_validate(
+    pd = parse_channel(
         {
             "name": "pd",
             "type": "pagerduty",
@@ -164,9 +165,7 @@ def test_pagerduty_events_share_one_dedup_key_and_map_the_severity() -> None:
 def test_opsgenie_creates_then_acknowledges_and_closes_by_alias() -> None:
     from incident_operator.core.notices import opsgenie
 
-    og = Channel.model_validate(
-        {"name": "og", "type": "opsgenie", "keySecretRef": KEY, "url": "http://127.0.0.1:9/"}
-    )
+    og = parse_channel({"name": "og", "type": "opsgenie", "keySecretRef": KEY, "url": "http://127.0.0.1:9/"})
     path, body = opsgenie(og, Notice("escalated", "m"), VIEW)
     assert path == "/v2/alerts"
     assert (body["alias"], body["priority"], body["message"]) == (
@@ -184,7 +183,7 @@ def test_opsgenie_creates_then_acknowledges_and_closes_by_alias() -> None:
 def test_email_text_and_html_come_from_the_same_template() -> None:
     from incident_operator.core.notices import email
 
-    mail = Channel.model_validate(
+    mail = parse_channel(
         {
             "name": "mail",
             "type": "email",
@@ -203,7 +202,7 @@ def test_email_text_and_html_come_from_the_same_template() -> None:
 def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_the_incident() -> None:
     from incident_operator.core.notices import statuspage_io
 
-    sp = Channel.model_validate(
+    sp = parse_channel(
         {"name": "sp", "type": "statuspage", "mode": "statuspageio", "pageId": "PAGE 1", "keySecretRef": KEY}
     )
     method, path, body = statuspage_io(sp, Notice("opened", "m"), VIEW, None)
@@ -215,7 +214,7 @@ def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_t
     assert "name" not in body["incident"]
     assert sp.api_url == "https://api.statuspage.io"
     with pytest.raises(ValidationError, match=r"needs pageId, keySecretRef"):
-        Channel.model_validate({"name": "sp", "type": "statuspage", "mode": "statuspageio"})
+        parse_channel({"name": "sp", "type": "statuspage", "mode": "statuspageio"})
     json_mode = payload(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
     assert (json_mode["id"], json_mode["action"]) == ("incident-operator/shop/web-outage", "create")
     assert payload(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
@@ -248,3 +247,63 @@ def test_a_channel_hears_one_incidents_notices_in_order_even_if_the_first_is_slo
     asyncio.run(scenario())
     # Same channel and incident: in order. Another incident does not wait for this one.
     assert delivered == ["a:other:phase", "a:web-outage:opened", "a:web-outage:phase"]
+
+
+def test_every_channel_type_has_one_model_and_one_sender() -> None:
+    from typing import get_args
+
+    from incident_operator.controllers.notifier import SENDERS
+    from incident_operator.settings.channels import CHANNEL_TYPES
+
+    members = get_args(get_args(Channel)[0])
+    assert {m.model_fields["type"].annotation.__args__[0] for m in members} == set(CHANNEL_TYPES)
+    assert set(CHANNEL_TYPES.values()) == set(members)
+    assert set(SENDERS) == set(CHANNEL_TYPES)
+
+
+SMTP = {"host": "mail.example.com", "from": "ops@example.com"}
+EVERY_FIELD_OF_01 = {  # 0.1's one flat channel model accepted all of these on every type
+    "urlSecretRef": REF,
+    "url": "https://api.example.com",
+    "keySecretRef": KEY,
+    "mode": "json",
+    "pageId": "p1",
+    "smtp": SMTP,
+    "to": ["oncall@example.com"],
+    "cc": ["lead@example.com"],
+}
+
+
+@pytest.mark.parametrize("kind", ["slack", "webhook", "statuspage", "email", "pagerduty", "opsgenie"])
+def test_a_channel_config_0_1_accepted_still_loads_and_names_what_it_ignores(kind: str) -> None:
+    from incident_operator.settings.channels import CHANNEL_TYPES
+
+    raw = {"name": "c", "type": kind, **EVERY_FIELD_OF_01}
+    loaded = parse_channel(raw)
+    assert type(loaded) is CHANNEL_TYPES[kind]
+    own = set(type(loaded).model_fields)
+    assert set(loaded.ignored) == set(EVERY_FIELD_OF_01) - own
+    assert all(getattr(loaded, field) is not None for field in set(EVERY_FIELD_OF_01) & own)
+    with pytest.raises(ValidationError, match="unknownField"):
+        parse_channel({**raw, "unknownField": 1})  # a field no type ever had is still an error
+
+
+def test_the_shipped_and_documented_configs_load() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from incident_operator.settings.config import FileConfig
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = yaml.safe_load((root / "manifests" / "install" / "config.yaml").read_text())
+    FileConfig.model_validate(yaml.safe_load(shipped["data"]["config.yaml"]) or {})
+    loaded = 0
+    for doc in sorted((root / "docs").rglob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S):
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and "notifications" in data and "channels" in data["notifications"]:
+                FileConfig.model_validate(data)
+                loaded += 1
+    assert loaded > 0  # the notification guide shows a config with channels

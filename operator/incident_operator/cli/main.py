@@ -128,6 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"incident-operator: invalid option: {exc}", file=sys.stderr)
         return 2
+    for channel in file_config.notifications.channels:
+        if channel.ignored:  # 0.1 accepted fields of other channel types; they still do nothing
+            logging.getLogger("incident_operator").warning(
+                "config: channel %s (%s) ignores %s, which a %s channel does not use",
+                channel.name,
+                channel.type,
+                ", ".join(channel.ignored),
+                channel.type,
+            )
     from kubernetes.config.config_exception import ConfigException
 
     from incident_operator.runtime import runner  # kopf is imported only when running

@@ -15,7 +15,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from incident_operator.adapters import mail
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
@@ -23,7 +24,16 @@ from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, R
 from incident_operator.api.keys import API_GROUP, API_VERSION, page_id_annotation
 from incident_operator.core import notices
 from incident_operator.core.notices import IncidentView, Notice, channels_for, payload
-from incident_operator.settings.config import Channel, Notifications, SecretRef
+from incident_operator.settings.channels import (
+    Channel,
+    ChannelBase,
+    EmailChannel,
+    OpsgenieChannel,
+    PagerDutyChannel,
+    SecretRef,
+    StatuspageChannel,
+)
+from incident_operator.settings.config import Notifications
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +113,8 @@ class Notifier:
 
     async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
         """Deliver one notice; None on success, else why it failed (never a URL, key or password)."""
-        refs = [r for r in (channel.urlSecretRef, channel.keySecretRef) if r is not None]
-        if channel.smtp is not None:
-            refs += [r for r in (channel.smtp.usernameSecretRef, channel.smtp.passwordSecretRef) if r]
-            refs += [channel.smtp.caSecretRef] if channel.smtp.caSecretRef else []
         try:
-            values = {id(ref): await self.secret(ref) for ref in refs}
+            values = {id(ref): await self.secret(ref) for ref in channel.secret_refs}
         except ApiException as exc:
             return f"a Secret of channel {channel.name}: {api_reason(exc)}"
         except KeyError as exc:
@@ -117,24 +123,10 @@ class Notifier:
         def value(ref: SecretRef | None) -> str | None:
             return values[id(ref)] if ref is not None else None
 
-        if channel.type == "email":
-            return await self._mail(channel, notice, view, value)
-        if channel.type == "statuspage" and channel.mode == "statuspageio":
-            return await self._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
-        headers: dict[str, str] = {}
-        if channel.type == "pagerduty":
-            url = channel.api_url
-            body: object = notices.pagerduty(channel, notice, view, value(channel.keySecretRef) or "")
-        elif channel.type == "opsgenie":
-            path, body = notices.opsgenie(channel, notice, view)
-            url = channel.api_url + path
-            headers["Authorization"] = f"GenieKey {value(channel.keySecretRef)}"
-        else:
-            url, body = value(channel.urlSecretRef) or "", payload(channel, notice, view)
-        return (await self._post(channel, url, body, headers))[0]
+        return await SENDERS[channel.type](self, channel, notice, view, value)
 
     async def _statuspage(
-        self, channel: Channel, notice: Notice, view: IncidentView, api_key: str
+        self, channel: StatuspageChannel, notice: Notice, view: IncidentView, api_key: str
     ) -> str | None:
         """One page incident per Incident: created the first time, then updated. Deliveries for
         one incident and channel go one at a time, so a second notice waits for the first's id."""
@@ -155,7 +147,7 @@ class Notifier:
                 self.page_locks.pop(key, None)
             return error
 
-    async def _remember_page(self, view: IncidentView, channel: Channel, page_incident: str) -> None:
+    async def _remember_page(self, view: IncidentView, channel: ChannelBase, page_incident: str) -> None:
         """Keep the page incident's id on the Incident (an annotation), for after a restart."""
         patch = {"metadata": {"annotations": {page_id_annotation(channel.name): page_incident}}}
         try:
@@ -174,7 +166,7 @@ class Notifier:
             )
 
     async def _post(
-        self, channel: Channel, url: str, body: object, headers: dict[str, str], *, method: str = "POST"
+        self, channel: ChannelBase, url: str, body: object, headers: dict[str, str], *, method: str = "POST"
     ) -> tuple[str | None, Reply | None]:
         last = "no attempt made"
         for attempt in range(channel.maxAttempts):
@@ -204,11 +196,7 @@ class Notifier:
         return f"{last} after {attempt + 1} attempt(s)", None
 
     async def _mail(
-        self,
-        channel: Channel,
-        notice: Notice,
-        view: IncidentView,
-        value: Callable[[SecretRef | None], str | None],
+        self, channel: EmailChannel, notice: Notice, view: IncidentView, value: Secrets
     ) -> str | None:
         smtp = channel.smtp
         assert smtp is not None  # noqa: S101 - validated with the config
@@ -236,6 +224,58 @@ class Notifier:
                 if last.startswith("SMTP 5"):
                     break  # a permanent refusal: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
+
+
+Secrets = Callable[[SecretRef | None], str | None]
+"""The values of a channel's Secrets, read before the delivery."""
+Sender = Callable[[Notifier, Any, Notice, IncidentView, Secrets], Awaitable[str | None]]
+
+
+async def _send_to_url(
+    notifier: Notifier, channel: ChannelBase, notice: Notice, view: IncidentView, value: Secrets
+) -> str | None:
+    url = value(getattr(channel, "urlSecretRef", None)) or ""
+    return (await notifier._post(channel, url, payload(channel, notice, view), {}))[0]
+
+
+async def _send_statuspage(
+    notifier: Notifier, channel: StatuspageChannel, notice: Notice, view: IncidentView, value: Secrets
+) -> str | None:
+    if channel.mode == "statuspageio":
+        return await notifier._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
+    return await _send_to_url(notifier, channel, notice, view, value)
+
+
+async def _send_pagerduty(
+    notifier: Notifier, channel: PagerDutyChannel, notice: Notice, view: IncidentView, value: Secrets
+) -> str | None:
+    body = notices.pagerduty(channel, notice, view, value(channel.keySecretRef) or "")
+    return (await notifier._post(channel, channel.api_url, body, {}))[0]
+
+
+async def _send_opsgenie(
+    notifier: Notifier, channel: OpsgenieChannel, notice: Notice, view: IncidentView, value: Secrets
+) -> str | None:
+    path, body = notices.opsgenie(channel, notice, view)
+    headers = {"Authorization": f"GenieKey {value(channel.keySecretRef)}"}
+    return (await notifier._post(channel, channel.api_url + path, body, headers))[0]
+
+
+async def _send_email(
+    notifier: Notifier, channel: EmailChannel, notice: Notice, view: IncidentView, value: Secrets
+) -> str | None:
+    return await notifier._mail(channel, notice, view, value)
+
+
+SENDERS: dict[str, Sender] = {
+    "slack": _send_to_url,
+    "webhook": _send_to_url,
+    "statuspage": _send_statuspage,
+    "email": _send_email,
+    "pagerduty": _send_pagerduty,
+    "opsgenie": _send_opsgenie,
+}
+"""One sender per channel type (`settings.channels.CHANNEL_TYPES`; a unit test ties the two)."""
 
 
 def _json_id(body: bytes) -> str | None:

@@ -18,7 +18,16 @@ from urllib.parse import quote
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
 from incident_operator.api.reasons import Reason
 from incident_operator.core.planner import Record
-from incident_operator.settings.config import Channel, NotificationEvent, Notifications
+from incident_operator.settings.channels import (
+    Channel,
+    ChannelBase,
+    EmailChannel,
+    NotificationEvent,
+    OpsgenieChannel,
+    PagerDutyChannel,
+    StatuspageChannel,
+)
+from incident_operator.settings.config import Notifications
 from incident_operator.settings.templates import render
 
 STATUSPAGE_STATUS = {
@@ -107,7 +116,7 @@ def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> l
     ]
 
 
-def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
+def text(channel: ChannelBase, notice: Notice, view: IncidentView) -> str:
     if channel.template is None:
         return notice.message
     values = {
@@ -125,7 +134,7 @@ def text(channel: Channel, notice: Notice, view: IncidentView) -> str:
     return render(channel.template, values)
 
 
-def link(channel: Channel, view: IncidentView) -> str | None:
+def link(channel: ChannelBase, view: IncidentView) -> str | None:
     if channel.linkTemplate is None:
         return None
     return render(channel.linkTemplate, {"name": view.name, "namespace": view.namespace})
@@ -141,7 +150,9 @@ def dedup_key(view: IncidentView) -> str:
     return f"incident-operator/{view.namespace}/{view.name}"
 
 
-def pagerduty(channel: Channel, notice: Notice, view: IncidentView, routing_key: str) -> dict[str, object]:
+def pagerduty(
+    channel: PagerDutyChannel, notice: Notice, view: IncidentView, routing_key: str
+) -> dict[str, object]:
     """An Events API v2 event: trigger on escalation, acknowledge and resolve afterwards."""
     event: dict[str, object] = {
         "routing_key": routing_key,
@@ -173,7 +184,7 @@ def pagerduty(channel: Channel, notice: Notice, view: IncidentView, routing_key:
 OPSGENIE_PRIORITY = {"P1": "P1", "P2": "P2", "P3": "P3", "P4": "P4"}
 
 
-def opsgenie(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, dict[str, object]]:
+def opsgenie(channel: OpsgenieChannel, notice: Notice, view: IncidentView) -> tuple[str, dict[str, object]]:
     """(path under the API URL, body) of an Alert API request: create on escalation, then
     acknowledge and close by alias."""
     alias = dedup_key(view)
@@ -196,7 +207,7 @@ def opsgenie(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str,
     }
 
 
-def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, str, str]:
+def email(channel: EmailChannel, notice: Notice, view: IncidentView) -> tuple[str, str, str]:
     """(subject, plain text, HTML) of a notice: both bodies from the same text."""
     body = text(channel, notice, view)
     facts = [
@@ -227,11 +238,13 @@ def email(channel: Channel, notice: Notice, view: IncidentView) -> tuple[str, st
     return subject, plain, rich
 
 
-def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, object]:
+def payload(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
+    """The body posted to a URL channel: Slack's `{"text"}`, our status page shape, or a webhook's."""
     message = text(channel, notice, view)
-    if channel.type == "slack":
+    kind = getattr(channel, "type", "")
+    if kind == "slack":
         return {"text": message}
-    if channel.type == "statuspage":
+    if kind == "statuspage":
         return {
             "id": dedup_key(view),
             "action": "create" if notice.event == "opened" else "update",
@@ -254,7 +267,7 @@ def payload(channel: Channel, notice: Notice, view: IncidentView) -> dict[str, o
 
 
 def statuspage_io(
-    channel: Channel, notice: Notice, view: IncidentView, page_incident: str | None
+    channel: StatuspageChannel, notice: Notice, view: IncidentView, page_incident: str | None
 ) -> tuple[str, str, dict[str, object]]:
     """(method, path under the API URL, body) for Statuspage's incident API: create the page
     incident the first time, then update that one."""

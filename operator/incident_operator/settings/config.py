@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from incident_operator.api.keys import DEFAULT_LEASE_NAME
 from incident_operator.api.models import Category, Severity
-from incident_operator.settings import templates
+from incident_operator.settings.channels import Channel
 from incident_operator.settings.egress import EgressPolicy
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -60,119 +60,6 @@ class AlertIntakeConfig(BaseModel):
     """Namespaces alerts may open incidents in (empty: every watched namespace but the excluded)."""
     excludeNamespaces: tuple[str, ...] = ("kube-system",)
     """Never open incidents here (the operator's own namespace is always excluded too)."""
-
-
-NotificationEvent = Literal[
-    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated"
-]
-ALL_EVENTS: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
-
-
-class SecretRef(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    namespace: str
-    name: str
-    key: str = "url"
-
-
-class Smtp(BaseModel):
-    """How an `email` channel reaches its mail server."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    host: str = Field(min_length=1)
-    port: int = Field(default=587, ge=1, le=65535)
-    security: Literal["starttls", "tls", "none"] = "starttls"
-    """STARTTLS (port 587), implicit TLS (port 465), or none (only for a relay on the node)."""
-    sender: str = Field(min_length=3, alias="from")
-    usernameSecretRef: SecretRef | None = None
-    passwordSecretRef: SecretRef | None = None
-    caSecretRef: SecretRef | None = None
-    """A PEM bundle to trust for the server's certificate (default: the system's)."""
-
-
-class Channel(BaseModel):
-    """Somewhere people hear about incidents: Slack, a JSON webhook, a status page, email,
-    PagerDuty (Events API v2) or Opsgenie (Alert API)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    name: str = Field(min_length=1)
-    type: Literal["slack", "webhook", "statuspage", "email", "pagerduty", "opsgenie"]
-    urlSecretRef: SecretRef | None = None
-    """slack, webhook, statuspage: the URL posted to."""
-    url: str | None = None
-    """pagerduty, opsgenie: the API's base URL (defaults: PagerDuty's and Opsgenie's)."""
-    keySecretRef: SecretRef | None = None
-    """pagerduty: the integration's routing key; opsgenie: the API key."""
-    mode: Literal["json", "statuspageio"] = "json"
-    """statuspage: our JSON shape posted to `urlSecretRef` (one `id` per incident: create, then
-    update), or the Statuspage API (`pageId`, `keySecretRef`, `url`): one page incident per
-    Incident, created once and then updated."""
-    pageId: str | None = None
-    smtp: Smtp | None = None
-    to: tuple[str, ...] = ()
-    cc: tuple[str, ...] = ()
-    linkTemplate: str | None = None
-    """A link back to the incident in pages and mail, e.g. 'https://console/{namespace}/{name}'."""
-    events: tuple[NotificationEvent, ...] | None = None
-    """Which notices the channel takes (default: opened, phase, stepFailed, breached, resolved).
-    Paging channels (pagerduty, opsgenie) take none: they page when an escalation level names
-    them, and then hear that incident's acknowledgement and resolution."""
-    severities: tuple[Severity, ...] = ()
-    """Only incidents of these severities (empty: all)."""
-    namespaces: tuple[str, ...] = ()
-    """Only incidents in these namespaces (empty: all)."""
-    timeoutSeconds: float = Field(default=5.0, gt=0, le=60)
-    maxAttempts: int = Field(default=3, ge=1, le=10)
-    template: str | None = None
-    """Message template, e.g. '{severity} {title}: {event}' (fields: see templates.FIELDS)."""
-
-    @field_validator("template", "linkTemplate")
-    @classmethod
-    def _template_is_valid(cls, value: str | None) -> str | None:
-        if value is not None:
-            templates.check(value)
-        return value
-
-    @model_validator(mode="after")
-    def _fields_for_type(self) -> Channel:
-        needs = {
-            "slack": ("urlSecretRef",),
-            "webhook": ("urlSecretRef",),
-            "statuspage": ("urlSecretRef",) if self.mode == "json" else ("pageId", "keySecretRef"),
-            "email": ("smtp", "to"),
-            "pagerduty": ("keySecretRef",),
-            "opsgenie": ("keySecretRef",),
-        }[self.type]
-        missing = [field for field in needs if not getattr(self, field)]
-        if missing:
-            raise ValueError(f"channel {self.name} ({self.type}) needs {', '.join(missing)}")
-        if self.paging and self.events is not None:
-            raise ValueError(
-                f"channel {self.name} ({self.type}) pages through escalation levels; it takes no events"
-            )
-        return self
-
-    @property
-    def paging(self) -> bool:
-        return self.type in ("pagerduty", "opsgenie")
-
-    @property
-    def takes(self) -> tuple[NotificationEvent, ...]:
-        if self.paging:
-            return ()
-        return self.events if self.events is not None else ALL_EVENTS
-
-    @property
-    def api_url(self) -> str:
-        if self.url:
-            return self.url.rstrip("/")
-        return {
-            "pagerduty": "https://events.pagerduty.com/v2/enqueue",
-            "statuspage": "https://api.statuspage.io",
-        }.get(self.type, "https://api.opsgenie.com")
 
 
 class EscalationLevel(BaseModel):
