@@ -31,6 +31,15 @@ class UnreachableApi:
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise MaxRetryError(pool=None, url="/api", reason=ConnectionRefusedError("refused"))
 
+    async def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.call("list_objects", *args, **kwargs)
+
+    async def create_object(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.call("create_object", *args, **kwargs)
+
+    async def patch_object(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.call("patch_object", *args, **kwargs)
+
 
 class TokenOnlyApi(UnreachableApi):
     """The token Secret can be read; everything else fails."""

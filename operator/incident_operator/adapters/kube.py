@@ -116,6 +116,55 @@ class RolloutHistory:
     """By revision name: a Deployment's pod template, or a StatefulSet's ControllerRevision data."""
 
 
+class CustomObjects:
+    """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev),
+    reached one way: the operator through `Kube` (which runs these in its worker threads), the
+    `kubectl incident` plugin directly. Synchronous and thin: bodies are plain dicts."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = client.CustomObjectsApi(api)
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        found = self.api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
+        return cast(dict[str, Any], found)
+
+    def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
+        """Every object of `namespace` (None: all) that `query` selects, read in pages of 500."""
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            page: dict[str, Any] = {**query, "limit": 500, **({"_continue": token} if token else {})}
+            if namespace is None:
+                listed = self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **page)
+            else:
+                listed = self.api.list_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, plural, **page
+                )
+            result = cast(dict[str, Any], listed)
+            items += result.get("items") or []
+            token = (result.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        created = self.api.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, body)
+        return cast(dict[str, Any], created)
+
+    def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of the object (metadata, spec)."""
+        patched = self.api.patch_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body
+        )
+        return cast(dict[str, Any], patched)
+
+    def patch_status(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of the status subresource (`body` is `{"status": ...}`, maybe a resourceVersion)."""
+        patched = self.api.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, plural, name, body
+        )
+        return cast(dict[str, Any], patched)
+
+
 class Kube:
     """The API groups the operator uses, called off the event loop."""
 
@@ -126,7 +175,8 @@ class Kube:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.custom = client.CustomObjectsApi(api)  # other groups' objects (metrics.k8s.io)
+        self.objects = CustomObjects(api)
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
 
@@ -253,16 +303,27 @@ class Kube:
 
     # ------------------------------------------------------------------ our resources
 
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return await self.call(self.objects.get, plural, namespace, name)
+
+    async def list_objects(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
+        return await self.call(self.objects.list, plural, namespace, **query)
+
+    async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.call(self.objects.create, plural, namespace, body)
+
+    async def patch_object(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.call(self.objects.patch, plural, namespace, name, body)
+
+    async def patch_object_status(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self.call(self.objects.patch_status, plural, namespace, name, body)
+
     async def patch_incident_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self.call(
-            self.custom.patch_namespaced_custom_object_status,
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            "incidents",
-            name,
-            {"status": status},
-        )
+        await self.patch_object_status("incidents", namespace, name, {"status": status})
 
     async def write_owned_configmap(
         self, namespace: str, name: str, data: dict[str, str], incident: str, incident_uid: str
@@ -278,34 +339,10 @@ class Kube:
 
     async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
         """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
-        items: list[Mapping[str, Any]] = []
-        token: str | None = None
-        while True:
-            page: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
-            if namespace is None:
-                result = await self.call(
-                    self.custom.list_cluster_custom_object, API_GROUP, API_VERSION, "incidents", **page
-                )
-            else:
-                result = await self.call(
-                    self.custom.list_namespaced_custom_object,
-                    API_GROUP,
-                    API_VERSION,
-                    namespace,
-                    "incidents",
-                    **page,
-                )
-            listed = cast(dict[str, Any], result)
-            items += listed.get("items") or []
-            token = (listed.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+        return list(await self.list_objects("incidents", namespace))
 
     async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
-        result = await self.call(
-            self.custom.get_namespaced_custom_object, API_GROUP, API_VERSION, namespace, "playbooks", name
-        )
-        return cast(dict[str, Any], result)
+        return await self.get_object("playbooks", namespace, name)
 
     async def patch_playbook_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
@@ -314,15 +351,7 @@ class Kube:
         body: dict[str, Any] = {"status": status}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        await self.call(
-            self.custom.patch_namespaced_custom_object_status,
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            "playbooks",
-            name,
-            body,
-        )
+        await self.patch_object_status("playbooks", namespace, name, body)
 
 
 class AccessReviews:

@@ -19,13 +19,14 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
+from incident_operator.adapters.kube import CustomObjects, pod_ready
 from incident_operator.api.actions import ACTIONS
 from incident_operator.api.keys import API_GROUP, API_VERSION, REQUEST_ANNOTATION
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
@@ -37,11 +38,6 @@ from incident_operator.core.validation import problems
 
 PLURAL = "incidents"
 RESOURCE = f"incident.{API_GROUP}"
-
-
-def _obj(value: object) -> dict[str, Any]:
-    """The custom-objects client returns untyped dicts."""
-    return cast(dict[str, Any], value)
 
 
 class Failed(Exception):
@@ -69,13 +65,12 @@ class Api:
             self.api = client.ApiClient()
             default_ns = "default"
         self.namespace = namespace or default_ns
-        self.custom = client.CustomObjectsApi(self.api)
+        self.objects = CustomObjects(self.api)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
 
     def get(self, name: str) -> dict[str, Any]:
-        found = self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, self.namespace, PLURAL, name)
-        return _obj(found)
+        return self.objects.get(PLURAL, self.namespace, name)
 
     def patch_spec(
         self, name: str, spec: dict[str, Any], resource_version: str | None = None
@@ -83,27 +78,10 @@ class Api:
         body: dict[str, Any] = {"spec": spec}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        patched = self.custom.patch_namespaced_custom_object(
-            API_GROUP, API_VERSION, self.namespace, PLURAL, name, body
-        )
-        return _obj(patched)
+        return self.objects.patch(PLURAL, self.namespace, name, body)
 
     def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token = None
-        while True:
-            extra: dict[str, Any] = {"limit": 500, **({"_continue": token} if token else {})}
-            if all_namespaces:
-                page = self.custom.list_cluster_custom_object(API_GROUP, API_VERSION, PLURAL, **extra)
-            else:
-                page = self.custom.list_namespaced_custom_object(
-                    API_GROUP, API_VERSION, self.namespace, PLURAL, **extra
-                )
-            listed = _obj(page)
-            items += listed.get("items") or []
-            token = (listed.get("metadata") or {}).get("continue")
-            if not token:
-                return items
+        return self.objects.list(PLURAL, None if all_namespaces else self.namespace)
 
     def whoami(self) -> str:
         review = client.AuthenticationV1Api(self.api).create_self_subject_review(client.V1SelfSubjectReview())
@@ -235,8 +213,8 @@ def cmd_open(api: Api, args: argparse.Namespace) -> None:
         "metadata": metadata,
         "spec": spec,
     }
-    created = api.custom.create_namespaced_custom_object(API_GROUP, API_VERSION, api.namespace, PLURAL, body)
-    print(f"{RESOURCE}/{_obj(created)['metadata']['name']} created")
+    created = api.objects.create(PLURAL, api.namespace, body)
+    print(f"{RESOURCE}/{created['metadata']['name']} created")
 
 
 def _target(text: str) -> dict[str, str]:
@@ -340,9 +318,7 @@ def cmd_drill(api: Api, args: argparse.Namespace) -> None:
     who = api.whoami()
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {"metadata": {"annotations": {REQUEST_ANNOTATION: f"{stamp} by {who}"}}}
-    api.custom.patch_namespaced_custom_object(
-        API_GROUP, API_VERSION, api.namespace, "drills", args.name, patch
-    )
+    api.objects.patch("drills", api.namespace, args.name, patch)
     print(f"drill.{API_GROUP}/{args.name} run requested by {who}")
 
 
@@ -427,9 +403,7 @@ def cmd_report(api: Api, args: argparse.Namespace) -> None:
 
 def cmd_plan(api: Api, args: argparse.Namespace) -> None:
     spec, status = _parse(api.get(args.name))
-    raw = _obj(api.custom.list_namespaced_custom_object(API_GROUP, API_VERSION, api.namespace, "playbooks"))[
-        "items"
-    ]
+    raw = api.objects.list("playbooks", api.namespace)
     valid, invalid = [], {}
     for pb in raw:
         parsed, found = problems(pb.get("spec") or {})
@@ -501,7 +475,7 @@ def _delete_pods_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any
     selector = ",".join(f"{k}={v}" for k, v in sorted(params.selector.items()))
     pods = api.core.list_namespaced_pod(api.namespace, label_selector=selector).items
     live = [
-        (str(p.metadata.name), _ready(p))
+        (str(p.metadata.name), pod_ready(p))
         for p in pods
         if p.metadata is not None and p.metadata.deletion_timestamp is None
     ]
@@ -517,11 +491,6 @@ _LIVE_PLANS: dict[str, Callable[[Api, PlaybookSpec, str, Any], str]] = {
     "deletePods": _delete_pods_plan,
 }
 """Actions whose plan line reads the cluster; every other action's line is `ACTIONS[...].plan`."""
-
-
-def _ready(pod: client.V1Pod) -> bool:
-    conditions = pod.status.conditions if pod.status else None
-    return any(c.type == "Ready" and c.status == "True" for c in conditions or [])
 
 
 # ----------------------------------------------------------------------------- arguments

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -30,7 +30,7 @@ from incident_operator.adapters.kube import (
     pod_name,
 )
 from incident_operator.api import keys
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP
 from incident_operator.api.models import (
     DrillResult,
     DrillRun,
@@ -228,14 +228,7 @@ class DrillLoop:
             return result.get("incident")
         body = drills.incident_body(self.name, run.id, spec)
         try:
-            await self.kube.call(
-                self.kube.custom.create_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                self.namespace,
-                "incidents",
-                body,
-            )
+            await self.kube.create_object("incidents", self.namespace, body)
         except ApiException as exc:
             if not conflict(exc):
                 raise
@@ -260,15 +253,7 @@ class DrillLoop:
         incident: IncidentStatus | None = None
         if run.incident:
             try:
-                raw = await self.kube.call(
-                    self.kube.custom.get_namespaced_custom_object,
-                    API_GROUP,
-                    API_VERSION,
-                    self.namespace,
-                    "incidents",
-                    run.incident,
-                )
-                found = cast(dict[str, Any], raw)
+                found = await self.kube.get_object("incidents", self.namespace, run.incident)
                 incident = IncidentStatus.model_validate(found.get("status") or {})
                 incident_spec = IncidentSpec.model_validate(found.get("spec") or {})
             except ApiException as exc:
@@ -390,13 +375,5 @@ class DrillLoop:
         await self._patch({"conditions": self._set(status, type_, value, reason, message)})
 
     async def _patch(self, status: dict[str, Any]) -> None:
-        written = await self.kube.call(
-            self.kube.custom.patch_namespaced_custom_object_status,
-            API_GROUP,
-            API_VERSION,
-            self.namespace,
-            "drills",
-            self.name,
-            {"status": status},
-        )
-        self.written = dict(cast(dict[str, Any], written).get("status") or {})
+        written = await self.kube.patch_object_status("drills", self.namespace, self.name, {"status": status})
+        self.written = dict(written.get("status") or {})

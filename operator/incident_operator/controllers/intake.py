@@ -26,7 +26,6 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.api import keys
-from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.core import alerts
 from incident_operator.settings.config import OperatorConfig
 
@@ -195,15 +194,7 @@ class Intake:
                     }
                 }
             }
-            await self.kube.call(
-                self.kube.custom.patch_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                action.namespace,
-                "incidents",
-                name,
-                patch,
-            )
+            await self.kube.patch_object("incidents", action.namespace, name, patch)
             return {"result": f"marked {action.status}", "incident": name}
         if action.status == "resolved":
             return {"result": "ignored", "reason": "resolved alert without an open incident"}
@@ -218,14 +209,7 @@ class Intake:
         return {"result": "created", "incident": name}
 
     async def _create(self, action: alerts.Upsert, name: str) -> None:
-        await self.kube.call(
-            self.kube.custom.create_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
-            action.namespace,
-            "incidents",
-            action.body(name, self.clock()),
-        )
+        await self.kube.create_object("incidents", action.namespace, action.body(name, self.clock()))
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._known[key] = None
@@ -234,15 +218,9 @@ class Intake:
             self._known.popitem(last=False)
 
     async def _incidents_for(self, action: alerts.Upsert) -> list[dict[str, Any]]:
-        found = await self.kube.call(
-            self.kube.custom.list_namespaced_custom_object,
-            API_GROUP,
-            API_VERSION,
-            action.namespace,
-            "incidents",
-            label_selector=f"{keys.LABEL_FINGERPRINT}={action.fingerprint}",
+        return await self.kube.list_objects(
+            "incidents", action.namespace, label_selector=f"{keys.LABEL_FINGERPRINT}={action.fingerprint}"
         )
-        return list(found.get("items") or [])  # type: ignore[attr-defined]
 
 
 def _status_message(exc: ApiException) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from incident_operator.adapters import mail
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
-from incident_operator.api.keys import API_GROUP, API_VERSION, page_id_annotation
+from incident_operator.api.keys import page_id_annotation
 from incident_operator.core import notices
 from incident_operator.core.notices import IncidentView, Notice, channels_for, payload
 from incident_operator.settings.channels import (
@@ -151,15 +151,7 @@ class Notifier:
         """Keep the page incident's id on the Incident (an annotation), for after a restart."""
         patch = {"metadata": {"annotations": {page_id_annotation(channel.name): page_incident}}}
         try:
-            await self.kube.call(
-                self.kube.custom.patch_namespaced_custom_object,
-                API_GROUP,
-                API_VERSION,
-                view.namespace,
-                "incidents",
-                view.name,
-                patch,
-            )
+            await self.kube.patch_object("incidents", view.namespace, view.name, patch)
         except ApiException as exc:
             logger.warning(
                 "statuspage id of %s/%s not recorded: %s", view.namespace, view.name, api_reason(exc)
