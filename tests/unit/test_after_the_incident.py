@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus
+from incident_operator.api.timestamps import format_time as stamp
 from incident_operator.core import postmortem, repeats, report
-from incident_operator.core.conditions import format_time as stamp
 
 T0 = datetime(2026, 11, 3, 14, 15, tzinfo=UTC)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from incident_operator.core.conditions import find_condition, format_time, is_true, parse_time, set_condition
+from incident_operator.api.timestamps import format_time, parse_time
+from incident_operator.core.conditions import find_condition, is_true, set_condition
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from incident_operator.core.conditions import ConditionDict, Status, format_time, set_condition
+from incident_operator.api.timestamps import format_time
+from incident_operator.core.conditions import ConditionDict, Status, set_condition
 
 T0 = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 TYPES = ("Acknowledged", "Mitigated", "Resolved", "Reconciling", "Stalled")

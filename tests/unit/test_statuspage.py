@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from incident_operator.api.timestamps import format_time as stamp
 from incident_operator.core import statuspage
-from incident_operator.core.conditions import format_time as stamp
 from incident_operator.settings.config import StatusPageConfig
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -14,7 +14,6 @@ import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
@@ -24,6 +23,7 @@ from kubernetes.config.config_exception import ConfigException
 from incident_operator import __version__
 from incident_operator.api.keys import API_GROUP, API_VERSION, LABEL_INCIDENT
 from incident_operator.api.rbac import Permission
+from incident_operator.api.timestamps import parse_time
 from incident_operator.core.revisions import (
     CHANGE_CAUSE_ANNOTATION,
     Revision,
@@ -270,7 +270,7 @@ class Kube:
                 Revision(
                     int(number),
                     meta["name"],
-                    datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+                    parse_time(created) if created else None,
                     annotations.get(CHANGE_CAUSE_ANNOTATION),
                     replicas,
                     fingerprint(template),

@@ -7,18 +7,14 @@ this module is the only one that knows the Lease's wire shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from incident_operator.adapters.kube import Kube
+from incident_operator.api.timestamps import format_micro_time
 from incident_operator.core.leadership import LeaseRecord
-
-
-def _micro_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _record(lease: client.V1Lease) -> LeaseRecord:
@@ -36,8 +32,8 @@ def _spec(record: LeaseRecord) -> dict[str, Any]:
     return {
         "holderIdentity": record.holder,
         "leaseDurationSeconds": record.duration_seconds,
-        "acquireTime": _micro_time(record.acquire_time) if record.acquire_time else None,
-        "renewTime": _micro_time(record.renew_time) if record.renew_time else None,
+        "acquireTime": format_micro_time(record.acquire_time) if record.acquire_time else None,
+        "renewTime": format_micro_time(record.renew_time) if record.renew_time else None,
         "leaseTransitions": record.transitions,
     }
 

@@ -18,7 +18,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, NoReturn
 
 from kubernetes import client, config
@@ -30,8 +30,8 @@ from incident_operator.adapters.kube import CustomObjects, pod_ready
 from incident_operator.api.actions import ACTIONS
 from incident_operator.api.keys import API_GROUP, API_VERSION, REQUEST_ANNOTATION
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
+from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.core import postmortem, report
-from incident_operator.core.conditions import parse_time
 from incident_operator.core.matching import Candidate, select
 from incident_operator.core.planner import pods_to_delete, scale_decision
 from incident_operator.core.validation import problems
@@ -160,7 +160,7 @@ def _parse(incident: dict[str, Any]) -> tuple[IncidentSpec, IncidentStatus]:
 
 
 def cmd_list(api: Api, args: argparse.Namespace) -> None:
-    now = datetime.now(UTC)
+    now = utc_now()
     items = sorted(api.list(args.all_namespaces), key=lambda i: i["metadata"].get("creationTimestamp") or "")
     if not items:
         where = "any namespace" if args.all_namespaces else f"{api.namespace} namespace"
@@ -302,7 +302,7 @@ def cmd_close(api: Api, args: argparse.Namespace) -> None:
 
 def cmd_update(api: Api, args: argparse.Namespace) -> None:
     """A user-facing update for the status page (the communications lead's words)."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_time(utc_now())
 
     def add(updates: list[dict[str, Any]], _: dict[str, Any]) -> list[dict[str, Any]]:
         return [*updates, {"time": stamp, "message": args.message}]
@@ -316,14 +316,14 @@ def cmd_update(api: Api, args: argparse.Namespace) -> None:
 def cmd_drill(api: Api, args: argparse.Namespace) -> None:
     """`drill run NAME`: ask the operator to run a Drill now (recorded with who asked)."""
     who = api.whoami()
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_time(utc_now())
     patch = {"metadata": {"annotations": {REQUEST_ANNOTATION: f"{stamp} by {who}"}}}
     api.objects.patch("drills", api.namespace, args.name, patch)
     print(f"drill.{API_GROUP}/{args.name} run requested by {who}")
 
 
 def cmd_timeline(api: Api, args: argparse.Namespace) -> None:
-    now = datetime.now(UTC)
+    now = utc_now()
     timeline = (api.get(args.name).get("status") or {}).get("timeline") or []
     rows = [["TIME", "AGO", "EVENT", "BY", "MESSAGE"]]
     for entry in timeline:
@@ -357,7 +357,7 @@ def cmd_postmortem(api: Api, args: argparse.Namespace) -> None:
     spec, status = _parse(incident)
     name = postmortem.configmap_name(args.name)
     print(f"note: not from ConfigMap {name}: {why}; rendered from the incident", file=sys.stderr)
-    print(postmortem.render(api.namespace, args.name, spec, status, datetime.now(UTC)), end="")
+    print(postmortem.render(api.namespace, args.name, spec, status, utc_now()), end="")
 
 
 def cmd_action(api: Api, args: argparse.Namespace) -> None:
@@ -391,7 +391,7 @@ def cmd_action(api: Api, args: argparse.Namespace) -> None:
 
 
 def cmd_report(api: Api, args: argparse.Namespace) -> None:
-    now = datetime.now(UTC)
+    now = utc_now()
     try:
         year, month = report.parse_month(args.month or report.today_month(now))
     except report.ReportError as exc:

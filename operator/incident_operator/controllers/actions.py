@@ -47,8 +47,8 @@ from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, Secre
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import LABEL_INCIDENT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
+from incident_operator.api.timestamps import format_time
 from incident_operator.core import checks, revisions
-from incident_operator.core.conditions import format_time
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import Limits

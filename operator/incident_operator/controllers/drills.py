@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -42,18 +42,14 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.rbac import Permission
 from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import alerts, conditions, drills
-from incident_operator.core.conditions import format_time, parse_time
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 2.0  # while a run is in progress
 IDLE_S = 5.0  # between looks at the schedule and the request annotation
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class DrillLoop:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.api import keys
+from incident_operator.api.timestamps import format_micro_time, utc_now
 from incident_operator.core import alerts
 from incident_operator.settings.config import OperatorConfig
 
@@ -51,7 +52,7 @@ class Intake:
     ) -> None:
         self.kube = kube
         self.config = config
-        self.clock = clock or (lambda: datetime.now(UTC))
+        self.clock = clock or utc_now
         self._token: tuple[float, str | None] = (0.0, None)
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()  # fingerprints seen (bounded)
 
@@ -190,7 +191,7 @@ class Intake:
                 "metadata": {
                     "annotations": {
                         keys.ANNOTATION_STATUS: action.status,
-                        keys.ANNOTATION_CHANGED_AT: alerts.stamp(self.clock()),
+                        keys.ANNOTATION_CHANGED_AT: format_micro_time(self.clock()),
                     }
                 }
             }

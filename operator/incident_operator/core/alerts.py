@@ -27,6 +27,7 @@ from incident_operator.api.keys import (
     LABEL_ALERTNAME,
     LABEL_FINGERPRINT,
 )
+from incident_operator.api.timestamps import format_micro_time, parse_time
 from incident_operator.core.planner import AlertState
 from incident_operator.settings.config import AlertIntakeConfig
 
@@ -89,7 +90,10 @@ class Upsert:
             "metadata": {
                 "name": name,
                 "labels": self.labels,
-                "annotations": {ANNOTATION_STATUS: self.status, ANNOTATION_CHANGED_AT: stamp(now)},
+                "annotations": {
+                    ANNOTATION_STATUS: self.status,
+                    ANNOTATION_CHANGED_AT: format_micro_time(now),
+                },
             },
             "spec": self.spec,
         }
@@ -101,10 +105,6 @@ class Skip:
     reason: str
     code: str = "Invalid"
     """For the skipped-alerts metric: NoNamespace, InvalidNamespace, NotWatched, NotAllowed, ..."""
-
-
-def stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def fingerprint_of(alert: Alert) -> str:
@@ -168,7 +168,7 @@ def plan_alert(
         },
     }
     if alert.startsAt is not None:
-        spec["source"]["startsAt"] = stamp(alert.startsAt)
+        spec["source"]["startsAt"] = format_micro_time(alert.startsAt)
     if alert.annotations.get("description"):
         spec["description"] = alert.annotations["description"]
     if alert.labels.get(DRILL_ALERT_LABEL):
@@ -201,7 +201,7 @@ def alert_state(annotations: dict[str, str] | None) -> AlertState | None:
     if status not in ("firing", "resolved") or not changed:
         return None
     try:
-        moment = datetime.fromisoformat(changed.replace("Z", "+00:00"))
+        moment = parse_time(changed)
     except ValueError:
         return None
     return AlertState("firing" if status == "firing" else "resolved", moment)

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from incident_operator.api.models import Phase
+from incident_operator.api.timestamps import parse_time
 from incident_operator.core.alerts import alert_state
-from incident_operator.core.conditions import parse_time
 
 
 def needs_loop(

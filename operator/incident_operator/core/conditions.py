@@ -8,26 +8,13 @@ argument. Condition types and their reasons are `api.reasons` (documented in the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from incident_operator.api.timestamps import format_time
 
 Status = Literal["True", "False", "Unknown"]
 ConditionDict = dict[str, Any]
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with second precision and a Z suffix, as the API server writes times.
-
-    A naive datetime is taken to be UTC already.
-    """
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str) -> datetime:
-    """Parse an RFC 3339 time as written by `format_time` or the API server (aware, UTC)."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def find_condition(conditions: Sequence[ConditionDict] | None, type_: str) -> ConditionDict | None:

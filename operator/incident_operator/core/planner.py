@@ -38,6 +38,7 @@ from incident_operator.api.models import (
     TimelineEntry,
 )
 from incident_operator.api.reasons import TIMELINE_ONLY, ConditionType, Reason
+from incident_operator.api.timestamps import format_time
 from incident_operator.core import conditions as cond
 from incident_operator.core.matching import Selection
 from incident_operator.core.phases import Event, advance
@@ -543,7 +544,7 @@ def _check_response_target(b: _Builder) -> None:
             ConditionType.RESPONSE_TARGET_BREACHED,
             "True",
             Reason.ACK_DEADLINE_PASSED,
-            f"not acknowledged by {cond.format_time(status.acknowledgeBy)} "
+            f"not acknowledged by {format_time(status.acknowledgeBy)} "
             f"({effective_severity(b.inp.spec, status)} response target)",
         ):
             severity = effective_severity(b.inp.spec, status)
@@ -567,7 +568,7 @@ def _start_playbook(b: _Builder, playbook: PlaybookSpec | None) -> Decision:
         holder = f" (incident {b.inp.cooldown_holder})" if b.inp.cooldown_holder else ""
         message = (
             f"playbook {selection.playbook.name} ran on the same target recently{holder}; "
-            f"cooldown until {cond.format_time(b.inp.cooldown_until)}"
+            f"cooldown until {format_time(b.inp.cooldown_until)}"
         )
         if b.condition(ConditionType.RECONCILING, "False", Reason.COOLDOWN_ACTIVE, message):
             b.record(Reason.COOLDOWN_ACTIVE, message)

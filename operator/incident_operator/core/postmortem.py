@@ -13,7 +13,7 @@ from datetime import datetime
 
 from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, Phase, Roles
 from incident_operator.api.reasons import ConditionType
-from incident_operator.core.conditions import format_time
+from incident_operator.api.timestamps import format_time
 
 SEVERITY_NAMES = {"P1": "Critical", "P2": "High", "P3": "Medium", "P4": "Low"}
 TO_BE_WRITTEN = "_To be written by the team._"

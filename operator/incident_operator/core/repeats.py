@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from incident_operator.core.conditions import parse_time
+from incident_operator.api.timestamps import parse_time
 
 RepeatKey = tuple[str, str]
 """(what: `alert:NAME` or `category:NAME`, targets: `Kind/name,...` sorted)."""

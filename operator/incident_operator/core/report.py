@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus
 from incident_operator.api.reasons import ConditionType
-from incident_operator.core.conditions import parse_time
+from incident_operator.api.timestamps import parse_time
 from incident_operator.core.postmortem import SEVERITY_NAMES, duration
 
 SEVERITIES = ("P1", "P2", "P3", "P4")

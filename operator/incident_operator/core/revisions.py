@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from incident_operator.api.timestamps import format_time
+
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE_ANNOTATION = "kubernetes.io/change-cause"
 HASH_LABEL = "pod-template-hash"
@@ -36,7 +38,7 @@ class Revision:
 
     def describe(self) -> str:
         cause = self.change_cause or "no change-cause"
-        when = self.created.strftime("%Y-%m-%dT%H:%M:%SZ") if self.created else "unknown time"
+        when = format_time(self.created) if self.created else "unknown time"
         return f"revision {self.number} ({self.name}, {when}): {cause}"
 
 
@@ -102,7 +104,7 @@ def history(revisions: list[Revision], current: int | None) -> list[dict[str, An
         {
             "revision": r.number,
             "name": r.name,
-            "created": r.created.strftime("%Y-%m-%dT%H:%M:%SZ") if r.created else None,
+            "created": format_time(r.created) if r.created else None,
             "changeCause": r.change_cause,
             "replicas": r.replicas,
             "current": r.number == current,

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
-from incident_operator.core.conditions import format_time
+from incident_operator.api.timestamps import format_time
 from incident_operator.core.notices import STATUSPAGE_IMPACT, STATUSPAGE_STATUS
 from incident_operator.settings.config import StatusPageConfig
 

@@ -16,10 +16,11 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.adapters.leases import LeaseStore
+from incident_operator.api.timestamps import utc_now
 from incident_operator.core import leadership
 from incident_operator.core.leadership import LeaseRecord, Observation, Verdict
 from incident_operator.settings.config import LeaderElection
@@ -42,7 +43,7 @@ class Elector:
         *,
         default_namespace: str = "incident-operator",
         me: str | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] = utc_now,
         on_observed: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings

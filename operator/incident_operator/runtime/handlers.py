@@ -20,13 +20,13 @@ from incident_operator.adapters.kube import AccessReviews
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.keys import API_GROUP, API_VERSION, FINALIZER, KOPF_ANNOTATION_PREFIX
 from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.drills import DrillLoop
 from incident_operator.controllers.incident import (
     IncidentLoop,
     PlaybookEntry,
     Playbooks,
     parse_playbook,
-    utc_now,
 )
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier

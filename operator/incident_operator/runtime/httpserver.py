@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import report, statuspage
 from incident_operator.settings.config import StatusPageConfig
@@ -45,7 +45,7 @@ class StatusSource:
             if self.cached is None or now - self.cached[0] > STATUS_TTL_S:
                 self.cached = (now, await self.lister(None))
             objects = self.cached[1]
-        return statuspage.build(objects, self.config, datetime.now(UTC))
+        return statuspage.build(objects, self.config, utc_now())
 
 
 STATUS_KEY: web.AppKey[StatusSource] = web.AppKey("status")
@@ -88,7 +88,7 @@ async def monthly_report(request: web.Request) -> web.Response:
         incidents = await request.app[LISTER_KEY](namespace)
     except Exception as exc:  # the API server's answer, said plainly
         return web.Response(status=503, text=f"cannot list incidents: {type(exc).__name__}: {exc}\n"[:500])
-    built = report.build(incidents, year, month, datetime.now(UTC), namespace)
+    built = report.build(incidents, year, month, utc_now(), namespace)
     if fmt == "html":  # drawing the chart takes a moment: not on the event loop
         content_type, body = await asyncio.to_thread(report.render, built, fmt)
     else:

@@ -25,7 +25,7 @@ Modules, by job (each says what state it owns):
 """
 
 from incident_operator.controllers.incident.commit import status_patch
-from incident_operator.controllers.incident.inputs import PlaybookEntry, Playbooks, parse_playbook, utc_now
+from incident_operator.controllers.incident.inputs import PlaybookEntry, Playbooks, parse_playbook
 from incident_operator.controllers.incident.loop import IncidentLoop
 
-__all__ = ["IncidentLoop", "PlaybookEntry", "Playbooks", "parse_playbook", "status_patch", "utc_now"]
+__all__ = ["IncidentLoop", "PlaybookEntry", "Playbooks", "parse_playbook", "status_patch"]

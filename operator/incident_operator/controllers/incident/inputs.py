@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -39,10 +39,6 @@ logger = logging.getLogger(__name__)
 
 History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
 """Earlier incidents by repeat key (a kopf index in the operator)."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

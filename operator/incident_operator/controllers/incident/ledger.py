@@ -17,9 +17,9 @@ from typing import Any
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookStatus
+from incident_operator.api.timestamps import format_time
 from incident_operator.controllers import actions
 from incident_operator.controllers.incident.inputs import PlaybookEntry
-from incident_operator.core.conditions import format_time
 from incident_operator.core.planner import Decision, cooldown_until
 
 CLAIM_ATTEMPTS = 5

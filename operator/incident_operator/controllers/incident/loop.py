@@ -22,9 +22,10 @@ from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, a
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentStatus, Phase
+from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
-from incident_operator.controllers.incident.inputs import History, Inputs, Playbooks, utc_now
+from incident_operator.controllers.incident.inputs import History, Inputs, Playbooks
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.matching import Candidate, select
