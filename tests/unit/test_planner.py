@@ -26,12 +26,12 @@ from incident_operator.core.planner import (
     Level,
     Outcome,
     PlanInput,
-    SeverityRule,
     bound_timeline,
     check_deadlines,
     complete,
     plan,
 )
+from incident_operator.settings.config import SeverityRule
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 TARGET = {"kind": "Deployment", "name": "web"}

@@ -11,8 +11,9 @@ import pytest
 from incident_operator.api.actions import Expectation, HttpCheckAction
 from incident_operator.api.models import Phase, Severity, StepState
 from incident_operator.core import checks, revisions, validation
-from incident_operator.core.planner import Intent, SeverityRule
+from incident_operator.core.planner import Intent
 from incident_operator.core.revisions import Revision
+from incident_operator.settings.config import SeverityRule
 from tests.unit.test_planner import TARGET, Run, incident, playbook
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -227,7 +228,7 @@ def test_roles_given_and_handed_over_are_timeline_entries_once() -> None:
     assert (run.status.timeline or [])[-1].message == "Technical Lead: nobody (was erin)"
 
 
-P2_TO_P1 = SeverityRule(Severity.P2, Severity.P1, timedelta(minutes=5), "mitigated")
+P2_TO_P1 = SeverityRule.model_validate({"from": "P2", "to": "P1", "notMitigatedWithinSeconds": 300})
 TARGETS = {Severity.P1: timedelta(minutes=10), Severity.P2: timedelta(hours=1)}
 
 

@@ -42,6 +42,7 @@ from incident_operator.api.timestamps import format_time
 from incident_operator.core import conditions as cond
 from incident_operator.core.matching import Selection
 from incident_operator.core.phases import Event, advance
+from incident_operator.settings.config import SeverityRule
 
 
 @dataclass(frozen=True)
@@ -134,20 +135,10 @@ class PlanInput:
     repeat_of: str | None = None
     """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
     severity_rules: tuple[SeverityRule, ...] = ()
+    """The config's `severityEscalation` rules that apply in the incident's namespace."""
     """Config `severityEscalation`: when the incident is treated as more severe."""
     response_targets: Mapping[Severity, timedelta] = field(default_factory=dict)
     """Every severity's response target (an escalated severity re-targets the deadline)."""
-
-
-@dataclass(frozen=True)
-class SeverityRule:
-    """`source` becomes `target` when the incident is not `unless` within `within` (pure copy of
-    the config's rule)."""
-
-    source: Severity
-    target: Severity
-    within: timedelta
-    unless: Literal["mitigated", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -413,18 +404,18 @@ def _escalate_severity(b: _Builder) -> None:
             b.wake.append(due)
             continue
         reason = f"not {rule.unless} within {int(rule.within.total_seconds())}s"
-        status.effectiveSeverity = rule.target
+        status.effectiveSeverity = rule.to
         status.severityHistory = [
             *(status.severityHistory or []),
-            SeverityChange(previous=current, severity=rule.target, at=b.now, reason=reason),
+            SeverityChange(previous=current, severity=rule.to, at=b.now, reason=reason),
         ]
-        target = b.inp.response_targets.get(rule.target)
+        target = b.inp.response_targets.get(rule.to)
         if target is not None and not b.is_true(ConditionType.ACKNOWLEDGED):
             deadline = status.detectedAt + target
             status.acknowledgeBy = min(status.acknowledgeBy or deadline, deadline)
         if status.escalation is not None:
             status.escalation.level = 0  # the new severity's policy, from its first level
-        b.record(Reason.SEVERITY_ESCALATED, f"{current} -> {rule.target}: {reason}", warning=True)
+        b.record(Reason.SEVERITY_ESCALATED, f"{current} -> {rule.to}: {reason}", warning=True)
         b.wake.append(b.now)
         return
 

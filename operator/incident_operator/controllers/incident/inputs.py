@@ -31,7 +31,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.core import access, alerts, repeats, validation
 from incident_operator.core.matching import Selection
-from incident_operator.core.planner import AlertState, Level, PlanInput, SeverityRule, effective_severity
+from incident_operator.core.planner import AlertState, Level, PlanInput, effective_severity
 from incident_operator.settings import config
 from incident_operator.settings.config import OperatorConfig
 
@@ -64,14 +64,12 @@ Playbooks = tuple[list[PlaybookEntry], dict[str, str]]
 
 
 @functools.cache
-def _severity_rules(rules: tuple[config.SeverityRule, ...], namespace: str) -> tuple[SeverityRule, ...]:
+def _severity_rules(
+    rules: tuple[config.SeverityRule, ...], namespace: str
+) -> tuple[config.SeverityRule, ...]:
     """The config's severity rules that apply in `namespace`, as the planner takes them (computed
     once per config and namespace, not on every plan)."""
-    return tuple(
-        SeverityRule(r.source, r.to, r.within, r.unless)
-        for r in rules
-        if not r.namespaces or namespace in r.namespaces
-    )
+    return tuple(r for r in rules if not r.namespaces or namespace in r.namespaces)
 
 
 @functools.cache
