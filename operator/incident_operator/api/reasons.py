@@ -106,6 +106,9 @@ class Reason(StrEnum):
     # objects the operator cannot use
     INVALID_SPEC = "InvalidSpec"
     INVALID_SCHEDULE = "InvalidSchedule"
+    INVALID = "Invalid"
+    VALID = "Valid"
+    UNREADABLE = "Unreadable"
 
 
 REASON_DESCRIPTIONS: dict[Reason, str] = {
@@ -160,6 +163,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.NOTIFICATION_FAILED: "A notice could not be delivered to a channel (warning).",
     Reason.INVALID_SPEC: "The object's spec is invalid: it is never acted on (warning).",
     Reason.INVALID_SCHEDULE: "A Drill's schedule cannot be parsed.",
+    Reason.INVALID: "Event on a Playbook that became Invalid (warning; the message lists the problems).",
+    Reason.VALID: "Condition reason of a Playbook's Ready (True) and Invalid (False).",
+    Reason.UNREADABLE: "Event on an Incident whose status the models refuse: not reconciled till it changes.",
 }
 
 TIMELINE_ONLY: frozenset[Reason] = frozenset({Reason.STEP_STARTED, Reason.MONITORING, Reason.REPEAT})

@@ -15,9 +15,6 @@ from typing import Any
 
 import kopf
 
-from incident_operator.adapters import metrics
-from incident_operator.adapters.kube import AccessReviews
-from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.keys import API_GROUP, API_VERSION, FINALIZER, KOPF_ANNOTATION_PREFIX
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import utc_now
@@ -28,11 +25,10 @@ from incident_operator.controllers.incident import (
     Playbooks,
     parse_playbook,
 )
-from incident_operator.controllers.intake import Intake
-from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core import conditions, repeats, validation
 from incident_operator.core.planner import Record
+from incident_operator.runtime.context import context
 
 # Watches are re-established at least this often, so a silently broken connection heals.
 WATCH_SERVER_TIMEOUT_S = 300
@@ -59,27 +55,21 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    memo.supervisor = None  # the incident loops (built on the first Incident event)
-    memo.open_incidents = metrics.OpenIncidents()
-    memo.action_items = metrics.OpenActionItems()
-    memo.notifier = Notifier(memo.kube, memo.outbound, memo.config.file.notifications)
-    memo.run_records = RunRecorder(memo.kube)
-    memo.run_records_task = asyncio.create_task(memo.run_records.run())
-    memo.playbook_generations = {}  # (namespace, name) -> last generation seen
-    recheck = memo.config.file.access.recheckSeconds
-    memo.access_reviews = AccessReviews(memo.kube, denied_ttl=max(1.0, recheck / 2))
-    memo.intake = Intake(memo.kube, memo.config)  # a Drill's fireAlert takes the alerts' own path
+    ctx = context(memo)
+    ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
 
 
 @kopf.on.cleanup()
 async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
-    if memo.supervisor is not None:
-        await memo.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
-    memo.run_records_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await memo.run_records_task
+    ctx = context(memo)
+    if ctx.supervisor is not None:
+        await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
+    if ctx.run_records_task is not None:
+        ctx.run_records_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx.run_records_task
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -115,8 +105,9 @@ def _supervisor(
 ) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
-    if memo.supervisor is not None:
-        return memo.supervisor  # type: ignore[no-any-return]
+    ctx = context(memo)
+    if ctx.supervisor is not None:
+        return ctx.supervisor
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}
@@ -131,19 +122,19 @@ def _supervisor(
             )
 
         return IncidentLoop(
-            kube=memo.kube,
-            outbound=memo.outbound,
-            config=memo.config,
+            kube=ctx.kube,
+            outbound=ctx.outbound,
+            config=ctx.config,
             namespace=namespace,
             name=name,
             uid=uid,
             body=body,
             playbooks=lambda: _playbooks_of(index, namespace),
             post_event=post_event,
-            open_incidents=memo.open_incidents,
-            notifier=memo.notifier,
-            access_reviews=memo.access_reviews,
-            run_records=memo.run_records,
+            open_incidents=ctx.open_incidents,
+            notifier=ctx.notifier,
+            access_reviews=ctx.access_reviews,
+            run_records=ctx.run_records,
             history=lambda key: list(seen.get((namespace, key), [])),
         )
 
@@ -153,10 +144,10 @@ def _supervisor(
         message = f"status unreadable, not reconciled until it changes: {problem}"
         metadata = body.get("metadata") or {}
         logger.warning("incident %s/%s: %s", metadata.get("namespace"), metadata.get("name"), message)
-        kopf.event(body, type="Warning", reason="Unreadable", message=message[:1024])
+        kopf.event(body, type="Warning", reason=Reason.UNREADABLE, message=message[:1024])
 
-    memo.supervisor = Supervisor(factory, unreadable)
-    return memo.supervisor  # type: ignore[no-any-return]
+    ctx.supervisor = Supervisor(factory, unreadable)
+    return ctx.supervisor
 
 
 # No kopf daemon (it would put a finalizer on every Incident: two writes each, and a round trip
@@ -164,17 +155,16 @@ def _supervisor(
 # the incidents that have something to do (see `attention`) from their watch events.
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    ctx = context(memo)
     supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
     supervisor.observe(type, body)
     uid = body.get("metadata", {}).get("uid", "")
     spec = body.get("spec") or {}
     if type == "DELETED":
-        memo.open_incidents.update(uid, None, None)
-        memo.action_items.update(uid, 0)
+        ctx.open_incidents.update(uid, None, None)
+        ctx.action_items.update(uid, 0)
     elif not spec.get("drill"):
-        memo.action_items.update(
-            uid, sum(1 for item in spec.get("actionItems") or [] if not item.get("done"))
-        )
+        ctx.action_items.update(uid, sum(1 for item in spec.get("actionItems") or [] if not item.get("done")))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")
@@ -183,15 +173,16 @@ async def playbook_changed(
 ) -> None:
     """Validate what the schema cannot, write Ready/Invalid, and wake the incidents it concerns
     (only when its spec changed, it came or went: our own status writes wake nobody)."""
+    ctx = context(memo)
     generation = body.get("metadata", {}).get("generation")
     key = (namespace or "", name)
-    changed = type in ("ADDED", "DELETED", None) or memo.playbook_generations.get(key) != generation
-    if changed and memo.supervisor is not None:
-        memo.supervisor.wake_concerned(namespace, name)
+    changed = type in ("ADDED", "DELETED", None) or ctx.playbook_generations.get(key) != generation
+    if changed and ctx.supervisor is not None:
+        ctx.supervisor.wake_concerned(namespace, name)
     if type == "DELETED":
-        memo.playbook_generations.pop(key, None)
+        ctx.playbook_generations.pop(key, None)
     else:
-        memo.playbook_generations[key] = generation
+        ctx.playbook_generations[key] = generation
     if type == "DELETED" or namespace is None:
         return
     status = dict(body.get("status") or {})
@@ -222,23 +213,23 @@ async def playbook_changed(
         notes = validation.advice(spec) if spec else []
         message = "; ".join(notes) or "valid"
         updated = conditions.set_condition(
-            current, ConditionType.INVALID, "False", "Valid", "valid", generation=generation, now=now
+            current, ConditionType.INVALID, "False", Reason.VALID, "valid", generation=generation, now=now
         )
         updated = conditions.set_condition(
-            updated, ConditionType.READY, "True", "Valid", message, generation=generation, now=now
+            updated, ConditionType.READY, "True", Reason.VALID, message, generation=generation, now=now
         )
     steps = len(spec.steps) if spec else len((body.get("spec") or {}).get("steps") or [])
     if status.get("observedGeneration") == generation and updated == current and status.get("steps") == steps:
         return
     try:
-        await memo.kube.patch_playbook_status(
+        await ctx.kube.patch_playbook_status(
             namespace, name, {"observedGeneration": generation, "steps": steps, "conditions": updated}
         )
     except Exception as exc:  # a transient failure is retried on the next event
         logger.warning("playbook %s/%s: could not write status: %s", namespace, name, exc)
         return
     if found and not conditions.is_true(current, ConditionType.INVALID):
-        kopf.event(body, type="Warning", reason="Invalid", message=message)
+        kopf.event(body, type="Warning", reason=Reason.INVALID, message=message)
 
 
 # One loop per Drill (few objects: a kopf daemon, and its finalizer, are fine here).
@@ -252,11 +243,12 @@ async def drill_daemon(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
+    ctx = context(memo)
     assert namespace is not None  # noqa: S101 - Drills are namespaced
     loop = DrillLoop(
-        kube=memo.kube,
-        intake=memo.intake,
-        access=memo.access_reviews,
+        kube=ctx.kube,
+        intake=ctx.intake,
+        access=ctx.access_reviews,
         namespace=namespace,
         name=name,
         body=body,

@@ -33,6 +33,7 @@ from incident_operator.adapters.kube import Kube, load_api_client
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.intake import Intake
 from incident_operator.runtime import handlers, httpserver
+from incident_operator.runtime.context import RuntimeContext
 from incident_operator.runtime.election import Elector
 from incident_operator.settings.config import OperatorConfig
 from incident_operator.settings.egress import EgressPolicy
@@ -136,9 +137,10 @@ async def run(
     outbound = Outbound(http, policy)
     ready = asyncio.Event()
     health = ApiHealth(kube)
+    intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert
     app = httpserver.build_app(
         ready,
-        Intake(kube, config),
+        intake,
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
         incidents=functools.partial(_watched_incidents, kube, config.namespaces),
@@ -162,12 +164,13 @@ async def run(
                 config,
                 kube=kube,
                 outbound=outbound,
+                intake=intake,
                 ready=ready,
                 stop=stop or asyncio.Event(),
                 on_lost=on_lost,
             )
         else:
-            await _operate(config, kube, outbound, ready, stop)
+            await _operate(config, kube=kube, outbound=outbound, intake=intake, ready=ready, stop=stop)
     finally:
         watching.cancel()
         trimming.cancel()
@@ -180,8 +183,10 @@ async def run(
 
 async def _operate(
     config: OperatorConfig,
+    *,
     kube: Kube,
     outbound: Outbound,
+    intake: Intake,
     ready: asyncio.Event,
     stop: asyncio.Event | None,
 ) -> None:
@@ -193,7 +198,7 @@ async def _operate(
         namespaces=list(config.namespaces),
         ready_flag=ready,
         stop_flag=stop,
-        memo=kopf.Memo(config=config, kube=kube, outbound=outbound),
+        memo=kopf.Memo(ctx=RuntimeContext.build(config, kube, outbound, intake)),  # see runtime.context
     )
 
 
@@ -202,6 +207,7 @@ async def _elected(
     *,
     kube: Kube,
     outbound: Outbound,
+    intake: Intake,
     ready: asyncio.Event,
     stop: asyncio.Event,
     on_lost: Callable[[], None],
@@ -219,7 +225,9 @@ async def _elected(
     if not await elector.campaign(stop.is_set):
         return
     kopf_stop = asyncio.Event()
-    operator = asyncio.create_task(_operate(config, kube, outbound, asyncio.Event(), kopf_stop))
+    operator = asyncio.create_task(
+        _operate(config, kube=kube, outbound=outbound, intake=intake, ready=asyncio.Event(), stop=kopf_stop)
+    )
     holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
     await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
     if not operator.done() and not stop.is_set():

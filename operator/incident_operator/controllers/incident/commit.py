@@ -31,6 +31,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import Kube
 from incident_operator.api.keys import page_id_annotation
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident.draft import PostmortemDraft
 from incident_operator.controllers.incident.inputs import PlaybookEntry
 from incident_operator.controllers.incident.ledger import RunLedger
@@ -172,7 +173,7 @@ class Commit:
         for record in records:
             if posts_event(record):
                 self.post_event(record)
-            if record.reason == "ResponseTargetBreached":
+            if record.reason == Reason.RESPONSE_TARGET_BREACHED:
                 metrics.breach(spec)
         if self.open_incidents is not None:
             self.open_incidents.update(self.uid, spec, new.phase)
@@ -194,5 +195,5 @@ class Commit:
         self.wake()  # may settle now
 
     def _delivery_failed(self, message: str) -> None:
-        self.late_records.append(Record("NotificationFailed", message, warning=True))
+        self.late_records.append(Record(Reason.NOTIFICATION_FAILED, message, warning=True))
         self.wake()

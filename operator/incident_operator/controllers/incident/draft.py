@@ -14,6 +14,7 @@ from datetime import datetime
 
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.api.reasons import Reason
 from incident_operator.core import postmortem
 from incident_operator.core.planner import Record, with_records
 
@@ -50,7 +51,9 @@ class PostmortemDraft:
         except ApiException as exc:
             if new.postmortemRef is not None:
                 return new, []  # an earlier draft stands; said already or not worth a warning
-            record = Record("PostmortemNotWritten", f"ConfigMap {name}: {api_reason(exc)}", warning=True)
+            record = Record(
+                Reason.POSTMORTEM_NOT_WRITTEN, f"ConfigMap {name}: {api_reason(exc)}", warning=True
+            )
             return with_records(new, [record], self.clock()), [record]
         if new.postmortemRef != name:
             new = new.model_copy(update={"postmortemRef": name})

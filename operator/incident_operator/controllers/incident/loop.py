@@ -22,6 +22,7 @@ from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, a
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentStatus, Phase
+from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
@@ -131,7 +132,7 @@ class IncidentLoop:
                         + ".".join(map(str, exc.errors()[0]["loc"]))
                     )
                     logger.warning("incident %s/%s: %s", self.namespace, self.name, problem)
-                    self.post_event(Record("InvalidSpec", problem, warning=True))
+                    self.post_event(Record(Reason.INVALID_SPEC, problem, warning=True))
                 unreadable = True
                 await self._sleep(wake, stopped, IDLE_RECHECK_S)
                 continue

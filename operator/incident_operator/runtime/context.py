@@ -1,0 +1,60 @@
+"""What the kopf handlers share while the operator runs: one typed object instead of kopf's memo bag.
+
+Kopf hands every handler a `memo`, shallow-copied per watched object. Anything a handler assigns
+to a memo lands on that object's copy only; so the shared state lives in one `RuntimeContext`
+that every copy refers to (`context(memo)`), and assignments go to it. Built by the runner for
+each kopf run (a replica that is elected again gets a fresh one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from incident_operator.adapters import metrics
+from incident_operator.adapters.kube import AccessReviews, Kube
+from incident_operator.adapters.outbound import Outbound
+from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.controllers.intake import Intake
+from incident_operator.controllers.notifier import Notifier
+from incident_operator.controllers.supervisor import Supervisor
+from incident_operator.settings.config import OperatorConfig
+
+
+@dataclass
+class RuntimeContext:
+    config: OperatorConfig
+    kube: Kube
+    outbound: Outbound
+    intake: Intake
+    """The alert intake the HTTP server serves; a Drill's fireAlert takes the same path."""
+    notifier: Notifier
+    run_records: RunRecorder
+    access_reviews: AccessReviews
+    open_incidents: metrics.OpenIncidents = field(default_factory=metrics.OpenIncidents)
+    action_items: metrics.OpenActionItems = field(default_factory=metrics.OpenActionItems)
+    supervisor: Supervisor | None = None
+    """The incident loops' supervisor, built on the first Incident event (it needs kopf's indexes)."""
+    run_records_task: asyncio.Task[None] | None = None
+    """The run recorder's writer, started with kopf and stopped at its cleanup."""
+    playbook_generations: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """(namespace, name) -> the last generation of each Playbook seen."""
+
+    @classmethod
+    def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:
+        recheck = config.file.access.recheckSeconds
+        return cls(
+            config=config,
+            kube=kube,
+            outbound=outbound,
+            intake=intake,
+            notifier=Notifier(kube, outbound, config.file.notifications),
+            run_records=RunRecorder(kube),
+            access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
+        )
+
+
+def context(memo: Any) -> RuntimeContext:
+    """The run's context, from any handler's memo."""
+    return cast(RuntimeContext, memo.ctx)
