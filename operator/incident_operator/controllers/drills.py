@@ -40,7 +40,7 @@ from incident_operator.api.models import (
     IncidentStatus,
     Phase,
 )
-from incident_operator.api.rbac import Permission
+from incident_operator.api.rbac import Permission, workload_resource
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.controllers.intake import Intake
@@ -181,7 +181,7 @@ class DrillLoop:
         needed = [Permission("create", "incidents", API_GROUP)]
         scenario = spec.scenario
         if scenario.scaleToZero is not None:
-            kind = "statefulsets" if str(scenario.scaleToZero.target.kind) == "StatefulSet" else "deployments"
+            kind = workload_resource(scenario.scaleToZero.target.kind)
             needed += [Permission("get", kind, "apps"), Permission("patch", kind, "apps", "scale")]
         if scenario.deletePods is not None:
             needed += [Permission("list", "pods"), Permission("delete", "pods")]
