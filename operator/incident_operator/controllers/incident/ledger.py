@@ -49,6 +49,9 @@ class RunLedger:
             return None, None
         targets = self.targets(spec, chosen)
         holders = chosen.status.lastRunBy or {}
+        next_run = f"{self.name}/r{(status.runs or 0) + 1}"  # the run id the planner will give it
+        if all(holders.get(t) == next_run for t in targets):
+            return None, None  # our own claim, whose run was not written before a crash: go on
         return (
             cooldown_until(chosen.spec, targets, chosen.status.lastRuns),
             next((holders[t].split("/")[0] for t in targets if t in holders), None),
