@@ -170,3 +170,25 @@ def test_the_actions_reference_has_one_row_per_action_and_says_which_mutate() ->
     assert set(rows) == set(ACTIONS)
     for key, kind in rows.items():
         assert kind.startswith("mutating") == ACTIONS[key].mutating, (key, kind)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        {"scaleToZero": {"target": STS}},
+        {"scaleToZero": {"target": DEPLOY}},
+        {"deletePods": {"selector": {"app": "web"}, "count": 1}},
+        {"fireAlert": {"alertname": "ServiceDown"}},
+    ],
+)
+def test_a_drill_needs_only_what_the_remediator_role_grants_besides_opening_its_incident(
+    scenario: dict[str, Any],
+) -> None:
+    from incident_operator.api.actions import DRILL_RBAC
+    from incident_operator.api.keys import API_GROUP
+    from incident_operator.api.models import DrillSpec
+    from incident_operator.core.drills import needs
+
+    spec = DrillSpec.model_validate({"schedule": "0 10 * * 1", "scenario": scenario})
+    breaking = set(needs(spec)) - {Permission("create", "incidents", API_GROUP)}
+    assert breaking <= DRILL_RBAC <= REMEDIATOR_RBAC

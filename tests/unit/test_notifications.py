@@ -9,7 +9,15 @@ import pytest
 from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
-from incident_operator.core.notices import IncidentView, Notice, channels_for, notices, payload
+from incident_operator.core.notices import (
+    IncidentView,
+    Notice,
+    channels_for,
+    notices,
+    slack_body,
+    statuspage_body,
+    webhook_body,
+)
 from incident_operator.core.planner import Record
 from incident_operator.settings.channels import Channel, parse_channel
 from incident_operator.settings.config import EscalationPolicy, Notifications
@@ -67,12 +75,12 @@ def test_escalation_to_an_unknown_channel_is_a_config_error() -> None:
 
 def test_payload_shapes_and_templates() -> None:
     notice = Notice("phase", "[P1] web down: Investigating -> Mitigating")
-    assert payload(channel("s"), notice, VIEW) == {"text": notice.message}
+    assert slack_body(channel("s"), notice, VIEW) == {"text": notice.message}
     templated = channel("t", template=":fire: {severity} {name} {event}: {notice}")
-    assert payload(templated, notice, VIEW)["text"] == f":fire: P1 web-outage phase: {notice.message}"
-    page = payload(channel("p", "statuspage"), notice, VIEW)
+    assert slack_body(templated, notice, VIEW)["text"] == f":fire: P1 web-outage phase: {notice.message}"
+    page = statuspage_body(channel("p", "statuspage"), notice, VIEW)
     assert (page["status"], page["impact"], page["title"]) == ("Identified", "critical", "web down")
-    hook = payload(channel("w", "webhook"), notice, VIEW)
+    hook = webhook_body(channel("w", "webhook"), notice, VIEW)
     assert (hook["event"], hook["namespace"], hook["phase"]) == ("phase", "shop", "Mitigating")
 
 
@@ -215,9 +223,9 @@ def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_t
     assert sp.api_url == "https://api.statuspage.io"
     with pytest.raises(ValidationError, match=r"needs pageId, keySecretRef"):
         parse_channel({"name": "sp", "type": "statuspage", "mode": "statuspageio"})
-    json_mode = payload(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
+    json_mode = statuspage_body(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
     assert (json_mode["id"], json_mode["action"]) == ("incident-operator/shop/web-outage", "create")
-    assert payload(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
+    assert statuspage_body(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
 
 
 def test_a_channel_hears_one_incidents_notices_in_order_even_if_the_first_is_slow() -> None:

@@ -1,6 +1,6 @@
 """Properties of the planner, driven through generated histories by a small pure model of the engine.
 
-`Engine` below does what `controllers.engine.IncidentLoop.iterate` does with the planner, without
+`Engine` below does what `controllers.incident.IncidentLoop.iterate` does with the planner, without
 I/O: plan, persist the decision's status, carry out its intent (an outcome comes later, as an
 event), fold the outcome in with `complete` (held in memory) and plan again. A restart drops
 everything held in memory and goes on from the last persisted status, as a new operator process

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from incident_operator.api.actions import Expectation, HttpCheckAction
+from incident_operator.api.keys import RESTARTED_AT
 from incident_operator.api.models import Phase, Severity, StepState
 from incident_operator.core import checks, revisions, validation
 from incident_operator.core.planner import Intent
@@ -286,7 +287,7 @@ def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> Non
 def test_a_rollback_after_a_restart_goes_back_to_the_previous_version() -> None:
     v1 = {"spec": {"containers": [{"image": "web:1"}]}}
     v2 = {"spec": {"containers": [{"image": "web:2"}]}}
-    restarted = {"metadata": {"annotations": {revisions.RESTARTED_AT: "2026-11-27T12:00:00Z"}}, **v2}
+    restarted = {"metadata": {"annotations": {RESTARTED_AT: "2026-11-27T12:00:00Z"}}, **v2}
     history = [
         Revision(1, "web-1", None, None, fingerprint=revisions.fingerprint(v1)),
         Revision(2, "web-2", None, "deploy v2", fingerprint=revisions.fingerprint(v2)),

@@ -180,6 +180,11 @@ class Kube:
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
 
+    @property
+    def host(self) -> str:
+        """The API server's URL, as the client reaches it."""
+        return str(self.api.configuration.host)
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` in the client's thread pool, with a request timeout unless given."""
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
@@ -283,6 +288,53 @@ class Kube:
             current = revision_number(workload["metadata"].get("annotations"))
         return RolloutHistory(revisions, current, restores)
 
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        await self.call(self.core.delete_namespaced_pod, name, namespace)
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """Every key of a Secret, decoded and stripped (values are secrets: never log them)."""
+        secret = await self.call(self.core.read_namespaced_secret, name, namespace)
+        return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        await self.call(self.batch.create_namespaced_job, namespace, body)
+
+    async def read_job(self, namespace: str, name: str) -> Any:
+        return await self.call(self.batch.read_namespaced_job, name, namespace)
+
+    async def pods_labelled(self, namespace: str, label_selector: str) -> list[client.V1Pod]:
+        result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        return list(result.items)
+
+    async def pod_log(self, namespace: str, name: str, *, lines: int, limit_bytes: int) -> str:
+        """The last `lines` of a pod's log, at most `limit_bytes` (the kubelet serves it)."""
+        text = await self.call(
+            self.core.read_namespaced_pod_log,
+            name,
+            namespace,
+            tail_lines=lines,
+            limit_bytes=limit_bytes,
+            _request_timeout=10,
+        )
+        return str(text)
+
+    async def events(self, namespace: str) -> list[Any]:
+        result = await self.call(self.core.list_namespaced_event, namespace)
+        return list(result.items)
+
+    async def pod_metrics(self, namespace: str, label_selector: str) -> dict[str, Any]:
+        """The metrics API's PodMetrics list (metrics.k8s.io/v1beta1, served by metrics-server)."""
+        listed = await self.call(
+            self.custom.list_namespaced_custom_object,
+            "metrics.k8s.io",
+            "v1beta1",
+            namespace,
+            "pods",
+            label_selector=label_selector,
+            _request_timeout=10,
+        )
+        return cast(dict[str, Any], listed)
+
     async def create_deny_all_policy(
         self, namespace: str, metadata: client.V1ObjectMeta, selector: dict[str, str]
     ) -> None:
@@ -297,9 +349,7 @@ class Kube:
         await self.call(self.networking.create_namespaced_network_policy, namespace, policy)
 
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
-        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
-        return list(result.items)
+        return await self.pods_labelled(namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))
 
     # ------------------------------------------------------------------ our resources
 

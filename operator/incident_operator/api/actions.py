@@ -431,5 +431,13 @@ HEALTH_RBAC = on_workloads("get")
 """Beyond the actions: the health check after the steps reads the incident's targets."""
 POSTMORTEM_RBAC = frozenset({Permission("create", "configmaps"), Permission("update", "configmaps")})
 """Beyond the actions: the post-mortem draft is a ConfigMap in the incident's namespace."""
-REMEDIATOR_RBAC = frozenset().union(*(a.rbac for a in ACTIONS.values())) | HEALTH_RBAC | POSTMORTEM_RBAC
+DRILL_RBAC = (
+    on_workloads("get")
+    | on_workloads("patch", "scale")
+    | {Permission("list", "pods"), Permission("delete", "pods")}
+)
+"""Beyond the actions: what a Drill needs to break its target (`core.drills.needs`)."""
+REMEDIATOR_RBAC = (
+    frozenset().union(*(a.rbac for a in ACTIONS.values())) | HEALTH_RBAC | POSTMORTEM_RBAC | DRILL_RBAC
+)
 """Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares)."""

@@ -36,6 +36,12 @@ KOPF_ANNOTATION_PREFIX = API_GROUP
 FINALIZER = f"{API_GROUP}/finalizer"
 """The finalizer kopf would use for a deletion handler (the operator has none, so it adds none)."""
 
+# Kubernetes' own keys the operator reads or writes
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+"""The pod-template annotation a rollout restart sets (as `kubectl rollout restart` does)."""
+JOB_NAME_LABEL = "job-name"
+"""The label the Job controller puts on a Job's pods."""
+
 # Leader election
 DEFAULT_LEASE_NAME = "incident-operator"
 """The Lease replicas elect their leader with (config `leaderElection.leaseName`)."""

@@ -26,6 +26,8 @@ class ConditionType(StrEnum):
     # Playbook and Drill
     READY = "Ready"
     INVALID = "Invalid"
+    # Drill
+    RUNNING = "Running"
 
 
 CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
@@ -45,6 +47,8 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
     "InvalidSchedule when it cannot run.",
     ConditionType.INVALID: "Playbook: True (InvalidSpec) when validation found problems; it never runs.",
+    ConditionType.RUNNING: "Drill: True while a run is in progress (Running); False after it, with the "
+    "run's result as the reason (Passed, Failed, Skipped).",
 }
 
 
@@ -109,6 +113,12 @@ class Reason(StrEnum):
     INVALID = "Invalid"
     VALID = "Valid"
     UNREADABLE = "Unreadable"
+    # drills
+    READY = "Ready"
+    RUNNING = "Running"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
 
 
 REASON_DESCRIPTIONS: dict[Reason, str] = {
@@ -165,6 +175,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_SCHEDULE: "A Drill's schedule cannot be parsed.",
     Reason.INVALID: "Event on a Playbook that became Invalid (warning; the message lists the problems).",
     Reason.VALID: "Condition reason of a Playbook's Ready (True) and Invalid (False).",
+    Reason.READY: "Condition reason of a Drill's Ready: it waits for its next run.",
+    Reason.RUNNING: "Condition reason of a Drill's Running: a run is in progress.",
+    Reason.PASSED: "A Drill run's result: the response met every expectation.",
+    Reason.FAILED: "A Drill run's result: the response missed an expectation (the message says which).",
+    Reason.SKIPPED: "A Drill run's result: it did not run (the message says why).",
     Reason.UNREADABLE: "Event on an Incident whose status the models refuse: not reconciled till it changes.",
 }
 

@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from incident_operator.adapters.kube import CustomObjects, pod_ready
 from incident_operator.api.actions import ACTIONS
 from incident_operator.api.keys import API_GROUP, API_VERSION, REQUEST_ANNOTATION
-from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, PlaybookSpec
+from incident_operator.api.models import ROLE_TITLES, IncidentSpec, IncidentStatus, Phase, PlaybookSpec
 from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.core import postmortem, report
 from incident_operator.core.matching import Candidate, select
@@ -290,7 +290,7 @@ def cmd_resolve(api: Api, args: argparse.Namespace) -> None:
 def cmd_close(api: Api, args: argparse.Namespace) -> None:
     incident = api.get(args.name)
     spec = incident.get("spec") or {}
-    if not spec.get("resolution") and (incident.get("status") or {}).get("phase") != "Resolved":
+    if not spec.get("resolution") and (incident.get("status") or {}).get("phase") != Phase.RESOLVED:
         raise Failed(f"incident {args.name} is not resolved: resolve it first (`kubectl incident resolve`)")
     open_items = [i["id"] for i in spec.get("actionItems") or [] if not i.get("done")]
     api.patch_spec(args.name, {"closed": True})

@@ -17,7 +17,6 @@ given step attempt, which is what makes a re-run after a crash harmless:
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 import json
 import logging
@@ -26,7 +25,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import yaml
@@ -45,7 +44,7 @@ from incident_operator.adapters.kube import (
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
 from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
 from incident_operator.api.base import WorkloadRef
-from incident_operator.api.keys import LABEL_INCIDENT
+from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
 from incident_operator.api.timestamps import format_time
 from incident_operator.core import checks, revisions
@@ -55,7 +54,6 @@ from incident_operator.settings.config import Limits
 
 logger = logging.getLogger(__name__)
 
-RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 POLL_INTERVAL_S = 1.0
 HTTP_TIMEOUT = httpx.Timeout(5.0, connect=3.0)
 
@@ -207,7 +205,7 @@ async def delete_pods(ctx: ActionContext) -> Outcome:
         await ctx.persist()
     for name in st.pods:
         try:
-            await ctx.kube.call(ctx.kube.core.delete_namespaced_pod, name, ctx.namespace)
+            await ctx.kube.delete_pod(ctx.namespace, name)
         except ApiException as exc:
             if not not_found(exc):
                 return Outcome(False, f"deleting pod {name}: {api_reason(exc)}")
@@ -262,12 +260,11 @@ async def secret_headers(kube: Kube, namespace: str, ref: SecretRef | None) -> d
     if ref is None:
         return {}
     try:
-        secret = await kube.call(kube.core.read_namespaced_secret, ref.name, namespace)
+        return await kube.secret_data(namespace, ref.name)
     except ApiException as exc:
         if not_found(exc):
             return Outcome(False, f"Secret {namespace}/{ref.name} (headersSecretRef) not found")
         return Outcome(False, f"reading Secret {ref.name}: {api_reason(exc)}")
-    return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
 
 
 async def _probe(
@@ -405,13 +402,13 @@ async def run_job(ctx: ActionContext) -> Outcome:
         },
     }
     try:
-        await ctx.kube.call(ctx.kube.batch.create_namespaced_job, ctx.namespace, body)
+        await ctx.kube.create_job(ctx.namespace, body)
     except ApiException as exc:
         if not conflict(exc):  # 409: this attempt's Job exists already (a re-run after a crash)
             return Outcome(False, f"creating Job {name}: {api_reason(exc)}")
     while True:
         try:
-            job = await ctx.kube.call(ctx.kube.batch.read_namespaced_job, name, ctx.namespace)
+            job = await ctx.kube.read_job(ctx.namespace, name)
         except ApiException as exc:
             return Outcome(False, f"Job {name}: {api_reason(exc)}")
         done = {c.type: c for c in (job.status.conditions or []) if c.status == "True"} if job.status else {}
@@ -432,20 +429,13 @@ async def _job_log(ctx: ActionContext, job: str, lines: int) -> str:
     """'; log: <last lines>' of the Job's newest pod, or why there is none."""
     if lines == 0:
         return ""
-    pods = await ctx.kube.call(
-        ctx.kube.core.list_namespaced_pod, ctx.namespace, label_selector=f"job-name={job}"
-    )
-    if not pods.items:
+    pods = await ctx.kube.pods_labelled(ctx.namespace, f"{JOB_NAME_LABEL}={job}")
+    if not pods:
         return "; log unavailable: no pod"
-    newest = max(pods.items, key=lambda p: str(ctx.kube.to_dict(p)["metadata"].get("creationTimestamp")))
+    newest = max(pods, key=lambda p: str(ctx.kube.to_dict(p)["metadata"].get("creationTimestamp")))
     try:
-        text = await ctx.kube.call(
-            ctx.kube.core.read_namespaced_pod_log,
-            pod_name(newest),
-            ctx.namespace,
-            tail_lines=lines,
-            limit_bytes=ctx.limits.maxLogBytesPerPod,
-            _request_timeout=10,
+        text = await ctx.kube.pod_log(
+            ctx.namespace, pod_name(newest), lines=lines, limit_bytes=ctx.limits.maxLogBytesPerPod
         )
     except ApiException as exc:
         return f"; log unavailable: {api_reason(exc)}"
@@ -526,15 +516,12 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     if params.logLines > 0:
         for pod in pods:
             try:
-                log = await ctx.kube.call(
-                    ctx.kube.core.read_namespaced_pod_log,
-                    pod_name(pod),
+                data[f"logs-{pod_name(pod)}.txt"] = await ctx.kube.pod_log(
                     ctx.namespace,
-                    tail_lines=params.logLines,
+                    pod_name(pod),
+                    lines=params.logLines,
                     limit_bytes=ctx.limits.maxLogBytesPerPod,
-                    _request_timeout=10,
                 )
-                data[f"logs-{pod_name(pod)}.txt"] = str(log)
             except ApiException as exc:
                 missing_logs.append(f"{pod_name(pod)}: {api_reason(exc)}")
             except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
@@ -542,7 +529,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     if missing_logs:
         data["logs-unavailable.txt"] = "\n".join(missing_logs) + "\n"
     if params.events:
-        events = await ctx.kube.call(ctx.kube.core.list_namespaced_event, ctx.namespace)
+        events = await ctx.kube.events(ctx.namespace)
         names = {pod_name(p) for p in pods} | {ctx.incident}
         relevant = [
             {
@@ -552,7 +539,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
                 "reason": e.reason,
                 "message": e.message,
             }
-            for e in events.items
+            for e in events
             if any((e.involved_object.name or "").startswith(n) for n in names)
         ]
         data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
@@ -603,14 +590,8 @@ async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[s
 async def _resource_usage(ctx: ActionContext, selector: dict[str, str]) -> list[dict[str, Any]] | str:
     """CPU and memory per container from the metrics API (metrics-server), or why not."""
     try:
-        listed = await ctx.kube.call(
-            ctx.kube.custom.list_namespaced_custom_object,
-            "metrics.k8s.io",
-            "v1beta1",
-            ctx.namespace,
-            "pods",
-            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())),
-            _request_timeout=10,
+        listed = await ctx.kube.pod_metrics(
+            ctx.namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         )
     except ApiException as exc:
         if exc.status in (404, 503):
@@ -624,7 +605,7 @@ async def _resource_usage(ctx: ActionContext, selector: dict[str, str]) -> list[
                 {"name": c.get("name"), **(c.get("usage") or {})} for c in item.get("containers") or []
             ],
         }
-        for item in cast(dict[str, Any], listed).get("items") or []
+        for item in listed.get("items") or []
     ]
 
 

@@ -30,7 +30,6 @@ from incident_operator.adapters.kube import (
     pod_name,
 )
 from incident_operator.api import keys
-from incident_operator.api.keys import API_GROUP
 from incident_operator.api.models import (
     DrillResult,
     DrillRun,
@@ -40,7 +39,6 @@ from incident_operator.api.models import (
     IncidentStatus,
     Phase,
 )
-from incident_operator.api.rbac import Permission, workload_resource
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.controllers.intake import Intake
@@ -116,11 +114,15 @@ class DrillLoop:
             return 60.0
         if due.reason is None:
             next_at = format_time(due.next_at) if due.next_at else None
-            if status.nextRunAt != due.next_at or not conditions.is_true(self._conds(status), "Ready"):
+            if status.nextRunAt != due.next_at or not conditions.is_true(
+                self._conds(status), ConditionType.READY
+            ):
                 await self._patch(
                     {
                         "nextRunAt": next_at,
-                        "conditions": self._set(status, "Ready", "True", "Ready", "waiting for its next run"),
+                        "conditions": self._set(
+                            status, ConditionType.READY, "True", Reason.READY, "waiting for its next run"
+                        ),
                     }
                 )
             return IDLE_S
@@ -144,7 +146,7 @@ class DrillLoop:
                 requestedBy=requested_by,
             )
             await self._record(status, [*runs, run], due, now)
-            metrics.drill_done("Skipped")
+            metrics.drill_done(DrillResult.SKIPPED)
             return IDLE_S
         before = None
         target = spec.scenario.scaleToZero.target if spec.scenario.scaleToZero else None
@@ -178,13 +180,8 @@ class DrillLoop:
 
     async def _why_not(self, spec: DrillSpec) -> str | None:
         """Why the drill may not run now, or None."""
-        needed = [Permission("create", "incidents", API_GROUP)]
+        needed = drills.needs(spec)
         scenario = spec.scenario
-        if scenario.scaleToZero is not None:
-            kind = workload_resource(scenario.scaleToZero.target.kind)
-            needed += [Permission("get", kind, "apps"), Permission("patch", kind, "apps", "scale")]
-        if scenario.deletePods is not None:
-            needed += [Permission("list", "pods"), Permission("delete", "pods")]
         if self.access is not None:
             denied = await self.access.denied(self.namespace, needed, asyncio.get_running_loop().time())
             if denied:
@@ -215,7 +212,7 @@ class DrillLoop:
             pods = await self.kube.pods(self.namespace, scenario.deletePods.selector)
             for pod in pods[: scenario.deletePods.count]:
                 try:
-                    await self.kube.call(self.kube.core.delete_namespaced_pod, pod_name(pod), self.namespace)
+                    await self.kube.delete_pod(self.namespace, pod_name(pod))
                 except ApiException as exc:
                     if not not_found(exc):
                         raise
@@ -289,9 +286,9 @@ class DrillLoop:
                 "runs": self._dump([*runs[:-1], done]),
                 "conditions": self._set(
                     status,
-                    "Running",
+                    ConditionType.RUNNING,
                     "False",
-                    str(result),
+                    Reason(str(result)),
                     "; ".join(reasons) or "the response met every expectation",
                 ),
             }
@@ -337,7 +334,12 @@ class DrillLoop:
         return [c.model_dump(mode="json", exclude_none=True) for c in status.conditions or []]
 
     def _set(
-        self, status: DrillStatus, type_: str, value: Literal["True", "False"], reason: str, message: str
+        self,
+        status: DrillStatus,
+        type_: ConditionType,
+        value: Literal["True", "False"],
+        reason: Reason,
+        message: str,
     ) -> list[conditions.ConditionDict]:
         generation = (self.body.get("metadata") or {}).get("generation")
         return conditions.set_condition(
@@ -354,9 +356,9 @@ class DrillLoop:
             "nextRunAt": format_time(due.next_at) if due.next_at else None,
             "conditions": self._set(
                 status,
-                "Running",
+                ConditionType.RUNNING,
                 "True" if running else "False",
-                "Running" if running else "Skipped",
+                Reason.RUNNING if running else Reason.SKIPPED,
                 (runs[-1].reasons or ["run " + runs[-1].id])[0],
             ),
         }
@@ -365,7 +367,7 @@ class DrillLoop:
         await self._patch(patch)
 
     async def _condition(
-        self, type_: str, value: Literal["True", "False"], reason: str, message: str
+        self, type_: ConditionType, value: Literal["True", "False"], reason: Reason, message: str
     ) -> None:
         status = DrillStatus.model_validate(self._raw_status())
         await self._patch({"conditions": self._set(status, type_, value, reason, message)})

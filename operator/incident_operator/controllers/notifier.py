@@ -23,7 +23,7 @@ from incident_operator.adapters.kube import ApiException, Kube, api_reason, secr
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
 from incident_operator.api.keys import page_id_annotation
 from incident_operator.core import notices
-from incident_operator.core.notices import IncidentView, Notice, channels_for, payload
+from incident_operator.core.notices import IncidentView, Notice, channels_for
 from incident_operator.settings.channels import (
     Channel,
     ChannelBase,
@@ -223,11 +223,16 @@ Secrets = Callable[[SecretRef | None], str | None]
 Sender = Callable[[Notifier, Any, Notice, IncidentView, Secrets], Awaitable[str | None]]
 
 
-async def _send_to_url(
-    notifier: Notifier, channel: ChannelBase, notice: Notice, view: IncidentView, value: Secrets
-) -> str | None:
-    url = value(getattr(channel, "urlSecretRef", None)) or ""
-    return (await notifier._post(channel, url, payload(channel, notice, view), {}))[0]
+def _to_url(body: Callable[[ChannelBase, Notice, IncidentView], object]) -> Sender:
+    """A sender that posts `body` to the URL of the channel's `urlSecretRef`."""
+
+    async def send(
+        notifier: Notifier, channel: ChannelBase, notice: Notice, view: IncidentView, value: Secrets
+    ) -> str | None:
+        url = value(getattr(channel, "urlSecretRef", None)) or ""
+        return (await notifier._post(channel, url, body(channel, notice, view), {}))[0]
+
+    return send
 
 
 async def _send_statuspage(
@@ -235,7 +240,7 @@ async def _send_statuspage(
 ) -> str | None:
     if channel.mode == "statuspageio":
         return await notifier._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
-    return await _send_to_url(notifier, channel, notice, view, value)
+    return await _to_url(notices.statuspage_body)(notifier, channel, notice, view, value)
 
 
 async def _send_pagerduty(
@@ -260,8 +265,8 @@ async def _send_email(
 
 
 SENDERS: dict[str, Sender] = {
-    "slack": _send_to_url,
-    "webhook": _send_to_url,
+    "slack": _to_url(notices.slack_body),
+    "webhook": _to_url(notices.webhook_body),
     "statuspage": _send_statuspage,
     "email": _send_email,
     "pagerduty": _send_pagerduty,

@@ -17,6 +17,7 @@ from cronsim import CronSim, CronSimError
 
 from incident_operator.api.keys import API_GROUP, DRILL_LABEL, REQUEST_ANNOTATION
 from incident_operator.api.models import DrillExpectations, DrillResult, DrillSpec, IncidentStatus
+from incident_operator.api.rbac import Permission, on_workload
 
 MAX_RUNS = 20
 
@@ -146,3 +147,16 @@ def incident_body(drill: str, run_id: str, spec: DrillSpec) -> dict[str, object]
         "metadata": {"name": f"{drill}-{run_id}", "labels": {DRILL_LABEL: drill}},
         "spec": body,
     }
+
+
+def needs(spec: DrillSpec) -> list[Permission]:
+    """What a run of the Drill must be allowed in its namespace: open the drill incident, and break
+    its target with the remediation permissions (`api.actions.DRILL_RBAC` is the most it needs)."""
+    needed = [Permission("create", "incidents", API_GROUP)]
+    scenario = spec.scenario
+    if scenario.scaleToZero is not None:
+        kind = scenario.scaleToZero.target.kind
+        needed += [on_workload("get", kind), on_workload("patch", kind, "scale")]
+    if scenario.deletePods is not None:
+        needed += [Permission("list", "pods"), Permission("delete", "pods")]
+    return needed

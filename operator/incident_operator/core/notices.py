@@ -3,9 +3,9 @@
 `notices` turns one committed change of an incident (old status, new status, the records of the
 change) into notices: opened, phase, stepFailed, breached, resolved, and for paging: escalated
 (to the level's channels), acknowledged and resolved (to every channel that paged for it).
-`channels_for` picks the channels. `payload` renders a notice for a Slack incoming webhook, a
-generic JSON webhook, a status page, PagerDuty's Events API v2 or Opsgenie's Alert API; `email`
-renders a message (plain text and HTML from the same text).
+`channels_for` picks the channels. One function per channel type renders a notice: `slack_body`,
+`webhook_body`, `statuspage_body` (and `statuspage_io` for Statuspage's API), `pagerduty` (Events
+API v2), `opsgenie` (Alert API), `email` (plain text and HTML from the same text).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
 from incident_operator.api.reasons import Reason
-from incident_operator.core.planner import Record
+from incident_operator.core.planner import OPERATOR_ACTOR, Record
 from incident_operator.settings.channels import (
     Channel,
     ChannelBase,
@@ -94,7 +94,7 @@ def notices(
             )
         elif record.reason == Reason.ESCALATED:
             found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
-        elif record.reason == Reason.ACKNOWLEDGED and record.actor != "incident-operator" and paged:
+        elif record.reason == Reason.ACKNOWLEDGED and record.actor != OPERATOR_ACTOR and paged:
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
@@ -238,22 +238,26 @@ def email(channel: EmailChannel, notice: Notice, view: IncidentView) -> tuple[st
     return subject, plain, rich
 
 
-def payload(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
-    """The body posted to a URL channel: Slack's `{"text"}`, our status page shape, or a webhook's."""
-    message = text(channel, notice, view)
-    kind = getattr(channel, "type", "")
-    if kind == "slack":
-        return {"text": message}
-    if kind == "statuspage":
-        return {
-            "id": dedup_key(view),
-            "action": "create" if notice.event == "opened" else "update",
-            "title": view.spec.title,
-            "status": STATUSPAGE_STATUS[view.phase],
-            "impact": STATUSPAGE_IMPACT[str(view.severity)],
-            "message": message,
-            "incident": f"{view.namespace}/{view.name}",
-        }
+def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
+    """A Slack incoming webhook's body."""
+    return {"text": text(channel, notice, view)}
+
+
+def statuspage_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
+    """Our status page shape (a `statuspage` channel in `json` mode): one `id` per incident."""
+    return {
+        "id": dedup_key(view),
+        "action": "create" if notice.event == "opened" else "update",
+        "title": view.spec.title,
+        "status": STATUSPAGE_STATUS[view.phase],
+        "impact": STATUSPAGE_IMPACT[str(view.severity)],
+        "message": text(channel, notice, view),
+        "incident": f"{view.namespace}/{view.name}",
+    }
+
+
+def webhook_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
+    """A JSON webhook's body: the notice with the incident's fields."""
     return {
         "event": notice.event,
         "incident": view.name,
@@ -262,7 +266,7 @@ def payload(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[st
         "severity": str(view.severity),
         "category": str(view.spec.category),
         "phase": str(view.phase),
-        "message": message,
+        "message": text(channel, notice, view),
     }
 
 

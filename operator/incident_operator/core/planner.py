@@ -54,6 +54,8 @@ class AlertState:
 
 
 TIMELINE_LIMIT = 100
+OPERATOR_ACTOR = "incident-operator"
+"""The actor of what the operator itself does (timeline, Events); a person's name otherwise."""
 RETRY_BACKOFF_MAX_S = 30
 HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
 HEALTH_RECHECK_S = 1
@@ -71,10 +73,10 @@ class Intent:
 class Record:
     """Something worth telling humans: one timeline entry, one Event, one counter increment."""
 
-    reason: str
+    reason: Reason
     message: str
     warning: bool = False
-    actor: str = "incident-operator"
+    actor: str = OPERATOR_ACTOR
     playbook_counter: Literal["runs", "succeeded", "failed"] | None = None
     """Which counter of the Playbook's status this record increments, if any."""
     channels: tuple[str, ...] = ()
@@ -166,7 +168,7 @@ class _Builder:
         if after is not self.phase:
             self.status.phase = after
 
-    def condition(self, type_: str, status: cond.Status, reason: str, message: str) -> bool:
+    def condition(self, type_: ConditionType, status: cond.Status, reason: Reason, message: str) -> bool:
         """Set a condition; return True if its status or reason changed."""
         before = cond.find_condition(self._conds(), type_)
         if (
@@ -183,20 +185,20 @@ class _Builder:
         self.status.conditions = [Condition.model_validate(c) for c in updated]
         return before is None or before["status"] != status or before["reason"] != reason
 
-    def is_true(self, type_: str) -> bool:
+    def is_true(self, type_: ConditionType) -> bool:
         return cond.is_true(self._conds(), type_)
 
-    def reason_of(self, type_: str) -> str | None:
+    def reason_of(self, type_: ConditionType) -> str | None:
         found = cond.find_condition(self._conds(), type_)
         return None if found is None else str(found["reason"])
 
     def record(
         self,
-        reason: str,
+        reason: Reason,
         message: str,
         *,
         warning: bool = False,
-        actor: str = "incident-operator",
+        actor: str = OPERATOR_ACTOR,
         counter: Literal["runs", "succeeded", "failed"] | None = None,
         channels: tuple[str, ...] = (),
     ) -> None:
@@ -224,7 +226,7 @@ def bound_timeline(entries: list[TimelineEntry]) -> list[TimelineEntry]:
     folded = 0
     types: dict[str, int] = {}
     for entry in overflow:
-        if entry.type == "Summary" and entry.message.startswith("summarised "):
+        if entry.type == Reason.SUMMARY and entry.message.startswith("summarised "):
             folded += int(entry.message.split()[1])
             continue
         folded += 1
@@ -232,9 +234,9 @@ def bound_timeline(entries: list[TimelineEntry]) -> list[TimelineEntry]:
     detail = ", ".join(f"{name} x{count}" for name, count in sorted(types.items()))
     summary = TimelineEntry(
         time=overflow[-1].time,
-        type="Summary",
+        type=Reason.SUMMARY,
         message=f"summarised {folded} earlier entries up to this time" + (f": {detail}" if detail else ""),
-        actor="incident-operator",
+        actor=OPERATOR_ACTOR,
     )
     return [summary, *kept]
 
@@ -471,7 +473,9 @@ def _track_action_items(b: _Builder) -> list[str]:
     b.status.actionItems = ActionItemCounts(open=len(open_ids), overdue=len(overdue))
     if open_ids:
         message = f"{len(open_ids)} of {len(items)} open" + (f", {len(overdue)} overdue" if overdue else "")
-        b.condition(ConditionType.ACTION_ITEMS_OPEN, "True", Reason.OVERDUE if overdue else "Open", message)
+        b.condition(
+            ConditionType.ACTION_ITEMS_OPEN, "True", Reason.OVERDUE if overdue else Reason.OPEN, message
+        )
         dues = [i.due for i in items if not i.done and i.due is not None and i.due >= today]
         if dues:  # wake when the next one becomes overdue
             b.wake.append(datetime.combine(min(dues) + timedelta(days=1), time.min, tzinfo=UTC))
@@ -492,7 +496,7 @@ def _skip_remaining(b: _Builder, message: str) -> None:
             step_status.message = message
 
 
-def _acknowledge(b: _Builder, reason: str, message: str, actor: str = "incident-operator") -> None:
+def _acknowledge(b: _Builder, reason: Reason, message: str, actor: str = OPERATOR_ACTOR) -> None:
     b.status.acknowledgedAt = b.now
     b.advance(Event.ACKNOWLEDGED)
     b.condition(ConditionType.ACKNOWLEDGED, "True", reason, message)  # a breach, if any, stays recorded

@@ -136,7 +136,7 @@ def render(namespace: str, name: str, spec: IncidentSpec, status: IncidentStatus
         "### Resolution",
         f"- **Time**: {_time(status.resolvedAt)}",
         f"- **Fix**: {resolution.summary if resolution else 'automated remediation (see the timeline)'}",
-        f"- **Verification**: {_condition_message(status, 'Resolved') or '—'}",
+        f"- **Verification**: {_condition_message(status, ConditionType.RESOLVED) or '—'}",
         "",
         "### Recovery",
         f"- **Closed**: {_time(status.closedAt) if status.closedAt else 'not yet (review open)'}",

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
     """Every (address, port) the API server is reached at: never a destination of an outgoing request."""
     found: list[tuple[str, int]] = []
-    candidates = [httpx.URL(kube.api.configuration.host)]
+    candidates = [httpx.URL(kube.host)]
     service_host, service_port = (
         os.environ.get("KUBERNETES_SERVICE_HOST"),
         os.environ.get("KUBERNETES_SERVICE_PORT"),
