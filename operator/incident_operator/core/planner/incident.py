@@ -1,0 +1,291 @@
+"""Planning an incident: acknowledgement, roles, severity, alerts, action items, escalation. Pure."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from incident_operator.api.models import (
+    ROLE_TITLES,
+    ActionItemCounts,
+    EscalationEntry,
+    EscalationStatus,
+    IncidentSpec,
+    IncidentStatus,
+    Phase,
+    Roles,
+    Severity,
+    SeverityChange,
+)
+from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.timestamps import format_time
+from incident_operator.core.phases import Event
+from incident_operator.core.planner.builder import Builder, acknowledge, skip_remaining
+from incident_operator.core.planner.model import Decision, PlanInput
+from incident_operator.core.planner.steps import after_resolution, run_steps, start_playbook
+
+
+def plan(inp: PlanInput) -> Decision:
+    b = Builder(inp)
+    spec, status, now = inp.spec, b.status, inp.now
+    if inp.generation is not None and b.phase is not Phase.CLOSED:
+        status.observedGeneration = inp.generation  # this spec has been acted on (see `attention`)
+
+    if status.detectedAt is None:
+        status.detectedAt = now
+        status.acknowledgeBy = now + inp.response_target
+        status.phase = Phase.DETECTED
+        b.record(Reason.DETECTED, f"{spec.severity} {spec.category} incident opened: {spec.title}")
+        if inp.repeat_of:
+            status.repeatOf = inp.repeat_of
+            b.record(
+                Reason.REPEAT, f"a repeat of incident {inp.repeat_of} (same alert or category, same targets)"
+            )
+
+    if b.phase is Phase.CLOSED:
+        return b.decision()
+    open_items = _track_action_items(b)
+    if spec.closed:
+        skip_remaining(b, "the incident was closed before this step ran")
+        status.closedAt = now
+        b.advance(Event.CLOSED)
+        b.condition(
+            ConditionType.RECONCILING,
+            "False",
+            Reason.CLOSED,
+            "the incident is closed; it is read-only history",
+        )
+        b.record(Reason.CLOSED, "post-incident review done; the incident is closed", actor="human")
+        if open_items:
+            b.record(
+                Reason.CLOSED_WITH_OPEN_ACTION_ITEMS,
+                f"closed with open action items: {', '.join(open_items)}",
+                actor="human",
+            )
+        return b.decision()
+
+    if spec.commander and not b.is_true(ConditionType.ACKNOWLEDGED):
+        acknowledge(
+            b, Reason.COMMANDER_ASSIGNED, f"acknowledged by commander {spec.commander}", actor=spec.commander
+        )
+    _follow_roles(b)
+
+    playbook = inp.selection.playbook.spec if inp.selection.playbook else None
+    if spec.resolution and not b.is_true(ConditionType.RESOLVED):
+        skip_remaining(b, "resolved by a human before this step finished")
+        status.resolvedAt = now
+        b.advance(Event.HUMAN_RESOLVED)
+        b.condition(ConditionType.RESOLVED, "True", Reason.DECLARED_BY_HUMAN, spec.resolution.summary)
+        b.condition(ConditionType.RECONCILING, "False", Reason.RESOLVED, "resolved by a human")
+        b.condition(ConditionType.STALLED, "False", Reason.RESOLVED, "resolved")
+        b.record(Reason.RESOLVED, f"resolved by a human: {spec.resolution.summary}", actor="human")
+
+    _follow_alert(b)
+
+    if b.is_true(ConditionType.RESOLVED):
+        return after_resolution(b, playbook)
+
+    _check_response_target(b)
+    _escalate(b)
+    _escalate_severity(b)
+
+    if spec.paused:
+        if b.condition(ConditionType.RECONCILING, "False", Reason.PAUSED, "automation paused by spec.paused"):
+            b.record(Reason.PAUSED, "automation paused by spec.paused", actor="human")
+        return b.decision()
+
+    if status.playbook is None:
+        return start_playbook(b, playbook)
+    if (
+        playbook is None
+        or inp.selection.playbook is None
+        or inp.selection.playbook.name != status.playbook.name
+    ):
+        message = f"playbook {status.playbook.name} disappeared during the run"
+        if b.condition(ConditionType.STALLED, "True", Reason.PLAYBOOK_NOT_FOUND, message):
+            b.record(Reason.STALLED, message, warning=True)
+        return b.decision()
+    return run_steps(b, playbook)
+
+
+def check_deadlines(inp: PlanInput) -> Decision:
+    """Only the time-driven part of a plan, for while a waiting step runs (it may wait for many
+    minutes): the response target passing unacknowledged is recorded and escalated on time.
+    Changes nothing else; the step's outcome is planned as usual when it comes."""
+    b = Builder(inp)
+    if b.phase in (Phase.RESOLVED, Phase.CLOSED) or b.is_true(ConditionType.RESOLVED):
+        return b.decision()
+    _check_response_target(b)
+    _escalate(b)
+    _escalate_severity(b)
+    return b.decision()
+
+
+def effective_severity(spec: IncidentSpec, status: IncidentStatus) -> Severity:
+    return status.effectiveSeverity or spec.severity
+
+
+def _follow_roles(b: Builder) -> None:
+    """Each role given, changed or given up is a timeline entry (status.roles remembers them)."""
+    wanted = b.inp.spec.roles or Roles()
+    known = b.status.roles or Roles()
+    if wanted == known:
+        return
+    for field_name, title in ROLE_TITLES.items():
+        new, old = getattr(wanted, field_name), getattr(known, field_name)
+        if new == old:
+            continue
+        if new:
+            was = f" (was {old})" if old else ""
+            b.record(Reason.ROLE_ASSIGNED, f"{title}: {new}{was}", actor="human")
+        else:
+            b.record(Reason.ROLE_ASSIGNED, f"{title}: nobody (was {old})", actor="human")
+    b.status.roles = wanted if wanted != Roles() else None
+
+
+def _escalate_severity(b: Builder) -> None:
+    """Treat the incident as more severe when a rule's time passes without a mitigation (or an
+    acknowledgement): status.effectiveSeverity and its history; spec is never rewritten. The
+    response deadline moves to the new severity's target (if not acknowledged yet) and the new
+    severity's escalation policy applies from its first level (the engine plans again at once)."""
+    status, spec = b.status, b.inp.spec
+    if status.detectedAt is None:
+        return
+    current = effective_severity(spec, status)
+    since = status.severityHistory[-1].at if status.severityHistory else status.detectedAt
+    for rule in b.inp.severity_rules:
+        if rule.source != current:
+            continue
+        if rule.unless == "mitigated" and (
+            status.mitigatedAt is not None or b.is_true(ConditionType.MITIGATED)
+        ):
+            continue
+        if rule.unless == "acknowledged" and b.is_true(ConditionType.ACKNOWLEDGED):
+            continue
+        due = since + rule.within
+        if b.now < due:
+            b.wake.append(due)
+            continue
+        reason = f"not {rule.unless} within {int(rule.within.total_seconds())}s"
+        status.effectiveSeverity = rule.to
+        status.severityHistory = [
+            *(status.severityHistory or []),
+            SeverityChange(previous=current, severity=rule.to, at=b.now, reason=reason),
+        ]
+        target = b.inp.response_targets.get(rule.to)
+        if target is not None and not b.is_true(ConditionType.ACKNOWLEDGED):
+            deadline = status.detectedAt + target
+            status.acknowledgeBy = min(status.acknowledgeBy or deadline, deadline)
+        if status.escalation is not None:
+            status.escalation.level = 0  # the new severity's policy, from its first level
+        b.record(Reason.SEVERITY_ESCALATED, f"{current} -> {rule.to}: {reason}", warning=True)
+        b.wake.append(b.now)
+        return
+
+
+def _follow_alert(b: Builder) -> None:
+    """Record the alert resolving; reopen a Monitoring/Resolved incident when it fires again."""
+    alert, status = b.inp.alert, b.status
+    if alert is None:
+        return
+    if alert.status == "resolved" and status.alertResolvedAt is None:
+        status.alertResolvedAt = alert.changed_at
+        b.record(Reason.ALERT_RESOLVED, "the alert resolved", actor="alertmanager")
+        return
+    if (
+        alert.status != "firing"
+        or status.alertResolvedAt is None
+        or alert.changed_at <= status.alertResolvedAt
+    ):
+        return
+    status.alertResolvedAt = None
+    status.settled = None
+    if b.phase not in (Phase.MONITORING, Phase.RESOLVED) or b.inp.spec.resolution is not None:
+        b.record(Reason.ALERT_FIRING, "the alert fired again", warning=True, actor="alertmanager")
+        return
+    b.advance(Event.REFIRED)
+    status.resolvedAt = None
+    status.monitoringSince = None
+    if status.playbook is not None:  # guardrail budgets span runs: pods deleted so far still count
+        deleted = sum(len(step.pods or []) for step in status.playbook.steps)
+        status.podsDeleted = (status.podsDeleted or 0) + deleted or None
+    status.playbook = None  # the playbook runs again (its cooldown permitting); history stays in the timeline
+    b.condition(
+        ConditionType.RESOLVED, "False", Reason.REFIRED, "the alert fired again after it had resolved"
+    )
+    b.condition(ConditionType.STALLED, "False", Reason.REFIRED, "reopened")
+    b.record(
+        Reason.REFIRED, "the alert fired again: the incident is reopened", warning=True, actor="alertmanager"
+    )
+
+
+def _track_action_items(b: Builder) -> list[str]:
+    """Count open and overdue action items into status and `ActionItemsOpen`; return the open ids.
+    An item is overdue from the day after its due date (UTC)."""
+    items = b.inp.spec.actionItems or []
+    if not items:
+        if b.status.actionItems is not None:
+            b.status.actionItems = None
+            b.condition(ConditionType.ACTION_ITEMS_OPEN, "False", Reason.NO_ACTION_ITEMS, "no action items")
+        return []
+    today = b.now.date()
+    open_ids = [item.id for item in items if not item.done]
+    overdue = [item.id for item in items if not item.done and item.due is not None and item.due < today]
+    b.status.actionItems = ActionItemCounts(open=len(open_ids), overdue=len(overdue))
+    if open_ids:
+        message = f"{len(open_ids)} of {len(items)} open" + (f", {len(overdue)} overdue" if overdue else "")
+        b.condition(
+            ConditionType.ACTION_ITEMS_OPEN, "True", Reason.OVERDUE if overdue else Reason.OPEN, message
+        )
+        dues = [i.due for i in items if not i.done and i.due is not None and i.due >= today]
+        if dues:  # wake when the next one becomes overdue
+            b.wake.append(datetime.combine(min(dues) + timedelta(days=1), time.min, tzinfo=UTC))
+    else:
+        b.condition(
+            ConditionType.ACTION_ITEMS_OPEN, "False", Reason.ALL_DONE, f"all {len(items)} action items done"
+        )
+    return open_ids
+
+
+def _escalate(b: Builder) -> None:
+    """Reach each escalation level whose time has come while no person has acknowledged: record
+    it (status.escalation, a timeline entry whose notice goes to the level's channels) once."""
+    status, levels = b.status, b.inp.escalation
+    if not levels or b.is_true(ConditionType.ACKNOWLEDGED) or status.detectedAt is None:
+        return
+    reached = status.escalation.level if status.escalation is not None else 0
+    for number, level in enumerate(levels[reached:], start=reached + 1):
+        due = status.acknowledgeBy if level.after is None else status.detectedAt + level.after
+        if due is None:
+            return
+        if b.now < due:
+            b.wake.append(due)
+            return
+        escalation = status.escalation or EscalationStatus()
+        escalation.level = number
+        escalation.history.append(EscalationEntry(level=number, at=b.now, channels=list(level.channels)))
+        status.escalation = escalation
+        status.escalations = (status.escalations or 0) + 1
+        b.record(
+            Reason.ESCALATED,
+            f"level {number} of {len(levels)}: {', '.join(level.channels)} (no person has acknowledged)",
+            warning=True,
+            channels=level.channels,
+        )
+
+
+def _check_response_target(b: Builder) -> None:
+    status = b.status
+    if b.is_true(ConditionType.ACKNOWLEDGED) or status.acknowledgeBy is None:
+        return
+    if b.now >= status.acknowledgeBy:
+        if b.condition(
+            ConditionType.RESPONSE_TARGET_BREACHED,
+            "True",
+            Reason.ACK_DEADLINE_PASSED,
+            f"not acknowledged by {format_time(status.acknowledgeBy)} "
+            f"({effective_severity(b.inp.spec, status)} response target)",
+        ):
+            severity = effective_severity(b.inp.spec, status)
+            b.record(Reason.RESPONSE_TARGET_BREACHED, f"{severity} response target missed", warning=True)
+    else:
+        b.wake.append(status.acknowledgeBy)

@@ -1,0 +1,133 @@
+"""What the planner takes and gives: its input, its decision (status, intent, records). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    Severity,
+)
+from incident_operator.api.reasons import TIMELINE_ONLY, Reason
+from incident_operator.core.matching import Selection
+from incident_operator.settings.config import SeverityRule
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """The alert's last recorded state (from the Incident's annotations)."""
+
+    status: Literal["firing", "resolved"]
+    changed_at: datetime
+
+
+TIMELINE_LIMIT = 100
+RETRY_BACKOFF_MAX_S = 30
+HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
+HEALTH_RECHECK_S = 1
+OPERATOR_ACTOR = "incident-operator"
+"""The actor of what the operator itself does (timeline, Events); a person's name otherwise."""
+
+IntentKind = Literal["run-step", "verify-health", "revert-scale"]
+
+
+@dataclass(frozen=True)
+class Intent:
+    kind: IntentKind
+    step: int = -1  # index into the playbook's steps (run-step, revert-scale)
+
+
+@dataclass(frozen=True)
+class Record:
+    """Something worth telling humans: one timeline entry, one Event, one counter increment."""
+
+    reason: Reason
+    message: str
+    warning: bool = False
+    actor: str = OPERATOR_ACTOR
+    playbook_counter: Literal["runs", "succeeded", "failed"] | None = None
+    """Which counter of the Playbook's status this record increments, if any."""
+    channels: tuple[str, ...] = ()
+    """Notification channels this record is for in particular (an escalation level's)."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One escalation level as it applies to an incident (its channels that take the namespace)."""
+
+    after: timedelta | None
+    """After detection; None: when the response target passes."""
+    channels: tuple[str, ...]
+
+
+def posts_event(record: Record) -> bool:
+    """Whether a record is also posted as a Kubernetes Event (every warning and human action is;
+    see TIMELINE_ONLY; the operator's own acknowledgement comes with PlaybookStarted and says the
+    same thing)."""
+    if record.warning or record.actor != "incident-operator":
+        return True
+    if record.reason == Reason.ACKNOWLEDGED:
+        return False
+    return record.reason not in TIMELINE_ONLY
+
+
+@dataclass
+class Decision:
+    status: IncidentStatus
+    intent: Intent | None = None
+    wake_at: datetime | None = None
+    records: list[Record] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    spec: IncidentSpec
+    status: IncidentStatus
+    generation: int | None
+    selection: Selection
+    response_target: timedelta
+    now: datetime
+    cooldown_until: datetime | None = None
+    cooldown_holder: str | None = None
+    """The incident whose run holds the cooldown, if known."""
+    alert: AlertState | None = None
+    """For incidents opened by an alert: the alert's state as the intake recorded it."""
+    forbidden: str | None = None
+    """Why the operator may not run the playbook in this namespace (see `access`), or None."""
+    access_recheck: timedelta = timedelta(seconds=30)
+    """How soon to look again while `forbidden`."""
+    busy: bool = False
+    """Work of the engine's in flight (notifications being delivered): not settled yet."""
+    automation_acknowledges: bool = False
+    """Config `acknowledgement.automationCounts`: a playbook starting acknowledges the incident."""
+    escalation: tuple[Level, ...] = ()
+    """The severity's escalation policy (config), levels in order."""
+    repeat_of: str | None = None
+    """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
+    severity_rules: tuple[SeverityRule, ...] = ()
+    """The config's `severityEscalation` rules that apply in the incident's namespace."""
+    """Config `severityEscalation`: when the incident is treated as more severe."""
+    response_targets: Mapping[Severity, timedelta] = field(default_factory=dict)
+    """Every severity's response target (an escalated severity re-targets the deadline)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    message: str
+
+
+def cooldown_until(
+    playbook: PlaybookSpec, targets: list[str], last_runs: dict[str, datetime] | None
+) -> datetime | None:
+    """When the playbook may run again on any of `targets` ('Kind/name'), or None if it may now."""
+    if playbook.cooldownSeconds <= 0 or not last_runs:
+        return None
+    window = timedelta(seconds=playbook.cooldownSeconds)
+    ends = [last_runs[t] + window for t in targets if t in last_runs]
+    return max(ends) if ends else None

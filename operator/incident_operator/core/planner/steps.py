@@ -1,0 +1,327 @@
+"""Planning a playbook run: which step starts, waits or is skipped, monitoring, and each outcome. Pure."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from incident_operator.api.actions import ScaleAction
+from incident_operator.api.models import (
+    PlaybookProgress,
+    PlaybookSpec,
+    Step,
+    StepState,
+    StepStatus,
+)
+from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.timestamps import format_time
+from incident_operator.core.phases import Event
+from incident_operator.core.planner.builder import Builder, acknowledge, backoff
+from incident_operator.core.planner.model import (
+    HEALTH_GRACE_S,
+    HEALTH_RECHECK_S,
+    Decision,
+    Intent,
+    Outcome,
+    PlanInput,
+)
+
+
+def start_playbook(b: Builder, playbook: PlaybookSpec | None) -> Decision:
+    selection = b.inp.selection
+    if playbook is None or selection.playbook is None:
+        if b.condition(ConditionType.STALLED, "True", selection.reason, selection.message):
+            b.record(
+                Reason.STALLED,
+                selection.message,
+                warning=selection.reason in (Reason.PLAYBOOK_NOT_FOUND, Reason.INVALID_PLAYBOOK),
+            )
+        b.condition(ConditionType.RECONCILING, "False", Reason.IDLE, selection.message)
+        return b.decision()
+    if b.inp.cooldown_until is not None and b.now < b.inp.cooldown_until:
+        holder = f" (incident {b.inp.cooldown_holder})" if b.inp.cooldown_holder else ""
+        message = (
+            f"playbook {selection.playbook.name} ran on the same target recently{holder}; "
+            f"cooldown until {format_time(b.inp.cooldown_until)}"
+        )
+        if b.condition(ConditionType.RECONCILING, "False", Reason.COOLDOWN_ACTIVE, message):
+            b.record(Reason.COOLDOWN_ACTIVE, message)
+        b.wake.append(b.inp.cooldown_until)
+        return b.decision()
+    if _forbidden(b):
+        return b.decision()
+    b.status.runs = (b.status.runs or 0) + 1
+    b.status.playbook = PlaybookProgress(
+        name=selection.playbook.name,
+        runId=f"r{b.status.runs}",
+        steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps],
+    )
+    if b.reason_of(ConditionType.STALLED) in (
+        Reason.NO_MATCHING_PLAYBOOK,
+        Reason.PLAYBOOK_NOT_FOUND,
+        Reason.INVALID_PLAYBOOK,
+    ):
+        b.condition(ConditionType.STALLED, "False", Reason.PLAYBOOK_SELECTED, selection.message)
+    b.record(Reason.PLAYBOOK_STARTED, selection.message, counter="runs")
+    if b.inp.automation_acknowledges and not b.is_true(ConditionType.ACKNOWLEDGED):
+        acknowledge(b, Reason.PLAYBOOK_STARTED, f"acknowledged: playbook {selection.playbook.name} started")
+    return run_steps(b, playbook)
+
+
+def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
+    progress = b.status.playbook
+    assert progress is not None  # noqa: S101 - callers set it
+    by_name = {s.name: s for s in playbook.steps}
+    for index, step_status in enumerate(progress.steps):
+        step = by_name.get(step_status.name)
+        if step is None:
+            message = f"step {step_status.name} was removed from playbook {progress.name} during the run"
+            if b.condition(ConditionType.STALLED, "True", Reason.INVALID_PLAYBOOK, message):
+                b.record(Reason.STALLED, message, warning=True)
+            return b.decision()
+        state = step_status.state
+        if state in (StepState.SUCCEEDED, StepState.SKIPPED):
+            continue
+        if state is StepState.FAILED:
+            if step.continueOnFailure or _failure_handled(playbook, step.name):
+                continue
+            message = f"step {step.name} failed: {step_status.message}"
+            if b.condition(ConditionType.STALLED, "True", Reason.STEP_FAILED, message):
+                b.record(Reason.STALLED, message, warning=True, counter="failed")
+            b.condition(ConditionType.RECONCILING, "False", Reason.STALLED, message)
+            return b.decision()
+        if state is StepState.RUNNING:
+            return b.decision(Intent("run-step", index))
+        if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
+            step_status.state = StepState.SKIPPED
+            step_status.finishedAt = b.now
+            step_status.message = _skip_reason(step, progress.steps)
+            b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {step_status.message}")
+            continue
+        return _start_step(b, index, step, step_status)
+    return _monitor(b, playbook)
+
+
+def _failure_handled(playbook: PlaybookSpec, name: str) -> bool:
+    """A later step runs when this one fails (`when.stepFailed`): its failure is a branch, not a stall."""
+    return any(s.when is not None and s.when.stepFailed == name for s in playbook.steps)
+
+
+def _state_of(steps: list[StepStatus], name: str) -> StepState | None:
+    return next((s.state for s in steps if s.name == name), None)
+
+
+def _condition_met(step: Step, steps: list[StepStatus]) -> bool:
+    when = step.when
+    assert when is not None  # noqa: S101 - callers check
+    wanted = StepState.FAILED if when.stepFailed else StepState.SUCCEEDED
+    return _state_of(steps, when.step) is wanted
+
+
+def _skip_reason(step: Step, steps: list[StepStatus]) -> str:
+    assert step.when is not None  # noqa: S101
+    state = _state_of(steps, step.when.step)
+    wanted = "failed" if step.when.stepFailed else "succeeded"
+    return f"runs only if step {step.when.step} {wanted}; it is {state or 'absent'}"
+
+
+def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
+    approval = next((a for a in b.inp.spec.approvals or [] if a.step == step.name), None)
+    if step.requiresApproval and approval is None:
+        if step_status.state is not StepState.AWAITING_APPROVAL:
+            step_status.state = StepState.AWAITING_APPROVAL
+            b.record(
+                Reason.AWAITING_APPROVAL,
+                f"step {step.name} ({step.action}) waits for approval in spec.approvals",
+            )
+        b.condition(
+            ConditionType.RECONCILING,
+            "True",
+            Reason.AWAITING_APPROVAL,
+            f"step {step.name} waits for approval",
+        )
+        return b.decision()
+    if step_status.attempts > 0 and step_status.finishedAt is not None:
+        retry_at = step_status.finishedAt + backoff(step_status.attempts)
+        if b.now < retry_at:
+            b.wake.append(retry_at)
+            return b.decision()
+    if _forbidden(b):
+        return b.decision()
+    if approval is not None and step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
+        b.record(Reason.APPROVED, f"step {step.name} approved by {approval.by}", actor=approval.by)
+    step_status.state = StepState.RUNNING
+    step_status.attempts += 1
+    step_status.startedAt = b.now
+    step_status.finishedAt = None
+    step_status.message = None
+    b.advance(Event.MUTATING_STEP if step.mutates else Event.DIAGNOSTIC_STEP)
+    b.condition(
+        ConditionType.RECONCILING, "True", Reason.STEP_RUNNING, f"step {step.name} ({step.action}) running"
+    )
+    attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
+    b.record(Reason.STEP_STARTED, f"step {step.name}: {step.action} started{attempt}")
+    return b.decision(Intent("run-step", index))
+
+
+def _forbidden(b: Builder) -> bool:
+    """Hold the start of a playbook or step while the namespace has not granted what it needs.
+
+    Nothing is attempted (no attempt is used up, no cooldown is stamped); the incident is Stalled
+    with reason Forbidden until a later plan finds access granted, which clears it.
+    """
+    message = b.inp.forbidden
+    if message is None:
+        if b.reason_of(ConditionType.STALLED) == Reason.FORBIDDEN:
+            b.condition(
+                ConditionType.STALLED,
+                "False",
+                Reason.ACCESS_GRANTED,
+                "the operator may act in this namespace now",
+            )
+            b.record(Reason.ACCESS_GRANTED, "the namespace opted in: remediation proceeds")
+        return False
+    if b.condition(ConditionType.STALLED, "True", Reason.FORBIDDEN, message):
+        b.record(Reason.STALLED, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", Reason.FORBIDDEN, message)
+    b.wake.append(b.now + b.inp.access_recheck)
+    return True
+
+
+def _monitor(b: Builder, playbook: PlaybookSpec) -> Decision:
+    status = b.status
+    if status.monitoringSince is None:
+        status.monitoringSince = b.now
+        b.advance(Event.STEPS_DONE)
+        b.condition(
+            ConditionType.RECONCILING,
+            "True",
+            Reason.MONITORING,
+            f"all steps done; monitoring for {playbook.stabilizationSeconds}s",
+        )
+        b.record(Reason.MONITORING, f"all steps done; monitoring for {playbook.stabilizationSeconds}s")
+    if b.inp.alert is not None and status.alertResolvedAt is None:
+        b.condition(
+            ConditionType.RECONCILING,
+            "True",
+            Reason.MONITORING,
+            "all steps done; waiting for the alert to resolve",
+        )
+        return b.decision()  # the intake's annotation change wakes the loop
+    start = max(status.monitoringSince, status.alertResolvedAt or status.monitoringSince)
+    until = start + timedelta(seconds=playbook.stabilizationSeconds)
+    if b.now < until:
+        b.wake.append(until)
+        return b.decision()
+    if b.reason_of(ConditionType.STALLED) == Reason.HEALTH_NOT_RESTORED:
+        return b.decision()
+    return b.decision(Intent("verify-health"))
+
+
+def after_resolution(b: Builder, playbook: PlaybookSpec | None) -> Decision:
+    """Undo scale changes if the playbook says so; then, with nothing left in flight, mark the
+    incident settled: its loop may stop until something changes (see `attention`)."""
+    progress = b.status.playbook
+    if playbook is not None and progress is not None and playbook.revertOnResolve:
+        by_name = {s.name: s for s in playbook.steps}
+        for index, step_status in enumerate(progress.steps):
+            step = by_name.get(step_status.name)
+            if (
+                step is not None
+                and step.scale is not None
+                and step_status.state is StepState.SUCCEEDED
+                and step_status.replicasBefore is not None
+                and not step_status.reverted
+            ):
+                return b.decision(Intent("revert-scale", index))
+    if not b.inp.busy and not b.status.settled:
+        b.status.settled = True
+    return b.decision()
+
+
+# ----------------------------------------------------------------------------- outcomes
+
+
+def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: PlaybookSpec) -> Decision:
+    """Fold the outcome of an intent into the status (the engine persists the result)."""
+    b = Builder(inp)
+    if intent.kind == "verify-health":
+        return _complete_health(b, outcome)
+    progress = b.status.playbook
+    assert progress is not None  # noqa: S101 - an intent always has a playbook
+    step_status = progress.steps[intent.step]
+    step = next(s for s in playbook.steps if s.name == step_status.name)
+    if intent.kind == "revert-scale":
+        step_status.reverted = True
+        b.record(
+            Reason.SCALE_REVERTED if outcome.ok else Reason.SCALE_REVERT_FAILED,
+            f"step {step.name}: {outcome.message}",
+            warning=not outcome.ok,
+        )
+        return b.decision()
+    step_status.finishedAt = b.now
+    step_status.message = outcome.message
+    if outcome.ok:
+        step_status.state = StepState.SUCCEEDED
+        b.record(Reason.STEP_SUCCEEDED, f"step {step.name}: {outcome.message}")
+        if step.mutates and not b.is_true(ConditionType.MITIGATED):
+            b.status.mitigatedAt = b.now
+            b.condition(
+                ConditionType.MITIGATED,
+                "True",
+                Reason.MITIGATION_APPLIED,
+                f"step {step.name} ({step.action}) succeeded",
+            )
+        return b.decision()
+    if step_status.attempts < 1 + step.retries:
+        step_status.state = StepState.PENDING
+        tries = f"attempt {step_status.attempts} of {1 + step.retries}"
+        b.record(Reason.STEP_RETRYING, f"step {step.name}: {tries} failed: {outcome.message}", warning=True)
+        return b.decision()
+    step_status.state = StepState.FAILED
+    b.record(Reason.STEP_FAILED, f"step {step.name} failed: {outcome.message}", warning=True)
+    return b.decision()
+
+
+def _complete_health(b: Builder, outcome: Outcome) -> Decision:
+    if outcome.ok:
+        b.status.resolvedAt = b.now
+        b.advance(Event.STABILIZED)
+        b.condition(ConditionType.RESOLVED, "True", Reason.STABILIZED, outcome.message)
+        b.condition(
+            ConditionType.RECONCILING, "False", Reason.RESOLVED, "health held for the stabilization window"
+        )
+        b.record(Reason.RESOLVED, f"resolved: {outcome.message}", counter="succeeded")
+        return b.decision()
+    since = b.status.monitoringSince or b.now
+    playbook_window = b.inp.selection.playbook.spec.stabilizationSeconds if b.inp.selection.playbook else 0
+    give_up = since + timedelta(seconds=playbook_window + HEALTH_GRACE_S)
+    if b.now < give_up:
+        b.condition(
+            ConditionType.RECONCILING, "True", Reason.MONITORING, f"waiting for health: {outcome.message}"
+        )
+        b.wake.append(b.now + timedelta(seconds=HEALTH_RECHECK_S))
+        return b.decision()
+    message = f"health not restored {HEALTH_GRACE_S}s after the stabilization window: {outcome.message}"
+    if b.condition(ConditionType.STALLED, "True", Reason.HEALTH_NOT_RESTORED, message):
+        b.record(Reason.STALLED, message, warning=True, counter="failed")
+    return b.decision()
+
+
+# ----------------------------------------------------------------------------- action decisions
+
+
+def scale_decision(before: int, params: ScaleAction, caps: list[int | None]) -> tuple[int, int]:
+    """(replicas after, replicas wanted before capping) for a scale step from `before`: absolute
+    `replicas` or `delta`, then capped by the step's `max`, the playbook's and the operator's caps.
+    Shared by the action and by `kubectl incident plan`."""
+    wanted = params.replicas if params.replicas is not None else before + (params.delta or 0)
+    limits = [c for c in (params.max, *caps) if c is not None]
+    return max(0, min([wanted, *limits])), wanted
+
+
+def pods_to_delete(pods: list[tuple[str, bool]], only_unready: bool, budget: int) -> list[str]:
+    """Which pods (name, ready) a deletePods step deletes: unready ones first, then by name,
+    at most `budget`; with `only_unready`, no ready pod. Shared by the action and the plugin."""
+    candidates = [p for p in pods if not p[1]] if only_unready else list(pods)
+    candidates.sort(key=lambda p: (p[1], p[0]))
+    return [name for name, _ in candidates[: max(0, budget)]]
