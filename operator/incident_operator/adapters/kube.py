@@ -116,6 +116,23 @@ class RolloutHistory:
     """By revision name: a Deployment's pod template, or a StatefulSet's ControllerRevision data."""
 
 
+_WORKLOAD_METHODS: dict[str, dict[str, str]] = {
+    "Deployment": {
+        "read": "read_namespaced_deployment",
+        "patch": "patch_namespaced_deployment",
+        "scale": "patch_namespaced_deployment_scale",
+        "history": "list_namespaced_replica_set",
+    },
+    "StatefulSet": {
+        "read": "read_namespaced_stateful_set",
+        "patch": "patch_namespaced_stateful_set",
+        "scale": "patch_namespaced_stateful_set_scale",
+        "history": "list_namespaced_controller_revision",
+    },
+}
+"""The apps/v1 calls per workload kind (their resources are `api.rbac.workload_resource`)."""
+
+
 class CustomObjects:
     """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev),
     reached one way: the operator through `Kube` (which runs these in its worker threads), the
@@ -197,22 +214,20 @@ class Kube:
 
     # ------------------------------------------------------------------ workloads
 
+    def _workload_api(self, kind: str, verb: str) -> Callable[..., Any]:
+        """The apps/v1 client method `verb` (read, patch, scale, history) for a workload kind."""
+        methods = _WORKLOAD_METHODS.get(str(kind), _WORKLOAD_METHODS["Deployment"])
+        return cast(Callable[..., Any], getattr(self.apps, methods[verb]))
+
     async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
-        if kind == "StatefulSet":
-            return await self.call(self.apps.read_namespaced_stateful_set, name, namespace)
-        return await self.call(self.apps.read_namespaced_deployment, name, namespace)
+        return await self.call(self._workload_api(kind, "read"), name, namespace)
 
     async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
-        if kind == "StatefulSet":
-            return await self.call(self.apps.patch_namespaced_stateful_set, name, namespace, body)
-        return await self.call(self.apps.patch_namespaced_deployment, name, namespace, body)
+        return await self.call(self._workload_api(kind, "patch"), name, namespace, body)
 
     async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}
-        if kind == "StatefulSet":
-            await self.call(self.apps.patch_namespaced_stateful_set_scale, name, namespace, body)
-        else:
-            await self.call(self.apps.patch_namespaced_deployment_scale, name, namespace, body)
+        await self.call(self._workload_api(kind, "scale"), name, namespace, body)
 
     async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
         workload = await self.read_workload(kind, name, namespace)
@@ -242,11 +257,7 @@ class Kube:
         uid = workload["metadata"]["uid"]
         match = (workload["spec"].get("selector") or {}).get("matchLabels") or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
-        listing = (
-            self.apps.list_namespaced_controller_revision
-            if kind == "StatefulSet"
-            else self.apps.list_namespaced_replica_set
-        )
+        listing = self._workload_api(kind, "history")
         listed = self.to_dict(await self.call(listing, namespace, label_selector=selector))
         owned = [
             item
