@@ -135,14 +135,17 @@ _WORKLOAD_METHODS: dict[str, dict[str, str]] = {
 
 class CustomObjects:
     """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev),
-    reached one way: the operator through `Kube` (which runs these in its worker threads), the
-    `kubectl incident` plugin directly. Synchronous and thin: bodies are plain dicts."""
+    reached one way: the operator through `Kube` (which runs these in its worker threads, with a
+    request timeout in `options`), the `kubectl incident` plugin directly. Synchronous and thin:
+    bodies are plain dicts; `options` go to the client as they are (`_request_timeout`)."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = client.CustomObjectsApi(api)
 
-    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
-        found = self.api.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, name)
+    def get(self, plural: str, namespace: str, name: str, **options: Any) -> dict[str, Any]:
+        found = self.api.get_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, **options
+        )
         return cast(dict[str, Any], found)
 
     def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
@@ -163,21 +166,27 @@ class CustomObjects:
             if not token:
                 return items
 
-    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        created = self.api.create_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural, body)
+    def create(self, plural: str, namespace: str, body: dict[str, Any], **options: Any) -> dict[str, Any]:
+        created = self.api.create_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, body, **options
+        )
         return cast(dict[str, Any], created)
 
-    def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def patch(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
         """A merge patch of the object (metadata, spec)."""
         patched = self.api.patch_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, plural, name, body
+            API_GROUP, API_VERSION, namespace, plural, name, body, **options
         )
         return cast(dict[str, Any], patched)
 
-    def patch_status(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    def patch_status(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
         """A merge patch of the status subresource (`body` is `{"status": ...}`, maybe a resourceVersion)."""
         patched = self.api.patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, plural, name, body
+            API_GROUP, API_VERSION, namespace, plural, name, body, **options
         )
         return cast(dict[str, Any], patched)
 
