@@ -118,3 +118,9 @@ def test_a_fire_alert_drill_alert_is_labelled_as_the_drills_in_its_namespace() -
         DRILL_ALERT_LABEL: "fire",
     }
     assert loop._alert(fire, "resolved").status == "resolved"
+
+
+def test_every_drill_result_is_a_reason_its_condition_can_carry() -> None:
+    from incident_operator.api.reasons import Reason
+
+    assert {str(r) for r in DrillResult} <= {str(r) for r in Reason}

@@ -4,7 +4,7 @@ request timeout every operator call carries (the client's methods take it as `_r
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from kubernetes import client
@@ -80,3 +80,81 @@ def test_every_own_kind_call_carries_the_group_version_plural_and_the_request_ti
     assert called == method
     assert got == (API_GROUP, API_VERSION, *args)
     assert options["_request_timeout"] == REQUEST_TIMEOUT_S
+
+
+class RecordingGroup:
+    """Stands in for one of the client's API groups (CoreV1Api, BatchV1Api, ...)."""
+
+    def __init__(self, calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]], answer: Any) -> None:
+        self.calls, self.answer = calls, answer
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, args, kwargs))
+            return self.answer
+
+        return call
+
+
+class Listed:
+    items = ("p1", "p2")
+
+
+@pytest.mark.parametrize(
+    ("call", "method", "args", "options", "result"),
+    [
+        (lambda k: k.delete_pod("ns", "p"), "delete_namespaced_pod", ("p", "ns"), {}, None),
+        (lambda k: k.create_job("ns", {"j": 1}), "create_namespaced_job", ("ns", {"j": 1}), {}, None),
+        (lambda k: k.read_job("ns", "j"), "read_namespaced_job", ("j", "ns"), {}, Listed),
+        (
+            lambda k: k.pods_labelled("ns", "job-name=j"),
+            "list_namespaced_pod",
+            ("ns",),
+            {"label_selector": "job-name=j"},
+            ["p1", "p2"],
+        ),
+        (
+            lambda k: k.pods("ns", {"b": "2", "a": "1"}),
+            "list_namespaced_pod",
+            ("ns",),
+            {"label_selector": "a=1,b=2"},
+            ["p1", "p2"],
+        ),
+        (
+            lambda k: k.pod_log("ns", "p", lines=5, limit_bytes=100),
+            "read_namespaced_pod_log",
+            ("p", "ns"),
+            {"tail_lines": 5, "limit_bytes": 100, "_request_timeout": 10},
+            str(Listed),
+        ),
+        (lambda k: k.events("ns"), "list_namespaced_event", ("ns",), {}, ["p1", "p2"]),
+        (
+            lambda k: k.pod_metrics("ns", "app=web"),
+            "list_namespaced_custom_object",
+            ("metrics.k8s.io", "v1beta1", "ns", "pods"),
+            {"label_selector": "app=web", "_request_timeout": 10},
+            Listed,
+        ),
+    ],
+)
+def test_every_other_call_of_the_adapter_reaches_the_client_as_it_did(  # noqa: PLR0917 - parametrized
+    kube: Any, call: Any, method: str, args: tuple[Any, ...], options: dict[str, Any], result: Any
+) -> None:
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    group = RecordingGroup(calls, Listed)
+    kube.core = kube.batch = kube.custom = group
+    got = asyncio.run(call(kube))
+    ((called, passed, kwargs),) = calls
+    assert (called, passed) == (method, args)
+    assert kwargs == {"_request_timeout": REQUEST_TIMEOUT_S, **options}
+    assert got == result
+
+
+def test_a_secrets_values_are_decoded_and_stripped(kube: Any) -> None:
+    class Secret:
+        data: ClassVar[dict[str, str]] = {"Authorization": "QmVhcmVyIHQK"}  # base64("Bearer t\n")
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    kube.core = RecordingGroup(calls, Secret)
+    assert asyncio.run(kube.secret_data("ns", "creds")) == {"Authorization": "Bearer t"}
+    assert calls[0][:2] == ("read_namespaced_secret", ("creds", "ns"))

@@ -69,7 +69,7 @@ def posts_event(record: Record) -> bool:
     """Whether a record is also posted as a Kubernetes Event (every warning and human action is;
     see TIMELINE_ONLY; the operator's own acknowledgement comes with PlaybookStarted and says the
     same thing)."""
-    if record.warning or record.actor != "incident-operator":
+    if record.warning or record.actor != OPERATOR_ACTOR:
         return True
     if record.reason == Reason.ACKNOWLEDGED:
         return False
