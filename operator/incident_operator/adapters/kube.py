@@ -57,7 +57,12 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
     """
     secret = await kube.call(kube.core.read_namespaced_secret, name, namespace)
     raw = (secret.data or {}).get(key)
-    return base64.b64decode(raw).decode().strip() if raw else None
+    return _decoded(raw) if raw else None
+
+
+def _decoded(raw: str | bytes) -> str:
+    """A Secret's value as text: base64-decoded, surrounding whitespace stripped."""
+    return base64.b64decode(raw).decode().strip()
 
 
 def owned_metadata(name: str, incident: str, incident_uid: str) -> client.V1ObjectMeta:
@@ -314,7 +319,7 @@ class Kube:
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """Every key of a Secret, decoded and stripped (values are secrets: never log them)."""
         secret = await self.call(self.core.read_namespaced_secret, name, namespace)
-        return {k: base64.b64decode(v).decode().strip() for k, v in (secret.data or {}).items()}
+        return {k: _decoded(v) for k, v in (secret.data or {}).items()}
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
         await self.call(self.batch.create_namespaced_job, namespace, body)
