@@ -85,6 +85,14 @@ class Approval(ApiModel):
 
     step: StepName = Field(description="Name of the step with requiresApproval.")
     by: str = Field(min_length=1, max_length=253, description="Who approved: the requesting user's name.")
+    run: str | None = Field(
+        default=None,
+        max_length=16,
+        pattern="^r[0-9]+$",
+        description="The run approved (status.playbook.runId); without it, the run in flight when the "
+        "operator first sees the approval (recorded in status.approvalRuns). Never carries over to "
+        "another run.",
+    )
 
 
 class ActionItem(ApiModel):
@@ -199,6 +207,7 @@ class StepState(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     AWAITING_APPROVAL = "AwaitingApproval"
+    BLOCKED = "Blocked"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SKIPPED = "Skipped"
@@ -228,10 +237,43 @@ class StepStatus(ApiModel):
     job: str | None = Field(default=None, description="job: the Job of this attempt.")
 
 
+class PinnedPlaybook(ApiModel):
+    """What a run executes, copied from the Playbook when the run starts: an edit of the Playbook
+    never changes a run in flight."""
+
+    steps: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The Playbook's steps as they were when the run started.",
+        json_schema_extra={"items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+    )
+    guardrails: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    revertOnResolve: bool | None = None
+    stabilizationSeconds: int | None = None
+    cooldownSeconds: int | None = None
+
+
+class ApprovalRun(ApiModel):
+    """An approval given without `run`, and the run it was bound to when the operator first saw it."""
+
+    step: str
+    by: str
+    run: str
+
+
 class PlaybookProgress(ApiModel):
     name: str
     runId: str | None = Field(
         default=None, description="This run of the playbook on this incident (r1, r2 after a re-fire, ...)."
+    )
+    generation: int | None = Field(default=None, description="The Playbook's generation the run pinned.")
+    digest: str | None = Field(default=None, description="sha256 of the pinned steps and settings.")
+    snapshot: PinnedPlaybook | None = Field(
+        default=None, description="The steps (and guardrails, stabilization, revert) this run executes."
+    )
+    newerGeneration: int | None = Field(
+        default=None, description="A newer Playbook generation seen during the run (used by the next run)."
     )
     steps: list[StepStatus] = Field(default_factory=list)
 
@@ -308,6 +350,11 @@ class IncidentStatus(ApiModel):
     )
     severityHistory: list[SeverityChange] | None = Field(
         default=None, max_length=10, description="Severity escalations, oldest first."
+    )
+    approvalRuns: list[ApprovalRun] | None = Field(
+        default=None,
+        max_length=64,
+        description="Approvals given without `run`, bound to the run in flight when first seen.",
     )
 
 
