@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from incident_operator.api import keys
+from incident_operator.api.models import Roles
 from incident_operator.settings.config import FileConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +60,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator",
         "incident-operator-remediator",
         "incident-operator-responder",
+        "incident-operator-playbook-gatekeeper",
     }
     for role in roles:
         for rule in role["rules"]:
@@ -198,7 +201,81 @@ def test_the_admission_policy_guards_approvals_resolution_and_closing() -> None:
     assert "request.userInfo.username" in expressions
     assert "check('approve')" in expressions
     assert expressions.count("check('resolve')") == 2  # resolution and closing
+    added = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "added")
+    assert "o.step == a.step && o.by == a.by && o.?run" in added  # another run: a new approval
     binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-approvals")
     assert binding["spec"] == {"policyName": "incident-operator-approvals", "validationActions": ["Deny"]}
     responder = {v for r in rules_of("ClusterRole", "incident-operator-responder") for v in r["verbs"]}
     assert {"approve", "resolve"} <= responder
+
+
+def grants(kind: str, name: str) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in rules_of(kind, name)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def variables(policy: dict[str, Any]) -> dict[str, str]:
+    return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+
+def test_the_identities_policy_takes_the_operators_username_from_its_parameter() -> None:
+    policy = find("ValidatingAdmissionPolicy", "incident-operator-identities")
+    assert policy["spec"]["paramKind"] == {"apiVersion": "v1", "kind": "ConfigMap"}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == ["incidents"]
+    binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-identities")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    ref = binding["spec"]["paramRef"]
+    assert ref["parameterNotFoundAction"] == "Deny"  # no parameter: every incident write refused
+    param = find("ConfigMap", ref["name"])
+    assert param["metadata"]["namespace"] == ref["namespace"] == NS
+    pod = find("Deployment", "incident-operator")["spec"]["template"]["spec"]
+    operator = f"system:serviceaccount:{NS}:{pod['serviceAccountName']}"
+    assert [u.strip() for u in param["data"]["operators"].split(",")] == [operator]
+
+
+def test_the_identities_policy_guards_every_operator_owned_key_and_role() -> None:
+    found = variables(find("ValidatingAdmissionPolicy", "incident-operator-identities"))
+    for key in (keys.ANNOTATION_STATUS, keys.ANNOTATION_CHANGED_AT):
+        assert f"'{key}'" in found["touched"]
+    for key in (keys.LABEL_FINGERPRINT, keys.LABEL_ALERTNAME, keys.DRILL_LABEL):
+        assert f"'{key}'" in found["touched"]
+    for role in Roles.model_fields:
+        assert f"['roles.{role}', string(object.spec.?roles.?{role}.orValue(''))" in found["named"]
+    assert "check('assign')" in " ".join(
+        v["expression"]
+        for v in find("ValidatingAdmissionPolicy", "incident-operator-identities")["spec"]["validations"]
+    )
+    assert ("incident-operator.dev", "incidents", "assign") in grants(
+        "ClusterRole", "incident-operator-responder"
+    )
+
+
+def test_the_playbook_gate_needs_the_gate_verb_which_only_the_gatekeeper_role_grants() -> None:
+    policy = find("ValidatingAdmissionPolicy", "incident-operator-playbook-gate")
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [
+        {
+            "apiGroups": ["incident-operator.dev"],
+            "apiVersions": ["v1alpha1"],
+            "operations": ["UPDATE", "DELETE"],
+            "resources": ["playbooks"],  # not playbooks/status: the operator's own writes pass
+        }
+    ]
+    assert "check('gate')" in variables(policy)["mayGate"]
+    binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-playbook-gate")
+    assert binding["spec"] == {"policyName": "incident-operator-playbook-gate", "validationActions": ["Deny"]}
+    assert grants("ClusterRole", "incident-operator-playbook-gatekeeper") == {
+        ("incident-operator.dev", "playbooks", "gate")
+    }
+    holders = {
+        o["metadata"]["name"]
+        for o in objects()
+        if o["kind"] in ("Role", "ClusterRole") and any("gate" in r["verbs"] for r in o["rules"])
+    }
+    assert holders == {"incident-operator-playbook-gatekeeper"}  # not the operator, not responders
