@@ -3,6 +3,9 @@ included), with the operator running as its ServiceAccount:
 
 - approvals carry who approved, and the API server admits only the requesting user, who needs the
   verb `approve` (resolving and closing need `resolve`): two real users, by TokenRequest tokens;
+- naming someone else as commander or in a role needs the verb `assign`; only the operator's own
+  identity sets spec.source, drill: true and the alert-state annotations;
+- weakening an approval gate of a Playbook (or deleting a gated Playbook) needs the verb `gate`;
 - two incidents that want the same playbook on the same target at once: exactly one runs;
 - alert intake is scoped (namespaces, a per-request bound, a ResourceQuota);
 - an Invalid playbook never runs; a step whose action raises fails with a reason, the loop lives;
@@ -78,12 +81,13 @@ def deploy_ref(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def people(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Path]]:
-    """Two real users (ServiceAccount tokens): alice the responder, mallory who may only edit."""
+    """Real users (ServiceAccount tokens): alice the responder, mallory who may only edit, gary the
+    gatekeeper (what each may do is bound per namespace by the tests)."""
     create_namespace(installed, "people", opt_in=False)
     core = client.CoreV1Api(installed.api)
     workdir = tmp_path_factory.mktemp("people")
     found = {}
-    for name in ("alice", "mallory"):
+    for name in ("alice", "mallory", "gary"):
         core.create_namespaced_service_account(
             "people", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
         )
@@ -192,8 +196,347 @@ def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
         installed, mallory_cfg, "approvals", "second", {"resolution": {"summary": "fixed"}}
     )
     assert "may not resolve incidents" in not_resolving.stderr
+    # An approval given for another run is a new approval: mallory cannot move alice's to run r2.
+    moved = patch_spec(
+        installed,
+        mallory_cfg,
+        "approvals",
+        "breach",
+        {"approvals": [{"step": "isolate-api", "by": alice, "run": "r2"}]},
+    )
+    assert moved.returncode != 0
+    assert f'an approval must name the requesting user: set by to "{mallory}"' in moved.stderr
     assert patch_spec(installed, alice_cfg, "approvals", "breach", {"closed": True}).returncode == 0
     s.wait_phase("breach", "Closed")
+
+
+# --------------------------------------------------------------------------- identities
+
+OPERATOR_USER = f"system:serviceaccount:{INSTALL_NS}:incident-operator"
+ALERT_STATUS = "incident-operator.dev/alert-status"  # api/keys.py ANNOTATION_STATUS
+OPERATOR_ONLY = f"only the operator ({INSTALL_NS}/incident-operator-admission, key operators) sets"
+NEEDS_ASSIGN = "naming someone other than yourself needs the verb assign on incidents"
+NEEDS_GATE = "needs the verb gate on playbooks (ClusterRole incident-operator-playbook-gatekeeper)"
+
+
+def bind_editor(cluster: Cluster, namespace: str, *users: str) -> None:
+    """A plain namespace editor of incidents and playbooks: every standard verb, no custom one."""
+    cluster.run_kubectl(
+        "create",
+        "role",
+        "editor",
+        "-n",
+        namespace,
+        "--verb=get,list,watch,create,update,patch,delete",
+        "--resource=incidents.incident-operator.dev,playbooks.incident-operator.dev",
+    )
+    for user in users:
+        cluster.run_kubectl(
+            "create",
+            "rolebinding",
+            f"{user}-edits",
+            "-n",
+            namespace,
+            "--role=editor",
+            f"--serviceaccount=people:{user}",
+        )
+
+
+def create_as(
+    cluster: Cluster,
+    kubeconfig: Path,
+    namespace: str,
+    kind: str,
+    *,
+    name: str,
+    spec: dict[str, Any],
+    **meta: Any,
+) -> subprocess.CompletedProcess[str]:
+    body = {
+        "apiVersion": "incident-operator.dev/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, **meta},
+        "spec": spec,
+    }
+    return subprocess.run(
+        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", "create", "-n", namespace, "-f", "-"],
+        input=json.dumps(body),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def refused(done: subprocess.CompletedProcess[str], *says: str) -> None:
+    assert done.returncode != 0, done.stdout
+    for text in says:
+        assert text in done.stderr, done.stderr
+
+
+def admitted(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stderr
+
+
+INCIDENT_SPEC = {"title": "t", "severity": "P3", "category": "availability"}
+
+
+def test_naming_others_needs_assign_and_only_the_operator_sets_alert_fields(
+    installed: Cluster, people: dict[str, tuple[str, Path]], tmp_path: Path
+) -> None:
+    ns = "identities"
+    create_namespace(installed, ns, opt_in=False)
+    bind_editor(installed, ns, "mallory")
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "alice-responds",
+        "-n",
+        ns,
+        "--clusterrole=incident-operator-responder",
+        "--serviceaccount=people:alice",
+    )
+    alice, alice_cfg = people["alice"]
+    mallory, mallory_cfg = people["mallory"]
+    operator_cfg = token_kubeconfig(installed, "incident-operator", INSTALL_NS, tmp_path / "operator")
+    admitted(create_as(installed, mallory_cfg, ns, "Incident", name="mine", spec=INCIDENT_SPEC))
+
+    # Commander and roles: yourself, yes; someone else, only with the verb assign.
+    admitted(patch_spec(installed, mallory_cfg, ns, "mine", {"commander": mallory}))
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "mine", {"commander": alice}),
+        f"user {mallory} may not name {alice} as commander: {NEEDS_ASSIGN}",
+        "(ClusterRole incident-operator-responder)",
+    )
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "mine", {"roles": {"techLead": alice, "comms": mallory}}),
+        f"user {mallory} may not name {alice} as roles.techLead: {NEEDS_ASSIGN}",
+    )
+    admitted(patch_spec(installed, mallory_cfg, ns, "mine", {"roles": {"comms": mallory}}))
+    refused(
+        create_as(
+            installed, mallory_cfg, ns, "Incident", name="theirs", spec={**INCIDENT_SPEC, "commander": alice}
+        ),
+        f"may not name {alice} as commander",
+    )
+    admitted(
+        patch_spec(installed, alice_cfg, ns, "mine", {"commander": mallory, "roles": {"techLead": mallory}})
+    )
+    admitted(patch_spec(installed, mallory_cfg, ns, "mine", {"title": "renamed"}))  # names carried along
+    admitted(patch_spec(installed, mallory_cfg, ns, "mine", {"commander": None}))  # clearing is free
+    spec = installed.run_kubectl("get", "incident", "mine", "-n", ns, "-o", "json").stdout
+    assert json.loads(spec)["spec"]["roles"] == {"techLead": mallory, "comms": mallory}
+
+    # What only the operator sets: source (beyond {type: manual}), drill: true, the alert state.
+    alert_source = {"type": "alert", "alertname": "ServiceDown", "labels": {"team": "payments"}}
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "mine", {"source": alert_source}),
+        f"{OPERATOR_ONLY} spec.source, not user {mallory}",
+    )
+    refused(
+        create_as(
+            installed,
+            mallory_cfg,
+            ns,
+            "Incident",
+            name="fake-alert",
+            spec={**INCIDENT_SPEC, "source": alert_source},
+        ),
+        f"{OPERATOR_ONLY} spec.source",
+    )
+    admitted(
+        create_as(
+            installed,
+            mallory_cfg,
+            ns,
+            "Incident",
+            name="by-hand",
+            spec={**INCIDENT_SPEC, "source": {"type": "manual"}},
+        )
+    )
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "by-hand", {"source": {"type": "drill"}}),
+        f"{OPERATOR_ONLY} spec.source",
+    )
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "mine", {"drill": True}),
+        f"{OPERATOR_ONLY} drill: true, not user {mallory}",
+    )
+    refused(
+        create_as(
+            installed, mallory_cfg, ns, "Incident", name="fake-drill", spec={**INCIDENT_SPEC, "drill": True}
+        ),
+        f"{OPERATOR_ONLY} drill: true",
+    )
+    refused(
+        kubectl_as(
+            installed, mallory_cfg, "annotate", "incident", "mine", "-n", ns, f"{ALERT_STATUS}=resolved"
+        ),
+        f"{OPERATOR_ONLY} annotation {ALERT_STATUS}, not user {mallory}",
+    )
+    refused(
+        kubectl_as(
+            installed,
+            mallory_cfg,
+            "label",
+            "incident",
+            "mine",
+            "-n",
+            ns,
+            "incident-operator.dev/fingerprint=abc",
+        ),
+        f"{OPERATOR_ONLY} label incident-operator.dev/fingerprint",
+    )
+    mine = json.loads(installed.run_kubectl("get", "incident", "mine", "-n", ns, "-o", "json").stdout)
+    assert "source" not in mine["spec"]
+    assert "drill" not in mine["spec"]
+    assert ALERT_STATUS not in (mine["metadata"].get("annotations") or {})
+
+    # The operator's own identity (the alert intake, the drill controller) sets them all.
+    admitted(
+        create_as(
+            installed,
+            operator_cfg,
+            ns,
+            "Incident",
+            name="alerted",
+            spec={**INCIDENT_SPEC, "source": alert_source, "drill": True},
+            annotations={ALERT_STATUS: "firing"},
+        )
+    )
+    admitted(
+        kubectl_as(
+            installed,
+            operator_cfg,
+            "annotate",
+            "--overwrite",
+            "incident",
+            "alerted",
+            "-n",
+            ns,
+            f"{ALERT_STATUS}=resolved",
+        )
+    )
+    # A responder's edit carries them along unchanged (kubectl edit: get, change, replace) ...
+    alerted = json.loads(
+        kubectl_as(installed, mallory_cfg, "get", "incident", "alerted", "-n", ns, "-o", "json").stdout
+    )
+    alerted["spec"]["title"] = "edited by a responder"
+    replaced = subprocess.run(
+        [str(installed.kubectl), f"--kubeconfig={mallory_cfg}", "replace", "-f", "-"],
+        input=json.dumps(alerted),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    admitted(replaced)
+    # ... but may not change the alert state, the source or clear it.
+    refused(
+        kubectl_as(
+            installed,
+            mallory_cfg,
+            "annotate",
+            "--overwrite",
+            "incident",
+            "alerted",
+            "-n",
+            ns,
+            f"{ALERT_STATUS}=firing",
+        ),
+        f"{OPERATOR_ONLY} annotation {ALERT_STATUS}",
+    )
+    refused(
+        kubectl_as(installed, mallory_cfg, "annotate", "incident", "alerted", "-n", ns, f"{ALERT_STATUS}-"),
+        f"{OPERATOR_ONLY} annotation {ALERT_STATUS}",
+    )
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "alerted", {"source": {"labels": {"team": "other"}}}),
+        f"{OPERATOR_ONLY} spec.source",
+    )
+    refused(
+        patch_spec(installed, mallory_cfg, ns, "alerted", {"source": None}), f"{OPERATOR_ONLY} spec.source"
+    )
+
+
+# --------------------------------------------------------------------------- the approval gate
+
+
+def test_weakening_an_approval_gate_needs_the_gate_verb(
+    installed: Cluster, people: dict[str, tuple[str, Path]]
+) -> None:
+    ns = "gates"
+    create_namespace(installed, ns, opt_in=False)
+    bind_editor(installed, ns, "mallory", "gary")
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "gary-gates",
+        "-n",
+        ns,
+        "--clusterrole=incident-operator-playbook-gatekeeper",
+        "--serviceaccount=people:gary",
+    )
+    mallory, mallory_cfg = people["mallory"]
+    gary_cfg = people["gary"][1]
+    collect = {"name": "collect", "collectEvidence": {"selector": {"app": "api"}, "logLines": 0}}
+    isolate = {"name": "isolate", "isolate": {"selector": {"app": "api"}}, "requiresApproval": True}
+    admitted(
+        create_as(installed, mallory_cfg, ns, "Playbook", name="guarded", spec={"steps": [collect, isolate]})
+    )
+    admitted(create_as(installed, mallory_cfg, ns, "Playbook", name="open", spec={"steps": [collect]}))
+
+    def set_steps(kubeconfig: Path, steps: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+        patch = json.dumps({"spec": {"steps": steps}})
+        return kubectl_as(
+            installed, kubeconfig, "patch", "playbook", "guarded", "-n", ns, "--type=merge", "-p", patch
+        )
+
+    # Ungated steps are anyone's to edit; gated ones are not, in any way.
+    admitted(
+        set_steps(
+            mallory_cfg,
+            [{**collect, "collectEvidence": {"selector": {"app": "api"}, "logLines": 5}}, isolate],
+        )
+    )
+    says = f"user {mallory} may not weaken the approval gate of playbook guarded in namespace {ns}"
+    for weaker in (
+        {**isolate, "requiresApproval": False},
+        {**isolate, "isolate": {"selector": {"app": "everything"}}},
+        {**isolate, "name": "isolate-now"},
+    ):
+        refused(set_steps(mallory_cfg, [collect, weaker]), says, ": gated step isolate removed", NEEDS_GATE)
+    refused(set_steps(mallory_cfg, [collect]), says, ": gated step isolate removed")
+    refused(
+        kubectl_as(installed, mallory_cfg, "delete", "playbook", "guarded", "-n", ns),
+        f"user {mallory} may not delete playbook guarded in namespace {ns}",
+        ": it has approval-gated steps (isolate)",
+        NEEDS_GATE,
+    )
+    steps = json.loads(installed.run_kubectl("get", "playbook", "guarded", "-n", ns, "-o", "json").stdout)[
+        "spec"
+    ]["steps"]
+    assert steps[1] == {**isolate, **{k: v for k, v in steps[1].items() if k not in isolate}}  # unchanged
+    admitted(set_steps(mallory_cfg, [isolate, collect]))  # reordered, the gated step unchanged
+    admitted(kubectl_as(installed, mallory_cfg, "delete", "playbook", "open", "-n", ns))  # no gate in it
+
+    # The gatekeeper (the GitOps identity) may.
+    admitted(
+        set_steps(gary_cfg, [collect, {**isolate, "isolate": {"selector": {"app": "api", "tier": "web"}}}])
+    )
+    admitted(kubectl_as(installed, gary_cfg, "delete", "playbook", "guarded", "-n", ns))
+
+    # A namespace being deleted takes its gated Playbooks with it.
+    admitted(
+        create_as(installed, mallory_cfg, ns, "Playbook", name="guarded-again", spec={"steps": [isolate]})
+    )
+    core = client.CoreV1Api(installed.api)
+    core.delete_namespace(ns)
+    wait_until(
+        lambda: ns not in {n.metadata.name for n in core.list_namespace().items},
+        timeout=TIMEOUT,
+        what=f"namespace {ns} with a gated Playbook deleted",
+    )
 
 
 # --------------------------------------------------------------------------- cooldown race
