@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -319,6 +320,25 @@ def test_naming_others_needs_assign_and_only_the_operator_sets_alert_fields(
         ),
         f"may not name {alice} as commander",
     )
+    plugin = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "incident_operator.cli.kubectl",
+            f"--kubeconfig={mallory_cfg}",
+            "-n",
+            ns,
+            "assign",
+            "mine",
+            "tech-lead",
+            alice,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    refused(plugin, f"error: you may not name {alice} as techLead of incident mine", NEEDS_ASSIGN)
     admitted(
         patch_spec(installed, alice_cfg, ns, "mine", {"commander": mallory, "roles": {"techLead": mallory}})
     )

@@ -73,7 +73,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", metavar="KIND/NAME", help="affected workload (repeatable)")
     p.add_argument("--playbook", help="the Playbook to run (default: the best match)")
     p.add_argument("--commander", help="acknowledge it at once as this Incident Commander")
-    p.add_argument("--drill", action="store_true", help="a response drill, kept out of production figures")
     p = named("ack", cmd_ack, "acknowledge: become (or name) the Incident Commander")
     p.add_argument("--commander", help="who (default: you, as the API server knows you)")
     p = named("assign", cmd_assign, "give a person a role of the response (seed 3.1)")

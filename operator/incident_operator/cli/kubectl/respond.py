@@ -8,10 +8,21 @@ import sys
 from datetime import date
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from incident_operator.api.keys import API_GROUP, API_VERSION
-from incident_operator.api.models import ROLE_TITLES, Phase
+from incident_operator.api.models import ROLE_TITLES, Phase, StepState
 from incident_operator.api.timestamps import format_time, utc_now
-from incident_operator.cli.kubectl.client import PLURAL, RESOURCE, Api, Failed, age, edit_list, table
+from incident_operator.cli.kubectl.client import (
+    PLURAL,
+    RESOURCE,
+    Api,
+    Failed,
+    age,
+    edit_list,
+    server_error,
+    table,
+)
 
 
 def cmd_list(api: Api, args: argparse.Namespace) -> None:
@@ -57,8 +68,6 @@ def cmd_open(api: Api, args: argparse.Namespace) -> None:
         spec["targets"] = [_target(t) for t in args.target]
     if args.playbook:
         spec["playbookRef"] = {"name": args.playbook}
-    if args.drill:
-        spec["drill"] = True
     if args.commander:
         spec["commander"] = args.commander
     metadata = {"name": args.name} if args.name else {"generateName": _slug(args.title)}
@@ -90,11 +99,28 @@ def cmd_ack(api: Api, args: argparse.Namespace) -> None:
     current = api.get(args.name)
     if (current.get("spec") or {}).get("closed"):
         raise Failed(f"incident {args.name} is closed: it is read-only history")
-    api.patch_spec(args.name, {"commander": who})
+    _name_person(api, args.name, "commander", who)
     print(f"{RESOURCE}/{args.name} acknowledged: {who} is the Incident Commander")
 
 
 ROLE_FIELDS = {"tech-lead": "techLead", "comms": "comms", "customer-success": "customerSuccess"}
+
+
+def _name_person(api: Api, name: str, field: str, who: str) -> None:
+    """Set `commander` or a role to `who`; say plainly why when the API server refuses it."""
+    spec = {"commander": who} if field == "commander" else {"roles": {field: who}}
+    try:
+        api.patch_spec(name, spec)
+    except ApiException as exc:
+        if exc.status not in (403, 422):
+            raise
+        if "verb assign" not in (exc.body or ""):
+            raise
+        raise Failed(
+            f"you may not name {who} as {field} of incident {name}: naming someone other than "
+            "yourself needs the verb assign on incidents in this namespace (ClusterRole "
+            f"incident-operator-responder); ask for it, or name yourself.\n{server_error(exc)}"
+        ) from None
 
 
 def cmd_assign(api: Api, args: argparse.Namespace) -> None:
@@ -102,28 +128,45 @@ def cmd_assign(api: Api, args: argparse.Namespace) -> None:
     if (current.get("spec") or {}).get("closed"):
         raise Failed(f"incident {args.name} is closed: it is read-only history")
     who = args.person or api.whoami()
+    field = "commander" if args.role == "commander" else ROLE_FIELDS[args.role]
+    _name_person(api, args.name, field, who)
     if args.role == "commander":
-        api.patch_spec(args.name, {"commander": who})
         print(f"{RESOURCE}/{args.name}: {who} is the Incident Commander (acknowledged)")
         return
-    api.patch_spec(args.name, {"roles": {ROLE_FIELDS[args.role]: who}})
-    title = ROLE_TITLES[ROLE_FIELDS[args.role]]
-    print(f"{RESOURCE}/{args.name}: {who} is the {title}")
+    print(f"{RESOURCE}/{args.name}: {who} is the {ROLE_TITLES[field]}")
+
+
+SETTLED_STEP_STATES = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED})
+
+
+def run_in_flight(incident: dict[str, Any]) -> str | None:
+    """The id of the playbook run in flight (`status.playbook.runId`), or None: no run started, or
+    every step of the last one settled. An approval names it, so that it never carries over."""
+    playbook = (incident.get("status") or {}).get("playbook") or {}
+    run = playbook.get("runId")
+    steps = playbook.get("steps") or []
+    if not run or (steps and all(s.get("state") in SETTLED_STEP_STATES for s in steps)):
+        return None
+    return str(run)
 
 
 def cmd_approve(api: Api, args: argparse.Namespace) -> None:
     who = args.by or api.whoami()
+    run: str | None = None
 
     def add(approvals: list[dict[str, Any]], incident: dict[str, Any]) -> list[dict[str, Any]]:
+        nonlocal run
         steps = {s["name"] for s in ((incident.get("status") or {}).get("playbook") or {}).get("steps") or []}
         if steps and args.step not in steps:
             raise Failed(
                 f"incident {args.name} has no step {args.step!r} (steps: {', '.join(sorted(steps))})"
             )
-        return [a for a in approvals if a.get("step") != args.step] + [{"step": args.step, "by": who}]
+        run = run_in_flight(incident)
+        approval = {"step": args.step, "by": who, **({"run": run} if run else {})}
+        return [a for a in approvals if a.get("step") != args.step] + [approval]
 
     edit_list(api, args.name, "approvals", add)
-    print(f"{RESOURCE}/{args.name} step {args.step} approved by {who}")
+    print(f"{RESOURCE}/{args.name} step {args.step} approved by {who}" + (f" for run {run}" if run else ""))
 
 
 def cmd_pause(api: Api, args: argparse.Namespace) -> None:

@@ -1,0 +1,150 @@
+"""`kubectl incident` commands against an in-memory stand-in for the user's API access: what they
+send (approvals name their run; assign names others, which the API server may refuse) and how a
+refusal reads."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, cast
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from incident_operator.cli.kubectl.client import Api, Failed
+from incident_operator.cli.kubectl.main import parser
+from incident_operator.cli.kubectl.respond import cmd_ack, cmd_assign, cmd_open, run_in_flight
+
+ME = "system:serviceaccount:people:alice"
+REFUSAL = (
+    'incidents.incident-operator.dev "web" is forbidden: ValidatingAdmissionPolicy '
+    "'incident-operator-identities' with binding 'incident-operator-identities' denied request: user "
+    "system:serviceaccount:people:alice may not name bob as commander: naming someone other than "
+    "yourself needs the verb assign on incidents (ClusterRole incident-operator-responder)"
+)
+
+
+class FakeApi:
+    """The `Api` methods the response commands call, over one incident held in memory."""
+
+    namespace = "shop"
+
+    def __init__(self, incident: dict[str, Any], refuse: ApiException | None = None) -> None:
+        self.incident = incident
+        self.patches: list[dict[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
+        self.refuse = refuse
+        self.objects = self
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.incident
+
+    def patch_spec(
+        self, name: str, spec: dict[str, Any], resource_version: str | None = None
+    ) -> dict[str, Any]:
+        if self.refuse is not None:
+            raise self.refuse
+        self.patches.append(spec)
+        return self.incident
+
+    def whoami(self) -> str:
+        return ME
+
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return {"metadata": {"name": body["metadata"].get("name", "x")}}
+
+
+def incident(run: str | None = None, states: tuple[str, ...] = ()) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    if run is not None:
+        steps = [{"name": f"s{i}", "action": "scale", "state": s} for i, s in enumerate(states)]
+        status["playbook"] = {"name": "pb", "runId": run, "steps": steps}
+    return {"metadata": {"name": "web", "resourceVersion": "7"}, "spec": {}, "status": status}
+
+
+def args(*argv: str) -> argparse.Namespace:
+    return parser().parse_args(list(argv))
+
+
+def run(fake: FakeApi, *argv: str) -> None:
+    parsed = args(*argv)
+    parsed.fn(cast(Api, fake), parsed)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (incident(), None),  # no run started
+        (incident("r2", ("Succeeded", "AwaitingApproval")), "r2"),
+        (incident("r2", ("Running", "Pending")), "r2"),
+        (incident("r1", ("Succeeded", "Skipped", "Failed")), None),  # the run is over
+        (incident("r3", ()), "r3"),  # started, steps not written yet
+    ],
+)
+def test_the_run_in_flight_is_the_runid_of_a_run_with_a_step_not_settled(
+    status: dict[str, Any], expected: str | None
+) -> None:
+    assert run_in_flight(status) == expected
+
+
+def test_approve_names_the_run_in_flight(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeApi(incident("r2", ("Succeeded", "AwaitingApproval")))
+    fake.incident["spec"]["approvals"] = [{"step": "s1", "by": "someone", "run": "r1"}]
+    run(fake, "approve", "web", "s1")
+    assert fake.patches == [{"approvals": [{"step": "s1", "by": ME, "run": "r2"}]}]
+    assert capsys.readouterr().out.strip().endswith(f"step s1 approved by {ME} for run r2")
+
+
+def test_approve_without_a_run_in_flight_leaves_run_out() -> None:
+    fake = FakeApi(incident())
+    run(fake, "approve", "web", "isolate")
+    assert fake.patches == [{"approvals": [{"step": "isolate", "by": ME}]}]
+
+
+def test_assign_names_another_person_and_says_so() -> None:
+    fake = FakeApi(incident())
+    cmd_assign(cast(Api, fake), args("assign", "web", "tech-lead", "bob"))
+    cmd_assign(cast(Api, fake), args("assign", "web", "commander", "bob"))
+    assert fake.patches == [{"roles": {"techLead": "bob"}}, {"commander": "bob"}]
+
+
+def refusal(status: int, message: str) -> ApiException:
+    exc = ApiException(status=status, reason="Forbidden")
+    exc.body = json.dumps({"kind": "Status", "reason": "Forbidden", "message": message})
+    return exc
+
+
+@pytest.mark.parametrize(
+    "command", [("assign", "web", "commander", "bob"), ("ack", "web", "--commander", "bob")]
+)
+def test_a_refused_assignment_says_which_verb_is_missing(command: tuple[str, ...]) -> None:
+    fake = FakeApi(incident(), refuse=refusal(403, REFUSAL))
+    parsed = args(*command)
+    with pytest.raises(Failed) as failed:
+        (cmd_assign if command[0] == "assign" else cmd_ack)(cast(Api, fake), parsed)
+    said = str(failed.value)
+    assert said.startswith("you may not name bob as commander of incident web: naming someone other")
+    assert (
+        "needs the verb assign on incidents in this namespace (ClusterRole incident-operator-responder)"
+        in said
+    )
+    assert f"Error from server (Forbidden): {REFUSAL}" in said
+
+
+def test_other_refusals_are_not_reported_as_a_missing_assign_verb() -> None:
+    fake = FakeApi(
+        incident(), refuse=refusal(403, "incidents.incident-operator.dev is forbidden: cannot patch")
+    )
+    with pytest.raises(ApiException):
+        cmd_assign(cast(Api, fake), args("assign", "web", "comms", "bob"))
+
+
+def test_open_sends_no_source_and_has_no_drill_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeApi(incident())
+    cmd_open(cast(Api, fake), args("open", "web-down", "--title", "web is down", "--commander", ME))
+    spec = fake.created[0]["spec"]
+    assert spec == {"title": "web is down", "severity": "P3", "category": "availability", "commander": ME}
+    with pytest.raises(SystemExit):
+        args("open", "--title", "x", "--drill")  # drills are opened by a Drill, as the operator
+    capsys.readouterr()
