@@ -149,8 +149,9 @@ def test_pause_plan_approve_and_resume_with_kubectl_incident(s: Scenario) -> Non
     kubectl(s, "pause", "gated", *ns)
     s.wait_condition("gated", "Reconciling", "False", reason="Paused")
     approved = kubectl(s, "approve", "gated", "scale-up", *ns).stdout
-    who = approved.rsplit(" by ", 1)[-1].strip()
-    assert s.get("incidents", "gated")["spec"]["approvals"] == [{"step": "scale-up", "by": who}]
+    who, _, run = approved.rsplit(" by ", 1)[-1].strip().partition(" for run ")
+    assert run == s.status("gated")["playbook"]["runId"]  # the run in flight, named
+    assert s.get("incidents", "gated")["spec"]["approvals"] == [{"step": "scale-up", "by": who, "run": run}]
     assert s.steps("gated")["scale-up"]["state"] == "AwaitingApproval"  # paused: nothing runs
     kubectl(s, "resume", "gated", *ns)
     s.wait_step("gated", "scale-up", "Succeeded")
