@@ -107,6 +107,13 @@ class Listed:
         (lambda k: k.create_job("ns", {"j": 1}), "create_namespaced_job", ("ns", {"j": 1}), {}, None),
         (lambda k: k.read_job("ns", "j"), "read_namespaced_job", ("j", "ns"), {}, Listed),
         (
+            lambda k: k.jobs_labelled("ns", "a"),
+            "list_namespaced_job",
+            ("ns",),
+            {"label_selector": "a"},
+            ["p1", "p2"],
+        ),
+        (
             lambda k: k.pods_labelled("ns", "job-name=j"),
             "list_namespaced_pod",
             ("ns",),

@@ -327,6 +327,10 @@ class Kube:
     async def read_job(self, namespace: str, name: str) -> Any:
         return await self.call(self.batch.read_namespaced_job, name, namespace)
 
+    async def jobs_labelled(self, namespace: str, label_selector: str) -> list[client.V1Job]:
+        result = await self.call(self.batch.list_namespaced_job, namespace, label_selector=label_selector)
+        return list(result.items)
+
     async def pods_labelled(self, namespace: str, label_selector: str) -> list[client.V1Pod]:
         result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)
         return list(result.items)

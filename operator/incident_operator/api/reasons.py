@@ -149,7 +149,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_PLAYBOOK: "The chosen Playbook is Invalid, or became invalid during the run (warning).",
     Reason.IDLE: "Condition reason of Reconciling: nothing to run.",
     Reason.COOLDOWN_ACTIVE: "The playbook ran on these targets too recently (cooldownSeconds).",
-    Reason.FORBIDDEN: "The operator may not act in the namespace (no remediator RoleBinding) (warning).",
+    Reason.FORBIDDEN: "The operator may not act in the namespace (no remediator RoleBinding, or for a "
+    "Job step no jobs RoleBinding) (warning).",
     Reason.ACCESS_GRANTED: "The namespace opted in since: remediation proceeds.",
     Reason.AWAITING_APPROVAL: "A step waits for a matching entry in spec.approvals.",
     Reason.APPROVED: "A step was approved (spec.approvals).",

@@ -48,9 +48,15 @@ class PlaybookEntry:
     status: PlaybookStatus
 
 
-def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | str:
-    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs)."""
-    parsed, found = validation.problems(dict(spec))
+def parse_playbook(
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    jobs: config.JobsConfig = validation.DEFAULT_JOBS,
+) -> PlaybookEntry | str:
+    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs);
+    `jobs` is the operator's Job policy (`jobs:` in its config)."""
+    parsed, found = validation.problems(dict(spec), jobs)
     if parsed is None or found:
         return "; ".join(found) or "invalid spec"
     try:
@@ -170,6 +176,7 @@ class Inputs:
         if not denied:
             return None
         username = await self.access_reviews.username()
+        settings = self.config.file.access
         return access.forbidden_message(
-            self.namespace, denied, username, self.config.file.access.remediatorBinding
+            self.namespace, denied, username, settings.remediatorBinding, settings.jobsBinding
         )

@@ -93,6 +93,7 @@ class IncidentLoop:
             clock,
             self.commit,
             lambda: self.wake,
+            config.file.jobs,
         )
 
     def _wake_up(self) -> None:

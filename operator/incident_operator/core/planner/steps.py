@@ -154,7 +154,7 @@ def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> 
     step_status.startedAt = b.now
     step_status.finishedAt = None
     step_status.message = None
-    b.advance(Event.MUTATING_STEP if step.mutates else Event.DIAGNOSTIC_STEP)
+    b.advance(Event.MUTATING_STEP if step.mitigates else Event.DIAGNOSTIC_STEP)
     b.condition(
         ConditionType.RECONCILING, "True", Reason.STEP_RUNNING, f"step {step.name} ({step.action}) running"
     )
@@ -263,7 +263,7 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
     if outcome.ok:
         step_status.state = StepState.SUCCEEDED
         b.record(Reason.STEP_SUCCEEDED, f"step {step.name}: {outcome.message}")
-        if step.mutates and not b.is_true(ConditionType.MITIGATED):
+        if step.mitigates and not b.is_true(ConditionType.MITIGATED):
             b.status.mitigatedAt = b.now
             b.condition(
                 ConditionType.MITIGATED,
