@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
@@ -126,6 +128,22 @@ def test_without_a_playbook_the_incident_is_detected_and_stalled() -> None:
     assert stalled is not None
     assert (stalled["status"], stalled["reason"]) == ("True", "NoMatchingPlaybook")
     assert run.records == ["Detected", "Stalled"]
+
+
+@pytest.mark.parametrize(("mitigates", "phase"), [(False, Phase.INVESTIGATING), (True, Phase.MITIGATING)])
+def test_a_job_is_mutating_but_mitigates_only_when_it_says_so(mitigates: bool, phase: Phase) -> None:
+    job = {"name": "check", "job": {"template": {"spec": {}}, "mitigates": mitigates}}
+    candidate = playbook(job)
+    run = Run(incident(), candidate)
+    step = candidate.spec.steps[0]
+    assert step.mutates  # opt-in, approvals, the alert-resolved rule and the breaker count it
+    assert step.mitigates is mitigates
+    assert run.plan().intent == Intent("run-step", 0)
+    assert run.phase() is phase
+    run.complete(Intent("run-step", 0), message="Job succeeded")
+    mitigated = run.condition("Mitigated")
+    assert (mitigated is not None and mitigated["status"] == "True") is mitigates
+    assert (run.status.mitigatedAt is not None) is mitigates
 
 
 def test_a_full_run_moves_through_every_phase() -> None:
