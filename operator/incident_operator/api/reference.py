@@ -224,8 +224,8 @@ def actions_section() -> list[str]:
         "## Actions",
         "",
         "Each Playbook step does exactly one action (a field of the step). From the action table "
-        "(`api/actions.py`): what it does, whether it mutates (opt-in, approvals, the alert-resolved "
-        "rule and the breaker treat it so), whether its success mitigates (phase Mitigating, "
+        "(`api/actions.py`): what it does, whether it mutates (the rules for mutating steps apply "
+        "to it), whether its success mitigates (phase Mitigating, "
         "condition Mitigated), and the permissions it can need in the incident's namespace (granted "
         "by the `incident-operator-remediator` ClusterRole, a Job's own by `incident-operator-jobs`; "
         "the operator checks them before acting).",
