@@ -352,7 +352,7 @@ def timeline_of(api: FakeKube, kind: str) -> list[str]:
 def test_an_edit_of_the_playbook_while_a_step_awaits_approval_changes_nothing_in_the_run() -> None:
     """The auditor's bypass: a scale-to-3 step awaits approval, the Playbook's author changes it
     to 9, a responder approves (what they saw: 3). The run executes what it pinned: 3."""
-    gated = [
+    gated: list[dict[str, Any]] = [
         {
             "name": "scale-web",
             "requiresApproval": True,
@@ -416,7 +416,7 @@ def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_changes_and_the_n
 
     def stalled() -> bool:
         conditions = {c["type"]: c for c in api.status().get("conditions") or []}
-        return conditions.get("Stalled", {}).get("reason") == "StepFailed"
+        return bool(conditions.get("Stalled", {}).get("reason") == "StepFailed")
 
     async def scenario() -> None:
         await iterate_until(loop, api, clock, stalled)

@@ -13,7 +13,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.core import pins
 
-SCALE = {
+SCALE: dict[str, Any] = {
     "name": "scale",
     "requiresApproval": True,
     "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
