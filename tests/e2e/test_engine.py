@@ -252,7 +252,7 @@ def test_bad_references_stall_with_a_reason_and_do_not_affect_other_incidents(s:
 
     assert "Deployment" in s.wait_condition("no-target", "Stalled", reason="StepFailed")["message"]
     assert "not found" in s.wait_condition("no-target", "Stalled", reason="StepFailed")["message"]
-    assert "Secret" in s.wait_condition("no-secret", "Stalled", reason="StepFailed")["message"]
+    assert "not found" in s.wait_condition("no-secret", "Stalled", reason="Misconfigured")["message"]
     assert (
         "does-not-exist" in s.wait_condition("no-playbook", "Stalled", reason="PlaybookNotFound")["message"]
     )
@@ -284,7 +284,7 @@ def test_a_playbook_the_schema_cannot_judge_is_marked_invalid(s: Scenario) -> No
 
 
 def test_notify_posts_the_rendered_message_to_real_webhooks(s: Scenario, http: LocalServer) -> None:
-    s.secret("hooks", {"url": http.url("/hook"), "slack": http.url("/slack")})
+    s.secret("hooks", {"url": http.url("/hook"), "slack": http.url("/slack")}, shared_for="127.0.0.1")
     s.playbook(
         "tell",
         [

@@ -656,3 +656,20 @@ def test_a_misconfigured_step_is_blocked_not_failed_and_runs_again_once_fixed() 
     assert run.step(0).attempts == 1
     run.plan()
     assert run.step(1).state is StepState.SKIPPED  # the failure branch never fired
+
+
+def test_a_misconfigured_step_that_may_fail_does_not_hold_the_run() -> None:
+    notify = {
+        "name": "tell",
+        "continueOnFailure": True,
+        "notify": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}, "message": "m"},
+    }
+    run = Run(incident(), playbook(notify, SCALE))
+    assert run.plan().intent == Intent("run-step", 0)
+    run.complete(
+        Intent("run-step", 0), False, "Secret shop/hook (urlSecretRef) not found", Reason.MISCONFIGURED
+    )
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.records[-1] == "Misconfigured"
+    assert run.condition("Stalled") is None
+    assert run.plan().intent == Intent("run-step", 1)  # the run went on

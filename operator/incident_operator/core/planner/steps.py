@@ -97,6 +97,8 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             return b.decision()
         if state is StepState.RUNNING:
             return b.decision(Intent("run-step", index))
+        if state is StepState.BLOCKED and step.continueOnFailure:
+            continue  # it never holds the run; its warning said why it did not run
         if state is StepState.BLOCKED:
             retry_at = (step_status.finishedAt or b.now) + b.inp.access_recheck
             if b.now < retry_at:
@@ -304,11 +306,15 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
 
 def _blocked(b: Builder, step: Step, step_status: StepStatus, outcome: Outcome) -> Decision:
     """A step that cannot run until a person fixes something: Blocked, not Failed (no `when:
-    stepFailed` fires, no attempt is used up); tried again after the access recheck interval."""
+    stepFailed` fires, no attempt is used up); tried again after the access recheck interval.
+    A step with continueOnFailure is left Blocked with a warning and the run goes on."""
     assert outcome.blocked is not None  # noqa: S101 - callers check
     step_status.state = StepState.BLOCKED
     step_status.attempts = max(0, step_status.attempts - 1)
     message = f"step {step.name} cannot run: {outcome.message}"
+    if step.continueOnFailure:  # it may not hold the run: the run goes on without it
+        b.record(outcome.blocked, f"{message}; the run goes on (continueOnFailure)", warning=True)
+        return b.decision()
     if b.condition(ConditionType.STALLED, "True", outcome.blocked, message):
         b.record(Reason.STALLED, message, warning=True)
     b.condition(ConditionType.RECONCILING, "False", outcome.blocked, message)
