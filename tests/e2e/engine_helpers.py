@@ -10,7 +10,6 @@ from typing import Any, cast
 from kubernetes import client
 
 from incident_operator.api.keys import SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
-
 from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.polling import wait_until
 
