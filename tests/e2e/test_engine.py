@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.e2e.engine_helpers import (
+    GROUP,
     TIMEOUT,
+    VERSION,
     Scenario,
     assert_gated_playbook_ran_once,
     deploy_ref,
@@ -131,6 +134,42 @@ def test_security_incident_isolates_only_after_approval(s: Scenario) -> None:
     assert not policy.spec.egress
     timeline = [(e["type"], e.get("actor")) for e in s.status("breach")["timeline"]]
     assert ("Approved", "alice") in timeline
+
+
+def test_an_edit_of_the_playbook_never_changes_the_run_in_flight(s: Scenario) -> None:
+    """The auditor's bypass: a scale-to-3 step awaits approval; the Playbook is edited to 9; the
+    responder approves what they saw. The run executes its pinned snapshot: 3, not 9."""
+    s.deployment("cart", 1)
+    gated: dict[str, Any] = {
+        "name": "scale-cart",
+        "requiresApproval": True,
+        "scale": {"target": deploy_ref("cart"), "replicas": 3},
+    }
+    s.playbook("pinned", [gated], match={"severities": ["P3"]})
+    s.incident("pin", severity="P3")
+    s.wait_condition("pin", "Reconciling", reason="AwaitingApproval")
+    pinned = s.status("pin")["playbook"]
+    assert pinned["snapshot"]["steps"][0]["scale"]["replicas"] == 3
+    generation = s.get("playbooks", "pinned")["metadata"]["generation"]
+    assert pinned["generation"] == generation
+
+    edited = {**gated, "scale": {**gated["scale"], "replicas": 9}}
+    s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, s.namespace, "playbooks", "pinned", {"spec": {"steps": [edited]}}
+    )
+    wait_until(
+        lambda: s.status("pin")["playbook"].get("newerGeneration") == generation + 1,
+        timeout=TIMEOUT,
+        what="the run notes the newer Playbook",
+    )
+    s.patch_incident("pin", {"approvals": [{"step": "scale-cart", "by": "alice", "run": pinned["runId"]}]})
+    s.wait_phase("pin", "Resolved")
+    assert s.apps.read_namespaced_deployment("cart", s.namespace).spec.replicas == 3
+    changed = [e["message"] for e in s.status("pin")["timeline"] if e["type"] == "PlaybookChanged"]
+    assert changed == [
+        f"playbook pinned changed (generation {generation + 1}): run r1 goes on with generation "
+        f"{generation}; the next run uses the newer version"
+    ]
 
 
 def test_a_step_killed_mid_playbook_runs_exactly_once(
