@@ -438,3 +438,29 @@ def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_changes_and_the_n
         "run r1 of playbook pb ended: it was stalled (StepFailed) and the playbook changed (generation 2); "
         "a new run uses the edit"
     ]
+
+
+def test_a_changed_playbook_ref_does_not_switch_the_run_in_flight() -> None:
+    gated: list[dict[str, Any]] = [
+        {
+            "name": "scale-web",
+            "requiresApproval": True,
+            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
+        }
+    ]
+    api, clock = fake_api(steps=gated), Clock()
+    loop = new_loop(api, clock)
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, lambda: step_states(api.status()) == ["AwaitingApproval"])
+        edit_incident(api, playbookRef={"name": "elsewhere"})
+        await loop.iterate()
+        edit_incident(api, approvals=[{"step": "scale-web", "by": "alice"}])
+        await drive(loop, api, clock)
+
+    asyncio.run(scenario())
+    assert api.workloads["web"]["replicas"] == 3
+    assert api.status()["playbook"]["name"] == "pb"
+    assert timeline_of(api, "PlaybookRefIgnored") == [
+        "playbookRef names elsewhere: run r1 of playbook pb goes on; the change applies from the next run"
+    ]

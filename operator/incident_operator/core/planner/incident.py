@@ -130,12 +130,13 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
             b.record(Reason.STALLED, message, warning=True)
         return b.decision()
     if spec_changed and spec.playbookRef is not None and spec.playbookRef.name != progress.name:
-        b.record(
-            Reason.PLAYBOOK_REF_IGNORED,
+        message = (
             f"playbookRef names {spec.playbookRef.name}: run {progress.runId} of playbook "
-            f"{progress.name} goes on; the change applies from the next run",
-            warning=True,
+            f"{progress.name} goes on; the change applies from the next run"
         )
+        said = [e.message for e in b.status.timeline or [] if e.type == Reason.PLAYBOOK_REF_IGNORED]
+        if not said or said[-1] != message:
+            b.record(Reason.PLAYBOOK_REF_IGNORED, message, warning=True)
     if progress.digest is not None and live.digest is not None and live.digest != progress.digest:
         stalled = b.reason_of(ConditionType.STALLED) if b.is_true(ConditionType.STALLED) else None
         if stalled in ENDS_ON_EDIT:
