@@ -85,5 +85,15 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         "Kopf's handler progress and last-handled state.",
     ),
     (DRILL_ALERT_LABEL, "alert label", "Set by a Drill's fireAlert on its alert: the incident is a drill."),
+    (
+        SECRET_SHARED_LABEL,
+        "Secret label",
+        '`"true"`: Playbooks of its namespace may name the Secret (set by the Secret\'s owner).',
+    ),
+    (
+        SECRET_HOSTS_ANNOTATION,
+        "Secret annotation",
+        "Comma-separated hosts a shared Secret's values may be sent to (`*.example.com` for subdomains).",
+    ),
 )
 """Every label and annotation key: (key, where, meaning), for the API reference."""
