@@ -172,6 +172,24 @@ def test_an_edit_of_the_playbook_never_changes_the_run_in_flight(s: Scenario) ->
     ]
 
 
+def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_is_fixed(s: Scenario) -> None:
+    s.deployment("till", 1)
+    s.playbook("typo", [{"name": "scale", "scale": {"target": deploy_ref("tlil"), "replicas": 2}}])
+    s.incident("typo", playbookRef={"name": "typo"})
+    s.wait_condition("typo", "Stalled", reason="StepFailed")
+    fixed = [{"name": "scale", "scale": {"target": deploy_ref("till"), "replicas": 2}}]
+    s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, s.namespace, "playbooks", "typo", {"spec": {"steps": fixed}}
+    )
+    status = s.wait_phase("typo", "Resolved")
+    assert status["playbook"]["runId"] == "r2"
+    assert s.apps.read_namespaced_deployment("till", s.namespace).spec.replicas == 2
+    assert any(
+        e["type"] == "PlaybookChanged" and "ended: it was stalled (StepFailed)" in e["message"]
+        for e in status["timeline"]
+    )
+
+
 def test_a_step_killed_mid_playbook_runs_exactly_once(
     s: Scenario, http: LocalServer, operator: OperatorProcess
 ) -> None:
