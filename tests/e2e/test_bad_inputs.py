@@ -267,17 +267,29 @@ STALLS = [
     Stalls(
         "notify-no-secret",
         [step("a", notify={"webhook": {"urlSecretRef": {"name": "absent", "key": "url"}}, "message": "m"})],
-        "StepFailed",
-        "Secret",
+        "Misconfigured",
+        "(urlSecretRef) not found",
     ),
-    Stalls("notify-no-key", [step("a", notify=webhook("missing-key"))], "StepFailed", "has no key"),
+    Stalls("notify-no-key", [step("a", notify=webhook("missing-key"))], "Misconfigured", "has no key"),
+    Stalls(  # the confused deputy: a Secret its owner did not share, named by a Playbook's author
+        "secret-not-shared",
+        [step("a", notify={"webhook": {"urlSecretRef": {"name": "private", "key": "url"}}, "message": "m"})],
+        "Misconfigured",
+        "is not shared with playbooks",
+    ),
+    Stalls(  # shared, but for other hosts than the one the author wrote
+        "secret-to-another-host",
+        [step("a", httpCheck={"url": "http://localhost:9/", "headersSecretRef": {"name": "odd-values"}})],
+        "Misconfigured",
+        "may not be sent to localhost",
+    ),
     Stalls(
         "check-url-with-space",
         [step("a", httpCheck={"url": "http://bad host/"})],
         "StepFailed",
         "invalid URL",
     ),
-    Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "StepFailed", "invalid URL"),
+    Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "Misconfigured", "has no host"),
     Stalls(
         "secret-points-at-metadata",
         [step("a", notify=webhook("metadata"))],
@@ -305,7 +317,9 @@ def odd_secret(table: Scenario, hooks: LocalServer) -> None:
             "metadata": f"http://169.254.169.254/latest?token={SECRET_MARK}",
             "ftp": f"ftp://example.com/{SECRET_MARK}",
         },
+        shared_for="127.0.0.1, 169.254.169.254, example.com",  # so the egress policy is what stops them
     )
+    table.secret("private", {"url": hooks.url(f"/private?token={SECRET_MARK}")})  # not shared
 
 
 @pytest.mark.parametrize("case", STALLS, ids=lambda c: c.id)

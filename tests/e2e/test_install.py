@@ -183,7 +183,7 @@ def test_every_action_runs_as_the_service_account_in_an_opted_in_namespace(
     create_namespace(installed, "shop", opt_in=True)
     s = SaScenario(installed, replicas, "shop")
     s.deployment("web", 2)
-    s.secret("hooks", {"url": channel_receivers.url("/hook")})
+    s.secret("hooks", {"url": channel_receivers.url("/hook")}, shared_for="127.0.0.1")
     s.playbook(
         "everything",
         [

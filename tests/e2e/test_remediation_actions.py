@@ -61,7 +61,7 @@ def test_a_failed_smoke_test_rolls_back_to_the_previous_revision(s: Scenario, re
     deploy_version(s, "web", 2)
     upload = f"/v1/upload-{s.namespace}"
     receivers.set_status(upload, 500)
-    s.secret("smoke-headers", {"X-Api-Key": "k-123"})
+    s.secret("smoke-headers", {"X-Api-Key": "k-123"}, shared_for="127.0.0.1")
     s.playbook(
         "outage",
         [

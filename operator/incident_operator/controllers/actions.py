@@ -41,15 +41,15 @@ from incident_operator.adapters.kube import (
     owned_metadata,
     pod_name,
     pod_ready,
-    secret_value,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
 from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
+from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, revisions
+from incident_operator.core import checks, jobpolicy, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -259,16 +259,40 @@ async def wait_ready(ctx: ActionContext) -> Outcome:
     return result
 
 
-async def secret_headers(kube: Kube, namespace: str, ref: SecretRef | None) -> dict[str, str] | Outcome:
-    """Every key of the Secret as a header (values are secrets: never logged, never in status)."""
-    if ref is None:
-        return {}
+def _misconfigured(message: str) -> Outcome:
+    return Outcome(False, message, blocked=Reason.MISCONFIGURED)
+
+
+async def shared_secret(
+    kube: Kube, namespace: str, name: str, field: str, *, url: str | None, key: str | None = None
+) -> dict[str, str] | Outcome:
+    """The values of Secret `name` a Playbook names in `field`, if its owner shared it with
+    playbooks for the host of `url` (or, without `url`, of the URL its `key` holds; see
+    `secretrefs`); else why not, as a Blocked outcome (Misconfigured), never a failure.
+    Values are secrets: never logged, never in status."""
     try:
-        return await kube.secret_data(namespace, ref.name)
+        secret = await kube.secret(namespace, name)
     except ApiException as exc:
         if not_found(exc):
-            return Outcome(False, f"Secret {namespace}/{ref.name} (headersSecretRef) not found")
-        return Outcome(False, f"reading Secret {ref.name}: {api_reason(exc)}")
+            return _misconfigured(f"Secret {namespace}/{name} ({field}) not found")
+        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
+    if key is not None and not secret.data.get(key):
+        return _misconfigured(f"Secret {namespace}/{name} ({field}) has no key {key!r}")
+    try:
+        host = urllib.parse.urlsplit(url if url is not None else secret.data[key or ""]).hostname
+    except (KeyError, ValueError):
+        host = None
+    refused = secretrefs.refusal(f"{namespace}/{name}", field, secret.labels, secret.annotations, host)
+    return _misconfigured(refused) if refused else secret.data
+
+
+async def secret_headers(
+    kube: Kube, namespace: str, ref: SecretRef | None, url: str
+) -> dict[str, str] | Outcome:
+    """Every key of the Secret as a header of a request to `url`, if shared for its host."""
+    if ref is None:
+        return {}
+    return await shared_secret(kube, namespace, ref.name, "headersSecretRef", url=url)
 
 
 async def _probe(
@@ -296,7 +320,7 @@ async def _probe(
 async def http_check(ctx: ActionContext) -> Outcome:
     params = ctx.step.httpCheck
     assert params is not None  # noqa: S101
-    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, params.url)
     if isinstance(headers, Outcome):
         return headers
     streak = 0
@@ -316,7 +340,7 @@ async def http_check(ctx: ActionContext) -> Outcome:
 async def prom_query(ctx: ActionContext) -> Outcome:
     params = ctx.step.promQuery
     assert params is not None  # noqa: S101
-    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, params.url)
     if isinstance(headers, Outcome):
         return headers
     url = params.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": params.query})
@@ -481,16 +505,10 @@ async def _job_log(ctx: ActionContext, job: str, lines: int) -> str:
 MAX_LOG_IN_MESSAGE = 2000
 
 
-async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
-    try:
-        value = await secret_value(ctx.kube, ctx.namespace, name, key)
-    except ApiException as exc:
-        if not_found(exc):
-            return Outcome(False, f"Secret {ctx.namespace}/{name} not found")
-        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
-    if value is None:
-        return Outcome(False, f"Secret {ctx.namespace}/{name} has no key {key!r}")
-    return value
+async def read_secret_url(ctx: ActionContext, name: str, key: str) -> str | Outcome:
+    """The URL in key `key` of Secret `name` (urlSecretRef), if shared for the URL's own host."""
+    data = await shared_secret(ctx.kube, ctx.namespace, name, "urlSecretRef", url=None, key=key)
+    return data if isinstance(data, Outcome) else data[key]
 
 
 async def notify(ctx: ActionContext) -> Outcome:
@@ -498,7 +516,7 @@ async def notify(ctx: ActionContext) -> Outcome:
     assert params is not None  # noqa: S101
     target = params.slack or params.webhook
     assert target is not None  # noqa: S101 - CEL guarantees one of them
-    url = await read_secret_value(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
+    url = await read_secret_url(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
     if isinstance(url, Outcome):
         return url
     text = templates.render(params.message, ctx.template_values())
@@ -750,7 +768,7 @@ async def verify_health(
         if step.httpCheck is None:
             continue
         check = step.httpCheck
-        headers = await secret_headers(kube, namespace, check.headersSecretRef)
+        headers = await secret_headers(kube, namespace, check.headersSecretRef, check.url)
         if isinstance(headers, Outcome):
             problems.append(headers.message)
             continue

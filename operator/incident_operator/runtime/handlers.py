@@ -74,12 +74,19 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
 def playbooks_by_namespace(
-    *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: kopf.Memo, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> dict[str, tuple[str, PlaybookEntry | str]]:
     """Parsed once per Playbook change; an invalid one is kept as the reason, so it replaces a
     valid past and never runs."""
     jobs = context(memo).config.file.jobs
-    return {namespace or "": (name, parse_playbook(name, spec, status, jobs))}
+    return {namespace or "": (name, parse_playbook(name, spec, status, meta.get("generation"), jobs))}
 
 
 @kopf.index(API_GROUP, API_VERSION, "incidents")
