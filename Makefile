@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/incident_ope
 IMAGE ?= incident-operator:$(VERSION)
 KUBECTL = "$$($(LOCALCLUSTER) bin-dir)/kubectl"
 
-.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds docs install-manifests image opt-in lint unit e2e test demo demo-down bench clean
+.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds docs install-manifests image opt-in opt-in-jobs lint unit e2e test demo demo-down bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,11 @@ opt-in:  ## let the operator remediate in namespace NS: make opt-in NS=shop (use
 	@test -n "$(NS)" || { echo "usage: make opt-in NS=<namespace>" >&2; exit 2; }
 	kubectl create rolebinding incident-operator-remediator -n "$(NS)" \
 	  --clusterrole=incident-operator-remediator --serviceaccount=incident-operator:incident-operator
+
+opt-in-jobs:  ## also let it run Job steps in namespace NS (a second opt-in): make opt-in-jobs NS=shop
+	@test -n "$(NS)" || { echo "usage: make opt-in-jobs NS=<namespace>" >&2; exit 2; }
+	kubectl create rolebinding incident-operator-jobs -n "$(NS)" \
+	  --clusterrole=incident-operator-jobs --serviceaccount=incident-operator:incident-operator
 
 lint: venv  ## ruff, mypy and the import contract (.importlinter)
 	$(BIN)/ruff check operator tests localcluster bench hack

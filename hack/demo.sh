@@ -117,6 +117,9 @@ echo $! >"$DEMO_DIR/healthz.pid"
 say "GitOps: the platform team's playbook (kubectl apply -f manifests/samples/playbook-service-outage.yaml)"
 "$KUBECTL" -n demo create secret generic incident-webhook --from-literal=url="http://127.0.0.1:$HEALTH_PORT/notify" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+# The Secret's owner shares it with the namespace's playbooks, for this host only
+"$KUBECTL" -n demo label --overwrite secret incident-webhook incident-operator.dev/shared-with-playbooks=true >/dev/null
+"$KUBECTL" -n demo annotate --overwrite secret incident-webhook incident-operator.dev/allowed-hosts=127.0.0.1 >/dev/null
 "$KUBECTL" -n demo apply -f manifests/samples/playbook-service-outage.yaml
 "$KUBECTL" -n demo get playbooks
 

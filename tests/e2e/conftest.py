@@ -597,22 +597,25 @@ def named_namespace(cluster: Cluster, name: str) -> Iterator[str]:
         core.delete_namespace(name)
 
 
-def create_namespace(cluster: Cluster, name: str, *, opt_in: bool) -> None:
+def create_namespace(cluster: Cluster, name: str, *, opt_in: bool, jobs: bool = False) -> None:
     core = client.CoreV1Api(cluster.api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     wait_until(lambda: core.read_namespaced_service_account("default", name), timeout=60, what="default SA")
     if opt_in:
         opt_in_namespace(cluster, name)
+    if jobs:
+        opt_in_namespace(cluster, name, "incident-operator-jobs")
 
 
-def opt_in_namespace(cluster: Cluster, name: str) -> None:
-    """Exactly the one-liner of docs/operations/install.md (and `make opt-in`)."""
+def opt_in_namespace(cluster: Cluster, name: str, binding: str = "incident-operator-remediator") -> None:
+    """Exactly the one-liner of docs/operations/install.md (and `make opt-in`); with binding
+    `incident-operator-jobs`, the second opt-in, for Job steps (`make opt-in-jobs`)."""
     cluster.run_kubectl(
         "create",
         "rolebinding",
-        "incident-operator-remediator",
+        binding,
         "-n",
         name,
-        "--clusterrole=incident-operator-remediator",
+        f"--clusterrole={binding}",
         f"--serviceaccount={INSTALL_NS}:incident-operator",
     )

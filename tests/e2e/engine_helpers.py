@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from kubernetes import client
 
+from incident_operator.api.keys import SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
 from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.polling import wait_until
 
@@ -61,11 +62,15 @@ class Scenario:
     def ready_replicas(self, name: str) -> int:
         return int(self.apps.read_namespaced_deployment(name, self.namespace).status.ready_replicas or 0)
 
-    def secret(self, name: str, data: dict[str, str]) -> None:
+    def secret(self, name: str, data: dict[str, str], *, shared_for: str | None = None) -> None:
+        """A Secret; with `shared_for` (hosts, comma-separated), shared with the namespace's
+        Playbooks for those hosts, as its owner does it (see docs/operations/security.md)."""
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-        self.core.create_namespaced_secret(
-            self.namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
-        )
+        meta = client.V1ObjectMeta(name=name)
+        if shared_for is not None:
+            meta.labels = {SECRET_SHARED_LABEL: "true"}
+            meta.annotations = {SECRET_HOSTS_ANNOTATION: shared_for}
+        self.core.create_namespaced_secret(self.namespace, client.V1Secret(metadata=meta, data=encoded))
 
     def playbook(self, name: str, steps: list[dict[str, Any]], **spec: Any) -> None:
         body = {

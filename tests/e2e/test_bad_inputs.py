@@ -267,17 +267,29 @@ STALLS = [
     Stalls(
         "notify-no-secret",
         [step("a", notify={"webhook": {"urlSecretRef": {"name": "absent", "key": "url"}}, "message": "m"})],
-        "StepFailed",
-        "Secret",
+        "Misconfigured",
+        "(urlSecretRef) not found",
     ),
-    Stalls("notify-no-key", [step("a", notify=webhook("missing-key"))], "StepFailed", "has no key"),
+    Stalls("notify-no-key", [step("a", notify=webhook("missing-key"))], "Misconfigured", "has no key"),
+    Stalls(  # the confused deputy: a Secret its owner did not share, named by a Playbook's author
+        "secret-not-shared",
+        [step("a", notify={"webhook": {"urlSecretRef": {"name": "private", "key": "url"}}, "message": "m"})],
+        "Misconfigured",
+        "is not shared with playbooks",
+    ),
+    Stalls(  # shared, but for other hosts than the one the author wrote
+        "secret-to-another-host",
+        [step("a", httpCheck={"url": "http://localhost:9/", "headersSecretRef": {"name": "odd-values"}})],
+        "Misconfigured",
+        "may not be sent to localhost",
+    ),
     Stalls(
         "check-url-with-space",
         [step("a", httpCheck={"url": "http://bad host/"})],
         "StepFailed",
         "invalid URL",
     ),
-    Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "StepFailed", "invalid URL"),
+    Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "Misconfigured", "has no host"),
     Stalls(
         "secret-points-at-metadata",
         [step("a", notify=webhook("metadata"))],
@@ -305,7 +317,9 @@ def odd_secret(table: Scenario, hooks: LocalServer) -> None:
             "metadata": f"http://169.254.169.254/latest?token={SECRET_MARK}",
             "ftp": f"ftp://example.com/{SECRET_MARK}",
         },
+        shared_for="127.0.0.1, 169.254.169.254, example.com",  # so the egress policy is what stops them
     )
+    table.secret("private", {"url": hooks.url(f"/private?token={SECRET_MARK}")})  # not shared
 
 
 @pytest.mark.parametrize("case", STALLS, ids=lambda c: c.id)
@@ -335,6 +349,110 @@ def test_a_padded_secret_value_still_works_and_an_empty_selector_is_not_stuck(
     table.wait_phase("fine", "Resolved")
     assert hooks.hits(f"/padded?token={SECRET_MARK}") == 1
     assert "no pod needed deleting" in table.steps("fine")["none"]["message"]
+
+
+SAFE_CONTAINER: dict[str, Any] = {
+    "name": "check",
+    "image": "postgres:16",
+    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+    "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+}
+SAFE_POD: dict[str, Any] = {
+    "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
+    "containers": [SAFE_CONTAINER],
+}
+
+
+@dataclass(frozen=True)
+class HostileJob:
+    """A Job step's pod template the operator refuses: the Playbook is Invalid, naming the field."""
+
+    id: str
+    pod: dict[str, Any] = field(default_factory=dict)
+    container: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    def template(self) -> dict[str, Any]:
+        container = {**SAFE_CONTAINER, **self.container}
+        template: dict[str, Any] = {"spec": {**SAFE_POD, **self.pod, "containers": [container]}}
+        if self.labels:
+            template["metadata"] = {"labels": self.labels}
+        return template
+
+
+C0 = "job.template.spec.containers[0]"
+SAFE_SC = SAFE_CONTAINER["securityContext"]
+HOSTILE_JOBS = [
+    HostileJob(
+        "job-service-account",
+        pod={"serviceAccountName": "admin"},
+        path="job.template.spec.serviceAccountName",
+    ),
+    HostileJob(
+        "job-secret-volume",
+        pod={"volumes": [{"name": "s", "secret": {"secretName": "odd-values"}}]},
+        path="job.template.spec.volumes[0].secret",
+    ),
+    HostileJob(
+        "job-env-secret",
+        container={
+            "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "odd-values", "key": "plain"}}}]
+        },
+        path=f"{C0}.env[0].valueFrom.secretKeyRef",
+    ),
+    HostileJob(
+        "job-envfrom-secret",
+        container={"envFrom": [{"secretRef": {"name": "odd-values"}}]},
+        path=f"{C0}.envFrom[0].secretRef",
+    ),
+    HostileJob("job-host-pid", pod={"hostPID": True}, path="job.template.spec.hostPID"),
+    HostileJob("job-host-network", pod={"hostNetwork": True}, path="job.template.spec.hostNetwork"),
+    HostileJob(
+        "job-host-path",
+        pod={"volumes": [{"name": "root", "hostPath": {"path": "/"}}]},
+        path="job.template.spec.volumes[0].hostPath",
+    ),
+    HostileJob(
+        "job-privileged",
+        container={"securityContext": {**SAFE_SC, "privileged": True}},
+        path=f"{C0}.securityContext.privileged",
+    ),
+    HostileJob(
+        "job-capabilities-add",
+        container={"securityContext": {**SAFE_SC, "capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}},
+        path=f"{C0}.securityContext.capabilities.add",
+    ),
+    HostileJob("job-node-name", pod={"nodeName": "kwok-node-0"}, path="job.template.spec.nodeName"),
+    HostileJob("job-template-labels", labels={"app": "web"}, path="job.template.metadata.labels"),
+    HostileJob("job-no-limits", container={"resources": {}}, path=f"{C0}.resources.limits.cpu"),
+    HostileJob(
+        "job-limits-above-cap",
+        container={"resources": {"limits": {"cpu": "100m", "memory": "64Gi"}}},
+        path=f"{C0}.resources.limits.memory",
+    ),
+    HostileJob(
+        "job-automount-token",
+        pod={"automountServiceAccountToken": True},
+        path="job.template.spec.automountServiceAccountToken",
+    ),
+]
+
+
+def test_a_restricted_job_template_is_ready(table: Scenario) -> None:
+    table.playbook("job-restricted", [step("a", job={"template": {"spec": SAFE_POD}})])
+    ready = table.wait_condition("job-restricted", "Ready", kind="playbooks")
+    assert ready["reason"] == "Valid"
+
+
+@pytest.mark.parametrize("case", HOSTILE_JOBS, ids=lambda c: c.id)
+def test_a_hostile_job_template_makes_the_playbook_invalid_naming_the_field(
+    table: Scenario, case: HostileJob
+) -> None:
+    table.playbook(case.id, [step("a", job={"template": case.template()})])
+    invalid = table.wait_condition(case.id, "Invalid", reason="InvalidSpec", kind="playbooks")
+    assert f"step a: {case.path}: " in invalid["message"], invalid["message"]
+    assert table.condition(case.id, "Ready", kind="playbooks")["status"] == "False"
 
 
 @dataclass(frozen=True)
@@ -476,7 +594,7 @@ def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
     assert operator.proc.poll() is None
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=5) as resp:
         assert resp.status == 200
-    assert len(REJECTED) + len(STALLS) + len(DELIVERIES) + len(CONFIGS) + 2 >= 40
+    assert len(REJECTED) + len(STALLS) + len(HOSTILE_JOBS) + len(DELIVERIES) + len(CONFIGS) + 2 >= 50
     assert SECRET_MARK not in operator.full_log()
     for event in table.core.list_namespaced_event(TABLE_NS).items:
         assert SECRET_MARK not in (event.message or ""), event.reason

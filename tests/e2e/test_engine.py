@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.e2e.engine_helpers import (
+    GROUP,
     TIMEOUT,
+    VERSION,
     Scenario,
     assert_gated_playbook_ran_once,
     deploy_ref,
@@ -133,6 +136,60 @@ def test_security_incident_isolates_only_after_approval(s: Scenario) -> None:
     assert ("Approved", "alice") in timeline
 
 
+def test_an_edit_of_the_playbook_never_changes_the_run_in_flight(s: Scenario) -> None:
+    """The auditor's bypass: a scale-to-3 step awaits approval; the Playbook is edited to 9; the
+    responder approves what they saw. The run executes its pinned snapshot: 3, not 9."""
+    s.deployment("cart", 1)
+    gated: dict[str, Any] = {
+        "name": "scale-cart",
+        "requiresApproval": True,
+        "scale": {"target": deploy_ref("cart"), "replicas": 3},
+    }
+    s.playbook("pinned", [gated], match={"severities": ["P3"]})
+    s.incident("pin", severity="P3")
+    s.wait_condition("pin", "Reconciling", reason="AwaitingApproval")
+    pinned = s.status("pin")["playbook"]
+    assert pinned["snapshot"]["steps"][0]["scale"]["replicas"] == 3
+    generation = s.get("playbooks", "pinned")["metadata"]["generation"]
+    assert pinned["generation"] == generation
+
+    edited = {**gated, "scale": {**gated["scale"], "replicas": 9}}
+    s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, s.namespace, "playbooks", "pinned", {"spec": {"steps": [edited]}}
+    )
+    wait_until(
+        lambda: s.status("pin")["playbook"].get("newerGeneration") == generation + 1,
+        timeout=TIMEOUT,
+        what="the run notes the newer Playbook",
+    )
+    s.patch_incident("pin", {"approvals": [{"step": "scale-cart", "by": "alice", "run": pinned["runId"]}]})
+    s.wait_phase("pin", "Resolved")
+    assert s.apps.read_namespaced_deployment("cart", s.namespace).spec.replicas == 3
+    changed = [e["message"] for e in s.status("pin")["timeline"] if e["type"] == "PlaybookChanged"]
+    assert changed == [
+        f"playbook pinned changed (generation {generation + 1}): run r1 goes on with generation "
+        f"{generation}; the next run uses the newer version"
+    ]
+
+
+def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_is_fixed(s: Scenario) -> None:
+    s.deployment("till", 1)
+    s.playbook("typo", [{"name": "scale", "scale": {"target": deploy_ref("tlil"), "replicas": 2}}])
+    s.incident("typo", playbookRef={"name": "typo"})
+    s.wait_condition("typo", "Stalled", reason="StepFailed")
+    fixed = [{"name": "scale", "scale": {"target": deploy_ref("till"), "replicas": 2}}]
+    s.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, s.namespace, "playbooks", "typo", {"spec": {"steps": fixed}}
+    )
+    status = s.wait_phase("typo", "Resolved")
+    assert status["playbook"]["runId"] == "r2"
+    assert s.apps.read_namespaced_deployment("till", s.namespace).spec.replicas == 2
+    assert any(
+        e["type"] == "PlaybookChanged" and "ended: it was stalled (StepFailed)" in e["message"]
+        for e in status["timeline"]
+    )
+
+
 def test_a_step_killed_mid_playbook_runs_exactly_once(
     s: Scenario, http: LocalServer, operator: OperatorProcess
 ) -> None:
@@ -252,7 +309,7 @@ def test_bad_references_stall_with_a_reason_and_do_not_affect_other_incidents(s:
 
     assert "Deployment" in s.wait_condition("no-target", "Stalled", reason="StepFailed")["message"]
     assert "not found" in s.wait_condition("no-target", "Stalled", reason="StepFailed")["message"]
-    assert "Secret" in s.wait_condition("no-secret", "Stalled", reason="StepFailed")["message"]
+    assert "not found" in s.wait_condition("no-secret", "Stalled", reason="Misconfigured")["message"]
     assert (
         "does-not-exist" in s.wait_condition("no-playbook", "Stalled", reason="PlaybookNotFound")["message"]
     )
@@ -284,7 +341,7 @@ def test_a_playbook_the_schema_cannot_judge_is_marked_invalid(s: Scenario) -> No
 
 
 def test_notify_posts_the_rendered_message_to_real_webhooks(s: Scenario, http: LocalServer) -> None:
-    s.secret("hooks", {"url": http.url("/hook"), "slack": http.url("/slack")})
+    s.secret("hooks", {"url": http.url("/hook"), "slack": http.url("/slack")}, shared_for="127.0.0.1")
     s.playbook(
         "tell",
         [

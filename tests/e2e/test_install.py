@@ -183,7 +183,7 @@ def test_every_action_runs_as_the_service_account_in_an_opted_in_namespace(
     create_namespace(installed, "shop", opt_in=True)
     s = SaScenario(installed, replicas, "shop")
     s.deployment("web", 2)
-    s.secret("hooks", {"url": channel_receivers.url("/hook")})
+    s.secret("hooks", {"url": channel_receivers.url("/hook")}, shared_for="127.0.0.1")
     s.playbook(
         "everything",
         [
@@ -278,6 +278,60 @@ def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_then_proceeds_once_
     assert types.index("Stalled") < types.index("AccessGranted") < types.index("PlaybookStarted")
 
 
+CHECK_POD = {  # restricted, within the default caps (docs/operations/security.md, "Jobs")
+    "spec": {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 999,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "check",
+                "image": "postgres:16",
+                "command": ["pg_isready"],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+            }
+        ],
+    }
+}
+
+
+def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
+    installed: Cluster, replicas: list[OperatorProcess], sa_kubeconfig: Path
+) -> None:
+    """A namespace opted in to remediation only: a Job step stalls as Forbidden naming
+    RoleBinding incident-operator-jobs, the ServiceAccount cannot create Jobs there; with the
+    second opt-in the step runs (as the ServiceAccount), with no restart of anything."""
+    create_namespace(installed, "batchy", opt_in=True)
+    s = SaScenario(installed, replicas, "batchy")
+
+    def can(verb: str) -> str:
+        done = kubectl_as(installed, sa_kubeconfig, "auth", "can-i", verb, "jobs.batch", "-n", "batchy")
+        return done.stdout.strip()
+
+    assert [can("create"), can("get"), can("list"), can("delete")] == ["no", "no", "no", "no"]
+    s.playbook("check-db", [{"name": "pg-isready", "job": {"template": CHECK_POD, "timeoutSeconds": 60}}])
+    s.incident("no-jobs", playbookRef={"name": "check-db"}, category="data")
+
+    stalled = s.wait_condition("no-jobs", "Stalled", reason="Forbidden")
+    assert "RoleBinding incident-operator-jobs is missing" in stalled["message"]
+    assert "incident-operator-remediator" not in stalled["message"]  # that opt-in is there
+    assert (
+        "kubectl create rolebinding incident-operator-jobs -n batchy --clusterrole=incident-operator-jobs "
+        f"--serviceaccount={NS}:incident-operator"
+    ) in stalled["message"]
+    assert "playbook" not in s.status("no-jobs")  # nothing attempted
+    assert client.BatchV1Api(installed.api).list_namespaced_job("batchy").items == []
+
+    opt_in_namespace(installed, "batchy", "incident-operator-jobs")
+    assert [can("create"), can("get"), can("list"), can("delete")] == ["yes", "yes", "yes", "no"]
+    done = s.wait_step("no-jobs", "pg-isready", "Succeeded")
+    assert done["message"].startswith(f"Job {done['job']} succeeded")
+    s.wait_phase("no-jobs", "Resolved")
+
+
 @pytest.mark.parametrize(
     ("verb", "resource", "namespace", "allowed"),
     [
@@ -294,6 +348,7 @@ def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_then_proceeds_once_
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", "", False),
         ("patch", "nodes", "", False),
         ("patch", "deployments.apps", "closed-forever", False),
+        ("create", "jobs.batch", "shop", False),  # remediation opted in, Jobs not (a second opt-in)
         ("create", "incidents.incident-operator.dev", "closed-forever", True),  # alert intake
     ],
 )

@@ -61,7 +61,7 @@ def test_a_failed_smoke_test_rolls_back_to_the_previous_revision(s: Scenario, re
     deploy_version(s, "web", 2)
     upload = f"/v1/upload-{s.namespace}"
     receivers.set_status(upload, 500)
-    s.secret("smoke-headers", {"X-Api-Key": "k-123"})
+    s.secret("smoke-headers", {"X-Api-Key": "k-123"}, shared_for="127.0.0.1")
     s.playbook(
         "outage",
         [
@@ -160,7 +160,24 @@ def test_a_rollback_without_history_fails_clearly(s: Scenario) -> None:
     s.wait_condition("fresh-1", "Stalled", reason="StepFailed")
 
 
-POD = {"spec": {"containers": [{"name": "check", "image": "postgres:16", "command": ["pg_isready"]}]}}
+POD = {  # the restricted profile and limits within the caps: the Job policy's defaults
+    "spec": {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 999,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "check",
+                "image": "postgres:16",
+                "command": ["pg_isready"],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+            }
+        ],
+    }
+}
 
 
 def test_a_job_runs_from_its_template_owned_by_the_incident(s: Scenario) -> None:
@@ -190,6 +207,8 @@ def test_a_job_runs_from_its_template_owned_by_the_incident(s: Scenario) -> None
     owner = body["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["apiVersion"]) == ("Incident", "db-1", f"{GROUP}/v1alpha1")
     assert body["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert body["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert body["spec"]["template"]["metadata"]["labels"]["incident-operator.dev/incident"] == "db-1"
     assert body["spec"]["activeDeadlineSeconds"] == 60
     assert body["spec"]["backoffLimit"] == 0
 

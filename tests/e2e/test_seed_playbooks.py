@@ -60,7 +60,7 @@ def test_service_outage_restarts_smoke_tests_rolls_back_and_tells_the_team(
     deploy_version(s, "web", 2)  # the bad deploy
     upload, team = f"/upload-{s.namespace}", f"/team-{s.namespace}"
     receivers.set_status(upload, 500)
-    s.secret("incident-webhook", {"url": receivers.url(team)})
+    s.secret("incident-webhook", {"url": receivers.url(team)}, shared_for="127.0.0.1")
     playbook = sample("playbook-service-outage.yaml")
     smoke = step(playbook, "smoke-test")
     smoke["httpCheck"]["url"] = receivers.url(upload)  # the sample's is make demo's stand-in
@@ -177,7 +177,7 @@ def test_security_tells_security_preserves_evidence_and_isolates_after_approval(
 ) -> None:
     s.deployment("api", 2)
     channel = f"/security-{s.namespace}"
-    s.secret("security-webhook", {"url": receivers.url(channel)})
+    s.secret("security-webhook", {"url": receivers.url(channel)}, shared_for="127.0.0.1")
     playbook = sample("playbook-security.yaml")
     playbook["spec"]["stabilizationSeconds"] = 2  # not 30
     create(s, playbook)

@@ -122,6 +122,8 @@ class FakeKube:
 
     async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
         self.calls.append(("read_workload", name))
+        if name not in self.workloads:
+            raise ApiException(status=404, reason="Not Found")
         w = self.workloads[name]
         return SimpleNamespace(
             spec=SimpleNamespace(

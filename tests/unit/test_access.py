@@ -70,6 +70,7 @@ def test_rollback_job_and_checks_with_headers_ask_for_what_they_use() -> None:
         Permission("list", "controllerrevisions", "apps"),
         Permission("create", "jobs", "batch"),
         Permission("get", "jobs", "batch"),
+        Permission("list", "jobs", "batch"),  # counts the operator's Jobs running (the cap)
         Permission("list", "pods"),
         Permission("get", "pods", subresource="log"),  # the Job's log (logLines 50 by default)
         Permission("get", "secrets"),
@@ -95,3 +96,22 @@ def test_the_message_names_the_missing_rolebinding_and_the_command_for_a_service
 
 def test_the_message_for_a_user_names_the_user() -> None:
     assert "--user=alice" in forbidden_message("shop", [Permission("delete", "pods")], "alice")
+
+
+def test_a_missing_jobs_opt_in_names_its_own_rolebinding() -> None:
+    account = "system:serviceaccount:incident-operator:incident-operator"
+    message = forbidden_message(
+        "shop", [Permission("create", "jobs", "batch"), Permission("list", "jobs", "batch")], account
+    )
+    assert "may not create jobs.batch, list jobs.batch in namespace shop" in message
+    assert "has not opted in to Job steps (RoleBinding incident-operator-jobs is missing)" in message
+    assert "incident-operator-remediator" not in message
+    assert message.endswith(
+        "kubectl create rolebinding incident-operator-jobs -n shop --clusterrole=incident-operator-jobs "
+        "--serviceaccount=incident-operator:incident-operator"
+    )
+    denied = [Permission("create", "jobs", "batch"), Permission("delete", "pods")]
+    both = forbidden_message("shop", denied, account)
+    assert "RoleBinding incident-operator-remediator is missing" in both
+    assert "RoleBinding incident-operator-jobs is missing" in both
+    assert both.index("may not delete pods") < both.index("may not create jobs.batch")

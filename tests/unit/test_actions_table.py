@@ -16,6 +16,7 @@ from incident_operator.api.actions import (
     ACTIONS,
     CANCELLABLE_ACTIONS,
     HEALTH_RBAC,
+    JOBS_RBAC,
     MUTATING_ACTIONS,
     REMEDIATOR_RBAC,
     TARGET_ACTIONS,
@@ -108,13 +109,9 @@ def test_the_rbac_declared_per_action_is_reached_by_some_example() -> None:
         assert action.rbac - best_effort <= reached, (key, action.rbac - reached)
 
 
-def remediator_grants() -> set[Permission]:
+def role_grants(name: str = "incident-operator-remediator") -> set[Permission]:
     docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "install.yaml").read_text()) if d]
-    (role,) = [
-        d
-        for d in docs
-        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "incident-operator-remediator"
-    ]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name]
     grants = set()
     for rule in role["rules"]:
         assert not rule.get("resourceNames"), rule
@@ -126,9 +123,18 @@ def remediator_grants() -> set[Permission]:
 
 
 def test_the_shipped_remediator_role_grants_exactly_what_the_actions_and_the_engine_need() -> None:
-    grants = remediator_grants()
+    grants = role_grants()
     assert REMEDIATOR_RBAC - grants == set(), "manifests/install lacks these (add them to rbac.yaml)"
     assert grants - REMEDIATOR_RBAC == set(), "manifests/install grants these and nothing needs them"
+    others = frozenset().union(*(a.rbac for k, a in ACTIONS.items() if k != "job"))
+    assert others <= REMEDIATOR_RBAC  # every other action's needs
+    assert REMEDIATOR_RBAC.isdisjoint(JOBS_RBAC)  # no Job without the second opt-in
+
+
+def test_the_shipped_jobs_role_grants_exactly_what_a_job_step_needs_beyond_the_remediator() -> None:
+    assert role_grants("incident-operator-jobs") == JOBS_RBAC
+    assert ACTIONS["job"].rbac <= JOBS_RBAC | REMEDIATOR_RBAC  # the log tail: the remediator's
+    assert ACTIONS["job"].rbac - REMEDIATOR_RBAC == JOBS_RBAC
 
 
 def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads() -> None:
@@ -155,7 +161,7 @@ def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads()
 
 
 def test_the_derived_sets() -> None:
-    assert {"scale", "restart", "deletePods", "isolate", "rollback"} == MUTATING_ACTIONS
+    assert {"scale", "restart", "deletePods", "isolate", "rollback", "job"} == MUTATING_ACTIONS
     assert {"waitReady", "httpCheck", "promQuery"} == CANCELLABLE_ACTIONS
     assert CANCELLABLE_ACTIONS.isdisjoint(MUTATING_ACTIONS)  # only waiting may be cut short
     for key in TARGET_ACTIONS:  # their parameters carry a workload target

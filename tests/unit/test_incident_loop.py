@@ -56,7 +56,8 @@ def new_loop(api: FakeKube, clock: Clock) -> IncidentLoop:
 
     def playbooks() -> tuple[list[Any], dict[str, str]]:
         pb = api.playbook
-        entry = parse_playbook(pb["metadata"]["name"], pb["spec"], copy.deepcopy(pb["status"]))
+        meta = pb["metadata"]
+        entry = parse_playbook(meta["name"], pb["spec"], copy.deepcopy(pb["status"]), meta.get("generation"))
         return ([entry], {}) if not isinstance(entry, str) else ([], {"pb": entry})
 
     return IncidentLoop(
@@ -317,3 +318,149 @@ def test_a_run_killed_between_its_claim_and_its_first_write_does_not_wait_for_it
     timeline = api.incident["status"].get("timeline") or []
     assert not [e for e in timeline if e["type"] == "CooldownActive"]
     assert api.playbook["status"]["runs"] == 1  # claimed and counted once
+
+
+# ----------------------------------------------------------------------------- pinned runs
+
+
+def edit_playbook(api: FakeKube, steps: list[dict[str, Any]]) -> None:
+    """A person edits the Playbook: its spec changes and so does its generation."""
+    api.playbook["spec"]["steps"] = steps
+    meta = api.playbook["metadata"]
+    meta["generation"] = meta.get("generation", 1) + 1
+
+
+def edit_incident(api: FakeKube, **spec: Any) -> None:
+    api.incident["spec"].update(spec)
+    api.incident["metadata"]["generation"] += 1
+
+
+async def iterate_until(loop: IncidentLoop, api: FakeKube, clock: Clock, done: Callable[[], bool]) -> None:
+    for _ in range(20):
+        if done():
+            return
+        again, wake_at = await loop.iterate()
+        if not again and wake_at is not None:
+            clock.now = max(clock.now, wake_at)
+    raise AssertionError(f"not reached after 20 iterations: {api.status()}")
+
+
+def timeline_of(api: FakeKube, kind: str) -> list[str]:
+    return [e["message"] for e in api.status().get("timeline") or [] if e["type"] == kind]
+
+
+def test_an_edit_of_the_playbook_while_a_step_awaits_approval_changes_nothing_in_the_run() -> None:
+    """The auditor's bypass: a scale-to-3 step awaits approval, the Playbook's author changes it
+    to 9, a responder approves (what they saw: 3). The run executes what it pinned: 3."""
+    gated: list[dict[str, Any]] = [
+        {
+            "name": "scale-web",
+            "requiresApproval": True,
+            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
+        }
+    ]
+    api, clock = fake_api(steps=gated), Clock()
+    api.playbook["metadata"]["generation"] = 1
+    loop = new_loop(api, clock)
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, lambda: step_states(api.status()) == ["AwaitingApproval"])
+        pinned = api.status()["playbook"]
+        assert pinned["generation"] == 1
+        assert pinned["digest"].startswith("sha256:")
+        assert pinned["snapshot"]["steps"][0]["scale"]["replicas"] == 3
+        edit_playbook(api, [{**gated[0], "scale": {**gated[0]["scale"], "replicas": 9}}])
+        edit_incident(api, approvals=[{"step": "scale-web", "by": "alice"}])
+        await drive(loop, api, clock)
+
+    asyncio.run(scenario())
+    assert api.workloads["web"]["replicas"] == 3
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+    assert timeline_of(api, "PlaybookChanged") == [
+        "playbook pb changed (generation 2): run r1 goes on with generation 1; "
+        "the next run uses the newer version"
+    ]
+    assert api.status()["playbook"]["newerGeneration"] == 2
+    assert api.status()["approvalRuns"] == [{"step": "scale-web", "by": "alice", "run": "r1"}]
+
+
+def test_an_approval_for_another_run_does_not_approve_this_one() -> None:
+    gated = [
+        {
+            "name": "scale-web",
+            "requiresApproval": True,
+            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
+        }
+    ]
+    api, clock = fake_api(steps=gated), Clock()
+    loop = new_loop(api, clock)
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, lambda: step_states(api.status()) == ["AwaitingApproval"])
+        edit_incident(api, approvals=[{"step": "scale-web", "by": "alice", "run": "r7"}])
+        for _ in range(3):
+            await loop.iterate()
+
+    asyncio.run(scenario())
+    assert step_states(api.status()) == ["AwaitingApproval"]
+    assert api.effects == []
+
+
+def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_changes_and_the_next_run_uses_the_edit() -> (
+    None
+):
+    broken = [{"name": "scale-it", "scale": {"target": {"kind": "Deployment", "name": "ghost"}, "delta": 1}}]
+    api, clock = fake_api(steps=broken), Clock()
+    api.playbook["metadata"]["generation"] = 1
+    loop = new_loop(api, clock)
+
+    def stalled() -> bool:
+        conditions = {c["type"]: c for c in api.status().get("conditions") or []}
+        return bool(conditions.get("Stalled", {}).get("reason") == "StepFailed")
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, stalled)
+        for _ in range(2):  # stalled: nothing more happens while the Playbook stays as it is
+            await loop.iterate()
+        assert api.status()["playbook"]["runId"] == "r1"
+        edit_playbook(
+            api,
+            [{"name": "scale-it", "scale": {"target": {"kind": "Deployment", "name": "web"}, "delta": 1}}],
+        )
+        await drive(loop, api, clock)
+
+    asyncio.run(scenario())
+    assert api.status()["playbook"]["runId"] == "r2"
+    assert api.status()["playbook"]["generation"] == 2
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]
+    ended = timeline_of(api, "PlaybookChanged")
+    assert ended == [
+        "run r1 of playbook pb ended: it was stalled (StepFailed) and the playbook changed (generation 2); "
+        "a new run uses the edit"
+    ]
+
+
+def test_a_changed_playbook_ref_does_not_switch_the_run_in_flight() -> None:
+    gated: list[dict[str, Any]] = [
+        {
+            "name": "scale-web",
+            "requiresApproval": True,
+            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
+        }
+    ]
+    api, clock = fake_api(steps=gated), Clock()
+    loop = new_loop(api, clock)
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, lambda: step_states(api.status()) == ["AwaitingApproval"])
+        edit_incident(api, playbookRef={"name": "elsewhere"})
+        await loop.iterate()
+        edit_incident(api, approvals=[{"step": "scale-web", "by": "alice"}])
+        await drive(loop, api, clock)
+
+    asyncio.run(scenario())
+    assert api.workloads["web"]["replicas"] == 3
+    assert api.status()["playbook"]["name"] == "pb"
+    assert timeline_of(api, "PlaybookRefIgnored") == [
+        "playbookRef names elsewhere: run r1 of playbook pb goes on; the change applies from the next run"
+    ]

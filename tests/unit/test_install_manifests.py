@@ -60,6 +60,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator",
         "incident-operator-remediator",
         "incident-operator-responder",
+        "incident-operator-jobs",
         "incident-operator-playbook-gatekeeper",
     }
     for role in roles:
@@ -101,6 +102,18 @@ def test_the_remediator_grants_what_the_actions_do_and_nothing_destructive_to_wo
     assert ("", "secrets", "get") in grants
     assert ("networking.k8s.io", "networkpolicies", "create") in grants
     assert not {g for g in grants if g[1] in ("deployments", "statefulsets") and g[2] in ("delete", "create")}
+
+
+def test_jobs_are_a_separate_opt_in_and_the_shipped_config_keeps_the_safe_job_defaults() -> None:
+    (rule,) = rules_of("ClusterRole", "incident-operator-jobs")
+    assert (rule["apiGroups"], rule["resources"], sorted(rule["verbs"])) == (
+        ["batch"],
+        ["jobs"],
+        ["create", "get", "list"],
+    )
+    for rule in rules_of("ClusterRole", "incident-operator-remediator"):
+        assert "jobs" not in rule["resources"], rule
+    assert operator_config().jobs == FileConfig().jobs  # the file shows the defaults
 
 
 def test_the_deployment_runs_two_hardened_replicas_with_one_leader() -> None:

@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from incident_operator.adapters.kube import REQUEST_TIMEOUT_S, Kube
-from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.api.keys import API_GROUP, API_VERSION, SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
 
 
 class RecordingCustomObjectsApi:
@@ -107,6 +107,13 @@ class Listed:
         (lambda k: k.create_job("ns", {"j": 1}), "create_namespaced_job", ("ns", {"j": 1}), {}, None),
         (lambda k: k.read_job("ns", "j"), "read_namespaced_job", ("j", "ns"), {}, Listed),
         (
+            lambda k: k.jobs_labelled("ns", "a"),
+            "list_namespaced_job",
+            ("ns",),
+            {"label_selector": "a"},
+            ["p1", "p2"],
+        ),
+        (
             lambda k: k.pods_labelled("ns", "job-name=j"),
             "list_namespaced_pod",
             ("ns",),
@@ -152,9 +159,29 @@ def test_every_other_call_of_the_adapter_reaches_the_client_as_it_did(  # noqa: 
 
 def test_a_secrets_values_are_decoded_and_stripped(kube: Any) -> None:
     class Secret:
+        metadata = None
         data: ClassVar[dict[str, str]] = {"Authorization": "QmVhcmVyIHQK"}  # base64("Bearer t\n")
 
     calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
     kube.core = RecordingGroup(calls, Secret)
     assert asyncio.run(kube.secret_data("ns", "creds")) == {"Authorization": "Bearer t"}
     assert calls[0][:2] == ("read_namespaced_secret", ("creds", "ns"))
+
+
+def test_a_secret_is_read_with_the_labels_and_annotations_that_share_it(kube: Any) -> None:
+    class Meta:
+        labels: ClassVar[dict[str, str]] = {SECRET_SHARED_LABEL: "true"}
+        annotations: ClassVar[dict[str, str]] = {SECRET_HOSTS_ANNOTATION: "hooks.example.com"}
+
+    class Secret:
+        metadata = Meta
+        data: ClassVar[dict[str, str]] = {"url": "aHR0cHM6Ly9ob29rcy5leGFtcGxlLmNvbS94"}
+
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    kube.core = RecordingGroup(calls, Secret)
+    seen = asyncio.run(kube.secret("ns", "hook"))
+    assert seen.labels == {SECRET_SHARED_LABEL: "true"}
+    assert seen.annotations == {SECRET_HOSTS_ANNOTATION: "hooks.example.com"}
+    assert seen.data == {"url": "https://hooks.example.com/x"}
+    assert "hooks.example.com/x" not in repr(seen)  # values never reach a log line through repr
+    assert calls[0][:2] == ("read_namespaced_secret", ("hook", "ns"))

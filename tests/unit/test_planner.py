@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
@@ -14,6 +16,7 @@ from incident_operator.api.models import (
     StepState,
     TimelineEntry,
 )
+from incident_operator.api.reasons import Reason
 from incident_operator.core.conditions import find_condition
 from incident_operator.core.matching import Candidate, Selection, select
 from incident_operator.core.planner import (
@@ -97,9 +100,11 @@ class Run:
         self.records += [r.reason for r in decision.records]
         return decision
 
-    def complete(self, intent: Intent, ok: bool = True, message: str = "done") -> Decision:
+    def complete(
+        self, intent: Intent, ok: bool = True, message: str = "done", blocked: Reason | None = None
+    ) -> Decision:
         spec = self.playbooks[0].spec
-        decision = complete(self.input(), intent, Outcome(ok, message), spec)
+        decision = complete(self.input(), intent, Outcome(ok, message, blocked), spec)
         self.status = decision.status
         self.records += [r.reason for r in decision.records]
         return decision
@@ -126,6 +131,22 @@ def test_without_a_playbook_the_incident_is_detected_and_stalled() -> None:
     assert stalled is not None
     assert (stalled["status"], stalled["reason"]) == ("True", "NoMatchingPlaybook")
     assert run.records == ["Detected", "Stalled"]
+
+
+@pytest.mark.parametrize(("mitigates", "phase"), [(False, Phase.INVESTIGATING), (True, Phase.MITIGATING)])
+def test_a_job_is_mutating_but_mitigates_only_when_it_says_so(mitigates: bool, phase: Phase) -> None:
+    job = {"name": "check", "job": {"template": {"spec": {}}, "mitigates": mitigates}}
+    candidate = playbook(job)
+    run = Run(incident(), candidate)
+    step = candidate.spec.steps[0]
+    assert step.mutates  # opt-in, approvals, the alert-resolved rule and the breaker count it
+    assert step.mitigates is mitigates
+    assert run.plan().intent == Intent("run-step", 0)
+    assert run.phase() is phase
+    run.complete(Intent("run-step", 0), message="Job succeeded")
+    mitigated = run.condition("Mitigated")
+    assert (mitigated is not None and mitigated["status"] == "True") is mitigates
+    assert (run.status.mitigatedAt is not None) is mitigates
 
 
 def test_a_full_run_moves_through_every_phase() -> None:
@@ -239,7 +260,7 @@ def test_a_step_that_needs_approval_waits_for_it() -> None:
     assert run.plan().intent == Intent("run-step", 1)
     assert "Approved" in run.records
     approved = next(e for e in run.status.timeline or [] if e.type == "Approved")
-    assert (approved.actor, approved.message) == ("alice", "step scale approved by alice")
+    assert (approved.actor, approved.message) == ("alice", "step scale approved by alice for run r1")
 
 
 def test_paused_stops_at_the_step_boundary() -> None:
@@ -613,3 +634,60 @@ def test_levels_missed_while_the_operator_was_away_are_all_recorded_once() -> No
     run.plan()
     run.plan()
     assert run.records.count("Escalated") == 2
+
+
+# ----------------------------------------------------------------------------- blocked steps
+
+
+def test_a_misconfigured_step_is_blocked_not_failed_and_runs_again_once_fixed() -> None:
+    notify = {
+        "name": "tell",
+        "notify": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}, "message": "m"},
+    }
+    fallback = {
+        "name": "fallback",
+        "when": {"stepFailed": "tell"},
+        **{k: v for k, v in SCALE.items() if k != "name"},
+    }
+    run = Run(incident(), playbook(notify, fallback))
+    assert run.plan().intent == Intent("run-step", 0)
+    decision = run.complete(Intent("run-step", 0), False, "Secret hook is not shared", Reason.MISCONFIGURED)
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.step(0).attempts == 0  # no attempt used up
+    stalled = run.condition("Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("True", "Misconfigured")
+    assert stalled["message"] == "step tell cannot run: Secret hook is not shared"
+    assert decision.wake_at == T0 + timedelta(seconds=30)
+    # until the recheck, nothing runs (the stepFailed branch least of all)
+    assert run.plan().intent is None
+    assert run.step(1).state is StepState.PENDING
+    run.now = T0 + timedelta(seconds=30)
+    records_before = len(run.records)
+    assert run.plan().intent == Intent("run-step", 0)
+    assert "StepStarted" not in run.records[records_before:]  # tried again quietly
+    run.complete(Intent("run-step", 0), True, "notified")
+    stalled = run.condition("Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("False", "Unblocked")
+    assert run.step(0).state is StepState.SUCCEEDED
+    assert run.step(0).attempts == 1
+    run.plan()
+    assert run.step(1).state is StepState.SKIPPED  # the failure branch never fired
+
+
+def test_a_misconfigured_step_that_may_fail_does_not_hold_the_run() -> None:
+    notify = {
+        "name": "tell",
+        "continueOnFailure": True,
+        "notify": {"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}, "message": "m"},
+    }
+    run = Run(incident(), playbook(notify, SCALE))
+    assert run.plan().intent == Intent("run-step", 0)
+    run.complete(
+        Intent("run-step", 0), False, "Secret shop/hook (urlSecretRef) not found", Reason.MISCONFIGURED
+    )
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.records[-1] == "Misconfigured"
+    assert run.condition("Stalled") is None
+    assert run.plan().intent == Intent("run-step", 1)  # the run went on

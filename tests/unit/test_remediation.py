@@ -139,16 +139,18 @@ def test_job_names_are_unique_per_attempt_and_fit_a_label_value() -> None:
 
 
 def test_a_job_template_that_cannot_run_is_reported_when_the_playbook_is_applied() -> None:
+    from tests.unit.test_jobpolicy import RESTRICTED
+
     def job(template: dict[str, Any]) -> list[str]:
         return validation.problems({"steps": [{"name": "check", "job": {"template": template}}]})[1]
 
-    assert job({"spec": {"containers": [{"name": "pg", "image": "postgres:16"}]}}) == []
-    assert job({}) == ["step check: job.template: needs spec (a pod spec)"]
-    assert job({"spec": {"containers": [{"name": "pg"}]}}) == [
-        "step check: job.template: spec.containers[0] needs a name and an image"
-    ]
-    assert job({"spec": {"containers": [{"name": "pg", "image": "p"}], "restartPolicy": "Always"}}) == [
-        "step check: job.template: spec.restartPolicy must be Never or OnFailure for a Job"
+    assert job(RESTRICTED) == []
+    assert job({}) == ["step check: job.template.spec: needs a pod spec"]
+    pod = RESTRICTED["spec"]
+    no_image = {"spec": {**pod, "containers": [{**pod["containers"][0], "image": ""}]}}
+    assert job(no_image) == ["step check: job.template.spec.containers[0]: needs a name and an image"]
+    assert job({"spec": {**pod, "restartPolicy": "Always"}}) == [
+        "step check: job.template.spec.restartPolicy: must be Never or OnFailure for a Job"
     ]
 
 

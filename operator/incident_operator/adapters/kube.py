@@ -13,7 +13,7 @@ import base64
 import functools
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
@@ -58,6 +58,16 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
     secret = await kube.call(kube.core.read_namespaced_secret, name, namespace)
     raw = (secret.data or {}).get(key)
     return _decoded(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class SecretView:
+    """What the operator reads of a Secret a Playbook names: whether its owner shared it, and
+    with which hosts (labels, annotations), and its decoded values."""
+
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    data: dict[str, str] = field(repr=False)
 
 
 def _decoded(raw: str | bytes) -> str:
@@ -318,14 +328,27 @@ class Kube:
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str]:
         """Every key of a Secret, decoded and stripped (values are secrets: never log them)."""
+        return (await self.secret(namespace, name)).data
+
+    async def secret(self, namespace: str, name: str) -> SecretView:
+        """A Secret's labels, annotations and decoded values (values are secrets: never log them)."""
         secret = await self.call(self.core.read_namespaced_secret, name, namespace)
-        return {k: _decoded(v) for k, v in (secret.data or {}).items()}
+        meta = secret.metadata
+        return SecretView(
+            dict((meta.labels if meta else None) or {}),
+            dict((meta.annotations if meta else None) or {}),
+            {k: _decoded(v) for k, v in (secret.data or {}).items()},
+        )
 
     async def create_job(self, namespace: str, body: dict[str, Any]) -> None:
         await self.call(self.batch.create_namespaced_job, namespace, body)
 
     async def read_job(self, namespace: str, name: str) -> Any:
         return await self.call(self.batch.read_namespaced_job, name, namespace)
+
+    async def jobs_labelled(self, namespace: str, label_selector: str) -> list[client.V1Job]:
+        result = await self.call(self.batch.list_namespaced_job, namespace, label_selector=label_selector)
+        return list(result.items)
 
     async def pods_labelled(self, namespace: str, label_selector: str) -> list[client.V1Pod]:
         result = await self.call(self.core.list_namespaced_pod, namespace, label_selector=label_selector)

@@ -227,7 +227,9 @@ class Action:
     plan: Callable[[Any], str]
     """What a step of it will do, for `kubectl incident plan` (which adds live facts where it can)."""
     mutating: bool
-    """Changes the cluster: moves the phase to Mitigating and sets Mitigated on success."""
+    """Changes the cluster (or may: a Job runs what its author wrote). Safety treats it so: opt-in,
+    approvals, the alert-resolved rule and the breaker. Whether its success mitigates (phase
+    Mitigating, condition Mitigated) is `Step.mitigates`: the same, except for a Job."""
     cancellable: bool = False
     """Only waits or reads: cancelled when a person resolves or closes the incident meanwhile."""
     target: bool = False
@@ -254,8 +256,20 @@ def _job_plan(p: JobAction) -> str:
     return f"run a Job ({image}) for at most {p.timeoutSeconds}s"
 
 
+JOBS_RBAC = frozenset(
+    {
+        Permission("create", "jobs", "batch"),
+        Permission("get", "jobs", "batch"),
+        Permission("list", "jobs", "batch"),
+    }
+)
+"""What the `incident-operator-jobs` ClusterRole grants: a Job step's own rights, a separate
+opt-in of a namespace (RoleBinding `incident-operator-jobs`). Listing counts the operator's
+Jobs running (`jobs.maxConcurrentPerNamespace`)."""
+
+
 def _job_needs(p: JobAction, _: Targets) -> set[Permission]:
-    needs = {Permission("create", "jobs", "batch"), Permission("get", "jobs", "batch")}
+    needs = set(JOBS_RBAC)
     if p.logLines > 0:
         needs |= {Permission("list", "pods"), Permission("get", "pods", subresource="log")}
     return needs
@@ -391,16 +405,9 @@ ACTIONS: dict[str, Action] = {
         JobAction,
         "Run a Job from a pod template (a check such as pg_isready, or a fix when `mitigates`).",
         needs=_job_needs,
-        rbac=frozenset(
-            {
-                Permission("create", "jobs", "batch"),
-                Permission("get", "jobs", "batch"),
-                Permission("list", "pods"),
-                Permission("get", "pods", subresource="log"),
-            }
-        ),
+        rbac=JOBS_RBAC | {Permission("list", "pods"), Permission("get", "pods", subresource="log")},
         plan=_job_plan,
-        mutating=False,  # a check unless `job.mitigates` (see Step.mutates)
+        mutating=True,  # it runs what its author wrote; it mitigates only with `mitigates` (Step.mitigates)
     ),
     "promQuery": Action(
         PromQueryAction,
@@ -438,6 +445,10 @@ DRILL_RBAC = (
 )
 """Beyond the actions: what a Drill needs to break its target (`core.drills.needs`)."""
 REMEDIATOR_RBAC = (
-    frozenset().union(*(a.rbac for a in ACTIONS.values())) | HEALTH_RBAC | POSTMORTEM_RBAC | DRILL_RBAC
+    (frozenset().union(*(a.rbac for a in ACTIONS.values())) - JOBS_RBAC)
+    | HEALTH_RBAC
+    | POSTMORTEM_RBAC
+    | DRILL_RBAC
 )
-"""Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares)."""
+"""Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares): every
+action's, but a Job's own (`JOBS_RBAC`, the `incident-operator-jobs` ClusterRole)."""

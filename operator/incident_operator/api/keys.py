@@ -20,6 +20,12 @@ LABEL_ALERTNAME = f"{API_GROUP}/alertname"
 DRILL_ALERT_LABEL = "incident_operator_drill"
 """The label a Drill's fireAlert puts on its alert (the Drill's name): the incident is a drill."""
 
+# Secrets a Playbook may name (headersSecretRef, urlSecretRef): shared by their owner, for some hosts
+SECRET_SHARED_LABEL = f"{API_GROUP}/shared-with-playbooks"
+"""`"true"` on a Secret: Playbooks of its namespace may use it (only a Secret writer can set it)."""
+SECRET_HOSTS_ANNOTATION = f"{API_GROUP}/allowed-hosts"
+"""Comma-separated hosts a shared Secret may be sent to (`hooks.slack.com`, `*.example.com`)."""
+
 # Objects the operator creates for an incident (Jobs, evidence ConfigMaps, NetworkPolicies)
 LABEL_INCIDENT = f"{API_GROUP}/incident"
 """The incident an owned object belongs to."""
@@ -79,5 +85,15 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         "Kopf's handler progress and last-handled state.",
     ),
     (DRILL_ALERT_LABEL, "alert label", "Set by a Drill's fireAlert on its alert: the incident is a drill."),
+    (
+        SECRET_SHARED_LABEL,
+        "Secret label",
+        '`"true"`: Playbooks of its namespace may name the Secret (set by the Secret\'s owner).',
+    ),
+    (
+        SECRET_HOSTS_ANNOTATION,
+        "Secret annotation",
+        "Comma-separated hosts a shared Secret's values may be sent to (`*.example.com` for subdomains).",
+    ),
 )
 """Every label and annotation key: (key, where, meaning), for the API reference."""

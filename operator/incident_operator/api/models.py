@@ -438,8 +438,17 @@ class Step(ApiModel):
 
     @property
     def mutates(self) -> bool:
-        """Its success mitigates: the action changes the cluster (or a Job says it does)."""
-        return ACTIONS[self.action].mutating or (self.job is not None and self.job.mitigates)
+        """It changes the cluster, or may (every Job): what safety counts (opt-in, approvals, the
+        alert-resolved rule, the breaker)."""
+        return ACTIONS[self.action].mutating
+
+    @property
+    def mitigates(self) -> bool:
+        """Its start moves the phase to Mitigating and its success sets Mitigated: a mutating
+        action, but a Job only with `job.mitigates` (a check such as pg_isready is no mitigation)."""
+        if self.job is not None:
+            return self.job.mitigates
+        return ACTIONS[self.action].mutating
 
 
 class Match(ApiModel):

@@ -88,6 +88,10 @@ class Reason(StrEnum):
     ACCESS_GRANTED = "AccessGranted"
     AWAITING_APPROVAL = "AwaitingApproval"
     APPROVED = "Approved"
+    MISCONFIGURED = "Misconfigured"
+    UNBLOCKED = "Unblocked"
+    PLAYBOOK_CHANGED = "PlaybookChanged"
+    PLAYBOOK_REF_IGNORED = "PlaybookRefIgnored"
     STEP_RUNNING = "StepRunning"
     STEP_STARTED = "StepStarted"
     STEP_SUCCEEDED = "StepSucceeded"
@@ -149,10 +153,17 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.INVALID_PLAYBOOK: "The chosen Playbook is Invalid, or became invalid during the run (warning).",
     Reason.IDLE: "Condition reason of Reconciling: nothing to run.",
     Reason.COOLDOWN_ACTIVE: "The playbook ran on these targets too recently (cooldownSeconds).",
-    Reason.FORBIDDEN: "The operator may not act in the namespace (no remediator RoleBinding) (warning).",
+    Reason.FORBIDDEN: "The operator may not act in the namespace (no remediator RoleBinding, or for a "
+    "Job step no jobs RoleBinding) (warning).",
     Reason.ACCESS_GRANTED: "The namespace opted in since: remediation proceeds.",
     Reason.AWAITING_APPROVAL: "A step waits for a matching entry in spec.approvals.",
-    Reason.APPROVED: "A step was approved (spec.approvals).",
+    Reason.APPROVED: "A step was approved (spec.approvals) for the run in flight.",
+    Reason.MISCONFIGURED: "A step cannot run until a person fixes its configuration (e.g. a Secret "
+    "the Playbook names is not shared with playbooks): the step is Blocked, never Failed (warning).",
+    Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
+    Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
+    "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",
+    Reason.PLAYBOOK_REF_IGNORED: "spec.playbookRef changed during a run: it applies from the next run.",
     Reason.STEP_RUNNING: "Condition reason of Reconciling: a step runs.",
     Reason.STEP_STARTED: "A step started (timeline only; its outcome is the Event).",
     Reason.STEP_SUCCEEDED: "A step succeeded.",

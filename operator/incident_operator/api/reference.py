@@ -224,17 +224,20 @@ def actions_section() -> list[str]:
         "## Actions",
         "",
         "Each Playbook step does exactly one action (a field of the step). From the action table "
-        "(`api/actions.py`): what it does, whether it mutates (its success mitigates), and the "
-        "permissions it can need in the incident's namespace (granted by the "
-        "`incident-operator-remediator` ClusterRole; the operator checks them before acting).",
+        "(`api/actions.py`): what it does, whether it mutates (the rules for mutating steps apply "
+        "to it), whether its success mitigates (phase Mitigating, "
+        "condition Mitigated), and the permissions it can need in the incident's namespace (granted "
+        "by the `incident-operator-remediator` ClusterRole, a Job's own by `incident-operator-jobs`; "
+        "the operator checks them before acting).",
         "",
-        "| action | does | mutating | permissions |",
-        "|---|---|---|---|",
+        "| action | does | mutating | mitigates | permissions |",
+        "|---|---|---|---|---|",
     ]
     for key, action in ACTIONS.items():
-        mutating = "yes" if action.mutating else ("if `mitigates`" if key == "job" else "no")
+        mutating = "yes" if action.mutating else "no"
+        mitigates = "if `mitigates`" if key == "job" else mutating
         grants = ", ".join(f"`{p.describe()}`" for p in sorted(action.rbac))
-        out.append(f"| `{key}` | {_cell(action.summary)} | {mutating} | {grants} |")
+        out.append(f"| `{key}` | {_cell(action.summary)} | {mutating} | {mitigates} | {grants} |")
     return out
 
 

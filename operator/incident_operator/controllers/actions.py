@@ -9,7 +9,9 @@ given step attempt, which is what makes a re-run after a crash harmless:
 - `deletePods` picks its victims once and persists their names before deleting them;
 - `isolate` and `collectEvidence` write objects with deterministic names;
 - `rollback` decides the revision (by its ReplicaSet or ControllerRevision) and persists it first;
-- `job` creates a Job named from the incident, run, step and attempt (a re-run finds it);
+- `job` creates a Job named from the incident, run, step and attempt (a re-run finds it), from a
+  template the Job policy allows (`core.jobpolicy`), once a slot of
+  `jobs.maxConcurrentPerNamespace` is free;
 - `waitReady`, `httpCheck` and `promQuery` only read (a smoke test's POST is the caller's to make
   safe to repeat); `notify` sends an `Idempotency-Key` per attempt.
 """
@@ -17,13 +19,13 @@ given step attempt, which is what makes a re-run after a crash harmless:
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import time
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,18 +41,18 @@ from incident_operator.adapters.kube import (
     owned_metadata,
     pod_name,
     pod_ready,
-    secret_value,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
 from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
+from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, revisions
+from incident_operator.core import checks, jobpolicy, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
-from incident_operator.settings.config import Limits
+from incident_operator.settings.config import JobsConfig, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class ActionContext:
     now: Callable[[], datetime]
     persist: Callable[[], Awaitable[None]]
     """Persist `status` (with the changes made to `step_status`) before acting on them."""
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    """The Job policy (`jobs:` in the config): what a `job` step may run, how many at once."""
 
     @property
     def deadline(self) -> datetime:
@@ -255,16 +259,40 @@ async def wait_ready(ctx: ActionContext) -> Outcome:
     return result
 
 
-async def secret_headers(kube: Kube, namespace: str, ref: SecretRef | None) -> dict[str, str] | Outcome:
-    """Every key of the Secret as a header (values are secrets: never logged, never in status)."""
-    if ref is None:
-        return {}
+def _misconfigured(message: str) -> Outcome:
+    return Outcome(False, message, blocked=Reason.MISCONFIGURED)
+
+
+async def shared_secret(
+    kube: Kube, namespace: str, name: str, field: str, *, url: str | None, key: str | None = None
+) -> dict[str, str] | Outcome:
+    """The values of Secret `name` a Playbook names in `field`, if its owner shared it with
+    playbooks for the host of `url` (or, without `url`, of the URL its `key` holds; see
+    `secretrefs`); else why not, as a Blocked outcome (Misconfigured), never a failure.
+    Values are secrets: never logged, never in status."""
     try:
-        return await kube.secret_data(namespace, ref.name)
+        secret = await kube.secret(namespace, name)
     except ApiException as exc:
         if not_found(exc):
-            return Outcome(False, f"Secret {namespace}/{ref.name} (headersSecretRef) not found")
-        return Outcome(False, f"reading Secret {ref.name}: {api_reason(exc)}")
+            return _misconfigured(f"Secret {namespace}/{name} ({field}) not found")
+        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
+    if key is not None and not secret.data.get(key):
+        return _misconfigured(f"Secret {namespace}/{name} ({field}) has no key {key!r}")
+    try:
+        host = urllib.parse.urlsplit(url if url is not None else secret.data[key or ""]).hostname
+    except (KeyError, ValueError):
+        host = None
+    refused = secretrefs.refusal(f"{namespace}/{name}", field, secret.labels, secret.annotations, host)
+    return _misconfigured(refused) if refused else secret.data
+
+
+async def secret_headers(
+    kube: Kube, namespace: str, ref: SecretRef | None, url: str
+) -> dict[str, str] | Outcome:
+    """Every key of the Secret as a header of a request to `url`, if shared for its host."""
+    if ref is None:
+        return {}
+    return await shared_secret(kube, namespace, ref.name, "headersSecretRef", url=url)
 
 
 async def _probe(
@@ -292,7 +320,7 @@ async def _probe(
 async def http_check(ctx: ActionContext) -> Outcome:
     params = ctx.step.httpCheck
     assert params is not None  # noqa: S101
-    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, params.url)
     if isinstance(headers, Outcome):
         return headers
     streak = 0
@@ -312,7 +340,7 @@ async def http_check(ctx: ActionContext) -> Outcome:
 async def prom_query(ctx: ActionContext) -> Outcome:
     params = ctx.step.promQuery
     assert params is not None  # noqa: S101
-    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef)
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, params.url)
     if isinstance(headers, Outcome):
         return headers
     url = params.url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode({"query": params.query})
@@ -378,34 +406,63 @@ async def rollback(ctx: ActionContext) -> Outcome:
 
 
 JOB_POLL_S = 1.0
+JOB_QUEUE_POLL_S = 2.0
+_job_slots: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+"""One lock per namespace while a Job step counts the running Jobs and creates its own, so that
+two incidents of this process never both take the last slot."""
 
 
 async def run_job(ctx: ActionContext) -> Outcome:
     params = ctx.step.job
     assert params is not None  # noqa: S101
     st = ctx.step_status
+    refused = jobpolicy.problems(params.template, ctx.jobs)
+    if refused:  # validated with the Playbook; the config may have tightened since the run started
+        return Outcome(False, "the Job policy refuses the template: " + "; ".join(refused))
     name = checks.job_name(ctx.incident, ctx.step.name, ctx.run_id, st.attempts)
     st.job = name
-    template = copy.deepcopy(params.template)
-    template.setdefault("spec", {}).setdefault("restartPolicy", "Never")
-    labels = template.setdefault("metadata", {}).setdefault("labels", {})
-    labels[LABEL_INCIDENT] = ctx.incident
     meta = owned_metadata(name, ctx.incident, ctx.incident_uid)
     body = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": ctx.kube.to_dict(meta),
         "spec": {
-            "template": template,
+            "template": jobpolicy.pod_template(params.template, {LABEL_INCIDENT: ctx.incident}),
             "backoffLimit": params.backoffLimit,
             "activeDeadlineSeconds": params.timeoutSeconds,
         },
     }
-    try:
-        await ctx.kube.create_job(ctx.namespace, body)
-    except ApiException as exc:
-        if not conflict(exc):  # 409: this attempt's Job exists already (a re-run after a crash)
-            return Outcome(False, f"creating Job {name}: {api_reason(exc)}")
+    lock = _job_slots.setdefault(ctx.namespace, asyncio.Lock())
+    queued = False
+    while True:
+        async with lock:
+            try:
+                jobs = await ctx.kube.jobs_labelled(ctx.namespace, LABEL_INCIDENT)
+            except ApiException as exc:
+                return Outcome(False, f"listing Jobs: {api_reason(exc)}")
+            free, running = jobpolicy.slot(
+                [ctx.kube.to_dict(j) for j in jobs], name, ctx.jobs.maxConcurrentPerNamespace
+            )
+            if free:
+                try:
+                    await ctx.kube.create_job(ctx.namespace, body)
+                except ApiException as exc:
+                    if not conflict(exc):  # 409: this attempt's Job exists already (a re-run after a crash)
+                        return Outcome(False, f"creating Job {name}: {api_reason(exc)}")
+                break
+        waiting = (
+            f"queued: {running} Jobs of the operator run in namespace {ctx.namespace} "
+            f"(jobs.maxConcurrentPerNamespace: {ctx.jobs.maxConcurrentPerNamespace})"
+        )
+        if ctx.now() + timedelta(seconds=JOB_QUEUE_POLL_S) > ctx.deadline:
+            return Outcome(False, f"timed out after {ctx.step.timeoutSeconds}s: {waiting}")
+        if not queued:  # shown as the step's message while it waits, written once
+            queued = True
+            st.message = f"{waiting}; Job {name} waits for a free slot"
+            await ctx.persist()
+        await asyncio.sleep(JOB_QUEUE_POLL_S)
+    if queued:
+        st.message = None
     while True:
         try:
             job = await ctx.kube.read_job(ctx.namespace, name)
@@ -448,16 +505,10 @@ async def _job_log(ctx: ActionContext, job: str, lines: int) -> str:
 MAX_LOG_IN_MESSAGE = 2000
 
 
-async def read_secret_value(ctx: ActionContext, name: str, key: str) -> str | Outcome:
-    try:
-        value = await secret_value(ctx.kube, ctx.namespace, name, key)
-    except ApiException as exc:
-        if not_found(exc):
-            return Outcome(False, f"Secret {ctx.namespace}/{name} not found")
-        return Outcome(False, f"reading Secret {name}: {api_reason(exc)}")
-    if value is None:
-        return Outcome(False, f"Secret {ctx.namespace}/{name} has no key {key!r}")
-    return value
+async def read_secret_url(ctx: ActionContext, name: str, key: str) -> str | Outcome:
+    """The URL in key `key` of Secret `name` (urlSecretRef), if shared for the URL's own host."""
+    data = await shared_secret(ctx.kube, ctx.namespace, name, "urlSecretRef", url=None, key=key)
+    return data if isinstance(data, Outcome) else data[key]
 
 
 async def notify(ctx: ActionContext) -> Outcome:
@@ -465,7 +516,7 @@ async def notify(ctx: ActionContext) -> Outcome:
     assert params is not None  # noqa: S101
     target = params.slack or params.webhook
     assert target is not None  # noqa: S101 - CEL guarantees one of them
-    url = await read_secret_value(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
+    url = await read_secret_url(ctx, target.urlSecretRef.name, target.urlSecretRef.key)
     if isinstance(url, Outcome):
         return url
     text = templates.render(params.message, ctx.template_values())
@@ -717,7 +768,7 @@ async def verify_health(
         if step.httpCheck is None:
             continue
         check = step.httpCheck
-        headers = await secret_headers(kube, namespace, check.headersSecretRef)
+        headers = await secret_headers(kube, namespace, check.headersSecretRef, check.url)
         if isinstance(headers, Outcome):
             problems.append(headers.message)
             continue

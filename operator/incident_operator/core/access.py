@@ -6,11 +6,15 @@ A namespace opts in to remediation with a RoleBinding that grants the ClusterRol
 steps) starts, the engine asks the API server (SelfSubjectAccessReview) for exactly the
 permissions listed here; if one is missing the incident is `Stalled` with reason `Forbidden` and
 a message naming the RoleBinding to create, and it checks again later without a restart.
+
+Job steps need a second opt-in: the ClusterRole `incident-operator-jobs` (create, get and list
+Jobs: `api.actions.JOBS_RBAC`), granted by a RoleBinding of that name. A namespace with the first
+but not the second stalls a playbook with a Job step the same way, naming the second.
 """
 
 from __future__ import annotations
 
-from incident_operator.api.actions import ACTIONS
+from incident_operator.api.actions import ACTIONS, JOBS_RBAC
 from incident_operator.api.models import IncidentSpec, PlaybookSpec
 from incident_operator.api.rbac import Permission, on_workload
 
@@ -33,8 +37,10 @@ def forbidden_message(
     denied: list[Permission],
     username: str | None,
     binding: str = "incident-operator-remediator",
+    jobs_binding: str = "incident-operator-jobs",
 ) -> str:
-    """Why the operator cannot act in `namespace`, and the one command that opts the namespace in."""
+    """Why the operator cannot act in `namespace`, and the one command per missing opt-in: the
+    remediator's, and the Jobs' for what only `incident-operator-jobs` grants."""
     who = username or "the operator"
     if username and username.startswith(SERVICE_ACCOUNT_PREFIX):
         subject = "--serviceaccount=" + username.removeprefix(SERVICE_ACCOUNT_PREFIX)
@@ -42,9 +48,14 @@ def forbidden_message(
         subject = f"--user={username}"
     else:
         subject = "--serviceaccount=incident-operator:incident-operator"
-    missing = ", ".join(p.describe() for p in denied)
-    return (
-        f"{who} may not {missing} in namespace {namespace}: the namespace has not opted in to "
-        f"remediation (RoleBinding {binding} is missing). Opt in with: kubectl create rolebinding "
-        f"{binding} -n {namespace} --clusterrole={binding} {subject}"
-    )
+    jobs = [p for p in denied if p in JOBS_RBAC]
+    others = [p for p in denied if p not in JOBS_RBAC]
+    parts = []
+    for missing, name, what in ((others, binding, "remediation"), (jobs, jobs_binding, "Job steps")):
+        if missing:
+            parts.append(
+                f"{who} may not {', '.join(p.describe() for p in missing)} in namespace {namespace}: "
+                f"the namespace has not opted in to {what} (RoleBinding {name} is missing). Opt in "
+                f"with: kubectl create rolebinding {name} -n {namespace} --clusterrole={name} {subject}"
+            )
+    return " ".join(parts)

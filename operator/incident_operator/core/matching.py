@@ -19,6 +19,8 @@ from incident_operator.api.reasons import Reason
 class Candidate:
     name: str
     spec: PlaybookSpec
+    generation: int | None = None
+    """metadata.generation of the Playbook (pinned by a run that starts with it)."""
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ ORDER: tuple[Phase, ...] = (
 
 class Event(StrEnum):
     ACKNOWLEDGED = "Acknowledged"  # a commander was set, or a playbook started
-    DIAGNOSTIC_STEP = "DiagnosticStep"  # a step that does not mutate started (api.actions: mutating)
-    MUTATING_STEP = "MutatingStep"  # a mutating step started (Step.mutates)
+    DIAGNOSTIC_STEP = "DiagnosticStep"  # a step that does not mitigate started (Step.mitigates)
+    MUTATING_STEP = "MutatingStep"  # a mitigating step started (Step.mitigates)
     STEPS_DONE = "StepsDone"  # the last step finished; stabilization begins
     STABILIZED = "Stabilized"  # health held for stabilizationSeconds
     HUMAN_RESOLVED = "HumanResolved"  # spec.resolution was set

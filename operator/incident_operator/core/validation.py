@@ -11,10 +11,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from incident_operator.api.models import PlaybookSpec
+from incident_operator.core import jobpolicy
 from incident_operator.settings import templates
+from incident_operator.settings.config import JobsConfig
+
+DEFAULT_JOBS = JobsConfig()
 
 
-def problems(raw_spec: dict[str, Any]) -> tuple[PlaybookSpec | None, list[str]]:
+def problems(
+    raw_spec: dict[str, Any], jobs: JobsConfig = DEFAULT_JOBS
+) -> tuple[PlaybookSpec | None, list[str]]:
+    """The Playbook as the engine uses it, and why it is invalid. `jobs` is the operator's
+    `jobs:` config: what a Job step's pod template may do (`core.jobpolicy`)."""
     try:
         spec = PlaybookSpec.model_validate(raw_spec)
     except ValidationError as exc:
@@ -26,9 +34,7 @@ def problems(raw_spec: dict[str, Any]) -> tuple[PlaybookSpec | None, list[str]]:
             found.append(f"step {step.name}: when names {step.when.step!r}, which is not an earlier step")
         earlier.add(step.name)
         if step.job is not None:
-            found.extend(
-                f"step {step.name}: job.template: {p}" for p in job_template_problems(step.job.template)
-            )
+            found.extend(f"step {step.name}: {p}" for p in jobpolicy.problems(step.job.template, jobs))
         if step.notify is not None:
             try:
                 templates.check(step.notify.message)
@@ -38,24 +44,6 @@ def problems(raw_spec: dict[str, Any]) -> tuple[PlaybookSpec | None, list[str]]:
         if scale is not None and scale.max is not None and (scale.replicas or 0) > scale.max:
             found.append(f"step {step.name}: scale.replicas {scale.replicas} exceeds scale.max {scale.max}")
     return spec, found
-
-
-def job_template_problems(template: dict[str, Any]) -> list[str]:
-    """What keeps a Job's pod template from being created (the API server would say it later)."""
-    spec = template.get("spec")
-    if not isinstance(spec, dict):
-        return ["needs spec (a pod spec)"]
-    containers = spec.get("containers")
-    if not isinstance(containers, list) or not containers:
-        return ["spec.containers needs at least one container"]
-    found = [
-        f"spec.containers[{i}] needs a name and an image"
-        for i, c in enumerate(containers)
-        if not isinstance(c, dict) or not c.get("name") or not c.get("image")
-    ]
-    if spec.get("restartPolicy", "Never") not in ("Never", "OnFailure"):
-        found.append("spec.restartPolicy must be Never or OnFailure for a Job")
-    return found
 
 
 def advice(spec: PlaybookSpec) -> list[str]:

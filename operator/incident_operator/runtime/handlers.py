@@ -74,11 +74,19 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
 def playbooks_by_namespace(
-    *, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+    *,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
 ) -> dict[str, tuple[str, PlaybookEntry | str]]:
     """Parsed once per Playbook change; an invalid one is kept as the reason, so it replaces a
     valid past and never runs."""
-    return {namespace or "": (name, parse_playbook(name, spec, status))}
+    jobs = context(memo).config.file.jobs
+    return {namespace or "": (name, parse_playbook(name, spec, status, meta.get("generation"), jobs))}
 
 
 @kopf.index(API_GROUP, API_VERSION, "incidents")
@@ -186,7 +194,7 @@ async def playbook_changed(
     if type == "DELETED" or namespace is None:
         return
     status = dict(body.get("status") or {})
-    spec, found = validation.problems(dict(body.get("spec") or {}))
+    spec, found = validation.problems(dict(body.get("spec") or {}), ctx.config.file.jobs)
     now = utc_now()
     current = list(status.get("conditions") or [])
     if found:

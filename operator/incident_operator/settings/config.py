@@ -5,7 +5,9 @@ Pure: no kopf, no Kubernetes client, no I/O except `load_config_file`, which onl
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -150,6 +152,8 @@ class AccessConfig(BaseModel):
     """How often an incident stalled as Forbidden (namespace not opted in) checks again."""
     remediatorBinding: str = "incident-operator-remediator"
     """Name of the RoleBinding (and ClusterRole) that opts a namespace in, named in messages."""
+    jobsBinding: str = "incident-operator-jobs"
+    """Name of the RoleBinding (and ClusterRole) that lets Job steps run in a namespace."""
 
 
 class EgressConfig(BaseModel):
@@ -181,6 +185,84 @@ class Limits(BaseModel):
     """Size of an evidence ConfigMap's data (a ConfigMap holds at most 1 MiB)."""
     maxLogBytesPerPod: int = Field(default=65_536, ge=1024, le=1_000_000)
     """Bytes of log read per pod for evidence."""
+
+
+_QUANTITY = re.compile(r"^([+]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+_SUFFIXES = {
+    "": Decimal(1),
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
+    **{s: Decimal(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+}
+
+
+def parse_quantity(value: object) -> Decimal:
+    """A Kubernetes resource quantity ("500m", "1", "512Mi", "1e3") as a number (cores, bytes).
+
+    Raises ValueError for anything else (a negative quantity included)."""
+    text = str(value).strip() if isinstance(value, str | int | float) else ""
+    found = _QUANTITY.match(text)
+    if found is None:
+        raise ValueError(f"{value!r} is not a resource quantity (e.g. 500m, 1, 512Mi)")
+    number, suffix = found.group(1), found.group(2) or ""
+    try:
+        scale = _SUFFIXES[suffix] if suffix in _SUFFIXES else Decimal(10) ** int(suffix[1:])
+        return Decimal(number) * scale
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a resource quantity") from exc
+
+
+class JobsConfig(BaseModel):
+    """`jobs:` in the --config file: what a Playbook's `job` step may run (docs/operations/security.md).
+
+    A pod template must meet the Pod Security Standards' restricted profile; these settings say
+    what else it may do. The defaults allow no ServiceAccount and no Secret."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    serviceAccounts: tuple[str, ...] = ()
+    """ServiceAccounts a template may name in `serviceAccountName` (none: the namespace's
+    `default`, with no token mounted)."""
+    allowSecrets: bool = False
+    """Let templates use Secret and projected volumes, `env.valueFrom.secretKeyRef`,
+    `envFrom.secretRef` and `imagePullSecrets`."""
+    maxCpu: str = "1"
+    """The highest `resources.limits.cpu` of a container (every container must set one)."""
+    maxMemory: str = "512Mi"
+    """The highest `resources.limits.memory` of a container (every container must set one)."""
+    maxConcurrentPerNamespace: int = Field(default=3, ge=1, le=100)
+    """Jobs of the operator running at once in one namespace; a step beyond waits (queued)
+    within its timeout."""
+
+    @field_validator("maxCpu", "maxMemory")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if parse_quantity(value) <= 0:
+            raise ValueError(f"{value!r} must be above zero")
+        return value
+
+    @field_validator("serviceAccounts")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+                raise ValueError(f"{name!r} is not a ServiceAccount name")
+        return value
+
+    @property
+    def cpu_cap(self) -> Decimal:
+        return parse_quantity(self.maxCpu)
+
+    @property
+    def memory_cap(self) -> Decimal:
+        return parse_quantity(self.maxMemory)
 
 
 class AcknowledgementConfig(BaseModel):
@@ -262,6 +344,7 @@ class FileConfig(BaseModel):
     access: AccessConfig = AccessConfig()
     egress: EgressConfig = EgressConfig()
     limits: Limits = Limits()
+    jobs: JobsConfig = JobsConfig()
     acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
     repeats: RepeatsConfig = RepeatsConfig()
     statusPage: StatusPageConfig = StatusPageConfig()

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookS
 from incident_operator.controllers import actions
 from incident_operator.controllers.incident.commit import Commit
 from incident_operator.core.planner import Intent, Outcome, PlanInput, check_deadlines
-from incident_operator.settings.config import Limits
+from incident_operator.settings.config import JobsConfig, Limits
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Execution:
     clock: Callable[[], datetime]
     commit: Commit
     wake: Callable[[], asyncio.Event]  # the loop's current wake-up event
+    jobs: JobsConfig = field(default_factory=JobsConfig)  # the Job policy (`jobs:` in the config)
 
     async def run_unless_overtaken(
         self,
@@ -173,6 +174,7 @@ class Execution:
             step_status=step_status,
             now=self.clock,
             persist=lambda: self.commit.persist(working, spec),
+            jobs=self.jobs,
         )
         outcome = await actions.run(ctx)
         metrics.action_done(step.action, outcome.ok)

@@ -29,8 +29,8 @@ from incident_operator.api.models import (
     PlaybookStatus,
     Severity,
 )
-from incident_operator.core import access, alerts, repeats, validation
-from incident_operator.core.matching import Selection
+from incident_operator.core import access, alerts, pins, repeats, validation
+from incident_operator.core.matching import Candidate, Selection
 from incident_operator.core.planner import AlertState, Level, PlanInput, effective_severity
 from incident_operator.settings import config
 from incident_operator.settings.config import OperatorConfig
@@ -41,26 +41,73 @@ History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
 """Earlier incidents by repeat key (a kopf index in the operator)."""
 
 
+Playbooks = tuple[list["PlaybookEntry"], dict[str, str]]
+"""The namespace's valid Playbooks, and the invalid ones by name with why."""
+
+
 @dataclass(frozen=True)
 class PlaybookEntry:
     name: str
     spec: PlaybookSpec
     status: PlaybookStatus
+    generation: int | None = None
+    digest: str | None = None
+    """`pins.digest` of the spec: what a run pins, compared with the run in flight."""
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.name, self.spec, self.generation)
 
 
-def parse_playbook(name: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> PlaybookEntry | str:
-    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs)."""
-    parsed, found = validation.problems(dict(spec))
+def parse_playbook(
+    name: str,
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    generation: int | None = None,
+    jobs: config.JobsConfig = validation.DEFAULT_JOBS,
+) -> PlaybookEntry | str:
+    """A Playbook as the engine uses it, or why it is invalid (it is marked Invalid and never runs);
+    `jobs` is the operator's Job policy (`jobs:` in its config)."""
+    parsed, found = validation.problems(dict(spec), jobs)
     if parsed is None or found:
         return "; ".join(found) or "invalid spec"
     try:
-        return PlaybookEntry(name, parsed, PlaybookStatus.model_validate(dict(status)))
+        parsed_status = PlaybookStatus.model_validate(dict(status))
     except ValidationError:
         return "unreadable status"
+    return PlaybookEntry(name, parsed, parsed_status, generation, pins.digest(parsed))
 
 
-Playbooks = tuple[list[PlaybookEntry], dict[str, str]]
-"""The namespace's valid Playbooks, and the invalid ones by name with why."""
+@dataclass(frozen=True)
+class Run:
+    """The run in flight, as the loop executes it: its pinned Playbook (with the live Playbook's
+    status, for cooldowns and counters) and the live version compared with the pin."""
+
+    entry: PlaybookEntry
+    live: pins.LiveVersion | None
+
+
+def pinned_run(status: IncidentStatus, playbooks: Playbooks) -> Run | None:
+    """The run in flight pinned in `status`, or None (no run, or one started before runs were
+    pinned: it goes on with the live Playbook)."""
+    progress = status.playbook
+    if progress is None or progress.snapshot is None:
+        return None
+    entries, invalid = playbooks
+    current = next((e for e in entries if e.name == progress.name), None)
+    live_spec = current.spec if current is not None else None
+    entry = PlaybookEntry(
+        progress.name,
+        pins.pinned_spec(progress.snapshot, live_spec),
+        current.status if current is not None else PlaybookStatus(),
+        progress.generation,
+        progress.digest,
+    )
+    if current is not None:
+        return Run(entry, pins.LiveVersion(current.generation, current.digest))
+    if progress.name in invalid:
+        return Run(entry, pins.LiveVersion(None, None))
+    return Run(entry, None)
 
 
 @functools.cache
@@ -102,6 +149,7 @@ class Inputs:
         holder: str | None = None,
         forbidden: str | None,
         busy: bool,
+        run: Run | None = None,
     ) -> PlanInput:
         severity = effective_severity(spec, status)
         targets = self.config.file.responseTargets
@@ -123,6 +171,8 @@ class Inputs:
             repeat_of=self._repeat_of() if status.detectedAt is None else None,
             severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
             response_targets=_response_targets(targets),
+            pinned=run.entry.spec if run is not None else None,
+            live=run.live if run is not None else None,
         )
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
@@ -170,6 +220,7 @@ class Inputs:
         if not denied:
             return None
         username = await self.access_reviews.username()
+        settings = self.config.file.access
         return access.forbidden_message(
-            self.namespace, denied, username, self.config.file.access.remediatorBinding
+            self.namespace, denied, username, settings.remediatorBinding, settings.jobsBinding
         )

@@ -26,10 +26,16 @@ from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
-from incident_operator.controllers.incident.inputs import History, Inputs, Playbooks
+from incident_operator.controllers.incident.inputs import (
+    History,
+    Inputs,
+    PlaybookEntry,
+    Playbooks,
+    pinned_run,
+)
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.notifier import Notifier
-from incident_operator.core.matching import Candidate, select
+from incident_operator.core.matching import select
 from incident_operator.core.planner import PlanInput, Record, complete, plan
 from incident_operator.settings.config import OperatorConfig
 
@@ -93,6 +99,7 @@ class IncidentLoop:
             clock,
             self.commit,
             lambda: self.wake,
+            config.file.jobs,
         )
 
     def _wake_up(self) -> None:
@@ -171,8 +178,14 @@ class IncidentLoop:
         spec = self.inputs.spec()
         await self.commit.commit_late_records(spec)
         entries, invalid = self.playbooks()
-        selection = select(spec, [Candidate(e.name, e.spec) for e in entries], invalid)
-        chosen = next((e for e in entries if selection.playbook and e.name == selection.playbook.name), None)
+        selection = select(spec, [e.candidate for e in entries], invalid)
+        run = pinned_run(self.status, (entries, invalid))
+        if run is not None:  # the run in flight executes what it pinned
+            chosen: PlaybookEntry | None = run.entry if run.live is not None else None
+        else:
+            chosen = next(
+                (e for e in entries if selection.playbook and e.name == selection.playbook.name), None
+            )
         cooldown, holder = self.ledger.cooldown(spec, chosen, self.status)
         forbidden = await self.inputs.access_problem(spec, chosen, self.status.phase)
 
@@ -185,7 +198,14 @@ class IncidentLoop:
             current = self.status if status is None else status
             busy = self.commit.busy
             return self.inputs.build(
-                spec, selection, current, cooldown=until, holder=held_by, forbidden=forbidden, busy=busy
+                spec,
+                selection,
+                current,
+                cooldown=until,
+                holder=held_by,
+                forbidden=forbidden,
+                busy=busy,
+                run=run if current.playbook is not None else None,
             )
 
         decision = plan(plan_input(held_by=holder))

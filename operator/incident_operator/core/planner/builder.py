@@ -134,7 +134,12 @@ def skip_remaining(b: Builder, message: str) -> None:
     """Steps that have not finished will not run any more: mark them Skipped, with why."""
     progress = b.status.playbook
     for step_status in progress.steps if progress else []:
-        if step_status.state in (StepState.PENDING, StepState.RUNNING, StepState.AWAITING_APPROVAL):
+        if step_status.state in (
+            StepState.PENDING,
+            StepState.RUNNING,
+            StepState.AWAITING_APPROVAL,
+            StepState.BLOCKED,
+        ):
             step_status.state = StepState.SKIPPED
             step_status.finishedAt = b.now
             step_status.message = message

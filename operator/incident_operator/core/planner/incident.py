@@ -12,12 +12,14 @@ from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
     Phase,
+    PlaybookSpec,
     Roles,
     Severity,
     SeverityChange,
 )
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
+from incident_operator.core import pins
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, skip_remaining
 from incident_operator.core.planner.model import Decision, PlanInput
@@ -27,6 +29,7 @@ from incident_operator.core.planner.steps import after_resolution, run_steps, st
 def plan(inp: PlanInput) -> Decision:
     b = Builder(inp)
     spec, status, now = inp.spec, b.status, inp.now
+    spec_changed = inp.generation is not None and inp.generation != status.observedGeneration
     if inp.generation is not None and b.phase is not Phase.CLOSED:
         status.observedGeneration = inp.generation  # this spec has been acted on (see `attention`)
 
@@ -68,8 +71,11 @@ def plan(inp: PlanInput) -> Decision:
             b, Reason.COMMANDER_ASSIGNED, f"acknowledged by commander {spec.commander}", actor=spec.commander
         )
     _follow_roles(b)
+    if status.playbook is not None:
+        pins.bind_approvals(spec, status)
 
-    playbook = inp.selection.playbook.spec if inp.selection.playbook else None
+    pinned = inp.pinned if status.playbook is not None else None
+    playbook = pinned or (inp.selection.playbook.spec if inp.selection.playbook else None)
     if spec.resolution and not b.is_true(ConditionType.RESOLVED):
         skip_remaining(b, "resolved by a human before this step finished")
         status.resolvedAt = now
@@ -95,6 +101,8 @@ def plan(inp: PlanInput) -> Decision:
 
     if status.playbook is None:
         return start_playbook(b, playbook)
+    if pinned is not None:
+        return _run_pinned(b, pinned, spec_changed)
     if (
         playbook is None
         or inp.selection.playbook is None
@@ -105,6 +113,61 @@ def plan(inp: PlanInput) -> Decision:
             b.record(Reason.STALLED, message, warning=True)
         return b.decision()
     return run_steps(b, playbook)
+
+
+ENDS_ON_EDIT = (Reason.STEP_FAILED, Reason.MISCONFIGURED)
+"""Stalls a Playbook edit can fix: a run stalled so ends when its Playbook changes."""
+
+
+def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decision:
+    """Go on with the run in flight as it was pinned; say so when the Playbook or playbookRef
+    changed meanwhile; end a run stalled on something only an edit fixes once the edit comes."""
+    progress, live, spec = b.status.playbook, b.inp.live, b.inp.spec
+    assert progress is not None  # noqa: S101 - callers check
+    if live is None:
+        message = f"playbook {progress.name} was deleted during run {progress.runId}"
+        if b.condition(ConditionType.STALLED, "True", Reason.PLAYBOOK_NOT_FOUND, message):
+            b.record(Reason.STALLED, message, warning=True)
+        return b.decision()
+    if spec_changed and spec.playbookRef is not None and spec.playbookRef.name != progress.name:
+        message = (
+            f"playbookRef names {spec.playbookRef.name}: run {progress.runId} of playbook "
+            f"{progress.name} goes on; the change applies from the next run"
+        )
+        said = [e.message for e in b.status.timeline or [] if e.type == Reason.PLAYBOOK_REF_IGNORED]
+        if not said or said[-1] != message:
+            b.record(Reason.PLAYBOOK_REF_IGNORED, message, warning=True)
+    if progress.digest is not None and live.digest is not None and live.digest != progress.digest:
+        stalled = b.reason_of(ConditionType.STALLED) if b.is_true(ConditionType.STALLED) else None
+        if stalled in ENDS_ON_EDIT:
+            return _end_run(b, str(stalled), live.generation)
+        if progress.newerGeneration != live.generation:  # an Invalid version says so on the Playbook
+            progress.newerGeneration = live.generation
+            b.record(
+                Reason.PLAYBOOK_CHANGED,
+                f"playbook {progress.name} changed (generation {live.generation}): run {progress.runId} "
+                f"goes on with generation {progress.generation}; the next run uses the newer version",
+            )
+    return run_steps(b, pinned)
+
+
+def _end_run(b: Builder, stalled: str, generation: int | None) -> Decision:
+    """End the run in flight (stalled on `stalled`) so that the next one uses the edited Playbook."""
+    status = b.status
+    progress = status.playbook
+    assert progress is not None  # noqa: S101 - callers check
+    deleted = sum(len(step.pods or []) for step in progress.steps)  # guardrail budgets span runs
+    status.podsDeleted = (status.podsDeleted or 0) + deleted or None
+    message = (
+        f"run {progress.runId} of playbook {progress.name} ended: it was stalled ({stalled}) and the "
+        f"playbook changed (generation {generation}); a new run uses the edit"
+    )
+    status.playbook = None
+    status.monitoringSince = None
+    b.condition(ConditionType.STALLED, "False", Reason.PLAYBOOK_CHANGED, message)
+    b.record(Reason.PLAYBOOK_CHANGED, message)
+    b.wake.append(b.now)
+    return b.decision()
 
 
 def check_deadlines(inp: PlanInput) -> Decision:

@@ -15,6 +15,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import TIMELINE_ONLY, Reason
 from incident_operator.core.matching import Selection
+from incident_operator.core.pins import LiveVersion
 from incident_operator.settings.config import SeverityRule
 
 
@@ -114,12 +115,20 @@ class PlanInput:
     """Config `severityEscalation`: when the incident is treated as more severe."""
     response_targets: Mapping[Severity, timedelta] = field(default_factory=dict)
     """Every severity's response target (an escalated severity re-targets the deadline)."""
+    pinned: PlaybookSpec | None = None
+    """The run in flight's snapshot (`status.playbook.snapshot`) as a spec: what the run executes."""
+    live: LiveVersion | None = None
+    """The run's Playbook as it is now (None: deleted), compared with the pin."""
 
 
 @dataclass(frozen=True)
 class Outcome:
     ok: bool
     message: str
+    blocked: Reason | None = None
+    """Not a failure: the step cannot run until a person fixes something (e.g. Misconfigured).
+    The step is Blocked, the incident Stalled with this reason, and the step is tried again
+    later without using up an attempt."""
 
 
 def cooldown_until(

@@ -14,6 +14,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
+from incident_operator.core import pins
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, backoff
 from incident_operator.core.planner.model import (
@@ -50,11 +51,16 @@ def start_playbook(b: Builder, playbook: PlaybookSpec | None) -> Decision:
     if _forbidden(b):
         return b.decision()
     b.status.runs = (b.status.runs or 0) + 1
+    snapshot = pins.snapshot(playbook)
     b.status.playbook = PlaybookProgress(
         name=selection.playbook.name,
         runId=f"r{b.status.runs}",
+        generation=selection.playbook.generation,
+        digest=pins.digest_of(snapshot),
+        snapshot=snapshot,
         steps=[StepStatus(name=s.name, action=s.action) for s in playbook.steps],
     )
+    pins.bind_approvals(b.inp.spec, b.status)
     if b.reason_of(ConditionType.STALLED) in (
         Reason.NO_MATCHING_PLAYBOOK,
         Reason.PLAYBOOK_NOT_FOUND,
@@ -91,6 +97,13 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             return b.decision()
         if state is StepState.RUNNING:
             return b.decision(Intent("run-step", index))
+        if state is StepState.BLOCKED and step.continueOnFailure:
+            continue  # it never holds the run; its warning said why it did not run
+        if state is StepState.BLOCKED:
+            retry_at = (step_status.finishedAt or b.now) + b.inp.access_recheck
+            if b.now < retry_at:
+                b.wake.append(retry_at)
+                return b.decision()
         if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
             step_status.state = StepState.SKIPPED
             step_status.finishedAt = b.now
@@ -125,7 +138,7 @@ def _skip_reason(step: Step, steps: list[StepStatus]) -> str:
 
 
 def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
-    approval = next((a for a in b.inp.spec.approvals or [] if a.step == step.name), None)
+    approval = pins.approval_for(b.inp.spec, b.status, step.name)
     if step.requiresApproval and approval is None:
         if step_status.state is not StepState.AWAITING_APPROVAL:
             step_status.state = StepState.AWAITING_APPROVAL
@@ -148,18 +161,23 @@ def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> 
     if _forbidden(b):
         return b.decision()
     if approval is not None and step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
-        b.record(Reason.APPROVED, f"step {step.name} approved by {approval.by}", actor=approval.by)
+        run = b.status.playbook.runId if b.status.playbook else None
+        b.record(
+            Reason.APPROVED, f"step {step.name} approved by {approval.by} for run {run}", actor=approval.by
+        )
+    again = step_status.state is StepState.BLOCKED  # tried again quietly: the Stalled condition says why
     step_status.state = StepState.RUNNING
     step_status.attempts += 1
     step_status.startedAt = b.now
     step_status.finishedAt = None
     step_status.message = None
-    b.advance(Event.MUTATING_STEP if step.mutates else Event.DIAGNOSTIC_STEP)
+    b.advance(Event.MUTATING_STEP if step.mitigates else Event.DIAGNOSTIC_STEP)
     b.condition(
         ConditionType.RECONCILING, "True", Reason.STEP_RUNNING, f"step {step.name} ({step.action}) running"
     )
     attempt = f" (attempt {step_status.attempts} of {1 + step.retries})" if step_status.attempts > 1 else ""
-    b.record(Reason.STEP_STARTED, f"step {step.name}: {step.action} started{attempt}")
+    if not again:
+        b.record(Reason.STEP_STARTED, f"step {step.name}: {step.action} started{attempt}")
     return b.decision(Intent("run-step", index))
 
 
@@ -260,10 +278,14 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
         return b.decision()
     step_status.finishedAt = b.now
     step_status.message = outcome.message
+    if outcome.blocked is not None:
+        return _blocked(b, step, step_status, outcome)
+    if b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.MISCONFIGURED:
+        b.condition(ConditionType.STALLED, "False", Reason.UNBLOCKED, f"step {step.name} could run again")
     if outcome.ok:
         step_status.state = StepState.SUCCEEDED
         b.record(Reason.STEP_SUCCEEDED, f"step {step.name}: {outcome.message}")
-        if step.mutates and not b.is_true(ConditionType.MITIGATED):
+        if step.mitigates and not b.is_true(ConditionType.MITIGATED):
             b.status.mitigatedAt = b.now
             b.condition(
                 ConditionType.MITIGATED,
@@ -279,6 +301,24 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
         return b.decision()
     step_status.state = StepState.FAILED
     b.record(Reason.STEP_FAILED, f"step {step.name} failed: {outcome.message}", warning=True)
+    return b.decision()
+
+
+def _blocked(b: Builder, step: Step, step_status: StepStatus, outcome: Outcome) -> Decision:
+    """A step that cannot run until a person fixes something: Blocked, not Failed (no `when:
+    stepFailed` fires, no attempt is used up); tried again after the access recheck interval.
+    A step with continueOnFailure is left Blocked with a warning and the run goes on."""
+    assert outcome.blocked is not None  # noqa: S101 - callers check
+    step_status.state = StepState.BLOCKED
+    step_status.attempts = max(0, step_status.attempts - 1)
+    message = f"step {step.name} cannot run: {outcome.message}"
+    if step.continueOnFailure:  # it may not hold the run: the run goes on without it
+        b.record(outcome.blocked, f"{message}; the run goes on (continueOnFailure)", warning=True)
+        return b.decision()
+    if b.condition(ConditionType.STALLED, "True", outcome.blocked, message):
+        b.record(Reason.STALLED, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", outcome.blocked, message)
+    b.wake.append(b.now + b.inp.access_recheck)
     return b.decision()
 
 
