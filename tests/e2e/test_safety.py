@@ -185,7 +185,11 @@ def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
     s.wait_phase("breach", "Resolved")
     assert s.networking.read_namespaced_network_policy("breach-isolate", "approvals")
     entry = next(e for e in s.status("breach")["timeline"] if e["type"] == "Approved")
-    assert (entry["actor"], entry["message"]) == (alice, f"step isolate-api approved by {alice}")
+    run = s.status("breach")["playbook"]["runId"]
+    assert (entry["actor"], entry["message"]) == (
+        alice,
+        f"step isolate-api approved by {alice} for run {run}",
+    )
     assert any(e.reason == "Approved" and alice in e.message for e in s.events("breach"))
 
     # Closing needs the verb `resolve`: mallory may edit, but not close.
