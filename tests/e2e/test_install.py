@@ -26,6 +26,7 @@ from tests.e2e.conftest import (
     alertmanager_bin,
     create_namespace,
     deployment_available,
+    ensure_secret,
     kubectl_as,
     opt_in_namespace,
     token_kubeconfig,
@@ -103,18 +104,8 @@ def replicas(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[OperatorProcess]]:
     """Two operator processes from the working tree, as the ServiceAccount, with leader election."""
-    core = client.CoreV1Api(installed.api)
-    core.create_namespaced_secret(
-        NS,
-        client.V1Secret(metadata=client.V1ObjectMeta(name="alert-token"), string_data={"token": ALERT_TOKEN}),
-    )
-    core.create_namespaced_secret(
-        NS,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="notification-urls"),
-            string_data={"oncall": channel_receivers.url("/oncall")},
-        ),
-    )
+    ensure_secret(installed, NS, "alert-token", {"token": ALERT_TOKEN})  # test_safety may have made it
+    ensure_secret(installed, NS, "notification-urls", {"oncall": channel_receivers.url("/oncall")})
     shipped = yaml.safe_load(
         core.read_namespaced_config_map("incident-operator-config", NS).data["config.yaml"]
     )
