@@ -104,6 +104,7 @@ def replicas(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[OperatorProcess]]:
     """Two operator processes from the working tree, as the ServiceAccount, with leader election."""
+    core = client.CoreV1Api(installed.api)
     ensure_secret(installed, NS, "alert-token", {"token": ALERT_TOKEN})  # test_safety may have made it
     ensure_secret(installed, NS, "notification-urls", {"oncall": channel_receivers.url("/oncall")})
     shipped = yaml.safe_load(
