@@ -3,6 +3,12 @@ and the running operator: custom resources the API server must reject, resources
 mark Invalid or Stalled, alert payloads, config files, Secrets with odd values. After the table the
 operator is alive and healthy, and no Secret value appears in its log, in any Event or any status.
 (Huge logs cannot be produced under kwok, which serves none: evidence trimming is a unit test.)
+
+One section runs on the installed cluster instead (the `installed` fixture: manifests/install
+applied, its ValidatingAdmissionPolicies included), without an operator: what a real user, a plain
+namespace editor with a TokenRequest token, sends and the install's admission policies refuse
+(approvals, resolving and closing, naming others, the operator's own fields, approval gates), each
+with the API server's message; and, as controls, what such an editor does get through.
 """
 
 from __future__ import annotations
@@ -15,13 +21,36 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import ALERT_TOKEN, Cluster, OperatorProcess, operator_command, operator_env
+from tests.e2e.conftest import (
+    ALERT_TOKEN,
+    INSTALL_NS,
+    Cluster,
+    OperatorProcess,
+    create_namespace,
+    kubectl_as,
+    operator_command,
+    operator_env,
+    token_kubeconfig,
+)
 from tests.e2e.engine_helpers import GROUP, VERSION, Scenario
+from tests.e2e.users import (
+    ALERT_STATUS,
+    FINGERPRINT,
+    NEEDS_ASSIGN,
+    NEEDS_GATE,
+    OPERATOR_ONLY,
+    admitted,
+    bind_editor,
+    create_as,
+    merge_patch,
+    patch_spec,
+    refused,
+)
 from tests.httpserver import LocalServer, local_server
 from tests.polling import wait_until
 
@@ -214,6 +243,263 @@ def test_a_closed_incident_cannot_be_edited(table: Scenario) -> None:
     with pytest.raises(client.exceptions.ApiException) as raised:
         table.patch_incident("closed-one", {"title": "rewritten history"})
     assert "a closed incident is read-only history" in raised.value.body
+
+
+# ------------------------------------------- Refused by the install's admission policies, as a real user
+
+ADMISSION_NS = "hostile-admission"  # a namespace of the installed cluster no other test uses
+USERS_NS = "hostile-users"
+MALLORY = f"system:serviceaccount:{USERS_NS}:mallory"
+ALICE = f"system:serviceaccount:{USERS_NS}:alice"  # a responder, who approved on mallory's incident
+ALERT_SOURCE = {"type": "alert", "alertname": "ServiceDown", "labels": {"team": "payments"}}
+COLLECT = step("collect", collectEvidence={"selector": {"app": "web"}, "logLines": 0})
+WEAKENS = f"user {MALLORY} may not weaken the approval gate of playbook gated in namespace {ADMISSION_NS}"
+SCALE_UP = {**step("scale-up", scale={"target": TARGET, "replicas": 3}), "requiresApproval": True}
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What mallory, a plain editor of incidents and playbooks in ADMISSION_NS (every standard verb,
+    no custom one), sends: a create (body: the object's spec and metadata), a merge patch (body: the
+    patch) or a delete, of `name`: `mine` (her incident), `alerted` (the operator's alert incident),
+    `gated` (the admin's Playbook with the gated step scale-up). `says`: fragments of the message."""
+
+    id: str
+    verb: Literal["create", "patch", "delete"]
+    kind: Literal["Incident", "Playbook"]
+    name: str
+    body: dict[str, Any] = field(default_factory=dict)
+    says: tuple[str, ...] = ()
+
+
+def on_mine(id_: str, spec: dict[str, Any], *says: str) -> Attempt:
+    return Attempt(id_, "patch", "Incident", "mine", {"spec": spec}, says)
+
+
+def created(id_: str, spec: dict[str, Any], *says: str) -> Attempt:
+    return Attempt(id_, "create", "Incident", id_, {"spec": {**INCIDENT, **spec}}, says)
+
+
+def gate_steps(id_: str, steps: list[dict[str, Any]]) -> Attempt:
+    return Attempt(
+        id_,
+        "patch",
+        "Playbook",
+        "gated",
+        {"spec": {"steps": steps}},
+        (WEAKENS, ": gated step scale-up removed", NEEDS_GATE),
+    )
+
+
+ADMISSION_REFUSED = [
+    on_mine(
+        "approve-in-anothers-name",
+        {"approvals": [{"step": "scale-up", "by": ALICE}]},
+        f'an approval must name the requesting user: set by to "{MALLORY}"',
+    ),
+    on_mine(  # an approval for another run is a new approval, in the mover's name
+        "move-an-approval-to-another-run",
+        {"approvals": [{"step": "scale-up", "by": ALICE, "run": "r2"}]},
+        f'an approval must name the requesting user: set by to "{MALLORY}"',
+    ),
+    on_mine(
+        "approve-without-the-verb",
+        {"approvals": [{"step": "scale-up", "by": MALLORY}]},
+        f"user {MALLORY} may not approve steps of incidents in namespace {ADMISSION_NS}",
+    ),
+    on_mine(
+        "set-resolution",
+        {"resolution": {"summary": "fixed"}},
+        f"user {MALLORY} may not resolve incidents in namespace {ADMISSION_NS}",
+    ),
+    on_mine(
+        "set-closed", {"closed": True}, f"user {MALLORY} may not close incidents in namespace {ADMISSION_NS}"
+    ),
+    on_mine(
+        "commander-someone-else",
+        {"commander": ALICE},
+        f"user {MALLORY} may not name {ALICE} as commander: {NEEDS_ASSIGN}",
+        "(ClusterRole incident-operator-responder)",
+    ),
+    on_mine(
+        "tech-lead-someone-else",
+        {"roles": {"techLead": ALICE, "comms": MALLORY}},
+        f"user {MALLORY} may not name {ALICE} as roles.techLead: {NEEDS_ASSIGN}",
+    ),
+    created(
+        "create-with-commander-someone-else",
+        {"commander": ALICE},
+        f"user {MALLORY} may not name {ALICE} as commander: {NEEDS_ASSIGN}",
+    ),
+    created(
+        "create-with-source-alert",
+        {"source": ALERT_SOURCE},
+        f"{OPERATOR_ONLY} spec.source, not user {MALLORY}",
+    ),
+    on_mine("set-source-alert", {"source": ALERT_SOURCE}, f"{OPERATOR_ONLY} spec.source, not user {MALLORY}"),
+    on_mine("set-source-drill", {"source": {"type": "drill"}}, f"{OPERATOR_ONLY} spec.source"),
+    Attempt(
+        "change-alert-source-labels",
+        "patch",
+        "Incident",
+        "alerted",
+        {"spec": {"source": {"labels": {"team": "other"}}}},
+        (f"{OPERATOR_ONLY} spec.source, not user {MALLORY}",),
+    ),
+    Attempt(
+        "remove-alert-source",
+        "patch",
+        "Incident",
+        "alerted",
+        {"spec": {"source": None}},
+        (f"{OPERATOR_ONLY} spec.source",),
+    ),
+    created("create-a-drill", {"drill": True}, f"{OPERATOR_ONLY} drill: true, not user {MALLORY}"),
+    on_mine("set-drill", {"drill": True}, f"{OPERATOR_ONLY} drill: true, not user {MALLORY}"),
+    Attempt(
+        "alert-status-resolved",
+        "patch",
+        "Incident",
+        "alerted",
+        {"metadata": {"annotations": {ALERT_STATUS: "resolved"}}},
+        (f"{OPERATOR_ONLY} annotation {ALERT_STATUS}, not user {MALLORY}",),
+    ),
+    Attempt(
+        "alert-status-removed",
+        "patch",
+        "Incident",
+        "alerted",
+        {"metadata": {"annotations": {ALERT_STATUS: None}}},
+        (f"{OPERATOR_ONLY} annotation {ALERT_STATUS}",),
+    ),
+    Attempt(
+        "fingerprint-label-on-hers",
+        "patch",
+        "Incident",
+        "mine",
+        {"metadata": {"labels": {FINGERPRINT: "abc"}}},
+        (f"{OPERATOR_ONLY} label {FINGERPRINT}, not user {MALLORY}",),
+    ),
+    gate_steps(
+        "gate-requires-approval-removed",
+        [COLLECT, {k: v for k, v in SCALE_UP.items() if k != "requiresApproval"}],
+    ),
+    gate_steps("gate-requires-approval-false", [COLLECT, {**SCALE_UP, "requiresApproval": False}]),
+    gate_steps("gate-replicas-changed", [COLLECT, {**SCALE_UP, "scale": {"target": TARGET, "replicas": 30}}]),
+    gate_steps("gate-step-renamed", [COLLECT, {**SCALE_UP, "name": "scale-up-now"}]),
+    gate_steps("gate-step-dropped", [COLLECT]),
+    Attempt(
+        "delete-gated-playbook",
+        "delete",
+        "Playbook",
+        "gated",
+        says=(
+            f"user {MALLORY} may not delete playbook gated in namespace {ADMISSION_NS}",
+            ": it has approval-gated steps (scale-up)",
+            NEEDS_GATE,
+        ),
+    ),
+]
+ADMISSION_ADMITTED = [  # the controls: a plain editor does get these through
+    on_mine("commander-herself", {"commander": MALLORY}),
+    created("create-with-a-bare-manual-source", {"source": {"type": "manual"}}),
+    Attempt(  # an ungated step edited, the gated one unchanged
+        "edit-an-ungated-step",
+        "patch",
+        "Playbook",
+        "gated",
+        {
+            "spec": {
+                "steps": [
+                    {**COLLECT, "collectEvidence": {"selector": {"app": "web"}, "logLines": 5}},
+                    SCALE_UP,
+                ]
+            }
+        },
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def mallory(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Once: mallory (a ServiceAccount of USERS_NS, bound as a plain editor in ADMISSION_NS) with an
+    incident `mine`, on which alice (a responder) approved step scale-up for run r1; an alert
+    incident `alerted` created as the operator's own ServiceAccount (the identity the policies'
+    ConfigMap parameter lists); a Playbook `gated` by the admin. Yields mallory's kubeconfig."""
+    workdir = tmp_path_factory.mktemp("hostile-admission")
+    create_namespace(installed, USERS_NS, opt_in=False)
+    core = client.CoreV1Api(installed.api)
+    for name in ("mallory", "alice"):
+        core.create_namespaced_service_account(
+            USERS_NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+    kubeconfig = token_kubeconfig(installed, "mallory", USERS_NS, workdir / "mallory")
+    alice = token_kubeconfig(installed, "alice", USERS_NS, workdir / "alice")
+    create_namespace(installed, ADMISSION_NS, opt_in=False)
+    bind_editor(installed, ADMISSION_NS, "mallory", users_namespace=USERS_NS)
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "alice-responds",
+        "-n",
+        ADMISSION_NS,
+        "--clusterrole=incident-operator-responder",
+        f"--serviceaccount={USERS_NS}:alice",
+    )
+    admitted(create_as(installed, kubeconfig, ADMISSION_NS, "Incident", name="mine", spec=INCIDENT))
+    approval = {"approvals": [{"step": "scale-up", "by": ALICE, "run": "r1"}]}
+    admitted(patch_spec(installed, alice, ADMISSION_NS, "mine", approval))
+    operator = token_kubeconfig(installed, "incident-operator", INSTALL_NS, workdir / "operator")
+    admitted(
+        create_as(
+            installed,
+            operator,
+            ADMISSION_NS,
+            "Incident",
+            name="alerted",
+            spec={**INCIDENT, "source": ALERT_SOURCE},
+            annotations={ALERT_STATUS: "firing"},
+            labels={FINGERPRINT: "f00d"},
+        )
+    )
+    admitted(
+        create_as(
+            installed,
+            installed.kubeconfig,
+            ADMISSION_NS,
+            "Playbook",
+            name="gated",
+            spec=playbook(COLLECT, SCALE_UP),
+        )
+    )
+    yield kubeconfig
+    core.delete_namespace(ADMISSION_NS)
+    core.delete_namespace(USERS_NS)
+
+
+def attempt(cluster: Cluster, kubeconfig: Path, case: Attempt) -> subprocess.CompletedProcess[str]:
+    if case.verb == "create":
+        meta = case.body.get("metadata", {})
+        return create_as(
+            cluster, kubeconfig, ADMISSION_NS, case.kind, name=case.name, spec=case.body["spec"], **meta
+        )
+    if case.verb == "patch":
+        return merge_patch(cluster, kubeconfig, ADMISSION_NS, case.kind.lower(), case.name, body=case.body)
+    return kubectl_as(cluster, kubeconfig, "delete", case.kind.lower(), case.name, "-n", ADMISSION_NS)
+
+
+@pytest.mark.parametrize("case", ADMISSION_REFUSED, ids=lambda c: c.id)
+def test_the_admission_policies_refuse_a_plain_editor(
+    installed: Cluster, mallory: Path, case: Attempt
+) -> None:
+    refused(attempt(installed, mallory, case), *case.says)
+
+
+@pytest.mark.parametrize("case", ADMISSION_ADMITTED, ids=lambda c: c.id)
+def test_the_admission_policies_admit_a_plain_editor(
+    installed: Cluster, mallory: Path, case: Attempt
+) -> None:
+    admitted(attempt(installed, mallory, case))
 
 
 @dataclass(frozen=True)
@@ -594,7 +880,16 @@ def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
     assert operator.proc.poll() is None
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=5) as resp:
         assert resp.status == 200
-    assert len(REJECTED) + len(STALLS) + len(HOSTILE_JOBS) + len(DELIVERIES) + len(CONFIGS) + 2 >= 50
+    assert (
+        len(REJECTED)
+        + len(ADMISSION_REFUSED)
+        + len(STALLS)
+        + len(HOSTILE_JOBS)
+        + len(DELIVERIES)
+        + len(CONFIGS)
+        + 2
+        >= 50
+    )
     assert SECRET_MARK not in operator.full_log()
     for event in table.core.list_namespaced_event(TABLE_NS).items:
         assert SECRET_MARK not in (event.message or ""), event.reason

@@ -38,6 +38,17 @@ from tests.e2e.conftest import (
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.e2e.users import (
+    ALERT_STATUS,
+    NEEDS_ASSIGN,
+    NEEDS_GATE,
+    OPERATOR_ONLY,
+    admitted,
+    bind_editor,
+    create_as,
+    patch_spec,
+    refused,
+)
 from tests.httpserver import local_server
 from tests.polling import wait_until
 
@@ -97,23 +108,6 @@ def people(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
             token_kubeconfig(installed, name, "people", workdir / name),
         )
     return found
-
-
-def patch_spec(
-    cluster: Cluster, kubeconfig: Path, namespace: str, name: str, spec: dict[str, Any]
-) -> subprocess.CompletedProcess[str]:
-    return kubectl_as(
-        cluster,
-        kubeconfig,
-        "patch",
-        "incident",
-        name,
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": spec}),
-    )
 
 
 def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
@@ -216,72 +210,6 @@ def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
 
 
 # --------------------------------------------------------------------------- identities
-
-OPERATOR_USER = f"system:serviceaccount:{INSTALL_NS}:incident-operator"
-ALERT_STATUS = "incident-operator.dev/alert-status"  # api/keys.py ANNOTATION_STATUS
-OPERATOR_ONLY = f"only the operator ({INSTALL_NS}/incident-operator-admission, key operators) sets"
-NEEDS_ASSIGN = "naming someone other than yourself needs the verb assign on incidents"
-NEEDS_GATE = "needs the verb gate on playbooks (ClusterRole incident-operator-playbook-gatekeeper)"
-
-
-def bind_editor(cluster: Cluster, namespace: str, *users: str) -> None:
-    """A plain namespace editor of incidents and playbooks: every standard verb, no custom one."""
-    cluster.run_kubectl(
-        "create",
-        "role",
-        "editor",
-        "-n",
-        namespace,
-        "--verb=get,list,watch,create,update,patch,delete",
-        "--resource=incidents.incident-operator.dev,playbooks.incident-operator.dev",
-    )
-    for user in users:
-        cluster.run_kubectl(
-            "create",
-            "rolebinding",
-            f"{user}-edits",
-            "-n",
-            namespace,
-            "--role=editor",
-            f"--serviceaccount=people:{user}",
-        )
-
-
-def create_as(
-    cluster: Cluster,
-    kubeconfig: Path,
-    namespace: str,
-    kind: str,
-    *,
-    name: str,
-    spec: dict[str, Any],
-    **meta: Any,
-) -> subprocess.CompletedProcess[str]:
-    body = {
-        "apiVersion": "incident-operator.dev/v1alpha1",
-        "kind": kind,
-        "metadata": {"name": name, **meta},
-        "spec": spec,
-    }
-    return subprocess.run(
-        [str(cluster.kubectl), f"--kubeconfig={kubeconfig}", "create", "-n", namespace, "-f", "-"],
-        input=json.dumps(body),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-
-
-def refused(done: subprocess.CompletedProcess[str], *says: str) -> None:
-    assert done.returncode != 0, done.stdout
-    for text in says:
-        assert text in done.stderr, done.stderr
-
-
-def admitted(done: subprocess.CompletedProcess[str]) -> None:
-    assert done.returncode == 0, done.stderr
-
 
 INCIDENT_SPEC = {"title": "t", "severity": "P3", "category": "availability"}
 

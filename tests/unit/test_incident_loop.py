@@ -436,7 +436,7 @@ def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_changes_and_the_n
     ended = timeline_of(api, "PlaybookChanged")
     assert ended == [
         "run r1 of playbook pb ended: it was stalled (StepFailed) and the playbook changed (generation 2); "
-        "a new run uses the edit"
+        "run r2 uses the edit"
     ]
 
 

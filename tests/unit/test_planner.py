@@ -17,6 +17,7 @@ from incident_operator.api.models import (
     TimelineEntry,
 )
 from incident_operator.api.reasons import Reason
+from incident_operator.core import pins
 from incident_operator.core.conditions import find_condition
 from incident_operator.core.matching import Candidate, Selection, select
 from incident_operator.core.planner import (
@@ -76,7 +77,16 @@ class Run:
 
     def input(self) -> PlanInput:
         selection: Selection = select(self.spec, self.playbooks)
+        pinned, live = None, None
+        progress = self.status.playbook
+        if progress is not None and progress.snapshot is not None:  # as the loop feeds a pinned run
+            current = next((c for c in self.playbooks if c.name == progress.name), None)
+            pinned = pins.pinned_spec(progress.snapshot, current.spec if current else None)
+            if current is not None:
+                live = pins.LiveVersion(current.generation, pins.digest(current.spec), current.spec)
         return PlanInput(
+            pinned=pinned,
+            live=live,
             spec=self.spec,
             status=self.status,
             generation=1,
@@ -409,10 +419,14 @@ def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
 
     run.alert = AlertState("firing", T0 + timedelta(minutes=3))
     run.now += timedelta(minutes=3)
-    decision = run.plan()
-    assert run.phase() is Phase.MITIGATING  # reopened (Investigating), then the rerun's scale step started
+    reopened = run.plan()
+    assert run.phase() is Phase.INVESTIGATING
     assert "Refired" in run.records
     assert run.condition("Resolved")["reason"] == "Refired"
+    assert reopened.intent is None  # the next run is chosen afresh, at once
+    assert reopened.wake_at == run.now
+    decision = run.plan()
+    assert run.phase() is Phase.MITIGATING
     assert decision.intent == Intent("run-step", 0)
     assert run.step(0).attempts == 1  # a fresh run of the playbook
 
@@ -473,6 +487,7 @@ def test_a_refire_starts_a_new_run_and_keeps_the_pods_deleted_so_far() -> None:
 
     run.alert = AlertState("firing", run.now + timedelta(seconds=1))
     run.now += timedelta(seconds=2)
+    run.plan()
     decision = run.plan()
     assert "Refired" in run.records
     assert run.status.podsDeleted == 2  # the budget spans runs
@@ -691,3 +706,67 @@ def test_a_misconfigured_step_that_may_fail_does_not_hold_the_run() -> None:
     assert run.records[-1] == "Misconfigured"
     assert run.condition("Stalled") is None
     assert run.plan().intent == Intent("run-step", 1)  # the run went on
+
+
+# ----------------------------------------------------------------------------- pinned runs
+
+
+def test_after_a_refire_the_new_run_uses_the_playbook_as_it_is_now() -> None:
+    """The run r1 pinned scale-to-16; the Playbook is edited (a gate added, 2 replicas) before the
+    alert fires again: r2 runs the edit, gate included, never r1's copy."""
+    run = alert_run(stabilization=0)
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
+    run.now += timedelta(seconds=5)
+    run.plan()
+    run.complete(Intent("verify-health"))
+    assert run.phase() is Phase.RESOLVED
+    gated = {**SCALE, "requiresApproval": True, "scale": {"target": TARGET, "replicas": 2}}
+    run.playbooks = [Candidate("pb", playbook(gated).spec, generation=2)]
+
+    run.alert = AlertState("firing", T0 + timedelta(minutes=3))
+    run.now += timedelta(minutes=3)
+    run.plan()
+    decision = run.plan()
+    assert decision.intent is None  # the new gate holds
+    progress = run.status.playbook
+    assert progress is not None
+    assert progress.runId == "r2"
+    assert progress.generation == 2
+    assert progress.snapshot is not None
+    assert progress.snapshot.steps[0]["scale"]["replicas"] == 2
+    assert progress.snapshot.steps[0]["requiresApproval"] is True
+    assert run.step(0).state is StepState.AWAITING_APPROVAL
+
+
+def test_a_deleted_playbook_does_not_stop_the_run_in_flight() -> None:
+    run = Run(incident(), playbook(SCALE, RESTART))
+    run.complete(run.plan().intent or Intent("run-step", 0))
+    run.playbooks = []  # deleted
+    decision = run.plan()
+    assert decision.intent == Intent("run-step", 1)  # its pinned copy goes on
+    said = [e.message for e in run.status.timeline or [] if e.type == "PlaybookChanged"]
+    assert said == ["playbook pb was deleted: run r1 goes on with its pinned copy (spec.paused stops it)"]
+    run.plan()
+    assert run.records.count("PlaybookChanged") == 1  # said once
+
+
+def test_a_run_stalled_on_a_failed_step_goes_on_with_the_edit_keeping_unchanged_done_steps() -> None:
+    broken = {"name": "restart", "restart": {"target": {"kind": "Deployment", "name": "ghost"}}}
+    run = Run(incident(), playbook(SCALE, broken))
+    run.complete(run.plan().intent or Intent("run-step", 0))
+    run.complete(run.plan().intent or Intent("run-step", 1), ok=False, message="Deployment ghost not found")
+    run.plan()
+    assert run.condition("Stalled")["reason"] == "StepFailed"
+    run.playbooks = [Candidate("pb", playbook(SCALE, RESTART).spec, generation=2)]
+    edited = run.plan()
+    assert edited.intent is None
+    assert edited.wake_at == run.now
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r2"
+    assert [s.state for s in run.status.playbook.steps] == [StepState.SUCCEEDED, StepState.PENDING]
+    stalled = run.condition("Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("False", "PlaybookChanged")
+    assert run.plan().intent == Intent("run-step", 1)  # the fixed step; scale is not done twice

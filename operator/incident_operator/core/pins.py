@@ -34,6 +34,8 @@ class LiveVersion:
     generation: int | None
     digest: str | None
     """None: the Playbook is Invalid now (it cannot be the next run's)."""
+    spec: PlaybookSpec | None = None
+    """The Playbook now (valid ones): what a run that ends on an edit continues with."""
 
 
 def snapshot(spec: PlaybookSpec) -> PinnedPlaybook:

@@ -104,7 +104,7 @@ def pinned_run(status: IncidentStatus, playbooks: Playbooks) -> Run | None:
         progress.digest,
     )
     if current is not None:
-        return Run(entry, pins.LiveVersion(current.generation, current.digest))
+        return Run(entry, pins.LiveVersion(current.generation, current.digest, current.spec))
     if progress.name in invalid:
         return Run(entry, pins.LiveVersion(None, None))
     return Run(entry, None)

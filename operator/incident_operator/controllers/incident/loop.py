@@ -180,8 +180,8 @@ class IncidentLoop:
         entries, invalid = self.playbooks()
         selection = select(spec, [e.candidate for e in entries], invalid)
         run = pinned_run(self.status, (entries, invalid))
-        if run is not None:  # the run in flight executes what it pinned
-            chosen: PlaybookEntry | None = run.entry if run.live is not None else None
+        if run is not None:  # the run in flight executes what it pinned (even if the Playbook is gone)
+            chosen: PlaybookEntry | None = run.entry
         else:
             chosen = next(
                 (e for e in entries if selection.playbook and e.name == selection.playbook.name), None
@@ -205,7 +205,7 @@ class IncidentLoop:
                 holder=held_by,
                 forbidden=forbidden,
                 busy=busy,
-                run=run if current.playbook is not None else None,
+                run=pinned_run(current, (entries, invalid)),
             )
 
         decision = plan(plan_input(held_by=holder))

@@ -12,10 +12,13 @@ from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
     Phase,
+    PlaybookProgress,
     PlaybookSpec,
     Roles,
     Severity,
     SeverityChange,
+    StepState,
+    StepStatus,
 )
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
@@ -74,8 +77,6 @@ def plan(inp: PlanInput) -> Decision:
     if status.playbook is not None:
         pins.bind_approvals(spec, status)
 
-    pinned = inp.pinned if status.playbook is not None else None
-    playbook = pinned or (inp.selection.playbook.spec if inp.selection.playbook else None)
     if spec.resolution and not b.is_true(ConditionType.RESOLVED):
         skip_remaining(b, "resolved by a human before this step finished")
         status.resolvedAt = now
@@ -85,8 +86,14 @@ def plan(inp: PlanInput) -> Decision:
         b.condition(ConditionType.STALLED, "False", Reason.RESOLVED, "resolved")
         b.record(Reason.RESOLVED, f"resolved by a human: {spec.resolution.summary}", actor="human")
 
+    had_run = status.playbook is not None
     _follow_alert(b)
+    if had_run and status.playbook is None:  # re-fired: the next run is chosen afresh, next plan
+        b.wake.append(now)
+        return b.decision()
 
+    pinned = inp.pinned if status.playbook is not None else None
+    playbook = pinned or (inp.selection.playbook.spec if inp.selection.playbook else None)
     if b.is_true(ConditionType.RESOLVED):
         return after_resolution(b, playbook)
 
@@ -124,23 +131,33 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
     changed meanwhile; end a run stalled on something only an edit fixes once the edit comes."""
     progress, live, spec = b.status.playbook, b.inp.live, b.inp.spec
     assert progress is not None  # noqa: S101 - callers check
-    if live is None:
-        message = f"playbook {progress.name} was deleted during run {progress.runId}"
-        if b.condition(ConditionType.STALLED, "True", Reason.PLAYBOOK_NOT_FOUND, message):
-            b.record(Reason.STALLED, message, warning=True)
-        return b.decision()
+    if live is None:  # deleted: the run goes on with its copy (spec.paused stops automation)
+        _say_once(
+            b,
+            Reason.PLAYBOOK_CHANGED,
+            f"playbook {progress.name} was deleted: run {progress.runId} goes on with its pinned copy "
+            "(spec.paused stops it)",
+        )
+    elif b.reason_of(ConditionType.STALLED) == Reason.PLAYBOOK_NOT_FOUND and b.is_true(ConditionType.STALLED):
+        b.condition(
+            ConditionType.STALLED, "False", Reason.PLAYBOOK_SELECTED, f"playbook {progress.name} exists"
+        )
     if spec_changed and spec.playbookRef is not None and spec.playbookRef.name != progress.name:
         message = (
             f"playbookRef names {spec.playbookRef.name}: run {progress.runId} of playbook "
             f"{progress.name} goes on; the change applies from the next run"
         )
-        said = [e.message for e in b.status.timeline or [] if e.type == Reason.PLAYBOOK_REF_IGNORED]
-        if not said or said[-1] != message:
-            b.record(Reason.PLAYBOOK_REF_IGNORED, message, warning=True)
-    if progress.digest is not None and live.digest is not None and live.digest != progress.digest:
+        _say_once(b, Reason.PLAYBOOK_REF_IGNORED, message, warning=True)
+    if (
+        live is not None
+        and live.spec is not None
+        and progress.digest is not None
+        and live.digest is not None
+        and live.digest != progress.digest
+    ):
         stalled = b.reason_of(ConditionType.STALLED) if b.is_true(ConditionType.STALLED) else None
         if stalled in ENDS_ON_EDIT:
-            return _end_run(b, str(stalled), live.generation)
+            return _rerun_edited(b, str(stalled), live.generation, live.spec)
         if progress.newerGeneration != live.generation:  # an Invalid version says so on the Playbook
             progress.newerGeneration = live.generation
             b.record(
@@ -151,19 +168,52 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
     return run_steps(b, pinned)
 
 
-def _end_run(b: Builder, stalled: str, generation: int | None) -> Decision:
-    """End the run in flight (stalled on `stalled`) so that the next one uses the edited Playbook."""
+def _say_once(b: Builder, reason: Reason, message: str, *, warning: bool = False) -> None:
+    """Record `message` unless it is the last thing of its kind the timeline says."""
+    said = [e.message for e in b.status.timeline or [] if e.type == reason]
+    if not said or said[-1] != message:
+        b.record(reason, message, warning=warning)
+
+
+def _rerun_edited(b: Builder, stalled: str, generation: int | None, edited: PlaybookSpec) -> Decision:
+    """End the run in flight (stalled on `stalled`) and go on with the edited Playbook in a new run:
+    steps that succeeded and are unchanged in the edit stay done; the rest run (again), and
+    approvals, which belong to a run, are asked for anew. Not a new Playbook run: no cooldown is
+    claimed and the Playbook's counters do not move. The first step starts at the next plan, with
+    access reviewed for the new copy."""
     status = b.status
-    progress = status.playbook
-    assert progress is not None  # noqa: S101 - callers check
-    deleted = sum(len(step.pods or []) for step in progress.steps)  # guardrail budgets span runs
+    old = status.playbook
+    assert old is not None  # noqa: S101 - callers check
+    before = {s["name"]: s for s in (old.snapshot.steps if old.snapshot else [])}
+    done = {s.name: s for s in old.steps if s.state is StepState.SUCCEEDED}
+    snapshot = pins.snapshot(edited)
+    kept: list[str] = []
+    steps: list[StepStatus] = []
+    for step, pinned in zip(edited.steps, snapshot.steps, strict=True):
+        if step.name in done and before.get(step.name) == pinned:
+            steps.append(done[step.name])
+            kept.append(step.name)
+        else:
+            steps.append(StepStatus(name=step.name, action=step.action))
+    redone = [s for s in old.steps if s.name not in kept]
+    deleted = sum(len(s.pods or []) for s in redone)  # guardrail budgets span runs
     status.podsDeleted = (status.podsDeleted or 0) + deleted or None
-    message = (
-        f"run {progress.runId} of playbook {progress.name} ended: it was stalled ({stalled}) and the "
-        f"playbook changed (generation {generation}); a new run uses the edit"
+    status.runs = (status.runs or 0) + 1
+    run_id = f"r{status.runs}"
+    status.playbook = PlaybookProgress(
+        name=old.name,
+        runId=run_id,
+        generation=generation,
+        digest=pins.digest_of(snapshot),
+        snapshot=snapshot,
+        steps=steps,
     )
-    status.playbook = None
     status.monitoringSince = None
+    unchanged = f", keeping the steps done and unchanged: {', '.join(kept)}" if kept else ""
+    message = (
+        f"run {old.runId} of playbook {old.name} ended: it was stalled ({stalled}) and the playbook "
+        f"changed (generation {generation}); run {run_id} uses the edit{unchanged}"
+    )
     b.condition(ConditionType.STALLED, "False", Reason.PLAYBOOK_CHANGED, message)
     b.record(Reason.PLAYBOOK_CHANGED, message)
     b.wake.append(b.now)

@@ -333,7 +333,8 @@ def _complete_health(b: Builder, outcome: Outcome) -> Decision:
         b.record(Reason.RESOLVED, f"resolved: {outcome.message}", counter="succeeded")
         return b.decision()
     since = b.status.monitoringSince or b.now
-    playbook_window = b.inp.selection.playbook.spec.stabilizationSeconds if b.inp.selection.playbook else 0
+    pinned = b.inp.pinned or (b.inp.selection.playbook.spec if b.inp.selection.playbook else None)
+    playbook_window = pinned.stabilizationSeconds if pinned is not None else 0
     give_up = since + timedelta(seconds=playbook_window + HEALTH_GRACE_S)
     if b.now < give_up:
         b.condition(
