@@ -139,6 +139,17 @@ def test_a_template_the_policy_refuses_is_never_created() -> None:
     kube = JobKube([0])
     outcome, _, _ = run(kube, template=hostile)
     assert not outcome.ok
+    assert outcome.blocked == "Misconfigured"  # the config tightened since: not a failed step
     assert "job.template.spec.hostPID" in outcome.message
     assert kube.created == []
     assert kube.lists == 0
+
+
+def test_the_job_ends_by_itself_when_the_steps_time_is_up_time_queued_included() -> None:
+    kube = JobKube([3, 3, 2])  # queued for a while first
+    outcome, _, _ = run(kube, timeout=60)
+    assert outcome.ok, outcome
+    (body,) = kube.created
+    # the step started at T0 with 60 s; the fake clock moved a second per look before creating
+    assert body["spec"]["activeDeadlineSeconds"] < 60
+    assert body["spec"]["activeDeadlineSeconds"] >= 50

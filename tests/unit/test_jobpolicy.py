@@ -326,3 +326,42 @@ def test_the_jobs_config_has_safe_defaults_and_refuses_bad_values() -> None:
     ):
         with pytest.raises(ValidationError):
             FileConfig.model_validate({"jobs": bad})
+
+
+def _with(template: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """`changed`, but a None value is kept as an explicit null (what a YAML `~` sends)."""
+    template = copy.deepcopy(template)
+    *parents, last = path.split(".")
+    node: Any = template
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    node[int(last) if last.isdigit() else last] = value
+    return template
+
+
+@pytest.mark.parametrize(
+    ("template", "says"),
+    [
+        (_with(RESTRICTED, "spec.securityContext.seccompProfile", None), "seccompProfile: must be"),
+        (
+            _with(RESTRICTED, "spec.securityContext.seccompProfile", "RuntimeDefault"),
+            "seccompProfile: must be",
+        ),
+        (_with(RESTRICTED, "spec.securityContext.runAsNonRoot", "yes"), "runAsNonRoot: must be true"),
+        (_with(RESTRICTED, f"{C0}.securityContext.capabilities", ["NET_ADMIN"]), "malformed pod template"),
+        (_with(RESTRICTED, f"{C0}.env", [{"name": "X", "valueFrom": "x"}]), "malformed pod template"),
+        (_with(RESTRICTED, f"{C0}.resources.limits.memory", "1e999999999999"), "resources.limits.memory"),
+    ],
+    ids=[
+        "seccomp-null",
+        "seccomp-not-an-object",
+        "run-as-non-root-a-string",
+        "caps-a-list",
+        "env-from-a-string",
+        "huge-quantity",
+    ],
+)
+def test_a_malformed_or_null_field_is_refused_never_a_crash(template: dict[str, Any], says: str) -> None:
+    found = jobpolicy.problems(template, POLICY)
+    assert found, "refused"
+    assert any(says in problem for problem in found), found

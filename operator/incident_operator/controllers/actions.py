@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import urllib.parse
 import weakref
@@ -418,20 +419,16 @@ async def run_job(ctx: ActionContext) -> Outcome:
     st = ctx.step_status
     refused = jobpolicy.problems(params.template, ctx.jobs)
     if refused:  # validated with the Playbook; the config may have tightened since the run started
-        return Outcome(False, "the Job policy refuses the template: " + "; ".join(refused))
+        return _misconfigured("the Job policy refuses the template: " + "; ".join(refused))
     name = checks.job_name(ctx.incident, ctx.step.name, ctx.run_id, st.attempts)
     st.job = name
     meta = owned_metadata(name, ctx.incident, ctx.incident_uid)
-    body = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": ctx.kube.to_dict(meta),
-        "spec": {
-            "template": jobpolicy.pod_template(params.template, {LABEL_INCIDENT: ctx.incident}),
-            "backoffLimit": params.backoffLimit,
-            "activeDeadlineSeconds": params.timeoutSeconds,
-        },
+    job_spec: dict[str, Any] = {
+        "template": jobpolicy.pod_template(params.template, {LABEL_INCIDENT: ctx.incident}),
+        "backoffLimit": params.backoffLimit,
+        "activeDeadlineSeconds": params.timeoutSeconds,
     }
+    body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": ctx.kube.to_dict(meta), "spec": job_spec}
     lock = _job_slots.setdefault(ctx.namespace, asyncio.Lock())
     queued = False
     while True:
@@ -444,6 +441,10 @@ async def run_job(ctx: ActionContext) -> Outcome:
                 [ctx.kube.to_dict(j) for j in jobs], name, ctx.jobs.maxConcurrentPerNamespace
             )
             if free:
+                # the Job ends by itself when the step's time is up (time queued counted), so a
+                # retry never runs beside an attempt that timed out
+                left = math.ceil((ctx.deadline - ctx.now()).total_seconds())
+                job_spec["activeDeadlineSeconds"] = max(1, min(params.timeoutSeconds, left))
                 try:
                     await ctx.kube.create_job(ctx.namespace, body)
                 except ApiException as exc:

@@ -41,7 +41,15 @@ POD_FIELDS = frozenset({"metadata", "spec"})
 
 
 def problems(template: Any, policy: JobsConfig, path: str = "job.template") -> list[str]:
-    """Why the operator will not run this pod template; empty when it will."""
+    """Why the operator will not run this pod template; empty when it will. A template too
+    malformed to judge (the schema keeps it free-form) is refused, never a crash."""
+    try:
+        return _problems(template, policy, path)
+    except (AttributeError, TypeError, ValueError, ArithmeticError, KeyError, IndexError) as exc:
+        return [f"{path}: malformed pod template ({type(exc).__name__}): a field has the wrong type"]
+
+
+def _problems(template: Any, policy: JobsConfig, path: str) -> list[str]:
     if not isinstance(template, Mapping):
         return [f"{path}: must be a pod template (metadata, spec)"]
     found = [f"{path}.{key}: unknown field of a pod template" for key in template if key not in POD_FIELDS]
@@ -134,7 +142,9 @@ def _common_security(sc: Mapping[str, Any], path: str) -> list[str]:
     if sc.get("runAsUser") == 0:
         found.append(f"{path}.runAsUser: 0 (root) is not allowed")
     seccomp = sc.get("seccompProfile")
-    if isinstance(seccomp, Mapping) and seccomp.get("type") not in SECCOMP_TYPES:
+    if seccomp is not None and not isinstance(seccomp, Mapping):
+        found.append(f"{path}.seccompProfile: must be an object with a type")
+    elif isinstance(seccomp, Mapping) and seccomp.get("type") not in SECCOMP_TYPES:
         found.append(f"{path}.seccompProfile.type: must be RuntimeDefault or Localhost")
     apparmor = sc.get("appArmorProfile")
     if isinstance(apparmor, Mapping) and apparmor.get("type") not in APPARMOR_TYPES:
@@ -197,9 +207,10 @@ def _container(container: Any, pod_sc: Mapping[str, Any], policy: JobsConfig, pa
         found.append(f"{where}.capabilities.drop: must include ALL")
     if sc.get("procMount", "Default") != "Default":
         found.append(f"{where}.procMount: must be Default")
-    if sc.get("runAsNonRoot") is None and pod_sc.get("runAsNonRoot") is not True:
+    own = sc.get("runAsNonRoot")
+    if (own if own is not None else pod_sc.get("runAsNonRoot")) is not True:
         found.append(f"{where}.runAsNonRoot: must be true (here or in the pod's securityContext)")
-    if "seccompProfile" not in sc and "seccompProfile" not in pod_sc:
+    if sc.get("seccompProfile") is None and pod_sc.get("seccompProfile") is None:  # null is absent
         found.append(
             f"{where}.seccompProfile: must be RuntimeDefault or Localhost "
             "(here or in the pod's securityContext)"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -215,7 +215,7 @@ def parse_quantity(value: object) -> Decimal:
     try:
         scale = _SUFFIXES[suffix] if suffix in _SUFFIXES else Decimal(10) ** int(suffix[1:])
         return Decimal(number) * scale
-    except (InvalidOperation, ValueError) as exc:
+    except (ArithmeticError, ValueError) as exc:  # InvalidOperation, Overflow (1e999999999999)
         raise ValueError(f"{value!r} is not a resource quantity") from exc
 
 
