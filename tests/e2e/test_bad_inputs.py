@@ -372,6 +372,14 @@ ADMISSION_REFUSED = [
         {"metadata": {"annotations": {ALERT_STATUS: None}}},
         (f"{OPERATOR_ONLY} annotation {ALERT_STATUS}",),
     ),
+    Attempt(  # the operator's record of a public Statuspage incident (it would update that one)
+        "statuspage-annotation-forged",
+        "patch",
+        "Incident",
+        "mine",
+        {"metadata": {"annotations": {"incident-operator.dev/statuspage-public": "abc123"}}},
+        (f"{OPERATOR_ONLY} annotation incident-operator.dev/statuspage-public, not user {MALLORY}",),
+    ),
     Attempt(
         "fingerprint-label-on-hers",
         "patch",
