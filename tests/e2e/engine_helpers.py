@@ -14,6 +14,25 @@ from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.polling import wait_until
 
 GROUP, VERSION = "incident-operator.dev", "v1alpha1"
+
+CHECK_POD: dict[str, Any] = {  # a pg_isready Job pod: restricted, within the Job policy's default caps
+    "spec": {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 999,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": "check",
+                "image": "postgres:16",
+                "command": ["pg_isready"],
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+            }
+        ],
+    }
+}
 TIMEOUT = 90
 
 

@@ -32,6 +32,7 @@ from tests.e2e.conftest import (
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import (
+    CHECK_POD,
     TIMEOUT,
     Scenario,
     assert_gated_playbook_ran_once,
@@ -268,26 +269,6 @@ def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_then_proceeds_once_
     types = [entry["type"] for entry in s.status("locked-out")["timeline"]]
     assert types.count("Stalled") == 1
     assert types.index("Stalled") < types.index("AccessGranted") < types.index("PlaybookStarted")
-
-
-CHECK_POD = {  # restricted, within the default caps (docs/operations/security.md, "Jobs")
-    "spec": {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 999,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": "check",
-                "image": "postgres:16",
-                "command": ["pg_isready"],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-            }
-        ],
-    }
-}
 
 
 def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(

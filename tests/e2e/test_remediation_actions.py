@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 
 from tests.e2e.conftest import Cluster, LocalServer, OperatorProcess
-from tests.e2e.engine_helpers import GROUP, TIMEOUT, Scenario, deploy_ref
+from tests.e2e.engine_helpers import CHECK_POD, GROUP, TIMEOUT, Scenario, deploy_ref
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -160,35 +160,15 @@ def test_a_rollback_without_history_fails_clearly(s: Scenario) -> None:
     s.wait_condition("fresh-1", "Stalled", reason="StepFailed")
 
 
-POD = {  # the restricted profile and limits within the caps: the Job policy's defaults
-    "spec": {
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 999,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [
-            {
-                "name": "check",
-                "image": "postgres:16",
-                "command": ["pg_isready"],
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-            }
-        ],
-    }
-}
-
-
 def test_a_job_runs_from_its_template_owned_by_the_incident(s: Scenario) -> None:
     s.playbook(
         "db-check",
         [
-            {"name": "pg-isready", "job": {"template": POD, "timeoutSeconds": 60}},
+            {"name": "pg-isready", "job": {"template": CHECK_POD, "timeoutSeconds": 60}},
             {
                 "name": "stuck",
                 "job": {
-                    "template": {"spec": {**POD["spec"], "nodeSelector": {"no-such": "node"}}},
+                    "template": {"spec": {**CHECK_POD["spec"], "nodeSelector": {"no-such": "node"}}},
                     "timeoutSeconds": 2,
                 },
                 "timeoutSeconds": 30,
@@ -225,7 +205,7 @@ def test_a_job_in_flight_is_found_again_after_an_operator_crash(
     """SIGKILL while a Job step waits: the restarted operator finds the same Job (named from the
     run, step and attempt) and waits for it; no second Job, no second attempt."""
     gate = f"incident-operator.dev/gate-{s.namespace}"
-    held = {"spec": {**POD["spec"], "nodeSelector": {gate: "open"}}}  # unschedulable until opened
+    held = {"spec": {**CHECK_POD["spec"], "nodeSelector": {gate: "open"}}}  # unschedulable until opened
     s.playbook("held-job", [{"name": "check", "job": {"template": held, "timeoutSeconds": 120}}])
     s.incident("crash-job", playbookRef={"name": "held-job"})
     batch = client.BatchV1Api(s.cluster.api)

@@ -323,6 +323,16 @@ def test_a_run_killed_between_its_claim_and_its_first_write_does_not_wait_for_it
 # ----------------------------------------------------------------------------- pinned runs
 
 
+GATED: list[dict[str, Any]] = [
+    {
+        "name": "scale-web",
+        "requiresApproval": True,
+        "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
+    }
+]
+"""One step, scale web to 3, that waits for an approval."""
+
+
 def edit_playbook(api: FakeKube, steps: list[dict[str, Any]]) -> None:
     """A person edits the Playbook: its spec changes and so does its generation."""
     api.playbook["spec"]["steps"] = steps
@@ -352,13 +362,7 @@ def timeline_of(api: FakeKube, kind: str) -> list[str]:
 def test_an_edit_of_the_playbook_while_a_step_awaits_approval_changes_nothing_in_the_run() -> None:
     """The auditor's bypass: a scale-to-3 step awaits approval, the Playbook's author changes it
     to 9, a responder approves (what they saw: 3). The run executes what it pinned: 3."""
-    gated: list[dict[str, Any]] = [
-        {
-            "name": "scale-web",
-            "requiresApproval": True,
-            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
-        }
-    ]
+    gated = GATED
     api, clock = fake_api(steps=gated), Clock()
     api.playbook["metadata"]["generation"] = 1
     loop = new_loop(api, clock)
@@ -385,13 +389,7 @@ def test_an_edit_of_the_playbook_while_a_step_awaits_approval_changes_nothing_in
 
 
 def test_an_approval_for_another_run_does_not_approve_this_one() -> None:
-    gated = [
-        {
-            "name": "scale-web",
-            "requiresApproval": True,
-            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
-        }
-    ]
+    gated = GATED
     api, clock = fake_api(steps=gated), Clock()
     loop = new_loop(api, clock)
 
@@ -441,13 +439,7 @@ def test_a_run_stalled_on_a_failed_step_ends_when_the_playbook_changes_and_the_n
 
 
 def test_a_changed_playbook_ref_does_not_switch_the_run_in_flight() -> None:
-    gated: list[dict[str, Any]] = [
-        {
-            "name": "scale-web",
-            "requiresApproval": True,
-            "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3},
-        }
-    ]
+    gated = GATED
     api, clock = fake_api(steps=gated), Clock()
     loop = new_loop(api, clock)
 

@@ -406,7 +406,8 @@ def test_an_alert_incident_waits_for_the_alert_then_the_window() -> None:
     assert run.plan().intent == Intent("verify-health")
 
 
-def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
+def resolved_alert_run() -> Run:
+    """An alert incident whose run scaled, whose alert resolved and which is Resolved."""
     run = alert_run(stabilization=0)
     run.alert = AlertState("firing", T0)
     run.plan()
@@ -416,6 +417,11 @@ def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
     run.plan()
     run.complete(Intent("verify-health"))
     assert run.phase() is Phase.RESOLVED
+    return run
+
+
+def test_a_refire_reopens_a_resolved_incident_and_reruns_the_playbook() -> None:
+    run = resolved_alert_run()
 
     run.alert = AlertState("firing", T0 + timedelta(minutes=3))
     run.now += timedelta(minutes=3)
@@ -714,15 +720,7 @@ def test_a_misconfigured_step_that_may_fail_does_not_hold_the_run() -> None:
 def test_after_a_refire_the_new_run_uses_the_playbook_as_it_is_now() -> None:
     """The run r1 pinned scale-to-16; the Playbook is edited (a gate added, 2 replicas) before the
     alert fires again: r2 runs the edit, gate included, never r1's copy."""
-    run = alert_run(stabilization=0)
-    run.alert = AlertState("firing", T0)
-    run.plan()
-    run.complete(Intent("run-step", 0))
-    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
-    run.now += timedelta(seconds=5)
-    run.plan()
-    run.complete(Intent("verify-health"))
-    assert run.phase() is Phase.RESOLVED
+    run = resolved_alert_run()
     gated = {**SCALE, "requiresApproval": True, "scale": {"target": TARGET, "replicas": 2}}
     run.playbooks = [Candidate("pb", playbook(gated).spec, generation=2)]
 
