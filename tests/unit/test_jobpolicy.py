@@ -351,6 +351,10 @@ def _with(template: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         (_with(RESTRICTED, f"{C0}.securityContext.capabilities", ["NET_ADMIN"]), "malformed pod template"),
         (_with(RESTRICTED, f"{C0}.env", [{"name": "X", "valueFrom": "x"}]), "malformed pod template"),
         (_with(RESTRICTED, f"{C0}.resources.limits.memory", "1e999999999999"), "resources.limits.memory"),
+        (
+            _with(RESTRICTED, "spec.terminationGracePeriodSeconds", 86400),
+            "terminationGracePeriodSeconds: at most 30",
+        ),
     ],
     ids=[
         "seccomp-null",
@@ -359,6 +363,7 @@ def _with(template: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         "caps-a-list",
         "env-from-a-string",
         "huge-quantity",
+        "long-grace",
     ],
 )
 def test_a_malformed_or_null_field_is_refused_never_a_crash(template: dict[str, Any], says: str) -> None:

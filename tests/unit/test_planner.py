@@ -768,3 +768,72 @@ def test_a_run_stalled_on_a_failed_step_goes_on_with_the_edit_keeping_unchanged_
     stalled = run.condition("Stalled")
     assert (stalled["status"], stalled["reason"]) == ("False", "PlaybookChanged")
     assert run.plan().intent == Intent("run-step", 1)  # the fixed step; scale is not done twice
+
+
+def stalled_on_ghost(*first: dict[str, Any], **spec: Any) -> Run:
+    """`first` steps succeed, then a restart of a Deployment that does not exist fails: Stalled."""
+    ghost = {"name": "restart", "restart": {"target": {"kind": "Deployment", "name": "ghost"}}}
+    run = Run(incident(), Candidate("pb", playbook(*first, ghost, **spec).spec, generation=1))
+    for index in range(len(first)):
+        run.complete(run.plan().intent or Intent("run-step", index))
+    run.complete(run.plan().intent or Intent("run-step", len(first)), ok=False, message="not found")
+    run.plan()
+    assert run.condition("Stalled")["reason"] == "StepFailed"
+    return run
+
+
+def edit(run: Run, *steps: dict[str, Any], generation: int = 2, **spec: Any) -> None:
+    run.playbooks = [Candidate("pb", playbook(*steps, **spec).spec, generation=generation)]
+
+
+def test_an_edit_does_not_take_over_a_run_with_a_cooldown_on_workloads_it_never_claimed() -> None:
+    run = stalled_on_ghost(SCALE, cooldownSeconds=600)
+    elsewhere = {"name": "restart", "restart": {"target": {"kind": "Deployment", "name": "payments"}}}
+    edit(run, SCALE, elsewhere, cooldownSeconds=600)
+    assert run.plan().intent is None
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r1"  # still the stalled run
+    said = [e.message for e in run.status.timeline or [] if e.type == "PlaybookChanged"]
+    assert said == [
+        "playbook pb changed (generation 2), but run r1 cannot go on with it: the edit acts on workloads "
+        "the run did not (Deployment/payments), whose cooldown it never claimed; resolve the incident, "
+        "or the next run (after a re-fire) uses it"
+    ]
+    run.plan()
+    assert run.records.count("PlaybookChanged") == 1  # said once
+
+
+def test_an_edit_does_not_take_over_when_revert_on_resolve_would_lose_what_to_revert_to() -> None:
+    run = stalled_on_ghost(SCALE, revertOnResolve=True)
+    run.step(0).replicasBefore = 2  # what the scale action records before it acts
+    edit(run, {**SCALE, "scale": {"target": TARGET, "replicas": 8}}, RESTART, revertOnResolve=True)
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r1"
+    assert (
+        "revertOnResolve must undo scale steps the edit changes or drops (scale)"
+        in (run.status.timeline or [])[-1].message
+    )
+
+
+def test_an_edit_waits_for_a_step_in_flight_and_ignores_a_version_with_the_same_generation() -> None:
+    run = stalled_on_ghost(SCALE)
+    edit(run, SCALE, RESTART, generation=1)  # same generation: not an edit (a digest of another version)
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r1"
+    run.step(1).state = StepState.RUNNING  # e.g. resumed after a crash
+    edit(run, SCALE, RESTART, generation=2)
+    assert run.plan().intent == Intent("run-step", 1)  # the step in flight goes on first
+    assert run.status.playbook.runId == "r1"
+
+
+def test_a_step_whose_condition_runs_again_runs_again_too() -> None:
+    check = {"name": "check", "httpCheck": {"url": "http://web.shop/healthz"}}
+    after = {**SCALE, "when": {"stepSucceeded": "check"}}
+    run = stalled_on_ghost(check, after)
+    edit(run, {**check, "httpCheck": {"url": "http://web.shop/readyz"}}, after, RESTART)
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r2"
+    assert [s.state for s in run.status.playbook.steps] == [StepState.PENDING] * 3

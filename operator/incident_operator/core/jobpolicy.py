@@ -38,6 +38,8 @@ APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
 CONTAINER_KINDS = ("initContainers", "containers")
 POD_FIELDS = frozenset({"metadata", "spec"})
+MAX_GRACE_S = 30
+"""The longest termination grace a Job's pod may ask for (Kubernetes' default)."""
 
 
 def problems(template: Any, policy: JobsConfig, path: str = "job.template") -> list[str]:
@@ -98,6 +100,12 @@ def _spec(spec: Mapping[str, Any], policy: JobsConfig, path: str) -> list[str]:
         found.append(f"{path}.nodeName: not allowed (the scheduler places a Job's pod)")
     if spec.get("ephemeralContainers"):
         found.append(f"{path}.ephemeralContainers: not allowed")
+    grace = spec.get("terminationGracePeriodSeconds")
+    if grace is not None and (not isinstance(grace, int) or grace > MAX_GRACE_S):
+        found.append(
+            f"{path}.terminationGracePeriodSeconds: at most {MAX_GRACE_S} (a timed-out attempt's pod "
+            "must be gone soon after its deadline)"
+        )
     for key in ("serviceAccountName", "serviceAccount"):
         account = spec.get(key)
         if account and account not in policy.serviceAccounts:

@@ -75,6 +75,16 @@ def pinned_spec(pinned: PinnedPlaybook, live: PlaybookSpec | None = None) -> Pla
     return PlaybookSpec.model_validate(data)
 
 
+def targets(spec: PlaybookSpec) -> set[str]:
+    """The workloads ('Kind/name') the steps of `spec` name as their target."""
+    found = set()
+    for step in spec.steps:
+        target = getattr(step.params, "target", None)
+        if target is not None:
+            found.add(f"{target.kind}/{target.name}")
+    return found
+
+
 def bind_approvals(spec: IncidentSpec, status: IncidentStatus) -> None:
     """Bind each approval without `run` to the run in flight (once, when first seen with a run in
     flight); forget bindings whose approval is gone, so that giving it again binds it anew."""

@@ -131,16 +131,16 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
     changed meanwhile; end a run stalled on something only an edit fixes once the edit comes."""
     progress, live, spec = b.status.playbook, b.inp.live, b.inp.spec
     assert progress is not None  # noqa: S101 - callers check
+    if b.reason_of(ConditionType.STALLED) == Reason.PLAYBOOK_NOT_FOUND and b.is_true(ConditionType.STALLED):
+        b.condition(  # a stall of an earlier version: the run has its copy
+            ConditionType.STALLED, "False", Reason.PLAYBOOK_SELECTED, f"run {progress.runId} has its copy"
+        )
     if live is None:  # deleted: the run goes on with its copy (spec.paused stops automation)
         _say_once(
             b,
             Reason.PLAYBOOK_CHANGED,
             f"playbook {progress.name} was deleted: run {progress.runId} goes on with its pinned copy "
             "(spec.paused stops it)",
-        )
-    elif b.reason_of(ConditionType.STALLED) == Reason.PLAYBOOK_NOT_FOUND and b.is_true(ConditionType.STALLED):
-        b.condition(
-            ConditionType.STALLED, "False", Reason.PLAYBOOK_SELECTED, f"playbook {progress.name} exists"
         )
     if spec_changed and spec.playbookRef is not None and spec.playbookRef.name != progress.name:
         message = (
@@ -156,9 +156,23 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
         and live.digest != progress.digest
     ):
         stalled = b.reason_of(ConditionType.STALLED) if b.is_true(ConditionType.STALLED) else None
-        if stalled in ENDS_ON_EDIT:
+        edited = (
+            live.generation is None or progress.generation is None or live.generation != progress.generation
+        )
+        why_not = _cannot_take_over(progress, live.spec)
+        if stalled in ENDS_ON_EDIT and edited and not _running(progress) and why_not is None:
             return _rerun_edited(b, str(stalled), live.generation, live.spec)
-        if progress.newerGeneration != live.generation:  # an Invalid version says so on the Playbook
+        if stalled in ENDS_ON_EDIT and edited and why_not is not None:
+            progress.newerGeneration = live.generation
+            _say_once(
+                b,
+                Reason.PLAYBOOK_CHANGED,
+                f"playbook {progress.name} changed (generation {live.generation}), but run "
+                f"{progress.runId} cannot go on with it: {why_not}; resolve the incident, or the "
+                "next run (after a re-fire) uses it",
+                warning=True,
+            )
+        elif progress.newerGeneration != live.generation:  # an Invalid version says so on the Playbook
             progress.newerGeneration = live.generation
             b.record(
                 Reason.PLAYBOOK_CHANGED,
@@ -166,6 +180,42 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
                 f"goes on with generation {progress.generation}; the next run uses the newer version",
             )
     return run_steps(b, pinned)
+
+
+def _running(progress: PlaybookProgress) -> bool:
+    """A step is in flight (resumed after a crash, or a Blocked step tried again): it ends first."""
+    return any(s.state is StepState.RUNNING for s in progress.steps)
+
+
+def _cannot_take_over(old: PlaybookProgress, edited: PlaybookSpec) -> str | None:
+    """Why the edited Playbook may not take over a stalled run in place, or None.
+
+    With a cooldown, it may not act on workloads the run did not (their cooldowns were never
+    claimed); it may not drop or change a scale step that succeeded while `revertOnResolve` must
+    undo it (the replica count to go back to would be lost)."""
+    if old.snapshot is None:
+        return "the run has no pinned copy"
+    pinned = pins.pinned_spec(old.snapshot)
+    new_targets = pins.targets(edited) - pins.targets(pinned)
+    if new_targets and (pinned.cooldownSeconds or edited.cooldownSeconds):
+        return (
+            f"the edit acts on workloads the run did not ({', '.join(sorted(new_targets))}), "
+            "whose cooldown it never claimed"
+        )
+    if pinned.revertOnResolve:
+        before = {s["name"]: s for s in old.snapshot.steps}
+        after = {s["name"]: s for s in pins.snapshot(edited).steps}
+        undone = [
+            s.name
+            for s in old.steps
+            if s.state is StepState.SUCCEEDED
+            and s.action == "scale"
+            and s.replicasBefore is not None
+            and after.get(s.name) != before.get(s.name)
+        ]
+        if undone:
+            return f"revertOnResolve must undo scale steps the edit changes or drops ({', '.join(undone)})"
+    return None
 
 
 def _say_once(b: Builder, reason: Reason, message: str, *, warning: bool = False) -> None:
@@ -178,9 +228,10 @@ def _say_once(b: Builder, reason: Reason, message: str, *, warning: bool = False
 def _rerun_edited(b: Builder, stalled: str, generation: int | None, edited: PlaybookSpec) -> Decision:
     """End the run in flight (stalled on `stalled`) and go on with the edited Playbook in a new run:
     steps that succeeded and are unchanged in the edit stay done; the rest run (again), and
-    approvals, which belong to a run, are asked for anew. Not a new Playbook run: no cooldown is
-    claimed and the Playbook's counters do not move. The first step starts at the next plan, with
-    access reviewed for the new copy."""
+    approvals, which belong to a run, are asked for anew. A step whose `when` names a step that
+    runs again runs again too. Not a new Playbook run: its targets were claimed by the run it
+    continues (`_cannot_take_over` refuses new ones) and `runs` does not move (its outcome is
+    counted as usual). The first step starts at the next plan, with access reviewed for the copy."""
     status = b.status
     old = status.playbook
     assert old is not None  # noqa: S101 - callers check
@@ -190,7 +241,8 @@ def _rerun_edited(b: Builder, stalled: str, generation: int | None, edited: Play
     kept: list[str] = []
     steps: list[StepStatus] = []
     for step, pinned in zip(edited.steps, snapshot.steps, strict=True):
-        if step.name in done and before.get(step.name) == pinned:
+        condition_kept = step.when is None or step.when.step in kept
+        if step.name in done and before.get(step.name) == pinned and condition_kept:
             steps.append(done[step.name])
             kept.append(step.name)
         else:
