@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from incident_operator.api.actions import OPT_IN
 from incident_operator.api.models import IncidentSpec, PlaybookSpec
 from incident_operator.api.rbac import Permission
 from incident_operator.core.access import forbidden_message, required
@@ -29,6 +30,7 @@ def test_each_action_asks_for_exactly_what_it_uses() -> None:
         }
     )
     assert set(required(spec, playbook)) == {
+        OPT_IN,
         Permission("get", "deployments", "apps"),
         Permission("patch", "deployments", "apps"),
         Permission("get", "statefulsets", "apps"),
@@ -63,6 +65,7 @@ def test_rollback_job_and_checks_with_headers_ask_for_what_they_use() -> None:
         }
     )
     assert set(required(spec, playbook)) == {
+        OPT_IN,
         Permission("get", "deployments", "apps"),  # the target's health, after the steps
         Permission("list", "replicasets", "apps"),  # the target's rollout history (evidence)
         Permission("get", "statefulsets", "apps"),

@@ -18,6 +18,7 @@ from incident_operator.api.actions import (
     HEALTH_RBAC,
     JOBS_RBAC,
     MUTATING_ACTIONS,
+    OPT_IN,
     REMEDIATOR_RBAC,
     TARGET_ACTIONS,
     TargetAction,
@@ -151,6 +152,7 @@ def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads()
     )
     assert required(spec, playbook) == sorted(
         {
+            OPT_IN,  # every run asks for the namespace's opt-in
             Permission("get", "deployments", "apps"),  # the health check reads the incident's target
             Permission("get", "statefulsets", "apps"),
             Permission("patch", "statefulsets", "apps", "scale"),
@@ -198,3 +200,24 @@ def test_a_drill_needs_only_what_the_remediator_role_grants_besides_opening_its_
     spec = DrillSpec.model_validate({"schedule": "0 10 * * 1", "scenario": scenario})
     breaking = set(needs(spec)) - {Permission("create", "incidents", API_GROUP)}
     assert breaking <= DRILL_RBAC <= REMEDIATOR_RBAC
+
+
+def test_a_playbook_of_requests_alone_still_needs_the_namespaces_opt_in() -> None:
+    spec = IncidentSpec.model_validate({"title": "down", "severity": "P1", "category": "availability"})
+    probe = PlaybookSpec.model_validate(
+        {
+            "steps": [
+                {"name": "probe", "httpCheck": {"url": "http://web.shop.svc/healthz"}},
+                {
+                    "name": "query",
+                    "promQuery": {
+                        "url": "http://prom.shop.svc",
+                        "query": "up",
+                        "expect": {"op": ">", "value": 0},
+                    },
+                },
+            ]
+        }
+    )
+    assert required(spec, probe) == [OPT_IN]
+    assert OPT_IN in role_grants()  # the remediator role grants it: the RoleBinding is the opt-in

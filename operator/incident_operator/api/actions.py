@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
+from incident_operator.api.keys import API_GROUP
 from incident_operator.api.rbac import HISTORIES, Permission, history_resource, on_workload, on_workloads
 
 
@@ -444,8 +445,13 @@ DRILL_RBAC = (
     | {Permission("list", "pods"), Permission("delete", "pods")}
 )
 """Beyond the actions: what a Drill needs to break its target (`core.drills.needs`)."""
+OPT_IN = Permission("remediate", "incidents", API_GROUP)
+"""The namespace opted in: a custom verb only the remediator role grants, asked for before every
+run, whatever its steps need, so that a playbook of requests alone (`httpCheck`, `promQuery`,
+`notify`) runs nowhere that did not opt in either."""
 REMEDIATOR_RBAC = (
     (frozenset().union(*(a.rbac for a in ACTIONS.values())) - JOBS_RBAC)
+    | {OPT_IN}
     | HEALTH_RBAC
     | POSTMORTEM_RBAC
     | DRILL_RBAC

@@ -14,7 +14,7 @@ but not the second stalls a playbook with a Job step the same way, naming the se
 
 from __future__ import annotations
 
-from incident_operator.api.actions import ACTIONS, JOBS_RBAC
+from incident_operator.api.actions import ACTIONS, JOBS_RBAC, OPT_IN
 from incident_operator.api.models import IncidentSpec, PlaybookSpec
 from incident_operator.api.rbac import Permission, on_workload
 
@@ -22,11 +22,13 @@ SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
 
 def required(spec: IncidentSpec, playbook: PlaybookSpec) -> list[Permission]:
-    """Every permission the playbook's steps and the health check after them use, sorted, unique.
+    """Every permission the playbook's steps and the health check after them use, and the opt-in
+    itself (`OPT_IN`), sorted, unique.
 
     What a step needs is declared with its action (`api.actions.ACTIONS[...].needs`)."""
     targets = spec.targets or []
-    needed = {on_workload("get", ref.kind) for ref in targets}  # the health check reads the targets
+    needed = {OPT_IN}  # every run, requests alone included, needs the namespace's opt-in
+    needed.update(on_workload("get", ref.kind) for ref in targets)  # the health check reads them
     for step in playbook.steps:
         needed.update(ACTIONS[step.action].needs(step.params, targets))
     return sorted(needed)
