@@ -250,8 +250,23 @@ def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_then_proceeds_once_
     create_namespace(installed, "closed", opt_in=False)
     s = SaScenario(installed, replicas, "closed")
     s.deployment("db", 1)
-    s.playbook("scale-db", [{"name": "scale", "scale": {"target": deploy_ref("db"), "replicas": 2}}])
+    s.playbook(
+        "scale-db",
+        [{"name": "scale", "scale": {"target": deploy_ref("db"), "replicas": 2}}],
+        match={"severities": ["P2"]},
+    )
     s.incident("locked-out", targets=[deploy_ref("db")])
+    with local_server() as probe:  # a playbook of one request needs the opt-in too: none is sent
+        s.playbook(
+            "probe-only",
+            [{"name": "probe", "httpCheck": {"url": probe.url("/healthz")}}],
+            match={"severities": ["P4"]},
+        )
+        s.incident("probe-out", severity="P4")
+        refused = s.wait_condition("probe-out", "Stalled", reason="Forbidden")
+        assert "remediate incidents.incident-operator.dev in namespace closed" in refused["message"]
+        assert "RoleBinding incident-operator-remediator is missing" in refused["message"]
+        assert probe.hits("/healthz") == 0
 
     stalled = s.wait_condition("locked-out", "Stalled", reason="Forbidden")
     assert "RoleBinding incident-operator-remediator is missing" in stalled["message"]
