@@ -62,6 +62,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator-responder",
         "incident-operator-jobs",
         "incident-operator-playbook-gatekeeper",
+        "incident-operator-apiserver-endpoints",
     }
     for role in roles:
         for rule in role["rules"]:
@@ -102,6 +103,18 @@ def test_the_remediator_grants_what_the_actions_do_and_nothing_destructive_to_wo
     assert ("", "secrets", "get") in grants
     assert ("networking.k8s.io", "networkpolicies", "create") in grants
     assert not {g for g in grants if g[1] in ("deployments", "statefulsets") and g[2] in ("delete", "create")}
+
+
+def test_the_api_servers_endpointslices_are_listed_in_default_only() -> None:
+    role = find("Role", "incident-operator-apiserver-endpoints")
+    assert role["metadata"]["namespace"] == "default"
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+    ]
+    binding = find("RoleBinding", "incident-operator-apiserver-endpoints")
+    assert binding["metadata"]["namespace"] == "default"
+    assert binding["roleRef"]["name"] == "incident-operator-apiserver-endpoints"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "incident-operator", "namespace": NS}]
 
 
 def test_jobs_are_a_separate_opt_in_and_the_shipped_config_keeps_the_safe_job_defaults() -> None:

@@ -157,6 +157,27 @@ def test_every_other_call_of_the_adapter_reaches_the_client_as_it_did(  # noqa: 
     assert got == result
 
 
+def test_the_api_servers_endpoints_are_the_kubernetes_endpointslices_addresses(kube: Any) -> None:
+    calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+    slices = client.V1EndpointSliceList(
+        items=[
+            client.V1EndpointSlice(
+                address_type="IPv4",
+                endpoints=[
+                    client.V1Endpoint(addresses=["192.0.2.10"]),
+                    client.V1Endpoint(addresses=["192.0.2.11"]),
+                ],
+            ),
+            client.V1EndpointSlice(address_type="IPv6", endpoints=None),
+        ]
+    )
+    kube.discovery = RecordingGroup(calls, slices)
+    assert asyncio.run(kube.api_server_addresses()) == ["192.0.2.10", "192.0.2.11"]
+    ((called, passed, kwargs),) = calls
+    assert (called, passed) == ("list_namespaced_endpoint_slice", ("default",))
+    assert kwargs == {"label_selector": "kubernetes.io/service-name=kubernetes", "_request_timeout": 10}
+
+
 def test_a_secrets_values_are_decoded_and_stripped(kube: Any) -> None:
     class Secret:
         metadata = None

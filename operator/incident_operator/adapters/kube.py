@@ -36,6 +36,8 @@ T = TypeVar("T")
 USER_AGENT = f"incident-operator/{__version__}"
 REQUEST_TIMEOUT_S = 30
 KUBE_WORKERS = 16
+API_SERVER_NAMESPACE = "default"
+API_SERVER_SERVICE = "kubernetes"
 
 
 def load_api_client() -> client.ApiClient:
@@ -220,11 +222,28 @@ class Kube:
         self.objects = CustomObjects(api)
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
+        self.discovery = client.DiscoveryV1Api(api)
 
     @property
     def host(self) -> str:
         """The API server's URL, as the client reaches it."""
         return str(self.api.configuration.host)
+
+    async def api_server_addresses(self) -> list[str]:
+        """Every address of the `kubernetes` Service's EndpointSlices (namespace `default`): where
+        the API server really listens, whatever the port. Raises the client's errors."""
+        slices = await self.call(
+            self.discovery.list_namespaced_endpoint_slice,
+            API_SERVER_NAMESPACE,
+            label_selector=f"kubernetes.io/service-name={API_SERVER_SERVICE}",
+            _request_timeout=10,
+        )
+        return [
+            str(address)
+            for piece in slices.items or []
+            for endpoint in piece.endpoints or []
+            for address in endpoint.addresses or []
+        ]
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` in the client's thread pool, with a request timeout unless given."""

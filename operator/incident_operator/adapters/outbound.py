@@ -6,6 +6,11 @@ the original host, so certificates are still verified against it). So DNS rebind
 check and the connection cannot reach a denied address. Response bodies are read up to a small
 cap and redirects are never followed. Failures are reported as one-line reasons without URLs,
 headers or bodies (a webhook URL is a secret).
+
+The HTTP client (`http_client`) ignores `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY` and
+netrc (only the CA bundle variables count): a proxy would connect wherever it resolves the name, past the
+policy, and through a CONNECT tunnel httpcore checks TLS against the address, not the host, so no
+proxy is used at all. The API server's endpoints (`apiendpoints`) join the policy on each check.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,15 @@ from incident_operator.settings.egress import EgressPolicy
 
 MAX_BODY_BYTES = 65_536
 Resolver = Callable[[str, int], Awaitable[str]]
+ApiServerSource = Callable[[], Awaitable[Iterable[str]]]
+"""The API server's current endpoint addresses (denied on every port, on top of the policy's)."""
+
+
+def http_client() -> httpx.AsyncClient:
+    """The client every outgoing request uses: no redirects, no proxy and no netrc credentials
+    from the environment. The CA bundle still honours `SSL_CERT_FILE`/`SSL_CERT_DIR`, as before."""
+    tls = httpx.create_ssl_context(trust_env=True)
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=tls)
 
 
 class EgressDenied(Exception):
@@ -64,11 +78,26 @@ async def system_resolver(host: str, port: int) -> str:
 
 class Outbound:
     def __init__(
-        self, http: httpx.AsyncClient, policy: EgressPolicy, resolver: Resolver = system_resolver
+        self,
+        http: httpx.AsyncClient,
+        policy: EgressPolicy,
+        resolver: Resolver = system_resolver,
+        api_servers: ApiServerSource | None = None,
     ) -> None:
         self.http = http
         self.policy = policy
         self.resolver = resolver
+        self.api_servers = api_servers
+        self._derived: tuple[frozenset[str], EgressPolicy] = (frozenset(), policy)
+
+    async def current_policy(self) -> EgressPolicy:
+        """The policy with the API server's endpoints as last read added (see `apiendpoints`)."""
+        if self.api_servers is None:
+            return self.policy
+        addresses = frozenset(await self.api_servers())
+        if addresses != self._derived[0]:
+            self._derived = (addresses, self.policy.with_api_server(addresses))
+        return self._derived[1]
 
     async def address(self, host: str, port: int, *, scheme: str, require_https: bool = False) -> str:
         """The address to connect to for `host`, once resolved and allowed by the policy (the
@@ -84,7 +113,8 @@ class Outbound:
                 ip = await self.resolver(host, port)
             except (OSError, UnicodeError) as exc:
                 raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
-        if self.policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
+        policy = await self.current_policy()
+        if policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
             raise EgressDenied(host)
         return ip
 

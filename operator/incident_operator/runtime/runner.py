@@ -18,19 +18,18 @@ import functools
 import logging
 import os
 import signal
-import socket
 import tracemalloc
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import httpx
 import kopf
 import prometheus_client
 
+from incident_operator.adapters.apiendpoints import ApiServerEndpoints, fixed_api_server
 from incident_operator.adapters.apihealth import ApiHealth
 from incident_operator.adapters.kube import Kube, load_api_client
-from incident_operator.adapters.outbound import Outbound
+from incident_operator.adapters.outbound import Outbound, http_client
 from incident_operator.controllers.intake import Intake
 from incident_operator.runtime import handlers, httpserver
 from incident_operator.runtime.context import RuntimeContext
@@ -39,26 +38,6 @@ from incident_operator.settings.config import OperatorConfig
 from incident_operator.settings.egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
-
-
-def api_server_endpoints(kube: Kube) -> list[tuple[str, int]]:
-    """Every (address, port) the API server is reached at: never a destination of an outgoing request."""
-    found: list[tuple[str, int]] = []
-    candidates = [httpx.URL(kube.host)]
-    service_host, service_port = (
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
-        os.environ.get("KUBERNETES_SERVICE_PORT"),
-    )
-    if service_host and service_port:
-        candidates.append(httpx.URL(f"https://{service_host}:{service_port}"))
-    for url in candidates:
-        port = url.port or 443
-        try:
-            infos = socket.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
-        except OSError:
-            continue
-        found += [(str(info[4][0]), port) for info in infos]
-    return found
 
 
 TRIM_INTERVAL_S = 60.0
@@ -129,12 +108,18 @@ async def run(
     """Serve until kopf exits (on SIGINT/SIGTERM, or when `stop` is set)."""
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     kube = Kube(load_api_client())
-    http = httpx.AsyncClient(follow_redirects=False)
     egress = config.file.egress
+    http = http_client()
+    every_port, one_port = fixed_api_server(kube.host)
     policy = EgressPolicy.build(
-        allow=(*egress.allow, *config.allow_egress), deny=egress.deny, api_server=api_server_endpoints(kube)
+        allow=(*egress.allow, *config.allow_egress),
+        deny=egress.deny,
+        api_server=every_port,
+        api_server_ports=one_port,
     )
-    outbound = Outbound(http, policy)
+    endpoints = ApiServerEndpoints(kube)
+    await endpoints.refresh()  # logs the endpoints, or once that they cannot be read
+    outbound = Outbound(http, policy, api_servers=endpoints.current)
     ready = asyncio.Event()
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert

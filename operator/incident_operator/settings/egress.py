@@ -1,22 +1,31 @@
 """The egress policy: which addresses the operator's outgoing requests may reach (pure).
 
-Every outgoing request (`httpCheck`, `notify`, notification channels) is checked against the
+Every outgoing request (`httpCheck`, `notify`, notification channels, mail) is checked against the
 address it will actually connect to, after name resolution (see `outbound`), so a hostname that
-resolves to a forbidden address is refused too. The rules, in order:
+resolves to a forbidden address is refused too. An IPv6 address that carries an IPv4 address
+(IPv4-mapped `::ffff:0:0/96` and IPv4-translated `::ffff:0:0:0/96`, IPv4-compatible `::/96`,
+NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`) is checked as
+that IPv4 address too: a translator or relay on the way would deliver it there. The rules, in order:
 
-1. The API server's own addresses (host and port) are always denied.
-2. Addresses in `deny` (CIDRs) and hosts in `deny` are denied.
-3. Link-local (169.254.0.0/16, fe80::/10: the cloud metadata services live there), loopback,
-   unspecified and IPv6 metadata addresses are denied unless a CIDR in `allow` covers them
-   (a hostname in `allow` never lifts this: DNS could point it anywhere).
-4. Once `allow` is non-empty, everything else it does not list (CIDR or exact host) is denied.
-5. Where https is required (notification channels), plain http needs an explicit allow entry.
+1. The API server's addresses are always denied, on every port (`api_server`: its Service address,
+   every endpoint of the `kubernetes` EndpointSlices, the kubeconfig's server; `api_server_ports`:
+   a loopback kubeconfig server, denied on its own port only, as loopback is guarded anyway).
+2. The cloud metadata addresses (`METADATA`) are always denied, unless `allow` names that very
+   address (a wider CIDR such as `100.64.0.0/10` or `0.0.0.0/0` never lifts them).
+3. Addresses in `deny` (CIDRs) and hosts in `deny` are denied.
+4. Link-local (169.254.0.0/16, fe80::/10), loopback and unspecified addresses are denied unless a
+   CIDR in `allow` covers them (a hostname in `allow` never lifts this: DNS could point it anywhere).
+5. Once `allow` is non-empty, everything else it does not list (CIDR or exact host) is denied.
+6. Where https is required (notification channels), plain http needs an explicit allow entry.
 
-A denial tells the caller only `egress denied: <host>`: no status code, no body, no timing.
+Rules 1-4 apply to the connected address and to every IPv4 address it carries; 5 and 6 to the
+connected address. A denial tells the caller only `egress denied: <host>`: no status code, no
+body, no timing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,18 +33,74 @@ from dataclasses import dataclass, field
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+METADATA: tuple[tuple[str, str], ...] = (
+    ("169.254.169.254", "AWS, GCP, Azure IMDS, OpenStack, Oracle Cloud, DigitalOcean, Hetzner, Linode"),
+    ("fd00:ec2::254", "AWS instance metadata over IPv6"),
+    ("169.254.170.2", "AWS ECS task metadata and credentials"),
+    ("169.254.170.23", "AWS EKS Pod Identity Agent (credentials)"),
+    ("fd00:ec2::23", "AWS EKS Pod Identity Agent over IPv6"),
+    ("fd20:ce::254", "GCP metadata over IPv6"),
+    ("100.100.100.200", "Alibaba Cloud ECS metadata"),
+    ("168.63.129.16", "Azure WireServer: the VM agent's configuration (in AKS, node bootstrap secrets)"),
+    ("192.0.0.192", "Oracle Cloud Classic and Cloud@Customer metadata"),
+    ("169.254.42.42", "Scaleway metadata"),
+    ("fd00:42::42", "Scaleway metadata over IPv6"),
+    ("fd00:a9fe:a9fe::1", "Linode metadata over IPv6"),
+    ("169.254.0.23", "Tencent Cloud metadata"),
+)
+"""The cloud metadata services (and their kin that hand out credentials), by address."""
+
+METADATA_ADDRESSES: frozenset[Address] = frozenset(ipaddress.ip_address(ip) for ip, _ in METADATA)
+
 ALWAYS_GUARDED: tuple[Network, ...] = tuple(
     ipaddress.ip_network(cidr)
     for cidr in (
         "169.254.0.0/16",  # link-local, incl. 169.254.169.254 (AWS, GCP, Azure, OpenStack metadata)
         "fe80::/10",  # IPv6 link-local
-        "fd00:ec2::254/128",  # AWS IPv6 metadata
         "127.0.0.0/8",  # loopback
         "::1/128",
         "0.0.0.0/8",  # "this host"
         "::/128",
     )
 )
+
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: with /96 only
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: any RFC 6052 length from /48
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # IPv4-compatible (deprecated), :: and ::1 aside
+_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765)
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+
+
+def _rfc6052(value: int, length: int) -> ipaddress.IPv4Address:
+    """The IPv4 address an RFC 6052 address of prefix length `length` carries (bits 64-71, the
+    "u" octet, are never part of it)."""
+    bits = f"{value:0128b}"
+    bits = bits[:64] + bits[72:]
+    start = length if length <= 64 else length - 8
+    return ipaddress.IPv4Address(int(bits[start : start + 32], 2))
+
+
+def embedded_ipv4(address: Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """Every IPv4 address an IPv6 address carries, by the known embeddings (none for IPv4)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return ()
+    value = int(address)
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _TRANSLATED or address in _NAT64_WELL_KNOWN:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if address in _NAT64_LOCAL:  # the prefix length is the translator's secret: every one counts
+        guesses = (_rfc6052(value, length) for length in (48, 56, 64, 96))
+        # a guess in 0.0.0.0/8 is the zero padding of another length (and no translator's target)
+        found += [v4 for v4 in guesses if v4 not in _THIS_NETWORK]
+    if address in _COMPATIBLE and value > 1:
+        found.append(ipaddress.IPv4Address(value))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found += address.teredo  # (server, client)
+    return tuple(dict.fromkeys(found))
 
 
 class EgressError(ValueError):
@@ -75,51 +140,74 @@ def _normalise(address: Address) -> Address:
     return address
 
 
+def _address(ip: str) -> Address:
+    return _normalise(ipaddress.ip_address(ip))
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
     allow_networks: tuple[Network, ...] = ()
     allow_hosts: frozenset[str] = frozenset()
     deny_networks: tuple[Network, ...] = ()
     deny_hosts: frozenset[str] = frozenset()
-    api_server: frozenset[tuple[Address, int]] = field(default_factory=frozenset)
+    api_server: frozenset[Address] = field(default_factory=frozenset)
+    """The API server's addresses: denied on every port."""
+    api_server_ports: frozenset[tuple[Address, int]] = field(default_factory=frozenset)
+    """(address, port) of a loopback kubeconfig server: denied on that port."""
 
     @classmethod
     def build(
         cls,
         allow: Iterable[str] = (),
         deny: Iterable[str] = (),
-        api_server: Iterable[tuple[str, int]] = (),
+        api_server: Iterable[str] = (),
+        api_server_ports: Iterable[tuple[str, int]] = (),
     ) -> EgressPolicy:
         allow_networks, allow_hosts = _split(allow)
         deny_networks, deny_hosts = _split(deny)
-        endpoints = frozenset((_normalise(ipaddress.ip_address(ip)), port) for ip, port in api_server)
         return cls(
             tuple(allow_networks),
             frozenset(allow_hosts),
             tuple(deny_networks),
             frozenset(deny_hosts),
-            endpoints,
+            frozenset(_address(ip) for ip in api_server),
+            frozenset((_address(ip), port) for ip, port in api_server_ports),
         )
+
+    def with_api_server(self, addresses: Iterable[str]) -> EgressPolicy:
+        """This policy, also denying `addresses` (more API server endpoints) on every port."""
+        more = frozenset(_address(ip) for ip in addresses)
+        if more <= self.api_server:
+            return self
+        return dataclasses.replace(self, api_server=self.api_server | more)
 
     @property
     def restricted(self) -> bool:
         """True once `allow` lists anything: then only what it lists is reachable."""
         return bool(self.allow_networks or self.allow_hosts)
 
-    def denied(
-        self, host: str, ip: str, port: int, *, scheme: str = "https", require_https: bool = False
-    ) -> bool:
-        """True if a request to `host` (resolved to `ip`) on `port` must not be made."""
-        address = _normalise(ipaddress.ip_address(ip))
-        name = host.lower().rstrip(".")
-        if (address, port) in self.api_server:
+    def _forbidden(self, name: str, address: Address, port: int) -> bool:
+        """Rules 1-4: the API server, metadata, `deny`, the guarded ranges."""
+        if address in self.api_server or (address, port) in self.api_server_ports:
+            return True
+        if address in METADATA_ADDRESSES and not any(
+            net.num_addresses == 1 and address in net for net in self.allow_networks
+        ):
             return True
         if name in self.deny_hosts or any(address in net for net in self.deny_networks):
             return True
         by_network = any(address in net for net in self.allow_networks)
-        if any(address in net for net in ALWAYS_GUARDED) and not by_network:
+        return any(address in net for net in ALWAYS_GUARDED) and not by_network
+
+    def denied(
+        self, host: str, ip: str, port: int, *, scheme: str = "https", require_https: bool = False
+    ) -> bool:
+        """True if a request to `host` (resolved to `ip`) on `port` must not be made."""
+        address = _address(ip)
+        name = host.lower().rstrip(".")
+        if any(self._forbidden(name, a, port) for a in (address, *embedded_ipv4(address))):
             return True
-        explicitly = by_network or name in self.allow_hosts
+        explicitly = any(address in net for net in self.allow_networks) or name in self.allow_hosts
         if self.restricted and not explicitly:
             return True
         return require_https and scheme != "https" and not explicitly
