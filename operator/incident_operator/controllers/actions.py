@@ -50,7 +50,7 @@ from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, revisions, secretrefs
+from incident_operator.core import checks, jobpolicy, notices, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -522,7 +522,8 @@ async def notify(ctx: ActionContext) -> Outcome:
         return url
     text = templates.render(params.message, ctx.template_values())
     if params.slack is not None:
-        payload: dict[str, Any] = {"text": text}
+        # The message and the values in it are the Playbook's and the incident's: people's text.
+        payload: dict[str, Any] = {"text": notices.slack_escape(text)}
     else:
         payload = {
             "incident": ctx.incident,
