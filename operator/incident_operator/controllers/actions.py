@@ -634,8 +634,8 @@ async def _pod_logs(
     those restarting most, first), asking the API for no more than what `data` leaves of
     `limits.maxEvidenceBytes` (less a reserve for the notes) and at most
     `limits.maxLogBytesPerPod` per pod, so a huge log is never read whole; reading stops when
-    the budget is spent. Returns (logs that could not be
-    read, why the others were not read: one line per reason naming the pods, how many were not)."""
+    the budget is spent. Returns the logs that could not be read, why the others were not read
+    (one line per reason, naming the pods), and how many were not."""
     limits = ctx.limits
     used = sum(len(v.encode()) for v in data.values())
     budget = limits.maxEvidenceBytes - used - NOTES_RESERVE_BYTES
