@@ -53,7 +53,7 @@ def test_channels_hear_the_incident_and_failing_receivers_do_not_stop_it(
     )
     texts = [r["body"]["text"] for r in receivers.received_at("/ok")]
     assert texts[0] == "[P2] checkout errors (notify-e2e/noticed): opened, availability"
-    assert any("Mitigating -> Monitoring" in t for t in texts)
+    assert any("Mitigating -&gt; Monitoring" in t for t in texts)  # Slack shows ->, escaped
 
     statuses = [r["body"]["status"] for r in receivers.received_at("/status")]
     wait_until(

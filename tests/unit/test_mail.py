@@ -1,5 +1,6 @@
 """The email channel against a real SMTP server on loopback (aiosmtpd): plain, STARTTLS with
-login, implicit TLS, a server that refuses, a slow one, and the egress policy."""
+login, implicit TLS, a server that refuses, a slow one, and the egress policy; through the
+notifier, a title that tries to add headers, and failures that end as NotificationFailed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ import pytest
 
 from incident_operator.adapters import mail
 from incident_operator.adapters.outbound import EgressDenied, Outbound
+from incident_operator.api.models import IncidentSpec, Phase
+from incident_operator.controllers.notifier import Notifier
+from incident_operator.core.notices import IncidentView, Notice
+from incident_operator.settings.channels import parse_channel
+from incident_operator.settings.config import Notifications
 from incident_operator.settings.egress import EgressPolicy
 from tests.mailserver import mail_server
 
@@ -84,3 +90,84 @@ def test_a_slow_server_times_out_within_the_bound() -> None:
 def test_the_egress_policy_applies_to_mail_servers() -> None:
     with mail_server() as smtp, pytest.raises(EgressDenied):
         send(mail.Server("127.0.0.1", smtp.port, "none"), allow=())  # loopback is guarded by default
+
+
+# ----------------------------------------------------------------------------- through the notifier
+
+
+def notify_by_mail(port: int, title: str) -> list[str]:
+    """One `escalated` notice about an incident titled `title` through the notifier's email
+    channel to the server on `port`; returns what was reported as NotificationFailed."""
+    channel = parse_channel(
+        {
+            "name": "mail",
+            "type": "email",
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "from": "io@example.com"},
+            "to": ["oncall@example.com"],
+        }
+    )
+    spec = IncidentSpec.model_validate({"title": title, "severity": "P1", "category": "availability"})
+    view = IncidentView("shop", "web-down", spec, Phase.MITIGATING)
+    failures: list[str] = []
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            outbound = Outbound(http, EgressPolicy.build(allow=("127.0.0.0/8",)))
+            notifier = Notifier(None, outbound, Notifications(channels=(channel,)))
+            notice = Notice("escalated", f"[P1] {title}: escalated", ("mail",))
+            await asyncio.gather(*notifier.send_all([notice], view, failures.append))
+
+    asyncio.run(go())
+    return failures
+
+
+def test_a_line_break_in_a_title_neither_adds_a_header_nor_loses_the_mail() -> None:
+    with mail_server() as smtp:
+        failures = notify_by_mail(smtp.port, "web down\r\nBcc: x@evil.example\nX-Evil: 1")
+        [message] = smtp.inbox.wait()
+    assert failures == []
+    assert message["Subject"] == "[P1] web down Bcc: x@evil.example X-Evil: 1: escalated"  # one line
+    assert message["Bcc"] is None
+    assert message["X-Evil"] is None
+    assert smtp.inbox.recipients == [["oncall@example.com"]]
+
+
+def test_every_header_value_is_one_line_whatever_the_break() -> None:
+    envelope = mail.Envelope(
+        "io@example.com", ("a@example.com",), (), "a\rb\nc\r\nd\u2028e\x85f", "body\nlines", "<p>x</p>"
+    )
+    built = mail.message(envelope)
+    assert built["Subject"] == "a b c d e f"
+    assert "body\nlines" in built.get_body(("plain",)).get_content()  # the body keeps its lines
+
+
+def test_a_refusing_server_is_a_notification_failure_not_an_exception() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.refuse = True
+        failures = notify_by_mail(smtp.port, "web down")
+    assert len(failures) == 1
+    assert "escalated notice to channel mail not delivered: SMTP 554" in failures[0]
+    assert "after 1 attempt(s)" in failures[0]  # a permanent refusal is not retried
+
+
+def test_a_sender_that_raises_is_a_notification_failure() -> None:
+    from incident_operator.controllers import notifier as notifier_module
+
+    async def broken(*args: object) -> str | None:
+        raise RuntimeError("https://hooks.example/secret-token")
+
+    channel = parse_channel(
+        {"name": "mail", "type": "email", "smtp": {"host": "h", "from": "a@b.c"}, "to": ["x@y.z"]}
+    )
+    spec = IncidentSpec.model_validate({"title": "t", "severity": "P1", "category": "availability"})
+    view = IncidentView("shop", "web-down", spec, Phase.MITIGATING)
+    failures: list[str] = []
+
+    async def go() -> None:
+        notifier = Notifier(None, None, Notifications(channels=(channel,)))
+        await asyncio.gather(*notifier.send_all([Notice("escalated", "m", ("mail",))], view, failures.append))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(notifier_module.SENDERS, "email", broken)
+        asyncio.run(go())
+    assert failures == ["escalated notice to channel mail not delivered: RuntimeError while sending"]

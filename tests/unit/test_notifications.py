@@ -75,9 +75,10 @@ def test_escalation_to_an_unknown_channel_is_a_config_error() -> None:
 
 def test_payload_shapes_and_templates() -> None:
     notice = Notice("phase", "[P1] web down: Investigating -> Mitigating")
-    assert slack_body(channel("s"), notice, VIEW) == {"text": notice.message}
+    said = "[P1] web down: Investigating -&gt; Mitigating"  # Slack shows ->
+    assert slack_body(channel("s"), notice, VIEW) == {"text": said}
     templated = channel("t", template=":fire: {severity} {name} {event}: {notice}")
-    assert slack_body(templated, notice, VIEW)["text"] == f":fire: P1 web-outage phase: {notice.message}"
+    assert slack_body(templated, notice, VIEW)["text"] == f":fire: P1 web-outage phase: {said}"
     page = statuspage_body(channel("p", "statuspage"), notice, VIEW)
     assert (page["status"], page["impact"], page["title"]) == ("Identified", "critical", "web down")
     hook = webhook_body(channel("w", "webhook"), notice, VIEW)
@@ -315,3 +316,89 @@ def test_the_shipped_and_documented_configs_load() -> None:
                 FileConfig.model_validate(data)
                 loaded += 1
     assert loaded > 0  # the notification guide shows a config with channels
+
+
+# ----------------------------------------------------------------------------- Slack's escaping
+
+INJECTED = "db <!channel> <@U123> <http://evil.example|click> & co"
+ESCAPED = "db &lt;!channel&gt; &lt;@U123&gt; &lt;http://evil.example|click&gt; &amp; co"
+
+
+def test_slack_text_from_people_cannot_mention_or_link() -> None:
+    spec = IncidentSpec.model_validate(
+        {"title": INJECTED, "description": "<!here>", "severity": "P1", "category": "availability"}
+    )
+    view = IncidentView("shop", "web-outage", spec, Phase.MITIGATING)
+    (opened,) = notices(IncidentStatus(), status(Phase.MITIGATING), [Record("Detected", "x")], view)
+    said = slack_body(channel("s"), opened, view)["text"]
+    assert isinstance(said, str)
+    assert ESCAPED in said
+    assert "<" not in said
+    assert ">" not in said
+    templated = channel("t", template="{title} / {description} / {notice}")
+    said = slack_body(templated, Notice("stepFailed", "step <b> failed & stopped"), view)["text"]
+    assert said == f"{ESCAPED} / &lt;!here&gt; / step &lt;b&gt; failed &amp; stopped"
+
+
+def test_the_operators_own_slack_template_keeps_its_formatting() -> None:
+    """A channel's template is the operator's configuration: its mentions and links stay."""
+    templated = channel("t", template="<!subteam^S1> {title} <https://status.example|status>")
+    spec = IncidentSpec.model_validate({"title": "a <b> & c", "severity": "P1", "category": "availability"})
+    view = IncidentView("shop", "web-outage", spec, Phase.MITIGATING)
+    said = slack_body(templated, Notice("opened", "m"), view)["text"]
+    assert said == "<!subteam^S1> a &lt;b&gt; &amp; c <https://status.example|status>"
+
+
+def test_only_slack_escapes() -> None:
+    spec = IncidentSpec.model_validate({"title": INJECTED, "severity": "P1", "category": "availability"})
+    view = IncidentView("shop", "web-outage", spec, Phase.MITIGATING)
+    notice = Notice("opened", INJECTED)
+    assert webhook_body(channel("w", "webhook"), notice, view)["message"] == INJECTED
+    assert statuspage_body(channel("p", "statuspage"), notice, view)["title"] == INJECTED
+
+
+def test_the_notify_actions_slack_message_is_escaped_and_its_webhook_message_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from incident_operator.api.models import PlaybookSpec, StepStatus
+    from incident_operator.controllers import actions
+
+    posted: list[Any] = []
+
+    class Outbound:
+        async def request(self, method: str, url: str, **kwargs: Any) -> Any:
+            posted.append(kwargs["json"])
+            return SimpleNamespace(status_code=200)
+
+    async def secret_url(ctx: Any, name: str, key: str) -> str:
+        return "https://hooks.example/x"
+
+    monkeypatch.setattr(actions, "read_secret_url", secret_url)
+    ref = {"urlSecretRef": {"name": "hook", "key": "url"}}
+    spec = IncidentSpec.model_validate({"title": INJECTED, "severity": "P1", "category": "availability"})
+    for target in ("slack", "webhook"):
+        playbook = PlaybookSpec.model_validate(
+            {"steps": [{"name": "tell", "notify": {target: ref, "message": "<!here> {title}"}}]}
+        )
+        ctx = actions.ActionContext(
+            kube=None,
+            outbound=Outbound(),
+            limits=None,
+            namespace="shop",
+            incident="web-outage",
+            incident_uid="uid",
+            spec=spec,
+            status=IncidentStatus(phase=Phase.MITIGATING),
+            playbook=playbook,
+            step=playbook.steps[0],
+            step_status=StepStatus(name="tell", action="notify", attempts=1),
+            now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+            persist=None,
+        )
+        assert asyncio.run(actions.notify(ctx)).ok
+    slack, webhook = posted
+    assert slack == {"text": f"&lt;!here&gt; {ESCAPED}"}  # a Playbook's message is people's text too
+    assert webhook["message"] == f"<!here> {INJECTED}"  # JSON receivers escape for themselves

@@ -10,6 +10,7 @@ socket operation, so a slow or silent server costs one thread for at most `timeo
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import socket
 import ssl
@@ -20,7 +21,12 @@ from incident_operator.adapters.outbound import Outbound
 
 
 class MailFailed(Exception):
-    """The message was not accepted; the text says why (never a credential)."""
+    """The message was not accepted; the text says why (never a credential). `permanent`: trying
+    again will not help (the message cannot be built, the server refused it for good)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -66,13 +72,23 @@ class _PinnedSSL(smtplib.SMTP_SSL):
         return self.context.wrap_socket(raw, server_hostname=self._server_name)
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+
+
+def header_value(value: str) -> str:
+    """One line: every line break (CR, LF and the rest `str.splitlines` knows) becomes a space,
+    so a value that came from people (a title in the subject) can neither add a header (`Bcc:`)
+    nor make the message unbuildable."""
+    return _LINE_BREAKS.sub(" ", value)
+
+
 def message(envelope: Envelope) -> EmailMessage:
     msg = EmailMessage()
-    msg["From"] = envelope.sender
-    msg["To"] = ", ".join(envelope.to)
+    msg["From"] = header_value(envelope.sender)
+    msg["To"] = header_value(", ".join(envelope.to))
     if envelope.cc:
-        msg["Cc"] = ", ".join(envelope.cc)
-    msg["Subject"] = envelope.subject
+        msg["Cc"] = header_value(", ".join(envelope.cc))
+    msg["Subject"] = header_value(envelope.subject)
     msg.set_content(envelope.plain)
     msg.add_alternative(envelope.html, subtype="html")
     return msg
@@ -88,7 +104,7 @@ def _login(client: smtplib.SMTP, username: str, password: str) -> None:
         client.login(username, password)
 
 
-def _send(address: str, server: Server, envelope: Envelope, timeout: float) -> None:
+def _send(address: str, server: Server, envelope: Envelope, built: EmailMessage, timeout: float) -> None:
     context = (
         ssl.create_default_context(cadata=server.ca_pem) if server.ca_pem else ssl.create_default_context()
     )
@@ -105,28 +121,37 @@ def _send(address: str, server: Server, envelope: Envelope, timeout: float) -> N
             client.ehlo()
         if server.username and server.password:
             _login(client, server.username, server.password)
-        refused = client.send_message(message(envelope), to_addrs=[*envelope.to, *envelope.cc])
+        refused = client.send_message(built, to_addrs=[*envelope.to, *envelope.cc])
     if refused:
         raise MailFailed(f"the server refused {len(refused)} recipients: {', '.join(sorted(refused))}")
 
 
 async def send(outbound: Outbound, server: Server, envelope: Envelope, timeout: float) -> None:
     """Send one message. Raises EgressDenied (the policy), RequestFailed (resolving) or MailFailed."""
+    try:
+        built = message(envelope)  # a message that cannot be built fails here, before connecting
+    except (ValueError, TypeError) as exc:
+        raise MailFailed(f"the message could not be built: {type(exc).__name__}", permanent=True) from None
     address = await outbound.address(
         server.host, server.port, scheme="https" if server.security != "none" else "smtp"
     )
     try:
-        await asyncio.wait_for(asyncio.to_thread(_send, address, server, envelope, timeout), timeout * 4)
+        await asyncio.wait_for(
+            asyncio.to_thread(_send, address, server, envelope, built, timeout), timeout * 4
+        )
     except TimeoutError:  # a socket operation, or the whole conversation
         raise MailFailed(f"timed out after {timeout:.0f}s") from None
     except smtplib.SMTPResponseException as exc:
         detail = (
             exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else exc.smtp_error
         )
-        raise MailFailed(f"SMTP {exc.smtp_code}: {str(detail)[:200]}") from None
+        permanent = 500 <= exc.smtp_code < 600
+        raise MailFailed(f"SMTP {exc.smtp_code}: {str(detail)[:200]}", permanent=permanent) from None
     except smtplib.SMTPRecipientsRefused as exc:
         raise MailFailed(f"the server refused every recipient ({len(exc.recipients)})") from None
     except ssl.SSLError as exc:
         raise MailFailed(f"TLS: {exc.reason or type(exc).__name__}") from None
     except (OSError, smtplib.SMTPException) as exc:
         raise MailFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    except Exception as exc:  # anything else smtplib or the message raises is a failed delivery too
+        raise MailFailed(f"{type(exc).__name__} while sending", permanent=True) from None

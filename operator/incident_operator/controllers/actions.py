@@ -50,7 +50,7 @@ from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, revisions, secretrefs
+from incident_operator.core import checks, jobpolicy, notices, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -522,7 +522,8 @@ async def notify(ctx: ActionContext) -> Outcome:
         return url
     text = templates.render(params.message, ctx.template_values())
     if params.slack is not None:
-        payload: dict[str, Any] = {"text": text}
+        # The message and the values in it are the Playbook's and the incident's: people's text.
+        payload: dict[str, Any] = {"text": notices.slack_escape(text)}
     else:
         payload = {
             "incident": ctx.incident,
@@ -559,27 +560,11 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
             "phase": p.status.phase if p.status else None,
             "ready": pod_ready(p),
             "node": p.spec.node_name if p.spec else None,
-            "restarts": sum(c.restart_count for c in (p.status.container_statuses or [])) if p.status else 0,
+            "restarts": _restarts(p),
         }
         for p in pods
     ]
     data["pods.yaml"] = yaml.safe_dump(summary, sort_keys=False)
-    missing_logs: list[str] = []
-    if params.logLines > 0:
-        for pod in pods:
-            try:
-                data[f"logs-{pod_name(pod)}.txt"] = await ctx.kube.pod_log(
-                    ctx.namespace,
-                    pod_name(pod),
-                    lines=params.logLines,
-                    limit_bytes=ctx.limits.maxLogBytesPerPod,
-                )
-            except ApiException as exc:
-                missing_logs.append(f"{pod_name(pod)}: {api_reason(exc)}")
-            except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
-                missing_logs.append(f"{pod_name(pod)}: {type(exc).__name__}")
-    if missing_logs:
-        data["logs-unavailable.txt"] = "\n".join(missing_logs) + "\n"
     if params.events:
         events = await ctx.kube.events(ctx.namespace)
         names = {pod_name(p) for p in pods} | {ctx.incident}
@@ -595,18 +580,26 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
             if any((e.involved_object.name or "").startswith(n) for n in names)
         ]
         data["events.yaml"] = yaml.safe_dump(relevant[-500:], sort_keys=False)
-    notes = [*missing_logs]
+    unavailable: list[str] = []
     if params.rolloutHistory:
         history, unavailable = await _rollout_histories(ctx)
         if history:
             data["rollout-history.yaml"] = yaml.safe_dump(history, sort_keys=False)
-        notes.extend(unavailable)
     if params.resourceUsage:
         usage = await _resource_usage(ctx, params.selector)
         if isinstance(usage, str):
-            notes.append(f"resource usage: {usage}")
+            unavailable.append(f"resource usage: {usage}")
         else:
             data["resource-usage.yaml"] = yaml.safe_dump(usage, sort_keys=False)
+    # Logs last: they get what is left of the budget after everything else.
+    missing_logs: list[str] = []
+    skipped: list[str] = []
+    not_read = 0
+    if params.logLines > 0:
+        missing_logs, skipped, not_read = await _pod_logs(ctx, pods, params.logLines, data)
+    if missing_logs:
+        data["logs-unavailable.txt"] = "\n".join(missing_logs) + "\n"
+    notes = [*missing_logs, *skipped, *unavailable]
     if notes:
         data["unavailable.txt"] = "\n".join(notes) + "\n"
     _fit(data, ctx.limits.maxEvidenceBytes)
@@ -617,7 +610,75 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
     ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
+    if not_read:
+        logs_note += f"; logs of {not_read} pods not read (evidence limits)"
     return Outcome(True, f"evidence of {len(pods)} pods in ConfigMap {name}{logs_note}")
+
+
+MIN_LOG_READ_BYTES = 1024
+"""Less than this left of the evidence budget: no more logs are read."""
+NOTES_RESERVE_BYTES = 4096
+"""Kept free of logs for the notes written after them (what was not read, and why)."""
+SKIPPED_PODS_NAMED = 50
+"""Pods whose logs were not read are named up to this many (then counted)."""
+
+
+def _restarts(pod: Any) -> int:
+    return sum(c.restart_count or 0 for c in (pod.status.container_statuses or [])) if pod.status else 0
+
+
+async def _pod_logs(
+    ctx: ActionContext, pods: list[Any], lines: int, data: dict[str, str]
+) -> tuple[list[str], list[str], int]:
+    """Read into `data` the logs of at most `limits.maxEvidencePods` pods (those not ready, then
+    those restarting most, first), asking the API for no more than what `data` leaves of
+    `limits.maxEvidenceBytes` (less a reserve for the notes) and at most
+    `limits.maxLogBytesPerPod` per pod, so a huge log is never read whole; reading stops when
+    the budget is spent. Returns the logs that could not be read, why the others were not read
+    (one line per reason, naming the pods), and how many were not."""
+    limits = ctx.limits
+    used = sum(len(v.encode()) for v in data.values())
+    budget = limits.maxEvidenceBytes - used - NOTES_RESERVE_BYTES
+    ordered = sorted(pods, key=lambda p: (pod_ready(p), -_restarts(p), pod_name(p)))
+    missing: list[str] = []
+    over_budget: list[str] = []
+    for pod in ordered[: limits.maxEvidencePods]:
+        name = pod_name(pod)
+        ask = min(limits.maxLogBytesPerPod, budget)
+        if ask < MIN_LOG_READ_BYTES:
+            over_budget.append(name)
+            continue
+        try:
+            text = await ctx.kube.pod_log(ctx.namespace, name, lines=lines, limit_bytes=ask)
+        except ApiException as exc:
+            missing.append(f"{name}: {api_reason(exc)}")
+            continue
+        except Exception as exc:  # a kubelet that serves no logs is recorded, not fatal
+            missing.append(f"{name}: {type(exc).__name__}")
+            continue
+        read = text.encode()
+        if len(read) > ask:  # a server that ignored limitBytes: keep what was asked for
+            text = read[:ask].decode(errors="ignore")
+        data[f"logs-{name}.txt"] = text
+        budget -= min(len(read), ask)
+    skipped: list[str] = []
+    beyond = [pod_name(p) for p in ordered[limits.maxEvidencePods :]]
+    if beyond:
+        skipped.append(
+            f"logs of {len(beyond)} more pods not read (limits.maxEvidencePods: "
+            f"{limits.maxEvidencePods}): {_named(beyond)}"
+        )
+    if over_budget:
+        skipped.append(
+            f"logs of {len(over_budget)} pods not read (limits.maxEvidenceBytes: "
+            f"{limits.maxEvidenceBytes} spent): {_named(over_budget)}"
+        )
+    return missing, skipped, len(beyond) + len(over_budget)
+
+
+def _named(names: list[str]) -> str:
+    shown = ", ".join(names[:SKIPPED_PODS_NAMED])
+    return shown + (f" and {len(names) - SKIPPED_PODS_NAMED} more" if len(names) > SKIPPED_PODS_NAMED else "")
 
 
 async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[str]]:

@@ -112,7 +112,18 @@ class Notifier:
         return value
 
     async def deliver(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
-        """Deliver one notice; None on success, else why it failed (never a URL, key or password)."""
+        """Deliver one notice; None on success, else why it failed (never a URL, key or password).
+
+        Never raises: whatever goes wrong is a failed delivery, reported as `NotificationFailed`."""
+        try:
+            return await self._deliver_once(channel, notice, view)
+        except Exception as exc:  # a sender's bug is a failed delivery, never a lost one
+            # The type only: an exception's text may hold a URL or a key.
+            name = type(exc).__name__
+            logger.error("delivery to channel %s (%s) raised %s", channel.name, channel.type, name)
+            return f"{name} while sending"
+
+    async def _deliver_once(self, channel: Channel, notice: Notice, view: IncidentView) -> str | None:
         try:
             values = {id(ref): await self.secret(ref) for ref in channel.secret_refs}
         except ApiException as exc:
@@ -211,10 +222,12 @@ class Notifier:
                 return None
             except EgressDenied as exc:
                 return str(exc)
-            except (RequestFailed, mail.MailFailed) as exc:
+            except RequestFailed as exc:
                 last = str(exc)
-                if last.startswith("SMTP 5"):
-                    break  # a permanent refusal: retrying will not help
+            except mail.MailFailed as exc:
+                last = str(exc)
+                if exc.permanent:
+                    break  # a refusal for good, a message that cannot be built: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
 
 

@@ -11,7 +11,7 @@ API v2), `opsgenie` (Alert API), `email` (plain text and HTML from the same text
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -116,9 +116,18 @@ def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> l
     ]
 
 
-def text(channel: ChannelBase, notice: Notice, view: IncidentView) -> str:
+def slack_escape(value: str) -> str:
+    """Slack's escaping of message text: `&`, `<` and `>` as entities, so text that came from
+    people cannot write a control sequence (`<!channel>`, `<@U123>`, `<http://x|y>` links)."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def text(channel: ChannelBase, notice: Notice, view: IncidentView, escape: Callable[[str], str] = str) -> str:
+    """The notice's text, through the channel's template if it has one. `escape` applies to what
+    came from people (the notice, the incident's fields), not to the template itself: that is
+    the operator's configuration, and may use the channel's formatting on purpose."""
     if channel.template is None:
-        return notice.message
+        return escape(notice.message)
     values = {
         "name": view.name,
         "namespace": view.namespace,
@@ -131,7 +140,7 @@ def text(channel: ChannelBase, notice: Notice, view: IncidentView) -> str:
         "event": notice.event,
         "notice": notice.message,
     }
-    return render(channel.template, values)
+    return render(channel.template, {k: escape(v) for k, v in values.items()})
 
 
 def link(channel: ChannelBase, view: IncidentView) -> str | None:
@@ -239,8 +248,8 @@ def email(channel: EmailChannel, notice: Notice, view: IncidentView) -> tuple[st
 
 
 def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
-    """A Slack incoming webhook's body."""
-    return {"text": text(channel, notice, view)}
+    """A Slack incoming webhook's body, what people wrote escaped (`slack_escape`)."""
+    return {"text": text(channel, notice, view, slack_escape)}
 
 
 def statuspage_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:

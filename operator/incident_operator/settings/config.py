@@ -184,7 +184,9 @@ class Limits(BaseModel):
     maxEvidenceBytes: int = Field(default=900_000, ge=10_000, le=1_000_000)
     """Size of an evidence ConfigMap's data (a ConfigMap holds at most 1 MiB)."""
     maxLogBytesPerPod: int = Field(default=65_536, ge=1024, le=1_000_000)
-    """Bytes of log read per pod for evidence."""
+    """Bytes of log read per pod for evidence (never more than what is left of maxEvidenceBytes)."""
+    maxEvidencePods: int = Field(default=20, ge=0, le=1000)
+    """Pods whose logs one evidence step reads; more matching pods are listed as skipped."""
 
 
 _QUANTITY = re.compile(r"^([+]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
