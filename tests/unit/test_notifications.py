@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,19 +17,27 @@ from incident_operator.core.notices import (
     notices,
     slack_body,
     statuspage_body,
+    statuspage_io,
     webhook_body,
 )
 from incident_operator.core.planner import Record
-from incident_operator.settings.channels import Channel, parse_channel
-from incident_operator.settings.config import EscalationPolicy, Notifications
+from incident_operator.settings.channels import Channel, StatuspageChannel, parse_channel
+from incident_operator.settings.config import EscalationPolicy, Notifications, StatusPageConfig
 
 SPEC = IncidentSpec.model_validate({"title": "web down", "severity": "P1", "category": "availability"})
 VIEW = IncidentView("shop", "web-outage", SPEC, Phase.MITIGATING)
 REF = {"namespace": "ops", "name": "hooks"}
+PAGE = StatusPageConfig(namespaces=("shop",), publicSeverities=("P1",))
 
 
 def channel(name: str, type_: str = "slack", **extra: Any) -> Channel:
     return parse_channel({"name": name, "type": type_, "urlSecretRef": REF, **extra})
+
+
+def statuspage(name: str, **extra: Any) -> StatuspageChannel:
+    found = channel(name, "statuspage", **extra)
+    assert isinstance(found, StatuspageChannel)
+    return found
 
 
 def status(phase: Phase | None) -> IncidentStatus:
@@ -61,10 +70,10 @@ def test_channels_filter_by_event_severity_namespace_and_escalate_on_breach() ->
         ),
         escalation={Severity.P1: EscalationPolicy.model_validate(["pager", "payments-pager"])},
     )
-    assert [c.name for c in channels_for(config, Notice("opened", "m"), VIEW)] == ["all"]
-    assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW)] == ["all"]
+    assert [c.name for c in channels_for(config, Notice("opened", "m"), VIEW, PAGE)] == ["all"]
+    assert [c.name for c in channels_for(config, Notice("breached", "m"), VIEW, PAGE)] == ["all"]
     escalated = Notice("escalated", "m", channels=("pager",))  # the engine names the level's channels
-    assert [c.name for c in channels_for(config, escalated, VIEW)] == ["pager"]
+    assert [c.name for c in channels_for(config, escalated, VIEW, PAGE)] == ["pager"]
     assert config.escalation[Severity.P1].levels[0].afterSeconds is None  # the list form: at the target
 
 
@@ -79,7 +88,7 @@ def test_payload_shapes_and_templates() -> None:
     assert slack_body(channel("s"), notice, VIEW) == {"text": said}
     templated = channel("t", template=":fire: {severity} {name} {event}: {notice}")
     assert slack_body(templated, notice, VIEW)["text"] == f":fire: P1 web-outage phase: {said}"
-    page = statuspage_body(channel("p", "statuspage"), notice, VIEW)
+    page = statuspage_body(statuspage("p"), notice, VIEW)
     assert (page["status"], page["impact"], page["title"]) == ("Identified", "critical", "web down")
     hook = webhook_body(channel("w", "webhook"), notice, VIEW)
     assert (hook["event"], hook["namespace"], hook["phase"]) == ("phase", "shop", "Mitigating")
@@ -224,9 +233,9 @@ def test_the_statuspage_api_shape_creates_then_updates_and_the_json_mode_names_t
     assert sp.api_url == "https://api.statuspage.io"
     with pytest.raises(ValidationError, match=r"needs pageId, keySecretRef"):
         parse_channel({"name": "sp", "type": "statuspage", "mode": "statuspageio"})
-    json_mode = statuspage_body(channel("p", "statuspage"), Notice("opened", "m"), VIEW)
+    json_mode = statuspage_body(statuspage("p"), Notice("opened", "m"), VIEW)
     assert (json_mode["id"], json_mode["action"]) == ("incident-operator/shop/web-outage", "create")
-    assert statuspage_body(channel("p", "statuspage"), Notice("resolved", "m"), VIEW)["action"] == "update"
+    assert statuspage_body(statuspage("p"), Notice("resolved", "m"), VIEW)["action"] == "update"
 
 
 def test_a_channel_hears_one_incidents_notices_in_order_even_if_the_first_is_slow() -> None:
@@ -354,7 +363,7 @@ def test_only_slack_escapes() -> None:
     view = IncidentView("shop", "web-outage", spec, Phase.MITIGATING)
     notice = Notice("opened", INJECTED)
     assert webhook_body(channel("w", "webhook"), notice, view)["message"] == INJECTED
-    assert statuspage_body(channel("p", "statuspage"), notice, view)["title"] == INJECTED
+    assert statuspage_body(statuspage("p"), notice, view)["title"] == INJECTED
 
 
 def test_the_notify_actions_slack_message_is_escaped_and_its_webhook_message_is_not(
@@ -402,3 +411,54 @@ def test_the_notify_actions_slack_message_is_escaped_and_its_webhook_message_is_
     slack, webhook = posted
     assert slack == {"text": f"&lt;!here&gt; {ESCAPED}"}  # a Playbook's message is people's text too
     assert webhook["message"] == f"<!here> {INJECTED}"  # JSON receivers escape for themselves
+
+
+def _view(namespace: str = "shop", **spec: Any) -> IncidentView:
+    fields = {"title": "web down", "severity": "P1", "category": "availability", **spec}
+    return IncidentView(namespace, "web-outage", IncidentSpec.model_validate(fields), Phase.MITIGATING)
+
+
+def test_a_statuspage_channel_takes_only_public_incidents_never_drills() -> None:
+    config = Notifications(channels=(channel("all"), statuspage("page")))
+    opened = Notice("opened", "m")
+
+    def names(view: IncidentView, page: StatusPageConfig = PAGE) -> list[str]:
+        return [c.name for c in channels_for(config, opened, view, page)]
+
+    assert names(_view()) == ["all", "page"]  # P1 is a public severity in shop
+    assert names(_view(), StatusPageConfig(publicSeverities=("P1",))) == ["all"]  # no namespace listed
+    assert names(_view("dev", public=True)) == ["all"]  # dev is not listed
+    assert names(_view(severity="P3")) == ["all"]
+    assert names(_view(severity="P3", public=True)) == ["all", "page"]
+    assert names(_view(public=False)) == ["all"]
+    assert names(_view(drill=True, public=True)) == ["all"]
+    assert names(_view(source={"type": "drill"}, public=True)) == ["all"]
+
+
+def test_a_statuspage_channel_says_only_public_updates_never_failures_or_the_description() -> None:
+    updates = [
+        {"time": "2026-01-01T10:00:00Z", "message": "We are looking into failed checkouts.", "public": True},
+        {"time": "2026-01-01T10:05:00Z", "message": "db-7 OOM, pod web-7d9f8 crashloop"},
+    ]
+    view = _view(description="internal: see runbook", updates=updates)
+    failed = Notice("stepFailed", "[P1] web down: step kill failed: job log tail: password=hunter2")
+    body = statuspage_body(statuspage("p"), failed, view)
+    assert body["message"] == "We are looking into failed checkouts."
+    assert body["updates"] == [
+        {"time": "2026-01-01T10:00:00Z", "message": "We are looking into failed checkouts."}
+    ]
+    _, _, api = statuspage_io(
+        statuspage("sp", mode="statuspageio", pageId="p1", keySecretRef=KEY), failed, view, None
+    )
+    assert api["incident"]["body"] == "We are looking into failed checkouts."
+    for said in (json.dumps(body), json.dumps(api)):
+        for internal in ("hunter2", "db-7", "runbook"):
+            assert internal not in said
+    quiet = statuspage_body(statuspage("p"), failed, _view())
+    assert quiet["message"] == "Identified: web down"  # no public update yet: the status and the title
+    templated = statuspage("t", template="{severity} {title}: {notice}")
+    assert statuspage_body(templated, failed, view)["message"] == (
+        "P1 web down: We are looking into failed checkouts."
+    )
+    with pytest.raises(ValidationError, match=r"may use only .*not description"):
+        statuspage("bad", template="{title}: {description}")

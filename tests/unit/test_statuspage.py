@@ -81,7 +81,10 @@ def incident(
 
 
 CONFIG = StatusPageConfig(
-    title="Example status", publicSeverities=("P1",), components={"Deployment/web": "Checkout"}
+    title="Example status",
+    publicSeverities=("P1",),
+    components={"Deployment/web": "Checkout"},
+    namespaces=("shop",),
 )
 
 
@@ -100,7 +103,10 @@ def test_public_incidents_show_status_impact_services_and_updates_in_users_words
                 {
                     "time": stamp(NOW - timedelta(minutes=50)),
                     "message": "We are looking into failed checkouts.",
-                }
+                    "public": True,
+                },
+                {"time": stamp(NOW - timedelta(minutes=40)), "message": "db-7 OOM, see runbook"},
+                {"time": stamp(NOW - timedelta(minutes=30)), "message": "not yet", "public": False},
             ],
         ),
         incident("hidden-p1", public=False),
@@ -155,3 +161,29 @@ def test_the_html_needs_no_script_and_has_landmarks_and_the_feed_is_atom() -> No
     ns = {"a": "http://www.w3.org/2005/Atom"}
     assert feed.find("a:title", ns).text == "Example status"
     assert len(feed.findall("a:entry", ns)) == 1
+
+
+def test_only_listed_namespaces_publish_and_none_by_default() -> None:
+    shown = incident("outage", public=True)
+    elsewhere = {**incident("other", public=True), "metadata": {"name": "other", "namespace": "dev"}}
+    assert statuspage.build([shown, elsewhere], StatusPageConfig(publicSeverities=("P1",)), NOW).current == ()
+    page = statuspage.build([shown, elsewhere], CONFIG, NOW)
+    assert [i.title for i in page.current] == ["outage title"]  # dev is not listed: spec.public is not enough
+    p1_elsewhere = {**incident("p1"), "metadata": {"name": "p1", "namespace": "dev"}}
+    assert statuspage.build([p1_elsewhere], CONFIG, NOW).overall == "All systems operational"
+
+
+def test_drills_never_publish_by_either_mark() -> None:
+    objects = [
+        incident("drill", drill=True, public=True),
+        incident("fired", source={"type": "drill"}, public=True),
+    ]
+    assert statuspage.build(objects, CONFIG, NOW).current == ()
+
+
+def test_an_update_is_internal_unless_marked_public() -> None:
+    updates = [{"time": stamp(NOW - timedelta(minutes=5)), "message": "db-7 OOM, see runbook"}]
+    page = statuspage.build([incident("outage", updates=updates)], CONFIG, NOW)
+    assert page.current[0].updates == ()
+    for rendered in (statuspage.to_html(page), statuspage.to_atom(page, "https://status.example.com")):
+        assert "db-7" not in rendered

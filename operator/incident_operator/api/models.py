@@ -110,6 +110,13 @@ class StatusUpdate(ApiModel):
 
     time: datetime
     message: str = Field(min_length=1, max_length=2000)
+    public: bool | None = Field(
+        default=None,
+        description=(
+            "Shown on the status page and sent to statuspage channels (needs the verb publish); "
+            "without it the update is internal."
+        ),
+    )
 
 
 class Roles(ApiModel):
@@ -179,10 +186,15 @@ class IncidentSpec(ApiModel):
     drill: bool | None = Field(default=None, description="A response drill, kept out of production MTTx.")
     public: bool | None = Field(
         default=None,
-        description="Shown on the status page (default: the config's statusPage.publicSeverities).",
+        description=(
+            "Shown on the status page if its namespace is in the config's statusPage.namespaces "
+            "(default there: statusPage.publicSeverities); true needs the verb publish."
+        ),
     )
     updates: list[StatusUpdate] | None = Field(
-        default=None, max_length=200, description="User-facing updates for the status page, oldest first."
+        default=None,
+        max_length=200,
+        description="Updates, oldest first; only those marked public reach the status page.",
     )
     actionItems: list[ActionItem] | None = Field(
         default=None,

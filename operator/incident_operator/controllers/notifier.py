@@ -33,7 +33,7 @@ from incident_operator.settings.channels import (
     SecretRef,
     StatuspageChannel,
 )
-from incident_operator.settings.config import Notifications
+from incident_operator.settings.config import Notifications, StatusPageConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,12 @@ MAX_RETRY_AFTER_S = 5.0
 
 
 class Notifier:
-    def __init__(self, kube: Kube, outbound: Outbound, config: Notifications) -> None:
+    def __init__(
+        self, kube: Kube, outbound: Outbound, config: Notifications, page: StatusPageConfig | None = None
+    ) -> None:
         self.kube, self.outbound, self.config = kube, outbound, config
+        self.page = page or StatusPageConfig()
+        """The status page's rule, which `statuspage` channels follow (default: nothing is public)."""
         self.tasks: set[asyncio.Task[None]] = set()
         self.secrets: dict[tuple[str, str, str], tuple[float, str | None]] = {}
         self.page_ids: dict[tuple[str, str, str], str] = {}  # (channel, namespace, incident) -> id
@@ -54,7 +58,7 @@ class Notifier:
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
-        return any(channels_for(self.config, notice, view) for notice in notices)
+        return any(channels_for(self.config, notice, view, self.page) for notice in notices)
 
     def send_all(
         self, notices: list[Notice], view: IncidentView, on_failure: Callable[[str], None]
@@ -66,7 +70,7 @@ class Notifier:
         e.g. reading its Secret, cannot be overtaken by the next phase's)."""
         started = []
         for notice in notices:
-            for channel in channels_for(self.config, notice, view):
+            for channel in channels_for(self.config, notice, view, self.page):
                 key = (channel.name, view.namespace, view.name)
                 task = asyncio.create_task(
                     self._deliver(channel, notice, view, on_failure, after=self.latest.get(key))
@@ -253,7 +257,8 @@ async def _send_statuspage(
 ) -> str | None:
     if channel.mode == "statuspageio":
         return await notifier._statuspage(channel, notice, view, value(channel.keySecretRef) or "")
-    return await _to_url(notices.statuspage_body)(notifier, channel, notice, view, value)
+    url = value(channel.urlSecretRef) or ""
+    return (await notifier._post(channel, url, notices.statuspage_body(channel, notice, view), {}))[0]
 
 
 async def _send_pagerduty(

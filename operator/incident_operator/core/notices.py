@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity, StatusUpdate
 from incident_operator.api.reasons import Reason
+from incident_operator.api.timestamps import format_time
 from incident_operator.core.planner import OPERATOR_ACTOR, Record
 from incident_operator.settings.channels import (
     Channel,
@@ -27,7 +28,7 @@ from incident_operator.settings.channels import (
     PagerDutyChannel,
     StatuspageChannel,
 )
-from incident_operator.settings.config import Notifications
+from incident_operator.settings.config import Notifications, StatusPageConfig
 from incident_operator.settings.templates import render
 
 STATUSPAGE_STATUS = {
@@ -101,19 +102,49 @@ def notices(
     return found
 
 
-def channels_for(config: Notifications, notice: Notice, view: IncidentView) -> list[Channel]:
+def channels_for(
+    config: Notifications, notice: Notice, view: IncidentView, page: StatusPageConfig
+) -> list[Channel]:
     """The channels that take the notice: those subscribed to its event (within their severity
-    and namespace filters), and those it names (the engine chose them for this namespace)."""
+    and namespace filters), and those it names (the engine chose them for this namespace).
+    A `statuspage` channel takes only public incidents (`page.publishes`, the status page's rule)."""
     return [
         c
         for c in config.channels
-        if c.name in notice.channels
-        or (
-            notice.event in c.takes
-            and (not c.severities or view.severity in c.severities)
-            and (not c.namespaces or view.namespace in c.namespaces)
+        if (
+            c.name in notice.channels
+            or (
+                notice.event in c.takes
+                and (not c.severities or view.severity in c.severities)
+                and (not c.namespaces or view.namespace in c.namespaces)
+            )
         )
+        and (c.type != "statuspage" or page.publishes(view.namespace, view.spec))
     ]
+
+
+def public_updates(spec: IncidentSpec) -> list[StatusUpdate]:
+    """The updates marked `public: true`, oldest first (an update without it is internal)."""
+    return sorted((u for u in spec.updates or [] if u.public), key=lambda u: u.time)
+
+
+def public_text(channel: StatuspageChannel, notice: Notice, view: IncidentView) -> str:
+    """What a status page is told of a notice: the latest public update, or the status and the
+    title; through the channel's template, which sees only public fields. Never the notice's own
+    text (step failures, job logs, who acknowledged) nor the description."""
+    updates = public_updates(view.spec)
+    status = STATUSPAGE_STATUS[view.phase]
+    said = updates[-1].message if updates else f"{status}: {view.spec.title}"
+    if channel.template is None:
+        return said
+    values = {
+        "title": view.spec.title,
+        "severity": str(view.severity),
+        "phase": status,
+        "event": notice.event,
+        "notice": said,
+    }
+    return render(channel.template, {k: v for k, v in values.items() if k in channel.public_fields})
 
 
 def slack_escape(value: str) -> str:
@@ -252,15 +283,17 @@ def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict
     return {"text": text(channel, notice, view, slack_escape)}
 
 
-def statuspage_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
-    """Our status page shape (a `statuspage` channel in `json` mode): one `id` per incident."""
+def statuspage_body(channel: StatuspageChannel, notice: Notice, view: IncidentView) -> dict[str, object]:
+    """Our status page shape (a `statuspage` channel in `json` mode): one `id` per incident, and
+    only what the status page shows (`public_text`, the public updates)."""
     return {
         "id": dedup_key(view),
         "action": "create" if notice.event == "opened" else "update",
         "title": view.spec.title,
         "status": STATUSPAGE_STATUS[view.phase],
         "impact": STATUSPAGE_IMPACT[str(view.severity)],
-        "message": text(channel, notice, view),
+        "message": public_text(channel, notice, view),
+        "updates": [{"time": format_time(u.time), "message": u.message} for u in public_updates(view.spec)],
         "incident": f"{view.namespace}/{view.name}",
     }
 
@@ -286,7 +319,7 @@ def statuspage_io(
     incident the first time, then update that one."""
     incident: dict[str, object] = {
         "status": STATUSPAGE_STATUS[view.phase].lower(),
-        "body": text(channel, notice, view),
+        "body": public_text(channel, notice, view),
     }
     base = f"/v1/pages/{quote(channel.pageId or '', safe='')}/incidents"
     if page_incident is not None:

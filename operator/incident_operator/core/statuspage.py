@@ -1,11 +1,12 @@
 """The public status page (seed 4.2): what users may know about incidents, and nothing else.
 
 Pure: built from Incident objects as the API returns them and the `statusPage` config. Only
-public incidents appear (`spec.public`, or a severity in `publicSeverities` unless
-`spec.public: false`), and of each only: its title, the status in the words users know
-(Investigating, Identified, Monitoring, Resolved), the impact, the affected services (named
-components, or the workloads' names), when it started, was last updated and was resolved, and the
-communications lead's `spec.updates`. Nothing from status beyond the phase and its times (no
+public incidents appear (`StatusPageConfig.publishes`: never a drill, only in the listed
+`namespaces`, there `spec.public`, or a severity in `publicSeverities` unless `spec.public:
+false`), and of each only: its title, the status in the words users know (Investigating,
+Identified, Monitoring, Resolved), the impact, the affected services (named components, or the
+workloads' names), when it started, was last updated and was resolved, and the updates marked
+`public: true` (an update without it is internal). Nothing from status beyond the phase and its times (no
 playbook, steps, pods, evidence, timeline or conditions) is ever read into the page, so nothing
 internal can leak into it. Rendered as HTML that needs no JavaScript, JSON, and an Atom feed.
 """
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.api.timestamps import format_time
-from incident_operator.core.notices import STATUSPAGE_IMPACT, STATUSPAGE_STATUS
+from incident_operator.core.notices import STATUSPAGE_IMPACT, STATUSPAGE_STATUS, public_updates
 from incident_operator.settings.config import StatusPageConfig
 
 IMPACT_ORDER = ("none", "minor", "major", "critical")
@@ -68,27 +69,20 @@ class Page:
         return {"critical": "Major outage", "major": "Partial outage"}.get(worst, "Degraded performance")
 
 
-def _public(spec: IncidentSpec, config: StatusPageConfig) -> bool:
-    if spec.drill:
-        return False
-    if spec.public is not None:
-        return spec.public
-    return spec.severity in config.publicSeverities
-
-
 def _one(obj: Mapping[str, Any], config: StatusPageConfig) -> PublicIncident | None:
     metadata = obj.get("metadata") or {}
-    if config.namespaces and metadata.get("namespace") not in config.namespaces:
+    namespace = str(metadata.get("namespace") or "")
+    if namespace not in config.namespaces:
         return None
     try:
         spec = IncidentSpec.model_validate(obj.get("spec") or {})
         status = IncidentStatus.model_validate(obj.get("status") or {})
     except ValidationError:
         return None
-    if not _public(spec, config) or status.detectedAt is None:
+    if not config.publishes(namespace, spec) or status.detectedAt is None:
         return None
     phase = status.phase or Phase.DETECTED
-    updates = tuple(sorted((Update(u.time, u.message) for u in spec.updates or []), key=lambda u: u.time))
+    updates = tuple(sorted((Update(u.time, u.message) for u in public_updates(spec)), key=lambda u: u.time))
     moments = [status.detectedAt, status.mitigatedAt, status.monitoringSince, status.resolvedAt]
     moments += [u.time for u in updates]
     services = tuple(

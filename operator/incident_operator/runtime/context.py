@@ -49,7 +49,7 @@ class RuntimeContext:
             kube=kube,
             outbound=outbound,
             intake=intake,
-            notifier=Notifier(kube, outbound, config.file.notifications),
+            notifier=Notifier(kube, outbound, config.file.notifications, config.file.statusPage),
             run_records=RunRecorder(kube),
             access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
         )

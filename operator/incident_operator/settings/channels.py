@@ -152,7 +152,11 @@ class WebhookChannel(_UrlChannel):
 
 
 class StatuspageChannel(ChannelBase):
-    """A status page: our JSON shape posted to `urlSecretRef`, or Statuspage's incident API."""
+    """A status page: our JSON shape posted to `urlSecretRef`, or Statuspage's incident API.
+
+    It hears only public incidents (`StatusPageConfig.publishes`, the status page's rule; never
+    a drill) and says only public things: the title, the status, the impact and the updates
+    marked `public: true` (`core.notices.statuspage_body`), never a notice's own text."""
 
     default_url: ClassVar[str] = "https://api.statuspage.io"
 
@@ -167,6 +171,21 @@ class StatuspageChannel(ChannelBase):
     keySecretRef: SecretRef | None = None
     """statuspageio: the API key."""
     pageId: str | None = None
+
+    public_fields: ClassVar[tuple[str, ...]] = ("title", "severity", "phase", "event", "notice")
+    """What a status page may be told: its `template` may use only these (`notice` is the latest
+    public update, or the status and title), never a description, commander or failure text."""
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_public(cls, value: str | None) -> str | None:
+        internal = sorted(templates.fields(value) - set(cls.public_fields)) if value else []
+        if internal:
+            raise ValueError(
+                f"a statuspage channel's template may use only {', '.join(cls.public_fields)} "
+                f"(public text); not {', '.join(internal)}"
+            )
+        return value
 
     def needs(self) -> tuple[str, ...]:
         return ("urlSecretRef",) if self.mode == "json" else ("pageId", "keySecretRef")

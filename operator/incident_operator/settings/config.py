@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from incident_operator.api.keys import DEFAULT_LEASE_NAME
-from incident_operator.api.models import Category, Severity
+from incident_operator.api.models import Category, IncidentSpec, Severity, SourceType
 from incident_operator.settings.channels import Channel
 from incident_operator.settings.egress import EgressPolicy
 
@@ -294,13 +294,25 @@ class StatusPageConfig(BaseModel):
 
     title: str = "Service status"
     publicSeverities: tuple[Severity, ...] = ()
-    """Incidents of these severities are public unless `spec.public: false`; others only with
-    `spec.public: true`."""
+    """Within `namespaces`: incidents of these severities are public unless `spec.public: false`;
+    others only with `spec.public: true`."""
     components: dict[str, str] = {}
     """Names users know for workloads: {"Deployment/web": "Checkout"}; others show their name."""
     namespaces: tuple[str, ...] = ()
-    """Only incidents of these namespaces (empty: every watched namespace)."""
+    """Only incidents of these namespaces are ever public (empty: none; 0.x took empty as all)."""
     historyDays: int = Field(default=90, ge=1, le=366)
+
+    def publishes(self, namespace: str, spec: IncidentSpec) -> bool:
+        """Whether an incident is public: the one rule of the status page and the `statuspage`
+        channels. Never a drill; only in a listed namespace; there `spec.public`, or without it a
+        severity in `publicSeverities` (the declared one, as the page shows it)."""
+        if spec.drill or (spec.source is not None and spec.source.type == SourceType.DRILL):
+            return False
+        if namespace not in self.namespaces:
+            return False
+        if spec.public is not None:
+            return spec.public
+        return spec.severity in self.publicSeverities
 
 
 class SeverityRule(BaseModel):

@@ -44,6 +44,12 @@ def check(template: str) -> None:
             raise TemplateError(f"unknown field {{{field}}}; known fields: {', '.join(FIELDS)}")
 
 
+def fields(template: str) -> set[str]:
+    """The fields a (valid) template uses."""
+    check(template)
+    return {m.group(1) for m in _TOKEN.finditer(template) if m.group(1)}
+
+
 def render(template: str, values: dict[str, str]) -> str:
     check(template)
 
