@@ -231,8 +231,13 @@ def test_the_admission_policy_guards_approvals_resolution_and_closing() -> None:
     assert "o.step == a.step && o.by == a.by && o.?run" in added  # another run: a new approval
     binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-approvals")
     assert binding["spec"] == {"policyName": "incident-operator-approvals", "validationActions": ["Deny"]}
+    assert expressions.count("check('publish')") == 2  # spec.public and public updates
+    publishing = variables(policy)
+    assert "oldObject.spec.?updates.orValue([]).exists(o, o == u)" in publishing["publicUpdates"]
     responder = {v for r in rules_of("ClusterRole", "incident-operator-responder") for v in r["verbs"]}
-    assert {"approve", "resolve"} <= responder
+    assert {"approve", "resolve", "publish"} <= responder
+    operator = {v for r in rules_of("ClusterRole", "incident-operator") for v in r["verbs"]}
+    assert "publish" not in operator  # the operator never makes anything public
 
 
 def grants(kind: str, name: str) -> set[tuple[str, str, str]]:

@@ -148,3 +148,42 @@ def test_open_sends_no_source_and_has_no_drill_flag(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         args("open", "--title", "x", "--drill")  # drills are opened by a Drill, as the operator
     capsys.readouterr()
+
+
+PUBLISH_REFUSAL = (
+    'incidents.incident-operator.dev "web" is forbidden: ValidatingAdmissionPolicy '
+    "'incident-operator-approvals' with binding 'incident-operator-approvals' denied request: user "
+    "system:serviceaccount:people:alice may not post public updates to incidents in namespace shop: "
+    "needs the verb publish on incidents (ClusterRole incident-operator-responder)"
+)
+
+
+def test_update_is_internal_unless_public_and_public_marks_the_update_and_the_incident_in_one_write(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fake = FakeApi(incident())
+    fake.incident["spec"]["updates"] = [{"time": "2026-01-01T10:00:00Z", "message": "old"}]
+    run(fake, "update", "web", "db-7 OOM")
+    assert fake.patches[-1]["updates"][-1].keys() == {"time", "message"}
+    assert "public" not in fake.patches[-1]
+    run(fake, "update", "web", "Checkouts fail for some users", "--public")
+    assert len(fake.patches) == 2  # one write each
+    sent = fake.patches[-1]
+    assert sent["public"] is True
+    assert sent["updates"][0] == {"time": "2026-01-01T10:00:00Z", "message": "old"}  # carried along
+    assert sent["updates"][-1]["message"] == "Checkouts fail for some users"
+    assert sent["updates"][-1]["public"] is True
+    assert capsys.readouterr().out.strip().endswith("updated and shown on the status page")
+
+
+def test_a_refused_public_update_says_which_verb_is_missing() -> None:
+    fake = FakeApi(incident(), refuse=refusal(403, PUBLISH_REFUSAL))
+    with pytest.raises(Failed) as failed:
+        run(fake, "update", "web", "Checkouts fail", "--public")
+    said = str(failed.value)
+    assert (
+        "need the verb publish on incidents in this namespace (ClusterRole incident-operator-responder)"
+        in said
+    )
+    assert "without --public" in said
+    assert f"Error from server (Forbidden): {PUBLISH_REFUSAL}" in said

@@ -87,9 +87,11 @@ def edit_list(
     name: str,
     key: str,
     change: Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]],
+    also: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read the incident, change one of its spec lists, write it back guarded by resourceVersion
-    (retried on a conflict: someone else edited meanwhile)."""
+    (retried on a conflict: someone else edited meanwhile), with the spec fields `also` in the
+    same write."""
     for _ in range(5):
         incident = api.get(name)
         spec = incident.get("spec") or {}
@@ -97,7 +99,8 @@ def edit_list(
             raise Failed(f"incident {name} is closed: it is read-only history")
         updated = change([dict(x) for x in spec.get(key) or []], incident)
         try:
-            return api.patch_spec(name, {key: updated}, incident["metadata"]["resourceVersion"])
+            body = {**(also or {}), key: updated}
+            return api.patch_spec(name, body, incident["metadata"]["resourceVersion"])
         except ApiException as exc:
             if exc.status != 409:
                 raise

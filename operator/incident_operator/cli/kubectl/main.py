@@ -94,9 +94,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", required=True, help="what was done")
     p.add_argument("--root-cause", help="the root cause, if known")
     named("close", cmd_close, "close the incident after its review (read-only afterwards)")
-    p = named("update", cmd_update, "add a user-facing update for the status page")
-    p.add_argument("message", metavar="MESSAGE", help="what users should know, in their words")
-    p.add_argument("--public", action="store_true", help="also show the incident on the status page")
+    p = named("update", cmd_update, "add an update (internal; --public for the status page)")
+    p.add_argument("message", metavar="MESSAGE", help="what happened; with --public, in users' words")
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="a public update: shown on the status page with the incident (needs the verb publish)",
+    )
     named("timeline", cmd_timeline, "print the incident's timeline with relative times")
     named("postmortem", cmd_postmortem, "print the post-mortem draft (Markdown)")
     p = command("action", cmd_action, "add an action item, or mark one done")

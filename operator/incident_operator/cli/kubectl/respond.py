@@ -199,15 +199,28 @@ def cmd_close(api: Api, args: argparse.Namespace) -> None:
 
 
 def cmd_update(api: Api, args: argparse.Namespace) -> None:
-    """A user-facing update for the status page (the communications lead's words)."""
+    """An update to the incident: internal, or with --public for the status page (the
+    communications lead's words; the update marked public and the incident made public, in one
+    write that needs the verb publish)."""
     stamp = format_time(utc_now())
+    update: dict[str, Any] = {"time": stamp, "message": args.message}
+    if args.public:
+        update["public"] = True
 
     def add(updates: list[dict[str, Any]], _: dict[str, Any]) -> list[dict[str, Any]]:
-        return [*updates, {"time": stamp, "message": args.message}]
+        return [*updates, update]
 
-    edit_list(api, args.name, "updates", add)
-    if args.public:
-        api.patch_spec(args.name, {"public": True})
+    try:
+        edit_list(api, args.name, "updates", add, also={"public": True} if args.public else None)
+    except ApiException as exc:
+        if exc.status not in (403, 422) or "verb publish" not in (exc.body or ""):
+            raise
+        raise Failed(
+            f"you may not publish to the status page from incident {args.name}: public updates "
+            "need the verb publish on incidents in this namespace (ClusterRole "
+            "incident-operator-responder); ask for it, or post the update without --public.\n"
+            f"{server_error(exc)}"
+        ) from None
     print(f"{RESOURCE}/{args.name} updated" + (" and shown on the status page" if args.public else ""))
 
 
