@@ -256,6 +256,7 @@ def free_port() -> int:
 
 NOTIFY_NAMESPACE = "notify-e2e"
 SEVERITY_NAMESPACE = "severity-e2e"
+STATUS_NAMESPACE = "status-e2e"  # the status page tests' (statusPage.namespaces lists it)
 
 
 @pytest.fixture(scope="session")
@@ -330,6 +331,8 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
         "severityEscalation": [
             {"from": "P2", "to": "P1", "notMitigatedWithinSeconds": 3, "namespaces": [SEVERITY_NAMESPACE]}
         ],
+        # Only listed namespaces publish (nothing by default); incidents there need spec.public.
+        "statusPage": {"namespaces": [NOTIFY_NAMESPACE, STATUS_NAMESPACE]},
         "notifications": {
             "channels": [
                 channel("ok", "slack"),

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Cluster, OperatorProcess, bin_dir
+from tests.e2e.conftest import STATUS_NAMESPACE, Cluster, OperatorProcess, bin_dir, named_namespace
 from tests.e2e.engine_helpers import GROUP, TIMEOUT, VERSION, Scenario, deploy_ref
 from tests.polling import wait_until
 
@@ -26,6 +27,13 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def s(crds_installed: Cluster, operator: OperatorProcess, namespace: str) -> Scenario:
     return Scenario(crds_installed, operator, namespace)
+
+
+@pytest.fixture
+def public(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenario]:
+    """In the namespace the test operator's statusPage.namespaces lists (only there is anything public)."""
+    with named_namespace(crds_installed, STATUS_NAMESPACE) as name:
+        yield Scenario(crds_installed, operator, name)
 
 
 def kubectl(s: Scenario, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
@@ -285,7 +293,10 @@ def test_the_monthly_report_from_incidents_with_known_times(s: Scenario) -> None
     assert "format must be one of" in refused.value.read().decode()
 
 
-def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_internal(s: Scenario) -> None:
+def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_internal(
+    public: Scenario,
+) -> None:
+    s = public
     ns = ("-n", s.namespace)
     s.deployment("shop", 1)
     s.playbook(
@@ -311,6 +322,7 @@ def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_i
             return dict(json.loads(resp.read()))
 
     assert "Checkout is failing" not in json.dumps(page())  # not public: P3 and no spec.public
+    kubectl(s, "update", "checkout", "db-7 ran out of memory", *ns)  # internal: never shown
     message = "Checkout failed for some customers between 14:00 and 14:20; it works again."
     kubectl(s, "update", "checkout", message, *ns, "--public")
     shown = wait_until(
@@ -324,7 +336,7 @@ def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_i
     with urllib.request.urlopen(f"{base}/status", timeout=10) as resp:  # noqa: S310
         html = resp.read().decode()
     assert message in html
-    for internal in ("scale-shop-up", "scale-shop", "PlaybookStarted", "-postmortem"):
+    for internal in ("scale-shop-up", "scale-shop", "PlaybookStarted", "-postmortem", "db-7"):
         assert internal not in html, internal
     with urllib.request.urlopen(f"{base}/status/feed.atom", timeout=10) as resp:  # noqa: S310
         assert resp.headers["Content-Type"].startswith("application/atom+xml")

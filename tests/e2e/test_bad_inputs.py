@@ -253,6 +253,7 @@ MALLORY = f"system:serviceaccount:{USERS_NS}:mallory"
 ALICE = f"system:serviceaccount:{USERS_NS}:alice"  # a responder, who approved on mallory's incident
 ALERT_SOURCE = {"type": "alert", "alertname": "ServiceDown", "labels": {"team": "payments"}}
 COLLECT = step("collect", collectEvidence={"selector": {"app": "web"}, "logLines": 0})
+NEEDS_PUBLISH = "needs the verb publish on incidents (ClusterRole incident-operator-responder)"
 WEAKENS = f"user {MALLORY} may not weaken the approval gate of playbook gated in namespace {ADMISSION_NS}"
 SCALE_UP = {**step("scale-up", scale={"target": TARGET, "replicas": 3}), "requiresApproval": True}
 
@@ -388,6 +389,23 @@ ADMISSION_REFUSED = [
         {"metadata": {"labels": {FINGERPRINT: "abc"}}},
         (f"{OPERATOR_ONLY} label {FINGERPRINT}, not user {MALLORY}",),
     ),
+    on_mine(
+        "public-without-publish",
+        {"public": True},
+        f"user {MALLORY} may not make incidents public (spec.public) in namespace {ADMISSION_NS}",
+        NEEDS_PUBLISH,
+    ),
+    created(
+        "create-public-without-publish",
+        {"public": True},
+        f"user {MALLORY} may not make incidents public (spec.public) in namespace {ADMISSION_NS}",
+    ),
+    on_mine(
+        "public-update-without-publish",
+        {"updates": [{"time": "2026-01-01T10:00:00Z", "message": "Major outage", "public": True}]},
+        f"user {MALLORY} may not post public updates to incidents in namespace {ADMISSION_NS}",
+        NEEDS_PUBLISH,
+    ),
     gate_steps(
         "gate-requires-approval-removed",
         [COLLECT, {k: v for k, v in SCALE_UP.items() if k != "requiresApproval"}],
@@ -410,6 +428,10 @@ ADMISSION_REFUSED = [
 ]
 ADMISSION_ADMITTED = [  # the controls: a plain editor does get these through
     on_mine("commander-herself", {"commander": MALLORY}),
+    on_mine(  # internal updates, and public: false, are free
+        "internal-update-and-not-public",
+        {"public": False, "updates": [{"time": "2026-01-01T10:00:00Z", "message": "db-7 OOM"}]},
+    ),
     created("create-with-a-bare-manual-source", {"source": {"type": "manual"}}),
     Attempt(  # an ungated step edited, the gated one unchanged
         "edit-an-ungated-step",

@@ -43,7 +43,7 @@ def test_channels_hear_the_incident_and_failing_receivers_do_not_stop_it(
         "grow",
         [{"name": "scale", "scale": {"target": {"kind": "Deployment", "name": "shop"}, "replicas": 2}}],
     )
-    s.incident("noticed", severity="P2", title="checkout errors")
+    s.incident("noticed", severity="P2", title="checkout errors", public=True)  # the statuspage channel
 
     s.wait_phase("noticed", "Resolved")
     wait_until(
@@ -202,7 +202,9 @@ def test_the_statuspage_api_gets_one_page_incident_created_then_updated(
     page incident, later ones update that one; its id is kept on the Incident."""
     create = "/sp/v1/pages/PAGE1/incidents"
     receivers.set_body(create, b'{"id": "pi-123", "name": "x"}')
-    s.incident("status-shown", severity="P3", title="Search is slow", playbookRef={"name": "none-here"})
+    s.incident(
+        "status-shown", severity="P3", title="Search is slow", playbookRef={"name": "none-here"}, public=True
+    )
 
     def requests() -> list[dict[str, Any]]:
         return [r for r in receivers.received() if r["path"].startswith("/sp/")]

@@ -12,7 +12,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.e2e.conftest import Cluster, OperatorProcess
+from tests.e2e.conftest import STATUS_NAMESPACE, Cluster, OperatorProcess, named_namespace
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.e2e.test_after_the_incident import kubectl
 from tests.polling import wait_until
@@ -23,8 +23,10 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 
 
 @pytest.fixture
-def s(crds_installed: Cluster, operator: OperatorProcess, namespace: str) -> Scenario:
-    return Scenario(crds_installed, operator, namespace)
+def s(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenario]:
+    """In the namespace the test operator's statusPage.namespaces lists (only there is anything public)."""
+    with named_namespace(crds_installed, STATUS_NAMESPACE) as name:
+        yield Scenario(crds_installed, operator, name)
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def test_the_status_page_in_a_real_browser(s: Scenario, browser: webdriver.Chrom
     assert browser.find_elements(By.TAG_NAME, "h1")[0].text == "Service status"
 
     second = "A fix is deployed; we are watching the storefront recover."
-    kubectl(s, "update", "store-down", second, *ns)
+    kubectl(s, "update", "store-down", second, *ns, "--public")
     text = wait_until(
         lambda: showing(second),
         timeout=TIMEOUT,
