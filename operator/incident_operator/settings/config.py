@@ -299,7 +299,7 @@ class StatusPageConfig(BaseModel):
     components: dict[str, str] = {}
     """Names users know for workloads: {"Deployment/web": "Checkout"}; others show their name."""
     namespaces: tuple[str, ...] = ()
-    """Only incidents of these namespaces are ever public (empty: none; 0.x took empty as all)."""
+    """Only incidents of these namespaces are ever public (empty: nothing is; it used to mean all)."""
     historyDays: int = Field(default=90, ge=1, le=366)
 
     def publishes(self, namespace: str, spec: IncidentSpec) -> bool:
