@@ -37,7 +37,7 @@ _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 AlertStatus = Literal["firing", "resolved"]
 
-NOT_FOR_TOKEN = "NotAllowedForToken"
+BOUND_ELSEWHERE = "NotAllowedForToken"
 """The skip reason of an alert whose namespace its token is not bound to (alertIntake.tokens)."""
 
 
@@ -149,7 +149,7 @@ def plan_alert(
     if token_namespaces is not None and namespace not in token_namespaces:
         # Before the other scopes: a bound token learns nothing of the namespaces it is not for.
         return Skip(
-            fingerprint, f"namespace {namespace} is not one this token may open incidents in", NOT_FOR_TOKEN
+            fingerprint, f"namespace {namespace} is not one this token may open incidents in", BOUND_ELSEWHERE
         )
     if watched and namespace not in watched:
         return Skip(fingerprint, f"namespace {namespace} is not watched by this operator", "NotWatched")

@@ -428,7 +428,9 @@ class OperatorConfig(BaseModel):
     def _single_token_not_bound(self) -> OperatorConfig:
         if self.alert_token_secret is not None:
             namespace, name = self.alert_token_secret
-            if TokenSecretRef(namespace=namespace, name=name) in {t.secretRef for t in self.file.alertIntake.tokens}:
+            if TokenSecretRef(namespace=namespace, name=name) in {
+                t.secretRef for t in self.file.alertIntake.tokens
+            }:
                 raise ValueError(
                     f"Secret {namespace}/{name} key token is --alert-token-secret (bound to no namespace) "
                     "and also in alertIntake.tokens: give the bound token another Secret or key"
