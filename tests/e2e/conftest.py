@@ -32,6 +32,9 @@ from tests.polling import wait_until
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_NAMESPACE, TOKEN_SECRET = "incident-operator-system", "alert-token"
 ALERT_TOKEN = "e2e-" + uuid.uuid4().hex
+TEAM_TOKEN, TEAM_TOKEN_KEY = "e2e-team-" + uuid.uuid4().hex, "team-token"
+"""A token of alertIntake.tokens (a key of the single token's Secret), bound to TEAM_NAMESPACE."""
+TEAM_NAMESPACE = "intake-team-e2e"
 LOCALCLUSTER = ROOT / "localcluster" / "localcluster.py"
 CRDS = ROOT / "crds"
 
@@ -324,6 +327,14 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
         )
 
     return {
+        "alertIntake": {
+            "tokens": [
+                {
+                    "secretRef": {"namespace": TOKEN_NAMESPACE, "name": TOKEN_SECRET, "key": TEAM_TOKEN_KEY},
+                    "namespaces": [TEAM_NAMESPACE],
+                }
+            ]
+        },
         # Short response targets for P1/P4 so that a breach is observable in a test (P1: long
         # enough for a one-step playbook to resolve an incident before it).
         "responseTargets": {"P1": "PT10S", "P3": "PT1H", "P4": "PT3S"},
@@ -380,7 +391,9 @@ def operator(
         timeout=60,
         what="token namespace",
     )
-    ensure_secret(crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN})
+    ensure_secret(
+        crds_installed, TOKEN_NAMESPACE, TOKEN_SECRET, {"token": ALERT_TOKEN, TEAM_TOKEN_KEY: TEAM_TOKEN}
+    )
     names = ("ok", "status", "flaky", "broken", "slow", "pager", "sev-pager")
     urls = {name: receivers.url(f"/{name}") for name in names}
     keys = {"pd-key": "R0UTING-KEY", "og-key": "GENIE-KEY", "sp-key": "SP-KEY"}

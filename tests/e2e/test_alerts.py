@@ -6,12 +6,21 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import ALERT_TOKEN, Alertmanager, Cluster, OperatorProcess
+from tests.e2e.conftest import (
+    ALERT_TOKEN,
+    TEAM_NAMESPACE,
+    TEAM_TOKEN,
+    Alertmanager,
+    Cluster,
+    OperatorProcess,
+    create_namespace,
+)
 from tests.e2e.engine_helpers import GROUP, TIMEOUT, VERSION, Scenario
 from tests.polling import wait_until
 
@@ -48,15 +57,11 @@ def post(port: int, body: bytes, token: str | None = ALERT_TOKEN) -> tuple[int, 
 
 
 def payload(namespace: str, fingerprint: str, status: str = "firing", **labels: str) -> bytes:
-    alert = {
-        "status": status,
-        "labels": {"alertname": "HighErrorRate", "namespace": namespace, "severity": "critical", **labels},
-        "annotations": {"summary": "5xx above 10%"},
-        "startsAt": "2026-11-27T10:00:00Z",
-        "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus/graph",
-        "fingerprint": fingerprint,
-    }
+    return batch([(namespace, fingerprint)], status, **labels)
+
+
+def batch(alerts: list[tuple[str, str]], status: str = "firing", **labels: str) -> bytes:
+    """A delivery of one alert per (namespace, fingerprint)."""
     return json.dumps(
         {
             "version": "4",
@@ -68,9 +73,21 @@ def payload(namespace: str, fingerprint: str, status: str = "firing", **labels: 
             "commonLabels": {},
             "commonAnnotations": {},
             "externalURL": "http://am",
-            "alerts": [alert],
+            "alerts": [_alert(namespace, fingerprint, status, **labels) for namespace, fingerprint in alerts],
         }
     ).encode()
+
+
+def _alert(namespace: str, fingerprint: str, status: str, **labels: str) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": "HighErrorRate", "namespace": namespace, "severity": "critical", **labels},
+        "annotations": {"summary": "5xx above 10%"},
+        "startsAt": "2026-11-27T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
 
 
 def metric(port: int, name: str, labels: dict[str, str]) -> float:
@@ -238,3 +255,33 @@ def test_the_token_can_be_rotated_without_a_restart(s: Scenario) -> None:
             timeout=30,
             what="the original token accepted again",
         )
+
+
+def test_a_token_bound_to_a_namespace_opens_incidents_there_only(s: Scenario) -> None:
+    """alertIntake.tokens: the team's token is bound to TEAM_NAMESPACE; its alert for another
+    namespace (this test's) is skipped with the reason and counted, the rest of the batch is
+    taken, and the single token still opens incidents anywhere intake allows."""
+    core = client.CoreV1Api(s.cluster.api)
+    if not any(ns.metadata.name == TEAM_NAMESPACE for ns in core.list_namespace().items):
+        create_namespace(s.cluster, TEAM_NAMESPACE, opt_in=False)
+    port = s.operator.port
+    before = metric(port, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"})
+    team_fp, victim_fp = f"{uuid.uuid4().hex[:16]}", f"{uuid.uuid4().hex[:16]}"
+    status, body = post(port, batch([(s.namespace, victim_fp), (TEAM_NAMESPACE, team_fp)]), token=TEAM_TOKEN)
+    assert status == 200, body
+    victim, team = body["results"]
+    assert (victim["result"], victim["code"]) == ("skipped", "NotAllowedForToken")
+    assert victim["reason"] == f"namespace {s.namespace} is not one this token may open incidents in"
+    assert team["result"] == "created", team
+    assert incidents_for(s, "HighErrorRate") == []
+    team_incident = s.custom.get_namespaced_custom_object(
+        GROUP, VERSION, TEAM_NAMESPACE, "incidents", f"alert-{team_fp}"
+    )
+    assert team_incident["spec"]["source"]["fingerprint"] == team_fp
+    assert (
+        metric(port, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"}) == before + 1
+    )
+
+    status, body = post(port, payload(s.namespace, victim_fp))  # the single token: bound to none
+    assert (status, body["results"][0]["result"]) == (200, "created")
+    assert [i["metadata"]["name"] for i in incidents_for(s, "HighErrorRate")] == [f"alert-{victim_fp}"]

@@ -29,6 +29,7 @@ from kubernetes import client
 from tests.e2e.conftest import (
     ALERT_TOKEN,
     INSTALL_NS,
+    TEAM_TOKEN,
     Cluster,
     OperatorProcess,
     create_namespace,
@@ -824,6 +825,13 @@ DELIVERIES = [
         ALERT_TOKEN,
         200,
         "NotAllowed",
+    ),
+    BadDelivery(  # a tenant's token, bound to its namespace, naming another (alertIntake.tokens)
+        "token-bound-to-another-namespace",
+        alert_payload(alertname="A", namespace=TABLE_NS),
+        TEAM_TOKEN,
+        200,
+        '"code": "NotAllowedForToken"',
     ),
     BadDelivery(
         "namespace-absent",

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from incident_operator.api.keys import ANNOTATION_CHANGED_AT, ANNOTATION_STATUS
 from incident_operator.core.alerts import (
+    BOUND_ELSEWHERE,
     Alert,
     Skip,
     Upsert,
@@ -141,6 +142,36 @@ def test_alert_intake_is_scoped_to_allowed_namespaces() -> None:
     assert "not in alertIntake.namespaces" in elsewhere.reason
     operator_ns = plan_alert(alert(namespace="ops"), CONFIG, (), "ops")
     assert isinstance(operator_ns, Skip)  # wherever the operator itself runs
+
+
+def skip_code(action: Upsert | Skip) -> str | None:
+    return action.code if isinstance(action, Skip) else None
+
+
+def test_a_bound_token_opens_incidents_only_in_its_namespaces() -> None:
+    team = frozenset({"shop"})
+    assert isinstance(plan_alert(alert(namespace="shop"), CONFIG, (), token_namespaces=team), Upsert)
+    victim = plan_alert(alert(namespace="billing"), CONFIG, (), token_namespaces=team)
+    assert isinstance(victim, Skip)
+    assert (victim.code, victim.reason) == (
+        BOUND_ELSEWHERE,
+        "namespace billing is not one this token may open incidents in",
+    )
+    # The default namespace is no way around it, and the token's scope is told before the others
+    # (a bound token learns nothing of what is watched or allowed elsewhere).
+    default = AlertIntakeConfig(defaultNamespace="billing")
+    unlabelled = plan_alert(alert(namespace=""), default, (), token_namespaces=team)
+    assert skip_code(unlabelled) == BOUND_ELSEWHERE
+    system = plan_alert(alert(namespace="kube-system"), CONFIG, (), token_namespaces=team)
+    assert skip_code(system) == BOUND_ELSEWHERE
+    # alertIntake's own scope still applies to a bound token's namespaces.
+    bound_to_system = frozenset({"kube-system"})
+    excluded = plan_alert(alert(namespace="kube-system"), CONFIG, (), token_namespaces=bound_to_system)
+    assert skip_code(excluded) == "NotAllowed"
+    scoped = AlertIntakeConfig(namespaces=("other",))
+    assert skip_code(plan_alert(alert(namespace="shop"), scoped, (), token_namespaces=team)) == "NotAllowed"
+    # Unbound (the --alert-token-secret token, or a Drill): as before.
+    assert isinstance(plan_alert(alert(namespace="billing"), CONFIG, (), token_namespaces=None), Upsert)
 
 
 def test_an_alert_fired_by_a_drill_opens_a_drill_incident() -> None:

@@ -97,3 +97,55 @@ def test_limits_and_egress_have_safe_defaults_and_refuse_bad_entries(tmp_path: P
 def test_allow_egress_on_the_command_line_is_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main.main(["run", "--allow-egress", "*.example.com"]) == 2
     assert "neither a CIDR nor a host name" in capsys.readouterr().err
+
+
+def test_alert_tokens_are_bound_to_namespaces(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "alertIntake:\n"
+        "  tokens:\n"
+        "    - {secretRef: {namespace: ops, name: alert-tokens, key: team-a}, namespaces: [a]}\n"
+        "    - {secretRef: {namespace: ops, name: alert-token-b}, namespaces: [b, b2]}\n"
+    )
+    tokens = load_config_file(path).alertIntake.tokens
+    assert [(t.secretRef.name, t.secretRef.key, t.namespaces) for t in tokens] == [
+        ("alert-tokens", "team-a", ("a",)),
+        ("alert-token-b", "token", ("b", "b2")),  # key defaults to `token`
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        ("[{secretRef: {namespace: ops, name: t}}]", "namespaces"),  # required
+        ("[{secretRef: {namespace: ops, name: t}, namespaces: []}]", "at least 1"),
+        ("[{secretRef: {namespace: ops, name: t}, namespaces: [Bad_NS]}]", "not namespace names"),
+        ("[{secretRef: {name: t}, namespaces: [a]}]", "namespace"),
+        ("[{secretRef: {namespace: ops, name: t, key: ''}, namespaces: [a]}]", "key"),
+        ("[{secretRef: {namespace: ops, name: t}, namespaces: [a], extra: 1}]", "Extra inputs"),
+        (
+            "[{secretRef: {namespace: ops, name: t}, namespaces: [a]},"
+            " {secretRef: {namespace: ops, name: t}, namespaces: [b]}]",
+            "the same Secret key in two tokens: ops/t key token",
+        ),
+    ],
+)
+def test_bad_alert_tokens_give_a_clear_error(tmp_path: Path, tokens: str, message: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"alertIntake:\n  tokens: {tokens}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config_file(path)
+
+
+def test_the_single_token_may_not_also_be_a_bound_one(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "alertIntake: {tokens: [{secretRef: {namespace: ops, name: alert-token}, namespaces: [a]}]}\n"
+    )
+    assert cli_main.main(["run", "--config", str(path), "--alert-token-secret", "ops/alert-token"]) == 2
+    # Another key of the same Secret is another token.
+    path.write_text(
+        "alertIntake: {tokens: [{secretRef: {namespace: ops, name: alert-token, key: a}, namespaces: [a]}]}\n"
+    )
+    file = load_config_file(path)
+    assert OperatorConfig(alert_token_secret=("ops", "alert-token"), file=file).file is file

@@ -1,7 +1,8 @@
 """`POST /alertmanager`: Alertmanager's webhook in, Incidents out.
 
-Owns authentication (a bearer token read from a Secret, re-read every few seconds so it can be
-rotated without a restart), request validation, and writing each alert onto its Incident. The
+Owns authentication (bearer tokens read from Secrets, re-read every few seconds so they can be
+rotated without a restart; a token of `alertIntake.tokens` opens incidents only in the namespaces
+it is bound to), request validation, and writing each alert onto its Incident. The
 mapping itself is pure (`alerts`). Answers: 401 (token), 413 (body over the limit, by aiohttp),
 400 (not JSON, or not a version-4 payload; the reason is in the body), 503 (the API server is
 unavailable: Alertmanager retries, so no alert is lost), 200 with a result per alert otherwise.
@@ -10,12 +11,14 @@ Repeated deliveries are idempotent: an unchanged alert writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +49,18 @@ def _unavailable(exc: Exception) -> bool:
     return isinstance(exc, Urllib3Error | OSError)
 
 
+TokenRef = tuple[str, str, str]
+"""A token's Secret: namespace, name, key."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent an authenticated request: the namespaces its token may open incidents in."""
+
+    namespaces: frozenset[str] | None
+    """None: the token of --alert-token-secret, bound to none (alertIntake's scope still applies)."""
+
+
 class Intake:
     def __init__(
         self, kube: Kube, config: OperatorConfig, clock: Callable[[], datetime] | None = None
@@ -53,53 +68,89 @@ class Intake:
         self.kube = kube
         self.config = config
         self.clock = clock or utc_now
-        self._token: tuple[float, str | None] = (0.0, None)
+        self._tokens: dict[TokenRef, tuple[float, str | None]] = {}  # ref -> (read at, value)
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()  # fingerprints seen (bounded)
 
     # ------------------------------------------------------------------ authentication
 
-    async def expected_token(self) -> str | None:
-        if self.config.alert_token_secret is None:
-            return None
-        fetched_at, token = self._token
-        if time.monotonic() - fetched_at < TOKEN_TTL_S:
-            return token
-        namespace, name = self.config.alert_token_secret
+    def _token_refs(self) -> list[tuple[TokenRef, frozenset[str] | None]]:
+        """Every configured token: where it is, and the namespaces it is bound to (None: none)."""
+        refs: list[tuple[TokenRef, frozenset[str] | None]] = []
+        if self.config.alert_token_secret is not None:
+            namespace, name = self.config.alert_token_secret
+            refs.append(((namespace, name, "token"), None))
+        for token in self.config.file.alertIntake.tokens:
+            ref = token.secretRef
+            refs.append(((ref.namespace, ref.name, ref.key), frozenset(token.namespaces)))
+        return refs
+
+    async def token_value(self, ref: TokenRef) -> str | None:
+        """A token's value, read at most every TOKEN_TTL_S (rotation without a restart); None if
+        its Secret or key is absent. Raises ApiUnavailable when the Secret cannot be read."""
+        cached = self._tokens.get(ref)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_TTL_S:
+            return cached[1]
+        namespace, name, key = ref
         try:
-            token = await secret_value(self.kube, namespace, name, "token")
+            token = await secret_value(self.kube, namespace, name, key)
         except ApiException as exc:
             if exc.status == 404:
-                logger.warning("alert token Secret %s/%s not found; rejecting alerts", namespace, name)
-                self._token = (time.monotonic(), None)
+                logger.warning("alert token Secret %s/%s not found; its token is refused", namespace, name)
+                self._tokens[ref] = (time.monotonic(), None)
                 return None
-            raise ApiUnavailable(api_reason(exc)) from exc
+            raise ApiUnavailable(f"Secret {namespace}/{name}: {api_reason(exc)}") from exc
         except (Urllib3Error, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
-        self._token = (time.monotonic(), token)
+        self._tokens[ref] = (time.monotonic(), token)
         return token
 
-    async def authorized(self, request: web.Request) -> str | None:
-        """None if authorized, else the reason for a 401."""
-        expected = await self.expected_token()
-        if expected is None:
+    async def caller(self, request: web.Request) -> Caller | str:
+        """Who sent the request, by its bearer token; else the reason for a 401.
+
+        The given token is compared, in constant time, with every configured one (no early exit).
+        Raises ApiUnavailable when no token matched and a token Secret could not be read: the
+        request may carry that token, so the answer is 503 (Alertmanager retries), never 401."""
+        refs = self._token_refs()
+        values = await asyncio.gather(*(self.token_value(ref) for ref, _ in refs), return_exceptions=True)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        presented = given.strip().encode() if scheme.lower() == "bearer" else b""
+        bound: list[frozenset[str] | None] = []
+        unavailable: ApiUnavailable | None = None
+        readable = 0
+        for (_, namespaces), value in zip(refs, values, strict=True):
+            if isinstance(value, ApiUnavailable):
+                unavailable = value
+                continue
+            if isinstance(value, BaseException):
+                raise value
+            if value is None:
+                continue
+            readable += 1
+            if hmac.compare_digest(presented, value.encode()):
+                bound.append(namespaces)
+        if bound:
+            # The same value in several entries (give each its own): the union of their scopes.
+            if any(namespaces is None for namespaces in bound):
+                return Caller(None)
+            return Caller(frozenset().union(*(n for n in bound if n is not None)))
+        if unavailable is not None:
+            raise unavailable
+        if not readable:
             return (
-                "alert intake is not configured: start the operator with --alert-token-secret (key 'token')"
+                "alert intake is not configured: start the operator with --alert-token-secret (key "
+                "'token') or set alertIntake.tokens, and create the Secret"
             )
-        given = request.headers.get("Authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected.encode()):
-            return "missing or wrong bearer token"
-        return None
+        return "missing or wrong bearer token"
 
     # ------------------------------------------------------------------ the endpoint
 
     async def handle(self, request: web.Request) -> web.Response:
         try:
-            refused = await self.authorized(request)
+            caller = await self.caller(request)
         except ApiUnavailable as exc:
             return _json(503, {"error": f"cannot read the alert token: API server unavailable ({exc})"})
-        if refused:
-            return _json(401, {"error": refused}, headers={"WWW-Authenticate": "Bearer"})
+        if isinstance(caller, str):
+            return _json(401, {"error": caller}, headers={"WWW-Authenticate": "Bearer"})
         raw = await request.read()  # aiohttp answers 413 itself above the configured size
         try:
             payload = alerts.WebhookPayload.model_validate_json(raw)
@@ -122,7 +173,7 @@ class Intake:
         results = []
         for alert in payload.alerts:
             try:
-                results.append(await self.accept(alert))
+                results.append(await self.accept(alert, caller.namespaces))
             except ApiUnavailable as exc:
                 logger.warning("alert intake: API server unavailable (%s); answering 503", exc)
                 return _json(503, {"error": f"API server unavailable ({exc}); retry", "done": results})
@@ -134,10 +185,18 @@ class Intake:
             )
         return _json(200, {"results": results})
 
-    async def accept(self, alert: alerts.Alert) -> dict[str, str]:
+    async def accept(
+        self, alert: alerts.Alert, token_namespaces: frozenset[str] | None = None
+    ) -> dict[str, str]:
+        """One alert onto its Incident; `token_namespaces`: the namespaces the request's token is
+        bound to (None: bound to none, or the operator itself, as a Drill's fireAlert)."""
         metrics.alert_received(alert.status)
         action = alerts.plan_alert(
-            alert, self.config.file.alertIntake, self.config.namespaces, self.config.own_namespace
+            alert,
+            self.config.file.alertIntake,
+            self.config.namespaces,
+            self.config.own_namespace,
+            token_namespaces,
         )
         if isinstance(action, alerts.Skip):
             return self._skipped(action.fingerprint, action.reason, action.code)

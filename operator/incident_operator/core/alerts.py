@@ -37,6 +37,9 @@ _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 AlertStatus = Literal["firing", "resolved"]
 
+BOUND_ELSEWHERE = "NotAllowedForToken"
+"""The skip reason of an alert whose namespace its token is not bound to (alertIntake.tokens)."""
+
 
 class Alert(BaseModel):
     """One alert of the webhook payload; unknown extra fields are accepted."""
@@ -104,7 +107,8 @@ class Skip:
     fingerprint: str
     reason: str
     code: str = "Invalid"
-    """For the skipped-alerts metric: NoNamespace, InvalidNamespace, NotWatched, NotAllowed, ..."""
+    """For the skipped-alerts metric: NoNamespace, InvalidNamespace, NotAllowedForToken,
+    NotWatched, NotAllowed, ..."""
 
 
 def fingerprint_of(alert: Alert) -> str:
@@ -125,9 +129,11 @@ def plan_alert(
     config: AlertIntakeConfig,
     watched: tuple[str, ...],
     own_namespace: str = "incident-operator",
+    token_namespaces: frozenset[str] | None = None,
 ) -> Upsert | Skip:
-    """What to do with one alert, given the intake settings, the watched namespaces (empty: all)
-    and the operator's own namespace (never a home for alert incidents)."""
+    """What to do with one alert, given the intake settings, the watched namespaces (empty: all),
+    the operator's own namespace (never a home for alert incidents) and the namespaces the
+    request's token is bound to (None: a token bound to none, or the operator itself)."""
     fingerprint = fingerprint_of(alert)
     namespace = alert.labels.get("namespace") or config.defaultNamespace
     if not namespace:
@@ -139,6 +145,11 @@ def plan_alert(
     if not _DNS_LABEL.match(namespace):
         return Skip(
             fingerprint, f"namespace label {namespace!r} is not a valid namespace name", "InvalidNamespace"
+        )
+    if token_namespaces is not None and namespace not in token_namespaces:
+        # Before the other scopes: a bound token learns nothing of the namespaces it is not for.
+        return Skip(
+            fingerprint, f"namespace {namespace} is not one this token may open incidents in", BOUND_ELSEWHERE
         )
     if watched and namespace not in watched:
         return Skip(fingerprint, f"namespace {namespace} is not watched by this operator", "NotWatched")

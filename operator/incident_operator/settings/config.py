@@ -33,6 +33,38 @@ class ResponseTargets(BaseModel):
     P4: timedelta = timedelta(hours=24)
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class TokenSecretRef(BaseModel):
+    """Where an alert token is: a key of a Secret (in the operator's namespace, by convention)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespace: str = Field(pattern=_DNS_LABEL.pattern)
+    name: str = Field(pattern=_SECRET_NAME.pattern)
+    key: str = Field(default="token", min_length=1, max_length=253)
+
+
+class AlertToken(BaseModel):
+    """A bearer token bound to the namespaces its alerts may open incidents in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secretRef: TokenSecretRef
+    namespaces: tuple[str, ...] = Field(min_length=1)
+    """The only namespaces an alert sent with this token may open or change incidents in."""
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [n for n in value if not _DNS_LABEL.match(n)]
+        if bad:
+            raise ValueError(f"not namespace names: {', '.join(map(repr, bad))}")
+        return value
+
+
 class AlertIntakeConfig(BaseModel):
     """How Alertmanager alerts become Incidents (`alertIntake:` in the --config file)."""
 
@@ -62,6 +94,18 @@ class AlertIntakeConfig(BaseModel):
     """Namespaces alerts may open incidents in (empty: every watched namespace but the excluded)."""
     excludeNamespaces: tuple[str, ...] = ("kube-system",)
     """Never open incidents here (the operator's own namespace is always excluded too)."""
+    tokens: tuple[AlertToken, ...] = Field(default=(), max_length=1000)
+    """Bearer tokens bound to namespaces, besides the one of --alert-token-secret (which is bound
+    to none: it may open incidents wherever `namespaces` and `excludeNamespaces` allow)."""
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct_secrets(cls, value: tuple[AlertToken, ...]) -> tuple[AlertToken, ...]:
+        refs = [t.secretRef for t in value]
+        repeated = {f"{r.namespace}/{r.name} key {r.key}" for r in refs if refs.count(r) > 1}
+        if repeated:
+            raise ValueError(f"the same Secret key in two tokens: {', '.join(sorted(repeated))}")
+        return value
 
 
 class EscalationLevel(BaseModel):
@@ -391,6 +435,19 @@ class OperatorConfig(BaseModel):
     def _egress_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         EgressPolicy.build(allow=value)
         return value
+
+    @model_validator(mode="after")
+    def _single_token_not_bound(self) -> OperatorConfig:
+        if self.alert_token_secret is not None:
+            namespace, name = self.alert_token_secret
+            if TokenSecretRef(namespace=namespace, name=name) in {
+                t.secretRef for t in self.file.alertIntake.tokens
+            }:
+                raise ValueError(
+                    f"Secret {namespace}/{name} key token is --alert-token-secret (bound to no namespace) "
+                    "and also in alertIntake.tokens: give the bound token another Secret or key"
+                )
+        return self
 
     @property
     def clusterwide(self) -> bool:
