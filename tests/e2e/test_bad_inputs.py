@@ -169,6 +169,27 @@ REJECTED = [
         "exactly one of webhook, slack",
     ),
     Rejected("ftp-check", "playbooks", playbook(step("a", httpCheck={"url": "ftp://example.com/"})), "url"),
+    Rejected(  # credentials in the URL: sent to whatever host follows them
+        "check-url-with-userinfo",
+        "playbooks",
+        playbook(step("a", httpCheck={"url": "http://user:pass@web.shop.svc/healthz"})),
+        "without user:password@",
+    ),
+    Rejected(  # a fragment would cut /api/v1/query off: a GET of any path of the server
+        "prom-url-with-fragment",
+        "playbooks",
+        playbook(
+            step(
+                "a",
+                promQuery={
+                    "url": "http://prom.shop.svc/admin/tsdb#",
+                    "query": "up",
+                    "expect": {"op": ">", "value": 0},
+                },
+            )
+        ),
+        "without a #fragment",
+    ),
     Rejected(
         "status-700",
         "playbooks",

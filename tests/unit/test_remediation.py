@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from incident_operator.api.actions import Expectation, HttpCheckAction
+from incident_operator.api.actions import Expectation, HttpCheckAction, PromQueryAction
 from incident_operator.api.keys import RESTARTED_AT
 from incident_operator.api.models import Phase, Severity, StepState
 from incident_operator.core import checks, revisions, validation
@@ -97,10 +98,11 @@ def test_every_series_must_meet_the_expectation() -> None:
     below = Expectation.model_validate({"op": "<", "value": 0.05})
     ok, said = checks.query_verdict(vector(({"job": "web"}, "0.01"), ({"job": "api"}, "0.02")), below)
     assert ok
-    assert said == '{job="web"}=0.01, {job="api"}=0.02 < 0.05'
+    assert said == "2 of 2 series < 0.05"
     ok, said = checks.query_verdict(vector(({"job": "web"}, "0.01"), ({"job": "api"}, "0.2")), below)
     assert not ok
-    assert said == '{job="api"}=0.2 (expected < 0.05)'
+    assert said == "1 of 2 series: 0.2 (expected < 0.05)"  # the offending value, never its labels
+    assert "api" not in said
 
 
 def test_no_data_nan_and_scalars() -> None:
@@ -108,13 +110,18 @@ def test_no_data_nan_and_scalars() -> None:
     assert checks.query_verdict(vector(), at_least) == (False, "no data (expected >= 1)")
     assert not checks.query_verdict(vector(({}, "NaN")), at_least)[0]
     scalar = {"status": "success", "data": {"resultType": "scalar", "result": [1700000000, "3"]}}
-    assert checks.query_verdict(scalar, at_least) == (True, "scalar=3 >= 1")
+    assert checks.query_verdict(scalar, at_least) == (True, "1 of 1 series >= 1")
 
 
-def test_a_wrong_query_is_an_error_with_prometheus_reason() -> None:
-    with pytest.raises(checks.QueryError, match="bad_data: parse error"):
-        checks.samples({"status": "error", "errorType": "bad_data", "error": "parse error"})
-    with pytest.raises(checks.QueryError, match="matrix"):
+def test_a_wrong_query_is_an_error_with_prometheus_error_type_only() -> None:
+    secret = 'parse error near {tenant="other-team", token="abc"}'
+    with pytest.raises(checks.QueryError) as refused:
+        checks.samples({"status": "error", "errorType": "bad_data", "error": secret})
+    assert str(refused.value) == "Prometheus refused the query (bad_data)"  # never the server's text
+    with pytest.raises(checks.QueryError) as odd:
+        checks.samples({"status": "error", "errorType": "<b>other-team</b>", "error": secret})
+    assert str(odd.value) == "Prometheus refused the query (error)"
+    with pytest.raises(checks.QueryError, match="neither an instant vector nor a scalar"):
         checks.samples({"status": "success", "data": {"resultType": "matrix", "result": []}})
 
 
@@ -375,3 +382,27 @@ def test_a_rollback_rerun_after_a_crash_goes_to_the_revision_decided_before_it()
     assert outcome.ok
     assert persisted == [(1, "web-1")]  # no new decision
     assert again.patches == [[{"op": "replace", "path": "/spec/template", "value": v1}]]  # same target
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://web.shop.svc:8080/healthz", True),
+        ("https://prom.shop.svc", True),
+        ("http://web/users/a@b?x=1", True),  # an @ after the host is part of the path
+        ("http://user:pass@web/healthz", False),
+        ("http://web@attacker.example/", False),
+        ("http://prom.shop.svc/admin#", False),
+        ("http://web/x?y=1#z", False),
+    ],
+)
+def test_a_step_url_has_no_credentials_and_no_fragment(url: str, allowed: bool) -> None:
+    for model, extra in (
+        (HttpCheckAction, {}),
+        (PromQueryAction, {"query": "up", "expect": {"op": ">", "value": 0}}),
+    ):
+        if allowed:
+            model.model_validate({"url": url, **extra})
+        else:
+            with pytest.raises(ValidationError, match="without user:password@ and without a #fragment"):
+                model.model_validate({"url": url, **extra})

@@ -11,12 +11,13 @@ field of `Step`. Adding an action is one parameter model, one entry here, and on
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, JsonValue, field_validator
 
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
 from incident_operator.api.keys import API_GROUP
@@ -74,6 +75,22 @@ class HttpMethod(StrEnum):
     PATCH = "PATCH"
 
 
+REQUEST_URL = r"^https?://[^/?#@]+([/?][^#]*)?$"
+"""A URL a step may ask: http(s), no `user:password@` before the host, no `#fragment` (which would
+turn `promQuery`'s `/api/v1/query` into a request of any path)."""
+URL_RULE: dict[str, JsonValue] = {
+    "rule": f"self.matches('{REQUEST_URL}')",
+    "message": "must be an http(s) URL without user:password@ and without a #fragment",
+}
+
+
+def request_url(value: str) -> str:
+    """`value` if it is a URL a step may ask (`REQUEST_URL`), else a ValueError saying why."""
+    if not re.match(REQUEST_URL, value):
+        raise ValueError(str(URL_RULE["message"]))
+    return value
+
+
 class HttpCheckAction(ApiModel):
     """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
     must answer 200 with some text within a latency bound)."""
@@ -90,7 +107,14 @@ class HttpCheckAction(ApiModel):
         }
     )
 
-    url: str = Field(min_length=1, pattern="^https?://", description="URL to ask, e.g. http://web/healthz.")
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern="^https?://",
+        description="URL to ask, e.g. http://web/healthz.",
+        json_schema_extra={"x-kubernetes-validations": [URL_RULE]},
+    )
+    _url = field_validator("url")(lambda cls, value: request_url(value))
     method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
     body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
     contentType: str = Field(
@@ -180,8 +204,13 @@ class PromQueryAction(ApiModel):
     """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
 
     url: str = Field(
-        min_length=1, pattern="^https?://", description="Prometheus base URL, e.g. http://prometheus:9090."
+        min_length=1,
+        max_length=2048,
+        pattern="^https?://",
+        description="Prometheus base URL, e.g. http://prometheus:9090.",
+        json_schema_extra={"x-kubernetes-validations": [URL_RULE]},
     )
+    _url = field_validator("url")(lambda cls, value: request_url(value))
     query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
     expect: Expectation
     forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")
