@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
 from incident_operator.api.keys import API_GROUP
@@ -91,6 +91,20 @@ def request_url(value: str) -> str:
     return value
 
 
+RequestUrl = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=2048,
+        pattern="^https?://",
+        json_schema_extra={"x-kubernetes-validations": [URL_RULE]},
+    ),
+    AfterValidator(request_url),
+]
+"""The `url` of a step that sends a request (`httpCheck`, `promQuery`): checked by the API server
+(schema and CEL) and by the models alike."""
+
+
 class HttpCheckAction(ApiModel):
     """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
     must answer 200 with some text within a latency bound)."""
@@ -107,14 +121,7 @@ class HttpCheckAction(ApiModel):
         }
     )
 
-    url: str = Field(
-        min_length=1,
-        max_length=2048,
-        pattern="^https?://",
-        description="URL to ask, e.g. http://web/healthz.",
-        json_schema_extra={"x-kubernetes-validations": [URL_RULE]},
-    )
-    _url = field_validator("url")(lambda cls, value: request_url(value))
+    url: RequestUrl = Field(description="URL to ask, e.g. http://web/healthz.")
     method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
     body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
     contentType: str = Field(
@@ -203,14 +210,7 @@ class Expectation(ApiModel):
 class PromQueryAction(ApiModel):
     """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
 
-    url: str = Field(
-        min_length=1,
-        max_length=2048,
-        pattern="^https?://",
-        description="Prometheus base URL, e.g. http://prometheus:9090.",
-        json_schema_extra={"x-kubernetes-validations": [URL_RULE]},
-    )
-    _url = field_validator("url")(lambda cls, value: request_url(value))
+    url: RequestUrl = Field(description="Prometheus base URL, e.g. http://prometheus:9090.")
     query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
     expect: Expectation
     forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from incident_operator.api.models import (
     Approval,
@@ -59,20 +58,32 @@ def digest_of(pinned: PinnedPlaybook) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_SPECS: dict[str, PlaybookSpec] = {}
+_SPECS_KEPT = 256
+
+
 def pinned_spec(pinned: PinnedPlaybook, live: PlaybookSpec | None = None) -> PlaybookSpec:
     """The PlaybookSpec a run executes: its snapshot (match and priority, which only choose the
-    playbook, are the live ones if given)."""
-    data: dict[str, Any] = {
-        "steps": pinned.steps,
-        "guardrails": pinned.guardrails or {},
-        "revertOnResolve": bool(pinned.revertOnResolve),
-        "stabilizationSeconds": pinned.stabilizationSeconds or 0,
-        "cooldownSeconds": pinned.cooldownSeconds or 0,
-    }
-    if live is not None:
-        data["match"] = live.match.model_dump(mode="json", exclude_none=True)
-        data["priority"] = live.priority
-    return PlaybookSpec.model_validate(data)
+    playbook, are the live ones if given). Parsed once per snapshot digest (a few hundred kept),
+    since the loop asks on every plan; the specs are shared, never changed."""
+    key = digest_of(pinned)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = PlaybookSpec.model_validate(
+            {
+                "steps": pinned.steps,
+                "guardrails": pinned.guardrails or {},
+                "revertOnResolve": bool(pinned.revertOnResolve),
+                "stabilizationSeconds": pinned.stabilizationSeconds or 0,
+                "cooldownSeconds": pinned.cooldownSeconds or 0,
+            }
+        )
+        if len(_SPECS) >= _SPECS_KEPT:
+            _SPECS.pop(next(iter(_SPECS)))  # the oldest
+        _SPECS[key] = spec
+    if live is None:
+        return spec
+    return spec.model_copy(update={"match": live.match, "priority": live.priority})
 
 
 def targets(spec: PlaybookSpec) -> set[str]:
