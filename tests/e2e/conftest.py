@@ -613,6 +613,14 @@ def named_namespace(cluster: Cluster, name: str) -> Iterator[str]:
         core.delete_namespace(name)
 
 
+@pytest.fixture(scope="session")
+def notify_namespace(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[str]:
+    """The one namespace the test operator's channels are limited to (so other tests stay quiet),
+    shared by the modules that watch what the channels receive."""
+    with named_namespace(crds_installed, NOTIFY_NAMESPACE) as name:
+        yield name
+
+
 def create_namespace(cluster: Cluster, name: str, *, opt_in: bool, jobs: bool = False) -> None:
     core = client.CoreV1Api(cluster.api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))

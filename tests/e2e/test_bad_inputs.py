@@ -53,6 +53,7 @@ from tests.e2e.users import (
     refused,
 )
 from tests.httpserver import LocalServer, local_server
+from tests.mailserver import MailServer
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -689,6 +690,76 @@ def test_a_padded_secret_value_still_works_and_an_empty_selector_is_not_stuck(
     assert "no pod needed deleting" in table.steps("fine")["none"]["message"]
 
 
+# ------------------------------------- Hostile text on its way to people (the channels of NOTIFY_NAMESPACE)
+
+
+@dataclass(frozen=True)
+class HostileText:
+    """An incident title written to reach people as more than text: a line break that would add a
+    mail header, Slack control sequences that would page a whole channel or dress up a link. The
+    session operator's channels take NOTIFY_NAMESPACE's incidents: Slack (`/ok`), and for a P2
+    nobody acknowledges, email 2 s later (its escalation). P3 here: P4 breaches page `/pager`."""
+
+    id: str
+    title: str
+    slack_has: str  # what Slack receives instead
+    slack_lacks: str
+
+
+HOSTILE_TEXTS = [
+    HostileText("slack-channel-mention", "db down <!channel> now", "&lt;!channel&gt;", "<!channel>"),
+    HostileText(
+        "slack-dressed-link",
+        "see <https://evil.example/login|the runbook>",
+        "&lt;https://evil.example/login|the runbook&gt;",
+        "<https://evil.example",
+    ),
+    HostileText("slack-user-mention", "ping <@U024BE7LH> and <!here>", "&lt;@U024BE7LH&gt;", "<!here>"),
+]
+
+
+@pytest.mark.parametrize("case", HOSTILE_TEXTS, ids=lambda c: c.id)
+def test_people_written_text_reaches_slack_as_text(
+    crds_installed: Cluster,
+    operator: OperatorProcess,
+    notify_namespace: str,
+    receivers: LocalServer,
+    case: HostileText,
+) -> None:
+    s = Scenario(crds_installed, operator, notify_namespace)
+    s.incident(case.id, severity="P3", title=case.title, playbookRef={"name": "none-here"})
+    opened = wait_until(
+        lambda: [r for r in receivers.received_at("/ok") if f"/{case.id})" in r["body"]["text"]],
+        timeout=60,
+        what="the opened notice on Slack",
+    )
+    text = opened[0]["body"]["text"]
+    assert case.slack_has in text
+    assert case.slack_lacks not in text
+
+
+def test_a_line_break_in_a_title_adds_no_mail_header_and_loses_no_mail(
+    crds_installed: Cluster,
+    operator: OperatorProcess,
+    notify_namespace: str,
+    mailbox: MailServer,
+) -> None:
+    s = Scenario(crds_installed, operator, notify_namespace)
+    title = "checkout down\r\nBcc: thief@evil.example\nX-Injected: 1"
+    s.incident("crlf-title", severity="P2", title=title, playbookRef={"name": "none-here"})
+
+    def mine() -> list[Any]:
+        return [m for m in mailbox.inbox.wait() if "thief@evil.example" in str(m["Subject"])]
+
+    [message] = wait_until(mine, timeout=60, what="the escalation mail")
+    assert message["Subject"] == "[P2] checkout down Bcc: thief@evil.example X-Injected: 1: escalated"
+    assert message["Bcc"] is None
+    assert message["X-Injected"] is None
+    assert not any("thief@evil.example" in str(r) for r in mailbox.inbox.recipients)
+    timeline = s.status("crlf-title").get("timeline", [])
+    assert not [e for e in timeline if e["type"] == "NotificationFailed" and "mail" in e["message"]]
+
+
 SAFE_CONTAINER: dict[str, Any] = {
     "name": "check",
     "image": "postgres:16",
@@ -946,7 +1017,8 @@ def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
         + len(HOSTILE_JOBS)
         + len(DELIVERIES)
         + len(CONFIGS)
-        + 2
+        + len(HOSTILE_TEXTS)
+        + 3
         >= 50
     )
     assert SECRET_MARK not in operator.full_log()
