@@ -293,6 +293,32 @@ def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> Non
     assert "(P1 response target)" in breached["message"]
 
 
+def test_a_severity_rule_takes_only_the_categories_and_alertnames_it_names() -> None:
+    service_down = SeverityRule.model_validate(
+        {
+            "from": "P2",
+            "to": "P1",
+            "notMitigatedWithinSeconds": 240,
+            "categories": ["availability"],
+            "alertnames": ["ServiceDown"],
+        }
+    )
+
+    def treated_as(**extra: Any) -> Severity | None:
+        run = Run(incident(severity="P2", playbookRef={"name": "none-here"}, **extra))
+        run.severity_rules = (service_down,)
+        run.plan()
+        run.now = T0 + timedelta(minutes=4)
+        run.plan()
+        return run.status.effectiveSeverity
+
+    alert = {"type": "alert", "alertname": "ServiceDown"}
+    assert treated_as(source=alert) is Severity.P1
+    assert treated_as(source={"type": "alert", "alertname": "QueueBacklog"}) is None
+    assert treated_as() is None  # a person's incident: no alertname
+    assert treated_as(source=alert, category="data") is None
+
+
 ALL_TARGETS = {
     Severity.P1: timedelta(minutes=5),
     Severity.P2: timedelta(minutes=15),
@@ -340,7 +366,7 @@ def test_a_person_lowering_the_severity_gives_the_later_deadline_and_lifts_a_bre
     run.plan()
     run.now = T0 + timedelta(minutes=6)
     run.plan()
-    assert run.condition("ResponseTargetBreached")["status"] == "True"  # type: ignore[index]
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
     run.spec = incident(severity="P3", playbookRef={"name": "none-here"})
     run.plan()
     assert run.status.acknowledgeBy == T0 + timedelta(hours=1)
@@ -351,7 +377,7 @@ def test_a_person_lowering_the_severity_gives_the_later_deadline_and_lifts_a_bre
     assert run.records.count("ResponseTargetBreached") == 1  # the breach stays in the timeline
     run.now = T0 + timedelta(hours=1)
     run.plan()
-    assert run.condition("ResponseTargetBreached")["status"] == "True"  # type: ignore[index]
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
     assert run.records.count("ResponseTargetBreached") == 2
 
 

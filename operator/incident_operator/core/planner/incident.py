@@ -320,8 +320,9 @@ def _escalate_severity(b: Builder) -> None:
         return
     current = effective_severity(spec, status)
     since = status.severityHistory[-1].at if status.severityHistory else status.detectedAt
+    alertname = spec.source.alertname if spec.source is not None else None
     for rule in b.inp.severity_rules:
-        if rule.source != current:
+        if rule.source != current or not rule.applies_to(spec.category, alertname):
             continue
         if rule.unless == "mitigated" and (
             status.mitigatedAt is not None or b.is_true(ConditionType.MITIGATED)
