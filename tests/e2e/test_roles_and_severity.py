@@ -72,6 +72,41 @@ def test_a_p2_nobody_mitigates_is_treated_as_p1_and_pages_the_p1_channel(
     s.patch_incident("slow-burn", {"resolution": {"summary": "test over"}})
 
 
+def test_a_person_raising_the_severity_moves_the_deadline_and_pages_the_new_policy(
+    s: Scenario, receivers: LocalServer
+) -> None:
+    """A P3 (1 h target here) raised to P1 (10 s) by a person: the deadline becomes detection +
+    10 s, so it is breached within seconds, and the P1 policy pages; before, it kept its hour."""
+    s.incident(
+        "underrated", severity="P3", title="it is worse than it looked", playbookRef={"name": "none-here"}
+    )
+    s.wait_condition("underrated", "Stalled", reason="PlaybookNotFound")
+    status = s.status("underrated")
+    assert at(status["acknowledgeBy"]) - at(status["detectedAt"]) == timedelta(hours=1)
+    assert status["declaredSeverity"] == "P3"
+    s.patch_incident("underrated", {"severity": "P1"})
+
+    s.wait_condition("underrated", "ResponseTargetBreached")
+    status = s.status("underrated")
+    assert at(status["acknowledgeBy"]) - at(status["detectedAt"]) == timedelta(seconds=10)
+    [change] = status["severityHistory"]
+    assert (change["previous"], change["severity"], change["by"], change["direction"]) == (
+        "P3",
+        "P1",
+        "person",
+        "raised",
+    )
+    changed = [e for e in s.events("underrated") if e.reason == "SeverityChanged"]
+    assert [e.type for e in changed] == ["Warning"]
+    assert changed[0].message.startswith("P3 -> P1: raised by a person (spec.severity)")
+    wait_until(
+        lambda: [p for p in receivers.received_at("/sev-pager") if "underrated" in p["body"]["text"]],
+        timeout=TIMEOUT,
+        what="the P1 escalation page",
+    )
+    s.patch_incident("underrated", {"resolution": {"summary": "test over"}})
+
+
 def test_a_mitigated_p2_stays_p2(s: Scenario) -> None:
     s.deployment("cart", 1)
     s.playbook(

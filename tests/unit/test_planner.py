@@ -74,6 +74,7 @@ class Run:
         self.repeat_of: str | None = None
         self.severity_rules: tuple[SeverityRule, ...] = ()
         self.response_targets: dict[Severity, timedelta] = {}
+        self.response_target = timedelta(minutes=15)  # the incident's severity's, as the loop gives it
 
     def input(self) -> PlanInput:
         selection: Selection = select(self.spec, self.playbooks)
@@ -91,7 +92,7 @@ class Run:
             status=self.status,
             generation=1,
             selection=selection,
-            response_target=timedelta(minutes=15),
+            response_target=self.response_target,
             now=self.now,
             cooldown_until=self.cooldown_until,
             alert=self.alert,

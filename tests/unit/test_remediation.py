@@ -293,6 +293,156 @@ def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> Non
     assert "(P1 response target)" in breached["message"]
 
 
+def test_a_severity_rule_takes_only_the_categories_and_alertnames_it_names() -> None:
+    service_down = SeverityRule.model_validate(
+        {
+            "from": "P2",
+            "to": "P1",
+            "notMitigatedWithinSeconds": 240,
+            "categories": ["availability"],
+            "alertnames": ["ServiceDown"],
+        }
+    )
+
+    def treated_as(**extra: Any) -> Severity | None:
+        run = Run(incident(severity="P2", playbookRef={"name": "none-here"}, **extra))
+        run.severity_rules = (service_down,)
+        run.plan()
+        run.now = T0 + timedelta(minutes=4)
+        run.plan()
+        return run.status.effectiveSeverity
+
+    alert = {"type": "alert", "alertname": "ServiceDown"}
+    assert treated_as(source=alert) is Severity.P1
+    assert treated_as(source={"type": "alert", "alertname": "QueueBacklog"}) is None
+    assert treated_as() is None  # a person's incident: no alertname
+    assert treated_as(source=alert, category="data") is None
+
+
+ALL_TARGETS = {
+    Severity.P1: timedelta(minutes=5),
+    Severity.P2: timedelta(minutes=15),
+    Severity.P3: timedelta(hours=1),
+    Severity.P4: timedelta(hours=24),
+}
+
+
+def person_run(severity: str) -> Run:
+    run = Run(incident(severity=severity, playbookRef={"name": "none-here"}))
+    run.response_targets = ALL_TARGETS
+    run.response_target = ALL_TARGETS[Severity(severity)]
+    return run
+
+
+def test_a_person_raising_p4_to_p1_twenty_minutes_in_moves_the_deadline_and_records_the_breach() -> None:
+    run = person_run("P4")
+    run.plan()
+    assert run.status.declaredSeverity is Severity.P4
+    assert run.status.acknowledgeBy == T0 + timedelta(hours=24)
+    run.now = T0 + timedelta(minutes=20)
+    run.spec = incident(severity="P1", playbookRef={"name": "none-here"})
+    decision = run.plan()
+    assert run.status.acknowledgeBy == T0 + timedelta(minutes=5)  # detection + P1's target
+    [change] = run.status.severityHistory or []
+    assert (change.previous, change.severity, change.at, change.by, change.direction) == (
+        Severity.P4,
+        Severity.P1,
+        run.now,
+        "person",
+        "raised",
+    )
+    breached = run.condition("ResponseTargetBreached")
+    assert breached is not None
+    assert breached["status"] == "True"
+    assert "(P1 response target)" in breached["message"]
+    assert run.records[-2:] == ["SeverityChanged", "ResponseTargetBreached"]
+    assert decision.wake_at == run.now  # planned again at once: P1's escalation policy
+    run.plan()
+    assert run.records.count("SeverityChanged") == 1  # noticed once
+
+
+def test_a_person_lowering_the_severity_gives_the_later_deadline_and_lifts_a_breach_not_yet_due() -> None:
+    run = person_run("P1")
+    run.plan()
+    run.now = T0 + timedelta(minutes=6)
+    run.plan()
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
+    run.spec = incident(severity="P3", playbookRef={"name": "none-here"})
+    run.plan()
+    assert run.status.acknowledgeBy == T0 + timedelta(hours=1)
+    breached = run.condition("ResponseTargetBreached")
+    assert breached is not None
+    assert (breached["status"], breached["reason"]) == ("False", "SeverityChanged")
+    assert [c.direction for c in run.status.severityHistory or []] == ["lowered"]
+    assert run.records.count("ResponseTargetBreached") == 1  # the breach stays in the timeline
+    run.now = T0 + timedelta(hours=1)
+    run.plan()
+    assert run.condition("ResponseTargetBreached")["status"] == "True"
+    assert run.records.count("ResponseTargetBreached") == 2
+
+
+def test_an_acknowledged_incident_keeps_its_deadline_but_records_the_change() -> None:
+    run = person_run("P3")
+    run.spec = incident(severity="P3", commander="alice", playbookRef={"name": "none-here"})
+    run.plan()
+    run.spec = incident(severity="P1", commander="alice", playbookRef={"name": "none-here"})
+    run.now = T0 + timedelta(minutes=30)
+    run.plan()
+    assert run.status.acknowledgeBy == T0 + timedelta(hours=1)
+    assert [(c.previous, c.severity) for c in run.status.severityHistory or []] == [
+        (Severity.P3, Severity.P1)
+    ]
+    assert run.condition("ResponseTargetBreached") is None
+
+
+def test_a_person_wins_over_an_escalation_rule_until_a_rule_fires_again() -> None:
+    run = severity_run()  # P2, a rule makes it P1 after 5 min not mitigated
+    run.plan()
+    run.now = T0 + timedelta(minutes=5)
+    run.plan()
+    assert run.status.effectiveSeverity is Severity.P1
+    run.now = T0 + timedelta(minutes=6)
+    run.spec = incident(severity="P3")
+    run.plan()
+    assert run.status.effectiveSeverity is None  # spec.severity, as the person set it
+    assert [(c.by, c.previous, c.severity) for c in run.status.severityHistory or []] == [
+        ("rule", Severity.P2, Severity.P1),
+        ("person", Severity.P1, Severity.P3),
+    ]
+    run.spec = incident(severity="P2")  # back to P2: the P2 rule counts from this change
+    run.now = T0 + timedelta(minutes=7)
+    run.plan()
+    run.now = T0 + timedelta(minutes=11)
+    run.plan()
+    assert run.status.effectiveSeverity is None
+    run.now = T0 + timedelta(minutes=12)
+    run.plan()
+    assert run.status.effectiveSeverity is Severity.P1
+
+
+def test_severity_history_keeps_the_newest_ten_whatever_people_do() -> None:
+    run = person_run("P4")
+    run.plan()
+    for i in range(15):
+        run.now += timedelta(minutes=1)
+        run.spec = incident(severity="P1" if i % 2 == 0 else "P4", playbookRef={"name": "none-here"})
+        run.plan()
+    history = run.status.severityHistory or []
+    assert len(history) == 10
+    assert history[-1].at == run.now
+    assert run.records.count("SeverityChanged") == 15
+
+
+def test_an_incident_recorded_before_declared_severity_existed_is_not_taken_for_a_change() -> None:
+    run = person_run("P2")
+    run.plan()
+    run.status.declaredSeverity = None  # as stored by an older operator
+    run.spec = incident(severity="P2", playbookRef={"name": "none-here"})
+    run.plan()
+    assert run.status.declaredSeverity is Severity.P2
+    assert "SeverityChanged" not in run.records
+
+
 def test_a_rollback_after_a_restart_goes_back_to_the_previous_version() -> None:
     v1 = {"spec": {"containers": [{"image": "web:1"}]}}
     v2 = {"spec": {"containers": [{"image": "web:2"}]}}

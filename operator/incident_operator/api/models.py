@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -139,12 +139,19 @@ ROLE_TITLES = {
 
 
 class SeverityChange(ApiModel):
-    """The severity the operator treats an incident as, changed by an escalation rule."""
+    """The severity the operator treats an incident as, changed by an escalation rule or by a
+    person editing spec.severity."""
 
     previous: Severity
     severity: Severity
     at: datetime
     reason: str
+    by: Literal["rule", "person"] | None = Field(
+        default=None, description="rule: a severityEscalation rule; person: spec.severity was edited."
+    )
+    direction: Literal["raised", "lowered"] | None = Field(
+        default=None, description="raised: more severe (towards P1); lowered: less severe."
+    )
 
 
 class IncidentSpec(ApiModel):
@@ -361,7 +368,15 @@ class IncidentStatus(ApiModel):
         "is not rewritten); response target and escalation policy follow it.",
     )
     severityHistory: list[SeverityChange] | None = Field(
-        default=None, max_length=10, description="Severity escalations, oldest first."
+        default=None,
+        max_length=10,
+        description="Severity changes (escalation rules, and people editing spec.severity), oldest first; "
+        "the newest ten are kept.",
+    )
+    declaredSeverity: Severity | None = Field(
+        default=None,
+        description="spec.severity as the operator last acted on it: an edit by a person is noticed "
+        "against it (severityHistory, a new response deadline, the new severity's escalation policy).",
     )
     approvalRuns: list[ApprovalRun] | None = Field(
         default=None,

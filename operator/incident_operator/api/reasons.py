@@ -62,6 +62,7 @@ class Reason(StrEnum):
     COMMANDER_ASSIGNED = "CommanderAssigned"
     ROLE_ASSIGNED = "RoleAssigned"
     SEVERITY_ESCALATED = "SeverityEscalated"
+    SEVERITY_CHANGED = "SeverityChanged"
     ESCALATED = "Escalated"
     RESPONSE_TARGET_BREACHED = "ResponseTargetBreached"
     ACK_DEADLINE_PASSED = "AckDeadlinePassed"
@@ -133,6 +134,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.COMMANDER_ASSIGNED: "Acknowledged because spec.commander was set.",
     Reason.ROLE_ASSIGNED: "A response role (spec.roles) changed.",
     Reason.SEVERITY_ESCALATED: "A severityEscalation rule raised the effective severity (warning).",
+    Reason.SEVERITY_CHANGED: "A person edited spec.severity: the response deadline and the escalation "
+    "policy follow the new severity (a warning when raised).",
     Reason.ESCALATED: "An escalation level was paged because nobody acknowledged in time.",
     Reason.RESPONSE_TARGET_BREACHED: "The acknowledgement deadline passed (warning; also a condition type).",
     Reason.ACK_DEADLINE_PASSED: "Condition reason of ResponseTargetBreached.",

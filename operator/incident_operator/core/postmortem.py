@@ -92,8 +92,9 @@ def render(namespace: str, name: str, spec: IncidentSpec, status: IncidentStatus
     if status.repeatOf:
         lines.append(f"- **Repeat of**: incident `{status.repeatOf}`")
     for change in status.severityHistory or []:
+        what = f"{change.direction} by a person" if change.by == "person" else "escalated"
         lines.append(
-            f"- **Severity escalated**: {change.previous} -> {change.severity} at {_time(change.at)} "
+            f"- **Severity {what}**: {change.previous} -> {change.severity} at {_time(change.at)} "
             f"({change.reason})"
         )
     if spec.commander:

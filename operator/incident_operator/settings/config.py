@@ -371,6 +371,10 @@ class SeverityRule(BaseModel):
     notAcknowledgedWithinSeconds: int | None = Field(default=None, ge=1, le=30 * 86400)
     namespaces: tuple[str, ...] = ()
     """Only incidents of these namespaces (empty: every namespace)."""
+    categories: tuple[Category, ...] = ()
+    """Only incidents of these categories (empty: every category)."""
+    alertnames: tuple[str, ...] = ()
+    """Only incidents opened by an alert of these names (empty: every incident, alert or not)."""
 
     @model_validator(mode="after")
     def _one_condition_and_upwards(self) -> SeverityRule:
@@ -380,6 +384,12 @@ class SeverityRule(BaseModel):
         if self.to >= self.source:  # "P1" < "P2": an escalation goes towards P1
             raise ValueError(f"{self.source} -> {self.to} is not an escalation (towards P1)")
         return self
+
+    def applies_to(self, category: Category, alertname: str | None) -> bool:
+        """Whether the rule's category and alertname filters take an incident."""
+        if self.categories and category not in self.categories:
+            return False
+        return not self.alertnames or alertname in self.alertnames
 
     @property
     def unless(self) -> Literal["mitigated", "acknowledged"]:

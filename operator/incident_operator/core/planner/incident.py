@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from typing import Literal
 
 from incident_operator.api.models import (
     ROLE_TITLES,
@@ -38,6 +39,7 @@ def plan(inp: PlanInput) -> Decision:
 
     if status.detectedAt is None:
         status.detectedAt = now
+        status.declaredSeverity = spec.severity
         status.acknowledgeBy = now + inp.response_target
         status.phase = Phase.DETECTED
         b.record(Reason.DETECTED, f"{spec.severity} {spec.category} incident opened: {spec.title}")
@@ -74,6 +76,7 @@ def plan(inp: PlanInput) -> Decision:
             b, Reason.COMMANDER_ASSIGNED, f"acknowledged by commander {spec.commander}", actor=spec.commander
         )
     _follow_roles(b)
+    _follow_declared_severity(b)
     if status.playbook is not None:
         pins.bind_approvals(spec, status)
 
@@ -317,8 +320,9 @@ def _escalate_severity(b: Builder) -> None:
         return
     current = effective_severity(spec, status)
     since = status.severityHistory[-1].at if status.severityHistory else status.detectedAt
+    alertname = spec.source.alertname if spec.source is not None else None
     for rule in b.inp.severity_rules:
-        if rule.source != current:
+        if rule.source != current or not rule.applies_to(spec.category, alertname):
             continue
         if rule.unless == "mitigated" and (
             status.mitigatedAt is not None or b.is_true(ConditionType.MITIGATED)
@@ -332,10 +336,9 @@ def _escalate_severity(b: Builder) -> None:
             continue
         reason = f"not {rule.unless} within {int(rule.within.total_seconds())}s"
         status.effectiveSeverity = rule.to
-        status.severityHistory = [
-            *(status.severityHistory or []),
-            SeverityChange(previous=current, severity=rule.to, at=b.now, reason=reason),
-        ]
+        _remember(
+            status, SeverityChange(previous=current, severity=rule.to, at=b.now, reason=reason, by="rule")
+        )
         target = b.inp.response_targets.get(rule.to)
         if target is not None and not b.is_true(ConditionType.ACKNOWLEDGED):
             deadline = status.detectedAt + target
@@ -345,6 +348,67 @@ def _escalate_severity(b: Builder) -> None:
         b.record(Reason.SEVERITY_ESCALATED, f"{current} -> {rule.to}: {reason}", warning=True)
         b.wake.append(b.now)
         return
+
+
+SEVERITY_HISTORY_KEPT = 10
+"""Entries of status.severityHistory kept (the newest; the schema's maximum)."""
+
+
+def _remember(status: IncidentStatus, change: SeverityChange) -> None:
+    status.severityHistory = [*(status.severityHistory or []), change][-SEVERITY_HISTORY_KEPT:]
+
+
+def _follow_declared_severity(b: Builder) -> None:
+    """A person edited spec.severity: it becomes the severity the incident is treated as (over an
+    escalation rule's, until a rule fires again from it), recorded in severityHistory (raised or
+    lowered, when) and the timeline. Until someone acknowledges, the response deadline becomes
+    detection plus the new severity's target, earlier or later (already passed: breached at
+    once), and the new severity's escalation policy applies from its first level."""
+    status, spec = b.status, b.inp.spec
+    if status.declaredSeverity is None:  # recorded before this field existed: nothing to compare
+        status.declaredSeverity = spec.severity
+        return
+    if spec.severity == status.declaredSeverity or status.detectedAt is None:
+        return
+    current = status.effectiveSeverity or status.declaredSeverity  # as treated until this edit
+    status.declaredSeverity = spec.severity
+    status.effectiveSeverity = None
+    if spec.severity == current:  # a rule had already brought it there
+        return
+    direction: Literal["raised", "lowered"] = "raised" if spec.severity < current else "lowered"
+    reason = f"{direction} by a person (spec.severity)"
+    _remember(
+        status,
+        SeverityChange(
+            previous=current,
+            severity=spec.severity,
+            at=b.now,
+            reason=reason,
+            by="person",
+            direction=direction,
+        ),
+    )
+    target = b.inp.response_targets.get(spec.severity)
+    moved = ""
+    if target is not None and not b.is_true(ConditionType.ACKNOWLEDGED):
+        status.acknowledgeBy = status.detectedAt + target
+        moved = f"; acknowledge by {format_time(status.acknowledgeBy)}"
+        if b.now < status.acknowledgeBy and b.is_true(ConditionType.RESPONSE_TARGET_BREACHED):
+            b.condition(  # the breach stays in the timeline; the new deadline has not passed
+                ConditionType.RESPONSE_TARGET_BREACHED,
+                "False",
+                Reason.SEVERITY_CHANGED,
+                f"{spec.severity} response target: acknowledge by {format_time(status.acknowledgeBy)}",
+            )
+    if status.escalation is not None:
+        status.escalation.level = 0  # the new severity's policy, from its first level
+    b.record(
+        Reason.SEVERITY_CHANGED,
+        f"{current} -> {spec.severity}: {reason}{moved}",
+        warning=direction == "raised",
+        actor="human",
+    )
+    b.wake.append(b.now)
 
 
 def _follow_alert(b: Builder) -> None:
