@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--http-host",
         default="0.0.0.0",  # noqa: S104 - the operator serves inside its pod
-        help="address to listen on (default 0.0.0.0)",
+        help="address to listen on, both ports (default 0.0.0.0)",
     )
     run.add_argument("--config", type=Path, help="YAML settings file (response targets, alert intake)")
     run.add_argument(
