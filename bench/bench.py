@@ -188,6 +188,7 @@ def main() -> int:
                 "run",
                 "--http-host=127.0.0.1",
                 f"--http-port={port}",
+                f"--status-port={port + 1}",  # the status page's own port (not 8081: it may be taken)
                 f"--namespace={ns}",
                 f"--namespace={STORM_NS}",
                 "--namespace=bench-burst",

@@ -8,6 +8,7 @@ PYTHON=${PYTHON:-python3}
 CLUSTER_DIR=${CLUSTER_DIR:-$ROOT/.localcluster}
 DEMO_DIR=$ROOT/.demo
 PORT=${DEMO_HTTP_PORT:-18080}
+STATUS_PORT=${DEMO_STATUS_PORT:-18081}  # the public status page, alone on its own port
 HEALTH_PORT=18090  # the sample playbook checks http://127.0.0.1:18090/healthz
 AM_PORT=${DEMO_ALERTMANAGER_PORT:-19093}
 PROM_PORT=${DEMO_PROMETHEUS_PORT:-19090}
@@ -66,18 +67,27 @@ say "Installing the CRDs: kubectl apply -k crds/"
 "$KUBECTL" apply -k crds/
 "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s
 
-say "Starting the operator on 127.0.0.1:$PORT (log: .demo/operator.log)"
+say "Starting the operator on 127.0.0.1:$PORT, its status page on :$STATUS_PORT (log: .demo/operator.log)"
 mkdir -p "$DEMO_DIR"
 stop_operator
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is in use; run with DEMO_HTTP_PORT=<free port> make demo" >&2
   exit 1
 fi
+if (exec 3<>"/dev/tcp/127.0.0.1/$STATUS_PORT") 2>/dev/null; then
+  echo "port $STATUS_PORT is in use; run with DEMO_STATUS_PORT=<free port> make demo" >&2
+  exit 1
+fi
 "$KUBECTL" create namespace incident-operator --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
 TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
 "$KUBECTL" -n incident-operator create secret generic alert-token --from-literal=token="$TOKEN" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
-nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" \
+# Namespace demo publishes on the status page; its links point where users reach it (statusPage.baseURL)
+cat >"$DEMO_DIR/config.yaml" <<YAML
+statusPage: {namespaces: [demo], baseURL: "http://127.0.0.1:$STATUS_PORT"}
+YAML
+nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" --status-port "$STATUS_PORT" \
+  --config "$DEMO_DIR/config.yaml" \
   --alert-token-secret incident-operator/alert-token \
   --allow-egress 127.0.0.0/8 >"$DEMO_DIR/operator.log" 2>&1 &
 echo $! >"$DEMO_DIR/operator.pid"
@@ -182,6 +192,21 @@ echo "+ amtool alert add ${LABELS[*]} --end=<now>   (the alert resolves)"
 "$KUBECTL" -n demo get "$ALERT_INCIDENT" \
   -o jsonpath='{range .status.timeline[*]}{.time}{"  "}{.type}{"  "}{.message}{"\n"}{end}'
 
+say "Who may scrape /metrics: ServiceAccount incident-operator/prometheus, bound to ClusterRole incident-operator-metrics-reader"
+# The ClusterRole exactly as manifests/install/rbac.yaml ships it (get on the URL /metrics, nothing else)
+.venv/bin/python - <<'PY' | "$KUBECTL" apply -f -
+import yaml
+docs = yaml.safe_load_all(open("manifests/install/rbac.yaml"))
+print(yaml.safe_dump(next(d for d in docs if d and d["kind"] == "ClusterRole"
+                          and d["metadata"]["name"] == "incident-operator-metrics-reader")))
+PY
+"$KUBECTL" -n incident-operator create serviceaccount prometheus --dry-run=client -o yaml | "$KUBECTL" apply -f -
+"$KUBECTL" create clusterrolebinding incident-operator-metrics-reader-prometheus \
+  --clusterrole=incident-operator-metrics-reader --serviceaccount=incident-operator:prometheus \
+  --dry-run=client -o yaml | "$KUBECTL" apply -f -
+(umask 077; "$KUBECTL" -n incident-operator create token prometheus --duration=24h >"$DEMO_DIR/prometheus.token")
+echo "token (TokenRequest, 24 h): .demo/prometheus.token"
+
 say "Detection: a real Prometheus (127.0.0.1:$PROM_PORT) with the seed's rules, sending to Alertmanager"
 PROM_DIR="$($LOCALCLUSTER build-prometheus | tail -n 1)"
 stop_prometheus
@@ -190,7 +215,8 @@ echo "+ promtool check rules (extracted from manifests/monitoring/prometheusrule
 "$PROM_DIR/promtool" check rules "$DEMO_DIR/seed-alerts.rules.yaml"
 .venv/bin/python localcluster/promstack.py config "$DEMO_DIR/prometheus.yml" \
   --rules "$DEMO_DIR/seed-alerts.rules.yaml" --alertmanager "127.0.0.1:$AM_PORT" \
-  --target "incident-operator=127.0.0.1:$PORT,namespace=demo" >/dev/null
+  --target "incident-operator=127.0.0.1:$PORT,namespace=demo" \
+  --token-file "incident-operator=$DEMO_DIR/prometheus.token" >/dev/null
 nohup "$PROM_DIR/prometheus" --config.file="$DEMO_DIR/prometheus.yml" --storage.tsdb.path="$DEMO_DIR/prom-data" \
   --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$DEMO_DIR/prometheus.log" 2>&1 &
 echo $! >"$DEMO_DIR/prometheus.pid"
@@ -209,10 +235,17 @@ print("rules:", ", ".join(f"{r['name']} ({r['state']})" for g in rules for r in 
 print("up:", ", ".join(f"{s['metric'].get('job')}={s['value'][1]}" for s in up) or "no scrape yet")
 PY
 
-say "Metrics: curl http://127.0.0.1:$PORT/metrics"
-"$PYTHON" - "$PORT" <<'PY'
-import sys, urllib.request
-text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+say "Metrics: curl -H \"Authorization: Bearer \$(cat .demo/prometheus.token)\" http://127.0.0.1:$PORT/metrics"
+"$PYTHON" - "$PORT" "$DEMO_DIR/prometheus.token" <<'PY'
+import sys, urllib.error, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/metrics"
+try:
+    urllib.request.urlopen(url, timeout=5)
+except urllib.error.HTTPError as exc:
+    print(f"without a token: {exc.code} {exc.read().decode().strip()}")
+token = open(sys.argv[2]).read().strip()
+request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+text = urllib.request.urlopen(request, timeout=5).read().decode()
 for line in text.splitlines():
     if line.startswith("incident_operator_") and line.split()[-1] != "0.0" and "_bucket" not in line:
         print(line)
@@ -282,9 +315,9 @@ sys.exit("the drill did not finish within 180s; see .demo/operator.log")
 PY
 "$KUBECTL" -n demo get drills
 
-say "The public status page: http://127.0.0.1:$PORT/status (also /status.json, /status/feed.atom)"
+say "The public status page, on its own port: http://127.0.0.1:$STATUS_PORT/status (also /status.json, /status/feed.atom)"
 incident update web-outage -n demo "The website was unavailable for a few minutes; it works again." --public
-echo "open http://127.0.0.1:$PORT/status in a browser"
+echo "open http://127.0.0.1:$STATUS_PORT/status in a browser (namespace demo is in statusPage.namespaces)"
 
 cat <<MSG
 
@@ -293,6 +326,7 @@ The cluster, the operator, Alertmanager and Prometheus (http://127.0.0.1:$PROM_P
   ${KUBECTL#"$ROOT"/} -n demo get incidents,playbooks,deploy,pods
   ${KUBECTL#"$ROOT"/} -n demo describe incident web-outage     # conditions and Events
   ${AMTOOL[*]} alert add ServiceDown namespace=demo severity=critical
+  curl -H "Authorization: Bearer \$(cat .demo/prometheus.token)" http://127.0.0.1:$PORT/metrics
 The plugin (put .venv/bin on PATH): kubectl incident list -n demo, kubectl incident --help
 Close an incident after the review:
   PATH=.venv/bin:\$PATH ${KUBECTL#"$ROOT"/} incident close web-outage -n demo

@@ -3,7 +3,8 @@
 The rules are extracted from `manifests/monitoring/prometheusrule.yaml` (a prometheus-operator
 PrometheusRule, what a cluster installs), never copied by hand: `rules_document` returns the very
 `spec.groups` of that object as a Prometheus rule file. `config_document` writes a configuration
-that scrapes fixed loopback targets, evaluates the rules and sends to a real Alertmanager.
+that scrapes fixed loopback targets (with a bearer token where one is needed: the operator's
+/metrics), evaluates the rules and sends to a real Alertmanager.
 `Prometheus` starts the binary built by `localcluster.py build-prometheus`, waits until it is
 ready and answers queries; tests and `make demo` use it.
 
@@ -58,16 +59,30 @@ def config_document(
     alertmanager: str | None,
     rule_files: list[Path],
     interval: str = "1s",
+    token_files: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """A configuration scraping `targets` (job -> (host:port, labels)) every `interval`,
-    evaluating `rule_files` as often, and sending alerts to `alertmanager` (host:port)."""
+    evaluating `rule_files` as often, and sending alerts to `alertmanager` (host:port). A job in
+    `token_files` sends the bearer token in that file (the operator's /metrics needs one: a
+    ServiceAccount bound to ClusterRole incident-operator-metrics-reader)."""
+    token_files = token_files or {}
+    unknown = set(token_files) - set(targets)
+    if unknown:
+        raise StackError(f"token files for jobs without a target: {', '.join(sorted(unknown))}")
+
+    def scrape(job: str, address: str, labels: dict[str, str]) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "job_name": job,
+            "static_configs": [{"targets": [address], "labels": labels}],
+        }
+        if job in token_files:
+            config["authorization"] = {"type": "Bearer", "credentials_file": str(token_files[job])}
+        return config
+
     config: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [address], "labels": labels}]}
-            for job, (address, labels) in targets.items()
-        ],
+        "scrape_configs": [scrape(job, address, labels) for job, (address, labels) in targets.items()],
     }
     if alertmanager:
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
@@ -149,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="JOB=HOST:PORT[,LABEL=VALUE...]",
         help="a scrape target with its labels (repeatable)",
     )
+    p_config.add_argument(
+        "--token-file",
+        action="append",
+        default=[],
+        metavar="JOB=FILE",
+        help="scrape JOB with the bearer token in FILE (repeatable; the operator's /metrics needs one)",
+    )
     args = parser.parse_args(argv)
     if args.command == "rules":
         print(write_rules(args.out))
@@ -160,7 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         if not job or not address:
             parser.error(f"--target {spec!r}: expected JOB=HOST:PORT[,LABEL=VALUE...]")
         targets[job] = (address, dict(label.split("=", 1) for label in labels))
-    document = config_document(targets, args.alertmanager, args.rules)
+    token_files: dict[str, Path] = {}
+    for spec in args.token_file:
+        job, _, path = spec.partition("=")
+        if not job or not path:
+            parser.error(f"--token-file {spec!r}: expected JOB=FILE")
+        token_files[job] = Path(path).resolve()
+    try:
+        document = config_document(targets, args.alertmanager, args.rules, token_files=token_files)
+    except StackError as exc:
+        parser.error(str(exc))
     args.out.write_text(yaml.safe_dump(document, sort_keys=False))
     print(args.out)
     return 0

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -182,6 +183,9 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.port = free_port()  # kept across restarts: Alertmanager is configured with it
+        self.status_port = free_port()  # the public status page's own listener
+        self.reader_token: str | None = None
+        """A token that may read /metrics and every report (`reader_token`), set by the fixture."""
 
     @property
     def log_path(self) -> Path:
@@ -192,7 +196,9 @@ class OperatorProcess:
         port = self.port
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                operator_command(port, f"--config={self.config}", *self.options),
+                operator_command(
+                    port, f"--config={self.config}", *self.options, status_port=self.status_port
+                ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**operator_env(self.kubeconfig), "POD_NAME": self.name},
@@ -205,6 +211,21 @@ class OperatorProcess:
                 return bool(resp.status == 200)
 
         wait_until(ready, timeout=60, what=f"{self.name} /readyz")
+
+    def get(
+        self, path: str, token: str | None = None, *, status_page: bool = False, **headers: str
+    ) -> tuple[int, dict[str, str], str]:
+        """GET `path` of the HTTP port (or of the status port), with a bearer token if given:
+        (status, headers, body), whatever the status."""
+        return http_get(
+            f"http://127.0.0.1:{self.status_port if status_page else self.port}{path}", token, **headers
+        )
+
+    def scrape(self) -> str:
+        """/metrics as a scraper bound to the metrics-reader role reads it."""
+        status, _, text = self.get("/metrics", self.reader_token)
+        assert status == 200, text
+        return text
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no final status patch, as in a node crash."""
@@ -234,8 +255,9 @@ class OperatorProcess:
         )
 
 
-def operator_command(port: int, *options: str) -> list[str]:
-    """`incident-operator run` serving on 127.0.0.1:PORT, as the tests start it."""
+def operator_command(port: int, *options: str, status_port: int | None = None) -> list[str]:
+    """`incident-operator run` serving on 127.0.0.1:PORT, and the status page on STATUS_PORT (a
+    free one unless given), as the tests start it."""
     return [
         sys.executable,
         "-m",
@@ -243,8 +265,78 @@ def operator_command(port: int, *options: str) -> list[str]:
         "run",
         "--http-host=127.0.0.1",
         f"--http-port={port}",
+        f"--status-port={status_port or free_port()}",
         *options,
     ]
+
+
+def http_get(url: str, token: str | None = None, **headers: str) -> tuple[int, dict[str, str], str]:
+    """GET `url` (loopback), with a bearer token if given: (status, headers, body), whatever the status."""
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 - loopback
+            return int(resp.status), dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(exc.headers), exc.read().decode(errors="replace")
+
+
+READERS_NS = "default"  # exists in every cluster the tests use
+METRICS_READER_ROLE = "incident-operator-metrics-reader"
+
+
+def service_account_token(cluster: Cluster, name: str, namespace: str = READERS_NS) -> str:
+    """A TokenRequest token (2 h) of ServiceAccount namespace/name, created if missing: a real
+    identity the API server authenticates, with only what the tests bind to it."""
+    core = client.CoreV1Api(cluster.api)
+    with contextlib.suppress(client.exceptions.ApiException):
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+        )
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200)
+    )
+    return str(core.create_namespaced_service_account_token(name, namespace, request).status.token)
+
+
+def shipped_cluster_role(name: str) -> dict[str, Any]:
+    """A ClusterRole as manifests/install/rbac.yaml ships it."""
+    docs = yaml.safe_load_all((ROOT / "manifests" / "install" / "rbac.yaml").read_text())
+    (role,) = [d for d in docs if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == name]
+    return dict(role)
+
+
+def bind_cluster_role(cluster: Cluster, role: str, account: str, namespace: str = READERS_NS) -> None:
+    """A ClusterRoleBinding `<role>-<account>` of `role` to ServiceAccount namespace/account."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    body = {
+        "metadata": {"name": f"{role}-{account}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+    with contextlib.suppress(client.exceptions.ApiException):  # 409: bound already
+        rbac.create_cluster_role_binding(body)
+
+
+def reader_token(cluster: Cluster) -> str:
+    """A token of ServiceAccount default/e2e-reader, bound to the shipped metrics-reader
+    ClusterRole and to `list incidents` at cluster scope: it reads /metrics and every report."""
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    with contextlib.suppress(client.exceptions.ApiException):  # 409: the install has it already
+        rbac.create_cluster_role(shipped_cluster_role(METRICS_READER_ROLE))
+    with contextlib.suppress(client.exceptions.ApiException):
+        rbac.create_cluster_role(
+            {
+                "metadata": {"name": "e2e-incident-lister"},
+                "rules": [
+                    {"apiGroups": ["incident-operator.dev"], "resources": ["incidents"], "verbs": ["list"]}
+                ],
+            }
+        )
+    bind_cluster_role(cluster, METRICS_READER_ROLE, "e2e-reader")
+    bind_cluster_role(cluster, "e2e-incident-lister", "e2e-reader")
+    return service_account_token(cluster, "e2e-reader")
 
 
 def operator_env(kubeconfig: Path) -> dict[str, str]:
@@ -260,6 +352,7 @@ def free_port() -> int:
 NOTIFY_NAMESPACE = "notify-e2e"
 SEVERITY_NAMESPACE = "severity-e2e"
 STATUS_NAMESPACE = "status-e2e"  # the status page tests' (statusPage.namespaces lists it)
+STATUS_BASE_URL = "https://status.e2e.example"  # statusPage.baseURL: where the feed's links point
 
 
 @pytest.fixture(scope="session")
@@ -343,7 +436,7 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
             {"from": "P2", "to": "P1", "notMitigatedWithinSeconds": 3, "namespaces": [SEVERITY_NAMESPACE]}
         ],
         # Only listed namespaces publish (nothing by default); incidents there need spec.public.
-        "statusPage": {"namespaces": [NOTIFY_NAMESPACE, STATUS_NAMESPACE]},
+        "statusPage": {"namespaces": [NOTIFY_NAMESPACE, STATUS_NAMESPACE], "baseURL": STATUS_BASE_URL},
         "notifications": {
             "channels": [
                 channel("ok", "slack"),
@@ -401,6 +494,7 @@ def operator(
     process = OperatorProcess(
         crds_installed.kubeconfig, tmp_path_factory.mktemp("operator"), operator_settings(receivers, mailbox)
     )
+    process.reader_token = reader_token(crds_installed)
     process.start()
     try:
         yield process

@@ -17,7 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import STATUS_NAMESPACE, Cluster, OperatorProcess, bin_dir, named_namespace
+from tests.e2e.conftest import (
+    READERS_NS,
+    STATUS_NAMESPACE,
+    Cluster,
+    OperatorProcess,
+    bin_dir,
+    named_namespace,
+    service_account_token,
+)
 from tests.e2e.engine_helpers import GROUP, TIMEOUT, VERSION, Scenario, deploy_ref
 from tests.polling import wait_until
 
@@ -275,22 +283,48 @@ def test_the_monthly_report_from_incidents_with_known_times(s: Scenario) -> None
     assert plugin["actionItems"] == {"total": 2, "done": 1, "open": 1, "overdue": 1, "completionRate": 0.5}
     assert plugin["topTargets"] == [{"target": "Deployment/web", "incidents": 1}]
 
-    base = f"http://127.0.0.1:{s.operator.port}/reports/2026-09?namespace={s.namespace}"
-    with urllib.request.urlopen(f"{base}&format=json", timeout=30) as resp:  # noqa: S310 - loopback
-        served = json.loads(resp.read())
-    assert served == plugin  # the same figures: both come from the API, not from memory
-    with urllib.request.urlopen(f"{base}&format=md", timeout=30) as resp:  # noqa: S310
-        markdown = resp.read().decode()
+    # /reports as a person who may list incidents here (a TokenRequest token: TokenReview + SAR)
+    reader = f"report-reader-{s.namespace}"
+    s.cluster.run_kubectl(
+        "create",
+        "role",
+        "incident-lister",
+        "-n",
+        s.namespace,
+        "--verb=list",
+        "--resource=incidents.incident-operator.dev",
+    )
+    s.cluster.run_kubectl(
+        "create",
+        "rolebinding",
+        "incident-listers",
+        "-n",
+        s.namespace,
+        "--role=incident-lister",
+        f"--serviceaccount={READERS_NS}:{reader}",
+    )
+    token = service_account_token(s.cluster, reader)
+    base = f"/reports/2026-09?namespace={s.namespace}"
+
+    def served() -> str | None:
+        code, _, text = s.operator.get(f"{base}&format=json", token)
+        return text if code == 200 else None
+
+    # the new RoleBinding reaches the API server's authorizer within moments
+    text = wait_until(served, timeout=TIMEOUT, what="the report for a reader of the namespace")
+    assert json.loads(text) == plugin  # the same figures: both come from the API, not from memory
+    code, _, markdown = s.operator.get(f"{base}&format=md", token)
+    assert code == 200, markdown
     assert "- Total Incidents: 3" in markdown
     assert "- P2 (High): 2" in markdown
     assert "1. Performance Issues: 67%" in markdown
-    with urllib.request.urlopen(f"{base}&format=html", timeout=60) as resp:  # noqa: S310
-        assert resp.headers["Content-Type"].startswith("text/html")
-        assert "data:image/png;base64," in resp.read().decode()
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(f"{base}&format=pdf", timeout=30)  # noqa: S310
-    assert refused.value.code == 400
-    assert "format must be one of" in refused.value.read().decode()
+    code, headers, html = s.operator.get(f"{base}&format=html", token)
+    assert headers["Content-Type"].startswith("text/html")
+    assert "data:image/png;base64," in html
+    code, _, text = s.operator.get(f"{base}&format=pdf", token)
+    assert (code, "format must be one of" in text) == (400, True)
+    assert s.operator.get(base)[0] == 401  # no token
+    assert s.operator.get("/reports/2026-09?format=json", token)[0] == 403  # not cluster-wide
 
 
 def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_internal(
@@ -315,7 +349,7 @@ def test_the_status_page_shows_what_the_communications_lead_writes_and_nothing_i
         "Deployment/shop",
     )
     s.wait_phase("checkout", "Resolved")
-    base = f"http://127.0.0.1:{s.operator.port}"
+    base = f"http://127.0.0.1:{s.operator.status_port}"  # the status page's own port
 
     def page() -> dict[str, Any]:
         with urllib.request.urlopen(f"{base}/status.json", timeout=10) as resp:  # noqa: S310 - loopback

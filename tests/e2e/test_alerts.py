@@ -90,11 +90,11 @@ def _alert(namespace: str, fingerprint: str, status: str, **labels: str) -> dict
     }
 
 
-def metric(port: int, name: str, labels: dict[str, str]) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+def metric(operator: OperatorProcess, name: str, labels: dict[str, str]) -> float:
+    """A metric's value summed over the series with `labels`, as a scraper with the metrics-reader
+    role reads /metrics."""
     total = 0.0
-    for line in text.splitlines():
+    for line in operator.scrape().splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -116,13 +116,13 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
         ],
         match={"alertnames": ["ServiceDown"]},
     )
-    firing_before = metric(s.operator.port, "incident_operator_alerts_received_total", {"status": "firing"})
+    firing_before = metric(s.operator, "incident_operator_alerts_received_total", {"status": "firing"})
     histograms = [
         f"incident_operator_time_to_{what}_seconds_count"
         for what in ("detect", "acknowledge", "mitigate", "resolve")
     ]
     p1 = {"severity": "P1", "drill": "false"}
-    counts_before = [metric(s.operator.port, name, p1) for name in histograms]
+    counts_before = [metric(s.operator, name, p1) for name in histograms]
     labels = {"namespace": s.namespace, "severity": "critical", "deployment": "web", "job": "web"}
     alertmanager.fire("ServiceDown", labels, "web is down")
 
@@ -154,21 +154,13 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
     types = [entry["type"] for entry in s.status(name)["timeline"]]
     assert "AlertResolved" in types
     assert len(incidents_for(s, "ServiceDown")) == 1  # Alertmanager's repeated deliveries changed nothing
-    assert (
-        metric(s.operator.port, "incident_operator_alerts_received_total", {"status": "firing"})
-        > firing_before
-    )
-    assert metric(s.operator.port, "incident_operator_alerts_received_total", {"status": "resolved"}) >= 1
-    assert (
-        metric(s.operator.port, "incident_operator_incidents_total", {"source": "alert", "severity": "P1"})
-        >= 1
-    )
-    counts_after = [metric(s.operator.port, name, p1) for name in histograms]
+    assert metric(s.operator, "incident_operator_alerts_received_total", {"status": "firing"}) > firing_before
+    assert metric(s.operator, "incident_operator_alerts_received_total", {"status": "resolved"}) >= 1
+    assert metric(s.operator, "incident_operator_incidents_total", {"source": "alert", "severity": "P1"}) >= 1
+    counts_after = [metric(s.operator, name, p1) for name in histograms]
     assert [after - before for before, after in zip(counts_before, counts_after, strict=True)] == [1, 1, 1, 1]
     assert (
-        metric(
-            s.operator.port, "incident_operator_actions_total", {"action": "restart", "result": "succeeded"}
-        )
+        metric(s.operator, "incident_operator_actions_total", {"action": "restart", "result": "succeeded"})
         >= 1
     )
 
@@ -265,7 +257,7 @@ def test_a_token_bound_to_a_namespace_opens_incidents_there_only(s: Scenario) ->
     if not any(ns.metadata.name == TEAM_NAMESPACE for ns in core.list_namespace().items):
         create_namespace(s.cluster, TEAM_NAMESPACE, opt_in=False)
     port = s.operator.port
-    before = metric(port, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"})
+    before = metric(s.operator, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"})
     team_fp, victim_fp = f"{uuid.uuid4().hex[:16]}", f"{uuid.uuid4().hex[:16]}"
     status, body = post(port, batch([(s.namespace, victim_fp), (TEAM_NAMESPACE, team_fp)]), token=TEAM_TOKEN)
     assert status == 200, body
@@ -279,7 +271,8 @@ def test_a_token_bound_to_a_namespace_opens_incidents_there_only(s: Scenario) ->
     )
     assert team_incident["spec"]["source"]["fingerprint"] == team_fp
     assert (
-        metric(port, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"}) == before + 1
+        metric(s.operator, "incident_operator_alerts_skipped_total", {"reason": "NotAllowedForToken"})
+        == before + 1
     )
 
     status, body = post(port, payload(s.namespace, victim_fp))  # the single token: bound to none

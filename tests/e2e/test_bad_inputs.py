@@ -29,6 +29,7 @@ from kubernetes import client
 from tests.e2e.conftest import (
     ALERT_TOKEN,
     INSTALL_NS,
+    STATUS_BASE_URL,
     TEAM_TOKEN,
     Cluster,
     OperatorProcess,
@@ -36,6 +37,7 @@ from tests.e2e.conftest import (
     kubectl_as,
     operator_command,
     operator_env,
+    service_account_token,
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import GROUP, VERSION, Scenario
@@ -1003,6 +1005,152 @@ def test_bad_configuration_stops_the_operator_at_start_with_the_reason(
     assert "Traceback" not in done.stderr
 
 
+@dataclass(frozen=True)
+class EndpointRequest:
+    """A request to the operator's endpoints: /metrics and /reports need a Kubernetes token whose
+    identity may read them (TokenReview + SubjectAccessReview); the status page is alone on its port,
+    its links from statusPage.baseURL whatever the Host header says."""
+
+    id: str
+    path: str
+    token: Literal["none", "forged", "nobody", "tenant", "reader"]
+    status: int
+    says: str
+    status_page: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    never: tuple[str, ...] = ()
+
+
+TENANT_NS = TABLE_NS + "-tenant"
+"""A namespace whose ServiceAccount `tenant` may list incidents there and nowhere else."""
+NOT_A_TOKEN = "eyJhbGciOiJSUzI1NiJ9.forged.signature"
+EXCEPTION_WORDS = ("Traceback", "Exception", "Error:", "ApiException", "HTTPConnection")
+
+ENDPOINT_REQUESTS = [
+    EndpointRequest("metrics-without-a-token", "/metrics", "none", 401, "bearer token"),
+    EndpointRequest("metrics-forged-token", "/metrics", "forged", 401, "does not accept this token"),
+    EndpointRequest("metrics-without-the-role", "/metrics", "nobody", 403, "needs get on /metrics"),
+    EndpointRequest("metrics-by-a-tenant", "/metrics", "tenant", 403, "needs get on /metrics"),
+    EndpointRequest("metrics-reader", "/metrics", "reader", 200, "incident_operator_"),  # the control
+    EndpointRequest(
+        "report-of-another-tenant",
+        f"/reports/2026-11?namespace={TABLE_NS}&format=json",
+        "tenant",
+        403,
+        f"list incidents.incident-operator.dev in namespace {TABLE_NS}",
+    ),
+    EndpointRequest(
+        "report-cluster-wide-by-a-tenant", "/reports/2026-11?format=json", "tenant", 403, "at cluster scope"
+    ),
+    EndpointRequest(  # the control: a tenant reads its own namespace's report
+        "report-of-the-own-namespace",
+        f"/reports/2026-11?namespace={TENANT_NS}&format=json",
+        "tenant",
+        200,
+        '"total"',
+    ),
+    EndpointRequest(
+        "report-without-a-token", f"/reports/2026-11?namespace={TENANT_NS}", "none", 401, "bearer"
+    ),
+    EndpointRequest("report-forged-token", "/reports/2026-11", "forged", 401, "does not accept this token"),
+    EndpointRequest("report-month-9999-12", "/reports/9999-12", "reader", 400, "month must be between"),
+    EndpointRequest("report-month-0000-01", "/reports/0000-01", "reader", 400, "month must be YYYY-MM"),
+    EndpointRequest(
+        "report-format-pdf", "/reports/2026-11?format=pdf", "reader", 400, "format must be one of"
+    ),
+    EndpointRequest(
+        "report-namespace-not-a-name", "/reports/2026-11?namespace=..%2Fsecrets", "reader", 400, "namespace"
+    ),
+    EndpointRequest("status-on-the-http-port", "/status", "none", 404, ""),
+    EndpointRequest("status-json-on-the-http-port", "/status.json", "reader", 404, ""),
+    EndpointRequest("metrics-on-the-status-port", "/metrics", "reader", 404, "", status_page=True),
+    EndpointRequest("reports-on-the-status-port", "/reports/2026-11", "reader", 404, "", status_page=True),
+    EndpointRequest("alertmanager-on-the-status-port", "/alertmanager", "none", 404, "", status_page=True),
+    EndpointRequest(
+        "feed-with-a-forged-host",
+        "/status/feed.atom",
+        "none",
+        200,
+        f"<link rel='self' href='{STATUS_BASE_URL}/status/feed.atom'/>",
+        status_page=True,
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+        never=("evil.example",),
+    ),
+    EndpointRequest(
+        "page-with-a-forged-host",
+        "/status",
+        "none",
+        200,
+        f"href='{STATUS_BASE_URL}/status/feed.atom'",
+        status_page=True,
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+        never=("evil.example",),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def endpoint_tokens(table: Scenario) -> Iterator[dict[str, str | None]]:
+    """Tokens of real identities: `tenant` may list incidents in TENANT_NS only, `nobody` may do
+    nothing, `reader` reads /metrics and every report (conftest `reader_token`)."""
+    cluster = table.cluster
+    create_namespace(cluster, TENANT_NS, opt_in=False)
+    cluster.run_kubectl(
+        "create",
+        "role",
+        "lister",
+        "-n",
+        TENANT_NS,
+        "--verb=list",
+        "--resource=incidents.incident-operator.dev",
+    )
+    cluster.run_kubectl(
+        "create",
+        "rolebinding",
+        "tenant-lists",
+        "-n",
+        TENANT_NS,
+        "--role=lister",
+        f"--serviceaccount={TENANT_NS}:tenant",
+    )
+    tokens = {
+        "none": None,
+        "forged": NOT_A_TOKEN,
+        "nobody": service_account_token(cluster, "nobody", TENANT_NS),
+        "tenant": service_account_token(cluster, "tenant", TENANT_NS),
+        "reader": table.operator.reader_token,
+    }
+    own = f"/reports/2026-11?namespace={TENANT_NS}"
+    wait_until(  # the new RoleBinding reaches the authorizer within moments (refusals are kept 5 s)
+        lambda: table.operator.get(own, tokens["tenant"])[0] == 200,
+        timeout=30,
+        what="the tenant's own report",
+    )
+    yield tokens
+    client.CoreV1Api(cluster.api).delete_namespace(TENANT_NS)
+
+
+@pytest.mark.parametrize("case", ENDPOINT_REQUESTS, ids=lambda c: c.id)
+def test_the_endpoints_answer_only_whom_they_may_and_say_nothing_internal(
+    table: Scenario, endpoint_tokens: dict[str, str | None], case: EndpointRequest
+) -> None:
+    status, headers, body = table.operator.get(
+        case.path, endpoint_tokens[case.token], status_page=case.status_page, **case.headers
+    )
+    assert status == case.status, body
+    assert case.says in body
+    for text in (*case.never, *EXCEPTION_WORDS):
+        assert text not in body, text
+    if status == 401:
+        assert headers["WWW-Authenticate"].startswith("Bearer")
+    if not case.status_page:
+        assert headers.get("Cache-Control") in ("no-store", None), (
+            headers
+        )  # nothing private in a shared cache
+    else:
+        assert "evil.example" not in json.dumps(headers)
+
+
 def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
     table: Scenario, operator: OperatorProcess
 ) -> None:
@@ -1018,6 +1166,7 @@ def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
         + len(DELIVERIES)
         + len(CONFIGS)
         + len(HOSTILE_TEXTS)
+        + len(ENDPOINT_REQUESTS)
         + 3
         >= 50
     )

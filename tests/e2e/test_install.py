@@ -338,6 +338,9 @@ def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
         ("patch", "deployments.apps", "closed-forever", False),
         ("create", "jobs.batch", "shop", False),  # remediation opted in, Jobs not (a second opt-in)
         ("create", "incidents.incident-operator.dev", "closed-forever", True),  # alert intake
+        ("create", "tokenreviews.authentication.k8s.io", "", True),  # who sent a token to /metrics
+        ("create", "subjectaccessreviews.authorization.k8s.io", "", True),  # and may it read
+        ("get", "/metrics", "", False),  # the operator does not read its own metrics
     ],
 )
 def test_what_the_service_account_can_and_cannot_do(

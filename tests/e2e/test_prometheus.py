@@ -174,8 +174,8 @@ def test_a_target_down_fires_service_down_and_the_remediation_resolves_it(
             stabilizationSeconds=2,
         )
         p1 = {"severity": "P1", "drill": "false"}
-        detected_before = metric(s.operator.port, "incident_operator_time_to_detect_seconds_count", p1)
-        detect_sum_before = metric(s.operator.port, "incident_operator_time_to_detect_seconds_sum", p1)
+        detected_before = metric(s.operator, "incident_operator_time_to_detect_seconds_count", p1)
+        detect_sum_before = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p1)
 
         s.apps.patch_namespaced_deployment_scale("web", s.namespace, {"spec": {"replicas": 0}})  # the outage
         incident = wait_until(
@@ -210,13 +210,8 @@ def test_a_target_down_fires_service_down_and_the_remediation_resolves_it(
         from_alert = detected - parse_time(incident["spec"]["source"]["startsAt"])
         assert 60 <= from_outage <= 90, from_outage
         assert 0 <= from_alert <= 15, from_alert
-        assert (
-            metric(s.operator.port, "incident_operator_time_to_detect_seconds_count", p1)
-            == detected_before + 1
-        )
-        observed = (
-            metric(s.operator.port, "incident_operator_time_to_detect_seconds_sum", p1) - detect_sum_before
-        )
+        assert metric(s.operator, "incident_operator_time_to_detect_seconds_count", p1) == detected_before + 1
+        observed = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p1) - detect_sum_before
         assert abs(observed - from_alert) < 1.5, (observed, from_alert)
 
         wait_until(

@@ -8,6 +8,7 @@ included), with the operator running as its ServiceAccount:
 - weakening an approval gate of a Playbook (or deleting a gated Playbook) needs the verb `gate`;
 - two incidents that want the same playbook on the same target at once: exactly one runs;
 - alert intake is scoped (namespaces, a per-request bound, a ResourceQuota);
+- /metrics answers the shipped scraper identity (manifests/monitoring) and no other token;
 - an Invalid playbook never runs; a step whose action raises fails with a reason, the loop lives;
 - outgoing requests pass the egress policy: loopback and metadata denied by default, loopback
   allowed by `--allow-egress 127.0.0.0/8`, the API server never (also not through a host name).
@@ -15,6 +16,7 @@ included), with the operator running as its ServiceAccount:
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -30,11 +32,14 @@ from kubernetes import client
 
 from tests.e2e.conftest import (
     INSTALL_NS,
+    ROOT,
     Cluster,
     OperatorProcess,
     create_namespace,
     ensure_secret,
     kubectl_as,
+    reader_token,
+    service_account_token,
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
@@ -72,6 +77,7 @@ def operator(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     process = OperatorProcess(
         kubeconfig, workdir, settings, (f"--alert-token-secret={INSTALL_NS}/alert-token",), name="safety"
     )
+    process.reader_token = reader_token(installed)
     process.start()
     try:
         yield process
@@ -565,11 +571,42 @@ def alert(name: str, namespace: str) -> dict[str, Any]:
 
 
 def skipped_metric(operator: OperatorProcess, reason: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(f'incident_operator_alerts_skipped_total{{reason="{reason}"}}'):
-                return float(line.split()[-1])
+    for line in operator.scrape().splitlines():  # the operator, as its ServiceAccount, reviews the token
+        if line.startswith(f'incident_operator_alerts_skipped_total{{reason="{reason}"}}'):
+            return float(line.split()[-1])
     return 0.0
+
+
+def test_the_shipped_scraper_identity_reads_metrics_and_nothing_else_does(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    """manifests/monitoring/metrics-reader-binding.yaml as shipped: its token Secret (the one the
+    ServiceMonitor sends) reads /metrics from the operator running as its ServiceAccount (which
+    asks TokenReview and SubjectAccessReview with the install's RBAC); a token without the role,
+    and the scraper's token on /reports, are refused."""
+    applied = installed.run_kubectl(
+        "apply", "-f", str(ROOT / "manifests" / "monitoring" / "metrics-reader-binding.yaml"), check=False
+    )
+    assert applied.returncode == 0, applied.stderr
+    core = client.CoreV1Api(installed.api)
+
+    def token() -> str | None:
+        secret = core.read_namespaced_secret("incident-operator-metrics-token", INSTALL_NS)
+        raw = (secret.data or {}).get("token")
+        return base64.b64decode(raw).decode() if raw else None
+
+    scraper = wait_until(token, timeout=60, what="the token controller fills the scraper's Secret")
+
+    def scrapes() -> str | None:
+        status, _, text = operator.get("/metrics", scraper)
+        return text if status == 200 else None
+
+    assert "incident_operator_" in wait_until(scrapes, timeout=30, what="the scraper reads /metrics")
+    assert operator.get("/reports/2026-11", scraper)[0] == 403  # get /metrics is all it may
+    unbound = service_account_token(installed, "not-a-scraper", INSTALL_NS)
+    status, _, text = operator.get("/metrics", unbound)
+    assert (status, text) == (403, "forbidden: this needs get on /metrics\n")
+    assert operator.get("/metrics")[0] == 401
 
 
 def test_alert_intake_is_scoped_bounded_and_honours_quotas(

@@ -73,7 +73,7 @@ def test_the_status_page_in_a_real_browser(s: Scenario, browser: webdriver.Chrom
     )
     first = "We are investigating slow page loads in the storefront."
     kubectl(s, "update", "store-down", first, *ns, "--public")
-    url = f"http://127.0.0.1:{s.operator.port}/status"
+    url = f"http://127.0.0.1:{s.operator.status_port}/status"  # the status page's own port
 
     def showing(needle: str) -> str | None:
         browser.get(url)  # a reload each time; JavaScript is off

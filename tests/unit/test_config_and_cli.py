@@ -22,6 +22,7 @@ def test_defaults_follow_the_procedure() -> None:
     ) == (targets.P1, targets.P2, targets.P3, targets.P4)
     assert config.clusterwide
     assert config.http_port == 8080
+    assert config.status_port == 8081
 
 
 def test_namespaces_make_it_namespaced() -> None:
@@ -61,7 +62,14 @@ def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
         cli_main.main(["run", "--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--namespace", "--http-port", "--config", "/healthz", "kubectl apply -k crds/"):
+    for option in (
+        "--namespace",
+        "--http-port",
+        "--status-port",
+        "--config",
+        "/healthz",
+        "kubectl apply -k crds/",
+    ):
         assert option in out
 
 
@@ -73,6 +81,38 @@ def test_no_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) ->
 def test_cli_rejects_a_bad_port(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main.main(["run", "--http-port", "70000"]) == 2
     assert "invalid option" in capsys.readouterr().err
+
+
+def test_the_status_page_needs_a_port_of_its_own(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main.main(["run", "--http-port", "9000", "--status-port", "9000"]) == 2
+    assert "--http-port and --status-port must differ" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("base", "says"),
+    [
+        ("status.example.com", "http:// or https://"),
+        ("ftp://status.example.com", "http:// or https://"),
+        ("https://user:pw@status.example.com", "user:password@"),
+        ("https://evil.example@status.example.com", "user:password@"),
+        ("https://status.example.com/#x", "no #fragment"),
+        ("https://status.example.com/?a=b", "no ?query"),
+        ("https://status.example.com/'><script>", "quotes or angle brackets"),
+        ("https://status.example.com:99999", "not a URL"),
+    ],
+)
+def test_the_status_page_base_url_is_checked(tmp_path: Path, base: str, says: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"statusPage: {{baseURL: {base!r}}}\n")
+    with pytest.raises(ConfigError, match="baseURL") as raised:
+        load_config_file(path)
+    assert says in str(raised.value)
+
+
+def test_the_status_page_base_url_may_have_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("statusPage: {baseURL: 'https://example.com/ops/'}\n")
+    assert load_config_file(path).statusPage.baseURL == "https://example.com/ops"
 
 
 def test_cli_reports_a_bad_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

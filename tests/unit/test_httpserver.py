@@ -1,14 +1,24 @@
-"""/healthz answers while the process serves; /readyz only once kopf watches the API."""
+"""/healthz answers while the process serves; /readyz only once kopf watches the API. `/metrics` and
+`/reports` need a bearer token a TokenReview and SubjectAccessReview accept (a fake API server's
+answers here); the status page is alone on its own listener, its links from statusPage.baseURL."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import aiohttp
 import pytest
 
+from incident_operator.core import httpauth
+from incident_operator.core.httpauth import User
 from incident_operator.runtime import httpserver
+from incident_operator.runtime.guard import Guard
+from incident_operator.settings.config import StatusPageConfig
+from tests.unit.test_httpauth import FakeReviewer
 
 
 def test_readyz_follows_the_ready_flag() -> None:
@@ -42,3 +52,230 @@ def test_port_in_use_is_a_clear_error() -> None:
         port = busy.getsockname()[1]
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
             asyncio.run(scenario(port))
+
+
+# --------------------------------------------------------------------------- two listeners, authenticated
+
+
+READER = User("reader")
+SHOP_READER = User("shop-reader")
+TOKENS = {"reader-token": READER, "shop-token": SHOP_READER, "nobody-token": User("nobody")}
+GRANTS = {
+    ("reader", httpauth.METRICS),
+    ("reader", httpauth.report_reader(None)),
+    ("shop-reader", httpauth.report_reader("shop")),
+}
+SECRET_TEXT = "Unauthorized: token s3cr3t at 10.0.0.1"
+
+
+def incident(namespace: str, name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": name},
+        "spec": {"title": f"{name} title", "severity": "P1", "category": "availability", **spec},
+        "status": {"phase": "Investigating", "detectedAt": "2026-11-02T10:00:00Z"},
+    }
+
+
+class Lister:
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+        self.fail = False
+
+    async def __call__(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        self.calls.append(namespace)
+        if self.fail:
+            raise RuntimeError(SECRET_TEXT)
+        found = [incident("shop", "outage", public=True), incident("bank", "vault")]
+        return [i for i in found if namespace in (None, i["metadata"]["namespace"])]
+
+
+Answer = tuple[int, dict[str, str], str]
+
+
+async def get(port: int, path: str, token: str | None = None, **headers: str) -> Answer:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}", headers=headers) as resp,
+    ):
+        return resp.status, dict(resp.headers), await resp.text()
+
+
+def serve(
+    requests: Callable[[int, int], Awaitable[list[Answer]]],
+    *,
+    lister: Lister | None = None,
+    reviewer: FakeReviewer | None = None,
+    config: StatusPageConfig | None = None,
+) -> list[Answer]:
+    async def scenario() -> list[Answer]:
+        listing = httpserver.SharedListing(lister or Lister())
+        guard = Guard(reviewer or FakeReviewer(TOKENS, GRANTS))
+        app = httpserver.build_app(asyncio.Event(), guard=guard, listing=listing)
+        status_app = httpserver.build_status_app(
+            listing, config or StatusPageConfig(namespaces=("shop",), baseURL="https://status.example.com")
+        )
+        main = await httpserver.start_server(app, "127.0.0.1", 0)
+        public = await httpserver.start_server(status_app, "127.0.0.1", 0)
+        try:
+            return await requests(main.addresses[0][1], public.addresses[0][1])
+        finally:
+            await main.cleanup()
+            await public.cleanup()
+
+    return asyncio.run(scenario())
+
+
+def test_metrics_need_a_token_that_may_get_the_url() -> None:
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [
+            await get(port, "/metrics"),
+            await get(port, "/metrics", "forged"),
+            await get(port, "/metrics", "nobody-token"),
+            await get(port, "/metrics", "shop-token"),
+            await get(port, "/metrics", "reader-token"),
+        ]
+
+    none, forged, nobody, shop, reader = serve(requests)
+    assert (none[0], forged[0], nobody[0], shop[0], reader[0]) == (401, 401, 403, 403, 200)
+    assert none[1]["WWW-Authenticate"].startswith("Bearer")
+    assert "bearer token" in none[2]
+    assert nobody[2] == "forbidden: this needs get on /metrics\n"
+    assert "# HELP" in reader[2]
+    assert reader[1]["Cache-Control"] == "no-store"
+
+
+def test_reports_need_list_incidents_where_they_look() -> None:
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [
+            await get(port, "/reports/2026-11?namespace=shop&format=json", "shop-token"),
+            await get(port, "/reports/2026-11?namespace=bank&format=json", "shop-token"),
+            await get(port, "/reports/2026-11?format=json", "shop-token"),  # cluster-wide
+            await get(port, "/reports/2026-11?format=json", "reader-token"),
+            await get(port, "/reports/2026-11?namespace=shop"),
+        ]
+
+    shop, bank, everything, reader, anonymous = serve(requests)
+    assert shop[0] == 200
+    assert json.loads(shop[2])["total"] == 1
+    assert bank == (
+        403,
+        bank[1],
+        "forbidden: this needs list incidents.incident-operator.dev in namespace bank\n",
+    )
+    assert everything[0] == 403
+    assert "at cluster scope" in everything[2]
+    assert reader[0] == 200
+    assert json.loads(reader[2])["total"] == 2
+    assert anonymous[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/reports/9999-12", "month must be between"),
+        ("/reports/2026-13", "month must be YYYY-MM"),
+        ("/reports/2026-11?format=pdf", "format must be one of"),
+        ("/reports/2026-11?namespace=Bad_NS", "namespace must be a namespace name"),
+    ],
+)
+def test_bad_report_requests_are_400s(path: str, says: str) -> None:
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [await get(port, path, "reader-token")]
+
+    ((status, _, text),) = serve(requests)
+    assert (status, says in text) == (400, True), text
+
+
+def test_no_exception_text_in_any_answer() -> None:
+    lister, reviewer = Lister(), FakeReviewer(TOKENS, GRANTS)
+    lister.fail = True
+
+    async def requests(port: int, status_port: int) -> list[Answer]:
+        seen = [
+            await get(port, "/reports/2026-11", "reader-token"),
+            await get(status_port, "/status"),
+        ]
+        reviewer.down = True
+        seen.append(await get(port, "/metrics", "reader-token"))
+        return seen
+
+    report_down, page_down, review_down = serve(requests, lister=lister, reviewer=reviewer)
+    assert report_down[:1] + report_down[2:] == (503, "cannot list incidents right now; try again\n")
+    assert page_down[0] == 503
+    assert page_down[1]["Cache-Control"] == "no-store"
+    assert review_down[0] == 503
+    assert review_down[2] == httpauth.UNAVAILABLE + "\n"
+    for _, _, text in (report_down, page_down, review_down):
+        assert "s3cr3t" not in text
+        assert "RuntimeError" not in text
+        assert "HTTP 503" not in text
+
+
+def test_an_unexpected_error_in_a_handler_is_a_plain_500() -> None:
+    async def scenario() -> Answer:
+        def broken() -> bool:
+            raise KeyError(SECRET_TEXT)
+
+        ready = asyncio.Event()
+        ready.set()
+        runner = await httpserver.start_server(httpserver.build_app(ready, api_ok=broken), "127.0.0.1", 0)
+        try:
+            return await get(runner.addresses[0][1], "/readyz")
+        finally:
+            await runner.cleanup()
+
+    status, _, text = asyncio.run(scenario())
+    assert (status, text) == (500, httpserver.INTERNAL_ERROR)
+
+
+def test_reports_and_listings_are_shared_and_kept_briefly() -> None:
+    lister = Lister()
+
+    async def requests(port: int, status_port: int) -> list[Answer]:
+        burst = await asyncio.gather(
+            *(get(port, "/reports/2026-11?namespace=shop", "shop-token") for _ in range(5)),
+            *(get(status_port, "/status.json") for _ in range(5)),
+        )
+        return [*burst, await get(port, "/reports/2026-11?namespace=shop", "shop-token")]
+
+    answers = serve(requests, lister=lister)
+    assert {a[0] for a in answers} == {200}
+    assert sorted(lister.calls, key=str) == [None, "shop"]  # one list per namespace for all of them
+
+
+def test_the_status_page_is_alone_on_its_port_and_its_links_come_from_the_base_url() -> None:
+    async def requests(port: int, status_port: int) -> list[Answer]:
+        return [
+            await get(port, "/status"),
+            await get(port, "/status/feed.atom", "reader-token"),
+            await get(status_port, "/status/feed.atom", Host="evil.example"),
+            await get(status_port, "/status", Host="evil.example"),
+            await get(status_port, "/metrics", "reader-token"),
+            await get(status_port, "/reports/2026-11", "reader-token"),
+            await get(status_port, "/healthz"),
+        ]
+
+    on_main, on_main_with_token, feed, page, *others = serve(requests)
+    assert (on_main[0], on_main_with_token[0]) == (404, 404)
+    assert feed[0] == 200
+    assert page[0] == 200
+    assert "evil.example" not in feed[2] + page[2]
+    assert "<link rel='self' href='https://status.example.com/status/feed.atom'/>" in feed[2]
+    assert "<id>https://status.example.com/status#shop-outage</id>" in feed[2]
+    assert "href='https://status.example.com/status.json'" in page[2]
+    assert feed[1]["Cache-Control"].startswith("public")
+    assert [o[0] for o in others] == [404, 404, 404]
+
+
+def test_without_a_base_url_the_feed_has_relative_links_and_urn_ids() -> None:
+    async def requests(_: int, status_port: int) -> list[Answer]:
+        return [await get(status_port, "/status/feed.atom", Host="evil.example")]
+
+    ((status, _, feed),) = serve(requests, config=StatusPageConfig(namespaces=("shop",)))
+    assert status == 200
+    assert "evil.example" not in feed
+    assert "<id>urn:incident-operator:status</id>" in feed
+    assert "<id>urn:incident-operator:status:shop-outage</id>" in feed
+    assert "<link href='/status#shop-outage'/>" in feed

@@ -16,6 +16,13 @@ import yaml
 
 from incident_operator.api import keys
 from incident_operator.api.models import Roles
+from incident_operator.api.rbac import (
+    ENDPOINT_REVIEWS,
+    METRICS_PATH,
+    METRICS_READER_ROLE,
+    METRICS_VERB,
+    REPORT_READ,
+)
 from incident_operator.settings.config import FileConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +70,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator-jobs",
         "incident-operator-playbook-gatekeeper",
         "incident-operator-apiserver-endpoints",
+        METRICS_READER_ROLE,
     }
     for role in roles:
         for rule in role["rules"]:
@@ -70,7 +78,9 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
             assert not FORBIDDEN_VERBS & set(rule["verbs"]), where
             assert "*" not in rule.get("apiGroups", []), where
             assert not any("*" in r for r in rule.get("resources", [])), where
-            assert "nonResourceURLs" not in rule, where
+            assert not any("*" in u for u in rule.get("nonResourceURLs", [])), where
+            if role["metadata"]["name"] != METRICS_READER_ROLE:
+                assert "nonResourceURLs" not in rule, where
             assert not {"roles", "clusterroles", "rolebindings", "clusterrolebindings"} & set(
                 rule.get("resources", [])
             ), where
@@ -152,13 +162,16 @@ def test_the_deployment_runs_two_hardened_replicas_with_one_leader() -> None:
     assert set(c["resources"]["limits"]) == {"cpu", "memory"}
     assert "--leader-elect" in c["args"]
     assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert {"name": "status", "containerPort": 8081, "protocol": "TCP"} in c["ports"]
+    assert (arg("http-port"), arg("status-port")) == ("8080", "8081")
     assert find("PodDisruptionBudget", "incident-operator")["spec"]["minAvailable"] == 1
 
 
 def test_the_service_and_the_alertmanager_receiver_agree() -> None:
     service = find("Service", "incident-operator")
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"},
+        {"name": "status", "port": 8081, "targetPort": "status", "protocol": "TCP"},
     ]
     receiver = yaml.safe_load((ROOT / "manifests" / "monitoring" / "alertmanager-receiver.yaml").read_text())
     url = urlparse(receiver["receivers"][0]["webhook_configs"][0]["url"])
@@ -168,10 +181,45 @@ def test_the_service_and_the_alertmanager_receiver_agree() -> None:
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
 
 
-def test_the_network_policy_admits_only_the_http_port() -> None:
+def test_the_operator_may_review_tokens_and_readers_get_exactly_what_the_endpoints_ask() -> None:
+    operator = grants("ClusterRole", "incident-operator")
+    assert {(p.group, p.resource, p.verb) for p in ENDPOINT_REVIEWS} <= operator
+    assert rules_of("ClusterRole", METRICS_READER_ROLE) == [
+        {"nonResourceURLs": [METRICS_PATH], "verbs": [METRICS_VERB]}
+    ]
+    assert (REPORT_READ.group, REPORT_READ.resource, REPORT_READ.verb) in grants(
+        "ClusterRole", "incident-operator-responder"
+    )  # report readers of a namespace: its responders
+
+
+def test_the_service_monitor_scrapes_with_the_token_of_an_identity_bound_to_the_metrics_reader() -> None:
+    monitoring = ROOT / "manifests" / "monitoring"
+    (endpoint,) = yaml.safe_load((monitoring / "servicemonitor.yaml").read_text())["spec"]["endpoints"]
+    credentials = endpoint["authorization"]["credentials"]
+    docs = {
+        (d["kind"], d["metadata"]["name"]): d
+        for d in yaml.safe_load_all((monitoring / "metrics-reader-binding.yaml").read_text())
+    }
+    secret = docs[("Secret", credentials["name"])]
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["namespace"] == NS  # the ServiceMonitor's
+    account = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    binding = docs[("ClusterRoleBinding", METRICS_READER_ROLE)]
+    assert binding["roleRef"]["name"] == METRICS_READER_ROLE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NS}]
+    assert docs[("ServiceAccount", account)]["automountServiceAccountToken"] is False
+
+
+def test_the_network_policy_admits_the_status_page_from_anywhere_and_the_rest_from_monitoring() -> None:
     policy = find("NetworkPolicy", "incident-operator")
     assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    assert policy["spec"]["ingress"] == [
+        {"ports": [{"port": 8081, "protocol": "TCP"}]},
+        {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        },
+    ]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
     assert egress_ports == {53, 443, 6443}
 

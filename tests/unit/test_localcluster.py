@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.localcluster_module import load
+from tests.localcluster_module import load, load_promstack
 
 lc = load()
 
@@ -95,3 +95,19 @@ def test_an_old_state_file_still_loads(tmp_path: Path) -> None:
     state = lc.State.load(tmp_path)
     assert state is not None
     assert state.argvs == {}
+
+
+def test_the_local_prometheus_scrapes_the_operator_with_a_bearer_token(tmp_path: Path) -> None:
+    promstack = load_promstack()
+    token = tmp_path / "token"
+    targets = {"incident-operator": ("127.0.0.1:18080", {"namespace": "demo"}), "web": ("127.0.0.1:1", {})}
+    document = promstack.config_document(targets, None, [], token_files={"incident-operator": token})
+    operator, web = document["scrape_configs"]
+    assert operator["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    assert "authorization" not in web
+    with pytest.raises(promstack.StackError, match="without a target: nope"):
+        promstack.config_document(targets, None, [], token_files={"nope": token})
+    out = tmp_path / "prometheus.yml"
+    args = ["config", str(out), "--target", "incident-operator=127.0.0.1:18080", "--token-file"]
+    assert promstack.main([*args, f"incident-operator={token}"]) == 0
+    assert str(token) in out.read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from incident_operator.api.keys import API_GROUP
+
 
 @dataclass(frozen=True, order=True)
 class Permission:
@@ -42,3 +44,21 @@ def on_workloads(verb: str, subresource: str = "") -> frozenset[Permission]:
 
 
 HISTORIES = frozenset(Permission("list", history_resource(k), "apps") for k in ("Deployment", "StatefulSet"))
+
+
+# The operator's authenticated HTTP endpoints (`/metrics`, `/reports`), guarded as controller-runtime
+# guards its metrics: a TokenReview says who sent the bearer token, a SubjectAccessReview whether that
+# identity may do what the endpoint needs. A unit test holds the shipped ClusterRoles to these names.
+METRICS_PATH = "/metrics"
+METRICS_VERB = "get"
+"""`/metrics` needs `get` on the non-resource URL METRICS_PATH (ClusterRole METRICS_READER_ROLE)."""
+METRICS_READER_ROLE = "incident-operator-metrics-reader"
+REPORT_READ = Permission("list", "incidents", API_GROUP)
+"""`/reports/YYYY-MM?namespace=NS` needs this in NS; the cluster-wide report at cluster scope."""
+ENDPOINT_REVIEWS = frozenset(
+    {
+        Permission("create", "tokenreviews", "authentication.k8s.io"),
+        Permission("create", "subjectaccessreviews", "authorization.k8s.io"),
+    }
+)
+"""What the operator's ClusterRole grants so that it can guard its endpoints."""

@@ -21,7 +21,9 @@ Resolved and Closed while Playbooks remediate (scale, restart, check health, not
 RUN_EPILOG = """\
 The operator uses the current kubeconfig (KUBECONFIG or ~/.kube/config), or the in-cluster
 service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
-/metrics (Prometheus) and POST /alertmanager (Alertmanager webhook, bearer token).
+POST /alertmanager (Alertmanager webhook, its bearer token), and with a Kubernetes bearer token
+(TokenReview + SubjectAccessReview) /metrics (get on the URL /metrics) and /reports/YYYY-MM
+(list incidents). On --status-port: the public status page /status, /status.json, /status/feed.atom.
 Install the CRDs first:  kubectl apply -k crds/   (or the whole install: kubectl apply -k manifests/install)
 """
 
@@ -45,11 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NS",
         help="watch only this namespace (repeatable; default: all namespaces)",
     )
-    run.add_argument("--http-port", type=int, default=8080, help="port of the HTTP endpoints (default 8080)")
+    run.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        help="port of /healthz, /readyz, /alertmanager, /metrics and /reports (default 8080)",
+    )
+    run.add_argument(
+        "--status-port",
+        type=int,
+        default=8081,
+        help="port of the public status page, alone (default 8081; links from statusPage.baseURL)",
+    )
     run.add_argument(
         "--http-host",
         default="0.0.0.0",  # noqa: S104 - the operator serves inside its pod
-        help="address to listen on (default 0.0.0.0)",
+        help="address to listen on, both ports (default 0.0.0.0)",
     )
     run.add_argument("--config", type=Path, help="YAML settings file (response targets, alert intake)")
     run.add_argument(
@@ -117,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=tuple(args.namespace),
             http_host=args.http_host,
             http_port=args.http_port,
+            status_port=args.status_port,
             leader_elect=args.leader_elect,
             allow_egress=tuple(args.allow_egress),
             own_namespace=pod_namespace(),

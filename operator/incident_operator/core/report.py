@@ -48,11 +48,16 @@ class ReportError(ValueError):
     """A bad month or format; the message says which."""
 
 
+MIN_YEAR, MAX_YEAR = 1970, 9998
+
+
 def parse_month(text: str) -> tuple[int, int]:
     try:
         parsed = datetime.strptime(text, "%Y-%m")
     except ValueError:
-        raise ReportError(f"month must be YYYY-MM, got {text!r}") from None
+        raise ReportError(f"month must be YYYY-MM, got {text[:20]!r}") from None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:  # 9999-12 would end in a year datetime cannot hold
+        raise ReportError(f"month must be between {MIN_YEAR}-01 and {MAX_YEAR}-12, got {text!r}")
     return parsed.year, parsed.month
 
 

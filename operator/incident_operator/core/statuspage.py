@@ -157,15 +157,19 @@ def _incident_html(i: PublicIncident) -> str:
     )
 
 
-def to_html(page: Page) -> str:
+def to_html(page: Page, base_url: str | None = None) -> str:
+    """The page as HTML; its links to the JSON and the feed under `base_url` (statusPage.baseURL),
+    or relative to the site's root without one."""
     e = html.escape
+    base = e(base_url or "")
     current = "".join(_incident_html(i) for i in page.current) or "<p>No incidents right now.</p>"
     history = "".join(_incident_html(i) for i in page.history) or "<p>No incidents in this period.</p>"
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{e(page.title)}</title>"
-        "<link rel='alternate' type='application/atom+xml' href='/status/feed.atom' title='Incident feed'>"
+        "<link rel='alternate' type='application/atom+xml' "
+        f"href='{base}/status/feed.atom' title='Incident feed'>"
         "<style>body{font-family:system-ui,sans-serif;max-width:46rem;margin:0 auto;padding:1rem;"
         "line-height:1.45;color:#111}article{border-top:1px solid #bbb;padding:.5rem 0}"
         "h2{font-size:1.2rem}h3{font-size:1.05rem;margin-bottom:.2rem}</style></head><body>"
@@ -173,27 +177,38 @@ def to_html(page: Page) -> str:
         f"<section aria-labelledby='now'><h2 id='now'>{e(page.overall)}</h2>{current}</section>"
         f"<section aria-labelledby='past'><h2 id='past'>Past incidents</h2>{history}</section>"
         f"</main><footer><p>Last refreshed {_when(page.generated)}. "
-        "<a href='/status.json'>JSON</a> · <a href='/status/feed.atom'>Atom feed</a></p></footer>"
+        f"<a href='{base}/status.json'>JSON</a> · "
+        f"<a href='{base}/status/feed.atom'>Atom feed</a></p></footer>"
         "</body></html>"
     )
 
 
-def to_atom(page: Page, base_url: str) -> str:
+FEED_URN = "urn:incident-operator:status"
+"""The feed's id without a statusPage.baseURL (an Atom id must be absolute; a Host header is no source)."""
+
+
+def to_atom(page: Page, base_url: str | None) -> str:
+    """The page as an Atom feed. With `base_url` (statusPage.baseURL) ids and links are absolute
+    URLs under it; without, ids are `urn:` names and links relative to the site's root. Never
+    built from a request (its Host header is whatever the sender wrote)."""
     e = html.escape
+    base = base_url or ""
+    feed_id = f"{base}/status" if base_url else FEED_URN
     entries = []
     for i in (*page.current, *page.history):
         latest = i.updates[-1].message if i.updates else f"{i.status}: {i.title}"
+        entry_id = f"{base}/status#{i.id}" if base_url else f"{FEED_URN}:{i.id}"
         entries.append(
             "<entry>"
-            f"<id>{e(base_url)}/status#{e(i.id)}</id><title>{e(i.status)}: {e(i.title)}</title>"
+            f"<id>{e(entry_id)}</id><title>{e(i.status)}: {e(i.title)}</title>"
             f"<updated>{format_time(i.updated)}</updated>"
-            f"<link href='{e(base_url)}/status#{e(i.id)}'/>"
+            f"<link href='{e(base)}/status#{e(i.id)}'/>"
             f"<summary>{e(latest)}</summary></entry>"
         )
     return (
         "<?xml version='1.0' encoding='utf-8'?>"
         "<feed xmlns='http://www.w3.org/2005/Atom'>"
-        f"<id>{e(base_url)}/status</id><title>{e(page.title)}</title>"
+        f"<id>{e(feed_id)}</id><title>{e(page.title)}</title>"
         f"<updated>{format_time(page.generated)}</updated>"
-        f"<link rel='self' href='{e(base_url)}/status/feed.atom'/>" + "".join(entries) + "</feed>"
+        f"<link rel='self' href='{e(base)}/status/feed.atom'/>" + "".join(entries) + "</feed>"
     )

@@ -1,14 +1,25 @@
-"""The operator's HTTP endpoints on one port: `/healthz` (the process serves), `/readyz` (kopf
-has started, or this replica stands by, and the API server answers), `/metrics` (Prometheus),
-`POST /alertmanager` (the Alertmanager webhook, see `intake`), `GET /reports/YYYY-MM` (the
-monthly report, computed from the Incidents the API returns, see `report`) and the public status
-page `GET /status`, `/status.json`, `/status/feed.atom` (see `statuspage`; the incidents behind it
-are listed at most every STATUS_TTL_S, however many people reload it). Owns no Kubernetes state.
+"""The operator's HTTP endpoints, on two listeners.
+
+`--http-port` (8080, `build_app`): `/healthz` (the process serves), `/readyz` (kopf has started, or
+this replica stands by, and the API server answers), `POST /alertmanager` (the Alertmanager
+webhook, its own bearer token, see `intake`), and behind TokenReview + SubjectAccessReview
+(`guard`): `/metrics` (Prometheus; `get` on the non-resource URL) and `GET /reports/YYYY-MM` (the
+monthly report, computed from the Incidents the API returns, see `report`; `list incidents` in the
+namespace asked for, or at cluster scope). Reports are kept for REPORT_TTL_S per (month, namespace,
+format), and the incidents behind them and the status page are listed at most every LIST_TTL_S per
+namespace however many ask at once (`SharedListing`).
+
+`--status-port` (8081, `build_status_app`): the public status page alone, `GET /status`,
+`/status.json`, `/status/feed.atom` (see `statuspage`), its links from `statusPage.baseURL`.
+
+No response carries an exception's text: an unexpected error is a fixed 500 (`_no_details`), the API
+server's failures fixed 503s. Owns no Kubernetes state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,8 +29,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.intake import Intake
-from incident_operator.core import report, statuspage
+from incident_operator.core import httpauth, report, statuspage
+from incident_operator.core.httpauth import Outcome, Requirement, ReviewUnavailable
+from incident_operator.core.ttlcache import TtlCache
+from incident_operator.runtime.guard import Guard
 from incident_operator.settings.config import StatusPageConfig
+
+logger = logging.getLogger(__name__)
 
 READY_KEY = web.AppKey("ready", asyncio.Event)
 INTAKE_KEY = web.AppKey("intake", Intake)
@@ -27,29 +43,127 @@ ApiOk = Callable[[], bool]
 API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
 IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
 """Incidents as the API returns them, of one namespace or (None) of all."""
-LISTER_KEY: web.AppKey[IncidentLister] = web.AppKey("incidents")
-STATUS_TTL_S = 5.0
+GUARD_KEY = web.AppKey("guard", Guard)
+LIST_TTL_S = 5.0
+STATUS_TTL_S = LIST_TTL_S
+REPORT_TTL_S = 30.0
+MAX_LISTINGS = 64
+MAX_REPORTS = 64
+NO_STORE = {"Cache-Control": "no-store"}
+"""On everything but the public page: nothing private (or any error) in a shared cache."""
+INTERNAL_ERROR = "internal error: the operator's log says more\n"
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class ListingFailed(Exception):
+    """The API server did not list the incidents (the request gets a fixed 503)."""
+
+
+class SharedListing:
+    """The incidents of a namespace (None: of all), listed from the API at most every `ttl`
+    seconds, and once for all who ask at the same moment: a burst of requests costs one list."""
+
+    def __init__(
+        self, lister: IncidentLister, ttl: float = LIST_TTL_S, max_entries: int = MAX_LISTINGS
+    ) -> None:
+        self.lister, self.ttl = lister, ttl
+        self.cached: TtlCache[str | None, list[Mapping[str, Any]]] = TtlCache(max_entries)
+        self.pending: dict[str | None, asyncio.Future[list[Mapping[str, Any]]]] = {}
+        """Listings under way (at most one per namespace): who asks meanwhile waits for it."""
+
+    async def get(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        """The incidents; raises ListingFailed (logged once per failed listing, without detail)."""
+        found = self.cached.get(namespace, asyncio.get_running_loop().time())
+        if found is not None:
+            return found
+        pending = self.pending.get(namespace)
+        if pending is None:
+            pending = asyncio.ensure_future(self._list(namespace))
+            self.pending[namespace] = pending
+            pending.add_done_callback(lambda _: self.pending.pop(namespace, None))
+        return await asyncio.shield(pending)
+
+    async def _list(self, namespace: str | None) -> list[Mapping[str, Any]]:
+        try:
+            found = await self.lister(namespace)
+        except Exception as exc:
+            logger.warning("cannot list incidents (%s): the report or page answers 503", type(exc).__name__)
+            raise ListingFailed from None
+        self.cached.put(namespace, found, asyncio.get_running_loop().time(), self.ttl)
+        return found
 
 
 class StatusSource:
-    """The status page's incidents, listed from the API at most every STATUS_TTL_S."""
+    """The status page's incidents (a `SharedListing` of every namespace)."""
 
-    def __init__(self, lister: IncidentLister, config: StatusPageConfig) -> None:
-        self.lister, self.config = lister, config
-        self.cached: tuple[float, list[Mapping[str, Any]]] | None = None
-        self.lock = asyncio.Lock()
+    def __init__(self, listing: SharedListing, config: StatusPageConfig) -> None:
+        self.listing, self.config = listing, config
 
     async def page(self) -> statuspage.Page:
-        async with self.lock:
-            now = asyncio.get_running_loop().time()
-            if self.cached is None or now - self.cached[0] > STATUS_TTL_S:
-                self.cached = (now, await self.lister(None))
-            objects = self.cached[1]
-        return statuspage.build(objects, self.config, utc_now())
+        return statuspage.build(await self.listing.get(None), self.config, utc_now())
+
+
+class Reports:
+    """Monthly reports, each (month, namespace, format) built at most every REPORT_TTL_S."""
+
+    def __init__(
+        self, listing: SharedListing, ttl: float = REPORT_TTL_S, max_entries: int = MAX_REPORTS
+    ) -> None:
+        self.listing, self.ttl = listing, ttl
+        self.built: TtlCache[tuple[str, str | None, str], tuple[str, str]] = TtlCache(max_entries)
+
+    async def render(self, year: int, month: int, namespace: str | None, fmt: str) -> tuple[str, str]:
+        """(content type, body); raises ListingFailed."""
+        key = (f"{year:04d}-{month:02d}", namespace, fmt)
+        loop = asyncio.get_running_loop()
+        found = self.built.get(key, loop.time())
+        if found is not None:
+            return found
+        incidents = await self.listing.get(namespace)
+        built = report.build(incidents, year, month, utc_now(), namespace)
+        if fmt == "html":  # drawing the chart takes a moment: not on the event loop
+            found = await asyncio.to_thread(report.render, built, fmt)
+        else:
+            found = report.render(built, fmt)
+        self.built.put(key, found, loop.time(), self.ttl)
+        return found
 
 
 STATUS_KEY: web.AppKey[StatusSource] = web.AppKey("status")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+STATUS_BASE_KEY: web.AppKey[str] = web.AppKey("status_base")
+REPORTS_KEY: web.AppKey[Reports] = web.AppKey("reports")
+
+
+@web.middleware
+async def _no_details(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Any unexpected exception of a handler is a fixed 500: its text goes to the log, never out."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception("%s %s failed", request.method, request.path)
+        return web.Response(status=500, text=INTERNAL_ERROR, headers=NO_STORE)
+
+
+async def _refused(request: web.Request, requirement: Requirement) -> web.Response | None:
+    """None if the request's bearer token grants `requirement`; else the 401, 403 or 503 to send."""
+    try:
+        verdict = await request.app[GUARD_KEY].check(request.headers.get("Authorization"), requirement)
+    except ReviewUnavailable:
+        return web.Response(status=503, text=httpauth.UNAVAILABLE + "\n", headers=NO_STORE)
+    return None if verdict.outcome is Outcome.ALLOWED else _answer(verdict)
+
+
+def _answer(verdict: httpauth.Verdict) -> web.Response:
+    headers = dict(NO_STORE)
+    if verdict.outcome is Outcome.UNAUTHENTICATED:
+        headers["WWW-Authenticate"] = 'Bearer realm="incident-operator"'
+    return web.Response(status=verdict.status, text=verdict.reason + "\n", headers=headers)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -65,7 +179,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    refused = await _refused(request, httpauth.METRICS)
+    if refused is not None:
+        return refused
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST, **NO_STORE})
 
 
 async def alertmanager(request: web.Request) -> web.Response:
@@ -74,44 +191,45 @@ async def alertmanager(request: web.Request) -> web.Response:
 
 async def monthly_report(request: web.Request) -> web.Response:
     """`/reports/YYYY-MM?namespace=NS&format=md|json|html` (default md, all namespaces)."""
+    if httpauth.bearer_token(request.headers.get("Authorization")) is None:
+        return _answer(httpauth.NO_TOKEN)  # before anything else: who may see even a 400
     fmt = request.query.get("format", "md")
     namespace = request.query.get("namespace") or None
     try:
         year, month = report.parse_month(request.match_info["month"])
         if fmt not in report.FORMATS:
-            raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}, got {fmt!r}")
-    except report.ReportError as exc:
-        return web.Response(status=400, text=f"{exc}\n")
+            raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}")
+    except report.ReportError as exc:  # our own words, about the request
+        return web.Response(status=400, text=f"{exc}\n", headers=NO_STORE)
     if namespace is not None and not _NAMESPACE.match(namespace):
-        return web.Response(status=400, text=f"not a namespace name: {namespace!r}\n")
+        return web.Response(status=400, text="namespace must be a namespace name\n", headers=NO_STORE)
+    refused = await _refused(request, httpauth.report_reader(namespace))
+    if refused is not None:
+        return refused
     try:
-        incidents = await request.app[LISTER_KEY](namespace)
-    except Exception as exc:  # the API server's answer, said plainly
-        return web.Response(status=503, text=f"cannot list incidents: {type(exc).__name__}: {exc}\n"[:500])
-    built = report.build(incidents, year, month, utc_now(), namespace)
-    if fmt == "html":  # drawing the chart takes a moment: not on the event loop
-        content_type, body = await asyncio.to_thread(report.render, built, fmt)
-    else:
-        content_type, body = report.render(built, fmt)
-    return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+        content_type, body = await request.app[REPORTS_KEY].render(year, month, namespace, fmt)
+    except ListingFailed:
+        return web.Response(status=503, text="cannot list incidents right now; try again\n", headers=NO_STORE)
+    return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8", headers=NO_STORE)
 
 
 async def status_page(request: web.Request) -> web.Response:
-    """`/status` (HTML), `/status.json`, `/status/feed.atom`: public incidents only."""
+    """`/status` (HTML), `/status.json`, `/status/feed.atom`: public incidents only, the same for
+    everyone (nothing depends on who asks or on the request's headers), so shared caches may keep it."""
     try:
         page = await request.app[STATUS_KEY].page()
-    except Exception:  # no detail on a public page
-        return web.Response(status=503, text="The status page is unavailable right now.\n")
+    except ListingFailed:  # no detail on a public page (any other error: the plain 500)
+        return web.Response(status=503, text="The status page is unavailable right now.\n", headers=NO_STORE)
     kind = request.match_info.get("kind", "")
+    base = request.app[STATUS_BASE_KEY] or None
     headers = {"Cache-Control": f"public, max-age={int(STATUS_TTL_S)}"}
     if kind == ".json":
         return web.json_response(statuspage.to_json(page), headers=headers)
     if kind == "/feed.atom":
-        base = f"{request.scheme}://{request.host}"
         return web.Response(
             text=statuspage.to_atom(page, base), content_type="application/atom+xml", headers=headers
         )
-    return web.Response(text=statuspage.to_html(page), content_type="text/html", headers=headers)
+    return web.Response(text=statuspage.to_html(page, base), content_type="text/html", headers=headers)
 
 
 def build_app(
@@ -120,23 +238,33 @@ def build_app(
     max_body_bytes: int = 1_048_576,
     *,
     api_ok: Callable[[], bool] = lambda: True,
-    incidents: IncidentLister | None = None,
-    status_config: StatusPageConfig | None = None,
+    guard: Guard | None = None,
+    listing: SharedListing | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes)
+    """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
     app[READY_KEY] = ready
     app[API_OK_KEY] = api_ok
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
     if intake is not None:
         app[INTAKE_KEY] = intake
         app.router.add_post("/alertmanager", alertmanager)
-    if incidents is not None:
-        app[LISTER_KEY] = incidents
-        app.router.add_get(r"/reports/{month}", monthly_report)
-        app[STATUS_KEY] = StatusSource(incidents, status_config or StatusPageConfig())
-        app.router.add_get(r"/status{kind:(|\.json|/feed\.atom)}", status_page)
+    if guard is not None:
+        app[GUARD_KEY] = guard
+        app.router.add_get("/metrics", metrics)
+        if listing is not None:
+            app[REPORTS_KEY] = Reports(listing)
+            app.router.add_get(r"/reports/{month}", monthly_report)
+    return app
+
+
+def build_status_app(listing: SharedListing, config: StatusPageConfig) -> web.Application:
+    """The app of --status-port: the public status page and nothing else."""
+    app = web.Application(client_max_size=1024, middlewares=[_no_details])
+    app[STATUS_KEY] = StatusSource(listing, config)
+    app[STATUS_BASE_KEY] = config.baseURL or ""
+    app.router.add_get(r"/status{kind:(|\.json|/feed\.atom)}", status_page)
     return app
 
 

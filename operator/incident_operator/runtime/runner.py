@@ -25,15 +25,18 @@ from typing import Any
 
 import kopf
 import prometheus_client
+from aiohttp import web
 
 from incident_operator.adapters.apiendpoints import ApiServerEndpoints, fixed_api_server
 from incident_operator.adapters.apihealth import ApiHealth
 from incident_operator.adapters.kube import Kube, load_api_client
 from incident_operator.adapters.outbound import Outbound, http_client
+from incident_operator.adapters.reviews import Reviews
 from incident_operator.controllers.intake import Intake
 from incident_operator.runtime import handlers, httpserver
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.runtime.election import Elector
+from incident_operator.runtime.guard import Guard
 from incident_operator.settings.config import OperatorConfig
 from incident_operator.settings.egress import EgressPolicy
 
@@ -123,22 +126,33 @@ async def run(
     ready = asyncio.Event()
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert
+    listing = httpserver.SharedListing(functools.partial(_watched_incidents, kube, config.namespaces))
     app = httpserver.build_app(
         ready,
         intake,
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
-        incidents=functools.partial(_watched_incidents, kube, config.namespaces),
-        status_config=config.file.statusPage,
+        guard=Guard(Reviews(kube)),
+        listing=listing,
     )
+    servers: list[web.AppRunner] = []
     try:
-        server = await httpserver.start_server(app, config.http_host, config.http_port)
+        servers.append(await httpserver.start_server(app, config.http_host, config.http_port))
+        status_app = httpserver.build_status_app(listing, config.file.statusPage)
+        servers.append(await httpserver.start_server(status_app, config.http_host, config.status_port))
     except OSError:
+        for server in servers:
+            await server.cleanup()
         await http.aclose()
         kube.close()
         raise
     logger.info(
-        "serving /healthz, /readyz, /metrics, /alertmanager on %s:%d", config.http_host, config.http_port
+        "serving /healthz, /readyz, /alertmanager and (authenticated) /metrics, /reports on %s:%d; "
+        "the status page on %s:%d",
+        config.http_host,
+        config.http_port,
+        config.http_host,
+        config.status_port,
     )
     await health.check()
     watching = asyncio.create_task(health.watch())
@@ -161,7 +175,8 @@ async def run(
         trimming.cancel()
         if os.environ.get(MEMORY_REPORT_ENV):
             write_memory_report(os.environ[MEMORY_REPORT_ENV])
-        await server.cleanup()
+        for server in servers:
+            await server.cleanup()
         await http.aclose()
         kube.close()
 

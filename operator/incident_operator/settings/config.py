@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -345,6 +346,30 @@ class StatusPageConfig(BaseModel):
     namespaces: tuple[str, ...] = ()
     """Only incidents of these namespaces are ever public (empty: nothing is; it used to mean all)."""
     historyDays: int = Field(default=90, ge=1, le=366)
+    baseURL: str | None = None
+    """Where users reach the page (`https://status.example.com`, or with a path prefix): every
+    absolute link (the Atom feed's ids and links) is built from it, never from a request's Host
+    header. Unset: links are relative and the feed's ids are `urn:` names."""
+
+    @field_validator("baseURL")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = urlsplit(value.strip())
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise ValueError(f"baseURL is not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError("baseURL must be an http:// or https:// URL with a host")
+        if url.username is not None or url.password is not None or "@" in url.netloc:
+            raise ValueError("baseURL must not carry user:password@")
+        if url.query or url.fragment or value.strip().endswith(("?", "#")):
+            raise ValueError("baseURL must have no ?query and no #fragment")
+        if any(c.isspace() or c in "<>\"'" for c in value.strip()):
+            raise ValueError("baseURL must not contain spaces, quotes or angle brackets")
+        return value.strip().rstrip("/")
 
     def publishes(self, namespace: str, spec: IncidentSpec) -> bool:
         """Whether an incident is public: the one rule of the status page and the `statuspage`
@@ -429,6 +454,8 @@ class OperatorConfig(BaseModel):
     """Namespaces to watch; empty means all namespaces (cluster-wide)."""
     http_host: str = "0.0.0.0"  # noqa: S104 - the operator serves inside its pod
     http_port: Port = 8080
+    status_port: Port = 8081
+    """`--status-port`: the public status page, alone on its own listener."""
     leader_elect: bool = False
     """Take part in leader election (`--leader-elect`): only the Lease holder reconciles; every
     replica serves the HTTP endpoints. Off: this process acts alone (one replica only)."""
@@ -457,6 +484,12 @@ class OperatorConfig(BaseModel):
                     f"Secret {namespace}/{name} key token is --alert-token-secret (bound to no namespace) "
                     "and also in alertIntake.tokens: give the bound token another Secret or key"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _two_ports(self) -> OperatorConfig:
+        if self.http_port == self.status_port:
+            raise ValueError(f"--http-port and --status-port must differ (both {self.http_port})")
         return self
 
     @property

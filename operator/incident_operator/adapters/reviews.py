@@ -1,0 +1,65 @@
+"""TokenReview and SubjectAccessReview for the operator's authenticated endpoints: the two API calls
+behind `/metrics` and `/reports` (what they mean is `core.httpauth`'s, when to ask `runtime.guard`'s).
+
+Calls run in `Kube`'s worker threads, never on the event loop. Any failure to get an answer (the
+API server down, a timeout, a refusal of the operator's own request) is `ReviewUnavailable`: logged
+here with the status only, never the token, and turned into a fixed 503 text by the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kubernetes import client
+
+from incident_operator.adapters.kube import ApiException, Kube, api_reason
+from incident_operator.core.httpauth import Requirement, ReviewUnavailable, User
+
+logger = logging.getLogger(__name__)
+
+REVIEW_TIMEOUT_S = 5
+
+
+class Reviews:
+    """Asks the API server who a bearer token is, and whether that identity may do something."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.authn = client.AuthenticationV1Api(kube.api)
+        self.authz = client.AuthorizationV1Api(kube.api)
+
+    async def authenticate(self, token: str) -> User | None:
+        """The token's user (TokenReview, authentication.k8s.io/v1); None if not authenticated."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+        try:
+            review = await self.kube.call(
+                self.authn.create_token_review, body, _request_timeout=REVIEW_TIMEOUT_S
+            )
+        except Exception as exc:
+            raise _unavailable("TokenReview", exc) from None
+        status = review.status
+        user = status.user if status is not None and status.authenticated else None
+        if user is None or not user.username:
+            return None
+        return User.of(str(user.username), user.uid, user.groups, user.extra)
+
+    async def authorize(self, user: User, requirement: Requirement) -> bool:
+        """Whether `user` may do `requirement` (SubjectAccessReview, authorization.k8s.io/v1)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": requirement.review_spec(user),
+        }
+        try:
+            review = await self.kube.call(
+                self.authz.create_subject_access_review, body, _request_timeout=REVIEW_TIMEOUT_S
+            )
+        except Exception as exc:
+            raise _unavailable("SubjectAccessReview", exc) from None
+        return review.status is not None and bool(review.status.allowed)
+
+
+def _unavailable(kind: str, exc: Exception) -> ReviewUnavailable:
+    why = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+    logger.warning("%s failed (%s): the endpoint answers 503", kind, why)
+    return ReviewUnavailable(f"{kind}: {why}")

@@ -1,0 +1,160 @@
+"""Who may read `/metrics` and `/reports`: the bearer token, what is asked of the API server
+(TokenReview, then SubjectAccessReview), what the answers mean, and how long a verdict is reused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from incident_operator.core import httpauth
+from incident_operator.core.httpauth import (
+    METRICS,
+    DecisionCache,
+    Outcome,
+    Requirement,
+    ReviewUnavailable,
+    User,
+    bearer_token,
+    decide,
+    report_reader,
+)
+from incident_operator.core.ttlcache import TtlCache
+from incident_operator.runtime.guard import Guard
+
+ALICE = User.of("alice", "u-1", ["team-a", "system:authenticated"], {"scopes": ["x", "y"]})
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        ("Bearer abc.def", "abc.def"),
+        ("bearer  abc ", "abc"),
+        (None, None),
+        ("", None),
+        ("Basic dXNlcjpwdw==", None),
+        ("Bearer", None),
+        ("Bearer a b", None),
+        ("Bearer " + "x" * (httpauth.MAX_TOKEN_BYTES + 1), None),
+    ],
+)
+def test_only_a_single_bearer_token_is_a_token(header: str | None, token: str | None) -> None:
+    assert bearer_token(header) == token
+
+
+def test_metrics_need_get_on_the_non_resource_url() -> None:
+    assert METRICS.review_spec(ALICE) == {
+        "user": "alice",
+        "uid": "u-1",
+        "groups": ["team-a", "system:authenticated"],
+        "extra": {"scopes": ["x", "y"]},
+        "nonResourceAttributes": {"path": "/metrics", "verb": "get"},
+    }
+
+
+def test_a_report_needs_list_incidents_in_its_namespace_or_at_cluster_scope() -> None:
+    assert report_reader("shop").review_spec(User("bob"))["resourceAttributes"] == {
+        "verb": "list",
+        "group": "incident-operator.dev",
+        "resource": "incidents",
+        "namespace": "shop",
+    }
+    cluster = report_reader(None).review_spec(User("bob"))
+    assert "namespace" not in cluster["resourceAttributes"]  # cluster scope, not "every namespace I have"
+    assert cluster["user"] == "bob"
+    assert "uid" not in cluster
+    assert "extra" not in cluster
+    assert report_reader(None).describe() == "list incidents.incident-operator.dev at cluster scope"
+
+
+def test_the_verdict_from_the_answers() -> None:
+    assert decide(None, None, METRICS).outcome is Outcome.UNAUTHENTICATED
+    assert decide(None, None, METRICS).status == 401
+    refused = decide(ALICE, False, report_reader("shop"))
+    assert (refused.outcome, refused.status) == (Outcome.FORBIDDEN, 403)
+    assert refused.reason == "forbidden: this needs list incidents.incident-operator.dev in namespace shop"
+    assert decide(ALICE, True, METRICS).status == 200
+
+
+def test_allowed_verdicts_live_longer_than_refusals_and_the_cache_keeps_no_token() -> None:
+    cache = DecisionCache(allowed_ttl=15, denied_ttl=5)
+    cache.put("tok-allowed", METRICS, decide(ALICE, True, METRICS), now=100)
+    cache.put("tok-denied", METRICS, decide(ALICE, False, METRICS), now=100)
+    assert cache.get("tok-allowed", METRICS, 104) is not None
+    assert cache.get("tok-denied", METRICS, 104) is not None
+    assert cache.get("tok-denied", METRICS, 105) is None
+    assert cache.get("tok-allowed", METRICS, 114.9) is not None
+    assert cache.get("tok-allowed", METRICS, 115) is None
+    assert cache.get("tok-allowed", report_reader(None), 101) is None  # per requirement
+    cache.put("s3cret-token", METRICS, decide(ALICE, True, METRICS), now=100)
+    assert "s3cret-token" not in repr(cache._verdicts._entries)
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest() -> None:
+    cache: TtlCache[str, int] = TtlCache(max_entries=2)
+    cache.put("a", 1, now=0, ttl=10)
+    cache.put("b", 2, now=0, ttl=10)
+    cache.put("a", 3, now=1, ttl=10)  # refreshed: now the newest
+    cache.put("c", 4, now=1, ttl=10)
+    assert (cache.get("a", 2), cache.get("b", 2), cache.get("c", 2), len(cache)) == (3, None, 4, 2)
+    cache.put("d", 5, now=20, ttl=10)  # a and c expired: dropped, not kept until looked up
+    assert len(cache) == 1
+    decisions = DecisionCache(max_entries=3)
+    for i in range(10):
+        decisions.put(f"t{i}", METRICS, decide(None, None, METRICS), now=0)
+    assert len(decisions) == 3
+
+
+class FakeReviewer:
+    """The API server's answers: tokens it knows, and what each user may do."""
+
+    def __init__(self, users: dict[str, User], grants: set[tuple[str, Requirement]]) -> None:
+        self.users, self.grants = users, grants
+        self.calls: list[str] = []
+        self.down = False
+
+    async def authenticate(self, token: str) -> User | None:
+        self.calls.append("TokenReview")
+        if self.down:
+            raise ReviewUnavailable("TokenReview: HTTP 503")
+        return self.users.get(token)
+
+    async def authorize(self, user: User, requirement: Requirement) -> bool:
+        self.calls.append("SubjectAccessReview")
+        return (user.name, requirement) in self.grants
+
+
+def test_a_scraper_costs_two_reviews_per_ttl_not_per_scrape() -> None:
+    reviewer = FakeReviewer({"tok": ALICE}, {("alice", METRICS)})
+    now = [0.0]
+    guard = Guard(reviewer, clock=lambda: now[0])
+
+    async def scrapes() -> list[int]:
+        seen = []
+        for _ in range(5):
+            seen.append((await guard.check("Bearer tok", METRICS)).status)
+            now[0] += 1
+        return seen
+
+    assert asyncio.run(scrapes()) == [200] * 5
+    assert reviewer.calls == ["TokenReview", "SubjectAccessReview"]
+    now[0] = 100.0
+    asyncio.run(guard.check("Bearer tok", METRICS))
+    assert len(reviewer.calls) == 4  # expired: asked again
+
+
+def test_no_token_asks_nothing_an_unknown_token_asks_once_and_failures_are_not_remembered() -> None:
+    reviewer = FakeReviewer({"tok": ALICE}, set())
+    guard = Guard(reviewer, clock=lambda: 0.0)
+    assert asyncio.run(guard.check(None, METRICS)) == httpauth.NO_TOKEN
+    assert reviewer.calls == []
+    assert asyncio.run(guard.check("Bearer nope", METRICS)).status == 401
+    assert reviewer.calls == ["TokenReview"]  # no access review for nobody
+    assert asyncio.run(guard.check("Bearer tok", report_reader("shop"))).status == 403
+    reviewer.down = True
+    with pytest.raises(ReviewUnavailable):
+        asyncio.run(guard.check("Bearer other", METRICS))
+    reviewer.down = False
+    assert (
+        asyncio.run(guard.check("Bearer other", METRICS)).status == 401
+    )  # asked again, not a cached failure
