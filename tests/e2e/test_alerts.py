@@ -278,3 +278,35 @@ def test_a_token_bound_to_a_namespace_opens_incidents_there_only(s: Scenario) ->
     status, body = post(port, payload(s.namespace, victim_fp))  # the single token: bound to none
     assert (status, body["results"][0]["result"]) == (200, "created")
     assert [i["metadata"]["name"] for i in incidents_for(s, "HighErrorRate")] == [f"alert-{victim_fp}"]
+
+
+def test_an_alert_resolving_mid_run_stops_the_mutating_steps_not_yet_running(s: Scenario) -> None:
+    """The restart waits for an approval; the alert resolves meanwhile: the restart is skipped with
+    the reason (never run against the recovered service), and the incident resolves."""
+    s.deployment("cart", 1)
+    target = {"kind": "Deployment", "name": "cart"}
+    s.playbook(
+        "on-errors",
+        [
+            {"name": "look", "collectEvidence": {"selector": {"app": "cart"}, "logLines": 0}},
+            {"name": "grow", "scale": {"target": target, "delta": 1}, "requiresApproval": True},
+        ],
+        stabilizationSeconds=0,
+    )
+    port = s.operator.port
+    assert post(port, payload(s.namespace, "5eed5eed5eed5eed"))[0] == 200
+    name = "alert-5eed5eed5eed5eed"
+    wait_until(
+        lambda: s.steps(name).get("grow", {}).get("state") == "AwaitingApproval",
+        timeout=TIMEOUT,
+        what="the scale step waits for its approval",
+        describe=s.describer(name),
+    )
+    assert post(port, payload(s.namespace, "5eed5eed5eed5eed", "resolved"))[0] == 200
+    s.wait_phase(name, "Resolved")
+    steps = s.steps(name)
+    assert steps["look"]["state"] == "Succeeded"
+    assert steps["grow"]["state"] == "Skipped"
+    assert "the alert resolved before this mutating step ran" in steps["grow"]["message"]
+    assert s.ready_replicas("cart") == 1
+    assert s.apps.read_namespaced_deployment("cart", s.namespace).spec.replicas == 1

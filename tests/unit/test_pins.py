@@ -43,16 +43,21 @@ def test_the_digest_follows_what_runs_and_nothing_else() -> None:
     assert pins.digest(spec(steps=[{**SCALE, "requiresApproval": False}])) != base
     assert pins.digest(spec(guardrails={"maxReplicas": 5})) != base
     assert pins.digest(spec(stabilizationSeconds=5)) != base
+    assert pins.digest(spec(onAlertResolved="Continue")) != base
+    assert pins.digest(spec(onAlertResolved="SkipMutatingSteps")) == base  # the default: as before it existed
 
 
 def test_the_pinned_spec_is_the_snapshot_whatever_the_playbook_says_now() -> None:
-    pinned = pins.snapshot(spec(guardrails={"maxReplicas": 5}, revertOnResolve=True))
+    pinned = pins.snapshot(
+        spec(guardrails={"maxReplicas": 5}, revertOnResolve=True, onAlertResolved="Continue")
+    )
     edited = spec(steps=[{**SCALE, "scale": {**SCALE["scale"], "replicas": 9}}], priority=7)
     runs = pins.pinned_spec(pinned, edited)
     assert runs.steps[0].scale is not None
     assert runs.steps[0].scale.replicas == 3
     assert runs.guardrails.maxReplicas == 5
     assert runs.revertOnResolve
+    assert runs.onAlertResolved == "Continue"
     assert runs.priority == 7  # match and priority only choose a playbook: the live ones
     assert pins.digest_of(pinned) == pins.digest(runs)
 

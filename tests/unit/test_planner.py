@@ -407,6 +407,73 @@ def test_an_alert_incident_waits_for_the_alert_then_the_window() -> None:
     assert run.plan().intent == Intent("verify-health")
 
 
+ALERT = {"type": "alert", "alertname": "ServiceDown", "fingerprint": "ab"}
+
+
+def test_the_alert_resolving_mid_run_skips_the_mutating_steps_not_yet_running() -> None:
+    """Robusta #345: the alert resolved, and the remaining steps acted on a recovered service."""
+    gated = {**RESTART, "requiresApproval": True}
+    run = Run(incident(source=ALERT), playbook(COLLECT, SCALE, gated, stabilizationSeconds=0))
+    run.alert = AlertState("firing", T0)
+    assert run.plan().intent == Intent("run-step", 0)
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))  # while evidence is collected
+    run.now += timedelta(seconds=5)
+    run.complete(Intent("run-step", 0))
+    decision = run.plan()
+    assert [s.state for s in run.status.playbook.steps] == [
+        StepState.SUCCEEDED,
+        StepState.SKIPPED,
+        StepState.SKIPPED,
+    ]
+    assert run.step(1).message == (
+        "the alert resolved before this mutating step ran (the Playbook's onAlertResolved: Continue runs it)"
+    )
+    assert run.records.count("StepSkipped") == 2
+    assert decision.intent == Intent("verify-health")  # the health check still runs
+    run.complete(Intent("verify-health"))
+    assert run.phase() is Phase.RESOLVED
+
+
+def test_a_step_awaiting_approval_or_retrying_is_skipped_when_the_alert_resolves() -> None:
+    gated = {**SCALE, "requiresApproval": True}
+    run = Run(incident(source=ALERT), playbook(gated, stabilizationSeconds=0))
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    assert run.step(0).state is StepState.AWAITING_APPROVAL
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
+    run.now += timedelta(seconds=5)
+    run.plan()
+    assert run.step(0).state is StepState.SKIPPED
+
+    retried = Run(incident(source=ALERT), playbook({**RESTART, "retries": 2}, stabilizationSeconds=0))
+    retried.alert = AlertState("firing", T0)
+    retried.plan()
+    retried.complete(Intent("run-step", 0), False, "timed out")
+    retried.alert = AlertState("resolved", T0 + timedelta(seconds=1))
+    retried.now += timedelta(minutes=1)
+    retried.plan()
+    assert retried.step(0).state is StepState.SKIPPED
+    assert retried.step(0).attempts == 1  # no second attempt on a recovered service
+
+
+def test_a_playbook_may_keep_acting_after_the_alert_resolves() -> None:
+    run = Run(
+        incident(source=ALERT), playbook(COLLECT, SCALE, stabilizationSeconds=0, onAlertResolved="Continue")
+    )
+    run.alert = AlertState("firing", T0)
+    run.plan()
+    run.alert = AlertState("resolved", T0 + timedelta(seconds=5))
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent == Intent("run-step", 1)
+
+
+def test_a_person_opened_incident_has_no_alert_to_resolve() -> None:
+    run = Run(incident(), playbook(COLLECT, SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent == Intent("run-step", 1)
+
+
 def resolved_alert_run() -> Run:
     """An alert incident whose run scaled, whose alert resolved and which is Resolved."""
     run = alert_run(stabilization=0)

@@ -271,6 +271,9 @@ class PinnedPlaybook(ApiModel):
     revertOnResolve: bool | None = None
     stabilizationSeconds: int | None = None
     cooldownSeconds: int | None = None
+    onAlertResolved: Literal["SkipMutatingSteps", "Continue"] | None = Field(
+        default=None, description="Set only when not the default (SkipMutatingSteps)."
+    )
 
 
 class ApprovalRun(ApiModel):
@@ -520,6 +523,12 @@ class PlaybookSpec(ApiModel):
         default=60, ge=0, le=86400, description="Monitoring time before Resolved."
     )
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    onAlertResolved: Literal["SkipMutatingSteps", "Continue"] = Field(
+        default="SkipMutatingSteps",
+        description="When the alert that opened the incident resolves during the run: "
+        "SkipMutatingSteps (default) skips the mutating steps not yet running (diagnostic steps and "
+        "the health check still run); Continue runs them all.",
+    )
 
 
 class PlaybookStatus(ApiModel):

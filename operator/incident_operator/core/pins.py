@@ -45,6 +45,8 @@ def snapshot(spec: PlaybookSpec) -> PinnedPlaybook:
         revertOnResolve=spec.revertOnResolve,
         stabilizationSeconds=spec.stabilizationSeconds,
         cooldownSeconds=spec.cooldownSeconds,
+        # the default is left out, so runs pinned before the field existed keep their digest
+        onAlertResolved=None if spec.onAlertResolved == "SkipMutatingSteps" else spec.onAlertResolved,
     )
 
 
@@ -76,6 +78,7 @@ def pinned_spec(pinned: PinnedPlaybook, live: PlaybookSpec | None = None) -> Pla
                 "revertOnResolve": bool(pinned.revertOnResolve),
                 "stabilizationSeconds": pinned.stabilizationSeconds or 0,
                 "cooldownSeconds": pinned.cooldownSeconds or 0,
+                "onAlertResolved": pinned.onAlertResolved or "SkipMutatingSteps",
             }
         )
         if len(_SPECS) >= _SPECS_KEPT:

@@ -104,6 +104,12 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             if b.now < retry_at:
                 b.wake.append(retry_at)
                 return b.decision()
+        if _alert_resolved_first(b, playbook, step):
+            step_status.state = StepState.SKIPPED
+            step_status.finishedAt = b.now
+            step_status.message = _ALERT_RESOLVED_SKIP
+            b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {_ALERT_RESOLVED_SKIP}")
+            continue
         if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
             step_status.state = StepState.SKIPPED
             step_status.finishedAt = b.now
@@ -112,6 +118,24 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             continue
         return _start_step(b, index, step, step_status)
     return _monitor(b, playbook)
+
+
+_ALERT_RESOLVED_SKIP = (
+    "the alert resolved before this mutating step ran (the Playbook's onAlertResolved: Continue runs it)"
+)
+
+
+def _alert_resolved_first(b: Builder, playbook: PlaybookSpec, step: Step) -> bool:
+    """A mutating step not running yet (pending, awaiting approval, blocked, or between attempts)
+    whose incident's alert has resolved: it is skipped, unless the Playbook opts out. A re-fire
+    starts a new run (see `incident._follow_alert`)."""
+    alert = b.inp.alert
+    return (
+        step.mutates
+        and playbook.onAlertResolved == "SkipMutatingSteps"
+        and alert is not None
+        and alert.status == "resolved"
+    )
 
 
 def _failure_handled(playbook: PlaybookSpec, name: str) -> bool:
