@@ -26,6 +26,7 @@ from typing import Any, Literal
 import pytest
 from kubernetes import client
 
+from incident_operator.settings.config import Limits
 from tests.e2e.conftest import (
     ALERT_TOKEN,
     INSTALL_NS,
@@ -954,6 +955,97 @@ def test_bad_alert_deliveries_get_a_clear_answer(operator: OperatorProcess, case
     assert case.says in text
 
 
+CAP = Limits().maxOpenIncidentsPerNamespace  # the session operator's: its config sets no limits
+
+
+@dataclass(frozen=True)
+class Flood:
+    """More incidents at once in one namespace than `limits.maxOpenIncidentsPerNamespace`, opened
+    by people or by alerts: every one is recorded; the playbooks of the first CAP run (each sends
+    one webhook, then waits for an approval, open); the others wait, `OpenIncidentLimit`."""
+
+    id: str
+    source: Literal["manual", "alerts"]
+    extra: int = 2
+
+
+FLOODS = [Flood("incidents-in-one-namespace", "manual"), Flood("alerts-for-one-namespace", "alerts")]
+
+
+@pytest.mark.parametrize("case", FLOODS, ids=lambda c: c.id)
+def test_a_flood_of_incidents_runs_the_playbooks_of_the_first_only(
+    crds_installed: Cluster, operator: OperatorProcess, hooks: LocalServer, case: Flood
+) -> None:
+    namespace = f"flood-{uuid.uuid4().hex[:6]}"
+    create_namespace(crds_installed, namespace, opt_in=False)
+    s = Scenario(crds_installed, operator, namespace)
+    try:
+        s.secret("hook", {"url": hooks.url(f"/{namespace}")}, shared_for="127.0.0.1")
+        s.playbook(
+            "tell-then-hold",
+            [
+                step(
+                    "tell",
+                    notify={"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}}, "message": "m"},
+                ),
+                {**step("hold", waitReady={"target": TARGET}), "requiresApproval": True},
+            ],
+            match={"severities": ["P3"]},
+        )
+        total = CAP + case.extra
+        if case.source == "manual":
+            for i in range(total):
+                s.incident(f"flood-{i:03d}", severity="P3")
+        else:
+            alerts = [
+                {
+                    "status": "firing",
+                    "labels": {
+                        "alertname": "Flood",
+                        "namespace": namespace,
+                        "severity": "warning",
+                        "n": str(i),
+                    },
+                    "annotations": {},
+                    "fingerprint": f"{namespace}-{i:03d}",
+                }
+                for i in range(total)
+            ]
+            body = json.dumps({"version": "4", "status": "firing", "alerts": alerts}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{operator.port}/alertmanager",
+                data=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {ALERT_TOKEN}"},
+            )
+            with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310
+                assert [r["result"] for r in json.loads(resp.read())["results"]] == ["created"] * total
+
+        def states() -> dict[str, str]:
+            items = s.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "incidents")["items"]
+            found = {}
+            for item in items:
+                conditions = {c["type"]: c for c in (item.get("status") or {}).get("conditions") or []}
+                paused = conditions.get("AutomationPaused") or {}
+                steps = ((item.get("status") or {}).get("playbook") or {}).get("steps") or []
+                if paused.get("status") == "True":
+                    found[item["metadata"]["name"]] = str(paused.get("reason"))
+                elif steps and steps[-1].get("state") == "AwaitingApproval":
+                    found[item["metadata"]["name"]] = "acted"
+            return found
+
+        settled = wait_until(
+            lambda: states() if len(states()) == total and hooks.hits(f"/{namespace}") == CAP else None,
+            timeout=120,
+            what=f"{CAP} playbooks run, {case.extra} waiting",
+            describe=lambda: f"{len(states())} settled, {hooks.hits(f'/{namespace}')} webhooks",
+        )
+        assert sorted(settled.values()).count("acted") == CAP
+        assert sorted(settled.values()).count("OpenIncidentLimit") == case.extra
+        assert hooks.hits(f"/{namespace}") == CAP  # the waiting ones sent nothing
+    finally:
+        s.core.delete_namespace(namespace)
+
+
 @dataclass(frozen=True)
 class BadConfig:
     id: str
@@ -1164,6 +1256,7 @@ def test_after_the_table_the_operator_is_alive_and_no_secret_leaked(
         + len(STALLS)
         + len(HOSTILE_JOBS)
         + len(DELIVERIES)
+        + len(FLOODS)
         + len(CONFIGS)
         + len(HOSTILE_TEXTS)
         + len(ENDPOINT_REQUESTS)

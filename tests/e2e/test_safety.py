@@ -9,6 +9,8 @@ included), with the operator running as its ServiceAccount:
 - two incidents that want the same playbook on the same target at once: exactly one runs;
 - alert intake is scoped (namespaces, a per-request bound, a ResourceQuota);
 - /metrics answers the shipped scraper identity (manifests/monitoring) and no other token;
+- a flood of incidents in one namespace: beyond `limits.maxOpenIncidentsPerNamespace` they are
+  recorded and their automation waits, then runs as older ones resolve;
 - an Invalid playbook never runs; a step whose action raises fails with a reason, the loop lives;
 - outgoing requests pass the egress policy: loopback and metadata denied by default, loopback
   allowed by `--allow-egress 127.0.0.0/8`, the API server never (also not through a host name).
@@ -72,7 +74,8 @@ def operator(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
     settings = {
         "alertIntake": {"maxAlertsPerRequest": MAX_ALERTS},
         "access": {"recheckSeconds": 2},
-        "limits": {"maxReplicas": 3, "maxPodDeletionsPerIncident": 1},
+        # Two open incidents per namespace run automation (every other test here opens at most two).
+        "limits": {"maxReplicas": 3, "maxPodDeletionsPerIncident": 1, "maxOpenIncidentsPerNamespace": 2},
     }
     process = OperatorProcess(
         kubeconfig, workdir, settings, (f"--alert-token-secret={INSTALL_NS}/alert-token",), name="safety"
@@ -684,6 +687,55 @@ def test_operator_limits_cap_every_playbook(installed: Cluster, operator: Operat
     assert "capped" in steps["grow"]["message"]
     assert len(steps["cull"]["pods"]) == 1
     assert s.apps.read_namespaced_deployment("web", "limits").spec.replicas == 3
+
+
+def test_a_flood_of_incidents_in_one_namespace_waits_beyond_the_cap_and_nothing_is_lost(
+    installed: Cluster, operator: OperatorProcess
+) -> None:
+    """The cap is 2 here: two incidents act (scale their Deployment, then wait for an approval,
+    open), the third is recorded and told (acknowledged by its commander) but scales nothing
+    until one of the first two resolves; then its playbook runs by itself."""
+    s = scenario(installed, operator, "flood")
+    names = ("first", "second", "third")
+    for name in names:
+        target = deploy_ref(f"web-{name}")
+        s.deployment(target["name"], 1)
+        s.playbook(
+            name,
+            [
+                {"name": "grow", "scale": {"target": target, "replicas": 2}},
+                {"name": "hold", "requiresApproval": True, "waitReady": {"target": target}},
+            ],
+        )
+
+    def replicas(name: str) -> int:
+        return int(s.apps.read_namespaced_deployment(f"web-{name}", "flood").spec.replicas)
+
+    for name in names[:2]:
+        s.incident(name, playbookRef={"name": name})
+        s.wait_step(name, "hold", "AwaitingApproval")
+    s.incident("third", playbookRef={"name": "third"})
+    paused = s.wait_condition("third", "AutomationPaused", reason="OpenIncidentLimit")
+    assert "namespace flood has 3 open incidents" in paused["message"]
+    assert "limits.maxOpenIncidentsPerNamespace (2)" in paused["message"]
+    assert (s.condition("third", "Reconciling") or {}).get("reason") == "OpenIncidentLimit"
+    s.patch_incident("third", {"commander": "alice"})  # people's actions work while it waits
+    s.wait_condition("third", "Acknowledged", reason="CommanderAssigned")
+    third = s.status("third")
+    assert third["detectedAt"]
+    assert "playbook" not in third  # no run, no step, no attempt
+    assert [replicas(n) for n in names] == [2, 2, 1]
+    told = [e for e in s.events("third") if e.reason == "OpenIncidentLimit"]
+    assert len(told) == 1  # once, not on every reconcile
+    assert told[0].type == "Warning"
+    assert [e["type"] for e in third["timeline"]].count("OpenIncidentLimit") == 1
+
+    s.patch_incident("first", {"resolution": {"summary": "fixed by hand"}})
+    s.wait_step("third", "hold", "AwaitingApproval")  # started by itself: no kick needed
+    assert [replicas(n) for n in names] == [2, 2, 2]
+    resumed = s.wait_condition("third", "AutomationPaused", status="False", reason="AutomationResumed")
+    assert "free" in resumed["message"]
+    assert [e.reason for e in s.events("third")].count("AutomationResumed") == 1
 
 
 # --------------------------------------------------------------------------- never stuck

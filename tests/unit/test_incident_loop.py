@@ -21,8 +21,10 @@ import pytest
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
-from incident_operator.settings.config import OperatorConfig
-from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, FakeKube
+from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.core.openlimit import OpenIncident
+from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
+from tests.unit.fake_kube import INCIDENT, NAMESPACE, Dropped, FakeKube
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 RUN_BOUND_S = 5.0  # a loop that has not settled by then is stuck: the test fails, never hangs
@@ -51,7 +53,14 @@ def fake_api(**playbook: Any) -> FakeKube:
     )
 
 
-def new_loop(api: FakeKube, clock: Clock) -> IncidentLoop:
+def new_loop(
+    api: FakeKube,
+    clock: Clock,
+    config: OperatorConfig | None = None,
+    open_in_namespace: Callable[[], list[OpenIncident]] | None = None,
+    *,
+    started_runs: StartedRuns | None = None,
+) -> IncidentLoop:
     """A loop as the operator starts it: from what the API holds now (a restart)."""
 
     def playbooks() -> tuple[list[Any], dict[str, str]]:
@@ -63,14 +72,16 @@ def new_loop(api: FakeKube, clock: Clock) -> IncidentLoop:
     return IncidentLoop(
         kube=cast(Kube, api),
         outbound=cast(Outbound, None),  # no httpCheck in these playbooks
-        config=OperatorConfig(),
+        config=config or OperatorConfig(),
         namespace=NAMESPACE,
-        name=INCIDENT,
-        uid=UID,
+        name=api.incident["metadata"]["name"],
+        uid=api.incident["metadata"]["uid"],
         body=api.incident,  # the live body: the API's current object
         playbooks=playbooks,
         post_event=api.post_event,
         clock=clock,
+        open_in_namespace=open_in_namespace,
+        started_runs=started_runs,
         backoff=(0.0,),
     )
 
@@ -456,3 +467,73 @@ def test_a_changed_playbook_ref_does_not_switch_the_run_in_flight() -> None:
     assert timeline_of(api, "PlaybookRefIgnored") == [
         "playbookRef names elsewhere: run r1 of playbook pb goes on; the change applies from the next run"
     ]
+
+
+# ----------------------------------------------------------------------------- the cap on open incidents
+
+
+def test_over_the_namespace_cap_the_loop_acts_on_nothing_says_so_once_and_runs_when_a_slot_frees() -> None:
+    api, clock = fake_api(), Clock()
+    api.incident["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    older = [
+        OpenIncident(name, f"uid-{name}", T0 - timedelta(minutes=10 - i), running=True)
+        for i, name in enumerate(("first", "second"))
+    ]
+    namespace = list(older)
+    config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=2)))
+    loop = new_loop(api, clock, config, lambda: namespace)
+
+    async def scenario() -> None:
+        for _ in range(3):  # planned again and again (its own writes, deadlines): nothing acts
+            again, _ = await loop.iterate()
+            assert not again
+            clock.now += timedelta(seconds=30)
+
+    asyncio.run(scenario())
+    assert api.effects == []
+    assert api.called("scale_workload") == []
+    assert "playbook" not in api.status()
+    paused = next(c for c in api.status()["conditions"] if c["type"] == "AutomationPaused")
+    assert (paused["status"], paused["reason"]) == ("True", "OpenIncidentLimit")
+    assert f"namespace {NAMESPACE} has 3 open incidents" in paused["message"]
+    assert "limits.maxOpenIncidentsPerNamespace (2)" in paused["message"]
+    events = [c[1] for c in api.called("event")]
+    assert events.count("OpenIncidentLimit") == 1  # once, not on every reconcile
+    assert [e["type"] for e in api.status()["timeline"]].count("OpenIncidentLimit") == 1
+    assert api.playbook["status"].get("runs") is None  # no run counted, no cooldown claimed
+
+    namespace.remove(older[0])  # the oldest resolved: its slot is free
+    asyncio.run(drive(loop, api, clock))
+    assert_done_exactly_once(api)
+    resumed = next(c for c in api.status()["conditions"] if c["type"] == "AutomationPaused")
+    assert (resumed["status"], resumed["reason"]) == ("False", "AutomationResumed")
+    assert [c[1] for c in api.called("event")].count("AutomationResumed") == 1
+
+
+def test_two_incidents_wanting_the_last_slot_at_once_get_it_once_before_the_watch_shows_either_run() -> None:
+    """b is indexed first and starts; a (older by name, same second) is indexed before b's status
+    write comes back, so the index shows no run. The loops share the runs they started: a waits."""
+    config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=1)))
+    shared, clock = StartedRuns(), Clock()
+    apis = {name: fake_api() for name in ("a", "b")}
+    for name, api in apis.items():
+        api.incident["metadata"].update(
+            name=name, uid=f"uid-{name}", creationTimestamp="2026-12-01T09:00:00Z"
+        )
+    index = [OpenIncident("b", "uid-b", T0)]
+    loops = {
+        name: new_loop(api, clock, config, lambda: index, started_runs=shared) for name, api in apis.items()
+    }
+    asyncio.run(loops["b"].iterate())
+    index.append(OpenIncident("a", "uid-a", T0))  # as the watch shows both now: neither running
+    asyncio.run(loops["a"].iterate())
+    assert [e.workload for e in apis["b"].effects] == ["web"]
+    assert apis["a"].effects == []
+    paused = next(c for c in apis["a"].status()["conditions"] if c["type"] == "AutomationPaused")
+    assert paused["reason"] == "OpenIncidentLimit"
+
+    index[0] = OpenIncident("b", "uid-b", T0, running=True)  # the watch caught up: the claim is not needed
+    assert shared.of(NAMESPACE, index) == frozenset()
+    index.remove(index[0])  # b resolved: a starts
+    asyncio.run(loops["a"].iterate())
+    assert [e.workload for e in apis["a"].effects] == ["web"]

@@ -68,6 +68,7 @@ class Run:
         self.cooldown_until = cooldown_until
         self.alert: AlertState | None = None
         self.forbidden: str | None = None
+        self.waits_for_slot: str | None = None
         self.records: list[str] = []
         self.automation_acknowledges = False
         self.escalation: tuple[Level, ...] = ()
@@ -97,6 +98,7 @@ class Run:
             cooldown_until=self.cooldown_until,
             alert=self.alert,
             forbidden=self.forbidden,
+            waits_for_slot=self.waits_for_slot,
             access_recheck=timedelta(seconds=30),
             automation_acknowledges=self.automation_acknowledges,
             escalation=self.escalation,
@@ -530,6 +532,77 @@ def test_a_namespace_that_did_not_opt_in_stalls_as_forbidden_until_it_does() -> 
     assert run.condition("Stalled")["status"] == "False"
     assert run.step(0).attempts == 1
     assert "AccessGranted" in run.records
+
+
+WAITS = (
+    "automation waits: namespace shop has 3 open incidents, more than limits.maxOpenIncidentsPerNamespace (2)"
+)
+
+
+def test_an_incident_over_the_namespace_cap_is_recorded_and_its_automation_waits_until_a_slot_frees() -> None:
+    run = Run(incident(), playbook(SCALE, RESTART))
+    run.waits_for_slot = WAITS
+    held = run.plan()
+    assert held.intent is None
+    assert run.status.playbook is None  # nothing started: no run, no attempt, no cooldown
+    assert run.status.detectedAt == T0  # recorded, with its deadline
+    paused = run.condition("AutomationPaused")
+    assert (paused["status"], paused["reason"], paused["message"]) == ("True", "OpenIncidentLimit", WAITS)
+    assert run.condition("Reconciling")["reason"] == "OpenIncidentLimit"
+    assert run.records == ["Detected", "OpenIncidentLimit"]
+    assert [r.warning for r in held.records if r.reason == "OpenIncidentLimit"] == [True]
+
+    run.waits_for_slot = WAITS.replace("3 open", "7 open")  # more came: said once, in its first words
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent is None
+    assert run.records == ["Detected", "OpenIncidentLimit"]
+    assert run.condition("AutomationPaused")["message"] == WAITS
+
+    run.waits_for_slot = None  # an older one resolved
+    run.now += timedelta(seconds=30)
+    started = run.plan()
+    assert started.intent == Intent("run-step", 0)
+    resumed = run.condition("AutomationPaused")
+    assert (resumed["status"], resumed["reason"]) == ("False", "AutomationResumed")
+    assert run.records[-3:] == ["AutomationResumed", "PlaybookStarted", "StepStarted"]
+    run.plan()
+    assert run.records.count("AutomationResumed") == 1
+
+
+def test_while_automation_waits_people_deadlines_and_escalation_still_work() -> None:
+    run = Run(incident(severity="P2"), playbook(SCALE))
+    run.waits_for_slot = WAITS
+    run.escalation = (Level(timedelta(minutes=5), ("pager",)),)
+    run.plan()
+    run.now += timedelta(minutes=16)
+    assert run.plan().intent is None
+    assert "Escalated" in run.records
+    assert "ResponseTargetBreached" in run.records
+    run.spec = incident(severity="P2", commander="alice")
+    run.plan()
+    assert run.condition("Acknowledged")["reason"] == "CommanderAssigned"
+    assert run.status.playbook is None
+    assert run.condition("AutomationPaused")["status"] == "True"
+
+    run.spec = incident(severity="P2", commander="alice", resolution={"summary": "fixed by hand"})
+    run.plan()
+    assert run.phase() is Phase.RESOLVED
+    released = run.condition("AutomationPaused")
+    assert (released["status"], released["reason"]) == ("False", "Resolved")
+    assert run.status.playbook is None  # never ran
+
+
+def test_the_cap_holds_a_run_in_flight_too_and_it_goes_on_where_it_stopped() -> None:
+    """Only when the cap is lowered below the runs in flight (the operator restarted with a
+    smaller limit): the run stops at the step boundary, like spec.paused."""
+    run = Run(incident(), playbook(SCALE, RESTART))
+    run.complete(run.plan().intent or Intent("run-step", 0))
+    run.waits_for_slot = WAITS
+    assert run.plan().intent is None
+    assert run.step(1).state is StepState.PENDING
+    run.waits_for_slot = None
+    assert run.plan().intent == Intent("run-step", 1)
+    assert run.step(1).attempts == 1
 
 
 def test_access_revoked_mid_run_holds_the_next_step_without_using_an_attempt() -> None:

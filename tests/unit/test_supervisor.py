@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
 import pytest
 
+from incident_operator.adapters import metrics
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
+from incident_operator.core.openlimit import OpenIncident
 from incident_operator.core.planner import Record, posts_event
+from incident_operator.runtime import handlers
+from incident_operator.runtime.context import RuntimeContext
+from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
 
 
 def body(
@@ -204,3 +211,39 @@ async def test_stop_cancels_loops_that_do_not_finish_within_the_bound() -> None:
 )
 def test_which_records_become_events(record: Record, posted: bool) -> None:
     assert posts_event(record) is posted
+
+
+@in_loop
+async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting_first() -> None:
+    """The kopf handler of Incident events: after the supervisor saw the event, it wakes the
+    incidents of that namespace whose place under `limits.maxOpenIncidentsPerNamespace` changed
+    (from the open-incidents index, updated by kopf before the handler runs), and no other."""
+    h = Harness()
+    for uid in ("u1", "u2", "u3"):
+        h.supervisor.observe("ADDED", body(uid))
+    await settle()
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=1)))
+    ctx.supervisor = h.supervisor
+    ctx.open_incidents = metrics.OpenIncidents()
+    ctx.action_items = metrics.OpenActionItems()
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    index = {  # u1 resolved (gone from the index); u2 waited first, u3 after it
+        "ns": [
+            OpenIncident("inc-u2", "u2", t0 + timedelta(seconds=1), waiting=True),
+            OpenIncident("inc-u3", "u3", t0 + timedelta(seconds=2), waiting=True),
+        ]
+    }
+    changed: Any = handlers.incident_changed  # as kopf calls it (its decorator types it for kopf)
+    await changed(
+        type="MODIFIED",
+        body=body("u1", phase="Resolved", settled=True, version="2"),
+        memo=kopf.Memo(ctx=ctx),
+        playbooks_by_namespace={},
+        incidents_by_repeat_key={},
+        open_incidents_by_namespace=index,
+    )
+    await settle()
+    assert h.loops["u2"].wakes == 1  # its slot is free: it plans, and starts
+    assert h.loops["u3"].wakes == 0  # still waits: nothing to say again
+    await h.supervisor.stop(timeout=1)

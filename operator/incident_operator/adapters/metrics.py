@@ -88,6 +88,12 @@ ACTIONS = Counter(
     "Playbook actions carried out, by action and result (succeeded, failed).",
     ["action", "result"],
 )
+AUTOMATION_PAUSED = Counter(
+    "incident_operator_automation_paused_total",
+    "Incidents whose playbook automation the operator held, by reason (OpenIncidentLimit: more open "
+    "incidents in the namespace than limits.maxOpenIncidentsPerNamespace).",
+    ["reason"],
+)
 ALERTS_RECEIVED = Counter(
     "incident_operator_alerts_received_total",
     "Alerts received from Alertmanager, by status (firing, resolved).",
@@ -155,6 +161,10 @@ def drill_done(result: str, measured: Any = None) -> None:
         value = getattr(measured, measure)
         if value is not None:
             DRILL_RESPONSE.labels(measure).observe(value)
+
+
+def automation_paused(reason: str) -> None:
+    AUTOMATION_PAUSED.labels(reason=reason).inc()
 
 
 def breach(spec: IncidentSpec) -> None:

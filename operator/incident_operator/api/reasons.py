@@ -23,6 +23,7 @@ class ConditionType(StrEnum):
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
     ACTION_ITEMS_OPEN = "ActionItemsOpen"
+    AUTOMATION_PAUSED = "AutomationPaused"
     # Playbook and Drill
     READY = "Ready"
     INVALID = "Invalid"
@@ -39,11 +40,16 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     ConditionType.RESPONSE_TARGET_BREACHED: "True when acknowledgeBy passed without acknowledgement "
     "(AckDeadlinePassed); it stays True after a late acknowledgement.",
     ConditionType.RECONCILING: "True while automation works (StepRunning, AwaitingApproval, Monitoring); "
-    "False when it does not (Idle, Paused, CooldownActive, Forbidden, Stalled, Resolved, Closed).",
+    "False when it does not (Idle, Paused, OpenIncidentLimit, CooldownActive, Forbidden, Stalled, Resolved, "
+    "Closed).",
     ConditionType.STALLED: "True when automation cannot go on without a human: StepFailed (the message names "
     "the step and why), PlaybookNotFound, NoMatchingPlaybook, InvalidPlaybook, HealthNotRestored, Forbidden.",
     ConditionType.ACTION_ITEMS_OPEN: "Post-mortem action items: True while some are open (Open, Overdue), "
     "False when there are none (NoActionItems) or all are done (AllDone).",
+    ConditionType.AUTOMATION_PAUSED: "True while the operator holds the incident's playbook automation "
+    "(OpenIncidentLimit: more open incidents in the namespace than limits.maxOpenIncidentsPerNamespace, "
+    "this one not among the oldest); the incident is recorded, timed and escalated as usual. False once "
+    "automation goes on (AutomationResumed) or the incident resolved first (Resolved) or closed (Closed).",
     ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
     "InvalidSchedule when it cannot run.",
     ConditionType.INVALID: "Playbook: True (InvalidSpec) when validation found problems; it never runs.",
@@ -67,6 +73,8 @@ class Reason(StrEnum):
     RESPONSE_TARGET_BREACHED = "ResponseTargetBreached"
     ACK_DEADLINE_PASSED = "AckDeadlinePassed"
     PAUSED = "Paused"
+    OPEN_INCIDENT_LIMIT = "OpenIncidentLimit"
+    AUTOMATION_RESUMED = "AutomationResumed"
     RESOLVED = "Resolved"
     DECLARED_BY_HUMAN = "DeclaredByHuman"
     STABILIZED = "Stabilized"
@@ -140,6 +148,10 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.RESPONSE_TARGET_BREACHED: "The acknowledgement deadline passed (warning; also a condition type).",
     Reason.ACK_DEADLINE_PASSED: "Condition reason of ResponseTargetBreached.",
     Reason.PAUSED: "spec.paused stopped automation.",
+    Reason.OPEN_INCIDENT_LIMIT: "The namespace has more open incidents than "
+    "limits.maxOpenIncidentsPerNamespace: this one's playbook automation waits until older ones resolve "
+    "(warning; a reason of AutomationPaused and Reconciling).",
+    Reason.AUTOMATION_RESUMED: "Automation that waited goes on (a reason of AutomationPaused, False).",
     Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
     Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
     Reason.STABILIZED: "Resolved because health held through the stabilization window.",

@@ -25,8 +25,9 @@ from incident_operator.controllers.incident import (
     Playbooks,
     parse_playbook,
 )
+from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import conditions, repeats, validation
+from incident_operator.core import conditions, openlimit, repeats, validation
 from incident_operator.core.planner import Record
 from incident_operator.runtime.context import context
 
@@ -100,6 +101,22 @@ def incidents_by_repeat_key(
     return {(namespace or "", key): repeats.seen_of(name, meta, status)}
 
 
+@kopf.index(API_GROUP, API_VERSION, "incidents")
+def open_incidents_by_namespace(
+    *,
+    namespace: str | None,
+    name: str,
+    uid: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    **_: Any,
+) -> dict[str, openlimit.OpenIncident]:
+    """Every open incident by namespace, ranked by the cap on open incidents (see `openlimit`)."""
+    entry = openlimit.entry_of(name, uid, spec, meta, status)
+    return {} if entry is None else {namespace or "": entry}
+
+
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
     known = list(index.get(namespace, []))
     valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
@@ -110,12 +127,14 @@ def _supervisor(
     memo: kopf.Memo,
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
     seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
+    open_now: kopf.Index[str, openlimit.OpenIncident],
 ) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
+    started_runs = StartedRuns()
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}
@@ -144,6 +163,8 @@ def _supervisor(
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
             history=lambda key: list(seen.get((namespace, key), [])),
+            open_in_namespace=lambda: list(open_now.get(namespace, [])),
+            started_runs=started_runs,
         )
 
     def unreadable(body: Any, problem: str) -> None:
@@ -164,8 +185,17 @@ def _supervisor(
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
+    open_now: kopf.Index[str, openlimit.OpenIncident] = kwargs["open_incidents_by_namespace"]
+    supervisor = _supervisor(
+        memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"], open_now
+    )
     supervisor.observe(type, body)
+    # A slot under the cap on open incidents freed, or one more incident came: wake the incidents
+    # of the namespace whose place now differs from what their status says (usually none).
+    namespace = body.get("metadata", {}).get("namespace") or ""
+    limit = ctx.config.file.limits.maxOpenIncidentsPerNamespace
+    for waking in openlimit.to_wake(open_now.get(namespace, []), limit):
+        supervisor.wake(waking)
     uid = body.get("metadata", {}).get("uid", "")
     spec = body.get("spec") or {}
     if type == "DELETED":

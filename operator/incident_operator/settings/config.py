@@ -232,6 +232,10 @@ class Limits(BaseModel):
     """Bytes of log read per pod for evidence (never more than what is left of maxEvidenceBytes)."""
     maxEvidencePods: int = Field(default=20, ge=0, le=1000)
     """Pods whose logs one evidence step reads; more matching pods are listed as skipped."""
+    maxOpenIncidentsPerNamespace: int = Field(default=50, ge=0, le=10_000)
+    """Open incidents of one namespace whose playbooks run; the others are recorded and wait
+    (`AutomationPaused`/`OpenIncidentLimit`), oldest first, until older ones resolve. 0: no playbook
+    runs anywhere (incidents are still recorded and people told). Drills are not counted."""
 
 
 _QUANTITY = re.compile(r"^([+]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")

@@ -21,6 +21,7 @@ Modules, by job (each says what state it owns):
   the status as written, as planned from, and the decisions held in between;
 - `draft`: the post-mortem draft's ConfigMap, written before the status that names it;
 - `ledger`: the Playbook's cooldown claims and run counts;
+- `slots`: runs started under the cap on open incidents that the watch does not show yet;
 - `execute`: running one intent (an action, a scale revert, the health check).
 """
 

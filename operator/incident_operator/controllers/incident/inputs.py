@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -29,7 +29,9 @@ from incident_operator.api.models import (
     PlaybookStatus,
     Severity,
 )
-from incident_operator.core import access, alerts, pins, repeats, validation
+from incident_operator.api.timestamps import format_time
+from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.core import access, alerts, openlimit, pins, repeats, validation
 from incident_operator.core.matching import Candidate, Selection
 from incident_operator.core.planner import AlertState, Level, PlanInput, effective_severity
 from incident_operator.settings import config
@@ -39,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
 """Earlier incidents by repeat key (a kopf index in the operator)."""
+
+OpenInNamespace = Callable[[], Iterable[openlimit.OpenIncident]]
+"""The open incidents of the incident's namespace (a kopf index in the operator)."""
 
 
 Playbooks = tuple[list["PlaybookEntry"], dict[str, str]]
@@ -135,6 +140,8 @@ class Inputs:
     clock: Callable[[], datetime]
     history: History | None = None
     access_reviews: AccessReviews | None = None
+    open_in_namespace: OpenInNamespace | None = None
+    started_runs: StartedRuns | None = None
 
     def spec(self) -> IncidentSpec:
         return IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
@@ -150,6 +157,7 @@ class Inputs:
         forbidden: str | None,
         busy: bool,
         run: Run | None = None,
+        waits_for_slot: str | None = None,
     ) -> PlanInput:
         severity = effective_severity(spec, status)
         targets = self.config.file.responseTargets
@@ -164,6 +172,7 @@ class Inputs:
             cooldown_holder=holder,
             alert=self._alert(spec),
             forbidden=forbidden,
+            waits_for_slot=waits_for_slot,
             busy=busy,
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
@@ -174,6 +183,36 @@ class Inputs:
             pinned=run.entry.spec if run is not None else None,
             live=run.live if run is not None else None,
         )
+
+    def waits_for_slot(self, status: IncidentStatus) -> str | None:
+        """Why this incident's automation waits under `limits.maxOpenIncidentsPerNamespace`
+        (`openlimit`), or None (always for an incident the cap does not count)."""
+        spec = self.body.get("spec") or {}
+        if self.open_in_namespace is None or not openlimit.counted(spec, status.phase):
+            return None
+        metadata = self.body.get("metadata") or {}
+        detected = {"detectedAt": format_time(status.detectedAt)} if status.detectedAt else {}
+        me = openlimit.OpenIncident(
+            name=self.name,
+            uid=str(metadata.get("uid") or ""),
+            created=openlimit.created_of(metadata, detected),
+            running=status.playbook is not None,
+        )
+        limit = self.config.file.limits.maxOpenIncidentsPerNamespace
+        entries = list(self.open_in_namespace())
+        started = self.started_runs.of(self.namespace, entries) if self.started_runs else frozenset()
+        return openlimit.waits(me, entries, limit, self.namespace, started)
+
+    def note_run(self, before: IncidentStatus, after: IncidentStatus) -> None:
+        """Claim the slot of a run this plan started, before anything awaits (see `slots`); a
+        plan without a run holds none."""
+        if self.started_runs is None:
+            return
+        uid = str((self.body.get("metadata") or {}).get("uid") or "")
+        if after.playbook is None:
+            self.started_runs.release(self.namespace, uid)
+        elif before.playbook is None:
+            self.started_runs.claim(self.namespace, uid)
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
         """The severity's escalation levels, each with its channels that take this namespace

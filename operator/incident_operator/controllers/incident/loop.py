@@ -29,11 +29,13 @@ from incident_operator.controllers.incident.execute import Execution, start_unwr
 from incident_operator.controllers.incident.inputs import (
     History,
     Inputs,
+    OpenInNamespace,
     PlaybookEntry,
     Playbooks,
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
+from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.matching import select
 from incident_operator.core.planner import PlanInput, Record, complete, plan
@@ -66,6 +68,8 @@ class IncidentLoop:
         access_reviews: AccessReviews | None = None,
         run_records: RunRecorder | None = None,
         history: History | None = None,
+        open_in_namespace: OpenInNamespace | None = None,
+        started_runs: StartedRuns | None = None,
         backoff: tuple[float, ...] = ERROR_BACKOFF_S,
     ) -> None:
         self.namespace, self.name = namespace, name
@@ -73,7 +77,9 @@ class IncidentLoop:
         self.playbooks, self.post_event, self.clock = playbooks, post_event, clock
         self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
         self.wake = asyncio.Event()
-        self.inputs = Inputs(config, namespace, name, body, clock, history, access_reviews)
+        self.inputs = Inputs(
+            config, namespace, name, body, clock, history, access_reviews, open_in_namespace, started_runs
+        )
         self.ledger = RunLedger(kube, namespace, name, clock, run_records)
         self.commit = Commit(
             kube=kube,
@@ -187,7 +193,8 @@ class IncidentLoop:
                 (e for e in entries if selection.playbook and e.name == selection.playbook.name), None
             )
         cooldown, holder = self.ledger.cooldown(spec, chosen, self.status)
-        forbidden = await self.inputs.access_problem(spec, chosen, self.status.phase)
+        waiting = self.inputs.waits_for_slot(self.status)  # held: no access review is asked for it
+        forbidden = None if waiting else await self.inputs.access_problem(spec, chosen, self.status.phase)
 
         def plan_input(
             status: IncidentStatus | None = None,
@@ -205,10 +212,17 @@ class IncidentLoop:
                 holder=held_by,
                 forbidden=forbidden,
                 busy=busy,
+                waits_for_slot=waiting,
                 run=pinned_run(current, (entries, invalid)),
             )
 
+        # Asked again, and the slot claimed, with no await in between: of two incidents that
+        # want the last slot at once, one gets it (see `slots`). One that waited waits on this
+        # time (no access review was asked for it); the event that freed its slot wakes it.
+        if waiting is None:
+            waiting = self.inputs.waits_for_slot(self.status)
         decision = plan(plan_input(held_by=holder))
+        self.inputs.note_run(self.status, decision.status)
         claimed = False
         if chosen is not None and chosen.spec.cooldownSeconds > 0 and starts_run(decision):
             # The cooldown is claimed on the Playbook before anything acts, atomically: of two
@@ -218,6 +232,7 @@ class IncidentLoop:
             if taken is not None:
                 until, by = taken
                 decision = plan(plan_input(until=until, held_by=by))
+                self.inputs.note_run(self.status, decision.status)
             claimed = taken is None
         if decision.intent is None:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))

@@ -69,6 +69,10 @@ class Builder:
         found = cond.find_condition(self._conds(), type_)
         return None if found is None else str(found["reason"])
 
+    def message_of(self, type_: ConditionType) -> str | None:
+        found = cond.find_condition(self._conds(), type_)
+        return None if found is None else str(found.get("message") or "")
+
     def record(
         self,
         reason: Reason,

@@ -63,6 +63,7 @@ def plan(inp: PlanInput) -> Decision:
             "the incident is closed; it is read-only history",
         )
         b.record(Reason.CLOSED, "post-incident review done; the incident is closed", actor="human")
+        _slot_released(b, Reason.CLOSED, "the incident was closed before its automation started")
         if open_items:
             b.record(
                 Reason.CLOSED_WITH_OPEN_ACTION_ITEMS,
@@ -88,6 +89,7 @@ def plan(inp: PlanInput) -> Decision:
         b.condition(ConditionType.RECONCILING, "False", Reason.RESOLVED, "resolved by a human")
         b.condition(ConditionType.STALLED, "False", Reason.RESOLVED, "resolved")
         b.record(Reason.RESOLVED, f"resolved by a human: {spec.resolution.summary}", actor="human")
+        _slot_released(b, Reason.RESOLVED, "the incident was resolved before its automation started")
 
     had_run = status.playbook is not None
     _follow_alert(b)
@@ -104,6 +106,8 @@ def plan(inp: PlanInput) -> Decision:
     _escalate(b)
     _escalate_severity(b)
 
+    if _waits_for_slot(b):
+        return b.decision()
     if spec.paused:
         if b.condition(ConditionType.RECONCILING, "False", Reason.PAUSED, "automation paused by spec.paused"):
             b.record(Reason.PAUSED, "automation paused by spec.paused", actor="human")
@@ -123,6 +127,40 @@ def plan(inp: PlanInput) -> Decision:
             b.record(Reason.STALLED, message, warning=True)
         return b.decision()
     return run_steps(b, playbook)
+
+
+def _waits_for_slot(b: Builder) -> bool:
+    """Hold playbook automation while the namespace has more open incidents than its cap and
+    this one is not among the first (`openlimit`): AutomationPaused, said once (a timeline entry,
+    a warning Event); said again when a slot frees and automation goes on. Everything before
+    this point (acknowledgement, roles, resolution, deadlines, escalation) works while it waits."""
+    message = b.inp.waits_for_slot
+    paused = _paused_by_limit(b)
+    if message is None:
+        if paused:
+            resumed = "a slot under limits.maxOpenIncidentsPerNamespace is free: automation goes on"
+            b.condition(ConditionType.AUTOMATION_PAUSED, "False", Reason.AUTOMATION_RESUMED, resumed)
+            b.record(Reason.AUTOMATION_RESUMED, resumed)
+        return False
+    if paused:  # said already: keep its words (the count moves; a write per move would cost a flood)
+        message = b.message_of(ConditionType.AUTOMATION_PAUSED) or message
+    if b.condition(ConditionType.AUTOMATION_PAUSED, "True", Reason.OPEN_INCIDENT_LIMIT, message):
+        b.record(Reason.OPEN_INCIDENT_LIMIT, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", Reason.OPEN_INCIDENT_LIMIT, message)
+    return True
+
+
+def _paused_by_limit(b: Builder) -> bool:
+    return (
+        b.is_true(ConditionType.AUTOMATION_PAUSED)
+        and b.reason_of(ConditionType.AUTOMATION_PAUSED) == Reason.OPEN_INCIDENT_LIMIT
+    )
+
+
+def _slot_released(b: Builder, reason: Reason, message: str) -> None:
+    """An incident that waited for a slot and was resolved or closed first waits no more."""
+    if _paused_by_limit(b):
+        b.condition(ConditionType.AUTOMATION_PAUSED, "False", reason, message)
 
 
 ENDS_ON_EDIT = (Reason.STEP_FAILED, Reason.MISCONFIGURED)

@@ -100,6 +100,9 @@ class PlanInput:
     """For incidents opened by an alert: the alert's state as the intake recorded it."""
     forbidden: str | None = None
     """Why the operator may not run the playbook in this namespace (see `access`), or None."""
+    waits_for_slot: str | None = None
+    """Why the incident's automation waits for a slot under the namespace's cap on open incidents
+    (see `openlimit`), or None: it may run."""
     access_recheck: timedelta = timedelta(seconds=30)
     """How soon to look again while `forbidden`."""
     busy: bool = False

@@ -1,0 +1,38 @@
+"""Runs started under the cap on open incidents that the watch does not show yet (`openlimit`).
+
+Owns one set per namespace of incident uids whose loop decided to start a playbook run. The
+open-incidents index learns that a run started only when the status write comes back as a watch
+event; until then, another incident planning from the same index would not count it, and both
+could take the last slot. Every incident loop runs in the operator's one event loop, and a loop
+reads these claims, plans and records its own claim with no `await` in between: of two
+incidents wanting the last slot, exactly one gets it. A claim is dropped once the index shows
+that incident running, or no longer open (resolved, closed, deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from incident_operator.core.openlimit import OpenIncident
+
+
+class StartedRuns:
+    """Claims of this operator's loops, by namespace (memory only: after a restart, every run in
+    flight is in the statuses the index is built from)."""
+
+    def __init__(self) -> None:
+        self._by_namespace: dict[str, set[str]] = {}
+
+    def of(self, namespace: str, entries: Iterable[OpenIncident]) -> frozenset[str]:
+        """The claims still needed in `namespace`, given its open incidents as indexed now."""
+        claimed = self._by_namespace.get(namespace)
+        if not claimed:
+            return frozenset()
+        claimed &= {e.uid for e in entries if not e.running}
+        return frozenset(claimed)
+
+    def claim(self, namespace: str, uid: str) -> None:
+        self._by_namespace.setdefault(namespace, set()).add(uid)
+
+    def release(self, namespace: str, uid: str) -> None:
+        self._by_namespace.get(namespace, set()).discard(uid)

@@ -1,0 +1,156 @@
+"""The cap on open incidents per namespace: who runs automation, who waits, who is woken."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from incident_operator.core import openlimit
+from incident_operator.core.openlimit import OpenIncident, entry_of, to_wake, waits
+from incident_operator.settings.config import Limits
+
+T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def stamp(seconds: int) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def raw(
+    name: str,
+    created: int,
+    *,
+    phase: str | None = None,
+    playbook: bool = False,
+    waiting: bool = False,
+    **spec: Any,
+) -> OpenIncident | None:
+    """An incident as the watch shows it, through the index's `entry_of`."""
+    status: dict[str, Any] = {}
+    if phase:
+        status["phase"] = phase
+    if playbook:
+        status["playbook"] = {"name": "pb", "steps": []}
+    if waiting:
+        status["conditions"] = [
+            {"type": "AutomationPaused", "status": "True", "reason": "OpenIncidentLimit", "message": "m"}
+        ]
+    metadata = {"name": name, "uid": f"uid-{name}", "creationTimestamp": stamp(created)}
+    return entry_of(name, f"uid-{name}", {"title": "t", **spec}, metadata, status)
+
+
+def entries(*found: OpenIncident | None) -> list[OpenIncident]:
+    return [e for e in found if e is not None]
+
+
+def allowed(namespace: list[OpenIncident], limit: int) -> list[str]:
+    return sorted(e.name for e in namespace if waits(e, namespace, limit, "shop") is None)
+
+
+def test_the_oldest_n_run_and_the_rest_wait_whatever_order_they_are_seen_in() -> None:
+    shop = entries(raw("c", 20), raw("a", 0), raw("d", 30), raw("b", 10))
+    assert allowed(shop, 2) == ["a", "b"]
+    assert allowed(list(reversed(shop)), 2) == ["a", "b"]
+    message = waits(shop[0], shop, 2, "shop")
+    assert message is not None
+    assert "namespace shop has 4 open incidents" in message
+    assert "limits.maxOpenIncidentsPerNamespace (2)" in message
+    assert "(2 ahead of it)" in message
+
+
+def test_at_the_boundary_n_open_all_run_and_the_next_one_waits() -> None:
+    shop = entries(raw("a", 0), raw("b", 10))
+    assert allowed(shop, 2) == ["a", "b"]
+    late = raw("c", 20)
+    assert late is not None
+    assert waits(late, shop, 2, "shop") is not None
+    assert waits(late, shop, 3, "shop") is None
+
+
+def test_incidents_created_in_the_same_second_are_ranked_by_name() -> None:
+    shop = entries(raw("b", 0), raw("a", 0), raw("c", 0))
+    assert allowed(shop, 2) == ["a", "b"]
+
+
+def test_an_incident_counted_in_the_index_already_is_not_counted_twice() -> None:
+    me = raw("b", 10)
+    assert me is not None
+    assert waits(me, entries(raw("a", 0), me), 2, "shop") is None
+
+
+def test_a_resolved_or_closed_incident_frees_its_slot() -> None:
+    for gone in (
+        raw("a", 0, phase="Resolved"),
+        raw("a", 0, phase="Closed"),
+        raw("a", 0, resolution={"summary": "fixed"}),  # declared by a person, not planned yet
+        raw("a", 0, closed=True),
+    ):
+        assert gone is None
+    third = raw("c", 20)
+    assert third is not None
+    assert waits(third, entries(raw("a", 0), raw("b", 10), third), 2, "shop") is not None
+    assert waits(third, entries(raw("a", 0, phase="Resolved"), raw("b", 10), third), 2, "shop") is None
+
+
+def test_a_run_in_flight_keeps_its_place_when_an_older_incident_reopens() -> None:
+    # a (older) resolved, c took its slot and runs; then a's alert fires again: a waits, c goes on
+    shop = entries(
+        raw("a", 0, phase="Investigating"), raw("b", 10, playbook=True), raw("c", 20, playbook=True)
+    )
+    assert allowed(shop, 2) == ["b", "c"]
+    # with a free slot, the reopened one is first of those without a run
+    assert allowed([*shop, *entries(raw("d", 5))], 3) == ["a", "b", "c"]
+
+
+def test_drills_are_neither_counted_nor_held() -> None:
+    assert raw("drill", 0, drill=True) is None
+    assert raw("drill", 0, source={"type": "drill"}) is None
+    assert not openlimit.counted({"drill": True}, "Investigating")
+    assert openlimit.counted({"title": "t"}, "Investigating")
+
+
+def test_a_limit_of_zero_holds_every_playbook() -> None:
+    shop = entries(raw("a", 0))
+    message = waits(shop[0], shop, 0, "shop")
+    assert message is not None
+    assert "is 0, so no playbook runs in namespace shop" in message
+
+
+def test_without_a_readable_creation_time_an_incident_goes_last() -> None:
+    odd = entry_of("z", "u", {"title": "t"}, {"creationTimestamp": "yesterday"}, {})
+    detected = entry_of("y", "v", {"title": "t"}, {}, {"detectedAt": stamp(5)})
+    assert odd is not None
+    assert detected is not None
+    assert odd.created == openlimit.LATEST
+    assert detected.created == T0 + timedelta(seconds=5)
+    assert allowed(entries(odd, detected, raw("a", 10)), 2) == ["a", "y"]
+
+
+def test_only_incidents_whose_place_disagrees_with_their_status_are_woken() -> None:
+    settled = entries(raw("a", 0, playbook=True), raw("b", 10, playbook=True), raw("c", 20, waiting=True))
+    assert to_wake(settled, 2) == []
+    # b resolves: c's slot is free, c is woken (and only c)
+    assert to_wake(entries(raw("a", 0, playbook=True), raw("c", 20, waiting=True)), 2) == ["uid-c"]
+    # a new one beyond the cap that has not said it waits yet
+    assert to_wake([*settled, *entries(raw("d", 30))], 2) == ["uid-d"]
+    # within the cap and not waiting: nobody to wake; a waiting one under the cap is woken
+    assert to_wake(entries(raw("a", 0), raw("b", 10, waiting=True)), 5) == ["uid-b"]
+
+
+def test_the_limit_is_configurable_with_bounds_and_defaults_to_50() -> None:
+    assert Limits().maxOpenIncidentsPerNamespace == 50
+    assert Limits(maxOpenIncidentsPerNamespace=0).maxOpenIncidentsPerNamespace == 0
+    with pytest.raises(ValueError, match="maxOpenIncidentsPerNamespace"):
+        Limits(maxOpenIncidentsPerNamespace=-1)
+    with pytest.raises(ValueError, match="maxOpenIncidentsPerNamespace"):
+        Limits(maxOpenIncidentsPerNamespace=10_001)
+
+
+def test_a_run_started_but_not_yet_shown_by_the_watch_counts_as_running() -> None:
+    a, b = raw("a", 0), raw("b", 0)  # the same second: a ranks first by name
+    assert a is not None
+    assert b is not None
+    assert waits(a, [a, b], 1, "shop") is None  # b seems not to run ...
+    assert waits(a, [a, b], 1, "shop", started={"uid-b"}) is not None  # ... but its loop started it
