@@ -178,6 +178,10 @@ def test_reports_need_list_incidents_where_they_look() -> None:
         ("/reports/2026-13", "month must be YYYY-MM"),
         ("/reports/2026-11?format=pdf", "format must be one of"),
         ("/reports/2026-11?namespace=Bad_NS", "namespace must be a namespace name"),
+        ("/reports/2026-11?namespace=shop%0A", "namespace must be a namespace name"),
+        ("/reports/2026-11?namespace=shop&namespace=bank", "given once each"),
+        ("/reports/2026-11?namespace=bank&namespace=shop", "given once each"),
+        ("/reports/2026-11?format=json&format=html", "given once each"),
     ],
 )
 def test_bad_report_requests_are_400s(path: str, says: str) -> None:
@@ -279,3 +283,20 @@ def test_without_a_base_url_the_feed_has_relative_links_and_urn_ids() -> None:
     assert "<id>urn:incident-operator:status</id>" in feed
     assert "<id>urn:incident-operator:status:shop-outage</id>" in feed
     assert "<link href='/status#shop-outage'/>" in feed
+
+
+def test_every_answer_but_the_public_pages_is_no_store() -> None:
+    async def requests(port: int, status_port: int) -> list[Answer]:
+        return [
+            await get(port, "/healthz"),
+            await get(port, "/readyz"),
+            await get(port, "/nothing-here"),
+            await get(port, "/metrics"),
+            await get(port, "/reports/2026-11", "reader-token"),
+            await get(status_port, "/nothing-here"),
+            await get(status_port, "/status/"),
+        ]
+
+    answers = serve(requests)
+    assert [a[0] for a in answers] == [200, 503, 404, 401, 200, 404, 404]
+    assert [a[1].get("Cache-Control") for a in answers] == ["no-store"] * len(answers)

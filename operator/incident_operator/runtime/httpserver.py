@@ -52,7 +52,8 @@ MAX_REPORTS = 64
 NO_STORE = {"Cache-Control": "no-store"}
 """On everything but the public page: nothing private (or any error) in a shared cache."""
 INTERNAL_ERROR = "internal error: the operator's log says more\n"
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A namespace name, whole (`fullmatch`: `$` would let a trailing newline through)."""
 
 
 class ListingFailed(Exception):
@@ -134,6 +135,12 @@ STATUS_BASE_KEY: web.AppKey[str] = web.AppKey("status_base")
 REPORTS_KEY: web.AppKey[Reports] = web.AppKey("reports")
 
 
+async def _no_store_by_default(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer without its own Cache-Control (all but the public page's, including 404s, 413s
+    and aiohttp's own errors) is `no-store`: nothing of it in a shared cache."""
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
 @web.middleware
 async def _no_details(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -193,6 +200,8 @@ async def monthly_report(request: web.Request) -> web.Response:
     """`/reports/YYYY-MM?namespace=NS&format=md|json|html` (default md, all namespaces)."""
     if httpauth.bearer_token(request.headers.get("Authorization")) is None:
         return _answer(httpauth.NO_TOKEN)  # before anything else: who may see even a 400
+    if any(len(request.query.getall(name, [])) > 1 for name in ("namespace", "format")):
+        return web.Response(status=400, text="namespace and format may be given once each\n", headers=NO_STORE)
     fmt = request.query.get("format", "md")
     namespace = request.query.get("namespace") or None
     try:
@@ -201,7 +210,7 @@ async def monthly_report(request: web.Request) -> web.Response:
             raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}")
     except report.ReportError as exc:  # our own words, about the request
         return web.Response(status=400, text=f"{exc}\n", headers=NO_STORE)
-    if namespace is not None and not _NAMESPACE.match(namespace):
+    if namespace is not None and not _NAMESPACE.fullmatch(namespace):
         return web.Response(status=400, text="namespace must be a namespace name\n", headers=NO_STORE)
     refused = await _refused(request, httpauth.report_reader(namespace))
     if refused is not None:
@@ -243,6 +252,7 @@ def build_app(
 ) -> web.Application:
     """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
+    app.on_response_prepare.append(_no_store_by_default)
     app[READY_KEY] = ready
     app[API_OK_KEY] = api_ok
     app.router.add_get("/healthz", healthz)
@@ -262,6 +272,7 @@ def build_app(
 def build_status_app(listing: SharedListing, config: StatusPageConfig) -> web.Application:
     """The app of --status-port: the public status page and nothing else."""
     app = web.Application(client_max_size=1024, middlewares=[_no_details])
+    app.on_response_prepare.append(_no_store_by_default)
     app[STATUS_KEY] = StatusSource(listing, config)
     app[STATUS_BASE_KEY] = config.baseURL or ""
     app.router.add_get(r"/status{kind:(|\.json|/feed\.atom)}", status_page)
