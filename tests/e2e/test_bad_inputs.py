@@ -984,6 +984,15 @@ ENDPOINT_REQUESTS = [
     EndpointRequest("report-forged-token", "/reports/2026-11", "forged", 401, "does not accept this token"),
     EndpointRequest("report-month-9999-12", "/reports/9999-12", "reader", 400, "month must be between"),
     EndpointRequest("report-month-0000-01", "/reports/0000-01", "reader", 400, "month must be YYYY-MM"),
+    EndpointRequest("report-month-not-begun", "/reports/9998-12", "reader", 400, "has not begun"),
+    EndpointRequest("report-month-before-2000", "/reports/1970-01", "reader", 400, "2000-01 or later"),
+    EndpointRequest(  # who asks is checked before what is asked
+        "report-bad-month-forged-token",
+        "/reports/2026-13?format=pdf",
+        "forged",
+        401,
+        "does not accept this token",
+    ),
     EndpointRequest(
         "report-format-pdf", "/reports/2026-11?format=pdf", "reader", 400, "format must be one of"
     ),
