@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from kubernetes import client
 
+from incident_operator.adapters.reviews import Reviews
 from incident_operator.core import httpauth
 from incident_operator.core.httpauth import (
     METRICS,
@@ -239,3 +242,59 @@ def test_an_unsure_token_is_refused_but_not_remembered() -> None:
     assert asyncio.run(guard.check("Bearer expired", METRICS)) == httpauth.BAD_TOKEN
     assert asyncio.run(guard.check("Bearer expired", METRICS)) == httpauth.BAD_TOKEN
     assert reviewer.calls == ["TokenReview", "TokenReview"]
+
+
+class AnsweringKube:
+    """What `Reviews` needs of `Kube`: an ApiClient, and calls that return `answer`."""
+
+    def __init__(self, answer: Any) -> None:
+        self.api = client.ApiClient()
+        self.answer = answer
+
+    async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.answer
+
+
+def test_an_authorizer_that_failed_is_unavailable_not_a_refusal() -> None:
+    failed = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user="alice"),
+        status=client.V1SubjectAccessReviewStatus(allowed=False, evaluation_error="webhook: timeout"),
+    )
+    with pytest.raises(ReviewUnavailable):
+        asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS))  # type: ignore[arg-type]
+    denied = client.V1SubjectAccessReviewStatus(allowed=False, denied=True, evaluation_error="partial")
+    failed.status = denied
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False  # type: ignore[arg-type]
+    failed.status = client.V1SubjectAccessReviewStatus(allowed=True, evaluation_error="one of two failed")
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is True  # type: ignore[arg-type]
+    failed.status = client.V1SubjectAccessReviewStatus(allowed=False)
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False  # type: ignore[arg-type]
+
+
+def test_a_token_review_with_an_error_is_refused_but_never_remembered() -> None:
+    answer = client.V1TokenReview(
+        spec=client.V1TokenReviewSpec(token="t"),
+        status=client.V1TokenReviewStatus(authenticated=False, error="[invalid bearer token, expired]"),
+    )
+    reviews = Reviews(AnsweringKube(answer))  # type: ignore[arg-type]
+    with pytest.raises(httpauth.UnsureToken):
+        asyncio.run(reviews.authenticate("t"))
+    guard = Guard(reviews, clock=lambda: 0.0)
+    assert asyncio.run(guard.check("Bearer t", METRICS)) == httpauth.BAD_TOKEN
+    assert len(guard.cache) == 0
+    answer.status = client.V1TokenReviewStatus(authenticated=False)
+    assert asyncio.run(reviews.authenticate("t")) is None
+
+
+def test_a_failed_evaluation_is_a_503_and_not_cached() -> None:
+    class Failing(FakeReviewer):
+        async def authorize(self, user: User, requirement: Requirement) -> bool:
+            self.calls.append("SubjectAccessReview")
+            raise ReviewUnavailable("SubjectAccessReview: evaluation error")
+
+    reviewer = Failing({"tok": ALICE}, set())
+    guard = Guard(reviewer, clock=lambda: 0.0)
+    for _ in range(2):
+        with pytest.raises(ReviewUnavailable):
+            asyncio.run(guard.check("Bearer tok", METRICS))
+    assert reviewer.calls.count("SubjectAccessReview") == 2
