@@ -228,7 +228,7 @@ def test_a_flood_of_new_tokens_gets_few_reviews_at_once_and_the_rest_a_busy_503(
     assert reviewer.most == 4
     assert len(reviewer.calls) == 4
     assert sum(isinstance(a, ReviewBusy) for a in answers) == 46
-    assert [a.status for a in answers if not isinstance(a, Exception)] == [401] * 4  # type: ignore[attr-defined]
+    assert [a.status for a in answers if not isinstance(a, Exception)] == [401] * 4
 
 
 def test_an_unsure_token_is_refused_but_not_remembered() -> None:
@@ -261,14 +261,14 @@ def test_an_authorizer_that_failed_is_unavailable_not_a_refusal() -> None:
         status=client.V1SubjectAccessReviewStatus(allowed=False, evaluation_error="webhook: timeout"),
     )
     with pytest.raises(ReviewUnavailable):
-        asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS))  # type: ignore[arg-type]
+        asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS))
     denied = client.V1SubjectAccessReviewStatus(allowed=False, denied=True, evaluation_error="partial")
     failed.status = denied
-    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False  # type: ignore[arg-type]
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False
     failed.status = client.V1SubjectAccessReviewStatus(allowed=True, evaluation_error="one of two failed")
-    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is True  # type: ignore[arg-type]
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is True
     failed.status = client.V1SubjectAccessReviewStatus(allowed=False)
-    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False  # type: ignore[arg-type]
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False
 
 
 def test_a_token_review_with_an_error_is_refused_but_never_remembered() -> None:
@@ -276,7 +276,7 @@ def test_a_token_review_with_an_error_is_refused_but_never_remembered() -> None:
         spec=client.V1TokenReviewSpec(token="t"),
         status=client.V1TokenReviewStatus(authenticated=False, error="[invalid bearer token, expired]"),
     )
-    reviews = Reviews(AnsweringKube(answer))  # type: ignore[arg-type]
+    reviews = Reviews(AnsweringKube(answer))
     with pytest.raises(httpauth.UnsureToken):
         asyncio.run(reviews.authenticate("t"))
     guard = Guard(reviews, clock=lambda: 0.0)
