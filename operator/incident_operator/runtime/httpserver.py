@@ -7,13 +7,16 @@ webhook, its own bearer token, see `intake`), and behind TokenReview + SubjectAc
 monthly report, computed from the Incidents the API returns, see `report`; `list incidents` in the
 namespace asked for, or at cluster scope). Reports are kept for REPORT_TTL_S per (month, namespace,
 format), and the incidents behind them and the status page are listed at most every LIST_TTL_S per
-namespace however many ask at once (`SharedListing`).
+namespace however many ask at once (`SharedListing`). Reports cover 2000-01 to the current month,
+are built once for all who ask at once, and at most DRAWING_SLOTS html charts are drawn at once.
 
 `--status-port` (8081, `build_status_app`): the public status page alone, `GET /status`,
-`/status.json`, `/status/feed.atom` (see `statuspage`), its links from `statusPage.baseURL`.
+`/status.json`, `/status/feed.atom` (see `statuspage`), its links from `statusPage.baseURL`, each
+format rendered once per listing (`StatusSource`).
 
 No response carries an exception's text: an unexpected error is a fixed 500 (`_no_details`), the API
-server's failures fixed 503s. Owns no Kubernetes state.
+server's failures fixed 503s. Every answer but the public page's is `Cache-Control: no-store`
+(`_no_store_by_default`). Owns no Kubernetes state.
 """
 
 from __future__ import annotations
