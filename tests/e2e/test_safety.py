@@ -18,7 +18,7 @@ included), with the operator running as its ServiceAccount:
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import json
 import subprocess
 import sys
@@ -583,22 +583,23 @@ def skipped_metric(operator: OperatorProcess, reason: str) -> float:
 def test_the_shipped_scraper_identity_reads_metrics_and_nothing_else_does(
     installed: Cluster, operator: OperatorProcess
 ) -> None:
-    """manifests/monitoring/metrics-reader-binding.yaml as shipped: its token Secret (the one the
-    ServiceMonitor sends) reads /metrics from the operator running as its ServiceAccount (which
-    asks TokenReview and SubjectAccessReview with the install's RBAC); a token without the role,
-    and the scraper's token on /reports, are refused."""
+    """manifests/monitoring/metrics-reader-binding.yaml as shipped binds Prometheus's own
+    ServiceAccount (monitoring/prometheus-k8s), whose mounted token the ServiceMonitor sends: such a
+    token reads /metrics from the operator running as its ServiceAccount (which asks TokenReview and
+    SubjectAccessReview with the install's RBAC); a token without the role, and the scraper's token
+    on /reports, are refused."""
+    core = client.CoreV1Api(installed.api)
+    with contextlib.suppress(client.exceptions.ApiException):  # kube-prometheus's namespace
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="monitoring")))
     applied = installed.run_kubectl(
         "apply", "-f", str(ROOT / "manifests" / "monitoring" / "metrics-reader-binding.yaml"), check=False
     )
     assert applied.returncode == 0, applied.stderr
-    core = client.CoreV1Api(installed.api)
-
-    def token() -> str | None:
-        secret = core.read_namespaced_secret("incident-operator-metrics-token", INSTALL_NS)
-        raw = (secret.data or {}).get("token")
-        return base64.b64decode(raw).decode() if raw else None
-
-    scraper = wait_until(token, timeout=60, what="the token controller fills the scraper's Secret")
+    scraper = wait_until(
+        lambda: service_account_token(installed, "prometheus-k8s", "monitoring"),
+        timeout=60,
+        what="a token of Prometheus's ServiceAccount",
+    )
 
     def scrapes() -> str | None:
         status, _, text = operator.get("/metrics", scraper)

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from kubernetes import client
 
+from incident_operator.adapters.reviews import Reviews
 from incident_operator.core import httpauth
 from incident_operator.core.httpauth import (
     METRICS,
@@ -20,7 +23,7 @@ from incident_operator.core.httpauth import (
     report_reader,
 )
 from incident_operator.core.ttlcache import TtlCache
-from incident_operator.runtime.guard import Guard
+from incident_operator.runtime.guard import Guard, ReviewBusy
 
 ALICE = User.of("alice", "u-1", ["team-a", "system:authenticated"], {"scopes": ["x", "y"]})
 
@@ -87,7 +90,9 @@ def test_allowed_verdicts_live_longer_than_refusals_and_the_cache_keeps_no_token
     assert cache.get("tok-allowed", METRICS, 115) is None
     assert cache.get("tok-allowed", report_reader(None), 101) is None  # per requirement
     cache.put("s3cret-token", METRICS, decide(ALICE, True, METRICS), now=100)
-    assert "s3cret-token" not in repr(cache._verdicts._entries)
+    cache.put_user("s3cret-token", ALICE, now=100)
+    kept = (cache._users._entries, cache._allowed._entries, cache._refused._entries)
+    assert "s3cret-token" not in repr(kept)
 
 
 def test_the_cache_is_bounded_and_drops_the_oldest() -> None:
@@ -99,10 +104,11 @@ def test_the_cache_is_bounded_and_drops_the_oldest() -> None:
     assert (cache.get("a", 2), cache.get("b", 2), cache.get("c", 2), len(cache)) == (3, None, 4, 2)
     cache.put("d", 5, now=20, ttl=10)  # a and c expired: dropped, not kept until looked up
     assert len(cache) == 1
-    decisions = DecisionCache(max_entries=3)
+    decisions = DecisionCache(max_entries=3, max_refusals=2)
     for i in range(10):
-        decisions.put(f"t{i}", METRICS, decide(None, None, METRICS), now=0)
-    assert len(decisions) == 3
+        decisions.put(f"t{i}", METRICS, decide(ALICE, True, METRICS), now=0)
+        decisions.put(f"r{i}", METRICS, decide(ALICE, False, METRICS), now=0)
+    assert len(decisions) == 5
 
 
 class FakeReviewer:
@@ -121,6 +127,8 @@ class FakeReviewer:
 
     async def authorize(self, user: User, requirement: Requirement) -> bool:
         self.calls.append("SubjectAccessReview")
+        if self.down:
+            raise ReviewUnavailable("SubjectAccessReview: HTTP 503")
         return (user.name, requirement) in self.grants
 
 
@@ -158,3 +166,135 @@ def test_no_token_asks_nothing_an_unknown_token_asks_once_and_failures_are_not_r
     assert (
         asyncio.run(guard.check("Bearer other", METRICS)).status == 401
     )  # asked again, not a cached failure
+
+
+def test_a_flood_of_refusals_does_not_evict_an_allowed_verdict() -> None:
+    cache = DecisionCache()
+    cache.put("scraper", METRICS, decide(ALICE, True, METRICS), now=0)
+    cache.put_user("scraper", ALICE, now=0)
+    for i in range(5 * httpauth.MAX_DECISIONS):
+        cache.put_user(f"random-{i}", None, now=1)
+        cache.put(f"nobody-{i}", METRICS, decide(User("nobody"), False, METRICS), now=1)
+    assert cache.get("scraper", METRICS, 2) == decide(ALICE, True, METRICS)
+    assert cache.user("scraper", 2) == ALICE
+    assert len(cache) == 2 + httpauth.MAX_REFUSALS
+
+
+class GatedReviewer(FakeReviewer):
+    """A FakeReviewer whose TokenReviews wait for `gate`, counting how many are under way at once."""
+
+    def __init__(self, users: dict[str, User], grants: set[tuple[str, Requirement]]) -> None:
+        super().__init__(users, grants)
+        self.gate = asyncio.Event()
+        self.now = self.most = 0
+
+    async def authenticate(self, token: str) -> User | None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await self.gate.wait()
+            return await super().authenticate(token)
+        finally:
+            self.now -= 1
+
+
+def test_identical_reviews_at_the_same_moment_are_asked_once() -> None:
+    reviewer = GatedReviewer({"tok": ALICE}, {("alice", METRICS)})
+
+    async def burst() -> list[int]:
+        guard = Guard(reviewer)
+        checks = [asyncio.ensure_future(guard.check("Bearer tok", METRICS)) for _ in range(20)]
+        await asyncio.sleep(0)  # let them all start: each finds the first one's review under way
+        reviewer.gate.set()
+        return [v.status for v in await asyncio.gather(*checks)]
+
+    assert asyncio.run(burst()) == [200] * 20
+    assert reviewer.calls == ["TokenReview", "SubjectAccessReview"]
+
+
+def test_a_flood_of_new_tokens_gets_few_reviews_at_once_and_the_rest_a_busy_503() -> None:
+    reviewer = GatedReviewer({}, set())
+
+    async def flood() -> list[object]:
+        guard = Guard(reviewer, in_flight=4, wait=0.05)
+        checks = [asyncio.ensure_future(guard.check(f"Bearer random-{i}", METRICS)) for i in range(50)]
+        deadline = asyncio.get_running_loop().time() + 5
+        while sum(c.done() for c in checks) < 46 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # polling: the 46 without a slot give up after 0.05 s
+        reviewer.gate.set()
+        return list(await asyncio.gather(*checks, return_exceptions=True))
+
+    answers = asyncio.run(flood())
+    assert reviewer.most == 4
+    assert len(reviewer.calls) == 4
+    assert sum(isinstance(a, ReviewBusy) for a in answers) == 46
+    assert [a.status for a in answers if not isinstance(a, Exception)] == [401] * 4
+
+
+def test_an_unsure_token_is_refused_but_not_remembered() -> None:
+    class Unsure(FakeReviewer):
+        async def authenticate(self, token: str) -> User | None:
+            self.calls.append("TokenReview")
+            raise httpauth.UnsureToken
+
+    reviewer = Unsure({}, set())
+    guard = Guard(reviewer, clock=lambda: 0.0)
+    assert asyncio.run(guard.check("Bearer expired", METRICS)) == httpauth.BAD_TOKEN
+    assert asyncio.run(guard.check("Bearer expired", METRICS)) == httpauth.BAD_TOKEN
+    assert reviewer.calls == ["TokenReview", "TokenReview"]
+
+
+class AnsweringKube:
+    """What `Reviews` needs of `Kube`: an ApiClient, and calls that return `answer`."""
+
+    def __init__(self, answer: Any) -> None:
+        self.api = client.ApiClient()
+        self.answer = answer
+
+    async def call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.answer
+
+
+def test_an_authorizer_that_failed_is_unavailable_not_a_refusal() -> None:
+    failed = client.V1SubjectAccessReview(
+        spec=client.V1SubjectAccessReviewSpec(user="alice"),
+        status=client.V1SubjectAccessReviewStatus(allowed=False, evaluation_error="webhook: timeout"),
+    )
+    with pytest.raises(ReviewUnavailable):
+        asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS))
+    denied = client.V1SubjectAccessReviewStatus(allowed=False, denied=True, evaluation_error="partial")
+    failed.status = denied
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False
+    failed.status = client.V1SubjectAccessReviewStatus(allowed=True, evaluation_error="one of two failed")
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is True
+    failed.status = client.V1SubjectAccessReviewStatus(allowed=False)
+    assert asyncio.run(Reviews(AnsweringKube(failed)).authorize(ALICE, METRICS)) is False
+
+
+def test_a_token_review_with_an_error_is_refused_but_never_remembered() -> None:
+    answer = client.V1TokenReview(
+        spec=client.V1TokenReviewSpec(token="t"),
+        status=client.V1TokenReviewStatus(authenticated=False, error="[invalid bearer token, expired]"),
+    )
+    reviews = Reviews(AnsweringKube(answer))
+    with pytest.raises(httpauth.UnsureToken):
+        asyncio.run(reviews.authenticate("t"))
+    guard = Guard(reviews, clock=lambda: 0.0)
+    assert asyncio.run(guard.check("Bearer t", METRICS)) == httpauth.BAD_TOKEN
+    assert len(guard.cache) == 0
+    answer.status = client.V1TokenReviewStatus(authenticated=False)
+    assert asyncio.run(reviews.authenticate("t")) is None
+
+
+def test_a_failed_evaluation_is_a_503_and_not_cached() -> None:
+    class Failing(FakeReviewer):
+        async def authorize(self, user: User, requirement: Requirement) -> bool:
+            self.calls.append("SubjectAccessReview")
+            raise ReviewUnavailable("SubjectAccessReview: evaluation error")
+
+    reviewer = Failing({"tok": ALICE}, set())
+    guard = Guard(reviewer, clock=lambda: 0.0)
+    for _ in range(2):
+        with pytest.raises(ReviewUnavailable):
+            asyncio.run(guard.check("Bearer tok", METRICS))
+    assert reviewer.calls.count("SubjectAccessReview") == 2

@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import pytest
 
-from incident_operator.core import httpauth
+from incident_operator.api.timestamps import utc_now
+from incident_operator.core import httpauth, report, statuspage
 from incident_operator.core.httpauth import User
 from incident_operator.runtime import httpserver
-from incident_operator.runtime.guard import Guard
+from incident_operator.runtime.guard import Guard, ReviewBusy
 from incident_operator.settings.config import StatusPageConfig
 from tests.unit.test_httpauth import FakeReviewer
 
@@ -178,6 +180,10 @@ def test_reports_need_list_incidents_where_they_look() -> None:
         ("/reports/2026-13", "month must be YYYY-MM"),
         ("/reports/2026-11?format=pdf", "format must be one of"),
         ("/reports/2026-11?namespace=Bad_NS", "namespace must be a namespace name"),
+        ("/reports/2026-11?namespace=shop%0A", "namespace must be a namespace name"),
+        ("/reports/2026-11?namespace=shop&namespace=bank", "given once each"),
+        ("/reports/2026-11?namespace=bank&namespace=shop", "given once each"),
+        ("/reports/2026-11?format=json&format=html", "given once each"),
     ],
 )
 def test_bad_report_requests_are_400s(path: str, says: str) -> None:
@@ -279,3 +285,144 @@ def test_without_a_base_url_the_feed_has_relative_links_and_urn_ids() -> None:
     assert "<id>urn:incident-operator:status</id>" in feed
     assert "<id>urn:incident-operator:status:shop-outage</id>" in feed
     assert "<link href='/status#shop-outage'/>" in feed
+
+
+def test_every_answer_but_the_public_pages_is_no_store() -> None:
+    async def requests(port: int, status_port: int) -> list[Answer]:
+        return [
+            await get(port, "/healthz"),
+            await get(port, "/readyz"),
+            await get(port, "/nothing-here"),
+            await get(port, "/metrics"),
+            await get(port, "/reports/2026-11", "reader-token"),
+            await get(status_port, "/nothing-here"),
+            await get(status_port, "/status/"),
+        ]
+
+    answers = serve(requests)
+    assert [a[0] for a in answers] == [200, 503, 404, 401, 200, 404, 404]
+    assert [a[1].get("Cache-Control") for a in answers] == ["no-store"] * len(answers)
+
+
+def test_the_status_page_is_rendered_once_per_listing_however_many_ask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[str] = []
+    for name in ("build", "to_html", "to_json", "to_atom"):
+        original = getattr(statuspage, name)
+
+        def counted(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            renders.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(statuspage, name, counted)
+
+    async def requests(_: int, status_port: int) -> list[Answer]:
+        paths = ("/status", "/status.json", "/status/feed.atom")
+        return [await get(status_port, path) for path in paths for _ in range(10)]
+
+    answers = serve(requests)
+    assert {a[0] for a in answers} == {200}
+    assert len({a[2] for a in answers}) == 3  # the same body to each of the ten
+    assert sorted(renders) == ["build", "build", "build", "to_atom", "to_html", "to_json"]
+    assert answers[10][1]["Content-Type"] == "application/json; charset=utf-8"
+    assert answers[20][1]["Content-Type"] == "application/atom+xml; charset=utf-8"
+    assert answers[0][1]["Cache-Control"] == "public, max-age=5"
+
+
+def test_report_months_are_one_key_however_written_and_none_after_this_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    renders: list[str] = []
+    original = report.render
+
+    def counted(built: Any, fmt: str) -> tuple[str, str]:
+        renders.append(fmt)
+        return original(built, fmt)
+
+    monkeypatch.setattr(report, "render", counted)
+    now = utc_now()
+    this_month = f"{now.year:04d}-{now.month:02d}"
+    next_month = f"{now.year + (now.month == 12):04d}-{now.month % 12 + 1:02d}"
+
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [
+            await get(port, "/reports/2026-1?format=json", "reader-token"),
+            await get(port, "/reports/2026-01?format=json", "reader-token"),
+            await get(port, f"/reports/{this_month}?format=json", "reader-token"),
+            await get(port, f"/reports/{next_month}?format=json", "reader-token"),
+            await get(port, "/reports/9998-12?format=html", "reader-token"),
+            await get(port, "/reports/1999-12?format=html", "reader-token"),
+            await get(port, "/reports/1970-01?format=html", "reader-token"),
+        ]
+
+    one, zero_one, current, following, far, before, epoch = serve(requests)
+    assert (one[0], zero_one[0], current[0]) == (200, 200, 200)
+    assert renders == ["json", "json"]  # 2026-1 and 2026-01 are one report
+    assert following[:1] + following[2:] == (
+        400,
+        f"month {next_month} has not begun: reports cover 2000-01 to {this_month}\n",
+    )
+    assert far[0] == 400
+    assert "has not begun" in far[2]
+    assert (before[0], before[2]) == (400, "month must be 2000-01 or later, got 1999-12\n")
+    assert epoch[0] == 400
+
+
+def test_html_reports_are_drawn_few_at_a_time_and_the_rest_get_a_busy_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    entered, release = threading.Event(), threading.Event()
+    original = report.render
+
+    def slow(built: Any, fmt: str) -> tuple[str, str]:
+        entered.set()
+        release.wait(10)
+        return original(built, fmt)
+
+    monkeypatch.setattr(report, "render", slow)
+    monkeypatch.setattr(httpserver, "DRAWING_SLOTS", 1)
+    monkeypatch.setattr(httpserver, "DRAWING_WAIT_S", 0.05)
+
+    async def requests(port: int, _: int) -> list[Answer]:
+        first = asyncio.ensure_future(get(port, "/reports/2026-10?format=html", "reader-token"))
+        while not entered.is_set():  # polling: the first one holds the only slot
+            await asyncio.sleep(0.01)
+        second = await get(port, "/reports/2026-09?format=html", "reader-token")
+        release.set()
+        return [await first, second]
+
+    first, second = serve(requests)
+    assert first[0] == 200
+    assert (second[0], second[2]) == (503, httpserver.BUSY_DRAWING)
+    assert second[1]["Retry-After"] == "5"
+    assert second[1]["Cache-Control"] == "no-store"
+
+
+def test_who_asks_is_checked_before_what_is_asked() -> None:
+    reviewer = FakeReviewer(TOKENS, GRANTS)
+
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [
+            await get(port, "/reports/0000-99?format=pdf&namespace=Bad_NS", "forged"),
+            await get(port, "/reports/2026-13"),
+            await get(port, "/reports/2026-13", "reader-token"),
+        ]
+
+    forged, anonymous, reader = serve(requests, reviewer=reviewer)
+    assert (forged[0], anonymous[0], reader[0]) == (401, 401, 400)
+    assert forged[2] == httpauth.BAD_TOKEN.reason + "\n"
+    assert reviewer.calls == ["TokenReview", "TokenReview"]  # and no access review for a 400
+
+
+def test_a_busy_guard_is_a_fixed_503_with_retry_after() -> None:
+    class Busy(FakeReviewer):
+        async def authenticate(self, token: str) -> User | None:
+            raise ReviewBusy("every review slot is taken")
+
+    async def requests(port: int, _: int) -> list[Answer]:
+        return [await get(port, "/metrics", "reader-token"), await get(port, "/reports/2026-11", "x")]
+
+    for status, headers, text in serve(requests, reviewer=Busy(TOKENS, GRANTS)):
+        assert (status, text) == (503, httpauth.BUSY + "\n")
+        assert headers["Retry-After"] == "5"

@@ -192,22 +192,21 @@ def test_the_operator_may_review_tokens_and_readers_get_exactly_what_the_endpoin
     )  # report readers of a namespace: its responders
 
 
-def test_the_service_monitor_scrapes_with_the_token_of_an_identity_bound_to_the_metrics_reader() -> None:
+def test_the_service_monitor_scrapes_with_prometheus_own_rotated_token_bound_to_the_metrics_reader() -> None:
     monitoring = ROOT / "manifests" / "monitoring"
     (endpoint,) = yaml.safe_load((monitoring / "servicemonitor.yaml").read_text())["spec"]["endpoints"]
-    credentials = endpoint["authorization"]["credentials"]
-    docs = {
-        (d["kind"], d["metadata"]["name"]): d
-        for d in yaml.safe_load_all((monitoring / "metrics-reader-binding.yaml").read_text())
-    }
-    secret = docs[("Secret", credentials["name"])]
-    assert secret["type"] == "kubernetes.io/service-account-token"
-    assert secret["metadata"]["namespace"] == NS  # the ServiceMonitor's
-    account = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
-    binding = docs[("ClusterRoleBinding", METRICS_READER_ROLE)]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert "authorization" not in endpoint
+    (binding,) = yaml.safe_load_all((monitoring / "metrics-reader-binding.yaml").read_text())
+    assert (binding["kind"], binding["metadata"]["name"]) == ("ClusterRoleBinding", METRICS_READER_ROLE)
     assert binding["roleRef"]["name"] == METRICS_READER_ROLE
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NS}]
-    assert docs[("ServiceAccount", account)]["automountServiceAccountToken"] is False
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    ]
+    for path in monitoring.glob("*.yaml"):  # no never-expiring token is shipped
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret":
+                assert doc.get("type") != "kubernetes.io/service-account-token", path.name
 
 
 def test_the_network_policy_admits_the_status_page_from_anywhere_and_the_rest_from_monitoring() -> None:

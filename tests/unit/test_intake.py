@@ -226,3 +226,52 @@ def test_a_missing_token_secret_refuses_only_its_token_and_an_unreadable_one_ans
     status, body = post(InMemoryApi({}), batch("a"), bound_config())
     assert status == 401
     assert "alertIntake.tokens" in body["error"]
+
+
+# --------------------------------------------------------------------------- no API words in answers
+
+API_WORDS = ("HTTP 403", "Forbidden", "is forbidden", "s3cr3t", "alert-token", "ops/")
+
+
+class RefusingApi(InMemoryApi):
+    """The token Secret's read is refused (403) when `secret_refused`; creating an incident is
+    refused with `create_status` and the API server's message (which names things it should not)."""
+
+    def __init__(self, secret_refused: bool = False, create_status: int = 403, message: str = "") -> None:
+        super().__init__({("ops", "alert-token"): {"token": "token"}})
+        self.secret_refused, self.create_status, self.message = secret_refused, create_status, message
+
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if fn == "read_namespaced_secret" and self.secret_refused:
+            raise ApiException(status=403, reason="Forbidden")
+        return await super().call(fn, *args, **kwargs)
+
+    async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
+        error = ApiException(status=self.create_status, reason="Forbidden")
+        error.body = json.dumps({"message": self.message})
+        raise error
+
+
+def test_a_refused_token_secret_is_a_503_without_the_api_servers_words() -> None:
+    status, body = post(RefusingApi(secret_refused=True), PAYLOAD)
+    assert (status, body) == (503, {"error": intake_module.AUTH_UNAVAILABLE})
+
+
+@pytest.mark.parametrize(
+    ("create_status", "message", "code"),
+    [
+        (403, 'secrets "s3cr3t" is forbidden: User "x" cannot create', "Forbidden"),
+        (403, "exceeded quota: incidents, requested: count/incidents=1, used: 10, s3cr3t", "QuotaExceeded"),
+        (422, "admission webhook s3cr3t denied the request", "ApiError"),
+    ],
+)
+def test_a_refused_incident_has_a_fixed_reason_and_its_code(
+    create_status: int, message: str, code: str
+) -> None:
+    status, body = post(RefusingApi(create_status=create_status, message=message), PAYLOAD)
+    assert status == 200
+    (result,) = body["results"]
+    assert (result["result"], result["code"]) == ("skipped", code)
+    assert result["reason"].startswith("namespace shop: ")
+    for word in API_WORDS:
+        assert word not in result["reason"], word

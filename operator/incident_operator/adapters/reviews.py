@@ -3,7 +3,10 @@ behind `/metrics` and `/reports` (what they mean is `core.httpauth`'s, when to a
 
 Calls run in `Kube`'s worker threads, never on the event loop. Any failure to get an answer (the
 API server down, a timeout, a refusal of the operator's own request) is `ReviewUnavailable`: logged
-here with the status only, never the token, and turned into a fixed 503 text by the caller.
+here with the status only, never the token, and turned into a fixed 503 text by the caller; so is
+a SubjectAccessReview that an authorizer failed to evaluate (`evaluationError`, not allowed, not
+denied), never remembered as a refusal. A TokenReview that answers with an error and no user is
+`UnsureToken`: a 401, as the API server gives such a token, but not remembered either.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from kubernetes import client
 
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
-from incident_operator.core.httpauth import Requirement, ReviewUnavailable, User
+from incident_operator.core.httpauth import Requirement, ReviewUnavailable, UnsureToken, User
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,11 @@ class Reviews:
         status = review.status
         user = status.user if status is not None and status.authenticated else None
         if user is None or not user.username:
+            if status is not None and status.error:
+                # An expired or badly signed token, or an authenticator that failed: the API server
+                # itself answers 401 to such a token; so do we, but without remembering it.
+                logger.info("TokenReview did not authenticate a token (%s)", str(status.error)[:200])
+                raise UnsureToken
             return None
         return User.of(str(user.username), user.uid, user.groups, user.extra)
 
@@ -56,7 +64,18 @@ class Reviews:
             )
         except Exception as exc:
             raise _unavailable("SubjectAccessReview", exc) from None
-        return review.status is not None and bool(review.status.allowed)
+        status = review.status
+        if status is None:
+            return False
+        if not status.allowed and not status.denied and status.evaluation_error:
+            # An authorizer failed (a webhook down, say) and none allowed: the API server itself
+            # answers 500 then, not 403. Unavailable: a 503, and not remembered as a refusal.
+            logger.warning(
+                "SubjectAccessReview could not be evaluated (%s): the endpoint answers 503",
+                str(status.evaluation_error)[:200],
+            )
+            raise ReviewUnavailable("SubjectAccessReview: evaluation error")
+        return bool(status.allowed)
 
 
 def _unavailable(kind: str, exc: Exception) -> ReviewUnavailable:

@@ -6,6 +6,8 @@ it is bound to), request validation, and writing each alert onto its Incident. T
 mapping itself is pure (`alerts`). Answers: 401 (token), 413 (body over the limit, by aiohttp),
 400 (not JSON, or not a version-4 payload; the reason is in the body), 503 (the API server is
 unavailable: Alertmanager retries, so no alert is lost), 200 with a result per alert otherwise.
+No answer carries the API server's words or an exception's text (fixed texts and result codes;
+the detail goes to the operator's log).
 Repeated deliveries are idempotent: an unchanged alert writes nothing.
 """
 
@@ -36,6 +38,9 @@ from incident_operator.settings.config import OperatorConfig
 logger = logging.getLogger(__name__)
 
 TOKEN_TTL_S = 5.0
+AUTH_UNAVAILABLE = "cannot read the alert token: API server unavailable; retry"
+API_UNAVAILABLE = "API server unavailable; retry"
+"""Fixed texts: what failed and where (a Secret's name, the API server's message) goes to the log."""
 KNOWN_FINGERPRINTS = 50_000
 
 
@@ -147,8 +152,9 @@ class Intake:
     async def handle(self, request: web.Request) -> web.Response:
         try:
             caller = await self.caller(request)
-        except ApiUnavailable as exc:
-            return _json(503, {"error": f"cannot read the alert token: API server unavailable ({exc})"})
+        except ApiUnavailable as exc:  # the detail (which Secret, what status) in the log only
+            logger.warning("alert intake: cannot read an alert token (%s); answering 503", exc)
+            return _json(503, {"error": AUTH_UNAVAILABLE})
         if isinstance(caller, str):
             return _json(401, {"error": caller}, headers={"WWW-Authenticate": "Bearer"})
         raw = await request.read()  # aiohttp answers 413 itself above the configured size
@@ -176,7 +182,7 @@ class Intake:
                 results.append(await self.accept(alert, caller.namespaces))
             except ApiUnavailable as exc:
                 logger.warning("alert intake: API server unavailable (%s); answering 503", exc)
-                return _json(503, {"error": f"API server unavailable ({exc}); retry", "done": results})
+                return _json(503, {"error": API_UNAVAILABLE, "done": results})
         if payload.truncatedAlerts:
             logger.warning(
                 "alert intake: Alertmanager truncated %d alerts of group %s",
@@ -205,7 +211,18 @@ class Intake:
         except ApiException as exc:
             if _unavailable(exc):
                 raise ApiUnavailable(api_reason(exc)) from exc
-            code, reason = "ApiError", f"namespace {action.namespace}: {api_reason(exc)}"
+            logger.warning(
+                "alert %s: namespace %s: %s: %s",
+                action.fingerprint,
+                action.namespace,
+                api_reason(exc),
+                _status_message(exc),
+            )  # the API server's words in the log; the caller gets a fixed reason and a code
+            code = "ApiError"
+            reason = (
+                f"namespace {action.namespace}: the API server refused the incident "
+                "(the operator's log says why)"
+            )
             if exc.status == 404:
                 code, reason = "NamespaceNotFound", f"namespace {action.namespace} does not exist"
             elif exc.status == 403 and "exceeded quota" in str(exc.body or ""):
@@ -214,7 +231,10 @@ class Intake:
                 reason = f"namespace {action.namespace}: the ResourceQuota on incidents is used up"
             elif exc.status == 403:
                 code = "Forbidden"
-                reason = f"namespace {action.namespace}: {api_reason(exc)}: {_status_message(exc)}"
+                reason = (
+                    f"namespace {action.namespace}: the operator may not write this incident there "
+                    "(the operator's log says why)"
+                )
             return self._skipped(action.fingerprint, reason, code)
         except (Urllib3Error, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc

@@ -25,12 +25,23 @@ ALLOWED_TTL_S = 15.0
 DENIED_TTL_S = 5.0
 """How long a refusal (unknown token, no permission) is reused: a new binding works within this."""
 MAX_DECISIONS = 1024
+"""Identities and allowed verdicts kept at most."""
+MAX_REFUSALS = 256
+"""Refusals (unknown tokens, no permission) kept at most, apart: a flood of random tokens evicts
+only other refusals, never a scraper's allowed verdict."""
 MAX_TOKEN_BYTES = 16384
 """Longer "tokens" are refused without asking the API server."""
 
 
 class ReviewUnavailable(Exception):
-    """The API server did not answer a TokenReview or SubjectAccessReview (the request gets a 503)."""
+    """The API server did not answer a TokenReview or SubjectAccessReview, or its authorizer failed
+    (the request gets a 503; nothing is remembered)."""
+
+
+class UnsureToken(Exception):
+    """The TokenReview did not authenticate the token and gave an error (an expired or badly signed
+    token, or an authenticator that failed): refused with a 401, as the API server itself does, but
+    not remembered, so a passing failure does not stick."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ NO_TOKEN = Verdict(
 )
 BAD_TOKEN = Verdict(Outcome.UNAUTHENTICATED, "unauthorized: the API server does not accept this token")
 UNAVAILABLE = "cannot check the token right now: the API server does not answer; try again"
+BUSY = "too many token checks at once; try again shortly"
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -152,8 +164,10 @@ def token_key(token: str) -> str:
 
 
 class DecisionCache:
-    """Verdicts by (hash of the token, requirement), allowed ones for ALLOWED_TTL_S, refusals for
-    DENIED_TTL_S, at most MAX_DECISIONS. The API server's failures are not verdicts: never kept."""
+    """Who a token is and verdicts by (hash of the token, requirement): identities and allowed
+    verdicts for ALLOWED_TTL_S, at most MAX_DECISIONS; refusals (unknown tokens, no permission) for
+    DENIED_TTL_S, at most MAX_REFUSALS, apart, so that refusals evict only refusals. The API
+    server's failures are not verdicts: never kept."""
 
     def __init__(
         self,
@@ -161,16 +175,36 @@ class DecisionCache:
         allowed_ttl: float = ALLOWED_TTL_S,
         denied_ttl: float = DENIED_TTL_S,
         max_entries: int = MAX_DECISIONS,
+        max_refusals: int = MAX_REFUSALS,
     ) -> None:
         self.allowed_ttl, self.denied_ttl = allowed_ttl, denied_ttl
-        self._verdicts: TtlCache[tuple[str, Requirement], Verdict] = TtlCache(max_entries)
+        self._users: TtlCache[str, User] = TtlCache(max_entries)
+        self._allowed: TtlCache[tuple[str, Requirement], Verdict] = TtlCache(max_entries)
+        self._refused: TtlCache[tuple[str, Requirement | None], Verdict] = TtlCache(max_refusals)
+        """Unknown tokens under (hash, None), missing permissions under (hash, requirement)."""
+
+    def user(self, token: str, now: float) -> User | Verdict | None:
+        """The token's identity, or the refusal of an unknown token; None if not known now."""
+        key = token_key(token)
+        return self._users.get(key, now) or self._refused.get((key, None), now)
+
+    def put_user(self, token: str, user: User | None, now: float) -> None:
+        """Remember the TokenReview's answer (None: the token is not authenticated)."""
+        if user is None:
+            self._refused.put((token_key(token), None), BAD_TOKEN, now, self.denied_ttl)
+        else:
+            self._users.put(token_key(token), user, now, self.allowed_ttl)
 
     def get(self, token: str, requirement: Requirement, now: float) -> Verdict | None:
-        return self._verdicts.get((token_key(token), requirement), now)
+        key = (token_key(token), requirement)
+        return self._allowed.get(key, now) or self._refused.get(key, now)
 
     def put(self, token: str, requirement: Requirement, verdict: Verdict, now: float) -> None:
-        ttl = self.allowed_ttl if verdict.outcome is Outcome.ALLOWED else self.denied_ttl
-        self._verdicts.put((token_key(token), requirement), verdict, now, ttl)
+        key = (token_key(token), requirement)
+        if verdict.outcome is Outcome.ALLOWED:
+            self._allowed.put(key, verdict, now, self.allowed_ttl)
+        else:
+            self._refused.put(key, verdict, now, self.denied_ttl)
 
     def __len__(self) -> int:
-        return len(self._verdicts)
+        return len(self._users) + len(self._allowed) + len(self._refused)

@@ -61,6 +61,24 @@ def parse_month(text: str) -> tuple[int, int]:
     return parsed.year, parsed.month
 
 
+SERVED_FROM_YEAR = 2000
+"""The first year `/reports` serves: earlier months hold no incidents of this operator, and each
+month asked for costs a report (and for html a chart) to build."""
+
+
+def servable_month(year: int, month: int, now: datetime) -> None:
+    """Refuse (ReportError) a month `/reports` does not build: after the current one (nothing to
+    count yet) or before SERVED_FROM_YEAR."""
+    current = (now.year, now.month)
+    if (year, month) > current:
+        raise ReportError(
+            f"month {year:04d}-{month:02d} has not begun: reports cover "
+            f"{SERVED_FROM_YEAR}-01 to {current[0]:04d}-{current[1]:02d}"
+        )
+    if year < SERVED_FROM_YEAR:
+        raise ReportError(f"month must be {SERVED_FROM_YEAR}-01 or later, got {year:04d}-{month:02d}")
+
+
 def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)

@@ -7,18 +7,22 @@ webhook, its own bearer token, see `intake`), and behind TokenReview + SubjectAc
 monthly report, computed from the Incidents the API returns, see `report`; `list incidents` in the
 namespace asked for, or at cluster scope). Reports are kept for REPORT_TTL_S per (month, namespace,
 format), and the incidents behind them and the status page are listed at most every LIST_TTL_S per
-namespace however many ask at once (`SharedListing`).
+namespace however many ask at once (`SharedListing`). Reports cover 2000-01 to the current month,
+are built once for all who ask at once, and at most DRAWING_SLOTS html charts are drawn at once.
 
 `--status-port` (8081, `build_status_app`): the public status page alone, `GET /status`,
-`/status.json`, `/status/feed.atom` (see `statuspage`), its links from `statusPage.baseURL`.
+`/status.json`, `/status/feed.atom` (see `statuspage`), its links from `statusPage.baseURL`, each
+format rendered once per listing (`StatusSource`).
 
 No response carries an exception's text: an unexpected error is a fixed 500 (`_no_details`), the API
-server's failures fixed 503s. Owns no Kubernetes state.
+server's failures fixed 503s. Every answer but the public page's is `Cache-Control: no-store`
+(`_no_store_by_default`). Owns no Kubernetes state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +36,8 @@ from incident_operator.controllers.intake import Intake
 from incident_operator.core import httpauth, report, statuspage
 from incident_operator.core.httpauth import Outcome, Requirement, ReviewUnavailable
 from incident_operator.core.ttlcache import TtlCache
-from incident_operator.runtime.guard import Guard
+from incident_operator.runtime.flight import Busy, SingleFlight, Slots
+from incident_operator.runtime.guard import Guard, ReviewBusy
 from incident_operator.settings.config import StatusPageConfig
 
 logger = logging.getLogger(__name__)
@@ -49,10 +54,17 @@ STATUS_TTL_S = LIST_TTL_S
 REPORT_TTL_S = 30.0
 MAX_LISTINGS = 64
 MAX_REPORTS = 64
+DRAWING_SLOTS = 2
+"""html reports drawn at once (each chart costs up to a second of CPU)."""
+DRAWING_WAIT_S = 5.0
+"""How long an html report waits for a drawing slot before the request gets a 503."""
+RETRY_AFTER = {"Retry-After": "5"}
+BUSY_DRAWING = "busy drawing other reports; try again shortly\n"
 NO_STORE = {"Cache-Control": "no-store"}
 """On everything but the public page: nothing private (or any error) in a shared cache."""
 INTERNAL_ERROR = "internal error: the operator's log says more\n"
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+"""A namespace name, whole (`fullmatch`: `$` would let a trailing newline through)."""
 
 
 class ListingFailed(Exception):
@@ -94,44 +106,82 @@ class SharedListing:
 
 
 class StatusSource:
-    """The status page's incidents (a `SharedListing` of every namespace)."""
+    """The status page's incidents (a `SharedListing` of every namespace), each format rendered
+    once per listing and at most every STATUS_TTL_S: a flood of requests renders nothing more."""
 
-    def __init__(self, listing: SharedListing, config: StatusPageConfig) -> None:
-        self.listing, self.config = listing, config
+    def __init__(self, listing: SharedListing, config: StatusPageConfig, base: str | None) -> None:
+        self.listing, self.config, self.base = listing, config, base
+        self.rendered: dict[str, tuple[list[Mapping[str, Any]], float, str, str]] = {}
+        """format -> (the listing it was rendered from, until when, content type, body)."""
 
-    async def page(self) -> statuspage.Page:
-        return statuspage.build(await self.listing.get(None), self.config, utc_now())
+    async def render(self, fmt: str) -> tuple[str, str]:
+        """(content type, body) of `fmt` (html, json or atom); raises ListingFailed."""
+        incidents = await self.listing.get(None)
+        now = asyncio.get_running_loop().time()
+        kept = self.rendered.get(fmt)
+        if kept is not None and kept[0] is incidents and now < kept[1]:
+            return kept[2], kept[3]
+        page = statuspage.build(incidents, self.config, utc_now())
+        if fmt == "json":
+            found = ("application/json", json.dumps(statuspage.to_json(page)))
+        elif fmt == "atom":
+            found = ("application/atom+xml", statuspage.to_atom(page, self.base))
+        else:
+            found = ("text/html", statuspage.to_html(page, self.base))
+        self.rendered[fmt] = (incidents, now + STATUS_TTL_S, *found)
+        return found
 
 
 class Reports:
-    """Monthly reports, each (month, namespace, format) built at most every REPORT_TTL_S."""
+    """Monthly reports, each (month, namespace, format) built at most every REPORT_TTL_S, once for
+    all who ask at the same moment, and at most DRAWING_SLOTS html charts drawn at once (the next
+    waits DRAWING_WAIT_S, then `Busy`: a 503)."""
 
     def __init__(
-        self, listing: SharedListing, ttl: float = REPORT_TTL_S, max_entries: int = MAX_REPORTS
+        self,
+        listing: SharedListing,
+        ttl: float = REPORT_TTL_S,
+        max_entries: int = MAX_REPORTS,
+        *,
+        drawing_slots: int | None = None,
+        drawing_wait: float | None = None,
     ) -> None:
         self.listing, self.ttl = listing, ttl
         self.built: TtlCache[tuple[str, str | None, str], tuple[str, str]] = TtlCache(max_entries)
+        self.flights: SingleFlight[tuple[str, str]] = SingleFlight()
+        self.drawing = Slots(
+            drawing_slots or DRAWING_SLOTS, DRAWING_WAIT_S if drawing_wait is None else drawing_wait
+        )
 
     async def render(self, year: int, month: int, namespace: str | None, fmt: str) -> tuple[str, str]:
-        """(content type, body); raises ListingFailed."""
-        key = (f"{year:04d}-{month:02d}", namespace, fmt)
-        loop = asyncio.get_running_loop()
-        found = self.built.get(key, loop.time())
+        """(content type, body); raises ListingFailed, or Busy when every drawing slot stays taken."""
+        key = (f"{year:04d}-{month:02d}", namespace, fmt)  # one key however the month was written
+        found = self.built.get(key, asyncio.get_running_loop().time())
         if found is not None:
             return found
+        return await self.flights.run(key, lambda: self._build(key, year, month, namespace, fmt))
+
+    async def _build(
+        self, key: tuple[str, str | None, str], year: int, month: int, namespace: str | None, fmt: str
+    ) -> tuple[str, str]:
         incidents = await self.listing.get(namespace)
         built = report.build(incidents, year, month, utc_now(), namespace)
-        if fmt == "html":  # drawing the chart takes a moment: not on the event loop
-            found = await asyncio.to_thread(report.render, built, fmt)
+        if fmt == "html":  # drawing the chart takes a moment: not on the event loop, few at once
+            found = await self.drawing.run(lambda: asyncio.to_thread(report.render, built, fmt))
         else:
             found = report.render(built, fmt)
-        self.built.put(key, found, loop.time(), self.ttl)
+        self.built.put(key, found, asyncio.get_running_loop().time(), self.ttl)
         return found
 
 
 STATUS_KEY: web.AppKey[StatusSource] = web.AppKey("status")
-STATUS_BASE_KEY: web.AppKey[str] = web.AppKey("status_base")
 REPORTS_KEY: web.AppKey[Reports] = web.AppKey("reports")
+
+
+async def _no_store_by_default(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer without its own Cache-Control (all but the public page's, including 404s, 413s
+    and aiohttp's own errors) is `no-store`: nothing of it in a shared cache."""
+    response.headers.setdefault("Cache-Control", "no-store")
 
 
 @web.middleware
@@ -150,12 +200,28 @@ async def _no_details(
         return web.Response(status=500, text=INTERNAL_ERROR, headers=NO_STORE)
 
 
+def _unavailable(exc: ReviewUnavailable) -> web.Response:
+    """The fixed 503 when a token cannot be checked now (never the API server's words)."""
+    if isinstance(exc, ReviewBusy):
+        return web.Response(status=503, text=httpauth.BUSY + "\n", headers={**NO_STORE, **RETRY_AFTER})
+    return web.Response(status=503, text=httpauth.UNAVAILABLE + "\n", headers={**NO_STORE, **RETRY_AFTER})
+
+
+async def _unidentified(request: web.Request) -> web.Response | None:
+    """None if the request's bearer token is someone's (a TokenReview); else the 401 or 503."""
+    try:
+        who = await request.app[GUARD_KEY].identify(request.headers.get("Authorization"))
+    except ReviewUnavailable as exc:
+        return _unavailable(exc)
+    return _answer(who) if isinstance(who, httpauth.Verdict) else None
+
+
 async def _refused(request: web.Request, requirement: Requirement) -> web.Response | None:
     """None if the request's bearer token grants `requirement`; else the 401, 403 or 503 to send."""
     try:
         verdict = await request.app[GUARD_KEY].check(request.headers.get("Authorization"), requirement)
-    except ReviewUnavailable:
-        return web.Response(status=503, text=httpauth.UNAVAILABLE + "\n", headers=NO_STORE)
+    except ReviewUnavailable as exc:
+        return _unavailable(exc)
     return None if verdict.outcome is Outcome.ALLOWED else _answer(verdict)
 
 
@@ -190,19 +256,15 @@ async def alertmanager(request: web.Request) -> web.Response:
 
 
 async def monthly_report(request: web.Request) -> web.Response:
-    """`/reports/YYYY-MM?namespace=NS&format=md|json|html` (default md, all namespaces)."""
-    if httpauth.bearer_token(request.headers.get("Authorization")) is None:
-        return _answer(httpauth.NO_TOKEN)  # before anything else: who may see even a 400
-    fmt = request.query.get("format", "md")
-    namespace = request.query.get("namespace") or None
+    """`/reports/YYYY-MM?namespace=NS&format=md|json|html` (default md, all namespaces). Who asks
+    is checked first (a 401 whatever the request), then the request (400), then the permission."""
+    unidentified = await _unidentified(request)
+    if unidentified is not None:
+        return unidentified
     try:
-        year, month = report.parse_month(request.match_info["month"])
-        if fmt not in report.FORMATS:
-            raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}")
+        year, month, namespace, fmt = _report_request(request)
     except report.ReportError as exc:  # our own words, about the request
         return web.Response(status=400, text=f"{exc}\n", headers=NO_STORE)
-    if namespace is not None and not _NAMESPACE.match(namespace):
-        return web.Response(status=400, text="namespace must be a namespace name\n", headers=NO_STORE)
     refused = await _refused(request, httpauth.report_reader(namespace))
     if refused is not None:
         return refused
@@ -210,26 +272,37 @@ async def monthly_report(request: web.Request) -> web.Response:
         content_type, body = await request.app[REPORTS_KEY].render(year, month, namespace, fmt)
     except ListingFailed:
         return web.Response(status=503, text="cannot list incidents right now; try again\n", headers=NO_STORE)
+    except Busy:
+        return web.Response(status=503, text=BUSY_DRAWING, headers={**NO_STORE, **RETRY_AFTER})
     return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8", headers=NO_STORE)
+
+
+def _report_request(request: web.Request) -> tuple[int, int, str | None, str]:
+    """(year, month, namespace or None, format) of a report request; raises ReportError."""
+    if any(len(request.query.getall(name, [])) > 1 for name in ("namespace", "format")):
+        raise report.ReportError("namespace and format may be given once each")
+    year, month = report.parse_month(request.match_info["month"])
+    report.servable_month(year, month, utc_now())
+    fmt = request.query.get("format", "md")
+    if fmt not in report.FORMATS:
+        raise report.ReportError(f"format must be one of {', '.join(report.FORMATS)}")
+    namespace = request.query.get("namespace") or None
+    if namespace is not None and not _NAMESPACE.fullmatch(namespace):
+        raise report.ReportError("namespace must be a namespace name")
+    return year, month, namespace, fmt
 
 
 async def status_page(request: web.Request) -> web.Response:
     """`/status` (HTML), `/status.json`, `/status/feed.atom`: public incidents only, the same for
-    everyone (nothing depends on who asks or on the request's headers), so shared caches may keep it."""
+    everyone (nothing depends on who asks or on the request's headers), so shared caches may keep it,
+    and so may the operator (`StatusSource.render`)."""
+    fmt = {".json": "json", "/feed.atom": "atom"}.get(request.match_info.get("kind", ""), "html")
     try:
-        page = await request.app[STATUS_KEY].page()
+        content_type, body = await request.app[STATUS_KEY].render(fmt)
     except ListingFailed:  # no detail on a public page (any other error: the plain 500)
         return web.Response(status=503, text="The status page is unavailable right now.\n", headers=NO_STORE)
-    kind = request.match_info.get("kind", "")
-    base = request.app[STATUS_BASE_KEY] or None
     headers = {"Cache-Control": f"public, max-age={int(STATUS_TTL_S)}"}
-    if kind == ".json":
-        return web.json_response(statuspage.to_json(page), headers=headers)
-    if kind == "/feed.atom":
-        return web.Response(
-            text=statuspage.to_atom(page, base), content_type="application/atom+xml", headers=headers
-        )
-    return web.Response(text=statuspage.to_html(page, base), content_type="text/html", headers=headers)
+    return web.Response(text=body, content_type=content_type, charset="utf-8", headers=headers)
 
 
 def build_app(
@@ -243,6 +316,7 @@ def build_app(
 ) -> web.Application:
     """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
+    app.on_response_prepare.append(_no_store_by_default)
     app[READY_KEY] = ready
     app[API_OK_KEY] = api_ok
     app.router.add_get("/healthz", healthz)
@@ -262,8 +336,8 @@ def build_app(
 def build_status_app(listing: SharedListing, config: StatusPageConfig) -> web.Application:
     """The app of --status-port: the public status page and nothing else."""
     app = web.Application(client_max_size=1024, middlewares=[_no_details])
-    app[STATUS_KEY] = StatusSource(listing, config)
-    app[STATUS_BASE_KEY] = config.baseURL or ""
+    app.on_response_prepare.append(_no_store_by_default)
+    app[STATUS_KEY] = StatusSource(listing, config, config.baseURL or None)
     app.router.add_get(r"/status{kind:(|\.json|/feed\.atom)}", status_page)
     return app
 
