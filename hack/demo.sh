@@ -77,8 +77,15 @@ fi
 TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
 "$KUBECTL" -n incident-operator create secret generic alert-token --from-literal=token="$TOKEN" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
+# The stand-in service listens on loopback: --allow-egress lets requests reach it at all, and the
+# grant lets the Playbooks of namespace demo (private addresses need one, docs/guide/playbooks.md)
+cat >"$DEMO_DIR/config.yaml" <<'YAML'
+egress:
+  namespaces:
+    - {namespaces: [demo], allow: [127.0.0.0/8]}
+YAML
 nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" \
-  --alert-token-secret incident-operator/alert-token \
+  --alert-token-secret incident-operator/alert-token --config "$DEMO_DIR/config.yaml" \
   --allow-egress 127.0.0.0/8 >"$DEMO_DIR/operator.log" 2>&1 &
 echo $! >"$DEMO_DIR/operator.pid"
 .venv/bin/python - "$PORT" "$(cat "$DEMO_DIR/operator.pid")" <<'PY'
