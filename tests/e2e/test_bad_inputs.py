@@ -935,6 +935,21 @@ CONFIGS = [
         "unknown channels: nobody",
     ),
     BadConfig("allow-egress-url", "{}\n", "neither a CIDR nor a host name", ("--allow-egress=http://x/",)),
+    BadConfig(  # a grant to every namespace is spelt alone, never mixed into a list of names
+        "egress-grant-star-among-names",
+        "egress: {namespaces: [{namespaces: ['*', shop], allow: ['10.0.0.0/8']}]}\n",
+        '"*" (every namespace) stands alone in its entry',
+    ),
+    BadConfig(
+        "egress-grant-url",
+        "egress: {namespaces: [{namespaces: [shop], allow: ['http://db.internal/']}]}\n",
+        "neither a CIDR nor a host name",
+    ),
+    BadConfig(
+        "egress-grant-nothing",
+        "egress: {namespaces: [{namespaces: [shop], allow: []}]}\n",
+        "allow",
+    ),
 ]
 
 

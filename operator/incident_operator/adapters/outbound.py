@@ -164,11 +164,13 @@ class Outbound:
             except (OSError, UnicodeError) as exc:
                 raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
         policy = await self.current_policy()
-        if policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
-            raise EgressDenied(host)
-        if namespace is not None and playbook_denied(
-            policy, self.tenant, namespace, host, ip, port=port, scheme=scheme, service=service
-        ):
+        if namespace is None:  # the operator's own request (a channel): the global policy alone
+            denied = policy.denied(host, ip, port, scheme=scheme, require_https=require_https)
+        else:
+            denied = playbook_denied(
+                policy, self.tenant, namespace, host, ip, port=port, scheme=scheme, service=service
+            )
+        if denied:
             raise EgressDenied(host)
         return ip
 
