@@ -82,9 +82,14 @@ fi
 TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
 "$KUBECTL" -n incident-operator create secret generic alert-token --from-literal=token="$TOKEN" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
-# Namespace demo publishes on the status page; its links point where users reach it (statusPage.baseURL)
+# Namespace demo publishes on the status page; its links point where users reach it (statusPage.baseURL).
+# The stand-in service listens on loopback: --allow-egress lets requests reach it at all, and the
+# grant lets the Playbooks of namespace demo (private addresses need one, docs/guide/playbooks.md)
 cat >"$DEMO_DIR/config.yaml" <<YAML
 statusPage: {namespaces: [demo], baseURL: "http://127.0.0.1:$STATUS_PORT"}
+egress:
+  namespaces:
+    - {namespaces: [demo], allow: [127.0.0.0/8]}
 YAML
 nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" --status-port "$STATUS_PORT" \
   --config "$DEMO_DIR/config.yaml" \

@@ -349,6 +349,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+LOOPBACK_FOR_EVERY_NAMESPACE = {"namespaces": [{"namespaces": ["*"], "allow": ["127.0.0.0/8"]}]}
+"""`egress:` of the tests' operators: Playbooks of every namespace may reach the loopback servers."""
+
 NOTIFY_NAMESPACE = "notify-e2e"
 SEVERITY_NAMESPACE = "severity-e2e"
 STATUS_NAMESPACE = "status-e2e"  # the status page tests' (statusPage.namespaces lists it)
@@ -437,6 +440,9 @@ def operator_settings(receivers: LocalServer, mailbox: MailServer | None = None)
         ],
         # Only listed namespaces publish (nothing by default); incidents there need spec.public.
         "statusPage": {"namespaces": [NOTIFY_NAMESPACE, STATUS_NAMESPACE], "baseURL": STATUS_BASE_URL},
+        # The tests' HTTP servers listen on loopback: private, so every test namespace's Playbook
+        # requests need the grant too (with --allow-egress, which lifts the global guard).
+        "egress": LOOPBACK_FOR_EVERY_NAMESPACE,
         "notifications": {
             "channels": [
                 channel("ok", "slack"),

@@ -243,6 +243,10 @@ def table(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenar
     )
     s = Scenario(crds_installed, operator, TABLE_NS)
     s.deployment("web", 1)
+    alias = client.V1ServiceSpec(type="ExternalName", external_name="localhost")  # loopback: granted here
+    core.create_namespaced_service(
+        TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="alias"), spec=alias)
+    )
     yield s
     core.delete_namespace(TABLE_NS)
 
@@ -570,6 +574,9 @@ class Stalls:
     incident: dict[str, Any] = field(default_factory=dict)
 
 
+PROM_CHECK = {"query": "up", "expect": {"op": ">", "value": 0}}
+
+
 def webhook(key: str) -> dict[str, Any]:
     return {"webhook": {"urlSecretRef": {"name": "odd-values", "key": key}}, "message": "{title}"}
 
@@ -635,8 +642,26 @@ STALLS = [
     Stalls(
         "secret-points-at-metadata",
         [step("a", notify=webhook("metadata"))],
-        "StepFailed",
+        "Misconfigured",
         "egress denied: 169.254.169.254",
+    ),
+    Stalls(  # NAME.NS.svc of an ExternalName Service may point anywhere: refused before resolving
+        "externalname-service",
+        [step("a", httpCheck={"url": f"http://alias.{TABLE_NS}.svc:9/"})],
+        "Misconfigured",
+        f"egress denied: alias.{TABLE_NS}.svc",
+    ),
+    Stalls(
+        "externalname-prometheus",
+        [step("a", promQuery={"url": f"http://alias.{TABLE_NS}.svc.cluster.local:9", **PROM_CHECK})],
+        "Misconfigured",
+        f"egress denied: alias.{TABLE_NS}.svc.cluster.local",
+    ),
+    Stalls(  # a Service name of the namespace is honoured only for a Service that exists
+        "no-such-own-service",
+        [step("a", httpCheck={"url": f"http://ghost.{TABLE_NS}.svc:9/"})],
+        "Misconfigured",
+        f"egress denied: ghost.{TABLE_NS}.svc",
     ),
     Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "StepFailed", "invalid URL"),
 ]
@@ -1075,6 +1100,21 @@ CONFIGS = [
         "unknown channels: nobody",
     ),
     BadConfig("allow-egress-url", "{}\n", "neither a CIDR nor a host name", ("--allow-egress=http://x/",)),
+    BadConfig(  # a grant to every namespace is spelt alone, never mixed into a list of names
+        "egress-grant-star-among-names",
+        "egress: {namespaces: [{namespaces: ['*', shop], allow: ['10.0.0.0/8']}]}\n",
+        '"*" (every namespace) stands alone in its entry',
+    ),
+    BadConfig(
+        "egress-grant-url",
+        "egress: {namespaces: [{namespaces: [shop], allow: ['http://db.internal/']}]}\n",
+        "neither a CIDR nor a host name",
+    ),
+    BadConfig(
+        "egress-grant-nothing",
+        "egress: {namespaces: [{namespaces: [shop], allow: []}]}\n",
+        "allow",
+    ),
 ]
 
 

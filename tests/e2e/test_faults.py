@@ -30,6 +30,7 @@ from kubernetes import client, config
 from tests.e2e.conftest import (
     CRDS,
     LOCALCLUSTER,
+    LOOPBACK_FOR_EVERY_NAMESPACE,
     Cluster,
     OperatorProcess,
     bin_dir,
@@ -72,7 +73,7 @@ def operator(
     process = OperatorProcess(
         cluster.kubeconfig,
         tmp_path_factory.mktemp("fault-op"),
-        {},
+        {"egress": LOOPBACK_FOR_EVERY_NAMESPACE},
         ("--allow-egress=127.0.0.0/8",),
         name="faulty",
     )

@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client
 
 from tests.e2e.conftest import (
+    LOOPBACK_FOR_EVERY_NAMESPACE,
     Alertmanager,
     Cluster,
     OperatorProcess,
@@ -125,6 +126,7 @@ def replicas(
         },
         "leaderElection": {**shipped["leaderElection"], "namespace": NS},
         "access": {"recheckSeconds": 2},
+        "egress": LOOPBACK_FOR_EVERY_NAMESPACE,
     }
     workdir = tmp_path_factory.mktemp("replicas")
     options = (f"--alert-token-secret={NS}/alert-token", "--leader-elect", "--allow-egress=127.0.0.0/8")
@@ -329,6 +331,10 @@ def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
         ("get", "secrets/some-other-secret", NS, False),
         ("get", "secrets/alert-token", NS, True),
         ("get", "secrets", "shop", True),  # opted in: notify reads its webhook Secret
+        ("get", "services", "shop", True),  # opted in: a request to NAME.shop.svc checks the Service
+        ("list", "services", "shop", False),
+        ("get", "services", "closed-forever", False),
+        ("list", "endpointslices.discovery.k8s.io", "shop", True),  # a headless Service's addresses
         ("delete", "deployments.apps", "shop", False),
         ("create", "deployments.apps", "shop", False),
         ("patch", "deployments.apps", "shop", True),

@@ -13,7 +13,9 @@ included), with the operator running as its ServiceAccount:
   recorded and their automation waits, then runs as older ones resolve;
 - an Invalid playbook never runs; a step whose action raises fails with a reason, the loop lives;
 - outgoing requests pass the egress policy: loopback and metadata denied by default, loopback
-  allowed by `--allow-egress 127.0.0.0/8`, the API server never (also not through a host name).
+  allowed by `--allow-egress 127.0.0.0/8`, the API server never (also not through a host name);
+  a Playbook's requests to a private address (loopback here) only from a namespace the config
+  grants it to, and never through an ExternalName Service of its namespace.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.e2e
 
 ALERT_TOKEN = "safety-e2e-token"
+EGRESS_GRANTED = "egress-granted"
 MAX_ALERTS = 5
 
 
@@ -76,6 +79,9 @@ def operator(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> It
         "access": {"recheckSeconds": 2},
         # Two open incidents per namespace run automation (every other test here opens at most two).
         "limits": {"maxReplicas": 3, "maxPodDeletionsPerIncident": 1, "maxOpenIncidentsPerNamespace": 2},
+        # Playbook requests to private addresses: only this namespace's, and only once the
+        # egress test lets loopback out globally (--allow-egress)
+        "egress": {"namespaces": [{"namespaces": [EGRESS_GRANTED], "allow": ["127.0.0.0/8"]}]},
     }
     process = OperatorProcess(
         kubeconfig, workdir, settings, (f"--alert-token-secret={INSTALL_NS}/alert-token",), name="safety"
@@ -819,7 +825,7 @@ def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server
         ]
         s.playbook("probe-default", steps, stabilizationSeconds=0)
         s.incident("default-policy", playbookRef={"name": "probe-default"})
-        s.wait_step("default-policy", "metadata", "Failed")
+        s.wait_step("default-policy", "metadata", "Blocked")  # Misconfigured: a person must act
         found = s.steps("default-policy")
         assert found["loopback"]["message"] == "egress denied: 127.0.0.1"
         assert found["by-name"]["message"] == "egress denied: localhost"  # resolved, then refused
@@ -829,7 +835,22 @@ def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server
         operator.stop()
         operator.options = (*operator.options, "--allow-egress=127.0.0.0/8")
         operator.start()
+        granted = scenario(installed, operator, EGRESS_GRANTED)
+        # An ExternalName Service of the namespace: alias.NS.svc would resolve wherever it points
+        # (here localhost, which the namespace's grant covers): refused before it is resolved.
+        granted.core.create_namespaced_service(
+            EGRESS_GRANTED,
+            client.V1Service(
+                metadata=client.V1ObjectMeta(name="alias"),
+                spec=client.V1ServiceSpec(type="ExternalName", external_name="localhost"),
+            ),
+        )
         allowed = [
+            {
+                "name": "externalname",
+                "httpCheck": {"url": http.url("/alias").replace("127.0.0.1", f"alias.{EGRESS_GRANTED}.svc")},
+                "continueOnFailure": True,
+            },
             {"name": "loopback", "httpCheck": {"url": http.url("/ok")}},
             {
                 "name": "apiserver",  # a host name that resolves to the API server's address
@@ -837,10 +858,23 @@ def test_egress_is_denied_by_default_allowed_by_cidr_and_never_to_the_api_server
                 "continueOnFailure": True,
             },
         ]
-        s.playbook("probe-allowed", allowed, stabilizationSeconds=0)
-        s.incident("allowed-policy", playbookRef={"name": "probe-allowed"})
-        s.wait_step("allowed-policy", "apiserver", "Failed")
-        found = s.steps("allowed-policy")
+        granted.playbook("probe-allowed", allowed, stabilizationSeconds=0)
+        granted.incident("allowed-policy", playbookRef={"name": "probe-allowed"})
+        granted.wait_step("allowed-policy", "apiserver", "Blocked")
+        found = granted.steps("allowed-policy")
+        assert found["externalname"]["state"] == "Blocked"
+        assert found["externalname"]["message"] == f"egress denied: alias.{EGRESS_GRANTED}.svc"
+        assert http.hits("/alias") == 0
         assert found["loopback"]["state"] == "Succeeded"
         assert http.hits("/ok") >= 1
         assert found["apiserver"]["message"] == "egress denied: localhost"
+
+        # The same loopback server from a namespace without the grant: private, so refused,
+        # although the global policy (--allow-egress) lets loopback out.
+        http.set_status("/ungranted", 200)
+        s.playbook("probe-ungranted", [{"name": "loopback", "httpCheck": {"url": http.url("/ungranted")}}])
+        s.incident("ungranted", playbookRef={"name": "probe-ungranted"})
+        stalled = s.wait_condition("ungranted", "Stalled", reason="Misconfigured")
+        assert "egress denied: 127.0.0.1" in stalled["message"]
+        assert s.steps("ungranted")["loopback"]["state"] == "Blocked"
+        assert http.hits("/ungranted") == 0

@@ -31,6 +31,7 @@ from incident_operator.core.revisions import (
     revision_number,
     template_without_hash,
 )
+from incident_operator.settings.egress import ServiceFacts
 
 T = TypeVar("T")
 USER_AGENT = f"incident-operator/{__version__}"
@@ -38,6 +39,8 @@ REQUEST_TIMEOUT_S = 30
 KUBE_WORKERS = 16
 API_SERVER_NAMESPACE = "default"
 API_SERVER_SERVICE = "kubernetes"
+ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
+"""`endpointslice.kubernetes.io/managed-by` of the slices made from a Service's selector."""
 
 
 def load_api_client() -> client.ApiClient:
@@ -414,6 +417,39 @@ class Kube:
             ),
         )
         await self.call(self.networking.create_namespaced_network_policy, namespace, policy)
+
+    async def service_facts(self, namespace: str, name: str) -> ServiceFacts | None:
+        """Service `name` of `namespace` for the egress policy's name route: its type, cluster
+        IPs and, if headless, the addresses of the EndpointSlices the EndpointSlice controller
+        made from its selector (hand-written or mirrored slices do not count). None if there is
+        no such Service. Raises the client's other errors."""
+        try:
+            service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
+        except ApiException as exc:
+            if not_found(exc):
+                return None
+            raise
+        spec = service.spec or client.V1ServiceSpec()
+        kind = str(spec.type or "ClusterIP")
+        cluster_ips = tuple(spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else []))
+        if kind == "ExternalName" or any(ip != "None" for ip in cluster_ips):
+            return ServiceFacts(kind, cluster_ips)
+        slices = await self.call(
+            self.discovery.list_namespaced_endpoint_slice,
+            namespace,
+            label_selector=(
+                f"kubernetes.io/service-name={name},"
+                f"endpointslice.kubernetes.io/managed-by={ENDPOINTSLICE_CONTROLLER}"
+            ),
+            _request_timeout=10,
+        )
+        endpoints = tuple(
+            str(address)
+            for piece in slices.items or []
+            for endpoint in piece.endpoints or []
+            for address in endpoint.addresses or []
+        )
+        return ServiceFacts(kind, cluster_ips, endpoints)
 
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
         return await self.pods_labelled(namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))

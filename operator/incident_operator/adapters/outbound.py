@@ -11,12 +11,18 @@ The HTTP client (`http_client`) ignores `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`
 netrc (only the CA bundle variables count): a proxy would connect wherever it resolves the name, past the
 policy, and through a CONNECT tunnel httpcore checks TLS against the address, not the host, so no
 proxy is used at all. The API server's endpoints (`apiendpoints`) join the policy on each check.
+
+A Playbook's request names its namespace (`namespace=`) and passes the per-namespace policy too
+(`TenantEgress`): for a host naming a Service of that namespace, the Service is read first
+(`services`), and an ExternalName, a missing or unreadable Service is refused before the name is
+even resolved; the address resolved must then be that Service's. A channel's request names none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,12 +31,16 @@ from typing import Any
 
 import httpx
 
-from incident_operator.settings.egress import EgressPolicy
+from incident_operator.settings.egress import EgressPolicy, ServiceFacts, TenantEgress, playbook_denied
 
 MAX_BODY_BYTES = 65_536
 Resolver = Callable[[str, int], Awaitable[str]]
 ApiServerSource = Callable[[], Awaitable[Iterable[str]]]
 """The API server's current endpoint addresses (denied on every port, on top of the policy's)."""
+ServiceSource = Callable[[str, str], Awaitable[ServiceFacts | None]]
+"""(namespace, name) → what the API server says of that Service, None if there is none."""
+
+logger = logging.getLogger(__name__)
 
 
 def http_client() -> httpx.AsyncClient:
@@ -82,12 +92,19 @@ class Outbound:
         http: httpx.AsyncClient,
         policy: EgressPolicy,
         resolver: Resolver = system_resolver,
+        *,
         api_servers: ApiServerSource | None = None,
+        tenant: TenantEgress | None = None,
+        services: ServiceSource | None = None,
     ) -> None:
         self.http = http
         self.policy = policy
         self.resolver = resolver
         self.api_servers = api_servers
+        self.tenant = tenant or TenantEgress()
+        """The per-namespace policy of Playbook requests (nothing granted: Services and public only)."""
+        self.services = services
+        """Reads a Service for the name route; without it, no Service name is reachable."""
         self._derived: tuple[frozenset[str], EgressPolicy] = (frozenset(), policy)
 
     async def current_policy(self) -> EgressPolicy:
@@ -99,12 +116,45 @@ class Outbound:
             self._derived = (addresses, self.policy.with_api_server(addresses))
         return self._derived[1]
 
-    async def address(self, host: str, port: int, *, scheme: str, require_https: bool = False) -> str:
+    async def _service(self, namespace: str, name: str, host: str) -> ServiceFacts:
+        """The Service `host` names, if it may be the name route's; else EgressDenied."""
+        if self.services is None:
+            raise EgressDenied(host)
+        try:
+            facts = await self.services(namespace, name)
+        except Exception as exc:  # forbidden (RBAC), unreachable: refused, as an unknown Service is
+            logger.warning(
+                "cannot read Service %s/%s for the egress policy (%s): a request to it is refused "
+                "(the remediator ClusterRole grants get services and list endpointslices)",
+                namespace,
+                name,
+                type(exc).__name__,
+            )
+            raise EgressDenied(host) from exc
+        if facts is None or facts.type == "ExternalName":
+            raise EgressDenied(host)
+        return facts
+
+    async def address(
+        self,
+        host: str,
+        port: int,
+        *,
+        scheme: str,
+        require_https: bool = False,
+        namespace: str | None = None,
+    ) -> str:
         """The address to connect to for `host`, once resolved and allowed by the policy (the
-        connection then goes to that address, so a later DNS answer cannot redirect it).
+        connection then goes to that address, so a later DNS answer cannot redirect it). With
+        `namespace` (a Playbook's request), the per-namespace policy too.
         Raises EgressDenied or RequestFailed."""
         if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
             raise RequestFailed("invalid URL: bad host name", permanent=True)
+        service: ServiceFacts | None = None
+        if namespace is not None:
+            name = self.tenant.service(namespace, host)
+            if name is not None:  # refused before resolving: an ExternalName is not looked up
+                service = await self._service(namespace, name, host)
         try:
             ipaddress.ip_address(host)
             ip = host
@@ -114,7 +164,13 @@ class Outbound:
             except (OSError, UnicodeError) as exc:
                 raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
         policy = await self.current_policy()
-        if policy.denied(host, ip, port, scheme=scheme, require_https=require_https):
+        if namespace is None:  # the operator's own request (a channel): the global policy alone
+            denied = policy.denied(host, ip, port, scheme=scheme, require_https=require_https)
+        else:
+            denied = playbook_denied(
+                policy, self.tenant, namespace, host, ip, port=port, scheme=scheme, service=service
+            )
+        if denied:
             raise EgressDenied(host)
         return ip
 
@@ -128,8 +184,10 @@ class Outbound:
         json: Any = None,
         content: str | bytes | None = None,
         require_https: bool = False,
+        namespace: str | None = None,
     ) -> Reply:
-        """Make one request if the policy allows it. Raises EgressDenied or RequestFailed."""
+        """Make one request if the policy allows it; `namespace`: a Playbook's request, from that
+        namespace (the per-namespace policy applies). Raises EgressDenied or RequestFailed."""
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -138,7 +196,9 @@ class Outbound:
             raise RequestFailed("invalid URL: only http and https are supported", permanent=True)
         host = parsed.host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        ip = await self.address(host, port, scheme=parsed.scheme, require_https=require_https)
+        ip = await self.address(
+            host, port, scheme=parsed.scheme, require_https=require_https, namespace=namespace
+        )
         target = parsed.copy_with(host=ip)
         send_headers = {**(headers or {}), "Host": parsed.netloc.decode("ascii")}
         extensions = {"sni_hostname": host} if parsed.scheme == "https" and ip != host else {}

@@ -474,6 +474,11 @@ DRILL_RBAC = (
     | {Permission("list", "pods"), Permission("delete", "pods")}
 )
 """Beyond the actions: what a Drill needs to break its target (`core.drills.needs`)."""
+SERVICE_RBAC = frozenset(
+    {Permission("get", "services"), Permission("list", "endpointslices", "discovery.k8s.io")}
+)
+"""Beyond the actions: a request of a Playbook to one of its namespace's Services (`NAME.NS.svc`)
+reads that Service and, if headless, its EndpointSlices (the per-namespace egress policy)."""
 OPT_IN = Permission("remediate", "incidents", API_GROUP)
 """The namespace opted in: a custom verb only the remediator role grants, asked for before every
 run, whatever its steps need, so that a playbook of requests alone (`httpCheck`, `promQuery`,
@@ -484,6 +489,7 @@ REMEDIATOR_RBAC = (
     | HEALTH_RBAC
     | POSTMORTEM_RBAC
     | DRILL_RBAC
+    | SERVICE_RBAC
 )
 """Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares): every
 action's, but a Job's own (`JOBS_RBAC`, the `incident-operator-jobs` ClusterRole)."""

@@ -174,7 +174,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.AWAITING_APPROVAL: "A step waits for a matching entry in spec.approvals.",
     Reason.APPROVED: "A step was approved (spec.approvals) for the run in flight.",
     Reason.MISCONFIGURED: "A step cannot run until a person fixes its configuration (e.g. a Secret "
-    "the Playbook names is not shared with playbooks): the step is Blocked, never Failed (warning).",
+    "the Playbook names is not shared with playbooks, or the egress policy refuses its URL: `egress "
+    "denied: <host>`): the step is Blocked, never Failed (warning).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",

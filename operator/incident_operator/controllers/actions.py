@@ -296,21 +296,30 @@ async def secret_headers(
     return await shared_secret(kube, namespace, ref.name, "headersSecretRef", url=url)
 
 
+def _egress_denied(exc: EgressDenied) -> Outcome:
+    """A request the egress policy refused: the step waits for a person (Misconfigured), with
+    `egress denied: <host>` and nothing else (no request was made)."""
+    return _misconfigured(str(exc))
+
+
 async def _probe(
-    outbound: Outbound, check: HttpCheckAction, headers: dict[str, str]
+    outbound: Outbound, namespace: str, check: HttpCheckAction, headers: dict[str, str]
 ) -> tuple[bool, str, bool]:
-    """(passed, what to report, final) of one request through the egress policy; final: asking
-    again cannot help (denied by policy, or the URL is unusable)."""
+    """(passed, what to report, final) of one request of a Playbook of `namespace` through the
+    egress policies; final: asking again cannot help (the URL is unusable). Raises EgressDenied."""
     send = dict(headers)
     if check.body is not None:
         send.setdefault("Content-Type", check.contentType)
     started = time.monotonic()
     try:
         reply = await outbound.request(
-            str(check.method), check.url, timeout=HTTP_TIMEOUT, headers=send, content=check.body
+            str(check.method),
+            check.url,
+            timeout=HTTP_TIMEOUT,
+            headers=send,
+            content=check.body,
+            namespace=namespace,
         )
-    except EgressDenied as exc:
-        return False, str(exc), True
     except RequestFailed as exc:
         return False, str(exc), exc.permanent
     latency_ms = 1000 * (time.monotonic() - started)
@@ -327,7 +336,10 @@ async def http_check(ctx: ActionContext) -> Outcome:
     streak = 0
     asked = f"{params.method} {params.url}"
     while True:
-        ok, last, final = await _probe(ctx.outbound, params, headers)
+        try:
+            ok, last, final = await _probe(ctx.outbound, ctx.namespace, params, headers)
+        except EgressDenied as exc:
+            return _egress_denied(exc)
         if final:  # neither the policy nor the URL changes meanwhile; a bad URL is not echoed
             return Outcome(False, last)
         streak = streak + 1 if ok else 0
@@ -349,11 +361,13 @@ async def prom_query(ctx: ActionContext) -> Outcome:
     last = "no answer yet"
     while True:
         try:
-            reply = await ctx.outbound.request("GET", url, timeout=HTTP_TIMEOUT, headers=headers)
+            reply = await ctx.outbound.request(
+                "GET", url, timeout=HTTP_TIMEOUT, headers=headers, namespace=ctx.namespace
+            )
             answer = json.loads(reply.body)
             holds, last = checks.query_verdict(answer, params.expect)
         except EgressDenied as exc:
-            return Outcome(False, str(exc))
+            return _egress_denied(exc)
         except RequestFailed as exc:
             if exc.permanent:
                 return Outcome(False, f"Prometheus {params.url}: {exc}")
@@ -538,10 +552,15 @@ async def notify(ctx: ActionContext) -> Outcome:
     key = f"{ctx.incident_uid}/{ctx.run_id}/{ctx.step.name}/{ctx.step_status.attempts}"
     try:
         response = await ctx.outbound.request(
-            "POST", url, json=payload, headers={"Idempotency-Key": key}, timeout=HTTP_TIMEOUT
+            "POST",
+            url,
+            json=payload,
+            headers={"Idempotency-Key": key},
+            timeout=HTTP_TIMEOUT,
+            namespace=ctx.namespace,
         )
     except EgressDenied as exc:
-        return Outcome(False, str(exc))
+        return _egress_denied(exc)
     except RequestFailed as exc:
         return Outcome(False, f"notification not delivered: {exc} (webhook URL from Secret)")
     if response.status_code >= 300:
@@ -834,7 +853,10 @@ async def verify_health(
         if isinstance(headers, Outcome):
             problems.append(headers.message)
             continue
-        ok, last, _ = await _probe(outbound, check, headers)
+        try:
+            ok, last, _ = await _probe(outbound, namespace, check, headers)
+        except EgressDenied as exc:
+            ok, last = False, str(exc)
         (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
     if problems:
         return Outcome(False, "; ".join(problems))

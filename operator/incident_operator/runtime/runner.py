@@ -122,7 +122,13 @@ async def run(
     )
     endpoints = ApiServerEndpoints(kube)
     await endpoints.refresh()  # logs the endpoints, or once that they cannot be read
-    outbound = Outbound(http, policy, api_servers=endpoints.current)
+    outbound = Outbound(
+        http,
+        policy,
+        api_servers=endpoints.current,
+        tenant=egress.tenant_policy(),
+        services=kube.service_facts,
+    )
     ready = asyncio.Event()
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert

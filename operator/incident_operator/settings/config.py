@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from incident_operator.api.keys import DEFAULT_LEASE_NAME
 from incident_operator.api.models import Category, IncidentSpec, Severity, SourceType
 from incident_operator.settings.channels import Channel
-from incident_operator.settings.egress import EgressPolicy
+from incident_operator.settings.egress import EgressPolicy, TenantEgress
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -201,6 +201,37 @@ class AccessConfig(BaseModel):
     """Name of the RoleBinding (and ClusterRole) that lets Job steps run in a namespace."""
 
 
+class NamespaceEgress(BaseModel):
+    """One entry of `egress.namespaces`: private addresses these namespaces' Playbooks may reach."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: tuple[str, ...] = Field(min_length=1)
+    """Namespace names; `["*"]` is every namespace (for a single-tenant cluster only)."""
+    allow: tuple[str, ...] = Field(min_length=1)
+    """CIDRs or exact host names: reachable from these namespaces even when not public (the
+    global `allow`/`deny` and the always-denied addresses still apply)."""
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in value and len(value) > 1:
+            raise ValueError('"*" (every namespace) stands alone in its entry')
+        bad = [ns for ns in value if ns != "*" and not _DNS_LABEL.match(ns)]
+        if bad:
+            raise ValueError(f"not namespace names: {bad}")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        EgressPolicy.build(allow=value)  # raises EgressError (a ValueError) on a bad entry
+        return value
+
+
+_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+
+
 class EgressConfig(BaseModel):
     """`egress:` in the --config file: where outgoing requests may go (see `egress`)."""
 
@@ -209,12 +240,22 @@ class EgressConfig(BaseModel):
     allow: tuple[str, ...] = ()
     """CIDRs or exact host names; once non-empty, nothing else is reachable."""
     deny: tuple[str, ...] = ()
+    namespaces: tuple[NamespaceEgress, ...] = ()
+    """Playbook requests only: the private addresses (beyond the namespace's own Services) each
+    namespace may reach. Without an entry, a namespace reaches its own Services and public
+    addresses."""
+    clusterDomain: str = Field(default="cluster.local", pattern=_DOMAIN.pattern, max_length=253)
+    """The cluster's DNS domain: `NAME.NS.svc.<clusterDomain>` names a Service of NS."""
 
     @field_validator("allow", "deny")
     @classmethod
     def _entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         EgressPolicy.build(allow=value)  # raises EgressError (a ValueError) on a bad entry
         return value
+
+    def tenant_policy(self) -> TenantEgress:
+        """The per-namespace policy of Playbook requests (`egress.TenantEgress`)."""
+        return TenantEgress.build(((e.namespaces, e.allow) for e in self.namespaces), self.clusterDomain)
 
 
 class Limits(BaseModel):

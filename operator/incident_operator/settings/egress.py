@@ -21,6 +21,23 @@ that IPv4 address too: a translator or relay on the way would deliver it there. 
 Rules 1-4 apply to the connected address and to every IPv4 address it carries; 5 and 6 to the
 connected address. A denial tells the caller only `egress denied: <host>`: no status code, no
 body, no timing.
+
+Playbook requests (`httpCheck`, `promQuery`, a `notify` step's webhook, the health check after the
+steps) pass a second, per-namespace policy on top (`TenantEgress`; channels of the operator's config
+do not): a tenant must not reach other tenants' private services through the operator. From
+namespace NS, an address that is not public (`is_public`: RFC 1918, CGNAT, ULA, loopback,
+link-local, multicast, anything not `is_global`, and any IPv6 address carrying such an IPv4
+address) is reachable only
+
+a. through a Service of NS itself, named `NAME.NS.svc` or `NAME.NS.svc.<clusterDomain>` (exact
+   labels, case and a trailing dot aside): decided by the name, and then only if that Service
+   exists, is not an ExternalName (which would point anywhere, another tenant's Service included)
+   and the address connected to is its ClusterIP, or for a headless Service an address of its
+   controller-managed EndpointSlices (`ServiceFacts`, read by the caller); or
+b. where the config grants it to NS (`egress.namespaces`: CIDRs or exact hosts; `*` for every
+   namespace, for single-tenant clusters).
+
+Public addresses are judged by the global rules alone. Nothing here ever lifts a global rule.
 """
 
 from __future__ import annotations
@@ -211,3 +228,159 @@ class EgressPolicy:
         if self.restricted and not explicitly:
             return True
         return require_https and scheme != "https" and not explicitly
+
+
+NOT_PUBLIC: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "10.0.0.0/8",  # RFC 1918
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",  # CGNAT (RFC 6598), Alibaba's metadata among it
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "0.0.0.0/8",
+        "192.0.0.0/24",  # IETF protocol assignments
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+        "fc00::/7",  # unique local (ULA)
+        "fe80::/10",
+        "fec0::/10",  # site-local (deprecated, still routed somewhere)
+        "ff00::/8",  # multicast
+        "::1/128",
+        "::/128",
+    )
+)
+"""Never public, whatever `is_global` of the running Python says (it changed across versions)."""
+
+
+def _public_one(address: Address) -> bool:
+    return address.is_global and not any(address in net for net in NOT_PUBLIC)
+
+
+def is_public(ip: str) -> bool:
+    """True if `ip` and every IPv4 address it carries (see `embedded_ipv4`) are public."""
+    address = _address(ip)
+    return all(_public_one(a) for a in (address, *embedded_ipv4(address)))
+
+
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _dns_label(label: str) -> bool:
+    return 0 < len(label) <= 63 and set(label) <= _LABEL_CHARS and label[0] != "-" and label[-1] != "-"
+
+
+def service_name(host: str, namespace: str, cluster_domain: str = "cluster.local") -> str | None:
+    """The Service of `namespace` that `host` names (`NAME.NAMESPACE.svc` or
+    `NAME.NAMESPACE.svc.CLUSTER_DOMAIN`, label by label), or None."""
+    labels = host.lower().removesuffix(".").split(".")
+    domain = cluster_domain.lower().strip(".").split(".") if cluster_domain.strip(".") else []
+    for tail in (["svc"], ["svc", *domain]):
+        if (
+            len(labels) == 2 + len(tail)
+            and labels[1] == namespace.lower()
+            and labels[2:] == tail
+            and _dns_label(labels[0])
+        ):
+            return labels[0]
+    return None
+
+
+@dataclass(frozen=True)
+class ServiceFacts:
+    """What the API server says of a Service, for the name route: its type, its cluster IPs
+    (`None` for a headless one) and, if headless, the addresses of its EndpointSlices that the
+    EndpointSlice controller manages (from the Service's selector: pods of its namespace)."""
+
+    type: str
+    cluster_ips: tuple[str, ...] = ()
+    endpoints: tuple[str, ...] = ()
+
+    def admits(self, ip: str) -> bool:
+        """True if a connection to `ip` reaches this Service (and nothing else by its name)."""
+        if self.type == "ExternalName":
+            return False
+        target = _address(ip)
+        assigned = [c for c in self.cluster_ips if c and c != "None"]
+        known = assigned if assigned else list(self.endpoints)
+        return any(_same(target, other) for other in known)
+
+
+def _same(address: Address, other: str) -> bool:
+    try:
+        return address == _address(other)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class NamespaceGrant:
+    """One entry of `egress.namespaces`: private addresses (CIDRs) and hosts these namespaces'
+    Playbook requests may reach."""
+
+    namespaces: frozenset[str]
+    """Namespace names, or `*` for every namespace."""
+    networks: tuple[Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    def covers(self, namespace: str) -> bool:
+        return "*" in self.namespaces or namespace in self.namespaces
+
+    def grants(self, host: str, address: Address) -> bool:
+        return host in self.hosts or any(address in net for net in self.networks)
+
+
+@dataclass(frozen=True)
+class TenantEgress:
+    """The per-namespace policy of Playbook requests (see the module's docstring)."""
+
+    grants: tuple[NamespaceGrant, ...] = ()
+    cluster_domain: str = "cluster.local"
+
+    @classmethod
+    def build(
+        cls, grants: Iterable[tuple[Iterable[str], Iterable[str]]] = (), cluster_domain: str = "cluster.local"
+    ) -> TenantEgress:
+        """From (namespaces, allow entries) pairs. Raises EgressError on a bad entry."""
+        built = []
+        for namespaces, allow in grants:
+            networks, hosts = _split(allow)
+            built.append(NamespaceGrant(frozenset(namespaces), networks, hosts))
+        return cls(tuple(built), cluster_domain)
+
+    def service(self, namespace: str, host: str) -> str | None:
+        """The Service of `namespace` that `host` names, if it names one."""
+        return service_name(host, namespace, self.cluster_domain)
+
+    def granted(self, namespace: str, host: str, ip: str) -> bool:
+        """True if the config grants `host` or its address `ip` to `namespace`."""
+        name, address = host.lower().rstrip("."), _address(ip)
+        return any(g.covers(namespace) and g.grants(name, address) for g in self.grants)
+
+    def allows(self, namespace: str, host: str, ip: str, service: ServiceFacts | None = None) -> bool:
+        """True if a Playbook of `namespace` may reach `host` at `ip` (the global policy aside).
+        `service`: what the API server says of the Service `host` names (`service()`), None if
+        it has none; a host naming a Service of the namespace takes the name route and no other."""
+        if self.service(namespace, host) is not None:
+            return service is not None and service.admits(ip)
+        return is_public(ip) or self.granted(namespace, host, ip)
+
+
+def playbook_denied(
+    policy: EgressPolicy,
+    tenant: TenantEgress,
+    namespace: str,
+    host: str,
+    ip: str,
+    *,
+    port: int,
+    scheme: str = "https",
+    service: ServiceFacts | None = None,
+) -> bool:
+    """True if a request of a Playbook of `namespace` to `host` (resolved to `ip`) on `port` must
+    not be made: the global policy first, then the namespace's."""
+    if policy.denied(host, ip, port, scheme=scheme):
+        return True
+    return not tenant.allows(namespace, host, ip, service)
