@@ -154,3 +154,16 @@ def test_a_run_started_but_not_yet_shown_by_the_watch_counts_as_running() -> Non
     assert b is not None
     assert waits(a, [a, b], 1, "shop") is None  # b seems not to run ...
     assert waits(a, [a, b], 1, "shop", started={"uid-b"}) is not None  # ... but its loop started it
+
+
+def test_a_run_already_in_flight_is_never_held_even_with_more_running_than_the_limit() -> None:
+    """A restart with a lower limit (or 0): the runs in flight finish; only new runs wait."""
+    shop = entries(raw("a", 0, playbook=True), raw("b", 10, playbook=True), raw("c", 20, playbook=True))
+    for limit in (0, 1, 2):
+        assert allowed(shop, limit) == ["a", "b", "c"]
+        assert to_wake(shop, limit) == []  # nobody is woken to pause
+    queued = raw("d", 30)
+    assert queued is not None
+    assert waits(queued, [*shop, queued], 2, "shop") is not None
+    # a running one that said it waited (before it ran) is woken to say it goes on
+    assert to_wake(entries(raw("a", 0, playbook=True, waiting=True)), 0) == ["uid-a"]

@@ -109,7 +109,12 @@ def waits(
     It may run when fewer than `limit` open incidents of the namespace rank before it. `others`
     may include `me` (by name): it is counted once. `started`: uids of incidents whose run has
     started though the watch does not show it yet (they count as running: without them, two
-    incidents deciding at once from the same view could both take the last slot)."""
+    incidents deciding at once from the same view could both take the last slot).
+
+    A run already in flight never waits, whatever the count (a restart with a lower limit, or 0):
+    holding it would freeze a step partway (a workload left scaled, Monitoring never ending)."""
+    if me.running:
+        return None
     ahead = 0
     count = 1
     for other in others:
@@ -136,9 +141,12 @@ def waits(
 def to_wake(entries: Iterable[OpenIncident], limit: int) -> list[str]:
     """The uids of the incidents of one namespace whose place disagrees with their watched
     status: among the first `limit` but waiting (a slot freed: they start), or after them but not
-    waiting (they wait). Woken, each plans and says so; once it has, it agrees and is left alone."""
+    waiting (they wait). Woken, each plans and says so; once it has, it agrees and is left alone.
+    A running incident is never woken to wait (its run finishes, see `waits`)."""
     listed = list(entries)
     if len(listed) <= limit:
         return [e.uid for e in listed if e.waiting]
     first = {e.name for e in heapq.nsmallest(limit, listed, key=lambda e: e.key)}
-    return [e.uid for e in listed if (e.name in first) == e.waiting]
+    return [e.uid for e in listed if e.waiting if e.name in first or e.running] + [
+        e.uid for e in listed if not e.waiting and not e.running and e.name not in first
+    ]
