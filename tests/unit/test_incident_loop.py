@@ -532,8 +532,23 @@ def test_two_incidents_wanting_the_last_slot_at_once_get_it_once_before_the_watc
     paused = next(c for c in apis["a"].status()["conditions"] if c["type"] == "AutomationPaused")
     assert paused["reason"] == "OpenIncidentLimit"
 
-    index[0] = OpenIncident("b", "uid-b", T0, running=True)  # the watch caught up: the claim is not needed
+    index[0] = OpenIncident("b", "uid-b", T0, running=True, run="r1")  # the watch caught up: the claim is not needed
     assert shared.of(NAMESPACE, index) == frozenset()
     index.remove(index[0])  # b resolved: a starts
     asyncio.run(loops["a"].iterate())
     assert [e.workload for e in apis["a"].effects] == ["web"]
+
+
+def test_a_claim_is_dropped_only_when_the_index_shows_that_very_run() -> None:
+    """A re-fire: the loop started run r2 while the index still shows run r1 (its status write
+    that cleared r1 and the one that started r2 have not come back). The claim on r2 stays: without
+    it, once the index shows no run, another incident could take r2's slot."""
+    runs = StartedRuns()
+    runs.claim(NAMESPACE, "uid-b", "r2")
+    earlier = [OpenIncident("b", "uid-b", T0, running=True, run="r1")]
+    assert runs.of(NAMESPACE, earlier) == frozenset({"uid-b"})
+    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0)]) == frozenset({"uid-b"})
+    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0, running=True, run="r2")]) == frozenset()
+    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0)]) == frozenset()  # dropped for good
+    runs.claim(NAMESPACE, "uid-c", "r1")
+    assert runs.of(NAMESPACE, []) == frozenset()  # no longer open: dropped

@@ -43,6 +43,8 @@ class OpenIncident:
     created: datetime
     running: bool = False
     """A playbook run is in flight (`status.playbook`): it keeps its place."""
+    run: str | None = None
+    """The run in flight's id (`status.playbook.runId`), if any."""
     waiting: bool = False
     """Its watched status says it waits (`AutomationPaused` True, `OpenIncidentLimit`)."""
 
@@ -88,11 +90,13 @@ def entry_of(
     """The incident as the cap counts it, or None when it does not count: not open, or a drill."""
     if not counted(spec, status.get("phase")):
         return None
+    playbook = status.get("playbook")
     return OpenIncident(
         name=name,
         uid=uid,
         created=created_of(metadata, status),
-        running=status.get("playbook") is not None,
+        running=playbook is not None,
+        run=str(playbook.get("runId") or "") if playbook is not None else None,
         waiting=waits_in(status),
     )
 

@@ -211,8 +211,8 @@ class Inputs:
         uid = str((self.body.get("metadata") or {}).get("uid") or "")
         if after.playbook is None:
             self.started_runs.release(self.namespace, uid)
-        elif before.playbook is None:
-            self.started_runs.claim(self.namespace, uid)
+        elif before.playbook is None or before.playbook.runId != after.playbook.runId:
+            self.started_runs.claim(self.namespace, uid, after.playbook.runId or "")
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
         """The severity's escalation levels, each with its channels that take this namespace

@@ -5,8 +5,9 @@ open-incidents index learns that a run started only when the status write comes 
 event; until then, another incident planning from the same index would not count it, and both
 could take the last slot. Every incident loop runs in the operator's one event loop, and a loop
 reads these claims, plans and records its own claim with no `await` in between: of two
-incidents wanting the last slot, exactly one gets it. A claim is dropped once the index shows
-that incident running, or no longer open (resolved, closed, deleted).
+incidents wanting the last slot, exactly one gets it. A claim is of one run (uid and runId): it is
+dropped once the index shows that very run in flight (after a re-fire the index may still show
+the earlier run), or the incident no longer open (resolved, closed, deleted).
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ class StartedRuns:
     flight is in the statuses the index is built from)."""
 
     def __init__(self) -> None:
-        self._by_namespace: dict[str, set[str]] = {}
+        self._by_namespace: dict[str, dict[str, str]] = {}
 
     def of(self, namespace: str, entries: Iterable[OpenIncident]) -> frozenset[str]:
-        """The claims still needed in `namespace`, given its open incidents as indexed now."""
+        """The uids whose claims are still needed in `namespace`, given its open incidents as
+        indexed now."""
         claimed = self._by_namespace.get(namespace)
         if not claimed:
             return frozenset()
-        claimed &= {e.uid for e in entries if not e.running}
+        shown = {e.uid: e.run for e in entries if e.uid in claimed}
+        for uid, run in list(claimed.items()):
+            if uid not in shown or shown[uid] == run:
+                del claimed[uid]
         return frozenset(claimed)
 
-    def claim(self, namespace: str, uid: str) -> None:
-        self._by_namespace.setdefault(namespace, set()).add(uid)
+    def claim(self, namespace: str, uid: str, run: str) -> None:
+        self._by_namespace.setdefault(namespace, {})[uid] = run
 
     def release(self, namespace: str, uid: str) -> None:
-        self._by_namespace.get(namespace, set()).discard(uid)
+        self._by_namespace.get(namespace, {}).pop(uid, None)
