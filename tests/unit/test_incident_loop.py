@@ -22,7 +22,7 @@ from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
 from incident_operator.controllers.incident.slots import StartedRuns
-from incident_operator.core.openlimit import OpenIncident
+from incident_operator.core.openlimit import OpenIncident, Ranking
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, Dropped, FakeKube
 
@@ -80,7 +80,7 @@ def new_loop(
         playbooks=playbooks,
         post_event=api.post_event,
         clock=clock,
-        open_in_namespace=open_in_namespace,
+        open_in_namespace=None if open_in_namespace is None else lambda: Ranking(open_in_namespace()),
         started_runs=started_runs,
         backoff=(0.0,),
     )
@@ -532,8 +532,9 @@ def test_two_incidents_wanting_the_last_slot_at_once_get_it_once_before_the_watc
     paused = next(c for c in apis["a"].status()["conditions"] if c["type"] == "AutomationPaused")
     assert paused["reason"] == "OpenIncidentLimit"
 
-    index[0] = OpenIncident("b", "uid-b", T0, running=True, run="r1")  # the watch caught up: the claim is not needed
-    assert shared.of(NAMESPACE, index) == frozenset()
+    # the watch caught up: the claim is not needed
+    index[0] = OpenIncident("b", "uid-b", T0, running=True, run="r1")
+    assert shared.of(NAMESPACE, Ranking(index)) == frozenset()
     index.remove(index[0])  # b resolved: a starts
     asyncio.run(loops["a"].iterate())
     assert [e.workload for e in apis["a"].effects] == ["web"]
@@ -546,9 +547,24 @@ def test_a_claim_is_dropped_only_when_the_index_shows_that_very_run() -> None:
     runs = StartedRuns()
     runs.claim(NAMESPACE, "uid-b", "r2")
     earlier = [OpenIncident("b", "uid-b", T0, running=True, run="r1")]
-    assert runs.of(NAMESPACE, earlier) == frozenset({"uid-b"})
-    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0)]) == frozenset({"uid-b"})
-    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0, running=True, run="r2")]) == frozenset()
-    assert runs.of(NAMESPACE, [OpenIncident("b", "uid-b", T0)]) == frozenset()  # dropped for good
+    assert runs.of(NAMESPACE, Ranking(earlier)) == frozenset({"uid-b"})
+    assert runs.of(NAMESPACE, Ranking([OpenIncident("b", "uid-b", T0)])) == frozenset({"uid-b"})
+    shown = Ranking([OpenIncident("b", "uid-b", T0, running=True, run="r2")])
+    assert runs.of(NAMESPACE, shown) == frozenset()
+    assert runs.of(NAMESPACE, Ranking([OpenIncident("b", "uid-b", T0)])) == frozenset()  # dropped for good
     runs.claim(NAMESPACE, "uid-c", "r1")
-    assert runs.of(NAMESPACE, []) == frozenset()  # no longer open: dropped
+    assert runs.of(NAMESPACE, Ranking()) == frozenset()  # no longer open: dropped
+
+
+def test_a_plan_asks_the_namespace_ranking_once() -> None:
+    api, clock = fake_api(), Clock()
+    api.incident["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    asked: list[int] = []
+
+    def namespace() -> list[OpenIncident]:
+        asked.append(1)
+        return []
+
+    loop = new_loop(api, clock, None, namespace)
+    asyncio.run(loop.iterate())  # starts the run: one question, then the claim
+    assert len(asked) == 1

@@ -12,9 +12,7 @@ the earlier run), or the incident no longer open (resolved, closed, deleted).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from incident_operator.core.openlimit import OpenIncident
+from incident_operator.core.openlimit import Ranking
 
 
 class StartedRuns:
@@ -24,15 +22,15 @@ class StartedRuns:
     def __init__(self) -> None:
         self._by_namespace: dict[str, dict[str, str]] = {}
 
-    def of(self, namespace: str, entries: Iterable[OpenIncident]) -> frozenset[str]:
+    def of(self, namespace: str, indexed: Ranking) -> frozenset[str]:
         """The uids whose claims are still needed in `namespace`, given its open incidents as
-        indexed now."""
+        indexed now (one lookup per claim, never a pass over the namespace)."""
         claimed = self._by_namespace.get(namespace)
         if not claimed:
             return frozenset()
-        shown = {e.uid: e.run for e in entries if e.uid in claimed}
         for uid, run in list(claimed.items()):
-            if uid not in shown or shown[uid] == run:
+            shown = indexed.get(uid)
+            if shown is None or shown.run == run:
                 del claimed[uid]
         return frozenset(claimed)
 
