@@ -568,3 +568,25 @@ def test_a_plan_asks_the_namespace_ranking_once() -> None:
     loop = new_loop(api, clock, None, namespace)
     asyncio.run(loop.iterate())  # starts the run: one question, then the claim
     assert len(asked) == 1
+
+
+def test_a_claim_that_loses_the_cooldown_frees_its_slot_and_wakes_the_namespace() -> None:
+    """The loop claimed the slot for a run, then another incident's claim on the Playbook's
+    cooldown won: no run starts. An incident told to wait because of that claim must not wait
+    for the idle recheck: the namespace's waiting incidents are woken."""
+    api, clock = fake_api(cooldownSeconds=600), Clock()
+    released: list[str] = []
+    runs = StartedRuns(on_release=released.append)
+    loop = new_loop(api, clock, None, lambda: [], started_runs=runs)
+    seen = loop.playbooks()  # as the watch shows the Playbook: no cooldown yet
+    loop.playbooks = lambda: seen
+    targets = loop.ledger.targets(loop.inputs.spec(), seen[0][0])
+    api.playbook["status"].update(
+        lastRuns=dict.fromkeys(targets, "2026-12-01T09:00:00Z"), lastRunBy=dict.fromkeys(targets, "other/r1")
+    )
+    asyncio.run(loop.iterate())
+    assert api.effects == []  # the cooldown holds
+    assert released == [NAMESPACE]
+    assert runs.of(NAMESPACE, Ranking()) == frozenset()
+    runs.release(NAMESPACE, "uid-nobody")  # no claim, nothing freed: nobody woken
+    assert released == [NAMESPACE]

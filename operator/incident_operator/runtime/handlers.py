@@ -138,7 +138,13 @@ def _supervisor(
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
-    started_runs = StartedRuns()
+    def wake_waiting(namespace: str) -> None:  # a claim went without a run: its slot is free
+        if ctx.supervisor is not None:
+            limit = ctx.config.file.limits.maxOpenIncidentsPerNamespace
+            for waking in ctx.open_ranks.of(namespace).to_wake(limit):
+                ctx.supervisor.wake(waking)
+
+    started_runs = StartedRuns(on_release=wake_waiting)
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}

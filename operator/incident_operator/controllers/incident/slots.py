@@ -12,6 +12,8 @@ the earlier run), or the incident no longer open (resolved, closed, deleted).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from incident_operator.core.openlimit import Ranking
 
 
@@ -19,8 +21,12 @@ class StartedRuns:
     """Claims of this operator's loops, by namespace (memory only: after a restart, every run in
     flight is in the statuses the index is built from)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_release: Callable[[str], None] | None = None) -> None:
         self._by_namespace: dict[str, dict[str, str]] = {}
+        self._on_release = on_release
+        """Called with the namespace when a claim goes without its run having started (the
+        cooldown went to another incident): an incident told to wait because of that claim may
+        start now, and nothing else would wake it before the idle recheck."""
 
     def of(self, namespace: str, indexed: Ranking) -> frozenset[str]:
         """The uids whose claims are still needed in `namespace`, given its open incidents as
@@ -38,4 +44,5 @@ class StartedRuns:
         self._by_namespace.setdefault(namespace, {})[uid] = run
 
     def release(self, namespace: str, uid: str) -> None:
-        self._by_namespace.get(namespace, {}).pop(uid, None)
+        if self._by_namespace.get(namespace, {}).pop(uid, None) is not None and self._on_release:
+            self._on_release(namespace)
