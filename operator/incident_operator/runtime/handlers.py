@@ -138,6 +138,7 @@ def _supervisor(
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
+
     def wake_waiting(namespace: str) -> None:  # a claim went without a run: its slot is free
         if ctx.supervisor is not None:
             limit = ctx.config.file.limits.maxOpenIncidentsPerNamespace
