@@ -590,3 +590,24 @@ def test_a_claim_that_loses_the_cooldown_frees_its_slot_and_wakes_the_namespace(
     assert runs.of(NAMESPACE, Ranking()) == frozenset()
     runs.release(NAMESPACE, "uid-nobody")  # no claim, nothing freed: nobody woken
     assert released == [NAMESPACE]
+
+
+@pytest.mark.parametrize("why", ["no playbook", "paused"])
+def test_an_incident_that_uses_no_slot_is_never_told_it_waits(why: str) -> None:
+    """Over the cap, an incident with no playbook to run (or paused) holds no slot and gets no
+    OpenIncidentLimit condition, timeline entry or Event ("starts when an older one resolves"
+    would be false: it never starts)."""
+    api, clock = fake_api(), Clock()
+    api.incident["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    older = [OpenIncident("first", "uid-first", T0 - timedelta(minutes=10), running=True, run="r1")]
+    config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=1)))
+    loop = new_loop(api, clock, config, lambda: older)
+    if why == "no playbook":
+        loop.playbooks = lambda: ([], {})
+    else:
+        api.incident["spec"]["paused"] = True
+    asyncio.run(loop.iterate())
+    assert api.effects == []
+    assert not [c for c in api.status().get("conditions") or [] if c["type"] == "AutomationPaused"]
+    assert "OpenIncidentLimit" not in [c[1] for c in api.called("event")]
+    assert "OpenIncidentLimit" not in [e["type"] for e in api.status().get("timeline") or []]

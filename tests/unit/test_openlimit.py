@@ -210,3 +210,28 @@ def test_waking_looks_near_the_cut_off_and_at_the_incident_of_the_event() -> Non
     # its status saying it waits came back after many slots freed: it is far below the cut-off now
     assert ranking.to_wake(150) == [f"uid-{n}" for n in range(150 - openlimit.WAKE_WINDOW, 150)]
     assert "uid-3" in ranking.to_wake(150, also="uid-3")
+
+
+def stalled(name: str, created: int, reason: str, *, playbook: bool = False) -> OpenIncident | None:
+    status: dict[str, Any] = {
+        "conditions": [{"type": "Stalled", "status": "True", "reason": reason, "message": "m"}]
+    }
+    if playbook:
+        status["playbook"] = {"name": "pb", "runId": "r1", "steps": []}
+    metadata = {"name": name, "uid": f"uid-{name}", "creationTimestamp": stamp(created)}
+    return entry_of(name, f"uid-{name}", {"title": "t"}, metadata, status)
+
+
+def test_only_incidents_that_use_a_slot_count_and_are_held() -> None:
+    # no playbook to run, or paused before a run: no slot, never held
+    for reason in ("NoMatchingPlaybook", "PlaybookNotFound", "InvalidPlaybook"):
+        assert stalled("a", 0, reason) is None
+    assert raw("a", 0, paused=True) is None
+    # a run in flight holds its slot whatever its state: stalled, or paused partway
+    assert stalled("a", 0, "StepFailed", playbook=True) is not None
+    assert stalled("a", 0, "Misconfigured", playbook=True) is not None
+    assert raw("a", 0, playbook=True, paused=True) is not None
+    assert stalled("a", 0, "Forbidden") is not None  # a playbook selected, not allowed yet: it waits to run
+    # 50 alert incidents with no playbook hold nothing: the 51st, with one, runs at once
+    shop = entries(*(stalled(f"x{n:02}", n, "NoMatchingPlaybook") for n in range(50)), raw("late", 100))
+    assert allowed(shop, 50) == ["late"]

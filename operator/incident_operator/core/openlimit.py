@@ -14,6 +14,13 @@ declared so by a person (`spec.resolution`, `spec.closed`). Drill incidents are 
 nor held: a Drill runs one at a time, and a drill held behind production incidents would score
 the queue, not the response.
 
+Only incidents that use a slot count and are held: a run in flight (`status.playbook`, whatever
+its state: running, stalled on a failed step or a misconfiguration, paused by `spec.paused`
+partway; it holds a run and goes on without asking again), or a playbook to start. Not counted,
+never held and never told they wait: an incident with `spec.paused` and no run, and one whose
+plan found no playbook to run (`Stalled` with `NoMatchingPlaybook`, `PlaybookNotFound` or
+`InvalidPlaybook`, and no run). An incident not planned yet counts until its first plan says so.
+
 Works on raw objects, because the operator keeps one `OpenIncident` per open incident in a kopf
 index (cheap per watch event; no listing of the API on a reconcile).
 """
@@ -84,13 +91,30 @@ def counted(spec: Mapping[str, Any], phase: object) -> bool:
     return phase not in (Phase.RESOLVED, Phase.CLOSED)
 
 
+NO_PLAYBOOK = (Reason.NO_MATCHING_PLAYBOOK, Reason.PLAYBOOK_NOT_FOUND, Reason.INVALID_PLAYBOOK)
+"""Stalled so with no run in flight: the incident has no playbook to run, and uses no slot."""
+
+
+def without_playbook(status: Mapping[str, Any]) -> bool:
+    """Whether its watched status says it has no playbook to run (and no run in flight)."""
+    return status.get("playbook") is None and any(
+        c.get("type") == ConditionType.STALLED
+        and c.get("status") == "True"
+        and c.get("reason") in NO_PLAYBOOK
+        for c in status.get("conditions") or []
+    )
+
+
 def entry_of(
     name: str, uid: str, spec: Mapping[str, Any], metadata: Mapping[str, Any], status: Mapping[str, Any]
 ) -> OpenIncident | None:
-    """The incident as the cap counts it, or None when it does not count: not open, or a drill."""
+    """The incident as the cap counts it, or None when it does not count: not open, a drill,
+    or using no slot (paused with no run, or no playbook to run)."""
     if not counted(spec, status.get("phase")):
         return None
     playbook = status.get("playbook")
+    if playbook is None and (spec.get("paused") or without_playbook(status)):
+        return None
     return OpenIncident(
         name=name,
         uid=uid,

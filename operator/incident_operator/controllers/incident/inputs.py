@@ -185,11 +185,14 @@ class Inputs:
             live=run.live if run is not None else None,
         )
 
-    def waits_for_slot(self, status: IncidentStatus) -> str | None:
+    def waits_for_slot(self, status: IncidentStatus, *, has_playbook: bool = True) -> str | None:
         """Why this incident's automation waits under `limits.maxOpenIncidentsPerNamespace`
-        (`openlimit`), or None (always for an incident the cap does not count)."""
+        (`openlimit`), or None: always for an incident the cap does not count, and for one that
+        uses no slot (no run in flight, and paused or no playbook to run: `has_playbook`)."""
         spec = self.body.get("spec") or {}
         if self.open_in_namespace is None or not openlimit.counted(spec, status.phase):
+            return None
+        if status.playbook is None and (spec.get("paused") or not has_playbook):
             return None
         metadata = self.body.get("metadata") or {}
         detected = {"detectedAt": format_time(status.detectedAt)} if status.detectedAt else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -197,9 +198,10 @@ class IncidentLoop:
         # once, after the review, with no await before the plan and its claim (see `slots`): of
         # two incidents that want the last slot at once, one gets it. The event that frees a
         # slot wakes the one waiting for it.
-        held = self.inputs.waits_for_slot(self.status) if self.inputs.said_it_waits(self.status) else None
+        slot = functools.partial(self.inputs.waits_for_slot, has_playbook=chosen is not None)
+        held = slot(self.status) if self.inputs.said_it_waits(self.status) else None
         forbidden = None if held else await self.inputs.access_problem(spec, chosen, self.status.phase)
-        waiting = held or self.inputs.waits_for_slot(self.status)
+        waiting = held or slot(self.status)
 
         def plan_input(
             status: IncidentStatus | None = None,
