@@ -22,7 +22,7 @@ from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
 from incident_operator.controllers.incident.slots import StartedRuns
-from incident_operator.core.openlimit import OpenIncident
+from incident_operator.core.openlimit import OpenIncident, Ranking
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, Dropped, FakeKube
 
@@ -80,7 +80,7 @@ def new_loop(
         playbooks=playbooks,
         post_event=api.post_event,
         clock=clock,
-        open_in_namespace=open_in_namespace,
+        open_in_namespace=None if open_in_namespace is None else lambda: Ranking(open_in_namespace()),
         started_runs=started_runs,
         backoff=(0.0,),
     )
@@ -532,8 +532,82 @@ def test_two_incidents_wanting_the_last_slot_at_once_get_it_once_before_the_watc
     paused = next(c for c in apis["a"].status()["conditions"] if c["type"] == "AutomationPaused")
     assert paused["reason"] == "OpenIncidentLimit"
 
-    index[0] = OpenIncident("b", "uid-b", T0, running=True)  # the watch caught up: the claim is not needed
-    assert shared.of(NAMESPACE, index) == frozenset()
+    # the watch caught up: the claim is not needed
+    index[0] = OpenIncident("b", "uid-b", T0, running=True, run="r1")
+    assert shared.of(NAMESPACE, Ranking(index)) == frozenset()
     index.remove(index[0])  # b resolved: a starts
     asyncio.run(loops["a"].iterate())
     assert [e.workload for e in apis["a"].effects] == ["web"]
+
+
+def test_a_claim_is_dropped_only_when_the_index_shows_that_very_run() -> None:
+    """A re-fire: the loop started run r2 while the index still shows run r1 (its status write
+    that cleared r1 and the one that started r2 have not come back). The claim on r2 stays: without
+    it, once the index shows no run, another incident could take r2's slot."""
+    runs = StartedRuns()
+    runs.claim(NAMESPACE, "uid-b", "r2")
+    earlier = [OpenIncident("b", "uid-b", T0, running=True, run="r1")]
+    assert runs.of(NAMESPACE, Ranking(earlier)) == frozenset({"uid-b"})
+    assert runs.of(NAMESPACE, Ranking([OpenIncident("b", "uid-b", T0)])) == frozenset({"uid-b"})
+    shown = Ranking([OpenIncident("b", "uid-b", T0, running=True, run="r2")])
+    assert runs.of(NAMESPACE, shown) == frozenset()
+    assert runs.of(NAMESPACE, Ranking([OpenIncident("b", "uid-b", T0)])) == frozenset()  # dropped for good
+    runs.claim(NAMESPACE, "uid-c", "r1")
+    assert runs.of(NAMESPACE, Ranking()) == frozenset()  # no longer open: dropped
+
+
+def test_a_plan_asks_the_namespace_ranking_once() -> None:
+    api, clock = fake_api(), Clock()
+    api.incident["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    asked: list[int] = []
+
+    def namespace() -> list[OpenIncident]:
+        asked.append(1)
+        return []
+
+    loop = new_loop(api, clock, None, namespace)
+    asyncio.run(loop.iterate())  # starts the run: one question, then the claim
+    assert len(asked) == 1
+
+
+def test_a_claim_that_loses_the_cooldown_frees_its_slot_and_wakes_the_namespace() -> None:
+    """The loop claimed the slot for a run, then another incident's claim on the Playbook's
+    cooldown won: no run starts. An incident told to wait because of that claim must not wait
+    for the idle recheck: the namespace's waiting incidents are woken."""
+    api, clock = fake_api(cooldownSeconds=600), Clock()
+    released: list[str] = []
+    runs = StartedRuns(on_release=released.append)
+    loop = new_loop(api, clock, None, lambda: [], started_runs=runs)
+    seen = loop.playbooks()  # as the watch shows the Playbook: no cooldown yet
+    loop.playbooks = lambda: seen
+    targets = loop.ledger.targets(loop.inputs.spec(), seen[0][0])
+    api.playbook["status"].update(
+        lastRuns=dict.fromkeys(targets, "2026-12-01T09:00:00Z"), lastRunBy=dict.fromkeys(targets, "other/r1")
+    )
+    asyncio.run(loop.iterate())
+    assert api.effects == []  # the cooldown holds
+    assert released == [NAMESPACE]
+    assert runs.of(NAMESPACE, Ranking()) == frozenset()
+    runs.release(NAMESPACE, "uid-nobody")  # no claim, nothing freed: nobody woken
+    assert released == [NAMESPACE]
+
+
+@pytest.mark.parametrize("why", ["no playbook", "paused"])
+def test_an_incident_that_uses_no_slot_is_never_told_it_waits(why: str) -> None:
+    """Over the cap, an incident with no playbook to run (or paused) holds no slot and gets no
+    OpenIncidentLimit condition, timeline entry or Event ("starts when an older one resolves"
+    would be false: it never starts)."""
+    api, clock = fake_api(), Clock()
+    api.incident["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    older = [OpenIncident("first", "uid-first", T0 - timedelta(minutes=10), running=True, run="r1")]
+    config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=1)))
+    loop = new_loop(api, clock, config, lambda: older)
+    if why == "no playbook":
+        loop.playbooks = lambda: ([], {})
+    else:
+        api.incident["spec"]["paused"] = True
+    asyncio.run(loop.iterate())
+    assert api.effects == []
+    assert not [c for c in api.status().get("conditions") or [] if c["type"] == "AutomationPaused"]
+    assert "OpenIncidentLimit" not in [c[1] for c in api.called("event")]
+    assert "OpenIncidentLimit" not in [e["type"] for e in api.status().get("timeline") or []]

@@ -154,3 +154,84 @@ def test_a_run_started_but_not_yet_shown_by_the_watch_counts_as_running() -> Non
     assert b is not None
     assert waits(a, [a, b], 1, "shop") is None  # b seems not to run ...
     assert waits(a, [a, b], 1, "shop", started={"uid-b"}) is not None  # ... but its loop started it
+
+
+def test_a_run_already_in_flight_is_never_held_even_with_more_running_than_the_limit() -> None:
+    """A restart with a lower limit (or 0): the runs in flight finish; only new runs wait."""
+    shop = entries(raw("a", 0, playbook=True), raw("b", 10, playbook=True), raw("c", 20, playbook=True))
+    for limit in (0, 1, 2):
+        assert allowed(shop, limit) == ["a", "b", "c"]
+        assert to_wake(shop, limit) == []  # nobody is woken to pause
+    queued = raw("d", 30)
+    assert queued is not None
+    assert waits(queued, [*shop, queued], 2, "shop") is not None
+    # a running one that said it waited (before it ran) is woken to say it goes on
+    assert to_wake(entries(raw("a", 0, playbook=True, waiting=True)), 0) == ["uid-a"]
+
+
+class Counted(OpenIncident):
+    """An entry that counts how often the ranking looks at its place."""
+
+    looks = 0
+
+    @property
+    def key(self) -> tuple[bool, datetime, str]:
+        Counted.looks += 1
+        return super().key
+
+
+def test_a_flood_of_incidents_in_one_namespace_is_sorted_once_not_on_every_question() -> None:
+    """5,000 open incidents: each event asks who to wake, each plan whether it waits. The order
+    is sorted once per change of a place; a question looks at a handful of entries, not all."""
+    flood = [Counted(f"i{n:05}", f"uid-{n}", T0 + timedelta(seconds=n)) for n in range(5000)]
+    ranking = openlimit.Ranking(flood)
+    assert ranking.waits(flood[10], 50, "shop") is None
+    assert ranking.sorts == 1
+    Counted.looks = 0
+    for n in range(0, 5000, 5):  # 1,000 plans and 1,000 events
+        assert (ranking.waits(flood[n], 50, "shop", started={"uid-60"}) is None) is (n < 50)
+        ranking.to_wake(50, also=flood[n].uid)
+    assert ranking.sorts == 1
+    assert Counted.looks < 20 * 1000  # a pass over the namespace per question would be 10,000,000
+    # its own status saying it waits changes no place: no sort; a resolution does, once
+    for n in range(50, 5000):
+        ranking.put(flood[n].uid, Counted(flood[n].name, flood[n].uid, flood[n].created, waiting=True))
+    assert ranking.to_wake(50) == []
+    assert ranking.sorts == 1
+    ranking.put(flood[0].uid, None)
+    assert ranking.to_wake(50) == ["uid-50"]  # the next one starts
+    assert ranking.waits(flood[50], 50, "shop") is None
+    assert ranking.sorts == 2
+
+
+def test_waking_looks_near_the_cut_off_and_at_the_incident_of_the_event() -> None:
+    shop = [OpenIncident(f"i{n:03}", f"uid-{n}", T0 + timedelta(seconds=n), waiting=True) for n in range(200)]
+    ranking = openlimit.Ranking(shop)
+    # its status saying it waits came back after many slots freed: it is far below the cut-off now
+    assert ranking.to_wake(150) == [f"uid-{n}" for n in range(150 - openlimit.WAKE_WINDOW, 150)]
+    assert "uid-3" in ranking.to_wake(150, also="uid-3")
+
+
+def stalled(name: str, created: int, reason: str, *, playbook: bool = False) -> OpenIncident | None:
+    status: dict[str, Any] = {
+        "conditions": [{"type": "Stalled", "status": "True", "reason": reason, "message": "m"}]
+    }
+    if playbook:
+        status["playbook"] = {"name": "pb", "runId": "r1", "steps": []}
+    metadata = {"name": name, "uid": f"uid-{name}", "creationTimestamp": stamp(created)}
+    return entry_of(name, f"uid-{name}", {"title": "t"}, metadata, status)
+
+
+def test_only_incidents_that_use_a_slot_count_and_are_held() -> None:
+    # no playbook to run, or paused before a run: no slot, never held
+    for reason in ("NoMatchingPlaybook", "PlaybookNotFound", "InvalidPlaybook"):
+        assert stalled("a", 0, reason) is None
+    assert raw("a", 0, paused=True) is None
+    # a run in flight holds its slot whatever its state: stalled, or paused partway
+    assert stalled("a", 0, "StepFailed", playbook=True) is not None
+    assert stalled("a", 0, "Misconfigured", playbook=True) is not None
+    assert raw("a", 0, playbook=True, paused=True) is not None
+    assert stalled("a", 0, "Forbidden") is not None  # a playbook selected, not allowed yet: it waits to run
+    # 50 alert incidents with no playbook hold nothing: the 51st, with one, runs at once
+    shop = entries(*(stalled(f"x{n:02}", n, "NoMatchingPlaybook") for n in range(50)), raw("late", 100))
+    assert allowed(shop, 50) == ["late"]

@@ -14,7 +14,7 @@ import pytest
 
 from incident_operator.adapters import metrics
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core.openlimit import OpenIncident
+from incident_operator.core.openlimit import OpenIncident, Rankings
 from incident_operator.core.planner import Record, posts_event
 from incident_operator.runtime import handlers
 from incident_operator.runtime.context import RuntimeContext
@@ -228,12 +228,11 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    index = {  # u1 resolved (gone from the index); u2 waited first, u3 after it
-        "ns": [
-            OpenIncident("inc-u2", "u2", t0 + timedelta(seconds=1), waiting=True),
-            OpenIncident("inc-u3", "u3", t0 + timedelta(seconds=2), waiting=True),
-        ]
-    }
+    ctx.open_ranks = Rankings()  # as the open-incidents index fed it: u1 running, u2 and u3 wait
+    ctx.open_ranks.put("ns", "u1", OpenIncident("inc-u1", "u1", t0, running=True, run="r1"))
+    ctx.open_ranks.put("ns", "u2", OpenIncident("inc-u2", "u2", t0 + timedelta(seconds=1), waiting=True))
+    ctx.open_ranks.put("ns", "u3", OpenIncident("inc-u3", "u3", t0 + timedelta(seconds=2), waiting=True))
+    ctx.open_ranks.put("ns", "u1", None)  # u1 resolved: the indexer took it out
     changed: Any = handlers.incident_changed  # as kopf calls it (its decorator types it for kopf)
     await changed(
         type="MODIFIED",
@@ -241,9 +240,60 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
         memo=kopf.Memo(ctx=ctx),
         playbooks_by_namespace={},
         incidents_by_repeat_key={},
-        open_incidents_by_namespace=index,
+        open_incidents_by_namespace={},
     )
     await settle()
     assert h.loops["u2"].wakes == 1  # its slot is free: it plans, and starts
     assert h.loops["u3"].wakes == 0  # still waits: nothing to say again
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_first() -> None:
+    """kopf calls no indexer for a deleted Incident (it only drops it from its index): the handler
+    takes it out of the namespace's ranking, and the next waiting incident is woken."""
+    h = Harness()
+    for uid in ("u1", "u2", "u3"):
+        h.supervisor.observe("ADDED", body(uid))
+    await settle()
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig(file=FileConfig(limits=Limits(maxOpenIncidentsPerNamespace=1)))
+    ctx.supervisor = h.supervisor
+    ctx.open_incidents = metrics.OpenIncidents()
+    ctx.action_items = metrics.OpenActionItems()
+    ctx.open_ranks = Rankings()
+    memo = kopf.Memo(ctx=ctx)
+    waits = {"type": "AutomationPaused", "status": "True", "reason": "OpenIncidentLimit", "message": "m"}
+    indexer: Any = handlers.open_incidents_by_namespace  # fed by kopf on every event, as here
+    for n, (uid, status) in enumerate(
+        [
+            ("u1", {"playbook": {"name": "pb", "runId": "r1", "steps": []}}),
+            ("u2", {"conditions": [waits]}),
+            ("u3", {"conditions": [waits]}),
+        ]
+    ):
+        found = body(uid)
+        meta = {**found["metadata"], "creationTimestamp": f"2026-11-30T09:00:0{n}Z"}
+        indexer(
+            namespace="ns",
+            name=f"inc-{uid}",
+            uid=uid,
+            spec={"title": "t"},
+            meta=meta,
+            status=status,
+            memo=memo,
+        )
+    changed: Any = handlers.incident_changed
+    await changed(
+        type="DELETED",
+        body=body("u1", version="2"),
+        memo=memo,
+        playbooks_by_namespace={},
+        incidents_by_repeat_key={},
+        open_incidents_by_namespace={},
+    )
+    await settle()
+    assert h.loops["u2"].wakes == 1  # u1's slot is free: u2 plans, and starts
+    assert h.loops["u3"].wakes == 0
+    assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u2", "u3"]
     await h.supervisor.stop(timeout=1)

@@ -19,6 +19,7 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import Supervisor
+from incident_operator.core import openlimit
 from incident_operator.settings.config import OperatorConfig
 
 
@@ -34,6 +35,8 @@ class RuntimeContext:
     access_reviews: AccessReviews
     open_incidents: metrics.OpenIncidents = field(default_factory=metrics.OpenIncidents)
     action_items: metrics.OpenActionItems = field(default_factory=metrics.OpenActionItems)
+    open_ranks: openlimit.Rankings = field(default_factory=openlimit.Rankings)
+    """The open incidents of each namespace in the cap's order, fed by the open-incidents index."""
     supervisor: Supervisor | None = None
     """The incident loops' supervisor, built on the first Incident event (it needs kopf's indexes)."""
     run_records_task: asyncio.Task[None] | None = None

@@ -110,10 +110,15 @@ def open_incidents_by_namespace(
     spec: kopf.Spec,
     meta: kopf.Meta,
     status: kopf.Status,
+    memo: kopf.Memo,
     **_: Any,
 ) -> dict[str, openlimit.OpenIncident]:
-    """Every open incident by namespace, ranked by the cap on open incidents (see `openlimit`)."""
+    """Every open incident by namespace, ranked by the cap on open incidents (see `openlimit`).
+    Kopf calls it on every Incident event (and for every Incident before any handler runs); it
+    also feeds the namespace's `Ranking`, which sorts again only when a place changed. A deleted
+    Incident is taken out by `incident_changed` (kopf calls no indexer for it)."""
     entry = openlimit.entry_of(name, uid, spec, meta, status)
+    context(memo).open_ranks.put(namespace or "", uid, entry)
     return {} if entry is None else {namespace or "": entry}
 
 
@@ -127,14 +132,20 @@ def _supervisor(
     memo: kopf.Memo,
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
     seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
-    open_now: kopf.Index[str, openlimit.OpenIncident],
 ) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
-    started_runs = StartedRuns()
+
+    def wake_waiting(namespace: str) -> None:  # a claim went without a run: its slot is free
+        if ctx.supervisor is not None:
+            limit = ctx.config.file.limits.maxOpenIncidentsPerNamespace
+            for waking in ctx.open_ranks.of(namespace).to_wake(limit):
+                ctx.supervisor.wake(waking)
+
+    started_runs = StartedRuns(on_release=wake_waiting)
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}
@@ -163,7 +174,7 @@ def _supervisor(
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
             history=lambda key: list(seen.get((namespace, key), [])),
-            open_in_namespace=lambda: list(open_now.get(namespace, [])),
+            open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
         )
 
@@ -185,18 +196,17 @@ def _supervisor(
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    open_now: kopf.Index[str, openlimit.OpenIncident] = kwargs["open_incidents_by_namespace"]
-    supervisor = _supervisor(
-        memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"], open_now
-    )
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
+    namespace = body.get("metadata", {}).get("namespace") or ""
+    uid = body.get("metadata", {}).get("uid", "")
+    ranking = ctx.open_ranks.of(namespace)
+    if type == "DELETED":
+        ranking.put(uid, None)
     supervisor.observe(type, body)
     # A slot under the cap on open incidents freed, or one more incident came: wake the incidents
     # of the namespace whose place now differs from what their status says (usually none).
-    namespace = body.get("metadata", {}).get("namespace") or ""
-    limit = ctx.config.file.limits.maxOpenIncidentsPerNamespace
-    for waking in openlimit.to_wake(open_now.get(namespace, []), limit):
+    for waking in ranking.to_wake(ctx.config.file.limits.maxOpenIncidentsPerNamespace, also=uid):
         supervisor.wake(waking)
-    uid = body.get("metadata", {}).get("uid", "")
     spec = body.get("spec") or {}
     if type == "DELETED":
         ctx.open_incidents.update(uid, None, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -29,6 +29,7 @@ from incident_operator.api.models import (
     PlaybookStatus,
     Severity,
 )
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.core import access, alerts, openlimit, pins, repeats, validation
@@ -42,8 +43,8 @@ logger = logging.getLogger(__name__)
 History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
 """Earlier incidents by repeat key (a kopf index in the operator)."""
 
-OpenInNamespace = Callable[[], Iterable[openlimit.OpenIncident]]
-"""The open incidents of the incident's namespace (a kopf index in the operator)."""
+OpenInNamespace = Callable[[], openlimit.Ranking]
+"""The open incidents of the incident's namespace, ranked (fed by a kopf index in the operator)."""
 
 
 Playbooks = tuple[list["PlaybookEntry"], dict[str, str]]
@@ -184,11 +185,14 @@ class Inputs:
             live=run.live if run is not None else None,
         )
 
-    def waits_for_slot(self, status: IncidentStatus) -> str | None:
+    def waits_for_slot(self, status: IncidentStatus, *, has_playbook: bool = True) -> str | None:
         """Why this incident's automation waits under `limits.maxOpenIncidentsPerNamespace`
-        (`openlimit`), or None (always for an incident the cap does not count)."""
+        (`openlimit`), or None: always for an incident the cap does not count, and for one that
+        uses no slot (no run in flight, and paused or no playbook to run: `has_playbook`)."""
         spec = self.body.get("spec") or {}
         if self.open_in_namespace is None or not openlimit.counted(spec, status.phase):
+            return None
+        if status.playbook is None and (spec.get("paused") or not has_playbook):
             return None
         metadata = self.body.get("metadata") or {}
         detected = {"detectedAt": format_time(status.detectedAt)} if status.detectedAt else {}
@@ -199,9 +203,18 @@ class Inputs:
             running=status.playbook is not None,
         )
         limit = self.config.file.limits.maxOpenIncidentsPerNamespace
-        entries = list(self.open_in_namespace())
-        started = self.started_runs.of(self.namespace, entries) if self.started_runs else frozenset()
-        return openlimit.waits(me, entries, limit, self.namespace, started)
+        ranking = self.open_in_namespace()
+        started = self.started_runs.of(self.namespace, ranking) if self.started_runs else frozenset()
+        return ranking.waits(me, limit, self.namespace, started)
+
+    def said_it_waits(self, status: IncidentStatus) -> bool:
+        """Whether its status says its automation waits for a slot (`openlimit`)."""
+        return any(
+            c.type == ConditionType.AUTOMATION_PAUSED
+            and c.status == "True"
+            and c.reason == Reason.OPEN_INCIDENT_LIMIT
+            for c in status.conditions or []
+        )
 
     def note_run(self, before: IncidentStatus, after: IncidentStatus) -> None:
         """Claim the slot of a run this plan started, before anything awaits (see `slots`); a
@@ -211,8 +224,8 @@ class Inputs:
         uid = str((self.body.get("metadata") or {}).get("uid") or "")
         if after.playbook is None:
             self.started_runs.release(self.namespace, uid)
-        elif before.playbook is None:
-            self.started_runs.claim(self.namespace, uid)
+        elif before.playbook is None or before.playbook.runId != after.playbook.runId:
+            self.started_runs.claim(self.namespace, uid, after.playbook.runId or "")
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
         """The severity's escalation levels, each with its channels that take this namespace

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -193,8 +194,14 @@ class IncidentLoop:
                 (e for e in entries if selection.playbook and e.name == selection.playbook.name), None
             )
         cooldown, holder = self.ledger.cooldown(spec, chosen, self.status)
-        waiting = self.inputs.waits_for_slot(self.status)  # held: no access review is asked for it
-        forbidden = None if waiting else await self.inputs.access_problem(spec, chosen, self.status.phase)
+        # One that said it waits and still does is asked no access review; any other is asked
+        # once, after the review, with no await before the plan and its claim (see `slots`): of
+        # two incidents that want the last slot at once, one gets it. The event that frees a
+        # slot wakes the one waiting for it.
+        slot = functools.partial(self.inputs.waits_for_slot, has_playbook=chosen is not None)
+        held = slot(self.status) if self.inputs.said_it_waits(self.status) else None
+        forbidden = None if held else await self.inputs.access_problem(spec, chosen, self.status.phase)
+        waiting = held or slot(self.status)
 
         def plan_input(
             status: IncidentStatus | None = None,
@@ -216,11 +223,6 @@ class IncidentLoop:
                 run=pinned_run(current, (entries, invalid)),
             )
 
-        # Asked again, and the slot claimed, with no await in between: of two incidents that
-        # want the last slot at once, one gets it (see `slots`). One that waited waits on this
-        # time (no access review was asked for it); the event that freed its slot wakes it.
-        if waiting is None:
-            waiting = self.inputs.waits_for_slot(self.status)
         decision = plan(plan_input(held_by=holder))
         self.inputs.note_run(self.status, decision.status)
         claimed = False
