@@ -664,7 +664,6 @@ STALLS = [
         f"egress denied: ghost.{TABLE_NS}.svc",
     ),
     Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "Misconfigured", "invalid URL"),
-
 ]
 
 
