@@ -635,7 +635,7 @@ STALLS = [
     Stalls(
         "check-url-with-space",
         [step("a", httpCheck={"url": "http://bad host/"})],
-        "StepFailed",
+        "Misconfigured",
         "invalid URL",
     ),
     Stalls("secret-not-a-url", [step("a", notify=webhook("not-a-url"))], "Misconfigured", "has no host"),
@@ -663,7 +663,7 @@ STALLS = [
         "Misconfigured",
         f"egress denied: ghost.{TABLE_NS}.svc",
     ),
-    Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "StepFailed", "invalid URL"),
+    Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "Misconfigured", "invalid URL"),
 ]
 
 

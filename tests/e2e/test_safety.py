@@ -791,7 +791,7 @@ def test_a_step_that_cannot_run_fails_with_a_reason_and_the_loop_lives(
         match={"severities": ["P2"]},
     )
     s.incident("odd", severity="P3")
-    failed = s.wait_condition("odd", "Stalled", reason="StepFailed")
+    failed = s.wait_condition("odd", "Stalled", reason="Misconfigured")  # a typo is no outage
     assert "invalid URL" in failed["message"]
     assert "no such host" not in failed["message"]  # the reason, never the URL
     s.incident("after", severity="P2")

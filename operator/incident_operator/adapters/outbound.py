@@ -60,11 +60,32 @@ class EgressDenied(Exception):
 
 class RequestFailed(Exception):
     """No HTTP response: a one-line reason (exception type), never the URL. `permanent` when
-    trying again cannot help (the URL itself is unusable)."""
+    trying again cannot help (the URL itself is unusable); `misconfigured` when a person must fix
+    what was written (an invalid URL, a host name that does not exist), which is no outage of the
+    service the request was for. A DNS timeout or server failure is neither: the service's own
+    name service may be what is down."""
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, misconfigured: bool = False) -> None:
         super().__init__(reason)
         self.permanent = permanent
+        self.misconfigured = misconfigured
+
+
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
+"""getaddrinfo's answers that the name does not exist (NXDOMAIN) or has no address: not EAI_AGAIN
+(a timeout, or SERVFAIL from glibc) nor EAI_FAIL (a non-recoverable server failure)."""
+
+
+def _unresolved(exc: OSError | UnicodeError) -> RequestFailed:
+    if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
+        return RequestFailed("host not found (no such name in DNS)", misconfigured=True)
+    if isinstance(exc, UnicodeError):
+        return RequestFailed("invalid URL: bad host name", permanent=True, misconfigured=True)
+    return RequestFailed(f"cannot resolve host ({type(exc).__name__})")
 
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
@@ -149,7 +170,7 @@ class Outbound:
         `namespace` (a Playbook's request), the per-namespace policy too.
         Raises EgressDenied or RequestFailed."""
         if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
-            raise RequestFailed("invalid URL: bad host name", permanent=True)
+            raise RequestFailed("invalid URL: bad host name", permanent=True, misconfigured=True)
         service: ServiceFacts | None = None
         if namespace is not None:
             name = self.tenant.service(namespace, host)
@@ -162,7 +183,7 @@ class Outbound:
             try:
                 ip = await self.resolver(host, port)
             except (OSError, UnicodeError) as exc:
-                raise RequestFailed(f"cannot resolve host ({type(exc).__name__})") from exc
+                raise _unresolved(exc) from exc
         policy = await self.current_policy()
         if namespace is None:  # the operator's own request (a channel): the global policy alone
             denied = policy.denied(host, ip, port, scheme=scheme, require_https=require_https)
@@ -191,9 +212,11 @@ class Outbound:
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
-            raise RequestFailed("invalid URL", permanent=True) from exc
+            raise RequestFailed("invalid URL", permanent=True, misconfigured=True) from exc
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise RequestFailed("invalid URL: only http and https are supported", permanent=True)
+            raise RequestFailed(
+                "invalid URL: only http and https are supported", permanent=True, misconfigured=True
+            )
         host = parsed.host
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         ip = await self.address(

@@ -306,7 +306,8 @@ async def _probe(
     outbound: Outbound, namespace: str, check: HttpCheckAction, headers: dict[str, str]
 ) -> tuple[bool, str, bool]:
     """(passed, what to report, final) of one request of a Playbook of `namespace` through the
-    egress policies; final: asking again cannot help (the URL is unusable). Raises EgressDenied."""
+    egress policies; final: asking again cannot help. Raises EgressDenied, and RequestFailed for
+    what a person must fix (an invalid URL, a name that does not exist)."""
     send = dict(headers)
     if check.body is not None:
         send.setdefault("Content-Type", check.contentType)
@@ -321,6 +322,8 @@ async def _probe(
             namespace=namespace,
         )
     except RequestFailed as exc:
+        if exc.misconfigured:
+            raise
         return False, str(exc), exc.permanent
     latency_ms = 1000 * (time.monotonic() - started)
     ok, said = checks.http_verdict(check, reply.status_code, reply.body.decode(errors="replace"), latency_ms)
@@ -340,6 +343,8 @@ async def http_check(ctx: ActionContext) -> Outcome:
             ok, last, final = await _probe(ctx.outbound, ctx.namespace, params, headers)
         except EgressDenied as exc:
             return _egress_denied(exc)
+        except RequestFailed as exc:  # misconfigured: no outage of the service checked
+            return _misconfigured(str(exc))  # the URL is not echoed, as for any bad URL
         if final:  # neither the policy nor the URL changes meanwhile; a bad URL is not echoed
             return Outcome(False, last)
         streak = streak + 1 if ok else 0
@@ -369,6 +374,8 @@ async def prom_query(ctx: ActionContext) -> Outcome:
         except EgressDenied as exc:
             return _egress_denied(exc)
         except RequestFailed as exc:
+            if exc.misconfigured:
+                return _misconfigured(f"Prometheus {params.url}: {exc}")
             if exc.permanent:
                 return Outcome(False, f"Prometheus {params.url}: {exc}")
             holds, last = False, f"Prometheus {params.url}: {exc}"
@@ -562,7 +569,8 @@ async def notify(ctx: ActionContext) -> Outcome:
     except EgressDenied as exc:
         return _egress_denied(exc)
     except RequestFailed as exc:
-        return Outcome(False, f"notification not delivered: {exc} (webhook URL from Secret)")
+        said = f"notification not delivered: {exc} (webhook URL from Secret)"
+        return _misconfigured(said) if exc.misconfigured else Outcome(False, said)
     if response.status_code >= 300:
         return Outcome(False, f"notification rejected: HTTP {response.status_code}")
     return Outcome(True, f"notified ({'slack' if params.slack else 'webhook'}): {text[:200]}")
@@ -855,7 +863,7 @@ async def verify_health(
             continue
         try:
             ok, last, _ = await _probe(outbound, namespace, check, headers)
-        except EgressDenied as exc:
+        except (EgressDenied, RequestFailed) as exc:
             ok, last = False, str(exc)
         (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
     if problems:
