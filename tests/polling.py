@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -40,3 +41,13 @@ def wait_until(
             seen = describe() if describe is not None else repr(last)
             raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {seen}")
         time.sleep(interval)
+
+
+async def until(check: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.01) -> None:
+    """The event loop's `wait_until`: yield to the other tasks until `check()` holds, at most
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)

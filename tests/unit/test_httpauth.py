@@ -24,6 +24,7 @@ from incident_operator.core.httpauth import (
 )
 from incident_operator.core.ttlcache import TtlCache
 from incident_operator.runtime.guard import Guard, ReviewBusy
+from tests.polling import until
 
 ALICE = User.of("alice", "u-1", ["team-a", "system:authenticated"], {"scopes": ["x", "y"]})
 
@@ -204,7 +205,8 @@ def test_identical_reviews_at_the_same_moment_are_asked_once() -> None:
     async def burst() -> list[int]:
         guard = Guard(reviewer)
         checks = [asyncio.ensure_future(guard.check("Bearer tok", METRICS)) for _ in range(20)]
-        await asyncio.sleep(0)  # let them all start: each finds the first one's review under way
+        # once the first review waits at the gate, all 20 have started: each found it under way
+        await until(lambda: reviewer.now == 1, timeout=5, what="the first review under way")
         reviewer.gate.set()
         return [v.status for v in await asyncio.gather(*checks)]
 
@@ -218,9 +220,8 @@ def test_a_flood_of_new_tokens_gets_few_reviews_at_once_and_the_rest_a_busy_503(
     async def flood() -> list[object]:
         guard = Guard(reviewer, in_flight=4, wait=0.05)
         checks = [asyncio.ensure_future(guard.check(f"Bearer random-{i}", METRICS)) for i in range(50)]
-        deadline = asyncio.get_running_loop().time() + 5
-        while sum(c.done() for c in checks) < 46 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # polling: the 46 without a slot give up after 0.05 s
+        # the 46 without a slot give up after 0.05 s
+        await until(lambda: sum(c.done() for c in checks) >= 46, timeout=5, what="46 checks given up")
         reviewer.gate.set()
         return list(await asyncio.gather(*checks, return_exceptions=True))
 

@@ -20,6 +20,7 @@ from incident_operator.core.httpauth import User
 from incident_operator.runtime import httpserver
 from incident_operator.runtime.guard import Guard, ReviewBusy
 from incident_operator.settings.config import StatusPageConfig
+from tests.polling import until
 from tests.unit.test_httpauth import FakeReviewer
 
 
@@ -386,8 +387,7 @@ def test_html_reports_are_drawn_few_at_a_time_and_the_rest_get_a_busy_503(
 
     async def requests(port: int, _: int) -> list[Answer]:
         first = asyncio.ensure_future(get(port, "/reports/2026-10?format=html", "reader-token"))
-        while not entered.is_set():  # polling: the first one holds the only slot
-            await asyncio.sleep(0.01)
+        await until(entered.is_set, timeout=10, what="the first report holding the only slot")
         second = await get(port, "/reports/2026-09?format=html", "reader-token")
         release.set()
         return [await first, second]
