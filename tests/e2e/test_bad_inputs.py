@@ -247,6 +247,16 @@ def table(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenar
     core.create_namespaced_service(
         TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="alias"), spec=alias)
     )
+    headless = client.V1ServiceSpec(
+        cluster_ip="None", selector={"app": "web"}, ports=[client.V1ServicePort(port=8080)]
+    )
+    core.create_namespaced_service(
+        TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="webh"), spec=headless)
+    )
+    web = client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=8080)])
+    core.create_namespaced_service(
+        TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="web"), spec=web)
+    )
     yield s
     core.delete_namespace(TABLE_NS)
 
@@ -662,6 +672,19 @@ STALLS = [
         [step("a", httpCheck={"url": f"http://ghost.{TABLE_NS}.svc:9/"})],
         "Misconfigured",
         f"egress denied: ghost.{TABLE_NS}.svc",
+    ),
+    Stalls(  # the name route reaches a Service's own ports only (not a host-network pod's kubelet)
+        "own-service-undeclared-port",
+        [step("a", httpCheck={"url": f"http://web.{TABLE_NS}.svc:10250/pods"})],
+        "Misconfigured",
+        f"egress denied: web.{TABLE_NS}.svc",
+    ),
+    Stalls(  # the Service, its slices and host-network pods read under the real RBAC, then the
+        # absolute name webh.NS.svc.cluster.local. asked, which no DNS here knows: NXDOMAIN
+        "own-headless-service-not-in-dns",
+        [step("a", httpCheck={"url": f"http://webh.{TABLE_NS}.svc:8080/"})],
+        "Misconfigured",
+        "host not found",
     ),
     Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "Misconfigured", "invalid URL"),
 ]

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from incident_operator.adapters.kube import ENDPOINTSLICE_CONTROLLER, ApiException, Kube
-from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply
+from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers import actions
@@ -26,6 +26,7 @@ from incident_operator.settings.egress import (
     ServiceFacts,
     TenantEgress,
     is_public,
+    lookup_name,
     playbook_denied,
     service_name,
 )
@@ -96,42 +97,42 @@ def test_the_cluster_domain_is_configurable() -> None:
     assert tenant.service("shop", "web.shop.svc.cluster.local") is None
 
 
-CLUSTER_IP = ServiceFacts("ClusterIP", ("10.96.5.5",))
-DUAL_STACK = ServiceFacts("ClusterIP", ("10.96.5.5", "fd00:10:96::5"))
-HEADLESS = ServiceFacts("ClusterIP", ("None",), ("10.244.1.7", "10.244.2.9"))
+CLUSTER_IP = ServiceFacts("ClusterIP", ("10.96.5.5",), (), (80, 8080))
+DUAL_STACK = ServiceFacts("ClusterIP", ("10.96.5.5", "fd00:10:96::5"), (), (80,))
+HEADLESS = ServiceFacts("ClusterIP", ("None",), ("10.244.1.7", "10.244.2.9"), (80,))
 
 
 def test_an_own_service_name_reaches_that_service_at_a_private_address() -> None:
-    assert NONE.allows("shop", "web.shop.svc", "10.96.5.5", CLUSTER_IP)
-    assert NONE.allows("shop", "web.shop.svc.cluster.local", "fd00:10:96::5", DUAL_STACK)
-    assert NONE.allows("shop", "db.shop.svc", "10.244.2.9", HEADLESS)  # headless: its endpoints
+    assert NONE.allows("shop", "web.shop.svc", "10.96.5.5", CLUSTER_IP, port=80)
+    assert NONE.allows("shop", "web.shop.svc.cluster.local", "fd00:10:96::5", DUAL_STACK, port=80)
+    assert NONE.allows("shop", "db.shop.svc", "10.244.2.9", HEADLESS, port=80)  # headless: its endpoints
     assert not playbook_denied(GLOBAL, NONE, "shop", "web.shop.svc", "10.96.5.5", port=80, service=CLUSTER_IP)
 
 
 def test_an_own_service_name_reaches_nothing_but_that_service() -> None:
-    assert not NONE.allows("shop", "web.shop.svc", "10.96.5.5", None)  # no such Service
-    assert not NONE.allows("shop", "web.shop.svc", "10.96.7.7", CLUSTER_IP)  # another address
-    assert not NONE.allows("shop", "db.shop.svc", "10.244.3.3", HEADLESS)
-    assert not NONE.allows("shop", "web.shop.svc", "10.96.5.5", ServiceFacts("ClusterIP", ("None",)))
+    assert not NONE.allows("shop", "web.shop.svc", "10.96.5.5", None, port=80)  # no such Service
+    assert not NONE.allows("shop", "web.shop.svc", "10.96.7.7", CLUSTER_IP, port=80)  # another address
+    assert not NONE.allows("shop", "db.shop.svc", "10.244.3.3", HEADLESS, port=80)
+    assert not NONE.allows("shop", "web.shop.svc", "10.96.5.5", ServiceFacts("ClusterIP", ("None",)), port=80)
     # ExternalName: x.shop.svc is a CNAME to anything, another tenant's Service included
     external = ServiceFacts("ExternalName", ())
-    assert not NONE.allows("shop", "x.shop.svc", "10.96.9.9", external)
-    assert not NONE.allows("shop", "x.shop.svc", "8.8.8.8", external)
+    assert not NONE.allows("shop", "x.shop.svc", "10.96.9.9", external, port=80)
+    assert not NONE.allows("shop", "x.shop.svc", "8.8.8.8", external, port=80)
     # the name route is the only route of such a name: a grant does not lift it
     granted = TenantEgress.build([(["shop"], ["10.0.0.0/8"])])
-    assert not granted.allows("shop", "x.shop.svc", "10.96.9.9", external)
+    assert not granted.allows("shop", "x.shop.svc", "10.96.9.9", external, port=80)
 
 
 def test_the_global_policy_still_guards_an_own_service_name() -> None:
     """Metadata and the API server stay denied, even behind a Service of the namespace."""
-    metadata = ServiceFacts("ClusterIP", ("None",), ("169.254.169.254",))
-    assert NONE.allows("shop", "meta.shop.svc", "169.254.169.254", metadata)  # the tenant's rule...
+    metadata = ServiceFacts("ClusterIP", ("None",), ("169.254.169.254",), (80, 443))
+    assert NONE.allows("shop", "meta.shop.svc", "169.254.169.254", metadata, port=80)  # the tenant's rule...
     assert playbook_denied(
         GLOBAL, NONE, "shop", "meta.shop.svc", "169.254.169.254", port=80, service=metadata
     )
-    api = ServiceFacts("ClusterIP", ("None",), ("10.96.0.1",))
+    api = ServiceFacts("ClusterIP", ("None",), ("10.96.0.1",), (80, 443))
     assert playbook_denied(GLOBAL, NONE, "shop", "kube.shop.svc", "10.96.0.1", port=443, service=api)
-    loopback = ServiceFacts("ClusterIP", ("None",), ("127.0.0.1",))
+    loopback = ServiceFacts("ClusterIP", ("None",), ("127.0.0.1",), (80, 443))
     assert playbook_denied(GLOBAL, NONE, "shop", "lo.shop.svc", "127.0.0.1", port=80, service=loopback)
     # and a global allow-list still rules: the Service's address must be on it
     listed = EgressPolicy.build(allow=["hooks.example.com"])
@@ -169,15 +170,15 @@ PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700::1111", _v4_in_v6("8.8.8.8", "nat64")
 @pytest.mark.parametrize("ip", PRIVATE)
 def test_a_private_address_is_refused_without_a_grant(ip: str) -> None:
     assert not is_public(ip)
-    assert not NONE.allows("shop", "db.internal", ip)
-    assert not NONE.allows("shop", ip, ip)
-    assert not NONE.allows("shop", "web.other.svc", ip)  # another namespace's Service
+    assert not NONE.allows("shop", "db.internal", ip, port=80)
+    assert not NONE.allows("shop", ip, ip, port=80)
+    assert not NONE.allows("shop", "web.other.svc", ip, port=80)  # another namespace's Service
 
 
 @pytest.mark.parametrize("ip", PUBLIC)
 def test_public_addresses_are_the_global_policys_alone(ip: str) -> None:
     assert is_public(ip)
-    assert NONE.allows("shop", "api.example.com", ip)
+    assert NONE.allows("shop", "api.example.com", ip, port=80)
     assert not playbook_denied(GLOBAL, NONE, "shop", "api.example.com", ip, port=443)
     listed = EgressPolicy.build(allow=["api.example.com"])  # the global allow-list still rules
     assert playbook_denied(listed, NONE, "shop", "other.example.com", ip, port=443)
@@ -188,24 +189,24 @@ def test_a_grant_opens_its_cidrs_and_hosts_to_its_namespaces_only() -> None:
         [(["team-a", "team-b"], ["10.20.0.0/16", "db.internal"]), (["team-c"], ["fd00:20::/32"])]
     )
     for ns in ("team-a", "team-b"):
-        assert tenant.allows(ns, "10.20.1.1", "10.20.1.1")
-        assert tenant.allows(ns, "db.internal", "10.99.1.1")  # the host, wherever it resolves
-        assert tenant.allows(ns, "DB.Internal.", "10.99.1.1")
-        assert not tenant.allows(ns, "10.21.1.1", "10.21.1.1")
-        assert not tenant.allows(ns, "db.internal.evil.example", "10.99.1.1")
-        assert not tenant.allows(ns, "web.other.svc", "10.96.5.5")
-    assert tenant.allows("team-c", "x.example", "fd00:20::9")
+        assert tenant.allows(ns, "10.20.1.1", "10.20.1.1", port=80)
+        assert tenant.allows(ns, "db.internal", "10.99.1.1", port=80)  # the host, wherever it resolves
+        assert tenant.allows(ns, "DB.Internal.", "10.99.1.1", port=80)
+        assert not tenant.allows(ns, "10.21.1.1", "10.21.1.1", port=80)
+        assert not tenant.allows(ns, "db.internal.evil.example", "10.99.1.1", port=80)
+        assert not tenant.allows(ns, "web.other.svc", "10.96.5.5", port=80)
+    assert tenant.allows("team-c", "x.example", "fd00:20::9", port=80)
     for ns in ("team-c", "team-d", "default"):
-        assert not tenant.allows(ns, "10.20.1.1", "10.20.1.1")
-        assert not tenant.allows(ns, "db.internal", "10.99.1.1")
+        assert not tenant.allows(ns, "10.20.1.1", "10.20.1.1", port=80)
+        assert not tenant.allows(ns, "db.internal", "10.99.1.1", port=80)
     # a grant names the connected address: a granted IPv4 address in NAT64 form is not granted
-    assert not tenant.allows("team-d", "x", _v4_in_v6("10.20.1.1", "nat64"))
+    assert not tenant.allows("team-d", "x", _v4_in_v6("10.20.1.1", "nat64"), port=80)
 
 
 def test_a_grant_never_lifts_the_global_policy() -> None:
     tenant = TenantEgress.build([(["*"], ["0.0.0.0/0", "::/0", "metadata.google.internal"])])
     for ip in ("169.254.169.254", "10.96.0.1", "127.0.0.1", "100.100.100.200"):
-        assert tenant.allows("shop", "x.example", ip)
+        assert tenant.allows("shop", "x.example", ip, port=80)
         assert playbook_denied(GLOBAL, tenant, "shop", "x.example", ip, port=80), ip
     assert playbook_denied(GLOBAL, tenant, "shop", "metadata.google.internal", "169.254.169.254", port=80)
 
@@ -213,8 +214,8 @@ def test_a_grant_never_lifts_the_global_policy() -> None:
 def test_star_grants_every_namespace() -> None:
     tenant = TenantEgress.build([(["*"], ["127.0.0.0/8"])])
     for ns in ("shop", "default", "team-z"):
-        assert tenant.allows(ns, "127.0.0.1", "127.0.0.1")
-        assert not tenant.allows(ns, "10.0.0.1", "10.0.0.1")
+        assert tenant.allows(ns, "127.0.0.1", "127.0.0.1", port=80)
+        assert not tenant.allows(ns, "10.0.0.1", "10.0.0.1", port=80)
 
 
 # ------------------------------------------------------------------------------- the config
@@ -232,9 +233,9 @@ def test_the_config_takes_grants_per_namespace_and_refuses_bad_ones(tmp_path: An
     egress = load_config_file(path).egress
     tenant = egress.tenant_policy()
     assert tenant.cluster_domain == "corp.internal"
-    assert tenant.allows("team-b", "db.internal", "10.99.0.1")
-    assert tenant.allows("anyone", "x", "192.168.5.5")
-    assert not tenant.allows("anyone", "db.internal", "10.99.0.1")
+    assert tenant.allows("team-b", "db.internal", "10.99.0.1", port=80)
+    assert tenant.allows("anyone", "x", "192.168.5.5", port=80)
+    assert not tenant.allows("anyone", "db.internal", "10.99.0.1", port=80)
     assert EgressConfig().tenant_policy() == TenantEgress()  # nothing granted by default
     for bad in (
         "{namespaces: [team-a], allow: ['http://x/']}",  # neither a CIDR nor a host
@@ -353,12 +354,130 @@ def test_other_namespaces_and_private_addresses_are_refused_channels_are_not() -
     assert len(sent) == 1
 
 
+# ------------------------------------------------- gaps a review found: names, ports, own ranges
+
+
+@pytest.mark.parametrize(
+    ("host", "lookup"),
+    [
+        ("db.internal", "db.internal."),  # never db.internal.svc.cluster.local (namespace "internal")
+        ("hooks.example.com", "hooks.example.com."),
+        ("web.shop.svc", "web.shop.svc.cluster.local."),
+        ("web.shop.svc.cluster.local", "web.shop.svc.cluster.local."),
+        ("db.internal.", "db.internal."),  # already absolute
+        ("web.shop.svc.", "web.shop.svc.cluster.local."),  # a Service name, with its trailing dot
+        ("localhost", "localhost"),  # one label: the hosts file, then the operator's own namespace
+        ("10.1.2.3", "10.1.2.3"),
+        ("fd00::1", "fd00::1"),
+    ],
+)
+def test_every_name_is_resolved_as_an_absolute_name(host: str, lookup: str) -> None:
+    assert lookup_name(host) == lookup
+    assert lookup_name("web.shop.svc", "corp.internal") == "web.shop.svc.corp.internal."
+
+
+def test_the_resolver_is_asked_the_absolute_name_never_a_search_list_candidate() -> None:
+    """In a pod (ndots:5) a relative `db.internal` is asked as `db.internal.svc.cluster.local`
+    first: Service `db` of a namespace `internal`, which a tenant who may create namespaces owns."""
+    grant = TenantEgress.build([(["shop"], ["db.internal"])], cluster_domain="corp.internal")
+    services = Services({("shop", "web"): CLUSTER_IP})
+    outbound, sent, resolving = _outbound("10.96.5.5", services, grant)
+    _get(outbound, "http://db.internal/x", "shop")
+    _get(outbound, "http://web.shop.svc/", "shop")
+    _get(outbound, "http://hooks.example.com/", None)  # a channel's name too
+    assert resolving == ["db.internal.", "web.shop.svc.corp.internal.", "hooks.example.com."]
+    assert [r.headers["Host"] for r in sent] == ["db.internal", "web.shop.svc", "hooks.example.com"]
+
+
+def test_the_name_route_reaches_only_the_ports_the_service_declares() -> None:
+    """A host-network pod behind a tenant's headless Service has its node's address: only the
+    ports of the Service's EndpointSlices are reachable through it, never the kubelet's."""
+    node_pod = ServiceFacts("ClusterIP", ("None",), ("10.0.0.12",), (8080,))
+    services = Services({("shop", "web"): CLUSTER_IP, ("shop", "hostnet"): node_pod})
+    outbound, sent, resolving = _outbound("10.0.0.12", services)
+    assert _get(outbound, "http://hostnet.shop.svc:8080/", "shop").status_code == 200
+    for port in (10250, 30080, 80):
+        with pytest.raises(EgressDenied):
+            _get(outbound, f"http://hostnet.shop.svc:{port}/", "shop")
+    assert len(sent) == 1
+    assert len(resolving) == 1  # refused before the name is even resolved
+    clusterip, sent, _ = _outbound("10.96.5.5", services)
+    with pytest.raises(EgressDenied):
+        _get(clusterip, "http://web.shop.svc:9999/", "shop")
+    assert sent == []
+    assert not ServiceFacts("ClusterIP", ("None",), ("10.0.0.12",), ()).admits("10.0.0.12", 8080)
+
+
+def test_an_ipv6_zone_neither_hides_an_address_nor_reaches_one() -> None:
+    """`fd00:ec2::254%2` is the metadata address to the kernel, whatever the policy's equality."""
+    assert GLOBAL.denied("x", "fd00:ec2::254%2", 80)
+    assert EgressPolicy.build(api_server=["fd00:10:96::1"]).denied("x", "fd00:10:96::1%eth0", 443)
+    outbound, sent, _ = _outbound("10.96.5.5")
+    for url in ("http://[fd00:ec2::254%252]/", "http://[2600:1f18::5%25eth0]/"):
+        with pytest.raises(RequestFailed, match="bad host name"):
+            _get(outbound, url, None)
+    assert sent == []
+
+
+def test_the_api_servers_global_addresses_warn_that_cluster_networks_is_unset(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def api_servers() -> list[str]:
+        return ["2600:1f18:4000::1"]
+
+    def policy(tenant: TenantEgress) -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+        asyncio.run(Outbound(client, GLOBAL, api_servers=api_servers, tenant=tenant).current_policy())
+
+    with caplog.at_level(logging.WARNING):
+        policy(NONE)
+    assert "egress.clusterNetworks" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        policy(TenantEgress.build(cluster_networks=["2600:1f18:4000::/48"]))
+    assert caplog.text == ""
+
+
+def test_the_clusters_own_ranges_are_never_public_even_when_global() -> None:
+    pod = "2600:1f18:4000::17"  # an IPv6 cluster's pod address: global to Python
+    assert is_public(pod)
+    assert NONE.allows("shop", pod, pod, port=80)  # without the setting: any tenant's pod is "public"
+    own = TenantEgress.build(cluster_networks=["2600:1f18:4000::/48", "34.118.224.0/20"])
+    assert not own.allows("shop", pod, pod, port=80)
+    assert not own.allows("shop", "x.example", "34.118.230.9", port=80)  # public range used privately
+    assert not own.allows("shop", "x", _v4_in_v6("34.118.230.9", "nat64"), port=80)  # embedded too
+    assert own.allows("shop", "api.example.com", "93.184.216.34", port=443)  # the rest stays public
+    granted = TenantEgress.build(
+        [(["shop"], ["2600:1f18:4000:1::/64"])], cluster_networks=["2600:1f18:4000::/48"]
+    )
+    assert granted.allows("shop", "2600:1f18:4000:1::9", "2600:1f18:4000:1::9", port=80)
+    assert not granted.allows("team-b", "2600:1f18:4000:1::9", "2600:1f18:4000:1::9", port=80)
+
+
+def test_the_config_names_the_clusters_own_ranges(tmp_path: Any) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("egress:\n  clusterNetworks: ['10.0.0.0/8', 'fd00:10::/48', '34.118.224.0/20']\n")
+    tenant = load_config_file(path).egress.tenant_policy()
+    assert not tenant.allows("shop", "x", "34.118.224.1", port=80)
+    for bad in ("['db.internal']", "['10.0.0.0/33']", "'10.0.0.0/8'"):
+        path.write_text(f"egress:\n  clusterNetworks: {bad}\n")
+        with pytest.raises(ConfigError):
+            load_config_file(path)
+
+
 # ---------------------------------------------- reading a Service (the adapter), with fake data
 
 
 class FakeCore:
-    def __init__(self, services: dict[str, Any]) -> None:
+    def __init__(self, services: dict[str, Any], host_network: tuple[str, ...] = ()) -> None:
         self.services = services
+        self.host_network = host_network
+        """Pod IPs (their nodes') of the namespace's host-network pods."""
+
+    def list_namespaced_pod(self, namespace: str, *, field_selector: str, **_: Any) -> Any:
+        assert field_selector == "spec.hostNetwork=true"
+        statuses = [SimpleNamespace(pod_ip=ip, host_ip=ip, pod_ips=None) for ip in self.host_network]
+        return SimpleNamespace(items=[SimpleNamespace(status=status) for status in statuses])
 
     def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
         if name not in self.services:
@@ -367,7 +486,7 @@ class FakeCore:
 
 
 class FakeDiscovery:
-    def __init__(self, slices: list[tuple[dict[str, str], list[str]]]) -> None:
+    def __init__(self, slices: list[tuple[dict[str, str], list[str], list[int | None]]]) -> None:
         self.slices = slices
         self.selectors: list[str] = []
 
@@ -375,19 +494,25 @@ class FakeDiscovery:
         self.selectors.append(label_selector)
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
         items = [
-            SimpleNamespace(endpoints=[SimpleNamespace(addresses=addresses)])
-            for labels, addresses in self.slices
+            SimpleNamespace(
+                endpoints=[SimpleNamespace(addresses=addresses)],
+                ports=[SimpleNamespace(port=port) for port in ports],
+            )
+            for labels, addresses, ports in self.slices
             if all(labels.get(k) == v for k, v in wanted.items())
         ]
         return SimpleNamespace(items=items)
 
 
-def _service(kind: str, cluster_ips: list[str] | None, external: str | None = None) -> Any:
+def _service(
+    kind: str, cluster_ips: list[str] | None, external: str | None = None, ports: tuple[int, ...] = ()
+) -> Any:
     spec = SimpleNamespace(
         type=kind,
         cluster_ip=cluster_ips[0] if cluster_ips else None,
         cluster_ips=cluster_ips,
         external_name=external,
+        ports=[SimpleNamespace(port=port) for port in ports] or None,
     )
     return SimpleNamespace(spec=spec)
 
@@ -399,16 +524,19 @@ def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() 
     kube.core = FakeCore(  # type: ignore[assignment]
         {
             "alias": _service("ExternalName", None, "db.victim.svc.cluster.local"),
-            "web": _service("ClusterIP", ["10.96.5.5"]),
+            "web": _service("ClusterIP", ["10.96.5.5"], ports=(80, 8080)),
             "db": _service("ClusterIP", ["None"]),
-        }
+        },
+        host_network=("10.0.0.12",),
     )
     managed = {
         "kubernetes.io/service-name": "db",
         "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_CONTROLLER,
     }
     by_hand = {"kubernetes.io/service-name": "db", "endpointslice.kubernetes.io/managed-by": "someone"}
-    kube.discovery = FakeDiscovery([(managed, ["10.244.1.7"]), (by_hand, ["10.244.66.6"])])  # type: ignore[assignment]
+    kube.discovery = FakeDiscovery(  # type: ignore[assignment]
+        [(managed, ["10.244.1.7", "10.0.0.12"], [5432, None]), (by_hand, ["10.244.66.6"], [5432])]
+    )
     try:
         alias = asyncio.run(kube.service_facts("shop", "alias"))
         web = asyncio.run(kube.service_facts("shop", "web"))
@@ -418,13 +546,18 @@ def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() 
         kube.close()
     assert alias is not None
     assert alias.type == "ExternalName"
-    assert not alias.admits("10.96.9.9")
-    assert web == ServiceFacts("ClusterIP", ("10.96.5.5",))
+    assert not alias.admits("10.96.9.9", 80)
+    assert web == ServiceFacts("ClusterIP", ("10.96.5.5",), (), (80, 8080))
     assert db is not None
-    assert db.admits("10.244.1.7")
-    assert not db.admits("10.244.66.6")  # a hand-written slice may point anywhere
+    assert db.admits("10.244.1.7", 5432)
+    assert not db.admits("10.244.1.7", 10250)  # a port "all ports" (None) never opens every port
+    assert not db.admits("10.244.66.6", 5432)  # a hand-written slice may point anywhere
+    # a host-network pod the Service selects: its address is its node's, on whatever port the
+    # tenant declares (10250, a NodePort), so it is never the Service's
+    assert db.endpoints == ("10.244.1.7",)
+    assert not db.admits("10.0.0.12", 5432)
     assert ghost is None
-    assert NONE.allows("shop", "web.shop.svc", "10.96.5.5", web)
+    assert NONE.allows("shop", "web.shop.svc", "10.96.5.5", web, port=80)
 
 
 # ----------------------------------- the actions: a denial is Misconfigured, and nothing is sent

@@ -420,9 +420,10 @@ class Kube:
 
     async def service_facts(self, namespace: str, name: str) -> ServiceFacts | None:
         """Service `name` of `namespace` for the egress policy's name route: its type, cluster
-        IPs and, if headless, the addresses of the EndpointSlices the EndpointSlice controller
-        made from its selector (hand-written or mirrored slices do not count). None if there is
-        no such Service. Raises the client's other errors."""
+        IPs and ports and, if headless, the addresses and ports of the EndpointSlices the
+        EndpointSlice controller made from its selector (hand-written or mirrored slices do not
+        count), less the addresses of the namespace's host-network pods (their node's). None if
+        there is no such Service. Raises the client's other errors."""
         try:
             service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
         except ApiException as exc:
@@ -433,7 +434,8 @@ class Kube:
         kind = str(spec.type or "ClusterIP")
         cluster_ips = tuple(spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else []))
         if kind == "ExternalName" or any(ip != "None" for ip in cluster_ips):
-            return ServiceFacts(kind, cluster_ips)
+            ports = tuple(int(p.port) for p in spec.ports or [] if p.port)
+            return ServiceFacts(kind, cluster_ips, (), ports)
         slices = await self.call(
             self.discovery.list_namespaced_endpoint_slice,
             namespace,
@@ -449,7 +451,25 @@ class Kube:
             for endpoint in piece.endpoints or []
             for address in endpoint.addresses or []
         )
-        return ServiceFacts(kind, cluster_ips, endpoints)
+        if endpoints:  # a host-network pod's address is its node's: never the Service's
+            host_network = await self.call(
+                self.core.list_namespaced_pod,
+                namespace,
+                field_selector="spec.hostNetwork=true",
+                _request_timeout=10,
+            )
+            nodes = {
+                str(ip)
+                for pod in host_network.items or []
+                for ip in [pod.status and pod.status.pod_ip, pod.status and pod.status.host_ip]
+                + [p.ip for p in (pod.status and pod.status.pod_ips) or []]
+                if ip
+            }
+            endpoints = tuple(address for address in endpoints if address not in nodes)
+        slice_ports = tuple(  # a port left unset means "all ports": never admitted
+            int(port.port) for piece in slices.items or [] for port in piece.ports or [] if port.port
+        )
+        return ServiceFacts(kind, cluster_ips, endpoints, tuple(sorted(set(slice_ports))))
 
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
         return await self.pods_labelled(namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))

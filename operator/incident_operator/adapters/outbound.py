@@ -15,7 +15,10 @@ proxy is used at all. The API server's endpoints (`apiendpoints`) join the polic
 A Playbook's request names its namespace (`namespace=`) and passes the per-namespace policy too
 (`TenantEgress`): for a host naming a Service of that namespace, the Service is read first
 (`services`), and an ExternalName, a missing or unreadable Service is refused before the name is
-even resolved; the address resolved must then be that Service's. A channel's request names none.
+even resolved; the address resolved must then be that Service's, on one of its ports. A
+channel's request names none. Every name is resolved as an absolute name (`lookup_name`), channels'
+too: the search list of a pod would otherwise ask `db.internal` as a Service of a namespace
+`internal` first.
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from typing import Any
 
 import httpx
 
-from incident_operator.settings.egress import EgressPolicy, ServiceFacts, TenantEgress, playbook_denied
+from incident_operator.settings.egress import (
+    EgressPolicy,
+    ServiceFacts,
+    TenantEgress,
+    is_public,
+    playbook_denied,
+)
 
 MAX_BODY_BYTES = 65_536
 Resolver = Callable[[str, int], Awaitable[str]]
@@ -135,7 +144,21 @@ class Outbound:
         addresses = frozenset(await self.api_servers())
         if addresses != self._derived[0]:
             self._derived = (addresses, self.policy.with_api_server(addresses))
+            self._warn_if_global(addresses)
         return self._derived[1]
+
+    def _warn_if_global(self, addresses: Iterable[str]) -> None:
+        """The API server's own addresses are the cluster's: if the per-namespace policy would
+        call one public, the cluster uses global addresses that `egress.clusterNetworks` misses,
+        and other tenants' pods may count as public to Playbook requests too."""
+        public = sorted(a for a in addresses if is_public(a, self.tenant.cluster_networks))
+        if public:
+            logger.warning(
+                "the API server's addresses %s are global and not in egress.clusterNetworks: if "
+                "the cluster's pods, Services or nodes use global addresses, list their ranges in "
+                "egress.clusterNetworks, or other tenants' pods count as public to Playbook requests",
+                ", ".join(public),
+            )
 
     async def _service(self, namespace: str, name: str, host: str) -> ServiceFacts:
         """The Service `host` names, if it may be the name route's; else EgressDenied."""
@@ -169,19 +192,22 @@ class Outbound:
         connection then goes to that address, so a later DNS answer cannot redirect it). With
         `namespace` (a Playbook's request), the per-namespace policy too.
         Raises EgressDenied or RequestFailed."""
-        if not _HOSTNAME.match(host) and ":" not in host:  # IPv6 literals contain ':'
+        if (not _HOSTNAME.match(host) and ":" not in host) or "%" in host:  # IPv6 literals have ':'
+            # (an IPv6 zone, `[fd00::1%25eth0]`, is refused: no request of ours needs one)
             raise RequestFailed("invalid URL: bad host name", permanent=True, misconfigured=True)
         service: ServiceFacts | None = None
         if namespace is not None:
             name = self.tenant.service(namespace, host)
             if name is not None:  # refused before resolving: an ExternalName is not looked up
                 service = await self._service(namespace, name, host)
+                if port not in service.ports:  # nor a port the Service does not declare
+                    raise EgressDenied(host)
         try:
             ipaddress.ip_address(host)
             ip = host
         except ValueError:
-            try:
-                ip = await self.resolver(host, port)
+            try:  # as an absolute name: the search list must not pick a tenant's namespace
+                ip = await self.resolver(self.tenant.lookup(host), port)
             except (OSError, UnicodeError) as exc:
                 raise _unresolved(exc) from exc
         policy = await self.current_policy()

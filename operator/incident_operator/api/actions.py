@@ -121,7 +121,11 @@ class HttpCheckAction(ApiModel):
         }
     )
 
-    url: RequestUrl = Field(description="URL to ask, e.g. http://web/healthz.")
+    url: RequestUrl = Field(
+        description=(
+            "URL to ask, e.g. http://web.shop.svc/healthz (a Service of the namespace) or a public URL."
+        )
+    )
     method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
     body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
     contentType: str = Field(
@@ -210,7 +214,12 @@ class Expectation(ApiModel):
 class PromQueryAction(ApiModel):
     """A PromQL condition that must hold (for every series of the answer) for forSeconds."""
 
-    url: RequestUrl = Field(description="Prometheus base URL, e.g. http://prometheus:9090.")
+    url: RequestUrl = Field(
+        description=(
+            "Prometheus base URL, e.g. http://prometheus.shop.svc:9090 (a Service of the namespace)"
+            " or a granted host."
+        )
+    )
     query: str = Field(min_length=1, max_length=8192, description="PromQL (instant query).")
     expect: Expectation
     forSeconds: int = Field(default=0, ge=0, le=86400, description="Held this long (0: once).")
@@ -475,10 +484,15 @@ DRILL_RBAC = (
 )
 """Beyond the actions: what a Drill needs to break its target (`core.drills.needs`)."""
 SERVICE_RBAC = frozenset(
-    {Permission("get", "services"), Permission("list", "endpointslices", "discovery.k8s.io")}
+    {
+        Permission("get", "services"),
+        Permission("list", "endpointslices", "discovery.k8s.io"),
+        Permission("list", "pods"),
+    }
 )
 """Beyond the actions: a request of a Playbook to one of its namespace's Services (`NAME.NS.svc`)
-reads that Service and, if headless, its EndpointSlices (the per-namespace egress policy)."""
+reads that Service and, if headless, its EndpointSlices and the namespace's host-network pods
+(the per-namespace egress policy)."""
 OPT_IN = Permission("remediate", "incidents", API_GROUP)
 """The namespace opted in: a custom verb only the remediator role grants, asked for before every
 run, whatever its steps need, so that a playbook of requests alone (`httpCheck`, `promQuery`,

@@ -246,6 +246,15 @@ class EgressConfig(BaseModel):
     addresses."""
     clusterDomain: str = Field(default="cluster.local", pattern=_DOMAIN.pattern, max_length=253)
     """The cluster's DNS domain: `NAME.NS.svc.<clusterDomain>` names a Service of NS."""
+    clusterNetworks: tuple[str, ...] = ()
+    """CIDRs of the cluster's own pods, Services and nodes: never public to Playbook requests,
+    even where they are global addresses (IPv6 clusters, public ranges used privately)."""
+
+    @field_validator("clusterNetworks")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        TenantEgress.build(cluster_networks=value)  # raises EgressError (a ValueError) on a bad one
+        return value
 
     @field_validator("allow", "deny")
     @classmethod
@@ -255,7 +264,9 @@ class EgressConfig(BaseModel):
 
     def tenant_policy(self) -> TenantEgress:
         """The per-namespace policy of Playbook requests (`egress.TenantEgress`)."""
-        return TenantEgress.build(((e.namespaces, e.allow) for e in self.namespaces), self.clusterDomain)
+        return TenantEgress.build(
+            ((e.namespaces, e.allow) for e in self.namespaces), self.clusterDomain, self.clusterNetworks
+        )
 
 
 class Limits(BaseModel):

@@ -37,7 +37,17 @@ a. through a Service of NS itself, named `NAME.NS.svc` or `NAME.NS.svc.<clusterD
 b. where the config grants it to NS (`egress.namespaces`: CIDRs or exact hosts; `*` for every
    namespace, for single-tenant clusters).
 
+The name route admits only the ports the Service declares (its `port`s; for a headless one, the
+ports of those EndpointSlices), so a host-network pod behind a headless Service does not open its
+node's other ports. Addresses in `cluster_networks` (config `egress.clusterNetworks`: the cluster's
+own pod, Service and node ranges) are never public, whatever `is_global` says of them (IPv6
+clusters, IPv4 clusters that use public ranges privately).
+
 Public addresses are judged by the global rules alone. Nothing here ever lifts a global rule.
+
+Names are resolved as absolute names (`lookup_name`), never through the resolver's search list: in a
+pod (`ndots:5`) `db.internal` would first be asked as `db.internal.svc.cluster.local`, a Service `db`
+of a namespace `internal`, which whoever may create that namespace could answer.
 """
 
 from __future__ import annotations
@@ -158,7 +168,9 @@ def _normalise(address: Address) -> Address:
 
 
 def _address(ip: str) -> Address:
-    return _normalise(ipaddress.ip_address(ip))
+    """The address `ip` names, an IPv6 zone (`%eth0`) dropped: the zone does not change which
+    host a global or ULA address reaches, and a scoped address never equals its plain form."""
+    return _normalise(ipaddress.ip_address(ip.split("%", 1)[0]))
 
 
 @dataclass(frozen=True)
@@ -259,10 +271,35 @@ def _public_one(address: Address) -> bool:
     return address.is_global and not any(address in net for net in NOT_PUBLIC)
 
 
-def is_public(ip: str) -> bool:
-    """True if `ip` and every IPv4 address it carries (see `embedded_ipv4`) are public."""
+def is_public(ip: str, private: Iterable[Network] = ()) -> bool:
+    """True if `ip` and every IPv4 address it carries (see `embedded_ipv4`) are public: not in
+    `NOT_PUBLIC`, global to Python, and in none of the `private` networks."""
     address = _address(ip)
-    return all(_public_one(a) for a in (address, *embedded_ipv4(address)))
+    ranges = tuple(private)
+    return all(
+        _public_one(a) and not any(a in net for net in ranges) for a in (address, *embedded_ipv4(address))
+    )
+
+
+def lookup_name(host: str, cluster_domain: str = "cluster.local") -> str:
+    """The name to hand the resolver for `host`, so that the resolver's search list never applies:
+    an address literal as it is; `NAME.NS.svc` (with or without a trailing dot) as
+    `NAME.NS.svc.<cluster_domain>.`; any other name with a dot made absolute (`db.internal` →
+    `db.internal.`). A single label (`localhost`, a Service of the operator's own namespace, as
+    written in the operator's config) is left to the hosts file and the search list, whose first
+    domain is the operator's own namespace."""
+    name = host[:-1] if host.endswith(".") else host
+    if not name or ("." not in name and name == host):
+        return host
+    try:
+        ipaddress.ip_address(name)
+        return host
+    except ValueError:
+        pass
+    domain = cluster_domain.strip(".")
+    if name.lower().rsplit(".", 1)[-1] == "svc" and domain:
+        return f"{name}.{domain}."
+    return f"{name}."
 
 
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -297,10 +334,13 @@ class ServiceFacts:
     type: str
     cluster_ips: tuple[str, ...] = ()
     endpoints: tuple[str, ...] = ()
+    ports: tuple[int, ...] = ()
+    """The ports the Service declares (`spec.ports[].port`), or for a headless one the ports of
+    its controller-made EndpointSlices (the pods' ports); a connection to any other is refused."""
 
-    def admits(self, ip: str) -> bool:
-        """True if a connection to `ip` reaches this Service (and nothing else by its name)."""
-        if self.type == "ExternalName":
+    def admits(self, ip: str, port: int) -> bool:
+        """True if a connection to `ip`:`port` reaches this Service (and nothing else by its name)."""
+        if self.type == "ExternalName" or port not in self.ports:
             return False
         target = _address(ip)
         assigned = [c for c in self.cluster_ips if c and c != "None"]
@@ -338,17 +378,33 @@ class TenantEgress:
 
     grants: tuple[NamespaceGrant, ...] = ()
     cluster_domain: str = "cluster.local"
+    cluster_networks: tuple[Network, ...] = ()
+    """The cluster's own ranges (pods, Services, nodes): never public, even if `is_global`."""
 
     @classmethod
     def build(
-        cls, grants: Iterable[tuple[Iterable[str], Iterable[str]]] = (), cluster_domain: str = "cluster.local"
+        cls,
+        grants: Iterable[tuple[Iterable[str], Iterable[str]]] = (),
+        cluster_domain: str = "cluster.local",
+        cluster_networks: Iterable[str] = (),
     ) -> TenantEgress:
-        """From (namespaces, allow entries) pairs. Raises EgressError on a bad entry."""
+        """From (namespaces, allow entries) pairs and the cluster's own CIDRs. Raises EgressError
+        on a bad entry."""
         built = []
         for namespaces, allow in grants:
             networks, hosts = _split(allow)
             built.append(NamespaceGrant(frozenset(namespaces), networks, hosts))
-        return cls(tuple(built), cluster_domain)
+        ranges = []
+        for cidr in cluster_networks:
+            net = _network(cidr)
+            if net is None:
+                raise EgressError(f"cluster network {cidr!r} is not a CIDR")
+            ranges.append(net)
+        return cls(tuple(built), cluster_domain, tuple(ranges))
+
+    def lookup(self, host: str) -> str:
+        """The absolute name to resolve for `host` (see `lookup_name`)."""
+        return lookup_name(host, self.cluster_domain)
 
     def service(self, namespace: str, host: str) -> str | None:
         """The Service of `namespace` that `host` names, if it names one."""
@@ -359,13 +415,16 @@ class TenantEgress:
         name, address = host.lower().rstrip("."), _address(ip)
         return any(g.covers(namespace) and g.grants(name, address) for g in self.grants)
 
-    def allows(self, namespace: str, host: str, ip: str, service: ServiceFacts | None = None) -> bool:
-        """True if a Playbook of `namespace` may reach `host` at `ip` (the global policy aside).
-        `service`: what the API server says of the Service `host` names (`service()`), None if
-        it has none; a host naming a Service of the namespace takes the name route and no other."""
+    def allows(
+        self, namespace: str, host: str, ip: str, service: ServiceFacts | None = None, *, port: int
+    ) -> bool:
+        """True if a Playbook of `namespace` may reach `host` at `ip`:`port` (the global policy
+        aside). `service`: what the API server says of the Service `host` names (`service()`),
+        None if it has none; a host naming a Service of the namespace takes the name route and
+        no other."""
         if self.service(namespace, host) is not None:
-            return service is not None and service.admits(ip)
-        return is_public(ip) or self.granted(namespace, host, ip)
+            return service is not None and service.admits(ip, port)
+        return is_public(ip, self.cluster_networks) or self.granted(namespace, host, ip)
 
 
 def playbook_denied(
@@ -383,4 +442,4 @@ def playbook_denied(
     not be made: the global policy first, then the namespace's."""
     if policy.denied(host, ip, port, scheme=scheme):
         return True
-    return not tenant.allows(namespace, host, ip, service)
+    return not tenant.allows(namespace, host, ip, service, port=port)
