@@ -102,6 +102,9 @@ def test_alerts_outside_the_watched_namespaces_or_without_one_are_skipped() -> N
     assert defaulted.namespace == "ops"
     bad = plan_alert(alert(namespace="Not_A_Namespace"), CONFIG, ())
     assert isinstance(bad, Skip)
+    newline = plan_alert(alert(namespace="payments\n"), CONFIG, ())  # `$` would let it through
+    assert isinstance(newline, Skip)
+    assert newline.reason.startswith("namespace label 'payments\\n' is not a valid namespace name")
 
 
 def test_fingerprint_falls_back_to_a_stable_label_hash() -> None:

@@ -32,7 +32,7 @@ from incident_operator.core.planner import AlertState
 from incident_operator.settings.config import AlertIntakeConfig
 
 _FINGERPRINT = re.compile(r"^[0-9a-f]{1,40}$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")  # \Z: no trailing newline
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 AlertStatus = Literal["firing", "resolved"]

@@ -34,7 +34,7 @@ class ResponseTargets(BaseModel):
     P4: timedelta = timedelta(hours=24)
 
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # fullmatch: no trailing newline
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
@@ -60,7 +60,7 @@ class AlertToken(BaseModel):
     @field_validator("namespaces")
     @classmethod
     def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [n for n in value if not _DNS_LABEL.match(n)]
+        bad = [n for n in value if not _DNS_LABEL.fullmatch(n)]
         if bad:
             raise ValueError(f"not namespace names: {', '.join(map(repr, bad))}")
         return value
@@ -217,7 +217,7 @@ class NamespaceEgress(BaseModel):
     def _namespaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if "*" in value and len(value) > 1:
             raise ValueError('"*" (every namespace) stands alone in its entry')
-        bad = [ns for ns in value if ns != "*" and not _DNS_LABEL.match(ns)]
+        bad = [ns for ns in value if ns != "*" and not _DNS_LABEL.fullmatch(ns)]
         if bad:
             raise ValueError(f"not namespace names: {bad}")
         return value
