@@ -243,7 +243,7 @@ def test_the_config_takes_grants_per_namespace_and_refuses_bad_ones(tmp_path: An
         "{namespaces: [], allow: ['10.0.0.0/8']}",
         "{namespaces: ['*', team-a], allow: ['10.0.0.0/8']}",
         "{namespaces: [Team_A], allow: ['10.0.0.0/8']}",
-        '{namespaces: ["team-a\\n"], allow: [\'10.0.0.0/8\']}',  # a trailing newline
+        "{namespaces: [\"team-a\\n\"], allow: ['10.0.0.0/8']}",  # a trailing newline
         "{namespaces: [team-a], allow: ['10.0.0.0/8'], deny: ['x']}",  # unknown key
     ):
         path.write_text(f"egress:\n  namespaces:\n    - {bad}\n")
