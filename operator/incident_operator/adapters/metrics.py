@@ -88,11 +88,19 @@ ACTIONS = Counter(
     "Playbook actions carried out, by action and result (succeeded, failed).",
     ["action", "result"],
 )
-AUTOMATION_PAUSED = Counter(
-    "incident_operator_automation_paused_total",
-    "Incidents whose playbook automation the operator held, by reason (OpenIncidentLimit: more open "
-    "incidents in the namespace than limits.maxOpenIncidentsPerNamespace).",
+ACTIONS_DEFERRED = Counter(
+    "incident_operator_actions_deferred_total",
+    "Playbook automation held before it acted, by reason: OpenIncidentLimit (an incident's run waits "
+    "under limits.maxOpenIncidentsPerNamespace), CircuitOpen (a mutating step waits under "
+    "automation.maxMutatingActions), StormGuard (under automation.maxConcurrentRunsPerPlaybook). "
+    "Counted once per hold, not per recheck.",
     ["reason"],
+)
+AUTOMATION_PAUSED = Gauge(
+    "incident_operator_automation_paused",
+    "Open trips of the circuit breaker and the storm guard, by scope (cluster: 0 or 1; namespace: "
+    "namespaces whose limit is reached; playbook: Playbooks whose runs in flight are at the limit).",
+    ["scope"],
 )
 ALERTS_RECEIVED = Counter(
     "incident_operator_alerts_received_total",
@@ -163,8 +171,14 @@ def drill_done(result: str, measured: Any = None) -> None:
             DRILL_RESPONSE.labels(measure).observe(value)
 
 
-def automation_paused(reason: str) -> None:
-    AUTOMATION_PAUSED.labels(reason=reason).inc()
+def action_deferred(reason: str) -> None:
+    ACTIONS_DEFERRED.labels(reason=reason).inc()
+
+
+def automation_tripped(counts: dict[str, int]) -> None:
+    """The breaker's open trips by kind of scope (`core.breaker.tripped_counts`)."""
+    for scope, count in counts.items():
+        AUTOMATION_PAUSED.labels(scope=scope).set(count)
 
 
 def breach(spec: IncidentSpec) -> None:
