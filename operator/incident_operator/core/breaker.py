@@ -296,23 +296,20 @@ def from_json(text: str | None) -> State:
     return State(tuple(actions), tuple(runs), trips, resumed_at, str(by) if by else None)
 
 
-def describe(state: State, config: AutomationConfig, now: datetime) -> list[str]:
-    """Lines for people (`kubectl incident automation status`): the limits, the counts, the trips."""
-    state = prune(state, config, now)
-    limits = config.maxMutatingActions
-    lines = [
-        f"mutating actions within {limits.windowSeconds}s: {len(state.actions)} cluster-wide "
-        f"(limit {limits.clusterWide}); per namespace limit {limits.perNamespace}",
-    ]
+def describe(state: State) -> list[str]:
+    """Lines for people (`kubectl incident automation status`): what the state records (the
+    plugin does not know the operator's window, so nothing is pruned), and the open trips."""
     per_namespace: dict[str, int] = {}
     for action in state.actions:
         per_namespace[action.namespace] = per_namespace.get(action.namespace, 0) + 1
+    oldest = f", the oldest at {format_time(min(a.at for a in state.actions))}" if state.actions else ""
+    lines = [f"mutating actions recorded in the window: {len(state.actions)}{oldest}"]
     lines += [f"  {ns}: {n}" for ns, n in sorted(per_namespace.items())]
     per_playbook: dict[str, int] = {}
     for run in state.runs:
         key = f"{run.namespace}/{run.playbook}"
         per_playbook[key] = per_playbook.get(key, 0) + 1
-    lines.append(f"runs in flight per Playbook (limit {config.maxConcurrentRunsPerPlaybook}):")
+    lines.append("runs that acted, per Playbook:")
     lines += [f"  {pb}: {n}" for pb, n in sorted(per_playbook.items())] or ["  none"]
     if state.trips:
         lines.append("paused:")
