@@ -75,22 +75,28 @@ def test_the_namespace_window_grants_up_to_its_limit_then_trips_once_and_frees_a
     assert refused.retry_at == T0 + timedelta(seconds=15)  # asks again soon (a resume is seen)
     state, again = take(state, req("u4"), config, T0 + timedelta(seconds=6))
     assert not again.granted
-    assert not again.tripped
-    assert not again.write
-    assert breaker.tripped_counts(state) == {"cluster": 0, "namespace": 1, "playbook": 0}
+    assert not again.tripped  # the same trip: no second notice
+    assert not again.write  # and nothing to write
+    assert breaker.tripped_counts(state.trips) == {"cluster": 0, "namespace": 1, "playbook": 0}
     # The oldest action leaves the window at T0+60: one slot frees, not before.
     state, early = take(state, req("u3"), config, T0 + timedelta(seconds=59))
     assert not early.granted
-    state, freed = take(state, req("u3"), config, T0 + timedelta(seconds=60, milliseconds=1))
-    assert freed.granted
-    # The trip ended when the limit was no longer reached; the next refusal is a new trip.
-    assert breaker.tripped_counts(state)["namespace"] == 0
-    state, new_trip = take(state, req("u4"), config, T0 + timedelta(seconds=60, milliseconds=500))
-    assert not new_trip.granted
+    assert not early.tripped
+    assert early.write  # a third of the window since the trip's last refusal was written: refreshed
+    state, freed = take(state, req("u3"), config, T0 + timedelta(seconds=60, milliseconds=500))
+    assert freed.granted  # a slot freed is taken at once
+    state, same = take(state, req("u4"), config, T0 + timedelta(seconds=60, milliseconds=600))
+    assert not same.granted
+    assert not same.tripped  # the window sliding by one slot while steps wait: still one trip
+    # A window with no refusal ends the trip; the next refusal opens a new one (told again).
+    quiet = breaker.prune(state, config, T0 + timedelta(seconds=125))
+    assert dict(quiet.trips) == {}
+    assert quiet.actions == ()
+    state, _ = take(quiet, req("v1"), config, T0 + timedelta(seconds=126))
+    state, _ = take(state, req("v2"), config, T0 + timedelta(seconds=126))
+    state, _ = take(state, req("v3"), config, T0 + timedelta(seconds=126))
+    _, new_trip = take(state, req("v4"), config, T0 + timedelta(seconds=127))
     assert new_trip.tripped
-    late = breaker.prune(state, config, T0 + timedelta(seconds=200))
-    assert late.actions == ()
-    assert breaker.tripped_counts(late) == dict.fromkeys(breaker.SCOPE_KINDS, 0)
 
 
 def test_the_retry_time_is_when_the_oldest_action_leaves_the_window_when_that_is_soon() -> None:
@@ -113,7 +119,7 @@ def test_other_namespaces_have_their_own_window_under_the_cluster_wide_one() -> 
     assert b2.scope == "cluster"
     assert "automation.maxMutatingActions.clusterWide (3)" in b2.message
     assert b2.tripped
-    assert breaker.tripped_counts(state) == {"cluster": 1, "namespace": 1, "playbook": 0}
+    assert breaker.tripped_counts(state.trips) == {"cluster": 1, "namespace": 1, "playbook": 0}
 
 
 def test_asking_again_for_the_same_step_attempt_counts_once() -> None:
@@ -439,3 +445,26 @@ def test_a_loop_over_the_window_acts_on_nothing_more_says_so_and_runs_each_step_
     resumed = find_condition(api.status()["conditions"], "AutomationPaused")
     assert resumed is not None
     assert (resumed["status"], resumed["reason"]) == ("False", "AutomationResumed")
+
+
+def test_the_paused_gauge_counts_scopes_where_a_step_waits_now_and_is_read_at_scrape_time() -> None:
+    from prometheus_client import REGISTRY
+
+    from incident_operator.controllers.automation import WAITING_SECONDS
+
+    store, clock = MemoryStore(), Clock()
+    b = breaker_with(store, limits(per_namespace=1), clock)
+
+    def scraped(scope: str) -> float | None:
+        return REGISTRY.get_sample_value("incident_operator_automation_paused", {"scope": scope})
+
+    async def scenario() -> None:
+        assert (await b.reserve(req("a"))).granted
+        assert scraped("namespace") == 0
+        assert not (await b.reserve(req("b"))).granted
+        assert scraped("namespace") == 1
+        assert scraped("cluster") == 0
+        clock.now += timedelta(seconds=WAITING_SECONDS + 1)  # nobody asked again: nothing waits
+        assert scraped("namespace") == 0
+
+    asyncio.run(scenario())

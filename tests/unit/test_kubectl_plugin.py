@@ -229,7 +229,8 @@ def test_automation_resume_forgets_the_window_says_who_and_retries_a_conflict(
 
     then = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     tripped = breaker.State(
-        actions=(breaker.Action(then, "shop", "u/r1/scale/1"),), trips={"namespace/shop": then}
+        actions=(breaker.Action(then, "shop", "u/r1/scale/1"),),
+        trips={"namespace/shop": breaker.Trip(then, then)},
     )
     api = FakeApi(incident())
     core = FakeCore({breaker.DATA_KEY: breaker.to_json(tripped)}, conflicts=1)

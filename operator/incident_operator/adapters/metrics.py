@@ -9,6 +9,7 @@ Response drills (`spec.drill`) carry `drill="true"` and never mix with productio
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -98,8 +99,9 @@ ACTIONS_DEFERRED = Counter(
 )
 AUTOMATION_PAUSED = Gauge(
     "incident_operator_automation_paused",
-    "Open trips of the circuit breaker and the storm guard, by scope (cluster: 0 or 1; namespace: "
-    "namespaces whose limit is reached; playbook: Playbooks whose runs in flight are at the limit).",
+    "Scopes in which the circuit breaker or the storm guard holds a mutating step now, by kind of "
+    "scope (cluster: 0 or 1; namespace: namespaces at automation.maxMutatingActions.perNamespace; "
+    "playbook: Playbooks at automation.maxConcurrentRunsPerPlaybook).",
     ["scope"],
 )
 ALERTS_RECEIVED = Counter(
@@ -175,10 +177,15 @@ def action_deferred(reason: str) -> None:
     ACTIONS_DEFERRED.labels(reason=reason).inc()
 
 
-def automation_tripped(counts: dict[str, int]) -> None:
-    """The breaker's open trips by kind of scope (`core.breaker.tripped_counts`)."""
-    for scope, count in counts.items():
-        AUTOMATION_PAUSED.labels(scope=scope).set(count)
+def automation_paused_by(paused: Callable[[], dict[str, int]]) -> None:
+    """Read `incident_operator_automation_paused` from `paused` (scopes by kind in which a step
+    waits now) at every scrape."""
+
+    def reader(scope: str) -> Callable[[], float]:
+        return lambda: float(paused().get(scope, 0))
+
+    for scope in ("cluster", "namespace", "playbook"):
+        AUTOMATION_PAUSED.labels(scope=scope).set_function(reader(scope))
 
 
 def breach(spec: IncidentSpec) -> None:

@@ -5,8 +5,9 @@ the state is the ConfigMap of `adapters.breakerstate`, read and replaced with it
 (a conflict, from a replica taking over or a person resuming automation, reads again and decides
 again). Reservations of this process go one at a time (an asyncio lock), so the copy it holds is
 the API's unless someone else wrote; a refusal may be decided from a copy up to
-`CACHE_SECONDS` old (it writes nothing unless it opens a trip, and a refused step asks again
-within seconds), a grant never without writing. Also keeps the paused gauge.
+`CACHE_SECONDS` old (it writes nothing unless it opens or refreshes a trip, and a refused step
+asks again within seconds), a grant never without writing. Also answers the paused gauge (the
+scopes in which a step of this process waits now).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
 WRITE_ATTEMPTS = 8
+WAITING_SECONDS = 2 * breaker.STORM_RECHECK.total_seconds() + CACHE_SECONDS
 
 
 class Breaker:
@@ -52,6 +54,23 @@ class Breaker:
         self._state: breaker.State | None = None
         self._version: str | None = None
         self._read_at = float("-inf")
+        self._refused: dict[str, float] = {}
+        """Scopes by the last refusal of this process (monotonic): what waits now."""
+        metrics.automation_paused_by(self.paused)
+
+    def _seen(self, verdict: breaker.Verdict) -> breaker.Verdict:
+        if not verdict.granted and verdict.scope is not None:
+            self._refused[verdict.scope] = self.monotonic()
+        return verdict
+
+    def paused(self) -> dict[str, int]:
+        """Scopes by kind in which a mutating step waits now: refused within `WAITING_SECONDS`
+        (a refused step asks again within `breaker.STORM_RECHECK`). Read at each scrape."""
+        now = self.monotonic()
+        for scope, at in list(self._refused.items()):
+            if now - at > WAITING_SECONDS:
+                del self._refused[scope]
+        return breaker.tripped_counts(self._refused)
 
     async def _refresh(self) -> breaker.State:
         read = await self.store.read()
@@ -67,13 +86,11 @@ class Breaker:
                 new, verdict = breaker.reserve(state, request, self.config, self.clock(), self.in_flight)
                 if not verdict.write:
                     self._state = new
-                    metrics.automation_tripped(breaker.tripped_counts(new))
-                    return verdict
+                    return self._seen(verdict)
                 written = await self.store.write(new, self._version)
                 if written is not None:
                     self._state, self._version, self._read_at = new, written, self.monotonic()
-                    metrics.automation_tripped(breaker.tripped_counts(new))
-                    return verdict
+                    return self._seen(verdict)
                 state = await self._refresh()  # another writer came first: decide again
             raise ApiException(status=409, reason=f"Conflict: breaker state contended {WRITE_ATTEMPTS} times")
 

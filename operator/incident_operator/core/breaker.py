@@ -17,8 +17,10 @@ A reservation is idempotent: the same step attempt asks again after a crash and 
 without counting twice. When a limit is reached the action waits (`AutomationPaused`, reason
 `CircuitOpen` or `StormGuard`); the first refusal of a limit opens a *trip*, recorded in the
 state so that people are told once per trip, whichever replica or incident sees it. A trip ends
-when its limit is no longer reached (the window moved on, a run ended) or a person resumes
-automation (`resume`: the window and the runs counted so far are forgotten).
+a window after the last refusal (while steps keep waiting, the window sliding by one slot at a
+time is the same trip), or when a person resumes automation (`resume`: the window, the runs
+counted so far and the trips are forgotten). Steps wait only while a limit is reached: a slot
+freed is taken at once, whether or not the trip has ended.
 
 Time is passed in; nothing here reads a clock or does I/O.
 """
@@ -26,7 +28,7 @@ Time is passed in; nothing here reads a clock or does I/O.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -78,13 +80,23 @@ class RunSlot:
 
 
 @dataclass(frozen=True)
+class Trip:
+    """A limit reached and an action refused: people are told once, when it opens."""
+
+    since: datetime
+    last: datetime
+    """The last refusal written (refreshed at most every third of the window while actions are
+    refused): the trip closes a window after it."""
+
+
+@dataclass(frozen=True)
 class State:
     """What the breaker keeps in the API."""
 
     actions: tuple[Action, ...] = ()
     runs: tuple[RunSlot, ...] = ()
-    trips: Mapping[str, datetime] = field(default_factory=dict)
-    """Open trips by scope (`cluster`, `namespace/NS`, `playbook/NS/NAME`), since when."""
+    trips: Mapping[str, Trip] = field(default_factory=dict)
+    """Open trips by scope (`cluster`, `namespace/NS`, `playbook/NS/NAME`)."""
     resumed_at: datetime | None = None
     resumed_by: str | None = None
 
@@ -143,7 +155,8 @@ def _over(state: State, scope: str, config: AutomationConfig) -> bool:
 
 def prune(state: State, config: AutomationConfig, now: datetime, in_flight: InFlight | None = None) -> State:
     """Forget actions older than the window, runs no longer in flight (after `RUN_GRACE`), and
-    trips whose limit is no longer reached."""
+    trips with no refusal for a whole window (a limit reached again and again as the window
+    slides, with steps waiting all along, is one trip, not one per slot freed)."""
     since = now - _window(config)
     actions = tuple(a for a in state.actions if a.at > since)
     runs = tuple(
@@ -152,7 +165,7 @@ def prune(state: State, config: AutomationConfig, now: datetime, in_flight: InFl
         if r.at > now - RUN_GRACE or in_flight is None or in_flight(r.namespace, r.uid, r.run) is not False
     )
     pruned = replace(state, actions=actions, runs=runs)
-    trips = {scope: at for scope, at in state.trips.items() if _over(pruned, scope, config)}
+    trips = {scope: trip for scope, trip in state.trips.items() if trip.last > since}
     return replace(pruned, trips=trips)
 
 
@@ -211,16 +224,18 @@ def reserve(
     if refusal is not None:
         reason, scope, message, retry_at = refusal
         retry_at = min(retry_at, now + STORM_RECHECK)  # a person's resume is seen as soon
-        tripped = scope not in state.trips
-        if tripped:
-            state = replace(state, trips={**state.trips, scope: now})
-        verdict = Verdict(False, reason, scope, message, max(retry_at, now), tripped=tripped, write=tripped)
+        trip = state.trips.get(scope)
+        tripped = trip is None
+        refresh = trip is not None and now - trip.last >= _window(config) / 3
+        if tripped or refresh:
+            state = replace(state, trips={**state.trips, scope: Trip(trip.since if trip else now, now)})
+        write = tripped or refresh
+        verdict = Verdict(False, reason, scope, message, max(retry_at, now), tripped=tripped, write=write)
         return state, verdict
     runs = state.runs
     if not run_held:
         runs = (*runs, RunSlot(now, request.namespace, request.playbook, request.uid, request.run))
     state = replace(state, actions=(*state.actions, Action(now, request.namespace, request.key)), runs=runs)
-    state = replace(state, trips={s: at for s, at in state.trips.items() if _over(state, s, config)})
     return state, Verdict(granted=True, write=True)
 
 
@@ -230,10 +245,10 @@ def resume(state: State, now: datetime, by: str | None = None) -> State:
     return State(resumed_at=now, resumed_by=by)
 
 
-def tripped_counts(state: State) -> dict[str, int]:
-    """Open trips by kind of scope (every kind present, 0 when none): the paused gauge."""
+def tripped_counts(scopes: Iterable[str]) -> dict[str, int]:
+    """Scopes by kind (every kind present, 0 when none): the paused gauge."""
     counts = dict.fromkeys(SCOPE_KINDS, 0)
-    for scope in state.trips:
+    for scope in scopes:
         kind = scope_kind(scope)
         if kind in counts:
             counts[kind] += 1
@@ -248,7 +263,10 @@ def to_json(state: State) -> str:
     body: dict[str, Any] = {
         "actions": [[format_time(a.at), a.namespace, a.key] for a in state.actions],
         "runs": [[format_time(r.at), r.namespace, r.playbook, r.uid, r.run] for r in state.runs],
-        "trips": {scope: format_time(at) for scope, at in sorted(state.trips.items())},
+        "trips": {
+            scope: [format_time(trip.since), format_time(trip.last)]
+            for scope, trip in sorted(state.trips.items())
+        },
     }
     if state.resumed_at is not None:
         body["resumedAt"] = format_time(state.resumed_at)
@@ -268,7 +286,7 @@ def from_json(text: str | None) -> State:
         return State()
     if not isinstance(raw, dict):
         return State()
-    actions, runs, trips = [], [], {}
+    actions, runs, trips = [], [], dict[str, Trip]()
     for item in raw.get("actions") or []:
         try:
             at, namespace, key = item
@@ -281,9 +299,10 @@ def from_json(text: str | None) -> State:
             runs.append(RunSlot(parse_time(str(at)), str(namespace), str(playbook), str(uid), str(run)))
         except (TypeError, ValueError):
             continue
-    for scope, at in (raw.get("trips") or {}).items() if isinstance(raw.get("trips"), dict) else ():
+    for scope, item in (raw.get("trips") or {}).items() if isinstance(raw.get("trips"), dict) else ():
         try:
-            trips[str(scope)] = parse_time(str(at))
+            since, last = item
+            trips[str(scope)] = Trip(parse_time(str(since)), parse_time(str(last)))
         except (TypeError, ValueError):
             continue
     resumed_at = None
@@ -313,7 +332,10 @@ def describe(state: State) -> list[str]:
     lines += [f"  {pb}: {n}" for pb, n in sorted(per_playbook.items())] or ["  none"]
     if state.trips:
         lines.append("paused:")
-        lines += [f"  {scope} since {format_time(at)}" for scope, at in sorted(state.trips.items())]
+        lines += [
+            f"  {scope} since {format_time(trip.since)}, last refused {format_time(trip.last)}"
+            for scope, trip in sorted(state.trips.items())
+        ]
     else:
         lines.append("paused: no")
     if state.resumed_at is not None:
