@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
 WRITE_ATTEMPTS = 8
-WAITING_SECONDS = 2 * breaker.STORM_RECHECK.total_seconds() + CACHE_SECONDS
+WAITING_SECONDS = 2 * breaker.RECHECK.total_seconds() + CACHE_SECONDS
 
 
 class Breaker:
@@ -65,7 +65,7 @@ class Breaker:
 
     def paused(self) -> dict[str, int]:
         """Scopes by kind in which a mutating step waits now: refused within `WAITING_SECONDS`
-        (a refused step asks again within `breaker.STORM_RECHECK`). Read at each scrape."""
+        (a refused step asks again within `breaker.RECHECK`). Read at each scrape."""
         now = self.monotonic()
         for scope, at in list(self._refused.items()):
             if now - at > WAITING_SECONDS:

@@ -41,9 +41,9 @@ RUN_GRACE = timedelta(seconds=120)
 """A run that took its storm-guard slot counts for at least this long, even where the open
 incidents index does not show it in flight yet (its status write has not come back as a watch
 event), or at all (a drill: drills are not indexed)."""
-STORM_RECHECK = timedelta(seconds=10)
-"""How soon a step held by the storm guard (or a trip) asks again: no time frees its slot, a run
-ending does; a person's resume is seen as soon."""
+RECHECK = timedelta(seconds=10)
+"""How soon a refused step asks again at the latest: under the storm guard no time frees its slot
+(a run ending does), and under the circuit breaker a person's resume is seen as soon."""
 DATA_KEY = "state"
 """The key of the state ConfigMap's data that holds `to_json`."""
 
@@ -195,7 +195,7 @@ def reserve(
             f"and are in flight, the limit automation.maxConcurrentRunsPerPlaybook "
             f"({config.maxConcurrentRunsPerPlaybook}); this run's mutating steps wait until one of them "
             "ends, or a person runs `kubectl incident automation resume`",
-            now + STORM_RECHECK,
+            now + RECHECK,
         )
     namespace_scope = f"{NAMESPACE}/{request.namespace}"
     if refusal is None and _over(state, namespace_scope, config):
@@ -223,7 +223,7 @@ def reserve(
         )
     if refusal is not None:
         reason, scope, message, retry_at = refusal
-        retry_at = min(retry_at, now + STORM_RECHECK)  # a person's resume is seen as soon
+        retry_at = min(retry_at, now + RECHECK)  # a person's resume is seen as soon
         trip = state.trips.get(scope)
         tripped = trip is None
         refresh = trip is not None and now - trip.last >= _window(config) / 3
