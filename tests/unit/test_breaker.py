@@ -468,3 +468,24 @@ def test_the_paused_gauge_counts_scopes_where_a_step_waits_now_and_is_read_at_sc
         assert scraped("namespace") == 0
 
     asyncio.run(scenario())
+
+
+def test_a_run_is_in_flight_while_the_open_incidents_index_shows_that_very_run() -> None:
+    from incident_operator.controllers.automation import in_flight_from
+    from incident_operator.core.openlimit import OpenIncident, Rankings
+
+    rankings = Rankings()
+    rankings.put("shop", "u1", OpenIncident("web-down", "u1", T0, running=True, run="r2"))
+    in_flight = in_flight_from(rankings.of)
+    assert in_flight("shop", "u1", "r2") is True
+    assert in_flight("shop", "u1", "r1") is False  # an earlier run (a re-fire started r2)
+    assert in_flight("other", "u1", "r2") is False
+    rankings.put("shop", "u1", None)  # resolved, closed or deleted
+    assert in_flight("shop", "u1", "r2") is False
+    # The storm guard frees the slot of a run no longer in flight once RUN_GRACE has passed.
+    config, state = limits(runs=1), State()
+    state, _ = take(state, req("u1"), config, T0, in_flight=in_flight)
+    _, later = take(
+        state, req("u9"), config, T0 + breaker.RUN_GRACE + timedelta(seconds=1), in_flight=in_flight
+    )
+    assert later.granted
