@@ -1165,6 +1165,21 @@ CONFIGS = [
         "egress: {namespaces: [{namespaces: [shop], allow: []}]}\n",
         "allow",
     ),
+    BadConfig(  # a namespace limit no namespace could reach: refused, not silently capped
+        "breaker-namespace-above-cluster",
+        "automation: {maxMutatingActions: {perNamespace: 50, clusterWide: 10}}\n",
+        "automation.maxMutatingActions.perNamespace (50) is above clusterWide (10)",
+    ),
+    BadConfig(
+        "breaker-window-zero",
+        "automation: {maxMutatingActions: {windowSeconds: 0}}\n",
+        "windowSeconds",
+    ),
+    BadConfig(  # more entries than one ConfigMap holds
+        "breaker-cluster-limit-too-high",
+        "automation: {maxMutatingActions: {clusterWide: 100000}}\n",
+        "clusterWide",
+    ),
 ]
 
 
