@@ -177,6 +177,33 @@ def test_a_person_resuming_forgets_the_window_the_runs_and_the_trips() -> None:
     assert granted.granted
 
 
+def test_a_run_that_acted_is_never_stopped_between_its_mutating_steps_by_the_storm_guard() -> None:
+    """Limit 1: run A acts, a person resumes (the runs list is forgotten), run B takes the slot;
+    A's next mutating step (say its rollback) still goes on and A holds its slot again. The same
+    for a drill's run dropped after RUN_GRACE."""
+    config, state = limits(per_namespace=100, runs=1), State()
+    state, _ = take(state, req("a"), config, T0)
+    state = breaker.resume(state, T0 + timedelta(seconds=1), "alice")
+    state, b = take(state, req("b"), config, T0 + timedelta(seconds=2))
+    assert b.granted
+    rollback = dataclasses.replace(req("a", step="rollback"), acted=True)
+    state, verdict = take(state, rollback, config, T0 + timedelta(seconds=3))
+    assert verdict.granted
+    assert verdict.write
+    assert {r.uid for r in state.runs} == {"a", "b"}  # A took its slot back (above the limit, once)
+    _, c = take(state, req("c"), config, T0 + timedelta(seconds=4))
+    assert (c.granted, c.reason) == (False, Reason.STORM_GUARD)  # a run that has not acted waits
+    # A drill's run (not indexed: never seen in flight) is dropped after RUN_GRACE; it goes on.
+    state = State()
+    state, _ = take(state, req("drill"), config, T0, in_flight=lambda *_: False)
+    later = T0 + breaker.RUN_GRACE + timedelta(seconds=1)
+    state, other = take(state, req("other"), config, later, in_flight=lambda *_: False)
+    assert other.granted
+    step2 = dataclasses.replace(req("drill", step="restart"), acted=True)
+    _, drill = take(state, step2, config, later + timedelta(seconds=1), in_flight=lambda *_: False)
+    assert drill.granted
+
+
 def test_the_stored_form_round_trips_and_a_broken_one_reads_as_empty() -> None:
     config, state = limits(per_namespace=1), State()
     state, _ = take(state, req("a"), config, T0)
@@ -279,6 +306,26 @@ def test_only_a_fresh_start_of_a_mutating_step_asks_for_a_slot() -> None:
     assert mutating_start(fresh.status, resumed) is None
     diagnostic = plan(plan_input(IncidentStatus(), [COLLECT], None, T0))
     assert mutating_start(IncidentStatus(), diagnostic) is None
+
+
+def test_a_mutating_step_after_one_that_acted_says_its_run_acted() -> None:
+    restart = {"name": "restart", "restart": {"target": {"kind": "Deployment", "name": "web"}}}
+    first = plan(plan_input(IncidentStatus(), [COLLECT, SCALE, restart], None, T0))
+    assert first.intent == Intent("run-step", 0)  # diagnostic: no slot
+    assert first.status.playbook is not None
+    first.status.playbook.steps[0].state = StepState.SUCCEEDED
+    first.status.playbook.steps[0].finishedAt = T0
+    scale = plan(plan_input(first.status, [COLLECT, SCALE, restart], None, T0))
+    wanted = mutating_start(first.status, scale)
+    assert wanted is not None
+    assert (wanted.step, wanted.acted) == ("scale", False)  # the run's first mutating action
+    assert scale.status.playbook is not None
+    scale.status.playbook.steps[1].state = StepState.SUCCEEDED
+    scale.status.playbook.steps[1].finishedAt = T0
+    after = plan(plan_input(scale.status, [COLLECT, SCALE, restart], None, T0))
+    wanted = mutating_start(scale.status, after)
+    assert wanted is not None
+    assert (wanted.step, wanted.acted) == ("restart", True)
 
 
 def test_people_are_told_once_per_trip() -> None:

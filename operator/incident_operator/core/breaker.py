@@ -8,7 +8,9 @@ whole (config `automation`):
 - **The storm guard**: at most `maxConcurrentRunsPerPlaybook` runs of one Playbook that have acted
   and are still in flight. A run takes its slot with its first mutating action and keeps it until
   it is no longer in flight (its incident resolved, closed or deleted, or a re-fire started
-  another run).
+  another run). A run that has acted is never refused by the storm guard: should the stored list
+  have lost it (a resume, a drill past `RUN_GRACE`), it takes its slot back, even above the limit,
+  rather than stop between two mutating steps (say, before its rollback).
 
 A slot is reserved before every mutating action (a step's start and each retry) in one state
 value the operator keeps in the API (a ConfigMap written with its resourceVersion, see
@@ -111,6 +113,11 @@ class Request:
     step: str
     attempt: int
     playbook: str
+    acted: bool = False
+    """An earlier mutating action of this run started already (an earlier mutating step, or an
+    earlier attempt of this one): the run holds its storm-guard slot whatever the stored list
+    says (a person's resume, the grace of a drill, the open-incidents index lagging may have
+    dropped it), so a run is never stopped between its mutating steps."""
 
     @property
     def key(self) -> str:
@@ -184,7 +191,8 @@ def reserve(
     limits = config.maxMutatingActions
     window = limits.windowSeconds
     playbook_scope = f"{PLAYBOOK}/{request.namespace}/{request.playbook}"
-    run_held = any(r.uid == request.uid and r.run == request.run for r in state.runs)
+    listed = any(r.uid == request.uid and r.run == request.run for r in state.runs)
+    run_held = listed or request.acted
     refusal: tuple[Reason, str, str, datetime] | None = None
     if not run_held and _over(state, playbook_scope, config):
         count = sum(r.namespace == request.namespace and r.playbook == request.playbook for r in state.runs)
@@ -233,7 +241,7 @@ def reserve(
         verdict = Verdict(False, reason, scope, message, max(retry_at, now), tripped=tripped, write=write)
         return state, verdict
     runs = state.runs
-    if not run_held:
+    if not listed:  # a run that acted and was dropped from the list takes its slot back
         runs = (*runs, RunSlot(now, request.namespace, request.playbook, request.uid, request.run))
     state = replace(state, actions=(*state.actions, Action(now, request.namespace, request.key)), runs=runs)
     return state, Verdict(granted=True, write=True)
@@ -241,7 +249,8 @@ def reserve(
 
 def resume(state: State, now: datetime, by: str | None = None) -> State:
     """A person closes the breaker: the window so far, the runs counted and every trip are
-    forgotten; counting starts again from now."""
+    forgotten; counting starts again from now (a run that has acted takes its storm-guard slot
+    back with its next mutating step, see `Request.acted`)."""
     return State(resumed_at=now, resumed_by=by)
 
 

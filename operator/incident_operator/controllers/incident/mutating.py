@@ -22,7 +22,9 @@ from incident_operator.core.planner import AutomationHold, Decision, Record
 
 def mutating_start(before: IncidentStatus, decision: Decision) -> breaker.Request | None:
     """The mutating action `decision` starts, as a breaker request (without its namespace and
-    uid), or None: no intent, not a step, not mutating, or a step already Running before this plan."""
+    uid), or None: no intent, not a step, not mutating, or a step already Running before this plan.
+    `acted`: an earlier mutating step of this run, or an earlier attempt of this one, started (the
+    run holds its storm-guard slot)."""
     intent, progress = decision.intent, decision.status.playbook
     if intent is None or intent.kind != "run-step" or progress is None or intent.step < 0:
         return None
@@ -34,7 +36,12 @@ def mutating_start(before: IncidentStatus, decision: Decision) -> breaker.Reques
         was = earlier.steps[intent.step]
         if was.state is StepState.RUNNING and was.attempts == step.attempts:
             return None  # resumed after a restart: its slot was taken before its start was written
-    return breaker.Request("", "", progress.runId or "r1", step.name, step.attempts, progress.name)
+    acted = step.attempts > 1 or any(
+        other.action in MUTATING_ACTIONS and other.attempts > 0
+        for index, other in enumerate(progress.steps)
+        if index != intent.step
+    )
+    return breaker.Request("", "", progress.runId or "r1", step.name, step.attempts, progress.name, acted)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class MutatingSlots:
         if wanted is None:
             return None, []
         request = breaker.Request(
-            self.namespace, self.uid, wanted.run, wanted.step, wanted.attempt, wanted.playbook
+            self.namespace, self.uid, wanted.run, wanted.step, wanted.attempt, wanted.playbook, wanted.acted
         )
         verdict = await self.breaker.reserve(request)
         if verdict.granted or verdict.reason is None or verdict.retry_at is None:
