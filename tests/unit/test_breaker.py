@@ -347,6 +347,9 @@ class MemoryStore:
     """The ConfigMap as `BreakerStore` sees it, with resourceVersion checks; `other_writer`
     writes once just before the next write of the breaker (a person resuming, another replica)."""
 
+    namespace = "incident-operator"
+    name = "incident-operator-automation"
+
     def __init__(self) -> None:
         self.state = State()
         self.version: str | None = None
@@ -536,3 +539,151 @@ def test_a_run_is_in_flight_while_the_open_incidents_index_shows_that_very_run()
         state, req("u9"), config, T0 + breaker.RUN_GRACE + timedelta(seconds=1), in_flight=in_flight
     )
     assert later.granted
+
+
+# ----------------------------------------------------------------------------- state that cannot be kept
+
+
+class FailingStore(MemoryStore):
+    """A store whose writes fail with `error` (None: they work again)."""
+
+    def __init__(self, error: Exception | None) -> None:
+        super().__init__()
+        self.error = error
+
+    async def write(self, state: State, resource_version: str | None) -> str | None:
+        if self.error is not None:
+            raise self.error
+        return await super().write(state, resource_version)
+
+
+def breaker_errors(reason: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("incident_operator_breaker_errors_total", {"reason": reason}) or 0.0
+
+
+def test_state_that_cannot_be_written_refuses_the_action_saying_why_and_counts_it() -> None:
+    from incident_operator.adapters.kube import ApiException
+
+    clock = Clock()
+    cases = [
+        (ApiException(status=403, reason="Forbidden"), "Forbidden", "the operator's Role must grant"),
+        (ApiException(status=404, reason="Not Found"), "NotFound", "does namespace incident-operator exist"),
+        (ApiException(status=413, reason="Request Entity Too Large"), "TooLarge", "HTTP 413"),
+        (breaker.StateTooLarge("1000001 bytes"), "TooLarge", "1000001 bytes"),
+    ]
+    for error, kind, words in cases:
+        store = FailingStore(error)
+        b = breaker_with(store, limits(), clock)
+        before = breaker_errors(kind)
+        verdict = asyncio.run(b.reserve(req("a")))
+        assert (verdict.granted, verdict.reason) == (False, Reason.BREAKER_UNAVAILABLE)
+        assert "ConfigMap incident-operator/incident-operator-automation" in verdict.message
+        assert words in verdict.message
+        assert verdict.retry_at == clock.now + breaker.RECHECK
+        assert breaker_errors(kind) == before + 1
+        store.error = None  # fixed: the next ask reads afresh and is granted
+        assert asyncio.run(b.reserve(req("a"))).granted
+        assert [a.key for a in store.state.actions] == ["a/r1/scale/1"]
+
+
+def test_writers_contending_every_time_refuse_the_action_instead_of_raising() -> None:
+    class Contending(MemoryStore):
+        async def write(self, state: State, resource_version: str | None) -> str | None:
+            self.version = str(int(self.version or 0) + 1)  # someone else wrote first, always
+            return None
+
+    store, clock = Contending(), Clock()
+    before = breaker_errors("Contended")
+    verdict = asyncio.run(breaker_with(store, limits(), clock).reserve(req("a")))
+    assert (verdict.granted, verdict.reason) == (False, Reason.BREAKER_UNAVAILABLE)
+    assert "another writer came first 8 times" in verdict.message
+    assert breaker_errors("Contended") == before + 1
+
+
+def test_a_config_map_deleted_since_it_was_read_is_read_again_and_created() -> None:
+    from types import SimpleNamespace
+
+    from incident_operator.adapters.breakerstate import BreakerStore
+    from incident_operator.adapters.kube import ApiException
+
+    class Core:
+        def __init__(self) -> None:
+            self.created: list[dict[str, Any]] = []
+
+        def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+            raise ApiException(status=404, reason="Not Found")
+
+        def replace_namespaced_config_map(self, name: str, namespace: str, body: Any) -> Any:
+            raise ApiException(status=404, reason="Not Found")  # deleted while the copy was cached
+
+        def create_namespaced_config_map(self, namespace: str, body: Any) -> Any:
+            self.created.append(body)
+            return SimpleNamespace(metadata=SimpleNamespace(resource_version="7"))
+
+    class FakeKube:
+        def __init__(self) -> None:
+            self.core = Core()
+
+        async def call(self, fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+    kube, clock = FakeKube(), Clock()
+    b = Breaker(None, limits(), "incident-operator", clock=clock, monotonic=lambda: 0.0)
+    b.store = BreakerStore(kube, "incident-operator", "incident-operator-automation")  # type: ignore[arg-type]
+    b._state, b._version, b._read_at = State(), "3", 0.0  # a cached copy, fresh
+    assert asyncio.run(b.reserve(req("a"))).granted
+    assert len(kube.core.created) == 1
+    assert "a/r1/scale/1" in kube.core.created[0]["data"]["state"]
+
+
+def test_a_loop_whose_breaker_cannot_keep_its_state_stalls_visibly_acts_on_nothing_then_goes_on() -> None:
+    from incident_operator.adapters.kube import ApiException
+    from tests.unit.test_incident_loop import Clock as LoopClock
+    from tests.unit.test_incident_loop import assert_done_exactly_once, drive, fake_api, new_loop
+
+    api, clock = fake_api(), LoopClock()
+    store = FailingStore(ApiException(status=403, reason="Forbidden"))
+    config = OperatorConfig(file=FileConfig(automation=limits()))
+    loop = new_loop(api, clock, config)
+    loop.slots = dataclasses.replace(loop.slots, breaker=breaker_with(store, config.file.automation, clock))
+    deferred = sample_value("incident_operator_actions_deferred_total", {"reason": "BreakerUnavailable"})
+
+    async def until_stalled() -> None:
+        for _ in range(10):
+            await loop.iterate()
+            stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+            if stalled and stalled["status"] == "True":
+                return
+        raise AssertionError(api.status())
+
+    asyncio.run(until_stalled())
+    assert api.effects == []  # nothing acted unrecorded
+    stalled = find_condition(api.status()["conditions"], "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "BreakerUnavailable"
+    assert "step scale-web (scale) waits" in stalled["message"]
+    assert "the operator's Role must grant get, create and update" in stalled["message"]
+    for _ in range(3):  # asked again while it fails: said once
+        clock.now += timedelta(seconds=10)
+        asyncio.run(loop.iterate())
+    assert api.effects == []
+    assert [c[1] for c in api.called("event")].count("BreakerUnavailable") == 1
+    assert [e["type"] for e in api.status()["timeline"]].count("BreakerUnavailable") == 1
+    assert sample_value("incident_operator_actions_deferred_total", {"reason": "BreakerUnavailable"}) == (
+        deferred + 1
+    )
+    store.error = None  # the Role fixed
+    clock.now += timedelta(seconds=10)
+    asyncio.run(drive(loop, api, clock))
+    assert_done_exactly_once(api)
+    cleared = find_condition(api.status()["conditions"], "Stalled")
+    assert cleared is not None
+    assert (cleared["status"], cleared["reason"]) != ("True", "BreakerUnavailable")
+
+
+def sample_value(name: str, labels: dict[str, str]) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels) or 0.0

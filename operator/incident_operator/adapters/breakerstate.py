@@ -48,13 +48,15 @@ class BreakerStore:
         return ReadState(breaker.from_json(data.get(breaker.DATA_KEY)), version)
 
     async def write(self, state: breaker.State, resource_version: str | None) -> str | None:
-        """Create (no resource_version) or replace the ConfigMap; the new resourceVersion, or
-        None when another writer came first (read again and decide again)."""
+        """Create (no resource_version) or replace the ConfigMap (`breaker.StateTooLarge` when it
+        would not fit); the new resourceVersion, or
+        None when another writer came first (read again and decide again), or when the ConfigMap
+        was deleted since it was read (read again: it is created anew)."""
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": self.name, "namespace": self.namespace, "labels": MANAGED_BY},
-            "data": {breaker.DATA_KEY: breaker.to_json(state)},
+            "data": {breaker.DATA_KEY: breaker.encode(state)},
         }
         try:
             if resource_version is None:
@@ -67,7 +69,7 @@ class BreakerStore:
                     self.kube.core.replace_namespaced_config_map, self.name, self.namespace, body
                 )
         except ApiException as exc:
-            if exc.status == 409:
+            if exc.status == 409 or (exc.status == 404 and resource_version is not None):
                 return None
             raise
         return str(written.metadata.resource_version) if written.metadata else None

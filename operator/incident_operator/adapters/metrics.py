@@ -93,7 +93,8 @@ ACTIONS_DEFERRED = Counter(
     "incident_operator_actions_deferred_total",
     "Playbook automation held before it acted, by reason: OpenIncidentLimit (an incident's run waits "
     "under limits.maxOpenIncidentsPerNamespace), CircuitOpen (a mutating step waits under "
-    "automation.maxMutatingActions), StormGuard (under automation.maxConcurrentRunsPerPlaybook). "
+    "automation.maxMutatingActions), StormGuard (under automation.maxConcurrentRunsPerPlaybook), "
+    "BreakerUnavailable (the breaker's state cannot be read or written). "
     "Counted once per hold, not per recheck.",
     ["reason"],
 )
@@ -103,6 +104,13 @@ AUTOMATION_PAUSED = Gauge(
     "scope (cluster: 0 or 1; namespace: namespaces at automation.maxMutatingActions.perNamespace; "
     "playbook: Playbooks at automation.maxConcurrentRunsPerPlaybook).",
     ["scope"],
+)
+BREAKER_ERRORS = Counter(
+    "incident_operator_breaker_errors_total",
+    "Reads and writes of the breaker's state (automation.stateConfigMap) that failed, by reason "
+    "(Forbidden, NotFound, TooLarge, Invalid, Contended, or the error's kind): while they fail, "
+    "mutating steps wait (Stalled, reason BreakerUnavailable).",
+    ["reason"],
 )
 ALERTS_RECEIVED = Counter(
     "incident_operator_alerts_received_total",
@@ -171,6 +179,10 @@ def drill_done(result: str, measured: Any = None) -> None:
         value = getattr(measured, measure)
         if value is not None:
             DRILL_RESPONSE.labels(measure).observe(value)
+
+
+def breaker_error(reason: str) -> None:
+    BREAKER_ERRORS.labels(reason=reason).inc()
 
 
 def action_deferred(reason: str) -> None:

@@ -80,6 +80,7 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "CircuitOpen"
     STORM_GUARD = "StormGuard"
     AUTOMATION_TRIPPED = "AutomationTripped"
+    BREAKER_UNAVAILABLE = "BreakerUnavailable"
     RESOLVED = "Resolved"
     DECLARED_BY_HUMAN = "DeclaredByHuman"
     STABILIZED = "Stabilized"
@@ -166,6 +167,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "or a person resumes automation (warning; a reason of AutomationPaused and Reconciling).",
     Reason.AUTOMATION_TRIPPED: "This incident's step tripped the circuit breaker or the storm guard: "
     "people are told once per trip (notice `automationPaused`) (warning).",
+    Reason.BREAKER_UNAVAILABLE: "The breaker's state (automation.stateConfigMap) cannot be read or "
+    "written (the message says why: the operator's Role does not cover a changed stateNamespace or "
+    "stateConfigMap, the namespace is missing, the state is too large, writers contend): mutating "
+    "steps wait, none acts unbounded; asked again within seconds (warning; a reason of Stalled and "
+    "Reconciling; metric incident_operator_breaker_errors_total).",
     Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
     Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
     Reason.STABILIZED: "Resolved because health held through the stabilization window.",

@@ -8,6 +8,13 @@ the API's unless someone else wrote; a refusal may be decided from a copy up to
 `CACHE_SECONDS` old (it writes nothing unless it opens or refreshes a trip, and a refused step
 asks again within seconds), a grant never without writing. Also answers the paused gauge (the
 scopes in which a step of this process waits now).
+
+State that cannot be read or written (a Role that does not cover a changed `stateNamespace` or
+`stateConfigMap`, a missing namespace, a state the API refuses as too large, writers contending
+`WRITE_ATTEMPTS` times in a row) refuses the action with reason `BreakerUnavailable` and the cause:
+the step waits (the incident `Stalled`, a warning Event) and asks again within `breaker.RECHECK`;
+each failure counts in `incident_operator_breaker_errors_total`. Never granted unrecorded, never a
+silent retry loop.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from datetime import datetime
 
 from incident_operator.adapters import metrics
 from incident_operator.adapters.breakerstate import BreakerStore
-from incident_operator.adapters.kube import ApiException, Kube
+from incident_operator.adapters.kube import ApiException, Kube, api_reason
+from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.core import breaker, openlimit
 from incident_operator.settings.config import AutomationConfig
@@ -78,21 +86,62 @@ class Breaker:
         return read.state
 
     async def reserve(self, request: breaker.Request) -> breaker.Verdict:
-        """Take a slot for `request` in the API, or say why it waits."""
+        """Take a slot for `request` in the API, or say why it waits (`BreakerUnavailable` when the
+        state cannot be read or written)."""
         async with self._lock:
-            fresh = self.monotonic() - self._read_at < CACHE_SECONDS
-            state = self._state if self._state is not None and fresh else await self._refresh()
-            for _ in range(WRITE_ATTEMPTS):
-                new, verdict = breaker.reserve(state, request, self.config, self.clock(), self.in_flight)
-                if not verdict.write:
-                    self._state = new
-                    return self._seen(verdict)
-                written = await self.store.write(new, self._version)
-                if written is not None:
-                    self._state, self._version, self._read_at = new, written, self.monotonic()
-                    return self._seen(verdict)
-                state = await self._refresh()  # another writer came first: decide again
-            raise ApiException(status=409, reason=f"Conflict: breaker state contended {WRITE_ATTEMPTS} times")
+            try:
+                return await self._reserve(request)
+            except Exception as exc:  # any failure holds the action, visibly
+                self._read_at = float("-inf")  # read afresh next time
+                kind, cause = self._unavailable(exc)
+                metrics.breaker_error(kind)
+                logger.warning("breaker state %s/%s: %s", self.store.namespace, self.store.name, cause)
+                return breaker.Verdict(
+                    granted=False,
+                    reason=Reason.BREAKER_UNAVAILABLE,
+                    message=f"the breaker's state, ConfigMap {self.store.namespace}/{self.store.name}, "
+                    f"cannot be {cause}; mutating steps wait until it can",
+                    retry_at=self.clock() + breaker.RECHECK,
+                )
+
+    def _unavailable(self, exc: Exception) -> tuple[str, str]:
+        """(the metric's reason, what people read) for a failed read or write."""
+        if isinstance(exc, Contended):
+            return "Contended", f"written: {exc}"
+        if isinstance(exc, breaker.StateTooLarge):
+            return "TooLarge", f"written: {exc}"
+        if not isinstance(exc, ApiException):
+            return type(exc).__name__, f"read or written: {type(exc).__name__}"
+        status = exc.status or 0
+        if status == 403:
+            return "Forbidden", (
+                f"read or written ({api_reason(exc)}): the operator's Role must grant get, create "
+                "and update on it (change the Role with automation.stateNamespace or stateConfigMap)"
+            )
+        if status == 404:
+            return "NotFound", f"created ({api_reason(exc)}): does namespace {self.store.namespace} exist?"
+        if status in (413, 422):
+            return ("TooLarge" if status == 413 else "Invalid"), f"written ({api_reason(exc)})"
+        return f"HTTP{status}", f"read or written ({api_reason(exc)})"
+
+    async def _reserve(self, request: breaker.Request) -> breaker.Verdict:
+        fresh = self.monotonic() - self._read_at < CACHE_SECONDS
+        state = self._state if self._state is not None and fresh else await self._refresh()
+        for _ in range(WRITE_ATTEMPTS):
+            new, verdict = breaker.reserve(state, request, self.config, self.clock(), self.in_flight)
+            if not verdict.write:
+                self._state = new
+                return self._seen(verdict)
+            written = await self.store.write(new, self._version)
+            if written is not None:
+                self._state, self._version, self._read_at = new, written, self.monotonic()
+                return self._seen(verdict)
+            state = await self._refresh()  # another writer came first: decide again
+        raise Contended(f"another writer came first {WRITE_ATTEMPTS} times in a row")
+
+
+class Contended(Exception):
+    """Every write of one reservation conflicted with another writer's."""
 
 
 def in_flight_from(index: Callable[[str], openlimit.Ranking]) -> breaker.InFlight:

@@ -46,6 +46,9 @@ event), or at all (a drill: drills are not indexed)."""
 RECHECK = timedelta(seconds=10)
 """How soon a refused step asks again at the latest: under the storm guard no time frees its slot
 (a run ending does), and under the circuit breaker a person's resume is seen as soon."""
+MAX_STATE_BYTES = 900_000
+"""The most the stored state may take (a ConfigMap holds 1 MiB with its metadata): a bigger one is
+not written (`StateTooLarge`), and the action waits (`BreakerUnavailable`)."""
 DATA_KEY = "state"
 """The key of the state ConfigMap's data that holds `to_json`."""
 
@@ -265,6 +268,19 @@ def tripped_counts(scopes: Iterable[str]) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- the stored form
+
+
+class StateTooLarge(ValueError):
+    """The state would not fit its ConfigMap (`MAX_STATE_BYTES`)."""
+
+
+def encode(state: State) -> str:
+    """`to_json`, refused (`StateTooLarge`) above `MAX_STATE_BYTES`."""
+    text = to_json(state)
+    size = len(text.encode())
+    if size > MAX_STATE_BYTES:
+        raise StateTooLarge(f"{size} bytes, above the {MAX_STATE_BYTES} one ConfigMap holds safely")
+    return text
 
 
 def to_json(state: State) -> str:

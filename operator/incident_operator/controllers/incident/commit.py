@@ -175,7 +175,12 @@ class Commit:
                 self.post_event(record)
             if record.reason == Reason.RESPONSE_TARGET_BREACHED:
                 metrics.breach(spec)
-            elif record.reason in (Reason.OPEN_INCIDENT_LIMIT, Reason.CIRCUIT_OPEN, Reason.STORM_GUARD):
+            elif record.reason in (
+                Reason.OPEN_INCIDENT_LIMIT,
+                Reason.CIRCUIT_OPEN,
+                Reason.STORM_GUARD,
+                Reason.BREAKER_UNAVAILABLE,
+            ):
                 metrics.action_deferred(record.reason)
         if self.open_incidents is not None:
             self.open_incidents.update(self.uid, spec, new.phase)

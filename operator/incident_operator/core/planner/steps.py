@@ -20,6 +20,7 @@ from incident_operator.core.planner.builder import Builder, acknowledge, backoff
 from incident_operator.core.planner.model import (
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
+    AutomationHold,
     Decision,
     Intent,
     Outcome,
@@ -240,6 +241,10 @@ def _held_by_breaker(b: Builder, step: Step) -> bool:
     again at `retry_at`. A step that starts once more after such a hold says automation resumed.
     Diagnostic steps are never held."""
     hold = b.inp.automation_hold
+    if _breaker_unavailable(b, step, hold):
+        return True
+    if hold is not None and hold.reason == Reason.BREAKER_UNAVAILABLE:
+        hold = None  # a diagnostic step goes on
     paused = b.is_true(ConditionType.AUTOMATION_PAUSED) and b.reason_of(ConditionType.AUTOMATION_PAUSED) in (
         BREAKER_REASONS
     )
@@ -255,6 +260,27 @@ def _held_by_breaker(b: Builder, step: Step) -> bool:
     if b.condition(ConditionType.AUTOMATION_PAUSED, "True", hold.reason, message):
         b.record(hold.reason, message, warning=True)
     b.condition(ConditionType.RECONCILING, "False", hold.reason, message)
+    b.wake.append(hold.retry_at)
+    return True
+
+
+def _breaker_unavailable(b: Builder, step: Step, hold: AutomationHold | None) -> bool:
+    """Hold a mutating step while the breaker's state cannot be read or written: Stalled, reason
+    BreakerUnavailable with the cause (the words follow the cause; said once as a warning), asked
+    again at `retry_at`. Cleared when the breaker answers again."""
+    stalled = (
+        b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.BREAKER_UNAVAILABLE
+    )
+    if hold is None or hold.reason != Reason.BREAKER_UNAVAILABLE or not step.mutates:
+        if stalled:
+            message = "the breaker's state can be read and written again"
+            b.condition(ConditionType.STALLED, "False", Reason.UNBLOCKED, message)
+            b.record(Reason.UNBLOCKED, message)
+        return False
+    message = f"step {step.name} ({step.action}) waits: {hold.message}"
+    if b.condition(ConditionType.STALLED, "True", Reason.BREAKER_UNAVAILABLE, message):
+        b.record(Reason.BREAKER_UNAVAILABLE, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", Reason.BREAKER_UNAVAILABLE, message)
     b.wake.append(hold.retry_at)
     return True
 
