@@ -44,13 +44,13 @@ PROFILE = os.environ.get("BENCH_MEMORY_PROFILE") == "1"
 
 
 AUTOMATION = {
-    "maxMutatingActions": {"perNamespace": 5000, "clusterWide": 5000, "windowSeconds": 300},
+    "maxMutatingActions": {"perNamespace": 3000, "clusterWide": 3000, "windowSeconds": 300},
     "maxConcurrentRunsPerPlaybook": 1000,
 }
 """The circuit breaker and the storm guard, above the benchmark's load (a few hundred mutating
 actions in all; the burst's steps are `waitReady`, which is never held)."""
 LIMIT_TEXT = (
-    "5,000 mutating actions per namespace and cluster-wide per 5 minutes, 1,000 runs of one Playbook "
+    "3,000 mutating actions per namespace and cluster-wide per 5 minutes, 1,000 runs of one Playbook "
     "at once; the defaults are 20, 100 and 10"
 )
 

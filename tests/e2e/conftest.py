@@ -257,7 +257,7 @@ class OperatorProcess:
 
 
 SUITE_AUTOMATION: dict[str, Any] = {
-    "maxMutatingActions": {"perNamespace": 5000, "clusterWide": 5000, "windowSeconds": 10},
+    "maxMutatingActions": {"perNamespace": 3000, "clusterWide": 3000, "windowSeconds": 10},
     "maxConcurrentRunsPerPlaybook": 1000,
 }
 """The circuit breaker and the storm guard of the suite's operators unless a test sets its own

@@ -1180,6 +1180,11 @@ CONFIGS = [
         "automation: {maxMutatingActions: {clusterWide: 100000}}\n",
         "clusterWide",
     ),
+    BadConfig(  # just above the cap that keeps the state well inside one ConfigMap
+        "breaker-cluster-limit-above-3000",
+        "automation: {maxMutatingActions: {perNamespace: 20, clusterWide: 3001}}\n",
+        "clusterWide",
+    ),
 ]
 
 

@@ -209,9 +209,78 @@ def test_the_stored_form_round_trips_and_a_broken_one_reads_as_empty() -> None:
     state, _ = take(state, req("a"), config, T0)
     state, _ = take(state, req("b"), config, T0)
     state = dataclasses.replace(state, resumed_at=T0, resumed_by="bob")
-    assert breaker.from_json(breaker.to_json(state)) == state
+    stored = breaker.from_json(breaker.to_json(state))
+    assert stored == dataclasses.replace(
+        state, actions=tuple(dataclasses.replace(a, key=breaker.digest(a.key)) for a in state.actions)
+    )
+    _, again = take(stored, req("a"), config, T0 + timedelta(seconds=1))
+    assert (again.granted, again.write) == (True, False)  # asked again after a restart: counted once
     for broken in ("", "not json", "[]", '{"actions": [[1]], "trips": 3}'):
         assert breaker.from_json(broken) == State()
+    # The first stored form (RFC 3339 times, keys in full) still reads.
+    first = '{"actions":[["2026-12-01T09:00:00Z","shop","a/r1/scale/1"]],"runs":[],"trips":{}}'
+    assert breaker.from_json(first).actions == (breaker.Action(T0, "shop", "a/r1/scale/1"),)
+
+
+def test_a_slot_never_frees_early_times_are_stored_to_the_millisecond_rounded_up() -> None:
+    config, state = limits(per_namespace=1, window=60), State()
+    at = T0 + timedelta(seconds=10, microseconds=700_400)
+    state, _ = take(state, req("a"), config, at)
+    stored = breaker.from_json(breaker.to_json(state))
+    assert stored.actions[0].at == T0 + timedelta(seconds=10, milliseconds=701)
+    _, early = take(stored, req("b"), config, T0 + timedelta(seconds=70, milliseconds=700))
+    assert not early.granted  # to the second it would have freed 0.7 s early
+    assert "wait until 2026-12-01T09:01:11Z" in early.message  # said rounded up, too
+    _, freed = take(stored, req("b"), config, T0 + timedelta(seconds=70, milliseconds=702))
+    assert freed.granted
+
+
+def test_the_state_at_its_caps_fits_one_config_map_and_a_bigger_one_is_refused() -> None:
+    from incident_operator.adapters.breakerstate import BreakerStore
+
+    most = FileConfig.model_validate(
+        {"automation": {"maxMutatingActions": {"perNamespace": 3000, "clusterWide": 3000}}}
+    ).automation
+    with pytest.raises(ValidationError):
+        MutatingActionLimits(clusterWide=3001)
+    longest = "n" * 63
+    actions = tuple(
+        breaker.Action(T0, longest, f"{'u' * 36}/r9999/{'s' * 63}/99")
+        for _ in range(most.maxMutatingActions.clusterWide)
+    )
+    runs = tuple(breaker.RunSlot(T0, longest, "p" * 253, "u" * 36, "r9999") for _ in range(breaker.MAX_RUNS))
+    trips = {f"namespace/{n}{longest[1:]}": breaker.Trip(T0, T0) for n in range(100)}
+    full = State(actions, runs, trips, T0, "x" * 253)
+    assert len(breaker.encode(full).encode()) < breaker.MAX_STATE_BYTES
+    with pytest.raises(breaker.StateTooLarge):
+        breaker.encode(dataclasses.replace(full, runs=runs * 3))
+
+    class Core:
+        def create_namespaced_config_map(self, namespace: str, body: Any) -> Any:
+            raise AssertionError("never sent")
+
+    class Kube:
+        core = Core()
+
+        async def call(self, fn: Any, *args: Any) -> Any:
+            return fn(*args)
+
+    store = BreakerStore(Kube(), "incident-operator", "incident-operator-automation")  # type: ignore[arg-type]
+    with pytest.raises(breaker.StateTooLarge):
+        asyncio.run(store.write(dataclasses.replace(full, runs=runs * 3), None))
+
+
+def test_the_runs_listed_are_capped_a_further_run_waits_one_that_acted_goes_on() -> None:
+    config = limits(per_namespace=3000, cluster=3000, runs=1000)
+    runs = tuple(breaker.RunSlot(T0, "shop", f"pb{n}", f"u{n}", "r1") for n in range(breaker.MAX_RUNS))
+    state = State(runs=runs)
+    _, refused = take(state, req("new"), config, T0)
+    assert (refused.granted, refused.reason, refused.scope) == (False, Reason.STORM_GUARD, "cluster/runs")
+    assert f"the most the breaker's state lists ({breaker.MAX_RUNS})" in refused.message
+    _, listed = take(state, Request("shop", "u5", "r1", "restart", 1, "pb5"), config, T0)
+    assert listed.granted
+    _, acted = take(state, dataclasses.replace(req("dropped"), acted=True), config, T0)
+    assert acted.granted  # never stopped between its mutating steps
 
 
 # ----------------------------------------------------------------------------- the config
@@ -635,7 +704,7 @@ def test_a_config_map_deleted_since_it_was_read_is_read_again_and_created() -> N
     b._state, b._version, b._read_at = State(), "3", 0.0  # a cached copy, fresh
     assert asyncio.run(b.reserve(req("a"))).granted
     assert len(kube.core.created) == 1
-    assert "a/r1/scale/1" in kube.core.created[0]["data"]["state"]
+    assert breaker.digest("a/r1/scale/1") in kube.core.created[0]["data"]["state"]
 
 
 def test_a_loop_whose_breaker_cannot_keep_its_state_stalls_visibly_acts_on_nothing_then_goes_on() -> None:

@@ -29,10 +29,11 @@ Time is passed in; nothing here reads a clock or does I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from incident_operator.api.reasons import Reason
@@ -46,6 +47,11 @@ event), or at all (a drill: drills are not indexed)."""
 RECHECK = timedelta(seconds=10)
 """How soon a refused step asks again at the latest: under the storm guard no time frees its slot
 (a run ending does), and under the circuit breaker a person's resume is seen as soon."""
+MAX_RUNS = 1000
+"""The most runs the state lists (each Playbook's at most `maxConcurrentRunsPerPlaybook`, but
+Playbooks are many): a further run's first mutating step waits (`StormGuard`, scope
+`cluster/runs`) as a run ends. With `clusterWide` at most 3,000 and the compact stored form
+(`to_json`), the state stays well under `MAX_STATE_BYTES`."""
 MAX_STATE_BYTES = 900_000
 """The most the stored state may take (a ConfigMap holds 1 MiB with its metadata): a bigger one is
 not written (`StateTooLarge`), and the action waits (`BreakerUnavailable`)."""
@@ -53,6 +59,8 @@ DATA_KEY = "state"
 """The key of the state ConfigMap's data that holds `to_json`."""
 
 CLUSTER = "cluster"
+RUNS_SCOPE = "cluster/runs"
+"""The scope of the cap on runs listed (`MAX_RUNS`), counted as a `cluster` scope."""
 NAMESPACE = "namespace"
 PLAYBOOK = "playbook"
 SCOPE_KINDS = (CLUSTER, NAMESPACE, PLAYBOOK)
@@ -142,6 +150,12 @@ class Verdict:
     """The state changed in a way that must be written (a slot taken, a trip opened)."""
 
 
+def _ceil_second(moment: datetime) -> datetime:
+    """Said to people to the second: never earlier than the slot frees."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
 def scope_kind(scope: str) -> str:
     return scope.split("/", 1)[0]
 
@@ -189,7 +203,8 @@ def reserve(
     """Take a slot for `request`, or say why it waits. Returns the state to keep and the verdict
     (write the state when `verdict.write`)."""
     state = prune(state, config, now, in_flight)
-    if any(a.key == request.key for a in state.actions):
+    keys = (request.key, digest(request.key))
+    if any(a.key in keys for a in state.actions):
         return state, Verdict(granted=True)  # asked again (after a crash): counted once
     limits = config.maxMutatingActions
     window = limits.windowSeconds
@@ -208,6 +223,15 @@ def reserve(
             "ends, or a person runs `kubectl incident automation resume`",
             now + RECHECK,
         )
+    if refusal is None and not run_held and len(state.runs) >= MAX_RUNS:
+        refusal = (
+            Reason.STORM_GUARD,
+            RUNS_SCOPE,
+            f"storm guard: {len(state.runs)} runs that acted are in flight cluster-wide, the most the "
+            f"breaker's state lists ({MAX_RUNS}); this run's mutating steps wait until one of them ends, "
+            "or a person runs `kubectl incident automation resume`",
+            now + RECHECK,
+        )
     namespace_scope = f"{NAMESPACE}/{request.namespace}"
     if refusal is None and _over(state, namespace_scope, config):
         mine = [a for a in state.actions if a.namespace == request.namespace]
@@ -217,7 +241,8 @@ def reserve(
             namespace_scope,
             f"circuit breaker open: {len(mine)} mutating actions in namespace {request.namespace} within "
             f"{window}s, the limit automation.maxMutatingActions.perNamespace ({limits.perNamespace}); "
-            f"mutating steps wait until {format_time(frees)} (the window frees a slot), or a person runs "
+            f"mutating steps wait until {format_time(_ceil_second(frees))} (the window frees a slot), or a "
+            "person runs "
             "`kubectl incident automation resume`",
             frees,
         )
@@ -228,7 +253,7 @@ def reserve(
             CLUSTER,
             f"circuit breaker open: {len(state.actions)} mutating actions cluster-wide within {window}s, "
             f"the limit automation.maxMutatingActions.clusterWide ({limits.clusterWide}); mutating steps "
-            f"wait until {format_time(frees)} (the window frees a slot), or a person runs "
+            f"wait until {format_time(_ceil_second(frees))} (the window frees a slot), or a person runs "
             "`kubectl incident automation resume`",
             frees,
         )
@@ -283,14 +308,37 @@ def encode(state: State) -> str:
     return text
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, rounded up: a slot never frees early."""
+    micro = (moment - EPOCH) // timedelta(microseconds=1)
+    return -(-micro // 1000)
+
+
+def from_ms(value: object) -> datetime:
+    """A stored time: milliseconds since the epoch, or (as first stored) RFC 3339."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return EPOCH + timedelta(milliseconds=value)
+    if isinstance(value, str):
+        return parse_time(value)
+    raise ValueError(value)
+
+
+def digest(key: str) -> str:
+    """The stored form of an action's key: 16 hex digits of its SHA-256 (only ever compared)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def to_json(state: State) -> str:
-    """The state as stored (compact JSON, one time format)."""
+    """The state as stored: compact JSON, times in milliseconds since the epoch (rounded up),
+    action keys as digests (about 100 bytes an action at most)."""
     body: dict[str, Any] = {
-        "actions": [[format_time(a.at), a.namespace, a.key] for a in state.actions],
-        "runs": [[format_time(r.at), r.namespace, r.playbook, r.uid, r.run] for r in state.runs],
+        "actions": [[to_ms(a.at), a.namespace, digest(a.key)] for a in state.actions],
+        "runs": [[to_ms(r.at), r.namespace, r.playbook, r.uid, r.run] for r in state.runs],
         "trips": {
-            scope: [format_time(trip.since), format_time(trip.last)]
-            for scope, trip in sorted(state.trips.items())
+            scope: [to_ms(trip.since), to_ms(trip.last)] for scope, trip in sorted(state.trips.items())
         },
     }
     if state.resumed_at is not None:
@@ -315,19 +363,19 @@ def from_json(text: str | None) -> State:
     for item in raw.get("actions") or []:
         try:
             at, namespace, key = item
-            actions.append(Action(parse_time(str(at)), str(namespace), str(key)))
+            actions.append(Action(from_ms(at), str(namespace), str(key)))
         except (TypeError, ValueError):
             continue
     for item in raw.get("runs") or []:
         try:
             at, namespace, playbook, uid, run = item
-            runs.append(RunSlot(parse_time(str(at)), str(namespace), str(playbook), str(uid), str(run)))
+            runs.append(RunSlot(from_ms(at), str(namespace), str(playbook), str(uid), str(run)))
         except (TypeError, ValueError):
             continue
     for scope, item in (raw.get("trips") or {}).items() if isinstance(raw.get("trips"), dict) else ():
         try:
             since, last = item
-            trips[str(scope)] = Trip(parse_time(str(since)), parse_time(str(last)))
+            trips[str(scope)] = Trip(from_ms(since), from_ms(last))
         except (TypeError, ValueError):
             continue
     resumed_at = None

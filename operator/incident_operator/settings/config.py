@@ -295,11 +295,12 @@ class MutatingActionLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    perNamespace: int = Field(default=20, ge=1, le=5000)
+    perNamespace: int = Field(default=20, ge=1, le=3000)
     """Mutating actions (step starts and retries) of one namespace's incidents within the window."""
-    clusterWide: int = Field(default=100, ge=1, le=5000)
+    clusterWide: int = Field(default=100, ge=1, le=3000)
     """Mutating actions of all incidents within the window (the breaker's state keeps one entry per
-    action of the window, so the bound also bounds its size: 5000 entries fit one ConfigMap)."""
+    action of the window, about 100 bytes each, so the bound also bounds its size: 3,000 entries
+    and the runs it lists fit one ConfigMap with room to spare)."""
     windowSeconds: int = Field(default=300, ge=10, le=86_400)
     """The sliding window: an action counts for this long after it started."""
 
