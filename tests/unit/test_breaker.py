@@ -409,6 +409,66 @@ def test_people_are_told_once_per_trip() -> None:
     assert notices(IncidentStatus(), IncidentStatus(), [held], view) == []  # each incident's hold: no notice
 
 
+def test_a_cluster_wide_trip_reaches_the_channels_without_a_namespace_filter_only() -> None:
+    from incident_operator.controllers.incident.mutating import MutatingSlots
+    from incident_operator.core.notices import channels_for
+    from incident_operator.settings.config import Notifications, StatusPageConfig
+
+    config = Notifications.model_validate(
+        {
+            "channels": [
+                {
+                    "name": "platform",
+                    "type": "webhook",
+                    "urlSecretRef": {"namespace": "incident-operator", "name": "hooks", "key": "platform"},
+                    "events": ["automationPaused"],
+                    "severities": ["P1"],
+                },
+                {
+                    "name": "shop-team",
+                    "type": "webhook",
+                    "urlSecretRef": {"namespace": "incident-operator", "name": "hooks", "key": "shop-team"},
+                    "events": ["automationPaused"],
+                    "namespaces": ["shop"],
+                },
+                {
+                    "name": "pay-team",
+                    "type": "webhook",
+                    "urlSecretRef": {"namespace": "incident-operator", "name": "hooks", "key": "pay-team"},
+                    "events": ["automationPaused"],
+                    "namespaces": ["pay"],
+                },
+            ]
+        }
+    )
+    spec = IncidentSpec.model_validate({"title": "web down", "severity": "P3", "category": "availability"})
+    view, page = IncidentView("shop", "web-down", spec, Phase.DETECTED), StatusPageConfig()
+    store, clock = MemoryStore(), Clock()
+    b = breaker_with(store, limits(per_namespace=2, cluster=2), clock)
+    status = IncidentStatus()
+
+    def tripped(namespace: str, uid: str) -> list[Record]:
+        slots = MutatingSlots(b, namespace, "web-down", uid)
+        decision = plan(plan_input(status, [SCALE], None, clock.now))
+        _, records = asyncio.run(slots.reserve(status, decision))
+        return records
+
+    assert tripped("shop", "a") == []
+    assert tripped("shop", "b") == []
+    [namespace_trip] = tripped("shop", "c")  # the namespace's limit: its own channels only
+    assert not namespace_trip.cluster_wide
+    [notice] = notices(IncidentStatus(), IncidentStatus(), [namespace_trip], view)
+    assert [c.name for c in channels_for(config, notice, view, page)] == ["shop-team"]
+    store.state = State()
+    b._read_at = float("-inf")
+    assert tripped("pay", "d") == []
+    assert tripped("other", "e") == []
+    [cluster_trip] = tripped("shop", "f")  # cluster-wide: the platform hears of it too
+    assert cluster_trip.cluster_wide
+    [notice] = notices(IncidentStatus(), IncidentStatus(), [cluster_trip], view)
+    assert [c.name for c in channels_for(config, notice, view, page)] == ["platform", "shop-team"]
+
+
 # ----------------------------------------------------------------------------- the reservation in the API
 
 

@@ -49,6 +49,10 @@ class Notice:
     message: str
     channels: tuple[str, ...] = ()
     """Channels this notice goes to whatever they subscribe to (escalation, paging follow-ups)."""
+    cluster_wide: bool = False
+    """Also for every channel subscribed to the event with no namespace filter, whatever its
+    severities (a cluster-scope trip: the platform hears of it whichever namespace tripped it;
+    a channel filtered to other namespaces does not, as it would read their incident's name)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,8 @@ def notices(
         elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
         elif record.reason == Reason.AUTOMATION_TRIPPED:  # once per trip, whichever incident saw it
-            found.append(Notice("automationPaused", f"automation paused: {record.message}"))
+            message = f"automation paused: {record.message}"
+            found.append(Notice("automationPaused", message, cluster_wide=record.cluster_wide))
     return found
 
 
@@ -108,7 +113,8 @@ def channels_for(
     config: Notifications, notice: Notice, view: IncidentView, page: StatusPageConfig
 ) -> list[Channel]:
     """The channels that take the notice: those subscribed to its event (within their severity
-    and namespace filters), and those it names (the engine chose them for this namespace).
+    and namespace filters; a cluster-wide notice also every one of them without a namespace
+    filter), and those it names (the engine chose them for this namespace).
     A `statuspage` channel takes only public incidents (`page.publishes`, the status page's rule)."""
     return [
         c
@@ -120,6 +126,7 @@ def channels_for(
                 and (not c.severities or view.severity in c.severities)
                 and (not c.namespaces or view.namespace in c.namespaces)
             )
+            or (notice.cluster_wide and notice.event in c.takes and not c.namespaces)
         )
         and (c.type != "statuspage" or page.publishes(view.namespace, view.spec))
     ]

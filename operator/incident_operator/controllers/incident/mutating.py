@@ -76,5 +76,6 @@ class MutatingSlots:
             f"{what} tripped ({verdict.scope}) at step {wanted.step} of incident "
             f"{self.namespace}/{self.name}: {verdict.message}",
             warning=True,
+            cluster_wide=breaker.scope_kind(verdict.scope or "") == breaker.CLUSTER,
         )
         return hold, [tripped]

@@ -55,6 +55,9 @@ class Record:
     """Which counter of the Playbook's status this record increments, if any."""
     channels: tuple[str, ...] = ()
     """Notification channels this record is for in particular (an escalation level's)."""
+    cluster_wide: bool = False
+    """It concerns every namespace (a cluster-scope trip of the breaker): its notice also goes to
+    the channels subscribed to its event that filter no namespace, whatever their severities."""
 
 
 @dataclass(frozen=True)
