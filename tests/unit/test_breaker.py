@@ -358,6 +358,21 @@ def test_a_held_mutating_step_waits_says_why_once_and_says_so_again_when_it_goes
     assert "AutomationResumed" in [r.reason for r in going.records]
 
 
+def test_the_waiting_message_follows_the_breaker_without_saying_it_again() -> None:
+    first = AutomationHold(Reason.CIRCUIT_OPEN, "wait until 09:05:00Z", T0 + timedelta(seconds=10))
+    held = plan(plan_input(IncidentStatus(), [SCALE], first, T0))
+    later = AutomationHold(Reason.CIRCUIT_OPEN, "wait until 09:05:07Z", T0 + timedelta(seconds=20))
+    again = plan(plan_input(held.status, [SCALE], later, T0 + timedelta(seconds=10)))
+    paused = condition(again.status, "AutomationPaused")
+    assert paused is not None
+    assert paused["message"] == "step scale (scale) waits: wait until 09:05:07Z"  # not the stale time
+    assert paused["lastTransitionTime"] == "2026-12-01T09:00:00Z"
+    assert again.records == []  # said once: a new wording is no new entry
+    guard = AutomationHold(Reason.STORM_GUARD, "storm guard: 3 runs", T0 + timedelta(seconds=30))
+    other = plan(plan_input(again.status, [SCALE], guard, T0 + timedelta(seconds=20)))
+    assert [r.reason for r in other.records] == ["StormGuard"]  # another limit: said
+
+
 def test_a_diagnostic_step_is_never_held() -> None:
     hold = AutomationHold(Reason.STORM_GUARD, "storm guard", T0 + timedelta(seconds=10))
     decision = plan(plan_input(IncidentStatus(), [COLLECT, SCALE], hold, T0))

@@ -237,9 +237,9 @@ BREAKER_REASONS = (Reason.CIRCUIT_OPEN, Reason.STORM_GUARD)
 
 def _held_by_breaker(b: Builder, step: Step) -> bool:
     """Hold a mutating step whose slot the circuit breaker or the storm guard refused
-    (`inp.automation_hold`): AutomationPaused with the reason naming the limit, said once; asked
-    again at `retry_at`. A step that starts once more after such a hold says automation resumed.
-    Diagnostic steps are never held."""
+    (`inp.automation_hold`): AutomationPaused with the reason naming the limit, said once, its
+    message kept current; asked again at `retry_at`. A step that starts once more after such a
+    hold says automation resumed. Diagnostic steps are never held."""
     hold = b.inp.automation_hold
     if _breaker_unavailable(b, step, hold):
         return True
@@ -254,9 +254,10 @@ def _held_by_breaker(b: Builder, step: Step) -> bool:
             b.condition(ConditionType.AUTOMATION_PAUSED, "False", Reason.AUTOMATION_RESUMED, message)
             b.record(Reason.AUTOMATION_RESUMED, message)
         return False
+    # The words follow the breaker's (the count, when a slot frees, which limit): a stale "until"
+    # misleads. They change when a slot frees or a run ends, not at every recheck; said (a
+    # timeline entry, an Event) only when the hold starts or its reason changes.
     message = f"step {step.name} ({step.action}) waits: {hold.message}"
-    if paused and b.reason_of(ConditionType.AUTOMATION_PAUSED) == hold.reason:
-        message = b.message_of(ConditionType.AUTOMATION_PAUSED) or message  # said already: keep its words
     if b.condition(ConditionType.AUTOMATION_PAUSED, "True", hold.reason, message):
         b.record(hold.reason, message, warning=True)
     b.condition(ConditionType.RECONCILING, "False", hold.reason, message)
