@@ -71,6 +71,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator-playbook-gatekeeper",
         "incident-operator-apiserver-endpoints",
         "incident-operator-automation-resumer",
+        "incident-operator-automation-viewer",
         METRICS_READER_ROLE,
     }
     for role in roles:
@@ -374,4 +375,9 @@ def test_the_breaker_state_is_one_configmap_the_operator_and_the_resumers_may_up
     assert resumer["metadata"]["namespace"] == NS
     assert resumer["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update"]}
+    ]
+    viewer = find("Role", "incident-operator-automation-viewer")  # `automation status`, read only
+    assert viewer["metadata"]["namespace"] == NS
+    assert viewer["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get"]}
     ]

@@ -4,8 +4,9 @@ The breaker's state is a ConfigMap in the operator's namespace (`automation.stat
 `core.breaker`). `resume` replaces it, guarded by its resourceVersion, with a state that forgets
 the window, the runs counted and every trip, and says who resumed and when; the operator reads it
 at its next reservation (within seconds), and the steps that waited go on. Who may do it is who
-may `get` and `update` that one ConfigMap (the ClusterRole `incident-operator-automation-resumer`,
-bound in the operator's namespace: docs/SECURITY.md).
+may `get` and `update` that one ConfigMap (the Role `incident-operator-automation-resumer`, bound
+in the operator's namespace: docs/SECURITY.md); `status` needs `get` only (the read-only Role
+`incident-operator-automation-viewer`).
 """
 
 from __future__ import annotations
