@@ -831,3 +831,72 @@ def sample_value(name: str, labels: dict[str, str]) -> float:
     from prometheus_client import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ----------------------------------------------------------------------------- crashes and races
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("n", range(1, 5))
+def test_killed_between_the_reservation_and_any_status_write_each_action_is_counted_once(
+    n: int, when: str
+) -> None:
+    """Three mutating steps (scale, restart, scale) against exactly three slots: killed at any
+    status write (a slot reserved, the step's Running status lost or unanswered) and restarted,
+    each step asks again with the same attempt, is granted without counting twice, and runs once.
+    Counted twice, the last step would wait for the window."""
+    from tests.unit.fake_kube import Dropped
+    from tests.unit.test_incident_loop import RUN_BOUND_S, assert_done_exactly_once, fake_api, new_loop
+    from tests.unit.test_incident_loop import Clock as LoopClock
+
+    api, clock, store = fake_api(), LoopClock(), MemoryStore()
+    config = OperatorConfig(file=FileConfig(automation=limits(per_namespace=3, window=3600)))
+
+    async def run_until_settled() -> None:
+        loop = new_loop(api, clock, config)  # a restart: a new loop and a new breaker, one store
+        loop.slots = dataclasses.replace(
+            loop.slots, breaker=breaker_with(store, config.file.automation, clock)
+        )
+        await asyncio.wait_for(
+            loop.run(lambda: bool(api.status().get("settled")), asyncio.Event()), timeout=RUN_BOUND_S
+        )
+
+    async def scenario() -> None:
+        api.drop_at = (n, when)
+        with pytest.raises(Dropped):
+            await run_until_settled()
+        api.drop_at = None
+        clock.now += timedelta(seconds=10)
+        await run_until_settled()
+
+    asyncio.run(scenario())
+    assert_done_exactly_once(api)
+    assert len(store.state.actions) == 3
+    assert not store.state.trips
+
+
+def test_two_replicas_competing_for_the_last_slot_one_gets_it() -> None:
+    """Two processes (a leader handover) reserve at once, each from its own copy: the store's
+    resourceVersion lets one write; the other reads again and is refused."""
+
+    class Yielding(MemoryStore):
+        async def read(self) -> Any:
+            await asyncio.sleep(0)
+            return await super().read()
+
+        async def write(self, state: State, resource_version: str | None) -> str | None:
+            await asyncio.sleep(0)
+            return await super().write(state, resource_version)
+
+    store, clock = Yielding(), Clock()
+    config = limits(per_namespace=2)
+
+    async def scenario() -> list[breaker.Verdict]:
+        assert (await breaker_with(store, config, clock).reserve(req("a"))).granted
+        first, second = breaker_with(store, config, clock), breaker_with(store, config, clock)
+        return list(await asyncio.gather(first.reserve(req("b")), second.reserve(req("c"))))
+
+    verdicts = asyncio.run(scenario())
+    assert store.reads >= 3  # both read the state with one slot free, then both tried to take it
+    assert sorted(v.granted for v in verdicts) == [False, True]
+    assert len(store.state.actions) == 2
