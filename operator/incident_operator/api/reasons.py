@@ -43,7 +43,8 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     "False when it does not (Idle, Paused, OpenIncidentLimit, CooldownActive, Forbidden, Stalled, Resolved, "
     "Closed).",
     ConditionType.STALLED: "True when automation cannot go on without a human: StepFailed (the message names "
-    "the step and why), PlaybookNotFound, NoMatchingPlaybook, InvalidPlaybook, HealthNotRestored, Forbidden.",
+    "the step and why), PlaybookNotFound, NoMatchingPlaybook, InvalidPlaybook, HealthNotRestored, Forbidden, "
+    "BreakerUnavailable (the breaker's state cannot be kept: mutating steps wait).",
     ConditionType.ACTION_ITEMS_OPEN: "Post-mortem action items: True while some are open (Open, Overdue), "
     "False when there are none (NoActionItems) or all are done (AllDone).",
     ConditionType.AUTOMATION_PAUSED: "True while the operator holds the incident's playbook automation "
