@@ -101,8 +101,9 @@ ACTIONS_DEFERRED = Counter(
 AUTOMATION_PAUSED = Gauge(
     "incident_operator_automation_paused",
     "Scopes in which the circuit breaker or the storm guard holds a mutating step now, by kind of "
-    "scope (cluster: 0 or 1; namespace: namespaces at automation.maxMutatingActions.perNamespace; "
-    "playbook: Playbooks at automation.maxConcurrentRunsPerPlaybook).",
+    "scope (cluster: 0 to 2, the cluster-wide window and the cap on runs listed; namespace: "
+    "namespaces at automation.maxMutatingActions.perNamespace; playbook: Playbooks at "
+    "automation.maxConcurrentRunsPerPlaybook).",
     ["scope"],
 )
 BREAKER_ERRORS = Counter(

@@ -242,8 +242,7 @@ def reserve(
             f"circuit breaker open: {len(mine)} mutating actions in namespace {request.namespace} within "
             f"{window}s, the limit automation.maxMutatingActions.perNamespace ({limits.perNamespace}); "
             f"mutating steps wait until {format_time(_ceil_second(frees))} (the window frees a slot), or a "
-            "person runs "
-            "`kubectl incident automation resume`",
+            "person runs `kubectl incident automation resume`",
             frees,
         )
     if refusal is None and _over(state, CLUSTER, config):
