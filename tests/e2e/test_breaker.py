@@ -2,12 +2,13 @@
 ServiceAccount (so the install's Role is what lets it keep the breaker's ConfigMap):
 
 - 30 incidents opened within seconds in one namespace, each with one mutating step, against a
-  limit of 10 mutating actions per 30 s window: exactly 10 act, 20 wait (`AutomationPaused`,
-  `CircuitOpen`, naming the limit), then they go on as the window slides; no 30 s ever holds
+  limit of 10 mutating actions per 60 s window: exactly 10 act, 20 wait (`AutomationPaused`,
+  `CircuitOpen`, naming the limit), then they go on as the window slides; no 60 s ever holds
   more than 10 starts, every step runs once (each scales its own Deployment by one), nothing is
   lost; people are told once (one webhook notice for the trip), the metrics say it.
 - `kubectl incident automation resume` by a person bound to the shipped resumer Role closes the
-  breaker long before its window ends; a person without it is refused.
+  breaker long before its window ends; a person with the read-only viewer Role reads
+  `automation status` and is refused `resume`.
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ def metric(text: str, name: str, labels: str) -> float | None:
     return None
 
 
-LIMIT, WINDOW, FLOOD = 10, 30, 30
+LIMIT, WINDOW, FLOOD = 10, 60, 30
+"""A 60 s window: the first ten act and the other twenty say they wait within 55 s, a margin for a
+slow machine (the window frees no slot before)."""
 
 
 def test_a_flood_of_incidents_beyond_the_window_waits_then_each_step_runs_once_and_nothing_is_lost(
@@ -237,17 +240,24 @@ def test_a_person_with_the_resumer_role_resumes_automation_long_before_the_windo
             core.create_namespaced_service_account(
                 INSTALL_NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account))
             )
-        installed.run_kubectl(
-            "create",
-            "rolebinding",
-            "oncall-resumes-automation",
-            "-n",
-            INSTALL_NS,
-            "--role=incident-operator-automation-resumer",
-            f"--serviceaccount={INSTALL_NS}:oncall",
-        )
+        for binding, role, account in (
+            ("oncall-resumes-automation", "resumer", "oncall"),
+            ("bystander-views-automation", "viewer", "bystander"),
+        ):
+            installed.run_kubectl(
+                "create",
+                "rolebinding",
+                binding,
+                "-n",
+                INSTALL_NS,
+                f"--role=incident-operator-automation-{role}",
+                f"--serviceaccount={INSTALL_NS}:{account}",
+            )
         bystander = token_kubeconfig(installed, "bystander", INSTALL_NS, workdir / "bystander")
-        refused = plugin(bystander, "automation", "resume")
+        viewed = plugin(bystander, "automation", "status")  # the read-only Role reads it
+        assert viewed.returncode == 0, viewed.stderr
+        assert f"namespace/{namespace} since" in viewed.stdout
+        refused = plugin(bystander, "automation", "resume")  # and may not close the breaker
         assert refused.returncode == 1
         assert "Forbidden" in refused.stderr
         oncall = token_kubeconfig(installed, "oncall", INSTALL_NS, workdir / "oncall")
@@ -266,6 +276,9 @@ def test_a_person_with_the_resumer_role_resumes_automation_long_before_the_windo
         assert resumed_condition["status"] == "False"
         state = breaker.from_json(core.read_namespaced_config_map(STATE, INSTALL_NS).data[breaker.DATA_KEY])
         assert state.resumed_by == who
-        assert [a.key.split("/")[2] for a in state.actions] == ["scale-up"]  # the window started again
+        second = s.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "incidents", "second")
+        run = second["status"]["playbook"]["runId"]
+        key = breaker.digest(f"{second['metadata']['uid']}/{run}/scale-up/1")
+        assert [a.key for a in state.actions] == [key]  # the window started again: second's step only
     finally:
         operator.stop()
