@@ -16,7 +16,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident.commit import status_patch
-from incident_operator.core.explain import attach, explain, hold_of, replay
+from incident_operator.core.explain import ITEM_TEXT_MAX, attach, explain, hold_of, replay
 from incident_operator.core.matching import Candidate, select
 from incident_operator.core.planner import AlertState, Decision, Intent, plan
 from tests.unit.test_planner import COLLECT, RESTART, SCALE, T0, Run, incident
@@ -231,7 +231,20 @@ def test_a_long_message_is_cut_to_the_bound() -> None:
     assert hold is not None
     assert len(hold.message) == EXPLANATION_TEXT_MAX
     assert hold.message.endswith("...")
-    assert len(run.why.model_dump_json()) < 16_000
+    assert len(run.why.steps[0].why or "") == ITEM_TEXT_MAX
+
+
+def test_the_largest_explanation_stays_small() -> None:
+    """50 steps and 30 candidates, every message as long as the planner could make it."""
+    steps = [{"name": f"s{i:02}", "collectEvidence": {"selector": {"app": "web"}}} for i in range(50)]
+    many = [
+        candidate(f"pb-{i:02}-{'x' * 200}"[:63], *steps, match={"labels": {"k": "v" * 300}})
+        for i in range(30)
+    ]
+    run = Explained(incident(), *many)
+    run.forbidden = "y" * 5000
+    run.plan()
+    assert len(run.why.model_dump_json()) < 48_000
 
 
 def test_resolved_and_closed_say_nothing_more_happens() -> None:

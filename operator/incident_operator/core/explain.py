@@ -10,7 +10,8 @@ itself, and says wait reasons generically from the conditions and step states th
 records (AutomationPaused, Stalled, Reconciling), so a reason added to the planner shows up
 here without a change. No time-varying words ("in 20s"): only stamps that are fixed until
 something changes, so an unchanged explanation costs no write (`attach` keeps its `at`).
-Bounded: at most EXPLANATION_CANDIDATES_MAX candidates and texts cut at EXPLANATION_TEXT_MAX.
+Bounded: at most EXPLANATION_CANDIDATES_MAX candidates, each candidate's and step's words cut
+at ITEM_TEXT_MAX, the rest at EXPLANATION_TEXT_MAX.
 
 Also the pure half of `kubectl incident explain --alert`: `replay`, what an alert's incident
 would meet, with the same matcher, and what that cannot know.
@@ -58,6 +59,11 @@ UNKNOWN_TO_A_REPLAY = (
     "Alertmanager sends (a token bound to other namespaces is refused)",
 )
 """What `replay` cannot know: decided by the operator when the alert arrives."""
+
+
+ITEM_TEXT_MAX = 320
+"""The longest `why` of one candidate or step: with at most EXPLANATION_CANDIDATES_MAX candidates
+and 50 steps, the whole explanation stays within a few tens of kilobytes."""
 
 
 def cut(text: str, limit: int = EXPLANATION_TEXT_MAX) -> str:
@@ -125,9 +131,13 @@ def candidates(
         else:
             verdict = "NotMatched"
             why = "; ".join(failed) or "does not match (the matcher said so; no part of match names why)"
-        out.append(ExplainedCandidate(name=c.name, verdict=verdict, priority=c.spec.priority, why=cut(why)))
+        out.append(
+            ExplainedCandidate(
+                name=c.name, verdict=verdict, priority=c.spec.priority, why=cut(why, ITEM_TEXT_MAX)
+            )
+        )
     for name, problem in invalid.items():
-        why = cut(f"Invalid, never runs: {problem}")
+        why = cut(f"Invalid, never runs: {problem}", ITEM_TEXT_MAX)
         out.append(ExplainedCandidate(name=name, verdict="Invalid", why=why))
     out.sort(key=lambda e: (_VERDICT_ORDER[e.verdict], -(e.priority or 0), e.name))
     kept = out[:EXPLANATION_CANDIDATES_MAX]
@@ -271,7 +281,7 @@ def explain_steps(
                 state=str(st.state),
                 verdict=verdict,
                 reason=reason,
-                why=cut(why) if why else None,
+                why=cut(why, ITEM_TEXT_MAX) if why else None,
             )
         )
     return out
@@ -461,7 +471,7 @@ def replay(
                     state=str(StepState.PENDING),
                     verdict="Pending",
                     reason=str(Reason.AWAITING_APPROVAL) if step.requiresApproval else None,
-                    why=cut("; ".join(gates)) if gates else None,
+                    why=cut("; ".join(gates), ITEM_TEXT_MAX) if gates else None,
                 )
             )
         next_text = (
