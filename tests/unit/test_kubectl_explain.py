@@ -264,3 +264,20 @@ def test_main_prints_a_refusal_and_exits_1(capsys: pytest.CaptureFixture[str], t
     )
     assert main(["--kubeconfig", str(kubeconfig), "explain", "--alert", missing]) == 1
     assert f"error: cannot read {missing}" in capsys.readouterr().err
+
+
+def test_control_characters_reach_the_terminal_as_escapes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A Playbook's label value (any string) or a message with an escape sequence or a line break
+    is shown escaped: it cannot clear the screen or forge a line of the output."""
+    hostile = "\x1b[2J\x1b[31mpwned\nNext: nothing"
+    run_ = Explained(incident(), candidate("lure", match={"labels": {"team": hostile}}))
+    run_.plan()
+    body = {"metadata": {"name": "web"}, "spec": run_.spec.model_dump(mode="json"), "status": {}}
+    body["status"] = run_.status.model_dump(mode="json", exclude_none=True)
+    run(FakeApi(body), "explain", "web")
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "label team missing (wants \\x1b[2J\\x1b[31mpwned\\nNext: nothing)" in out
+    assert [line for line in out.splitlines() if line.startswith("Next:")] == [
+        "Next: no playbook runs: a Playbook created or changed to fit is considered at once"
+    ]

@@ -55,19 +55,31 @@ def cmd_explain(api: Api, args: argparse.Namespace) -> None:
         return
     severity = status.effectiveSeverity or spec.severity
     print(
-        f"Incident {args.name} (namespace {api.namespace}): phase {status.phase or 'Detected'}, "
+        f"Incident {args.name} (namespace {shown(api.namespace)}): phase {status.phase or 'Detected'}, "
         f"{severity} {spec.category}"
     )
     print(render(why))
 
 
+def shown(text: str) -> str:
+    """`text` safe for a terminal: control characters (an escape sequence in a Playbook's label
+    value, a line break in a message) are shown as escapes, never sent to the terminal."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def render(why: Explanation) -> str:
-    """The explanation as a person reads it: candidates, the run's steps, what holds, what next."""
+    """The explanation as a person reads it: candidates, the run's steps, what holds, what next.
+    Every text is written by people or the operator and passes through `shown`."""
+    return "\n".join(shown(line) for line in _lines(why))
+
+
+def _lines(why: Explanation) -> list[str]:
     lines = [f"Explained at {format_time(why.at)}", f"Selection: {why.selection}", "", "Candidate playbooks:"]
     if why.candidates:
         rows = [["VERDICT", "PLAYBOOK", "PRIORITY", "WHY"]]
         rows += [
-            [c.verdict, c.name, "-" if c.priority is None else str(c.priority), c.why] for c in why.candidates
+            [c.verdict, c.name, "-" if c.priority is None else str(c.priority), shown(c.why)]
+            for c in why.candidates
         ]
         lines += ["  " + line for line in table(rows).splitlines()]
     else:
@@ -79,7 +91,7 @@ def render(why: Explanation) -> str:
     if why.steps:
         rows = [["#", "STEP", "ACTION", "STATE", "VERDICT", "REASON", "WHY"]]
         rows += [
-            [str(n), s.name, s.action, s.state, s.verdict, s.reason or "-", s.why or "-"]
+            [str(n), s.name, s.action, s.state, s.verdict, shown(s.reason or "-"), shown(s.why or "-")]
             for n, s in enumerate(why.steps, start=1)
         ]
         lines += ["  " + line for line in table(rows).splitlines()]
@@ -87,7 +99,7 @@ def render(why: Explanation) -> str:
     if why.hold is not None:
         lines.append(f"Held by: {why.hold.type} {why.hold.reason}: {why.hold.message}")
     lines.append(f"Next: {why.next}")
-    return "\n".join(lines)
+    return lines
 
 
 # ----------------------------------------------------------------------------- --alert
@@ -161,7 +173,7 @@ def _replay(api: Api, args: argparse.Namespace) -> None:
         said, why = _replay_one(api, args, config, alert)
         lines += ["", *said]
         if why is not None:
-            lines.append(render(why))
+            lines += render(why).splitlines()
         documents.append(
             {"said": said, **({} if why is None else why.model_dump(mode="json", exclude_none=True))}
         )
@@ -171,7 +183,7 @@ def _replay(api: Api, args: argparse.Namespace) -> None:
         return
     lines += ["", "Not known to a replay (the operator decides them when the alert arrives):"]
     lines += [f"  - {unknown}" for unknown in UNKNOWN_TO_A_REPLAY]
-    print("\n".join(lines))
+    print("\n".join(shown(line) for line in lines))
 
 
 def _replay_one(
