@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import Cluster, OperatorProcess
+from tests.e2e.conftest import Cluster, OperatorProcess, named_namespace
 from tests.e2e.engine_helpers import GROUP, TIMEOUT, VERSION, Scenario, deploy_ref
 from tests.e2e.test_after_the_incident import kubectl
 from tests.polling import wait_until
@@ -81,10 +81,16 @@ def test_explain_says_which_playbook_and_why_a_step_waits(s: Scenario, tmp_path:
     assert as_json == s.status("web-down")["explanation"]
 
     # The same namespace's Playbooks, met by an alert that has no incident yet: with the config
-    # of a ConfigMap (here in the test's namespace: --operator-namespace), DiskFull is a data
-    # incident; with the defaults (no ConfigMap there), an availability one.
+    # of an operator's ConfigMap (here in a namespace of the test's own: --operator-namespace),
+    # DiskFull is a data incident; with the defaults (no ConfigMap there), an availability one.
+    with named_namespace(s.cluster, f"{s.namespace}-op") as operator_ns:
+        replay_alert(s, tmp_path, operator_ns)
+
+
+def replay_alert(s: Scenario, tmp_path: Path, operator_ns: str) -> None:
+    ns = ("-n", s.namespace)
     s.core.create_namespaced_config_map(
-        s.namespace,
+        operator_ns,
         client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name="incident-operator-config"),
             data={"config.yaml": "alertIntake:\n  categoryByAlertname: {DiskFull: data}\n"},
@@ -105,8 +111,8 @@ def test_explain_says_which_playbook_and_why_a_step_waits(s: Scenario, tmp_path:
     alert = tmp_path / "alert.json"
     alert.write_text(json.dumps(payload))
     before = incidents(s)
-    replayed = kubectl(s, "explain", "--alert", str(alert), *ns, "--operator-namespace", s.namespace).stdout
-    assert f"config: ConfigMap {s.namespace}/incident-operator-config" in replayed
+    replayed = kubectl(s, "explain", "--alert", str(alert), *ns, "--operator-namespace", operator_ns).stdout
+    assert f"config: ConfigMap {operator_ns}/incident-operator-config" in replayed
     assert "Alert d15cf011 (firing): incident alert-d15cf011, P1 data" in replayed
     assert row(replayed, "Chosen", "data-only")
     assert "severity P1 not in [P2]" in row(replayed, "NotMatched", "web-gated")
