@@ -43,6 +43,18 @@ ALERT_RUNS = int(os.environ.get("BENCH_ALERT_RUNS", "20"))
 PROFILE = os.environ.get("BENCH_MEMORY_PROFILE") == "1"
 
 
+AUTOMATION = {
+    "maxMutatingActions": {"perNamespace": 5000, "clusterWide": 5000, "windowSeconds": 300},
+    "maxConcurrentRunsPerPlaybook": 1000,
+}
+"""The circuit breaker and the storm guard, above the benchmark's load (a few hundred mutating
+actions in all; the burst's steps are `waitReady`, which is never held)."""
+LIMIT_TEXT = (
+    "5,000 mutating actions per namespace and cluster-wide per 5 minutes, 1,000 runs of one Playbook "
+    "at once; the defaults are 20, 100 and 10"
+)
+
+
 def profile_env(work: Path) -> dict[str, str]:
     """With BENCH_MEMORY_PROFILE=1 the operator traces its allocations and writes where its heap
     is when it exits (docs/operations/memory-profile.txt); BENCHMARKS.md is left alone on such a run."""
@@ -180,9 +192,14 @@ def main() -> int:
         for extra in (STORM_NS, "bench-burst", "bench-scale"):
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=extra)))
         # The burst puts BENCH_BURST incidents with a playbook into one namespace at once: measure
-        # the operator's own throughput, not the per-namespace cap (limits.maxOpenIncidentsPerNamespace).
+        # the operator's own throughput, not the per-namespace cap (limits.maxOpenIncidentsPerNamespace),
+        # nor the circuit breaker and the storm guard (AUTOMATION: above this load, so nothing waits;
+        # their reservation, one write of the breaker's ConfigMap per mutating action, is measured).
         settings = work / "operator-config.json"
-        settings.write_text(json.dumps({"limits": {"maxOpenIncidentsPerNamespace": 10_000}}))
+        automation = {**AUTOMATION, "stateNamespace": ns}  # the operator's own namespace is not created here
+        settings.write_text(
+            json.dumps({"limits": {"maxOpenIncidentsPerNamespace": 10_000}, "automation": automation})
+        )
         log = (work / "operator.log").open("wb")
         operator = subprocess.Popen(
             [
@@ -502,6 +519,10 @@ the create of the Incident, and the operator's first PATCH of the target Deploym
 Whole incident, create → `Resolved` observed by the client (one step, `stabilizationSeconds: 0`,
 health re-check included): p50 {whole50:.0f} ms, p95 {whole95:.0f} ms.
 
+The operator runs with the circuit breaker's and the storm guard's limits above this load
+(`automation`: {LIMIT_TEXT}): nothing here waits for them; their reservation (one write of the
+breaker's ConfigMap per mutating action) is in the latency and the writes.
+
 ## API writes per incident (create → Resolved, one-step scale playbook)
 
 Counted in the audit log by the operator's user agents (`kopf/*`, `incident-operator/*`):
@@ -516,7 +537,8 @@ on was lost, is in docs/operations/scale.md): Events for Detected, PlaybookStart
 Resolved (the start of a step and Monitoring stay timeline entries: their outcome has an Event);
 incident status patches: the scale decision persisted before scaling (with the run's start), then
 the outcome together with Monitoring, Resolved and settled when health holds at once (one more
-while a new replica becomes ready); the post-mortem ConfigMap; the Playbook's run record (batched
+while a new replica becomes ready); the post-mortem ConfigMap; the circuit breaker's slot (one
+update of its ConfigMap, before the scale); the Playbook's run record (batched
 per Playbook and second: here every incident has its own Playbook, so it is not shared); the
 scale itself. No kopf metadata patches: incidents carry no finalizer.
 

@@ -178,7 +178,7 @@ class OperatorProcess:
         self.workdir = workdir
         self.name = name
         self.config = workdir / f"{name}-config.yaml"
-        self.config.write_text(yaml.safe_dump(settings))
+        self.config.write_text(yaml.safe_dump({"automation": SUITE_AUTOMATION, **settings}))
         self.options = options
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -194,6 +194,7 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         port = self.port
+        ensure_breaker_namespace(self.kubeconfig)
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 operator_command(
@@ -253,6 +254,30 @@ class OperatorProcess:
             (self.workdir / f"{self.name}-{i}.log").read_text(errors="replace")[-4000:]
             for i in range(1, self.starts + 1)
         )
+
+
+SUITE_AUTOMATION: dict[str, Any] = {
+    "maxMutatingActions": {"perNamespace": 5000, "clusterWide": 5000, "windowSeconds": 10},
+    "maxConcurrentRunsPerPlaybook": 1000,
+}
+"""The circuit breaker and the storm guard of the suite's operators unless a test sets its own
+(tests/e2e/test_breaker.py does): limits far above what any test does (the crash storm, the
+floods), so that no other test waits for them."""
+
+
+def ensure_breaker_namespace(kubeconfig: Path) -> None:
+    """The operator keeps its breaker's state in its own namespace (`incident-operator` when run
+    outside a pod), which the session's cluster has no other reason to have: created if missing
+    and allowed (an installed cluster has it; its ServiceAccount may not create namespaces)."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=INSTALL_NS)))
+    except client.exceptions.ApiException as exc:
+        if exc.status not in (403, 409):
+            raise
+    finally:
+        api.close()
 
 
 def operator_command(port: int, *options: str, status_port: int | None = None) -> list[str]:

@@ -254,6 +254,17 @@ def table(crds_installed: Cluster, operator: OperatorProcess) -> Iterator[Scenar
     core.create_namespaced_service(
         TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="webh"), spec=headless)
     )
+    discovery = client.DiscoveryV1Api(crds_installed.api)
+    wait_until(  # the controller's slice with web's pod and the port, not its empty placeholder
+        lambda: any(
+            piece.endpoints and piece.ports
+            for piece in discovery.list_namespaced_endpoint_slice(
+                TABLE_NS, label_selector="kubernetes.io/service-name=webh"
+            ).items
+        ),
+        timeout=60,
+        what="webh's EndpointSlice",
+    )
     web = client.V1ServiceSpec(selector={"app": "web"}, ports=[client.V1ServicePort(port=8080)])
     core.create_namespaced_service(
         TABLE_NS, client.V1Service(metadata=client.V1ObjectMeta(name="web"), spec=web)
@@ -687,6 +698,12 @@ STALLS = [
         "Misconfigured",
         "host not found",
     ),
+    Stalls(  # an IPv6 zone would hide the address from the policy's comparisons
+        "url-with-ipv6-zone",
+        [step("a", httpCheck={"url": "http://[fd00:ec2::254%25eth0]/latest/meta-data/"})],
+        "Misconfigured",
+        "invalid URL: bad host name",
+    ),
     Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "Misconfigured", "invalid URL"),
 ]
 
@@ -991,6 +1008,13 @@ DELIVERIES = [
         200,
         "InvalidNamespace",
     ),
+    BadDelivery(  # `$` in a pattern matches before a trailing newline: not a namespace name
+        "namespace-trailing-newline",
+        alert_payload(alertname="A", namespace=f"{TABLE_NS}\n"),
+        ALERT_TOKEN,
+        200,
+        "InvalidNamespace",
+    ),
     BadDelivery("namespace-missing", alert_payload(alertname="A"), ALERT_TOKEN, 200, "NoNamespace"),
     BadDelivery(
         "namespace-kube-system",
@@ -1143,6 +1167,9 @@ CONFIGS = [
     ),
     BadConfig("egress-wildcard", "egress: {allow: ['*.example.com']}\n", "neither a CIDR nor a host name"),
     BadConfig(
+        "egress-cluster-network-not-a-cidr", "egress: {clusterNetworks: ['10.0.0.0/33']}\n", "not a CIDR"
+    ),
+    BadConfig(
         "channel-unknown-type",
         "notifications: {channels: [{name: a, type: fax, urlSecretRef: {namespace: n, name: s}}]}\n",
         "type",
@@ -1167,6 +1194,21 @@ CONFIGS = [
         "egress-grant-nothing",
         "egress: {namespaces: [{namespaces: [shop], allow: []}]}\n",
         "allow",
+    ),
+    BadConfig(  # a namespace limit no namespace could reach: refused, not silently capped
+        "breaker-namespace-above-cluster",
+        "automation: {maxMutatingActions: {perNamespace: 50, clusterWide: 10}}\n",
+        "automation.maxMutatingActions.perNamespace (50) is above clusterWide (10)",
+    ),
+    BadConfig(
+        "breaker-window-zero",
+        "automation: {maxMutatingActions: {windowSeconds: 0}}\n",
+        "windowSeconds",
+    ),
+    BadConfig(  # more entries than one ConfigMap holds
+        "breaker-cluster-limit-too-high",
+        "automation: {maxMutatingActions: {clusterWide: 100000}}\n",
+        "clusterWide",
     ),
 ]
 

@@ -173,9 +173,9 @@ def test_a_target_down_fires_service_down_and_the_remediation_resolves_it(
             match={"alertnames": ["ServiceDown"]},
             stabilizationSeconds=2,
         )
-        p1 = {"severity": "P1", "drill": "false"}
-        detected_before = metric(s.operator, "incident_operator_time_to_detect_seconds_count", p1)
-        detect_sum_before = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p1)
+        p2 = {"severity": "P2", "drill": "false"}  # seed 1.1: down for a minute is P2
+        detected_before = metric(s.operator, "incident_operator_time_to_detect_seconds_count", p2)
+        detect_sum_before = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p2)
 
         s.apps.patch_namespaced_deployment_scale("web", s.namespace, {"spec": {"replicas": 0}})  # the outage
         incident = wait_until(
@@ -187,7 +187,7 @@ def test_a_target_down_fires_service_down_and_the_remediation_resolves_it(
         labels = incident["spec"]["source"]["labels"]
         assert (labels["job"], labels["namespace"], labels["deployment"]) == ("web", s.namespace, "web")
         assert incident["spec"]["targets"] == [deploy_ref("web")]
-        assert (incident["spec"]["severity"], incident["spec"]["category"]) == ("P1", "availability")
+        assert (incident["spec"]["severity"], incident["spec"]["category"]) == ("P2", "availability")
         s.patch_incident(name, {"commander": "alice"})
 
         s.wait_phase(name, "Resolved")
@@ -210,8 +210,8 @@ def test_a_target_down_fires_service_down_and_the_remediation_resolves_it(
         from_alert = detected - parse_time(incident["spec"]["source"]["startsAt"])
         assert 60 <= from_outage <= 90, from_outage
         assert 0 <= from_alert <= 15, from_alert
-        assert metric(s.operator, "incident_operator_time_to_detect_seconds_count", p1) == detected_before + 1
-        observed = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p1) - detect_sum_before
+        assert metric(s.operator, "incident_operator_time_to_detect_seconds_count", p2) == detected_before + 1
+        observed = metric(s.operator, "incident_operator_time_to_detect_seconds_sum", p2) - detect_sum_before
         assert abs(observed - from_alert) < 1.5, (observed, from_alert)
 
         wait_until(

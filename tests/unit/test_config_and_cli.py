@@ -160,6 +160,7 @@ def test_alert_tokens_are_bound_to_namespaces(tmp_path: Path) -> None:
         ("[{secretRef: {namespace: ops, name: t}}]", "namespaces"),  # required
         ("[{secretRef: {namespace: ops, name: t}, namespaces: []}]", "at least 1"),
         ("[{secretRef: {namespace: ops, name: t}, namespaces: [Bad_NS]}]", "not namespace names"),
+        ('[{secretRef: {namespace: ops, name: t}, namespaces: ["shop\\n"]}]', "not namespace names"),
         ("[{secretRef: {name: t}, namespaces: [a]}]", "namespace"),
         ("[{secretRef: {namespace: ops, name: t, key: ''}, namespaces: [a]}]", "key"),
         ("[{secretRef: {namespace: ops, name: t}, namespaces: [a], extra: 1}]", "Extra inputs"),

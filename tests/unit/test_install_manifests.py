@@ -70,6 +70,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator-jobs",
         "incident-operator-playbook-gatekeeper",
         "incident-operator-apiserver-endpoints",
+        "incident-operator-automation-resumer",
         METRICS_READER_ROLE,
     }
     for role in roles:
@@ -357,3 +358,20 @@ def test_the_playbook_gate_needs_the_gate_verb_which_only_the_gatekeeper_role_gr
         if o["kind"] in ("Role", "ClusterRole") and any("gate" in r["verbs"] for r in o["rules"])
     }
     assert holders == {"incident-operator-playbook-gatekeeper"}  # not the operator, not responders
+
+
+def test_the_breaker_state_is_one_configmap_the_operator_and_the_resumers_may_update() -> None:
+    """The operator creates and updates its breaker's ConfigMap (the name the config defaults to)
+    and nothing else of the kind in its namespace; `automation resume` needs get and update on
+    that one ConfigMap, which the resumer Role grants and nothing more."""
+    name = FileConfig().automation.stateConfigMap
+    configmaps = [r for r in rules_of("Role", "incident-operator") if "configmaps" in r["resources"]]
+    assert {(tuple(r.get("resourceNames") or ()), tuple(r["verbs"])) for r in configmaps} == {
+        ((), ("create",)),
+        ((name,), ("get", "update")),
+    }
+    resumer = find("Role", "incident-operator-automation-resumer")
+    assert resumer["metadata"]["namespace"] == NS
+    assert resumer["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get", "update"]}
+    ]

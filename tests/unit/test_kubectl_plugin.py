@@ -187,3 +187,76 @@ def test_a_refused_public_update_says_which_verb_is_missing() -> None:
     )
     assert "without --public" in said
     assert f"Error from server (Forbidden): {PUBLISH_REFUSAL}" in said
+
+
+# ----------------------------------------------------------------------------- automation resume
+
+
+class FakeCore:
+    """The breaker's ConfigMap as the user's CoreV1Api sees it (resourceVersion checked)."""
+
+    def __init__(self, data: dict[str, str] | None, conflicts: int = 0) -> None:
+        self.data, self.version, self.conflicts = data, "7", conflicts
+        self.replaced: list[Any] = []
+
+    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
+        from kubernetes import client
+
+        if self.data is None:
+            raise ApiException(status=404, reason="NotFound")
+        meta = client.V1ObjectMeta(name=name, namespace=namespace, resource_version=self.version)
+        return client.V1ConfigMap(metadata=meta, data=dict(self.data))
+
+    def replace_namespaced_config_map(self, name: str, namespace: str, body: Any) -> Any:
+        if self.conflicts:
+            self.conflicts -= 1
+            self.version = str(int(self.version) + 1)
+            raise ApiException(status=409, reason="Conflict")
+        assert body.metadata.resource_version == self.version
+        assert (name, namespace) == ("incident-operator-automation", "incident-operator")
+        self.replaced.append(body)
+        self.data = dict(body.data)
+        return body
+
+
+def test_automation_resume_forgets_the_window_says_who_and_retries_a_conflict(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from datetime import UTC, datetime
+
+    from incident_operator.cli.kubectl.automation import cmd_automation
+    from incident_operator.core import breaker
+
+    then = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    tripped = breaker.State(
+        actions=(breaker.Action(then, "shop", "u/r1/scale/1"),),
+        trips={"namespace/shop": breaker.Trip(then, then)},
+    )
+    api = FakeApi(incident())
+    core = FakeCore({breaker.DATA_KEY: breaker.to_json(tripped)}, conflicts=1)
+    api.core = core
+    args = parser().parse_args(["automation", "resume"])
+    cmd_automation(cast(Api, api), args)
+    assert len(core.replaced) == 1
+    state = breaker.from_json(core.data[breaker.DATA_KEY] if core.data else None)
+    assert (state.actions, state.runs, dict(state.trips)) == ((), (), {})
+    assert state.resumed_by == ME
+    assert state.resumed_at is not None
+    out = capsys.readouterr().out
+    assert f"automation resumed by {ME} (namespace/shop)" in out
+
+    cmd_automation(cast(Api, api), parser().parse_args(["automation", "status"]))
+    status = capsys.readouterr().out
+    assert "paused: no" in status
+    assert f"by {ME}" in status
+
+
+def test_automation_resume_with_nothing_recorded_writes_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    from incident_operator.cli.kubectl.automation import cmd_automation
+
+    api = FakeApi(incident())
+    core = FakeCore(None)
+    api.core = core
+    cmd_automation(cast(Api, api), parser().parse_args(["automation", "resume"]))
+    assert core.replaced == []
+    assert "not paused" in capsys.readouterr().out

@@ -4,9 +4,11 @@ verdicts, Job names, conditional steps (`when`) and the checks the schema cannot
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from incident_operator.api.actions import Expectation, HttpCheckAction, PromQueryAction
@@ -15,7 +17,7 @@ from incident_operator.api.models import Phase, Severity, StepState
 from incident_operator.core import checks, revisions, validation
 from incident_operator.core.planner import Intent
 from incident_operator.core.revisions import Revision
-from incident_operator.settings.config import SeverityRule
+from incident_operator.settings.config import FileConfig, SeverityRule
 from tests.unit.test_planner import TARGET, Run, incident, playbook
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -293,15 +295,20 @@ def test_the_response_target_breach_names_the_severity_it_is_treated_as() -> Non
     assert "(P1 response target)" in breached["message"]
 
 
+def shipped_severity_rules() -> tuple[SeverityRule, ...]:
+    """The `severityEscalation` of the install's config (manifests/install/config.yaml)."""
+    path = Path(__file__).resolve().parents[2] / "manifests" / "install" / "config.yaml"
+    config = yaml.safe_load(yaml.safe_load(path.read_text())["data"]["config.yaml"])
+    return FileConfig.model_validate(config).severityEscalation
+
+
 def test_a_severity_rule_takes_only_the_categories_and_alertnames_it_names() -> None:
-    service_down = SeverityRule.model_validate(
-        {
-            "from": "P2",
-            "to": "P1",
-            "notMitigatedWithinSeconds": 240,
-            "categories": ["availability"],
-            "alertnames": ["ServiceDown"],
-        }
+    """The install's own rule, seed 1.1: ServiceDown (down a minute, P2) is P1 four minutes later."""
+    [service_down] = shipped_severity_rules()
+    assert (service_down.source, service_down.to, service_down.within) == (
+        Severity.P2,
+        Severity.P1,
+        timedelta(minutes=4),
     )
 
     def treated_as(**extra: Any) -> Severity | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -469,16 +470,37 @@ def test_the_config_names_the_clusters_own_ranges(tmp_path: Any) -> None:
 # ---------------------------------------------- reading a Service (the adapter), with fake data
 
 
-class FakeCore:
-    def __init__(self, services: dict[str, Any], host_network: tuple[str, ...] = ()) -> None:
-        self.services = services
-        self.host_network = host_network
-        """Pod IPs (their nodes') of the namespace's host-network pods."""
+@dataclass(frozen=True)
+class FakePod:
+    name: str
+    labels: dict[str, str]
+    ips: tuple[str, ...]
+    host_network: bool = False
 
-    def list_namespaced_pod(self, namespace: str, *, field_selector: str, **_: Any) -> Any:
-        assert field_selector == "spec.hostNetwork=true"
-        statuses = [SimpleNamespace(pod_ip=ip, host_ip=ip, pod_ips=None) for ip in self.host_network]
-        return SimpleNamespace(items=[SimpleNamespace(status=status) for status in statuses])
+
+class FakeCore:
+    def __init__(self, services: dict[str, Any], pods: tuple[FakePod, ...] = ()) -> None:
+        self.services = services
+        self.pods = pods
+        self.forbidden_pods = False
+
+    def list_namespaced_pod(self, namespace: str, *, label_selector: str, **_: Any) -> Any:
+        if self.forbidden_pods:
+            raise ApiException(status=403, reason="Forbidden")
+        wanted = dict(part.split("=", 1) for part in label_selector.split(","))
+        return SimpleNamespace(
+            items=[
+                SimpleNamespace(
+                    metadata=SimpleNamespace(name=pod.name),
+                    spec=SimpleNamespace(host_network=pod.host_network or None),
+                    status=SimpleNamespace(
+                        pod_ip=pod.ips[0], pod_ips=[SimpleNamespace(ip=ip) for ip in pod.ips]
+                    ),
+                )
+                for pod in self.pods
+                if all(pod.labels.get(k) == v for k, v in wanted.items())
+            ]
+        )
 
     def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
         if name not in self.services:
@@ -486,8 +508,12 @@ class FakeCore:
         return self.services[name]
 
 
+Endpoint = tuple[str, str | None]
+"""(address, the name of the pod its targetRef names)"""
+
+
 class FakeDiscovery:
-    def __init__(self, slices: list[tuple[dict[str, str], list[str], list[int | None]]]) -> None:
+    def __init__(self, slices: list[tuple[dict[str, str], list[Endpoint], list[int | None]]]) -> None:
         self.slices = slices
         self.selectors: list[str] = []
 
@@ -496,17 +522,27 @@ class FakeDiscovery:
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
         items = [
             SimpleNamespace(
-                endpoints=[SimpleNamespace(addresses=addresses)],
+                endpoints=[
+                    SimpleNamespace(
+                        addresses=[address],
+                        target_ref=SimpleNamespace(kind="Pod", name=pod) if pod else None,
+                    )
+                    for address, pod in endpoints
+                ],
                 ports=[SimpleNamespace(port=port) for port in ports],
             )
-            for labels, addresses, ports in self.slices
+            for labels, endpoints, ports in self.slices
             if all(labels.get(k) == v for k, v in wanted.items())
         ]
         return SimpleNamespace(items=items)
 
 
 def _service(
-    kind: str, cluster_ips: list[str] | None, external: str | None = None, ports: tuple[int, ...] = ()
+    kind: str,
+    cluster_ips: list[str] | None,
+    external: str | None = None,
+    ports: tuple[int, ...] = (),
+    selector: dict[str, str] | None = None,
 ) -> Any:
     spec = SimpleNamespace(
         type=kind,
@@ -514,35 +550,64 @@ def _service(
         cluster_ips=cluster_ips,
         external_name=external,
         ports=[SimpleNamespace(port=port) for port in ports] or None,
+        selector=selector,
     )
     return SimpleNamespace(spec=spec)
+
+
+DB_PODS = (
+    FakePod("db-0", {"app": "db"}, ("10.244.1.7",)),
+    FakePod("db-1", {"app": "db"}, ("10.244.1.8", "fd00:10:244::8")),  # dual-stack
+    FakePod("agent", {"app": "db"}, ("10.0.0.12",), host_network=True),  # its node's address
+    FakePod("other", {"app": "web"}, ("10.244.1.11",)),
+)
 
 
 def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() -> None:
     from kubernetes import client
 
     kube = Kube(client.ApiClient())
-    kube.core = FakeCore(  # type: ignore[assignment]
+    core = FakeCore(
         {
             "alias": _service("ExternalName", None, "db.victim.svc.cluster.local"),
             "web": _service("ClusterIP", ["10.96.5.5"], ports=(80, 8080)),
-            "db": _service("ClusterIP", ["None"]),
+            "db": _service("ClusterIP", ["None"], selector={"app": "db"}),
+            "manual": _service("ClusterIP", ["None"]),  # no selector: its slices are hand-written
         },
-        host_network=("10.0.0.12",),
+        DB_PODS,
     )
+    kube.core = core  # type: ignore[assignment]
     managed = {
         "kubernetes.io/service-name": "db",
         "endpointslice.kubernetes.io/managed-by": ENDPOINTSLICE_CONTROLLER,
     }
     by_hand = {"kubernetes.io/service-name": "db", "endpointslice.kubernetes.io/managed-by": "someone"}
     kube.discovery = FakeDiscovery(  # type: ignore[assignment]
-        [(managed, ["10.244.1.7", "10.0.0.12"], [5432, None]), (by_hand, ["10.244.66.6"], [5432])]
+        [
+            (
+                managed,
+                [
+                    ("10.244.1.7", "db-0"),
+                    ("fd00:10:244:0:0:0:0:8", "db-1"),  # another spelling of db-1's address
+                    ("10.0.0.12", "agent"),  # a host-network pod: its node
+                    ("10.244.1.9", "db-gone"),  # deleted between the two reads
+                    ("10.244.1.11", "db-0"),  # not db-0's address
+                    ("10.244.1.12", None),  # no targetRef
+                ],
+                [5432, None],
+            ),
+            (by_hand, [("10.244.66.6", "db-0")], [5432]),
+        ]
     )
     try:
         alias = asyncio.run(kube.service_facts("shop", "alias"))
         web = asyncio.run(kube.service_facts("shop", "web"))
         db = asyncio.run(kube.service_facts("shop", "db"))
+        manual = asyncio.run(kube.service_facts("shop", "manual"))
         ghost = asyncio.run(kube.service_facts("shop", "ghost"))
+        core.forbidden_pods = True
+        with pytest.raises(ApiException):  # the caller refuses the request (EgressDenied)
+            asyncio.run(kube.service_facts("shop", "db"))
     finally:
         kube.close()
     assert alias is not None
@@ -550,13 +615,16 @@ def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() 
     assert not alias.admits("10.96.9.9", 80)
     assert web == ServiceFacts("ClusterIP", ("10.96.5.5",), (), (80, 8080))
     assert db is not None
+    # an allow-list: only addresses of live pods the Service selects, and never a host-network
+    # pod's, whose address is its node's (on whatever port the tenant declares: 10250, NodePorts)
+    assert db.endpoints == ("10.244.1.7", "fd00:10:244:0:0:0:0:8")
     assert db.admits("10.244.1.7", 5432)
+    assert db.admits("fd00:10:244::8", 5432)
     assert not db.admits("10.244.1.7", 10250)  # a port "all ports" (None) never opens every port
     assert not db.admits("10.244.66.6", 5432)  # a hand-written slice may point anywhere
-    # a host-network pod the Service selects: its address is its node's, on whatever port the
-    # tenant declares (10250, a NodePort), so it is never the Service's
-    assert db.endpoints == ("10.244.1.7",)
     assert not db.admits("10.0.0.12", 5432)
+    assert manual == ServiceFacts("ClusterIP", ("None",))
+    assert not manual.admits("10.244.66.6", 5432)
     assert ghost is None
     assert NONE.allows("shop", "web.shop.svc", "10.96.5.5", web, port=80)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import ipaddress
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -422,7 +423,9 @@ class Kube:
         """Service `name` of `namespace` for the egress policy's name route: its type, cluster
         IPs and ports and, if headless, the addresses and ports of the EndpointSlices the
         EndpointSlice controller made from its selector (hand-written or mirrored slices do not
-        count), less the addresses of the namespace's host-network pods (their node's). None if
+        count), each kept only if it is an address of the live, non-host-network pod its
+        `targetRef` names among the pods the Service selects (an allow-list: a pod gone between
+        the two reads, or a host-network pod, whose addresses are its node's, is dropped). None if
         there is no such Service. Raises the client's other errors."""
         try:
             service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
@@ -436,6 +439,8 @@ class Kube:
         if kind == "ExternalName" or any(ip != "None" for ip in cluster_ips):
             ports = tuple(int(p.port) for p in spec.ports or [] if p.port)
             return ServiceFacts(kind, cluster_ips, (), ports)
+        if not spec.selector:  # no controller-made slices: its endpoints are whoever wrote them
+            return ServiceFacts(kind, cluster_ips)
         slices = await self.call(
             self.discovery.list_namespaced_endpoint_slice,
             namespace,
@@ -445,27 +450,25 @@ class Kube:
             ),
             _request_timeout=10,
         )
+        selected = await self.call(  # the pods the Service selects, read after its slices
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(spec.selector.items())),
+            _request_timeout=10,
+        )
+        own = {  # a host-network pod's addresses are its node's: never the Service's
+            pod.metadata.name: {_ip(ip) for ip in _pod_ips(pod)}
+            for pod in selected.items or []
+            if pod.metadata and not (pod.spec and pod.spec.host_network)
+        }
         endpoints = tuple(
             str(address)
             for piece in slices.items or []
             for endpoint in piece.endpoints or []
+            if endpoint.target_ref is not None and endpoint.target_ref.kind == "Pod"
             for address in endpoint.addresses or []
+            if _ip(str(address)) in own.get(endpoint.target_ref.name, set())
         )
-        if endpoints:  # a host-network pod's address is its node's: never the Service's
-            host_network = await self.call(
-                self.core.list_namespaced_pod,
-                namespace,
-                field_selector="spec.hostNetwork=true",
-                _request_timeout=10,
-            )
-            nodes = {
-                str(ip)
-                for pod in host_network.items or []
-                for ip in [pod.status and pod.status.pod_ip, pod.status and pod.status.host_ip]
-                + [p.ip for p in (pod.status and pod.status.pod_ips) or []]
-                if ip
-            }
-            endpoints = tuple(address for address in endpoints if address not in nodes)
         slice_ports = tuple(  # a port left unset means "all ports": never admitted
             int(port.port) for piece in slices.items or [] for port in piece.ports or [] if port.port
         )
@@ -581,3 +584,18 @@ class AccessReviews:
 
     async def denied(self, namespace: str, permissions: list[Permission], now: float) -> list[Permission]:
         return [p for p in permissions if not await self.allowed(namespace, p, now)]
+
+
+def _ip(value: str) -> str:
+    """An address in one spelling (IPv6 compressed), so that equal addresses compare equal."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return value
+
+
+def _pod_ips(pod: client.V1Pod) -> list[str]:
+    status = pod.status
+    if status is None:
+        return []
+    return [str(p.ip) for p in status.pod_ips or [] if p.ip] + ([str(status.pod_ip)] if status.pod_ip else [])

@@ -9,6 +9,7 @@ Response drills (`spec.drill`) carry `drill="true"` and never mix with productio
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -88,11 +89,20 @@ ACTIONS = Counter(
     "Playbook actions carried out, by action and result (succeeded, failed).",
     ["action", "result"],
 )
-AUTOMATION_PAUSED = Counter(
-    "incident_operator_automation_paused_total",
-    "Incidents whose playbook automation the operator held, by reason (OpenIncidentLimit: more open "
-    "incidents in the namespace than limits.maxOpenIncidentsPerNamespace).",
+ACTIONS_DEFERRED = Counter(
+    "incident_operator_actions_deferred_total",
+    "Playbook automation held before it acted, by reason: OpenIncidentLimit (an incident's run waits "
+    "under limits.maxOpenIncidentsPerNamespace), CircuitOpen (a mutating step waits under "
+    "automation.maxMutatingActions), StormGuard (under automation.maxConcurrentRunsPerPlaybook). "
+    "Counted once per hold, not per recheck.",
     ["reason"],
+)
+AUTOMATION_PAUSED = Gauge(
+    "incident_operator_automation_paused",
+    "Scopes in which the circuit breaker or the storm guard holds a mutating step now, by kind of "
+    "scope (cluster: 0 or 1; namespace: namespaces at automation.maxMutatingActions.perNamespace; "
+    "playbook: Playbooks at automation.maxConcurrentRunsPerPlaybook).",
+    ["scope"],
 )
 ALERTS_RECEIVED = Counter(
     "incident_operator_alerts_received_total",
@@ -163,8 +173,19 @@ def drill_done(result: str, measured: Any = None) -> None:
             DRILL_RESPONSE.labels(measure).observe(value)
 
 
-def automation_paused(reason: str) -> None:
-    AUTOMATION_PAUSED.labels(reason=reason).inc()
+def action_deferred(reason: str) -> None:
+    ACTIONS_DEFERRED.labels(reason=reason).inc()
+
+
+def automation_paused_by(paused: Callable[[], dict[str, int]]) -> None:
+    """Read `incident_operator_automation_paused` from `paused` (scopes by kind in which a step
+    waits now) at every scrape."""
+
+    def reader(scope: str) -> Callable[[], float]:
+        return lambda: float(paused().get(scope, 0))
+
+    for scope in ("cluster", "namespace", "playbook"):
+        AUTOMATION_PAUSED.labels(scope=scope).set_function(reader(scope))
 
 
 def breach(spec: IncidentSpec) -> None:

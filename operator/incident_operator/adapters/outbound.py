@@ -169,7 +169,7 @@ class Outbound:
         except Exception as exc:  # forbidden (RBAC), unreachable: refused, as an unknown Service is
             logger.warning(
                 "cannot read Service %s/%s for the egress policy (%s): a request to it is refused "
-                "(the remediator ClusterRole grants get services and list endpointslices)",
+                "(the remediator ClusterRole grants get services, list endpointslices and list pods)",
                 namespace,
                 name,
                 type(exc).__name__,

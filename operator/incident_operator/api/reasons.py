@@ -48,7 +48,9 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     "False when there are none (NoActionItems) or all are done (AllDone).",
     ConditionType.AUTOMATION_PAUSED: "True while the operator holds the incident's playbook automation "
     "(OpenIncidentLimit: more open incidents in the namespace than limits.maxOpenIncidentsPerNamespace, "
-    "this one not among the oldest); the incident is recorded, timed and escalated as usual. False once "
+    "this one not among the oldest; CircuitOpen: more mutating actions within the window than "
+    "automation.maxMutatingActions allows; StormGuard: too many runs of its Playbook in flight); "
+    "the incident is recorded, timed and escalated as usual. False once "
     "automation goes on (AutomationResumed) or the incident resolved first (Resolved) or closed (Closed).",
     ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
     "InvalidSchedule when it cannot run.",
@@ -75,6 +77,9 @@ class Reason(StrEnum):
     PAUSED = "Paused"
     OPEN_INCIDENT_LIMIT = "OpenIncidentLimit"
     AUTOMATION_RESUMED = "AutomationResumed"
+    CIRCUIT_OPEN = "CircuitOpen"
+    STORM_GUARD = "StormGuard"
+    AUTOMATION_TRIPPED = "AutomationTripped"
     RESOLVED = "Resolved"
     DECLARED_BY_HUMAN = "DeclaredByHuman"
     STABILIZED = "Stabilized"
@@ -152,6 +157,15 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "limits.maxOpenIncidentsPerNamespace: this one's playbook automation waits until older ones resolve "
     "(warning; a reason of AutomationPaused and Reconciling).",
     Reason.AUTOMATION_RESUMED: "Automation that waited goes on (a reason of AutomationPaused, False).",
+    Reason.CIRCUIT_OPEN: "The circuit breaker is open: more mutating actions within the window than "
+    "automation.maxMutatingActions allows (perNamespace or clusterWide, the message names which); "
+    "the incident's next mutating step waits until the window frees a slot or a person runs "
+    "`kubectl incident automation resume` (warning; a reason of AutomationPaused and Reconciling).",
+    Reason.STORM_GUARD: "The storm guard holds: automation.maxConcurrentRunsPerPlaybook runs of this "
+    "Playbook have acted and are still in flight; this run's next mutating step waits until one ends "
+    "or a person resumes automation (warning; a reason of AutomationPaused and Reconciling).",
+    Reason.AUTOMATION_TRIPPED: "This incident's step tripped the circuit breaker or the storm guard: "
+    "people are told once per trip (notice `automationPaused`) (warning).",
     Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
     Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
     Reason.STABILIZED: "Resolved because health held through the stabilization window.",

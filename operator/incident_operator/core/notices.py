@@ -99,6 +99,8 @@ def notices(
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
+        elif record.reason == Reason.AUTOMATION_TRIPPED:  # once per trip, whichever incident saw it
+            found.append(Notice("automationPaused", f"automation paused: {record.message}"))
     return found
 
 

@@ -16,6 +16,8 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
+from incident_operator.controllers import automation
+from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import Supervisor
@@ -43,11 +45,13 @@ class RuntimeContext:
     """The run recorder's writer, started with kopf and stopped at its cleanup."""
     playbook_generations: dict[tuple[str, str], Any] = field(default_factory=dict)
     """(namespace, name) -> the last generation of each Playbook seen."""
+    breaker: Breaker | None = None
+    """The circuit breaker and storm guard every incident loop reserves its mutating slots with."""
 
     @classmethod
     def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:
         recheck = config.file.access.recheckSeconds
-        return cls(
+        built = cls(
             config=config,
             kube=kube,
             outbound=outbound,
@@ -56,6 +60,13 @@ class RuntimeContext:
             run_records=RunRecorder(kube),
             access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
         )
+        built.breaker = Breaker(
+            kube,
+            config.file.automation,
+            config.own_namespace,
+            in_flight=automation.in_flight_from(built.open_ranks.of),
+        )
+        return built
 
 
 def context(memo: Any) -> RuntimeContext:

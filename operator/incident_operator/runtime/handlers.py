@@ -176,6 +176,7 @@ def _supervisor(
             history=lambda key: list(seen.get((namespace, key), [])),
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
+            breaker=ctx.breaker,
         )
 
     def unreadable(body: Any, problem: str) -> None:

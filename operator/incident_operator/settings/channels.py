@@ -21,9 +21,16 @@ from incident_operator.api.models import Severity
 from incident_operator.settings import templates
 
 NotificationEvent = Literal[
-    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated"
+    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated", "automationPaused"
 ]
-ALL_EVENTS: tuple[NotificationEvent, ...] = ("opened", "phase", "stepFailed", "breached", "resolved")
+ALL_EVENTS: tuple[NotificationEvent, ...] = (
+    "opened",
+    "phase",
+    "stepFailed",
+    "breached",
+    "resolved",
+    "automationPaused",
+)
 
 
 class SecretRef(BaseModel):

@@ -290,6 +290,54 @@ class Limits(BaseModel):
     runs anywhere (incidents are still recorded and people told). Drills are not counted."""
 
 
+class MutatingActionLimits(BaseModel):
+    """`automation.maxMutatingActions:` the circuit breaker: mutating actions per sliding window."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    perNamespace: int = Field(default=20, ge=1, le=5000)
+    """Mutating actions (step starts and retries) of one namespace's incidents within the window."""
+    clusterWide: int = Field(default=100, ge=1, le=5000)
+    """Mutating actions of all incidents within the window (the breaker's state keeps one entry per
+    action of the window, so the bound also bounds its size: 5000 entries fit one ConfigMap)."""
+    windowSeconds: int = Field(default=300, ge=10, le=86_400)
+    """The sliding window: an action counts for this long after it started."""
+
+    @model_validator(mode="after")
+    def _namespace_within_cluster(self) -> MutatingActionLimits:
+        if self.perNamespace > self.clusterWide:
+            raise ValueError(
+                f"automation.maxMutatingActions.perNamespace ({self.perNamespace}) is above "
+                f"clusterWide ({self.clusterWide}): one namespace could never use it"
+            )
+        return self
+
+
+class AutomationConfig(BaseModel):
+    """`automation:` in the --config file: bounds on automation as a whole (the circuit breaker and
+    the storm guard), kept in the API (a ConfigMap in the operator's namespace), so they hold across
+    restarts, replicas and a leader handover. Diagnostic steps are never held."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    maxMutatingActions: MutatingActionLimits = MutatingActionLimits()
+    maxConcurrentRunsPerPlaybook: int = Field(default=10, ge=1, le=1000)
+    """The storm guard: runs of one Playbook that may have acted (taken a mutating slot) and still
+    be in flight at once; a further run's first mutating step waits (`StormGuard`)."""
+    stateConfigMap: str = "incident-operator-automation"
+    """The ConfigMap, in the operator's namespace (or `stateNamespace`), that holds the breaker's
+    window and the runs in flight."""
+    stateNamespace: str | None = None
+    """Where `stateConfigMap` lives; unset: the operator's own namespace."""
+
+    @field_validator("stateConfigMap", "stateNamespace")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a valid name (lowercase DNS label)")
+        return value
+
+
 _QUANTITY = re.compile(r"^([+]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
 _SUFFIXES = {
     "": Decimal(1),
@@ -497,6 +545,7 @@ class FileConfig(BaseModel):
     acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
     repeats: RepeatsConfig = RepeatsConfig()
     statusPage: StatusPageConfig = StatusPageConfig()
+    automation: AutomationConfig = AutomationConfig()
     severityEscalation: tuple[SeverityRule, ...] = ()
     """Rules that raise the severity an incident is treated as (status.effectiveSeverity)."""
 

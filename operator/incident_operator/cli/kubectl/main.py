@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from incident_operator.cli.kubectl.automation import DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, cmd_automation
 from incident_operator.cli.kubectl.client import Api, Failed, server_error
 from incident_operator.cli.kubectl.explain import OPERATOR_NAMESPACE, cmd_explain
 from incident_operator.cli.kubectl.plan import cmd_plan
@@ -134,6 +135,22 @@ def parser() -> argparse.ArgumentParser:
     p = command("drill", cmd_drill, "run a Drill now (drill run NAME)")
     p.add_argument("verb", choices=["run"])
     p.add_argument("name", metavar="NAME", help="the Drill")
+    p = command(
+        "automation",
+        cmd_automation,
+        "the circuit breaker and the storm guard: status, or resume automation they paused",
+    )
+    p.add_argument("verb", choices=["status", "resume"])
+    p.add_argument(
+        "--operator-namespace",
+        default=DEFAULT_NAMESPACE,
+        help=f"where the operator keeps the breaker's state (default: {DEFAULT_NAMESPACE})",
+    )
+    p.add_argument(
+        "--state-configmap",
+        default=DEFAULT_CONFIGMAP,
+        help=f"the ConfigMap (config automation.stateConfigMap, default: {DEFAULT_CONFIGMAP})",
+    )
     return top
 
 

@@ -175,8 +175,8 @@ class Commit:
                 self.post_event(record)
             if record.reason == Reason.RESPONSE_TARGET_BREACHED:
                 metrics.breach(spec)
-            elif record.reason == Reason.OPEN_INCIDENT_LIMIT:
-                metrics.automation_paused(record.reason)
+            elif record.reason in (Reason.OPEN_INCIDENT_LIMIT, Reason.CIRCUIT_OPEN, Reason.STORM_GUARD):
+                metrics.action_deferred(record.reason)
         if self.open_incidents is not None:
             self.open_incidents.update(self.uid, spec, new.phase)
         for held in to_count:

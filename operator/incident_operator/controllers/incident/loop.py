@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -25,6 +26,7 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentStatus, Phase
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
+from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
 from incident_operator.controllers.incident.inputs import (
@@ -36,11 +38,20 @@ from incident_operator.controllers.incident.inputs import (
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
+from incident_operator.controllers.incident.mutating import MutatingSlots
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.explain import attach, explain
 from incident_operator.core.matching import select
-from incident_operator.core.planner import Decision, PlanInput, Record, complete, plan
+from incident_operator.core.planner import (
+    AutomationHold,
+    Decision,
+    PlanInput,
+    Record,
+    complete,
+    plan,
+    with_records,
+)
 from incident_operator.settings.config import OperatorConfig
 
 logger = logging.getLogger(__name__)
@@ -72,6 +83,7 @@ class IncidentLoop:
         history: History | None = None,
         open_in_namespace: OpenInNamespace | None = None,
         started_runs: StartedRuns | None = None,
+        breaker: Breaker | None = None,
         backoff: tuple[float, ...] = ERROR_BACKOFF_S,
     ) -> None:
         self.namespace, self.name = namespace, name
@@ -83,6 +95,7 @@ class IncidentLoop:
             config, namespace, name, body, clock, history, access_reviews, open_in_namespace, started_runs
         )
         self.ledger = RunLedger(kube, namespace, name, clock, run_records)
+        self.slots = MutatingSlots(breaker, namespace, name, uid)
         self.commit = Commit(
             kube=kube,
             namespace=namespace,
@@ -226,10 +239,11 @@ class IncidentLoop:
             *,
             until: datetime | None = cooldown,
             held_by: str | None = None,
+            hold: AutomationHold | None = None,
         ) -> PlanInput:
             current = self.status if status is None else status
             busy = self.commit.busy
-            return self.inputs.build(
+            built = self.inputs.build(
                 spec,
                 selection,
                 current,
@@ -240,6 +254,7 @@ class IncidentLoop:
                 waits_for_slot=waiting,
                 run=pinned_run(current, (entries, invalid)),
             )
+            return built if hold is None else dataclasses.replace(built, automation_hold=hold)
 
         explained = functools.partial(self._explained, playbooks=(entries, invalid))
         decision = explained(plan, plan_input(held_by=holder))
@@ -255,6 +270,15 @@ class IncidentLoop:
                 decision = explained(plan, plan_input(until=until, held_by=by))
                 self.inputs.note_run(self.status, decision.status)
             claimed = taken is None
+        # A mutating action takes a slot of the circuit breaker and the storm guard before it
+        # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
+        hold, tripped = await self.slots.reserve(self.status, decision)
+        if hold is not None:
+            decision = explained(plan, plan_input(held_by=holder, hold=hold))
+            if tripped:
+                decision.status = with_records(decision.status, tripped, self.clock())
+                decision.records += tripped
+            self.inputs.note_run(self.status, decision.status)
         if decision.intent is None:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
             return False, decision.wake_at

@@ -158,8 +158,12 @@ def _paused_by_limit(b: Builder) -> bool:
 
 
 def _slot_released(b: Builder, reason: Reason, message: str) -> None:
-    """An incident that waited for a slot and was resolved or closed first waits no more."""
-    if _paused_by_limit(b):
+    """An incident that waited for a slot (or the breaker) and was resolved or closed first waits
+    no more."""
+    if _paused_by_limit(b) or (
+        b.is_true(ConditionType.AUTOMATION_PAUSED)
+        and b.reason_of(ConditionType.AUTOMATION_PAUSED) in (Reason.CIRCUIT_OPEN, Reason.STORM_GUARD)
+    ):
         b.condition(ConditionType.AUTOMATION_PAUSED, "False", reason, message)
 
 

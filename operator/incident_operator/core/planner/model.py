@@ -86,6 +86,18 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class AutomationHold:
+    """The circuit breaker or the storm guard refused the slot of the mutating step the plan
+    would start (see `core.breaker`): the step waits."""
+
+    reason: Reason
+    """CircuitOpen or StormGuard."""
+    message: str
+    retry_at: datetime
+    """When to ask again."""
+
+
+@dataclass(frozen=True)
 class PlanInput:
     spec: IncidentSpec
     status: IncidentStatus
@@ -103,6 +115,9 @@ class PlanInput:
     waits_for_slot: str | None = None
     """Why the incident's automation waits for a slot under the namespace's cap on open incidents
     (see `openlimit`), or None: it may run."""
+    automation_hold: AutomationHold | None = None
+    """The breaker refused the slot of the mutating step this plan would start (asked after a
+    first plan, as the cooldown is), or None."""
     access_recheck: timedelta = timedelta(seconds=30)
     """How soon to look again while `forbidden`."""
     busy: bool = False

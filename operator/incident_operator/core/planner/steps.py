@@ -184,6 +184,8 @@ def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> 
             return b.decision()
     if _forbidden(b):
         return b.decision()
+    if _held_by_breaker(b, step):
+        return b.decision()
     if approval is not None and step.requiresApproval and step_status.state is StepState.AWAITING_APPROVAL:
         run = b.status.playbook.runId if b.status.playbook else None
         b.record(
@@ -226,6 +228,34 @@ def _forbidden(b: Builder) -> bool:
         b.record(Reason.STALLED, message, warning=True)
     b.condition(ConditionType.RECONCILING, "False", Reason.FORBIDDEN, message)
     b.wake.append(b.now + b.inp.access_recheck)
+    return True
+
+
+BREAKER_REASONS = (Reason.CIRCUIT_OPEN, Reason.STORM_GUARD)
+
+
+def _held_by_breaker(b: Builder, step: Step) -> bool:
+    """Hold a mutating step whose slot the circuit breaker or the storm guard refused
+    (`inp.automation_hold`): AutomationPaused with the reason naming the limit, said once; asked
+    again at `retry_at`. A step that starts once more after such a hold says automation resumed.
+    Diagnostic steps are never held."""
+    hold = b.inp.automation_hold
+    paused = b.is_true(ConditionType.AUTOMATION_PAUSED) and b.reason_of(ConditionType.AUTOMATION_PAUSED) in (
+        BREAKER_REASONS
+    )
+    if hold is None or not step.mutates:
+        if paused:
+            message = f"the breaker let step {step.name} ({step.action}) go on"
+            b.condition(ConditionType.AUTOMATION_PAUSED, "False", Reason.AUTOMATION_RESUMED, message)
+            b.record(Reason.AUTOMATION_RESUMED, message)
+        return False
+    message = f"step {step.name} ({step.action}) waits: {hold.message}"
+    if paused and b.reason_of(ConditionType.AUTOMATION_PAUSED) == hold.reason:
+        message = b.message_of(ConditionType.AUTOMATION_PAUSED) or message  # said already: keep its words
+    if b.condition(ConditionType.AUTOMATION_PAUSED, "True", hold.reason, message):
+        b.record(hold.reason, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", hold.reason, message)
+    b.wake.append(hold.retry_at)
     return True
 
 

@@ -1,0 +1,107 @@
+"""The circuit breaker and the storm guard at run time: one `Breaker` shared by every incident loop.
+
+Owns the reservation of a slot before a mutating action: the decision is `core.breaker.reserve`'s,
+the state is the ConfigMap of `adapters.breakerstate`, read and replaced with its resourceVersion
+(a conflict, from a replica taking over or a person resuming automation, reads again and decides
+again). Reservations of this process go one at a time (an asyncio lock), so the copy it holds is
+the API's unless someone else wrote; a refusal may be decided from a copy up to
+`CACHE_SECONDS` old (it writes nothing unless it opens or refreshes a trip, and a refused step
+asks again within seconds), a grant never without writing. Also answers the paused gauge (the
+scopes in which a step of this process waits now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from incident_operator.adapters import metrics
+from incident_operator.adapters.breakerstate import BreakerStore
+from incident_operator.adapters.kube import ApiException, Kube
+from incident_operator.api.timestamps import utc_now
+from incident_operator.core import breaker, openlimit
+from incident_operator.settings.config import AutomationConfig
+
+logger = logging.getLogger(__name__)
+
+CACHE_SECONDS = 5.0
+WRITE_ATTEMPTS = 8
+WAITING_SECONDS = 2 * breaker.RECHECK.total_seconds() + CACHE_SECONDS
+
+
+class Breaker:
+    """Reserves slots for mutating actions in the API (see `core.breaker`)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        config: AutomationConfig,
+        namespace: str,
+        *,
+        in_flight: breaker.InFlight | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = BreakerStore(kube, config.stateNamespace or namespace, config.stateConfigMap)
+        self.in_flight = in_flight
+        self.clock = clock
+        self.monotonic = monotonic
+        self._lock = asyncio.Lock()
+        self._state: breaker.State | None = None
+        self._version: str | None = None
+        self._read_at = float("-inf")
+        self._refused: dict[str, float] = {}
+        """Scopes by the last refusal of this process (monotonic): what waits now."""
+        metrics.automation_paused_by(self.paused)
+
+    def _seen(self, verdict: breaker.Verdict) -> breaker.Verdict:
+        if not verdict.granted and verdict.scope is not None:
+            self._refused[verdict.scope] = self.monotonic()
+        return verdict
+
+    def paused(self) -> dict[str, int]:
+        """Scopes by kind in which a mutating step waits now: refused within `WAITING_SECONDS`
+        (a refused step asks again within `breaker.RECHECK`). Read at each scrape."""
+        now = self.monotonic()
+        for scope, at in list(self._refused.items()):
+            if now - at > WAITING_SECONDS:
+                del self._refused[scope]
+        return breaker.tripped_counts(self._refused)
+
+    async def _refresh(self) -> breaker.State:
+        read = await self.store.read()
+        self._state, self._version, self._read_at = read.state, read.resource_version, self.monotonic()
+        return read.state
+
+    async def reserve(self, request: breaker.Request) -> breaker.Verdict:
+        """Take a slot for `request` in the API, or say why it waits."""
+        async with self._lock:
+            fresh = self.monotonic() - self._read_at < CACHE_SECONDS
+            state = self._state if self._state is not None and fresh else await self._refresh()
+            for _ in range(WRITE_ATTEMPTS):
+                new, verdict = breaker.reserve(state, request, self.config, self.clock(), self.in_flight)
+                if not verdict.write:
+                    self._state = new
+                    return self._seen(verdict)
+                written = await self.store.write(new, self._version)
+                if written is not None:
+                    self._state, self._version, self._read_at = new, written, self.monotonic()
+                    return self._seen(verdict)
+                state = await self._refresh()  # another writer came first: decide again
+            raise ApiException(status=409, reason=f"Conflict: breaker state contended {WRITE_ATTEMPTS} times")
+
+
+def in_flight_from(index: Callable[[str], openlimit.Ranking]) -> breaker.InFlight:
+    """An `InFlight` over the open-incidents index (`openlimit.Rankings.of`): a run is in flight
+    while its incident is open with that very run (`OpenIncident.run`). Drills are not indexed:
+    their runs count for `breaker.RUN_GRACE` only."""
+
+    def check(namespace: str, uid: str, run: str) -> bool | None:
+        entry = index(namespace).get(uid)
+        return entry is not None and entry.run == run
+
+    return check
