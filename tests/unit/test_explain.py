@@ -4,6 +4,7 @@ driven through the real planner, as the incident loop does, with a clock the tes
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident.commit import status_patch
 from incident_operator.core.explain import ITEM_TEXT_MAX, attach, explain, hold_of, replay
 from incident_operator.core.matching import Candidate, select
-from incident_operator.core.planner import AlertState, Decision, Intent, plan
+from incident_operator.core.planner import AlertState, AutomationHold, Decision, Intent, PlanInput, plan
 from tests.unit.test_planner import COLLECT, RESTART, SCALE, T0, Run, incident
 
 ALERT = {"type": "alert", "alertname": "WebDown", "labels": {"team": "shop", "namespace": "shop"}}
@@ -36,6 +37,11 @@ class Explained(Run):
 
     def explained(self, decision: Decision) -> Decision:
         inp = self.input()
+        why = explain(inp, decision, self.playbooks, self.invalid, incident="web", namespace="shop")
+        return attach(decision, why, inp.status.explanation)
+
+    def explained_from(self, inp: PlanInput) -> Decision:
+        decision = plan(inp)
         why = explain(inp, decision, self.playbooks, self.invalid, incident="web", namespace="shop")
         return attach(decision, why, inp.status.explanation)
 
@@ -317,3 +323,26 @@ def test_a_replay_uses_the_matcher_and_says_what_gates_each_step() -> None:
     )
     assert nothing.playbook is None
     assert "no playbook would run (NoMatchingPlaybook)" in nothing.next
+
+
+def test_the_circuit_breakers_hold_shows_on_the_waiting_step_as_the_planner_records_it() -> None:
+    """The breaker (another part of issue 21) holds a mutating step through the planner; the
+    explanation names its reason and words without knowing about it."""
+    message = "20 mutating actions in namespace shop within 300s (automation.maxMutatingActions.perNamespace)"
+    run = Explained(incident(), candidate("pb", COLLECT, SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    inp = dataclasses.replace(
+        run.input(),
+        automation_hold=AutomationHold(Reason.CIRCUIT_OPEN, message, T0 + timedelta(minutes=5)),
+    )
+    decision = run.explained_from(inp)
+    why = decision.status.explanation
+    assert why is not None
+    assert decision.intent is None  # the step waits
+    steps = {s.name: s for s in why.steps}
+    assert (steps["scale"].verdict, steps["scale"].reason) == ("Waits", "CircuitOpen")
+    assert message in (steps["scale"].why or "")
+    assert why.hold is not None
+    assert (why.hold.type, why.hold.reason) == ("AutomationPaused", "CircuitOpen")
+    assert "CircuitOpen" in why.next
