@@ -42,6 +42,7 @@ from tests.e2e.conftest import (
     token_kubeconfig,
 )
 from tests.e2e.engine_helpers import GROUP, VERSION, Scenario
+from tests.e2e.test_after_the_incident import kubectl as explain_kubectl
 from tests.e2e.users import (
     ALERT_STATUS,
     FINGERPRINT,
@@ -860,6 +861,35 @@ class HostileJob:
 
 C0 = "job.template.spec.containers[0]"
 SAFE_SC = SAFE_CONTAINER["securityContext"]
+
+
+def test_hostile_text_reaches_the_terminal_escaped_in_kubectl_incident_explain(
+    crds_installed: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """A Playbook's match label value is any string: an escape sequence and a forged line in it
+    reach `kubectl incident explain` escaped (the operator's explanation names why it did not match)."""
+    s = Scenario(crds_installed, operator, namespace)
+    hostile = "\x1b[2J\x1b[31mpwned\nNext: nothing to see"
+    s.playbook(
+        "lure",
+        [{"name": "c", "collectEvidence": {"selector": {"app": "x"}}}],
+        match={"labels": {"t": hostile}},
+    )
+    s.incident("explained")
+    wait_until(
+        lambda: (s.status("explained").get("explanation") or {}).get("candidates"),
+        timeout=60,
+        what="the explanation naming the Playbook",
+        describe=s.describer("explained"),
+    )
+    shown = explain_kubectl(s, "explain", "explained", "-n", s.namespace).stdout
+    assert "\x1b" not in shown
+    assert "wants \\x1b[2J\\x1b[31mpwned\\nNext: nothing to see)" in shown
+    assert [line for line in shown.splitlines() if line.startswith("Next:")] == [
+        "Next: no playbook runs: a Playbook created or changed to fit is considered at once"
+    ]
+
+
 HOSTILE_JOBS = [
     HostileJob(
         "job-service-account",

@@ -611,3 +611,38 @@ def test_an_incident_that_uses_no_slot_is_never_told_it_waits(why: str) -> None:
     assert not [c for c in api.status().get("conditions") or [] if c["type"] == "AutomationPaused"]
     assert "OpenIncidentLimit" not in [c[1] for c in api.called("event")]
     assert "OpenIncidentLimit" not in [e["type"] for e in api.status().get("timeline") or []]
+
+
+# ----------------------------------------------------------------------------- explanation
+
+
+def test_the_explanation_rides_on_the_status_writes_and_costs_none_when_unchanged() -> None:
+    """`status.explanation` is in the writes the loop makes anyway (a clean run still makes
+    CLEAN_RUN_WRITES, above); a plan that changes nothing else, later, writes nothing."""
+    gated = [{**STEPS[0], "requiresApproval": True}, *STEPS[1:]]
+    api, clock = fake_api(steps=gated), Clock()
+
+    async def plan_twice() -> None:
+        loop = new_loop(api, clock)
+        await loop.iterate()
+        written = api.status_writes
+        explanation = api.status()["explanation"]
+        assert explanation["playbook"] == "pb"
+        steps = explanation["steps"]
+        assert (steps[0]["verdict"], steps[0]["reason"]) == ("Waits", "AwaitingApproval")
+        assert explanation["next"].startswith("step scale-web runs once approved")
+        clock.now += timedelta(minutes=1)
+        await loop.iterate()
+        assert api.status_writes == written  # nothing new to say: no write
+        assert api.status()["explanation"]["at"] == explanation["at"]
+
+    asyncio.run(plan_twice())
+
+
+def test_a_settled_run_explains_every_step_as_ran() -> None:
+    api, clock = fake_api(), Clock()
+    asyncio.run(run_until_settled(api, clock))
+    explanation = api.status()["explanation"]
+    assert [s["verdict"] for s in explanation["steps"]] == ["Ran", "Ran", "Ran"]
+    assert explanation["next"].startswith("nothing more: the incident is resolved")
+    assert "hold" not in explanation

@@ -325,6 +325,72 @@ class ActionItemCounts(ApiModel):
     overdue: int = 0
 
 
+EXPLANATION_TEXT_MAX = 1024
+"""The longest text of `status.explanation` (longer ones are cut, ending in '...')."""
+EXPLANATION_CANDIDATES_MAX = 20
+"""Candidate Playbooks named in `status.explanation` (the rest are counted in `moreCandidates`)."""
+
+
+CandidateVerdict = Literal["Chosen", "Matched", "NotMatched", "NotConsidered", "Invalid"]
+StepVerdict = Literal["Ran", "Failed", "Running", "Waits", "Skipped", "Pending"]
+
+
+class ExplainedCandidate(ApiModel):
+    """One Playbook of the incident's namespace, and why it was chosen or not."""
+
+    name: str = Field(max_length=253)
+    verdict: CandidateVerdict = Field(
+        description="Chosen (runs or would run), Matched (fits, but another was chosen), NotMatched, "
+        "NotConsidered (spec.playbookRef names another) or Invalid (never runs)."
+    )
+    priority: int | None = None
+    why: str = Field(max_length=EXPLANATION_TEXT_MAX, description="Which parts of its match held or not.")
+
+
+class ExplainedStep(ApiModel):
+    """One step of the run: whether it ran, runs, waits, was skipped, or is still to come, and why."""
+
+    name: str = Field(max_length=63)
+    action: str = Field(max_length=63)
+    state: str = Field(max_length=63, description="The step's state (status.playbook.steps[].state).")
+    verdict: StepVerdict
+    reason: str | None = Field(
+        default=None,
+        max_length=316,
+        description="Why it waits or was skipped, as a reason (AwaitingApproval, CooldownActive, Forbidden, "
+        "Misconfigured, AlertResolved, ... as the planner records them).",
+    )
+    why: str | None = Field(default=None, max_length=EXPLANATION_TEXT_MAX)
+
+
+class ExplainedHold(ApiModel):
+    """What holds the incident's automation now: the condition that says so."""
+
+    type: str = Field(max_length=316)
+    reason: str = Field(max_length=316)
+    message: str = Field(default="", max_length=EXPLANATION_TEXT_MAX)
+
+
+class Explanation(ApiModel):
+    """Why the incident is where it is: the Playbooks considered, the run and each of its steps,
+    what holds automation and what happens next. Written by the operator from what its planner
+    decided, only when it changes (`kubectl incident explain` renders it)."""
+
+    at: datetime = Field(description="When the explanation last changed.")
+    selection: str = Field(
+        max_length=EXPLANATION_TEXT_MAX, description="Which Playbook would be chosen now, and why."
+    )
+    candidates: list[ExplainedCandidate] = Field(default_factory=list, max_length=EXPLANATION_CANDIDATES_MAX)
+    moreCandidates: int | None = Field(default=None, ge=0, description="Candidates left out (the limit).")
+    playbook: str | None = Field(default=None, max_length=253, description="The playbook of the run, if any.")
+    runId: str | None = Field(default=None, max_length=63)
+    generation: int | None = Field(default=None, description="The Playbook generation the run pinned.")
+    run: str | None = Field(default=None, max_length=EXPLANATION_TEXT_MAX, description="About the run.")
+    steps: list[ExplainedStep] = Field(default_factory=list, max_length=50)
+    hold: ExplainedHold | None = Field(default=None, description="What holds automation, if anything.")
+    next: str = Field(max_length=EXPLANATION_TEXT_MAX, description="What would happen next.")
+
+
 class IncidentStatus(ApiModel):
     """Observations, written only by the operator through the status subresource."""
 
@@ -385,6 +451,11 @@ class IncidentStatus(ApiModel):
         default=None,
         max_length=64,
         description="Approvals given without `run`, bound to the run in flight when first seen.",
+    )
+    explanation: Explanation | None = Field(
+        default=None,
+        description="Why the incident is where it is: candidate Playbooks, the run's steps, what holds "
+        "automation, what happens next (`kubectl incident explain`).",
     )
 
 

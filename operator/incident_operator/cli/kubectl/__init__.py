@@ -10,8 +10,8 @@ resourceVersion they were read at, so two people editing at once never lose an e
 Exit codes: 0 done, 1 the API server or the incident refused (the reason is printed, as kubectl
 prints it), 2 a usage error.
 
-One module per group of commands: `respond`, `review`, `plan`; `client` (API access, output), `main`
-(arguments).
+One module per group of commands: `respond`, `review`, `plan`, `explain`; `client` (API access,
+output), `main` (arguments).
 """
 
 from incident_operator.cli.kubectl.main import main

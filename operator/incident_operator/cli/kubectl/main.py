@@ -12,6 +12,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from incident_operator.cli.kubectl.automation import DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, cmd_automation
 from incident_operator.cli.kubectl.client import Api, Failed, server_error
+from incident_operator.cli.kubectl.explain import OPERATOR_NAMESPACE, cmd_explain
 from incident_operator.cli.kubectl.plan import cmd_plan
 from incident_operator.cli.kubectl.respond import (
     ROLE_FIELDS,
@@ -117,6 +118,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-A", "--all-namespaces", action="store_true", help="over every namespace")
     p.add_argument("--format", choices=list(report.FORMATS), default="md")
     named("plan", cmd_plan, "which playbook would run, and what each step would change now")
+    p = command(
+        "explain",
+        cmd_explain,
+        "why an incident is where it is (candidate playbooks, each step, what next); with --alert, "
+        "what an Alertmanager payload would meet here, creating nothing",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?", help="the incident")
+    p.add_argument("--alert", metavar="FILE.json", help="replay an Alertmanager webhook payload (version 4)")
+    p.add_argument(
+        "--operator-namespace",
+        default=OPERATOR_NAMESPACE,
+        help="where the operator's ConfigMap incident-operator-config is (--alert)",
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p = command("drill", cmd_drill, "run a Drill now (drill run NAME)")
     p.add_argument("verb", choices=["run"])
     p.add_argument("name", metavar="NAME", help="the Drill")

@@ -41,9 +41,11 @@ from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.incident.mutating import MutatingSlots
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
+from incident_operator.core.explain import attach, explain
 from incident_operator.core.matching import select
 from incident_operator.core.planner import (
     AutomationHold,
+    Decision,
     PlanInput,
     Record,
     complete,
@@ -192,6 +194,23 @@ class IncidentLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=seconds)
 
+    def _explained(
+        self, decide: Callable[[PlanInput], Decision], inp: PlanInput, *, playbooks: Playbooks
+    ) -> Decision:
+        """`decide(inp)` with its `status.explanation` (`core.explain`): it goes out with the
+        decision's own status patch, and only when it says something new."""
+        entries, invalid = playbooks
+        decision = decide(inp)
+        why = explain(
+            inp,
+            decision,
+            [e.candidate for e in entries],
+            invalid,
+            incident=self.name,
+            namespace=self.namespace,
+        )
+        return attach(decision, why, inp.status.explanation)
+
     async def iterate(self) -> tuple[bool, datetime | None]:
         """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
         spec = self.inputs.spec()
@@ -237,7 +256,8 @@ class IncidentLoop:
             )
             return built if hold is None else dataclasses.replace(built, automation_hold=hold)
 
-        decision = plan(plan_input(held_by=holder))
+        explained = functools.partial(self._explained, playbooks=(entries, invalid))
+        decision = explained(plan, plan_input(held_by=holder))
         self.inputs.note_run(self.status, decision.status)
         claimed = False
         if chosen is not None and chosen.spec.cooldownSeconds > 0 and starts_run(decision):
@@ -247,14 +267,14 @@ class IncidentLoop:
             taken = await self.ledger.claim(chosen, spec, decision.status.playbook.runId or "r1")
             if taken is not None:
                 until, by = taken
-                decision = plan(plan_input(until=until, held_by=by))
+                decision = explained(plan, plan_input(until=until, held_by=by))
                 self.inputs.note_run(self.status, decision.status)
             claimed = taken is None
         # A mutating action takes a slot of the circuit breaker and the storm guard before it
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
         hold, tripped = await self.slots.reserve(self.status, decision)
         if hold is not None:
-            decision = plan(plan_input(held_by=holder, hold=hold))
+            decision = explained(plan, plan_input(held_by=holder, hold=hold))
             if tripped:
                 decision.status = with_records(decision.status, tripped, self.clock())
                 decision.records += tripped
@@ -276,7 +296,8 @@ class IncidentLoop:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
         if waits(decision.intent, working):
             working = self.status.model_copy(deep=True)  # a waiting step changed nothing; a deadline may have
-        after = complete(plan_input(working), decision.intent, outcome, chosen.spec)
+        intent, spec_of_run = decision.intent, chosen.spec
+        after = explained(lambda inp: complete(inp, intent, outcome, spec_of_run), plan_input(working))
         self.commit.hold(after, counts=(chosen, False))
         if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
             await self.commit.write_held(spec)
