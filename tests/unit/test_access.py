@@ -35,6 +35,7 @@ def test_each_action_asks_for_exactly_what_it_uses() -> None:
         Permission("patch", "deployments", "apps"),
         Permission("get", "statefulsets", "apps"),
         Permission("patch", "statefulsets", "apps", "scale"),
+        Permission("patch", "statefulsets", "apps"),  # the per-workload lock (an annotation)
         Permission("list", "pods"),
         Permission("delete", "pods"),
         Permission("create", "configmaps"),

@@ -156,6 +156,7 @@ def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads()
             Permission("get", "deployments", "apps"),  # the health check reads the incident's target
             Permission("get", "statefulsets", "apps"),
             Permission("patch", "statefulsets", "apps", "scale"),
+            Permission("patch", "statefulsets", "apps"),  # the per-workload lock
             Permission("create", "networkpolicies", "networking.k8s.io"),
         }
     )

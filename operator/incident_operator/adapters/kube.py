@@ -66,6 +66,13 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
 
 
 @dataclass(frozen=True)
+class WorkloadMeta:
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str
+
+
+@dataclass(frozen=True)
 class SecretView:
     """What the operator reads of a Secret a Playbook names: whether its owner shared it, and
     with which hosts (labels, annotations), and its decoded values."""
@@ -270,6 +277,19 @@ class Kube:
 
     async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
         return await self.call(self._workload_api(kind, "patch"), name, namespace, body)
+
+    async def workload_meta(self, kind: str, name: str, namespace: str) -> WorkloadMeta:
+        """A workload's labels, annotations and resourceVersion (the lock and the bounds read them)."""
+        meta = (await self.read_workload(kind, name, namespace)).metadata
+        return WorkloadMeta(dict(meta.labels or {}), dict(meta.annotations or {}), meta.resource_version)
+
+    async def annotate_workload(
+        self, kind: str, name: str, namespace: str, annotations: dict[str, str | None], resource_version: str
+    ) -> None:
+        """Set (or, None, remove) annotations of a workload if it is still at `resource_version`:
+        a 409 otherwise (the API server checks the precondition)."""
+        body = {"metadata": {"annotations": annotations, "resourceVersion": resource_version}}
+        await self.patch_workload(kind, name, namespace, body)
 
     async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}

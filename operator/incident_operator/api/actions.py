@@ -22,6 +22,7 @@ from pydantic import AfterValidator, ConfigDict, Field, JsonValue
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
 from incident_operator.api.keys import API_GROUP
 from incident_operator.api.rbac import HISTORIES, Permission, history_resource, on_workload, on_workloads
+from incident_operator.api.targets import StepTarget
 
 
 class SecretKeyRef(ApiModel):
@@ -43,7 +44,7 @@ class ScaleAction(ApiModel):
         }
     )
 
-    target: WorkloadRef
+    target: StepTarget
     replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute replica count.")
     delta: int | None = Field(
         default=None, ge=-10000, le=10000, description="Change of the current replica count."
@@ -52,7 +53,7 @@ class ScaleAction(ApiModel):
 
 
 class TargetAction(ApiModel):
-    target: WorkloadRef
+    target: StepTarget
 
 
 class DeletePodsAction(ApiModel):
@@ -187,7 +188,7 @@ class IsolateAction(ApiModel):
 class RollbackAction(ApiModel):
     """Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does."""
 
-    target: WorkloadRef
+    target: StepTarget
     toRevision: int | None = Field(
         default=None, ge=1, description="The revision to go back to (default: the one before the current)."
     )
@@ -278,7 +279,7 @@ def _secret_ref(ref: SecretRef | SecretKeyRef | None) -> set[Permission]:
 def _scale_plan(p: ScaleAction) -> str:
     change = f"to {p.replicas}" if p.replicas is not None else f"by {p.delta:+d}"
     cap = f", at most {p.max}" if p.max is not None else ""
-    return f"scale {p.target.kind}/{p.target.name} {change}{cap}"
+    return f"scale {p.target.describe()} {change}{cap}"
 
 
 def _job_plan(p: JobAction) -> str:
@@ -317,6 +318,12 @@ def _evidence_needs(p: CollectEvidenceAction, targets: Targets) -> set[Permissio
     return needs  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
 
 
+def _on_targets(target: StepTarget, *rights: tuple[str, str]) -> set[Permission]:
+    """`rights` (verb, subresource) on every kind the step may act on. A step that acts on a
+    workload also patches it (the per-workload lock, `controllers.targetlock`), if it mutates."""
+    return {on_workload(verb, kind, sub) for kind in target.kinds for verb, sub in rights}
+
+
 def _selector(selector: dict[str, str]) -> str:
     return json.dumps(selector, sort_keys=True)
 
@@ -325,8 +332,8 @@ ACTIONS: dict[str, Action] = {
     "scale": Action(
         ScaleAction,
         "Set a Deployment's or StatefulSet's replicas (or change them by a delta), within guardrails.",
-        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind, "scale")},
-        rbac=on_workloads("get") | on_workloads("patch", "scale"),
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "scale"), ("patch", "")),
+        rbac=on_workloads("get") | on_workloads("patch", "scale") | on_workloads("patch"),
         plan=_scale_plan,
         mutating=True,
         target=True,
@@ -335,9 +342,9 @@ ACTIONS: dict[str, Action] = {
     "restart": Action(
         TargetAction,
         "Rolling restart of a Deployment or StatefulSet, as `kubectl rollout restart` does.",
-        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind)},
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "")),
         rbac=on_workloads("get") | on_workloads("patch"),
-        plan=lambda p: f"rollout restart of {p.target.kind}/{p.target.name}: its pods replaced gradually",
+        plan=lambda p: f"rollout restart of {p.target.describe()}: its pods replaced gradually",
         mutating=True,
         target=True,
     ),
@@ -355,9 +362,9 @@ ACTIONS: dict[str, Action] = {
     "waitReady": Action(
         TargetAction,
         "Wait until a workload is rolled out and available.",
-        needs=lambda p, _: {on_workload("get", p.target.kind)},
+        needs=lambda p, _: _on_targets(p.target, ("get", "")),
         rbac=on_workloads("get"),
-        plan=lambda p: f"wait until {p.target.kind}/{p.target.name} is rolled out and available",
+        plan=lambda p: f"wait until {p.target.describe()} is rolled out and available",
         mutating=False,
         cancellable=True,
         target=True,
@@ -416,14 +423,13 @@ ACTIONS: dict[str, Action] = {
     "rollback": Action(
         RollbackAction,
         "Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does.",
-        needs=lambda p, _: {
-            on_workload("get", p.target.kind),
-            on_workload("patch", p.target.kind),
-            Permission("list", history_resource(p.target.kind), "apps"),
-        },
+        needs=lambda p, _: (
+            _on_targets(p.target, ("get", ""), ("patch", ""))
+            | {Permission("list", history_resource(kind), "apps") for kind in p.target.kinds}
+        ),
         rbac=on_workloads("get") | on_workloads("patch") | HISTORIES,
         plan=lambda p: (
-            f"roll {p.target.kind}/{p.target.name} back to "
+            f"roll {p.target.describe()} back to "
             + (f"revision {p.toRevision}" if p.toRevision else "the previous version")
             + " (its pod template)"
         ),

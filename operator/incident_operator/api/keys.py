@@ -30,6 +30,12 @@ SECRET_HOSTS_ANNOTATION = f"{API_GROUP}/allowed-hosts"
 LABEL_INCIDENT = f"{API_GROUP}/incident"
 """The incident an owned object belongs to."""
 
+# Workloads a mutating step acts on
+WORKLOAD_LOCK_ANNOTATION = f"{API_GROUP}/locked-by"
+"""`<incident>/<uid>` on a Deployment or StatefulSet: the incident running a mutating step on it
+(claimed and released with resourceVersion-checked writes; a holder that is gone, resolved,
+closed or running no step holds nothing)."""
+
 # Drills
 REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
 """`<RFC 3339 time>` or `<time> by <user>`: a run asked for by a person (the plugin writes it)."""
@@ -77,6 +83,11 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         LABEL_INCIDENT,
         "label on owned objects",
         "The incident a Job, evidence ConfigMap or NetworkPolicy belongs to.",
+    ),
+    (
+        WORKLOAD_LOCK_ANNOTATION,
+        "Deployment/StatefulSet annotation",
+        "`<incident>/<uid>`: the incident running a mutating step on the workload (the per-workload lock).",
     ),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (
