@@ -2,7 +2,8 @@
 
 It implements exactly the `Kube` methods the loop and the actions of the test playbooks call
 (the Incident's status, its post-mortem ConfigMap, the Playbook's status with resourceVersion
-checks, and Deployments: read, scale, patch, readiness), plus `post_event`. Every call is
+checks, and Deployments: read, scale, patch, readiness, and their lock annotation with
+resourceVersion checks), plus `post_event`. Every call is
 appended to `calls` in order, and every change of a Deployment is kept in `effects` with the
 Incident status the API held at that moment, so a test can tell what was persisted before what
 acted. `drop_at` / `fail` make a chosen status write kill the loop or fail with an API error.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from incident_operator.adapters.kube import ApiException, Readiness
+from incident_operator.adapters.kube import ApiException, Readiness, WorkloadMeta
 from incident_operator.core.planner import Record
 
 NAMESPACE = "shop"
@@ -67,8 +68,11 @@ class FakeKube:
             "status": {},
         }
         self.workloads: dict[str, dict[str, Any]] = {
-            name: {"replicas": n, "annotations": {}, "ready": n} for name, n in replicas.items()
+            name: {"replicas": n, "annotations": {}, "ready": n, "meta": {}, "labels": {}, "rv": 1}
+            for name, n in replicas.items()
         }
+        self.incidents: dict[str, dict[str, Any]] = {}
+        """Other incidents by name (the holder of a workload lock is looked up here)."""
         self.configmaps: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[Any, ...]] = []
         self.effects: list[Effect] = []
@@ -150,6 +154,32 @@ class FakeKube:
                 Effect("restart", name, dict(annotations), copy.deepcopy(self.incident["status"]))
             )
         return None
+
+    async def workload_meta(self, kind: str, name: str, namespace: str) -> WorkloadMeta:
+        self.calls.append(("workload_meta", name))
+        if name not in self.workloads:
+            raise ApiException(status=404, reason="Not Found")
+        w = self.workloads[name]
+        return WorkloadMeta(dict(w["labels"]), dict(w["meta"]), str(w["rv"]))
+
+    async def annotate_workload(
+        self, kind: str, name: str, namespace: str, annotations: dict[str, str | None], resource_version: str
+    ) -> None:
+        """Metadata annotations (the per-workload lock), with the resourceVersion precondition."""
+        self.calls.append(("annotate_workload", name, dict(annotations)))
+        w = self.workloads[name]
+        if str(w["rv"]) != resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        w["meta"] = merge_patch(w["meta"], annotations)
+        w["rv"] += 1
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get_object", plural, name))
+        if plural == "incidents" and name == INCIDENT:
+            return copy.deepcopy(self.incident)
+        if plural == "incidents" and name in self.incidents:
+            return copy.deepcopy(self.incidents[name])
+        raise ApiException(status=404, reason="Not Found")
 
     async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
         self.calls.append(("readiness", name))

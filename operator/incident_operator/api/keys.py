@@ -32,9 +32,9 @@ LABEL_INCIDENT = f"{API_GROUP}/incident"
 
 # Workloads a mutating step acts on
 WORKLOAD_LOCK_ANNOTATION = f"{API_GROUP}/locked-by"
-"""`<incident>/<uid>` on a Deployment or StatefulSet: the incident running a mutating step on it
-(claimed and released with resourceVersion-checked writes; a holder that is gone, resolved,
-closed or running no step holds nothing)."""
+"""`<incident>/<uid>/<claimed at>` on a Deployment or StatefulSet: the incident running a mutating
+step on it (claimed and released with resourceVersion-checked writes; a holder that is gone,
+resolved, closed or past its run holds nothing)."""
 
 # Drills
 REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
@@ -87,7 +87,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     (
         WORKLOAD_LOCK_ANNOTATION,
         "Deployment/StatefulSet annotation",
-        "`<incident>/<uid>`: the incident running a mutating step on the workload (the per-workload lock).",
+        "`<incident>/<uid>/<time>`: the incident running a mutating step on it (the per-workload lock).",
     ),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (

@@ -11,6 +11,7 @@ inside a step's status. Pure models only; resolving is `core.targets`'.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -101,13 +102,16 @@ class AllowedTargets(ApiModel):
     )
 
 
+TargetState = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
 class TargetStatus(ApiModel):
     """One resolved target of a step, with its own exactly-once state: a target done is never
     acted on again, after a crash or a retry of the step."""
 
     kind: TargetKind
     name: str
-    state: str = Field(default="Pending", description="Pending, Running, Succeeded or Failed.")
+    state: TargetState = Field(default="Pending", description="Pending, Running, Succeeded or Failed.")
     startedAt: datetime | None = None
     finishedAt: datetime | None = None
     message: str | None = None

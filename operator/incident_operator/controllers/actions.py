@@ -44,7 +44,7 @@ from incident_operator.adapters.kube import (
     pod_ready,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
+from incident_operator.api.actions import HttpCheckAction, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
@@ -79,6 +79,19 @@ class ActionContext:
     """Persist `status` (with the changes made to `step_status`) before acting on them."""
     jobs: JobsConfig = field(default_factory=JobsConfig)
     """The Job policy (`jobs:` in the config): what a `job` step may run, how many at once."""
+    target: WorkloadRef | None = None
+    """The workload this run of the action acts on (`controllers.targets`); None: the step's fixed one."""
+
+    @property
+    def workload(self) -> WorkloadRef:
+        """The workload a scale, restart, waitReady or rollback step acts on now."""
+        if self.target is not None:
+            return self.target
+        step_target = self.step.target
+        fixed = step_target.fixed if step_target is not None else None
+        if fixed is None:
+            raise ValueError(f"step {self.step.name}: no workload resolved")
+        return fixed
 
     @property
     def deadline(self) -> datetime:
@@ -115,7 +128,7 @@ def _target_missing(ref: WorkloadRef, namespace: str) -> Outcome:
 async def scale(ctx: ActionContext) -> Outcome:
     params = ctx.step.scale
     assert params is not None  # noqa: S101 - the registry dispatches by action key
-    ref, st = params.target, ctx.step_status
+    ref, st = ctx.workload, ctx.step_status
     if st.replicasAfter is None:
         try:
             workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
@@ -153,9 +166,7 @@ async def _guard_ready_percent(ctx: ActionContext, ready: int, total: int, what:
 
 
 async def restart(ctx: ActionContext) -> Outcome:
-    params = ctx.step.restart
-    assert params is not None  # noqa: S101
-    ref = params.target
+    ref = ctx.workload
     stamp = format_time(ctx.step_status.startedAt or ctx.now())
     try:
         workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
@@ -234,9 +245,7 @@ async def _until_deadline(
 
 
 async def wait_ready(ctx: ActionContext) -> Outcome:
-    params = ctx.step.waitReady
-    assert params is not None  # noqa: S101
-    ref = params.target
+    ref = ctx.workload
     seen = {"last": "not observed yet"}
 
     async def probe() -> Outcome | None:
@@ -395,7 +404,7 @@ async def prom_query(ctx: ActionContext) -> Outcome:
 async def rollback(ctx: ActionContext) -> Outcome:
     params = ctx.step.rollback
     assert params is not None  # noqa: S101
-    ref, st = params.target, ctx.step_status
+    ref, st = ctx.workload, ctx.step_status
     kind = str(ref.kind)
     try:
         history = await ctx.kube.rollout_history(kind, ref.name, ctx.namespace)
@@ -827,11 +836,13 @@ async def run(ctx: ActionContext) -> Outcome:
 
 
 def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
-    """The workloads an incident is about: its own targets and those its playbook acts on."""
+    """The workloads an incident is about: its own targets and the fixed ones its playbook acts
+    on (a step on the incident's targets acts on some of the former)."""
     refs = list(spec.targets or [])
     for step in playbook.steps if playbook else []:
-        if step.action in TARGET_ACTIONS:
-            refs.append(step.params.target)
+        fixed = step.target.fixed if step.target is not None else None
+        if fixed is not None:
+            refs.append(fixed)
     unique: dict[tuple[str, str], WorkloadRef] = {}
     for ref in refs:
         unique.setdefault((str(ref.kind), ref.name), ref)
@@ -872,11 +883,20 @@ async def verify_health(
 
 
 async def revert_scale(kube: Kube, namespace: str, step: Step, step_status: StepStatus) -> Outcome:
-    assert step.scale is not None  # noqa: S101
-    assert step_status.replicasBefore is not None  # noqa: S101
-    ref = step.scale.target
-    try:
-        await kube.scale_workload(str(ref.kind), ref.name, namespace, step_status.replicasBefore)
-    except ApiException as exc:
-        return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
-    return Outcome(True, f"{ref.kind} {ref.name} back to {step_status.replicasBefore} replicas")
+    """Put each workload the scale step changed back to its replicas before it."""
+    changed = [
+        (t.ref, t.replicasBefore)
+        for t in step_status.targets or []
+        if t.replicasBefore is not None and t.state == "Succeeded"
+    ]
+    fixed = step.target.fixed if step.target is not None else None
+    if fixed is not None and step_status.replicasBefore is not None:
+        changed.append((fixed, step_status.replicasBefore))
+    said = []
+    for ref, replicas in changed:
+        try:
+            await kube.scale_workload(str(ref.kind), ref.name, namespace, replicas)
+        except ApiException as exc:
+            return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
+        said.append(f"{ref.kind} {ref.name} back to {replicas} replicas")
+    return Outcome(True, "; ".join(said) or "nothing to revert")

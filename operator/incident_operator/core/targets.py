@@ -13,11 +13,14 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from incident_operator.api.base import WorkloadRef
-from incident_operator.api.models import PlaybookSpec, Step
-from incident_operator.api.reasons import Reason
+from incident_operator.api.models import PlaybookSpec, Step, StepState
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import AllowedTargets, StepTarget
+from incident_operator.api.timestamps import format_time, parse_time
 
 Labels = Mapping[str, Mapping[str, str] | None]
 """The labels of the incident's workloads, keyed 'Kind/name' (None or absent: not read)."""
@@ -104,3 +107,49 @@ def needs_labels(playbook: PlaybookSpec | None) -> bool:
         and playbook.allowedTargets.selector is not None
         and any(s.from_incident for s in playbook.steps)
     )
+
+
+LOCK_GRACE = timedelta(seconds=60)
+"""A lock is held this long after its claim even if the holder's status does not show its run yet
+(a step's start may be written with its first decision, after the claim)."""
+_FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
+
+
+def lock_value(incident: str, uid: str, now: datetime) -> str:
+    """The lock annotation's value: who holds it and since when."""
+    return f"{incident}/{uid}/{format_time(now)}"
+
+
+def lock_holder(value: str) -> tuple[str, str, datetime | None]:
+    """(incident, uid, claimed at) of a lock annotation's value."""
+    name, _, rest = value.partition("/")
+    uid, _, since = rest.partition("/")
+    try:
+        claimed = parse_time(since) if since else None
+    except ValueError:
+        claimed = None
+    return name, uid, claimed
+
+
+def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) -> bool:
+    """Whether the lock `value` on a workload still holds, given its holder incident's body as
+    the API returns it (None: gone). Free when the holder is gone (or another object took its
+    name), resolved or closed, or when its run is over (no step left to run) and the claim is
+    older than LOCK_GRACE; a holder that crashed mid-run keeps it (it resumes)."""
+    if incident is None:
+        return False
+    _, uid, claimed = lock_holder(value)
+    metadata = incident.get("metadata") or {}
+    if uid and metadata.get("uid") != uid:
+        return False
+    spec = incident.get("spec") or {}
+    if spec.get("closed") or spec.get("resolution"):
+        return False
+    status = incident.get("status") or {}
+    conditions = status.get("conditions") or []
+    if any(c.get("type") == ConditionType.RESOLVED and c.get("status") == "True" for c in conditions):
+        return False
+    steps = (status.get("playbook") or {}).get("steps") or []
+    if any(s.get("state") not in _FINAL for s in steps):
+        return True
+    return claimed is not None and now - claimed < LOCK_GRACE
