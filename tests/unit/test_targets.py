@@ -15,7 +15,14 @@ from pydantic import ValidationError
 
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import WORKLOAD_LOCK_ANNOTATION
-from incident_operator.api.models import BOUNDS_NEEDED, IncidentSpec, PlaybookSpec, StepState, StepStatus
+from incident_operator.api.models import (
+    BOUNDS_NEEDED,
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    StepState,
+    StepStatus,
+)
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import AllowedTargets, StepTarget, TargetStatus
 from incident_operator.controllers import actions
@@ -361,3 +368,17 @@ def test_a_diagnostic_step_takes_no_lock() -> None:
     ctx = context(api, status, playbook, incident(targets=[WEB.model_dump()]))
     assert asyncio.run(running.run_step(dataclasses.replace(ctx))).ok
     assert api.called("annotate_workload") == []
+
+
+def test_the_engine_reads_the_labels_a_selector_bound_needs_and_only_then() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.workloads["web"]["labels"] = {"team": "shop"}
+    spec = incident(targets=[WEB.model_dump(), API.model_dump()])
+    by_labels = generic(selector={"matchLabels": {"team": "shop"}}).spec
+    labels = asyncio.run(running.workload_labels(api, NAMESPACE, spec, IncidentStatus(), by_labels))
+    assert labels == {"Deployment/web": {"team": "shop"}, "Deployment/api": None}  # api: not found
+    by_name = generic(names=["web"]).spec
+    assert asyncio.run(running.workload_labels(api, NAMESPACE, spec, IncidentStatus(), by_name)) == {}
+    resolution = targets.resolve(FROM_ANY, [WEB, API], by_labels.allowedTargets, labels)
+    assert resolution.blocked is Reason.OUT_OF_BOUNDS
+    assert "Deployment/api is outside allowedTargets.selector team=shop" in resolution.message

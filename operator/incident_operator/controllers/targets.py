@@ -24,7 +24,7 @@ from typing import Any
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, not_found
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import WORKLOAD_LOCK_ANNOTATION
-from incident_operator.api.models import StepStatus
+from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.api.targets import TargetStatus
 from incident_operator.controllers import actions
@@ -187,3 +187,27 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
         except ApiException as exc:  # this attempt fails; a retry skips what is done
             return Outcome(False, f"{key} done, but not recorded: {api_reason(exc)}")
     return Outcome(True, "; ".join(said) or "no target")
+
+
+async def workload_labels(
+    kube: Kube, namespace: str, spec: IncidentSpec, status: IncidentStatus, playbook: PlaybookSpec | None
+) -> dict[str, dict[str, str] | None]:
+    """The labels of the incident's workloads, when a step still to resolve is bounded by a label
+    selector (`core.targets.needs_labels`); else nothing is read. A workload that cannot be read
+    has None: a selector bound refuses it."""
+    if playbook is None or not targets.needs_labels(playbook):
+        return {}
+    progress = status.playbook
+    if progress is not None and all(
+        s.targets is not None or s.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
+        for s in progress.steps
+    ):
+        return {}
+    found: dict[str, dict[str, str] | None] = {}
+    for ref in spec.targets or []:
+        try:
+            found[targets.key(ref)] = (await kube.workload_meta(str(ref.kind), ref.name, namespace)).labels
+        except ApiException as exc:
+            logger.info("%s: labels of %s/%s not read: %s", namespace, ref.kind, ref.name, api_reason(exc))
+            found[targets.key(ref)] = None
+    return found

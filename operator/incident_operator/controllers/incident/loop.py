@@ -25,6 +25,7 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentStatus, Phase
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
+from incident_operator.controllers import targets
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
 from incident_operator.controllers.incident.inputs import (
@@ -202,6 +203,9 @@ class IncidentLoop:
         held = slot(self.status) if self.inputs.said_it_waits(self.status) else None
         forbidden = None if held else await self.inputs.access_problem(spec, chosen, self.status.phase)
         waiting = held or slot(self.status)
+        labels = await targets.workload_labels(
+            self.execution.kube, self.namespace, spec, self.status, chosen.spec if chosen else None
+        )
 
         def plan_input(
             status: IncidentStatus | None = None,
@@ -221,6 +225,7 @@ class IncidentLoop:
                 busy=busy,
                 waits_for_slot=waiting,
                 run=pinned_run(current, (entries, invalid)),
+                labels=labels,
             )
 
         decision = plan(plan_input(held_by=holder))
