@@ -471,6 +471,45 @@ class Kube:
         )
         return ServiceFacts(kind, cluster_ips, endpoints)
 
+    async def owners(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, bool]] | None:
+        """The owner references (kind, name, controller) of pod or ReplicaSet `name`, or None if
+        there is none such. Listed by name (the remediator's role lists, it does not get, them)."""
+        method: Callable[..., Any] = (
+            self.core.list_namespaced_pod if kind == "Pod" else self.apps.list_namespaced_replica_set
+        )
+        listed = await self.call(
+            method, namespace, field_selector=f"metadata.name={name}", _request_timeout=10
+        )
+        items = listed.items or []
+        if not items:
+            return None
+        refs = items[0].metadata.owner_references or []
+        return [(str(r.kind), str(r.name), bool(r.controller)) for r in refs]
+
+    async def service_selector(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Service `name`'s pod selector (None: no such Service, or none)."""
+        try:
+            service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
+        except ApiException as exc:
+            if not_found(exc):
+                return None
+            raise
+        return dict(service.spec.selector or {}) if service.spec else None
+
+    async def workload_templates(self, namespace: str) -> list[tuple[str, str, dict[str, str]]]:
+        """Every Deployment and StatefulSet of `namespace` with its pod template's labels."""
+        found = []
+        lists: tuple[tuple[str, Callable[..., Any]], ...] = (
+            ("Deployment", self.apps.list_namespaced_deployment),
+            ("StatefulSet", self.apps.list_namespaced_stateful_set),
+        )
+        for kind, method in lists:
+            listed = await self.call(method, namespace, _request_timeout=10)
+            for item in listed.items or []:
+                meta = item.spec.template.metadata if item.spec and item.spec.template else None
+                found.append((kind, str(item.metadata.name), dict((meta.labels if meta else None) or {})))
+        return found
+
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
         return await self.pods_labelled(namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))
 

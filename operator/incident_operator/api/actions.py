@@ -485,6 +485,14 @@ SERVICE_RBAC = frozenset(
 )
 """Beyond the actions: a request of a Playbook to one of its namespace's Services (`NAME.NS.svc`)
 reads that Service and, if headless, its EndpointSlices (the per-namespace egress policy)."""
+INTAKE_RBAC = on_workloads("list") | {
+    Permission("list", "pods"),
+    Permission("list", "replicasets", "apps"),
+    Permission("get", "services"),
+}
+"""Beyond the actions: alert intake resolves an alert's `pod` label to its Deployment (through its
+ReplicaSet) or StatefulSet, and a `service` label to the workloads its selector matches, with the
+namespace's remediator rights (a namespace that has not opted in gets the alert's other targets)."""
 OPT_IN = Permission("remediate", "incidents", API_GROUP)
 """The namespace opted in: a custom verb only the remediator role grants, asked for before every
 run, whatever its steps need, so that a playbook of requests alone (`httpCheck`, `promQuery`,
@@ -496,6 +504,7 @@ REMEDIATOR_RBAC = (
     | POSTMORTEM_RBAC
     | DRILL_RBAC
     | SERVICE_RBAC
+    | INTAKE_RBAC
 )
 """Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares): every
 action's, but a Job's own (`JOBS_RBAC`, the `incident-operator-jobs` ClusterRole)."""
