@@ -62,7 +62,7 @@ def opened(labels: dict[str, str], cluster: Cluster | None = None) -> list[dict[
     alert = alerts.Alert.model_validate(
         {"status": "firing", "labels": {"alertname": "ServiceDown", "namespace": "shop", **labels}}
     )
-    result = asyncio.run(Intake(cluster, OperatorConfig()).accept(alert))  # type: ignore[arg-type]
+    result = asyncio.run(Intake(cluster, OperatorConfig()).accept(alert))
     assert result["result"] == "created", result
     return cluster.created[0]["spec"].get("targets")  # type: ignore[no-any-return]
 
