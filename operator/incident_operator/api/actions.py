@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue, model_validator
 
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
 from incident_operator.api.keys import API_GROUP
@@ -56,10 +56,35 @@ class TargetAction(ApiModel):
     target: StepTarget
 
 
-class DeletePodsAction(ApiModel):
+_SELECTOR_OR_TARGET: dict[str, JsonValue] = {
+    "x-kubernetes-validations": [
+        {"rule": "has(self.selector) != has(self.target)", "message": "give exactly one of selector, target"}
+    ]
+}
+
+
+class PodsOf(ApiModel):
+    """Pods by a label selector, or the pods of a workload (`target`, e.g. the incident's own)."""
+
+    selector: dict[str, str] | None = Field(
+        default=None, min_length=1, description="Label selector (matchLabels) of the pods."
+    )
+    target: StepTarget | None = Field(
+        default=None, description="The pods of this workload (its own selector), or of the incident's."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PodsOf:
+        if (self.selector is None) == (self.target is None):
+            raise ValueError("give exactly one of selector, target")
+        return self
+
+
+class DeletePodsAction(PodsOf):
     """Delete individual pods (their controller replaces them), bounded."""
 
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    model_config = ConfigDict(json_schema_extra=_SELECTOR_OR_TARGET)
+
     max: int = Field(default=1, ge=1, le=1000, description="Delete at most this many pods.")
     onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
 
@@ -166,8 +191,11 @@ class NotifyAction(ApiModel):
     message: str = Field(min_length=1, description="Template, e.g. '{severity} {title}: {phase}'.")
 
 
-class CollectEvidenceAction(ApiModel):
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+class CollectEvidenceAction(PodsOf):
+    """Pods, logs, events, rollout history and resource usage into a ConfigMap (one per target)."""
+
+    model_config = ConfigDict(json_schema_extra=_SELECTOR_OR_TARGET)
+
     logLines: int = Field(default=100, ge=0, le=10000)
     events: bool = True
     rolloutHistory: bool = Field(
@@ -314,14 +342,23 @@ def _evidence_needs(p: CollectEvidenceAction, targets: Targets) -> set[Permissio
     if p.events:
         needs.add(Permission("list", "events"))
     if p.rolloutHistory:
-        needs |= {Permission("list", history_resource(ref.kind), "apps") for ref in targets}
-    return needs  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
+        kinds = p.target.kinds if p.target is not None else [ref.kind for ref in targets]
+        needs |= {Permission("list", history_resource(kind), "apps") for kind in kinds}
+    return needs | _on_targets(
+        p.target, ("get", "")
+    )  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
 
 
-def _on_targets(target: StepTarget, *rights: tuple[str, str]) -> set[Permission]:
-    """`rights` (verb, subresource) on every kind the step may act on. A step that acts on a
-    workload also patches it (the per-workload lock, `controllers.targetlock`), if it mutates."""
+def _on_targets(target: StepTarget | None, *rights: tuple[str, str]) -> set[Permission]:
+    """`rights` (verb, subresource) on every kind the step may act on (none without a target).
+    A mutating step patches its workload too: the per-workload lock (`controllers.targets`)."""
+    if target is None:
+        return set()
     return {on_workload(verb, kind, sub) for kind in target.kinds for verb, sub in rights}
+
+
+def _pods(p: PodsOf) -> str:
+    return p.target.describe() if p.target is not None else _selector(p.selector or {})
 
 
 def _selector(selector: dict[str, str]) -> str:
@@ -351,12 +388,14 @@ ACTIONS: dict[str, Action] = {
     "deletePods": Action(
         DeletePodsAction,
         "Delete a bounded number of pods (optionally only unready ones); their controller replaces them.",
-        needs=lambda p, _: {Permission("list", "pods"), Permission("delete", "pods")},
-        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")}),
-        plan=lambda p: (
-            f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_selector(p.selector)}"
+        needs=lambda p, _: (
+            {Permission("list", "pods"), Permission("delete", "pods")}
+            | _on_targets(p.target, ("get", ""), ("patch", ""))
         ),
+        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")}),
+        plan=lambda p: f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_pods(p)}",
         mutating=True,
+        target=True,
         start_unwritten=True,
     ),
     "waitReady": Action(
@@ -409,8 +448,9 @@ ACTIONS: dict[str, Action] = {
             }
         )
         | HISTORIES,
-        plan=lambda p: f"logs and events of pods {p.selector} into a ConfigMap (changes nothing)",
+        plan=lambda p: f"logs and events of pods of {_pods(p)} into a ConfigMap (changes nothing)",
         mutating=False,
+        target=True,
     ),
     "isolate": Action(
         IsolateAction,

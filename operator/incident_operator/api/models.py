@@ -527,7 +527,8 @@ class Guardrails(ApiModel):
 
 
 _FROM_INCIDENT_STEP = " || ".join(
-    f"(has(s.{key}) && has(s.{key}.target.fromIncident))" for key in sorted(TARGET_ACTIONS)
+    f"(has(s.{key}) && has(s.{key}.target) && has(s.{key}.target.fromIncident))"
+    for key in sorted(TARGET_ACTIONS)
 )
 BOUNDS_NEEDED = "a step with target.fromIncident needs spec.allowedTargets (the bounds it acts within)"
 

@@ -44,7 +44,7 @@ from incident_operator.adapters.kube import (
     pod_ready,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.api.actions import HttpCheckAction, SecretRef
+from incident_operator.api.actions import HttpCheckAction, PodsOf, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
@@ -198,15 +198,33 @@ def _pods_deleted_so_far(ctx: ActionContext) -> int:
     return (ctx.status.podsDeleted or 0) + sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
 
 
+async def pod_selector(ctx: ActionContext, params: PodsOf) -> dict[str, str] | Outcome:
+    """The pods a step names: its selector, or its workload's own (`matchLabels`)."""
+    if params.selector is not None:
+        return params.selector
+    ref = ctx.workload
+    try:
+        workload = await ctx.kube.read_workload(str(ref.kind), ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    selector = workload.spec.selector.match_labels if workload.spec.selector else None
+    if not selector:
+        return Outcome(False, f"{ref.kind} {ref.name} selects its pods without matchLabels")
+    return dict(selector)
+
+
 async def delete_pods(ctx: ActionContext) -> Outcome:
     params = ctx.step.deletePods
     assert params is not None  # noqa: S101
     st = ctx.step_status
     if st.pods is None:
-        pods = await ctx.kube.pods(ctx.namespace, params.selector)
+        selector = await pod_selector(ctx, params)
+        if isinstance(selector, Outcome):
+            return selector
+        pods = await ctx.kube.pods(ctx.namespace, selector)
         live = [p for p in pods if p.metadata is not None and p.metadata.deletion_timestamp is None]
         ready = [p for p in live if pod_ready(p)]
-        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {params.selector}")
+        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {selector}")
         if refused:
             return refused
         spent = _pods_deleted_so_far(ctx)
@@ -588,7 +606,10 @@ async def notify(ctx: ActionContext) -> Outcome:
 async def collect_evidence(ctx: ActionContext) -> Outcome:
     params = ctx.step.collectEvidence
     assert params is not None  # noqa: S101
-    pods = await ctx.kube.pods(ctx.namespace, params.selector)
+    selector = await pod_selector(ctx, params)
+    if isinstance(selector, Outcome):
+        return selector
+    pods = await ctx.kube.pods(ctx.namespace, selector)
     data: dict[str, str] = {}
     summary = [
         {
@@ -622,7 +643,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         if history:
             data["rollout-history.yaml"] = yaml.safe_dump(history, sort_keys=False)
     if params.resourceUsage:
-        usage = await _resource_usage(ctx, params.selector)
+        usage = await _resource_usage(ctx, selector)
         if isinstance(usage, str):
             unavailable.append(f"resource usage: {usage}")
         else:
@@ -640,11 +661,16 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         data["unavailable.txt"] = "\n".join(notes) + "\n"
     _fit(data, ctx.limits.maxEvidenceBytes)
     name = f"{ctx.incident}-evidence-{ctx.run_id}"
+    if params.target is not None:  # one ConfigMap per workload; evidenceRef names the first
+        name = f"{name}-{str(ctx.workload.kind).lower()}-{ctx.workload.name}"[:253]
     try:
         await ctx.kube.write_owned_configmap(ctx.namespace, name, data, ctx.incident, ctx.incident_uid)
     except ApiException as exc:
         return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
-    ctx.status.evidenceRef = name
+    if params.target is None or not (ctx.status.evidenceRef or "").startswith(
+        f"{ctx.incident}-evidence-{ctx.run_id}"
+    ):
+        ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
     if not_read:
         logs_note += f"; logs of {not_read} pods not read (evidence limits)"
@@ -722,7 +748,9 @@ async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[s
     not be read."""
     found: dict[str, Any] = {}
     unavailable: list[str] = []
-    for ref in ctx.spec.targets or []:
+    step_target = ctx.step.target
+    refs = [ctx.workload] if step_target is not None else ctx.spec.targets or []
+    for ref in refs:
         key = f"{ref.kind}/{ref.name}"
         try:
             history = await ctx.kube.rollout_history(str(ref.kind), ref.name, ctx.namespace)
