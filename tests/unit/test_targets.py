@@ -30,7 +30,8 @@ from incident_operator.controllers import targets as running
 from incident_operator.core import targets
 from incident_operator.core.planner import Intent
 from incident_operator.settings.config import Limits
-from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, FakeKube
+from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, FakeKube
+from tests.unit.test_incident_loop import Clock, run_until_settled
 from tests.unit.test_planner import T0, Candidate, Run, incident
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -382,3 +383,51 @@ def test_the_engine_reads_the_labels_a_selector_bound_needs_and_only_then() -> N
     resolution = targets.resolve(FROM_ANY, [WEB, API], by_labels.allowedTargets, labels)
     assert resolution.blocked is Reason.OUT_OF_BOUNDS
     assert "Deployment/api is outside allowedTargets.selector team=shop" in resolution.message
+
+
+# ----------------------------------------------------------------------------- the loop, killed
+
+
+def generic_api() -> FakeKube:
+    spec: dict[str, Any] = {"title": "down", "severity": "P2", "category": "availability"}
+    spec["targets"] = [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "api"}]
+    steps = [
+        {"name": "scale", "scale": {"target": {"fromIncident": {}}, "delta": 1}},
+        {"name": "wait", "waitReady": {"target": {"fromIncident": {}}}},
+    ]
+    return FakeKube(
+        spec,
+        {"steps": steps, "stabilizationSeconds": 0, "allowedTargets": {"names": ["*"]}},
+        {"web": 2, "api": 3},
+    )
+
+
+def settle(api: FakeKube, clock: Clock) -> None:
+    asyncio.run(run_until_settled(api, clock))
+
+
+def test_killed_at_any_write_each_target_of_a_generic_step_changes_once() -> None:
+    clean = generic_api()
+    settle(clean, Clock())
+    writes = clean.status_writes
+    assert writes >= 3
+    for n in range(1, writes + 1):
+        for when in ("before", "after"):
+            api, clock = generic_api(), Clock()
+            api.drop_at = (n, when)
+            with pytest.raises(Dropped):
+                settle(api, clock)
+            api.drop_at = None
+            clock.now += timedelta(seconds=10)
+            settle(api, clock)
+            assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")], (
+                n,
+                when,
+            )
+            assert (api.workloads["web"]["replicas"], api.workloads["api"]["replicas"]) == (3, 4)
+            for step in api.status()["playbook"]["steps"]:
+                assert [(t["name"], t["state"]) for t in step["targets"]] == [
+                    ("web", "Succeeded"),
+                    ("api", "Succeeded"),
+                ], (n, when, step["name"])
+            assert all(WORKLOAD_LOCK_ANNOTATION not in w["meta"] for w in api.workloads.values())

@@ -211,3 +211,11 @@ async def workload_labels(
             logger.info("%s: labels of %s/%s not read: %s", namespace, ref.kind, ref.name, api_reason(exc))
             found[targets.key(ref)] = None
     return found
+
+
+def keep_target_states(ran: IncidentStatus, current: IncidentStatus, step: int) -> IncidentStatus:
+    """`current` with the per-target states step `step` recorded in `ran` (the status a waiting
+    step ran with: the loop goes on from `current`, which a deadline may have changed meanwhile)."""
+    if ran.playbook is not None and current.playbook is not None and 0 <= step < len(ran.playbook.steps):
+        current.playbook.steps[step].targets = ran.playbook.steps[step].targets
+    return current

@@ -256,8 +256,10 @@ class IncidentLoop:
         )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
-        if waits(decision.intent, working):
-            working = self.status.model_copy(deep=True)  # a waiting step changed nothing; a deadline may have
+        if waits(decision.intent, working):  # it changed nothing but its targets' states; a deadline may have
+            working = targets.keep_target_states(
+                working, self.status.model_copy(deep=True), decision.intent.step
+            )
         after = complete(plan_input(working), decision.intent, outcome, chosen.spec)
         self.commit.hold(after, counts=(chosen, False))
         if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
