@@ -176,7 +176,8 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
         each.finishedAt, each.message = ctx.now(), outcome.message
         if outcome.blocked is not None:
             each.state = "Pending"
-            return dataclasses.replace(outcome, message=f"{key}: {outcome.message}")
+            said_key = outcome.message.startswith(key)
+            return outcome if said_key else dataclasses.replace(outcome, message=f"{key}: {outcome.message}")
         if not outcome.ok:
             each.state = "Failed"
             return Outcome(False, f"{key}: {outcome.message}")
