@@ -1,7 +1,8 @@
 """What a step acts on: a fixed workload or the incident's own targets, within the Playbook's bounds.
 
 `StepTarget` is the `target` of the steps that act on a workload (scale, restart, waitReady,
-rollback): either `{kind, name}` or `{fromIncident: {}}` / `{fromIncident: {kind: Deployment}}`.
+rollback; collectEvidence and deletePods instead of a selector): either `{kind, name}` or
+`{fromIncident: {}}` / `{fromIncident: {kind: Deployment}}`.
 `AllowedTargets` is the Playbook's `spec.allowedTargets`, the bounds a `fromIncident` target must
 keep; a Playbook with a `fromIncident` step and no bounds is refused (CEL on the Playbook and
 `PlaybookSpec`'s validator alike). `TargetStatus` is one resolved target's own exactly-once state
