@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from incident_operator.api.keys import RESTARTED_AT, WORKLOAD_LOCK_ANNOTATION
-from incident_operator.core.targets import lock_value
+from incident_operator.api.base import WorkloadRef
+from incident_operator.api.keys import RESTARTED_AT
+from incident_operator.core.targets import lock_lease, lock_value
 from tests.e2e.conftest import Alertmanager, Cluster, OperatorProcess
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.e2e.test_alerts import incidents_for
@@ -41,6 +42,23 @@ def label(s: Scenario, name: str, labels: dict[str, str]) -> None:
 def restarted_at(s: Scenario, name: str) -> str | None:
     template = s.apps.read_namespaced_deployment(name, s.namespace).spec.template.metadata
     return (template.annotations or {}).get(RESTARTED_AT)
+
+
+def ref(name: str) -> WorkloadRef:
+    return WorkloadRef.model_validate({"kind": "Deployment", "name": name})
+
+
+def lock_of(s: Scenario, name: str) -> str | None:
+    """The holder of the Lease that locks Deployment `name`, if there is one."""
+    try:
+        lease = client.CoordinationV1Api(s.cluster.api).read_namespaced_lease(
+            lock_lease(ref(name)), s.namespace
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return str(lease.spec.holder_identity)
 
 
 def one_pod_of(s: Scenario, app: str) -> str:
@@ -90,9 +108,7 @@ def test_one_playbook_two_deployments_two_alerts_each_incident_remediates_its_ow
         for step in ("restart", "wait-restarted"):
             assert [(t["name"], t["state"]) for t in steps[step]["targets"]] == [(own, "Succeeded")]
         assert restarted_at(s, own) is not None
-        assert WORKLOAD_LOCK_ANNOTATION not in (
-            s.apps.read_namespaced_deployment(own, s.namespace).metadata.annotations or {}
-        )  # released
+        assert lock_of(s, own) is None  # released
     assert restarted_at(s, "other") is None
 
     alertmanager.fire("ServiceDown", {**base, "deployment": "other", "job": "o"}, "other is down")
@@ -125,12 +141,14 @@ def test_a_second_incident_waits_for_the_workload_lock_naming_its_holder_then_pr
     s.incident("holder", playbookRef={"name": "wait-stuck"})
     s.wait_step("holder", "wait", "Running")
     # The holder's claim on shop-w, as a holder that crashed in the middle of a mutating step
-    # leaves it (the lock is an annotation claimed with a resourceVersion-checked write).
+    # leaves it (the lock is a Lease claimed with resourceVersion-checked writes).
     holder_uid = s.get("incidents", "holder")["metadata"]["uid"]
     claim = lock_value("holder", holder_uid, datetime.now(UTC))
-    s.apps.patch_namespaced_deployment(
-        "shop-w", s.namespace, {"metadata": {"annotations": {WORKLOAD_LOCK_ANNOTATION: claim}}}
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=lock_lease(ref("shop-w"))),
+        spec=client.V1LeaseSpec(holder_identity=claim),
     )
+    client.CoordinationV1Api(s.cluster.api).create_namespaced_lease(s.namespace, lease)
 
     s.incident(
         "second", targets=[{"kind": "Deployment", "name": "shop-w"}], playbookRef={"name": "service-down"}
@@ -143,5 +161,5 @@ def test_a_second_incident_waits_for_the_workload_lock_naming_its_holder_then_pr
     s.wait_step("second", "wait-restarted", "Succeeded")
     assert restarted_at(s, "shop-w") is not None
     assert s.condition("second", "Stalled")["status"] == "False"
-    annotations = s.apps.read_namespaced_deployment("shop-w", s.namespace).metadata.annotations or {}
-    assert WORKLOAD_LOCK_ANNOTATION not in annotations  # taken over, then released
+    assert lock_of(s, "shop-w") is None  # taken over, then released
+    assert s.apps.read_namespaced_deployment("shop-w", s.namespace).metadata.generation == 2  # one restart

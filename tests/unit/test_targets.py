@@ -14,7 +14,6 @@ import yaml
 from pydantic import ValidationError
 
 from incident_operator.api.base import WorkloadRef
-from incident_operator.api.keys import WORKLOAD_LOCK_ANNOTATION
 from incident_operator.api.models import (
     BOUNDS_NEEDED,
     IncidentSpec,
@@ -257,7 +256,7 @@ def test_each_target_is_acted_on_once_and_recorded_done_before_the_next() -> Non
     assert [t.state for t in status.targets or []] == ["Succeeded", "Succeeded"]
     persisted = [c[1] for c in api.calls if c[0] == "persist"]
     assert persisted[0] == ["Succeeded", "Pending"]  # web written done before api was touched
-    assert WORKLOAD_LOCK_ANNOTATION not in api.workloads["web"]["meta"]  # released
+    assert api.lock("web") is None  # released
 
 
 def test_a_target_done_before_a_crash_is_not_acted_on_again() -> None:
@@ -294,7 +293,7 @@ RUNNING = {"playbook": {"steps": [{"name": "restart", "state": "Running"}]}}
 
 def test_a_workload_locked_by_another_running_incident_is_not_touched() -> None:
     api = FakeKube({}, {}, {"web": 2, "api": 2})
-    api.workloads["web"]["meta"] = {WORKLOAD_LOCK_ANNOTATION: targets.lock_value("other", "uid-other", T0)}
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0))
     api.incidents["other"] = holder_body(**RUNNING)
     ctx, status = two_targets(api)
     outcome = asyncio.run(running.run_step(ctx))
@@ -318,13 +317,13 @@ def test_a_workload_locked_by_another_running_incident_is_not_touched() -> None:
 def test_a_stale_lock_is_taken_over(holder: dict[str, Any] | None) -> None:
     api = FakeKube({}, {}, {"web": 2, "api": 2})
     stale = targets.lock_value("other", "uid-other", T0 - timedelta(minutes=5))
-    api.workloads["web"]["meta"] = {WORKLOAD_LOCK_ANNOTATION: stale}
+    api.set_lock("web", stale)
     if holder is not None:
         api.incidents["other"] = holder
     ctx, _ = two_targets(api)
     assert asyncio.run(running.run_step(ctx)).ok
     assert restarted(api) == ["web", "api"]
-    assert WORKLOAD_LOCK_ANNOTATION not in api.workloads["web"]["meta"]
+    assert api.lock("web") is None
 
 
 def test_a_fresh_claim_holds_before_the_holders_run_shows() -> None:
@@ -336,24 +335,21 @@ def test_a_fresh_claim_holds_before_the_holders_run_shows() -> None:
 def test_a_claim_lost_to_a_concurrent_writer_is_decided_again() -> None:
     api = FakeKube({}, {}, {"web": 2})
     api.incidents["other"] = holder_body(**RUNNING)
-    real = api.annotate_workload
+    real = api.write_lock
 
-    async def racing(kind: str, name: str, namespace: str, annotations: Any, rv: str) -> None:
-        if WORKLOAD_LOCK_ANNOTATION not in api.workloads[name]["meta"]:  # the other one wins the race
-            api.workloads[name]["meta"] = {
-                WORKLOAD_LOCK_ANNOTATION: targets.lock_value("other", "uid-other", T0)
-            }
-            api.workloads[name]["rv"] += 1
-        await real(kind, name, namespace, annotations, rv)
+    async def racing(namespace: str, lease: str, holder: str | None, version: str | None) -> None:
+        if api.lock("web") is None:  # the other one creates the Lease first
+            api.set_lock("web", targets.lock_value("other", "uid-other", T0))
+        await real(namespace, lease, holder, version)
 
-    api.annotate_workload = racing  # type: ignore[method-assign,assignment]
+    api.write_lock = racing  # type: ignore[method-assign,assignment]
     holder = asyncio.run(running.claim(api, NAMESPACE, WEB, f"{INCIDENT}/{UID}", T0))
     assert holder == "other"
 
 
 def test_a_diagnostic_step_takes_no_lock() -> None:
     api = FakeKube({}, {}, {"web": 2})
-    api.workloads["web"]["meta"] = {WORKLOAD_LOCK_ANNOTATION: targets.lock_value("other", "uid-other", T0)}
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0))
     api.incidents["other"] = holder_body(**RUNNING)
     playbook = PlaybookSpec.model_validate(
         {"steps": [{"name": "w", "waitReady": {"target": {"fromIncident": {}}}}], "allowedTargets": {}}
@@ -368,7 +364,7 @@ def test_a_diagnostic_step_takes_no_lock() -> None:
     )
     ctx = context(api, status, playbook, incident(targets=[WEB.model_dump()]))
     assert asyncio.run(running.run_step(dataclasses.replace(ctx))).ok
-    assert api.called("annotate_workload") == []
+    assert api.called("write_lock") == []
 
 
 def test_the_engine_reads_the_labels_a_selector_bound_needs_and_only_then() -> None:
@@ -430,4 +426,4 @@ def test_killed_at_any_write_each_target_of_a_generic_step_changes_once() -> Non
                     ("web", "Succeeded"),
                     ("api", "Succeeded"),
                 ], (n, when, step["name"])
-            assert all(WORKLOAD_LOCK_ANNOTATION not in w["meta"] for w in api.workloads.values())
+            assert api.locks == {}

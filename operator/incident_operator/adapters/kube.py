@@ -66,13 +66,6 @@ async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str |
 
 
 @dataclass(frozen=True)
-class WorkloadMeta:
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    resource_version: str
-
-
-@dataclass(frozen=True)
 class SecretView:
     """What the operator reads of a Secret a Playbook names: whether its owner shared it, and
     with which hosts (labels, annotations), and its decoded values."""
@@ -228,6 +221,7 @@ class Kube:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.custom = client.CustomObjectsApi(api)  # other groups' objects (metrics.k8s.io)
         self.objects = CustomObjects(api)
         self.networking = client.NetworkingV1Api(api)
@@ -278,18 +272,49 @@ class Kube:
     async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
         return await self.call(self._workload_api(kind, "patch"), name, namespace, body)
 
-    async def workload_meta(self, kind: str, name: str, namespace: str) -> WorkloadMeta:
-        """A workload's labels, annotations and resourceVersion (the lock and the bounds read them)."""
-        meta = (await self.read_workload(kind, name, namespace)).metadata
-        return WorkloadMeta(dict(meta.labels or {}), dict(meta.annotations or {}), meta.resource_version)
+    async def workload_labels(self, kind: str, name: str, namespace: str) -> dict[str, str]:
+        """A workload's own labels (what a selector bound of a Playbook reads)."""
+        return dict((await self.read_workload(kind, name, namespace)).metadata.labels or {})
 
-    async def annotate_workload(
-        self, kind: str, name: str, namespace: str, annotations: dict[str, str | None], resource_version: str
+    async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
+        """(holder, resourceVersion) of the workload lock Lease `lease`; (None, None) without one."""
+        try:
+            found = await self.call(
+                self.coordination.read_namespaced_lease, lease, namespace, _request_timeout=10
+            )
+        except ApiException as exc:
+            if not_found(exc):
+                return None, None
+            raise
+        holder = found.spec.holder_identity if found.spec else None
+        return holder or None, found.metadata.resource_version if found.metadata else None
+
+    async def write_lock(
+        self, namespace: str, lease: str, holder: str | None, resource_version: str | None
     ) -> None:
-        """Set (or, None, remove) annotations of a workload if it is still at `resource_version`:
-        a 409 otherwise (the API server checks the precondition)."""
-        body = {"metadata": {"annotations": annotations, "resourceVersion": resource_version}}
-        await self.patch_workload(kind, name, namespace, body)
+        """Create the lock Lease for `holder` (no resource_version), replace it, or (holder None)
+        delete it, each only if it is still at `resource_version`: 409 otherwise."""
+        if holder is None:
+            options = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=resource_version)
+            )
+            try:
+                await self.call(self.coordination.delete_namespaced_lease, lease, namespace, body=options)
+            except ApiException as exc:
+                if not not_found(exc):
+                    raise
+            return
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease, "namespace": namespace},
+            "spec": {"holderIdentity": holder},
+        }
+        if resource_version is None:
+            await self.call(self.coordination.create_namespaced_lease, namespace, body)
+            return
+        body["metadata"]["resourceVersion"] = resource_version
+        await self.call(self.coordination.replace_namespaced_lease, lease, namespace, body)
 
     async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}

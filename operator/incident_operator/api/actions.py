@@ -349,9 +349,14 @@ def _evidence_needs(p: CollectEvidenceAction, targets: Targets) -> set[Permissio
     )  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
 
 
+LOCK_RBAC = frozenset(
+    Permission(verb, "leases", "coordination.k8s.io") for verb in ("get", "create", "update", "delete")
+)
+"""A mutating step on a workload first takes its lock, a Lease in the namespace (`controllers.targets`)."""
+
+
 def _on_targets(target: StepTarget | None, *rights: tuple[str, str]) -> set[Permission]:
-    """`rights` (verb, subresource) on every kind the step may act on (none without a target).
-    A mutating step patches its workload too: the per-workload lock (`controllers.targets`)."""
+    """`rights` (verb, subresource) on every kind the step may act on (none without a target)."""
     if target is None:
         return set()
     return {on_workload(verb, kind, sub) for kind in target.kinds for verb, sub in rights}
@@ -369,8 +374,8 @@ ACTIONS: dict[str, Action] = {
     "scale": Action(
         ScaleAction,
         "Set a Deployment's or StatefulSet's replicas (or change them by a delta), within guardrails.",
-        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "scale"), ("patch", "")),
-        rbac=on_workloads("get") | on_workloads("patch", "scale") | on_workloads("patch"),
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "scale")) | LOCK_RBAC,
+        rbac=on_workloads("get") | on_workloads("patch", "scale") | LOCK_RBAC,
         plan=_scale_plan,
         mutating=True,
         target=True,
@@ -379,8 +384,8 @@ ACTIONS: dict[str, Action] = {
     "restart": Action(
         TargetAction,
         "Rolling restart of a Deployment or StatefulSet, as `kubectl rollout restart` does.",
-        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "")),
-        rbac=on_workloads("get") | on_workloads("patch"),
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "")) | LOCK_RBAC,
+        rbac=on_workloads("get") | on_workloads("patch") | LOCK_RBAC,
         plan=lambda p: f"rollout restart of {p.target.describe()}: its pods replaced gradually",
         mutating=True,
         target=True,
@@ -390,9 +395,11 @@ ACTIONS: dict[str, Action] = {
         "Delete a bounded number of pods (optionally only unready ones); their controller replaces them.",
         needs=lambda p, _: (
             {Permission("list", "pods"), Permission("delete", "pods")}
-            | _on_targets(p.target, ("get", ""), ("patch", ""))
+            | (_on_targets(p.target, ("get", "")) | LOCK_RBAC if p.target is not None else set())
         ),
-        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")}),
+        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")})
+        | on_workloads("get")
+        | LOCK_RBAC,
         plan=lambda p: f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_pods(p)}",
         mutating=True,
         target=True,
@@ -466,8 +473,9 @@ ACTIONS: dict[str, Action] = {
         needs=lambda p, _: (
             _on_targets(p.target, ("get", ""), ("patch", ""))
             | {Permission("list", history_resource(kind), "apps") for kind in p.target.kinds}
+            | LOCK_RBAC
         ),
-        rbac=on_workloads("get") | on_workloads("patch") | HISTORIES,
+        rbac=on_workloads("get") | on_workloads("patch") | HISTORIES | LOCK_RBAC,
         plan=lambda p: (
             f"roll {p.target.describe()} back to "
             + (f"revision {p.toRevision}" if p.toRevision else "the previous version")

@@ -31,10 +31,11 @@ LABEL_INCIDENT = f"{API_GROUP}/incident"
 """The incident an owned object belongs to."""
 
 # Workloads a mutating step acts on
-WORKLOAD_LOCK_ANNOTATION = f"{API_GROUP}/locked-by"
-"""`<incident>/<uid>/<claimed at>` on a Deployment or StatefulSet: the incident running a mutating
-step on it (claimed and released with resourceVersion-checked writes; a holder that is gone,
-resolved, closed or past its run holds nothing)."""
+LOCK_LEASE_PREFIX = "incident-operator-lock-"
+"""Lease `incident-operator-lock-<kind>-<name>` in a workload's namespace, holder
+`<incident>/<uid>/<claimed at>`: the incident running a mutating step on the workload (claimed and
+released with resourceVersion-checked writes; a holder that is gone, resolved, closed or past its
+run holds nothing). A Lease, not an annotation: a Deployment's annotations count in its generation."""
 
 # Drills
 REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
@@ -85,9 +86,9 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         "The incident a Job, evidence ConfigMap or NetworkPolicy belongs to.",
     ),
     (
-        WORKLOAD_LOCK_ANNOTATION,
-        "Deployment/StatefulSet annotation",
-        "`<incident>/<uid>/<time>`: the incident running a mutating step on it (the per-workload lock).",
+        f"{LOCK_LEASE_PREFIX}<kind>-<name>",
+        "Lease name (workload's namespace)",
+        "Holder `<incident>/<uid>/<time>`: the incident running a mutating step on the workload.",
     ),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (

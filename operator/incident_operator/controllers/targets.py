@@ -6,9 +6,9 @@ status (`StepStatus.targets`, `core.targets`). Each target has its own state, pe
 is done, so a crash or a retry never acts on a done target again; the action's own decisions
 (replicas, revision) are kept per target the same way.
 
-A mutating step takes the workload's lock first: the annotation `WORKLOAD_LOCK_ANNOTATION`
-(`<incident>/<uid>/<claimed at>`), claimed and released with resourceVersion-checked writes, as
-the cooldown claim is. An incident that finds another holding it does not act: the step is
+A mutating step takes the workload's lock first: a Lease in its namespace (`core.targets.lock_lease`,
+holder `<incident>/<uid>/<claimed at>`), claimed and released with resourceVersion-checked writes,
+as the cooldown claim is. An incident that finds another holding it does not act: the step is
 Blocked with reason TargetBusy naming the holder, and tried again shortly. A lock whose holder is
 gone, resolved, closed or past its run (`core.targets.holds_lock`) is taken over, so a deleted
 incident never wedges a workload. Holds no state between calls.
@@ -23,7 +23,6 @@ from typing import Any
 
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, not_found
 from incident_operator.api.base import WorkloadRef
-from incident_operator.api.keys import WORKLOAD_LOCK_ANNOTATION
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.api.targets import TargetStatus
@@ -40,25 +39,17 @@ _CARRIED = ("replicasBefore", "replicasAfter", "revision", "revisionFrom", "revi
 
 async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: str, now: datetime) -> str | None:
     """Take the lock on `ref` for `me` (`<incident>/<uid>`): None when it is ours, else the
-    incident holding it. A missing workload has no lock (the action reports it missing)."""
+    incident holding it."""
+    lease = targets.lock_lease(ref)
     for _ in range(LOCK_ATTEMPTS):
-        try:
-            meta = await kube.workload_meta(str(ref.kind), ref.name, namespace)
-        except ApiException as exc:
-            if not_found(exc):
-                return None
-            raise
-        holder = meta.annotations.get(WORKLOAD_LOCK_ANNOTATION)
+        holder, version = await kube.read_lock(namespace, lease)
         if holder is not None and _mine(holder, me):
             return None
         if holder and await _still_held(kube, namespace, holder, now):
             return targets.lock_holder(holder)[0]
         name, _, uid = me.partition("/")
-        value = targets.lock_value(name, uid, now)
         try:
-            await kube.annotate_workload(
-                str(ref.kind), ref.name, namespace, {WORKLOAD_LOCK_ANNOTATION: value}, meta.resource_version
-            )
+            await kube.write_lock(namespace, lease, targets.lock_value(name, uid, now), version)
             return None
         except ApiException as exc:
             if exc.status != 409:
@@ -68,20 +59,13 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: str, now: date
 
 async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: str) -> None:
     """Give the lock on `ref` back, if `me` holds it."""
+    lease = targets.lock_lease(ref)
     for _ in range(LOCK_ATTEMPTS):
-        try:
-            meta = await kube.workload_meta(str(ref.kind), ref.name, namespace)
-        except ApiException as exc:
-            if not_found(exc):
-                return
-            raise
-        holder = meta.annotations.get(WORKLOAD_LOCK_ANNOTATION)
+        holder, version = await kube.read_lock(namespace, lease)
         if holder is None or not _mine(holder, me):
             return
         try:
-            await kube.annotate_workload(
-                str(ref.kind), ref.name, namespace, {WORKLOAD_LOCK_ANNOTATION: None}, meta.resource_version
-            )
+            await kube.write_lock(namespace, lease, None, version)
             return
         except ApiException as exc:
             if exc.status != 409:
@@ -207,7 +191,7 @@ async def workload_labels(
     found: dict[str, dict[str, str] | None] = {}
     for ref in spec.targets or []:
         try:
-            found[targets.key(ref)] = (await kube.workload_meta(str(ref.kind), ref.name, namespace)).labels
+            found[targets.key(ref)] = await kube.workload_labels(str(ref.kind), ref.name, namespace)
         except ApiException as exc:
             logger.info("%s: labels of %s/%s not read: %s", namespace, ref.kind, ref.name, api_reason(exc))
             found[targets.key(ref)] = None

@@ -11,12 +11,14 @@ none of them (a person looks at the incident first); no target at all, and it wa
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from incident_operator.api.base import WorkloadRef
+from incident_operator.api.keys import LOCK_LEASE_PREFIX
 from incident_operator.api.models import PlaybookSpec, Step, StepState
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import AllowedTargets, StepTarget
@@ -113,6 +115,14 @@ LOCK_GRACE = timedelta(seconds=60)
 """A lock is held this long after its claim even if the holder's status does not show its run yet
 (a step's start may be written with its first decision, after the claim)."""
 _FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
+
+
+def lock_lease(ref: WorkloadRef) -> str:
+    """The name of the Lease that locks `ref` (a DNS subdomain of at most 253 characters)."""
+    name = f"{LOCK_LEASE_PREFIX}{str(ref.kind).lower()}-{ref.name}"
+    if len(name) <= 253:
+        return name
+    return f"{name[:236]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
 
 
 def lock_value(incident: str, uid: str, now: datetime) -> str:
