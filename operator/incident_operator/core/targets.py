@@ -126,12 +126,12 @@ def lock_lease(ref: WorkloadRef) -> str:
 
 
 def lock_value(incident: str, uid: str, now: datetime) -> str:
-    """The lock annotation's value: who holds it and since when."""
+    """The lock Lease's holder: who holds it and since when."""
     return f"{incident}/{uid}/{format_time(now)}"
 
 
 def lock_holder(value: str) -> tuple[str, str, datetime | None]:
-    """(incident, uid, claimed at) of a lock annotation's value."""
+    """(incident, uid, claimed at) of a lock Lease's holder."""
     name, _, rest = value.partition("/")
     uid, _, since = rest.partition("/")
     try:
