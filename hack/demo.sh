@@ -136,6 +136,8 @@ say "GitOps: the platform team's playbook (kubectl apply -f manifests/samples/pl
 "$KUBECTL" -n demo label --overwrite secret incident-webhook incident-operator.dev/shared-with-playbooks=true >/dev/null
 "$KUBECTL" -n demo annotate --overwrite secret incident-webhook incident-operator.dev/allowed-hosts=127.0.0.1 >/dev/null
 "$KUBECTL" -n demo apply -f manifests/samples/playbook-service-outage.yaml
+# The sample acts on whatever Deployment an incident names, among those that opted in
+"$KUBECTL" -n demo label --overwrite deployment web incident-operator.dev/remediate=true >/dev/null
 "$KUBECTL" -n demo get playbooks
 
 say "On call: open the incident (kubectl apply -f manifests/samples/incident-service-outage.yaml)"

@@ -114,6 +114,27 @@ REJECTED = [
     ),
     Rejected("no-action", "playbooks", playbook(step("a")), "exactly one action"),
     Rejected(
+        "from-incident-unbounded",
+        "playbooks",
+        playbook(step("a", restart={"target": {"fromIncident": {}}})),
+        "needs spec.allowedTargets",
+    ),
+    Rejected(
+        "from-incident-and-a-name",
+        "playbooks",
+        playbook(
+            step("a", restart={"target": {"fromIncident": {}, "name": "web"}}),
+            allowedTargets={"kinds": ["Deployment"]},
+        ),
+        "give kind and name, or fromIncident alone",
+    ),
+    Rejected(
+        "pods-by-selector-and-target",
+        "playbooks",
+        playbook(step("a", deletePods={"selector": {"app": "web"}, "target": TARGET})),
+        "give exactly one of selector, target",
+    ),
+    Rejected(
         "step-name-uppercase", "playbooks", playbook(step("Bad_Name", restart={"target": TARGET})), "name"
     ),
     Rejected(

@@ -58,6 +58,11 @@ def test_service_outage_restarts_smoke_tests_rolls_back_and_tells_the_team(
 ) -> None:
     s.deployment("web", 2)
     deploy_version(s, "web", 2)  # the bad deploy
+    s.deployment("api", 1)  # a bystander the generic playbook must not touch
+    for name in ("web", "api"):  # both opted in (allowedTargets): the incident names web
+        s.apps.patch_namespaced_deployment(
+            name, s.namespace, {"metadata": {"labels": {"incident-operator.dev/remediate": "true"}}}
+        )
     upload, team = f"/upload-{s.namespace}", f"/team-{s.namespace}"
     receivers.set_status(upload, 500)
     s.secret("incident-webhook", {"url": receivers.url(team)}, shared_for="127.0.0.1")
@@ -70,7 +75,7 @@ def test_service_outage_restarts_smoke_tests_rolls_back_and_tells_the_team(
     s.patch_incident(incident, {"commander": "alice"})
     plan = kubectl(s, "plan", incident, "-n", s.namespace).stdout
     assert f"4. smoke-test: POST {receivers.url(upload)} until it answers 200 containing 'stored'" in plan
-    assert "5. roll-back: roll Deployment/web back to the previous version (its pod template)" in plan
+    assert "5. roll-back: roll the incident's Deployment targets back to the previous version" in plan
     assert "(only if smoke-test failed)" in plan
 
     s.wait_step(incident, "roll-back", "Succeeded")
@@ -79,18 +84,20 @@ def test_service_outage_restarts_smoke_tests_rolls_back_and_tells_the_team(
     s.wait_phase(incident, "Resolved")
     assert states(s, incident) == {
         "collect-evidence": "Succeeded",
-        "restart-web": "Succeeded",
-        "wait-web": "Succeeded",
+        "restart": "Succeeded",
+        "wait-restarted": "Succeeded",
         "smoke-test": "Failed",
         "roll-back": "Succeeded",
         "wait-rolled-back": "Succeeded",
         "tell-the-team": "Succeeded",
     }
-    rolled = s.steps(incident)["roll-back"]
-    assert (rolled["revisionFrom"], rolled["revision"]) == (3, 1)  # 3 is the restart of the bad deploy
+    [rolled] = s.steps(incident)["roll-back"]["targets"]  # the incident's Deployment, and it alone
+    assert (rolled["name"], rolled["revisionFrom"], rolled["revision"]) == ("web", 3, 1)  # 3: the restart
     assert image_of(s, "web") == "registry.example/web:1"
+    api = s.apps.read_namespaced_deployment("api", s.namespace)
+    assert api.metadata.generation == 1  # untouched
     [told] = receivers.received_at(team)
-    assert "restarted web; smoke test done" in told["body"]["message"]
+    assert "restarted; smoke test done" in told["body"]["message"]
     evidence = s.core.read_namespaced_config_map(s.status(incident)["evidenceRef"], s.namespace).data
     assert "deploy web v2" in evidence["rollout-history.yaml"]
 

@@ -2,7 +2,8 @@
 
 It implements exactly the `Kube` methods the loop and the actions of the test playbooks call
 (the Incident's status, its post-mortem ConfigMap, the Playbook's status with resourceVersion
-checks, and Deployments: read, scale, patch, readiness), plus `post_event`. Every call is
+checks, and Deployments: read, scale, patch, readiness, and their lock Leases with resourceVersion
+checks), plus `post_event`. Every call is
 appended to `calls` in order, and every change of a Deployment is kept in `effects` with the
 Incident status the API held at that moment, so a test can tell what was persisted before what
 acted. `drop_at` / `fail` make a chosen status write kill the loop or fail with an API error.
@@ -67,8 +68,14 @@ class FakeKube:
             "status": {},
         }
         self.workloads: dict[str, dict[str, Any]] = {
-            name: {"replicas": n, "annotations": {}, "ready": n} for name, n in replicas.items()
+            name: {"replicas": n, "annotations": {}, "ready": n, "meta": {}, "labels": {}, "rv": 1}
+            for name, n in replicas.items()
         }
+        self.locks: dict[str, tuple[str, str]] = {}
+        """Lock Leases by name: (holder, resourceVersion)."""
+        self.lock_versions = 0
+        self.incidents: dict[str, dict[str, Any]] = {}
+        """Other incidents by name (the holder of a workload lock is looked up here)."""
         self.configmaps: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[Any, ...]] = []
         self.effects: list[Effect] = []
@@ -150,6 +157,49 @@ class FakeKube:
                 Effect("restart", name, dict(annotations), copy.deepcopy(self.incident["status"]))
             )
         return None
+
+    async def workload_labels(self, kind: str, name: str, namespace: str) -> dict[str, str]:
+        self.calls.append(("workload_labels", name))
+        if name not in self.workloads:
+            raise ApiException(status=404, reason="Not Found")
+        return dict(self.workloads[name]["labels"])
+
+    async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
+        self.calls.append(("read_lock", lease))
+        holder, version = self.locks.get(lease, (None, None))
+        return holder, version
+
+    async def write_lock(
+        self, namespace: str, lease: str, holder: str | None, resource_version: str | None
+    ) -> None:
+        """The lock Lease: created, replaced or deleted, with the resourceVersion precondition."""
+        self.calls.append(("write_lock", lease, holder))
+        current = self.locks.get(lease)
+        if resource_version is None and current is not None:
+            raise ApiException(status=409, reason="AlreadyExists")
+        if resource_version is not None and (current is None or current[1] != resource_version):
+            raise ApiException(status=409, reason="Conflict")
+        if holder is None:
+            self.locks.pop(lease, None)
+            return
+        self.lock_versions += 1
+        self.locks[lease] = (holder, str(self.lock_versions))
+
+    def lock(self, workload: str) -> str | None:
+        """The holder of the lock of Deployment `workload`, if any."""
+        return self.locks.get(f"incident-operator-lock-deployment-{workload}", (None, None))[0]
+
+    def set_lock(self, workload: str, holder: str) -> None:
+        self.lock_versions += 1
+        self.locks[f"incident-operator-lock-deployment-{workload}"] = (holder, str(self.lock_versions))
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        self.calls.append(("get_object", plural, name))
+        if plural == "incidents" and name == INCIDENT:
+            return copy.deepcopy(self.incident)
+        if plural == "incidents" and name in self.incidents:
+            return copy.deepcopy(self.incidents[name])
+        raise ApiException(status=404, reason="Not Found")
 
     async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:
         self.calls.append(("readiness", name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from incident_operator.api.actions import OPT_IN
+from incident_operator.api.actions import LOCK_RBAC, OPT_IN
 from incident_operator.api.models import IncidentSpec, PlaybookSpec
 from incident_operator.api.rbac import Permission
 from incident_operator.core.access import forbidden_message, required
@@ -35,6 +35,7 @@ def test_each_action_asks_for_exactly_what_it_uses() -> None:
         Permission("patch", "deployments", "apps"),
         Permission("get", "statefulsets", "apps"),
         Permission("patch", "statefulsets", "apps", "scale"),
+        *LOCK_RBAC,  # the per-workload lock (a Lease) of scale and restart
         Permission("list", "pods"),
         Permission("delete", "pods"),
         Permission("create", "configmaps"),
@@ -68,6 +69,7 @@ def test_rollback_job_and_checks_with_headers_ask_for_what_they_use() -> None:
         OPT_IN,
         Permission("get", "deployments", "apps"),  # the target's health, after the steps
         Permission("list", "replicasets", "apps"),  # the target's rollout history (evidence)
+        *LOCK_RBAC,  # the rollback's lock on its workload
         Permission("get", "statefulsets", "apps"),
         Permission("patch", "statefulsets", "apps"),
         Permission("list", "controllerrevisions", "apps"),

@@ -17,6 +17,7 @@ from incident_operator.api.actions import (
     CANCELLABLE_ACTIONS,
     HEALTH_RBAC,
     JOBS_RBAC,
+    LOCK_RBAC,
     MUTATING_ACTIONS,
     OPT_IN,
     REMEDIATOR_RBAC,
@@ -156,6 +157,7 @@ def test_access_reviews_ask_for_what_the_steps_need_and_the_health_check_reads()
             Permission("get", "deployments", "apps"),  # the health check reads the incident's target
             Permission("get", "statefulsets", "apps"),
             Permission("patch", "statefulsets", "apps", "scale"),
+            *LOCK_RBAC,  # the per-workload lock (a Lease)
             Permission("create", "networkpolicies", "networking.k8s.io"),
         }
     )

@@ -222,6 +222,7 @@ class Kube:
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.custom = client.CustomObjectsApi(api)  # other groups' objects (metrics.k8s.io)
         self.objects = CustomObjects(api)
         self.networking = client.NetworkingV1Api(api)
@@ -271,6 +272,50 @@ class Kube:
 
     async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
         return await self.call(self._workload_api(kind, "patch"), name, namespace, body)
+
+    async def workload_labels(self, kind: str, name: str, namespace: str) -> dict[str, str]:
+        """A workload's own labels (what a selector bound of a Playbook reads)."""
+        return dict((await self.read_workload(kind, name, namespace)).metadata.labels or {})
+
+    async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
+        """(holder, resourceVersion) of the workload lock Lease `lease`; (None, None) without one."""
+        try:
+            found = await self.call(
+                self.coordination.read_namespaced_lease, lease, namespace, _request_timeout=10
+            )
+        except ApiException as exc:
+            if not_found(exc):
+                return None, None
+            raise
+        holder = found.spec.holder_identity if found.spec else None
+        return holder or None, found.metadata.resource_version if found.metadata else None
+
+    async def write_lock(
+        self, namespace: str, lease: str, holder: str | None, resource_version: str | None
+    ) -> None:
+        """Create the lock Lease for `holder` (no resource_version), replace it, or (holder None)
+        delete it, each only if it is still at `resource_version`: 409 otherwise."""
+        if holder is None:
+            options = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(resource_version=resource_version)
+            )
+            try:
+                await self.call(self.coordination.delete_namespaced_lease, lease, namespace, body=options)
+            except ApiException as exc:
+                if not not_found(exc):
+                    raise
+            return
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease, "namespace": namespace},
+            "spec": {"holderIdentity": holder},
+        }
+        if resource_version is None:
+            await self.call(self.coordination.create_namespaced_lease, namespace, body)
+            return
+        body["metadata"]["resourceVersion"] = resource_version
+        await self.call(self.coordination.replace_namespaced_lease, lease, namespace, body)
 
     async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
         body = {"spec": {"replicas": replicas}}
@@ -473,6 +518,45 @@ class Kube:
             int(port.port) for piece in slices.items or [] for port in piece.ports or [] if port.port
         )
         return ServiceFacts(kind, cluster_ips, endpoints, tuple(sorted(set(slice_ports))))
+
+    async def owners(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, bool]] | None:
+        """The owner references (kind, name, controller) of pod or ReplicaSet `name`, or None if
+        there is none such. Listed by name (the remediator's role lists, it does not get, them)."""
+        method: Callable[..., Any] = (
+            self.core.list_namespaced_pod if kind == "Pod" else self.apps.list_namespaced_replica_set
+        )
+        listed = await self.call(
+            method, namespace, field_selector=f"metadata.name={name}", _request_timeout=10
+        )
+        items = listed.items or []
+        if not items:
+            return None
+        refs = items[0].metadata.owner_references or []
+        return [(str(r.kind), str(r.name), bool(r.controller)) for r in refs]
+
+    async def service_selector(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Service `name`'s pod selector (None: no such Service, or none)."""
+        try:
+            service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
+        except ApiException as exc:
+            if not_found(exc):
+                return None
+            raise
+        return dict(service.spec.selector or {}) if service.spec else None
+
+    async def workload_templates(self, namespace: str) -> list[tuple[str, str, dict[str, str]]]:
+        """Every Deployment and StatefulSet of `namespace` with its pod template's labels."""
+        found = []
+        lists: tuple[tuple[str, Callable[..., Any]], ...] = (
+            ("Deployment", self.apps.list_namespaced_deployment),
+            ("StatefulSet", self.apps.list_namespaced_stateful_set),
+        )
+        for kind, method in lists:
+            listed = await self.call(method, namespace, _request_timeout=10)
+            for item in listed.items or []:
+                meta = item.spec.template.metadata if item.spec and item.spec.template else None
+                found.append((kind, str(item.metadata.name), dict((meta.labels if meta else None) or {})))
+        return found
 
     async def pods(self, namespace: str, selector: dict[str, str]) -> list[client.V1Pod]:
         return await self.pods_labelled(namespace, ",".join(f"{k}={v}" for k, v in sorted(selector.items())))

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue, model_validator
 
 from incident_operator.api.base import ApiModel, DnsName, WorkloadRef
 from incident_operator.api.keys import API_GROUP
 from incident_operator.api.rbac import HISTORIES, Permission, history_resource, on_workload, on_workloads
+from incident_operator.api.targets import StepTarget
 
 
 class SecretKeyRef(ApiModel):
@@ -43,7 +44,7 @@ class ScaleAction(ApiModel):
         }
     )
 
-    target: WorkloadRef
+    target: StepTarget
     replicas: int | None = Field(default=None, ge=0, le=10000, description="Absolute replica count.")
     delta: int | None = Field(
         default=None, ge=-10000, le=10000, description="Change of the current replica count."
@@ -52,13 +53,38 @@ class ScaleAction(ApiModel):
 
 
 class TargetAction(ApiModel):
-    target: WorkloadRef
+    target: StepTarget
 
 
-class DeletePodsAction(ApiModel):
+_SELECTOR_OR_TARGET: dict[str, JsonValue] = {
+    "x-kubernetes-validations": [
+        {"rule": "has(self.selector) != has(self.target)", "message": "give exactly one of selector, target"}
+    ]
+}
+
+
+class PodsOf(ApiModel):
+    """Pods by a label selector, or the pods of a workload (`target`, e.g. the incident's own)."""
+
+    selector: dict[str, str] | None = Field(
+        default=None, min_length=1, description="Label selector (matchLabels) of the pods."
+    )
+    target: StepTarget | None = Field(
+        default=None, description="The pods of this workload (its own selector), or of the incident's."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> PodsOf:
+        if (self.selector is None) == (self.target is None):
+            raise ValueError("give exactly one of selector, target")
+        return self
+
+
+class DeletePodsAction(PodsOf):
     """Delete individual pods (their controller replaces them), bounded."""
 
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+    model_config = ConfigDict(json_schema_extra=_SELECTOR_OR_TARGET)
+
     max: int = Field(default=1, ge=1, le=1000, description="Delete at most this many pods.")
     onlyUnready: bool = Field(default=False, description="Delete only pods that are not Ready.")
 
@@ -169,8 +195,11 @@ class NotifyAction(ApiModel):
     message: str = Field(min_length=1, description="Template, e.g. '{severity} {title}: {phase}'.")
 
 
-class CollectEvidenceAction(ApiModel):
-    selector: dict[str, str] = Field(min_length=1, description="Label selector (matchLabels) of the pods.")
+class CollectEvidenceAction(PodsOf):
+    """Pods, logs, events, rollout history and resource usage into a ConfigMap (one per target)."""
+
+    model_config = ConfigDict(json_schema_extra=_SELECTOR_OR_TARGET)
+
     logLines: int = Field(default=100, ge=0, le=10000)
     events: bool = True
     rolloutHistory: bool = Field(
@@ -191,7 +220,7 @@ class IsolateAction(ApiModel):
 class RollbackAction(ApiModel):
     """Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does."""
 
-    target: WorkloadRef
+    target: StepTarget
     toRevision: int | None = Field(
         default=None, ge=1, description="The revision to go back to (default: the one before the current)."
     )
@@ -287,7 +316,7 @@ def _secret_ref(ref: SecretRef | SecretKeyRef | None) -> set[Permission]:
 def _scale_plan(p: ScaleAction) -> str:
     change = f"to {p.replicas}" if p.replicas is not None else f"by {p.delta:+d}"
     cap = f", at most {p.max}" if p.max is not None else ""
-    return f"scale {p.target.kind}/{p.target.name} {change}{cap}"
+    return f"scale {p.target.describe()} {change}{cap}"
 
 
 def _job_plan(p: JobAction) -> str:
@@ -322,8 +351,28 @@ def _evidence_needs(p: CollectEvidenceAction, targets: Targets) -> set[Permissio
     if p.events:
         needs.add(Permission("list", "events"))
     if p.rolloutHistory:
-        needs |= {Permission("list", history_resource(ref.kind), "apps") for ref in targets}
-    return needs  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
+        kinds = p.target.kinds if p.target is not None else [ref.kind for ref in targets]
+        needs |= {Permission("list", history_resource(kind), "apps") for kind in kinds}
+    return needs | _on_targets(
+        p.target, ("get", "")
+    )  # resourceUsage is best effort: without metrics.k8s.io it is noted, not needed
+
+
+LOCK_RBAC = frozenset(
+    Permission(verb, "leases", "coordination.k8s.io") for verb in ("get", "create", "update", "delete")
+)
+"""A mutating step on a workload first takes its lock, a Lease in the namespace (`controllers.targets`)."""
+
+
+def _on_targets(target: StepTarget | None, *rights: tuple[str, str]) -> set[Permission]:
+    """`rights` (verb, subresource) on every kind the step may act on (none without a target)."""
+    if target is None:
+        return set()
+    return {on_workload(verb, kind, sub) for kind in target.kinds for verb, sub in rights}
+
+
+def _pods(p: PodsOf) -> str:
+    return p.target.describe() if p.target is not None else _selector(p.selector or {})
 
 
 def _selector(selector: dict[str, str]) -> str:
@@ -334,8 +383,8 @@ ACTIONS: dict[str, Action] = {
     "scale": Action(
         ScaleAction,
         "Set a Deployment's or StatefulSet's replicas (or change them by a delta), within guardrails.",
-        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind, "scale")},
-        rbac=on_workloads("get") | on_workloads("patch", "scale"),
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "scale")) | LOCK_RBAC,
+        rbac=on_workloads("get") | on_workloads("patch", "scale") | LOCK_RBAC,
         plan=_scale_plan,
         mutating=True,
         target=True,
@@ -344,29 +393,33 @@ ACTIONS: dict[str, Action] = {
     "restart": Action(
         TargetAction,
         "Rolling restart of a Deployment or StatefulSet, as `kubectl rollout restart` does.",
-        needs=lambda p, _: {on_workload("get", p.target.kind), on_workload("patch", p.target.kind)},
-        rbac=on_workloads("get") | on_workloads("patch"),
-        plan=lambda p: f"rollout restart of {p.target.kind}/{p.target.name}: its pods replaced gradually",
+        needs=lambda p, _: _on_targets(p.target, ("get", ""), ("patch", "")) | LOCK_RBAC,
+        rbac=on_workloads("get") | on_workloads("patch") | LOCK_RBAC,
+        plan=lambda p: f"rollout restart of {p.target.describe()}: its pods replaced gradually",
         mutating=True,
         target=True,
     ),
     "deletePods": Action(
         DeletePodsAction,
         "Delete a bounded number of pods (optionally only unready ones); their controller replaces them.",
-        needs=lambda p, _: {Permission("list", "pods"), Permission("delete", "pods")},
-        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")}),
-        plan=lambda p: (
-            f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_selector(p.selector)}"
+        needs=lambda p, _: (
+            {Permission("list", "pods"), Permission("delete", "pods")}
+            | (_on_targets(p.target, ("get", "")) | LOCK_RBAC if p.target is not None else set())
         ),
+        rbac=frozenset({Permission("list", "pods"), Permission("delete", "pods")})
+        | on_workloads("get")
+        | LOCK_RBAC,
+        plan=lambda p: f"delete at most {p.max} {'unready ' if p.onlyUnready else ''}pods of {_pods(p)}",
         mutating=True,
+        target=True,
         start_unwritten=True,
     ),
     "waitReady": Action(
         TargetAction,
         "Wait until a workload is rolled out and available.",
-        needs=lambda p, _: {on_workload("get", p.target.kind)},
+        needs=lambda p, _: _on_targets(p.target, ("get", "")),
         rbac=on_workloads("get"),
-        plan=lambda p: f"wait until {p.target.kind}/{p.target.name} is rolled out and available",
+        plan=lambda p: f"wait until {p.target.describe()} is rolled out and available",
         mutating=False,
         cancellable=True,
         target=True,
@@ -411,8 +464,9 @@ ACTIONS: dict[str, Action] = {
             }
         )
         | HISTORIES,
-        plan=lambda p: f"logs and events of pods {p.selector} into a ConfigMap (changes nothing)",
+        plan=lambda p: f"logs and events of pods of {_pods(p)} into a ConfigMap (changes nothing)",
         mutating=False,
+        target=True,
     ),
     "isolate": Action(
         IsolateAction,
@@ -425,14 +479,14 @@ ACTIONS: dict[str, Action] = {
     "rollback": Action(
         RollbackAction,
         "Put a workload back on an earlier revision's pod template, as `kubectl rollout undo` does.",
-        needs=lambda p, _: {
-            on_workload("get", p.target.kind),
-            on_workload("patch", p.target.kind),
-            Permission("list", history_resource(p.target.kind), "apps"),
-        },
-        rbac=on_workloads("get") | on_workloads("patch") | HISTORIES,
+        needs=lambda p, _: (
+            _on_targets(p.target, ("get", ""), ("patch", ""))
+            | {Permission("list", history_resource(kind), "apps") for kind in p.target.kinds}
+            | LOCK_RBAC
+        ),
+        rbac=on_workloads("get") | on_workloads("patch") | HISTORIES | LOCK_RBAC,
         plan=lambda p: (
-            f"roll {p.target.kind}/{p.target.name} back to "
+            f"roll {p.target.describe()} back to "
             + (f"revision {p.toRevision}" if p.toRevision else "the previous version")
             + " (its pod template)"
         ),
@@ -491,8 +545,16 @@ SERVICE_RBAC = frozenset(
     }
 )
 """Beyond the actions: a request of a Playbook to one of its namespace's Services (`NAME.NS.svc`)
-reads that Service and, if headless, its EndpointSlices and the namespace's host-network pods
-(the per-namespace egress policy)."""
+reads that Service and, if headless, its EndpointSlices and the pods it selects (the per-namespace
+egress policy: never a host-network pod)."""
+INTAKE_RBAC = on_workloads("list") | {
+    Permission("list", "pods"),
+    Permission("list", "replicasets", "apps"),
+    Permission("get", "services"),
+}
+"""Beyond the actions: alert intake resolves an alert's `pod` label to its Deployment (through its
+ReplicaSet) or StatefulSet, and a `service` label to the workloads its selector matches, with the
+namespace's remediator rights (a namespace that has not opted in gets the alert's other targets)."""
 OPT_IN = Permission("remediate", "incidents", API_GROUP)
 """The namespace opted in: a custom verb only the remediator role grants, asked for before every
 run, whatever its steps need, so that a playbook of requests alone (`httpCheck`, `promQuery`,
@@ -504,6 +566,7 @@ REMEDIATOR_RBAC = (
     | POSTMORTEM_RBAC
     | DRILL_RBAC
     | SERVICE_RBAC
+    | INTAKE_RBAC
 )
 """Exactly what the `incident-operator-remediator` ClusterRole grants (a unit test compares): every
 action's, but a Job's own (`JOBS_RBAC`, the `incident-operator-jobs` ClusterRole)."""

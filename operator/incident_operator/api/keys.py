@@ -30,6 +30,13 @@ SECRET_HOSTS_ANNOTATION = f"{API_GROUP}/allowed-hosts"
 LABEL_INCIDENT = f"{API_GROUP}/incident"
 """The incident an owned object belongs to."""
 
+# Workloads a mutating step acts on
+LOCK_LEASE_PREFIX = "incident-operator-lock-"
+"""Lease `incident-operator-lock-<kind>-<name>` in a workload's namespace, holder
+`<incident>/<uid>/<claimed at>`: the incident running a mutating step on the workload (claimed and
+released with resourceVersion-checked writes; a holder that is gone, resolved, closed or past its
+run holds nothing). A Lease, not an annotation: a Deployment's annotations count in its generation."""
+
 # Drills
 REQUEST_ANNOTATION = f"{API_GROUP}/run-requested"
 """`<RFC 3339 time>` or `<time> by <user>`: a run asked for by a person (the plugin writes it)."""
@@ -77,6 +84,11 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         LABEL_INCIDENT,
         "label on owned objects",
         "The incident a Job, evidence ConfigMap or NetworkPolicy belongs to.",
+    ),
+    (
+        f"{LOCK_LEASE_PREFIX}<kind>-<name>",
+        "Lease name (workload's namespace)",
+        "Holder `<incident>/<uid>/<time>`: the incident running a mutating step on the workload.",
     ),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (

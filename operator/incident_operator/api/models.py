@@ -11,11 +11,12 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from incident_operator.api.actions import (
     ACTION_KEYS,
     ACTIONS,
+    TARGET_ACTIONS,
     CollectEvidenceAction,
     DeletePodsAction,
     HttpCheckAction,
@@ -28,6 +29,7 @@ from incident_operator.api.actions import (
     TargetAction,
 )
 from incident_operator.api.base import ApiModel, DnsName, StepName, WorkloadRef
+from incident_operator.api.targets import AllowedTargets, StepTarget, TargetStatus
 
 
 class Severity(StrEnum):
@@ -254,6 +256,12 @@ class StepStatus(ApiModel):
         default=None, description="rollback: the ReplicaSet or ControllerRevision gone back to."
     )
     job: str | None = Field(default=None, description="job: the Job of this attempt.")
+    targets: list[TargetStatus] | None = Field(
+        default=None,
+        max_length=64,
+        description="A step on the incident's own targets: each resolved target with its own "
+        "exactly-once state (a target done is never acted on again).",
+    )
 
 
 class PinnedPlaybook(ApiModel):
@@ -273,6 +281,11 @@ class PinnedPlaybook(ApiModel):
     cooldownSeconds: int | None = None
     onAlertResolved: Literal["SkipMutatingSteps", "Continue"] | None = Field(
         default=None, description="Set only when not the default (SkipMutatingSteps)."
+    )
+    allowedTargets: dict[str, Any] | None = Field(
+        default=None,
+        description="The bounds of the steps on the incident's own targets, as the run started.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
 
@@ -538,6 +551,17 @@ class Step(ApiModel):
         return getattr(self, self.action)
 
     @property
+    def target(self) -> StepTarget | None:
+        """The workload target of a step that acts on one (scale, restart, waitReady, rollback)."""
+        return self.params.target if self.action in TARGET_ACTIONS else None
+
+    @property
+    def from_incident(self) -> bool:
+        """It acts on the incident's own targets (`target.fromIncident`)."""
+        target = self.target
+        return target is not None and target.fromIncident is not None
+
+    @property
     def mutates(self) -> bool:
         """It changes the cluster, or may (every Job): what safety counts (opt-in, approvals, the
         alert-resolved rule, the breaker)."""
@@ -573,8 +597,26 @@ class Guardrails(ApiModel):
     )
 
 
+_FROM_INCIDENT_STEP = " || ".join(
+    f"(has(s.{key}) && has(s.{key}.target) && has(s.{key}.target.fromIncident))"
+    for key in sorted(TARGET_ACTIONS)
+)
+BOUNDS_NEEDED = "a step with target.fromIncident needs spec.allowedTargets (the bounds it acts within)"
+
+
 class PlaybookSpec(ApiModel):
     """How to respond to matching incidents: ordered steps, each one action, within guardrails."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"has(self.allowedTargets) || !self.steps.exists(s, {_FROM_INCIDENT_STEP})",
+                    "message": BOUNDS_NEEDED,
+                }
+            ]
+        }
+    )
 
     description: str | None = None
     priority: int = Field(
@@ -600,6 +642,18 @@ class PlaybookSpec(ApiModel):
         "SkipMutatingSteps (default) skips the mutating steps not yet running (diagnostic steps and "
         "the health check still run); Continue runs them all.",
     )
+    allowedTargets: AllowedTargets | None = Field(
+        default=None,
+        description="Bounds of the steps on the incident's own targets (target.fromIncident): kinds, "
+        "names (globs) and a label selector; required by such a step. A target outside them is "
+        "never touched: the step waits (OutOfBounds).",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PlaybookSpec:
+        if self.allowedTargets is None and any(s.from_incident for s in self.steps):
+            raise ValueError(BOUNDS_NEEDED)
+        return self
 
 
 class PlaybookStatus(ApiModel):

@@ -106,6 +106,9 @@ class Reason(StrEnum):
     APPROVED = "Approved"
     MISCONFIGURED = "Misconfigured"
     UNBLOCKED = "Unblocked"
+    NO_TARGET = "NoTarget"
+    OUT_OF_BOUNDS = "OutOfBounds"
+    TARGET_BUSY = "TargetBusy"
     PLAYBOOK_CHANGED = "PlaybookChanged"
     PLAYBOOK_REF_IGNORED = "PlaybookRefIgnored"
     STEP_RUNNING = "StepRunning"
@@ -197,6 +200,12 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISCONFIGURED: "A step cannot run until a person fixes its configuration (e.g. a Secret "
     "the Playbook names is not shared with playbooks, or the egress policy refuses its URL: `egress "
     "denied: <host>`): the step is Blocked, never Failed (warning).",
+    Reason.NO_TARGET: "A step on the incident's own targets (target.fromIncident) has none to act on "
+    "(none of its kind in spec.targets): it is Blocked and waits (warning).",
+    Reason.OUT_OF_BOUNDS: "A target of the incident is outside the Playbook's allowedTargets: the step "
+    "acts on nothing and waits; the message names the target and the bound (warning).",
+    Reason.TARGET_BUSY: "Another incident runs a mutating step on the same workload (the lock, an "
+    "annotation on the workload): the step waits; the message names the holder (warning).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",

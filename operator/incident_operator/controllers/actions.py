@@ -44,7 +44,7 @@ from incident_operator.adapters.kube import (
     pod_ready,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.api.actions import TARGET_ACTIONS, HttpCheckAction, SecretRef
+from incident_operator.api.actions import HttpCheckAction, PodsOf, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
@@ -79,6 +79,19 @@ class ActionContext:
     """Persist `status` (with the changes made to `step_status`) before acting on them."""
     jobs: JobsConfig = field(default_factory=JobsConfig)
     """The Job policy (`jobs:` in the config): what a `job` step may run, how many at once."""
+    target: WorkloadRef | None = None
+    """The workload this run of the action acts on (`controllers.targets`); None: the step's fixed one."""
+
+    @property
+    def workload(self) -> WorkloadRef:
+        """The workload a scale, restart, waitReady or rollback step acts on now."""
+        if self.target is not None:
+            return self.target
+        step_target = self.step.target
+        fixed = step_target.fixed if step_target is not None else None
+        if fixed is None:
+            raise ValueError(f"step {self.step.name}: no workload resolved")
+        return fixed
 
     @property
     def deadline(self) -> datetime:
@@ -115,7 +128,7 @@ def _target_missing(ref: WorkloadRef, namespace: str) -> Outcome:
 async def scale(ctx: ActionContext) -> Outcome:
     params = ctx.step.scale
     assert params is not None  # noqa: S101 - the registry dispatches by action key
-    ref, st = params.target, ctx.step_status
+    ref, st = ctx.workload, ctx.step_status
     if st.replicasAfter is None:
         try:
             workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
@@ -153,9 +166,7 @@ async def _guard_ready_percent(ctx: ActionContext, ready: int, total: int, what:
 
 
 async def restart(ctx: ActionContext) -> Outcome:
-    params = ctx.step.restart
-    assert params is not None  # noqa: S101
-    ref = params.target
+    ref = ctx.workload
     stamp = format_time(ctx.step_status.startedAt or ctx.now())
     try:
         workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
@@ -187,15 +198,33 @@ def _pods_deleted_so_far(ctx: ActionContext) -> int:
     return (ctx.status.podsDeleted or 0) + sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
 
 
+async def pod_selector(ctx: ActionContext, params: PodsOf) -> dict[str, str] | Outcome:
+    """The pods a step names: its selector, or its workload's own (`matchLabels`)."""
+    if params.selector is not None:
+        return params.selector
+    ref = ctx.workload
+    try:
+        workload = await ctx.kube.read_workload(str(ref.kind), ref.name, ctx.namespace)
+    except ApiException as exc:
+        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+    selector = workload.spec.selector.match_labels if workload.spec.selector else None
+    if not selector:
+        return Outcome(False, f"{ref.kind} {ref.name} selects its pods without matchLabels")
+    return dict(selector)
+
+
 async def delete_pods(ctx: ActionContext) -> Outcome:
     params = ctx.step.deletePods
     assert params is not None  # noqa: S101
     st = ctx.step_status
     if st.pods is None:
-        pods = await ctx.kube.pods(ctx.namespace, params.selector)
+        selector = await pod_selector(ctx, params)
+        if isinstance(selector, Outcome):
+            return selector
+        pods = await ctx.kube.pods(ctx.namespace, selector)
         live = [p for p in pods if p.metadata is not None and p.metadata.deletion_timestamp is None]
         ready = [p for p in live if pod_ready(p)]
-        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {params.selector}")
+        refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {selector}")
         if refused:
             return refused
         spent = _pods_deleted_so_far(ctx)
@@ -234,9 +263,7 @@ async def _until_deadline(
 
 
 async def wait_ready(ctx: ActionContext) -> Outcome:
-    params = ctx.step.waitReady
-    assert params is not None  # noqa: S101
-    ref = params.target
+    ref = ctx.workload
     seen = {"last": "not observed yet"}
 
     async def probe() -> Outcome | None:
@@ -395,7 +422,7 @@ async def prom_query(ctx: ActionContext) -> Outcome:
 async def rollback(ctx: ActionContext) -> Outcome:
     params = ctx.step.rollback
     assert params is not None  # noqa: S101
-    ref, st = params.target, ctx.step_status
+    ref, st = ctx.workload, ctx.step_status
     kind = str(ref.kind)
     try:
         history = await ctx.kube.rollout_history(kind, ref.name, ctx.namespace)
@@ -579,7 +606,10 @@ async def notify(ctx: ActionContext) -> Outcome:
 async def collect_evidence(ctx: ActionContext) -> Outcome:
     params = ctx.step.collectEvidence
     assert params is not None  # noqa: S101
-    pods = await ctx.kube.pods(ctx.namespace, params.selector)
+    selector = await pod_selector(ctx, params)
+    if isinstance(selector, Outcome):
+        return selector
+    pods = await ctx.kube.pods(ctx.namespace, selector)
     data: dict[str, str] = {}
     summary = [
         {
@@ -613,7 +643,7 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         if history:
             data["rollout-history.yaml"] = yaml.safe_dump(history, sort_keys=False)
     if params.resourceUsage:
-        usage = await _resource_usage(ctx, params.selector)
+        usage = await _resource_usage(ctx, selector)
         if isinstance(usage, str):
             unavailable.append(f"resource usage: {usage}")
         else:
@@ -631,11 +661,16 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
         data["unavailable.txt"] = "\n".join(notes) + "\n"
     _fit(data, ctx.limits.maxEvidenceBytes)
     name = f"{ctx.incident}-evidence-{ctx.run_id}"
+    if params.target is not None:  # one ConfigMap per workload; evidenceRef names the first
+        name = f"{name}-{str(ctx.workload.kind).lower()}-{ctx.workload.name}"[:253]
     try:
         await ctx.kube.write_owned_configmap(ctx.namespace, name, data, ctx.incident, ctx.incident_uid)
     except ApiException as exc:
         return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
-    ctx.status.evidenceRef = name
+    if params.target is None or not (ctx.status.evidenceRef or "").startswith(
+        f"{ctx.incident}-evidence-{ctx.run_id}"
+    ):
+        ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
     if not_read:
         logs_note += f"; logs of {not_read} pods not read (evidence limits)"
@@ -713,7 +748,9 @@ async def _rollout_histories(ctx: ActionContext) -> tuple[dict[str, Any], list[s
     not be read."""
     found: dict[str, Any] = {}
     unavailable: list[str] = []
-    for ref in ctx.spec.targets or []:
+    step_target = ctx.step.target
+    refs = [ctx.workload] if step_target is not None else ctx.spec.targets or []
+    for ref in refs:
         key = f"{ref.kind}/{ref.name}"
         try:
             history = await ctx.kube.rollout_history(str(ref.kind), ref.name, ctx.namespace)
@@ -827,11 +864,13 @@ async def run(ctx: ActionContext) -> Outcome:
 
 
 def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
-    """The workloads an incident is about: its own targets and those its playbook acts on."""
+    """The workloads an incident is about: its own targets and the fixed ones its playbook acts
+    on (a step on the incident's targets acts on some of the former)."""
     refs = list(spec.targets or [])
     for step in playbook.steps if playbook else []:
-        if step.action in TARGET_ACTIONS:
-            refs.append(step.params.target)
+        fixed = step.target.fixed if step.target is not None else None
+        if fixed is not None:
+            refs.append(fixed)
     unique: dict[tuple[str, str], WorkloadRef] = {}
     for ref in refs:
         unique.setdefault((str(ref.kind), ref.name), ref)
@@ -872,11 +911,20 @@ async def verify_health(
 
 
 async def revert_scale(kube: Kube, namespace: str, step: Step, step_status: StepStatus) -> Outcome:
-    assert step.scale is not None  # noqa: S101
-    assert step_status.replicasBefore is not None  # noqa: S101
-    ref = step.scale.target
-    try:
-        await kube.scale_workload(str(ref.kind), ref.name, namespace, step_status.replicasBefore)
-    except ApiException as exc:
-        return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
-    return Outcome(True, f"{ref.kind} {ref.name} back to {step_status.replicasBefore} replicas")
+    """Put each workload the scale step changed back to its replicas before it."""
+    changed = [
+        (t.ref, t.replicasBefore)
+        for t in step_status.targets or []
+        if t.replicasBefore is not None and t.state == "Succeeded"
+    ]
+    fixed = step.target.fixed if step.target is not None else None
+    if fixed is not None and step_status.replicasBefore is not None:
+        changed.append((fixed, step_status.replicasBefore))
+    said = []
+    for ref, replicas in changed:
+        try:
+            await kube.scale_workload(str(ref.kind), ref.name, namespace, replicas)
+        except ApiException as exc:
+            return Outcome(False, f"reverting {ref.kind} {ref.name}: {api_reason(exc)}")
+        said.append(f"{ref.kind} {ref.name} back to {replicas} replicas")
+    return Outcome(True, "; ".join(said) or "nothing to revert")

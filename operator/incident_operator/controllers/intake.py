@@ -289,7 +289,44 @@ class Intake:
         return {"result": "created", "incident": name}
 
     async def _create(self, action: alerts.Upsert, name: str) -> None:
-        await self.kube.create_object("incidents", action.namespace, action.body(name, self.clock()))
+        body = action.body(name, self.clock())
+        body["spec"] = alerts.with_targets(body["spec"], await self._named_indirectly(action))
+        await self.kube.create_object("incidents", action.namespace, body)
+
+    async def _named_indirectly(self, action: alerts.Upsert) -> list[dict[str, str]]:
+        """The workloads the alert's `pod` and `service` labels name: the pod's Deployment (through
+        its ReplicaSet) or StatefulSet, the workloads whose pods the Service selects. Read with
+        the namespace's remediator rights; what cannot be read is left out (and logged): the
+        incident is opened all the same."""
+        pod, service = alerts.lookups(action.spec.get("source", {}).get("labels") or {})
+        found: list[dict[str, str]] = []
+        namespace = action.namespace
+        try:
+            if pod is not None:
+                owners = await self.kube.owners("Pod", namespace, pod)
+                replicaset = next((n for k, n, c in owners or [] if c and k == "ReplicaSet"), None)
+                rs_owners = (
+                    await self.kube.owners("ReplicaSet", namespace, replicaset) if replicaset else None
+                )
+                owner = alerts.owning_workload(owners or [], rs_owners)
+                if owner is not None:
+                    found.append(owner)
+            if service is not None:
+                selector = await self.kube.service_selector(namespace, service)
+                if selector:
+                    found += alerts.selected_workloads(
+                        selector, await self.kube.workload_templates(namespace)
+                    )
+        except ApiException as exc:
+            if _unavailable(exc):
+                raise
+            logger.warning(
+                "alert %s: targets of pod/service labels in %s not read: %s",
+                action.fingerprint,
+                namespace,
+                api_reason(exc),
+            )
+        return found
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._known[key] = None

@@ -195,6 +195,64 @@ def plan_alert(
     return Upsert(namespace, fingerprint, alert.status, spec, labels)
 
 
+POD_LABEL = "pod"
+SERVICE_LABEL = "service"
+"""Labels alerts carry (prometheus-operator's scrape labels) that name a workload only indirectly:
+the intake resolves them in the API (`lookups`, `owning_workload`, `selected_workloads`)."""
+
+
+def lookups(labels: dict[str, str]) -> tuple[str | None, str | None]:
+    """The pod and the Service an alert names (valid names only), to resolve to workloads."""
+    pod, service = labels.get(POD_LABEL, ""), labels.get(SERVICE_LABEL, "")
+    return (
+        pod if _DNS_LABEL.match(pod or "-") else None,
+        service if _DNS_LABEL.match(service or "-") else None,
+    )
+
+
+Owner = tuple[str, str, bool]
+"""An owner reference as (kind, name, controller)."""
+
+
+def owning_workload(pod_owners: list[Owner], replicaset_owners: list[Owner] | None) -> dict[str, str] | None:
+    """The Deployment or StatefulSet a pod belongs to, from its controller (a StatefulSet, or a
+    ReplicaSet whose controller is a Deployment: `replicaset_owners`), or None."""
+    controller = next(((k, n) for k, n, c in pod_owners if c), None)
+    if controller is None:
+        return None
+    kind, name = controller
+    if kind == str(TargetKind.STATEFULSET):
+        return {"kind": kind, "name": name}
+    if kind == "ReplicaSet":
+        owner = next(((k, n) for k, n, c in replicaset_owners or [] if c), None)
+        if owner is not None and owner[0] == str(TargetKind.DEPLOYMENT):
+            return {"kind": owner[0], "name": owner[1]}
+    return None
+
+
+def selected_workloads(
+    selector: dict[str, str] | None, workloads: list[tuple[str, str, dict[str, str]]]
+) -> list[dict[str, str]]:
+    """The workloads (kind, name, pod-template labels) whose pods a Service's selector matches;
+    none for a Service without a selector."""
+    if not selector:
+        return []
+    return [
+        {"kind": kind, "name": name}
+        for kind, name, labels in workloads
+        if all(labels.get(k) == v for k, v in selector.items())
+    ]
+
+
+def with_targets(spec: dict[str, Any], found: list[dict[str, str]]) -> dict[str, Any]:
+    """`spec` with `found` added to its targets (each once, in order)."""
+    merged: list[dict[str, str]] = []
+    for ref in [*(spec.get("targets") or []), *found]:
+        if ref not in merged:
+            merged.append(ref)
+    return {**spec, "targets": merged} if merged else spec
+
+
 def next_name(base: str, existing: set[str]) -> str:
     """`base`, or `base-2`, `base-3`, ... the first not taken (a new incident after a closed one)."""
     if base not in existing:

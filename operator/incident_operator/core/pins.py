@@ -1,7 +1,8 @@
 """Pinned runs: what a playbook run executes, fixed when it starts. Pure.
 
 A run copies the Playbook's steps and the settings that steer them (guardrails, stabilization,
-revert, cooldown) into the incident's status (`status.playbook.snapshot`), with the Playbook's
+revert, cooldown, allowedTargets) into the incident's status (`status.playbook.snapshot`), with the
+Playbook's
 generation and a digest of that copy. The run then executes the copy: editing the Playbook, even
 an approval-gated step of it, never changes a run in flight; the next run uses the edit.
 
@@ -47,6 +48,9 @@ def snapshot(spec: PlaybookSpec) -> PinnedPlaybook:
         cooldownSeconds=spec.cooldownSeconds,
         # the default is left out, so runs pinned before the field existed keep their digest
         onAlertResolved=None if spec.onAlertResolved == "SkipMutatingSteps" else spec.onAlertResolved,
+        allowedTargets=(
+            spec.allowedTargets.model_dump(mode="json", exclude_none=True) if spec.allowedTargets else None
+        ),
     )
 
 
@@ -79,6 +83,7 @@ def pinned_spec(pinned: PinnedPlaybook, live: PlaybookSpec | None = None) -> Pla
                 "stabilizationSeconds": pinned.stabilizationSeconds or 0,
                 "cooldownSeconds": pinned.cooldownSeconds or 0,
                 "onAlertResolved": pinned.onAlertResolved or "SkipMutatingSteps",
+                "allowedTargets": pinned.allowedTargets,
             }
         )
         if len(_SPECS) >= _SPECS_KEPT:
@@ -93,9 +98,9 @@ def targets(spec: PlaybookSpec) -> set[str]:
     """The workloads ('Kind/name') the steps of `spec` name as their target."""
     found = set()
     for step in spec.steps:
-        target = getattr(step.params, "target", None)
+        target = step.target
         if target is not None:
-            found.add(f"{target.kind}/{target.name}")
+            found.add(target.describe())
     return found
 
 

@@ -49,12 +49,17 @@ def _step_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> st
     """What one step would do: the action table's line, with live facts (current replicas, a
     server-side dry run, the pods it would delete) where the API gives them."""
     live = _LIVE_PLANS.get(action)
+    target = getattr(params, "target", None)
+    if target is not None and target.fixed is None:  # the incident's own: resolved when it starts
+        live = None
+    if action == "deletePods" and params.selector is None:
+        live = None
     return live(api, playbook, action, params) if live else ACTIONS[action].plan(params)
 
 
 def _workload_plan(api: Api, playbook: PlaybookSpec, action: str, params: Any) -> str:
     ns = api.namespace
-    ref = params.target
+    ref = params.target.fixed
     read = (
         api.apps.read_namespaced_deployment_scale
         if str(ref.kind) == "Deployment"

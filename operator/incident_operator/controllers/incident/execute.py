@@ -24,7 +24,7 @@ from incident_operator.adapters.kube import Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.api.actions import CANCELLABLE_ACTIONS, MUTATING_ACTIONS, START_UNWRITTEN_ACTIONS
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec
-from incident_operator.controllers import actions
+from incident_operator.controllers import actions, targets
 from incident_operator.controllers.incident.commit import Commit
 from incident_operator.core.planner import Intent, Outcome, PlanInput, check_deadlines
 from incident_operator.settings.config import JobsConfig, Limits
@@ -176,6 +176,6 @@ class Execution:
             persist=lambda: self.commit.persist(working, spec),
             jobs=self.jobs,
         )
-        outcome = await actions.run(ctx)
+        outcome = await targets.run_step(ctx)
         metrics.action_done(step.action, outcome.ok)
         return outcome

@@ -159,6 +159,7 @@ class Inputs:
         busy: bool,
         run: Run | None = None,
         waits_for_slot: str | None = None,
+        labels: Mapping[str, Mapping[str, str] | None] | None = None,
     ) -> PlanInput:
         severity = effective_severity(spec, status)
         targets = self.config.file.responseTargets
@@ -183,6 +184,7 @@ class Inputs:
             response_targets=_response_targets(targets),
             pinned=run.entry.spec if run is not None else None,
             live=run.live if run is not None else None,
+            workload_labels=labels or {},
         )
 
     def waits_for_slot(self, status: IncidentStatus, *, has_playbook: bool = True) -> str | None:

@@ -26,6 +26,7 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentStatus, Phase
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
+from incident_operator.controllers import targets
 from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.incident.commit import Commit, EventPoster
 from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
@@ -233,6 +234,9 @@ class IncidentLoop:
         held = slot(self.status) if self.inputs.said_it_waits(self.status) else None
         forbidden = None if held else await self.inputs.access_problem(spec, chosen, self.status.phase)
         waiting = held or slot(self.status)
+        labels = await targets.workload_labels(
+            self.execution.kube, self.namespace, spec, self.status, chosen.spec if chosen else None
+        )
 
         def plan_input(
             status: IncidentStatus | None = None,
@@ -253,6 +257,7 @@ class IncidentLoop:
                 busy=busy,
                 waits_for_slot=waiting,
                 run=pinned_run(current, (entries, invalid)),
+                labels=labels,
             )
             return built if hold is None else dataclasses.replace(built, automation_hold=hold)
 
@@ -294,8 +299,10 @@ class IncidentLoop:
         )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
-        if waits(decision.intent, working):
-            working = self.status.model_copy(deep=True)  # a waiting step changed nothing; a deadline may have
+        if waits(decision.intent, working):  # it changed nothing but its targets' states; a deadline may have
+            working = targets.keep_target_states(
+                working, self.status.model_copy(deep=True), decision.intent.step
+            )
         intent, spec_of_run = decision.intent, chosen.spec
         after = explained(lambda inp: complete(inp, intent, outcome, spec_of_run), plan_input(working))
         self.commit.hold(after, counts=(chosen, False))

@@ -31,6 +31,8 @@ TIMELINE_LIMIT = 100
 RETRY_BACKOFF_MAX_S = 30
 HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take to hold
 HEALTH_RECHECK_S = 1
+BUSY_RECHECK_S = 2
+"""How soon a step waiting for another incident's lock on its workload (TargetBusy) tries again."""
 OPERATOR_ACTOR = "incident-operator"
 """The actor of what the operator itself does (timeline, Events); a person's name otherwise."""
 
@@ -140,6 +142,9 @@ class PlanInput:
     """The run in flight's snapshot (`status.playbook.snapshot`) as a spec: what the run executes."""
     live: LiveVersion | None = None
     """The run's Playbook as it is now (None: deleted), compared with the pin."""
+    workload_labels: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
+    """The labels of the incident's workloads ('Kind/name'), read by the engine when the run's
+    Playbook bounds its steps on the incident's targets by a selector (`core.targets`)."""
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from incident_operator.api.models import (
     StepStatus,
 )
 from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.targets import TargetStatus
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import pins
+from incident_operator.core import pins, targets
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, backoff
 from incident_operator.core.planner.model import (
+    BUSY_RECHECK_S,
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
     AutomationHold,
@@ -101,7 +103,7 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
         if state is StepState.BLOCKED and step.continueOnFailure:
             continue  # it never holds the run; its warning said why it did not run
         if state is StepState.BLOCKED:
-            retry_at = (step_status.finishedAt or b.now) + b.inp.access_recheck
+            retry_at = (step_status.finishedAt or b.now) + _recheck(b)
             if b.now < retry_at:
                 b.wake.append(retry_at)
                 return b.decision()
@@ -117,8 +119,45 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             step_status.message = _skip_reason(step, progress.steps)
             b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {step_status.message}")
             continue
-        return _start_step(b, index, step, step_status)
+        return _start_step(b, index, step, step_status, playbook)
     return _monitor(b, playbook)
+
+
+UNBLOCKS = (Reason.MISCONFIGURED, Reason.NO_TARGET, Reason.OUT_OF_BOUNDS, Reason.TARGET_BUSY)
+"""Stalls of a Blocked step, cleared once the step runs again."""
+
+
+def _recheck(b: Builder) -> timedelta:
+    """How soon a Blocked step is tried again: soon when it waits for another incident's lock."""
+    if b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.TARGET_BUSY:
+        return timedelta(seconds=BUSY_RECHECK_S)
+    return b.inp.access_recheck
+
+
+def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: PlaybookSpec) -> bool:
+    """Before a step on the incident's own targets starts: which targets it acts on (recorded in
+    the step's status, each with its own state), or, none or one outside the bounds, the step
+    waits Blocked and nothing is touched. Once recorded, the targets stay those of the step."""
+    if step_status.targets is not None:
+        return True
+    resolution = targets.resolve_step(step, b.inp.spec.targets, playbook, b.inp.workload_labels)
+    if resolution is None:
+        return True
+    if resolution.blocked is None:
+        step_status.targets = [TargetStatus(kind=t.kind, name=t.name) for t in resolution.targets]
+        return True
+    step_status.state = StepState.BLOCKED
+    step_status.finishedAt = b.now
+    step_status.message = resolution.message
+    message = f"step {step.name} cannot run: {resolution.message}"
+    if step.continueOnFailure:
+        b.record(resolution.blocked, f"{message}; the run goes on (continueOnFailure)", warning=True)
+        return False
+    if b.condition(ConditionType.STALLED, "True", resolution.blocked, message):
+        b.record(Reason.STALLED, message, warning=True)
+    b.condition(ConditionType.RECONCILING, "False", resolution.blocked, message)
+    b.wake.append(b.now + b.inp.access_recheck)
+    return False
 
 
 _ALERT_RESOLVED_SKIP = (
@@ -162,7 +201,13 @@ def _skip_reason(step: Step, steps: list[StepStatus]) -> str:
     return f"runs only if step {step.when.step} {wanted}; it is {state or 'absent'}"
 
 
-def _start_step(b: Builder, index: int, step: Step, step_status: StepStatus) -> Decision:
+def _start_step(
+    b: Builder, index: int, step: Step, step_status: StepStatus, playbook: PlaybookSpec
+) -> Decision:
+    if not _resolve_targets(b, step, step_status, playbook):
+        if step.continueOnFailure:
+            return run_steps(b, playbook)  # it holds nothing: the next step
+        return b.decision()
     approval = pins.approval_for(b.inp.spec, b.status, step.name)
     if step.requiresApproval and approval is None:
         if step_status.state is not StepState.AWAITING_APPROVAL:
@@ -328,7 +373,10 @@ def after_resolution(b: Builder, playbook: PlaybookSpec | None) -> Decision:
                 step is not None
                 and step.scale is not None
                 and step_status.state is StepState.SUCCEEDED
-                and step_status.replicasBefore is not None
+                and (
+                    step_status.replicasBefore is not None
+                    or any(t.replicasBefore is not None for t in step_status.targets or [])
+                )
                 and not step_status.reverted
             ):
                 return b.decision(Intent("revert-scale", index))
@@ -361,7 +409,7 @@ def complete(inp: PlanInput, intent: Intent, outcome: Outcome, playbook: Playboo
     step_status.message = outcome.message
     if outcome.blocked is not None:
         return _blocked(b, step, step_status, outcome)
-    if b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.MISCONFIGURED:
+    if b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) in UNBLOCKS:
         b.condition(ConditionType.STALLED, "False", Reason.UNBLOCKED, f"step {step.name} could run again")
     if outcome.ok:
         step_status.state = StepState.SUCCEEDED
@@ -399,7 +447,7 @@ def _blocked(b: Builder, step: Step, step_status: StepStatus, outcome: Outcome) 
     if b.condition(ConditionType.STALLED, "True", outcome.blocked, message):
         b.record(Reason.STALLED, message, warning=True)
     b.condition(ConditionType.RECONCILING, "False", outcome.blocked, message)
-    b.wake.append(b.now + b.inp.access_recheck)
+    b.wake.append(b.now + _recheck(b))
     return b.decision()
 
 

@@ -1,0 +1,129 @@
+"""Alert intake fills an incident's targets from the labels alerts really carry: `deployment` and
+`statefulset` as named, a `pod` label through its owner (ReplicaSet → Deployment, or StatefulSet),
+a `service` label through its selector; what cannot be read leaves the incident opened without."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from incident_operator.adapters.kube import ApiException
+from incident_operator.controllers.intake import Intake
+from incident_operator.core import alerts
+from incident_operator.settings.config import OperatorConfig
+
+
+class Cluster:
+    """Pods, ReplicaSets, Services and workloads of namespace `shop`, as the intake reads them."""
+
+    def __init__(self, *, forbidden: bool = False) -> None:
+        self.forbidden = forbidden
+        self.created: list[dict[str, Any]] = []
+        self.owner_refs = {
+            ("Pod", "web-7d9c-x1"): [("ReplicaSet", "web-7d9c", True)],
+            ("ReplicaSet", "web-7d9c"): [("Deployment", "web", True)],
+            ("Pod", "db-0"): [("StatefulSet", "db", True)],
+            ("Pod", "bare"): [],
+        }
+        self.selectors = {"frontend": {"app": "web"}, "headless": {}}
+        self.templates = [
+            ("Deployment", "web", {"app": "web", "tier": "a"}),
+            ("Deployment", "web-canary", {"app": "web", "tier": "b"}),
+            ("Deployment", "api", {"app": "api"}),
+            ("StatefulSet", "db", {"app": "db"}),
+        ]
+
+    def _check(self) -> None:
+        if self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
+
+    async def owners(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, bool]] | None:
+        self._check()
+        return self.owner_refs.get((kind, name))
+
+    async def service_selector(self, namespace: str, name: str) -> dict[str, str] | None:
+        self._check()
+        return self.selectors.get(name)
+
+    async def workload_templates(self, namespace: str) -> list[tuple[str, str, dict[str, str]]]:
+        self._check()
+        return self.templates
+
+    async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
+        self.created.append(body)
+        return body
+
+    async def list_objects(self, *args: Any, **kwargs: Any) -> Any:
+        return []
+
+
+def opened(labels: dict[str, str], cluster: Cluster | None = None) -> list[dict[str, str]] | None:
+    cluster = cluster or Cluster()
+    alert = alerts.Alert.model_validate(
+        {"status": "firing", "labels": {"alertname": "ServiceDown", "namespace": "shop", **labels}}
+    )
+    result = asyncio.run(Intake(cluster, OperatorConfig()).accept(alert))
+    assert result["result"] == "created", result
+    return cluster.created[0]["spec"].get("targets")  # type: ignore[no-any-return]
+
+
+def test_a_pod_label_names_its_deployment_through_its_replicaset() -> None:
+    assert opened({"pod": "web-7d9c-x1"}) == [{"kind": "Deployment", "name": "web"}]
+
+
+def test_a_pod_label_names_its_statefulset() -> None:
+    assert opened({"pod": "db-0"}) == [{"kind": "StatefulSet", "name": "db"}]
+
+
+def test_a_service_label_names_the_workloads_its_selector_matches() -> None:
+    assert opened({"service": "frontend"}) == [
+        {"kind": "Deployment", "name": "web"},
+        {"kind": "Deployment", "name": "web-canary"},
+    ]
+
+
+def test_labels_naming_the_same_workload_name_it_once_beside_the_named_ones() -> None:
+    assert opened(
+        {"deployment": "web", "pod": "web-7d9c-x1", "service": "frontend", "statefulset": "db"}
+    ) == [
+        {"kind": "Deployment", "name": "web"},
+        {"kind": "StatefulSet", "name": "db"},
+        {"kind": "Deployment", "name": "web-canary"},
+    ]
+
+
+def test_what_names_no_workload_adds_none() -> None:
+    assert opened({"pod": "bare"}) is None  # no controller
+    assert opened({"pod": "gone"}) is None  # no such pod
+    assert opened({"service": "headless"}) is None  # a Service without a selector
+    assert opened({"service": "nope", "pod": "../x"}) is None  # no such Service; not a name
+
+
+def test_a_namespace_that_did_not_opt_in_gets_its_incident_without_those_targets() -> None:
+    cluster = Cluster(forbidden=True)
+    assert opened({"deployment": "api", "pod": "web-7d9c-x1"}, cluster) == [
+        {"kind": "Deployment", "name": "api"}
+    ]
+
+
+def test_the_owner_is_the_controller_reference() -> None:
+    assert alerts.owning_workload([("ReplicaSet", "x", False)], None) is None
+    assert alerts.owning_workload([("ReplicaSet", "rs", True)], [("Deployment", "web", True)]) == {
+        "kind": "Deployment",
+        "name": "web",
+    }
+    assert alerts.owning_workload([("ReplicaSet", "rs", True)], [("Rollout", "web", True)]) is None
+
+
+def test_the_shipped_rules_keep_a_label_that_names_what_is_down() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    rule_file = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "prometheusrule.yaml"
+    rules = [r for g in yaml.safe_load(rule_file.read_text())["spec"]["groups"] for r in g["rules"]]
+    for rule in rules:
+        for kept in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in kept.split(",")}
+            assert labels & {"deployment", "statefulset", "pod", "service"}, rule["alert"]

@@ -1,0 +1,429 @@
+"""Steps on the incident's own targets: resolution within bounds (pure), the planner's waits,
+each target exactly once, and the per-workload lock."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from incident_operator.api.base import WorkloadRef
+from incident_operator.api.models import (
+    BOUNDS_NEEDED,
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookSpec,
+    StepState,
+    StepStatus,
+)
+from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.targets import AllowedTargets, StepTarget, TargetStatus
+from incident_operator.controllers import actions
+from incident_operator.controllers import targets as running
+from incident_operator.core import targets
+from incident_operator.core.planner import Intent
+from incident_operator.settings.config import Limits
+from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, FakeKube
+from tests.unit.test_incident_loop import Clock, run_until_settled
+from tests.unit.test_planner import T0, Candidate, Run, incident
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = WorkloadRef.model_validate({"kind": "Deployment", "name": "web"})
+API = WorkloadRef.model_validate({"kind": "Deployment", "name": "api"})
+DB = WorkloadRef.model_validate({"kind": "StatefulSet", "name": "db"})
+FROM_ANY = StepTarget.model_validate({"fromIncident": {}})
+FROM_DEPLOYMENTS = StepTarget.model_validate({"fromIncident": {"kind": "Deployment"}})
+
+
+def bounds(**given: Any) -> AllowedTargets:
+    return AllowedTargets.model_validate(given)
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+def test_a_step_target_is_a_fixed_workload_or_from_incident_alone() -> None:
+    assert StepTarget.model_validate({"kind": "Deployment", "name": "web"}).fixed == WEB
+    assert FROM_DEPLOYMENTS.fixed is None
+    for wrong in ({"kind": "Deployment"}, {"fromIncident": {}, "name": "web"}, {}):
+        with pytest.raises(ValidationError, match="give kind and name, or fromIncident alone"):
+            StepTarget.model_validate(wrong)
+
+
+def test_a_playbook_with_a_step_on_the_incidents_targets_and_no_bounds_is_refused() -> None:
+    steps = [{"name": "restart", "restart": {"target": {"fromIncident": {}}}}]
+    with pytest.raises(ValidationError, match=r"needs spec\.allowedTargets"):
+        PlaybookSpec.model_validate({"steps": steps})
+    PlaybookSpec.model_validate({"steps": steps, "allowedTargets": {"kinds": ["Deployment"]}})
+    crd = yaml.safe_load((ROOT / "crds" / "incident-operator.dev_playbooks.yaml").read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = spec["x-kubernetes-validations"]
+    assert any(r["message"] == BOUNDS_NEEDED and "fromIncident" in r["rule"] for r in rules)
+
+
+# ----------------------------------------------------------------------------- resolution (pure)
+
+
+def test_from_incident_acts_on_the_incidents_targets_of_its_kind() -> None:
+    everything = bounds(kinds=["Deployment", "StatefulSet"])
+    assert targets.resolve(FROM_ANY, [WEB, DB], everything, {}).targets == (WEB, DB)
+    assert targets.resolve(FROM_DEPLOYMENTS, [WEB, DB, WEB], everything, {}).targets == (WEB,)
+    fixed = StepTarget.model_validate({"kind": "StatefulSet", "name": "db"})
+    assert targets.resolve(fixed, [WEB], None, {}).targets == (DB,)  # a fixed name is the author's
+
+
+def test_no_target_of_the_kind_is_no_target() -> None:
+    resolution = targets.resolve(FROM_DEPLOYMENTS, [DB], bounds(), {})
+    assert resolution.blocked is Reason.NO_TARGET
+    assert resolution.targets == ()
+    assert "StatefulSet/db" in resolution.message
+    assert targets.resolve(FROM_ANY, None, bounds(), {}).blocked is Reason.NO_TARGET
+
+
+@pytest.mark.parametrize(
+    ("given", "refused_by"),
+    [
+        ({"kinds": ["StatefulSet"]}, "allowedTargets.kinds"),
+        ({"names": ["web-*", "api"]}, "allowedTargets.names"),
+        ({"selector": {"matchLabels": {"tier": "frontend"}}}, "allowedTargets.selector tier=frontend"),
+    ],
+)
+def test_a_target_outside_any_bound_is_never_touched(given: dict[str, Any], refused_by: str) -> None:
+    labels = {"Deployment/web": {"tier": "backend"}}
+    resolution = targets.resolve(FROM_ANY, [WEB], bounds(**given), labels)
+    assert resolution.blocked is Reason.OUT_OF_BOUNDS
+    assert resolution.targets == ()
+    assert "Deployment/web is outside" in resolution.message
+    assert refused_by in resolution.message
+
+
+def test_one_target_outside_the_bounds_and_the_step_acts_on_none() -> None:
+    resolution = targets.resolve(FROM_ANY, [API, WEB], bounds(names=["ap?"]), {})
+    assert resolution.blocked is Reason.OUT_OF_BOUNDS
+    assert resolution.targets == ()
+    assert "Deployment/web" in resolution.message
+    assert "Deployment/api" not in resolution.message
+
+
+def test_globs_and_selectors_admit_what_they_match() -> None:
+    admitted = bounds(
+        kinds=["Deployment"], names=["web", "a[p]i*"], selector={"matchLabels": {"team": "shop"}}
+    )
+    labels = {"Deployment/web": {"team": "shop", "x": "y"}, "Deployment/api": {"team": "shop"}}
+    assert targets.resolve(FROM_ANY, [WEB, API], admitted, labels).targets == (WEB, API)
+
+
+def test_a_selector_bound_refuses_a_workload_whose_labels_are_unknown() -> None:
+    resolution = targets.resolve(FROM_ANY, [WEB], bounds(selector={"matchLabels": {"a": "b"}}), {})
+    assert resolution.blocked is Reason.OUT_OF_BOUNDS
+    assert "could not be read" in resolution.message
+
+
+def test_labels_are_read_only_for_a_selector_bound() -> None:
+    step = {"name": "r", "restart": {"target": {"fromIncident": {}}}}
+    by_name = PlaybookSpec.model_validate({"steps": [step], "allowedTargets": {"names": ["web"]}})
+    by_labels = PlaybookSpec.model_validate(
+        {"steps": [step], "allowedTargets": {"selector": {"matchLabels": {"a": "b"}}}}
+    )
+    assert not targets.needs_labels(by_name)
+    assert targets.needs_labels(by_labels)
+
+
+# ----------------------------------------------------------------------------- the planner
+
+RESTART_THEIRS = {"name": "restart", "restart": {"target": {"fromIncident": {"kind": "Deployment"}}}}
+
+
+def generic(**allowed: Any) -> Candidate:
+    body = {"steps": [RESTART_THEIRS], "stabilizationSeconds": 30, "allowedTargets": allowed}
+    return Candidate("pb", PlaybookSpec.model_validate(body))
+
+
+def test_the_planner_records_the_resolved_targets_in_the_step_before_it_runs() -> None:
+    run = Run(incident(targets=[WEB.model_dump(), API.model_dump()]), generic(names=["web", "api"]))
+    decision = run.plan()
+    assert decision.intent == Intent("run-step", 0)
+    assert [(t.kind, t.name, t.state) for t in run.step(0).targets] == [
+        ("Deployment", "web", "Pending"),
+        ("Deployment", "api", "Pending"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("targets_named", "reason", "said"),
+    [
+        ([], Reason.NO_TARGET, "names no Deployment target"),
+        ([DB], Reason.NO_TARGET, "spec.targets: StatefulSet/db"),
+        ([WEB, API], Reason.OUT_OF_BOUNDS, "Deployment/api is outside allowedTargets.names ['web']"),
+    ],
+)
+def test_no_target_or_one_outside_the_bounds_stalls_the_step_and_acts_on_nothing(
+    targets_named: list[WorkloadRef], reason: Reason, said: str
+) -> None:
+    run = Run(incident(targets=[t.model_dump() for t in targets_named]), generic(names=["web"]))
+    decision = run.plan()
+    assert decision.intent is None  # nothing runs
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.step(0).targets is None
+    stalled = run.condition(ConditionType.STALLED)
+    assert stalled is not None
+    assert stalled["status"] == "True"
+    assert stalled["reason"] == reason
+    assert said in stalled["message"]
+    run.now += timedelta(seconds=5)  # before the recheck: still nothing
+    assert run.plan().intent is None
+    run.spec = incident(targets=[WEB.model_dump()])  # a person fixes the incident's targets
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("run-step", 0)
+    assert [t.name for t in run.step(0).targets] == ["web"]
+    run.complete(Intent("run-step", 0))
+    assert run.condition(ConditionType.STALLED)["status"] == "False"
+
+
+def test_a_busy_target_is_tried_again_soon() -> None:
+    run = Run(incident(targets=[WEB.model_dump()]), generic(names=["web"]))
+    run.plan()
+    decision = run.complete(
+        Intent("run-step", 0),
+        ok=False,
+        message="Deployment/web is busy: incident other",
+        blocked=Reason.TARGET_BUSY,
+    )
+    assert run.condition(ConditionType.STALLED)["reason"] == Reason.TARGET_BUSY
+    assert "incident other" in run.condition(ConditionType.STALLED)["message"]
+    assert decision.wake_at == T0 + timedelta(seconds=2)
+    run.now += timedelta(seconds=2)
+    assert run.plan().intent == Intent("run-step", 0)
+
+
+# ----------------------------------------------------------------------------- each target once
+
+
+def context(api: FakeKube, step_status: StepStatus, playbook: PlaybookSpec, spec: IncidentSpec) -> Any:
+    async def persist() -> None:
+        api.calls.append(("persist", [t.state for t in step_status.targets or []]))
+
+    return actions.ActionContext(
+        kube=api,
+        outbound=None,
+        limits=Limits(),
+        namespace=NAMESPACE,
+        incident=INCIDENT,
+        incident_uid=UID,
+        spec=spec,
+        status=None,
+        playbook=playbook,
+        step=playbook.steps[0],
+        step_status=step_status,
+        now=lambda: T0,
+        persist=persist,
+    )
+
+
+def two_targets(api: FakeKube, first: str = "Pending") -> tuple[Any, StepStatus]:
+    playbook = generic(names=["*"]).spec
+    spec = incident(targets=[WEB.model_dump(), API.model_dump()])
+    status = StepStatus(
+        name="restart",
+        action="restart",
+        state=StepState.RUNNING,
+        attempts=1,
+        startedAt=T0,
+        targets=[
+            TargetStatus(kind="Deployment", name="web", state=first),
+            TargetStatus(kind="Deployment", name="api"),
+        ],
+    )
+    return context(api, status, playbook, spec), status
+
+
+def restarted(api: FakeKube) -> list[str]:
+    return [e.workload for e in api.effects if e.kind == "restart"]
+
+
+def test_each_target_is_acted_on_once_and_recorded_done_before_the_next() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    ctx, status = two_targets(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.ok, outcome
+    assert restarted(api) == ["web", "api"]
+    assert [t.state for t in status.targets or []] == ["Succeeded", "Succeeded"]
+    persisted = [c[1] for c in api.calls if c[0] == "persist"]
+    assert persisted[0] == ["Succeeded", "Pending"]  # web written done before api was touched
+    assert api.lock("web") is None  # released
+
+
+def test_a_target_done_before_a_crash_is_not_acted_on_again() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    ctx, _status = two_targets(api, first="Succeeded")
+    ctx.step_status.startedAt = T0 + timedelta(minutes=1)  # a new attempt: a new restart stamp
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.ok
+    assert restarted(api) == ["api"]
+    assert "Deployment/web: done before" in outcome.message
+
+
+def test_a_failed_target_stops_the_step_and_a_retry_skips_the_ones_done() -> None:
+    api = FakeKube({}, {}, {"web": 2})  # api does not exist
+    ctx, status = two_targets(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert not outcome.ok
+    assert outcome.message.startswith("Deployment/api: ")
+    assert [t.state for t in status.targets or []] == ["Succeeded", "Failed"]
+    api.workloads["api"] = {"replicas": 1, "annotations": {}, "ready": 1, "meta": {}, "labels": {}, "rv": 1}
+    assert asyncio.run(running.run_step(ctx)).ok
+    assert restarted(api) == ["web", "api"]
+
+
+# ----------------------------------------------------------------------------- the lock
+
+
+def holder_body(uid: str = "uid-other", **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "other", "uid": uid}, "spec": {}, "status": status}
+
+
+RUNNING = {"playbook": {"steps": [{"name": "restart", "state": "Running"}]}}
+
+
+def test_a_workload_locked_by_another_running_incident_is_not_touched() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0))
+    api.incidents["other"] = holder_body(**RUNNING)
+    ctx, status = two_targets(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert "Deployment/web" in outcome.message
+    assert "incident other" in outcome.message
+    assert restarted(api) == []
+    assert [t.state for t in status.targets or []] == ["Pending", "Pending"]
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        None,  # deleted
+        holder_body(uid="uid-new", **RUNNING),  # another object under the same name
+        {**holder_body(**RUNNING), "spec": {"closed": True}},
+        holder_body(conditions=[{"type": "Resolved", "status": "True"}], **RUNNING),
+        holder_body(playbook={"steps": [{"name": "restart", "state": "Succeeded"}]}),  # its run is over
+    ],
+)
+def test_a_stale_lock_is_taken_over(holder: dict[str, Any] | None) -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    stale = targets.lock_value("other", "uid-other", T0 - timedelta(minutes=5))
+    api.set_lock("web", stale)
+    if holder is not None:
+        api.incidents["other"] = holder
+    ctx, _ = two_targets(api)
+    assert asyncio.run(running.run_step(ctx)).ok
+    assert restarted(api) == ["web", "api"]
+    assert api.lock("web") is None
+
+
+def test_a_fresh_claim_holds_before_the_holders_run_shows() -> None:
+    fresh = targets.lock_value("other", "uid-other", T0 - timedelta(seconds=5))
+    assert targets.holds_lock(holder_body(), fresh, T0)
+    assert not targets.holds_lock(holder_body(), fresh, T0 + targets.LOCK_GRACE)
+
+
+def test_a_claim_lost_to_a_concurrent_writer_is_decided_again() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.incidents["other"] = holder_body(**RUNNING)
+    real = api.write_lock
+
+    async def racing(namespace: str, lease: str, holder: str | None, version: str | None) -> None:
+        if api.lock("web") is None:  # the other one creates the Lease first
+            api.set_lock("web", targets.lock_value("other", "uid-other", T0))
+        await real(namespace, lease, holder, version)
+
+    api.write_lock = racing  # type: ignore[method-assign,assignment]
+    holder = asyncio.run(running.claim(api, NAMESPACE, WEB, f"{INCIDENT}/{UID}", T0))
+    assert holder == "other"
+
+
+def test_a_diagnostic_step_takes_no_lock() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0))
+    api.incidents["other"] = holder_body(**RUNNING)
+    playbook = PlaybookSpec.model_validate(
+        {"steps": [{"name": "w", "waitReady": {"target": {"fromIncident": {}}}}], "allowedTargets": {}}
+    )
+    status = StepStatus(
+        name="w",
+        action="waitReady",
+        state=StepState.RUNNING,
+        attempts=1,
+        startedAt=T0,
+        targets=[TargetStatus(kind="Deployment", name="web")],
+    )
+    ctx = context(api, status, playbook, incident(targets=[WEB.model_dump()]))
+    assert asyncio.run(running.run_step(dataclasses.replace(ctx))).ok
+    assert api.called("write_lock") == []
+
+
+def test_the_engine_reads_the_labels_a_selector_bound_needs_and_only_then() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.workloads["web"]["labels"] = {"team": "shop"}
+    spec = incident(targets=[WEB.model_dump(), API.model_dump()])
+    by_labels = generic(selector={"matchLabels": {"team": "shop"}}).spec
+    labels = asyncio.run(running.workload_labels(api, NAMESPACE, spec, IncidentStatus(), by_labels))
+    assert labels == {"Deployment/web": {"team": "shop"}, "Deployment/api": None}  # api: not found
+    by_name = generic(names=["web"]).spec
+    assert asyncio.run(running.workload_labels(api, NAMESPACE, spec, IncidentStatus(), by_name)) == {}
+    resolution = targets.resolve(FROM_ANY, [WEB, API], by_labels.allowedTargets, labels)
+    assert resolution.blocked is Reason.OUT_OF_BOUNDS
+    assert "Deployment/api is outside allowedTargets.selector team=shop" in resolution.message
+
+
+# ----------------------------------------------------------------------------- the loop, killed
+
+
+def generic_api() -> FakeKube:
+    spec: dict[str, Any] = {"title": "down", "severity": "P2", "category": "availability"}
+    spec["targets"] = [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "api"}]
+    steps = [
+        {"name": "scale", "scale": {"target": {"fromIncident": {}}, "delta": 1}},
+        {"name": "wait", "waitReady": {"target": {"fromIncident": {}}}},
+    ]
+    return FakeKube(
+        spec,
+        {"steps": steps, "stabilizationSeconds": 0, "allowedTargets": {"names": ["*"]}},
+        {"web": 2, "api": 3},
+    )
+
+
+def settle(api: FakeKube, clock: Clock) -> None:
+    asyncio.run(run_until_settled(api, clock))
+
+
+def test_killed_at_any_write_each_target_of_a_generic_step_changes_once() -> None:
+    clean = generic_api()
+    settle(clean, Clock())
+    writes = clean.status_writes
+    assert writes >= 3
+    for n in range(1, writes + 1):
+        for when in ("before", "after"):
+            api, clock = generic_api(), Clock()
+            api.drop_at = (n, when)
+            with pytest.raises(Dropped):
+                settle(api, clock)
+            api.drop_at = None
+            clock.now += timedelta(seconds=10)
+            settle(api, clock)
+            assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")], (
+                n,
+                when,
+            )
+            assert (api.workloads["web"]["replicas"], api.workloads["api"]["replicas"]) == (3, 4)
+            for step in api.status()["playbook"]["steps"]:
+                assert [(t["name"], t["state"]) for t in step["targets"]] == [
+                    ("web", "Succeeded"),
+                    ("api", "Succeeded"),
+                ], (n, when, step["name"])
+            assert api.locks == {}
