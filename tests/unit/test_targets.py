@@ -4,15 +4,18 @@ each target exactly once, and the per-workload lock."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from incident_operator.adapters.kube import ApiException
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import (
     BOUNDS_NEEDED,
@@ -23,13 +26,13 @@ from incident_operator.api.models import (
     StepStatus,
 )
 from incident_operator.api.reasons import ConditionType, Reason
-from incident_operator.api.targets import AllowedTargets, StepTarget, TargetStatus
+from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget, TargetStatus
 from incident_operator.controllers import actions
 from incident_operator.controllers import targets as running
-from incident_operator.core import targets
+from incident_operator.core import alerts, targets
 from incident_operator.core.planner import Intent
 from incident_operator.settings.config import Limits
-from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, FakeKube
+from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, Effect, FakeKube
 from tests.unit.test_incident_loop import Clock, run_until_settled
 from tests.unit.test_planner import T0, Candidate, Run, incident
 
@@ -427,3 +430,122 @@ def test_killed_at_any_write_each_target_of_a_generic_step_changes_once() -> Non
                     ("api", "Succeeded"),
                 ], (n, when, step["name"])
             assert api.locks == {}
+
+
+# ----------------------------------------------------------------------------- deletePods on the targets
+
+
+class PodsKube(FakeKube):
+    """FakeKube with each workload's pods (`<name>-<n>`, Ready); a deleted pod is replaced by a
+    new one (`<name>-<n>r`), as its ReplicaSet would."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.pod_names = {w: [f"{w}-1", f"{w}-2"] for w in self.workloads}
+
+    async def read_workload(self, kind: str, name: str, namespace: str) -> Any:
+        found = await super().read_workload(kind, name, namespace)
+        found.spec.selector = SimpleNamespace(match_labels={"app": name})
+        return found
+
+    async def pods(self, namespace: str, selector: dict[str, str]) -> list[Any]:
+        ready = SimpleNamespace(conditions=[SimpleNamespace(type="Ready", status="True")])
+        return [
+            SimpleNamespace(metadata=SimpleNamespace(name=p, deletion_timestamp=None), status=ready)
+            for p in self.pod_names[selector["app"]]
+        ]
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        workload = name.rsplit("-", 1)[0]
+        if name not in self.pod_names[workload]:
+            raise ApiException(status=404, reason="Not Found")
+        self.pod_names[workload] = [p for p in self.pod_names[workload] if p != name] + [f"{name}r"]
+        self.effects.append(Effect("deletePod", workload, name, copy.deepcopy(self.incident["status"])))
+
+
+def pods_api() -> PodsKube:
+    spec: dict[str, Any] = {"title": "down", "severity": "P2", "category": "availability"}
+    spec["targets"] = [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "api"}]
+    steps = [{"name": "kill", "deletePods": {"target": {"fromIncident": {}}, "max": 2}}]
+    playbook = {
+        "steps": steps,
+        "stabilizationSeconds": 0,
+        "allowedTargets": {"names": ["*"]},
+        "guardrails": {"maxPodDeletions": 1},
+    }
+    return PodsKube(spec, playbook, {"web": 2, "api": 2})
+
+
+def test_delete_pods_on_two_targets_keeps_the_guardrail_and_records_the_pods() -> None:
+    api = pods_api()
+    settle(api, Clock())
+    assert [(e.kind, e.value) for e in api.effects] == [("deletePod", "web-1")]
+    step = api.status()["playbook"]["steps"][0]
+    assert [(t["name"], t.get("pods")) for t in step["targets"]] == [("web", ["web-1"]), ("api", [])]
+    status = IncidentStatus.model_validate(api.status())
+    assert status.playbook is not None
+    assert status.playbook.steps[0].pods_deleted() == 1  # what podsDeleted carries over a re-run
+
+
+def test_delete_pods_shares_the_steps_max_across_its_targets() -> None:
+    api = pods_api()
+    api.playbook["spec"]["guardrails"] = {}
+    settle(api, Clock())
+    assert [e.value for e in api.effects] == ["web-1", "web-2"]  # max 2 for the step, not per target
+
+
+def test_killed_at_any_write_delete_pods_on_the_targets_deletes_once() -> None:
+    clean = pods_api()
+    settle(clean, Clock())
+    for n in range(1, clean.status_writes + 1):
+        for when in ("before", "after"):
+            api, clock = pods_api(), Clock()
+            api.drop_at = (n, when)
+            with pytest.raises(Dropped):
+                settle(api, clock)
+            api.drop_at = None
+            clock.now += timedelta(seconds=10)
+            settle(api, clock)
+            assert [e.value for e in api.effects] == ["web-1"], (n, when)  # never its replacement
+
+
+# ----------------------------------------------------------------------------- too many targets
+
+
+def many(n: int) -> list[dict[str, str]]:
+    return [{"kind": "Deployment", "name": f"w{i}"} for i in range(n)]
+
+
+def test_an_incident_names_at_most_as_many_targets_as_a_steps_status_holds() -> None:
+    assert len(incident(targets=many(MAX_TARGETS)).targets or []) == MAX_TARGETS
+    with pytest.raises(ValidationError):
+        incident(targets=many(MAX_TARGETS + 1))
+    crd = yaml.safe_load((ROOT / "crds" / "incident-operator.dev_incidents.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert schema["spec"]["properties"]["targets"]["maxItems"] == MAX_TARGETS  # the API server refuses more
+    steps = schema["status"]["properties"]["playbook"]["properties"]["steps"]["items"]["properties"]
+    assert steps["targets"]["maxItems"] == MAX_TARGETS
+    assert "pods" in steps["targets"]["items"]["properties"]  # deletePods' choice per target is kept
+
+
+def test_more_targets_than_a_step_holds_stalls_the_step_instead_of_a_refused_status_write() -> None:
+    spec = incident(targets=many(MAX_TARGETS))
+    assert spec.targets is not None
+    spec.targets.append(WorkloadRef(kind="Deployment", name="one-more"))  # e.g. made before the cap
+    run = Run(spec, generic(names=["*"]))
+    assert run.plan().intent is None  # nothing runs
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.step(0).targets is None  # nothing the API server would refuse is written
+    stalled = run.condition(ConditionType.STALLED)
+    assert stalled["status"] == "True"
+    assert stalled["reason"] == Reason.OUT_OF_BOUNDS
+    assert f"names {MAX_TARGETS + 1} Deployment targets, more than the {MAX_TARGETS}" in stalled["message"]
+    IncidentStatus.model_validate(run.status.model_dump())  # the status as written is valid
+
+
+def test_alert_intake_keeps_at_most_the_cap_of_targets() -> None:
+    spec = {"title": "down", "targets": many(2)}
+    kept, left_out = alerts.with_targets(spec, many(MAX_TARGETS + 10))
+    assert kept["targets"] == many(MAX_TARGETS)  # each once, in order, the alert's own first
+    assert left_out == 10
+    assert alerts.with_targets(spec, many(3)) == ({**spec, "targets": many(3)}, 0)

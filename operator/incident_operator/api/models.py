@@ -29,7 +29,7 @@ from incident_operator.api.actions import (
     TargetAction,
 )
 from incident_operator.api.base import ApiModel, DnsName, StepName, WorkloadRef
-from incident_operator.api.targets import AllowedTargets, StepTarget, TargetStatus
+from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget, TargetStatus
 
 
 class Severity(StrEnum):
@@ -174,7 +174,9 @@ class IncidentSpec(ApiModel):
     description: str | None = Field(default=None, description="Details: impact, symptoms, links.")
     severity: Severity = Field(description="P1 (critical) to P4 (low); sets the response target.")
     category: Category = Field(description="availability, performance, security or data.")
-    targets: list[WorkloadRef] | None = Field(default=None, description="Affected workloads.")
+    targets: list[WorkloadRef] | None = Field(
+        default=None, max_length=MAX_TARGETS, description="Affected workloads."
+    )
     playbookRef: PlaybookRef | None = Field(
         default=None, description="Playbook to run; without it the highest-priority match is used."
     )
@@ -258,10 +260,14 @@ class StepStatus(ApiModel):
     job: str | None = Field(default=None, description="job: the Job of this attempt.")
     targets: list[TargetStatus] | None = Field(
         default=None,
-        max_length=64,
+        max_length=MAX_TARGETS,
         description="A step on the incident's own targets: each resolved target with its own "
         "exactly-once state (a target done is never acted on again).",
     )
+
+    def pods_deleted(self) -> int:
+        """How many pods this step chose to delete: its own and those of each of its targets."""
+        return len(self.pods or []) + sum(len(t.pods or []) for t in self.targets or [])
 
 
 class PinnedPlaybook(ApiModel):

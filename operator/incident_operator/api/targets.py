@@ -103,6 +103,10 @@ class AllowedTargets(ApiModel):
     )
 
 
+MAX_TARGETS = 64
+"""The most workloads an incident names (`spec.targets`) and a step acts on (its status' `targets`):
+more would make the step's status too large for the API server to accept."""
+
 TargetState = Literal["Pending", "Running", "Succeeded", "Failed"]
 
 
@@ -122,6 +126,10 @@ class TargetStatus(ApiModel):
     revision: int | None = None
     revisionFrom: int | None = None
     revisionName: str | None = None
+    pods: list[str] | None = Field(
+        default=None,
+        description="deletePods: the pods chosen for this target (recorded before any is deleted).",
+    )
 
     @property
     def ref(self) -> WorkloadRef:

@@ -191,11 +191,15 @@ async def restart(ctx: ActionContext) -> Outcome:
     return Outcome(True, f"rollout restart of {ref.kind} {ref.name} requested ({RESTARTED_AT}={stamp})")
 
 
-def _pods_deleted_so_far(ctx: ActionContext) -> int:
-    """By this incident: earlier runs (before a re-fire) and the other steps of this run."""
+def _pods_deleted_so_far(ctx: ActionContext) -> tuple[int, int]:
+    """(by this incident, by this step): the incident's count covers earlier runs (before a
+    re-fire), the other steps of this run (each of their targets too) and this step's other
+    targets; the step's count, its other targets (a step's `max` is shared by its targets)."""
     progress = ctx.status.playbook
     steps = progress.steps if progress else []
-    return (ctx.status.podsDeleted or 0) + sum(len(s.pods or []) for s in steps if s.name != ctx.step.name)
+    by_step = sum(len(t.pods or []) for t in ctx.step_status.targets or [])
+    others = sum(s.pods_deleted() for s in steps if s.name != ctx.step.name)
+    return (ctx.status.podsDeleted or 0) + others + by_step, by_step
 
 
 async def pod_selector(ctx: ActionContext, params: PodsOf) -> dict[str, str] | Outcome:
@@ -227,8 +231,8 @@ async def delete_pods(ctx: ActionContext) -> Outcome:
         refused = await _guard_ready_percent(ctx, len(ready), len(live), f"pods {selector}")
         if refused:
             return refused
-        spent = _pods_deleted_so_far(ctx)
-        budget = min(params.max, max(0, ctx.limits.maxPodDeletionsPerIncident - spent))
+        spent, by_step = _pods_deleted_so_far(ctx)
+        budget = min(max(0, params.max - by_step), max(0, ctx.limits.maxPodDeletionsPerIncident - spent))
         limit = ctx.playbook.guardrails.maxPodDeletions
         if limit is not None:
             budget = min(budget, max(0, limit - spent))

@@ -290,7 +290,16 @@ class Intake:
 
     async def _create(self, action: alerts.Upsert, name: str) -> None:
         body = action.body(name, self.clock())
-        body["spec"] = alerts.with_targets(body["spec"], await self._named_indirectly(action))
+        body["spec"], left_out = alerts.with_targets(body["spec"], await self._named_indirectly(action))
+        if left_out:
+            logger.warning(
+                "alert %s: %d workloads its labels name left out of incident %s/%s (at most %d targets)",
+                action.fingerprint,
+                left_out,
+                action.namespace,
+                name,
+                len(body["spec"]["targets"]),
+            )
         await self.kube.create_object("incidents", action.namespace, body)
 
     async def _named_indirectly(self, action: alerts.Upsert) -> list[dict[str, str]]:

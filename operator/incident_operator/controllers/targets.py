@@ -33,7 +33,7 @@ from incident_operator.core.planner import Outcome
 logger = logging.getLogger(__name__)
 
 LOCK_ATTEMPTS = 5
-_CARRIED = ("replicasBefore", "replicasAfter", "revision", "revisionFrom", "revisionName")
+_CARRIED = ("replicasBefore", "replicasAfter", "revision", "revisionFrom", "revisionName", "pods")
 """What an action decides per target before it acts (kept in the target's status)."""
 
 

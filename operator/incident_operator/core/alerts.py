@@ -27,6 +27,7 @@ from incident_operator.api.keys import (
     LABEL_ALERTNAME,
     LABEL_FINGERPRINT,
 )
+from incident_operator.api.targets import MAX_TARGETS
 from incident_operator.api.timestamps import format_micro_time, parse_time
 from incident_operator.core.planner import AlertState
 from incident_operator.settings.config import AlertIntakeConfig
@@ -244,13 +245,16 @@ def selected_workloads(
     ]
 
 
-def with_targets(spec: dict[str, Any], found: list[dict[str, str]]) -> dict[str, Any]:
-    """`spec` with `found` added to its targets (each once, in order)."""
+def with_targets(spec: dict[str, Any], found: list[dict[str, str]]) -> tuple[dict[str, Any], int]:
+    """`spec` with `found` added to its targets (each once, in order), at most `MAX_TARGETS` of
+    them (what the API server admits), and how many were left out."""
     merged: list[dict[str, str]] = []
     for ref in [*(spec.get("targets") or []), *found]:
         if ref not in merged:
             merged.append(ref)
-    return {**spec, "targets": merged} if merged else spec
+    left_out = max(0, len(merged) - MAX_TARGETS)
+    merged = merged[:MAX_TARGETS]
+    return ({**spec, "targets": merged} if merged else spec), left_out
 
 
 def next_name(base: str, existing: set[str]) -> str:

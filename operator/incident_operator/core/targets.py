@@ -4,8 +4,9 @@ A step with `target: {fromIncident: {kind?}}` acts on the incident's `spec.targe
 each of which must be admitted by the Playbook's `allowedTargets` (kinds, name globs, a label
 selector on the workload's own labels). The labels are facts the engine reads and passes in
 (`labels`, keyed 'Kind/name'; a workload it could not read is absent or None); nothing here reads
-the cluster. The answer is all or nothing: one target outside the bounds and the step acts on
-none of them (a person looks at the incident first); no target at all, and it waits too.
+the cluster. The answer is all or nothing: one target outside the bounds, or more targets than a
+step's status holds (`MAX_TARGETS`), and the step acts on none of them (a person looks at the
+incident first); no target at all, and it waits too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import LOCK_LEASE_PREFIX
 from incident_operator.api.models import PlaybookSpec, Step, StepState
 from incident_operator.api.reasons import ConditionType, Reason
-from incident_operator.api.targets import AllowedTargets, StepTarget
+from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget
 from incident_operator.api.timestamps import format_time, parse_time
 
 Labels = Mapping[str, Mapping[str, str] | None]
@@ -79,6 +80,12 @@ def resolve(
         return Resolution(
             blocked=Reason.NO_TARGET,
             message=f"the incident names no {kind or 'workload'} target to act on (spec.targets: {named})",
+        )
+    if len(unique) > MAX_TARGETS:  # refused at admission; a status holding them all would be too
+        return Resolution(
+            blocked=Reason.OUT_OF_BOUNDS,
+            message=f"the incident names {len(unique)} {kind or 'workload'} targets, more than the "
+            f"{MAX_TARGETS} a step acts on: nothing is touched (name fewer in spec.targets)",
         )
     if bounds is None:  # refused at admission and by validation; never act unbounded
         return Resolution(

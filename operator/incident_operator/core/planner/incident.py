@@ -293,7 +293,7 @@ def _rerun_edited(b: Builder, stalled: str, generation: int | None, edited: Play
         else:
             steps.append(StepStatus(name=step.name, action=step.action))
     redone = [s for s in old.steps if s.name not in kept]
-    deleted = sum(len(s.pods or []) for s in redone)  # guardrail budgets span runs
+    deleted = sum(s.pods_deleted() for s in redone)  # guardrail budgets span runs
     status.podsDeleted = (status.podsDeleted or 0) + deleted or None
     status.runs = (status.runs or 0) + 1
     run_id = f"r{status.runs}"
@@ -477,7 +477,7 @@ def _follow_alert(b: Builder) -> None:
     status.resolvedAt = None
     status.monitoringSince = None
     if status.playbook is not None:  # guardrail budgets span runs: pods deleted so far still count
-        deleted = sum(len(step.pods or []) for step in status.playbook.steps)
+        deleted = sum(step.pods_deleted() for step in status.playbook.steps)
         status.podsDeleted = (status.podsDeleted or 0) + deleted or None
     status.playbook = None  # the playbook runs again (its cooldown permitting); history stays in the timeline
     b.condition(
