@@ -92,6 +92,12 @@ REJECTED = [
     Rejected("unknown-category", "incidents", {**INCIDENT, "category": "cosmic"}, "category"),
     Rejected("title-too-long", "incidents", {**INCIDENT, "title": "x" * 300}, "title"),
     Rejected("target-a-pod", "incidents", {**INCIDENT, "targets": [{"kind": "Pod", "name": "x"}]}, "kind"),
+    Rejected(  # more than a step's status can hold: the incident would never run (issue 21)
+        "too-many-targets",
+        "incidents",
+        {**INCIDENT, "targets": [{"kind": "Deployment", "name": f"w{i}"} for i in range(65)]},
+        "must have at most 64 items",
+    ),
     Rejected("approval-without-by", "incidents", {**INCIDENT, "approvals": [{"step": "a"}]}, "by"),
     Rejected(
         "approval-twice",
