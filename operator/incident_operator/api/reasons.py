@@ -202,10 +202,12 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "denied: <host>`): the step is Blocked, never Failed (warning).",
     Reason.NO_TARGET: "A step on the incident's own targets (target.fromIncident) has none to act on "
     "(none of its kind in spec.targets): it is Blocked and waits (warning).",
-    Reason.OUT_OF_BOUNDS: "A target of the incident is outside the Playbook's allowedTargets: the step "
-    "acts on nothing and waits; the message names the target and the bound (warning).",
-    Reason.TARGET_BUSY: "Another incident runs a mutating step on the same workload (the lock, an "
-    "annotation on the workload): the step waits; the message names the holder (warning).",
+    Reason.OUT_OF_BOUNDS: "A target of the incident is outside the Playbook's allowedTargets, or it names "
+    "more targets than a step holds (64): the step acts on nothing and waits; the message names the "
+    "target and the bound, or the count (warning).",
+    Reason.TARGET_BUSY: "Another incident runs a mutating action on the same workload (the lock, a Lease "
+    "incident-operator-lock-<kind>-<name> in the namespace, held for one action): the step waits; "
+    "the message names the holder (warning).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",
