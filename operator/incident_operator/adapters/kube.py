@@ -472,12 +472,9 @@ class Kube:
         `targetRef` names among the pods the Service selects (an allow-list: a pod gone between
         the two reads, or a host-network pod, whose addresses are its node's, is dropped). None if
         there is no such Service. Raises the client's other errors."""
-        try:
-            service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
-        except ApiException as exc:
-            if not_found(exc):
-                return None
-            raise
+        service = await self._service(namespace, name)
+        if service is None:
+            return None
         spec = service.spec or client.V1ServiceSpec()
         kind = str(spec.type or "ClusterIP")
         cluster_ips = tuple(spec.cluster_ips or ([spec.cluster_ip] if spec.cluster_ip else []))
@@ -536,13 +533,19 @@ class Kube:
 
     async def service_selector(self, namespace: str, name: str) -> dict[str, str] | None:
         """Service `name`'s pod selector (None: no such Service, or none)."""
+        service = await self._service(namespace, name)
+        if service is None:
+            return None
+        return dict(service.spec.selector or {}) if service.spec else None
+
+    async def _service(self, namespace: str, name: str) -> client.V1Service | None:
+        """Service `name` of `namespace`, None if there is none. Raises the client's other errors."""
         try:
-            service = await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
+            return await self.call(self.core.read_namespaced_service, name, namespace, _request_timeout=10)
         except ApiException as exc:
             if not_found(exc):
                 return None
             raise
-        return dict(service.spec.selector or {}) if service.spec else None
 
     async def workload_templates(self, namespace: str) -> list[tuple[str, str, dict[str, str]]]:
         """Every Deployment and StatefulSet of `namespace` with its pod template's labels."""
