@@ -265,7 +265,7 @@ def test_the_state_at_its_caps_fits_one_config_map_and_a_bigger_one_is_refused()
         async def call(self, fn: Any, *args: Any) -> Any:
             return fn(*args)
 
-    store = BreakerStore(Kube(), "incident-operator", "incident-operator-automation")  # type: ignore[arg-type]
+    store = BreakerStore(Kube(), "incident-operator", "incident-operator-automation")
     with pytest.raises(breaker.StateTooLarge):
         asyncio.run(store.write(dataclasses.replace(full, runs=runs * 3), None))
 
@@ -775,7 +775,7 @@ def test_a_config_map_deleted_since_it_was_read_is_read_again_and_created() -> N
 
     kube, clock = FakeKube(), Clock()
     b = Breaker(None, limits(), "incident-operator", clock=clock, monotonic=lambda: 0.0)
-    b.store = BreakerStore(kube, "incident-operator", "incident-operator-automation")  # type: ignore[arg-type]
+    b.store = BreakerStore(kube, "incident-operator", "incident-operator-automation")
     b._state, b._version, b._read_at = State(), "3", 0.0  # a cached copy, fresh
     assert asyncio.run(b.reserve(req("a"))).granted
     assert len(kube.core.created) == 1
