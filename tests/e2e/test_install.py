@@ -241,6 +241,30 @@ def test_an_alert_from_alertmanager_is_taken_by_the_standby_and_remediated_by_th
         s.wait_step(name, "restart", "Succeeded")
         manager.resolve("ServiceDown", labels, "api is down")
         s.wait_phase(name, "Resolved")
+
+        # A namespace that did not opt in: the operator may not read its pods, so the alert's pod
+        # label names no target; the incident is opened all the same and says so in an Event.
+        create_namespace(installed, "unopened", opt_in=False)
+        closed = SaScenario(installed, replicas, "unopened")
+        manager.fire("ServiceDown", {"namespace": "unopened", "pod": "web-1", "severity": "critical"}, "down")
+        told = wait_until(
+            lambda: next(
+                (
+                    e
+                    for i in closed.custom.list_namespaced_custom_object(
+                        "incident-operator.dev", "v1alpha1", "unopened", "incidents"
+                    )["items"]
+                    for e in closed.events(i["metadata"]["name"])
+                    if e.reason == "TargetsIncomplete"
+                ),
+                None,
+            ),
+            timeout=TIMEOUT,
+            what="the TargetsIncomplete Event of the incident opened in a namespace that did not opt in",
+        )
+        assert told.type == "Warning"
+        assert "pod/service labels name not read" in told.message
+        assert "Forbidden" in told.message
     finally:
         manager.stop()
     assert s.get("incidents", name)["spec"]["source"]["alertname"] == "ServiceDown"

@@ -19,6 +19,7 @@ class Cluster:
     def __init__(self, *, forbidden: bool = False) -> None:
         self.forbidden = forbidden
         self.created: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str, str]] = []
         self.owner_refs = {
             ("Pod", "web-7d9c-x1"): [("ReplicaSet", "web-7d9c", True)],
             ("ReplicaSet", "web-7d9c"): [("Deployment", "web", True)],
@@ -51,7 +52,12 @@ class Cluster:
 
     async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
         self.created.append(body)
-        return body
+        return {**body, "metadata": {**body["metadata"], "namespace": namespace, "uid": "u-1"}}
+
+    async def post_event(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str, when: Any
+    ) -> None:
+        self.events.append((involved["metadata"]["name"], type_, reason, message))
 
     async def list_objects(self, *args: Any, **kwargs: Any) -> Any:
         return []
@@ -104,6 +110,33 @@ def test_a_namespace_that_did_not_opt_in_gets_its_incident_without_those_targets
     assert opened({"deployment": "api", "pod": "web-7d9c-x1"}, cluster) == [
         {"kind": "Deployment", "name": "api"}
     ]
+
+
+def test_an_incident_opened_without_targets_it_could_not_read_says_so_in_an_event() -> None:
+    cluster = Cluster(forbidden=True)
+    opened({"deployment": "api", "pod": "web-7d9c-x1"}, cluster)
+    [(name, type_, reason, message)] = cluster.events
+    assert (type_, reason) == ("Warning", "TargetsIncomplete")
+    assert name == cluster.created[0]["metadata"]["name"]
+    assert "pod/service labels name not read (HTTP 403 Forbidden)" in message
+    assert "spec.targets" in message
+
+
+def test_an_incident_opened_with_more_workloads_than_targets_hold_says_how_many_are_left_out() -> None:
+    cluster = Cluster()
+    cluster.templates = [("Deployment", f"web-{i}", {"app": "web"}) for i in range(70)]
+    targets = opened({"service": "frontend"}, cluster)
+    assert targets is not None
+    assert len(targets) == 64
+    [(_, _, reason, message)] = cluster.events
+    assert reason == "TargetsIncomplete"
+    assert "6 workloads its labels name left out (at most 64 targets)" in message
+
+
+def test_an_incident_with_all_its_targets_posts_no_event() -> None:
+    cluster = Cluster()
+    opened({"service": "frontend"}, cluster)
+    assert cluster.events == []
 
 
 def test_the_owner_is_the_controller_reference() -> None:

@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from kubernetes import client, config
@@ -574,6 +575,32 @@ class Kube:
 
     async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.call(self.objects.create, plural, namespace, body)
+
+    async def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str, when: datetime
+    ) -> None:
+        """Post a core/v1 Event about the object `involved` (its body as the API returned it)."""
+        metadata = involved.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or "")
+        kind = str(involved.get("kind") or "")
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{metadata.get('name', 'object')}."),
+            involved_object=client.V1ObjectReference(
+                api_version=str(involved.get("apiVersion") or ""),
+                kind=kind,
+                name=str(metadata.get("name") or ""),
+                namespace=namespace,
+                uid=str(metadata.get("uid") or ""),
+            ),
+            type=type_,
+            reason=reason,
+            message=message[:1024],
+            first_timestamp=when,
+            last_timestamp=when,
+            count=1,
+            source=client.V1EventSource(component="incident-operator"),
+        )
+        await self.call(self.core.create_namespaced_event, namespace, event)
 
     async def patch_object(
         self, plural: str, namespace: str, name: str, body: dict[str, Any]

@@ -109,6 +109,7 @@ class Reason(StrEnum):
     NO_TARGET = "NoTarget"
     OUT_OF_BOUNDS = "OutOfBounds"
     TARGET_BUSY = "TargetBusy"
+    TARGETS_INCOMPLETE = "TargetsIncomplete"
     PLAYBOOK_CHANGED = "PlaybookChanged"
     PLAYBOOK_REF_IGNORED = "PlaybookRefIgnored"
     STEP_RUNNING = "StepRunning"
@@ -208,6 +209,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TARGET_BUSY: "Another incident runs a mutating action on the same workload (the lock, a Lease "
     "incident-operator-lock-<kind>-<name> in the namespace, held for one action): the step waits; "
     "the message names the holder (warning).",
+    Reason.TARGETS_INCOMPLETE: "Alert intake opened the incident without some of the workloads its alert's "
+    "labels name: more than 64 (the rest are left out), or the pod/service labels could not be read (the "
+    "namespace grants the operator no reads): the message says which; add them to spec.targets (warning).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",

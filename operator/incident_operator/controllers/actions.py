@@ -50,7 +50,7 @@ from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, notices, revisions, secretrefs
+from incident_operator.core import checks, jobpolicy, names, notices, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -607,6 +607,13 @@ async def notify(ctx: ActionContext) -> Outcome:
     return Outcome(True, f"notified ({'slack' if params.slack else 'webhook'}): {text[:200]}")
 
 
+def evidence_name(incident: str, run_id: str, workload: WorkloadRef | None) -> str:
+    """The evidence ConfigMap of a run (one per workload for a step with a target), a valid name
+    however long the incident's and the workload's are (`core.names.bounded`)."""
+    base = f"{incident}-evidence-{run_id}"
+    return names.bounded(base if workload is None else f"{base}-{str(workload.kind).lower()}-{workload.name}")
+
+
 async def collect_evidence(ctx: ActionContext) -> Outcome:
     params = ctx.step.collectEvidence
     assert params is not None  # noqa: S101
@@ -664,16 +671,20 @@ async def collect_evidence(ctx: ActionContext) -> Outcome:
     if notes:
         data["unavailable.txt"] = "\n".join(notes) + "\n"
     _fit(data, ctx.limits.maxEvidenceBytes)
-    name = f"{ctx.incident}-evidence-{ctx.run_id}"
-    if params.target is not None:  # one ConfigMap per workload; evidenceRef names the first
-        name = f"{name}-{str(ctx.workload.kind).lower()}-{ctx.workload.name}"[:253]
+    name = evidence_name(ctx.incident, ctx.run_id, ctx.workload if params.target is not None else None)
     try:
         await ctx.kube.write_owned_configmap(ctx.namespace, name, data, ctx.incident, ctx.incident_uid)
     except ApiException as exc:
         return Outcome(False, f"writing ConfigMap {name}: {api_reason(exc)}")
-    if params.target is None or not (ctx.status.evidenceRef or "").startswith(
-        f"{ctx.incident}-evidence-{ctx.run_id}"
-    ):
+    named = [t.ref for t in ctx.step_status.targets or []] + [
+        s.collectEvidence.target.fixed
+        for s in ctx.playbook.steps
+        if s.collectEvidence is not None
+        and s.collectEvidence.target is not None
+        and s.collectEvidence.target.fixed
+    ]
+    this_run = {evidence_name(ctx.incident, ctx.run_id, ref) for ref in [None, *named]}
+    if params.target is None or ctx.status.evidenceRef not in this_run:  # the run's first names it
         ctx.status.evidenceRef = name
     logs_note = f"; logs unavailable for {len(missing_logs)} pods" if missing_logs else ""
     if not_read:

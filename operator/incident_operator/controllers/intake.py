@@ -31,6 +31,8 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.api import keys
+from incident_operator.api.reasons import Reason
+from incident_operator.api.targets import MAX_TARGETS
 from incident_operator.api.timestamps import format_micro_time, utc_now
 from incident_operator.core import alerts
 from incident_operator.settings.config import OperatorConfig
@@ -290,23 +292,31 @@ class Intake:
 
     async def _create(self, action: alerts.Upsert, name: str) -> None:
         body = action.body(name, self.clock())
-        body["spec"], left_out = alerts.with_targets(body["spec"], await self._named_indirectly(action))
+        found, not_read = await self._named_indirectly(action)
+        body["spec"], left_out = alerts.with_targets(body["spec"], found)
+        missing: list[str] = []
         if left_out:
-            logger.warning(
-                "alert %s: %d workloads its labels name left out of incident %s/%s (at most %d targets)",
-                action.fingerprint,
-                left_out,
-                action.namespace,
-                name,
-                len(body["spec"]["targets"]),
-            )
-        await self.kube.create_object("incidents", action.namespace, body)
+            missing.append(f"{left_out} workloads its labels name left out (at most {MAX_TARGETS} targets)")
+        if not_read:
+            missing.append(f"the workloads its pod/service labels name not read ({not_read})")
+        created = await self.kube.create_object("incidents", action.namespace, body)
+        if missing:
+            said = f"alert {action.fingerprint}: " + "; ".join(missing) + ": add them to spec.targets"
+            logger.warning("incident %s/%s: %s", action.namespace, name, said)
+            await self._tell(created, said)
 
-    async def _named_indirectly(self, action: alerts.Upsert) -> list[dict[str, str]]:
+    async def _tell(self, incident: dict[str, Any], message: str) -> None:
+        """A Warning Event on the incident just opened (best effort: the incident is what counts)."""
+        try:
+            await self.kube.post_event(incident, "Warning", Reason.TARGETS_INCOMPLETE, message, self.clock())
+        except Exception as exc:  # logged above already; an Event is no reason to fail a delivery
+            logger.info("Event %s not posted: %s", Reason.TARGETS_INCOMPLETE, exc)
+
+    async def _named_indirectly(self, action: alerts.Upsert) -> tuple[list[dict[str, str]], str | None]:
         """The workloads the alert's `pod` and `service` labels name: the pod's Deployment (through
         its ReplicaSet) or StatefulSet, the workloads whose pods the Service selects. Read with
-        the namespace's remediator rights; what cannot be read is left out (and logged): the
-        incident is opened all the same."""
+        the namespace's remediator rights; what cannot be read is left out, with the reason (the
+        second value): the incident is opened all the same."""
         pod, service = alerts.lookups(action.spec.get("source", {}).get("labels") or {})
         found: list[dict[str, str]] = []
         namespace = action.namespace
@@ -329,13 +339,8 @@ class Intake:
         except ApiException as exc:
             if _unavailable(exc):
                 raise
-            logger.warning(
-                "alert %s: targets of pod/service labels in %s not read: %s",
-                action.fingerprint,
-                namespace,
-                api_reason(exc),
-            )
-        return found
+            return found, api_reason(exc)
+        return found, None
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._known[key] = None
