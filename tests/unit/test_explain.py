@@ -201,6 +201,45 @@ def test_a_misconfigured_step_waits_blocked_and_says_when_it_is_tried_again() ->
     assert run.why.next.startswith("step smoke is tried again at 2026-11-27T12:00:32Z")
 
 
+THEIRS = {"target": {"fromIncident": {"kind": "Deployment"}}}
+BOUNDED = {"kinds": ["Deployment"], "names": ["web*"]}
+
+
+def test_a_step_with_no_target_waits_and_says_what_would_let_it_run() -> None:
+    run = Explained(
+        incident(), candidate("pb", {"name": "restart", "restart": THEIRS}, allowedTargets=BOUNDED)
+    )
+    run.plan()
+    assert run.verdicts() == {"restart": ("Waits", "NoTarget")}
+    [step] = run.why.steps
+    assert "names no Deployment target" in (step.why or "")
+    assert "until spec.targets names a workload of the kind the step acts on" in run.why.next
+
+
+def test_a_target_outside_the_bounds_waits_naming_the_target_and_the_bound() -> None:
+    spec = incident(targets=[{"kind": "Deployment", "name": "payments"}])
+    run = Explained(spec, candidate("pb", {"name": "restart", "restart": THEIRS}, allowedTargets=BOUNDED))
+    run.plan()
+    assert run.verdicts() == {"restart": ("Waits", "OutOfBounds")}
+    [step] = run.why.steps
+    assert "Deployment/payments is outside allowedTargets.names ['web*']" in (step.why or "")
+    assert "acts on nothing (OutOfBounds) until a person changes spec.targets" in run.why.next
+
+
+def test_a_busy_target_waits_naming_the_holder_and_is_tried_again_in_seconds() -> None:
+    spec = incident(targets=[{"kind": "Deployment", "name": "web"}])
+    run = Explained(spec, candidate("pb", {"name": "restart", "restart": THEIRS}, allowedTargets=BOUNDED))
+    run.plan()
+    busy = "Deployment/web is busy: incident other runs a mutating step on it"
+    run.complete(Intent("run-step", 0), ok=False, message=busy, blocked=Reason.TARGET_BUSY)
+    run.plan()
+    assert run.verdicts() == {"restart": ("Waits", "TargetBusy")}
+    [step] = run.why.steps
+    assert "incident other" in (step.why or "")
+    assert run.why.next.startswith("step restart is tried again at 2026-11-27T12:00:02Z")
+    assert "once the incident holding the workload's lock has finished its run" in run.why.next
+
+
 def test_a_reason_this_version_does_not_know_is_said_as_the_planner_recorded_it() -> None:
     """A circuit breaker, target bounds, ...: whatever condition holds automation is rendered."""
     run = Explained(incident(), candidate("pb", COLLECT, SCALE))

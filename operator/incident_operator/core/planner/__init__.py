@@ -16,6 +16,7 @@ The parts: `model` (input and decision), `builder` (one decision in the making),
 from incident_operator.core.planner.builder import backoff, bound_timeline, with_records
 from incident_operator.core.planner.incident import check_deadlines, effective_severity, plan
 from incident_operator.core.planner.model import (
+    BUSY_RECHECK_S,
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
     OPERATOR_ACTOR,
@@ -36,6 +37,7 @@ from incident_operator.core.planner.model import (
 from incident_operator.core.planner.steps import complete, pods_to_delete, scale_decision
 
 __all__ = [
+    "BUSY_RECHECK_S",
     "HEALTH_GRACE_S",
     "HEALTH_RECHECK_S",
     "OPERATOR_ACTOR",
