@@ -109,6 +109,8 @@ class Reason(StrEnum):
     NO_TARGET = "NoTarget"
     OUT_OF_BOUNDS = "OutOfBounds"
     TARGET_BUSY = "TargetBusy"
+    TARGETS_PINNED = "TargetsPinned"
+    TARGETS_CHANGED = "TargetsChanged"
     PLAYBOOK_CHANGED = "PlaybookChanged"
     PLAYBOOK_REF_IGNORED = "PlaybookRefIgnored"
     STEP_RUNNING = "StepRunning"
@@ -208,6 +210,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TARGET_BUSY: "Another incident runs a mutating action on the same workload (the lock, a Lease "
     "incident-operator-lock-<kind>-<name> in the namespace, held for one action): the step waits; "
     "the message names the holder (warning).",
+    Reason.TARGETS_PINNED: "A run pinned the incident's targets it acts on (status.playbook.targets), when "
+    "its first step on them resolved: every such step of the run acts on those; an edit of "
+    "spec.targets applies from the next run.",
+    Reason.TARGETS_CHANGED: "spec.targets changed during a run: the run goes on acting on its pinned "
+    "targets; the edit applies from the next run (health checks both).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",

@@ -867,10 +867,12 @@ async def run(ctx: ActionContext) -> Outcome:
         return Outcome(False, f"unexpected error: {type(exc).__name__}")
 
 
-def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
-    """The workloads an incident is about: its own targets and the fixed ones its playbook acts
-    on (a step on the incident's targets acts on some of the former)."""
-    refs = list(spec.targets or [])
+def workload_targets(
+    spec: IncidentSpec, playbook: PlaybookSpec | None, pinned: list[WorkloadRef] | None = None
+) -> list[WorkloadRef]:
+    """The workloads an incident is about: the targets its run pinned (`pinned`: it acted on
+    some), its own targets now, and the fixed ones its playbook acts on."""
+    refs = [*(pinned or []), *(spec.targets or [])]
     for step in playbook.steps if playbook else []:
         fixed = step.target.fixed if step.target is not None else None
         if fixed is not None:
@@ -882,12 +884,19 @@ def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[
 
 
 async def verify_health(
-    kube: Kube, outbound: Outbound, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
+    kube: Kube,
+    outbound: Outbound,
+    namespace: str,
+    spec: IncidentSpec,
+    playbook: PlaybookSpec,
+    *,
+    pinned: list[WorkloadRef] | None = None,
 ) -> Outcome:
-    """After the stabilization window: every target rolled out, every httpCheck URL answering."""
+    """After the stabilization window: every target (those the run pinned and those the incident
+    names now) rolled out, every httpCheck URL answering."""
     problems: list[str] = []
     healthy: list[str] = []
-    for ref in workload_targets(spec, playbook):
+    for ref in workload_targets(spec, playbook, pinned):
         try:
             readiness = await kube.readiness(str(ref.kind), ref.name, namespace)
         except ApiException as exc:
