@@ -280,10 +280,15 @@ def test_a_step_of_a_kind_the_pin_lacks_takes_the_incidents_targets_of_that_kind
     run = Run(incident(targets=[WEB.model_dump()]), restart_then_rollback(restart_db))
     run.plan()
     run.complete(Intent("run-step", 0))
-    run.spec = incident(targets=[API.model_dump(), DB.model_dump()])
+    run.spec = incident(targets=[API.model_dump()])
     run.plan()
     assert names(run.step(1)) == ["Deployment/web"]
     run.complete(Intent("run-step", 1))
+    assert run.plan().intent is None  # no StatefulSet pinned nor named: it waits for one
+    assert run.condition(ConditionType.STALLED)["reason"] == Reason.NO_TARGET
+    assert "(spec.targets: Deployment/api)" in run.condition(ConditionType.STALLED)["message"]
+    run.spec = incident(targets=[API.model_dump(), DB.model_dump()])  # an SRE names it
+    run.now += timedelta(seconds=30)
     assert run.plan().intent == Intent("run-step", 2)
     assert names(run.step(2)) == ["StatefulSet/db"]
     assert run.status.playbook is not None

@@ -189,14 +189,12 @@ def _pinned_resolution(b: Builder, step: Step, playbook: PlaybookSpec) -> target
                 f"({_named(progress.targets)}); an edit of spec.targets applies from the next run",
             )
         return resolution
-    source = f"targets pinned by run {progress.runId}; spec.targets edits apply from the next run"
+    source = f"the targets run {progress.runId} pinned"
     resolution = targets.resolve_step(step, pinned, playbook, labels, source)
     if resolution is None or resolution.blocked != Reason.NO_TARGET:
         return resolution
-    now = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)
-    if now is None or now.blocked == Reason.NO_TARGET:
-        return resolution
-    if now.blocked is None:
+    now = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)  # it waits for spec.targets
+    if now is not None and now.blocked is None:
         added = [ref for ref in now.targets if targets.key(ref) not in {targets.key(p) for p in pinned}]
         if len(pinned) + len(added) > MAX_TARGETS:
             return targets.Resolution(
