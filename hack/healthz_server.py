@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        status = 200 if self.path in ("/healthz", "/readyz") else 404
+        status = 200 if self._path() in ("/healthz", "/readyz") else 404
         self.send_response(status)
         self.send_header("Content-Type", "text/plain")
         self.end_headers()
@@ -22,13 +22,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
-        if self.path == "/notify":
+        path = self._path()
+        if path == "/notify":
             print(f"notification: {body.decode(errors='replace')}", flush=True)
-        status = 200 if self.path in ("/v1/upload", "/notify") else 404
+        status = 200 if path in ("/v1/upload", "/notify") else 404
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        self.wfile.write(b'{"stored": true}\n' if self.path == "/v1/upload" else b"{}\n")
+        self.wfile.write(b'{"stored": true}\n' if path == "/v1/upload" else b"{}\n")
+
+    def _path(self) -> str:
+        """The path without the query (the sample's smoke test names the workload checked in it)."""
+        return self.path.split("?", 1)[0]
 
     def log_message(self, format: str, *args: object) -> None:
         return

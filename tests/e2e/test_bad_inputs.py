@@ -125,6 +125,12 @@ REJECTED = [
         playbook(step("a", restart={"target": {"fromIncident": {}}})),
         "needs spec.allowedTargets",
     ),
+    Rejected(  # a URL naming the workload checked, and no workload to check
+        "check-url-names-target-without-one",
+        "playbooks",
+        playbook(step("a", httpCheck={"url": "http://{targetName}.{namespace}.svc/healthz"})),
+        "url names {targetName} or {targetKind}: give a target",
+    ),
     Rejected(
         "from-incident-and-a-name",
         "playbooks",
@@ -621,9 +627,12 @@ class Stalls:
     says: str
     secret: dict[str, str] = field(default_factory=dict)
     incident: dict[str, Any] = field(default_factory=dict)
+    playbook: dict[str, Any] = field(default_factory=dict)
+    """More of the Playbook's spec (e.g. allowedTargets)."""
 
 
 PROM_CHECK = {"query": "up", "expect": {"op": ">", "value": 0}}
+FROM_INCIDENT: dict[str, Any] = {"fromIncident": {}}
 
 
 def webhook(key: str) -> dict[str, Any]:
@@ -732,6 +741,19 @@ STALLS = [
         "invalid URL: bad host name",
     ),
     Stalls("secret-ftp", [step("a", notify=webhook("ftp"))], "Misconfigured", "invalid URL"),
+    Stalls(  # a workload name (dots allowed) steering a check's rendered host: the egress policy decides
+        "target-name-steers-check-host",
+        [
+            step(
+                "a",
+                httpCheck={"url": "http://{targetName}/latest/meta-data/", "target": {"fromIncident": {}}},
+            )
+        ],
+        "Misconfigured",
+        "egress denied: 169.254.169.254",
+        incident={"targets": [{"kind": "Deployment", "name": "169.254.169.254"}]},
+        playbook={"allowedTargets": {"names": ["*"]}},
+    ),
 ]
 
 
@@ -761,7 +783,9 @@ def odd_secret(table: Scenario, hooks: LocalServer) -> None:
 def test_the_operator_stops_with_a_reason(table: Scenario, odd_secret: None, case: Stalls) -> None:
     spec: dict[str, Any] = dict(case.incident)
     if case.steps is not None:
-        table.playbook(case.id, case.steps, match={"severities": ["P4"], "categories": ["data"]})
+        table.playbook(
+            case.id, case.steps, match={"severities": ["P4"], "categories": ["data"]}, **case.playbook
+        )
         spec = {"playbookRef": {"name": case.id}, **spec}
     table.incident(case.id, **spec)
     stalled = table.wait_condition(case.id, "Stalled", reason=case.reason)

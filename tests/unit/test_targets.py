@@ -30,7 +30,8 @@ from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarge
 from incident_operator.controllers import actions
 from incident_operator.controllers import targets as running
 from incident_operator.core import alerts, targets
-from incident_operator.core.planner import Intent
+from incident_operator.core.explain import explain
+from incident_operator.core.planner import Intent, plan
 from incident_operator.settings.config import Limits
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, Effect, FakeKube
 from tests.unit.test_incident_loop import Clock, run_until_settled
@@ -203,6 +204,115 @@ def test_a_busy_target_is_tried_again_soon() -> None:
     assert decision.wake_at == T0 + timedelta(seconds=2)
     run.now += timedelta(seconds=2)
     assert run.plan().intent == Intent("run-step", 0)
+
+
+# ----------------------------------------------------------------------------- a run's targets are pinned
+
+ROLLBACK_THEIRS = {"name": "rollback", "rollback": {"target": {"fromIncident": {"kind": "Deployment"}}}}
+
+
+def restart_then_rollback(*more: dict[str, Any]) -> Candidate:
+    body = {
+        "steps": [RESTART_THEIRS, ROLLBACK_THEIRS, *more],
+        "stabilizationSeconds": 30,
+        "allowedTargets": {"names": ["*"]},
+    }
+    return Candidate("pb", PlaybookSpec.model_validate(body))
+
+
+def names(step: Any) -> list[str]:
+    return [f"{t.kind}/{t.name}" for t in step.targets]
+
+
+def test_an_edit_of_the_incidents_targets_mid_run_does_not_retarget_the_run() -> None:
+    run = Run(incident(targets=[WEB.model_dump()]), restart_then_rollback())
+    assert run.plan().intent == Intent("run-step", 0)
+    assert names(run.step(0)) == ["Deployment/web"]
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets == [WEB]  # pinned, recorded in the run's status
+    assert Reason.TARGETS_PINNED in run.records
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(targets=[API.model_dump()])  # a person (or intake) edits them mid-run
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["Deployment/web"]  # restarted web: rolls back web, not api
+    assert run.status.playbook.targets == [WEB]
+    said = [e.message for e in run.status.timeline or [] if e.type == Reason.TARGETS_CHANGED]
+    assert len(said) == 1
+    assert "now Deployment/api" in said[0]
+    assert "pinned targets (Deployment/web)" in said[0]
+    assert "next run" in said[0]
+    run.complete(Intent("run-step", 1))
+    run.plan()  # said once per edit, not at every plan
+    assert [e.type for e in run.status.timeline or []].count(Reason.TARGETS_CHANGED) == 1
+
+
+def test_the_explanation_says_which_targets_the_run_acts_on_and_that_an_edit_waits() -> None:
+    run = Run(incident(targets=[WEB.model_dump()]), restart_then_rollback())
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(targets=[API.model_dump()])
+    inp = run.input()
+    decision = plan(inp)
+    why = explain(inp, decision, run.playbooks, {}, incident="web", namespace="shop")
+    assert why.run is not None
+    assert "acts on the targets it pinned: Deployment/web" in why.run
+    assert "spec.targets now names Deployment/api: the edit applies from the next run" in why.run
+
+
+def test_targets_empty_at_the_start_are_pinned_when_a_waiting_step_picks_them_up() -> None:
+    run = Run(incident(), restart_then_rollback())
+    run.plan()
+    assert run.step(0).state is StepState.BLOCKED
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets is None  # nothing pinned while the step waits NoTarget
+    run.spec = incident(targets=[WEB.model_dump()])  # an SRE names the target
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("run-step", 0)
+    assert run.status.playbook.targets == [WEB]
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(targets=[WEB.model_dump(), API.model_dump()])
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["Deployment/web"]
+
+
+def test_a_step_of_a_kind_the_pin_lacks_takes_the_incidents_targets_of_that_kind_then() -> None:
+    restart_db = {"name": "restart-db", "restart": {"target": {"fromIncident": {"kind": "StatefulSet"}}}}
+    run = Run(incident(targets=[WEB.model_dump()]), restart_then_rollback(restart_db))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(targets=[API.model_dump()])
+    run.plan()
+    assert names(run.step(1)) == ["Deployment/web"]
+    run.complete(Intent("run-step", 1))
+    assert run.plan().intent is None  # no StatefulSet pinned nor named: it waits for one
+    assert run.condition(ConditionType.STALLED)["reason"] == Reason.NO_TARGET
+    assert "(spec.targets: Deployment/api)" in run.condition(ConditionType.STALLED)["message"]
+    run.spec = incident(targets=[API.model_dump(), DB.model_dump()])  # an SRE names it
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("run-step", 2)
+    assert names(run.step(2)) == ["StatefulSet/db"]
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets == [WEB, DB]  # added; api never is
+
+
+def test_a_status_stored_before_the_pin_resolves_as_before_and_pins_then() -> None:
+    run = Run(incident(targets=[WEB.model_dump()]), restart_then_rollback())
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    stored = run.status.model_dump(mode="json", exclude_none=True)
+    del stored["playbook"]["targets"]  # as an operator without the field wrote it
+    run.status = IncidentStatus.model_validate(stored)
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets is None
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["Deployment/web"]
+    assert run.status.playbook.targets == [WEB]
+
+
+def test_health_checks_the_pinned_targets_and_the_ones_named_now() -> None:
+    spec = incident(targets=[API.model_dump()])
+    refs = actions.workload_targets(spec, restart_then_rollback().spec, [WEB])
+    assert refs == [WEB, API]
 
 
 # ----------------------------------------------------------------------------- each target once

@@ -131,9 +131,14 @@ RequestUrl = Annotated[
 (schema and CEL) and by the models alike."""
 
 
+URL_TARGET_FIELDS = ("{targetName}", "{targetKind}")
+"""The fields of an httpCheck URL that name the workload checked: they need a `target`."""
+
+
 class HttpCheckAction(ApiModel):
     """Ask a URL until it answers as expected: a health endpoint, or a smoke test (a POST that
-    must answer 200 with some text within a latency bound)."""
+    must answer 200 with some text within a latency bound). With a `target`, once per workload,
+    the URL a template over it (`{targetName}`, `{targetKind}`, `{namespace}`)."""
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -142,15 +147,30 @@ class HttpCheckAction(ApiModel):
                     "rule": "!has(self.body) || "
                     "(has(self.method) && self.method in ['POST', 'PUT', 'PATCH'])",
                     "message": "a body needs method POST, PUT or PATCH",
-                }
+                },
+                {
+                    "rule": "has(self.target) || !("
+                    + " || ".join(f"self.url.contains('{f}')" for f in URL_TARGET_FIELDS)
+                    + ")",
+                    "message": "url names {targetName} or {targetKind}: give a target",
+                },
             ]
         }
     )
 
     url: RequestUrl = Field(
         description=(
-            "URL to ask, e.g. http://web.shop.svc/healthz (a Service of the namespace) or a public URL."
+            "URL to ask, e.g. http://web.shop.svc/healthz (a Service of the namespace) or a public URL. "
+            "A template: {namespace} is the incident's namespace; with a target, {targetName} and "
+            "{targetKind} the workload checked (the check runs once per target), e.g. "
+            "http://{targetName}.{namespace}.svc/healthz; {{ and }} are literal braces. The rendered "
+            "URL passes the egress policy like any other."
         )
+    )
+    target: StepTarget | None = Field(
+        default=None,
+        description="Check once per workload: a fixed one, or the incident's own targets "
+        "(fromIncident, within the Playbook's allowedTargets, pinned for the run like any step's).",
     )
     method: HttpMethod = Field(default=HttpMethod.GET, description="GET (default), HEAD, POST, PUT or PATCH.")
     body: str | None = Field(default=None, max_length=65536, description="Request body (sent as is).")
@@ -170,6 +190,12 @@ class HttpCheckAction(ApiModel):
     )
     intervalSeconds: int = Field(default=5, ge=1, le=3600)
     successThreshold: int = Field(default=1, ge=1, le=100, description="Consecutive successes needed.")
+
+    @model_validator(mode="after")
+    def _target_fields_need_a_target(self) -> HttpCheckAction:
+        if self.target is None and any(f in self.url for f in URL_TARGET_FIELDS):
+            raise ValueError("url names {targetName} or {targetKind}: give a target")
+        return self
 
 
 class WebhookTarget(ApiModel):
@@ -434,10 +460,12 @@ ACTIONS: dict[str, Action] = {
             f"{p.method} {p.url} until it answers {p.expectStatus}"
             + (f" containing {p.expectBodyContains!r}" if p.expectBodyContains else "")
             + (f" within {p.maxLatencyMs}ms" if p.maxLatencyMs else "")
+            + (f", once for each of {p.target.describe()}" if p.target is not None else "")
         ),
         mutating=False,
         cancellable=True,
         start_unwritten=True,
+        target=True,
     ),
     "notify": Action(
         NotifyAction,

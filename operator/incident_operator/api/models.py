@@ -316,6 +316,14 @@ class PlaybookProgress(ApiModel):
     newerGeneration: int | None = Field(
         default=None, description="A newer Playbook generation seen during the run (used by the next run)."
     )
+    targets: list[WorkloadRef] | None = Field(
+        default=None,
+        max_length=MAX_TARGETS,
+        description="The incident's targets this run acts on: spec.targets as it was when the run's first "
+        "step on the incident's targets (target.fromIncident) resolved. Every such step of the run "
+        "resolves against it; an edit of spec.targets applies from the next run. A step finding none of "
+        "its kind here takes those spec.targets names then, and adds them. Unset: nothing pinned yet.",
+    )
     steps: list[StepStatus] = Field(default_factory=list)
 
 

@@ -47,10 +47,17 @@ from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestF
 from incident_operator.api.actions import HttpCheckAction, PodsOf, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
-from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, Step, StepStatus
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookProgress,
+    PlaybookSpec,
+    Step,
+    StepStatus,
+)
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, names, notices, revisions, secretrefs
+from incident_operator.core import checks, jobpolicy, names, notices, revisions, secretrefs, targets
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -364,11 +371,16 @@ async def _probe(
 async def http_check(ctx: ActionContext) -> Outcome:
     params = ctx.step.httpCheck
     assert params is not None  # noqa: S101
-    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, params.url)
+    try:  # the URL for this target (once per target: `controllers.targets`)
+        url = checks.render_url(params, ctx.namespace, ctx.workload if params.target is not None else None)
+    except ValueError as exc:
+        return _misconfigured(f"httpCheck.url: {exc}")
+    params = params.model_copy(update={"url": url})
+    headers = await secret_headers(ctx.kube, ctx.namespace, params.headersSecretRef, url)
     if isinstance(headers, Outcome):
         return headers
     streak = 0
-    asked = f"{params.method} {params.url}"
+    asked = f"{params.method} {url}"
     while True:
         try:
             ok, last, final = await _probe(ctx.outbound, ctx.namespace, params, headers)
@@ -878,10 +890,12 @@ async def run(ctx: ActionContext) -> Outcome:
         return Outcome(False, f"unexpected error: {type(exc).__name__}")
 
 
-def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[WorkloadRef]:
-    """The workloads an incident is about: its own targets and the fixed ones its playbook acts
-    on (a step on the incident's targets acts on some of the former)."""
-    refs = list(spec.targets or [])
+def workload_targets(
+    spec: IncidentSpec, playbook: PlaybookSpec | None, pinned: list[WorkloadRef] | None = None
+) -> list[WorkloadRef]:
+    """The workloads an incident is about: the targets its run pinned (`pinned`: it acted on
+    some), its own targets now, and the fixed ones its playbook acts on."""
+    refs = [*(pinned or []), *(spec.targets or [])]
     for step in playbook.steps if playbook else []:
         fixed = step.target.fixed if step.target is not None else None
         if fixed is not None:
@@ -893,12 +907,21 @@ def workload_targets(spec: IncidentSpec, playbook: PlaybookSpec | None) -> list[
 
 
 async def verify_health(
-    kube: Kube, outbound: Outbound, namespace: str, spec: IncidentSpec, playbook: PlaybookSpec
+    kube: Kube,
+    outbound: Outbound,
+    namespace: str,
+    spec: IncidentSpec,
+    playbook: PlaybookSpec,
+    *,
+    progress: PlaybookProgress | None = None,
 ) -> Outcome:
-    """After the stabilization window: every target rolled out, every httpCheck URL answering."""
+    """After the stabilization window: every target (those the run pinned, `progress.targets`,
+    and those the incident names now) rolled out, every httpCheck URL answering (once per
+    target for one with a target)."""
     problems: list[str] = []
     healthy: list[str] = []
-    for ref in workload_targets(spec, playbook):
+    pinned = progress.targets if progress is not None else None
+    for ref in workload_targets(spec, playbook, pinned):
         try:
             readiness = await kube.readiness(str(ref.kind), ref.name, namespace)
         except ApiException as exc:
@@ -910,19 +933,55 @@ async def verify_health(
     for step in playbook.steps:
         if step.httpCheck is None:
             continue
-        check = step.httpCheck
-        headers = await secret_headers(kube, namespace, check.headersSecretRef, check.url)
-        if isinstance(headers, Outcome):
-            problems.append(headers.message)
-            continue
-        try:
-            ok, last, _ = await _probe(outbound, namespace, check, headers)
-        except (EgressDenied, RequestFailed) as exc:
-            ok, last = False, str(exc)
-        (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
+        for check in _health_checks(namespace, spec, playbook, step, progress=progress, problems=problems):
+            headers = await secret_headers(kube, namespace, check.headersSecretRef, check.url)
+            if isinstance(headers, Outcome):
+                problems.append(headers.message)
+                continue
+            try:
+                ok, last, _ = await _probe(outbound, namespace, check, headers)
+            except (EgressDenied, RequestFailed) as exc:
+                ok, last = False, str(exc)
+            (healthy if ok else problems).append(f"{check.method} {check.url}: {last}")
     if problems:
         return Outcome(False, "; ".join(problems))
     return Outcome(True, "; ".join(healthy) or "no workload or URL to check")
+
+
+def _health_checks(
+    namespace: str,
+    spec: IncidentSpec,
+    playbook: PlaybookSpec,
+    step: Step,
+    *,
+    progress: PlaybookProgress | None,
+    problems: list[str],
+) -> list[HttpCheckAction]:
+    """An httpCheck step as the health check asks it: once, or once per target with its URL
+    rendered for it. The targets are those the step resolved (the run's pin), else resolved now
+    against the pin or spec.targets within the Playbook's bounds (a selector bound, whose labels
+    are not read here, refuses). What cannot be asked is added to `problems`."""
+    check = step.httpCheck
+    assert check is not None  # noqa: S101 - callers check
+    refs: list[WorkloadRef | None] = [None]
+    if check.target is not None:
+        recorded = next((s for s in progress.steps if s.name == step.name), None) if progress else None
+        if recorded is not None and recorded.targets is not None:
+            refs = [t.ref for t in recorded.targets]
+        else:
+            pinned = progress.targets if progress is not None else None
+            found = targets.resolve(check.target, pinned or spec.targets, playbook.allowedTargets, {})
+            if found.blocked is not None:
+                problems.append(f"step {step.name}: {found.message}")
+                return []
+            refs = list(found.targets)
+    asked = []
+    for ref in refs:
+        try:
+            asked.append(check.model_copy(update={"url": checks.render_url(check, namespace, ref)}))
+        except ValueError as exc:
+            problems.append(f"step {step.name}: httpCheck.url: {exc}")
+    return asked
 
 
 async def revert_scale(kube: Kube, namespace: str, step: Step, step_status: StepStatus) -> Outcome:

@@ -177,7 +177,8 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
 async def workload_labels(
     kube: Kube, namespace: str, spec: IncidentSpec, status: IncidentStatus, playbook: PlaybookSpec | None
 ) -> dict[str, dict[str, str] | None]:
-    """The labels of the incident's workloads, when a step still to resolve is bounded by a label
+    """The labels of the incident's workloads (those the run pinned and those spec.targets names),
+    when a step still to resolve is bounded by a label
     selector (`core.targets.needs_labels`); else nothing is read. A workload that cannot be read
     has None: a selector bound refuses it."""
     if playbook is None or not targets.needs_labels(playbook):
@@ -189,7 +190,10 @@ async def workload_labels(
     ):
         return {}
     found: dict[str, dict[str, str] | None] = {}
-    for ref in spec.targets or []:
+    pinned = progress.targets if progress is not None else None  # the run's pin, then spec.targets
+    for ref in [*(pinned or []), *(spec.targets or [])]:
+        if targets.key(ref) in found:
+            continue
         try:
             found[targets.key(ref)] = await kube.workload_labels(str(ref.kind), ref.name, namespace)
         except ApiException as exc:

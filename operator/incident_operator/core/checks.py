@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from incident_operator.api.actions import CompareOp, Expectation, HttpCheckAction
+from incident_operator.api.actions import CompareOp, Expectation, HttpCheckAction, request_url
+from incident_operator.api.base import TargetKind, WorkloadRef
+from incident_operator.settings import templates
 
 _COMPARE: dict[CompareOp, Callable[[float, float], bool]] = {
     CompareOp.LT: operator.lt,
@@ -26,6 +28,31 @@ _COMPARE: dict[CompareOp, Callable[[float, float], bool]] = {
     CompareOp.EQ: operator.eq,
     CompareOp.NE: operator.ne,
 }
+
+
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+"""A Kubernetes object name (RFC 1123 subdomain), as a Deployment's or StatefulSet's is."""
+
+PLACEHOLDER = WorkloadRef(kind=TargetKind.DEPLOYMENT, name="placeholder")
+"""The workload an httpCheck URL is rendered with when a Playbook is validated."""
+
+
+def render_url(check: HttpCheckAction, namespace: str, target: WorkloadRef | None) -> str:
+    """The URL an httpCheck asks for `target` (None: a step without one) in `namespace`: its
+    template rendered, then checked as any step's URL is (`request_url`: http(s), a host, no
+    user:password@, no #fragment). Raises ValueError (a TemplateError, or the URL's problem): a
+    misconfiguration, never a failed check. The rendered URL passes the egress policy as any
+    URL does; a workload name may hold dots, so it may name another host: the policy decides."""
+    values = {"namespace": namespace}
+    if target is not None:
+        if not _DNS_SUBDOMAIN.match(target.name):  # as every real workload's: no '/', '@', ':', '#'
+            raise templates.TemplateError(
+                f"target name {target.name[:63]!r} is not a DNS subdomain: it is not put in a URL"
+            )
+        values |= {"targetName": target.name, "targetKind": str(target.kind)}
+    elif templates.fields(check.url, templates.URL_FIELDS) & templates.TARGET_FIELDS:
+        raise templates.TemplateError("url names {targetName} or {targetKind}, and the step has no target")
+    return request_url(templates.render(check.url, values, templates.URL_FIELDS))
 
 
 def http_verdict(check: HttpCheckAction, status: int, body: str, latency_ms: float) -> tuple[bool, str]:

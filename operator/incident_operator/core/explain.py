@@ -36,6 +36,7 @@ from incident_operator.api.models import (
     IncidentStatus,
     Match,
     Phase,
+    PlaybookProgress,
     PlaybookSpec,
     Step,
     StepState,
@@ -389,6 +390,18 @@ def _until(reason: str) -> str:
 # ----------------------------------------------------------------------------- the whole
 
 
+def _pinned_targets(progress: PlaybookProgress, spec: IncidentSpec) -> str:
+    """What the run says about the incident's targets it pinned (`status.playbook.targets`)."""
+    if progress.targets is None:
+        return ""
+    pinned = [f"{t.kind}/{t.name}" for t in progress.targets]
+    text = f"; it acts on the targets it pinned: {', '.join(pinned)}"
+    named = [f"{t.kind}/{t.name}" for t in spec.targets or []]
+    if set(named) != set(pinned):
+        text += f" (spec.targets now names {', '.join(named) or 'none'}: the edit applies from the next run)"
+    return text
+
+
 def explain(
     inp: PlanInput,
     decision: Decision,
@@ -417,6 +430,7 @@ def explain(
         run_text = f"run {progress.runId or 'r1'} of playbook {progress.name}{gen}"
         if progress.newerGeneration is not None:
             run_text += f"; generation {progress.newerGeneration} is newer and applies from the next run"
+        run_text += _pinned_targets(progress, inp.spec)
         if chosen is not None and chosen.name != progress.name:
             run_text += f"; a new run would choose {chosen.name}"
     elif playbook is not None:

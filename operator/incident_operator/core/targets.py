@@ -64,8 +64,10 @@ def resolve(
     incident_targets: Sequence[WorkloadRef] | None,
     bounds: AllowedTargets | None,
     labels: Labels,
+    source: str = "spec.targets",
 ) -> Resolution:
-    """What a step's `target` acts on for an incident naming `incident_targets`."""
+    """What a step's `target` acts on for an incident naming `incident_targets` (said as `source`:
+    spec.targets, or the run's pin of them)."""
     fixed = target.fixed
     if fixed is not None:
         return Resolution((fixed,))
@@ -79,13 +81,13 @@ def resolve(
         named = ", ".join(key(r) for r in incident_targets or []) or "none"
         return Resolution(
             blocked=Reason.NO_TARGET,
-            message=f"the incident names no {kind or 'workload'} target to act on (spec.targets: {named})",
+            message=f"the incident names no {kind or 'workload'} target to act on ({source}: {named})",
         )
     if len(unique) > MAX_TARGETS:  # refused at admission; a status holding them all would be too
         return Resolution(
             blocked=Reason.OUT_OF_BOUNDS,
             message=f"the incident names {len(unique)} {kind or 'workload'} targets, more than the "
-            f"{MAX_TARGETS} a step acts on: nothing is touched (name fewer in spec.targets)",
+            f"{MAX_TARGETS} a step acts on: nothing is touched (name fewer in {source})",
         )
     if bounds is None:  # refused at admission and by validation; never act unbounded
         return Resolution(
@@ -99,13 +101,17 @@ def resolve(
 
 
 def resolve_step(
-    step: Step, incident_targets: Sequence[WorkloadRef] | None, playbook: PlaybookSpec, labels: Labels
+    step: Step,
+    incident_targets: Sequence[WorkloadRef] | None,
+    playbook: PlaybookSpec,
+    labels: Labels,
+    source: str = "spec.targets",
 ) -> Resolution | None:
     """`resolve` for a step that acts on the incident's own targets; None for any other step."""
     target = step.target
     if target is None or target.fromIncident is None:
         return None
-    return resolve(target, incident_targets, playbook.allowedTargets, labels)
+    return resolve(target, incident_targets, playbook.allowedTargets, labels, source)
 
 
 def needs_labels(playbook: PlaybookSpec | None) -> bool:

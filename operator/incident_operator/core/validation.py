@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from incident_operator.api.models import PlaybookSpec
-from incident_operator.core import jobpolicy
+from incident_operator.core import checks, jobpolicy
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig
 
@@ -40,6 +40,12 @@ def problems(
                 templates.check(step.notify.message)
             except templates.TemplateError as exc:
                 found.append(f"step {step.name}: notify.message: {exc}")
+        if step.httpCheck is not None:
+            try:  # the URL's shape, rendered with placeholder values (the CRD checks the template's)
+                placeholder = checks.PLACEHOLDER if step.httpCheck.target is not None else None
+                checks.render_url(step.httpCheck, "namespace", placeholder)
+            except ValueError as exc:
+                found.append(f"step {step.name}: httpCheck.url: {exc}")
         scale = step.scale
         if scale is not None and scale.max is not None and (scale.replicas or 0) > scale.max:
             found.append(f"step {step.name}: scale.replicas {scale.replicas} exceeds scale.max {scale.max}")

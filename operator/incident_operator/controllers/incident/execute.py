@@ -23,7 +23,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.api.actions import CANCELLABLE_ACTIONS, MUTATING_ACTIONS, START_UNWRITTEN_ACTIONS
-from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec
+from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookProgress, PlaybookSpec
 from incident_operator.controllers import actions, targets
 from incident_operator.controllers.incident.commit import Commit
 from incident_operator.core.planner import Intent, Outcome, PlanInput, check_deadlines
@@ -134,13 +134,17 @@ class Execution:
         except Exception as exc:  # written with the outcome instead
             logger.debug("incident %s/%s: held start not written: %s", self.namespace, self.name, exc)
 
-    async def _settled_health(self, spec: IncidentSpec, playbook: PlaybookSpec) -> Outcome:
+    async def _settled_health(
+        self, spec: IncidentSpec, playbook: PlaybookSpec, progress: PlaybookProgress | None
+    ) -> Outcome:
         """Health, looked at again for a moment when it does not hold yet: a replica a step has
         just added is usually ready within a second, and waiting here costs no status write (a
         failed check is written and re-planned a second later)."""
         deadline = time.monotonic() + HEALTH_SETTLE_S
         while True:
-            outcome = await actions.verify_health(self.kube, self.outbound, self.namespace, spec, playbook)
+            outcome = await actions.verify_health(
+                self.kube, self.outbound, self.namespace, spec, playbook, progress=progress
+            )
             if outcome.ok or time.monotonic() >= deadline:
                 return outcome
             await asyncio.sleep(HEALTH_SETTLE_POLL_S)
@@ -151,7 +155,9 @@ class Execution:
         """Carry out `intent`; the action may record in `working` (persisted on its request)."""
         if intent.kind == "verify-health":
             try:  # every health request under one overall deadline
-                return await asyncio.wait_for(self._settled_health(spec, playbook), timeout=HEALTH_DEADLINE_S)
+                return await asyncio.wait_for(
+                    self._settled_health(spec, playbook, working.playbook), timeout=HEALTH_DEADLINE_S
+                )
             except TimeoutError:
                 return Outcome(False, f"health checks did not finish within {HEALTH_DEADLINE_S:.0f}s")
         progress = working.playbook

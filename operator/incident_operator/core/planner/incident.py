@@ -27,7 +27,7 @@ from incident_operator.core import pins
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, skip_remaining
 from incident_operator.core.planner.model import Decision, PlanInput
-from incident_operator.core.planner.steps import after_resolution, run_steps, start_playbook
+from incident_operator.core.planner.steps import after_resolution, run_steps, start_playbook, targets_edited
 
 
 def plan(inp: PlanInput) -> Decision:
@@ -224,6 +224,7 @@ def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decisio
                 f"playbook {progress.name} changed (generation {live.generation}): run {progress.runId} "
                 f"goes on with generation {progress.generation}; the next run uses the newer version",
             )
+    targets_edited(b)
     return run_steps(b, pinned)
 
 
@@ -303,6 +304,7 @@ def _rerun_edited(b: Builder, stalled: str, generation: int | None, edited: Play
         generation=generation,
         digest=pins.digest_of(snapshot),
         snapshot=snapshot,
+        targets=old.targets,  # the run it continues pinned them
         steps=steps,
     )
     status.monitoringSince = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from incident_operator.api.actions import ScaleAction
+from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import (
     PlaybookProgress,
     PlaybookSpec,
@@ -13,7 +14,7 @@ from incident_operator.api.models import (
     StepStatus,
 )
 from incident_operator.api.reasons import ConditionType, Reason
-from incident_operator.api.targets import TargetStatus
+from incident_operator.api.targets import MAX_TARGETS, TargetStatus
 from incident_operator.api.timestamps import format_time
 from incident_operator.core import pins, targets
 from incident_operator.core.phases import Event
@@ -137,10 +138,14 @@ def _recheck(b: Builder) -> timedelta:
 def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: PlaybookSpec) -> bool:
     """Before a step on the incident's own targets starts: which targets it acts on (recorded in
     the step's status, each with its own state), or, none or one outside the bounds, the step
-    waits Blocked and nothing is touched. Once recorded, the targets stay those of the step."""
+    waits Blocked and nothing is touched. Once recorded, the targets stay those of the step.
+
+    The run's targets are pinned (`status.playbook.targets`, see `_pinned_resolution`): a person
+    or alert intake editing spec.targets mid-run never makes a later step of the run act on other
+    workloads than the earlier ones; the edit applies from the next run."""
     if step_status.targets is not None:
         return True
-    resolution = targets.resolve_step(step, b.inp.spec.targets, playbook, b.inp.workload_labels)
+    resolution = _pinned_resolution(b, step, playbook)
     if resolution is None:
         return True
     if resolution.blocked is None:
@@ -158,6 +163,74 @@ def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: 
     b.condition(ConditionType.RECONCILING, "False", resolution.blocked, message)
     b.wake.append(b.now + b.inp.access_recheck)
     return False
+
+
+def _pinned_resolution(b: Builder, step: Step, playbook: PlaybookSpec) -> targets.Resolution | None:
+    """What a step on the incident's targets acts on, against the run's pin of them.
+
+    The rule: the pin is taken lazily, when the run's first step on the incident's targets
+    resolves (spec.targets then, all of it); until then a step resolves against spec.targets as
+    it is, so a step waiting NoTarget picks up the target a person or intake adds (and a status
+    written before the pin existed resolves like that and pins then). Once pinned, every such step
+    resolves against the pin; only a step finding none of its kind in it (NoTarget) looks at
+    spec.targets now, and what it acts on is added to the pin: a run never switches the workloads
+    of a kind it pinned, and never waits for ever on a kind it did not."""
+    progress = b.status.playbook
+    assert progress is not None  # noqa: S101 - a step belongs to a run
+    labels = b.inp.workload_labels
+    pinned = progress.targets
+    if pinned is None:
+        resolution = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)
+        if resolution is not None and resolution.blocked is None:
+            progress.targets = list(b.inp.spec.targets or [])
+            b.record(
+                Reason.TARGETS_PINNED,
+                f"run {progress.runId} acts on the incident's targets as they are now "
+                f"({_named(progress.targets)}); an edit of spec.targets applies from the next run",
+            )
+        return resolution
+    source = f"the targets run {progress.runId} pinned"
+    resolution = targets.resolve_step(step, pinned, playbook, labels, source)
+    if resolution is None or resolution.blocked != Reason.NO_TARGET:
+        return resolution
+    now = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)  # it waits for spec.targets
+    if now is not None and now.blocked is None:
+        added = [ref for ref in now.targets if targets.key(ref) not in {targets.key(p) for p in pinned}]
+        if len(pinned) + len(added) > MAX_TARGETS:
+            return targets.Resolution(
+                blocked=Reason.OUT_OF_BOUNDS,
+                message=f"run {progress.runId} would act on more than {MAX_TARGETS} targets: nothing is "
+                "touched",
+            )
+        progress.targets = [*pinned, *added]
+        b.record(
+            Reason.TARGETS_PINNED,
+            f"step {step.name}: run {progress.runId} pinned none of its kind; it acts on "
+            f"{_named(added)} (spec.targets now), added to the run's targets",
+        )
+    return now
+
+
+def targets_edited(b: Builder) -> None:
+    """Say (timeline and Event, once per edit) that spec.targets no longer is what the run in
+    flight pinned: the run goes on acting on its pin; the edit applies from the next run."""
+    progress = b.status.playbook
+    if progress is None or progress.targets is None:
+        return
+    named = list(b.inp.spec.targets or [])
+    if {targets.key(r) for r in named} == {targets.key(r) for r in progress.targets}:
+        return
+    message = (
+        f"spec.targets changed during run {progress.runId} (now {_named(named)}): the run goes on "
+        f"acting on its pinned targets ({_named(progress.targets)}); the edit applies from the next run"
+    )
+    said = [e.message for e in b.status.timeline or [] if e.type == Reason.TARGETS_CHANGED]
+    if not said or said[-1] != message:
+        b.record(Reason.TARGETS_CHANGED, message)
+
+
+def _named(refs: list[WorkloadRef]) -> str:
+    return ", ".join(targets.key(r) for r in refs) or "none"
 
 
 _ALERT_RESOLVED_SKIP = (
