@@ -278,7 +278,7 @@ def _forbidden(b: Builder) -> bool:
 
 
 BREAKER_REASONS = (Reason.CIRCUIT_OPEN, Reason.STORM_GUARD)
-BREAKER_STALLS = (Reason.BREAKER_UNAVAILABLE,)
+BREAKER_STALLS = (Reason.BREAKER_UNAVAILABLE, Reason.ACTIONS_ABOVE_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -301,6 +301,8 @@ _BREAKER_HOLDS = (
 def _cleared_message(reason: str | None, step: Step) -> str:
     if reason == Reason.BREAKER_UNAVAILABLE:
         return "the breaker's state can be read and written again"
+    if reason == Reason.ACTIONS_ABOVE_LIMIT:
+        return f"step {step.name} ({step.action}) fits the breaker's limits now"
     return f"the breaker let step {step.name} ({step.action}) go on"
 
 
@@ -308,10 +310,10 @@ def _held_by_breaker(b: Builder, step: Step) -> bool:
     """Hold a mutating step the breaker refused (`inp.automation_hold`); diagnostic steps are
     never held. The circuit breaker or the storm guard (CircuitOpen, StormGuard): AutomationPaused
     with the reason naming the limit. The breaker's state unreadable (BreakerUnavailable, with the
-    cause): Stalled. Said once (a warning timeline entry and Event) when the hold starts or its
-    reason changes; the words follow the breaker's (the count, when a slot frees, which limit: a
-    stale "until" misleads); asked again at `retry_at`. A step that goes on after such a hold
-    clears it, saying so."""
+    cause) or a step that can never fit a limit (ActionsAboveLimit): Stalled. Said once (a warning
+    timeline entry and Event) when the hold starts or its reason changes; the words follow the
+    breaker's (the count, when a slot frees, which limit: a stale "until" misleads); asked again
+    at `retry_at`. A step that goes on after such a hold clears it, saying so."""
     hold = b.inp.automation_hold if step.mutates else None
     for kind in _BREAKER_HOLDS:
         held = b.reason_of(kind.condition) if b.is_true(kind.condition) else None
