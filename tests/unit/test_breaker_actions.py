@@ -340,3 +340,27 @@ def test_a_loop_scale_revert_after_the_run_is_counted_even_with_the_window_full(
     assert sorted(kinds[2:]) == [("scale", "api"), ("scale", "web")]  # put back above the limit
     assert (api.workloads["web"]["replicas"], api.workloads["api"]["replicas"]) == (2, 3)
     assert len(store.state.actions) == 4  # two scaled, two put back: all counted
+
+
+def test_kubectl_incident_explain_says_why_a_step_above_a_limit_waits_and_that_a_person_must_act() -> None:
+    from tests.unit.test_explain import COLLECT as EXPLAIN_COLLECT
+    from tests.unit.test_explain import SCALE as EXPLAIN_SCALE
+    from tests.unit.test_explain import Explained, candidate, incident
+
+    message = "step scale acts on 30 workloads, more than automation.maxMutatingActions.perNamespace (20)"
+    run = Explained(incident(), candidate("pb", EXPLAIN_COLLECT, EXPLAIN_SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    inp = dataclasses.replace(
+        run.input(),
+        automation_hold=AutomationHold(Reason.ACTIONS_ABOVE_LIMIT, message, T0 + timedelta(seconds=10)),
+    )
+    decision = run.explained_from(inp)
+    why = decision.status.explanation
+    assert why is not None
+    assert decision.intent is None
+    steps = {s.name: s for s in why.steps}
+    assert steps["scale"].reason == "ActionsAboveLimit"
+    assert message in (steps["scale"].why or "")
+    assert why.hold is not None
+    assert (why.hold.type, why.hold.reason) == ("Stalled", "ActionsAboveLimit")
