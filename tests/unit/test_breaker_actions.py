@@ -12,6 +12,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident.mutating import MutatingSlots, mutating_start
@@ -20,6 +22,7 @@ from incident_operator.core.breaker import Action, Request, State
 from incident_operator.core.conditions import find_condition
 from incident_operator.core.matching import Candidate, select
 from incident_operator.core.planner import AutomationHold, Decision, Intent, PlanInput, plan
+from incident_operator.core.planner.model import AlertState
 from incident_operator.settings.config import FileConfig, OperatorConfig
 from tests.unit.fake_kube import NAMESPACE, FakeKube
 from tests.unit.test_breaker import SCALE, T0, MemoryStore, breaker_with, condition, limits, plan_input, take
@@ -278,6 +281,35 @@ def test_a_step_no_window_can_hold_is_stalled_naming_the_limit_and_clears_once_i
     assert cleared is not None
     assert (cleared["status"], cleared["reason"]) == ("False", "Unblocked")
     assert cleared["message"] == "step scale (scale) fits the breaker's limits now"
+
+
+@pytest.mark.parametrize(
+    ("reason", "type_", "cleared"),
+    [
+        (Reason.CIRCUIT_OPEN, "AutomationPaused", "AutomationResumed"),
+        (Reason.ACTIONS_ABOVE_LIMIT, "Stalled", "Unblocked"),
+    ],
+)
+def test_a_held_step_skipped_because_the_alert_resolved_leaves_no_stale_hold(
+    reason: Reason, type_: str, cleared: str
+) -> None:
+    hold = AutomationHold(reason, "the limit", T0 + timedelta(seconds=10))
+    firing = dataclasses.replace(
+        plan_input(IncidentStatus(), [SCALE], hold, T0), alert=AlertState("firing", T0)
+    )
+    held = plan(firing)
+    assert condition(held.status, type_)["status"] == "True"
+    later = T0 + timedelta(seconds=5)
+    resolved = dataclasses.replace(
+        plan_input(held.status, [SCALE], None, later), alert=AlertState("resolved", later)
+    )
+    after = plan(resolved)
+    assert after.status.playbook is not None
+    assert after.status.playbook.steps[0].state is StepState.SKIPPED
+    released = condition(after.status, type_)
+    assert released is not None
+    assert (released["status"], released["reason"]) == ("False", cleared)
+    assert released["message"] == "step scale (scale) was skipped: the alert resolved"
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -112,6 +112,9 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             step_status.finishedAt = b.now
             step_status.message = _ALERT_RESOLVED_SKIP
             b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {_ALERT_RESOLVED_SKIP}")
+            _held_by_breaker(
+                b, step, skipped=f"step {step.name} ({step.action}) was skipped: the alert resolved"
+            )
             continue
         if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
             step_status.state = StepState.SKIPPED
@@ -306,20 +309,21 @@ def _cleared_message(reason: str | None, step: Step) -> str:
     return f"the breaker let step {step.name} ({step.action}) go on"
 
 
-def _held_by_breaker(b: Builder, step: Step) -> bool:
+def _held_by_breaker(b: Builder, step: Step, *, skipped: str | None = None) -> bool:
     """Hold a mutating step the breaker refused (`inp.automation_hold`); diagnostic steps are
     never held. The circuit breaker or the storm guard (CircuitOpen, StormGuard): AutomationPaused
     with the reason naming the limit. The breaker's state unreadable (BreakerUnavailable, with the
     cause) or a step that can never fit a limit (ActionsAboveLimit): Stalled. Said once (a warning
     timeline entry and Event) when the hold starts or its reason changes; the words follow the
     breaker's (the count, when a slot frees, which limit: a stale "until" misleads); asked again
-    at `retry_at`. A step that goes on after such a hold clears it, saying so."""
-    hold = b.inp.automation_hold if step.mutates else None
+    at `retry_at`. A step that goes on after such a hold clears it, saying so; so does one
+    `skipped` (why, said instead) while held, so no stale hold outlives it."""
+    hold = b.inp.automation_hold if step.mutates and skipped is None else None
     for kind in _BREAKER_HOLDS:
         held = b.reason_of(kind.condition) if b.is_true(kind.condition) else None
         if hold is None or hold.reason not in kind.reasons:
             if held in kind.reasons:
-                message = _cleared_message(held, step)
+                message = skipped or _cleared_message(held, step)
                 b.condition(kind.condition, "False", kind.cleared, message)
                 b.record(kind.cleared, message)
             continue
