@@ -6,6 +6,9 @@ ServiceAccount (so the install's Role is what lets it keep the breaker's ConfigM
   `CircuitOpen`, naming the limit), then they go on as the window slides; no 60 s ever holds
   more than 10 starts, every step runs once (each scales its own Deployment by one), nothing is
   lost; people are told once (one webhook notice for the trip), the metrics say it.
+- A step on the incident's own targets takes one slot per workload: with 2 slots, a step on three
+  Deployments never fits (`Stalled`, `ActionsAboveLimit`, naming the limit) and touches none; a
+  step on two takes both, and a step on one more then waits (`CircuitOpen`).
 - `kubectl incident automation resume` by a person bound to the shipped resumer Role closes the
   breaker long before its window ends; a person with the read-only viewer Role reads
   `automation status` and is refused `resume`.
@@ -204,6 +207,49 @@ def test_a_flood_of_incidents_beyond_the_window_waits_then_each_step_runs_once_a
         assert metric(
             operator.scrape(), "incident_operator_actions_deferred_total", 'reason="CircuitOpen"'
         ) == (FLOOD - LIMIT)
+    finally:
+        operator.stop()
+
+
+def test_a_step_on_the_incidents_targets_takes_a_slot_per_workload_and_one_no_window_holds_touches_nothing(
+    installed: Cluster, hooks: LocalServer, workdir: Path
+) -> None:
+    automation = {
+        "maxMutatingActions": {"perNamespace": 2, "clusterWide": 100, "windowSeconds": 3600},
+        "maxConcurrentRunsPerPlaybook": 100,
+    }
+    operator = start_operator(installed, workdir, hooks, automation)
+    try:
+        namespace = "breaker-targets"
+        create_namespace(installed, namespace, opt_in=True)
+        s = Scenario(installed, operator, namespace)
+        for name in ("a", "b", "c"):
+            s.deployment(name, 0)
+        theirs = [{"name": "scale-up", "scale": {"target": {"fromIncident": {}}, "delta": 1}}]
+        s.playbook("scale-theirs", theirs, allowedTargets={"names": ["*"]})
+        ref = {"name": "scale-theirs"}
+        s.incident("all-three", playbookRef=ref, targets=[deploy_ref(n) for n in ("a", "b", "c")])
+        stalled = s.wait_condition("all-three", "Stalled", "True", "ActionsAboveLimit")
+        assert (
+            "acts on 3 workloads, more than automation.maxMutatingActions.perNamespace (2)"
+            in stalled["message"]
+        )
+        s.incident("two", playbookRef=ref, targets=[deploy_ref("a"), deploy_ref("b")])
+        s.wait_step("two", "scale-up", "Succeeded")
+        s.incident("one", playbookRef=ref, targets=[deploy_ref("c")])
+        paused = s.wait_condition("one", "AutomationPaused", "True", "CircuitOpen")
+        assert f"2 mutating actions in namespace {namespace}" in paused["message"]
+        replicas = {n: s.apps.read_namespaced_deployment(n, namespace).spec.replicas for n in ("a", "b", "c")}
+        assert replicas == {"a": 1, "b": 1, "c": 0}  # two slots, two workloads: c waits
+        three = s.steps("all-three")["scale-up"]
+        assert (three["state"], three.get("attempts", 0)) == ("Pending", 0)  # touched nothing
+        core = client.CoreV1Api(installed.api)
+        state = breaker.from_json(core.read_namespaced_config_map(STATE, INSTALL_NS).data[breaker.DATA_KEY])
+        two = s.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "incidents", "two")
+        prefix = f"{two['metadata']['uid']}/{two['status']['playbook']['runId']}/scale-up/1"
+        assert sorted(a.key for a in state.actions) == sorted(
+            breaker.digest(f"{prefix}/Deployment/{n}") for n in ("a", "b")
+        )
     finally:
         operator.stop()
 

@@ -94,7 +94,8 @@ ACTIONS_DEFERRED = Counter(
     "Playbook automation held before it acted, by reason: OpenIncidentLimit (an incident's run waits "
     "under limits.maxOpenIncidentsPerNamespace), CircuitOpen (a mutating step waits under "
     "automation.maxMutatingActions), StormGuard (under automation.maxConcurrentRunsPerPlaybook), "
-    "BreakerUnavailable (the breaker's state cannot be read or written). "
+    "BreakerUnavailable (the breaker's state cannot be read or written), ActionsAboveLimit (a step acts "
+    "on more workloads than a limit of automation.maxMutatingActions allows in one window). "
     "Counted once per hold, not per recheck.",
     ["reason"],
 )

@@ -44,7 +44,8 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     "Closed).",
     ConditionType.STALLED: "True when automation cannot go on without a human: StepFailed (the message names "
     "the step and why), PlaybookNotFound, NoMatchingPlaybook, InvalidPlaybook, HealthNotRestored, Forbidden, "
-    "BreakerUnavailable (the breaker's state cannot be kept: mutating steps wait).",
+    "BreakerUnavailable (the breaker's state cannot be kept: mutating steps wait), ActionsAboveLimit (a step "
+    "acts on more workloads than a limit of automation.maxMutatingActions allows in one window).",
     ConditionType.ACTION_ITEMS_OPEN: "Post-mortem action items: True while some are open (Open, Overdue), "
     "False when there are none (NoActionItems) or all are done (AllDone).",
     ConditionType.AUTOMATION_PAUSED: "True while the operator holds the incident's playbook automation "
@@ -82,6 +83,7 @@ class Reason(StrEnum):
     STORM_GUARD = "StormGuard"
     AUTOMATION_TRIPPED = "AutomationTripped"
     BREAKER_UNAVAILABLE = "BreakerUnavailable"
+    ACTIONS_ABOVE_LIMIT = "ActionsAboveLimit"
     RESOLVED = "Resolved"
     DECLARED_BY_HUMAN = "DeclaredByHuman"
     STABILIZED = "Stabilized"
@@ -179,6 +181,10 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "stateConfigMap, the namespace is missing, the state is too large, writers contend): mutating "
     "steps wait, none acts unbounded; asked again within seconds (warning; a reason of Stalled and "
     "Reconciling; metric incident_operator_breaker_errors_total).",
+    Reason.ACTIONS_ABOVE_LIMIT: "A mutating step acts on more workloads (each one action) than "
+    "automation.maxMutatingActions.perNamespace or clusterWide allows within one window: it takes all its "
+    "slots at once, so it never fits and acts on none of them until a person raises the limit (a resume "
+    "does not lift it) or resolves the incident (warning; a reason of Stalled and Reconciling).",
     Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
     Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
     Reason.STABILIZED: "Resolved because health held through the stabilization window.",

@@ -67,7 +67,9 @@ class Breaker:
         metrics.automation_paused_by(self.paused)
 
     def _seen(self, verdict: breaker.Verdict) -> breaker.Verdict:
-        if not verdict.granted and verdict.scope is not None:
+        """Keep where a step waits for the paused gauge: a limit reached, not a step no window can
+        hold (`ActionsAboveLimit`: Stalled, nothing is paused) nor a state that cannot be kept."""
+        if not verdict.granted and verdict.scope is not None and verdict.reason != Reason.ACTIONS_ABOVE_LIMIT:
             self._refused[verdict.scope] = self.monotonic()
         return verdict
 

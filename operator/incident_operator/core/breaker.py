@@ -15,8 +15,17 @@ whole (config `automation`):
 A slot is reserved before every mutating action (a step's start and each retry) in one state
 value the operator keeps in the API (a ConfigMap written with its resourceVersion, see
 `controllers.automation`), so the limits hold across restarts, replicas and a leader handover.
-A reservation is idempotent: the same step attempt asks again after a crash and is granted
-without counting twice. When a limit is reached the action waits (`AutomationPaused`, reason
+An action is one workload acted on: a step on the incident's own targets takes one slot per
+target it has not done yet (`Request.targets`), all at once or none (it waits until all fit: it
+never acts on some of its targets and waits for the rest); a step that needs more slots than a
+limit allows in a whole window never fits and does not wait for it: it is refused with reason
+`ActionsAboveLimit` (the incident Stalled, the message naming the limit) until a person raises
+the limit; a resume does not let it through. A reservation is idempotent: the same step attempt
+asks again after a crash and is granted without counting twice (the key of each action is
+`<uid>/<run>/<step>/<attempt>[/<Kind>/<name>]`; a step-level key stored before per-target
+counting also covers the attempt). A scale revert after a run (`Request.restores`) is counted
+but never refused: it restores what a step changed, and refusing it would leave workloads
+scaled up. When a limit is reached the action waits (`AutomationPaused`, reason
 `CircuitOpen` or `StormGuard`); the first refusal of a limit opens a *trip*, recorded in the
 state so that people are told once per trip, whichever replica or incident sees it. A trip ends
 a window after the last refusal (while steps keep waiting, the window sliding by one slot at a
@@ -129,10 +138,23 @@ class Request:
     earlier attempt of this one): the run holds its storm-guard slot whatever the stored list
     says (a person's resume, the grace of a drill, the open-incidents index lagging may have
     dropped it), so a run is never stopped between its mutating steps."""
+    targets: tuple[str, ...] = ()
+    """The workloads ('Kind/name') the step acts on, each one action (a step on the incident's
+    own targets: those not done yet); empty: the step is one action (a fixed target)."""
+    restores: bool = False
+    """A scale revert after the run: counted, never refused, takes no storm-guard slot."""
 
     @property
     def key(self) -> str:
+        """The step attempt's key (the one action of a step without targets)."""
         return f"{self.uid}/{self.run}/{self.step}/{self.attempt}"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """One key per action: per target, or the step attempt's."""
+        if not self.targets:
+            return (self.key,)
+        return tuple(f"{self.key}/{target}" for target in dict.fromkeys(self.targets))
 
 
 @dataclass(frozen=True)
@@ -144,6 +166,8 @@ class Verdict:
     message: str = ""
     retry_at: datetime | None = None
     """When to ask again (a refused action)."""
+    counted: int = 0
+    """Slots this grant took (0: asked again, already counted)."""
     tripped: bool = False
     """This refusal opened the trip: people are told (once per trip)."""
     write: bool = False
@@ -164,17 +188,32 @@ def _window(config: AutomationConfig) -> timedelta:
     return timedelta(seconds=config.maxMutatingActions.windowSeconds)
 
 
-def _over(state: State, scope: str, config: AutomationConfig) -> bool:
-    """Whether the limit of `scope` is reached in (pruned) `state`."""
+def _over(state: State, scope: str, config: AutomationConfig, need: int = 1) -> bool:
+    """Whether `need` more actions (or one more run) would pass the limit of `scope` in (pruned)
+    `state`."""
     kind, _, rest = scope.partition("/")
     limits = config.maxMutatingActions
     if kind == CLUSTER:
-        return len(state.actions) >= limits.clusterWide
+        return len(state.actions) + need > limits.clusterWide
     if kind == NAMESPACE:
-        return sum(a.namespace == rest for a in state.actions) >= limits.perNamespace
+        return sum(a.namespace == rest for a in state.actions) + need > limits.perNamespace
     namespace, _, playbook = rest.partition("/")
     held = sum(r.namespace == namespace and r.playbook == playbook for r in state.runs)
     return held >= config.maxConcurrentRunsPerPlaybook
+
+
+def _frees(actions: list[Action], limit: int, need: int, window: timedelta) -> datetime:
+    """When enough of `actions` (at or above `limit`) have left the window for `need` more."""
+    leave = len(actions) + need - limit  # at least 1: the scope is over
+    ordered = sorted(a.at for a in actions)
+    return ordered[min(leave, len(ordered)) - 1] + window
+
+
+def _needs(request: Request, need: int) -> str:
+    """Said when a step needs more than one slot."""
+    if need <= 1:
+        return ""
+    return f" (step {request.step} acts on {need} workloads: it takes {need} slots at once or waits)"
 
 
 def prune(state: State, config: AutomationConfig, now: datetime, in_flight: InFlight | None = None) -> State:
@@ -203,9 +242,23 @@ def reserve(
     """Take a slot for `request`, or say why it waits. Returns the state to keep and the verdict
     (write the state when `verdict.write`)."""
     state = prune(state, config, now, in_flight)
-    keys = (request.key, digest(request.key))
-    if any(a.key in keys for a in state.actions):
+    stored = {a.key for a in state.actions}
+
+    def counted(key: str) -> bool:
+        return key in stored or digest(key) in stored
+
+    if counted(request.key):
+        return state, Verdict(granted=True)  # asked again (after a crash, or stored per step): once
+    missing = [key for key in request.keys if not counted(key)]
+    if not missing:
         return state, Verdict(granted=True)  # asked again (after a crash): counted once
+    need = len(missing)
+    if request.restores:  # counted, never refused (even above a limit)
+        added = tuple(Action(now, request.namespace, key) for key in missing)
+        return replace(state, actions=(*state.actions, *added)), Verdict(True, write=True, counted=need)
+    above = _above_limit(request, need, config, now)
+    if above is not None:
+        return state, above
     limits = config.maxMutatingActions
     window = limits.windowSeconds
     playbook_scope = f"{PLAYBOOK}/{request.namespace}/{request.playbook}"
@@ -233,27 +286,29 @@ def reserve(
             now + RECHECK,
         )
     namespace_scope = f"{NAMESPACE}/{request.namespace}"
-    if refusal is None and _over(state, namespace_scope, config):
+    slot = "a slot" if need == 1 else f"{need} slots"
+    if refusal is None and _over(state, namespace_scope, config, need):
         mine = [a for a in state.actions if a.namespace == request.namespace]
-        frees = min(a.at for a in mine) + _window(config)
+        frees = _frees(mine, limits.perNamespace, need, _window(config))
         refusal = (
             Reason.CIRCUIT_OPEN,
             namespace_scope,
             f"circuit breaker open: {len(mine)} mutating actions in namespace {request.namespace} within "
-            f"{window}s, the limit automation.maxMutatingActions.perNamespace ({limits.perNamespace}); "
-            f"mutating steps wait until {format_time(_ceil_second(frees))} (the window frees a slot), or a "
-            "person runs `kubectl incident automation resume`",
+            f"{window}s, the limit automation.maxMutatingActions.perNamespace ({limits.perNamespace})"
+            f"{_needs(request, need)}; mutating steps wait until {format_time(_ceil_second(frees))} (the "
+            f"window frees {slot}), or a person runs `kubectl incident automation resume`",
             frees,
         )
-    if refusal is None and _over(state, CLUSTER, config):
-        frees = min(a.at for a in state.actions) + _window(config)
+    if refusal is None and _over(state, CLUSTER, config, need):
+        frees = _frees(list(state.actions), limits.clusterWide, need, _window(config))
         refusal = (
             Reason.CIRCUIT_OPEN,
             CLUSTER,
             f"circuit breaker open: {len(state.actions)} mutating actions cluster-wide within {window}s, "
-            f"the limit automation.maxMutatingActions.clusterWide ({limits.clusterWide}); mutating steps "
-            f"wait until {format_time(_ceil_second(frees))} (the window frees a slot), or a person runs "
-            "`kubectl incident automation resume`",
+            f"the limit automation.maxMutatingActions.clusterWide ({limits.clusterWide})"
+            f"{_needs(request, need)}; "
+            f"mutating steps wait until {format_time(_ceil_second(frees))} (the window frees {slot}), or "
+            "a person runs `kubectl incident automation resume`",
             frees,
         )
     if refusal is not None:
@@ -270,8 +325,31 @@ def reserve(
     runs = state.runs
     if not listed:  # a run that acted and was dropped from the list takes its slot back
         runs = (*runs, RunSlot(now, request.namespace, request.playbook, request.uid, request.run))
-    state = replace(state, actions=(*state.actions, Action(now, request.namespace, request.key)), runs=runs)
-    return state, Verdict(granted=True, write=True)
+    added = tuple(Action(now, request.namespace, key) for key in missing)
+    state = replace(state, actions=(*state.actions, *added), runs=runs)
+    return state, Verdict(granted=True, write=True, counted=need)
+
+
+def _above_limit(request: Request, need: int, config: AutomationConfig, now: datetime) -> Verdict | None:
+    """A step needing more slots than a limit gives in a whole window: it never fits, so it is
+    refused at once (reason `ActionsAboveLimit`, no trip, nothing written) rather than wait for
+    ever; it goes once a person raises the limit (a resume empties the window, which is not
+    enough). None: it may fit."""
+    limits = config.maxMutatingActions
+    for scope, name, limit in (
+        (f"{NAMESPACE}/{request.namespace}", "perNamespace", limits.perNamespace),
+        (CLUSTER, "clusterWide", limits.clusterWide),
+    ):
+        if need > limit:
+            message = (
+                f"step {request.step} acts on {need} workloads, more than "
+                f"automation.maxMutatingActions.{name} ({limit}) allows within {limits.windowSeconds}s; "
+                f"it takes all its slots at once, so it never fits and none of them is touched: raise "
+                f"automation.maxMutatingActions.{name} to at least {need}, or act by hand and resolve "
+                "the incident (resuming automation does not lift a limit)"
+            )
+            return Verdict(False, Reason.ACTIONS_ABOVE_LIMIT, scope, message, now + RECHECK)
+    return None
 
 
 def resume(state: State, now: datetime, by: str | None = None) -> State:

@@ -180,6 +180,7 @@ class Commit:
                 Reason.CIRCUIT_OPEN,
                 Reason.STORM_GUARD,
                 Reason.BREAKER_UNAVAILABLE,
+                Reason.ACTIONS_ABOVE_LIMIT,
             ):
                 metrics.action_deferred(record.reason)
         if self.open_incidents is not None:

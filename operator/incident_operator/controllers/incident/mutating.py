@@ -1,36 +1,79 @@
 """The breaker's slot of the mutating step a plan starts (`controllers.automation`, `core.breaker`).
 
-Owns the question asked between a plan and its write: does the decision start a mutating
-action (a step's first attempt or a retry, not a step found Running after a restart, whose slot
-was taken before it was written), and may it? Refused, the loop plans again with the hold, and
-the step waits (`AutomationPaused`, `CircuitOpen` or `StormGuard`). The refusal that opened a trip
-carries one more record, `AutomationTripped`, from which people are told once per trip.
-Holds no state.
+Owns the question asked between a plan and its write: does the decision start mutating actions
+(a step's first attempt or a retry, not a step found Running after a restart, whose slots were
+taken before it was written), how many (one per workload: a step on the incident's own targets
+counts each target not done yet), and may it? Refused, the loop plans again with the hold, and
+the step waits (`AutomationPaused`, `CircuitOpen` or `StormGuard`; `Stalled`, `ActionsAboveLimit`
+for a step no window can hold). The refusal that opened a trip carries one more record,
+`AutomationTripped`, from which people are told once per trip. A scale revert after the run
+(`revert-scale`) is counted, one action per workload put back, and never refused (not even when
+the breaker's state cannot be written: it is logged). Holds no state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 from incident_operator.api.actions import MUTATING_ACTIONS
-from incident_operator.api.models import IncidentStatus, StepState
+from incident_operator.api.models import IncidentStatus, StepState, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.automation import Breaker
 from incident_operator.core import breaker
 from incident_operator.core.planner import AutomationHold, Decision, Record
 
+logger = logging.getLogger(__name__)
+
+
+def _workloads(step: StepStatus, *, reverted: bool = False) -> tuple[str, ...] | None:
+    """The workloads ('Kind/name') a step on the incident's own targets acts on now: those not
+    done yet, or for a revert those it scaled; () for a step with a fixed target (one action);
+    None: it acts on none."""
+    if step.targets is None:
+        return ()
+    if reverted:
+        chosen = [t for t in step.targets if t.state == "Succeeded" and t.replicasBefore is not None]
+    else:
+        chosen = [t for t in step.targets if t.state != "Succeeded"]
+    return tuple(f"{t.kind}/{t.name}" for t in chosen) or None
+
+
+def _revert(decision: Decision) -> breaker.Request | None:
+    """The scale revert `decision` starts, as a breaker request that is counted, never refused."""
+    intent, progress = decision.intent, decision.status.playbook
+    if intent is None or intent.kind != "revert-scale" or progress is None or intent.step < 0:
+        return None
+    step = progress.steps[intent.step]
+    workloads = _workloads(step, reverted=True)
+    if workloads is None or (workloads == () and step.replicasBefore is None):
+        return None  # nothing to put back
+    run = progress.runId or "r1"
+    return breaker.Request(
+        "", "", run, f"{step.name}/revert", 1, progress.name, True, workloads, restores=True
+    )
+
 
 def mutating_start(before: IncidentStatus, decision: Decision) -> breaker.Request | None:
-    """The mutating action `decision` starts, as a breaker request (without its namespace and
-    uid), or None: no intent, not a step, not mutating, or a step already Running before this plan.
-    `acted`: an earlier mutating step of this run, or an earlier attempt of this one, started (the
-    run holds its storm-guard slot)."""
+    """The mutating actions `decision` starts, as a breaker request (without its namespace and
+    uid), or None: no intent, not a step, not mutating, a step already Running before this plan,
+    or a step whose targets are all done. `targets`: those of a step on the incident's own
+    targets not done yet (each one action). `acted`: an earlier mutating step of this run, or an
+    earlier attempt of this one, started (the run holds its storm-guard slot). A scale revert
+    (`revert-scale`) is a request that `restores`."""
+    revert = _revert(decision)
+    if revert is not None:
+        return revert
     intent, progress = decision.intent, decision.status.playbook
     if intent is None or intent.kind != "run-step" or progress is None or intent.step < 0:
         return None
     step = progress.steps[intent.step]
     if step.action not in MUTATING_ACTIONS or step.state is not StepState.RUNNING:
         return None
+    workloads = _workloads(step)
+    if workloads is None:
+        return None  # every target done: it acts on none
     earlier = before.playbook
     if earlier is not None and earlier.runId == progress.runId and intent.step < len(earlier.steps):
         was = earlier.steps[intent.step]
@@ -41,7 +84,8 @@ def mutating_start(before: IncidentStatus, decision: Decision) -> breaker.Reques
         for index, other in enumerate(progress.steps)
         if index != intent.step
     )
-    return breaker.Request("", "", progress.runId or "r1", step.name, step.attempts, progress.name, acted)
+    run = progress.runId or "r1"
+    return breaker.Request("", "", run, step.name, step.attempts, progress.name, acted, workloads)
 
 
 @dataclass(frozen=True)
@@ -61,10 +105,18 @@ class MutatingSlots:
         wanted = mutating_start(before, decision)
         if wanted is None:
             return None, []
-        request = breaker.Request(
-            self.namespace, self.uid, wanted.run, wanted.step, wanted.attempt, wanted.playbook, wanted.acted
-        )
+        request = dataclasses.replace(wanted, namespace=self.namespace, uid=self.uid)
         verdict = await self.breaker.reserve(request)
+        if wanted.restores:  # counted, never refused: a breaker that cannot count it is only logged
+            if not verdict.granted:
+                logger.warning(
+                    "incident %s/%s: scale revert of step %s not counted: %s",
+                    self.namespace,
+                    self.name,
+                    wanted.step,
+                    verdict.message,
+                )
+            return None, []
         if verdict.granted or verdict.reason is None or verdict.retry_at is None:
             return None, []
         hold = AutomationHold(verdict.reason, verdict.message, verdict.retry_at)

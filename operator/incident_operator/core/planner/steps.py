@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from incident_operator.api.actions import ScaleAction
@@ -23,7 +24,6 @@ from incident_operator.core.planner.model import (
     BUSY_RECHECK_S,
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
-    AutomationHold,
     Decision,
     Intent,
     Outcome,
@@ -113,6 +113,9 @@ def run_steps(b: Builder, playbook: PlaybookSpec) -> Decision:
             step_status.finishedAt = b.now
             step_status.message = _ALERT_RESOLVED_SKIP
             b.record(Reason.STEP_SKIPPED, f"step {step.name} skipped: {_ALERT_RESOLVED_SKIP}")
+            _held_by_breaker(
+                b, step, skipped=f"step {step.name} ({step.action}) was skipped: the alert resolved"
+            )
             continue
         if step.when is not None and step_status.attempts == 0 and not _condition_met(step, progress.steps):
             step_status.state = StepState.SKIPPED
@@ -351,57 +354,59 @@ def _forbidden(b: Builder) -> bool:
 
 
 BREAKER_REASONS = (Reason.CIRCUIT_OPEN, Reason.STORM_GUARD)
+BREAKER_STALLS = (Reason.BREAKER_UNAVAILABLE, Reason.ACTIONS_ABOVE_LIMIT)
 
 
-def _held_by_breaker(b: Builder, step: Step) -> bool:
-    """Hold a mutating step whose slot the circuit breaker or the storm guard refused
-    (`inp.automation_hold`): AutomationPaused with the reason naming the limit, said once, its
-    message kept current; asked again at `retry_at`. A step that starts once more after such a
-    hold says automation resumed. Diagnostic steps are never held."""
-    hold = b.inp.automation_hold
-    if _breaker_unavailable(b, step, hold):
+@dataclass(frozen=True)
+class _BreakerHold:
+    """One kind of breaker hold: the condition it sets, the reasons it sets it with, and how it
+    is cleared."""
+
+    condition: ConditionType
+    reasons: tuple[Reason, ...]
+    cleared: Reason
+
+
+_BREAKER_HOLDS = (
+    # Stalled first: while the breaker cannot answer, a pause it said before stays as it was.
+    _BreakerHold(ConditionType.STALLED, BREAKER_STALLS, Reason.UNBLOCKED),
+    _BreakerHold(ConditionType.AUTOMATION_PAUSED, BREAKER_REASONS, Reason.AUTOMATION_RESUMED),
+)
+
+
+def _cleared_message(reason: str | None, step: Step) -> str:
+    if reason == Reason.BREAKER_UNAVAILABLE:
+        return "the breaker's state can be read and written again"
+    if reason == Reason.ACTIONS_ABOVE_LIMIT:
+        return f"step {step.name} ({step.action}) fits the breaker's limits now"
+    return f"the breaker let step {step.name} ({step.action}) go on"
+
+
+def _held_by_breaker(b: Builder, step: Step, *, skipped: str | None = None) -> bool:
+    """Hold a mutating step the breaker refused (`inp.automation_hold`); diagnostic steps are
+    never held. The circuit breaker or the storm guard (CircuitOpen, StormGuard): AutomationPaused
+    with the reason naming the limit. The breaker's state unreadable (BreakerUnavailable, with the
+    cause) or a step that can never fit a limit (ActionsAboveLimit): Stalled. Said once (a warning
+    timeline entry and Event) when the hold starts or its reason changes; the words follow the
+    breaker's (the count, when a slot frees, which limit: a stale "until" misleads); asked again
+    at `retry_at`. A step that goes on after such a hold clears it, saying so; so does one
+    `skipped` (why, said instead) while held, so no stale hold outlives it."""
+    hold = b.inp.automation_hold if step.mutates and skipped is None else None
+    for kind in _BREAKER_HOLDS:
+        held = b.reason_of(kind.condition) if b.is_true(kind.condition) else None
+        if hold is None or hold.reason not in kind.reasons:
+            if held in kind.reasons:
+                message = skipped or _cleared_message(held, step)
+                b.condition(kind.condition, "False", kind.cleared, message)
+                b.record(kind.cleared, message)
+            continue
+        message = f"step {step.name} ({step.action}) waits: {hold.message}"
+        if b.condition(kind.condition, "True", hold.reason, message):
+            b.record(hold.reason, message, warning=True)
+        b.condition(ConditionType.RECONCILING, "False", hold.reason, message)
+        b.wake.append(hold.retry_at)
         return True
-    if hold is not None and hold.reason == Reason.BREAKER_UNAVAILABLE:
-        hold = None  # a diagnostic step goes on
-    paused = b.is_true(ConditionType.AUTOMATION_PAUSED) and b.reason_of(ConditionType.AUTOMATION_PAUSED) in (
-        BREAKER_REASONS
-    )
-    if hold is None or not step.mutates:
-        if paused:
-            message = f"the breaker let step {step.name} ({step.action}) go on"
-            b.condition(ConditionType.AUTOMATION_PAUSED, "False", Reason.AUTOMATION_RESUMED, message)
-            b.record(Reason.AUTOMATION_RESUMED, message)
-        return False
-    # The words follow the breaker's (the count, when a slot frees, which limit): a stale "until"
-    # misleads. They change when a slot frees or a run ends, not at every recheck; said (a
-    # timeline entry, an Event) only when the hold starts or its reason changes.
-    message = f"step {step.name} ({step.action}) waits: {hold.message}"
-    if b.condition(ConditionType.AUTOMATION_PAUSED, "True", hold.reason, message):
-        b.record(hold.reason, message, warning=True)
-    b.condition(ConditionType.RECONCILING, "False", hold.reason, message)
-    b.wake.append(hold.retry_at)
-    return True
-
-
-def _breaker_unavailable(b: Builder, step: Step, hold: AutomationHold | None) -> bool:
-    """Hold a mutating step while the breaker's state cannot be read or written: Stalled, reason
-    BreakerUnavailable with the cause (the words follow the cause; said once as a warning), asked
-    again at `retry_at`. Cleared when the breaker answers again."""
-    stalled = (
-        b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.BREAKER_UNAVAILABLE
-    )
-    if hold is None or hold.reason != Reason.BREAKER_UNAVAILABLE or not step.mutates:
-        if stalled:
-            message = "the breaker's state can be read and written again"
-            b.condition(ConditionType.STALLED, "False", Reason.UNBLOCKED, message)
-            b.record(Reason.UNBLOCKED, message)
-        return False
-    message = f"step {step.name} ({step.action}) waits: {hold.message}"
-    if b.condition(ConditionType.STALLED, "True", Reason.BREAKER_UNAVAILABLE, message):
-        b.record(Reason.BREAKER_UNAVAILABLE, message, warning=True)
-    b.condition(ConditionType.RECONCILING, "False", Reason.BREAKER_UNAVAILABLE, message)
-    b.wake.append(hold.retry_at)
-    return True
+    return False
 
 
 def _monitor(b: Builder, playbook: PlaybookSpec) -> Decision:

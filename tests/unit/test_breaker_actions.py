@@ -1,0 +1,398 @@
+"""The circuit breaker counts mutating actions on workloads, not steps: a step on the incident's
+own targets takes one slot per target not done yet, all at once or none; a step that no window can
+hold is Stalled (ActionsAboveLimit) instead of waiting for ever; a scale revert after the run is
+counted and never refused. Core (`core.breaker`), the request built between a plan and its write
+(`controllers.incident.mutating`), the planner's hold, and the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState
+from incident_operator.api.reasons import Reason
+from incident_operator.controllers.incident.mutating import MutatingSlots, mutating_start
+from incident_operator.core import breaker
+from incident_operator.core.breaker import Action, Request, State
+from incident_operator.core.conditions import find_condition
+from incident_operator.core.matching import Candidate, select
+from incident_operator.core.planner import AutomationHold, Decision, Intent, PlanInput, plan
+from incident_operator.core.planner.model import AlertState
+from incident_operator.settings.config import FileConfig, OperatorConfig
+from tests.unit.fake_kube import NAMESPACE, FakeKube
+from tests.unit.test_breaker import SCALE, T0, MemoryStore, breaker_with, condition, limits, plan_input, take
+from tests.unit.test_incident_loop import Clock as LoopClock
+from tests.unit.test_incident_loop import drive, new_loop
+
+WORKLOADS = ("Deployment/web", "Deployment/api", "Deployment/worker")
+
+
+def on(uid: str, *targets: str, step: str = "restart", attempt: int = 1, ns: str = "shop") -> Request:
+    return Request(ns, uid, "r1", step, attempt, "pb", targets=targets)
+
+
+# ----------------------------------------------------------------------------- core: one slot per workload
+
+
+def test_a_step_on_n_targets_takes_n_slots_all_at_once_or_none() -> None:
+    config, state = limits(per_namespace=4, window=60), State()
+    state, three = take(state, on("a", *WORKLOADS), config, T0)
+    assert (three.granted, three.counted, len(state.actions)) == (True, 3, 3)
+    # Two more would pass the limit (3 + 2 > 4): the step acts on none, nothing is counted.
+    before = state.actions
+    state, two = take(state, on("b", "Deployment/web", "Deployment/api"), config, T0 + timedelta(seconds=1))
+    assert not two.granted
+    assert two.reason is Reason.CIRCUIT_OPEN
+    assert "step restart acts on 2 workloads: it takes 2 slots at once or waits" in two.message
+    assert "the window frees 2 slots" in two.message
+    assert state.actions == before
+    # One slot is left: a step on one workload takes it.
+    state, one = take(state, on("c", "Deployment/db"), config, T0 + timedelta(seconds=2))
+    assert (one.granted, one.counted, len(state.actions)) == (True, 1, 4)
+
+
+def test_a_step_waiting_for_several_slots_asks_again_when_enough_have_freed() -> None:
+    config, state = limits(per_namespace=3, window=60), State()
+    for n in range(3):  # three single actions at T0, T0+10 s, T0+20 s
+        state, _ = take(state, on(f"u{n}", "Deployment/x"), config, T0 + timedelta(seconds=10 * n))
+    state, refused = take(
+        state, on("big", "Deployment/web", "Deployment/api"), config, T0 + timedelta(seconds=55)
+    )
+    assert refused.retry_at == T0 + timedelta(seconds=65)  # RECHECK: sooner than the frees time
+    assert "wait until 2026-12-01T09:01:10Z" in refused.message  # the second oldest leaves then
+    state, early = take(
+        state, on("big", "Deployment/web", "Deployment/api"), config, T0 + timedelta(seconds=65)
+    )
+    assert not early.granted  # one slot free, two needed: none is taken
+    state, going = take(
+        state, on("big", "Deployment/web", "Deployment/api"), config, T0 + timedelta(seconds=71)
+    )
+    assert (going.granted, going.counted) == (True, 2)
+
+
+def test_each_workload_of_a_step_attempt_is_counted_once_when_asked_again_even_stored_and_read_back() -> None:
+    config, state = limits(per_namespace=10), State()
+    state, first = take(state, on("a", *WORKLOADS), config, T0)
+    stored = breaker.from_json(breaker.to_json(state))  # keys kept as digests
+    again, verdict = take(stored, on("a", *WORKLOADS), config, T0 + timedelta(seconds=1))
+    assert (first.counted, verdict.granted, verdict.counted, verdict.write) == (3, True, 0, False)
+    assert len(again.actions) == 3
+    # A workload not asked for before (the target set changed) is the only one counted.
+    more, extra = take(again, on("a", *WORKLOADS, "Deployment/db"), config, T0 + timedelta(seconds=2))
+    assert (extra.counted, len(more.actions)) == (1, 4)
+    # A retry is another attempt: its workloads are counted again.
+    _, retry = take(more, on("a", "Deployment/web", attempt=2), config, T0 + timedelta(seconds=3))
+    assert retry.counted == 1
+
+
+def test_a_state_stored_before_per_workload_counting_covers_the_step_attempt_it_counted() -> None:
+    """Stored by the previous version: one action per step, its key the step attempt's digest,
+    its time RFC 3339 as first stored. The same attempt asking again after the upgrade is granted
+    without counting its workloads a second time."""
+    old = json.dumps(
+        {
+            "actions": [["2026-12-01T09:00:00Z", "shop", breaker.digest("a/r1/restart/1")]],
+            "runs": [],
+            "trips": {},
+        }
+    )
+    state = breaker.from_json(old)
+    assert state.actions == (Action(T0, "shop", breaker.digest("a/r1/restart/1")),)
+    state, verdict = take(state, on("a", *WORKLOADS), limits(per_namespace=2), T0 + timedelta(seconds=1))
+    assert (verdict.granted, verdict.counted, len(state.actions)) == (True, 0, 1)
+
+
+def test_a_step_on_more_workloads_than_a_limit_allows_is_refused_at_once_and_a_resume_does_not_lift_it() -> (
+    None
+):
+    config = limits(per_namespace=2, cluster=100)
+    state, verdict = take(State(), on("a", *WORKLOADS), config, T0)
+    assert not verdict.granted
+    assert verdict.reason is Reason.ACTIONS_ABOVE_LIMIT
+    assert verdict.scope == "namespace/shop"
+    assert (verdict.write, verdict.tripped) == (False, False)  # no trip: no window will ever fit it
+    assert "acts on 3 workloads, more than automation.maxMutatingActions.perNamespace (2)" in verdict.message
+    assert "raise automation.maxMutatingActions.perNamespace to at least 3" in verdict.message
+    assert state.actions == ()
+    resumed = breaker.resume(state, T0 + timedelta(seconds=1), "alice")
+    _, still = take(resumed, on("a", *WORKLOADS), config, T0 + timedelta(seconds=2))
+    assert still.reason is Reason.ACTIONS_ABOVE_LIMIT
+    _, raised = take(State(), on("a", *WORKLOADS), limits(per_namespace=3), T0)
+    assert raised.granted  # exactly the limit fits an empty window
+
+
+def test_a_scale_revert_is_counted_never_refused_and_takes_no_run_slot() -> None:
+    config, state = limits(per_namespace=1, runs=1), State()
+    state, _ = take(state, on("other", "Deployment/x"), config, T0)  # the window is full, and pb's runs
+    revert = dataclasses.replace(
+        on("a", "Deployment/web", "Deployment/api", step="scale/revert"), restores=True
+    )
+    state, verdict = take(state, revert, config, T0 + timedelta(seconds=1))
+    assert (verdict.granted, verdict.counted, verdict.write) == (True, 2, True)
+    assert len(state.actions) == 3  # above the limit: counted all the same
+    assert [r.uid for r in state.runs] == ["other"]
+    state, again = take(state, revert, config, T0 + timedelta(seconds=2))
+    assert (again.granted, again.counted, len(state.actions)) == (True, 0, 3)
+    _, next_step = take(state, on("other", "Deployment/db", step="next"), config, T0 + timedelta(seconds=3))
+    assert next_step.reason is Reason.CIRCUIT_OPEN  # others wait for the reverts too
+
+
+def test_a_step_above_a_limit_is_not_counted_as_a_pause_and_writes_nothing() -> None:
+    store, clock = MemoryStore(), LoopClock()
+    b = breaker_with(store, limits(per_namespace=2), clock)
+    verdict = asyncio.run(b.reserve(on("a", *WORKLOADS)))
+    assert verdict.reason is Reason.ACTIONS_ABOVE_LIMIT
+    assert b.paused() == {"cluster": 0, "namespace": 0, "playbook": 0}
+    assert store.writes == 0
+    held = asyncio.run(b.reserve(on("b", *WORKLOADS[:2])))
+    assert held.granted
+    refused = asyncio.run(b.reserve(on("c", "Deployment/db")))
+    assert refused.reason is Reason.CIRCUIT_OPEN
+    assert b.paused() == {"cluster": 0, "namespace": 1, "playbook": 0}
+
+
+# ----------------------------------------------------------------------------- the request a plan makes
+
+RESTART_THEIRS = {"name": "restart", "restart": {"target": {"fromIncident": {}}}}
+SCALE_THEIRS = {"name": "scale", "scale": {"target": {"fromIncident": {}}, "delta": 1}}
+
+
+def targeted(status: IncidentStatus, steps: list[dict[str, Any]], now: datetime = T0) -> Decision:
+    """A plan for an incident naming web, api and worker, by a Playbook bounded to Deployments."""
+    named = [{"kind": "Deployment", "name": n} for n in ("web", "api", "worker")]
+    spec = IncidentSpec.model_validate(
+        {"title": "down", "severity": "P2", "category": "availability", "targets": named}
+    )
+    body = {"steps": steps, "stabilizationSeconds": 0, "allowedTargets": {"kinds": ["Deployment"]}}
+    candidate = Candidate("pb", PlaybookSpec.model_validate(body))
+    inp = PlanInput(
+        spec=spec,
+        status=status,
+        generation=1,
+        selection=select(spec, [candidate]),
+        response_target=timedelta(hours=1),
+        now=now,
+    )
+    return plan(inp)
+
+
+def test_a_step_on_the_incidents_targets_asks_for_one_slot_per_target_not_done() -> None:
+    fresh = targeted(IncidentStatus(), [RESTART_THEIRS])
+    wanted = mutating_start(IncidentStatus(), fresh)
+    assert wanted is not None
+    assert wanted.targets == WORKLOADS
+    assert wanted.keys == tuple(f"/r1/restart/1/{w}" for w in WORKLOADS)
+    # A retry after the first target was done asks for the others only.
+    before = fresh.status.model_copy(deep=True)
+    assert before.playbook is not None
+    step = before.playbook.steps[0]
+    step.state, step.finishedAt = StepState.PENDING, T0  # attempt 1 failed, a retry is left
+    assert step.targets is not None
+    step.targets[0].state, step.targets[1].state = "Succeeded", "Failed"
+    retry = targeted(before, [{**RESTART_THEIRS, "retries": 1}], T0 + timedelta(minutes=5))
+    assert retry.intent == Intent("run-step", 0)
+    again = mutating_start(before, retry)
+    assert again is not None
+    assert (again.attempt, again.targets) == (2, ("Deployment/api", "Deployment/worker"))
+    # A fixed target is one action, keyed as before.
+    fixed = plan(plan_input(IncidentStatus(), [SCALE], None, T0))
+    one = mutating_start(IncidentStatus(), fixed)
+    assert one is not None
+    assert (one.targets, one.keys) == ((), ("/r1/scale/1",))
+
+
+def test_a_scale_revert_asks_to_be_counted_for_the_workloads_it_puts_back() -> None:
+    started = targeted(IncidentStatus(), [SCALE_THEIRS])
+    status = started.status.model_copy(deep=True)
+    assert status.playbook is not None
+    assert status.playbook.steps[0].targets is not None
+    done = status.playbook.steps[0]
+    done.state = StepState.SUCCEEDED
+    for n, target in enumerate(done.targets or []):
+        target.state = "Succeeded" if n < 2 else "Failed"
+        target.replicasBefore = 2
+    revert = Decision(status, Intent("revert-scale", 0))
+    wanted = mutating_start(status, revert)
+    assert wanted is not None
+    assert wanted.restores
+    assert wanted.targets == ("Deployment/web", "Deployment/api")
+    assert wanted.step == "scale/revert"
+
+
+class Refusing:
+    """A breaker that refuses everything, keeping what it was asked."""
+
+    def __init__(self, reason: Reason) -> None:
+        self.reason = reason
+        self.asked: list[Request] = []
+
+    async def reserve(self, request: Request) -> breaker.Verdict:
+        self.asked.append(request)
+        return breaker.Verdict(False, self.reason, "namespace/shop", "no", T0 + timedelta(seconds=10))
+
+
+def test_the_slots_carry_the_incident_and_a_revert_goes_on_whatever_the_breaker_says() -> None:
+    refusing = Refusing(Reason.BREAKER_UNAVAILABLE)
+    slots = MutatingSlots(refusing, "shop", "inc", "uid-1")
+    fresh = targeted(IncidentStatus(), [RESTART_THEIRS])
+    hold, _ = asyncio.run(slots.reserve(IncidentStatus(), fresh))
+    assert hold is not None
+    assert (refusing.asked[0].namespace, refusing.asked[0].uid, refusing.asked[0].targets) == (
+        "shop",
+        "uid-1",
+        WORKLOADS,
+    )
+    status = targeted(IncidentStatus(), [SCALE_THEIRS]).status
+    assert status.playbook is not None
+    for target in status.playbook.steps[0].targets or []:
+        target.state, target.replicasBefore = "Succeeded", 2
+    status.playbook.steps[0].state = StepState.SUCCEEDED
+    hold, records = asyncio.run(slots.reserve(status, Decision(status, Intent("revert-scale", 0))))
+    assert (hold, records) == (None, [])
+    assert refusing.asked[-1].restores
+
+
+# ----------------------------------------------------------------------------- the planner's hold
+
+
+def test_a_step_no_window_can_hold_is_stalled_naming_the_limit_and_clears_once_it_fits() -> None:
+    hold = AutomationHold(
+        Reason.ACTIONS_ABOVE_LIMIT, "step acts on 3 workloads, more than", T0 + timedelta(seconds=10)
+    )
+    held = plan(plan_input(IncidentStatus(), [SCALE], hold, T0))
+    assert held.intent is None
+    stalled = condition(held.status, "Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("True", "ActionsAboveLimit")
+    assert stalled["message"] == "step scale (scale) waits: step acts on 3 workloads, more than"
+    assert condition(held.status, "AutomationPaused") is None
+    assert [(r.reason, r.warning) for r in held.records if r.reason == "ActionsAboveLimit"] == [
+        ("ActionsAboveLimit", True)
+    ]
+    assert held.wake_at == T0 + timedelta(seconds=10)
+    going = plan(plan_input(held.status, [SCALE], None, T0 + timedelta(seconds=20)))
+    assert going.intent == Intent("run-step", 0)
+    cleared = condition(going.status, "Stalled")
+    assert cleared is not None
+    assert (cleared["status"], cleared["reason"]) == ("False", "Unblocked")
+    assert cleared["message"] == "step scale (scale) fits the breaker's limits now"
+
+
+@pytest.mark.parametrize(
+    ("reason", "type_", "cleared"),
+    [
+        (Reason.CIRCUIT_OPEN, "AutomationPaused", "AutomationResumed"),
+        (Reason.ACTIONS_ABOVE_LIMIT, "Stalled", "Unblocked"),
+    ],
+)
+def test_a_held_step_skipped_because_the_alert_resolved_leaves_no_stale_hold(
+    reason: Reason, type_: str, cleared: str
+) -> None:
+    hold = AutomationHold(reason, "the limit", T0 + timedelta(seconds=10))
+    firing = dataclasses.replace(
+        plan_input(IncidentStatus(), [SCALE], hold, T0), alert=AlertState("firing", T0)
+    )
+    held = plan(firing)
+    assert condition(held.status, type_)["status"] == "True"
+    later = T0 + timedelta(seconds=5)
+    resolved = dataclasses.replace(
+        plan_input(held.status, [SCALE], None, later), alert=AlertState("resolved", later)
+    )
+    after = plan(resolved)
+    assert after.status.playbook is not None
+    assert after.status.playbook.steps[0].state is StepState.SKIPPED
+    released = condition(after.status, type_)
+    assert released is not None
+    assert (released["status"], released["reason"]) == ("False", cleared)
+    assert released["message"] == "step scale (scale) was skipped: the alert resolved"
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def generic_api(**playbook: Any) -> FakeKube:
+    spec: dict[str, Any] = {"title": "down", "severity": "P2", "category": "availability"}
+    spec["targets"] = [{"kind": "Deployment", "name": "web"}, {"kind": "Deployment", "name": "api"}]
+    steps = [SCALE_THEIRS, {"name": "wait", "waitReady": {"target": {"fromIncident": {}}}}]
+    body = {"steps": steps, "stabilizationSeconds": 0, "allowedTargets": {"names": ["*"]}, **playbook}
+    return FakeKube(spec, body, {"web": 2, "api": 3})
+
+
+def loop_with(api: FakeKube, clock: LoopClock, store: MemoryStore, per_namespace: int) -> Any:
+    config = OperatorConfig(file=FileConfig(automation=limits(per_namespace=per_namespace, window=60)))
+    loop = new_loop(api, clock, config)
+    loop.slots = dataclasses.replace(loop.slots, breaker=breaker_with(store, config.file.automation, clock))
+    return loop
+
+
+def test_a_loop_step_on_two_targets_waits_for_both_slots_then_acts_on_both_counted_twice() -> None:
+    api, clock, store = generic_api(), LoopClock(), MemoryStore()
+    store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))  # one of two slots taken
+    loop = loop_with(api, clock, store, per_namespace=2)
+    for _ in range(3):
+        asyncio.run(loop.iterate())
+        clock.now += timedelta(seconds=10)
+    assert api.effects == []  # one slot free, two workloads: it acts on neither
+    paused = find_condition(api.status().get("conditions") or [], "AutomationPaused")
+    assert paused is not None
+    assert paused["reason"] == "CircuitOpen"
+    assert "acts on 2 workloads" in paused["message"]
+    clock.now += timedelta(seconds=40)  # the other action leaves the window
+    asyncio.run(drive(loop, api, clock))
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
+    assert len([a for a in store.state.actions if a.namespace == NAMESPACE]) == 2
+
+
+def test_a_loop_step_on_more_targets_than_the_limit_is_stalled_and_touches_nothing() -> None:
+    api, clock, store = generic_api(), LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=1)
+    for _ in range(3):
+        asyncio.run(loop.iterate())
+        clock.now += timedelta(seconds=10)
+    assert api.effects == []
+    stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+    assert stalled is not None
+    assert (stalled["status"], stalled["reason"]) == ("True", "ActionsAboveLimit")
+    assert "automation.maxMutatingActions.perNamespace (1)" in stalled["message"]
+    assert [e["type"] for e in api.status()["timeline"]].count("ActionsAboveLimit") == 1  # said once
+    assert store.state.actions == ()
+
+
+def test_a_loop_scale_revert_after_the_run_is_counted_even_with_the_window_full() -> None:
+    api, clock, store = generic_api(revertOnResolve=True), LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=2)
+    asyncio.run(drive(loop, api, clock))
+    kinds = [(e.kind, e.workload) for e in api.effects]
+    assert kinds[:2] == [("scale", "web"), ("scale", "api")]
+    assert sorted(kinds[2:]) == [("scale", "api"), ("scale", "web")]  # put back above the limit
+    assert (api.workloads["web"]["replicas"], api.workloads["api"]["replicas"]) == (2, 3)
+    assert len(store.state.actions) == 4  # two scaled, two put back: all counted
+
+
+def test_kubectl_incident_explain_says_why_a_step_above_a_limit_waits_and_that_a_person_must_act() -> None:
+    from tests.unit.test_explain import COLLECT as EXPLAIN_COLLECT
+    from tests.unit.test_explain import SCALE as EXPLAIN_SCALE
+    from tests.unit.test_explain import Explained, candidate, incident
+
+    message = "step scale acts on 30 workloads, more than automation.maxMutatingActions.perNamespace (20)"
+    run = Explained(incident(), candidate("pb", EXPLAIN_COLLECT, EXPLAIN_SCALE))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    inp = dataclasses.replace(
+        run.input(),
+        automation_hold=AutomationHold(Reason.ACTIONS_ABOVE_LIMIT, message, T0 + timedelta(seconds=10)),
+    )
+    decision = run.explained_from(inp)
+    why = decision.status.explanation
+    assert why is not None
+    assert decision.intent is None
+    steps = {s.name: s for s in why.steps}
+    assert steps["scale"].reason == "ActionsAboveLimit"
+    assert message in (steps["scale"].why or "")
+    assert why.hold is not None
+    assert (why.hold.type, why.hold.reason) == ("Stalled", "ActionsAboveLimit")
