@@ -205,9 +205,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.OUT_OF_BOUNDS: "A target of the incident is outside the Playbook's allowedTargets, or it names "
     "more targets than a step holds (64): the step acts on nothing and waits; the message names the "
     "target and the bound, or the count (warning).",
-    Reason.TARGET_BUSY: "Another incident runs a mutating action on the same workload (the lock, a Lease "
-    "incident-operator-lock-<kind>-<name> in the namespace, held for one action): the step waits; "
-    "the message names the holder (warning).",
+    Reason.TARGET_BUSY: "Another incident's run holds the workload (the lock, a Lease "
+    "incident-operator-lock-<kind>-<name> in the namespace, held from the run's first mutating action "
+    "on it until the run settles: resolved, closed, deleted, stopped on a failed step, no mutating step "
+    "left, or replaced by a re-fire): the step waits and tries again; the message names the holder "
+    "(warning).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",
