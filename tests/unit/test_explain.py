@@ -190,6 +190,16 @@ def test_a_resolved_alert_skips_a_mutating_step_with_that_reason() -> None:
     assert run.verdicts() == {"collect": ("Ran", None), "scale": ("Skipped", "AlertResolved")}
 
 
+def test_a_step_waiting_for_another_incidents_lock_says_it_goes_on_by_itself() -> None:
+    run = Explained(incident(), candidate("pb", SCALE))
+    run.plan()
+    busy = "Deployment/web is busy: incident other holds it until its run settles"
+    run.complete(Intent("run-step", 0), ok=False, message=busy, blocked=Reason.TARGET_BUSY)
+    run.plan()
+    assert run.verdicts() == {"scale": ("Waits", "TargetBusy")}
+    assert "goes on by itself once the run of the incident holding its workload settles" in run.why.next
+
+
 def test_a_misconfigured_step_waits_blocked_and_says_when_it_is_tried_again() -> None:
     check = {"name": "smoke", "httpCheck": {"url": "http://10.0.0.1/health"}}
     run = Explained(incident(), candidate("pb", check))

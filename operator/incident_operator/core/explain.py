@@ -362,6 +362,11 @@ def _after_hold(
             "nothing automatic: the run is stalled on a failed step; fix the cause and edit the Playbook "
             "(a new run starts with the edit), or resolve the incident"
         )
+    if reason == Reason.TARGET_BUSY:
+        return (
+            "the step is tried again every few seconds and goes on by itself once the run of the "
+            "incident holding its workload settles (the message names it)"
+        )
     blocked = next((s for s in progress.steps if s.state is StepState.BLOCKED), None) if progress else None
     if blocked is not None and blocked.finishedAt is not None:
         return (
