@@ -1,11 +1,11 @@
 """Steps that act on the incident's own target, on the local cluster: one generic Playbook, two
 Deployments, two alerts through the real Alertmanager (one naming a pod, one a Service), each
 incident remediating its own Deployment and nothing else; an incident naming a workload outside the
-Playbook's bounds acting on nothing; and the per-workload lock making a second incident wait."""
+Playbook's bounds acting on nothing; and the per-workload lock, held by one incident's run until it
+settles, making a second incident wait, naming the first, then proceed."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,7 +13,8 @@ from kubernetes import client
 
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import RESTARTED_AT
-from incident_operator.core.targets import lock_lease, lock_value
+from incident_operator.api.timestamps import format_time, parse_time
+from incident_operator.core.targets import lock_lease
 from tests.e2e.conftest import Alertmanager, Cluster, OperatorProcess
 from tests.e2e.engine_helpers import TIMEOUT, Scenario
 from tests.e2e.test_alerts import incidents_for
@@ -130,36 +131,49 @@ def test_an_incident_naming_no_deployment_waits_with_no_target(s: Scenario) -> N
     assert s.steps("nothing-named")["restart"]["state"] == "Blocked"
 
 
-def test_a_second_incident_waits_for_the_workload_lock_naming_its_holder_then_proceeds(s: Scenario) -> None:
+RESTART_THEN_APPROVED_RESTART = [
+    {"name": "restart", "restart": {"target": THEIRS}},
+    {"name": "again", "restart": {"target": THEIRS}, "requiresApproval": True},
+]
+
+
+def stamp(time: str) -> str:
+    """A step's start as its restart annotation says it (whole seconds)."""
+    return format_time(parse_time(time))
+
+
+def generation(s: Scenario, name: str) -> int:
+    return int(s.apps.read_namespaced_deployment(name, s.namespace).metadata.generation)
+
+
+def test_a_run_holds_the_workload_lock_until_it_settles_and_a_second_incident_waits_naming_it(
+    s: Scenario,
+) -> None:
     s.deployment("shop-w", 1)
     label(s, "shop-w", OPTED_IN)
-    s.deployment("stuck", 1, node_selector={"no-such": "node"})  # never ready: its waitReady runs long
-    s.playbook(
-        "wait-stuck", [{"name": "wait", "waitReady": {"target": {"kind": "Deployment", "name": "stuck"}}}]
-    )
-    s.playbook("service-down", GENERIC_STEPS, allowedTargets=BOUNDS)
-    s.incident("holder", playbookRef={"name": "wait-stuck"})
-    s.wait_step("holder", "wait", "Running")
-    # The holder's claim on shop-w, as a holder that crashed in the middle of a mutating step
-    # leaves it (the lock is a Lease claimed with resourceVersion-checked writes).
-    holder_uid = s.get("incidents", "holder")["metadata"]["uid"]
-    claim = lock_value("holder", holder_uid, datetime.now(UTC))
-    lease = client.V1Lease(
-        metadata=client.V1ObjectMeta(name=lock_lease(ref("shop-w"))),
-        spec=client.V1LeaseSpec(holder_identity=claim),
-    )
-    client.CoordinationV1Api(s.cluster.api).create_namespaced_lease(s.namespace, lease)
+    s.playbook("restart-twice", RESTART_THEN_APPROVED_RESTART, allowedTargets=BOUNDS)
+    shop_w = [{"kind": "Deployment", "name": "shop-w"}]
+    before = generation(s, "shop-w")
+    s.incident("first", targets=shop_w, playbookRef={"name": "restart-twice"})
+    s.wait_step("first", "again", "AwaitingApproval")  # restarted once, now waits between its steps
+    assert generation(s, "shop-w") == before + 1
+    assert restarted_at(s, "shop-w") == stamp(s.steps("first")["restart"]["startedAt"])
+    first_uid = s.get("incidents", "first")["metadata"]["uid"]
+    assert (lock_of(s, "shop-w") or "").startswith(f"first/{first_uid}/r1/")  # kept for the run
 
-    s.incident(
-        "second", targets=[{"kind": "Deployment", "name": "shop-w"}], playbookRef={"name": "service-down"}
-    )
+    s.incident("second", targets=shop_w, playbookRef={"name": "restart-twice"})
     stalled = s.wait_condition("second", "Stalled", reason="TargetBusy")
-    assert "Deployment/shop-w is busy: incident holder runs a mutating step on it" in stalled["message"]
-    assert restarted_at(s, "shop-w") is None
+    assert "Deployment/shop-w is busy: incident first holds it until its run settles" in stalled["message"]
+    assert generation(s, "shop-w") == before + 1  # the second acted on nothing
+    assert s.wait_step("second", "restart", "Blocked")["message"] == (
+        "Deployment/shop-w is busy: incident first holds it until its run settles"
+    )
 
-    s.patch_incident("holder", {"resolution": {"summary": "done by hand", "rootCause": "test"}})
-    s.wait_step("second", "wait-restarted", "Succeeded")
-    assert restarted_at(s, "shop-w") is not None
+    s.patch_incident("first", {"approvals": [{"step": "again", "by": "alice", "run": "r1"}]})
+    restart = s.wait_step("second", "restart", "Succeeded")
+    assert s.steps("first")["again"]["state"] == "Succeeded"  # it acted once the first's run settled
     assert s.condition("second", "Stalled")["status"] == "False"
-    assert lock_of(s, "shop-w") is None  # taken over, then released
-    assert s.apps.read_namespaced_deployment("shop-w", s.namespace).metadata.generation == 2  # one restart
+    assert restarted_at(s, "shop-w") == stamp(restart["startedAt"])  # the second's restart, the last one
+    s.wait_step("second", "again", "AwaitingApproval")
+    second_uid = s.get("incidents", "second")["metadata"]["uid"]
+    assert (lock_of(s, "shop-w") or "").startswith(f"second/{second_uid}/r1/")  # now the second's run

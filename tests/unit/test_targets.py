@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import re
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,8 +28,10 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget, TargetStatus
+from incident_operator.api.timestamps import format_time
 from incident_operator.controllers import actions
 from incident_operator.controllers import targets as running
+from incident_operator.controllers.incident.execute import Execution
 from incident_operator.core import alerts, targets
 from incident_operator.core.explain import explain
 from incident_operator.core.planner import Intent, plan
@@ -204,6 +207,10 @@ def test_a_busy_target_is_tried_again_soon() -> None:
     assert decision.wake_at == T0 + timedelta(seconds=2)
     run.now += timedelta(seconds=2)
     assert run.plan().intent == Intent("run-step", 0)
+    # a holder's run may wait for hours (an approval): after a minute, tried again less often
+    busy = {"ok": False, "message": "Deployment/web is busy: incident other", "blocked": Reason.TARGET_BUSY}
+    run.now = T0 + timedelta(seconds=60)
+    assert run.complete(Intent("run-step", 0), **busy).wake_at == run.now + timedelta(seconds=10)
 
 
 # ----------------------------------------------------------------------------- a run's targets are pinned
@@ -369,7 +376,8 @@ def test_each_target_is_acted_on_once_and_recorded_done_before_the_next() -> Non
     assert [t.state for t in status.targets or []] == ["Succeeded", "Succeeded"]
     persisted = [c[1] for c in api.calls if c[0] == "persist"]
     assert persisted[0] == ["Succeeded", "Pending"]  # web written done before api was touched
-    assert api.lock("web") is None  # released
+    for name in ("web", "api"):  # kept for the run: given back when it settles
+        assert targets.lock_holder(api.lock(name) or "")[:2] == (INCIDENT, UID)
 
 
 def test_a_target_done_before_a_crash_is_not_acted_on_again() -> None:
@@ -436,13 +444,265 @@ def test_a_stale_lock_is_taken_over(holder: dict[str, Any] | None) -> None:
     ctx, _ = two_targets(api)
     assert asyncio.run(running.run_step(ctx)).ok
     assert restarted(api) == ["web", "api"]
-    assert api.lock("web") is None
+    assert targets.lock_holder(api.lock("web") or "").incident == INCIDENT  # taken over
 
 
 def test_a_fresh_claim_holds_before_the_holders_run_shows() -> None:
     fresh = targets.lock_value("other", "uid-other", T0 - timedelta(seconds=5))
     assert targets.holds_lock(holder_body(), fresh, T0)
     assert not targets.holds_lock(holder_body(), fresh, T0 + targets.LOCK_GRACE)
+
+
+def steps_of(*states: tuple[str, str, str]) -> dict[str, Any]:
+    """A holder's run r1: steps as (name, action, state)."""
+    return {
+        "runId": "r1",
+        "steps": [{"name": n, "action": a, "state": st} for n, a, st in states],
+    }
+
+
+BETWEEN_STEPS = steps_of(
+    ("restart", "restart", "Succeeded"),
+    ("wait", "waitReady", "Running"),
+    ("rollback", "rollback", "Pending"),
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "held"),
+    [
+        # between its steps (its waitReady, its approval): the run keeps it
+        (holder_body(playbook=BETWEEN_STEPS), True),
+        (
+            holder_body(
+                playbook=steps_of(
+                    ("restart", "restart", "Succeeded"), ("again", "restart", "AwaitingApproval")
+                )
+            ),
+            True,
+        ),
+        ({**holder_body(playbook=BETWEEN_STEPS), "spec": {"paused": True}}, True),  # paused: kept
+        (
+            holder_body(  # blocked on something a person fixes: kept
+                playbook=steps_of(("check", "httpCheck", "Blocked"), ("restart", "restart", "Pending"))
+            ),
+            True,
+        ),
+        # settled: every mutating step final, skipped or only read-only steps left
+        (
+            holder_body(
+                playbook=steps_of(("restart", "restart", "Succeeded"), ("again", "restart", "Skipped"))
+            ),
+            False,
+        ),
+        (
+            holder_body(
+                playbook=steps_of(("restart", "restart", "Succeeded"), ("wait", "waitReady", "Running"))
+            ),
+            False,
+        ),
+        (  # stopped on a failed step: nothing more runs
+            holder_body(
+                playbook=steps_of(("restart", "restart", "Failed"), ("again", "restart", "Pending")),
+                conditions=[{"type": "Stalled", "status": "True", "reason": "StepFailed"}],
+            ),
+            False,
+        ),
+        (  # a Blocked step with continueOnFailure never runs again
+            holder_body(
+                playbook={
+                    **steps_of(("restart", "restart", "Blocked")),
+                    "snapshot": {"steps": [{"name": "restart", "continueOnFailure": True}]},
+                }
+            ),
+            False,
+        ),
+        (holder_body(playbook={**BETWEEN_STEPS, "runId": "r2"}), False),  # a re-fire: another run
+        ({**holder_body(playbook=BETWEEN_STEPS), "spec": {"resolution": {"summary": "x"}}}, False),
+        (None, False),
+    ],
+)
+def test_a_lock_is_held_for_the_run_until_it_settles(body: dict[str, Any] | None, held: bool) -> None:
+    value = targets.lock_value("other", "uid-other", T0, "r1")
+    later = T0 + targets.LOCK_GRACE  # past the grace of a fresh claim
+    assert targets.holds_lock(body, value, later) is held
+
+
+def test_a_claim_of_a_run_the_holders_status_does_not_show_yet_holds_for_the_grace() -> None:
+    value = targets.lock_value("other", "uid-other", T0, "r2")  # the re-fire's run, status still r1
+    body = holder_body(playbook=BETWEEN_STEPS)
+    assert targets.holds_lock(body, value, T0 + timedelta(seconds=5))
+    assert not targets.holds_lock(body, value, T0 + targets.LOCK_GRACE)
+
+
+def test_a_holder_written_before_runs_were_named_reads_as_the_current_run() -> None:
+    old = f"other/uid-other/{format_time(T0)}"
+    assert targets.lock_holder(old) == targets.Holder("other", "uid-other", T0, "")
+    assert targets.lock_holder(targets.lock_value("other", "uid-other", T0, "r3")) == targets.Holder(
+        "other", "uid-other", T0, "r3"
+    )
+    assert targets.holds_lock(
+        holder_body(playbook={**BETWEEN_STEPS, "runId": "r7"}), old, T0 + timedelta(hours=1)
+    )
+    assert targets.lock_holder("garbage").incident == "garbage"  # forged: names no live incident
+
+
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "web",
+        "a" * 253,
+        # the cut at 236 characters would leave a "." or a "-" before the hash
+        "a" * 200 + "." + "b" * 40,
+        "a" * 200 + "-" + "b" * 40,
+        "a" * 199 + "-." + "b" * 40,
+        "a" * 198 + "-" * 3 + "b" * 40,
+    ],
+)
+def test_a_lock_lease_name_is_always_a_dns_subdomain(name: str) -> None:
+    lease = targets.lock_lease(WorkloadRef.model_validate({"kind": "StatefulSet", "name": name}))
+    assert len(lease) <= 253
+    assert DNS_SUBDOMAIN.match(lease), lease
+    other = targets.lock_lease(WorkloadRef.model_validate({"kind": "StatefulSet", "name": name[:-1] + "x"}))
+    assert other != lease
+
+
+def test_each_run_keeps_the_lock_and_a_second_incident_waits_until_it_settles() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    ctx, _ = two_targets(api)
+    ctx = dataclasses.replace(
+        ctx, status=IncidentStatus.model_validate({"playbook": {"name": "pb", "runId": "r1"}})
+    )
+    assert asyncio.run(running.run_step(ctx)).ok
+    assert targets.lock_holder(api.lock("web") or "").run == "r1"
+    # the holder, between its steps, as the other incident reads it
+    api.incidents["second"] = {"metadata": {"name": "second", "uid": "uid-2"}, "spec": {}, "status": {}}
+    mine = copy.deepcopy(api.incident)
+    mine["status"] = {"playbook": {**BETWEEN_STEPS, "runId": "r1"}}
+    api.incident = mine
+    second = dataclasses.replace(ctx, incident="second", incident_uid="uid-2")
+    second.step_status.targets = [TargetStatus(kind="Deployment", name="web")]
+    outcome = asyncio.run(running.run_step(second))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert outcome.message == f"Deployment/web is busy: incident {INCIDENT} holds it until its run settles"
+    assert restarted(api) == ["web", "api"]  # the second acted on nothing
+    # a re-fire of the holder: its new run takes the lock over at its first action
+    refire = dataclasses.replace(
+        ctx, status=IncidentStatus.model_validate({"playbook": {"name": "pb", "runId": "r2"}})
+    )
+    refire.step_status.targets = [TargetStatus(kind="Deployment", name="web")]
+    assert asyncio.run(running.run_step(refire)).ok
+    assert targets.lock_holder(api.lock("web") or "").run == "r2"
+
+
+def test_of_two_runs_wanting_each_others_workload_the_later_incident_gives_way() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    older = {
+        "metadata": {
+            "name": "older",
+            "uid": "uid-o",
+            "creationTimestamp": format_time(T0 - timedelta(minutes=5)),
+        },
+        "spec": {},
+        "status": {"playbook": {**BETWEEN_STEPS, "runId": "r1"}},
+    }
+    api.incidents["older"] = older
+    api.set_lock("api", targets.lock_value("older", "uid-o", T0, "r1"))
+    ctx, _ = two_targets(api)  # wants web, then api
+    ctx = dataclasses.replace(
+        ctx,
+        status=IncidentStatus.model_validate({"playbook": {"name": "pb", "runId": "r1"}}),
+        incident_created=T0,
+    )
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert "incident older" in outcome.message
+    assert api.lock("web") is None  # it took web, then gave it back: the older one may go on
+    assert restarted(api) == []
+    # the older one waits for the younger without giving way
+    api.set_lock("web", targets.lock_value(INCIDENT, UID, T0, "r1"))
+    api.incident["metadata"]["creationTimestamp"] = format_time(T0)
+    api.incident["status"] = {"playbook": {**BETWEEN_STEPS, "runId": "r1"}}
+    mine = running.Claimant("older", "uid-o", "r1", T0 - timedelta(minutes=5))
+    busy = asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0))
+    assert busy is not None
+    assert not busy.first
+
+
+def test_labels_changed_since_the_step_resolved_and_it_acts_on_nothing() -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2})
+    for name in ("web", "api"):
+        api.workloads[name]["labels"] = {"team": "shop"}
+    playbook = generic(selector={"matchLabels": {"team": "shop"}}).spec
+    ctx, status = two_targets(api)
+    ctx = dataclasses.replace(ctx, playbook=playbook, step=playbook.steps[0])
+    api.workloads["api"]["labels"] = {"team": "other"}  # relabelled after the step resolved
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.OUT_OF_BOUNDS
+    assert (
+        outcome.message == "Deployment/api is outside allowedTargets.selector team=shop: nothing is touched"
+    )
+    assert restarted(api) == []  # web neither: nothing is touched
+    assert api.lock("api") is None  # given back
+    assert [t.state for t in status.targets or []] == ["Pending", "Pending"]
+    api.workloads["api"]["labels"] = {"team": "shop"}  # put back: the step goes on
+    assert asyncio.run(running.run_step(ctx)).ok
+    assert restarted(api) == ["web", "api"]
+
+
+def test_the_scale_revert_takes_the_lock_and_leaves_a_workload_another_run_holds() -> None:
+    api = FakeKube({}, {}, {"web": 3})
+    step = PlaybookSpec.model_validate(
+        {"steps": [{"name": "up", "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3}}]}
+    ).steps[0]
+    done = StepStatus(name="up", action="scale", state=StepState.SUCCEEDED, replicasBefore=2)
+    api.incidents["other"] = holder_body(playbook={**BETWEEN_STEPS, "runId": "r1"})
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0, "r1"))
+    execution = revert_execution(api)
+    outcome = asyncio.run(execution._revert_scale(step, done, IncidentStatus()))
+    assert not outcome.ok
+    assert (
+        outcome.message
+        == "not reverted: Deployment/web is busy: incident other holds it until its run settles"
+    )
+    assert api.workloads["web"]["replicas"] == 3
+    del api.incidents["other"]  # gone: its lock holds nothing
+    outcome = asyncio.run(execution._revert_scale(step, done, IncidentStatus()))
+    assert outcome.ok, outcome
+    assert api.workloads["web"]["replicas"] == 2
+    assert api.lock("web") is None
+    assert [c[0] for c in api.calls if c[0] in ("write_lock", "scale_workload")][-3:] == [
+        "write_lock",
+        "scale_workload",
+        "write_lock",
+    ]
+
+
+def revert_execution(api: FakeKube) -> Any:
+    return Execution(
+        kube=api,
+        outbound=None,
+        limits=Limits(),
+        namespace=NAMESPACE,
+        name=INCIDENT,
+        uid=UID,
+        body=api.incident,
+        clock=lambda: T0,
+        commit=None,
+        wake=asyncio.Event,
+    )
+
+
+def test_a_settled_run_gives_its_locks_back() -> None:
+    api = generic_api()
+    settle(api, Clock())
+    assert api.locks == {}
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
+    writes = [c for c in api.calls if c[0] == "write_lock"]
+    assert len(writes) == 4  # each claimed once for the run, each given back once
 
 
 def test_a_claim_lost_to_a_concurrent_writer_is_decided_again() -> None:
@@ -456,8 +716,9 @@ def test_a_claim_lost_to_a_concurrent_writer_is_decided_again() -> None:
         await real(namespace, lease, holder, version)
 
     api.write_lock = racing  # type: ignore[method-assign,assignment]
-    holder = asyncio.run(running.claim(api, NAMESPACE, WEB, f"{INCIDENT}/{UID}", T0))
-    assert holder == "other"
+    busy = asyncio.run(running.claim(api, NAMESPACE, WEB, running.Claimant(INCIDENT, UID, "r1"), T0))
+    assert busy is not None
+    assert busy.holder == "other"
 
 
 def test_a_diagnostic_step_takes_no_lock() -> None:

@@ -88,7 +88,9 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     (
         f"{LOCK_LEASE_PREFIX}<kind>-<name>",
         "Lease name (workload's namespace)",
-        "Holder `<incident>/<uid>/<time>`: the incident running a mutating step on the workload.",
+        "Holder `<incident>/<uid>/<run>/<time>`: the incident whose run holds the workload, from its "
+        "first mutating action on it until the run settles (`<incident>/<uid>/<time>` before runs "
+        "were named).",
     ),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (

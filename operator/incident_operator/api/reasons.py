@@ -214,9 +214,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.OUT_OF_BOUNDS: "A target of the incident is outside the Playbook's allowedTargets, or it names "
     "more targets than a step holds (64): the step acts on nothing and waits; the message names the "
     "target and the bound, or the count (warning).",
-    Reason.TARGET_BUSY: "Another incident runs a mutating action on the same workload (the lock, a Lease "
-    "incident-operator-lock-<kind>-<name> in the namespace, held for one action): the step waits; "
-    "the message names the holder (warning).",
+    Reason.TARGET_BUSY: "Another incident's run holds the workload (the lock, a Lease "
+    "incident-operator-lock-<kind>-<name> in the namespace, held from the run's first mutating action "
+    "on it until the run settles: resolved, closed, deleted, stopped on a failed step, no mutating step "
+    "left, or replaced by a re-fire): the step waits and tries again; the message names the holder "
+    "(warning).",
     Reason.TARGETS_INCOMPLETE: "Alert intake opened the incident without some of the workloads its alert's "
     "labels name: more than 64 (the rest are left out), or the pod/service labels could not be read (the "
     "namespace grants the operator no reads): the message says which; add them to spec.targets (warning).",

@@ -88,6 +88,9 @@ class ActionContext:
     """The Job policy (`jobs:` in the config): what a `job` step may run, how many at once."""
     target: WorkloadRef | None = None
     """The workload this run of the action acts on (`controllers.targets`); None: the step's fixed one."""
+    incident_created: datetime | None = None
+    """When the incident was created: of two runs that want each other's workloads, the later
+    incident's gives way (`controllers.targets.lock`)."""
 
     @property
     def workload(self) -> WorkloadRef:

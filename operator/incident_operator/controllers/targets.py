@@ -1,4 +1,4 @@
-"""Running a step on its workloads: each target exactly once, under a per-workload lock.
+"""Running a step on its workloads: each target exactly once, under a per-workload lock a run holds.
 
 A step that acts on a workload (scale, restart, waitReady, rollback) runs its action once per
 target: the fixed one, or each of the incident's targets the planner resolved into the step's
@@ -6,18 +6,25 @@ status (`StepStatus.targets`, `core.targets`). Each target has its own state, pe
 is done, so a crash or a retry never acts on a done target again; the action's own decisions
 (replicas, revision) are kept per target the same way.
 
-A mutating step takes the workload's lock first: a Lease in its namespace (`core.targets.lock_lease`,
-holder `<incident>/<uid>/<claimed at>`), claimed and released with resourceVersion-checked writes,
-as the cooldown claim is. An incident that finds another holding it does not act: the step is
-Blocked with reason TargetBusy naming the holder, and tried again shortly. A lock whose holder is
-gone, resolved, closed or past its run (`core.targets.holds_lock`) is taken over, so a deleted
-incident never wedges a workload. Holds no state between calls.
+A mutating step takes its workloads' locks before it acts: a Lease per workload in its namespace
+(`core.targets.lock_lease`, holder `<incident>/<uid>/<run>/<claimed at>`), claimed and given back
+with resourceVersion-checked writes, as the cooldown claim is. The run keeps it from its first
+mutating action on the workload until the run settles (`core.targets.run_settled`; the loop gives
+it back then, `release_all`), so no other incident acts on the workload between the run's steps.
+An incident that finds another's run holding it does not act: the step is Blocked with reason
+TargetBusy naming the holder, and tried again shortly; if the holder ranks first (the older
+incident), the waiting run also gives back what it holds, so two runs never wait for each other.
+A lock whose holder is gone, resolved, closed or settled (`core.targets.holds_lock`) is taken
+over, so a deleted incident never wedges a workload. Under a label selector bound the targets'
+labels are read again once the locks are taken (`still_bounded`). Holds no state between calls.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,32 +44,70 @@ _CARRIED = ("replicasBefore", "replicasAfter", "revision", "revisionFrom", "revi
 """What an action decides per target before it acts (kept in the target's status)."""
 
 
-async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: str, now: datetime) -> str | None:
-    """Take the lock on `ref` for `me` (`<incident>/<uid>`): None when it is ours, else the
-    incident holding it."""
+@dataclass(frozen=True)
+class Claimant:
+    """The run that claims a workload: its incident (name, uid, creation time) and run id."""
+
+    incident: str
+    uid: str
+    run: str = ""
+    created: datetime | None = None
+
+    def owns(self, holder: targets.Holder) -> bool:
+        """The lock is this incident's (of this run or an earlier one)."""
+        return holder.incident == self.incident and holder.uid == self.uid
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another incident's run holds the workload: `holder` (its name); `first`: it ranks before
+    the claimant (`core.targets.goes_first`), which then gives back what its run holds."""
+
+    holder: str
+    first: bool = False
+
+
+def claimant(ctx: actions.ActionContext) -> Claimant:
+    progress = ctx.status.playbook if ctx.status is not None else None
+    run = progress.runId if progress is not None and progress.runId else ""
+    return Claimant(ctx.incident, ctx.incident_uid, run, ctx.incident_created)
+
+
+async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime) -> Busy | None:
+    """Take the lock on `ref` for the run `me`: None when it is the run's now (claimed, or held
+    already; one an earlier run of the same incident held passes to this one), else who holds it."""
     lease = targets.lock_lease(ref)
     for _ in range(LOCK_ATTEMPTS):
-        holder, version = await kube.read_lock(namespace, lease)
-        if holder is not None and _mine(holder, me):
-            return None
-        if holder and await _still_held(kube, namespace, holder, now):
-            return targets.lock_holder(holder)[0]
-        name, _, uid = me.partition("/")
+        value, version = await kube.read_lock(namespace, lease)
+        if value is not None:
+            holder = targets.lock_holder(value)
+            if me.owns(holder):
+                if holder.run == me.run:
+                    return None
+            else:
+                body = await _holder(kube, namespace, holder.incident)
+                if targets.holds_lock(body, value, now):
+                    assert body is not None  # noqa: S101 - a gone holder holds nothing
+                    return Busy(
+                        holder.incident, targets.goes_first(body, holder.incident, me.created, me.incident)
+                    )
         try:
-            await kube.write_lock(namespace, lease, targets.lock_value(name, uid, now), version)
+            await kube.write_lock(
+                namespace, lease, targets.lock_value(me.incident, me.uid, now, me.run), version
+            )
             return None
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    return "another incident (the lock is contended)"
+    return Busy("another incident (the lock is contended)")
 
 
-async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: str) -> None:
-    """Give the lock on `ref` back, if `me` holds it."""
+async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant) -> None:
+    """Give the lock on `ref` back, if `me`'s incident holds it."""
     lease = targets.lock_lease(ref)
     for _ in range(LOCK_ATTEMPTS):
-        holder, version = await kube.read_lock(namespace, lease)
-        if holder is None or not _mine(holder, me):
+        value, version = await kube.read_lock(namespace, lease)
+        if value is None or not me.owns(targets.lock_holder(value)):
             return
         try:
             await kube.write_lock(namespace, lease, None, version)
@@ -72,47 +117,96 @@ async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: str) -> None
                 raise
 
 
-def _mine(holder: str, me: str) -> bool:
-    name, uid, _ = targets.lock_holder(holder)
-    return f"{name}/{uid}" == me
+async def release_all(kube: Kube, namespace: str, refs: Sequence[WorkloadRef], me: Claimant) -> None:
+    """Give back the locks `me`'s incident holds on `refs`; best effort (a lock not given back is
+    freed by `core.targets.holds_lock` once the run is seen settled)."""
+    for ref in refs:
+        try:
+            await release(kube, namespace, ref, me)
+        except Exception as exc:
+            logger.warning(
+                "%s/%s: lock on %s/%s not released: %s", namespace, me.incident, ref.kind, ref.name, exc
+            )
 
 
-async def _still_held(kube: Kube, namespace: str, holder: str, now: datetime) -> bool:
+async def _holder(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        body: dict[str, Any] | None = await kube.get_object(
-            "incidents", namespace, targets.lock_holder(holder)[0]
-        )
+        body: dict[str, Any] | None = await kube.get_object("incidents", namespace, name)
     except ApiException as exc:
         if not not_found(exc):
             raise
         body = None
-    return targets.holds_lock(body, holder, now)
+    return body
 
 
-async def _on(ctx: actions.ActionContext, ref: WorkloadRef) -> Outcome:
-    """The action on one workload, under its lock if it mutates."""
+def busy_message(ref: WorkloadRef, busy: Busy) -> str:
+    return f"{ref.kind}/{ref.name} is busy: incident {busy.holder} holds it until its run settles"
+
+
+async def lock(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
+    """Before a mutating step acts: the run takes the lock of each of `refs` (in name order) and
+    keeps it until it settles. None: all are the run's; else the step waits, TargetBusy naming
+    the holder (a holder that ranks first gets back all this run holds: no two runs wait for each
+    other), or it could not ask. Read-only steps take no lock."""
     if not ctx.step.mutates:
-        return await actions.run(ctx)
-    me = f"{ctx.incident}/{ctx.incident_uid}"
-    try:
-        holder = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())
-    except ApiException as exc:
-        return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")
-    if holder is not None:
-        return Outcome(
-            False,
-            f"{ref.kind}/{ref.name} is busy: incident {holder} runs a mutating step on it",
-            blocked=Reason.TARGET_BUSY,
-        )
-    try:
-        return await actions.run(ctx)
-    finally:
+        return None
+    me = claimant(ctx)
+    for ref in sorted(refs, key=targets.key):
         try:
-            await release(ctx.kube, ctx.namespace, ref, me)
-        except Exception as exc:  # left to the stale-lock rule (this step is no longer Running)
-            logger.warning(
-                "%s/%s: lock on %s/%s not released: %s", ctx.namespace, ctx.incident, ref.kind, ref.name, exc
+            busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())
+        except ApiException as exc:
+            return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")
+        if busy is None:
+            continue
+        if busy.first:
+            await release_all(
+                ctx.kube, ctx.namespace, targets.run_workloads(ctx.playbook, _progress(ctx)), me
             )
+        return Outcome(False, busy_message(ref, busy), blocked=Reason.TARGET_BUSY)
+    return None
+
+
+def _progress(ctx: actions.ActionContext) -> Any:
+    return ctx.status.playbook if ctx.status is not None else None
+
+
+async def still_bounded(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
+    """Right before a mutating step on the incident's own targets acts (its locks taken): under a
+    label selector bound, each target's labels are read again, since they may have changed since
+    the step resolved. One refused and the step acts on none, waiting OutOfBounds as at
+    resolution; the refused ones' locks are given back."""
+    bounds = ctx.playbook.allowedTargets
+    target = ctx.step.target
+    if (
+        not ctx.step.mutates
+        or target is None
+        or target.fromIncident is None
+        or bounds is None
+        or bounds.selector is None
+    ):
+        return None
+    refused: list[tuple[WorkloadRef, str]] = []
+    for ref in refs:
+        try:
+            labels: dict[str, str] | None = await ctx.kube.workload_labels(
+                str(ref.kind), ref.name, ctx.namespace
+            )
+        except ApiException as exc:
+            logger.info(
+                "%s: labels of %s/%s not read: %s", ctx.namespace, ref.kind, ref.name, api_reason(exc)
+            )
+            labels = None
+        why = targets.refusal(ref, bounds, {targets.key(ref): labels})
+        if why is not None:
+            refused.append((ref, why))
+    if not refused:
+        return None
+    await release_all(ctx.kube, ctx.namespace, [ref for ref, _ in refused], claimant(ctx))
+    return Outcome(False, targets.refused_message(refused), blocked=Reason.OUT_OF_BOUNDS)
+
+
+async def _guarded(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
+    return await lock(ctx, refs) or await still_bounded(ctx, refs)
 
 
 def _view(step_status: StepStatus, target: TargetStatus) -> StepStatus:
@@ -138,7 +232,10 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
         fixed = target.fixed
         if fixed is None:  # the planner resolves before it starts a step: not reached
             return Outcome(False, "the step's targets were not resolved")
-        return await _on(dataclasses.replace(ctx, target=fixed), fixed)
+        return await _guarded(ctx, [fixed]) or await actions.run(dataclasses.replace(ctx, target=fixed))
+    waiting = await _guarded(ctx, [each.ref for each in resolved if each.state != "Succeeded"])
+    if waiting is not None:
+        return waiting
     said: list[str] = []
     for each in resolved:
         key = f"{each.kind}/{each.name}"
@@ -153,8 +250,8 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
 
         each.state = "Running"
         each.startedAt = each.startedAt or ctx.now()
-        outcome = await _on(
-            dataclasses.replace(ctx, target=each.ref, step_status=view, persist=persist), each.ref
+        outcome = await actions.run(
+            dataclasses.replace(ctx, target=each.ref, step_status=view, persist=persist)
         )
         _fold(view, each)
         each.finishedAt, each.message = ctx.now(), outcome.message

@@ -46,7 +46,7 @@ from incident_operator.api.models import (
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
 from incident_operator.core.matching import Candidate, Selection, matches
-from incident_operator.core.planner import BUSY_RECHECK_S, Decision, PlanInput, backoff
+from incident_operator.core.planner import Decision, PlanInput, backoff
 
 _VERDICT_ORDER = {"Chosen": 0, "Matched": 1, "NotMatched": 2, "NotConsidered": 3, "Invalid": 4}
 
@@ -363,20 +363,20 @@ def _after_hold(
             "nothing automatic: the run is stalled on a failed step; fix the cause and edit the Playbook "
             "(a new run starts with the edit), or resolve the incident"
         )
+    if reason == Reason.TARGET_BUSY:
+        return (
+            "the step is tried again every few seconds and goes on by itself once the run of the "
+            "incident holding its workload settles (the message names it)"
+        )
     blocked = next((s for s in progress.steps if s.state is StepState.BLOCKED), None) if progress else None
     if blocked is not None and blocked.finishedAt is not None:
-        busy = reason == Reason.TARGET_BUSY
-        again = format_time(
-            blocked.finishedAt + (timedelta(seconds=BUSY_RECHECK_S) if busy else inp.access_recheck)
-        )
+        again = format_time(blocked.finishedAt + inp.access_recheck)
         return f"step {blocked.name} is tried again at {again}; " + _until(reason)
     return f"automation waits ({hold.type}: {reason}) and goes on by itself once that clears"
 
 
 def _until(reason: str) -> str:
     """What a Blocked step waits for, by the reason it waits."""
-    if reason == Reason.TARGET_BUSY:
-        return "it goes on by itself once the incident holding the workload's lock has finished its run"
     if reason == Reason.NO_TARGET:
         return "it waits (NoTarget) until spec.targets names a workload of the kind the step acts on"
     if reason == Reason.OUT_OF_BOUNDS:

@@ -7,6 +7,9 @@ selector on the workload's own labels). The labels are facts the engine reads an
 the cluster. The answer is all or nothing: one target outside the bounds, or more targets than a
 step's status holds (`MAX_TARGETS`), and the step acts on none of them (a person looks at the
 incident first); no target at all, and it waits too.
+
+Also the rules of the per-workload lock a run holds (`lock_lease`, `holds_lock`, `run_settled`,
+`goes_first`); `controllers.targets` claims and gives it back.
 """
 
 from __future__ import annotations
@@ -16,11 +19,19 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+from incident_operator.api.actions import MUTATING_ACTIONS
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import LOCK_LEASE_PREFIX
-from incident_operator.api.models import PlaybookSpec, Step, StepState
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookProgress,
+    PlaybookSpec,
+    Step,
+    StepState,
+)
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget
 from incident_operator.api.timestamps import format_time, parse_time
@@ -95,8 +106,7 @@ def resolve(
         )
     refused = [(ref, why) for ref in unique.values() if (why := refusal(ref, bounds, labels)) is not None]
     if refused:
-        said = "; ".join(f"{key(ref)} is outside {why}" for ref, why in refused)
-        return Resolution(blocked=Reason.OUT_OF_BOUNDS, message=f"{said}: nothing is touched")
+        return Resolution(blocked=Reason.OUT_OF_BOUNDS, message=refused_message(refused))
     return Resolution(tuple(unique.values()))
 
 
@@ -126,53 +136,151 @@ def needs_labels(playbook: PlaybookSpec | None) -> bool:
 
 LOCK_GRACE = timedelta(seconds=60)
 """A lock is held this long after its claim even if the holder's status does not show its run yet
-(a step's start may be written with its first decision, after the claim)."""
+(a step's start, or a new run, may be written with its first decision, after the claim)."""
 _FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
+_LEASE_NAME_MAX = 253
+_HASHED = 16
 
 
 def lock_lease(ref: WorkloadRef) -> str:
-    """The name of the Lease that locks `ref` (a DNS subdomain of at most 253 characters)."""
+    """The name of the Lease that locks `ref`: a DNS subdomain of at most 253 characters (a long
+    one is cut and ends in a hash of the whole; the cut never leaves a `.` or `-` before it)."""
     name = f"{LOCK_LEASE_PREFIX}{str(ref.kind).lower()}-{ref.name}"
-    if len(name) <= 253:
+    if len(name) <= _LEASE_NAME_MAX:
         return name
-    return f"{name[:236]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    head = name[: _LEASE_NAME_MAX - _HASHED - 1].rstrip(".-")
+    return f"{head}-{hashlib.sha256(name.encode()).hexdigest()[:_HASHED]}"
 
 
-def lock_value(incident: str, uid: str, now: datetime) -> str:
-    """The lock Lease's holder: who holds it and since when."""
-    return f"{incident}/{uid}/{format_time(now)}"
+class Holder(NamedTuple):
+    """Who holds a workload lock: the incident (name and uid), since when, for which run."""
+
+    incident: str
+    uid: str
+    claimed: datetime | None
+    run: str
+    """The run's id (`status.playbook.runId`); empty in a holder written before runs were named."""
 
 
-def lock_holder(value: str) -> tuple[str, str, datetime | None]:
-    """(incident, uid, claimed at) of a lock Lease's holder."""
-    name, _, rest = value.partition("/")
-    uid, _, since = rest.partition("/")
+def lock_value(incident: str, uid: str, now: datetime, run: str = "") -> str:
+    """The lock Lease's holder: `<incident>/<uid>/<run>/<claimed at>` (no part holds a `/`)."""
+    return f"{incident}/{uid}/{run}/{format_time(now)}"
+
+
+def lock_holder(value: str) -> Holder:
+    """The holder a lock Lease names; `<incident>/<uid>/<claimed at>` (before runs were named)
+    reads as a holder of no particular run."""
+    parts = value.split("/")
+    name = parts[0]
+    uid = parts[1] if len(parts) > 1 else ""
+    run = parts[2] if len(parts) > 3 else ""
+    since = parts[-1] if len(parts) > 2 else ""
     try:
         claimed = parse_time(since) if since else None
     except ValueError:
         claimed = None
-    return name, uid, claimed
+    return Holder(name, uid, claimed, run)
+
+
+def _run_settled(
+    spec: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]], progress: Mapping[str, Any]
+) -> bool:
+    """Whether an incident's current run is done with its workloads (see `holds_lock`)."""
+    if spec.get("closed") or spec.get("resolution"):
+        return True
+    for c in conditions:
+        if c.get("status") != "True":
+            continue
+        if c.get("type") == ConditionType.RESOLVED:
+            return True
+        if c.get("type") == ConditionType.STALLED and c.get("reason") == Reason.STEP_FAILED:
+            return True  # stopped on a failed step: only a new run (or a person) goes on
+    snapshot = progress.get("snapshot") or {}
+    goes_on = {s.get("name") for s in snapshot.get("steps") or [] if s.get("continueOnFailure")}
+    for s in progress.get("steps") or []:
+        state, action = s.get("state"), s.get("action")
+        if state in _FINAL or (state == StepState.BLOCKED and s.get("name") in goes_on):
+            continue  # a Blocked step with continueOnFailure never runs again
+        if action is None or action in MUTATING_ACTIONS:
+            return False
+    return True
+
+
+def run_settled(spec: IncidentSpec, status: IncidentStatus) -> bool:
+    """Whether the incident's run (if any) holds its workloads no longer: the incident is resolved
+    or closed, the run stopped on a failed step, or no mutating step of it is left to run (all
+    final, skipped, or read-only). The loop gives its locks back when this becomes true."""
+    progress = status.playbook
+    return _run_settled(
+        spec.model_dump(include={"closed", "resolution"}, exclude_none=True),
+        [c.model_dump(mode="json") for c in status.conditions or []],
+        progress.model_dump(mode="json", include={"snapshot", "steps"}) if progress is not None else {},
+    )
 
 
 def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) -> bool:
     """Whether the lock `value` on a workload still holds, given its holder incident's body as
-    the API returns it (None: gone). Free when the holder is gone (or another object took its
-    name), resolved or closed, or when its run is over (no step left to run) and the claim is
-    older than LOCK_GRACE; a holder that crashed mid-run keeps it (it resumes)."""
+    the API returns it (None: gone). The lock is held for a run: from the run's first mutating
+    action on the workload until the run settles (`run_settled`). Free when the holder is gone
+    (or another object took its name), resolved or closed, stopped on a failed step, or has no
+    mutating step left to run, or when it runs another run than the one that claimed it (a
+    re-fire: the new run claims it again at its own first action); each of those only once the
+    claim is older than LOCK_GRACE when the holder's status does not show the run yet. A paused
+    incident, or one waiting (approval, a stall, a crash it resumes from) keeps it."""
     if incident is None:
         return False
-    _, uid, claimed = lock_holder(value)
+    holder = lock_holder(value)
     metadata = incident.get("metadata") or {}
-    if uid and metadata.get("uid") != uid:
+    if holder.uid and metadata.get("uid") != holder.uid:
         return False
     spec = incident.get("spec") or {}
-    if spec.get("closed") or spec.get("resolution"):
-        return False
     status = incident.get("status") or {}
     conditions = status.get("conditions") or []
+    if spec.get("closed") or spec.get("resolution"):
+        return False
     if any(c.get("type") == ConditionType.RESOLVED and c.get("status") == "True" for c in conditions):
         return False
-    steps = (status.get("playbook") or {}).get("steps") or []
-    if any(s.get("state") not in _FINAL for s in steps):
-        return True
-    return claimed is not None and now - claimed < LOCK_GRACE
+    fresh = holder.claimed is not None and now - holder.claimed < LOCK_GRACE
+    progress = status.get("playbook") or {}
+    if holder.run and progress.get("runId") != holder.run:
+        return fresh
+    return fresh or not _run_settled(spec, conditions, progress)
+
+
+def goes_first(holder: Mapping[str, Any], holder_name: str, created: datetime | None, name: str) -> bool:
+    """Whether the holder incident (its body's metadata) ranks before incident `name`, created at
+    `created`: the older one, then by name. Of two runs that each hold a workload the other wants,
+    the later one gives its locks back, so the two never wait for each other for ever."""
+    stamp = (holder.get("metadata") or {}).get("creationTimestamp")
+    try:
+        theirs = parse_time(str(stamp)) if stamp else None
+    except ValueError:
+        theirs = None
+    if theirs is not None and created is not None and theirs != created:
+        return theirs < created
+    if (theirs is None) != (created is None):
+        return theirs is not None  # a known age ranks first
+    return holder_name < name
+
+
+def run_workloads(playbook: PlaybookSpec, progress: PlaybookProgress | None) -> list[WorkloadRef]:
+    """The workloads a run's mutating steps act on, as far as known: the fixed targets and the
+    targets each step resolved (what a settled run gives back)."""
+    if progress is None:
+        return []
+    found: dict[str, WorkloadRef] = {}
+    by_name = {s.name: s for s in playbook.steps}
+    for status in progress.steps:
+        step = by_name.get(status.name)
+        if step is None or not step.mutates or step.target is None:
+            continue
+        fixed = step.target.fixed
+        for ref in [fixed] if fixed is not None else [t.ref for t in status.targets or []]:
+            found.setdefault(key(ref), ref)
+    return list(found.values())
+
+
+def refused_message(refused: Sequence[tuple[WorkloadRef, str]]) -> str:
+    """What a step outside its bounds says (at resolution, and when labels changed since)."""
+    said = "; ".join(f"{key(ref)} is outside {why}" for ref, why in refused)
+    return f"{said}: nothing is touched"

@@ -20,10 +20,18 @@ from datetime import datetime
 from typing import Any
 
 from incident_operator.adapters import metrics
-from incident_operator.adapters.kube import Kube
+from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.api.actions import CANCELLABLE_ACTIONS, MUTATING_ACTIONS, START_UNWRITTEN_ACTIONS
-from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookProgress, PlaybookSpec
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    PlaybookProgress,
+    PlaybookSpec,
+    Step,
+    StepStatus,
+)
+from incident_operator.api.timestamps import parse_time
 from incident_operator.controllers import actions, targets
 from incident_operator.controllers.incident.commit import Commit
 from incident_operator.core.planner import Intent, Outcome, PlanInput, check_deadlines
@@ -43,6 +51,16 @@ def waits(intent: Intent, status: IncidentStatus) -> bool:
     if intent.kind != "run-step" or progress is None or intent.step < 0:
         return False
     return progress.steps[intent.step].action in CANCELLABLE_ACTIONS
+
+
+def mutates(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> bool:
+    """Whether carrying out `intent` may take workload locks (a mutating step, a scale revert)."""
+    if intent.kind == "revert-scale":
+        return True
+    progress = status.playbook
+    if intent.kind != "run-step" or progress is None or intent.step < 0:
+        return False
+    return progress.steps[intent.step].action in MUTATING_ACTIONS
 
 
 def start_unwritten(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> bool:
@@ -149,6 +167,44 @@ class Execution:
                 return outcome
             await asyncio.sleep(HEALTH_SETTLE_POLL_S)
 
+    @property
+    def created(self) -> datetime | None:
+        stamp = (self.body.get("metadata") or {}).get("creationTimestamp")
+        try:
+            return parse_time(str(stamp)) if stamp else None
+        except ValueError:
+            return None
+
+    def claimant(self, status: IncidentStatus) -> targets.Claimant:
+        """This incident's run in `status`, as a holder of workload locks."""
+        run = status.playbook.runId if status.playbook is not None and status.playbook.runId else ""
+        return targets.Claimant(self.name, self.uid, run, self.created)
+
+    async def _revert_scale(self, step: Step, step_status: StepStatus, working: IncidentStatus) -> Outcome:
+        """The scale revert after the incident resolved, part of its run: under the workloads'
+        locks like any mutating action. A workload another incident's run holds meanwhile is not
+        reverted (its run acts on it now); the revert is said failed, naming the holder."""
+        me = self.claimant(working)
+        refs = [
+            t.ref
+            for t in step_status.targets or []
+            if t.replicasBefore is not None and t.state == "Succeeded"
+        ]
+        fixed = step.target.fixed if step.target is not None else None
+        if fixed is not None and step_status.replicasBefore is not None:
+            refs.append(fixed)
+        for ref in sorted(refs, key=lambda r: (str(r.kind), r.name)):
+            try:
+                busy = await targets.claim(self.kube, self.namespace, ref, me, self.clock())
+            except ApiException as exc:
+                return Outcome(False, f"not reverted: locking {ref.kind}/{ref.name}: {api_reason(exc)}")
+            if busy is not None:
+                return Outcome(False, f"not reverted: {targets.busy_message(ref, busy)}")
+        try:
+            return await actions.revert_scale(self.kube, self.namespace, step, step_status)
+        finally:
+            await targets.release_all(self.kube, self.namespace, refs, me)
+
     async def _execute(
         self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
     ) -> Outcome:
@@ -165,7 +221,7 @@ class Execution:
         step_status = progress.steps[intent.step]
         step = next(s for s in playbook.steps if s.name == step_status.name)
         if intent.kind == "revert-scale":
-            return await actions.revert_scale(self.kube, self.namespace, step, step_status)
+            return await self._revert_scale(step, step_status, working)
         ctx = actions.ActionContext(
             kube=self.kube,
             outbound=self.outbound,
@@ -181,6 +237,7 @@ class Execution:
             now=self.clock,
             persist=lambda: self.commit.persist(working, spec),
             jobs=self.jobs,
+            incident_created=self.created,
         )
         outcome = await targets.run_step(ctx)
         metrics.action_done(step.action, outcome.ok)

@@ -23,13 +23,13 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
-from incident_operator.api.models import IncidentStatus, Phase
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers import targets
 from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.incident.commit import Commit, EventPoster
-from incident_operator.controllers.incident.execute import Execution, start_unwritten, waits
+from incident_operator.controllers.incident.execute import Execution, mutates, start_unwritten, waits
 from incident_operator.controllers.incident.inputs import (
     History,
     Inputs,
@@ -53,6 +53,7 @@ from incident_operator.core.planner import (
     plan,
     with_records,
 )
+from incident_operator.core.targets import run_settled, run_workloads
 from incident_operator.settings.config import OperatorConfig
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class IncidentLoop:
         self.playbooks, self.post_event, self.clock = playbooks, post_event, clock
         self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
         self.wake = asyncio.Event()
+        self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
         self.inputs = Inputs(
             config, namespace, name, body, clock, history, access_reviews, open_in_namespace, started_runs
         )
@@ -123,6 +125,22 @@ class IncidentLoop:
             lambda: self.wake,
             config.file.jobs,
         )
+
+    async def _give_back_locks(self, spec: IncidentSpec, chosen: PlaybookEntry | None) -> None:
+        """Once the run settles (`core.targets.run_settled`: resolved, closed, stopped on a failed
+        step, or no mutating step left), give back the workload locks it took, so that an incident
+        waiting for one goes on at its next try; once per run (a lock not given back is free anyway
+        once the run shows settled)."""
+        if not self.may_hold_locks or not run_settled(spec, self.status):
+            return
+        self.may_hold_locks = False
+        progress = self.status.playbook
+        if progress is None or chosen is None:
+            return
+        refs = run_workloads(chosen.spec, progress)
+        if refs:
+            me = self.execution.claimant(self.status)
+            await targets.release_all(self.execution.kube, self.namespace, refs, me)
 
     def _wake_up(self) -> None:
         self.wake.set()  # the event of the moment: `run` replaces it with the supervisor's
@@ -286,6 +304,7 @@ class IncidentLoop:
             self.inputs.note_run(self.status, decision.status)
         if decision.intent is None:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
+            await self._give_back_locks(spec, chosen)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
         unwritten = start_unwritten(decision.intent, decision.status, chosen.spec)
@@ -293,6 +312,8 @@ class IncidentLoop:
             self.commit.hold(decision, counts=(chosen, claimed))
         else:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
+        await self._give_back_locks(spec, chosen)
+        self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
         outcome = await self.execution.run_unless_overtaken(
             decision.intent, spec, chosen.spec, working, write_late=unwritten, deadlines=plan_input

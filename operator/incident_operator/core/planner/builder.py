@@ -13,6 +13,7 @@ from incident_operator.api.models import (
     TimelineEntry,
 )
 from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.api.timestamps import parse_time
 from incident_operator.core import conditions as cond
 from incident_operator.core.phases import Event, advance
 from incident_operator.core.planner.model import (
@@ -68,6 +69,12 @@ class Builder:
     def reason_of(self, type_: ConditionType) -> str | None:
         found = cond.find_condition(self._conds(), type_)
         return None if found is None else str(found["reason"])
+
+    def transition_of(self, type_: ConditionType) -> datetime | None:
+        """When the condition last changed status (None: not set, or no time recorded)."""
+        found = cond.find_condition(self._conds(), type_)
+        stamp = None if found is None else found.get("lastTransitionTime")
+        return parse_time(str(stamp)) if stamp else None
 
     def message_of(self, type_: ConditionType) -> str | None:
         found = cond.find_condition(self._conds(), type_)

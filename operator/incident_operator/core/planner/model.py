@@ -33,6 +33,9 @@ HEALTH_GRACE_S = 300  # after the stabilization window, how long health may take
 HEALTH_RECHECK_S = 1
 BUSY_RECHECK_S = 2
 """How soon a step waiting for another incident's lock on its workload (TargetBusy) tries again."""
+BUSY_SLOW_AFTER_S = 60
+BUSY_RECHECK_SLOW_S = 10
+"""... and how soon once it has waited BUSY_SLOW_AFTER_S (the holder's run may wait for hours)."""
 OPERATOR_ACTOR = "incident-operator"
 """The actor of what the operator itself does (timeline, Events); a person's name otherwise."""
 

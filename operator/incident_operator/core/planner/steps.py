@@ -22,6 +22,8 @@ from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, backoff
 from incident_operator.core.planner.model import (
     BUSY_RECHECK_S,
+    BUSY_RECHECK_SLOW_S,
+    BUSY_SLOW_AFTER_S,
     HEALTH_GRACE_S,
     HEALTH_RECHECK_S,
     Decision,
@@ -132,8 +134,13 @@ UNBLOCKS = (Reason.MISCONFIGURED, Reason.NO_TARGET, Reason.OUT_OF_BOUNDS, Reason
 
 
 def _recheck(b: Builder) -> timedelta:
-    """How soon a Blocked step is tried again: soon when it waits for another incident's lock."""
+    """How soon a Blocked step is tried again: soon when it waits for another incident's lock
+    (every BUSY_RECHECK_S, then every BUSY_RECHECK_SLOW_S once it has waited BUSY_SLOW_AFTER_S: a
+    run may hold it for hours, waiting for an approval)."""
     if b.is_true(ConditionType.STALLED) and b.reason_of(ConditionType.STALLED) == Reason.TARGET_BUSY:
+        since = b.transition_of(ConditionType.STALLED)
+        if since is not None and b.now - since >= timedelta(seconds=BUSY_SLOW_AFTER_S):
+            return timedelta(seconds=BUSY_RECHECK_SLOW_S)
         return timedelta(seconds=BUSY_RECHECK_S)
     return b.inp.access_recheck
 
