@@ -15,7 +15,6 @@ Also the rules of the per-workload lock a run holds (`lock_lease`, `holds_lock`,
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +34,7 @@ from incident_operator.api.models import (
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.targets import MAX_TARGETS, AllowedTargets, StepTarget
 from incident_operator.api.timestamps import format_time, parse_time
+from incident_operator.core import names
 
 Labels = Mapping[str, Mapping[str, str] | None]
 """The labels of the incident's workloads, keyed 'Kind/name' (None or absent: not read)."""
@@ -138,18 +138,13 @@ LOCK_GRACE = timedelta(seconds=60)
 """A lock is held this long after its claim even if the holder's status does not show its run yet
 (a step's start, or a new run, may be written with its first decision, after the claim)."""
 _FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
-_LEASE_NAME_MAX = 253
-_HASHED = 16
 
 
 def lock_lease(ref: WorkloadRef) -> str:
     """The name of the Lease that locks `ref`: a DNS subdomain of at most 253 characters (a long
     one is cut and ends in a hash of the whole; the cut never leaves a `.` or `-` before it)."""
     name = f"{LOCK_LEASE_PREFIX}{str(ref.kind).lower()}-{ref.name}"
-    if len(name) <= _LEASE_NAME_MAX:
-        return name
-    head = name[: _LEASE_NAME_MAX - _HASHED - 1].rstrip(".-")
-    return f"{head}-{hashlib.sha256(name.encode()).hexdigest()[:_HASHED]}"
+    return names.bounded(name)
 
 
 class Holder(NamedTuple):
