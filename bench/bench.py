@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,8 @@ def machine() -> str:
 
 
 def main() -> int:
+    # Stopped (SIGTERM), it still takes its cluster and operator down: the `finally` below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="incident-bench-"))
     policy = work / "audit-policy.yaml"
     policy.write_text(AUDIT_POLICY)
