@@ -227,3 +227,52 @@ def test_health_asks_the_check_once_per_target_the_step_resolved() -> None:
     outcome = asyncio.run(actions.verify_health(Ready(), outbound, "shop", spec, playbook, progress=progress))
     assert outcome.ok, outcome.message
     assert asked == ["http://web.shop.example/"]  # the target the step checked, not the one named now
+
+
+def test_health_passes_past_a_skipped_check_on_the_targets_under_a_selector_bound() -> None:
+    """The service-outage pattern: a smoke test on the incident's targets that runs only if an
+    earlier step failed (`when: stepFailed`), skipped since it did not, under a selector bound.
+    It never resolved targets, so it is no health check of the run: health asks the workloads
+    (ready) and passes. (Resolving it again without the workloads' labels refused under the
+    selector: 'labels could not be read', and health failed until the incident stalled.)"""
+    outbound, asked = _outbound()
+    playbook = PlaybookSpec.model_validate(
+        {
+            "allowedTargets": {"selector": {"matchLabels": {"tier": "web"}}},
+            "steps": [
+                {"name": "restart", "restart": {"target": FROM_INCIDENT}},
+                {
+                    "name": "smoke",
+                    "when": {"stepFailed": "restart"},
+                    "httpCheck": {"url": "http://{targetName}.{namespace}.example/", "target": FROM_INCIDENT},
+                },
+            ],
+        }
+    )
+    spec = IncidentSpec.model_validate(
+        {"title": "t", "severity": "P1", "category": "availability", "targets": [WEB.model_dump()]}
+    )
+    progress = PlaybookProgress(
+        name="pb",
+        targets=[WEB],
+        steps=[
+            StepStatus(
+                name="restart",
+                action="restart",
+                state="Succeeded",
+                targets=[TargetStatus(kind=WEB.kind, name="web", state="Succeeded")],
+            ),
+            StepStatus(name="smoke", action="httpCheck", state="Skipped"),
+        ],
+    )
+    seen: list[str] = []
+
+    class Ready:
+        async def readiness(self, kind: str, name: str, namespace: str) -> Any:
+            seen.append(f"{kind}/{name}")
+            return type("R", (), {"rolled_out": True, "describe": lambda self: "ready"})()
+
+    outcome = asyncio.run(actions.verify_health(Ready(), outbound, "shop", spec, playbook, progress=progress))
+    assert outcome.ok, outcome.message
+    assert seen == ["Deployment/web"]
+    assert asked == []  # the skipped check is not asked
