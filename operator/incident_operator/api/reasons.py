@@ -220,8 +220,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "left, or replaced by a re-fire): the step waits and tries again; the message names the holder "
     "(warning).",
     Reason.TARGETS_INCOMPLETE: "Alert intake opened the incident without some of the workloads its alert's "
-    "labels name: more than 64 (the rest are left out), or the pod/service labels could not be read (the "
-    "namespace grants the operator no reads): the message says which; add them to spec.targets (warning).",
+    "labels name: more than 64 (the rest are left out), or the workloads its pod/service labels name "
+    "could not be read (e.g. the namespace has not opted in): the message says which, with each "
+    "lookup's reason; add them to spec.targets (warning).",
     Reason.TARGETS_PINNED: "A run pinned the incident's targets a step of it acts on "
     "(status.playbook.targets), when the first step of their kind resolved them: every later step of "
     "that kind in the run acts on those; an edit of spec.targets for that kind applies from the next "
