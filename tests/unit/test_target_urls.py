@@ -7,6 +7,7 @@ policy like any other (a workload name may hold dots)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from incident_operator.adapters.outbound import Outbound
-from incident_operator.api.actions import HttpCheckAction
+from incident_operator.api.actions import URL_TARGET_FIELD, HttpCheckAction
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import (
     IncidentSpec,
@@ -57,6 +58,34 @@ def test_the_crd_refuses_a_url_naming_the_target_without_one() -> None:
     schema = HttpCheckAction.model_json_schema()
     rules = [r["message"] for r in schema["x-kubernetes-validations"]]
     assert "url names {targetName} or {targetKind}: give a target" in rules
+
+
+@pytest.mark.parametrize(
+    ("url", "a_field"),
+    [
+        ("http://{targetName}.shop.svc/", True),
+        ("http://x.shop.svc/{{{targetKind}}}", True),  # a literal brace, then the field
+        ("http://x.shop.svc/{{targetName}}", False),  # literal text: renders to {targetName}
+        ("http://x.shop.svc/{{{{targetKind}}}}", False),
+        ("http://x.shop.svc/q?{{target}}", False),
+    ],
+)
+def test_only_a_real_field_needs_a_target_in_the_crd_and_the_model_alike(url: str, a_field: bool) -> None:
+    """The CEL rule and the model read the URL as the template does: a doubled brace is literal
+    (a `contains` refused a valid `{{targetName}}`). The CRD's rule is the same RE2 expression."""
+    rule = next(
+        r["rule"]
+        for r in HttpCheckAction.model_json_schema()["x-kubernetes-validations"]
+        if "target" in r["rule"]
+    )
+    assert rule == f"has(self.target) || !self.url.matches('{URL_TARGET_FIELD}')"
+    assert bool(re.search(URL_TARGET_FIELD, url)) is a_field
+    if a_field:
+        with pytest.raises(ValidationError, match="give a target"):
+            check(url)
+    else:
+        assert check(url).target is None
+        assert validation.problems({"steps": [{"name": "s", "httpCheck": {"url": url}}]})[1] == []
 
 
 @pytest.mark.parametrize(
