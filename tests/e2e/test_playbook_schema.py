@@ -75,3 +75,16 @@ def test_duplicate_step_names_are_rejected(crds_installed: Cluster, namespace: s
 def test_unknown_severity_in_match_is_rejected(crds_installed: Cluster, namespace: str) -> None:
     body = playbook("sev", [{"name": "scale", "scale": SCALE}], match={"severities": ["P0"]})
     assert "spec.match.severities[0]" in rejection(crds_installed, namespace, body)
+
+
+def test_a_check_url_naming_the_target_needs_one_and_doubled_braces_are_literal(
+    crds_installed: Cluster, namespace: str
+) -> None:
+    """The CEL rule reads the URL as the template does: `{targetName}` (also after `{{`) is a field
+    and needs a target; `{{targetName}}` is literal text and is admitted without one."""
+    for i, url in enumerate(["http://{targetName}.{namespace}.svc/", "http://x.shop.svc/{{{targetKind}}}"]):
+        body = playbook(f"field-{i}", [{"name": "check", "httpCheck": {"url": url}}])
+        assert "give a target" in rejection(crds_installed, namespace, body)
+    for i, url in enumerate(["http://x.shop.svc/{{targetName}}", "http://x.shop.svc/q?{{{{targetKind}}}}"]):
+        body = playbook(f"literal-{i}", [{"name": "check", "httpCheck": {"url": url}}])
+        assert create(crds_installed, namespace, body)["spec"]["steps"][0]["httpCheck"]["url"] == url

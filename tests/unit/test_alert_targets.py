@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from incident_operator.adapters.kube import ApiException
+from incident_operator.api.reasons import REASON_DESCRIPTIONS, Reason
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import alerts
 from incident_operator.settings.config import OperatorConfig
@@ -118,8 +119,40 @@ def test_an_incident_opened_without_targets_it_could_not_read_says_so_in_an_even
     [(name, type_, reason, message)] = cluster.events
     assert (type_, reason) == ("Warning", "TargetsIncomplete")
     assert name == cluster.created[0]["metadata"]["name"]
-    assert "pod/service labels name not read (HTTP 403 Forbidden)" in message
+    assert "pod/service labels name not read (pod web-7d9c-x1: HTTP 403 Forbidden)" in message
     assert "spec.targets" in message
+
+
+class PodsUnreadable(Cluster):
+    """Pods cannot be read (a role that grants Services but not Pods); Services can."""
+
+    async def owners(self, kind: str, namespace: str, name: str) -> list[tuple[str, str, bool]] | None:
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def test_a_failed_pod_lookup_does_not_skip_the_service_lookup_and_each_says_why() -> None:
+    cluster = PodsUnreadable()
+    assert opened({"pod": "db-0", "service": "frontend"}, cluster) == [
+        {"kind": "Deployment", "name": "web"},
+        {"kind": "Deployment", "name": "web-canary"},
+    ]
+    [(_, _, reason, message)] = cluster.events
+    assert reason == "TargetsIncomplete"
+    assert "not read (pod db-0: HTTP 403 Forbidden)" in message
+    assert "service frontend" not in message  # it was read
+
+
+def test_both_lookups_failing_say_each_reason() -> None:
+    cluster = Cluster(forbidden=True)
+    opened({"pod": "db-0", "service": "frontend"}, cluster)
+    [(_, _, _, message)] = cluster.events
+    assert "pod db-0: HTTP 403 Forbidden; service frontend: HTTP 403 Forbidden" in message
+
+
+def test_the_event_reason_does_not_claim_a_single_cause() -> None:
+    said = REASON_DESCRIPTIONS[Reason.TARGETS_INCOMPLETE]
+    assert "could not be read (e.g. the namespace has not opted in)" in said
+    assert "grants the operator no reads" not in said
 
 
 def test_an_incident_opened_with_more_workloads_than_targets_hold_says_how_many_are_left_out() -> None:

@@ -224,6 +224,7 @@ def test_a_step_with_no_target_waits_and_says_what_would_let_it_run() -> None:
     [step] = run.why.steps
     assert "names no Deployment target" in (step.why or "")
     assert "until spec.targets names a workload of the kind the step acts on" in run.why.next
+    assert "or the Playbook is edited (a new run)" in run.why.next
 
 
 def test_a_target_outside_the_bounds_waits_naming_the_target_and_the_bound() -> None:
@@ -234,6 +235,7 @@ def test_a_target_outside_the_bounds_waits_naming_the_target_and_the_bound() -> 
     [step] = run.why.steps
     assert "Deployment/payments is outside allowedTargets.names ['web*']" in (step.why or "")
     assert "acts on nothing (OutOfBounds) until a person changes spec.targets" in run.why.next
+    assert "allowedTargets (an edit ends the run and starts a new one)" in run.why.next
 
 
 def test_a_busy_target_waits_naming_the_holder_and_goes_on_by_itself() -> None:

@@ -7,6 +7,7 @@ policy like any other (a workload name may hold dots)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from incident_operator.adapters.outbound import Outbound
-from incident_operator.api.actions import HttpCheckAction
+from incident_operator.api.actions import URL_TARGET_FIELD, HttpCheckAction
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import (
     IncidentSpec,
@@ -57,6 +58,34 @@ def test_the_crd_refuses_a_url_naming_the_target_without_one() -> None:
     schema = HttpCheckAction.model_json_schema()
     rules = [r["message"] for r in schema["x-kubernetes-validations"]]
     assert "url names {targetName} or {targetKind}: give a target" in rules
+
+
+@pytest.mark.parametrize(
+    ("url", "a_field"),
+    [
+        ("http://{targetName}.shop.svc/", True),
+        ("http://x.shop.svc/{{{targetKind}}}", True),  # a literal brace, then the field
+        ("http://x.shop.svc/{{targetName}}", False),  # literal text: renders to {targetName}
+        ("http://x.shop.svc/{{{{targetKind}}}}", False),
+        ("http://x.shop.svc/q?{{target}}", False),
+    ],
+)
+def test_only_a_real_field_needs_a_target_in_the_crd_and_the_model_alike(url: str, a_field: bool) -> None:
+    """The CEL rule and the model read the URL as the template does: a doubled brace is literal
+    (a `contains` refused a valid `{{targetName}}`). The CRD's rule is the same RE2 expression."""
+    rule = next(
+        r["rule"]
+        for r in HttpCheckAction.model_json_schema()["x-kubernetes-validations"]
+        if "target" in r["rule"]
+    )
+    assert rule == f"has(self.target) || !self.url.matches('{URL_TARGET_FIELD}')"
+    assert bool(re.search(URL_TARGET_FIELD, url)) is a_field
+    if a_field:
+        with pytest.raises(ValidationError, match="give a target"):
+            check(url)
+    else:
+        assert check(url).target is None
+        assert validation.problems({"steps": [{"name": "s", "httpCheck": {"url": url}}]})[1] == []
 
 
 @pytest.mark.parametrize(
@@ -227,3 +256,52 @@ def test_health_asks_the_check_once_per_target_the_step_resolved() -> None:
     outcome = asyncio.run(actions.verify_health(Ready(), outbound, "shop", spec, playbook, progress=progress))
     assert outcome.ok, outcome.message
     assert asked == ["http://web.shop.example/"]  # the target the step checked, not the one named now
+
+
+def test_health_passes_past_a_skipped_check_on_the_targets_under_a_selector_bound() -> None:
+    """The service-outage pattern: a smoke test on the incident's targets that runs only if an
+    earlier step failed (`when: stepFailed`), skipped since it did not, under a selector bound.
+    It never resolved targets, so it is no health check of the run: health asks the workloads
+    (ready) and passes. (Resolving it again without the workloads' labels refused under the
+    selector: 'labels could not be read', and health failed until the incident stalled.)"""
+    outbound, asked = _outbound()
+    playbook = PlaybookSpec.model_validate(
+        {
+            "allowedTargets": {"selector": {"matchLabels": {"tier": "web"}}},
+            "steps": [
+                {"name": "restart", "restart": {"target": FROM_INCIDENT}},
+                {
+                    "name": "smoke",
+                    "when": {"stepFailed": "restart"},
+                    "httpCheck": {"url": "http://{targetName}.{namespace}.example/", "target": FROM_INCIDENT},
+                },
+            ],
+        }
+    )
+    spec = IncidentSpec.model_validate(
+        {"title": "t", "severity": "P1", "category": "availability", "targets": [WEB.model_dump()]}
+    )
+    progress = PlaybookProgress(
+        name="pb",
+        targets=[WEB],
+        steps=[
+            StepStatus(
+                name="restart",
+                action="restart",
+                state="Succeeded",
+                targets=[TargetStatus(kind=WEB.kind, name="web", state="Succeeded")],
+            ),
+            StepStatus(name="smoke", action="httpCheck", state="Skipped"),
+        ],
+    )
+    seen: list[str] = []
+
+    class Ready:
+        async def readiness(self, kind: str, name: str, namespace: str) -> Any:
+            seen.append(f"{kind}/{name}")
+            return type("R", (), {"rolled_out": True, "describe": lambda self: "ready"})()
+
+    outcome = asyncio.run(actions.verify_health(Ready(), outbound, "shop", spec, playbook, progress=progress))
+    assert outcome.ok, outcome.message
+    assert seen == ["Deployment/web"]
+    assert asked == []  # the skipped check is not asked

@@ -316,6 +316,94 @@ def test_a_status_stored_before_the_pin_resolves_as_before_and_pins_then() -> No
     assert run.status.playbook.targets == [WEB]
 
 
+RESTART_DB = {"name": "restart-db", "restart": {"target": {"fromIncident": {"kind": "StatefulSet"}}}}
+PG = WorkloadRef.model_validate({"kind": "StatefulSet", "name": "pg-0"})
+
+
+def web_then_db(names: list[str], generation: int = 1) -> Candidate:
+    """The review's repro: a restart of the incident's Deployment, then of its StatefulSet,
+    bounded by names."""
+    body = {
+        "steps": [RESTART_THEIRS, RESTART_DB],
+        "stabilizationSeconds": 30,
+        "allowedTargets": {"names": names},
+    }
+    return Candidate("pb", PlaybookSpec.model_validate(body), generation=generation)
+
+
+def stalled_out_of_bounds_on_db() -> Run:
+    run = Run(incident(targets=[WEB.model_dump(), DB.model_dump()]), web_then_db(["web", "pg-*"]))
+    assert run.plan().intent == Intent("run-step", 0)
+    assert names(run.step(0)) == ["Deployment/web"]
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets == [WEB]  # only what the step acts on, not StatefulSet/db
+    run.complete(Intent("run-step", 0))
+    assert run.plan().intent is None
+    assert run.step(1).state is StepState.BLOCKED
+    stalled = run.condition(ConditionType.STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", Reason.OUT_OF_BOUNDS)
+    assert "StatefulSet/db is outside allowedTargets.names" in stalled["message"]
+    assert run.status.playbook.targets == [WEB]  # a refused target is never pinned
+    return run
+
+
+def test_out_of_bounds_on_a_target_clears_when_spec_targets_is_fixed() -> None:
+    run = stalled_out_of_bounds_on_db()
+    run.spec = incident(targets=[WEB.model_dump(), PG.model_dump()])  # a person fixes the target
+    run.now += timedelta(seconds=30)
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["StatefulSet/pg-0"]
+    assert run.status.playbook is not None
+    assert run.status.playbook.targets == [WEB, PG]  # pinned now that a step acts on it
+    run.complete(Intent("run-step", 1))
+    assert run.condition(ConditionType.STALLED)["status"] == "False"
+
+
+def test_out_of_bounds_on_a_target_clears_when_the_playbooks_bounds_are_fixed_a_new_run() -> None:
+    run = stalled_out_of_bounds_on_db()
+    run.playbooks = [web_then_db(["web", "pg-*", "db"], generation=2)]  # a person widens the bounds
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r2"  # the stalled run ended; the edit's run goes on
+    assert run.status.playbook.targets == [WEB]  # what r1 acted on stays pinned
+    assert [s.state for s in run.status.playbook.steps] == [StepState.SUCCEEDED, StepState.PENDING]
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["StatefulSet/db"]
+    run.complete(Intent("run-step", 1))
+    assert run.condition(ConditionType.STALLED)["status"] == "False"
+
+
+def test_no_target_ends_the_run_on_a_playbook_edit_too() -> None:
+    run = Run(incident(targets=[DB.model_dump()]), web_then_db(["*"]))
+    assert run.plan().intent is None
+    assert run.condition(ConditionType.STALLED)["reason"] == Reason.NO_TARGET
+    edited = {"steps": [RESTART_DB], "stabilizationSeconds": 30, "allowedTargets": {"names": ["*"]}}
+    run.playbooks = [Candidate("pb", PlaybookSpec.model_validate(edited), generation=2)]
+    run.plan()
+    assert run.status.playbook is not None
+    assert run.status.playbook.runId == "r2"
+    assert run.plan().intent == Intent("run-step", 0)
+    assert names(run.step(0)) == ["StatefulSet/db"]
+
+
+def test_a_later_step_of_a_pinned_kind_acts_on_the_pin_one_of_another_kind_on_spec_targets_now() -> None:
+    """The guarantee kept: a step that acted keeps its targets, a later step of the same kind
+    acts on the same workloads; only kinds the run has not acted on follow spec.targets."""
+    run = Run(incident(targets=[WEB.model_dump(), DB.model_dump()]), restart_then_rollback(RESTART_DB))
+    run.plan()
+    run.complete(Intent("run-step", 0))
+    run.spec = incident(targets=[API.model_dump(), PG.model_dump()])
+    assert run.plan().intent == Intent("run-step", 1)
+    assert names(run.step(1)) == ["Deployment/web"]
+    run.complete(Intent("run-step", 1))
+    assert run.plan().intent == Intent("run-step", 2)
+    assert names(run.step(2)) == ["StatefulSet/pg-0"]  # no StatefulSet acted on before: as named now
+    said = [e.message for e in run.status.timeline or [] if e.type == Reason.TARGETS_CHANGED]
+    assert said
+    assert "now Deployment/api" in said[-1]
+    assert "pg-0" not in said[-1]  # not a kind the run had pinned
+
+
 def test_health_checks_the_pinned_targets_and_the_ones_named_now() -> None:
     spec = incident(targets=[API.model_dump()])
     refs = actions.workload_targets(spec, restart_then_rollback().spec, [WEB])

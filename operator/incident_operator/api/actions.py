@@ -131,8 +131,11 @@ RequestUrl = Annotated[
 (schema and CEL) and by the models alike."""
 
 
-URL_TARGET_FIELDS = ("{targetName}", "{targetKind}")
-"""The fields of an httpCheck URL that name the workload checked: they need a `target`."""
+URL_TARGET_FIELD = "(^|[^{])([{][{])*[{]target(Name|Kind)[}]"
+"""A field of an httpCheck URL that names the workload checked (`{targetName}`, `{targetKind}`):
+it needs a `target`. A regular expression (RE2 as CEL's `matches`, and Python's `re`, read it
+alike): the field opened by a `{` after an even number of others, so a doubled `{{targetName}}`
+is the literal text it renders to, not a field (as the template itself reads it)."""
 
 
 class HttpCheckAction(ApiModel):
@@ -149,9 +152,7 @@ class HttpCheckAction(ApiModel):
                     "message": "a body needs method POST, PUT or PATCH",
                 },
                 {
-                    "rule": "has(self.target) || !("
-                    + " || ".join(f"self.url.contains('{f}')" for f in URL_TARGET_FIELDS)
-                    + ")",
+                    "rule": f"has(self.target) || !self.url.matches('{URL_TARGET_FIELD}')",
                     "message": "url names {targetName} or {targetKind}: give a target",
                 },
             ]
@@ -193,7 +194,7 @@ class HttpCheckAction(ApiModel):
 
     @model_validator(mode="after")
     def _target_fields_need_a_target(self) -> HttpCheckAction:
-        if self.target is None and any(f in self.url for f in URL_TARGET_FIELDS):
+        if self.target is None and re.search(URL_TARGET_FIELD, self.url):
             raise ValueError("url names {targetName} or {targetKind}: give a target")
         return self
 

@@ -319,10 +319,11 @@ class PlaybookProgress(ApiModel):
     targets: list[WorkloadRef] | None = Field(
         default=None,
         max_length=MAX_TARGETS,
-        description="The incident's targets this run acts on: spec.targets as it was when the run's first "
-        "step on the incident's targets (target.fromIncident) resolved. Every such step of the run "
-        "resolves against it; an edit of spec.targets applies from the next run. A step finding none of "
-        "its kind here takes those spec.targets names then, and adds them. Unset: nothing pinned yet.",
+        description="The incident's targets this run acts on, pinned per kind: those a step on the "
+        "incident's targets (target.fromIncident) resolved, added when the run's first step of their kind "
+        "resolved them. A later step of a kind pinned here acts on these; an edit of spec.targets for that "
+        "kind applies from the next run. A step of a kind not pinned here (none acted on yet, or refused: "
+        "NoTarget, OutOfBounds) resolves against spec.targets as it is then. Unset: nothing pinned yet.",
     )
     steps: list[StepStatus] = Field(default_factory=list)
 

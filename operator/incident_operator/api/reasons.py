@@ -220,13 +220,15 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "left, or replaced by a re-fire): the step waits and tries again; the message names the holder "
     "(warning).",
     Reason.TARGETS_INCOMPLETE: "Alert intake opened the incident without some of the workloads its alert's "
-    "labels name: more than 64 (the rest are left out), or the pod/service labels could not be read (the "
-    "namespace grants the operator no reads): the message says which; add them to spec.targets (warning).",
-    Reason.TARGETS_PINNED: "A run pinned the incident's targets it acts on (status.playbook.targets), when "
-    "its first step on them resolved: every such step of the run acts on those; an edit of "
-    "spec.targets applies from the next run.",
-    Reason.TARGETS_CHANGED: "spec.targets changed during a run: the run goes on acting on its pinned "
-    "targets; the edit applies from the next run (health checks both).",
+    "labels name: more than 64 (the rest are left out), or the workloads its pod/service labels name "
+    "could not be read (e.g. the namespace has not opted in): the message says which, with each "
+    "lookup's reason; add them to spec.targets (warning).",
+    Reason.TARGETS_PINNED: "A run pinned the incident's targets a step of it acts on "
+    "(status.playbook.targets), when the first step of their kind resolved them: every later step of "
+    "that kind in the run acts on those; an edit of spec.targets for that kind applies from the next "
+    "run (a kind no step acted on yet is read from spec.targets as it is).",
+    Reason.TARGETS_CHANGED: "spec.targets changed, for a kind the run pinned, during a run: the run goes on "
+    "acting on its pinned targets of that kind; the edit applies from the next run (health checks both).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",
     Reason.PLAYBOOK_CHANGED: "The Playbook changed during a run: the run goes on with its pinned "
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",

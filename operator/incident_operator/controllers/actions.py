@@ -57,7 +57,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import checks, jobpolicy, names, notices, revisions, secretrefs, targets
+from incident_operator.core import checks, jobpolicy, names, notices, revisions, secretrefs
 from incident_operator.core.planner import Outcome, pods_to_delete, scale_decision
 from incident_operator.settings import templates
 from incident_operator.settings.config import JobsConfig, Limits
@@ -936,7 +936,7 @@ async def verify_health(
     for step in playbook.steps:
         if step.httpCheck is None:
             continue
-        for check in _health_checks(namespace, spec, playbook, step, progress=progress, problems=problems):
+        for check in _health_checks(namespace, step, progress=progress, problems=problems):
             headers = await secret_headers(kube, namespace, check.headersSecretRef, check.url)
             if isinstance(headers, Outcome):
                 problems.append(headers.message)
@@ -953,31 +953,28 @@ async def verify_health(
 
 def _health_checks(
     namespace: str,
-    spec: IncidentSpec,
-    playbook: PlaybookSpec,
     step: Step,
     *,
     progress: PlaybookProgress | None,
     problems: list[str],
 ) -> list[HttpCheckAction]:
     """An httpCheck step as the health check asks it: once, or once per target with its URL
-    rendered for it. The targets are those the step resolved (the run's pin), else resolved now
-    against the pin or spec.targets within the Playbook's bounds (a selector bound, whose labels
-    are not read here, refuses). What cannot be asked is added to `problems`."""
+    rendered for it. A check on the incident's targets is asked on the targets its step resolved
+    (recorded in the step's status, within the run's pin); a step that never resolved any
+    (skipped by `when`, or Blocked with continueOnFailure) is not a health check of the run and
+    is not asked: resolving it here, without the workloads' labels, would refuse under a selector
+    bound and fail health for ever. A fixed target is asked as named. What cannot be asked is
+    added to `problems`."""
     check = step.httpCheck
     assert check is not None  # noqa: S101 - callers check
     refs: list[WorkloadRef | None] = [None]
-    if check.target is not None:
+    if check.target is not None and check.target.fixed is not None:
+        refs = [check.target.fixed]
+    elif check.target is not None:
         recorded = next((s for s in progress.steps if s.name == step.name), None) if progress else None
-        if recorded is not None and recorded.targets is not None:
-            refs = [t.ref for t in recorded.targets]
-        else:
-            pinned = progress.targets if progress is not None else None
-            found = targets.resolve(check.target, pinned or spec.targets, playbook.allowedTargets, {})
-            if found.blocked is not None:
-                problems.append(f"step {step.name}: {found.message}")
-                return []
-            refs = list(found.targets)
+        if recorded is None or recorded.targets is None:
+            return []  # it never resolved targets: nothing of the run to ask
+        refs = [t.ref for t in recorded.targets]
     asked = []
     for ref in refs:
         try:

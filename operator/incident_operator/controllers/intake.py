@@ -315,32 +315,39 @@ class Intake:
     async def _named_indirectly(self, action: alerts.Upsert) -> tuple[list[dict[str, str]], str | None]:
         """The workloads the alert's `pod` and `service` labels name: the pod's Deployment (through
         its ReplicaSet) or StatefulSet, the workloads whose pods the Service selects. Read with
-        the namespace's remediator rights; what cannot be read is left out, with the reason (the
-        second value): the incident is opened all the same."""
+        the namespace's remediator rights; the pod and the service are looked up independently,
+        and what cannot be read is left out, each with its own reason (the second value): the
+        incident is opened all the same."""
         pod, service = alerts.lookups(action.spec.get("source", {}).get("labels") or {})
         found: list[dict[str, str]] = []
+        not_read: list[str] = []
         namespace = action.namespace
-        try:
-            if pod is not None:
-                owners = await self.kube.owners("Pod", namespace, pod)
-                replicaset = next((n for k, n, c in owners or [] if c and k == "ReplicaSet"), None)
-                rs_owners = (
-                    await self.kube.owners("ReplicaSet", namespace, replicaset) if replicaset else None
-                )
-                owner = alerts.owning_workload(owners or [], rs_owners)
-                if owner is not None:
-                    found.append(owner)
-            if service is not None:
+        if pod is not None:
+            try:
+                found += await self._pod_owner(namespace, pod)
+            except ApiException as exc:
+                if _unavailable(exc):
+                    raise
+                not_read.append(f"pod {pod}: {api_reason(exc)}")
+        if service is not None:
+            try:
                 selector = await self.kube.service_selector(namespace, service)
                 if selector:
-                    found += alerts.selected_workloads(
-                        selector, await self.kube.workload_templates(namespace)
-                    )
-        except ApiException as exc:
-            if _unavailable(exc):
-                raise
-            return found, api_reason(exc)
-        return found, None
+                    templates = await self.kube.workload_templates(namespace)
+                    found += alerts.selected_workloads(selector, templates)
+            except ApiException as exc:
+                if _unavailable(exc):
+                    raise
+                not_read.append(f"service {service}: {api_reason(exc)}")
+        return found, "; ".join(not_read) or None
+
+    async def _pod_owner(self, namespace: str, pod: str) -> list[dict[str, str]]:
+        """The Deployment (through its ReplicaSet) or StatefulSet owning `pod`, if any."""
+        owners = await self.kube.owners("Pod", namespace, pod)
+        replicaset = next((n for k, n, c in owners or [] if c and k == "ReplicaSet"), None)
+        rs_owners = await self.kube.owners("ReplicaSet", namespace, replicaset) if replicaset else None
+        owner = alerts.owning_workload(owners or [], rs_owners)
+        return [owner] if owner is not None else []
 
     def _remember(self, key: tuple[str, str]) -> None:
         self._known[key] = None

@@ -47,6 +47,7 @@ from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
 from incident_operator.core.matching import Candidate, Selection, matches
 from incident_operator.core.planner import Decision, PlanInput, backoff
+from incident_operator.core.planner.steps import pin_edited
 
 _VERDICT_ORDER = {"Chosen": 0, "Matched": 1, "NotMatched": 2, "NotConsidered": 3, "Invalid": 4}
 
@@ -378,11 +379,15 @@ def _after_hold(
 def _until(reason: str) -> str:
     """What a Blocked step waits for, by the reason it waits."""
     if reason == Reason.NO_TARGET:
-        return "it waits (NoTarget) until spec.targets names a workload of the kind the step acts on"
+        return (
+            "it waits (NoTarget) until spec.targets names a workload of the kind the step acts on, or "
+            "the Playbook is edited (a new run)"
+        )
     if reason == Reason.OUT_OF_BOUNDS:
         return (
-            "it acts on nothing (OutOfBounds) until a person changes spec.targets, the workload's labels "
-            "or the Playbook's allowedTargets"
+            "it acts on nothing (OutOfBounds) until a person changes spec.targets (a kind the run "
+            "has not acted on is read from it again), the workload's labels, or the Playbook's "
+            "allowedTargets (an edit ends the run and starts a new one)"
         )
     return f"it waits ({reason}) until a person fixes what its message names"
 
@@ -396,9 +401,10 @@ def _pinned_targets(progress: PlaybookProgress, spec: IncidentSpec) -> str:
         return ""
     pinned = [f"{t.kind}/{t.name}" for t in progress.targets]
     text = f"; it acts on the targets it pinned: {', '.join(pinned)}"
-    named = [f"{t.kind}/{t.name}" for t in spec.targets or []]
-    if set(named) != set(pinned):
-        text += f" (spec.targets now names {', '.join(named) or 'none'}: the edit applies from the next run)"
+    now = pin_edited(progress.targets, spec.targets)
+    if now is not None:
+        named = ", ".join(f"{t.kind}/{t.name}" for t in now) or "none"
+        text += f" (spec.targets now names {named}: the edit applies from the next run)"
     return text
 
 

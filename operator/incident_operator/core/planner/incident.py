@@ -167,8 +167,9 @@ def _slot_released(b: Builder, reason: Reason, message: str) -> None:
         b.condition(ConditionType.AUTOMATION_PAUSED, "False", reason, message)
 
 
-ENDS_ON_EDIT = (Reason.STEP_FAILED, Reason.MISCONFIGURED)
-"""Stalls a Playbook edit can fix: a run stalled so ends when its Playbook changes."""
+ENDS_ON_EDIT = (Reason.STEP_FAILED, Reason.MISCONFIGURED, Reason.OUT_OF_BOUNDS, Reason.NO_TARGET)
+"""Stalls a Playbook edit can fix: a run stalled so ends when its Playbook changes (a new run,
+with the edit's bounds and steps; a target the run never acted on was never pinned)."""
 
 
 def _run_pinned(b: Builder, pinned: PlaybookSpec, spec_changed: bool) -> Decision:

@@ -150,9 +150,9 @@ def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: 
     the step's status, each with its own state), or, none or one outside the bounds, the step
     waits Blocked and nothing is touched. Once recorded, the targets stay those of the step.
 
-    The run's targets are pinned (`status.playbook.targets`, see `_pinned_resolution`): a person
-    or alert intake editing spec.targets mid-run never makes a later step of the run act on other
-    workloads than the earlier ones; the edit applies from the next run."""
+    The run's targets are pinned per kind (`status.playbook.targets`, see `_pinned_resolution`):
+    a person or alert intake editing spec.targets mid-run never makes a later step of the run act
+    on other workloads of a kind an earlier step acted on; the edit applies from the next run."""
     if step_status.targets is not None:
         return True
     resolution = _pinned_resolution(b, step, playbook)
@@ -178,61 +178,76 @@ def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: 
 def _pinned_resolution(b: Builder, step: Step, playbook: PlaybookSpec) -> targets.Resolution | None:
     """What a step on the incident's targets acts on, against the run's pin of them.
 
-    The rule: the pin is taken lazily, when the run's first step on the incident's targets
-    resolves (spec.targets then, all of it); until then a step resolves against spec.targets as
-    it is, so a step waiting NoTarget picks up the target a person or intake adds (and a status
-    written before the pin existed resolves like that and pins then). Once pinned, every such step
-    resolves against the pin; only a step finding none of its kind in it (NoTarget) looks at
-    spec.targets now, and what it acts on is added to the pin: a run never switches the workloads
-    of a kind it pinned, and never waits for ever on a kind it did not."""
+    The rule: the run pins (`status.playbook.targets`) only what its steps resolved, per kind:
+    a step of a kind the run pinned acts on the pinned workloads of that kind, whatever
+    spec.targets says now, so a run never switches the workloads of a kind it acted on. A step
+    of a kind nothing of the run resolved yet (none pinned, or every earlier resolution of it
+    refused: NoTarget, OutOfBounds) resolves against spec.targets as it is now, and what it acts
+    on is added to the pin: a person fixing spec.targets lets a waiting step go on, and a target
+    the run never acted on never holds it. A step on every kind (`fromIncident: {}`) takes the
+    pinned workloads of the kinds pinned and spec.targets' of the others. A status written before
+    the pin existed resolves like a run that pinned nothing."""
     progress = b.status.playbook
     assert progress is not None  # noqa: S101 - a step belongs to a run
     labels = b.inp.workload_labels
-    pinned = progress.targets
-    if pinned is None:
+    pinned = list(progress.targets or [])
+    kind = step.target.fromIncident.kind if step.target and step.target.fromIncident else None
+    kinds = {ref.kind for ref in pinned}
+    if kind is not None and kind in kinds:
+        source = f"the targets run {progress.runId} pinned"
+        return targets.resolve_step(step, pinned, playbook, labels, source)
+    named = [ref for ref in b.inp.spec.targets or [] if ref.kind not in kinds]
+    if kind is None and pinned:
+        source = f"the targets run {progress.runId} pinned, and spec.targets for other kinds"
+        resolution = targets.resolve_step(step, [*pinned, *named], playbook, labels, source)
+    else:
         resolution = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)
-        if resolution is not None and resolution.blocked is None:
-            progress.targets = list(b.inp.spec.targets or [])
-            b.record(
-                Reason.TARGETS_PINNED,
-                f"run {progress.runId} acts on the incident's targets as they are now "
-                f"({_named(progress.targets)}); an edit of spec.targets applies from the next run",
-            )
+    if resolution is None or resolution.blocked is not None:
         return resolution
-    source = f"the targets run {progress.runId} pinned"
-    resolution = targets.resolve_step(step, pinned, playbook, labels, source)
-    if resolution is None or resolution.blocked != Reason.NO_TARGET:
+    added = [ref for ref in resolution.targets if ref.kind not in kinds]
+    if not added:
         return resolution
-    now = targets.resolve_step(step, b.inp.spec.targets, playbook, labels)  # it waits for spec.targets
-    if now is not None and now.blocked is None:
-        added = [ref for ref in now.targets if targets.key(ref) not in {targets.key(p) for p in pinned}]
-        if len(pinned) + len(added) > MAX_TARGETS:
-            return targets.Resolution(
-                blocked=Reason.OUT_OF_BOUNDS,
-                message=f"run {progress.runId} would act on more than {MAX_TARGETS} targets: nothing is "
-                "touched",
-            )
-        progress.targets = [*pinned, *added]
-        b.record(
-            Reason.TARGETS_PINNED,
-            f"step {step.name}: run {progress.runId} pinned none of its kind; it acts on "
-            f"{_named(added)} (spec.targets now), added to the run's targets",
+    if len(pinned) + len(added) > MAX_TARGETS:
+        return targets.Resolution(
+            blocked=Reason.OUT_OF_BOUNDS,
+            message=f"run {progress.runId} would act on more than {MAX_TARGETS} targets: nothing is touched",
         )
+    progress.targets = [*pinned, *added]
+    b.record(
+        Reason.TARGETS_PINNED,
+        f"step {step.name}: run {progress.runId} acts on {_named(added)} (spec.targets now) and pins "
+        "them: a later step of their kind acts on them; an edit of spec.targets for their kind "
+        "applies from the next run",
+    )
+    return resolution
+
+
+def pin_edited(pinned: list[WorkloadRef] | None, named: list[WorkloadRef] | None) -> list[WorkloadRef] | None:
+    """What spec.targets (`named`) names now of the kinds the run pinned, when it differs from
+    the pin (the run goes on with its pin for those kinds); None when it does not."""
+    if not pinned:
+        return None
+    kinds = {ref.kind for ref in pinned}
+    now = [ref for ref in named or [] if ref.kind in kinds]
+    if {targets.key(r) for r in now} == {targets.key(r) for r in pinned}:
+        return None
     return now
 
 
 def targets_edited(b: Builder) -> None:
-    """Say (timeline and Event, once per edit) that spec.targets no longer is what the run in
-    flight pinned: the run goes on acting on its pin; the edit applies from the next run."""
+    """Say (timeline and Event, once per edit) that spec.targets no longer names, for a kind the
+    run in flight pinned, what it pinned: the run goes on acting on its pin for that kind; the
+    edit applies from the next run (a kind not pinned is taken from spec.targets as it is)."""
     progress = b.status.playbook
     if progress is None or progress.targets is None:
         return
-    named = list(b.inp.spec.targets or [])
-    if {targets.key(r) for r in named} == {targets.key(r) for r in progress.targets}:
+    now = pin_edited(progress.targets, b.inp.spec.targets)
+    if now is None:
         return
     message = (
-        f"spec.targets changed during run {progress.runId} (now {_named(named)}): the run goes on "
-        f"acting on its pinned targets ({_named(progress.targets)}); the edit applies from the next run"
+        f"spec.targets changed during run {progress.runId} (of the kinds it pinned, now {_named(now)}): "
+        f"the run goes on acting on its pinned targets ({_named(progress.targets)}); the edit applies "
+        "from the next run"
     )
     said = [e.message for e in b.status.timeline or [] if e.type == Reason.TARGETS_CHANGED]
     if not said or said[-1] != message:
