@@ -312,7 +312,8 @@ class IncidentLoop:
             self.commit.hold(decision, counts=(chosen, claimed))
         else:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
-        await self._give_back_locks(spec, chosen)
+        if decision.intent.kind != "revert-scale":  # the revert holds them: given back after it
+            await self._give_back_locks(spec, chosen)
         self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
         outcome = await self.execution.run_unless_overtaken(
