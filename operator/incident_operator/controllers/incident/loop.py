@@ -296,6 +296,7 @@ class IncidentLoop:
         # A mutating action takes a slot of the circuit breaker and the storm guard before it
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
         hold, tripped = await self.slots.reserve(self.status, decision)
+        reserved = self.slots.reserved(self.status, decision) if hold is None else None
         if hold is not None:
             decision = explained(plan, plan_input(held_by=holder, hold=hold))
             if tripped:
@@ -321,6 +322,7 @@ class IncidentLoop:
         )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
+        await self.slots.release(reserved, outcome)  # acted on nothing: its slots go back
         if waits(decision.intent, working):  # it changed nothing but its targets' states; a deadline may have
             working = targets.keep_target_states(
                 working, self.status.model_copy(deep=True), decision.intent.step
