@@ -9,7 +9,7 @@ step's status holds (`MAX_TARGETS`), and the step acts on none of them (a person
 incident first); no target at all, and it waits too.
 
 Also the rules of the per-workload lock a run holds (`lock_lease`, `holds_lock`, `run_settled`,
-`goes_first`); `controllers.targets` claims and gives it back.
+`goes_first`, `waits_for`, `revert_run`); `controllers.targets` claims and gives it back.
 """
 
 from __future__ import annotations
