@@ -900,3 +900,52 @@ def test_two_replicas_competing_for_the_last_slot_one_gets_it() -> None:
     assert store.reads >= 3  # both read the state with one slot free, then both tried to take it
     assert sorted(v.granted for v in verdicts) == [False, True]
     assert len(store.state.actions) == 2
+
+
+# ----------------------------------------------------------------------------- giving slots back
+
+
+def test_an_attempt_that_acted_on_nothing_gives_back_its_slots_and_its_runs_storm_guard_slot() -> None:
+    config = limits(per_namespace=3, runs=1)
+    step = Request("shop", "a", "r1", "restart", 1, "pb", targets=("Deployment/web", "Deployment/api"))
+    state, verdict = take(State(), step, config, T0)
+    assert verdict.granted
+    assert len(state.actions) == 2
+    assert len(state.runs) == 1
+    state, _ = take(state, req("other", playbook="pb2"), config, T0)  # another action stays
+    released = breaker.release(state, step)
+    assert released is not None
+    assert [a.key for a in released.actions] == ["other/r1/scale/1"]
+    assert [r.uid for r in released.runs] == ["other"]  # run a never acted: no storm-guard slot
+    assert breaker.release(released, step) is None  # asked twice: nothing more to write
+    # another run of the Playbook may act now (the storm guard's one slot is free)
+    _, verdict = take(released, Request("shop", "b", "r1", "restart", 1, "pb"), config, T0)
+    assert verdict.granted
+
+
+def test_a_run_that_acted_before_keeps_its_storm_guard_slot_when_a_later_attempt_gives_back() -> None:
+    config = limits(per_namespace=3, runs=1)
+    first = Request("shop", "a", "r1", "scale", 1, "pb")
+    state, _ = take(State(), first, config, T0)
+    later = Request("shop", "a", "r1", "restart", 1, "pb", acted=True)
+    state, verdict = take(state, later, config, T0)
+    assert verdict.granted
+    released = breaker.release(state, later)
+    assert released is not None
+    assert [a.key for a in released.actions] == [first.key]  # the scale that acted stays counted
+    assert len(released.runs) == 1
+    restore = dataclasses.replace(first, restores=True)
+    assert breaker.release(state, restore) is None  # a scale revert is never given back
+
+
+def test_giving_back_slots_is_written_with_the_resource_version() -> None:
+    store, clock = MemoryStore(), Clock()
+    config = limits(per_namespace=2)
+    b = breaker_with(store, config, clock)
+    step = Request("shop", "a", "r1", "restart", 1, "pb")
+    assert asyncio.run(b.reserve(step)).granted
+    store.other_writer = breaker.reserve(store.state, req("other"), config, clock.now)[0]  # another replica
+    assert asyncio.run(b.release(step))
+    assert [a.key for a in store.state.actions] == ["other/r1/scale/1"]  # the other's slot is kept
+    assert asyncio.run(b.release(step))  # again: nothing to write
+    assert store.writes == 2

@@ -396,3 +396,37 @@ def test_kubectl_incident_explain_says_why_a_step_above_a_limit_waits_and_that_a
     assert message in (steps["scale"].why or "")
     assert why.hold is not None
     assert (why.hold.type, why.hold.reason) == ("Stalled", "ActionsAboveLimit")
+
+
+def test_a_loop_step_waiting_for_another_incidents_lock_uses_no_slot_however_long_it_waits() -> None:
+    from incident_operator.core import targets as lock_rules
+
+    api, clock, store = generic_api(), LoopClock(), MemoryStore()
+    api.incidents["other"] = {
+        "metadata": {"name": "other", "uid": "uid-other"},
+        "spec": {},
+        "status": {
+            "playbook": {"runId": "r1", "steps": [{"name": "up", "action": "scale", "state": "Running"}]}
+        },
+    }
+    api.set_lock("web", lock_rules.lock_value("other", "uid-other", clock.now, "r1"))
+    loop = loop_with(api, clock, store, per_namespace=2)
+    for _ in range(8):  # 80 s: longer than the 60 s window, tried again and again
+        asyncio.run(loop.iterate())
+        clock.now += timedelta(seconds=10)
+    assert api.effects == []
+    stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "TargetBusy"
+    assert store.state.actions == ()  # no slot taken while it waits: the namespace's limit is untouched
+    assert store.state.runs == ()  # nor a storm-guard slot: the run has not acted
+    # two other actions of the namespace fit in the window meanwhile
+    other = breaker.Request(NAMESPACE, "uid-3", "r1", "s", 1, "pb2", targets=("Deployment/a", "Deployment/b"))
+    store.state, verdict = breaker.reserve(store.state, other, limits(per_namespace=2, window=60), clock.now)
+    assert verdict.granted
+    store.state = State()
+    api.set_lock("web", lock_rules.lock_value("other", "uid-other", clock.now - timedelta(hours=1), "r1"))
+    api.incidents["other"]["spec"] = {"closed": True}  # the holder is done: the step acts, counted once each
+    asyncio.run(drive(loop, api, clock))
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
+    assert len(store.state.actions) == 2

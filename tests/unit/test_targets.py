@@ -37,7 +37,7 @@ from incident_operator.core.explain import explain
 from incident_operator.core.planner import Intent, plan
 from incident_operator.settings.config import Limits
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, Effect, FakeKube
-from tests.unit.test_incident_loop import Clock, run_until_settled
+from tests.unit.test_incident_loop import Clock, edit_incident, iterate_until, new_loop, run_until_settled
 from tests.unit.test_planner import T0, Candidate, Run, incident
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1008,3 +1008,186 @@ def test_alert_intake_keeps_at_most_the_cap_of_targets() -> None:
     assert kept["targets"] == many(MAX_TARGETS)  # each once, in order, the alert's own first
     assert left_out == 10
     assert alerts.with_targets(spec, many(3)) == ({**spec, "targets": many(3)}, 0)
+
+
+RESOLVED = [{"type": "Resolved", "status": "True"}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        holder_body(conditions=RESOLVED, playbook={**BETWEEN_STEPS, "runId": "r1"}),
+        {**holder_body(playbook={**BETWEEN_STEPS, "runId": "r1"}), "spec": {"closed": True}},
+        {**holder_body(playbook=BETWEEN_STEPS), "spec": {"resolution": {"summary": "x"}}},
+    ],
+)
+def test_a_fresh_claim_holds_although_a_person_resolved_or_closed_the_holder(body: dict[str, Any]) -> None:
+    # the holder's action may still be running (a restart, a scale, the scale revert after Resolved)
+    for run in ("r1", targets.revert_run("r1")):
+        value = targets.lock_value("other", "uid-other", T0, run)
+        assert targets.holds_lock(body, value, T0 + timedelta(seconds=5))
+        assert not targets.holds_lock(body, value, T0 + targets.LOCK_GRACE)
+    gone = targets.lock_value("other", "uid-other", T0, "r1")
+    assert not targets.holds_lock(None, gone, T0 + timedelta(seconds=5))  # deleted: nothing runs
+
+
+def test_while_a_resolved_incident_reverts_its_scale_another_incident_waits_target_busy() -> None:
+    api = FakeKube({}, {}, {"web": 3})
+    step = PlaybookSpec.model_validate(
+        {"steps": [{"name": "up", "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3}}]}
+    ).steps[0]
+    done = StepStatus(name="up", action="scale", state=StepState.SUCCEEDED, replicasBefore=2)
+    api.incident["status"] = {"conditions": RESOLVED, "playbook": {**BETWEEN_STEPS, "runId": "r1"}}
+    # the run holds web since long before (its scale 10 minutes ago); the loop has not given it back
+    api.set_lock("web", targets.lock_value(INCIDENT, UID, T0 - timedelta(minutes=10), "r1"))
+    api.incidents["second"] = {"metadata": {"name": "second", "uid": "uid-2"}, "spec": {}, "status": {}}
+    second = running.Claimant("second", "uid-2", "r1", T0)
+    seen: list[running.Busy | None] = []
+    real = api.scale_workload
+
+    async def scaling(kind: str, name: str, namespace: str, replicas: int) -> None:
+        # the second incident tries while the revert's patch is on its way
+        seen.append(await running.claim(api, NAMESPACE, WEB, second, T0 + timedelta(seconds=1)))
+        await real(kind, name, namespace, replicas)
+
+    api.scale_workload = scaling  # type: ignore[method-assign]
+    execution = revert_execution(api)
+    status = IncidentStatus.model_validate({"playbook": {"name": "pb", "runId": "r1"}})
+    outcome = asyncio.run(execution._revert_scale(step, done, status))
+    assert outcome.ok, outcome
+    assert len(seen) == 1
+    assert seen[0] is not None
+    assert seen[0].holder == INCIDENT  # it waits TargetBusy: the revert holds web
+    assert api.workloads["web"]["replicas"] == 2
+    assert api.lock("web") is None  # the revert done: free
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, second, T0 + timedelta(seconds=2))) is None
+
+
+def test_a_runs_old_claim_is_renewed_when_it_acts_again() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    mine = running.Claimant(INCIDENT, UID, "r1")
+    api.set_lock("web", targets.lock_value(INCIDENT, UID, T0 - targets.LOCK_RENEW, "r1"))
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0)) is None
+    assert targets.lock_holder(api.lock("web") or "").claimed == T0
+    writes = len([c for c in api.calls if c[0] == "write_lock"])
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0 + timedelta(seconds=1))) is None
+    assert len([c for c in api.calls if c[0] == "write_lock"]) == writes  # young: not written again
+
+
+def test_a_run_resolved_by_a_person_keeps_its_locks_until_its_scale_revert_is_done() -> None:
+    api = generic_api()
+    api.playbook["spec"]["revertOnResolve"] = True
+    api.playbook["spec"]["steps"] = [
+        {"name": "scale", "scale": {"target": {"fromIncident": {}}, "delta": 1}},
+        {"name": "again", "requiresApproval": True, "restart": {"target": {"fromIncident": {}}}},
+    ]
+    written: list[tuple[str, str | None]] = []
+    real = api.write_lock
+
+    async def writing(namespace: str, lease: str, holder: str | None, version: str | None) -> None:
+        await real(namespace, lease, holder, version)
+        written.append((lease.rsplit("-", 1)[-1], holder and targets.lock_holder(holder).run))
+
+    api.write_lock = writing  # type: ignore[method-assign,assignment]
+    clock = Clock()
+    loop = new_loop(api, clock)
+
+    def awaits_approval() -> bool:
+        steps = (api.status().get("playbook") or {}).get("steps") or []
+        return len(steps) == 2 and steps[1].get("state") == "AwaitingApproval"
+
+    asyncio.run(iterate_until(loop, api, clock, awaits_approval))
+    assert api.lock("web") is not None  # the run holds it between its steps
+    edit_incident(api, resolution={"summary": "fixed by hand"})  # a person resolves it
+    asyncio.run(iterate_until(loop, api, clock, lambda: bool(api.status().get("settled"))))
+    assert (api.workloads["web"]["replicas"], api.workloads["api"]["replicas"]) == (2, 3)  # put back
+    web = [run for lease, run in written if lease == "web"]
+    # the run's claim passes to the revert's with no moment free between: never given back before
+    assert web == ["r1", targets.revert_run("r1"), None]
+    assert api.locks == {}
+
+
+def busy_on(workload: str, holder: str) -> list[dict[str, Any]]:
+    """A Stalled/TargetBusy condition as the planner writes it for a step waiting on `workload`."""
+    message = f"step restart cannot run: {workload} is busy: incident {holder} holds it until its run settles"
+    return [{"type": "Stalled", "status": "True", "reason": "TargetBusy", "message": message}]
+
+
+def waiting_older(name: str, age_min: int, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": f"uid-{name}",
+            "creationTimestamp": format_time(T0 - timedelta(minutes=age_min)),
+        },
+        "spec": {},
+        "status": {"playbook": {**BETWEEN_STEPS, "runId": "r1"}, "conditions": conditions or []},
+    }
+
+
+def holding_web(api: FakeKube) -> Any:
+    """This incident's run r1 holds web (an earlier step) and its step wants web and api."""
+    api.set_lock("web", targets.lock_value(INCIDENT, UID, T0, "r1"))
+    ctx, _ = two_targets(api)
+    return dataclasses.replace(
+        ctx,
+        status=IncidentStatus.model_validate({"playbook": {"name": "pb", "runId": "r1"}}),
+        incident_created=T0,
+    )
+
+
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        None,  # between its steps: it goes on by itself
+        busy_on("Deployment/db", "third"),  # it waits for a workload a third holds, not for web
+    ],
+)
+def test_a_run_that_finds_an_older_run_not_waiting_for_it_keeps_its_locks(
+    conditions: list[dict[str, Any]] | None,
+) -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2, "db": 1})
+    api.incidents["older"] = waiting_older("older", 5, conditions)
+    api.set_lock("api", targets.lock_value("older", "uid-older", T0, "r1"))
+    api.incidents["third"] = waiting_older("third", 10)  # holds db, waits for nothing
+    api.set_lock("db", targets.lock_value("third", "uid-third", T0, "r1"))
+    ctx = holding_web(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert "incident older" in outcome.message
+    assert targets.lock_holder(api.lock("web") or "").incident == INCIDENT  # kept: no one acts between
+    assert restarted(api) == []
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        "direct",  # older waits for web
+        "through a third",  # older waits for db, whose holder waits for web
+    ],
+)
+def test_a_run_gives_way_when_an_older_run_waits_for_what_it_holds(chain: str) -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2, "db": 1})
+    if chain == "direct":
+        api.incidents["older"] = waiting_older("older", 5, busy_on("Deployment/web", INCIDENT))
+    else:
+        api.incidents["older"] = waiting_older("older", 5, busy_on("Deployment/db", "third"))
+        api.incidents["third"] = waiting_older("third", 1, busy_on("Deployment/web", INCIDENT))
+        api.set_lock("db", targets.lock_value("third", "uid-third", T0, "r1"))
+    api.set_lock("api", targets.lock_value("older", "uid-older", T0, "r1"))
+    ctx = holding_web(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert api.lock("web") is None  # given back: the older run goes on, no circle of waits
+    assert restarted(api) == []
+
+
+def test_what_a_run_waits_for_is_read_from_its_target_busy_condition() -> None:
+    assert (
+        targets.waits_for(waiting_older("o", 1, busy_on("StatefulSet/db-0.x", "b"))) == "StatefulSet/db-0.x"
+    )
+    assert targets.waits_for(waiting_older("o", 1)) is None
+    other = [
+        {"type": "Stalled", "status": "True", "reason": "OutOfBounds", "message": "a/b is busy: incident x"}
+    ]
+    assert targets.waits_for(waiting_older("o", 1, other)) is None

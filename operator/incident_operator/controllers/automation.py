@@ -1,6 +1,7 @@
 """The circuit breaker and the storm guard at run time: one `Breaker` shared by every incident loop.
 
-Owns the reservation of a slot before a mutating action: the decision is `core.breaker.reserve`'s,
+Owns the reservation of a slot before a mutating action, and giving it back when the attempt
+acted on nothing (`release`): the decision is `core.breaker.reserve`'s,
 the state is the ConfigMap of `adapters.breakerstate`, read and replaced with its resourceVersion
 (a conflict, from a replica taking over or a person resuming automation, reads again and decides
 again). Reservations of this process go one at a time (an asyncio lock), so the copy it holds is
@@ -105,6 +106,38 @@ class Breaker:
                     f"cannot be {cause}; mutating steps wait until it can",
                     retry_at=self.clock() + breaker.RECHECK,
                 )
+
+    async def release(self, request: breaker.Request) -> bool:
+        """Give back the slots `request` reserved, its attempt having acted on nothing
+        (`core.breaker.release`): written with the resourceVersion like a reservation (a conflict
+        reads again and decides again; asked twice, the second writes nothing). Best effort: a
+        failure is logged and counted (the slots then leave with the window). True: given back or
+        nothing to give back."""
+        async with self._lock:
+            try:
+                state = await self._refresh()
+                for _ in range(WRITE_ATTEMPTS):
+                    new = breaker.release(state, request)
+                    if new is None:
+                        return True
+                    written = await self.store.write(new, self._version)
+                    if written is not None:
+                        self._state, self._version, self._read_at = new, written, self.monotonic()
+                        return True
+                    state = await self._refresh()
+                raise Contended(f"another writer came first {WRITE_ATTEMPTS} times in a row")
+            except Exception as exc:
+                self._read_at = float("-inf")
+                kind, cause = self._unavailable(exc)
+                metrics.breaker_error(kind)
+                logger.warning(
+                    "breaker state %s/%s: slots of %s not given back: %s",
+                    self.store.namespace,
+                    self.store.name,
+                    request.key,
+                    cause,
+                )
+                return False
 
     def _unavailable(self, exc: Exception) -> tuple[str, str]:
         """(the metric's reason, what people read) for a failed read or write."""

@@ -13,7 +13,10 @@ mutating action on the workload until the run settles (`core.targets.run_settled
 it back then, `release_all`), so no other incident acts on the workload between the run's steps.
 An incident that finds another's run holding it does not act: the step is Blocked with reason
 TargetBusy naming the holder, and tried again shortly; if the holder ranks first (the older
-incident), the waiting run also gives back what it holds, so two runs never wait for each other.
+incident) and its run itself waits, directly or through other waiting runs, for a workload the
+waiting run holds (each one's Stalled/TargetBusy condition names what it waits for: `waits_on`),
+the waiting run gives back what it holds, so runs never wait for each other in a circle; otherwise
+it keeps them, and no third incident acts between its steps.
 A lock whose holder is gone, resolved, closed or settled (`core.targets.holds_lock`) is taken
 over, so a deleted incident never wedges a workload. Under a label selector bound the targets'
 labels are read again once the locks are taken (`still_bounded`). Holds no state between calls.
@@ -61,10 +64,13 @@ class Claimant:
 @dataclass(frozen=True)
 class Busy:
     """Another incident's run holds the workload: `holder` (its name); `first`: it ranks before
-    the claimant (`core.targets.goes_first`), which then gives back what its run holds."""
+    the claimant (`core.targets.goes_first`); `wants`: the workload ('Kind/name') the holder's
+    run waits for itself, if any (`core.targets.waits_for`). The claimant gives back what its run
+    holds only when the holder ranks first and waits for one of those (a deadlock)."""
 
     holder: str
     first: bool = False
+    wants: str | None = None
 
 
 def claimant(ctx: actions.ActionContext) -> Claimant:
@@ -75,21 +81,26 @@ def claimant(ctx: actions.ActionContext) -> Claimant:
 
 async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime) -> Busy | None:
     """Take the lock on `ref` for the run `me`: None when it is the run's now (claimed, or held
-    already; one an earlier run of the same incident held passes to this one), else who holds it."""
+    already; one an earlier run of the same incident held passes to this one; a claim older than
+    `core.targets.LOCK_RENEW` is written again with `now`, so the action about to run holds it for
+    `core.targets.LOCK_GRACE` whatever happens to the incident meanwhile), else who holds it."""
     lease = targets.lock_lease(ref)
     for _ in range(LOCK_ATTEMPTS):
         value, version = await kube.read_lock(namespace, lease)
         if value is not None:
             holder = targets.lock_holder(value)
             if me.owns(holder):
-                if holder.run == me.run:
-                    return None
+                young = holder.claimed is not None and now - holder.claimed < targets.LOCK_RENEW
+                if holder.run == me.run and young:
+                    return None  # older: renewed below, so that it holds while this action runs
             else:
                 body = await _holder(kube, namespace, holder.incident)
                 if targets.holds_lock(body, value, now):
                     assert body is not None  # noqa: S101 - a gone holder holds nothing
                     return Busy(
-                        holder.incident, targets.goes_first(body, holder.incident, me.created, me.incident)
+                        holder.incident,
+                        targets.goes_first(body, holder.incident, me.created, me.incident),
+                        targets.waits_for(body),
                     )
         try:
             await kube.write_lock(
@@ -139,6 +150,37 @@ async def _holder(kube: Kube, namespace: str, name: str) -> dict[str, Any] | Non
     return body
 
 
+WAIT_CHAIN = 8
+"""How many waiting runs `waits_on` follows; a longer chain is taken for a cycle (giving way is
+safe: the run only waits longer)."""
+
+
+async def waits_on(kube: Kube, namespace: str, wants: str | None, me: Claimant, now: datetime) -> bool:
+    """Whether a run that waits for workload `wants` ('Kind/name') waits, directly or through
+    other waiting runs, for a workload `me`'s incident holds: follows the locks' holders and what
+    each waits for (`core.targets.waits_for`) up to WAIT_CHAIN runs. False when the chain ends in
+    a run that does not wait (it goes on, then settles): no deadlock, nothing to give back."""
+    for _ in range(WAIT_CHAIN):
+        if wants is None or "/" not in wants:
+            return False
+        kind, name = wants.split("/", 1)
+        try:
+            ref = WorkloadRef.model_validate({"kind": kind, "name": name})
+        except ValueError:
+            return False
+        value, _ = await kube.read_lock(namespace, targets.lock_lease(ref))
+        if value is None:
+            return False  # free: the waiting run takes it at its next try
+        holder = targets.lock_holder(value)
+        if me.owns(holder):
+            return True
+        body = await _holder(kube, namespace, holder.incident)
+        if body is None or not targets.holds_lock(body, value, now):
+            return False
+        wants = targets.waits_for(body)
+    return True
+
+
 def busy_message(ref: WorkloadRef, busy: Busy) -> str:
     return f"{ref.kind}/{ref.name} is busy: incident {busy.holder} holds it until its run settles"
 
@@ -146,8 +188,10 @@ def busy_message(ref: WorkloadRef, busy: Busy) -> str:
 async def lock(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
     """Before a mutating step acts: the run takes the lock of each of `refs` (in name order) and
     keeps it until it settles. None: all are the run's; else the step waits, TargetBusy naming
-    the holder (a holder that ranks first gets back all this run holds: no two runs wait for each
-    other), or it could not ask. Read-only steps take no lock."""
+    the holder, or it could not ask. Only when the holder ranks first and itself waits, directly
+    or through others, for a workload this run holds (a deadlock: `waits_on`) does this run give
+    back all it holds; otherwise it keeps its locks, so no third incident acts between its steps.
+    Read-only steps take no lock."""
     if not ctx.step.mutates:
         return None
     me = claimant(ctx)
@@ -158,10 +202,10 @@ async def lock(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outco
             return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")
         if busy is None:
             continue
-        if busy.first:
-            await release_all(
-                ctx.kube, ctx.namespace, targets.run_workloads(ctx.playbook, _progress(ctx)), me
-            )
+        if busy.first and await waits_on(ctx.kube, ctx.namespace, busy.wants, me, ctx.now()):
+            # the holder's run waits (through others, maybe) for this one: give way, or all wait for ever
+            held = {targets.key(r): r for r in [*targets.run_workloads(ctx.playbook, _progress(ctx)), *refs]}
+            await release_all(ctx.kube, ctx.namespace, list(held.values()), me)
         return Outcome(False, busy_message(ref, busy), blocked=Reason.TARGET_BUSY)
     return None
 

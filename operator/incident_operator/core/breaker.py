@@ -31,7 +31,9 @@ state so that people are told once per trip, whichever replica or incident sees 
 a window after the last refusal (while steps keep waiting, the window sliding by one slot at a
 time is the same trip), or when a person resumes automation (`resume`: the window, the runs
 counted so far and the trips are forgotten). Steps wait only while a limit is reached: a slot
-freed is taken at once, whether or not the trip has ended.
+freed is taken at once, whether or not the trip has ended. An attempt that acted on nothing
+(it found its workload locked by another incident, or its targets out of bounds) gives back what
+it reserved (`release`): waiting for a workload uses no slot.
 
 Time is passed in; nothing here reads a clock or does I/O.
 """
@@ -328,6 +330,26 @@ def reserve(
     added = tuple(Action(now, request.namespace, key) for key in missing)
     state = replace(state, actions=(*state.actions, *added), runs=runs)
     return state, Verdict(granted=True, write=True, counted=need)
+
+
+def release(state: State, request: Request) -> State | None:
+    """Give back what `request` reserved when its attempt acted on nothing (it waited for another
+    incident's lock, `TargetBusy`, or its targets left the bounds, `OutOfBounds`): its actions'
+    keys, and its run's storm-guard slot when the run had not acted before this attempt
+    (`Request.acted`); so a step that waits for hours neither uses slots nor counts again as the
+    window slides. Idempotent: None when there is nothing to give back (nothing to write). A scale
+    revert (`restores`) is never given back."""
+    if request.restores:
+        return None
+    keys = set(request.keys)
+    keys |= {digest(key) for key in keys}
+    actions = tuple(a for a in state.actions if a.key not in keys)
+    runs = state.runs
+    if not request.acted:
+        runs = tuple(r for r in runs if not (r.uid == request.uid and r.run == request.run))
+    if len(actions) == len(state.actions) and len(runs) == len(state.runs):
+        return None
+    return replace(state, actions=actions, runs=runs)
 
 
 def _above_limit(request: Request, need: int, config: AutomationConfig, now: datetime) -> Verdict | None:

@@ -9,12 +9,13 @@ step's status holds (`MAX_TARGETS`), and the step acts on none of them (a person
 incident first); no target at all, and it waits too.
 
 Also the rules of the per-workload lock a run holds (`lock_lease`, `holds_lock`, `run_settled`,
-`goes_first`); `controllers.targets` claims and gives it back.
+`goes_first`, `waits_for`, `revert_run`); `controllers.targets` claims and gives it back.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -136,7 +137,16 @@ def needs_labels(playbook: PlaybookSpec | None) -> bool:
 
 LOCK_GRACE = timedelta(seconds=60)
 """A lock is held this long after its claim even if the holder's status does not show its run yet
-(a step's start, or a new run, may be written with its first decision, after the claim)."""
+(a step's start, or a new run, may be written with its first decision, after the claim), and
+however the holder stands (resolved, closed, settled): a claim this young may be one whose action
+is still running (a restart, a scale, or the scale revert after the incident resolved), so it is
+honoured for the grace whatever the holder's state. The run renews its claim at each mutating
+action once it is older than LOCK_RENEW (`controllers.targets.claim`)."""
+LOCK_RENEW = timedelta(seconds=20)
+"""A run's claim older than this is written again when the run starts another mutating action on
+the workload, so that a claim whose action runs is always younger than LOCK_GRACE."""
+REVERT_RUN = "revert"
+"""The run id a scale revert claims under (`revert_run`): `<run>.revert`."""
 _FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
 
 
@@ -160,6 +170,12 @@ class Holder(NamedTuple):
 def lock_value(incident: str, uid: str, now: datetime, run: str = "") -> str:
     """The lock Lease's holder: `<incident>/<uid>/<run>/<claimed at>` (no part holds a `/`)."""
     return f"{incident}/{uid}/{run}/{format_time(now)}"
+
+
+def revert_run(run: str) -> str:
+    """The run id of the scale revert after run `run` (a claim of its own, written fresh just
+    before the revert acts, so that it holds for LOCK_GRACE although the incident is resolved)."""
+    return f"{run or 'r1'}.{REVERT_RUN}"
 
 
 def lock_holder(value: str) -> Holder:
@@ -219,9 +235,11 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     action on the workload until the run settles (`run_settled`). Free when the holder is gone
     (or another object took its name), resolved or closed, stopped on a failed step, or has no
     mutating step left to run, or when it runs another run than the one that claimed it (a
-    re-fire: the new run claims it again at its own first action); each of those only once the
-    claim is older than LOCK_GRACE when the holder's status does not show the run yet. A paused
-    incident, or one waiting (approval, a stall, a crash it resumes from) keeps it."""
+    re-fire: the new run claims it again at its own first action; a scale revert's claim,
+    `revert_run`); each of those only once the claim is older than LOCK_GRACE: a fresh claim holds
+    whatever the holder's state (its action may still be running, and the scale revert runs after
+    the incident resolved). A paused incident, or one waiting (approval, a stall, a crash it
+    resumes from) keeps it."""
     if incident is None:
         return False
     holder = lock_holder(value)
@@ -231,15 +249,33 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     spec = incident.get("spec") or {}
     status = incident.get("status") or {}
     conditions = status.get("conditions") or []
+    fresh = holder.claimed is not None and now - holder.claimed < LOCK_GRACE
+    if fresh:
+        return True  # its action may be running still, even if a person resolved the incident
     if spec.get("closed") or spec.get("resolution"):
         return False
     if any(c.get("type") == ConditionType.RESOLVED and c.get("status") == "True" for c in conditions):
         return False
-    fresh = holder.claimed is not None and now - holder.claimed < LOCK_GRACE
     progress = status.get("playbook") or {}
     if holder.run and progress.get("runId") != holder.run:
-        return fresh
-    return fresh or not _run_settled(spec, conditions, progress)
+        return False  # a re-fire's run, or a scale revert done: past the grace
+    return not _run_settled(spec, conditions, progress)
+
+
+_WAITS_FOR = re.compile(r"(?:^|: )([A-Za-z]+/[a-z0-9][-a-z0-9.]*) is busy: incident ")
+
+
+def waits_for(incident: Mapping[str, Any]) -> str | None:
+    """The workload ('Kind/name') an incident's run waits for, by its body as the API returns it:
+    its `Stalled` condition True with reason TargetBusy names it (`busy_message`); else None."""
+    status = incident.get("status") or {}
+    for c in status.get("conditions") or []:
+        if c.get("type") == ConditionType.STALLED and c.get("status") == "True":
+            if c.get("reason") != Reason.TARGET_BUSY:
+                return None
+            found = _WAITS_FOR.search(str(c.get("message") or ""))
+            return found.group(1) if found else None
+    return None
 
 
 def goes_first(holder: Mapping[str, Any], holder_name: str, created: datetime | None, name: str) -> bool:

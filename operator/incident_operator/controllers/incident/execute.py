@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from incident_operator.api.models import (
 from incident_operator.api.timestamps import parse_time
 from incident_operator.controllers import actions, targets
 from incident_operator.controllers.incident.commit import Commit
+from incident_operator.core import targets as core_targets
 from incident_operator.core.planner import Intent, Outcome, PlanInput, check_deadlines
 from incident_operator.settings.config import JobsConfig, Limits
 
@@ -182,9 +184,13 @@ class Execution:
 
     async def _revert_scale(self, step: Step, step_status: StepStatus, working: IncidentStatus) -> Outcome:
         """The scale revert after the incident resolved, part of its run: under the workloads'
-        locks like any mutating action. A workload another incident's run holds meanwhile is not
-        reverted (its run acts on it now); the revert is said failed, naming the holder."""
-        me = self.claimant(working)
+        locks like any mutating action, claimed afresh under the run id `<run>.revert`
+        (`core.targets.revert_run`) while the run still holds them (the loop gives them back only
+        after the revert), so they hold for the revert although the incident is resolved. A
+        workload another incident's run holds meanwhile is not reverted (its run acts on it now);
+        the revert is said failed, naming the holder. Given back once it is done."""
+        run = self.claimant(working)
+        me = dataclasses.replace(run, run=core_targets.revert_run(run.run))
         refs = [
             t.ref
             for t in step_status.targets or []
@@ -193,14 +199,14 @@ class Execution:
         fixed = step.target.fixed if step.target is not None else None
         if fixed is not None and step_status.replicasBefore is not None:
             refs.append(fixed)
-        for ref in sorted(refs, key=lambda r: (str(r.kind), r.name)):
-            try:
-                busy = await targets.claim(self.kube, self.namespace, ref, me, self.clock())
-            except ApiException as exc:
-                return Outcome(False, f"not reverted: locking {ref.kind}/{ref.name}: {api_reason(exc)}")
-            if busy is not None:
-                return Outcome(False, f"not reverted: {targets.busy_message(ref, busy)}")
         try:
+            for ref in sorted(refs, key=lambda r: (str(r.kind), r.name)):
+                try:
+                    busy = await targets.claim(self.kube, self.namespace, ref, me, self.clock())
+                except ApiException as exc:
+                    return Outcome(False, f"not reverted: locking {ref.kind}/{ref.name}: {api_reason(exc)}")
+                if busy is not None:
+                    return Outcome(False, f"not reverted: {targets.busy_message(ref, busy)}")
             return await actions.revert_scale(self.kube, self.namespace, step, step_status)
         finally:
             await targets.release_all(self.kube, self.namespace, refs, me)

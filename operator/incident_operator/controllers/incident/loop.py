@@ -296,6 +296,7 @@ class IncidentLoop:
         # A mutating action takes a slot of the circuit breaker and the storm guard before it
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
         hold, tripped = await self.slots.reserve(self.status, decision)
+        reserved = self.slots.reserved(self.status, decision) if hold is None else None
         if hold is not None:
             decision = explained(plan, plan_input(held_by=holder, hold=hold))
             if tripped:
@@ -312,7 +313,8 @@ class IncidentLoop:
             self.commit.hold(decision, counts=(chosen, claimed))
         else:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
-        await self._give_back_locks(spec, chosen)
+        if decision.intent.kind != "revert-scale":  # the revert holds them: given back after it
+            await self._give_back_locks(spec, chosen)
         self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
         outcome = await self.execution.run_unless_overtaken(
@@ -320,6 +322,7 @@ class IncidentLoop:
         )
         if outcome is None:
             return True, None  # a human resolved or closed the incident meanwhile: plan again
+        await self.slots.release(reserved, outcome)  # acted on nothing: its slots go back
         if waits(decision.intent, working):  # it changed nothing but its targets' states; a deadline may have
             working = targets.keep_target_states(
                 working, self.status.model_copy(deep=True), decision.intent.step

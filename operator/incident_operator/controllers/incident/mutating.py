@@ -8,7 +8,9 @@ the step waits (`AutomationPaused`, `CircuitOpen` or `StormGuard`; `Stalled`, `A
 for a step no window can hold). The refusal that opened a trip carries one more record,
 `AutomationTripped`, from which people are told once per trip. A scale revert after the run
 (`revert-scale`) is counted, one action per workload put back, and never refused (not even when
-the breaker's state cannot be written: it is logged). Holds no state.
+the breaker's state cannot be written: it is logged). An attempt that acted on nothing (Blocked
+TargetBusy or OutOfBounds) gives its slots back (`release`), and its run's storm-guard slot if the
+run had not acted before. Holds no state.
 """
 
 from __future__ import annotations
@@ -22,9 +24,14 @@ from incident_operator.api.models import IncidentStatus, StepState, StepStatus
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.automation import Breaker
 from incident_operator.core import breaker
-from incident_operator.core.planner import AutomationHold, Decision, Record
+from incident_operator.core.breaker import Request as BreakerRequest
+from incident_operator.core.planner import AutomationHold, Decision, Outcome, Record
 
 logger = logging.getLogger(__name__)
+
+NOTHING_ACTED = (Reason.TARGET_BUSY, Reason.OUT_OF_BOUNDS)
+"""Outcomes of a mutating step that acted on no workload (`controllers.targets` decides them
+before the first target is touched): the slots its attempt reserved are given back."""
 
 
 def _workloads(step: StepStatus, *, reverted: bool = False) -> tuple[str, ...] | None:
@@ -40,7 +47,7 @@ def _workloads(step: StepStatus, *, reverted: bool = False) -> tuple[str, ...] |
     return tuple(f"{t.kind}/{t.name}" for t in chosen) or None
 
 
-def _revert(decision: Decision) -> breaker.Request | None:
+def _revert(decision: Decision) -> BreakerRequest | None:
     """The scale revert `decision` starts, as a breaker request that is counted, never refused."""
     intent, progress = decision.intent, decision.status.playbook
     if intent is None or intent.kind != "revert-scale" or progress is None or intent.step < 0:
@@ -55,7 +62,7 @@ def _revert(decision: Decision) -> breaker.Request | None:
     )
 
 
-def mutating_start(before: IncidentStatus, decision: Decision) -> breaker.Request | None:
+def mutating_start(before: IncidentStatus, decision: Decision) -> BreakerRequest | None:
     """The mutating actions `decision` starts, as a breaker request (without its namespace and
     uid), or None: no intent, not a step, not mutating, a step already Running before this plan,
     or a step whose targets are all done. `targets`: those of a step on the incident's own
@@ -94,6 +101,24 @@ class MutatingSlots:
     namespace: str
     name: str
     uid: str
+
+    def reserved(self, before: IncidentStatus, decision: Decision) -> BreakerRequest | None:
+        """What `reserve` asked the breaker for (granted, when it returned no hold), to give back
+        with `release`; None: nothing (no breaker, no mutating start, or a scale revert)."""
+        if self.breaker is None:
+            return None
+        wanted = mutating_start(before, decision)
+        if wanted is None or wanted.restores:
+            return None
+        return dataclasses.replace(wanted, namespace=self.namespace, uid=self.uid)
+
+    async def release(self, request: BreakerRequest | None, outcome: Outcome) -> None:
+        """Give back `request`'s slots when its attempt acted on nothing: Blocked before acting,
+        waiting for another incident's lock (TargetBusy) or with its targets out of its bounds
+        (OutOfBounds, the labels read again); both are decided before any target is acted on."""
+        if self.breaker is None or request is None or outcome.blocked not in NOTHING_ACTED:
+            return
+        await self.breaker.release(request)
 
     async def reserve(
         self, before: IncidentStatus, decision: Decision
