@@ -1160,6 +1160,33 @@ def test_a_run_that_finds_an_older_run_not_waiting_for_it_keeps_its_locks(
 
 
 @pytest.mark.parametrize(
+    "case",
+    [
+        "stale condition",  # older has since taken db, which its TargetBusy condition still names
+        "circle of others",  # older and third wait for each other; this run is not part of it
+    ],
+)
+def test_a_run_keeps_its_locks_when_the_older_runs_wait_chain_loops_without_it(case: str) -> None:
+    api = FakeKube({}, {}, {"web": 2, "api": 2, "db": 1})
+    api.set_lock("api", targets.lock_value("older", "uid-older", T0, "r1"))
+    if case == "stale condition":
+        api.incidents["older"] = waiting_older("older", 5, busy_on("Deployment/db", "third"))
+        api.set_lock("db", targets.lock_value("older", "uid-older", T0, "r1"))
+    else:
+        api.incidents["older"] = waiting_older("older", 5, busy_on("Deployment/db", "third"))
+        api.incidents["third"] = waiting_older("third", 10, busy_on("Deployment/api", "older"))
+        api.set_lock("db", targets.lock_value("third", "uid-third", T0, "r1"))
+    ctx = holding_web(api)
+    outcome = asyncio.run(running.run_step(ctx))
+    assert outcome.blocked is Reason.TARGET_BUSY
+    assert "incident older" in outcome.message
+    assert targets.lock_holder(api.lock("web") or "").incident == INCIDENT  # no deadlock of ours: kept
+    hops = [c for c in api.calls if c[0] == "read_lock" and c[1].endswith("-db")]
+    assert len(hops) == 1  # the chain stops where it comes back, not after WAIT_CHAIN hops
+    assert restarted(api) == []
+
+
+@pytest.mark.parametrize(
     "chain",
     [
         "direct",  # older waits for web

@@ -71,6 +71,8 @@ class Busy:
     holder: str
     first: bool = False
     wants: str | None = None
+    run: str = ""
+    """The holder's run id (where `waits_on` starts its chain)."""
 
 
 def claimant(ctx: actions.ActionContext) -> Claimant:
@@ -101,6 +103,7 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
                         holder.incident,
                         targets.goes_first(body, holder.incident, me.created, me.incident),
                         targets.waits_for(body),
+                        holder.run,
                     )
         try:
             await kube.write_lock(
@@ -151,15 +154,22 @@ async def _holder(kube: Kube, namespace: str, name: str) -> dict[str, Any] | Non
 
 
 WAIT_CHAIN = 8
-"""How many waiting runs `waits_on` follows; a longer chain is taken for a cycle (giving way is
-safe: the run only waits longer)."""
+"""How many waiting runs `waits_on` follows; a longer chain of distinct runs is taken for a circle
+through the claimant (giving way is safe: the run only waits longer)."""
 
 
-async def waits_on(kube: Kube, namespace: str, wants: str | None, me: Claimant, now: datetime) -> bool:
-    """Whether a run that waits for workload `wants` ('Kind/name') waits, directly or through
-    other waiting runs, for a workload `me`'s incident holds: follows the locks' holders and what
-    each waits for (`core.targets.waits_for`) up to WAIT_CHAIN runs. False when the chain ends in
-    a run that does not wait (it goes on, then settles): no deadlock, nothing to give back."""
+async def waits_on(
+    kube: Kube, namespace: str, wants: str | None, me: Claimant, now: datetime, *, start: tuple[str, str]
+) -> bool:
+    """Whether the run `start` (incident, run id), which waits for workload `wants` ('Kind/name'),
+    waits, directly or through other waiting runs, for a workload `me`'s incident holds: follows
+    the locks' holders and what each waits for (`core.targets.waits_for`), remembering the runs
+    seen. True only when a hop reaches `me` (or the chain is longer than WAIT_CHAIN distinct
+    runs). False when the chain ends in a run that does not wait (it goes on, then settles), in a
+    free lock, or comes back to a run already seen (`start` itself, say, holding the workload its
+    stale condition still names, or a circle of others that `me` is not part of): no deadlock
+    of `me`'s, nothing to give back."""
+    seen = {start}
     for _ in range(WAIT_CHAIN):
         if wants is None or "/" not in wants:
             return False
@@ -174,6 +184,9 @@ async def waits_on(kube: Kube, namespace: str, wants: str | None, me: Claimant, 
         holder = targets.lock_holder(value)
         if me.owns(holder):
             return True
+        if (holder.incident, holder.run) in seen:
+            return False  # a circle that does not go through `me` (or a stale condition)
+        seen.add((holder.incident, holder.run))
         body = await _holder(kube, namespace, holder.incident)
         if body is None or not targets.holds_lock(body, value, now):
             return False
@@ -202,7 +215,9 @@ async def lock(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outco
             return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")
         if busy is None:
             continue
-        if busy.first and await waits_on(ctx.kube, ctx.namespace, busy.wants, me, ctx.now()):
+        if busy.first and await waits_on(
+            ctx.kube, ctx.namespace, busy.wants, me, ctx.now(), start=(busy.holder, busy.run)
+        ):
             # the holder's run waits (through others, maybe) for this one: give way, or all wait for ever
             held = {targets.key(r): r for r in [*targets.run_workloads(ctx.playbook, _progress(ctx)), *refs]}
             await release_all(ctx.kube, ctx.namespace, list(held.values()), me)
