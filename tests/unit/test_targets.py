@@ -1031,6 +1031,30 @@ def test_a_fresh_claim_holds_although_a_person_resolved_or_closed_the_holder(bod
     assert not targets.holds_lock(None, gone, T0 + timedelta(seconds=5))  # deleted: nothing runs
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**holder_body(playbook={**BETWEEN_STEPS, "runId": "r1"}), "spec": {"closed": True}},
+        holder_body(conditions=RESOLVED, playbook={**BETWEEN_STEPS, "runId": "r1"}),
+        holder_body(playbook={**BETWEEN_STEPS, "runId": "r2"}),  # it runs another run now
+    ],
+)
+def test_a_claim_dated_in_the_future_is_not_fresh(body: dict[str, Any]) -> None:
+    # a forged (or badly clocked) claim a year ahead holds no longer than its holder's run does
+    value = targets.lock_value("other", "uid-other", T0 + timedelta(days=365), "r1")
+    assert not targets.holds_lock(body, value, T0)
+    within_skew = targets.lock_value("other", "uid-other", T0 + targets.CLOCK_SKEW, "r1")
+    assert targets.holds_lock(body, within_skew, T0)  # replicas' clocks differ a little
+
+
+def test_a_runs_own_claim_dated_in_the_future_is_written_again() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.set_lock("web", targets.lock_value(INCIDENT, UID, T0 + timedelta(days=365), "r1"))
+    me = running.Claimant(INCIDENT, UID, "r1", T0)
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, me, T0)) is None
+    assert targets.lock_holder(api.lock("web") or "").claimed == T0  # renewed with the real time
+
+
 def test_while_a_resolved_incident_reverts_its_scale_another_incident_waits_target_busy() -> None:
     api = FakeKube({}, {}, {"web": 3})
     step = PlaybookSpec.model_validate(

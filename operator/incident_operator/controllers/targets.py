@@ -92,8 +92,7 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
         if value is not None:
             holder = targets.lock_holder(value)
             if me.owns(holder):
-                young = holder.claimed is not None and now - holder.claimed < targets.LOCK_RENEW
-                if holder.run == me.run and young:
+                if holder.run == me.run and targets.young(holder, now, targets.LOCK_RENEW):
                     return None  # older: renewed below, so that it holds while this action runs
             else:
                 body = await _holder(kube, namespace, holder.incident)

@@ -145,6 +145,10 @@ action once it is older than LOCK_RENEW (`controllers.targets.claim`)."""
 LOCK_RENEW = timedelta(seconds=20)
 """A run's claim older than this is written again when the run starts another mutating action on
 the workload, so that a claim whose action runs is always younger than LOCK_GRACE."""
+CLOCK_SKEW = timedelta(seconds=5)
+"""How far in the future a claim's time may be (clocks of replicas differ a little): a claim dated
+later than this is not fresh (`young`), so a forged far-future claim holds no longer than the
+holder's run does."""
 REVERT_RUN = "revert"
 """The run id a scale revert claims under (`revert_run`): `<run>.revert`."""
 _FINAL = (StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED)
@@ -193,6 +197,15 @@ def lock_holder(value: str) -> Holder:
     return Holder(name, uid, claimed, run)
 
 
+def young(holder: Holder, now: datetime, within: timedelta) -> bool:
+    """Whether `holder`'s claim is younger than `within` at `now`; one dated more than CLOCK_SKEW
+    ahead of `now` is not (nor one with no time)."""
+    if holder.claimed is None:
+        return False
+    age = now - holder.claimed
+    return -CLOCK_SKEW <= age < within
+
+
 def _run_settled(
     spec: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]], progress: Mapping[str, Any]
 ) -> bool:
@@ -236,7 +249,8 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     (or another object took its name), resolved or closed, stopped on a failed step, or has no
     mutating step left to run, or when it runs another run than the one that claimed it (a
     re-fire: the new run claims it again at its own first action; a scale revert's claim,
-    `revert_run`); each of those only once the claim is older than LOCK_GRACE: a fresh claim holds
+    `revert_run`); each of those only once the claim is older than LOCK_GRACE (or dated more than
+    CLOCK_SKEW ahead of `now`: `young`): a fresh claim holds
     whatever the holder's state (its action may still be running, and the scale revert runs after
     the incident resolved). A paused incident, or one waiting (approval, a stall, a crash it
     resumes from) keeps it."""
@@ -249,8 +263,7 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     spec = incident.get("spec") or {}
     status = incident.get("status") or {}
     conditions = status.get("conditions") or []
-    fresh = holder.claimed is not None and now - holder.claimed < LOCK_GRACE
-    if fresh:
+    if young(holder, now, LOCK_GRACE):
         return True  # its action may be running still, even if a person resolved the incident
     if spec.get("closed") or spec.get("resolution"):
         return False
