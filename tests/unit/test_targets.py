@@ -1055,6 +1055,52 @@ def test_a_runs_own_claim_dated_in_the_future_is_written_again() -> None:
     assert targets.lock_holder(api.lock("web") or "").claimed == T0  # renewed with the real time
 
 
+def scaled_then_resolved(reverted: bool | None, revert_on_resolve: bool = True) -> dict[str, Any]:
+    """An incident whose run r1 scaled web (10 minutes ago) and that a person has just resolved."""
+    scaled = {
+        "name": "up",
+        "action": "scale",
+        "state": "Succeeded",
+        "replicasBefore": 2,
+        "reverted": reverted,
+    }
+    playbook = {
+        "name": "pb",
+        "runId": "r1",
+        "snapshot": {"revertOnResolve": revert_on_resolve},
+        "steps": [scaled],
+    }
+    return {
+        "metadata": {"name": "first", "uid": "uid-first"},
+        "spec": {"resolution": {"summary": "fixed by hand"}},
+        "status": {"playbook": playbook},
+    }
+
+
+def test_between_the_resolution_and_the_scale_revert_no_other_incident_takes_the_workload() -> None:
+    api = FakeKube({}, {}, {"web": 3})
+    api.incidents["first"] = scaled_then_resolved(reverted=None)
+    api.set_lock("web", targets.lock_value("first", "uid-first", T0 - timedelta(minutes=10), "r1"))
+    second = running.Claimant("second", "uid-2", "r1", T0)
+    busy = asyncio.run(running.claim(api, NAMESPACE, WEB, second, T0))
+    assert busy is not None  # the revert is still to come: the resolved run holds web
+    assert busy.holder == "first"
+    assert targets.lock_holder(api.lock("web") or "").incident == "first"
+    assert not targets.run_settled(
+        incident(resolution={"summary": "fixed by hand"}),
+        IncidentStatus.model_validate(api.incidents["first"]["status"]),
+    )  # so the loop does not give it back before the revert either
+    api.incidents["first"] = scaled_then_resolved(reverted=True)  # reverted (or said failed): free
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, second, T0)) is None
+    api.set_lock("web", targets.lock_value("first", "uid-first", T0 - timedelta(minutes=10), "r1"))
+    before = scaled_then_resolved(reverted=None)
+    before["spec"] = {}  # not resolved yet, its other steps done: the run keeps web for the revert
+    assert targets.holds_lock(before, api.lock("web") or "", T0)
+    assert not targets.run_settled(incident(), IncidentStatus.model_validate(before["status"]))
+    no_revert = scaled_then_resolved(reverted=None, revert_on_resolve=False)
+    assert not targets.holds_lock(no_revert, api.lock("web") or "", T0)  # nothing to undo: free
+
+
 def test_while_a_resolved_incident_reverts_its_scale_another_incident_waits_target_busy() -> None:
     api = FakeKube({}, {}, {"web": 3})
     step = PlaybookSpec.model_validate(

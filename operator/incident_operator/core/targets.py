@@ -206,17 +206,43 @@ def young(holder: Holder, now: datetime, within: timedelta) -> bool:
     return -CLOCK_SKEW <= age < within
 
 
+def _resolved(spec: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]]) -> bool:
+    return bool(spec.get("resolution")) or any(
+        c.get("type") == ConditionType.RESOLVED and c.get("status") == "True" for c in conditions
+    )
+
+
+def revert_pending(progress: Mapping[str, Any]) -> bool:
+    """Whether the run (`status.playbook` as the API returns it) still has a scale to undo once
+    resolved: its pinned Playbook says `revertOnResolve` and a scale step succeeded, with replicas
+    recorded, and is not yet reverted (the planner's `after_resolution` reverts it next)."""
+    if not (progress.get("snapshot") or {}).get("revertOnResolve"):
+        return False
+    return any(
+        s.get("action") == "scale"
+        and s.get("state") == StepState.SUCCEEDED
+        and not s.get("reverted")
+        and (
+            s.get("replicasBefore") is not None
+            or any(t.get("replicasBefore") is not None for t in s.get("targets") or [])
+        )
+        for s in progress.get("steps") or []
+    )
+
+
 def _run_settled(
     spec: Mapping[str, Any], conditions: Sequence[Mapping[str, Any]], progress: Mapping[str, Any]
 ) -> bool:
     """Whether an incident's current run is done with its workloads (see `holds_lock`)."""
-    if spec.get("closed") or spec.get("resolution"):
+    if spec.get("closed"):
+        return True
+    if revert_pending(progress):
+        return False  # the scale revert, after the resolution, acts on the workloads still
+    if _resolved(spec, conditions):
         return True
     for c in conditions:
         if c.get("status") != "True":
             continue
-        if c.get("type") == ConditionType.RESOLVED:
-            return True
         if c.get("type") == ConditionType.STALLED and c.get("reason") == Reason.STEP_FAILED:
             return True  # stopped on a failed step: only a new run (or a person) goes on
     snapshot = progress.get("snapshot") or {}
@@ -231,14 +257,17 @@ def _run_settled(
 
 
 def run_settled(spec: IncidentSpec, status: IncidentStatus) -> bool:
-    """Whether the incident's run (if any) holds its workloads no longer: the incident is resolved
-    or closed, the run stopped on a failed step, or no mutating step of it is left to run (all
-    final, skipped, or read-only). The loop gives its locks back when this becomes true."""
+    """Whether the incident's run (if any) holds its workloads no longer: the incident is closed;
+    else, while the run has a scale to revert once resolved (`revert_pending`), it holds them;
+    else the incident is resolved, the run stopped on a failed step, or no mutating step of it is
+    left to run (all final, skipped, or read-only). The loop gives its locks back when this becomes true."""
     progress = status.playbook
     return _run_settled(
         spec.model_dump(include={"closed", "resolution"}, exclude_none=True),
         [c.model_dump(mode="json") for c in status.conditions or []],
-        progress.model_dump(mode="json", include={"snapshot", "steps"}) if progress is not None else {},
+        progress.model_dump(mode="json", include={"snapshot", "steps"}, exclude_none=True)
+        if progress is not None
+        else {},
     )
 
 
@@ -246,7 +275,9 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     """Whether the lock `value` on a workload still holds, given its holder incident's body as
     the API returns it (None: gone). The lock is held for a run: from the run's first mutating
     action on the workload until the run settles (`run_settled`). Free when the holder is gone
-    (or another object took its name), resolved or closed, stopped on a failed step, or has no
+    (or another object took its name) or closed; held while its run has a scale to revert
+    (`revert_pending`: the run's claim and the revert's); else free when resolved, stopped on a
+    failed step, or has no
     mutating step left to run, or when it runs another run than the one that claimed it (a
     re-fire: the new run claims it again at its own first action; a scale revert's claim,
     `revert_run`); each of those only once the claim is older than LOCK_GRACE (or dated more than
@@ -265,11 +296,14 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     conditions = status.get("conditions") or []
     if young(holder, now, LOCK_GRACE):
         return True  # its action may be running still, even if a person resolved the incident
-    if spec.get("closed") or spec.get("resolution"):
-        return False
-    if any(c.get("type") == ConditionType.RESOLVED and c.get("status") == "True" for c in conditions):
+    if spec.get("closed"):
         return False
     progress = status.get("playbook") or {}
+    run = str(progress.get("runId") or "")
+    if revert_pending(progress) and holder.run in ("", run, revert_run(run)):
+        return True  # held until the scale revert is done, by the run that scaled or the revert
+    if _resolved(spec, conditions):
+        return False
     if holder.run and progress.get("runId") != holder.run:
         return False  # a re-fire's run, or a scale revert done: past the grace
     return not _run_settled(spec, conditions, progress)
