@@ -37,7 +37,15 @@ from incident_operator.core.explain import explain
 from incident_operator.core.planner import Intent, plan
 from incident_operator.settings.config import Limits
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, UID, Dropped, Effect, FakeKube
-from tests.unit.test_incident_loop import Clock, edit_incident, iterate_until, new_loop, run_until_settled
+from tests.unit.test_incident_loop import (
+    Clock,
+    edit_incident,
+    edit_playbook,
+    fake_api,
+    iterate_until,
+    new_loop,
+    run_until_settled,
+)
 from tests.unit.test_planner import T0, Candidate, Run, incident
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1288,3 +1296,31 @@ def test_what_a_run_waits_for_is_read_from_its_target_busy_condition() -> None:
         {"type": "Stalled", "status": "True", "reason": "OutOfBounds", "message": "a/b is busy: incident x"}
     ]
     assert targets.waits_for(waiting_older("o", 1, other)) is None
+
+
+def test_a_run_ended_on_a_playbook_edit_passes_its_locks_to_the_run_that_continues_it() -> None:
+    scale_web: dict[str, Any] = {
+        "name": "up",
+        "scale": {"target": {"kind": "Deployment", "name": "web"}, "delta": 1},
+    }
+    theirs: dict[str, Any] = {"name": "theirs", "scale": {"target": {"fromIncident": {}}, "delta": 1}}
+    api, clock = fake_api(steps=[scale_web, theirs], allowedTargets={"names": ["api"]}), Clock()
+    loop = new_loop(api, clock)
+
+    def stalled(reason: str) -> bool:
+        conditions = {c["type"]: c for c in api.status().get("conditions") or []}
+        stall = conditions.get("Stalled", {})
+        return bool(stall.get("status") == "True" and stall.get("reason") == reason)
+
+    async def scenario() -> None:
+        await iterate_until(loop, api, clock, lambda: stalled("NoTarget"))  # web scaled, r1 holds it
+        assert targets.lock_holder(api.lock("web") or "").run == "r1"
+        edit_playbook(api, [scale_web, {**theirs, "scale": {**theirs["scale"], "delta": 2}}])
+        await iterate_until(loop, api, clock, lambda: api.status()["playbook"]["runId"] == "r2")
+
+    asyncio.run(scenario())
+    assert api.workloads["web"]["replicas"] == 3  # scaled once, by r1; r2 keeps that step done
+    held = api.lock("web") or ""
+    assert targets.lock_holder(held).run == "r2"  # carried to the run that goes on
+    later = clock.now + targets.LOCK_GRACE + timedelta(minutes=1)
+    assert targets.holds_lock(api.incident, held, later)  # so no third incident acts on web

@@ -142,6 +142,35 @@ async def release_all(kube: Kube, namespace: str, refs: Sequence[WorkloadRef], m
             )
 
 
+async def carry(kube: Kube, namespace: str, refs: Sequence[WorkloadRef], me: Claimant, now: datetime) -> None:
+    """Write again, under `me`'s run id, the locks on `refs` an earlier run of `me`'s incident
+    holds (a run ended on a Playbook edit and continued by `me.run`, which keeps its done steps:
+    the locks stay held, not free as another run's); a lock not the incident's is left alone.
+    Best effort, resourceVersion-checked: one not carried is claimed again at the run's next
+    mutating action."""
+    for ref in refs:
+        lease = targets.lock_lease(ref)
+        try:
+            value, version = await kube.read_lock(namespace, lease)
+            if value is None:
+                continue
+            holder = targets.lock_holder(value)
+            if me.owns(holder) and holder.run != me.run:
+                await kube.write_lock(
+                    namespace, lease, targets.lock_value(me.incident, me.uid, now, me.run), version
+                )
+        except ApiException as exc:
+            logger.warning(
+                "%s/%s: lock on %s/%s not carried to run %s: %s",
+                namespace,
+                me.incident,
+                ref.kind,
+                ref.name,
+                me.run,
+                api_reason(exc),
+            )
+
+
 async def _holder(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         body: dict[str, Any] | None = await kube.get_object("incidents", namespace, name)

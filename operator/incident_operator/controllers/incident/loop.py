@@ -23,7 +23,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
-from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, PlaybookProgress
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers import targets
@@ -42,6 +42,7 @@ from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.incident.mutating import MutatingSlots
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
+from incident_operator.core import pins
 from incident_operator.core.explain import attach, explain
 from incident_operator.core.matching import select
 from incident_operator.core.planner import (
@@ -142,6 +143,26 @@ class IncidentLoop:
             me = self.execution.claimant(self.status)
             await targets.release_all(self.execution.kube, self.namespace, refs, me)
 
+    async def _carry_locks(self, before: PlaybookProgress | None) -> None:
+        """A run ended on a Playbook edit and continued by a new run (`core.planner`'s
+        `_rerun_edited`: same Playbook, new run id, the done steps kept): the locks the ended run
+        holds are written again under the new run id, so they stay held (a lock of a run the
+        holder no longer runs is free a minute after its claim)."""
+        after = self.status.playbook
+        if (
+            not self.may_hold_locks
+            or before is None
+            or after is None
+            or before.snapshot is None
+            or before.name != after.name
+            or before.runId == after.runId
+        ):
+            return
+        refs = run_workloads(pins.pinned_spec(before.snapshot), before)
+        if refs:
+            me = self.execution.claimant(self.status)
+            await targets.carry(self.execution.kube, self.namespace, refs, me, self.clock())
+
     def _wake_up(self) -> None:
         self.wake.set()  # the event of the moment: `run` replaces it with the supervisor's
 
@@ -233,6 +254,7 @@ class IncidentLoop:
     async def iterate(self) -> tuple[bool, datetime | None]:
         """Plan once and carry out the intent. Returns (plan again at once, else when to plan next)."""
         spec = self.inputs.spec()
+        ran_before = self.status.playbook  # the run in flight, if a Playbook edit ends it
         await self.commit.commit_late_records(spec)
         entries, invalid = self.playbooks()
         selection = select(spec, [e.candidate for e in entries], invalid)
@@ -305,6 +327,7 @@ class IncidentLoop:
             self.inputs.note_run(self.status, decision.status)
         if decision.intent is None:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
+            await self._carry_locks(ran_before)
             await self._give_back_locks(spec, chosen)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
