@@ -18,7 +18,8 @@ waiting run holds (each one's Stalled/TargetBusy condition names what it waits f
 the waiting run gives back what it holds, so runs never wait for each other in a circle; otherwise
 it keeps them, and no third incident acts between its steps.
 A lock whose holder is gone, resolved, closed or settled (`core.targets.holds_lock`) is taken
-over, so a deleted incident never wedges a workload. Under a label selector bound the targets'
+over, so a deleted incident never wedges a workload. A run ended on a Playbook edit and
+continued by a new run passes its locks to it (`carry`). Under a label selector bound the targets'
 labels are read again once the locks are taken (`still_bounded`). Holds no state between calls.
 """
 
