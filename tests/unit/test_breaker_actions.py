@@ -16,15 +16,17 @@ import pytest
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState
 from incident_operator.api.reasons import Reason
+from incident_operator.api.timestamps import format_time
 from incident_operator.controllers.incident.mutating import MutatingSlots, mutating_start
 from incident_operator.core import breaker
+from incident_operator.core import targets as lock_rules
 from incident_operator.core.breaker import Action, Request, State
 from incident_operator.core.conditions import find_condition
 from incident_operator.core.matching import Candidate, select
 from incident_operator.core.planner import AutomationHold, Decision, Intent, PlanInput, plan
 from incident_operator.core.planner.model import AlertState
 from incident_operator.settings.config import FileConfig, OperatorConfig
-from tests.unit.fake_kube import NAMESPACE, FakeKube
+from tests.unit.fake_kube import INCIDENT, NAMESPACE, FakeKube
 from tests.unit.test_breaker import SCALE, T0, MemoryStore, breaker_with, condition, limits, plan_input, take
 from tests.unit.test_incident_loop import Clock as LoopClock
 from tests.unit.test_incident_loop import drive, new_loop
@@ -430,3 +432,89 @@ def test_a_loop_step_waiting_for_another_incidents_lock_uses_no_slot_however_lon
     asyncio.run(drive(loop, api, clock))
     assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
     assert len(store.state.actions) == 2
+
+
+WEB_LOCK = "incident-operator-lock-deployment-web"
+
+
+def busy_holder(api: FakeKube, now: datetime, *, older: bool = False, waits_for: str | None = None) -> None:
+    """Incident `other`'s run scales (a mutating step Running) and holds web's lock, claimed at
+    `now`; created before this incident if `older`; waiting, with `waits_for`, for that workload
+    (its Stalled/TargetBusy condition naming this incident)."""
+    conditions = []
+    if waits_for is not None:
+        message = f"step up cannot run: {waits_for} is busy: incident {INCIDENT} holds it until it settles"
+        conditions = [{"type": "Stalled", "status": "True", "reason": "TargetBusy", "message": message}]
+    created = now - timedelta(minutes=5) if older else now + timedelta(minutes=5)
+    api.incidents["other"] = {
+        "metadata": {"name": "other", "uid": "uid-other", "creationTimestamp": format_time(created)},
+        "spec": {},
+        "status": {
+            "playbook": {"runId": "r1", "steps": [{"name": "up", "action": "scale", "state": "Running"}]},
+            "conditions": conditions,
+        },
+    }
+    api.set_lock("web", lock_rules.lock_value("other", "uid-other", now, "r1"))
+
+
+async def retries(loop: Any, api: FakeKube, clock: LoopClock, tries: int) -> None:
+    """What `run` does (the clock moved to each wake-up) until the step was tried `tries` more
+    times: each try reads web's lock once (the claim, or the read before the slots)."""
+    reads = len([c for c in api.calls if c == ("read_lock", WEB_LOCK)])
+    for _ in range(10 * tries):
+        if len([c for c in api.calls if c == ("read_lock", WEB_LOCK)]) >= reads + tries:
+            return
+        again, wake_at = await loop.iterate()
+        if not again and wake_at is not None:
+            clock.now = max(clock.now, wake_at)
+    raise AssertionError(f"not tried {tries} times: {api.status()}")
+
+
+def test_a_loop_step_waiting_for_another_incidents_lock_writes_nothing_to_the_breaker_meanwhile() -> None:
+    """Review 2, finding 2: each try of a step waiting for a lock reserved its slots (a write of
+    the breaker's ConfigMap) and gave them back (a second), every 2 s per waiting step, and held
+    slots meanwhile that could refuse a real action. Once its first attempt found the lock taken,
+    a try reads the lock first and, still held, is Blocked again without asking the breaker."""
+    api, clock, store = generic_api(), LoopClock(), MemoryStore()
+    busy_holder(api, clock.now)
+    loop = loop_with(api, clock, store, per_namespace=2)
+    asyncio.run(loop.iterate())  # the first attempt: reserved, found web busy, gave its slots back
+    first = store.writes
+    assert first == 2
+    asyncio.run(retries(loop, api, clock, 20))
+    assert store.writes == first  # 20 tries: no write of the breaker's state
+    assert store.state.actions == ()
+    assert api.effects == []
+    stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "TargetBusy"
+    assert "Deployment/web is busy: incident other holds it until its run settles" in stalled["message"]
+    assert api.status()["playbook"]["steps"][0]["state"] == "Blocked"
+    assert [t["state"] for t in api.status()["playbook"]["steps"][0]["targets"]] == ["Pending", "Pending"]
+    assert not [c for c in api.calls if c[0] == "write_lock" and c[1] == WEB_LOCK]  # never claimed
+    # the holder is done: the next try reserves once, both workloads in that one write, and acts
+    api.incidents["other"]["spec"] = {"closed": True}
+    api.set_lock("web", lock_rules.lock_value("other", "uid-other", clock.now - timedelta(hours=1), "r1"))
+    asyncio.run(drive(loop, api, clock))
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
+    assert store.writes == first + 1
+    assert len(store.state.actions) == 2
+
+
+def test_a_loop_retry_still_gives_way_when_the_older_holder_comes_to_wait_for_what_it_holds() -> None:
+    """The read before the slots never keeps a run waiting in a circle: when the older holder of
+    web starts waiting for api, which this run claimed at its first attempt, the next try runs
+    the claim, which gives api back (`controllers.targets.lock`)."""
+    api, clock, store = generic_api(), LoopClock(), MemoryStore()
+    api.incident["metadata"]["creationTimestamp"] = format_time(clock.now)
+    busy_holder(api, clock.now, older=True)
+    loop = loop_with(api, clock, store, per_namespace=2)
+    asyncio.run(loop.iterate())  # api claimed (first in name order), web busy: the older one goes on
+    assert lock_rules.lock_holder(api.lock("api") or "").incident == INCIDENT
+    asyncio.run(retries(loop, api, clock, 3))
+    assert lock_rules.lock_holder(api.lock("api") or "").incident == INCIDENT  # kept while it waits
+    busy_holder(api, clock.now, older=True, waits_for="Deployment/api")
+    asyncio.run(retries(loop, api, clock, 1))
+    assert api.lock("api") is None  # given back: the older run takes it and goes on
+    assert api.effects == []
+    assert store.state.actions == ()  # the try that gave way reserved and gave its slots back

@@ -322,7 +322,7 @@ class PlaybookProgress(ApiModel):
         description="The incident's targets this run acts on, pinned per kind: those a step on the "
         "incident's targets (target.fromIncident) resolved, added when the run's first step of their kind "
         "resolved them. A later step of a kind pinned here acts on these; an edit of spec.targets for that "
-        "kind applies from the next run. A step of a kind not pinned here (none acted on yet, or refused: "
+        "kind applies from the next run. A step of a kind not pinned here (none resolved yet, or refused: "
         "NoTarget, OutOfBounds) resolves against spec.targets as it is then. Unset: nothing pinned yet.",
     )
     steps: list[StepStatus] = Field(default_factory=list)

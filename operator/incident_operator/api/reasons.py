@@ -226,7 +226,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.TARGETS_PINNED: "A run pinned the incident's targets a step of it acts on "
     "(status.playbook.targets), when the first step of their kind resolved them: every later step of "
     "that kind in the run acts on those; an edit of spec.targets for that kind applies from the next "
-    "run (a kind no step acted on yet is read from spec.targets as it is).",
+    "run (a kind no step resolved yet is read from spec.targets as it is).",
     Reason.TARGETS_CHANGED: "spec.targets changed, for a kind the run pinned, during a run: the run goes on "
     "acting on its pinned targets of that kind; the edit applies from the next run (health checks both).",
     Reason.UNBLOCKED: "Condition reason of Stalled (False): a Blocked step could run again.",

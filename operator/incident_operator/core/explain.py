@@ -385,8 +385,8 @@ def _until(reason: str) -> str:
         )
     if reason == Reason.OUT_OF_BOUNDS:
         return (
-            "it acts on nothing (OutOfBounds) until a person changes spec.targets (a kind the run "
-            "has not acted on is read from it again), the workload's labels, or the Playbook's "
+            "it acts on nothing (OutOfBounds) until a person changes spec.targets (a kind no step "
+            "of the run has resolved is read from it again), the workload's labels, or the Playbook's "
             "allowedTargets (an edit ends the run and starts a new one)"
         )
     return f"it waits ({reason}) until a person fixes what its message names"

@@ -39,7 +39,7 @@ from incident_operator.controllers.incident.inputs import (
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
-from incident_operator.controllers.incident.mutating import MutatingSlots
+from incident_operator.controllers.incident.mutating import MutatingSlots, still_busy
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core import pins
@@ -48,6 +48,7 @@ from incident_operator.core.matching import select
 from incident_operator.core.planner import (
     AutomationHold,
     Decision,
+    Outcome,
     PlanInput,
     Record,
     complete,
@@ -234,6 +235,22 @@ class IncidentLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=seconds)
 
+    async def _still_busy(self, decision: Decision, chosen: PlaybookEntry | None) -> Outcome | None:
+        """The Blocked outcome of a retry whose slots would be reserved (`MutatingSlots.reserved`)
+        while a workload lock it waited for is still another run's (`mutating.still_busy`)."""
+        if chosen is None or self.slots.reserved(self.status, decision) is None:
+            return None
+        execution = self.execution
+        return await still_busy(
+            execution.kube,
+            self.namespace,
+            self.status,
+            decision,
+            playbook=chosen.spec,
+            me=execution.claimant(decision.status),
+            now=self.clock(),
+        )
+
     def _explained(
         self, decide: Callable[[PlanInput], Decision], inp: PlanInput, *, playbooks: Playbooks
     ) -> Decision:
@@ -317,8 +334,11 @@ class IncidentLoop:
             claimed = taken is None
         # A mutating action takes a slot of the circuit breaker and the storm guard before it
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
-        hold, tripped = await self.slots.reserve(self.status, decision)
-        reserved = self.slots.reserved(self.status, decision) if hold is None else None
+        # A retry of a step waiting for another incident's lock still held takes none: it is
+        # Blocked again from a read of the locks, its start never written (`still_busy`).
+        busy = await self._still_busy(decision, chosen)
+        hold, tripped = (None, []) if busy is not None else await self.slots.reserve(self.status, decision)
+        reserved = self.slots.reserved(self.status, decision) if hold is None and busy is None else None
         if hold is not None:
             decision = explained(plan, plan_input(held_by=holder, hold=hold))
             if tripped:
@@ -331,7 +351,7 @@ class IncidentLoop:
             await self._give_back_locks(spec, chosen)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
-        unwritten = start_unwritten(decision.intent, decision.status, chosen.spec)
+        unwritten = busy is not None or start_unwritten(decision.intent, decision.status, chosen.spec)
         if unwritten:
             self.commit.hold(decision, counts=(chosen, claimed))
         else:
@@ -340,7 +360,7 @@ class IncidentLoop:
             await self._give_back_locks(spec, chosen)
         self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
-        outcome = await self.execution.run_unless_overtaken(
+        outcome = busy or await self.execution.run_unless_overtaken(
             decision.intent, spec, chosen.spec, working, write_late=unwritten, deadlines=plan_input
         )
         if outcome is None:

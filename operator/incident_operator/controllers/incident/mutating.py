@@ -8,9 +8,16 @@ the step waits (`AutomationPaused`, `CircuitOpen` or `StormGuard`; `Stalled`, `A
 for a step no window can hold). The refusal that opened a trip carries one more record,
 `AutomationTripped`, from which people are told once per trip. A scale revert after the run
 (`revert-scale`) is counted, one action per workload put back, and never refused (not even when
-the breaker's state cannot be written: it is logged). An attempt that acted on nothing (Blocked
-TargetBusy or OutOfBounds) gives its slots back (`release`), and its run's storm-guard slot if the
-run had not acted before. Holds no state.
+the breaker's state cannot be written: it is logged).
+
+A retry of a step that waits for another incident's workload lock (its last attempt Blocked
+TargetBusy) first reads the locks (`still_busy`): while one is still held by another run, the
+step is Blocked again at once, naming the holder, with no slot reserved and nothing claimed or
+acted on, so a step waiting minutes writes nothing to the breaker's state and takes no slot that
+could turn a real action away. Only once its locks look free is it reserved and run; the action's
+own claim decides (`controllers.targets.lock`). An attempt that still acted on nothing (Blocked
+TargetBusy, a race lost to another claim, or OutOfBounds, the labels read again) gives its slots
+back (`release`), and its run's storm-guard slot if the run had not acted before. Holds no state.
 """
 
 from __future__ import annotations
@@ -18,12 +25,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from incident_operator.adapters.kube import ApiException, Kube, api_reason, not_found
 from incident_operator.api.actions import MUTATING_ACTIONS
-from incident_operator.api.models import IncidentStatus, StepState, StepStatus
-from incident_operator.api.reasons import Reason
+from incident_operator.api.base import WorkloadRef
+from incident_operator.api.models import IncidentStatus, PlaybookSpec, StepState, StepStatus
+from incident_operator.api.reasons import ConditionType, Reason
+from incident_operator.controllers import targets
 from incident_operator.controllers.automation import Breaker
 from incident_operator.core import breaker
+from incident_operator.core import targets as lock_rules
 from incident_operator.core.breaker import Request as BreakerRequest
 from incident_operator.core.planner import AutomationHold, Decision, Outcome, Record
 
@@ -156,3 +169,90 @@ class MutatingSlots:
             cluster_wide=breaker.scope_kind(verdict.scope or "") == breaker.CLUSTER,
         )
         return hold, [tripped]
+
+
+def _waited_busy(before: IncidentStatus, decision: Decision) -> bool:
+    """Whether `decision` tries again a step whose last attempt (in `before`, the same run) was
+    Blocked waiting for another incident's lock: the step Blocked and the incident Stalled with
+    reason TargetBusy."""
+    intent, progress, earlier = decision.intent, decision.status.playbook, before.playbook
+    if intent is None or intent.kind != "run-step" or progress is None or earlier is None or intent.step < 0:
+        return False
+    if earlier.runId != progress.runId or intent.step >= len(earlier.steps):
+        return False
+    if earlier.steps[intent.step].state is not StepState.BLOCKED:
+        return False
+    return any(
+        c.type == ConditionType.STALLED and c.status == "True" and c.reason == Reason.TARGET_BUSY
+        for c in before.conditions or []
+    )
+
+
+def _locked_refs(decision: Decision, playbook: PlaybookSpec) -> list[WorkloadRef]:
+    """The workloads the step `decision` starts would lock now (as `controllers.targets.run_step`
+    does): its fixed target, or its resolved targets not done yet; none for a step that locks none."""
+    intent, progress = decision.intent, decision.status.playbook
+    assert intent is not None  # noqa: S101 - callers check
+    assert progress is not None  # noqa: S101 - callers check
+    status = progress.steps[intent.step]
+    step = next((s for s in playbook.steps if s.name == status.name), None)
+    if step is None or not step.mutates or step.target is None:
+        return []
+    if status.targets is None:
+        fixed = step.target.fixed
+        return [fixed] if fixed is not None else []
+    return [t.ref for t in status.targets if t.state != "Succeeded"]
+
+
+async def _incident(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        body: dict[str, Any] | None = await kube.get_object("incidents", namespace, name)
+    except ApiException as exc:
+        if not not_found(exc):
+            raise
+        body = None
+    return body
+
+
+async def still_busy(
+    kube: Kube,
+    namespace: str,
+    before: IncidentStatus,
+    decision: Decision,
+    *,
+    playbook: PlaybookSpec,
+    me: targets.Claimant,
+    now: datetime,
+) -> Outcome | None:
+    """The outcome of the step `decision` tries again, decided by reading its workloads' locks,
+    when its last attempt waited for another incident's lock (`_waited_busy`) and one of them is
+    still held by another run (`core.targets.holds_lock`, as the claim judges it): Blocked
+    TargetBusy naming the holder, the message the claim would give. Nothing is written: no breaker
+    slot, no lock, no action. None: try it (reserve its slots, then its action claims the locks
+    and decides): not such a retry, every lock free or this incident's, the holder ranks first
+    and waits, maybe through others, for a workload this run holds (the action's claim gives way,
+    `controllers.targets.waits_on`), or a lock could not be read."""
+    if not _waited_busy(before, decision):
+        return None
+    try:
+        for ref in sorted(_locked_refs(decision, playbook), key=lock_rules.key):
+            value, _ = await kube.read_lock(namespace, lock_rules.lock_lease(ref))
+            if value is None:
+                continue
+            holder = lock_rules.lock_holder(value)
+            if me.owns(holder):
+                continue
+            body = await _incident(kube, namespace, holder.incident)
+            if body is None or not lock_rules.holds_lock(body, value, now):
+                continue
+            busy = targets.Busy(
+                holder.incident,
+                lock_rules.goes_first(body, holder.incident, me.created, me.incident),
+                lock_rules.waits_for(body),
+            )
+            if busy.first and await targets.waits_on(kube, namespace, busy.wants, me, now):
+                return None  # a circle of waits: the action's claim gives way
+            return Outcome(False, targets.busy_message(ref, busy), blocked=Reason.TARGET_BUSY)
+    except ApiException as exc:
+        logger.info("%s: locks not read before a retry: %s", namespace, api_reason(exc))
+    return None

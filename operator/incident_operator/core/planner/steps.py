@@ -152,7 +152,7 @@ def _resolve_targets(b: Builder, step: Step, step_status: StepStatus, playbook: 
 
     The run's targets are pinned per kind (`status.playbook.targets`, see `_pinned_resolution`):
     a person or alert intake editing spec.targets mid-run never makes a later step of the run act
-    on other workloads of a kind an earlier step acted on; the edit applies from the next run."""
+    on other workloads of a kind an earlier step resolved; the edit applies from the next run."""
     if step_status.targets is not None:
         return True
     resolution = _pinned_resolution(b, step, playbook)
@@ -180,11 +180,11 @@ def _pinned_resolution(b: Builder, step: Step, playbook: PlaybookSpec) -> target
 
     The rule: the run pins (`status.playbook.targets`) only what its steps resolved, per kind:
     a step of a kind the run pinned acts on the pinned workloads of that kind, whatever
-    spec.targets says now, so a run never switches the workloads of a kind it acted on. A step
+    spec.targets says now, so a run never switches the workloads of a kind it resolved. A step
     of a kind nothing of the run resolved yet (none pinned, or every earlier resolution of it
     refused: NoTarget, OutOfBounds) resolves against spec.targets as it is now, and what it acts
     on is added to the pin: a person fixing spec.targets lets a waiting step go on, and a target
-    the run never acted on never holds it. A step on every kind (`fromIncident: {}`) takes the
+    the run never resolved never holds it. A step on every kind (`fromIncident: {}`) takes the
     pinned workloads of the kinds pinned and spec.targets' of the others. A status written before
     the pin existed resolves like a run that pinned nothing."""
     progress = b.status.playbook
