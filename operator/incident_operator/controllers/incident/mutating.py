@@ -249,8 +249,11 @@ async def still_busy(
                 holder.incident,
                 lock_rules.goes_first(body, holder.incident, me.created, me.incident),
                 lock_rules.waits_for(body),
+                holder.run,
             )
-            if busy.first and await targets.waits_on(kube, namespace, busy.wants, me, now):
+            if busy.first and await targets.waits_on(
+                kube, namespace, busy.wants, me, now, start=(busy.holder, busy.run)
+            ):
                 return None  # a circle of waits: the action's claim gives way
             return Outcome(False, targets.busy_message(ref, busy), blocked=Reason.TARGET_BUSY)
     except ApiException as exc:
