@@ -96,15 +96,9 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
                 if holder.run == me.run and targets.young(holder, now, targets.LOCK_RENEW):
                     return None  # older: renewed below, so that it holds while this action runs
             else:
-                body = await _holder(kube, namespace, holder.incident)
-                if targets.holds_lock(body, value, now):
-                    assert body is not None  # noqa: S101 - a gone holder holds nothing
-                    return Busy(
-                        holder.incident,
-                        targets.goes_first(body, holder.incident, me.created, me.incident),
-                        targets.waits_for(body),
-                        holder.run,
-                    )
+                busy = await held_by(kube, namespace, value, me, now)
+                if busy is not None:
+                    return busy
         try:
             await kube.write_lock(
                 namespace, lease, targets.lock_value(me.incident, me.uid, now, me.run), version
@@ -170,6 +164,25 @@ async def carry(kube: Kube, namespace: str, refs: Sequence[WorkloadRef], me: Cla
                 me.run,
                 api_reason(exc),
             )
+
+
+async def held_by(kube: Kube, namespace: str, value: str, me: Claimant, now: datetime) -> Busy | None:
+    """Who holds a lock whose Lease names `value`, when another incident's run holds it still
+    (`core.targets.holds_lock`, judged from the holder's body as the API returns it); None: it is
+    `me`'s incident's, or free. Reads only."""
+    holder = targets.lock_holder(value)
+    if me.owns(holder):
+        return None
+    body = await _holder(kube, namespace, holder.incident)
+    if not targets.holds_lock(body, value, now):
+        return None
+    assert body is not None  # noqa: S101 - a gone holder holds nothing
+    return Busy(
+        holder.incident,
+        targets.goes_first(body, holder.incident, me.created, me.incident),
+        targets.waits_for(body),
+        holder.run,
+    )
 
 
 async def _holder(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:

@@ -26,9 +26,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from incident_operator.adapters.kube import ApiException, Kube, api_reason, not_found
+from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.api.actions import MUTATING_ACTIONS
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import IncidentStatus, PlaybookSpec, StepState, StepStatus
@@ -204,16 +203,6 @@ def _locked_refs(decision: Decision, playbook: PlaybookSpec) -> list[WorkloadRef
     return [t.ref for t in status.targets if t.state != "Succeeded"]
 
 
-async def _incident(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
-    try:
-        body: dict[str, Any] | None = await kube.get_object("incidents", namespace, name)
-    except ApiException as exc:
-        if not not_found(exc):
-            raise
-        body = None
-    return body
-
-
 async def still_busy(
     kube: Kube,
     namespace: str,
@@ -239,18 +228,9 @@ async def still_busy(
             value, _ = await kube.read_lock(namespace, lock_rules.lock_lease(ref))
             if value is None:
                 continue
-            holder = lock_rules.lock_holder(value)
-            if me.owns(holder):
+            busy = await targets.held_by(kube, namespace, value, me, now)
+            if busy is None:
                 continue
-            body = await _incident(kube, namespace, holder.incident)
-            if body is None or not lock_rules.holds_lock(body, value, now):
-                continue
-            busy = targets.Busy(
-                holder.incident,
-                lock_rules.goes_first(body, holder.incident, me.created, me.incident),
-                lock_rules.waits_for(body),
-                holder.run,
-            )
             if busy.first and await targets.waits_on(
                 kube, namespace, busy.wants, me, now, start=(busy.holder, busy.run)
             ):
