@@ -257,7 +257,7 @@ def test_a_close_that_hangs_is_abandoned_after_the_close_timeout(monkeypatch: py
     kube = Kube.__new__(Kube)
     kube.api = HangingApi()  # type: ignore[assignment]
     started = time.monotonic()
-    asyncio.run(kube.close())
+    asyncio.run(asyncio.wait_for(kube.close(), 5))  # bounded here too: a hang fails, never blocks
     assert time.monotonic() - started < 2
 
 
@@ -330,3 +330,46 @@ def test_a_request_the_api_server_does_not_answer_ends_at_its_timeout_as_a_trans
     assert isinstance(error, RequestTimeout)
     assert not isinstance(error, TimeoutError)  # never mistaken for a caller's own deadline
     assert took < 5
+
+
+def test_the_clients_models_load_on_first_use_and_deserialize_as_before() -> None:
+    """`adapters.lazyclient`: importing the operator's runtime loads a handful of the client's ~770
+    model modules, not all; a list read from the API still becomes the client's nested models."""
+    probe = (
+        "import asyncio, json, sys\n"
+        "from incident_operator.cli import main\n"
+        "main.without_the_sync_client()\n"
+        "from incident_operator.runtime import runner, handlers\n"
+        "import kopf\n"
+        "kopf.get_default_registry()\n"
+        "def models():\n"
+        "    return sum(m.startswith('kubernetes_asyncio.client.models.') for m in sys.modules)\n"
+        "at_start = models()\n"
+        "from kubernetes_asyncio import client\n"
+        "from kubernetes_asyncio.client import V1Pod\n"
+        "async def read():\n"
+        "    api = client.ApiClient()\n"
+        "    body = {'items': [{'metadata': {'name': 'p', 'ownerReferences': [{'apiVersion': 'v1',"
+        " 'kind': 'ReplicaSet', 'name': 'r', 'uid': 'u'}]}, 'status': {'conditions': [{'type': 'Ready',"
+        " 'status': 'True'}]}}]}\n"
+        "    pods = api._ApiClient__deserialize(body, 'V1PodList')\n"
+        "    await api.close()\n"
+        "    return pods\n"
+        "pods = asyncio.run(read())\n"
+        "pod = pods.items[0]\n"
+        "print(json.dumps({'at_start': at_start, 'after': models(), 'pod': isinstance(pod, V1Pod),"
+        " 'owner': pod.metadata.owner_references[0].kind, 'ready': pod.status.conditions[0].status,"
+        " 'api': client.CoreV1Api.__name__}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["at_start"] <= 10  # of ~770 (eagerly, every one: about 38 MiB of code)
+    assert seen["after"] <= seen["at_start"] + 10
+    assert (seen["pod"], seen["owner"], seen["ready"], seen["api"]) == (
+        True,
+        "ReplicaSet",
+        "True",
+        "CoreV1Api",
+    )

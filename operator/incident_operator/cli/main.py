@@ -111,9 +111,13 @@ def without_the_sync_client() -> None:
     is installed (it is: the `kubectl incident` plugin uses it), and its model code would sit in
     memory twice. `sys.modules[name] = None` makes `import kubernetes` raise ImportError, which kopf
     expects of an optional library (it then logs in through `kubernetes_asyncio`). Called before
-    kopf is imported; a process that already imported the client keeps it."""
+    kopf is imported; a process that already imported the client keeps it. Also makes
+    `kubernetes_asyncio` load its models on first use (`adapters.lazyclient`)."""
     if SYNC_CLIENT not in sys.modules:
         sys.modules[SYNC_CLIENT] = None  # type: ignore[assignment]
+    from incident_operator.adapters import lazyclient  # kopf imports the client before our adapters
+
+    lazyclient.install()
 
 
 def main(argv: list[str] | None = None) -> int:
