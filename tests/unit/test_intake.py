@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
-from urllib3.exceptions import MaxRetryError
 
 from incident_operator.adapters.kube import ApiException
 from incident_operator.controllers import intake as intake_module
@@ -35,7 +34,7 @@ class UnreachableApi:
     core = custom = Methods()
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        raise MaxRetryError(pool=None, url="/api", reason=ConnectionRefusedError("refused"))
+        raise aiohttp.ServerDisconnectedError()  # a transport failure, not an OSError
 
     async def list_objects(self, *args: Any, **kwargs: Any) -> Any:
         return await self.call("list_objects", *args, **kwargs)
@@ -248,7 +247,7 @@ class RefusingApi(InMemoryApi):
 
     async def create_object(self, plural: str, namespace: str, body: dict[str, Any]) -> Any:
         error = ApiException(status=self.create_status, reason="Forbidden")
-        error.body = json.dumps({"message": self.message})
+        error.body = json.dumps({"message": self.message}).encode()  # the client keeps the bytes
         raise error
 
 

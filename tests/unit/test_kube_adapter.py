@@ -1,5 +1,6 @@
 """The adapter's own-kinds calls reach the client with the group, version and plural, and with the
-request timeout every operator call carries (the client's methods take it as `_request_timeout`)."""
+request timeout every operator call carries (the client's methods take it as `_request_timeout`).
+The client's methods are coroutines (`kubernetes_asyncio`): the stand-ins answer as coroutines too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import pytest
-from kubernetes import client
+from kubernetes_asyncio import client
 
 from incident_operator.adapters.kube import REQUEST_TIMEOUT_S, Kube
 from incident_operator.api.keys import API_GROUP, API_VERSION, SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
@@ -20,19 +21,24 @@ class RecordingCustomObjectsApi:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
     def __getattr__(self, method: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        async def call(*args: Any, **kwargs: Any) -> dict[str, Any]:
             self.calls.append((method, args, kwargs))
             return {"items": [{"metadata": {"name": "a"}}], "metadata": {}}
 
         return call
 
 
+async def offline_kube() -> Kube:
+    """A Kube whose client never sends (its groups are replaced); made in a loop, as its session is."""
+    return Kube(client.ApiClient())
+
+
 @pytest.fixture
 def kube() -> Any:
-    k = Kube(client.ApiClient())
+    k = asyncio.run(offline_kube())
     k.objects.api = RecordingCustomObjectsApi()  # type: ignore[assignment]
     yield k
-    k.close()
+    asyncio.run(k.close())
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,7 @@ class RecordingGroup:
         self.calls, self.answer = calls, answer
 
     def __getattr__(self, method: str) -> Any:
-        def call(*args: Any, **kwargs: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((method, args, kwargs))
             return self.answer
 

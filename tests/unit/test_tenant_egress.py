@@ -484,7 +484,7 @@ class FakeCore:
         self.pods = pods
         self.forbidden_pods = False
 
-    def list_namespaced_pod(self, namespace: str, *, label_selector: str, **_: Any) -> Any:
+    async def list_namespaced_pod(self, namespace: str, *, label_selector: str, **_: Any) -> Any:
         if self.forbidden_pods:
             raise ApiException(status=403, reason="Forbidden")
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
@@ -502,7 +502,7 @@ class FakeCore:
             ]
         )
 
-    def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
+    async def read_namespaced_service(self, name: str, namespace: str, **_: Any) -> Any:
         if name not in self.services:
             raise ApiException(status=404, reason="Not Found")
         return self.services[name]
@@ -517,7 +517,7 @@ class FakeDiscovery:
         self.slices = slices
         self.selectors: list[str] = []
 
-    def list_namespaced_endpoint_slice(self, namespace: str, *, label_selector: str, **_: Any) -> Any:
+    async def list_namespaced_endpoint_slice(self, namespace: str, *, label_selector: str, **_: Any) -> Any:
         self.selectors.append(label_selector)
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
         items = [
@@ -564,9 +564,12 @@ DB_PODS = (
 
 
 def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() -> None:
-    from kubernetes import client
+    from kubernetes_asyncio import client
 
-    kube = Kube(client.ApiClient())
+    async def offline() -> Kube:  # its session is made in a loop; it never sends (fakes answer)
+        return Kube(client.ApiClient())
+
+    kube = asyncio.run(offline())
     core = FakeCore(
         {
             "alias": _service("ExternalName", None, "db.victim.svc.cluster.local"),
@@ -609,7 +612,7 @@ def test_the_adapter_reads_a_service_and_only_controller_made_endpoint_slices() 
         with pytest.raises(ApiException):  # the caller refuses the request (EgressDenied)
             asyncio.run(kube.service_facts("shop", "db"))
     finally:
-        kube.close()
+        asyncio.run(kube.close())
     assert alias is not None
     assert alias.type == "ExternalName"
     assert not alias.admits("10.96.9.9", 80)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kubernetes import client
+from kubernetes_asyncio import client
 
 from incident_operator.adapters.kube import Kube
 

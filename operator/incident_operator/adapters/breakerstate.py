@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from incident_operator.adapters.kube import Kube
+from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.core import breaker
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "incident-operator"}

@@ -1,26 +1,33 @@
 """Thin async access to the Kubernetes API for the engine and the actions.
 
-Wraps the (synchronous) official client: every call runs in a worker thread so the event loop
-never blocks. Owns client construction (kubeconfig or in-cluster), the few read helpers the
-actions share (workload readiness, pod readiness) and access reviews (what the operator may do
-in a namespace). Nothing here decides anything.
+Wraps the asyncio Kubernetes client (`kubernetes_asyncio`: generated from the same OpenAPI as the
+official client, so the same API classes, method names and models, on aiohttp, which kopf already
+uses): every call is a coroutine on the event loop, no call waits for a thread. Owns client
+construction (in-cluster ServiceAccount with its rotating token, or kubeconfig; the cluster's TLS;
+a connection pool limit; the user agent), what every call carries (a request timeout, bounded
+retries on 429 with Retry-After), the few read helpers the actions share (workload readiness, pod
+readiness) and access reviews (what the operator may do in a namespace). Nothing here decides
+anything. The `kubectl incident` plugin stays on the synchronous client (`cli.kubectl.objects`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import functools
+import contextlib
 import ipaddress
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException as ApiException  # noqa: PLC0414 - callers catch it
-from kubernetes.config.config_exception import ConfigException
+import aiohttp
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException as ApiException  # noqa: PLC0414 - callers catch it
+from kubernetes_asyncio.config.config_exception import ConfigException as ConfigException  # noqa: PLC0414
+from kubernetes_asyncio.config.incluster_config import SERVICE_CERT_FILENAME, SERVICE_TOKEN_FILENAME
 
 from incident_operator import __version__
 from incident_operator.api.keys import API_GROUP, API_VERSION, LABEL_INCIDENT
@@ -36,24 +43,84 @@ from incident_operator.core.revisions import (
 from incident_operator.settings.egress import ServiceFacts
 
 T = TypeVar("T")
+TransportError = aiohttp.ClientError
+"""What a call raises when the connection to the API server failed or broke (besides OSError, and
+`RequestTimeout` when the request timeout passed): callers that answer "unavailable" catch it too."""
+
+
+class RequestTimeout(TransportError):
+    """The API server did not answer within the call's request timeout. Not a TimeoutError, so that
+    a caller's own deadline (`asyncio.wait_for` around an action) is never mistaken for it."""
+
+
 USER_AGENT = f"incident-operator/{__version__}"
 REQUEST_TIMEOUT_S = 30
-KUBE_WORKERS = 16
+KUBE_CONNECTIONS = 16
+"""At most this many requests in flight to the API server (the connection pool's limit; it was the
+thread pool's size when the client was synchronous)."""
+RETRIES_ON_429 = 3
+"""A request the API server refused with 429 (API Priority and Fairness: not processed) is sent
+again at most this many times, after its Retry-After."""
+RETRY_AFTER_MAX_S = 10.0
+RETRY_AFTER_DEFAULT_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
+"""Closing the client never waits longer than this (a frozen API server must not hold SIGTERM)."""
 API_SERVER_NAMESPACE = "default"
 API_SERVER_SERVICE = "kubernetes"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
 """`endpointslice.kubernetes.io/managed-by` of the slices made from a Service's selector."""
 
 
-def load_api_client() -> client.ApiClient:
-    """In-cluster service account when deployed, else the current kubeconfig."""
+async def load_configuration(
+    *,
+    token_file: str = SERVICE_TOKEN_FILENAME,
+    cert_file: str = SERVICE_CERT_FILENAME,
+    environ: Mapping[str, str] | None = None,
+) -> client.Configuration:
+    """In-cluster ServiceAccount when deployed, else the current kubeconfig (KUBECONFIG or
+    ~/.kube/config). In cluster, the client verifies the API server with the mounted CA and sends
+    the projected token, which the kubelet rotates: the client reads the token file again at most a
+    minute after it last read it (`kubernetes_asyncio`'s refresh hook, called before every request).
+    Raises ConfigException if there is neither."""
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration,
+            try_refresh_token=True,
+            token_filename=token_file,
+            cert_filename=cert_file,
+            environ=os.environ if environ is None else environ,
+        )
     except ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = client.ApiClient()
-    api.user_agent = USER_AGENT  # tells our requests apart in audit logs
+        await config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = KUBE_CONNECTIONS
+    return configuration
+
+
+def api_client(configuration: client.Configuration) -> client.ApiClient:
+    """An API client for `configuration` with the operator's user agent (the audit log and the
+    bench tell our requests apart by it). Made inside the event loop (it opens an aiohttp session)."""
+    api = client.ApiClient(configuration)
+    api.user_agent = USER_AGENT
     return api
+
+
+async def load_api_client() -> client.ApiClient:
+    """The operator's API client: `load_configuration()` with the operator's user agent."""
+    return api_client(await load_configuration())
+
+
+def retry_after(exc: ApiException) -> float:
+    """Seconds to wait before sending again a request refused with 429: its Retry-After (seconds;
+    a date or garbage counts as the default), within [0, RETRY_AFTER_MAX_S]."""
+    value = (getattr(exc, "headers", None) or {}).get("Retry-After")
+    try:
+        seconds = float(value) if value is not None else RETRY_AFTER_DEFAULT_S
+    except ValueError:
+        seconds = RETRY_AFTER_DEFAULT_S
+    if math.isnan(seconds):
+        seconds = RETRY_AFTER_DEFAULT_S
+    return min(max(seconds, 0.0), RETRY_AFTER_MAX_S)
 
 
 async def secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
@@ -98,6 +165,14 @@ def conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
 
+def api_body(exc: ApiException) -> str:
+    """An API error's body as text (the asyncio client keeps the bytes it read; empty if none)."""
+    body = exc.body
+    if isinstance(body, bytes):
+        return body.decode(errors="replace")
+    return str(body or "")
+
+
 def api_reason(exc: ApiException) -> str:
     """A one-line reason from an API error, without headers or bodies that may hold secrets."""
     return f"HTTP {exc.status} {exc.reason}".strip()
@@ -119,11 +194,13 @@ class Readiness:
         return f"{self.ready}/{self.desired} ready, {self.updated} updated, {self.available} available"
 
 
-def pod_name(pod: client.V1Pod) -> str:
+def pod_name(pod: Any) -> str:
+    """The name of a V1Pod (of either client: the plugin reads pods with the synchronous one)."""
     return str(pod.metadata.name) if pod.metadata is not None and pod.metadata.name else ""
 
 
-def pod_ready(pod: client.V1Pod) -> bool:
+def pod_ready(pod: Any) -> bool:
+    """Whether a V1Pod (of either client) is Ready and not being deleted."""
     if pod.metadata is not None and pod.metadata.deletion_timestamp is not None:
         return False
     conditions = (pod.status.conditions if pod.status else None) or []
@@ -155,31 +232,37 @@ _WORKLOAD_METHODS: dict[str, dict[str, str]] = {
 """The apps/v1 calls per workload kind (their resources are `api.rbac.workload_resource`)."""
 
 
-class CustomObjects:
-    """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev),
-    reached one way: the operator through `Kube` (which runs these in its worker threads, with a
-    request timeout in `options`), the `kubectl incident` plugin directly. Synchronous and thin:
-    bodies are plain dicts; `options` go to the client as they are (`_request_timeout`)."""
+MERGE_PATCH = {"_content_type": "application/merge-patch+json"}
+"""A dict body of a custom object's patch is a JSON merge patch (RFC 7386): the asyncio client would
+label it a JSON patch (a list of operations) otherwise. Built-in kinds take a strategic merge patch,
+which both clients choose for a dict."""
+
+
+class AsyncCustomObjects:
+    """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev), as
+    coroutines (called through `Kube.call`, which adds the request timeout to `options` and retries
+    429s). Thin: bodies are plain dicts; `options` go to the client as they are
+    (`_request_timeout`). The plugin's synchronous twin is `cli.kubectl.objects.CustomObjects`."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = client.CustomObjectsApi(api)
 
-    def get(self, plural: str, namespace: str, name: str, **options: Any) -> dict[str, Any]:
-        found = self.api.get_namespaced_custom_object(
+    async def get(self, plural: str, namespace: str, name: str, **options: Any) -> dict[str, Any]:
+        found = await self.api.get_namespaced_custom_object(
             API_GROUP, API_VERSION, namespace, plural, name, **options
         )
         return cast(dict[str, Any], found)
 
-    def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
+    async def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
         """Every object of `namespace` (None: all) that `query` selects, read in pages of 500."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
             page: dict[str, Any] = {**query, "limit": 500, **({"_continue": token} if token else {})}
             if namespace is None:
-                listed = self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **page)
+                listed = await self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **page)
             else:
-                listed = self.api.list_namespaced_custom_object(
+                listed = await self.api.list_namespaced_custom_object(
                     API_GROUP, API_VERSION, namespace, plural, **page
                 )
             result = cast(dict[str, Any], listed)
@@ -188,44 +271,43 @@ class CustomObjects:
             if not token:
                 return items
 
-    def create(self, plural: str, namespace: str, body: dict[str, Any], **options: Any) -> dict[str, Any]:
-        created = self.api.create_namespaced_custom_object(
+    async def create(
+        self, plural: str, namespace: str, body: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        created = await self.api.create_namespaced_custom_object(
             API_GROUP, API_VERSION, namespace, plural, body, **options
         )
         return cast(dict[str, Any], created)
 
-    def patch(
+    async def patch(
         self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
     ) -> dict[str, Any]:
         """A merge patch of the object (metadata, spec)."""
-        patched = self.api.patch_namespaced_custom_object(
-            API_GROUP, API_VERSION, namespace, plural, name, body, **options
+        patched = await self.api.patch_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body, **{**MERGE_PATCH, **options}
         )
         return cast(dict[str, Any], patched)
 
-    def patch_status(
+    async def patch_status(
         self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
     ) -> dict[str, Any]:
         """A merge patch of the status subresource (`body` is `{"status": ...}`, maybe a resourceVersion)."""
-        patched = self.api.patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, plural, name, body, **options
+        patched = await self.api.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, plural, name, body, **{**MERGE_PATCH, **options}
         )
         return cast(dict[str, Any], patched)
 
 
 class Kube:
-    """The API groups the operator uses, called off the event loop."""
+    """The API groups the operator uses, called as coroutines on the event loop."""
 
-    def __init__(self, api: client.ApiClient, *, workers: int = KUBE_WORKERS) -> None:
+    def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        # A pool of its own, bounded: a slow API server cannot starve the event loop's default
-        # executor (DNS resolution, other blocking work), and concurrency stays predictable.
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kube")
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         self.custom = client.CustomObjectsApi(api)  # other groups' objects (metrics.k8s.io)
-        self.objects = CustomObjects(api)
+        self.objects = AsyncCustomObjects(api)
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.discovery = client.DiscoveryV1Api(api)
@@ -251,15 +333,27 @@ class Kube:
             for address in endpoint.addresses or []
         ]
 
-    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`fn(*args, **kwargs)` in the client's thread pool, with a request timeout unless given."""
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await `fn(*args, **kwargs)` (a client method or an `AsyncCustomObjects` one) with a
+        request timeout unless given; a 429 is sent again after its Retry-After, at most
+        RETRIES_ON_429 times (the API server did not process it). Raises the client's errors,
+        TransportError, and RequestTimeout when the timeout passed."""
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        for attempt in range(RETRIES_ON_429 + 1):
+            try:
+                return await fn(*args, **kwargs)
+            except TimeoutError as exc:  # the request's own timeout (a caller's deadline cancels)
+                raise RequestTimeout(f"no answer within {kwargs['_request_timeout']}s") from exc
+            except ApiException as exc:
+                if exc.status != 429 or attempt == RETRIES_ON_429:
+                    raise
+                await asyncio.sleep(retry_after(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.api.close()  # type: ignore[no-untyped-call]
+    async def close(self) -> None:
+        """Close the client's connections, within CLOSE_TIMEOUT_S whatever the API server does."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.api.close(), CLOSE_TIMEOUT_S)
 
     # ------------------------------------------------------------------ workloads
 
@@ -341,7 +435,7 @@ class Kube:
 
     def to_dict(self, obj: Any) -> dict[str, Any]:
         """A client model as the API's JSON (camelCase keys)."""
-        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))  # type: ignore[no-untyped-call]
+        return cast(dict[str, Any], self.api.sanitize_for_serialization(obj))
 
     async def rollout_history(self, kind: str, name: str, namespace: str) -> RolloutHistory:
         """The workload's revisions (its ReplicaSets or ControllerRevisions), the current one, and

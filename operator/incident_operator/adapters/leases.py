@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
+from kubernetes_asyncio import client
 
-from incident_operator.adapters.kube import Kube
+from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.api.timestamps import format_micro_time
 from incident_operator.core.leadership import LeaseRecord
 

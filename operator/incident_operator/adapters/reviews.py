@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from kubernetes import client
+from kubernetes_asyncio import client
 
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.core.httpauth import Requirement, ReviewUnavailable, UnsureToken, User

@@ -19,9 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from incident_operator.adapters.kube import Kube, api_reason
+from incident_operator.adapters.kube import ApiException, Kube, api_reason
 
 logger = logging.getLogger(__name__)
 

@@ -102,6 +102,24 @@ def pod_namespace() -> str:
         return "incident-operator"
 
 
+SYNC_CLIENT = "kubernetes"
+
+
+def without_the_sync_client() -> None:
+    """Make the official synchronous client unimportable in the operator's process: it runs on
+    `kubernetes_asyncio` only, but kopf imports the official client's models whenever that package
+    is installed (it is: the `kubectl incident` plugin uses it), and its model code would sit in
+    memory twice. `sys.modules[name] = None` makes `import kubernetes` raise ImportError, which kopf
+    expects of an optional library (it then logs in through `kubernetes_asyncio`). Called before
+    kopf is imported; a process that already imported the client keeps it. Also makes
+    `kubernetes_asyncio` load its models on first use (`adapters.lazyclient`)."""
+    if SYNC_CLIENT not in sys.modules:
+        sys.modules[SYNC_CLIENT] = None  # type: ignore[assignment]
+    from incident_operator.adapters import lazyclient  # kopf imports the client before our adapters
+
+    lazyclient.install()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                 ", ".join(channel.ignored),
                 channel.type,
             )
-    from kubernetes.config.config_exception import ConfigException
-
+    without_the_sync_client()
+    from incident_operator.adapters.kube import ConfigException
     from incident_operator.runtime import runner  # kopf is imported only when running
 
     try:

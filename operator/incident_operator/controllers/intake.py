@@ -26,10 +26,16 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from incident_operator.adapters import metrics
-from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
+from incident_operator.adapters.kube import (
+    ApiException,
+    Kube,
+    TransportError,
+    api_body,
+    api_reason,
+    secret_value,
+)
 from incident_operator.api import keys
 from incident_operator.api.reasons import Reason
 from incident_operator.api.targets import MAX_TARGETS
@@ -53,7 +59,7 @@ class ApiUnavailable(Exception):
 def _unavailable(exc: Exception) -> bool:
     if isinstance(exc, ApiException):
         return exc.status in (0, 429) or exc.status >= 500
-    return isinstance(exc, Urllib3Error | OSError)
+    return isinstance(exc, TransportError | OSError)
 
 
 TokenRef = tuple[str, str, str]
@@ -106,7 +112,7 @@ class Intake:
                 self._tokens[ref] = (time.monotonic(), None)
                 return None
             raise ApiUnavailable(f"Secret {namespace}/{name}: {api_reason(exc)}") from exc
-        except (Urllib3Error, OSError) as exc:
+        except (TransportError, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
         self._tokens[ref] = (time.monotonic(), token)
         return token
@@ -227,7 +233,7 @@ class Intake:
             )
             if exc.status == 404:
                 code, reason = "NamespaceNotFound", f"namespace {action.namespace} does not exist"
-            elif exc.status == 403 and "exceeded quota" in str(exc.body or ""):
+            elif exc.status == 403 and "exceeded quota" in api_body(exc):
                 # Answered 200 with the reason: a retry cannot succeed until someone raises the quota.
                 code = "QuotaExceeded"
                 reason = f"namespace {action.namespace}: the ResourceQuota on incidents is used up"
@@ -238,7 +244,7 @@ class Intake:
                     "(the operator's log says why)"
                 )
             return self._skipped(action.fingerprint, reason, code)
-        except (Urllib3Error, OSError) as exc:
+        except (TransportError, OSError) as exc:
             raise ApiUnavailable(type(exc).__name__) from exc
         return {"fingerprint": action.fingerprint, **outcome}
 
@@ -364,7 +370,7 @@ class Intake:
 def _status_message(exc: ApiException) -> str:
     """The API server's one-line message from a Status body (admission and RBAC say why there)."""
     try:
-        return str(json.loads(exc.body or "{}").get("message", ""))[:300]
+        return str(json.loads(api_body(exc) or "{}").get("message", ""))[:300]
     except (ValueError, AttributeError):
         return ""
 

@@ -110,7 +110,7 @@ async def run(
 ) -> None:
     """Serve until kopf exits (on SIGINT/SIGTERM, or when `stop` is set)."""
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
-    kube = Kube(load_api_client())
+    kube = Kube(await load_api_client())
     egress = config.file.egress
     http = http_client()
     every_port, one_port = fixed_api_server(kube.host)
@@ -150,7 +150,7 @@ async def run(
         for server in servers:
             await server.cleanup()
         await http.aclose()
-        kube.close()
+        await kube.close()
         raise
     logger.info(
         "serving /healthz, /readyz, /alertmanager and (authenticated) /metrics, /reports on %s:%d; "
@@ -184,7 +184,7 @@ async def run(
         for server in servers:
             await server.cleanup()
         await http.aclose()
-        kube.close()
+        await kube.close()
 
 
 async def _operate(

@@ -12,10 +12,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
-from incident_operator.adapters.kube import CustomObjects
 from incident_operator.api.keys import API_GROUP
 from incident_operator.api.models import IncidentSpec, IncidentStatus
 from incident_operator.api.timestamps import parse_time
+from incident_operator.cli.kubectl.objects import CustomObjects
 
 PLURAL = "incidents"
 

@@ -1,0 +1,375 @@
+"""The operator's asynchronous API client against real HTTP servers on 127.0.0.1: in-cluster
+construction (the cluster's CA, the projected token read again after the kubelet rotates it), the
+user agent, bounded retries on 429 after Retry-After, and a close that does not wait for a frozen
+API server. Also: the operator's process never imports the synchronous client."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from kubernetes_asyncio import client
+from kubernetes_asyncio.config import incluster_config
+
+from incident_operator import __version__
+from incident_operator.adapters import kube as kube_module
+from incident_operator.adapters.kube import (
+    KUBE_CONNECTIONS,
+    RETRIES_ON_429,
+    RETRY_AFTER_MAX_S,
+    ApiException,
+    Kube,
+    RequestTimeout,
+    TransportError,
+    api_client,
+    load_configuration,
+    retry_after,
+)
+from tests.polling import until
+
+CONFIGMAP = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "ns"}}
+
+
+class Seen:
+    """What the server received: each request's headers, and the answers it still has to give."""
+
+    def __init__(self, answers: list[Callable[[], web.Response]]) -> None:
+        self.answers = answers
+        self.headers: list[dict[str, str]] = []
+        self.times: list[float] = []
+
+
+def ok() -> web.Response:
+    return web.json_response(CONFIGMAP)
+
+
+def too_many(after: str | None) -> Callable[[], web.Response]:
+    def answer() -> web.Response:
+        headers = {"Retry-After": after} if after is not None else {}
+        body = {"kind": "Status", "code": 429, "reason": "TooManyRequests"}
+        return web.json_response(body, status=429, headers=headers)
+
+    return answer
+
+
+@asynccontextmanager
+async def api_server(seen: Seen, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    async def handle(request: web.Request) -> web.Response:
+        seen.headers.append(dict(request.headers))
+        seen.times.append(time.monotonic())
+        return seen.answers.pop(0)() if seen.answers else ok()
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
+    await site.start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+def plain_kube(port: int) -> Kube:
+    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+    return Kube(api_client(configuration))
+
+
+def test_a_429_is_sent_again_after_its_retry_after_and_then_succeeds() -> None:
+    async def scenario() -> tuple[Any, Seen]:
+        seen = Seen([too_many("1"), ok])
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                found = await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return found, seen
+
+    found, seen = asyncio.run(scenario())
+    assert isinstance(found, client.V1ConfigMap)
+    assert found.metadata.name == "cm"
+    assert len(seen.headers) == 2
+    assert seen.times[1] - seen.times[0] >= 0.9  # it waited for Retry-After: 1
+    assert {h["User-Agent"] for h in seen.headers} == {f"incident-operator/{__version__}"}
+
+
+def test_retries_on_429_are_bounded_and_the_last_refusal_reaches_the_caller() -> None:
+    async def scenario() -> tuple[ApiException, Seen]:
+        seen = Seen([too_many("0")] * 10)
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                with pytest.raises(ApiException) as raised:
+                    await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return raised.value, seen
+
+    error, seen = asyncio.run(scenario())
+    assert error.status == 429
+    assert len(seen.headers) == 1 + RETRIES_ON_429
+
+
+def test_other_errors_are_not_retried() -> None:
+    async def scenario() -> Seen:
+        seen = Seen([lambda: web.json_response({"kind": "Status", "code": 409}, status=409), ok])
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                with pytest.raises(ApiException):
+                    await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return seen
+
+    assert len(asyncio.run(scenario()).headers) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("600", RETRY_AFTER_MAX_S),
+        ("-4", 0.0),
+        ("soon", 1.0),
+        (None, 1.0),
+        ("nan", 1.0),
+    ],
+)
+def test_retry_after_is_read_in_seconds_and_bounded(header: str | None, seconds: float) -> None:
+    exc = ApiException(status=429, reason="TooManyRequests")
+    exc.headers = {"Retry-After": header} if header is not None else {}  # type: ignore[assignment]
+    assert retry_after(exc) == seconds
+
+
+def test_in_cluster_the_client_trusts_the_cluster_ca_and_reads_the_rotated_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client reads the token file again once its last read is older than the refresh period
+    # (a minute); a period of zero makes every request look for a rotated token.
+    monkeypatch.setattr(incluster_config, "TOKEN_REFRESH_PERIOD", datetime.timedelta(0))
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    token, ca_file = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("first-token")
+    ca_file.write_bytes(ca.cert_pem.bytes())
+
+    async def scenario() -> tuple[Seen, client.Configuration]:
+        seen = Seen([])
+        async with api_server(seen, server_context) as port:
+            environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port)}
+            configuration = await load_configuration(
+                token_file=str(token), cert_file=str(ca_file), environ=environ
+            )
+            kube = Kube(api_client(configuration))
+            try:
+                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+                token.write_text("second-token")  # the kubelet rotated the projected token
+                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return seen, configuration
+
+    seen, configuration = asyncio.run(scenario())
+    assert configuration.host.startswith("https://127.0.0.1:")
+    assert [h["Authorization"] for h in seen.headers] == ["Bearer first-token", "Bearer second-token"]
+    assert configuration.connection_pool_maxsize == KUBE_CONNECTIONS
+
+
+def test_in_cluster_an_api_server_the_cluster_ca_did_not_sign_is_refused(tmp_path: Path) -> None:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)
+    token, ca_file = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("t")
+    ca_file.write_bytes(trustme.CA().cert_pem.bytes())  # another CA
+
+    async def scenario() -> Seen:
+        seen = Seen([])
+        async with api_server(seen, server_context) as port:
+            environ = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port)}
+            configuration = await load_configuration(
+                token_file=str(token), cert_file=str(ca_file), environ=environ
+            )
+            kube = Kube(api_client(configuration))
+            try:
+                with pytest.raises(Exception, match="certificate verify failed"):
+                    await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return seen
+
+    assert asyncio.run(scenario()).headers == []  # the token never left the client
+
+
+def test_closing_the_client_does_not_wait_for_a_frozen_api_server() -> None:
+    """A server that accepts and never answers (the bench SIGSTOPs the API server): a call in
+    flight must not hold the close, which ends well within the 15 s SIGTERM goal."""
+
+    async def scenario() -> tuple[float, BaseException | None]:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def frozen(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)  # never answers
+
+        server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        kube = plain_kube(port)
+        calling = asyncio.create_task(kube.call(kube.core.read_namespaced_config_map, "cm", "ns"))
+        await until(lambda: bool(accepted), timeout=5, what="the request reached the frozen server")
+        started = time.monotonic()
+        await kube.close()
+        took = time.monotonic() - started
+        calling.cancel()
+        outcome = await asyncio.gather(calling, return_exceptions=True)
+        for writer in accepted:
+            writer.close()
+        server.close()
+        return took, outcome[0] if isinstance(outcome[0], BaseException) else None
+
+    took, outcome = asyncio.run(scenario())
+    assert took < kube_module.CLOSE_TIMEOUT_S + 1
+    assert outcome is not None  # the call in flight ended (cancelled or failed), it did not answer
+
+
+def test_a_close_that_hangs_is_abandoned_after_the_close_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube_module, "CLOSE_TIMEOUT_S", 0.2)
+
+    class HangingApi:
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    kube = Kube.__new__(Kube)
+    kube.api = HangingApi()  # type: ignore[assignment]
+    started = time.monotonic()
+    asyncio.run(asyncio.wait_for(kube.close(), 5))  # bounded here too: a hang fails, never blocks
+    assert time.monotonic() - started < 2
+
+
+def test_the_operators_process_never_imports_the_synchronous_client() -> None:
+    """Its model code would sit in memory next to kubernetes_asyncio's: kopf imports the official
+    client whenever it is installed, unless the entry point made it unimportable first."""
+    probe = (
+        "import sys, json\n"
+        "from incident_operator.cli import main\n"
+        "main.without_the_sync_client()\n"
+        "from incident_operator.runtime import runner, handlers\n"
+        "import kopf\n"
+        "registry = kopf.get_default_registry()\n"
+        "logins = [str(h.id) for h in registry._activities.get_all_handlers()"
+        " if h.activity.value == 'authentication']\n"
+        "loaded = sorted(m for m, v in sys.modules.items() if v is not None"
+        " and (m == 'kubernetes' or m.startswith('kubernetes.')))\n"
+        "print(json.dumps({'loaded': loaded, 'logins': logins,"
+        " 'async': 'kubernetes_asyncio.client' in sys.modules}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"loaded": [], "logins": ["login_via_async_client"], "async": True}
+
+
+def test_a_patch_of_our_own_kinds_is_a_json_merge_patch_and_of_a_workload_a_strategic_one() -> None:
+    async def scenario() -> Seen:
+        seen = Seen([lambda: web.json_response({"metadata": {"name": "x"}})] * 2)
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                await kube.patch_incident_status("ns", "x", {"phase": "Resolved"})
+                await kube.patch_object("incidents", "ns", "x", {"metadata": {"labels": {"a": "b"}}})
+                await kube.patch_workload("Deployment", "web", "ns", {"spec": {"replicas": 2}})
+            finally:
+                await kube.close()
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [h["Content-Type"] for h in seen.headers] == [
+        "application/merge-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+    ]
+
+
+def test_a_request_the_api_server_does_not_answer_ends_at_its_timeout_as_a_transport_error() -> None:
+    async def scenario() -> tuple[BaseException, float]:
+        accepted: list[asyncio.StreamWriter] = []
+
+        async def frozen(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+
+        server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+        kube = plain_kube(server.sockets[0].getsockname()[1])
+        started = time.monotonic()
+        try:
+            with pytest.raises(TransportError) as raised:
+                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns", _request_timeout=0.5)
+        finally:
+            await kube.close()
+            for writer in accepted:
+                writer.close()
+            server.close()
+        return raised.value, time.monotonic() - started
+
+    error, took = asyncio.run(scenario())
+    assert isinstance(error, RequestTimeout)
+    assert not isinstance(error, TimeoutError)  # never mistaken for a caller's own deadline
+    assert took < 5
+
+
+def test_the_clients_models_load_on_first_use_and_deserialize_as_before() -> None:
+    """`adapters.lazyclient`: importing the operator's runtime loads a handful of the client's ~770
+    model modules, not all; a list read from the API still becomes the client's nested models."""
+    probe = (
+        "import asyncio, json, sys\n"
+        "from incident_operator.cli import main\n"
+        "main.without_the_sync_client()\n"
+        "from incident_operator.runtime import runner, handlers\n"
+        "import kopf\n"
+        "kopf.get_default_registry()\n"
+        "def models():\n"
+        "    return sum(m.startswith('kubernetes_asyncio.client.models.') for m in sys.modules)\n"
+        "at_start = models()\n"
+        "from kubernetes_asyncio import client\n"
+        "from kubernetes_asyncio.client import V1Pod\n"
+        "async def read():\n"
+        "    api = client.ApiClient()\n"
+        "    body = {'items': [{'metadata': {'name': 'p', 'ownerReferences': [{'apiVersion': 'v1',"
+        " 'kind': 'ReplicaSet', 'name': 'r', 'uid': 'u'}]}, 'status': {'conditions': [{'type': 'Ready',"
+        " 'status': 'True'}]}}]}\n"
+        "    pods = api._ApiClient__deserialize(body, 'V1PodList')\n"
+        "    await api.close()\n"
+        "    return pods\n"
+        "pods = asyncio.run(read())\n"
+        "pod = pods.items[0]\n"
+        "print(json.dumps({'at_start': at_start, 'after': models(), 'pod': isinstance(pod, V1Pod),"
+        " 'owner': pod.metadata.owner_references[0].kind, 'ready': pod.status.conditions[0].status,"
+        " 'api': client.CoreV1Api.__name__}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["at_start"] <= 10  # of ~770 (eagerly, every one: about 38 MiB of code)
+    assert seen["after"] <= seen["at_start"] + 10
+    assert (seen["pod"], seen["owner"], seen["ready"], seen["api"]) == (
+        True,
+        "ReplicaSet",
+        "True",
+        "CoreV1Api",
+    )
