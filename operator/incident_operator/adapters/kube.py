@@ -12,7 +12,7 @@ import asyncio
 import base64
 import functools
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -169,6 +169,20 @@ class CustomObjects:
             API_GROUP, API_VERSION, namespace, plural, name, **options
         )
         return cast(dict[str, Any], found)
+
+    def page(
+        self, plural: str, namespace: str | None, token: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of at most `limit` objects, and the token of the next (None: the last)."""
+        query: dict[str, Any] = {"limit": limit, **({"_continue": token} if token else {})}
+        if namespace is None:
+            listed = self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **query)
+        else:
+            listed = self.api.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, plural, **query
+            )
+        result = cast(dict[str, Any], listed)
+        return result.get("items") or [], (result.get("metadata") or {}).get("continue") or None
 
     def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
         """Every object of `namespace` (None: all) that `query` selects, read in pages of 500."""
@@ -630,6 +644,18 @@ class Kube:
     async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
         """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
         return list(await self.list_objects("incidents", namespace))
+
+    async def incident_pages(
+        self, namespace: str | None, limit: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every Incident of `namespace` (None: all), one page at a time: a caller that keeps a
+        few facts of each holds one page of whole bodies at most, not all of them."""
+        token: str | None = None
+        while True:
+            items, token = await self.call(self.objects.page, "incidents", namespace, token, limit)
+            yield items
+            if token is None:
+                return
 
     async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.get_object("playbooks", namespace, name)
