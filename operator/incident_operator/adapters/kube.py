@@ -171,10 +171,10 @@ class CustomObjects:
         return cast(dict[str, Any], found)
 
     def page(
-        self, plural: str, namespace: str | None, token: str | None, limit: int
+        self, plural: str, namespace: str | None, token: str | None, limit: int, **options: Any
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of at most `limit` objects, and the token of the next (None: the last)."""
-        query: dict[str, Any] = {"limit": limit, **({"_continue": token} if token else {})}
+        query: dict[str, Any] = {**options, "limit": limit, **({"_continue": token} if token else {})}
         if namespace is None:
             listed = self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **query)
         else:
