@@ -88,6 +88,38 @@ def test_every_own_kind_call_carries_the_group_version_plural_and_the_request_ti
     assert options["_request_timeout"] == REQUEST_TIMEOUT_S
 
 
+class PagingCustomObjectsApi:
+    """Answers a listing in two pages, linked by a continue token."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def list_namespaced_custom_object(self, *args: Any, **query: Any) -> dict[str, Any]:
+        self.calls.append({"args": args, **query})
+        if query.get("_continue") == "next":
+            return {"items": [{"metadata": {"name": "c"}}], "metadata": {"continue": ""}}
+        return {
+            "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}],
+            "metadata": {"continue": "next"},
+        }
+
+
+def test_incident_pages_reads_one_page_at_a_time_with_the_request_timeout(kube: Any) -> None:
+    """The start listing (`handlers.index_existing`) holds one page of bodies, never all."""
+    kube.objects.api = PagingCustomObjectsApi()
+
+    async def pages() -> list[list[str]]:
+        return [[item["metadata"]["name"] for item in page] async for page in kube.incident_pages("ns", 2)]
+
+    assert asyncio.run(pages()) == [["a", "b"], ["c"]]
+    first, second = kube.objects.api.calls
+    assert first["args"] == (API_GROUP, API_VERSION, "ns", "incidents")
+    assert first["limit"] == 2
+    assert "_continue" not in first
+    assert second["_continue"] == "next"
+    assert first["_request_timeout"] == second["_request_timeout"] == REQUEST_TIMEOUT_S
+
+
 class RecordingGroup:
     """Stands in for one of the client's API groups (CoreV1Api, BatchV1Api, ...)."""
 

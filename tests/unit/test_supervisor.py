@@ -16,6 +16,7 @@ from incident_operator.adapters import metrics
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core.openlimit import OpenIncident, Rankings
 from incident_operator.core.planner import Record, posts_event
+from incident_operator.core.repeats import History
 from incident_operator.runtime import handlers
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
@@ -228,7 +229,8 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    ctx.open_ranks = Rankings()  # as the open-incidents index fed it: u1 running, u2 and u3 wait
+    ctx.history, ctx.unconfirmed = History(), {}
+    ctx.open_ranks = Rankings()  # as the watch events fed it: u1 running, u2 and u3 wait
     ctx.open_ranks.put("ns", "u1", OpenIncident("inc-u1", "u1", t0, running=True, run="r1"))
     ctx.open_ranks.put("ns", "u2", OpenIncident("inc-u2", "u2", t0 + timedelta(seconds=1), waiting=True))
     ctx.open_ranks.put("ns", "u3", OpenIncident("inc-u3", "u3", t0 + timedelta(seconds=2), waiting=True))
@@ -262,9 +264,9 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     ctx.open_ranks = Rankings()
+    ctx.history, ctx.unconfirmed = History(), {}
     memo = kopf.Memo(ctx=ctx)
     waits = {"type": "AutomationPaused", "status": "True", "reason": "OpenIncidentLimit", "message": "m"}
-    indexer: Any = handlers.open_incidents_by_namespace  # fed by kopf on every event, as here
     for n, (uid, status) in enumerate(
         [
             ("u1", {"playbook": {"name": "pb", "runId": "r1", "steps": []}}),
@@ -274,14 +276,8 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
     ):
         found = body(uid)
         meta = {**found["metadata"], "creationTimestamp": f"2026-11-30T09:00:0{n}Z"}
-        indexer(
-            namespace="ns",
-            name=f"inc-{uid}",
-            uid=uid,
-            spec={"title": "t"},
-            meta=meta,
-            status=status,
-            memo=memo,
+        handlers.index_incident(  # as every watch event (or the start listing) does
+            ctx, None, {"metadata": {**meta, "name": f"inc-{uid}"}, "spec": {"title": "t"}, "status": status}
         )
     changed: Any = handlers.incident_changed
     await changed(

@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -253,21 +253,27 @@ class AsyncCustomObjects:
         )
         return cast(dict[str, Any], found)
 
+    async def page(
+        self, plural: str, namespace: str | None, token: str | None, limit: int, **options: Any
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of at most `limit` objects, and the token of the next (None: the last)."""
+        query: dict[str, Any] = {**options, "limit": limit, **({"_continue": token} if token else {})}
+        if namespace is None:
+            listed = await self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **query)
+        else:
+            listed = await self.api.list_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, plural, **query
+            )
+        result = cast(dict[str, Any], listed)
+        return result.get("items") or [], (result.get("metadata") or {}).get("continue") or None
+
     async def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
         """Every object of `namespace` (None: all) that `query` selects, read in pages of 500."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page: dict[str, Any] = {**query, "limit": 500, **({"_continue": token} if token else {})}
-            if namespace is None:
-                listed = await self.api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **page)
-            else:
-                listed = await self.api.list_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, plural, **page
-                )
-            result = cast(dict[str, Any], listed)
-            items += result.get("items") or []
-            token = (result.get("metadata") or {}).get("continue")
+            found, token = await self.page(plural, namespace, token, 500, **query)
+            items += found
             if not token:
                 return items
 
@@ -724,6 +730,18 @@ class Kube:
     async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
         """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
         return list(await self.list_objects("incidents", namespace))
+
+    async def incident_pages(
+        self, namespace: str | None, limit: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every Incident of `namespace` (None: all), one page at a time: a caller that keeps a
+        few facts of each holds one page of whole bodies at most, not all of them."""
+        token: str | None = None
+        while True:
+            items, token = await self.call(self.objects.page, "incidents", namespace, token, limit)
+            yield items
+            if token is None:
+                return
 
     async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
         return await self.get_object("playbooks", namespace, name)

@@ -5,8 +5,8 @@ alertname for incidents from an alert (else the category), and the same set of t
 incident repeats the latest earlier one with its key detected within the window (config
 `repeats.windowDays`, 30 by default). Drills neither repeat nor are repeated.
 
-Works on raw objects, because the operator keeps these keys in a kopf index over every incident
-it watches (cheap per watch event, no parsing of whole incidents).
+Works on raw objects: the operator keeps these keys in a `History` over every incident it
+watches (cheap per watch event, no parsing of whole incidents), and keeps nothing else of them.
 """
 
 from __future__ import annotations
@@ -54,3 +54,50 @@ def previous(name: str, now: datetime, earlier: Iterable[Seen], window: timedelt
         if now - window <= when <= now and (best is None or when > best[0]):
             best = (when, other)
     return best[1] if best else None
+
+
+class History:
+    """The repeat facts of every watched incident: (namespace, key) -> {uid: Seen}.
+
+    All the operator keeps of a settled incident for repeat detection: its name and when it was
+    detected (two short strings), never its body. Fed from watch events (`put`, `remove`) and,
+    at start, from a paged listing, so that the first incident judged sees all earlier ones.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, RepeatKey], dict[str, Seen]] = {}
+        self._key_of: dict[str, tuple[str, RepeatKey]] = {}
+
+    def __len__(self) -> int:
+        return len(self._key_of)
+
+    def put(
+        self,
+        namespace: str,
+        uid: str,
+        spec: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        status: Mapping[str, Any],
+    ) -> None:
+        """Index (or index again) incident `uid` from its raw spec, metadata and status."""
+        key = key_of(spec)
+        self.remove(uid)
+        if key is None:
+            return
+        where = (namespace, key)
+        self._by_key.setdefault(where, {})[uid] = seen_of(str(metadata.get("name") or ""), metadata, status)
+        self._key_of[uid] = where
+
+    def remove(self, uid: str) -> None:
+        where = self._key_of.pop(uid, None)
+        if where is None:
+            return
+        entries = self._by_key.get(where)
+        if entries is not None:
+            entries.pop(uid, None)
+            if not entries:
+                del self._by_key[where]
+
+    def of(self, namespace: str, key: RepeatKey) -> list[Seen]:
+        """The incidents of `namespace` with `key` (in no particular order)."""
+        return list(self._by_key.get((namespace, key), {}).values())

@@ -21,7 +21,7 @@ from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import Supervisor
-from incident_operator.core import openlimit
+from incident_operator.core import openlimit, repeats
 from incident_operator.settings.config import OperatorConfig
 
 
@@ -38,9 +38,15 @@ class RuntimeContext:
     open_incidents: metrics.OpenIncidents = field(default_factory=metrics.OpenIncidents)
     action_items: metrics.OpenActionItems = field(default_factory=metrics.OpenActionItems)
     open_ranks: openlimit.Rankings = field(default_factory=openlimit.Rankings)
-    """The open incidents of each namespace in the cap's order, fed by the open-incidents index."""
+    """The open incidents of each namespace in the cap's order (`handlers.index_incident`)."""
+    history: repeats.History = field(default_factory=repeats.History)
+    """Every watched incident's repeat key and detection time, nothing else (`handlers.index_incident`)."""
+    unconfirmed: dict[str, str] = field(default_factory=dict)
+    """uid -> namespace of the incidents indexed from the start listing and not yet seen in the watch."""
+    unconfirmed_task: asyncio.Task[int] | None = None
+    """Drops the unconfirmed ones after a while (`handlers.drop_unconfirmed`)."""
     supervisor: Supervisor | None = None
-    """The incident loops' supervisor, built on the first Incident event (it needs kopf's indexes)."""
+    """The incident loops' supervisor, built on the first Incident event (it needs kopf's Playbook index)."""
     run_records_task: asyncio.Task[None] | None = None
     """The run recorder's writer, started with kopf and stopped at its cleanup."""
     playbook_generations: dict[tuple[str, str], Any] = field(default_factory=dict)

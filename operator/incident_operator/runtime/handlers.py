@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -27,15 +28,19 @@ from incident_operator.controllers.incident import (
 )
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import conditions, openlimit, repeats, validation
+from incident_operator.core import conditions, openlimit, validation
 from incident_operator.core.planner import Record
-from incident_operator.runtime.context import context
+from incident_operator.runtime.context import RuntimeContext, context
 
 # Watches are re-established at least this often, so a silently broken connection heals.
 WATCH_SERVER_TIMEOUT_S = 300
 WATCH_CLIENT_TIMEOUT_S = 330
 CONNECT_TIMEOUT_S = 10
 REQUEST_TIMEOUT_S = 30
+# The initial listing (at start, and after a watch restart that needs one) in pages of this many
+# objects: kopf asks for the whole list in one response otherwise, and 10,000 incidents with a
+# realistic history are ~90 MB of JSON read, decoded and held at once (a peak the allocator keeps).
+WATCH_LIST_CHUNK = 500
 LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
 
 logger = logging.getLogger(__name__)
@@ -56,7 +61,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.watching.chunk_size = WATCH_LIST_CHUNK
     ctx = context(memo)
+    logger.info("indexed %d incidents", await index_existing(ctx))
+    ctx.unconfirmed_task = asyncio.create_task(drop_unconfirmed(ctx))
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
 
 
@@ -67,6 +75,8 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     ctx = context(memo)
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
+    if ctx.unconfirmed_task is not None:
+        ctx.unconfirmed_task.cancel()
     if ctx.run_records_task is not None:
         ctx.run_records_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -90,36 +100,77 @@ def playbooks_by_namespace(
     return {namespace or "": (name, parse_playbook(name, spec, status, meta.get("generation"), jobs))}
 
 
-@kopf.index(API_GROUP, API_VERSION, "incidents")
-def incidents_by_repeat_key(
-    *, namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta, status: kopf.Status, **_: Any
-) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
-    """Every incident by (namespace, repeat key): what a new incident may repeat (see `repeats`)."""
-    key = repeats.key_of(spec)
-    if key is None:
-        return {}
-    return {(namespace or "", key): repeats.seen_of(name, meta, status)}
+# No kopf index over Incidents: before any handler runs, kopf holds every listed object's whole
+# body until all of them are indexed (at 10,000 incidents with a realistic history, half a GB,
+# and a wait that grows with the square of their number). The two things kept of every incident
+# are compact facts in the context instead (`index_incident`): its repeat key and detection
+# time (`repeats.History`), and its place under the cap on open incidents (`openlimit.Rankings`,
+# open ones only). `index_existing` fills them from a paged listing at start, so the first
+# incident judged still sees every earlier one, as kopf's pre-indexing guaranteed. An incident
+# deleted between that listing and kopf's gets no watch event: what the listing indexed and no
+# watch event confirmed is dropped after UNCONFIRMED_AFTER_S (one that still exists comes back
+# with its listing event from kopf, whenever kopf gets to it: dropping is always safe).
+INDEX_PAGE = 500
+INDEX_ATTEMPTS = (1.0, 2.0, 5.0, 10.0)  # delays between tries of the start listing
+UNCONFIRMED_AFTER_S = 60.0
 
 
-@kopf.index(API_GROUP, API_VERSION, "incidents")
-def open_incidents_by_namespace(
-    *,
-    namespace: str | None,
-    name: str,
-    uid: str,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    **_: Any,
-) -> dict[str, openlimit.OpenIncident]:
-    """Every open incident by namespace, ranked by the cap on open incidents (see `openlimit`).
-    Kopf calls it on every Incident event (and for every Incident before any handler runs); it
-    also feeds the namespace's `Ranking`, which sorts again only when a place changed. A deleted
-    Incident is taken out by `incident_changed` (kopf calls no indexer for it)."""
-    entry = openlimit.entry_of(name, uid, spec, meta, status)
-    context(memo).open_ranks.put(namespace or "", uid, entry)
-    return {} if entry is None else {namespace or "": entry}
+def index_incident(
+    ctx: RuntimeContext, event_type: str | None, body: Mapping[str, Any], *, listed: bool = False
+) -> None:
+    """Keep the compact facts of one Incident: from its watch event, or from the start listing
+    (`listed`: to be confirmed by a watch event)."""
+    metadata = body.get("metadata") or {}
+    namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
+    if listed:
+        ctx.unconfirmed[uid] = namespace
+    else:
+        ctx.unconfirmed.pop(uid, None)
+    if event_type == "DELETED":
+        ctx.history.remove(uid)
+        ctx.open_ranks.put(namespace, uid, None)
+        return
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    ctx.history.put(namespace, uid, spec, metadata, status)
+    ctx.open_ranks.put(
+        namespace, uid, openlimit.entry_of(str(metadata.get("name") or ""), uid, spec, metadata, status)
+    )
+
+
+async def index_existing(ctx: RuntimeContext) -> int:
+    """Index every Incident the operator watches, one page at a time, before kopf's watch starts.
+    Returns how many. Tried a few times; if the API server stays unreachable, the watch events
+    fill the indexes as they come (logged)."""
+    namespaces: list[str | None] = list(ctx.config.namespaces) or [None]
+    for delay in (*INDEX_ATTEMPTS, None):
+        count = 0
+        try:
+            for namespace in namespaces:
+                async for page in ctx.kube.incident_pages(namespace, INDEX_PAGE):
+                    for item in page:
+                        index_incident(ctx, None, item, listed=True)
+                    count += len(page)
+                    del page
+        except Exception as exc:  # the API server may not answer yet
+            if delay is None:
+                logger.warning("could not list incidents at start, indexing from the watch: %s", exc)
+                return count
+            await asyncio.sleep(delay)
+            continue
+        return count
+    return 0
+
+
+async def drop_unconfirmed(ctx: RuntimeContext, after: float = UNCONFIRMED_AFTER_S) -> int:
+    """After `after` seconds, forget what the start listing indexed and no watch event confirmed
+    (deleted in between). Returns how many."""
+    await asyncio.sleep(after)
+    gone = dict(ctx.unconfirmed)
+    ctx.unconfirmed.clear()
+    for uid, namespace in gone.items():
+        ctx.history.remove(uid)
+        ctx.open_ranks.put(namespace, uid, None)
+    return len(gone)
 
 
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
@@ -128,11 +179,7 @@ def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], names
     return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
 
-def _supervisor(
-    memo: kopf.Memo,
-    index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
-    seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
-) -> Supervisor:
+def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     ctx = context(memo)
@@ -173,7 +220,7 @@ def _supervisor(
             notifier=ctx.notifier,
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
-            history=lambda key: list(seen.get((namespace, key), [])),
+            history=lambda key: ctx.history.of(namespace, key),
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
             breaker=ctx.breaker,
@@ -197,12 +244,11 @@ def _supervisor(
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"])
     namespace = body.get("metadata", {}).get("namespace") or ""
     uid = body.get("metadata", {}).get("uid", "")
     ranking = ctx.open_ranks.of(namespace)
-    if type == "DELETED":
-        ranking.put(uid, None)
+    index_incident(ctx, type, body)
     supervisor.observe(type, body)
     # A slot under the cap on open incidents freed, or one more incident came: wake the incidents
     # of the namespace whose place now differs from what their status says (usually none).

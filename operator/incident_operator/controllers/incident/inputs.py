@@ -41,10 +41,10 @@ from incident_operator.settings.config import OperatorConfig
 logger = logging.getLogger(__name__)
 
 History = Callable[[repeats.RepeatKey], list[repeats.Seen]]
-"""Earlier incidents by repeat key (a kopf index in the operator)."""
+"""Earlier incidents by repeat key (`repeats.History`, kept by the operator from watch events)."""
 
 OpenInNamespace = Callable[[], openlimit.Ranking]
-"""The open incidents of the incident's namespace, ranked (fed by a kopf index in the operator)."""
+"""The open incidents of the incident's namespace, ranked (fed from watch events in the operator)."""
 
 
 Playbooks = tuple[list["PlaybookEntry"], dict[str, str]]

@@ -1,0 +1,46 @@
+"""bench/history.py: the realistic history of the scale measurements is what the operator and
+the report would find after a real life (valid for the models, Closed, no loop, counted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.core import openlimit, report
+from incident_operator.core.attention import needs_loop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as bench.py has it
+from history import closed_incident
+
+AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
+
+
+def test_a_history_incident_is_valid_closed_and_needs_no_loop() -> None:
+    body = closed_incident("h00007", 7, AT)
+    spec, status = IncidentSpec.model_validate(body["spec"]), IncidentStatus.model_validate(body["status"])
+    assert spec.closed
+    assert status.phase == Phase.CLOSED
+    assert status.closedAt is not None
+    assert status.playbook is not None
+    assert len(status.playbook.steps) == 3
+    assert len(status.timeline or []) >= 20  # a life, not an empty status
+    assert 6_000 < len(json.dumps(body)) < 16_000
+    assert not needs_loop(body["spec"], body["status"], {}, 4)
+    meta = {"name": "h00007", "uid": "u7", "creationTimestamp": "2026-05-04T10:00:00Z"}
+    assert openlimit.entry_of("h00007", "u7", body["spec"], meta, body["status"]) is None
+
+
+def test_the_history_varies_and_the_report_counts_it() -> None:
+    objects = [
+        {"metadata": {"namespace": "ns", "name": f"h{i}"}, **closed_incident(f"h{i}", i, AT)}
+        for i in range(8)
+    ]
+    assert len({o["spec"]["severity"] for o in objects}) == 4
+    figures = report.build(objects, 2026, 5, AT).figures
+    assert figures["total"] == 8
+    assert figures["unreadable"] == 0
+    assert figures["actionItems"]["done"] == 16
+    assert figures["escalations"] == 8
