@@ -26,8 +26,9 @@ from incident_operator.controllers.incident import (
     parse_playbook,
 )
 from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import conditions, openlimit, repeats, validation
+from incident_operator.core import archive, conditions, openlimit, repeats, validation
 from incident_operator.core.planner import Record
 from incident_operator.runtime.context import context
 
@@ -58,6 +59,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     ctx = context(memo)
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
+    retention = ctx.config.file.retention
+    if retention.enabled:  # kopf runs on the leader alone: so does retention
+        ctx.retention_task = asyncio.create_task(Retention(ctx.kube, retention, ctx.config.namespaces).run())
 
 
 @kopf.on.cleanup()
@@ -65,6 +69,10 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
     ctx = context(memo)
+    if ctx.retention_task is not None:
+        ctx.retention_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx.retention_task
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.run_records_task is not None:
@@ -101,6 +109,15 @@ def incidents_by_repeat_key(
     return {(namespace or "", key): repeats.seen_of(name, meta, status)}
 
 
+@kopf.index(API_GROUP, API_VERSION, archive.PLURAL)
+def archived_by_repeat_key(
+    *, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
+    """Archived incidents by (namespace, repeat key), the latest of each key per IncidentArchive:
+    repeats are found across retention's boundary (see `archive.repeat_index`)."""
+    return archive.repeat_index(namespace or "", body)
+
+
 @kopf.index(API_GROUP, API_VERSION, "incidents")
 def open_incidents_by_namespace(
     *,
@@ -132,6 +149,7 @@ def _supervisor(
     memo: kopf.Memo,
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
     seen: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
+    archived: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
 ) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
@@ -173,7 +191,7 @@ def _supervisor(
             notifier=ctx.notifier,
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
-            history=lambda key: list(seen.get((namespace, key), [])),
+            history=lambda key: [*seen.get((namespace, key), []), *archived.get((namespace, key), [])],
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
             breaker=ctx.breaker,
@@ -197,7 +215,12 @@ def _supervisor(
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["incidents_by_repeat_key"])
+    supervisor = _supervisor(
+        memo,
+        kwargs["playbooks_by_namespace"],
+        kwargs["incidents_by_repeat_key"],
+        kwargs["archived_by_repeat_key"],
+    )
     namespace = body.get("metadata", {}).get("namespace") or ""
     uid = body.get("metadata", {}).get("uid", "")
     ranking = ctx.open_ranks.of(namespace)
