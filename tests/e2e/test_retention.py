@@ -332,3 +332,24 @@ def test_a_tenant_reads_the_archive_and_cannot_write_it(
         assert f"not user {user}" in done.stderr
     assert world["months"][0] in {a[len("incidents-") :] for a in names(installed, "incidentarchives")}
     core.delete_namespace(TENANTS)
+
+
+def test_a_namespace_deleted_takes_its_archives_with_it(
+    installed: Cluster, world: dict[str, Any], operator: OperatorProcess
+) -> None:
+    """The admission policy lets the namespace controller delete archives: no namespace is stuck
+    Terminating because of them."""
+    gone = "retention-gone"
+    create_namespace(installed, gone, opt_in=False)
+    empty = {"month": "2026-01", "count": 0, "entries": {}}
+    made = create_as(
+        installed, operator.kubeconfig, gone, "IncidentArchive", name="incidents-2026-01", spec=empty
+    )
+    assert made.returncode == 0, made.stderr
+    core = client.CoreV1Api(installed.api)
+    core.delete_namespace(gone)
+    wait_until(
+        lambda: gone not in {n.metadata.name for n in core.list_namespace().items},
+        timeout=120,
+        what=f"namespace {gone} deleted with its archive",
+    )
