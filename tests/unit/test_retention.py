@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -18,6 +18,8 @@ from incident_operator.adapters.kube import ApiException
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH, LABEL_INCIDENT
 from incident_operator.api.models import ARCHIVE_POSTMORTEM_MAX, IncidentArchiveSpec
 from incident_operator.api.timestamps import format_time as stamp
+from incident_operator.cli.kubectl.client import Api, Failed
+from incident_operator.cli.kubectl.main import parser
 from incident_operator.controllers.retention import Retention
 from incident_operator.core import archive, repeats, report
 from incident_operator.settings.config import ConfigError, RetentionConfig, load_config_file
@@ -466,3 +468,95 @@ def test_retention_is_off_unless_configured_and_bad_config_is_refused(tmp_path: 
     loaded = load_config_file(path).retention
     assert loaded.enabled
     assert (loaded.closedForDays, loaded.deletesPerSecond) == (90, 5.0)
+
+
+# --------------------------------------------------------------------------- kubectl incident
+
+
+class PluginApi:
+    """The `Api` methods `report` and `history` call: live incidents and archives in memory."""
+
+    namespace = "shop"
+
+    def __init__(
+        self, live: list[dict[str, Any]], archives: list[dict[str, Any]], refuse: int | None = None
+    ) -> None:
+        self.live, self.archived, self.refuse = live, archives, refuse
+        self.months: list[str | None] = []
+
+    def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
+        return self.live
+
+    def archives(self, all_namespaces: bool, month: str | None = None) -> list[dict[str, Any]]:
+        if self.refuse:
+            raise ApiException(status=self.refuse, reason="Forbidden")
+        self.months.append(month)
+        return [a for a in self.archived if month in (None, a["spec"]["month"])]
+
+
+def plugin(fake: PluginApi, *argv: str) -> None:
+    parsed = parser().parse_args(list(argv))
+    parsed.fn(cast(Api, fake), parsed)
+
+
+def test_kubectl_incident_report_counts_archived_incidents_and_history_lists_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    objects = history_set()
+    plugin(PluginApi(objects, []), "report", "--month", "2026-11", "--format", "json")
+    before = json.loads(capsys.readouterr().out)
+    fake = PluginApi([], archived(objects))
+    plugin(fake, "report", "--month", "2026-11", "--format", "json")
+    assert json.loads(capsys.readouterr().out) == before
+    assert fake.months == ["2026-11"]  # only the month's archives are read
+
+    plugin(fake, "history", "--month", "2026-10")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["NAME", "SEVERITY", "CATEGORY", "DETECTED"]
+    assert [line.split()[0] for line in out[1:]] == ["oct"]
+    plugin(fake, "history", "-o", "json")
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(i["metadata"]["name"] for i in listed) == sorted(o["metadata"]["name"] for o in objects)
+    with pytest.raises(Failed, match="month must be YYYY-MM"):
+        plugin(fake, "history", "--month", "2026-13")
+
+
+def test_a_report_reader_who_may_not_read_archives_is_told_so(capsys: pytest.CaptureFixture[str]) -> None:
+    plugin(PluginApi(history_set(), [], refuse=403), "report", "--month", "2026-11", "--format", "json")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"] == 5
+    assert "note: archived incidents not counted" in captured.err
+
+
+def test_the_operators_reports_list_archives_where_they_list_incidents() -> None:
+    """`/reports` is built from `runner._watched_history`: the incidents and the archives of the
+    namespace asked for, or of every watched namespace."""
+    from incident_operator.runtime import runner
+
+    live = history_set()[:3]
+    archives = archived(history_set()[3:])
+
+    class Kube:
+        def __init__(self) -> None:
+            self.objects = SimpleNamespace(list=self.list)
+            self.scopes: list[tuple[str, str | None]] = []
+
+        async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        def list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+            self.scopes.append((plural, namespace))
+            return archives if namespace in (None, "shop") else []
+
+        async def list_incidents(self, namespace: str | None) -> list[dict[str, Any]]:
+            return live if namespace in (None, "shop") else []
+
+    kube = Kube()
+    found = asyncio.run(runner._watched_history(kube, (), "shop"))  # type: ignore[arg-type]
+    assert sorted(i["metadata"]["name"] for i in found) == sorted(
+        o["metadata"]["name"] for o in history_set()
+    )
+    assert kube.scopes == [(archive.PLURAL, "shop")]
+    kube.scopes.clear()
+    asyncio.run(runner._watched_history(kube, ("shop", "web"), None))  # type: ignore[arg-type]
+    assert kube.scopes == [(archive.PLURAL, "shop"), (archive.PLURAL, "web")]
