@@ -26,6 +26,9 @@ from incident_operator.settings.config import ConfigError, RetentionConfig, load
 from tests.unit.test_after_the_incident import T0, incident
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+Objects = list[dict[str, Any]]
+Pairs = list[tuple[str, str]]
+Months = list[str | None]
 
 
 def closed(obj: dict[str, Any], uid: str, closed_at: datetime) -> dict[str, Any]:
@@ -269,7 +272,7 @@ class FakeApi:
         self.version += 1
         return str(self.version)
 
-    def list(self, plural: str, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+    def list(self, plural: str, namespace: str | None, label_selector: str = "") -> Objects:
         store = self.incidents if plural == "incidents" else self.archives
         found = [copy.deepcopy(o) for (ns, _), o in sorted(store.items()) if namespace in (None, ns)]
         if label_selector:
@@ -325,7 +328,7 @@ class FakeApi:
             raise ApiException(status=404, reason="NotFound")
         return dict(self.configmaps[(namespace, name)].data)
 
-    async def owned_configmaps(self, namespace: str, incident: str, uid: str) -> list[tuple[str, str]]:
+    async def owned_configmaps(self, namespace: str, incident: str, uid: str) -> Pairs:
         return [
             (c.metadata.name, c.metadata.uid)
             for (ns, _), c in self.configmaps.items()
@@ -354,7 +357,7 @@ class Clock:
 def retention(api: FakeApi, clock: Clock, days: int = 90, rate: float = 4.0) -> Retention:
     config = RetentionConfig(closedForDays=days, deletesPerSecond=rate)
     return Retention(
-        api,  # type: ignore[arg-type]  # the in-memory API
+        api,
         config,
         clock=lambda: NOW,
         sleep=clock.sleep,
@@ -450,7 +453,7 @@ def test_an_incident_replaced_under_the_same_name_is_not_deleted() -> None:
 
 def test_retention_is_off_unless_configured_and_bad_config_is_refused(tmp_path: Path) -> None:
     api, clock = populated(), Clock()
-    off = Retention(api, RetentionConfig(), clock=lambda: NOW, sleep=clock.sleep)  # type: ignore[arg-type]
+    off = Retention(api, RetentionConfig(), clock=lambda: NOW, sleep=clock.sleep)
     assert not RetentionConfig().enabled
     assert asyncio.run(off.sweep()).due == 0
     assert len(api.incidents) == 9
@@ -478,16 +481,14 @@ class PluginApi:
 
     namespace = "shop"
 
-    def __init__(
-        self, live: list[dict[str, Any]], archives: list[dict[str, Any]], refuse: int | None = None
-    ) -> None:
+    def __init__(self, live: Objects, archives: Objects, refuse: int | None = None) -> None:
         self.live, self.archived, self.refuse = live, archives, refuse
-        self.months: list[str | None] = []
+        self.months: Months = []
 
-    def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
+    def list(self, all_namespaces: bool) -> Objects:
         return self.live
 
-    def archives(self, all_namespaces: bool, month: str | None = None) -> list[dict[str, Any]]:
+    def archives(self, all_namespaces: bool, month: str | None = None) -> Objects:
         if self.refuse:
             raise ApiException(status=self.refuse, reason="Forbidden")
         self.months.append(month)
@@ -544,19 +545,19 @@ def test_the_operators_reports_list_archives_where_they_list_incidents() -> None
         async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
-        def list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        def list(self, plural: str, namespace: str | None) -> Objects:
             self.scopes.append((plural, namespace))
             return archives if namespace in (None, "shop") else []
 
-        async def list_incidents(self, namespace: str | None) -> list[dict[str, Any]]:
+        async def list_incidents(self, namespace: str | None) -> Objects:
             return live if namespace in (None, "shop") else []
 
     kube = Kube()
-    found = asyncio.run(runner._watched_history(kube, (), "shop"))  # type: ignore[arg-type]
+    found = asyncio.run(runner._watched_history(kube, (), "shop"))
     assert sorted(i["metadata"]["name"] for i in found) == sorted(
         o["metadata"]["name"] for o in history_set()
     )
     assert kube.scopes == [(archive.PLURAL, "shop")]
     kube.scopes.clear()
-    asyncio.run(runner._watched_history(kube, ("shop", "web"), None))  # type: ignore[arg-type]
+    asyncio.run(runner._watched_history(kube, ("shop", "web"), None))
     assert kube.scopes == [(archive.PLURAL, "shop"), (archive.PLURAL, "web")]
