@@ -211,8 +211,17 @@ def test_closed_incidents_are_archived_then_deleted_and_the_report_stays_the_sam
     assert entries[world["uids"]["web-down"]]["postmortem"] == "# Post-mortem: web-down\n"
     assert entries[world["uids"]["breached"]]["breachedAt"]
     core = client.CoreV1Api(installed.api)
-    left = {c.metadata.name for c in core.list_namespaced_config_map(NS).items if c.metadata.labels}
-    assert left == {"young-postmortem", "young-evidence"}  # the deleted incidents' went with them
+
+    def left() -> set[str]:
+        return {c.metadata.name for c in core.list_namespaced_config_map(NS).items if c.metadata.labels}
+
+    # Each incident's ConfigMaps are deleted right after it (paced): the last ones a moment later.
+    wait_until(
+        lambda: left() == {"young-postmortem", "young-evidence"},
+        timeout=30,
+        what="the deleted incidents' ConfigMaps gone with them",
+        describe=lambda: str(sorted(left())),
+    )
 
     for month, before in world["before"].items():
         assert report(installed.kubeconfig, month) == before
