@@ -352,7 +352,7 @@ class Attempt:
 
     id: str
     verb: Literal["create", "patch", "delete"]
-    kind: Literal["Incident", "Playbook"]
+    kind: Literal["Incident", "Playbook", "IncidentArchive"]
     name: str
     body: dict[str, Any] = field(default_factory=dict)
     says: tuple[str, ...] = ()
@@ -511,6 +511,40 @@ ADMISSION_REFUSED = [
         ),
     ),
 ]
+ARCHIVE_ONLY_OPERATOR = (
+    f"only the operator ({INSTALL_NS}/incident-operator-admission, key operators) writes incident archives, "
+    f"not user {MALLORY}"
+)
+FORGED_ARCHIVE = {
+    "month": "2026-11",
+    "count": 1,
+    "entries": {"forged-uid": {"name": "never-happened", "severity": "P4", "category": "data"}},
+}
+ADMISSION_REFUSED += [  # retention's archive: mallory may write archives by RBAC; admission refuses her
+    Attempt(
+        "create-an-incident-archive",
+        "create",
+        "IncidentArchive",
+        "incidents-2026-11-2",
+        {"spec": FORGED_ARCHIVE},
+        (ARCHIVE_ONLY_OPERATOR,),
+    ),
+    Attempt(
+        "rewrite-an-incident-archive",
+        "patch",
+        "IncidentArchive",
+        "incidents-2026-11",
+        {"spec": {"entries": {"forged-uid": FORGED_ARCHIVE["entries"]["forged-uid"]}, "count": 2}},
+        (ARCHIVE_ONLY_OPERATOR,),
+    ),
+    Attempt(
+        "delete-an-incident-archive",
+        "delete",
+        "IncidentArchive",
+        "incidents-2026-11",
+        says=(ARCHIVE_ONLY_OPERATOR,),
+    ),
+]
 ADMISSION_ADMITTED = [  # the controls: a plain editor does get these through
     on_mine("commander-herself", {"commander": MALLORY}),
     on_mine(  # internal updates, and public: false, are free
@@ -552,6 +586,24 @@ def mallory(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     alice = token_kubeconfig(installed, "alice", USERS_NS, workdir / "alice")
     create_namespace(installed, ADMISSION_NS, opt_in=False)
     bind_editor(installed, ADMISSION_NS, "mallory", users_namespace=USERS_NS)
+    installed.run_kubectl(  # RBAC lets her write archives: only the admission policy stands in the way
+        "create",
+        "role",
+        "archive-writer",
+        "-n",
+        ADMISSION_NS,
+        "--verb=get,list,create,update,patch,delete",
+        "--resource=incidentarchives.incident-operator.dev",
+    )
+    installed.run_kubectl(
+        "create",
+        "rolebinding",
+        "mallory-writes-archives",
+        "-n",
+        ADMISSION_NS,
+        "--role=archive-writer",
+        f"--serviceaccount={USERS_NS}:mallory",
+    )
     installed.run_kubectl(
         "create",
         "rolebinding",
@@ -575,6 +627,16 @@ def mallory(installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
             spec={**INCIDENT, "source": ALERT_SOURCE},
             annotations={ALERT_STATUS: "firing"},
             labels={FINGERPRINT: "f00d"},
+        )
+    )
+    admitted(  # the operator's own archive
+        create_as(
+            installed,
+            operator,
+            ADMISSION_NS,
+            "IncidentArchive",
+            name="incidents-2026-11",
+            spec={"month": "2026-11", "count": 0, "entries": {}},
         )
     )
     admitted(
@@ -1209,6 +1271,16 @@ class BadConfig:
 
 CONFIGS = [
     BadConfig("not-yaml", "responseTargets: [unclosed", "not valid YAML"),
+    BadConfig("retention-zero-days", "retention: {closedForDays: 0}\n", "retention.closedForDays"),
+    BadConfig(
+        "retention-days-not-a-number", "retention: {closedForDays: ninety}\n", "retention.closedForDays"
+    ),
+    BadConfig(
+        "retention-no-pace",
+        "retention: {closedForDays: 90, deletesPerSecond: 0}\n",
+        "retention.deletesPerSecond",
+    ),
+    BadConfig("retention-unknown-key", "retention: {closedAfterDays: 90}\n", "closedAfterDays"),
     BadConfig("unknown-key", "respnseTargets: {}\n", "Extra inputs are not permitted"),
     BadConfig("target-not-a-duration", "responseTargets: {P1: soon}\n", "P1"),
     BadConfig(

@@ -371,6 +371,13 @@ def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
         ("create", "tokenreviews.authentication.k8s.io", "", True),  # who sent a token to /metrics
         ("create", "subjectaccessreviews.authorization.k8s.io", "", True),  # and may it read
         ("get", "/metrics", "", False),  # the operator does not read its own metrics
+        ("delete", "incidents.incident-operator.dev", "closed-forever", True),  # retention
+        ("create", "incidentarchives.incident-operator.dev", "closed-forever", True),  # its archive
+        ("update", "incidentarchives.incident-operator.dev", "closed-forever", True),
+        ("delete", "incidentarchives.incident-operator.dev", "closed-forever", False),  # never deleted
+        ("delete", "configmaps", "shop", True),  # an archived incident's own ConfigMaps, opted in
+        ("delete", "configmaps", "closed-forever", False),
+        ("list", "configmaps", "closed-forever", False),
     ],
 )
 def test_what_the_service_account_can_and_cannot_do(

@@ -54,9 +54,10 @@ def context(*namespaces: str) -> RuntimeContext:
 
 
 def test_no_kopf_index_over_incidents() -> None:
-    """The Playbook index stays (few objects); Incidents are indexed by the operator itself."""
+    """The Playbook and IncidentArchive indexes stay (few objects: one archive per namespace and
+    month); Incidents are indexed by the operator itself."""
     indexed = {h.selector.any_name for h in kopf.get_default_registry()._indexing.get_all_handlers()}
-    assert indexed == {"playbooks"}
+    assert indexed == {"playbooks", "incidentarchives"}
 
 
 def test_a_closed_incident_leaves_only_its_repeat_facts() -> None:

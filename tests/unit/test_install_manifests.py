@@ -72,6 +72,7 @@ def test_no_wildcards_and_no_privilege_escalation_verbs_anywhere() -> None:
         "incident-operator-apiserver-endpoints",
         "incident-operator-automation-resumer",
         "incident-operator-automation-viewer",
+        "incident-operator-archive-reader",
         METRICS_READER_ROLE,
     }
     for role in roles:
@@ -381,3 +382,31 @@ def test_the_breaker_state_is_one_configmap_the_operator_and_the_resumers_may_up
     assert viewer["rules"] == [
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name], "verbs": ["get"]}
     ]
+
+
+def test_only_the_operator_writes_incident_archives_and_their_readers_only_read() -> None:
+    policy = find("ValidatingAdmissionPolicy", "incident-operator-archive")
+    rules = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rules[0]["operations"] == ["CREATE", "UPDATE", "DELETE"]
+    assert set(rules[0]["resources"]) == {"incidentarchives", "incidentarchives/status"}
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    binding = find("ValidatingAdmissionPolicyBinding", "incident-operator-archive")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert binding["spec"]["paramRef"]["name"] == "incident-operator-admission"  # the operator's identities
+    reader = find("ClusterRole", "incident-operator-archive-reader")
+    assert reader["rules"] == [
+        {
+            "apiGroups": ["incident-operator.dev"],
+            "resources": ["incidentarchives"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    assert reader["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    writers = [
+        role["metadata"]["name"]
+        for role in objects()
+        if role["kind"] in ("Role", "ClusterRole")
+        for rule in role["rules"]
+        if "incidentarchives" in rule.get("resources", []) and set(rule["verbs"]) - {"get", "list", "watch"}
+    ]
+    assert writers == ["incident-operator"]

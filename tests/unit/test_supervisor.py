@@ -242,6 +242,7 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
         memo=kopf.Memo(ctx=ctx),
         playbooks_by_namespace={},
         incidents_by_repeat_key={},
+        archived_by_repeat_key={},
         open_incidents_by_namespace={},
     )
     await settle()
@@ -286,6 +287,7 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
         memo=memo,
         playbooks_by_namespace={},
         incidents_by_repeat_key={},
+        archived_by_repeat_key={},
         open_incidents_by_namespace={},
     )
     await settle()

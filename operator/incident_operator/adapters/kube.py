@@ -294,6 +294,25 @@ class AsyncCustomObjects:
         )
         return cast(dict[str, Any], patched)
 
+    async def replace(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
+    ) -> dict[str, Any]:
+        """Replace the object; with `metadata.resourceVersion` in `body`, 409 if it changed."""
+        replaced = await self.api.replace_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body, **options
+        )
+        return cast(dict[str, Any], replaced)
+
+    async def delete(
+        self, plural: str, namespace: str, name: str, uid: str | None = None, **options: Any
+    ) -> None:
+        """Delete the object; with `uid`, only that object (a 409 if the name now holds another)."""
+        preconditions = client.V1Preconditions(uid=uid) if uid else None
+        body = client.V1DeleteOptions(preconditions=preconditions)
+        await self.api.delete_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body=body, **options
+        )
+
     async def patch_status(
         self, plural: str, namespace: str, name: str, body: dict[str, Any], **options: Any
     ) -> dict[str, Any]:
@@ -726,6 +745,31 @@ class Kube:
             if not conflict(exc):
                 raise
             await self.call(self.core.replace_namespaced_config_map, name, namespace, body)
+
+    async def configmap_data(self, namespace: str, name: str) -> dict[str, str]:
+        """A ConfigMap's data (retention reads the post-mortem); raises the client's errors."""
+        found = await self.call(self.core.read_namespaced_config_map, name, namespace)
+        return dict(found.data or {})
+
+    async def owned_configmaps(
+        self, namespace: str, incident: str, incident_uid: str
+    ) -> list[tuple[str, str]]:
+        """(name, uid) of the ConfigMaps labelled with `incident` and owned by `incident_uid` (an
+        earlier incident of the same name owns its own, and is not this one)."""
+        listed = await self.call(
+            self.core.list_namespaced_config_map, namespace, label_selector=f"{LABEL_INCIDENT}={incident}"
+        )
+        return [
+            (str(item.metadata.name), str(item.metadata.uid))
+            for item in listed.items or []
+            if item.metadata is not None
+            and any(o.uid == incident_uid for o in item.metadata.owner_references or [])
+        ]
+
+    async def delete_configmap(self, namespace: str, name: str, uid: str) -> None:
+        """Delete ConfigMap `name`, only while it is the object `uid` (409 otherwise)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        await self.call(self.core.delete_namespaced_config_map, name, namespace, body=options)
 
     async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
         """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""

@@ -560,6 +560,11 @@ HEALTH_RBAC = on_workloads("get")
 """Beyond the actions: the health check after the steps reads the incident's targets."""
 POSTMORTEM_RBAC = frozenset({Permission("create", "configmaps"), Permission("update", "configmaps")})
 """Beyond the actions: the post-mortem draft is a ConfigMap in the incident's namespace."""
+RETENTION_RBAC = frozenset(
+    {Permission("get", "configmaps"), Permission("list", "configmaps"), Permission("delete", "configmaps")}
+)
+"""Beyond the actions: retention (config `retention`) reads the post-mortem into the archive, then
+deletes the ConfigMaps an archived incident owns (label `incident-operator.dev/incident`)."""
 DRILL_RBAC = (
     on_workloads("get")
     | on_workloads("patch", "scale")
@@ -593,6 +598,7 @@ REMEDIATOR_RBAC = (
     | {OPT_IN}
     | HEALTH_RBAC
     | POSTMORTEM_RBAC
+    | RETENTION_RBAC
     | DRILL_RBAC
     | SERVICE_RBAC
     | INTAKE_RBAC

@@ -21,6 +21,8 @@ from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.api.models import (
     DrillSpec,
     DrillStatus,
+    IncidentArchiveSpec,
+    IncidentArchiveStatus,
     IncidentSpec,
     IncidentStatus,
     PlaybookSpec,
@@ -110,7 +112,26 @@ DRILL = KindSpec(
     ),
 )
 
-KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK, DRILL)
+INCIDENT_ARCHIVE = KindSpec(
+    kind="IncidentArchive",
+    description=(
+        "Closed incidents of one namespace and one month of detection, archived by the operator's "
+        "retention (config retention.closedForDays) before it deleted them: what the monthly report, "
+        "repeat detection and `kubectl incident history` read, keyed by the incident's uid. Written "
+        "only by the operator's identity (an admission policy refuses anyone else)."
+    ),
+    plural="incidentarchives",
+    short_names=("incarchive",),
+    spec_model=IncidentArchiveSpec,
+    status_model=IncidentArchiveStatus,
+    printer_columns=(
+        {"name": "Month", "type": "string", "jsonPath": ".spec.month"},
+        {"name": "Entries", "type": "integer", "jsonPath": ".spec.count"},
+        _age_column(),
+    ),
+)
+
+KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK, DRILL, INCIDENT_ARCHIVE)
 
 
 def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:

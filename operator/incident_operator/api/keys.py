@@ -29,6 +29,8 @@ SECRET_HOSTS_ANNOTATION = f"{API_GROUP}/allowed-hosts"
 # Objects the operator creates for an incident (Jobs, evidence ConfigMaps, NetworkPolicies)
 LABEL_INCIDENT = f"{API_GROUP}/incident"
 """The incident an owned object belongs to."""
+LABEL_ARCHIVE_MONTH = f"{API_GROUP}/month"
+"""YYYY-MM on an IncidentArchive: the month of detection of its entries."""
 
 # Workloads a mutating step acts on
 LOCK_LEASE_PREFIX = "incident-operator-lock-"
@@ -92,6 +94,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
         "first mutating action on it until the run settles (`<incident>/<uid>/<time>` before runs "
         "were named).",
     ),
+    (LABEL_ARCHIVE_MONTH, "IncidentArchive label", "YYYY-MM: the month of detection of its entries."),
     (REQUEST_ANNOTATION, "Drill annotation", "`<time>` or `<time> by <user>`: a run asked for by a person."),
     (
         f"{KOPF_ANNOTATION_PREFIX}/<handler>",

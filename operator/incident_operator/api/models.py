@@ -794,3 +794,64 @@ class DrillStatus(ApiModel):
     runs: list[DrillRun] | None = Field(
         default=None, max_length=20, description="The latest runs, newest last."
     )
+
+
+# ----------------------------------------------------------------------------- IncidentArchive
+
+ARCHIVE_POSTMORTEM_MAX = 65_536
+"""The longest post-mortem text an archive entry keeps (bytes of UTF-8; a longer one is cut)."""
+
+
+class ArchivedSource(ApiModel):
+    type: SourceType = SourceType.MANUAL
+    alertname: str | None = None
+    startsAt: datetime | None = Field(default=None, description="When the alert started firing (MTTD).")
+
+
+class ArchivedIncident(ApiModel):
+    """One Incident as the archive keeps it (the report's, repeats' and history's facts, the post-mortem)."""
+
+    name: DnsName
+    title: str | None = None
+    severity: Severity
+    category: Category
+    source: ArchivedSource | None = None
+    drill: bool | None = None
+    targets: list[WorkloadRef] | None = None
+    commander: str | None = None
+    createdAt: datetime | None = Field(default=None, description="The Incident's creationTimestamp.")
+    detectedAt: datetime | None = None
+    acknowledgedAt: datetime | None = None
+    mitigatedAt: datetime | None = None
+    resolvedAt: datetime | None = None
+    closedAt: datetime | None = None
+    breachedAt: datetime | None = Field(
+        default=None, description="When the response target was breached (condition ResponseTargetBreached)."
+    )
+    repeatOf: str | None = None
+    escalations: int | None = None
+    escalation: EscalationStatus | None = None
+    effectiveSeverity: Severity | None = None
+    severityHistory: list[SeverityChange] | None = None
+    resolution: Resolution | None = None
+    actionItems: list[ActionItem] | None = None
+    postmortem: str | None = Field(
+        default=None,
+        description=f"The post-mortem in Markdown (at most {ARCHIVE_POSTMORTEM_MAX} bytes kept).",
+    )
+    postmortemTruncated: bool | None = None
+
+
+class IncidentArchiveSpec(ApiModel):
+    """Incidents of one namespace detected in one month, archived by the operator's retention and
+    then deleted; entries keyed by the Incident's uid, so archiving one twice never counts it twice."""
+
+    month: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="The month of detection, YYYY-MM.")
+    count: int = Field(default=0, ge=0, description="Number of entries (for the printer column).")
+    entries: dict[str, ArchivedIncident] = Field(
+        default_factory=dict, description="The archived incidents, keyed by their uid."
+    )
+
+
+class IncidentArchiveStatus(ApiModel):
+    """Unused: an archive has no observed state (kept for the CRD's shape)."""

@@ -53,6 +53,8 @@ class RuntimeContext:
     """(namespace, name) -> the last generation of each Playbook seen."""
     breaker: Breaker | None = None
     """The circuit breaker and storm guard every incident loop reserves its mutating slots with."""
+    retention_task: asyncio.Task[None] | None = None
+    """The retention pass's loop (config `retention`), started with kopf (on the leader only)."""
 
     @classmethod
     def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:

@@ -27,8 +27,9 @@ from incident_operator.controllers.incident import (
     parse_playbook,
 )
 from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import conditions, openlimit, validation
+from incident_operator.core import archive, conditions, openlimit, repeats, validation
 from incident_operator.core.planner import Record
 from incident_operator.runtime.context import RuntimeContext, context
 
@@ -66,6 +67,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     logger.info("indexed %d incidents", await index_existing(ctx))
     ctx.unconfirmed_task = asyncio.create_task(drop_unconfirmed(ctx))
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
+    retention = ctx.config.file.retention
+    if retention.enabled:  # kopf runs on the leader alone: so does retention
+        ctx.retention_task = asyncio.create_task(Retention(ctx.kube, retention, ctx.config.namespaces).run())
 
 
 @kopf.on.cleanup()
@@ -73,6 +77,10 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
     ctx = context(memo)
+    if ctx.retention_task is not None:
+        ctx.retention_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx.retention_task
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.unconfirmed_task is not None:
@@ -173,13 +181,27 @@ async def drop_unconfirmed(ctx: RuntimeContext, after: float = UNCONFIRMED_AFTER
     return len(gone)
 
 
+@kopf.index(API_GROUP, API_VERSION, archive.PLURAL)
+def archived_by_repeat_key(
+    *, namespace: str | None, body: kopf.Body, **_: Any
+) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
+    """Archived incidents by (namespace, repeat key), the latest of each key per IncidentArchive:
+    repeats are found across retention's boundary (see `archive.repeat_index`). A few objects
+    (one per namespace and month), so kopf's pre-indexing of them costs little."""
+    return archive.repeat_index(namespace or "", body)
+
+
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
     known = list(index.get(namespace, []))
     valid = sorted((e for _, e in known if isinstance(e, PlaybookEntry)), key=lambda e: e.name)
     return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
 
-def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
+def _supervisor(
+    memo: kopf.Memo,
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
+    archived: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
+) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     ctx = context(memo)
@@ -220,7 +242,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
             notifier=ctx.notifier,
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
-            history=lambda key: ctx.history.of(namespace, key),
+            history=lambda key: [*ctx.history.of(namespace, key), *archived.get((namespace, key), [])],
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
             breaker=ctx.breaker,
@@ -244,7 +266,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"])
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["archived_by_repeat_key"])
     namespace = body.get("metadata", {}).get("namespace") or ""
     uid = body.get("metadata", {}).get("uid", "")
     ranking = ctx.open_ranks.of(namespace)

@@ -4,7 +4,8 @@
 this replica stands by, and the API server answers), `POST /alertmanager` (the Alertmanager
 webhook, its own bearer token, see `intake`), and behind TokenReview + SubjectAccessReview
 (`guard`): `/metrics` (Prometheus; `get` on the non-resource URL) and `GET /reports/YYYY-MM` (the
-monthly report, computed from the Incidents the API returns, see `report`; `list incidents` in the
+monthly report, computed from the Incidents the API returns and the archived ones of IncidentArchives,
+see `report` and `archive.history`; `list incidents` in the
 namespace asked for, or at cluster scope). Reports are kept for REPORT_TTL_S per (month, namespace,
 format), and the incidents behind them and the status page are listed at most every LIST_TTL_S per
 namespace however many ask at once (`SharedListing`). Reports cover 2000-01 to the current month,

@@ -33,6 +33,7 @@ from incident_operator.adapters.kube import Kube, load_api_client
 from incident_operator.adapters.outbound import Outbound, http_client
 from incident_operator.adapters.reviews import Reviews
 from incident_operator.controllers.intake import Intake
+from incident_operator.core import archive
 from incident_operator.runtime import handlers, httpserver
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.runtime.election import Elector
@@ -69,6 +70,19 @@ async def _watched_incidents(
     for name in watched:
         found += await kube.list_incidents(name)
     return found
+
+
+async def _watched_history(
+    kube: Kube, watched: tuple[str, ...], namespace: str | None
+) -> list[Mapping[str, Any]]:
+    """What the monthly report counts: the live incidents and the archived ones (IncidentArchive
+    entries, see `archive.history`), of `namespace` or of every watched namespace."""
+    live = await _watched_incidents(kube, watched, namespace)
+    scopes: tuple[str | None, ...] = (namespace,) if namespace is not None or not watched else watched
+    archives: list[Mapping[str, Any]] = []
+    for scope in scopes:
+        archives += await kube.call(kube.objects.list, archive.PLURAL, scope)
+    return archive.history(live, archives)
 
 
 MEMORY_REPORT_ENV = "INCIDENT_OPERATOR_MEMORY_REPORT"
@@ -133,13 +147,14 @@ async def run(
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert
     listing = httpserver.SharedListing(functools.partial(_watched_incidents, kube, config.namespaces))
+    history = httpserver.SharedListing(functools.partial(_watched_history, kube, config.namespaces))
     app = httpserver.build_app(
         ready,
         intake,
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
         guard=Guard(Reviews(kube)),
-        listing=listing,
+        listing=history,
     )
     servers: list[web.AppRunner] = []
     try:

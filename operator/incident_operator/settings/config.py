@@ -437,6 +437,26 @@ class RepeatsConfig(BaseModel):
     from an alert, the same category) and the same targets, detected this many days before at most."""
 
 
+class RetentionConfig(BaseModel):
+    """`retention:` in the --config file: Closed incidents archived (IncidentArchive) then deleted.
+    Off unless `closedForDays` is set."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    closedForDays: int | None = Field(default=None, ge=1, le=36_600)
+    """A Closed incident whose `status.closedAt` is this many days old is archived, then deleted.
+    Unset: retention is off, nothing is ever deleted."""
+    deletesPerSecond: float = Field(default=5.0, gt=0, le=100)
+    """The pace of deletes (incidents and their ConfigMaps), so a first pass over years of history
+    does not flood the API server."""
+    intervalSeconds: int = Field(default=3600, ge=10, le=86_400)
+    """How often the leader looks for incidents due (the first pass runs as soon as it leads)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.closedForDays is not None
+
+
 class StatusPageConfig(BaseModel):
     """`statusPage:` in the --config file: the public status page at /status (seed 4.2)."""
 
@@ -545,6 +565,7 @@ class FileConfig(BaseModel):
     jobs: JobsConfig = JobsConfig()
     acknowledgement: AcknowledgementConfig = AcknowledgementConfig()
     repeats: RepeatsConfig = RepeatsConfig()
+    retention: RetentionConfig = RetentionConfig()
     statusPage: StatusPageConfig = StatusPageConfig()
     automation: AutomationConfig = AutomationConfig()
     severityEscalation: tuple[SeverityRule, ...] = ()

@@ -12,10 +12,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from pydantic import ValidationError
 
-from incident_operator.api.keys import API_GROUP
+from incident_operator.api.keys import API_GROUP, LABEL_ARCHIVE_MONTH
 from incident_operator.api.models import IncidentSpec, IncidentStatus
 from incident_operator.api.timestamps import parse_time
 from incident_operator.cli.kubectl.objects import CustomObjects
+from incident_operator.core import archive
 
 PLURAL = "incidents"
 
@@ -59,6 +60,11 @@ class Api:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         return self.objects.patch(PLURAL, self.namespace, name, body)
+
+    def archives(self, all_namespaces: bool, month: str | None = None) -> list[dict[str, Any]]:
+        """The IncidentArchives (of one month of detection, if given); raises ApiException."""
+        query = {"label_selector": f"{LABEL_ARCHIVE_MONTH}={month}"} if month else {}
+        return self.objects.list(archive.PLURAL, None if all_namespaces else self.namespace, **query)
 
     def list(self, all_namespaces: bool) -> list[dict[str, Any]]:
         return self.objects.list(PLURAL, None if all_namespaces else self.namespace)

@@ -28,7 +28,13 @@ from incident_operator.cli.kubectl.respond import (
     cmd_resume,
     cmd_update,
 )
-from incident_operator.cli.kubectl.review import cmd_drill, cmd_postmortem, cmd_report, cmd_timeline
+from incident_operator.cli.kubectl.review import (
+    cmd_drill,
+    cmd_history,
+    cmd_postmortem,
+    cmd_report,
+    cmd_timeline,
+)
 from incident_operator.core import report
 
 
@@ -117,6 +123,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--month", help="YYYY-MM (default: this month)")
     p.add_argument("-A", "--all-namespaces", action="store_true", help="over every namespace")
     p.add_argument("--format", choices=list(report.FORMATS), default="md")
+    p = command("history", cmd_history, "list the incidents retention archived (IncidentArchive)")
+    p.add_argument("--month", help="YYYY-MM of detection (default: every month)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="over every namespace")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     named("plan", cmd_plan, "which playbook would run, and what each step would change now")
     p = command(
         "explain",

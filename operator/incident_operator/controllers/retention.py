@@ -1,0 +1,285 @@
+"""Retention: Closed incidents older than `retention.closedForDays` archived, then deleted.
+
+Runs on the leader only (started with kopf, which runs on the leader alone), every
+`retention.intervalSeconds`. Each pass lists the incidents one page at a time and keeps a
+reference to each one `core.archive` finds due; then, for each namespace, a batch at a time, it
+reads them again (one gone, replaced or reopened meanwhile is left alone) and:
+
+1. compacts them (the post-mortem text read from its ConfigMap, else rendered from the incident),
+2. writes them into the month's `IncidentArchive` objects, each write with the resourceVersion read
+   (optimistic concurrency: a 409 reads again and places again; entries are keyed by uid, so an
+   incident archived twice is still one entry),
+3. deletes each incident with a precondition on its uid (a new incident of the same name is never
+   deleted), then the ConfigMaps it owns (label `LABEL_INCIDENT`, owner uid), every delete paced at
+   `retention.deletesPerSecond`.
+
+An incident is deleted only after its archive write succeeded; a crash in between leaves it live
+and archived, and the next pass replaces its entry (same uid) and deletes it. Reports and repeat
+detection count an incident both live and archived once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from incident_operator.adapters.kube import ApiException, Kube, conflict, not_found
+from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
+from incident_operator.api.models import IncidentSpec, IncidentStatus
+from incident_operator.api.timestamps import parse_time, utc_now
+from incident_operator.core import archive, postmortem
+from incident_operator.settings.config import RetentionConfig
+
+logger = logging.getLogger(__name__)
+
+BATCH = 100
+"""Incidents archived in one go (one write per month touched), before their deletes."""
+PAGE = 500
+"""Incidents per page of the pass's listing."""
+WRITE_ATTEMPTS = 5
+"""Tries of one month's archive write when others wrote it meanwhile (409)."""
+
+
+@dataclass
+class Pass:
+    """What one pass did."""
+
+    due: int = 0
+    archived: int = 0
+    deleted: int = 0
+    configmaps: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A due incident, by reference: read again just before it is archived."""
+
+    namespace: str
+    name: str
+    uid: str
+    closed_at: str
+
+    @classmethod
+    def of(cls, incident: Mapping[str, Any]) -> Ref:
+        metadata = incident.get("metadata") or {}
+        return cls(
+            str(metadata.get("namespace") or ""),
+            str(metadata.get("name") or ""),
+            str(metadata.get("uid") or ""),
+            str((incident.get("status") or {}).get("closedAt") or ""),
+        )
+
+
+class Retention:
+    """The retention pass and its loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        config: RetentionConfig,
+        namespaces: tuple[str, ...] = (),
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube, self.config, self.namespaces = kube, config, namespaces
+        self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
+        self.next_delete = 0.0
+
+    async def run(self) -> None:
+        """A pass now and then every `intervalSeconds`, until cancelled; a failed pass is logged
+        and tried again at the next interval."""
+        while True:
+            try:
+                done = await self.sweep()
+                if done.due:
+                    logger.info(
+                        "retention: %d due, %d archived, %d incidents and %d ConfigMaps deleted, %d kept",
+                        done.due,
+                        done.archived,
+                        done.deleted,
+                        done.configmaps,
+                        done.skipped,
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "retention pass failed (%s): tried again in %ds", exc, self.config.intervalSeconds
+                )
+            await self.sleep(self.config.intervalSeconds)
+
+    async def sweep(self) -> Pass:
+        """One pass over every watched namespace."""
+        if self.config.closedForDays is None:
+            return Pass()
+        closed_for = timedelta(days=self.config.closedForDays)
+        refs = await self._due(closed_for)
+        done = Pass(due=len(refs))
+        by_namespace: dict[str, list[Ref]] = {}
+        for ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append(ref)
+        for namespace, due in sorted(by_namespace.items()):
+            for start in range(0, len(due), BATCH):
+                incidents = await self._read(due[start : start + BATCH], closed_for)
+                done.skipped += min(BATCH, len(due) - start) - len(incidents)
+                if incidents:
+                    await self._batch(namespace, incidents, done)
+        return done
+
+    async def _due(self, closed_for: timedelta) -> list[Ref]:
+        """What is due, oldest closed first, read one page at a time and kept as references only
+        (a year's worth of due incidents never sits in memory as whole bodies)."""
+        now = self.clock()
+        refs: list[Ref] = []
+        for namespace in self.namespaces or (None,):
+            token: str | None = None
+            while True:
+                page, token = await self.kube.call(
+                    self.kube.objects.page, "incidents", namespace, token, PAGE
+                )
+                refs += [Ref.of(incident) for incident in archive.due(page, now, closed_for)]
+                del page
+                if not token:
+                    break
+        refs.sort(key=lambda ref: parse_time(ref.closed_at))
+        return refs
+
+    async def _read(self, refs: list[Ref], closed_for: timedelta) -> list[Mapping[str, Any]]:
+        """The incidents of `refs` as they are now: one gone, replaced under its name or no longer
+        due (reopened) is left out."""
+        now = self.clock()
+        found: list[Mapping[str, Any]] = []
+        for ref in refs:
+            try:
+                incident = await self.kube.call(self.kube.objects.get, "incidents", ref.namespace, ref.name)
+            except ApiException as exc:
+                if not_found(exc):
+                    continue
+                raise
+            if (incident.get("metadata") or {}).get("uid") == ref.uid and archive.due(
+                [incident], now, closed_for
+            ):
+                found.append(incident)
+        return found
+
+    async def _batch(self, namespace: str, incidents: list[Mapping[str, Any]], done: Pass) -> None:
+        entries: dict[str, dict[str, Any]] = {}
+        for incident in incidents:
+            uid = str(incident["metadata"].get("uid") or "")
+            entry = archive.compact(incident, await self._postmortem(namespace, incident))
+            try:
+                archive.month_of(archive.detected_stamp(incident))
+            except archive.ArchiveError as exc:
+                logger.warning("retention: incident %s/%s kept: %s", namespace, entry["name"], exc)
+                done.skipped += 1
+                continue
+            entries[uid] = entry
+        archived: set[str] = set()
+        for month, additions in archive.grouped(entries, namespace).items():
+            try:
+                await self._write(namespace, month, additions)
+            except (ApiException, archive.ArchiveError) as exc:
+                logger.warning(
+                    "retention: archive %s of %s not written (%s): its %d incidents kept",
+                    month,
+                    namespace,
+                    exc,
+                    len(additions),
+                )
+                done.skipped += len(additions)
+                continue
+            archived.update(additions)
+            done.archived += len(additions)
+        for incident in incidents:
+            metadata = incident["metadata"]
+            if metadata.get("uid") in archived:
+                await self._delete(namespace, str(metadata["name"]), str(metadata["uid"]), done)
+
+    async def _write(self, namespace: str, month: str, additions: dict[str, Any]) -> None:
+        """Upsert `additions` into the month's archives, each write at the resourceVersion read."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            listed = await self.kube.call(
+                self.kube.objects.list,
+                archive.PLURAL,
+                namespace,
+                label_selector=f"{LABEL_ARCHIVE_MONTH}={month}",
+            )
+            changed = archive.place([archive.Archive.of(o) for o in listed], namespace, additions)
+            try:
+                for target in changed:
+                    body = target.body(namespace)
+                    if target.resource_version is None:
+                        await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+                    else:
+                        await self.kube.call(
+                            self.kube.objects.replace, archive.PLURAL, namespace, target.name, body
+                        )
+                return
+            except ApiException as exc:
+                if not conflict(exc) or attempt == WRITE_ATTEMPTS:
+                    raise
+                logger.info("retention: archive %s/%s changed meanwhile: reading it again", namespace, month)
+
+    async def _postmortem(self, namespace: str, incident: Mapping[str, Any]) -> str | None:
+        """The post-mortem as the operator last wrote it (its ConfigMap), else rendered from the
+        incident (the ConfigMap unreadable or gone), else None."""
+        ref = (incident.get("status") or {}).get("postmortemRef")
+        if ref:
+            try:
+                text = (await self.kube.configmap_data(namespace, str(ref))).get("postmortem.md")
+                if text:
+                    return str(text)
+            except ApiException as exc:
+                if exc.status not in (403, 404):
+                    raise
+        try:
+            spec = IncidentSpec.model_validate(incident.get("spec") or {})
+            status = IncidentStatus.model_validate(incident.get("status") or {})
+        except ValidationError:
+            return None
+        name = str(incident["metadata"].get("name") or "")
+        return postmortem.render(namespace, name, spec, status, self.clock())
+
+    async def _pace(self) -> None:
+        now = self.monotonic()
+        if self.next_delete > now:
+            await self.sleep(self.next_delete - now)
+            now = self.next_delete
+        self.next_delete = now + 1.0 / self.config.deletesPerSecond
+
+    async def _delete(self, namespace: str, name: str, uid: str, done: Pass) -> None:
+        await self._pace()
+        try:
+            await self.kube.call(self.kube.objects.delete, "incidents", namespace, name, uid)
+        except ApiException as exc:
+            if conflict(exc):  # the name now holds another incident: not ours to delete
+                return
+            if not not_found(exc):
+                raise
+        else:
+            done.deleted += 1
+        try:
+            owned = await self.kube.owned_configmaps(namespace, name, uid)
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            return  # not opted in: it wrote none here; owned ones go with the incident (garbage collector)
+        for configmap, configmap_uid in owned:
+            await self._pace()
+            try:
+                await self.kube.delete_configmap(namespace, configmap, configmap_uid)
+            except ApiException as exc:
+                if not (not_found(exc) or conflict(exc)):
+                    raise
+            else:
+                done.configmaps += 1

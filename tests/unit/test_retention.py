@@ -1,0 +1,610 @@
+"""Retention with an archive: the pure core (`core.archive`: due, compaction, month, split,
+idempotence), the report and repeat detection over archived and live incidents alike, and the
+controller's pass (`controllers.retention`) against an in-memory API, a crash included."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from kubernetes.client.exceptions import ApiException as PluginApiException
+
+from incident_operator.adapters.kube import ApiException
+from incident_operator.api.keys import LABEL_ARCHIVE_MONTH, LABEL_INCIDENT
+from incident_operator.api.models import ARCHIVE_POSTMORTEM_MAX, IncidentArchiveSpec
+from incident_operator.api.timestamps import format_time as stamp
+from incident_operator.cli.kubectl.client import Api, Failed
+from incident_operator.cli.kubectl.main import parser
+from incident_operator.controllers.retention import Retention
+from incident_operator.core import archive, repeats, report
+from incident_operator.settings.config import ConfigError, RetentionConfig, load_config_file
+from tests.unit.test_after_the_incident import T0, incident
+
+NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+Objects = list[dict[str, Any]]
+Pairs = list[tuple[str, str]]
+Months = list[str | None]
+
+
+def closed(obj: dict[str, Any], uid: str, closed_at: datetime) -> dict[str, Any]:
+    """`obj` (see test_after_the_incident.incident) Closed at `closed_at`, with a uid."""
+    out = copy.deepcopy(obj)
+    out["metadata"]["uid"] = uid
+    out["status"]["phase"] = "Closed"
+    out["status"]["closedAt"] = stamp(closed_at)
+    return out
+
+
+def history_set() -> list[dict[str, Any]]:
+    """Incidents of two months with everything the report counts: timings, a breach, a repeat,
+    escalations, action items, targets, a drill."""
+    october = datetime(2026, 10, 20, 9, 0, tzinfo=UTC)
+    objects = [
+        incident(
+            "a", "P1", detect_delay=60, ack_after=300, resolve_after=1800, targets=["web"], breached=True
+        ),
+        incident(
+            "b", "P2", "performance", detect_delay=120, ack_after=600, resolve_after=3600, targets=["web"]
+        ),
+        incident("c", "P2", "performance", ack_after=60, resolve_after=600, repeat_of="b", escalations=2),
+        incident("d", "P4", "data", detected=T0 + timedelta(days=10), targets=["db"]),
+        incident("drill", "P1", drill=True, ack_after=10, resolve_after=20),
+        incident("oct", "P3", detected=october, ack_after=30, resolve_after=90),
+        incident(
+            "items",
+            "P3",
+            "security",
+            items=[
+                {"id": "one", "title": "x", "done": True},
+                {"id": "two", "title": "y", "due": "2026-11-10"},
+            ],
+        ),
+    ]
+    return [closed(o, f"uid-{o['metadata']['name']}", T0 + timedelta(days=20)) for o in objects]
+
+
+def bodies(namespace: str, archives: list[archive.Archive]) -> list[dict[str, Any]]:
+    return [a.body(namespace) for a in archives]
+
+
+def archived(objects: list[dict[str, Any]], namespace: str = "shop") -> list[dict[str, Any]]:
+    """The IncidentArchive bodies retention writes for `objects`."""
+    entries = {
+        o["metadata"]["uid"]: archive.compact(o, f"# post-mortem of {o['metadata']['name']}") for o in objects
+    }
+    found: list[archive.Archive] = []
+    for _, additions in archive.grouped(entries, namespace).items():
+        found += archive.place([], namespace, additions)
+    return bodies(namespace, found)
+
+
+# --------------------------------------------------------------------------- due
+
+
+def test_due_keys_on_closed_at_with_the_time_passed_in() -> None:
+    base = incident("x")
+    old = closed(base, "u1", NOW - timedelta(days=91))
+    exactly = closed(base, "u2", NOW - timedelta(days=90))
+    young = closed(base, "u3", NOW - timedelta(days=89))
+    resolved = copy.deepcopy(old)
+    resolved["status"]["phase"] = "Resolved"  # closedAt without Closed: not due
+    no_stamp = copy.deepcopy(old)
+    del no_stamp["status"]["closedAt"]
+    garbage = copy.deepcopy(old)
+    garbage["status"]["closedAt"] = "yesterday"
+    found = archive.due([young, resolved, exactly, no_stamp, garbage, old], NOW, timedelta(days=90))
+    assert [o["metadata"]["uid"] for o in found] == ["u1", "u2"]  # oldest closed first
+    assert archive.due([old], NOW - timedelta(days=2), timedelta(days=90)) == []  # the clock decides
+
+
+# --------------------------------------------------------------------------- compaction, month
+
+
+def test_an_entry_keeps_what_the_report_repeats_and_history_need_and_is_a_valid_archive_entry() -> None:
+    obj = history_set()[0]
+    obj["spec"]["commander"] = "alice"
+    obj["spec"]["description"] = "long text the archive does not keep " * 50
+    obj["spec"]["resolution"] = {"summary": "scaled", "rootCause": "pool"}
+    obj["status"]["timeline"] = [{"time": stamp(T0), "type": "Detected", "message": "m"}] * 50
+    obj["status"]["severityHistory"] = [
+        {
+            "previous": "P2",
+            "severity": "P1",
+            "at": stamp(T0),
+            "reason": "rule",
+            "by": "rule",
+            "direction": "raised",
+        }
+    ]
+    obj["status"]["escalation"] = {
+        "level": 1,
+        "history": [{"level": 1, "at": stamp(T0), "channels": ["mail"]}],
+    }
+    entry = archive.compact(obj, "# Post-mortem\ntext")
+    assert entry["name"] == "a"
+    assert entry["severity"] == "P1"
+    assert entry["title"] == "a"
+    assert entry["source"] == {
+        "type": "alert",
+        "alertname": "ServiceDown",
+        "startsAt": obj["spec"]["source"]["startsAt"],
+    }
+    for key in ("detectedAt", "acknowledgedAt", "resolvedAt", "closedAt", "severityHistory", "escalation"):
+        assert entry[key] == obj["status"][key]
+    assert entry["breachedAt"] == stamp(T0)
+    assert entry["postmortem"] == "# Post-mortem\ntext"
+    assert entry["commander"] == "alice"
+    assert entry["resolution"]["rootCause"] == "pool"
+    assert "timeline" not in entry
+    assert "description" not in entry
+    IncidentArchiveSpec.model_validate({"month": "2026-11", "count": 1, "entries": {"uid-a": entry}})
+    long = archive.compact(obj, "é" * ARCHIVE_POSTMORTEM_MAX)
+    assert len(long["postmortem"].encode()) <= ARCHIVE_POSTMORTEM_MAX
+    assert long["postmortemTruncated"]
+
+
+def test_the_month_is_the_month_of_detection_else_of_creation() -> None:
+    obj = incident("x", detected=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC))
+    assert archive.month_of(archive.detected_stamp(obj)) == "2026-12"
+    del obj["status"]["detectedAt"]
+    obj["metadata"]["creationTimestamp"] = "2027-01-01T00:00:00Z"
+    assert archive.month_of(archive.detected_stamp(obj)) == "2027-01"
+    with pytest.raises(archive.ArchiveError, match="unreadable"):
+        archive.month_of("soon")
+    assert [archive.archive_name("2026-11", i) for i in (1, 2, 3)] == [
+        "incidents-2026-11",
+        "incidents-2026-11-2",
+        "incidents-2026-11-3",
+    ]
+
+
+# --------------------------------------------------------------------------- split, idempotence
+
+
+def test_entries_split_into_numbered_archives_each_under_the_bound() -> None:
+    template = history_set()[0]
+    entries = {}
+    for n in range(40):
+        obj = copy.deepcopy(template)
+        obj["metadata"]["name"] = f"inc-{n}"
+        entries[f"uid-{n:02d}"] = archive.compact(obj, "x" * 60_000)  # ~60 KB each: 2.4 MB in all
+    placed = archive.place([], "shop", entries)
+    assert [a.name for a in placed] == ["incidents-2026-11", "incidents-2026-11-2", "incidents-2026-11-3"]
+    for body in bodies("shop", placed):
+        size = len(json.dumps(body, separators=(",", ":")).encode())
+        assert size <= archive.MAX_ARCHIVE_BYTES
+        assert body["spec"]["count"] == len(body["spec"]["entries"])
+        assert body["metadata"]["labels"] == {LABEL_ARCHIVE_MONTH: "2026-11"}
+    assert sum(len(a.entries) for a in placed) == 40
+    # A small bound splits sooner; an entry alone over it is refused, never written.
+    assert len(archive.place([], "shop", dict(list(entries.items())[:3]), bound=130_000)) == 2
+    with pytest.raises(archive.ArchiveError, match="over the bound"):
+        archive.place([], "shop", {"big": entries["uid-00"]}, bound=10_000)
+
+
+def test_archiving_the_same_incident_twice_keeps_one_entry() -> None:
+    objects = history_set()
+    first = archived(objects)
+    again = {o["metadata"]["uid"]: archive.compact(o, "again") for o in objects[:2]}
+    existing = [archive.Archive.of(b) for b in first]
+    changed = archive.place(existing, "shop", again)
+    assert [a.name for a in changed] == ["incidents-2026-11"]
+    assert changed[0].resource_version is None  # our bodies had none: the test's own objects
+    after = {a.name: a for a in existing}
+    assert sum(len(a.entries) for a in after.values()) == len(objects)
+    assert after["incidents-2026-11"].entries["uid-a"]["postmortem"] == "again"
+    # Live and archived at once (the crash between archive and delete), or held by two objects:
+    # counted once.
+    doubled = [*first, copy.deepcopy(first[0])]
+    assert len(archive.history(objects[:1], doubled)) == len(objects)
+
+
+# --------------------------------------------------------------------------- report and repeats
+
+
+def test_the_report_gives_the_same_numbers_before_and_after_archiving() -> None:
+    objects = history_set()
+    archives = archived(objects)
+    assert {b["spec"]["month"] for b in archives} == {"2026-10", "2026-11"}
+    now = datetime(2026, 12, 27, tzinfo=UTC)
+    for year, month in ((2026, 10), (2026, 11)):
+        before = report.build(objects, year, month, now, "shop").to_json()
+        assert before["total"] > 0
+        after = report.build(archive.history([], archives), year, month, now, "shop").to_json()
+        half = report.build(archive.history(objects[:3], archived(objects[3:])), year, month, now, "shop")
+        assert after == before
+        assert half.to_json() == before
+        assert after["unreadable"] == 0
+
+
+def test_repeats_are_found_across_the_archive_boundary() -> None:
+    old = closed(incident("old-outage", targets=["web"]), "uid-old", T0 + timedelta(days=1))
+    older = closed(
+        incident("older-outage", detected=T0 - timedelta(days=5), targets=["web"]), "uid-older", T0
+    )
+    other = closed(incident("db", "P2", "data", targets=["db"]), "uid-db", T0)
+    body = archived([old, older, other])[0]
+    index = archive.repeat_index("shop", body)
+    new_spec = {
+        "title": "again",
+        "severity": "P2",
+        "category": "availability",
+        "targets": [{"kind": "Deployment", "name": "web"}],
+    }
+    key = repeats.key_of(new_spec)
+    assert key is not None
+    assert index[("shop", key)] == ("old-outage", stamp(T0))  # the latest of the key
+    assert (
+        repeats.previous("again", T0 + timedelta(days=3), [index[("shop", key)]], timedelta(days=30))
+        == "old-outage"
+    )
+
+
+# --------------------------------------------------------------------------- the controller
+
+
+class FakeApi:
+    """Incidents, IncidentArchives (resourceVersion-checked) and ConfigMaps in memory, reached as
+    the operator reaches them (`kube.call(kube.objects.list, ...)`, `kube.core.*`)."""
+
+    def __init__(self) -> None:
+        self.incidents: dict[tuple[str, str], dict[str, Any]] = {}
+        self.archives: dict[tuple[str, str], dict[str, Any]] = {}
+        self.configmaps: dict[tuple[str, str], SimpleNamespace] = {}
+        self.version = 0
+        self.deletes: list[tuple[str, str, str | None]] = []
+        self.conflicts = 0
+        self.crash_on_delete = False
+        self.objects = SimpleNamespace(
+            list=self.list,
+            page=self.page,
+            get=self.get,
+            create=self.create,
+            replace=self.replace,
+            delete=self.delete,
+        )
+        self.pages: list[int] = []
+
+    async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("_request_timeout", None)
+        return fn(*args, **kwargs)
+
+    def _rv(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    def list(self, plural: str, namespace: str | None, label_selector: str = "") -> Objects:
+        store = self.incidents if plural == "incidents" else self.archives
+        found = [copy.deepcopy(o) for (ns, _), o in sorted(store.items()) if namespace in (None, ns)]
+        if label_selector:
+            key, value = label_selector.split("=")
+            found = [o for o in found if (o["metadata"].get("labels") or {}).get(key) == value]
+        return found
+
+    def page(
+        self, plural: str, namespace: str | None, token: str | None, limit: int
+    ) -> tuple[Objects, str | None]:
+        found = self.list(plural, namespace)
+        start = int(token or 0)
+        self.pages.append(len(found[start : start + limit]))
+        more = start + limit < len(found)
+        return found[start : start + limit], str(start + limit) if more else None
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        assert plural == "incidents"
+        found = self.incidents.get((namespace, name))
+        if found is None:
+            raise ApiException(status=404, reason="NotFound")
+        return copy.deepcopy(found)
+
+    def create(self, plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        assert plural == archive.PLURAL
+        key = (namespace, body["metadata"]["name"])
+        if key in self.archives:
+            raise ApiException(status=409, reason="AlreadyExists")
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = self._rv()
+        self.archives[key] = stored
+        return stored
+
+    def replace(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        current = self.archives[(namespace, name)]
+        if self.conflicts:
+            self.conflicts -= 1
+            current["metadata"]["resourceVersion"] = self._rv()  # someone wrote meanwhile
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        stored = copy.deepcopy(body)
+        stored["metadata"]["resourceVersion"] = self._rv()
+        self.archives[(namespace, name)] = stored
+        return stored
+
+    def delete(self, plural: str, namespace: str, name: str, uid: str | None = None) -> None:
+        assert plural == "incidents"
+        if self.crash_on_delete:
+            raise KeyboardInterrupt  # the process dies here (not an Exception: nothing catches it)
+        found = self.incidents.get((namespace, name))
+        if found is None:
+            raise ApiException(status=404, reason="NotFound")
+        if uid is not None and found["metadata"]["uid"] != uid:
+            raise ApiException(status=409, reason="Conflict")
+        self.deletes.append((namespace, name, uid))
+        del self.incidents[(namespace, name)]
+
+    def add_cm(
+        self, namespace: str, name: str, incident: str, owner_uid: str | None, data: dict[str, str]
+    ) -> None:
+        owners = [SimpleNamespace(uid=owner_uid)] if owner_uid else []
+        meta = SimpleNamespace(
+            name=name, uid=f"cm-{name}", labels={LABEL_INCIDENT: incident}, owner_references=owners
+        )
+        self.configmaps[(namespace, name)] = SimpleNamespace(metadata=meta, data=data)
+
+    async def configmap_data(self, namespace: str, name: str) -> dict[str, str]:
+        if (namespace, name) not in self.configmaps:
+            raise ApiException(status=404, reason="NotFound")
+        return dict(self.configmaps[(namespace, name)].data)
+
+    async def owned_configmaps(self, namespace: str, incident: str, uid: str) -> Pairs:
+        return [
+            (c.metadata.name, c.metadata.uid)
+            for (ns, _), c in self.configmaps.items()
+            if ns == namespace
+            and c.metadata.labels.get(LABEL_INCIDENT) == incident
+            and any(o.uid == uid for o in c.metadata.owner_references)
+        ]
+
+    async def delete_configmap(self, namespace: str, name: str, uid: str) -> None:
+        assert self.configmaps[(namespace, name)].metadata.uid == uid
+        del self.configmaps[(namespace, name)]
+
+
+class Clock:
+    """Monotonic time that only sleeping advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def retention(api: FakeApi, clock: Clock, days: int = 90, rate: float = 4.0) -> Retention:
+    config = RetentionConfig(closedForDays=days, deletesPerSecond=rate)
+    return Retention(
+        api,
+        config,
+        clock=lambda: NOW,
+        sleep=clock.sleep,
+        monotonic=lambda: clock.now,
+    )
+
+
+def populated() -> FakeApi:
+    api = FakeApi()
+    for obj in history_set():  # closed 2026-11-23: due at NOW with 90 days
+        obj["status"]["postmortemRef"] = f"{obj['metadata']['name']}-postmortem"
+        api.incidents[("shop", obj["metadata"]["name"])] = obj
+    young = closed(incident("young"), "uid-young", NOW - timedelta(days=10))
+    api.incidents[("shop", "young")] = young
+    api.incidents[("shop", "open")] = {
+        **incident("open"),
+        "metadata": {**incident("open")["metadata"], "uid": "uid-open"},
+    }
+    api.add_cm("shop", "a-postmortem", "a", "uid-a", {"postmortem.md": "# the real post-mortem of a"})
+    api.add_cm("shop", "a-evidence", "a", "uid-a", {"logs": "..."})
+    api.add_cm("shop", "a-foreign", "a", "uid-of-an-older-a", {})  # same label, another owner: kept
+    api.add_cm("shop", "young-postmortem", "young", "uid-young", {})
+    return api
+
+
+def test_a_pass_archives_what_is_due_then_deletes_it_and_its_configmaps_paced() -> None:
+    api, clock = populated(), Clock()
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
+    assert sorted(n for _, n in api.incidents) == ["open", "young"]
+    assert all(uid is not None and uid == f"uid-{name}" for _, name, uid in api.deletes)  # uid preconditions
+    assert sorted(n for _, n in api.configmaps) == ["a-foreign", "young-postmortem"]
+    assert done.configmaps == 2
+    names = sorted(n for _, n in api.archives)
+    assert names == ["incidents-2026-10", "incidents-2026-11"]
+    entries = {uid: e for a in api.archives.values() for uid, e in a["spec"]["entries"].items()}
+    assert entries["uid-a"]["postmortem"] == "# the real post-mortem of a"  # read from its ConfigMap
+    assert entries["uid-b"]["postmortem"].startswith("#")  # no ConfigMap: rendered from the incident
+    # 9 deletes at 4 per second: 8 waits of 0.25 s
+    assert clock.slept == [0.25] * 8
+    # Nothing due any more: a second pass writes nothing.
+    before = copy.deepcopy(api.archives)
+    assert asyncio.run(retention(api, clock).sweep()).due == 0
+    assert api.archives == before
+
+
+def test_a_crash_between_archive_and_delete_never_counts_an_incident_twice() -> None:
+    api, clock = populated(), Clock()
+    api.crash_on_delete = True
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(retention(api, clock).sweep())
+    assert len(api.incidents) == 9  # archived, none deleted
+    api.crash_on_delete = False
+    month = datetime(2026, 11, 27, tzinfo=UTC)
+    listing = archive.history(api.list("incidents", "shop"), api.list(archive.PLURAL, "shop"))
+    report_during = report.build(listing, 2026, 11, month, "shop").to_json()
+    done = asyncio.run(retention(api, clock).sweep())  # the next pass: upsert by uid, then delete
+    assert (done.archived, done.deleted) == (7, 7)
+    assert sum(a["spec"]["count"] for a in api.archives.values()) == 7
+    after = archive.history(api.list("incidents", "shop"), api.list(archive.PLURAL, "shop"))
+    assert report.build(after, 2026, 11, month, "shop").to_json() == report_during
+    live = list(populated().incidents.values())  # before any pass
+    assert report.build(live, 2026, 11, month, "shop").to_json() == report_during
+
+
+def test_an_archive_written_meanwhile_is_read_again_and_the_write_retried() -> None:
+    api, clock = populated(), Clock()
+    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
+        "incidents-2026-11", "2026-11", {}, None
+    ).body("shop")
+    api.archives[("shop", "incidents-2026-11")]["metadata"]["resourceVersion"] = "100"
+    api.conflicts = 2  # two writers got there first
+    done = asyncio.run(retention(api, clock).sweep())
+    assert done.deleted == 7
+    assert api.archives[("shop", "incidents-2026-11")]["spec"]["count"] == 6
+
+
+def test_an_incident_replaced_under_the_same_name_is_not_deleted() -> None:
+    api, clock = populated(), Clock()
+
+    original = api.delete
+
+    def swap_then_delete(plural: str, namespace: str, name: str, uid: str | None = None) -> None:
+        if name == "a":  # someone deleted a and created a new a meanwhile
+            api.incidents[("shop", "a")]["metadata"]["uid"] = "uid-new-a"
+        original(plural, namespace, name, uid)
+
+    api.objects.delete = swap_then_delete
+    done = asyncio.run(retention(api, clock).sweep())
+    assert ("shop", "a") in api.incidents
+    assert done.deleted == 6
+
+
+def test_retention_is_off_unless_configured_and_bad_config_is_refused(tmp_path: Path) -> None:
+    api, clock = populated(), Clock()
+    off = Retention(api, RetentionConfig(), clock=lambda: NOW, sleep=clock.sleep)
+    assert not RetentionConfig().enabled
+    assert asyncio.run(off.sweep()).due == 0
+    assert len(api.incidents) == 9
+    for bad, words in (
+        ("retention: {closedForDays: 0}", "closedForDays"),
+        ("retention: {closedForDays: ninety}", "closedForDays"),
+        ("retention: {closedForDays: 90, deletesPerSecond: 0}", "deletesPerSecond"),
+        ("retention: {closedForDay: 90}", "closedForDay"),
+    ):
+        path = tmp_path / "config.yaml"
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match=words):
+            load_config_file(path)
+    path.write_text("retention: {closedForDays: 90}")
+    loaded = load_config_file(path).retention
+    assert loaded.enabled
+    assert (loaded.closedForDays, loaded.deletesPerSecond) == (90, 5.0)
+
+
+# --------------------------------------------------------------------------- kubectl incident
+
+
+class PluginApi:
+    """The `Api` methods `report` and `history` call: live incidents and archives in memory."""
+
+    namespace = "shop"
+
+    def __init__(self, live: Objects, archives: Objects, refuse: int | None = None) -> None:
+        self.live, self.archived, self.refuse = live, archives, refuse
+        self.months: Months = []
+
+    def list(self, all_namespaces: bool) -> Objects:
+        return self.live
+
+    def archives(self, all_namespaces: bool, month: str | None = None) -> Objects:
+        if self.refuse:
+            raise PluginApiException(status=self.refuse, reason="Forbidden")
+        self.months.append(month)
+        return [a for a in self.archived if month in (None, a["spec"]["month"])]
+
+
+def plugin(fake: PluginApi, *argv: str) -> None:
+    parsed = parser().parse_args(list(argv))
+    parsed.fn(cast(Api, fake), parsed)
+
+
+def test_kubectl_incident_report_counts_archived_incidents_and_history_lists_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    objects = history_set()
+    plugin(PluginApi(objects, []), "report", "--month", "2026-11", "--format", "json")
+    before = json.loads(capsys.readouterr().out)
+    fake = PluginApi([], archived(objects))
+    plugin(fake, "report", "--month", "2026-11", "--format", "json")
+    assert json.loads(capsys.readouterr().out) == before
+    assert fake.months == ["2026-11"]  # only the month's archives are read
+
+    plugin(fake, "history", "--month", "2026-10")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["NAME", "SEVERITY", "CATEGORY", "DETECTED"]
+    assert [line.split()[0] for line in out[1:]] == ["oct"]
+    plugin(fake, "history", "-o", "json")
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(i["metadata"]["name"] for i in listed) == sorted(o["metadata"]["name"] for o in objects)
+    with pytest.raises(Failed, match="month must be YYYY-MM"):
+        plugin(fake, "history", "--month", "2026-13")
+
+
+def test_a_report_reader_who_may_not_read_archives_is_told_so(capsys: pytest.CaptureFixture[str]) -> None:
+    plugin(PluginApi(history_set(), [], refuse=403), "report", "--month", "2026-11", "--format", "json")
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["total"] == 5
+    assert "note: archived incidents not counted" in captured.err
+
+
+def test_the_operators_reports_list_archives_where_they_list_incidents() -> None:
+    """`/reports` is built from `runner._watched_history`: the incidents and the archives of the
+    namespace asked for, or of every watched namespace."""
+    from incident_operator.runtime import runner
+
+    live = history_set()[:3]
+    archives = archived(history_set()[3:])
+
+    class Kube:
+        def __init__(self) -> None:
+            self.objects = SimpleNamespace(list=self.list)
+            self.scopes: list[tuple[str, str | None]] = []
+
+        async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        def list(self, plural: str, namespace: str | None) -> Objects:
+            self.scopes.append((plural, namespace))
+            return archives if namespace in (None, "shop") else []
+
+        async def list_incidents(self, namespace: str | None) -> Objects:
+            return live if namespace in (None, "shop") else []
+
+    kube = Kube()
+    found = asyncio.run(runner._watched_history(kube, (), "shop"))
+    assert sorted(i["metadata"]["name"] for i in found) == sorted(
+        o["metadata"]["name"] for o in history_set()
+    )
+    assert kube.scopes == [(archive.PLURAL, "shop")]
+    kube.scopes.clear()
+    asyncio.run(runner._watched_history(kube, ("shop", "web"), None))
+    assert kube.scopes == [(archive.PLURAL, "shop"), (archive.PLURAL, "web")]
+
+
+def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The listing keeps references only; each due incident is read again before it is archived,
+    and one reopened (or gone) in between is left alone."""
+    monkeypatch.setattr("incident_operator.controllers.retention.PAGE", 3)
+    api, clock = populated(), Clock()
+    original = api.get
+
+    def reopened_b(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        found = original(plural, namespace, name)
+        if name == "b":
+            found["status"] = {**found["status"], "phase": "Investigating"}
+            found["status"].pop("closedAt", None)
+        return found
+
+    api.objects.get = reopened_b
+    done = asyncio.run(retention(api, clock).sweep())
+    assert api.pages == [3, 3, 3]  # 9 incidents, 3 per page
+    assert (done.due, done.archived, done.deleted) == (7, 6, 6)
+    assert ("shop", "b") in api.incidents
+    assert "uid-b" not in {uid for a in api.archives.values() for uid in a["spec"]["entries"]}
