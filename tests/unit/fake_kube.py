@@ -107,7 +107,7 @@ class FakeKube:
         self.configmaps[name] = dict(data)
 
     def post_event(self, record: Record) -> None:
-        self.calls.append(("event", record.reason))
+        self.calls.append(("event", record.reason, record.message, record.warning))
 
     # ------------------------------------------------------------------ the Playbook
 

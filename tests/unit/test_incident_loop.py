@@ -154,6 +154,24 @@ def test_events_are_posted_only_after_the_write_that_records_them() -> None:
     assert set(events) <= set(timeline)
 
 
+def test_a_status_write_posts_one_normal_event_carrying_its_records_in_order() -> None:
+    api, clock = fake_api(), Clock()
+    asyncio.run(run_until_settled(api, clock))
+    writes = len(api.called("patch_incident_status"))
+    events = api.called("event")
+    assert len(events) <= writes  # at most one Normal Event per status write (no warning here)
+    assert not any(warning for *_, warning in events)
+    by_type = {e["type"]: e["message"] for e in api.status()["timeline"]}
+    started = next(c for c in events if c[1] == "PlaybookStarted")
+    # Detected, written with the run's start, rides on its Event, before its own words
+    assert started[2].startswith(by_type["Detected"] + " | ")
+    assert started[2].endswith(by_type["PlaybookStarted"])
+    resolved = next(c for c in events if c[1] == "Resolved")
+    assert by_type["StepSucceeded"] in resolved[2]  # the last step's outcome, written with Resolved
+    succeeded = [e for e in api.status()["timeline"] if e["type"] == "StepSucceeded"]
+    assert [c[1] for c in events].count("StepSucceeded") == len(succeeded) - 1  # the last one folded
+
+
 def test_the_run_is_counted_once_on_the_playbook() -> None:
     api, clock = fake_api(), Clock()
     asyncio.run(run_until_settled(api, clock))
@@ -507,7 +525,9 @@ def test_over_the_namespace_cap_the_loop_acts_on_nothing_says_so_once_and_runs_w
     assert_done_exactly_once(api)
     resumed = next(c for c in api.status()["conditions"] if c["type"] == "AutomationPaused")
     assert (resumed["status"], resumed["reason"]) == ("False", "AutomationResumed")
-    assert [c[1] for c in api.called("event")].count("AutomationResumed") == 1
+    # said once, in the Event of the write that resumed it (folded: the run's start is the last record)
+    resumed_events = [c for c in api.called("event") if "automation goes on" in c[2]]
+    assert [c[1] for c in resumed_events] == ["PlaybookStarted"]
 
 
 def test_two_incidents_wanting_the_last_slot_at_once_get_it_once_before_the_watch_shows_either_run() -> None:

@@ -15,7 +15,8 @@ import pytest
 from incident_operator.adapters import metrics
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core.openlimit import OpenIncident, Rankings
-from incident_operator.core.planner import Record, posts_event
+from incident_operator.core.planner import Record, events, posts_event
+from incident_operator.core.planner.model import EVENT_MESSAGE_MAX
 from incident_operator.core.repeats import History
 from incident_operator.runtime import handlers
 from incident_operator.runtime.context import RuntimeContext
@@ -212,6 +213,34 @@ async def test_stop_cancels_loops_that_do_not_finish_within_the_bound() -> None:
 )
 def test_which_records_become_events(record: Record, posted: bool) -> None:
     assert posts_event(record) is posted
+
+
+def test_the_normal_records_of_one_write_are_one_event_and_each_warning_its_own() -> None:
+    records = [
+        Record("Detected", "P2 opened"),
+        Record("StepStarted", "step a started"),  # timeline only: not in the Event
+        Record("StepRetrying", "attempt 1 failed", warning=True),
+        Record("StepSucceeded", "step a: ok"),
+        Record("Monitoring", "all steps done"),
+        Record("Resolved", "resolved: health held"),
+    ]
+    assert [(e.reason, e.message, e.warning) for e in events(records)] == [
+        ("StepRetrying", "attempt 1 failed", True),
+        ("Resolved", "P2 opened | step a: ok | resolved: health held", False),
+    ]
+    alone = [Record("Resolved", "resolved")]
+    assert events(alone) == alone  # one record: as it is
+    assert events([Record("StepStarted", "x")]) == []
+
+
+def test_a_folded_events_message_is_bounded_keeping_its_start_and_its_end() -> None:
+    records = [Record("Detected", "d" * 800), Record("Resolved", "r" * 800)]
+    (event,) = events(records)
+    assert event.reason == "Resolved"
+    assert len(event.message) == EVENT_MESSAGE_MAX
+    assert event.message.startswith("ddd")
+    assert event.message.endswith("rrr")
+    assert "..." in event.message
 
 
 @in_loop

@@ -792,13 +792,66 @@ def revert_execution(api: FakeKube) -> Any:
     )
 
 
-def test_a_settled_run_gives_its_locks_back() -> None:
+def test_a_settled_run_writes_nothing_to_its_locks_and_the_next_claim_replaces_them() -> None:
     api = generic_api()
-    settle(api, Clock())
-    assert api.locks == {}
+    clock = Clock()
+    settle(api, clock)
     assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web"), ("scale", "api")]
     writes = [c for c in api.calls if c[0] == "write_lock"]
-    assert len(writes) == 4  # each claimed once for the run, each given back once
+    assert len(writes) == 2  # each claimed once for the run; nothing given back when it settles
+    left = {lease: holder for lease, (holder, _) in api.locks.items()}
+    assert len(left) == 2  # one Lease per workload stays, naming the settled run
+    for holder in left.values():
+        assert targets.lock_holder(holder)[:2] == (INCIDENT, UID)
+        # its claim is seconds old, yet free: the status shows the run done with its steps
+        assert not targets.holds_lock(api.incident, holder, clock())
+    # a second incident takes it at once: the Lease is replaced, resourceVersion-checked
+    second = running.Claimant("second", "uid-2", "r1")
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, second, clock())) is None
+    assert targets.lock_holder(api.lock("web") or "").incident == "second"
+    assert len([c for c in api.calls if c[0] == "write_lock"]) == 3
+
+
+SETTLED_R1 = steps_of(("restart", "restart", "Succeeded"), ("wait", "waitReady", "Succeeded"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,  # the holder incident was deleted
+        holder_body(uid="uid-new", playbook=BETWEEN_STEPS),  # re-created under the same name
+        holder_body(playbook=SETTLED_R1),  # the claim's run settled: every mutating step done
+        holder_body(playbook=steps_of(("restart", "restart", "Failed"), ("again", "restart", "Skipped"))),
+    ],
+)
+def test_a_fresh_claim_is_free_once_its_holder_is_gone_replaced_or_its_run_settled(
+    body: dict[str, Any] | None,
+) -> None:
+    value = targets.lock_value("other", "uid-other", T0, "r1")
+    assert not targets.holds_lock(body, value, T0 + timedelta(seconds=1))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        holder_body(playbook={**SETTLED_R1, "runId": "r2"}),  # not the claim's run (a re-fire's)
+        holder_body(playbook=steps_of(("restart", "restart", "Succeeded"), ("again", "restart", "Pending"))),
+        holder_body(playbook={"runId": "r1", "steps": []}),
+        holder_body(  # a scale still to revert: the revert acts on the workload still
+            playbook={
+                "runId": "r1",
+                "snapshot": {"revertOnResolve": True},
+                "steps": [{"name": "s", "action": "scale", "state": "Succeeded", "replicasBefore": 2}],
+            },
+            conditions=[{"type": "Resolved", "status": "True"}],
+        ),
+    ],
+)
+def test_a_fresh_claim_holds_while_its_run_may_still_act(body: dict[str, Any]) -> None:
+    value = targets.lock_value("other", "uid-other", T0, "r1")
+    assert targets.holds_lock(body, value, T0 + timedelta(seconds=1))
+    unnamed = f"other/uid-other/{format_time(T0)}"  # a holder of no named run: not judged done
+    assert targets.holds_lock(holder_body(playbook=SETTLED_R1), unnamed, T0 + timedelta(seconds=1))
 
 
 def test_a_claim_lost_to_a_concurrent_writer_is_decided_again() -> None:
@@ -896,7 +949,8 @@ def test_killed_at_any_write_each_target_of_a_generic_step_changes_once() -> Non
                     ("web", "Succeeded"),
                     ("api", "Succeeded"),
                 ], (n, when, step["name"])
-            assert api.locks == {}
+            for holder, _ in api.locks.values():  # left in place, free: the run settled
+                assert not targets.holds_lock(api.incident, holder, clock()), (n, when)
 
 
 # ----------------------------------------------------------------------------- deletePods on the targets

@@ -150,7 +150,8 @@ class Reason(StrEnum):
 
 
 REASON_DESCRIPTIONS: dict[Reason, str] = {
-    Reason.DETECTED: "The incident was opened (timeline, Event).",
+    Reason.DETECTED: "The incident was opened (timeline; its words are in the Event of the status write "
+    "that records it, usually PlaybookStarted's).",
     Reason.REPEAT: "The incident repeats an earlier one (same alert or category, same targets); "
     "timeline only, see status.repeatOf.",
     Reason.ACKNOWLEDGED: "Someone or something acknowledged the incident (timeline; condition Acknowledged).",
@@ -185,7 +186,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "automation.maxMutatingActions.perNamespace or clusterWide allows within one window: it takes all its "
     "slots at once, so it never fits and acts on none of them until a person raises the limit (a resume "
     "does not lift it) or resolves the incident (warning; a reason of Stalled and Reconciling).",
-    Reason.RESOLVED: "The incident is resolved (timeline, Event; a reason of Reconciling and Stalled).",
+    Reason.RESOLVED: "The incident is resolved (timeline, Event, which also carries the records written with "
+    "it, such as the last step's outcome; a reason of Reconciling and Stalled).",
     Reason.DECLARED_BY_HUMAN: "Resolved because spec.resolution was set.",
     Reason.STABILIZED: "Resolved because health held through the stabilization window.",
     Reason.CLOSED: "The post-incident review is done; the incident is read-only history.",
@@ -234,7 +236,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     "version, or, stalled on a failed or blocked step, ends so that a new run uses the edit.",
     Reason.PLAYBOOK_REF_IGNORED: "spec.playbookRef changed during a run: it applies from the next run.",
     Reason.STEP_RUNNING: "Condition reason of Reconciling: a step runs.",
-    Reason.STEP_STARTED: "A step started (timeline only; its outcome is the Event).",
+    Reason.STEP_STARTED: "A step started (timeline only; its outcome is in an Event).",
     Reason.STEP_SUCCEEDED: "A step succeeded.",
     Reason.STEP_FAILED: "A step failed and has no retries left (warning).",
     Reason.STEP_RETRYING: "A step failed and will be retried (warning).",
@@ -266,5 +268,5 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 TIMELINE_ONLY: frozenset[Reason] = frozenset({Reason.STEP_STARTED, Reason.MONITORING, Reason.REPEAT})
 """Normal records kept in the timeline but not posted as Events: the start of a step is followed
 by its outcome's Event, Monitoring by Resolved (or a warning), and a repeat shows in
-`status.repeatOf`; so `kubectl describe` keeps one line per thing that happened, and
-`status.timeline` still has every entry."""
+`status.repeatOf`; `status.timeline` still has every entry. The other Normal records of one status
+write share one Event, with the last one's reason (`core.planner.events`); each warning has its own."""

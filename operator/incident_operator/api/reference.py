@@ -205,10 +205,12 @@ def reasons_section() -> list[str]:
         "## Reasons",
         "",
         "The reasons of conditions, of timeline entries (`status.timeline[].type`) and of the Kubernetes "
-        "Events on the object. Every timeline entry is also an Event with the same reason (`Warning` where "
-        "the description says so), except the timeline-only ones: "
+        "Events on the object. Every timeline entry is also in an Event, except the timeline-only ones: "
         + ", ".join(f"`{r}`" for r in Reason if r in TIMELINE_ONLY)
-        + ".",
+        + ". A warning (`Warning` where the description says so) has an Event of its own with its reason; "
+        "the Normal entries one status write records share one Event, with the reason of the last "
+        "(the most advanced: `PlaybookStarted` after `Detected`, `Resolved` after the last step's "
+        "`StepSucceeded`) and their messages joined in order by ` | `.",
         "",
         "| reason | Event | meaning |",
         "|---|---|---|",

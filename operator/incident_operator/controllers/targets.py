@@ -9,8 +9,13 @@ is done, so a crash or a retry never acts on a done target again; the action's o
 A mutating step takes its workloads' locks before it acts: a Lease per workload in its namespace
 (`core.targets.lock_lease`, holder `<incident>/<uid>/<run>/<claimed at>`), claimed and given back
 with resourceVersion-checked writes, as the cooldown claim is. The run keeps it from its first
-mutating action on the workload until the run settles (`core.targets.run_settled`; the loop gives
-it back then, `release_all`), so no other incident acts on the workload between the run's steps.
+mutating action on the workload until the run settles (`core.targets.run_settled`), so no other
+incident acts on the workload between the run's steps. A settled run writes nothing: its Lease
+stays, naming it, and reads as free from its status (`core.targets.holds_lock`); the next claim
+replaces it. So there is one Lease per workload ever acted on (bounded by the workloads, not by
+the incidents); one whose holder incident no longer exists may be deleted by a retention pass.
+Only a run that gives way mid-run (a deadlock, a Blocked TargetBusy or OutOfBounds refusal) and
+the scale revert give theirs back at once (`release_all`), since a waiter would wait for them.
 An incident that finds another's run holding it does not act: the step is Blocked with reason
 TargetBusy naming the holder, and tried again shortly; if the holder ranks first (the older
 incident) and its run itself waits, directly or through other waiting runs, for a workload the
@@ -126,8 +131,9 @@ async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant) ->
 
 
 async def release_all(kube: Kube, namespace: str, refs: Sequence[WorkloadRef], me: Claimant) -> None:
-    """Give back the locks `me`'s incident holds on `refs`; best effort (a lock not given back is
-    freed by `core.targets.holds_lock` once the run is seen settled)."""
+    """Give back the locks `me`'s incident holds on `refs` mid-run (a deadlock's give-way, a
+    refusal, the scale revert done); best effort (a lock not given back is freed by
+    `core.targets.holds_lock` once the run is seen settled). A settled run gives nothing back."""
     for ref in refs:
         try:
             await release(kube, namespace, ref, me)

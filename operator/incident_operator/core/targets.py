@@ -245,6 +245,12 @@ def _run_settled(
             continue
         if c.get("type") == ConditionType.STALLED and c.get("reason") == Reason.STEP_FAILED:
             return True  # stopped on a failed step: only a new run (or a person) goes on
+    return _steps_done(progress)
+
+
+def _steps_done(progress: Mapping[str, Any]) -> bool:
+    """Whether no mutating step of the run (`status.playbook` as the API returns it) is left to
+    run: each is final (succeeded, failed, skipped) or Blocked with continueOnFailure."""
     snapshot = progress.get("snapshot") or {}
     goes_on = {s.get("name") for s in snapshot.get("steps") or [] if s.get("continueOnFailure")}
     for s in progress.get("steps") or []:
@@ -283,8 +289,14 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     `revert_run`); each of those only once the claim is older than LOCK_GRACE (or dated more than
     CLOCK_SKEW ahead of `now`: `young`): a fresh claim holds
     whatever the holder's state (its action may still be running, and the scale revert runs after
-    the incident resolved). A paused incident, or one waiting (approval, a stall, a crash it
-    resumes from) keeps it."""
+    the incident resolved), except when the status shows the claim's own run with every mutating
+    step done and nothing to revert (`_claimed_run_done`: each step's outcome is written after its
+    action, so none of that run runs). A paused incident, or one waiting (approval, a stall, a
+    crash it resumes from) keeps it.
+
+    This is what frees a settled run's lock: the run does not delete its Lease when it settles
+    (a write per workload per run saved); the Lease stays, naming the settled run, until the next
+    claim replaces it (resourceVersion-checked)."""
     if incident is None:
         return False
     holder = lock_holder(value)
@@ -294,12 +306,15 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     spec = incident.get("spec") or {}
     status = incident.get("status") or {}
     conditions = status.get("conditions") or []
-    if young(holder, now, LOCK_GRACE):
-        return True  # its action may be running still, even if a person resolved the incident
-    if spec.get("closed"):
-        return False
     progress = status.get("playbook") or {}
     run = str(progress.get("runId") or "")
+    if young(holder, now, LOCK_GRACE):
+        # its action may be running still, even if a person resolved the incident; unless the
+        # status shows the claim's own run done with its steps (each outcome is written after
+        # its action): the lock of a run that settled is free at once, its Lease left in place
+        return not _claimed_run_done(holder, progress)
+    if spec.get("closed"):
+        return False
     if revert_pending(progress) and holder.run in ("", run, revert_run(run)):
         return True  # held until the scale revert is done, by the run that scaled or the revert
     if _resolved(spec, conditions):
@@ -307,6 +322,20 @@ def holds_lock(incident: Mapping[str, Any] | None, value: str, now: datetime) ->
     if holder.run and progress.get("runId") != holder.run:
         return False  # a re-fire's run, or a scale revert done: past the grace
     return not _run_settled(spec, conditions, progress)
+
+
+def _claimed_run_done(holder: Holder, progress: Mapping[str, Any]) -> bool:
+    """Whether the holder's status shows the run that claimed the lock with every mutating step
+    done (`_steps_done`) and no scale to revert: no action of that run is left, so none runs. A
+    claim of another run (a re-fire's, a scale revert's), or of none named, is not judged so."""
+    steps = progress.get("steps") or []
+    return (
+        bool(holder.run)
+        and holder.run == str(progress.get("runId") or "")
+        and bool(steps)
+        and not revert_pending(progress)
+        and _steps_done(progress)
+    )
 
 
 _WAITS_FOR = re.compile(r"(?:^|: )([A-Za-z]+/[a-z0-9][-a-z0-9.]*) is busy: incident ")

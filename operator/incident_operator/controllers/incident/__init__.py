@@ -10,7 +10,8 @@ Owns the order of effects, which is what makes every step run exactly once:
    out in one patch, before the next action (so an outcome is always written before anything
    else acts, and a transition with nothing to do in between costs no write of its own).
 Each record becomes a timeline entry (inside the status), a counter, and for what people read
-in `kubectl describe` a Kubernetes Event (`planner.posts_event`). The loop sleeps until the
+in `kubectl describe` a Kubernetes Event (`planner.posts_event`; the Normal records of one
+status write share one Event, `planner.events`). The loop sleeps until the
 planner's next deadline or a change of the Incident or its Playbooks, and survives API errors
 with a bounded backoff.
 

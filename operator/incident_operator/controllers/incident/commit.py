@@ -13,7 +13,8 @@ Owns the incident's status as the loop knows it, under these names:
   incident is not settled while they last).
 
 `commit` sends one status patch for a decision and everything held; only after it succeeded are
-the records posted as Events, counted as metrics and on the Playbook (`ledger`), and the notices
+the records posted as Events (the Normal ones of one write folded into one, `planner.events`),
+counted as metrics and on the Playbook (`ledger`), and the notices
 sent. A failed write raises and keeps everything held for the next attempt. The post-mortem
 draft (`draft`) is written before the status that names it.
 """
@@ -37,7 +38,7 @@ from incident_operator.controllers.incident.inputs import PlaybookEntry
 from incident_operator.controllers.incident.ledger import RunLedger
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.notices import IncidentView, notices
-from incident_operator.core.planner import Decision, Record, posts_event, with_records
+from incident_operator.core.planner import Decision, Record, events, with_records
 
 logger = logging.getLogger(__name__)
 
@@ -170,9 +171,9 @@ class Commit:
         to_count, self.held = self.held, []
         if counts is not None:
             to_count.append(Held(decision, *counts))
+        for event in events(records):  # one for the Normal records, one per warning
+            self.post_event(event)
         for record in records:
-            if posts_event(record):
-                self.post_event(record)
             if record.reason == Reason.RESPONSE_TARGET_BREACHED:
                 metrics.breach(spec)
             elif record.reason in (

@@ -128,21 +128,14 @@ class IncidentLoop:
             config.file.jobs,
         )
 
-    async def _give_back_locks(self, spec: IncidentSpec, chosen: PlaybookEntry | None) -> None:
+    def _note_settled(self, spec: IncidentSpec) -> None:
         """Once the run settles (`core.targets.run_settled`: resolved, closed, stopped on a failed
-        step, or no mutating step left), give back the workload locks it took, so that an incident
-        waiting for one goes on at its next try; once per run (a lock not given back is free anyway
-        once the run shows settled)."""
-        if not self.may_hold_locks or not run_settled(spec, self.status):
-            return
-        self.may_hold_locks = False
-        progress = self.status.playbook
-        if progress is None or chosen is None:
-            return
-        refs = run_workloads(chosen.spec, progress)
-        if refs:
-            me = self.execution.claimant(self.status)
-            await targets.release_all(self.execution.kube, self.namespace, refs, me)
+        step, or no mutating step left), it holds its workload locks no longer. Nothing is written:
+        its lock Leases stay, naming the run, and read as free from its status
+        (`core.targets.holds_lock`); the next claim replaces them. An incident waiting for one
+        goes on at its next try."""
+        if self.may_hold_locks and run_settled(spec, self.status):
+            self.may_hold_locks = False
 
     async def _carry_locks(self, before: PlaybookProgress | None) -> None:
         """A run ended on a Playbook edit and continued by a new run (`core.planner`'s
@@ -348,7 +341,7 @@ class IncidentLoop:
         if decision.intent is None:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
             await self._carry_locks(ran_before)
-            await self._give_back_locks(spec, chosen)
+            self._note_settled(spec)
             return False, decision.wake_at
         assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
         unwritten = busy is not None or start_unwritten(decision.intent, decision.status, chosen.spec)
@@ -356,8 +349,8 @@ class IncidentLoop:
             self.commit.hold(decision, counts=(chosen, claimed))
         else:
             await self.commit.commit(decision, spec, counts=(chosen, claimed))
-        if decision.intent.kind != "revert-scale":  # the revert holds them: given back after it
-            await self._give_back_locks(spec, chosen)
+        if decision.intent.kind != "revert-scale":  # the revert holds them until it is done
+            self._note_settled(spec)
         self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
         outcome = busy or await self.execution.run_unless_overtaken(

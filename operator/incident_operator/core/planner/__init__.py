@@ -32,6 +32,7 @@ from incident_operator.core.planner.model import (
     PlanInput,
     Record,
     cooldown_until,
+    events,
     posts_event,
 )
 from incident_operator.core.planner.steps import complete, pods_to_delete, scale_decision
@@ -58,6 +59,7 @@ __all__ = [
     "complete",
     "cooldown_until",
     "effective_severity",
+    "events",
     "plan",
     "pods_to_delete",
     "posts_event",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -83,6 +84,33 @@ def posts_event(record: Record) -> bool:
     if record.reason == Reason.ACKNOWLEDGED:
         return False
     return record.reason not in TIMELINE_ONLY
+
+
+EVENT_MESSAGE_MAX = 1024
+"""An Event's message is cut to this many characters (as kopf cuts one: its start and its end)."""
+EVENT_JOIN = " | "
+"""Between the messages of the Normal records one Event carries (`events`)."""
+_CUT = "..."
+
+
+def events(records: Sequence[Record]) -> list[Record]:
+    """The Events one status write posts for its `records` (those `posts_event` admits), in
+    order: each Warning its own; the Normal ones folded into one, at the place of the last, with
+    its reason (the most advanced: e.g. PlaybookStarted after Detected, Resolved after
+    StepSucceeded) and the messages of all of them joined in order (EVENT_JOIN), cut to
+    EVENT_MESSAGE_MAX keeping its start and its end. So a one-step lifecycle, two status writes,
+    posts two Events; the timeline keeps every record."""
+    posted = [r for r in records if posts_event(r)]
+    normal = [r for r in posted if not r.warning]
+    if len(normal) < 2:
+        return posted
+    message = EVENT_JOIN.join(r.message for r in normal)
+    if len(message) > EVENT_MESSAGE_MAX:
+        half = (EVENT_MESSAGE_MAX - len(_CUT)) // 2
+        message = message[:half] + _CUT + message[-(EVENT_MESSAGE_MAX - len(_CUT) - half) :]
+    last = max(i for i, r in enumerate(posted) if not r.warning)
+    folded = dataclasses.replace(posted[last], message=message)
+    return [folded if i == last else r for i, r in enumerate(posted) if r.warning or i == last]
 
 
 @dataclass
