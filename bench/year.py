@@ -47,7 +47,7 @@ SAMPLE_S = 5.0
 SETTLE_S = 900.0
 """At most this long for the operator's CPU to settle after it starts on a year of incidents."""
 KEEP_DAYS = 90
-RETENTION_CANDIDATES = ({"closedForDays": KEEP_DAYS, "deletesPerSecond": 500}, {"closedForDays": KEEP_DAYS})
+RETENTION_CANDIDATES = ({"closedForDays": KEEP_DAYS, "deletesPerSecond": 100}, {"closedForDays": KEEP_DAYS})
 """Retention as configured, most useful first: with a delete pace that keeps the bench short, if the
 code under test has one (DESIGN.md names only `closedForDays`; the pace is the implementation's)."""
 READER = "bench-year-reader"
@@ -144,8 +144,8 @@ def retention_config(work: Path, base: dict[str, Any]) -> tuple[dict[str, Any] |
             [
                 sys.executable,
                 "-c",
-                "import sys; from incident_operator.settings.config import load_config_file; "
-                "load_config_file(sys.argv[1])",
+                "import sys, pathlib; from incident_operator.settings.config import load_config_file; "
+                "load_config_file(pathlib.Path(sys.argv[1]))",
                 str(path),
             ],
             capture_output=True,
@@ -154,7 +154,8 @@ def retention_config(work: Path, base: dict[str, Any]) -> tuple[dict[str, Any] |
         )
         if check.returncode == 0:
             return candidate, ""
-        refusal = (check.stderr.strip().splitlines() or ["refused"])[-1]
+        said = [line.strip() for line in check.stderr.splitlines() if "retention" in line]
+        refusal = "its config refuses `retention`: " + (" ".join(said[:2]) or check.stderr.strip()[-200:])
     return None, refusal
 
 
@@ -194,7 +195,11 @@ def wait_for_retention(
 
 
 def chart(
-    path: Path, months: Counter[str], remaining: Counter[str], samples: list[tuple[float, int, float]]
+    path: Path,
+    months: Counter[str],
+    remaining: Counter[str],
+    samples: list[tuple[float, int, float]],
+    rss_10k: float | None,
 ) -> None:
     import matplotlib
 
@@ -215,7 +220,7 @@ def chart(
     left.set_xticks(list(x), names, rotation=60, fontsize=7)
     left.set_ylabel("incidents (month of detection)")
     left.set_title(f"Simulated year: retention {KEEP_DAYS} days")
-    left.legend()
+    left.legend(loc="lower right")
     if samples:
         right.plot([s[0] for s in samples], [s[1] for s in samples], "-", label="incident objects")
         right.set_xlabel("seconds since the operator started with retention")
@@ -223,6 +228,9 @@ def chart(
         twin = right.twinx()
         twin.plot([s[0] for s in samples], [s[2] for s in samples], "--", color="tab:red", label="RSS (MB)")
         twin.set_ylabel("operator RSS, MB")
+        if rss_10k:
+            twin.axhline(rss_10k * 1.1, color="tab:red", alpha=0.4, linewidth=1)
+            twin.annotate("10,000-incident RSS + 10%", (0, rss_10k * 1.1), fontsize=7, color="tab:red")
         right.set_title("Archiving: objects and RSS")
     else:
         right.text(0.5, 0.5, "retention not available", ha="center", va="center")
@@ -306,7 +314,7 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
             f"**Retention is not available on the code under test** ({why}): nothing archived or "
             "deleted; the objects stay, and so does their cost (the RSS above).",
         ]
-        chart(root / "bench-year.png", months, months, samples)
+        chart(root / "bench-year.png", months, months, samples, rss_10k)
     else:
         times: list[datetime] = made["times"]
 
@@ -321,7 +329,7 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
         rss_after = scale.rss_mb(pid)
         after = reports(port, token, month_names)
         left, stale, total = remaining_by_month(custom)
-        chart(root / "bench-year.png", months, left, samples)
+        chart(root / "bench-year.png", months, left, samples, rss_10k)
         changed = [m for m in month_names if before.get(m) != after.get(m)]
         errors = [m for m in month_names if "error" in before.get(m, {}) or "error" in after.get(m, {})]
         rate = (INCIDENTS - total) / waited["seconds"] if waited["seconds"] else 0.0
