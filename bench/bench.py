@@ -200,12 +200,10 @@ def main() -> int:
         # the operator's own throughput, not the per-namespace cap (limits.maxOpenIncidentsPerNamespace),
         # nor the circuit breaker and the storm guard (AUTOMATION: above this load, so nothing waits;
         # their reservation, one write of the breaker's ConfigMap per mutating action, is measured).
+        # The breaker's state lives in `ns`: the operator's own namespace is not created here.
         base_config = {
             "limits": {"maxOpenIncidentsPerNamespace": 10_000},
-            "automation": {
-                **AUTOMATION,
-                "stateNamespace": ns,
-            },  # the operator's namespace is not created here
+            "automation": {**AUTOMATION, "stateNamespace": ns},
         }
         log = (work / "operator.log").open("ab")
 

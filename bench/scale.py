@@ -123,9 +123,7 @@ def write_floor(custom: client.CustomObjectsApi, ns: str) -> float:
         custom.create_namespaced_custom_object(GROUP, VERSION, ns, "incidents", _incident(name))
         timeline: list[dict[str, str]] = []
         for step in range(FLOOR_WRITES - 1):
-            timeline.append(
-                {"time": f"2026-01-01T00:00:{step:02d}Z", "reason": f"Step{step}", "message": name}
-            )
+            timeline.append({"time": f"2026-01-01T00:00:{step:02d}Z", "type": f"Step{step}", "message": name})
             body = {"status": {"phase": "Detected", "timeline": timeline}}
             custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, "incidents", name, body)
 
@@ -205,8 +203,8 @@ def standing(
     for size in SIZES:
         new = list(range(made, size))
         opened = [f"o{i:05d}" for i in new if i % 10 == 0]
-        closed = [f"h{i:05d}" for i in new if i % 10 != 0]
-        _in_parallel(closed, lambda name: history.create(custom, ns, template, name))
+        past = [f"h{i:05d}" for i in new if i % 10 != 0]
+        _in_parallel(past, lambda name: history.create(custom, ns, template, name))
         _in_parallel(opened, open_one)
         made = size
 
@@ -223,7 +221,7 @@ def standing(
 
         poll(seen, 1800, f"{size} incidents handled")
         # The operator has closed them (Detected, Closed): now their real history, as the admin.
-        _in_parallel(closed, lambda name: history.write_status(custom, ns, template, name))
+        _in_parallel(past, lambda name: history.write_status(custom, ns, template, name))
         settled_s = settle(pid)
         results.append(
             {
