@@ -80,11 +80,15 @@ def close_as_a_person(custom: client.CustomObjectsApi, ns: str, name: str, timeo
     and referenced its post-mortem, and return it as the template of history."""
     custom.patch_namespaced_custom_object(GROUP, VERSION, ns, "incidents", name, {"spec": {"closed": True}})
     deadline = time.monotonic() + timeout
+    last: tuple[str, float] | None = None  # (resourceVersion, since when unchanged)
     while time.monotonic() < deadline:
         obj = cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, ns, "incidents", name))
         status = obj.get("status") or {}
-        observed = status.get("observedGeneration") == obj["metadata"].get("generation")
-        if status.get("phase") == "Closed" and status.get("postmortemRef") and observed:
+        version = str(obj["metadata"].get("resourceVersion"))
+        if last is None or last[0] != version:
+            last = (version, time.monotonic())
+        closed = status.get("phase") == "Closed" and status.get("closedAt") and status.get("postmortemRef")
+        if closed and time.monotonic() - last[1] >= 2.0:  # and the operator's writes are over
             return Template(name, dict(obj.get("spec") or {}), dict(status))
         time.sleep(0.2)
     raise SystemExit(f"bench: {ns}/{name} not closed with a post-mortem within {timeout:.0f} s")
