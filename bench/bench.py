@@ -355,9 +355,13 @@ def main() -> int:
         else:
             stop_operator()
         if not PROFILE:  # the operator is stopped (SIGTERM above): the year starts its own
-            report += year.run(
-                custom, api, template, start_operator, stop_operator, port, base_config, rss_10k, ROOT
-            )
+            try:
+                report += year.run(
+                    custom, api, template, start_operator, stop_operator, port, base_config, rss_10k, ROOT
+                )
+            except (Exception, SystemExit) as exc:  # the figures above are kept, and so is why
+                report += f"\n## A simulated year\n\nThe stage failed: {type(exc).__name__}: {exc}\n"
+                print(f"bench: the simulated year failed: {exc!r}", file=sys.stderr)
         if PROFILE:
             # tracemalloc slows everything and costs memory itself: keep the profile, not the figures.
             profile = work / "memory.txt"

@@ -272,7 +272,15 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
     stage_started = time.monotonic()
     core = client.CoreV1Api(api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NS)))
-    scale.poll(lambda: core.read_namespaced_service_account("default", NS), 60, "namespace", interval=0.5)
+
+    def ready() -> bool:  # the namespace's default ServiceAccount exists: it is usable
+        try:
+            core.read_namespaced_service_account("default", NS)
+        except client.exceptions.ApiException:
+            return False
+        return True
+
+    scale.poll(ready, 60, "namespace", interval=0.5)
     now = datetime.now(UTC)
     made = create_year(custom, template, now)
     months: Counter[str] = made["months"]
