@@ -158,10 +158,6 @@ def main() -> int:
             f"kube-apiserver=--audit-policy-file={policy}",
             "--extra-arg",
             f"kube-apiserver=--audit-log-path={audit}",
-            # A simulated year writes 200,000 incident revisions of realistic size: more than
-            # etcd's default 2 GiB backend quota may hold before compaction frees it.
-            "--extra-arg",
-            "etcd=--quota-backend-bytes=8589934592",
         ],
         capture_output=True,
         text=True,
