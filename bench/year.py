@@ -295,6 +295,8 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
     scale.settle(pid, limit=SETTLE_S)
     rss_all = scale.rss_mb(pid)
     before = reports(port, token, month_names)
+    unread_before = [m for m in month_names if "error" in before[m]]
+    read_before = [m for m in month_names if m not in unread_before]
     stop()
 
     work = Path(tempfile.mkdtemp(prefix="bench-year-"))
@@ -312,7 +314,9 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
         f"the twelve months before the run: {made['created_s']:.0f} s "
         f"({2 * INCIDENTS / made['created_s']:.0f} writes/s, a create and a status write each). "
         f"The operator, started on them (with the standing load's {scale.SIZES[-1]:,} in their own "
-        f"namespace): RSS {rss_all:.0f} MB once settled.",
+        f"namespace): RSS {rss_all:.0f} MB once settled. Its monthly reports of `{NS}` "
+        f"(`/reports/YYYY-MM?namespace={NS}&format=json`): {len(read_before)} of {len(month_names)} "
+        f"months read{'; unreadable: ' + ', '.join(unread_before) if unread_before else ''}.",
         "",
     ]
     samples: list[tuple[float, int, float]] = []
