@@ -1,5 +1,5 @@
-"""bench/history.py: the realistic history of the scale measurements is what the operator and
-the report would find after a real life (valid for the models, Closed, no loop, counted)."""
+"""bench/synthetic.py: the synthetic realistic history (unit tests, memory profiles) is what the
+operator and the report would find after a real life (valid for the models, Closed, no loop, counted)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from incident_operator.core import openlimit, report
 from incident_operator.core.attention import needs_loop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as bench.py has it
-from history import closed_incident
+from synthetic import closed_incident
 
 AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 

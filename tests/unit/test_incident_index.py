@@ -22,7 +22,7 @@ from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import OperatorConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as bench.py has it
-from history import closed_incident
+from synthetic import closed_incident
 
 AT = datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
 

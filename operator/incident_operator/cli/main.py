@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from incident_operator import __version__
 from incident_operator.settings.config import ConfigError, FileConfig, OperatorConfig, load_config_file
@@ -120,6 +121,20 @@ def without_the_sync_client() -> None:
     lazyclient.install()
 
 
+def _leave(code: int) -> NoReturn:
+    """The operator has stopped (its cleanup done, its last writes made or given up): exit now.
+    Not through the interpreter's finalization, which joins any thread still alive (the synchronous
+    client's pool threads did: one still in a request an unanswering API server never answered held
+    the exit after SIGTERM for the request's whole timeout, retries included, issue 22: 31 s; the
+    asynchronous client has none, but a library's thread must not hold the exit either). What such
+    a call was doing is what a crash leaves, and a restart finishes it (decisions are persisted
+    before acting; a workload lock not given back goes stale)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(runner.run(config))
+        _leave(0)
     except OSError as exc:
         print(f"incident-operator: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ incident by one round trip. Nothing here blocks deletion: deleting an Incident s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Any, Protocol
 from incident_operator.core.attention import needs_loop
 
 logger = logging.getLogger(__name__)
+CANCEL_GRACE_S = 1.0
+"""How long `stop` waits for the loops it cancelled before it leaves them (see `stop`)."""
 
 
 class LiveBody(Mapping[str, Any]):
@@ -169,8 +170,21 @@ class Supervisor:
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if pending:
-            logger.warning("%d incident loops cancelled on shutdown (they resume on restart)", len(pending))
+        if not pending:
+            return
+        # A cancelled loop may still await the API on its way out (a `finally` giving back a
+        # workload lock): given CANCEL_GRACE_S, then cancelled again and left. An API server that
+        # does not answer must not hold the exit; a lock not given back goes stale (its run is
+        # judged settled or gone by the next claimant, `core.targets.holds_lock`).
+        _, hung = await asyncio.wait(pending, timeout=CANCEL_GRACE_S)
+        for task in hung:
+            task.cancel()
+        for task in pending - hung:
+            if not task.cancelled():
+                task.exception()  # retrieved: an error on the way out is not reported again
+        logger.warning(
+            "%d incident loops cancelled on shutdown (they resume on restart), %d of them still "
+            "waiting for the API server",
+            len(pending),
+            len(hung),
+        )
