@@ -4,7 +4,8 @@ Issue 22: `make bench` measured 31 s from SIGTERM to exit with the API server fr
 15 s being the goal. The cleanup itself was done in 5 s; the rest was the interpreter joining the
 client's pool threads, one of them in a request the frozen server never answered (a PATCH: 30 s,
 not retried). The asynchronous client has no such threads; the test stays, so no thread or
-connection left open holds the exit again. And a loop cancelled while it gives back its workload locks awaited the API again.
+connection left open holds the exit again. And a loop cancelled while it gives back its workload
+locks awaited the API again.
 """
 
 from __future__ import annotations
