@@ -375,8 +375,9 @@ def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
         ("create", "incidentarchives.incident-operator.dev", "closed-forever", True),  # its archive
         ("update", "incidentarchives.incident-operator.dev", "closed-forever", True),
         ("delete", "incidentarchives.incident-operator.dev", "closed-forever", False),  # never deleted
-        ("delete", "configmaps", "shop", True),  # an archived incident's own ConfigMaps, opted in
-        ("delete", "configmaps", "closed-forever", False),
+        ("get", "configmaps", "shop", True),  # an archived incident's post-mortem, opted in
+        ("get", "configmaps", "closed-forever", False),
+        ("delete", "configmaps", "shop", False),  # its ConfigMaps go by the garbage collector
         ("list", "configmaps", "closed-forever", False),
     ],
 )

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,7 +30,6 @@ from tests.unit.test_after_the_incident import T0, incident
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 Objects = list[dict[str, Any]]
-Pairs = list[tuple[str, str]]
 Months = list[str | None]
 
 
@@ -296,6 +297,14 @@ class FakeApi:
         more = start + limit < len(found)
         return found[start : start + limit], str(start + limit) if more else None
 
+    async def incident_pages(self, namespace: str | None, limit: int) -> AsyncIterator[Objects]:
+        token: str | None = None
+        while True:
+            found, token = self.page("incidents", namespace, token, limit)
+            yield found
+            if token is None:
+                return
+
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         assert plural == "incidents"
         found = self.incidents.get((namespace, name))
@@ -351,19 +360,6 @@ class FakeApi:
             raise ApiException(status=404, reason="NotFound")
         return dict(self.configmaps[(namespace, name)].data)
 
-    async def owned_configmaps(self, namespace: str, incident: str, uid: str) -> Pairs:
-        return [
-            (c.metadata.name, c.metadata.uid)
-            for (ns, _), c in self.configmaps.items()
-            if ns == namespace
-            and c.metadata.labels.get(LABEL_INCIDENT) == incident
-            and any(o.uid == uid for o in c.metadata.owner_references)
-        ]
-
-    async def delete_configmap(self, namespace: str, name: str, uid: str) -> None:
-        assert self.configmaps[(namespace, name)].metadata.uid == uid
-        del self.configmaps[(namespace, name)]
-
 
 class Clock:
     """Monotonic time that only sleeping advances."""
@@ -406,21 +402,22 @@ def populated() -> FakeApi:
     return api
 
 
-def test_a_pass_archives_what_is_due_then_deletes_it_and_its_configmaps_paced() -> None:
+def test_a_pass_archives_what_is_due_then_deletes_it_paced() -> None:
     api, clock = populated(), Clock()
+    configmaps = dict(api.configmaps)
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
     assert sorted(n for _, n in api.incidents) == ["open", "young"]
     assert all(uid is not None and uid == f"uid-{name}" for _, name, uid in api.deletes)  # uid preconditions
-    assert sorted(n for _, n in api.configmaps) == ["a-foreign", "young-postmortem"]
-    assert done.configmaps == 2
+    # ConfigMaps are only read: those an incident owns go with it by the garbage collector.
+    assert api.configmaps == configmaps
     names = sorted(n for _, n in api.archives)
     assert names == ["incidents-2026-10", "incidents-2026-11"]
     entries = {uid: e for a in api.archives.values() for uid, e in a["spec"]["entries"].items()}
     assert entries["uid-a"]["postmortem"] == "# the real post-mortem of a"  # read from its ConfigMap
     assert entries["uid-b"]["postmortem"].startswith("#")  # no ConfigMap: rendered from the incident
-    # 9 deletes at 4 per second: 8 waits of 0.25 s
-    assert clock.slept == [0.25] * 8
+    # 7 deletes at 4 per second: 6 waits of 0.25 s
+    assert clock.slept == [0.25] * 6
     # Nothing due any more: a second pass writes nothing.
     before = copy.deepcopy(api.archives)
     assert asyncio.run(retention(api, clock).sweep()).due == 0
@@ -552,38 +549,53 @@ def test_a_report_reader_who_may_not_read_archives_is_told_so(capsys: pytest.Cap
     assert "note: archived incidents not counted" in captured.err
 
 
-def test_the_operators_reports_list_archives_where_they_list_incidents() -> None:
-    """`/reports` is built from `runner._watched_history`: the incidents and the archives of the
-    namespace asked for, or of every watched namespace."""
-    from incident_operator.runtime import runner
+def test_the_operators_reports_read_only_the_months_archives_and_count_the_same() -> None:
+    """`/reports/YYYY-MM` adds to the live incidents the archives of that month of detection only
+    (`runner._watched_archives`, by label), of the namespace asked for or of every watched one, and
+    gives the numbers it gave when every incident was live."""
+    from incident_operator.runtime import httpserver, runner
 
     live = history_set()[:3]
     archives = archived(history_set()[3:])
+    assert {a["metadata"]["labels"][LABEL_ARCHIVE_MONTH] for a in archives} == {"2026-10", "2026-11"}
 
     class Kube:
         def __init__(self) -> None:
             self.objects = SimpleNamespace(list=self.list)
-            self.scopes: list[tuple[str, str | None]] = []
+            self.scopes: list[tuple[str, str | None, str]] = []
 
         async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
             return fn(*args, **kwargs)
 
-        def list(self, plural: str, namespace: str | None) -> Objects:
-            self.scopes.append((plural, namespace))
-            return archives if namespace in (None, "shop") else []
-
-        async def list_incidents(self, namespace: str | None) -> Objects:
-            return live if namespace in (None, "shop") else []
+        def list(self, plural: str, namespace: str | None, label_selector: str = "") -> Objects:
+            self.scopes.append((plural, namespace, label_selector))
+            key, value = label_selector.split("=")
+            return [
+                a for a in archives if a["metadata"]["labels"][key] == value and namespace in (None, "shop")
+            ]
 
     kube = Kube()
-    found = asyncio.run(runner._watched_history(kube, (), "shop"))
-    assert sorted(i["metadata"]["name"] for i in found) == sorted(
-        o["metadata"]["name"] for o in history_set()
-    )
-    assert kube.scopes == [(archive.PLURAL, "shop")]
+    asyncio.run(runner._watched_archives(kube, ("shop", "web"), None, "2026-11"))
+    selector = f"{LABEL_ARCHIVE_MONTH}=2026-11"
+    assert kube.scopes == [(archive.PLURAL, "shop", selector), (archive.PLURAL, "web", selector)]
+
+    async def reports(lister: Any, archives_of: Any) -> dict[str, Any]:
+        served = httpserver.Reports(httpserver.SharedListing(lister), archives=archives_of)
+        _, body = await served.render(2026, 11, "shop", "json")
+        return cast(dict[str, Any], json.loads(body))
+
+    async def everything_live(namespace: str | None) -> Objects:
+        return history_set()
+
+    async def partly_archived(namespace: str | None) -> Objects:
+        return live
+
+    before = asyncio.run(reports(everything_live, None))
     kube.scopes.clear()
-    asyncio.run(runner._watched_history(kube, ("shop", "web"), None))
-    assert kube.scopes == [(archive.PLURAL, "shop"), (archive.PLURAL, "web")]
+    after = asyncio.run(reports(partly_archived, functools.partial(runner._watched_archives, kube, ())))
+    assert kube.scopes == [(archive.PLURAL, "shop", selector)]  # October's archive is never read
+    assert after["total"] == before["total"] > 0
+    assert after == before
 
 
 def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
@@ -608,3 +620,17 @@ def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
     assert (done.due, done.archived, done.deleted) == (7, 6, 6)
     assert ("shop", "b") in api.incidents
     assert "uid-b" not in {uid for a in api.archives.values() for uid in a["spec"]["entries"]}
+
+
+def test_an_entry_the_api_would_refuse_is_kept_live_and_blocks_nothing() -> None:
+    """An old incident whose facts no longer fit the archive's schema stays live (logged); the rest
+    of its batch is archived and deleted, and every archive written is told to the repeat index."""
+    api, clock = populated(), Clock()
+    api.incidents[("shop", "b")]["spec"]["severity"] = "P9"  # stored under a looser schema once
+    written: list[tuple[str, str]] = []
+    sweeper = retention(api, clock)
+    sweeper.on_written = lambda namespace, body: written.append((namespace, body["metadata"]["name"]))
+    done = asyncio.run(sweeper.sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 6, 6, 1)
+    assert ("shop", "b") in api.incidents
+    assert sorted(written) == sorted(("shop", n) for _, n in api.archives)

@@ -18,7 +18,7 @@ def test_a_supervisor_built_through_one_objects_memo_is_the_one_every_other_memo
     root = kopf.Memo(ctx=ctx)
     incident_a, incident_b, playbook = copy.copy(root), copy.copy(root), copy.copy(root)
     empty: Any = {}
-    built = handlers._supervisor(incident_a, empty, empty)
-    assert handlers._supervisor(incident_b, empty, empty) is built
+    built = handlers._supervisor(incident_a, empty)
+    assert handlers._supervisor(incident_b, empty) is built
     assert context(playbook).supervisor is built  # a Playbook change wakes the same loops
     assert context(root).supervisor is built  # and the cleanup stops them

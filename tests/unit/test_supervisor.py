@@ -270,9 +270,6 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
         body=body("u1", phase="Resolved", settled=True, version="2"),
         memo=kopf.Memo(ctx=ctx),
         playbooks_by_namespace={},
-        incidents_by_repeat_key={},
-        archived_by_repeat_key={},
-        open_incidents_by_namespace={},
     )
     await settle()
     assert h.loops["u2"].wakes == 1  # its slot is free: it plans, and starts
@@ -315,9 +312,6 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
         body=body("u1", version="2"),
         memo=memo,
         playbooks_by_namespace={},
-        incidents_by_repeat_key={},
-        archived_by_repeat_key={},
-        open_incidents_by_namespace={},
     )
     await settle()
     assert h.loops["u2"].wakes == 1  # u1's slot is free: u2 plans, and starts

@@ -239,7 +239,8 @@ which both clients choose for a dict."""
 
 
 class AsyncCustomObjects:
-    """The operator's own kinds (`incidents`, `playbooks`, `drills` of incident-operator.dev), as
+    """The operator's own kinds (`incidents`, `playbooks`, `drills`, `incidentarchives` of
+    incident-operator.dev), as
     coroutines (called through `Kube.call`, which adds the request timeout to `options` and retries
     429s). Thin: bodies are plain dicts; `options` go to the client as they are
     (`_request_timeout`). The plugin's synchronous twin is `cli.kubectl.objects.CustomObjects`."""
@@ -751,26 +752,6 @@ class Kube:
         found = await self.call(self.core.read_namespaced_config_map, name, namespace)
         return dict(found.data or {})
 
-    async def owned_configmaps(
-        self, namespace: str, incident: str, incident_uid: str
-    ) -> list[tuple[str, str]]:
-        """(name, uid) of the ConfigMaps labelled with `incident` and owned by `incident_uid` (an
-        earlier incident of the same name owns its own, and is not this one)."""
-        listed = await self.call(
-            self.core.list_namespaced_config_map, namespace, label_selector=f"{LABEL_INCIDENT}={incident}"
-        )
-        return [
-            (str(item.metadata.name), str(item.metadata.uid))
-            for item in listed.items or []
-            if item.metadata is not None
-            and any(o.uid == incident_uid for o in item.metadata.owner_references or [])
-        ]
-
-    async def delete_configmap(self, namespace: str, name: str, uid: str) -> None:
-        """Delete ConfigMap `name`, only while it is the object `uid` (409 otherwise)."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        await self.call(self.core.delete_namespaced_config_map, name, namespace, body=options)
-
     async def list_incidents(self, namespace: str | None) -> list[Mapping[str, Any]]:
         """Every Incident of `namespace` (None: all), as the API returns them, in pages of 500."""
         return list(await self.list_objects("incidents", namespace))
@@ -780,9 +761,16 @@ class Kube:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Every Incident of `namespace` (None: all), one page at a time: a caller that keeps a
         few facts of each holds one page of whole bodies at most, not all of them."""
+        async for page in self.pages("incidents", namespace, limit):
+            yield page
+
+    async def pages(
+        self, plural: str, namespace: str | None, limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object of one of the operator's kinds in `namespace` (None: all), a page at a time."""
         token: str | None = None
         while True:
-            items, token = await self.call(self.objects.page, "incidents", namespace, token, limit)
+            items, token = await self.call(self.objects.page, plural, namespace, token, limit)
             yield items
             if token is None:
                 return

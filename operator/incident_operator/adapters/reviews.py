@@ -1,7 +1,7 @@
 """TokenReview and SubjectAccessReview for the operator's authenticated endpoints: the two API calls
 behind `/metrics` and `/reports` (what they mean is `core.httpauth`'s, when to ask `runtime.guard`'s).
 
-Calls run in `Kube`'s worker threads, never on the event loop. Any failure to get an answer (the
+Calls are `Kube`'s coroutines (nothing blocks the event loop). Any failure to get an answer (the
 API server down, a timeout, a refusal of the operator's own request) is `ReviewUnavailable`: logged
 here with the status only, never the token, and turned into a fixed 503 text by the caller; so is
 a SubjectAccessReview that an authorizer failed to evaluate (`evaluationError`, not allowed, not

@@ -560,11 +560,9 @@ HEALTH_RBAC = on_workloads("get")
 """Beyond the actions: the health check after the steps reads the incident's targets."""
 POSTMORTEM_RBAC = frozenset({Permission("create", "configmaps"), Permission("update", "configmaps")})
 """Beyond the actions: the post-mortem draft is a ConfigMap in the incident's namespace."""
-RETENTION_RBAC = frozenset(
-    {Permission("get", "configmaps"), Permission("list", "configmaps"), Permission("delete", "configmaps")}
-)
-"""Beyond the actions: retention (config `retention`) reads the post-mortem into the archive, then
-deletes the ConfigMaps an archived incident owns (label `incident-operator.dev/incident`)."""
+RETENTION_RBAC = frozenset({Permission("get", "configmaps")})
+"""Beyond the actions: retention (config `retention`) reads the post-mortem into the archive (the
+ConfigMaps an incident owns go with it: the garbage collector follows their ownerReference)."""
 DRILL_RBAC = (
     on_workloads("get")
     | on_workloads("patch", "scale")

@@ -10,8 +10,9 @@ reads them again (one gone, replaced or reopened meanwhile is left alone) and:
    (optimistic concurrency: a 409 reads again and places again; entries are keyed by uid, so an
    incident archived twice is still one entry),
 3. deletes each incident with a precondition on its uid (a new incident of the same name is never
-   deleted), then the ConfigMaps it owns (label `LABEL_INCIDENT`, owner uid), every delete paced at
-   `retention.deletesPerSecond`.
+   deleted), every delete paced at `retention.deletesPerSecond`. The ConfigMaps it owns (evidence,
+   post-mortem: each carries its ownerReference) go with it: the garbage collector deletes them, so
+   the operator needs no right to list or delete ConfigMaps.
 
 An incident is deleted only after its archive write succeeded; a crash in between leaves it live
 and archived, and the next pass replaces its entry (same uid) and deletes it. Reports and repeat
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 
 from incident_operator.adapters.kube import ApiException, Kube, conflict, not_found
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
-from incident_operator.api.models import IncidentSpec, IncidentStatus
+from incident_operator.api.models import ArchivedIncident, IncidentSpec, IncidentStatus
 from incident_operator.api.timestamps import parse_time, utc_now
 from incident_operator.core import archive, postmortem
 from incident_operator.settings.config import RetentionConfig
@@ -54,7 +55,6 @@ class Pass:
     due: int = 0
     archived: int = 0
     deleted: int = 0
-    configmaps: int = 0
     skipped: int = 0
 
 
@@ -90,8 +90,11 @@ class Retention:
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        on_written: Callable[[str, Mapping[str, Any]], None] = lambda namespace, written: None,
     ) -> None:
         self.kube, self.config, self.namespaces = kube, config, namespaces
+        self.on_written = on_written
+        """Told every IncidentArchive as written (the repeat facts of the archived incidents)."""
         self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
         self.next_delete = 0.0
 
@@ -103,11 +106,10 @@ class Retention:
                 done = await self.sweep()
                 if done.due:
                     logger.info(
-                        "retention: %d due, %d archived, %d incidents and %d ConfigMaps deleted, %d kept",
+                        "retention: %d due, %d archived, %d deleted, %d kept",
                         done.due,
                         done.archived,
                         done.deleted,
-                        done.configmaps,
                         done.skipped,
                     )
             except asyncio.CancelledError:
@@ -142,15 +144,9 @@ class Retention:
         now = self.clock()
         refs: list[Ref] = []
         for namespace in self.namespaces or (None,):
-            token: str | None = None
-            while True:
-                page, token = await self.kube.call(
-                    self.kube.objects.page, "incidents", namespace, token, PAGE
-                )
+            async for page in self.kube.incident_pages(namespace, PAGE):
                 refs += [Ref.of(incident) for incident in archive.due(page, now, closed_for)]
                 del page
-                if not token:
-                    break
         refs.sort(key=lambda ref: parse_time(ref.closed_at))
         return refs
 
@@ -179,7 +175,8 @@ class Retention:
             entry = archive.compact(incident, await self._postmortem(namespace, incident))
             try:
                 archive.month_of(archive.detected_stamp(incident))
-            except archive.ArchiveError as exc:
+                ArchivedIncident.model_validate(entry)  # one the API would refuse never blocks the rest
+            except (archive.ArchiveError, ValidationError) as exc:
                 logger.warning("retention: incident %s/%s kept: %s", namespace, entry["name"], exc)
                 done.skipped += 1
                 continue
@@ -219,11 +216,14 @@ class Retention:
                 for target in changed:
                     body = target.body(namespace)
                     if target.resource_version is None:
-                        await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+                        written = await self.kube.call(
+                            self.kube.objects.create, archive.PLURAL, namespace, body
+                        )
                     else:
-                        await self.kube.call(
+                        written = await self.kube.call(
                             self.kube.objects.replace, archive.PLURAL, namespace, target.name, body
                         )
+                    self.on_written(namespace, written)
                 return
             except ApiException as exc:
                 if not conflict(exc) or attempt == WRITE_ATTEMPTS:
@@ -267,19 +267,4 @@ class Retention:
             if not not_found(exc):
                 raise
         else:
-            done.deleted += 1
-        try:
-            owned = await self.kube.owned_configmaps(namespace, name, uid)
-        except ApiException as exc:
-            if exc.status != 403:
-                raise
-            return  # not opted in: it wrote none here; owned ones go with the incident (garbage collector)
-        for configmap, configmap_uid in owned:
-            await self._pace()
-            try:
-                await self.kube.delete_configmap(namespace, configmap, configmap_uid)
-            except ApiException as exc:
-                if not (not_found(exc) or conflict(exc)):
-                    raise
-            else:
-                done.configmaps += 1
+            done.deleted += 1  # its ConfigMaps (ownerReference) go with it: the garbage collector's

@@ -13,7 +13,7 @@ mutating action on the workload until the run settles (`core.targets.run_settled
 incident acts on the workload between the run's steps. A settled run writes nothing: its Lease
 stays, naming it, and reads as free from its status (`core.targets.holds_lock`); the next claim
 replaces it. So there is one Lease per workload ever acted on (bounded by the workloads, not by
-the incidents); one whose holder incident no longer exists may be deleted by a retention pass.
+the incidents; retention does not delete them: follow-up).
 Only a run that gives way mid-run (a deadlock, a Blocked TargetBusy or OutOfBounds refusal) and
 the scale revert give theirs back at once (`release_all`), since a waiter would wait for them.
 An incident that finds another's run holding it does not act: the step is Blocked with reason

@@ -316,3 +316,34 @@ def _later(stamp: str, than: str) -> bool:
         return parse_time(stamp) > parse_time(than)
     except ValueError:
         return False
+
+
+class ArchivedRepeats:
+    """The repeat facts of the archived incidents, compact: (namespace, repeat key) -> the latest
+    `Seen` of that key in each IncidentArchive (`repeat_index`). Filled from a paged listing at
+    start and from retention's own writes (only the operator writes archives), so no framework
+    index holds the archives' bodies (a year of them is hundreds of MiB of post-mortem text)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, RepeatKey], dict[str, Seen]] = {}
+        self._keys_of: dict[tuple[str, str], list[tuple[str, RepeatKey]]] = {}
+
+    def put(self, namespace: str, archive: Mapping[str, Any]) -> None:
+        """Index one IncidentArchive as written (replacing what its earlier version gave)."""
+        name = str((archive.get("metadata") or {}).get("name") or "")
+        self.remove(namespace, name)
+        found = repeat_index(namespace, archive)
+        for key, seen in found.items():
+            self._by_key.setdefault(key, {})[name] = seen
+        self._keys_of[(namespace, name)] = list(found)
+
+    def remove(self, namespace: str, name: str) -> None:
+        for key in self._keys_of.pop((namespace, name), []):
+            kept = self._by_key.get(key, {})
+            kept.pop(name, None)
+            if not kept:
+                self._by_key.pop(key, None)
+
+    def of(self, namespace: str, key: RepeatKey) -> list[Seen]:
+        """The archived incidents a new incident of `namespace` with `key` may repeat."""
+        return list(self._by_key.get((namespace, key), {}).values())

@@ -21,7 +21,7 @@ from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.supervisor import Supervisor
-from incident_operator.core import openlimit, repeats
+from incident_operator.core import archive, openlimit, repeats
 from incident_operator.settings.config import OperatorConfig
 
 
@@ -41,6 +41,8 @@ class RuntimeContext:
     """The open incidents of each namespace in the cap's order (`handlers.index_incident`)."""
     history: repeats.History = field(default_factory=repeats.History)
     """Every watched incident's repeat key and detection time, nothing else (`handlers.index_incident`)."""
+    archived: archive.ArchivedRepeats = field(default_factory=archive.ArchivedRepeats)
+    """The archived incidents' repeat facts (`handlers.index_existing`, retention's writes)."""
     unconfirmed: dict[str, str] = field(default_factory=dict)
     """uid -> namespace of the incidents indexed from the start listing and not yet seen in the watch."""
     unconfirmed_task: asyncio.Task[int] | None = None

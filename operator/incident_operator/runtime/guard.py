@@ -2,7 +2,7 @@
 SubjectAccessReview, with the answers remembered briefly (`core.httpauth` says what they mean;
 `adapters.reviews` asks them). Identical reviews asked at the same moment are asked once
 (`SingleFlight`), and at most REVIEWS_IN_FLIGHT reviews are under way at once (`Slots`): a flood of
-new tokens costs the API server, and the Kube thread pool the operator shares with its handlers, a
+new tokens costs the API server, and the connections the operator shares with its handlers, a
 bounded number of calls; the rest get a 503 (`ReviewBusy`). Owns no state but these caches.
 """
 

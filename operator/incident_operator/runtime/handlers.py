@@ -29,7 +29,7 @@ from incident_operator.controllers.incident import (
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import archive, conditions, openlimit, repeats, validation
+from incident_operator.core import archive, conditions, openlimit, validation
 from incident_operator.core.planner import Record
 from incident_operator.runtime.context import RuntimeContext, context
 
@@ -64,12 +64,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     settings.watching.chunk_size = WATCH_LIST_CHUNK
     ctx = context(memo)
-    logger.info("indexed %d incidents", await index_existing(ctx))
+    logger.info("indexed %d incidents and %d incident archives", *await index_existing(ctx))
     ctx.unconfirmed_task = asyncio.create_task(drop_unconfirmed(ctx))
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
     retention = ctx.config.file.retention
     if retention.enabled:  # kopf runs on the leader alone: so does retention
-        ctx.retention_task = asyncio.create_task(Retention(ctx.kube, retention, ctx.config.namespaces).run())
+        ctx.retention_task = asyncio.create_task(
+            Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put).run()
+        )
 
 
 @kopf.on.cleanup()
@@ -115,10 +117,12 @@ def playbooks_by_namespace(
 # time (`repeats.History`), and its place under the cap on open incidents (`openlimit.Rankings`,
 # open ones only). `index_existing` fills them from a paged listing at start, so the first
 # incident judged still sees every earlier one, as kopf's pre-indexing guaranteed. An incident
-# deleted between that listing and kopf's gets no watch event: what the listing indexed and no
-# watch event confirmed is dropped after UNCONFIRMED_AFTER_S (one that still exists comes back
-# with its listing event from kopf, whenever kopf gets to it: dropping is always safe).
+# deleted between that listing and kopf's gets no watch event: what the listing indexed, no
+# watch event confirmed and a second listing no longer finds is dropped after UNCONFIRMED_AFTER_S.
+# Archived incidents' repeat facts are compact too (`archive.ArchivedRepeats`, no kopf index: an
+# archive is up to 1 MiB), filled by the same start listing and by retention's own writes.
 INDEX_PAGE = 500
+ARCHIVE_PAGE = 10  # IncidentArchives are up to 1 MiB each
 INDEX_ATTEMPTS = (1.0, 2.0, 5.0, 10.0)  # delays between tries of the start listing
 UNCONFIRMED_AFTER_S = 60.0
 
@@ -145,50 +149,64 @@ def index_incident(
     )
 
 
-async def index_existing(ctx: RuntimeContext) -> int:
-    """Index every Incident the operator watches, one page at a time, before kopf's watch starts.
-    Returns how many. Tried a few times; if the API server stays unreachable, the watch events
-    fill the indexes as they come (logged)."""
+async def index_existing(ctx: RuntimeContext) -> tuple[int, int]:
+    """Index every Incident the operator watches, and every IncidentArchive's repeat facts, one
+    page at a time, before kopf's watch starts. Returns how many of each. Tried a few times; if the
+    API server stays unreachable, the watch events fill the incident indexes as they come (logged;
+    repeats across the archive boundary are then found only in archives written since)."""
     namespaces: list[str | None] = list(ctx.config.namespaces) or [None]
     for delay in (*INDEX_ATTEMPTS, None):
-        count = 0
+        incidents = archives = 0
         try:
             for namespace in namespaces:
                 async for page in ctx.kube.incident_pages(namespace, INDEX_PAGE):
                     for item in page:
                         index_incident(ctx, None, item, listed=True)
-                    count += len(page)
+                    incidents += len(page)
+                    del page
+                async for page in ctx.kube.pages(archive.PLURAL, namespace, ARCHIVE_PAGE):
+                    for item in page:
+                        ctx.archived.put(str((item.get("metadata") or {}).get("namespace") or ""), item)
+                    archives += len(page)
                     del page
         except Exception as exc:  # the API server may not answer yet
             if delay is None:
                 logger.warning("could not list incidents at start, indexing from the watch: %s", exc)
-                return count
+                return incidents, archives
             await asyncio.sleep(delay)
             continue
-        return count
-    return 0
+        return incidents, archives
+    return 0, 0
 
 
 async def drop_unconfirmed(ctx: RuntimeContext, after: float = UNCONFIRMED_AFTER_S) -> int:
-    """After `after` seconds, forget what the start listing indexed and no watch event confirmed
-    (deleted in between). Returns how many."""
+    """After `after` seconds, forget what the start listing indexed, no watch event confirmed, and
+    a second listing no longer finds (deleted in between). Returns how many. Only what is really
+    gone is dropped: an open incident kopf has not got to yet keeps its place under the cap (a
+    slot freed by mistake would let a waiting incident act). If the listing fails, nothing is
+    dropped (a stale entry only keeps the cap stricter until the next start)."""
     await asyncio.sleep(after)
-    gone = dict(ctx.unconfirmed)
+    if not ctx.unconfirmed:
+        return 0
+    present: set[str] = set()
+    namespaces: list[str | None] = list(ctx.config.namespaces) or [None]
+    try:
+        for namespace in namespaces:
+            async for page in ctx.kube.incident_pages(namespace, INDEX_PAGE):
+                present.update(str((item.get("metadata") or {}).get("uid") or "") for item in page)
+                del page
+    except Exception as exc:
+        logger.warning(
+            "could not list incidents again: %d listed at start stay indexed (%s)", len(ctx.unconfirmed), exc
+        )
+        ctx.unconfirmed.clear()
+        return 0
+    gone = {uid: namespace for uid, namespace in ctx.unconfirmed.items() if uid not in present}
     ctx.unconfirmed.clear()
     for uid, namespace in gone.items():
         ctx.history.remove(uid)
         ctx.open_ranks.put(namespace, uid, None)
     return len(gone)
-
-
-@kopf.index(API_GROUP, API_VERSION, archive.PLURAL)
-def archived_by_repeat_key(
-    *, namespace: str | None, body: kopf.Body, **_: Any
-) -> dict[tuple[str, repeats.RepeatKey], repeats.Seen]:
-    """Archived incidents by (namespace, repeat key), the latest of each key per IncidentArchive:
-    repeats are found across retention's boundary (see `archive.repeat_index`). A few objects
-    (one per namespace and month), so kopf's pre-indexing of them costs little."""
-    return archive.repeat_index(namespace or "", body)
 
 
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
@@ -197,11 +215,7 @@ def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], names
     return valid, {pb: e for pb, e in known if isinstance(e, str)}
 
 
-def _supervisor(
-    memo: kopf.Memo,
-    index: kopf.Index[str, tuple[str, PlaybookEntry | str]],
-    archived: kopf.Index[tuple[str, repeats.RepeatKey], repeats.Seen],
-) -> Supervisor:
+def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
     """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
     Playbook index, which handlers receive, not startup)."""
     ctx = context(memo)
@@ -242,7 +256,7 @@ def _supervisor(
             notifier=ctx.notifier,
             access_reviews=ctx.access_reviews,
             run_records=ctx.run_records,
-            history=lambda key: [*ctx.history.of(namespace, key), *archived.get((namespace, key), [])],
+            history=lambda key: [*ctx.history.of(namespace, key), *ctx.archived.of(namespace, key)],
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
             breaker=ctx.breaker,
@@ -266,7 +280,7 @@ def _supervisor(
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"], kwargs["archived_by_repeat_key"])
+    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"])
     namespace = body.get("metadata", {}).get("namespace") or ""
     uid = body.get("metadata", {}).get("uid", "")
     ranking = ctx.open_ranks.of(namespace)

@@ -34,7 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.intake import Intake
-from incident_operator.core import httpauth, report, statuspage
+from incident_operator.core import archive, httpauth, report, statuspage
 from incident_operator.core.httpauth import Outcome, Requirement, ReviewUnavailable
 from incident_operator.core.ttlcache import TtlCache
 from incident_operator.runtime.flight import Busy, SingleFlight, Slots
@@ -48,6 +48,8 @@ INTAKE_KEY = web.AppKey("intake", Intake)
 ApiOk = Callable[[], bool]
 API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
 IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
+ArchiveLister = Callable[[str | None, str], Awaitable[list[Mapping[str, Any]]]]
+"""(namespace or None for all, month "YYYY-MM") -> that month's IncidentArchives."""
 """Incidents as the API returns them, of one namespace or (None) of all."""
 GUARD_KEY = web.AppKey("guard", Guard)
 LIST_TTL_S = 5.0
@@ -144,10 +146,11 @@ class Reports:
         ttl: float = REPORT_TTL_S,
         max_entries: int = MAX_REPORTS,
         *,
+        archives: ArchiveLister | None = None,
         drawing_slots: int | None = None,
         drawing_wait: float | None = None,
     ) -> None:
-        self.listing, self.ttl = listing, ttl
+        self.listing, self.ttl, self.archives = listing, ttl, archives
         self.built: TtlCache[tuple[str, str | None, str], tuple[str, str]] = TtlCache(max_entries)
         self.flights: SingleFlight[tuple[str, str]] = SingleFlight()
         self.drawing = Slots(
@@ -166,6 +169,15 @@ class Reports:
         self, key: tuple[str, str | None, str], year: int, month: int, namespace: str | None, fmt: str
     ) -> tuple[str, str]:
         incidents = await self.listing.get(namespace)
+        if self.archives is not None:  # only the month's archives: filed by the month of detection
+            try:
+                archived = await self.archives(namespace, key[0])
+            except Exception as exc:
+                logger.warning(
+                    "cannot list incident archives (%s): the report answers 503", type(exc).__name__
+                )
+                raise ListingFailed from None
+            incidents = archive.history(incidents, archived)
         built = report.build(incidents, year, month, utc_now(), namespace)
         if fmt == "html":  # drawing the chart takes a moment: not on the event loop, few at once
             found = await self.drawing.run(lambda: asyncio.to_thread(report.render, built, fmt))
@@ -314,6 +326,7 @@ def build_app(
     api_ok: Callable[[], bool] = lambda: True,
     guard: Guard | None = None,
     listing: SharedListing | None = None,
+    archives: ArchiveLister | None = None,
 ) -> web.Application:
     """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
@@ -329,7 +342,7 @@ def build_app(
         app[GUARD_KEY] = guard
         app.router.add_get("/metrics", metrics)
         if listing is not None:
-            app[REPORTS_KEY] = Reports(listing)
+            app[REPORTS_KEY] = Reports(listing, archives=archives)
             app.router.add_get(r"/reports/{month}", monthly_report)
     return app
 

@@ -32,6 +32,7 @@ from incident_operator.adapters.apihealth import ApiHealth
 from incident_operator.adapters.kube import Kube, load_api_client
 from incident_operator.adapters.outbound import Outbound, http_client
 from incident_operator.adapters.reviews import Reviews
+from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import archive
 from incident_operator.runtime import handlers, httpserver
@@ -72,17 +73,18 @@ async def _watched_incidents(
     return found
 
 
-async def _watched_history(
-    kube: Kube, watched: tuple[str, ...], namespace: str | None
+async def _watched_archives(
+    kube: Kube, watched: tuple[str, ...], namespace: str | None, month: str
 ) -> list[Mapping[str, Any]]:
-    """What the monthly report counts: the live incidents and the archived ones (IncidentArchive
-    entries, see `archive.history`), of `namespace` or of every watched namespace."""
-    live = await _watched_incidents(kube, watched, namespace)
+    """The IncidentArchives of one month of detection (what that month's report adds to the live
+    incidents, see `archive.history`), of `namespace` or of every watched namespace: never the
+    archives of other months, which a year of history would make large."""
     scopes: tuple[str | None, ...] = (namespace,) if namespace is not None or not watched else watched
+    selector = f"{LABEL_ARCHIVE_MONTH}={month}"
     archives: list[Mapping[str, Any]] = []
     for scope in scopes:
-        archives += await kube.call(kube.objects.list, archive.PLURAL, scope)
-    return archive.history(live, archives)
+        archives += await kube.call(kube.objects.list, archive.PLURAL, scope, label_selector=selector)
+    return archives
 
 
 MEMORY_REPORT_ENV = "INCIDENT_OPERATOR_MEMORY_REPORT"
@@ -147,14 +149,14 @@ async def run(
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert
     listing = httpserver.SharedListing(functools.partial(_watched_incidents, kube, config.namespaces))
-    history = httpserver.SharedListing(functools.partial(_watched_history, kube, config.namespaces))
     app = httpserver.build_app(
         ready,
         intake,
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
         guard=Guard(Reviews(kube)),
-        listing=history,
+        listing=listing,
+        archives=functools.partial(_watched_archives, kube, config.namespaces),
     )
     servers: list[web.AppRunner] = []
     try:
