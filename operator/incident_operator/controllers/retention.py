@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -39,6 +39,7 @@ from incident_operator.core import archive, postmortem
 from incident_operator.settings.config import RetentionConfig
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH = 100
 """Incidents archived in one go (one write per month touched), before their deletes."""
@@ -76,6 +77,21 @@ class Ref:
             str(metadata.get("uid") or ""),
             str((incident.get("status") or {}).get("closedAt") or ""),
         )
+
+
+READS_AT_ONCE = 8
+"""Reads of one batch (the incidents again, their post-mortems) in flight at once."""
+
+
+async def _bounded(fn: Callable[[Any], Awaitable[T]], items: list[Any]) -> list[T]:
+    """`fn` over `items`, at most READS_AT_ONCE at once, the results in the items' order."""
+    slots = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def one(item: Any) -> T:
+        async with slots:
+            return await fn(item)
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
 
 
 class Retention:
@@ -154,25 +170,25 @@ class Retention:
         """The incidents of `refs` as they are now: one gone, replaced under its name or no longer
         due (reopened) is left out."""
         now = self.clock()
-        found: list[Mapping[str, Any]] = []
-        for ref in refs:
+
+        async def read(ref: Ref) -> Mapping[str, Any] | None:
             try:
                 incident = await self.kube.call(self.kube.objects.get, "incidents", ref.namespace, ref.name)
             except ApiException as exc:
                 if not_found(exc):
-                    continue
+                    return None
                 raise
-            if (incident.get("metadata") or {}).get("uid") == ref.uid and archive.due(
-                [incident], now, closed_for
-            ):
-                found.append(incident)
-        return found
+            same = (incident.get("metadata") or {}).get("uid") == ref.uid
+            return incident if same and archive.due([incident], now, closed_for) else None
+
+        return [incident for incident in await _bounded(read, refs) if incident is not None]
 
     async def _batch(self, namespace: str, incidents: list[Mapping[str, Any]], done: Pass) -> None:
         entries: dict[str, dict[str, Any]] = {}
-        for incident in incidents:
+        postmortems = await _bounded(lambda incident: self._postmortem(namespace, incident), incidents)
+        for incident, text in zip(incidents, postmortems, strict=True):
             uid = str(incident["metadata"].get("uid") or "")
-            entry = archive.compact(incident, await self._postmortem(namespace, incident))
+            entry = archive.compact(incident, text)
             try:
                 archive.month_of(archive.detected_stamp(incident))
                 ArchivedIncident.model_validate(entry)  # one the API would refuse never blocks the rest
@@ -197,10 +213,21 @@ class Retention:
                 continue
             archived.update(additions)
             done.archived += len(additions)
-        for incident in incidents:
-            metadata = incident["metadata"]
-            if metadata.get("uid") in archived:
-                await self._delete(namespace, str(metadata["name"]), str(metadata["uid"]), done)
+        deletes: list[asyncio.Task[None]] = []
+        try:
+            for incident in incidents:  # started at the pace; one slow answer does not slow the rest
+                metadata = incident["metadata"]
+                if metadata.get("uid") in archived:
+                    await self._pace()
+                    deletes.append(
+                        asyncio.create_task(
+                            self._delete(namespace, str(metadata["name"]), str(metadata["uid"]), done)
+                        )
+                    )
+        finally:
+            failed = [r for r in await asyncio.gather(*deletes, return_exceptions=True) if r is not None]
+        if failed:
+            raise failed[0]
 
     async def _write(self, namespace: str, month: str, additions: dict[str, Any]) -> None:
         """Upsert `additions` into the month's archives, each write at the resourceVersion read."""
@@ -258,7 +285,6 @@ class Retention:
         self.next_delete = now + 1.0 / self.config.deletesPerSecond
 
     async def _delete(self, namespace: str, name: str, uid: str, done: Pass) -> None:
-        await self._pace()
         try:
             await self.kube.call(self.kube.objects.delete, "incidents", namespace, name, uid)
         except ApiException as exc:
