@@ -10,7 +10,7 @@ import yaml
 
 from incident_operator.api.models import DrillSpec, IncidentSpec, PlaybookSpec
 from incident_operator.api.reasons import Reason
-from incident_operator.core import targets, validation
+from incident_operator.core import oncall, targets, validation
 from incident_operator.core.matching import Candidate, select
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "samples").glob("*.yaml"))
@@ -22,6 +22,10 @@ def test_sample_is_valid(path: Path) -> None:
     assert doc["apiVersion"] == "incident-operator.dev/v1alpha1"
     if doc["kind"] == "Incident":
         IncidentSpec.model_validate(doc["spec"])
+    elif doc["kind"] == "OnCallSchedule":
+        schedule, problems = oncall.check(doc["spec"])
+        assert schedule is not None
+        assert problems == []
     elif doc["kind"] == "Drill":
         drill = DrillSpec.model_validate(doc["spec"])
         assert drill.schedule

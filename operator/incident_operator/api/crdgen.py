@@ -25,6 +25,8 @@ from incident_operator.api.models import (
     IncidentArchiveStatus,
     IncidentSpec,
     IncidentStatus,
+    OnCallScheduleSpec,
+    OnCallScheduleStatus,
     PlaybookSpec,
     PlaybookStatus,
 )
@@ -131,7 +133,27 @@ INCIDENT_ARCHIVE = KindSpec(
     ),
 )
 
-KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK, DRILL, INCIDENT_ARCHIVE)
+ONCALL_SCHEDULE = KindSpec(
+    kind="OnCallSchedule",
+    description=(
+        "Who is on call when, in its own namespace: rotation layers over a list of people (later layers "
+        "take precedence where they cover a moment), overrides (they win), and each person's contact "
+        "methods; status says who is on call now and next, kept true by the operator."
+    ),
+    plural="oncallschedules",
+    short_names=("oncall",),
+    spec_model=OnCallScheduleSpec,
+    status_model=OnCallScheduleStatus,
+    printer_columns=(
+        {"name": "On call", "type": "string", "jsonPath": ".status.current.person"},
+        {"name": "Until", "type": "string", "jsonPath": ".status.current.until"},
+        {"name": "Next", "type": "string", "jsonPath": ".status.next.person"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        _age_column(),
+    ),
+)
+
+KINDS: tuple[KindSpec, ...] = (INCIDENT, PLAYBOOK, DRILL, INCIDENT_ARCHIVE, ONCALL_SCHEDULE)
 
 
 def structural(schema: JsonSchema, defs: dict[str, JsonSchema]) -> JsonSchema:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -855,3 +855,188 @@ class IncidentArchiveSpec(ApiModel):
 
 class IncidentArchiveStatus(ApiModel):
     """Unused: an archive has no observed state (kept for the CRD's shape)."""
+
+
+# ----------------------------------------------------------------------------- OnCallSchedule
+
+PersonName = Annotated[
+    str, Field(min_length=1, max_length=63, pattern="^[A-Za-z0-9]([-A-Za-z0-9._]*[A-Za-z0-9])?$")
+]
+"""A person's name in a schedule (`alice`, `bob.smith`): what layers and overrides refer to."""
+
+OVERRIDE_LAYER = "override"
+"""`Shift.layer` and `status.current.layer` of a moment an override covers (no layer may be named so)."""
+
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+"""In the order of `date.weekday()`."""
+
+
+class OnCallPerson(ApiModel):
+    """Someone who may appear in the schedule's layers and overrides, with their contact methods."""
+
+    name: PersonName = Field(description="The name layers and overrides refer to.")
+    user: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Their Kubernetes username (e.g. oidc:alice@example.com): acknowledging as the "
+        "person on call is done as this user.",
+    )
+    email: str | None = Field(default=None, max_length=254, description="Their email address.")
+    slackId: str | None = Field(
+        default=None, max_length=32, pattern="^[A-Z0-9]+$", description="Their Slack member id (U012AB3CD)."
+    )
+    opsgenieUser: str | None = Field(
+        default=None, max_length=254, description="Their Opsgenie username (usually an email)."
+    )
+    pagerdutyUser: str | None = Field(default=None, max_length=254, description="Their PagerDuty user id.")
+
+
+class RotationRestriction(ApiModel):
+    """A window of local time the layer covers (e.g. weekdays 09:00-17:00), and nothing outside."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [{"rule": "self.from < self.to", "message": "from must be before to"}]
+        }
+    )
+
+    days: list[Weekday] | None = Field(
+        default=None,
+        max_length=7,
+        description="Days of the week (Mon ... Sun) the window opens on; all without.",
+    )
+    from_: str = Field(
+        alias="from",
+        pattern="^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time (HH:MM, 24 hours) the window opens.",
+    )
+    to: str = Field(
+        pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
+        description="Local time (HH:MM, or 24:00 for the end of the day) the window closes; after from.",
+    )
+
+
+ROTATION_PATTERN = "^P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?$"
+
+
+class RotationLayer(ApiModel):
+    """People taking turns in order, each for `rotation` from `start`, on the schedule's local clock."""
+
+    name: StepName = Field(description="The layer's name (not `override`).")
+    start: datetime = Field(
+        description="The first handoff (RFC 3339; without an offset, local time of timeZone). The layer "
+        "covers nothing before it."
+    )
+    rotation: str = Field(
+        max_length=32,
+        pattern=ROTATION_PATTERN,
+        description="How long each turn is, an ISO 8601 duration of weeks, days, hours, minutes or "
+        "seconds (P7D, P1D, PT12H); at least PT1M, at most P366D.",
+    )
+    people: list[PersonName] = Field(
+        min_length=1, max_length=100, description="Names from spec.people, in the order of their turns."
+    )
+    restrictions: list[RotationRestriction] | None = Field(
+        default=None,
+        max_length=21,
+        description="Windows of local time the layer covers; without, it covers all the time.",
+    )
+
+
+class Override(ApiModel):
+    """Someone on call instead of whoever the layers say, from start to end."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": "self.end > self.start", "message": "end must be after start"}
+            ]
+        }
+    )
+
+    person: PersonName = Field(description="A name from spec.people.")
+    start: datetime = Field(description="From (RFC 3339).")
+    end: datetime = Field(description="Until (RFC 3339), after start.")
+
+
+class OnCallScheduleSpec(ApiModel):
+    """Who is on call when: rotation layers (later ones take precedence) and overrides (they win)."""
+
+    timeZone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="IANA time zone (Europe/Berlin) the layers' rotations and restrictions count in.",
+    )
+    people: list[OnCallPerson] = Field(
+        min_length=1,
+        max_length=100,
+        description="Who may appear in layers and overrides, with their contact methods.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    layers: list[RotationLayer] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Rotations; a later layer takes precedence over earlier ones where it covers a moment.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    overrides: list[Override] | None = Field(
+        default=None,
+        max_length=200,
+        description="Someone on call instead, for a while; they win over every layer (of overlapping "
+        "overrides, the one that starts last). Keyed by person and start, so that several writers "
+        "(GitOps, `kubectl incident oncall override`) merge under server-side apply.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["person", "start"],
+        },
+    )
+    calendarTokenSecret: DnsName | None = Field(
+        default=None,
+        description="A Secret of this namespace whose key `token` lets calendar apps read the schedule's "
+        "iCalendar feed without a Kubernetes token (`/oncall/NAMESPACE/NAME.ics?token=...`).",
+    )
+
+
+class OnCallCurrent(ApiModel):
+    """Who is on call now."""
+
+    person: str = Field(max_length=63)
+    layer: str = Field(max_length=63, description="The layer, or `override`.")
+    until: datetime | None = Field(
+        default=None, description="When their turn ends (none: not within a year)."
+    )
+
+
+class OnCallNext(ApiModel):
+    """Who is on call next: the first turn of another person."""
+
+    person: str = Field(max_length=63)
+    layer: str = Field(max_length=63, description="The layer, or `override`.")
+    from_: datetime = Field(alias="from", description="When their turn starts.")
+
+
+class OnCallHandoff(ApiModel):
+    """A handoff the operator recorded (the incoming person and when)."""
+
+    at: datetime = Field(description="When the turn started.")
+    person: str = Field(max_length=63, description="Who came on call.")
+    layer: str | None = Field(default=None, max_length=63, description="The layer, or `override`.")
+
+
+class OnCallScheduleStatus(ApiModel):
+    """Who is on call now and next, kept true by the operator at every boundary."""
+
+    observedGeneration: int | None = None
+    current: OnCallCurrent | None = Field(default=None, description="Who is on call now (none: nobody).")
+    next: OnCallNext | None = Field(
+        default=None, description="Who is on call next (none: nobody within a year)."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    handoffs: list[OnCallHandoff] | None = Field(
+        default=None, max_length=20, description="The latest handoffs, newest last."
+    )

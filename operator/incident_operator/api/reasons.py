@@ -55,8 +55,10 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     "the incident is recorded, timed and escalated as usual. False once "
     "automation goes on (AutomationResumed) or the incident resolved first (Resolved) or closed (Closed).",
     ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
-    "InvalidSchedule when it cannot run.",
-    ConditionType.INVALID: "Playbook: True (InvalidSpec) when validation found problems; it never runs.",
+    "InvalidSchedule when it cannot run; OnCallSchedule: True (Valid) when its status says who is on call, "
+    "False (InvalidSpec) when its spec has problems (the message names them).",
+    ConditionType.INVALID: "Playbook and OnCallSchedule: True (InvalidSpec) when validation found problems; "
+    "a Playbook never runs, a schedule names nobody.",
     ConditionType.RUNNING: "Drill: True while a run is in progress (Running); False after it, with the "
     "run's result as the reason (Passed, Failed, Skipped).",
 }
@@ -255,8 +257,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.NOTIFICATION_FAILED: "A notice could not be delivered to a channel (warning).",
     Reason.INVALID_SPEC: "The object's spec is invalid: it is never acted on (warning).",
     Reason.INVALID_SCHEDULE: "A Drill's schedule cannot be parsed.",
-    Reason.INVALID: "Event on a Playbook that became Invalid (warning; the message lists the problems).",
-    Reason.VALID: "Condition reason of a Playbook's Ready (True) and Invalid (False).",
+    Reason.INVALID: "Event on a Playbook or OnCallSchedule that became Invalid (warning; the message lists "
+    "the problems).",
+    Reason.VALID: "Condition reason of a Playbook's or OnCallSchedule's Ready (True) and Invalid (False).",
     Reason.READY: "Condition reason of a Drill's Ready: it waits for its next run.",
     Reason.RUNNING: "Condition reason of a Drill's Running: a run is in progress.",
     Reason.PASSED: "A Drill run's result: the response met every expectation.",
