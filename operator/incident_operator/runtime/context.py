@@ -20,6 +20,7 @@ from incident_operator.controllers import automation
 from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
+from incident_operator.controllers.oncall import OnCallKeeper
 from incident_operator.controllers.supervisor import Supervisor
 from incident_operator.core import archive, openlimit, repeats
 from incident_operator.settings.config import OperatorConfig
@@ -57,6 +58,8 @@ class RuntimeContext:
     """The circuit breaker and storm guard every incident loop reserves its mutating slots with."""
     retention_task: asyncio.Task[None] | None = None
     """The retention pass's loop (config `retention`), started with kopf (on the leader only)."""
+    oncall: OnCallKeeper | None = None
+    """Keeps the OnCallSchedules' status true (`handlers.oncall_schedule_changed`), on the leader only."""
 
     @classmethod
     def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:

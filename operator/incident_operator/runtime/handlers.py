@@ -1,4 +1,5 @@
-"""Kopf handlers: framework settings, Incident events to the loops' supervisor, Playbook validation.
+"""Kopf handlers: framework settings, Incident events to the loops' supervisor, Playbook validation,
+OnCallSchedule events to the keeper of their status.
 
 Handlers are thin: they parse, call the pure core or the engine, and write status. Everything
 kopf-specific is set in `configure` and nowhere else: watch and request timeouts, the finalizer
@@ -27,6 +28,7 @@ from incident_operator.controllers.incident import (
     parse_playbook,
 )
 from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.controllers.oncall import OnCallKeeper
 from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core import archive, conditions, openlimit, validation
@@ -85,6 +87,8 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
             await ctx.retention_task
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
+    if ctx.oncall is not None:
+        await ctx.oncall.stop()
     if ctx.unconfirmed_task is not None:
         ctx.unconfirmed_task.cancel()
     if ctx.run_records_task is not None:
@@ -361,6 +365,15 @@ async def playbook_changed(
         return
     if found and not conditions.is_true(current, ConditionType.INVALID):
         kopf.event(body, type="Warning", reason=Reason.INVALID, message=message)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "oncallschedules")
+async def oncall_schedule_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Who is on call now and next, kept true at every boundary (no finalizer, no kopf state)."""
+    ctx = context(memo)
+    if ctx.oncall is None:
+        ctx.oncall = OnCallKeeper(ctx.kube)
+    ctx.oncall.observe(type, body)
 
 
 # One loop per Drill (few objects: a kopf daemon, and its finalizer, are fine here).
