@@ -10,7 +10,7 @@ resourceVersion they were read at, so two people editing at once never lose an e
 Exit codes: 0 done, 1 the API server or the incident refused (the reason is printed, as kubectl
 prints it), 2 a usage error.
 
-One module per group of commands: `respond`, `review`, `plan`, `explain`; `client` (API access,
+One module per group of commands: `respond`, `review`, `plan`, `explain`, `oncall`; `client` (API access,
 output), `main` (arguments).
 """
 

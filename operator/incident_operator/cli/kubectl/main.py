@@ -13,6 +13,7 @@ from kubernetes.config.config_exception import ConfigException
 from incident_operator.cli.kubectl.automation import DEFAULT_CONFIGMAP, DEFAULT_NAMESPACE, cmd_automation
 from incident_operator.cli.kubectl.client import Api, Failed, server_error
 from incident_operator.cli.kubectl.explain import OPERATOR_NAMESPACE, cmd_explain
+from incident_operator.cli.kubectl.oncall import cmd_oncall
 from incident_operator.cli.kubectl.plan import cmd_plan
 from incident_operator.cli.kubectl.respond import (
     ROLE_FIELDS,
@@ -161,6 +162,19 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_CONFIGMAP,
         help=f"the ConfigMap (config automation.stateConfigMap, default: {DEFAULT_CONFIGMAP})",
     )
+    p = command(
+        "oncall",
+        cmd_oncall,
+        "who is on call now (or --at TIME) and next, per OnCallSchedule; `oncall override SCHEDULE "
+        "--person NAME --for 2h [--start TIME]` puts someone on call instead (needs the verb override)",
+    )
+    p.add_argument("words", nargs="*", metavar="[override] SCHEDULE", help="a schedule (default: all)")
+    p.add_argument("--at", metavar="TIME", help="RFC 3339 time to ask about (default: now)")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--person", help="override: who is on call instead (one of the schedule's people)")
+    p.add_argument("--for", dest="length", metavar="LENGTH", help="override: how long (2h, 30m, 1d, PT2H)")
+    p.add_argument("--start", metavar="TIME", help="override: from when (RFC 3339; default: now)")
     return top
 
 

@@ -68,3 +68,20 @@ class CustomObjects:
             API_GROUP, API_VERSION, namespace, plural, name, body, **options
         )
         return cast(dict[str, Any], patched)
+
+    def apply(
+        self, plural: str, namespace: str, name: str, body: dict[str, Any], *, field_manager: str
+    ) -> dict[str, Any]:
+        """Server-side apply of `body` (the whole intent of `field_manager`), never forced: a field
+        another manager owns with another value is a conflict the API server reports."""
+        applied = self.api.patch_namespaced_custom_object(
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            plural,
+            name,
+            body,
+            field_manager=field_manager,
+            _content_type="application/apply-patch+yaml",
+        )
+        return cast(dict[str, Any], applied)
