@@ -55,6 +55,8 @@ METRICS_VERB = "get"
 METRICS_READER_ROLE = "incident-operator-metrics-reader"
 REPORT_READ = Permission("list", "incidents", API_GROUP)
 """`/reports/YYYY-MM?namespace=NS` needs this in NS; the cluster-wide report at cluster scope."""
+SCHEDULE_READ = Permission("get", "oncallschedules", API_GROUP)
+"""`/oncall/NS/NAME.ics` with a bearer token needs this on that schedule (or its calendar token)."""
 ENDPOINT_REVIEWS = frozenset(
     {
         Permission("create", "tokenreviews", "authentication.k8s.io"),

@@ -1,4 +1,4 @@
-"""Who may read the operator's authenticated endpoints (`/metrics`, `/reports`, later `/oncall`). Pure.
+"""Who may read the operator's authenticated endpoints (`/metrics`, `/reports`, `/oncall`). Pure.
 
 The shape is controller-runtime's (and kube-rbac-proxy's) for metrics: the request's bearer token
 goes to the API server in a TokenReview, which answers with the user, groups and extra; a
@@ -17,7 +17,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from incident_operator.api.rbac import METRICS_PATH, METRICS_VERB, REPORT_READ
+from incident_operator.api.rbac import METRICS_PATH, METRICS_VERB, REPORT_READ, SCHEDULE_READ
 from incident_operator.core.ttlcache import TtlCache
 
 ALLOWED_TTL_S = 15.0
@@ -75,11 +75,15 @@ class Requirement:
     resource: str = ""
     group: str = ""
     namespace: str = ""
+    name: str = ""
+    """One object of the resource (`get` of one OnCallSchedule); "" is any."""
 
     def describe(self) -> str:
         if self.path:
             return f"{self.verb} on {self.path}"
         resource = f"{self.resource}.{self.group}" if self.group else self.resource
+        if self.name:
+            resource = f"{resource} {self.name}"
         where = f"in namespace {self.namespace}" if self.namespace else "at cluster scope"
         return f"{self.verb} {resource} {where}"
 
@@ -96,11 +100,24 @@ class Requirement:
             attributes = {"verb": self.verb, "group": self.group, "resource": self.resource}
             if self.namespace:
                 attributes["namespace"] = self.namespace
+            if self.name:
+                attributes["name"] = self.name
             spec["resourceAttributes"] = attributes
         return spec
 
 
 METRICS = Requirement(METRICS_VERB, path=METRICS_PATH)
+
+
+def schedule_reader(namespace: str, name: str) -> Requirement:
+    """`/oncall/NS/NAME.ics` with a bearer token needs `get` on that OnCallSchedule."""
+    return Requirement(
+        SCHEDULE_READ.verb,
+        resource=SCHEDULE_READ.resource,
+        group=SCHEDULE_READ.group,
+        namespace=namespace,
+        name=name,
+    )
 
 
 def report_reader(namespace: str | None) -> Requirement:

@@ -2,7 +2,9 @@
 
 `--http-port` (8080, `build_app`): `/healthz` (the process serves), `/readyz` (kopf has started, or
 this replica stands by, and the API server answers), `POST /alertmanager` (the Alertmanager
-webhook, its own bearer token, see `intake`), and behind TokenReview + SubjectAccessReview
+webhook, its own bearer token, see `intake`), `GET /oncall/NS/NAME.ics` (an OnCallSchedule as
+iCalendar: a bearer token with `get` on it, or the schedule's calendar token, see `oncallfeed`),
+and behind TokenReview + SubjectAccessReview
 (`guard`): `/metrics` (Prometheus; `get` on the non-resource URL) and `GET /reports/YYYY-MM` (the
 monthly report, computed from the Incidents the API returns and the archived ones of IncidentArchives,
 see `report` and `archive.history`; `list incidents` in the
@@ -34,11 +36,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.intake import Intake
-from incident_operator.core import archive, httpauth, report, statuspage
+from incident_operator.core import archive, httpauth, oncall, oncallfeed, report, statuspage
 from incident_operator.core.httpauth import Outcome, Requirement, ReviewUnavailable
 from incident_operator.core.ttlcache import TtlCache
 from incident_operator.runtime.flight import Busy, SingleFlight, Slots
 from incident_operator.runtime.guard import Guard, ReviewBusy
+from incident_operator.runtime.oncallfeed import FeedSource, Unavailable, matches
 from incident_operator.settings.config import StatusPageConfig
 
 logger = logging.getLogger(__name__)
@@ -187,6 +190,7 @@ class Reports:
         return found
 
 
+FEED_KEY: web.AppKey[FeedSource] = web.AppKey("oncall_feed")
 STATUS_KEY: web.AppKey[StatusSource] = web.AppKey("status")
 REPORTS_KEY: web.AppKey[Reports] = web.AppKey("reports")
 
@@ -305,6 +309,59 @@ def _report_request(request: web.Request) -> tuple[int, int, str | None, str]:
     return year, month, namespace, fmt
 
 
+async def oncall_feed(request: web.Request) -> web.Response:
+    """`/oncall/NAMESPACE/NAME.ics[?weeks=N]`: the schedule's turns as iCalendar. With a bearer
+    token, who sent it needs `get` on that OnCallSchedule (TokenReview + SubjectAccessReview);
+    with `?token=`, the token must equal the key `token` of the Secret the schedule names in
+    `spec.calendarTokenSecret` (for calendar apps, which send no headers). 404 for a schedule
+    that does not exist (asked after the permission, for a bearer token), 422 for an invalid one."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    source = request.app[FEED_KEY]
+    if any(len(request.query.getall(key, [])) > 1 for key in ("token", "weeks")):
+        return _plain(400, "token and weeks may be given once each")
+    try:
+        weeks = oncallfeed.parse_weeks(request.query.get("weeks"))
+    except oncallfeed.FeedError as exc:
+        return _plain(400, str(exc))
+    given = request.query.get("token", "")
+    if not given:
+        refused = await _refused(request, httpauth.schedule_reader(namespace, name))
+        if refused is not None:
+            return refused
+    if not source.serves(namespace):
+        return _plain(404, f"no oncallschedule {namespace}/{name}: the operator does not watch {namespace}")
+    try:
+        schedule = await source.schedule(namespace, name)
+        if schedule is None:
+            return _plain(404, f"no oncallschedule {namespace}/{name}")
+        spec_raw = schedule.get("spec") or {}
+        if given:
+            secret = spec_raw.get("calendarTokenSecret")
+            if not secret:
+                return _plain(
+                    403,
+                    f"forbidden: oncallschedule {namespace}/{name} takes no calendar token "
+                    "(spec.calendarTokenSecret is not set); send a bearer token",
+                )
+            expected = await source.token(namespace, str(secret))
+            if not expected or not matches(given, expected):
+                return _plain(403, "forbidden: the calendar token does not match")
+    except Unavailable:
+        return _plain(503, "cannot read the schedule right now; try again", RETRY_AFTER)
+    spec, problems = oncall.check(spec_raw)
+    if spec is None or problems:
+        return _plain(422, f"oncallschedule {namespace}/{name} is invalid: " + "; ".join(problems))
+    body = oncallfeed.calendar(namespace, name, spec, utc_now(), weeks)
+    return web.Response(
+        body=body.encode(),
+        headers={"Content-Type": "text/calendar; charset=utf-8", **NO_STORE},
+    )
+
+
+def _plain(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=text + "\n", headers={**NO_STORE, **(headers or {})})
+
+
 async def status_page(request: web.Request) -> web.Response:
     """`/status` (HTML), `/status.json`, `/status/feed.atom`: public incidents only, the same for
     everyone (nothing depends on who asks or on the request's headers), so shared caches may keep it,
@@ -327,8 +384,9 @@ def build_app(
     guard: Guard | None = None,
     listing: SharedListing | None = None,
     archives: ArchiveLister | None = None,
+    feed: FeedSource | None = None,
 ) -> web.Application:
-    """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
+    """The app of --http-port. `/metrics`, `/reports` and `/oncall` are served only behind a `guard`."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
     app.on_response_prepare.append(_no_store_by_default)
     app[READY_KEY] = ready
@@ -344,6 +402,12 @@ def build_app(
         if listing is not None:
             app[REPORTS_KEY] = Reports(listing, archives=archives)
             app.router.add_get(r"/reports/{month}", monthly_report)
+        if feed is not None:
+            app[FEED_KEY] = feed
+            app.router.add_get(
+                r"/oncall/{namespace:[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?}/{name:[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?}.ics",
+                oncall_feed,
+            )
     return app
 
 

@@ -29,7 +29,14 @@ from aiohttp import web
 
 from incident_operator.adapters.apiendpoints import ApiServerEndpoints, fixed_api_server
 from incident_operator.adapters.apihealth import ApiHealth
-from incident_operator.adapters.kube import Kube, load_api_client
+from incident_operator.adapters.kube import (
+    ApiException,
+    Kube,
+    api_reason,
+    load_api_client,
+    not_found,
+    secret_value,
+)
 from incident_operator.adapters.outbound import Outbound, http_client
 from incident_operator.adapters.reviews import Reviews
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
@@ -39,6 +46,7 @@ from incident_operator.runtime import handlers, httpserver
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.runtime.election import Elector
 from incident_operator.runtime.guard import Guard
+from incident_operator.runtime.oncallfeed import FeedSource, Unavailable
 from incident_operator.settings.config import OperatorConfig
 from incident_operator.settings.egress import EgressPolicy
 
@@ -85,6 +93,37 @@ async def _watched_archives(
     for scope in scopes:
         archives += await kube.call(kube.objects.list, archive.PLURAL, scope, label_selector=selector)
     return archives
+
+
+async def _schedule(kube: Kube, namespace: str, name: str) -> Mapping[str, Any] | None:
+    """An OnCallSchedule for its iCalendar feed; None if there is none."""
+    try:
+        return await kube.get_object("oncallschedules", namespace, name)
+    except ApiException as exc:
+        if not_found(exc):
+            return None
+        logger.warning("cannot read oncallschedule %s/%s for its feed: %s", namespace, name, api_reason(exc))
+        raise Unavailable from None
+    except OSError as exc:
+        logger.warning(
+            "cannot read oncallschedule %s/%s for its feed: %s", namespace, name, type(exc).__name__
+        )
+        raise Unavailable from None
+
+
+async def _calendar_token(kube: Kube, namespace: str, secret: str) -> str | None:
+    """The key `token` of a schedule's calendar Secret; None if the Secret or the key is missing."""
+    try:
+        return await secret_value(kube, namespace, secret, "token")
+    except ApiException as exc:
+        if not_found(exc):
+            return None
+        # 403: nobody granted the operator `get` on this Secret (docs/guide/oncall.md says how)
+        logger.warning("cannot read calendar token Secret %s/%s: %s", namespace, secret, api_reason(exc))
+        raise Unavailable from None
+    except OSError as exc:
+        logger.warning("cannot read calendar token Secret %s/%s: %s", namespace, secret, type(exc).__name__)
+        raise Unavailable from None
 
 
 MEMORY_REPORT_ENV = "INCIDENT_OPERATOR_MEMORY_REPORT"
@@ -157,6 +196,11 @@ async def run(
         guard=Guard(Reviews(kube)),
         listing=listing,
         archives=functools.partial(_watched_archives, kube, config.namespaces),
+        feed=FeedSource(
+            functools.partial(_schedule, kube),
+            functools.partial(_calendar_token, kube),
+            config.namespaces,
+        ),
     )
     servers: list[web.AppRunner] = []
     try:
@@ -170,7 +214,7 @@ async def run(
         await kube.close()
         raise
     logger.info(
-        "serving /healthz, /readyz, /alertmanager and (authenticated) /metrics, /reports on %s:%d; "
+        "serving /healthz, /readyz, /alertmanager and (authenticated) /metrics, /reports, /oncall on %s:%d; "
         "the status page on %s:%d",
         config.http_host,
         config.http_port,
