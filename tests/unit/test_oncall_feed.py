@@ -195,11 +195,12 @@ def test_the_feed_needs_get_on_the_schedule_or_its_calendar_token() -> None:
             ("/oncall/shop/broken.ics?token=x", None),
             ("/oncall/shop/primary.ics?weeks=99", "reader-token"),
             ("/oncall/shop/primary.ics?token=a&token=b", None),
+            ("/oncall/shop/primary.ics?weeks=99", "forged"),  # who asks is checked first
         ],
         store,
     )
     statuses = [a[0] for a in answers]
-    assert statuses == [401, 401, 403, 200, 200, 403, 403, 404, 404, 403, 403, 400, 400]
+    assert statuses == [401, 401, 403, 200, 200, 403, 403, 404, 404, 403, 403, 400, 400, 401]
     assert "bearer token" in answers[0][2]
     assert (
         answers[2][2]

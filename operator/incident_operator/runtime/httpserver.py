@@ -317,13 +317,17 @@ async def oncall_feed(request: web.Request) -> web.Response:
     that does not exist (asked after the permission, for a bearer token), 422 for an invalid one."""
     namespace, name = request.match_info["namespace"], request.match_info["name"]
     source = request.app[FEED_KEY]
+    given = request.query.get("token", "")
+    if not given:  # who asks is checked first (a 401 whatever the request), then the request
+        unidentified = await _unidentified(request)
+        if unidentified is not None:
+            return unidentified
     if any(len(request.query.getall(key, [])) > 1 for key in ("token", "weeks")):
         return _plain(400, "token and weeks may be given once each")
     try:
         weeks = oncallfeed.parse_weeks(request.query.get("weeks"))
     except oncallfeed.FeedError as exc:
         return _plain(400, str(exc))
-    given = request.query.get("token", "")
     if not given:
         refused = await _refused(request, httpauth.schedule_reader(namespace, name))
         if refused is not None:
