@@ -1455,7 +1455,7 @@ ENDPOINT_REQUESTS = [
         f"/oncall/{TABLE_NS}/primary.ics?weeks=99",
         "forged",
         401,
-        "bearer",
+        "does not accept this token",
     ),
     EndpointRequest(
         "oncall-feed-calendar-token-of-no-schedule",
