@@ -43,9 +43,10 @@ crds: venv  ## regenerate crds/ (and the Helm chart's copy) from the pydantic mo
 	$(BIN)/python -m incident_operator.api.crdgen crds/
 	$(BIN)/python -m incident_operator.api.crdgen charts/incident-operator/crds/
 
-chart-files:  ## copy the CRDs and manifests/monitoring's rule and dashboard into the Helm chart (a test fails on drift)
+chart-files: venv  ## refresh the Helm chart's copies (CRDs, rule, dashboard) and its config schema (tests fail on drift)
 	cp crds/incident-operator.dev_*.yaml charts/incident-operator/crds/
 	cp manifests/monitoring/prometheusrule.yaml manifests/monitoring/grafana-dashboard.json charts/incident-operator/files/
+	$(BIN)/python hack/chart_schema.py charts/incident-operator/values.schema.json
 
 docs: venv  ## regenerate docs/reference/api.md from the models, reasons and keys (a unit test fails on drift)
 	$(BIN)/python -m incident_operator.api.reference docs/reference/api.md

@@ -345,6 +345,11 @@ def test_admission_policies_can_be_turned_off() -> None:
         (("--set", "optIn.remediation={Shop_NS}"), "remediation"),
         (("--set", "monitoring.serviceMonitor.interval=soon"), "interval"),
         (("--set", "resources.limits.memory=lots"), "memory"),
+        # values.config: the operator's config model's own schema (hack/chart_schema.py)
+        (("--set", "config.access.recheckSecs=3"), "recheckSecs"),
+        (("--set", "config.access.recheckSeconds=0"), "/config/access/recheckSeconds"),
+        (("--set", "config.responseTargets.P1=15"), "/config/responseTargets/P1"),
+        (("--set", "config.leaderElection.leaseDurationSeconds=soon"), "leaseDurationSeconds"),
     ],
 )
 def test_the_schema_refuses_a_wrong_value_naming_it(args: tuple[str, ...], says: str) -> None:
