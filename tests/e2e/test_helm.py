@@ -202,7 +202,9 @@ def test_helm_upgrade_with_changed_values_changes_the_objects(
     assert shipped_config(release)["access"]["recheckSeconds"] == 30
 
     # The documented upgrade: CRDs first (Helm never upgrades crds/), then the release.
-    crds = release.run_kubectl("apply", "--server-side", "-f", str(CHART / "crds"), check=False)
+    crds = release.run_kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), check=False
+    )
     assert crds.returncode == 0, crds.stderr
     helm(
         release,
