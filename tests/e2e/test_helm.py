@@ -1,10 +1,10 @@
 """The Helm chart installed with real Helm on a local cluster of its own: a wrong value refused by
-`helm install` (nothing of the release created); `helm install` (the Deployment available, as far as kwok simulates pods); the
-operator process from the working tree running as the chart's ServiceAccount (a TokenRequest token,
-never the admin's) remediates in a namespace the values opt in, through the chart's RBAC, and stalls
-Forbidden in one they do not; `helm upgrade` with changed values changes the objects (replicas, the
-config file and the pods' checksum, a new opt-in that a stalled incident then proceeds on); `helm
-uninstall` keeps the CRDs and the Incidents.
+`helm install` (nothing of the release created); `helm install` (the Deployment available, as far
+as kwok simulates pods); the operator process from the working tree running as the chart's
+ServiceAccount (a TokenRequest token, never the admin's) remediates in a namespace the values opt
+in, through the chart's RBAC, and stalls Forbidden in one they do not; `helm upgrade` with changed
+values changes the objects (replicas, the config file and the pods' checksum, a new opt-in that a
+stalled incident then proceeds on); `helm uninstall` keeps the CRDs and the Incidents.
 
 A cluster of its own: the chart's cluster-scoped objects have the same fixed names as those of
 `kubectl apply -k manifests/install` (tests/e2e/test_install.py's cluster). The tests run in order.
