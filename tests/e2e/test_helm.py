@@ -121,11 +121,15 @@ def release(helm_cluster: Cluster) -> Cluster:
     names exist first (its RoleBinding lives there)."""
     for namespace in (OPTED, CLOSED, LATER):
         create_namespace(helm_cluster, namespace, opt_in=False)
-    helm(
+    installed = helm(
         helm_cluster,
         *("install", RELEASE, str(CHART), "-n", NS, "--create-namespace"),
         *("--set", f"optIn.remediation={{{OPTED}}}", "--wait", "--timeout", "180s"),
     )
+    # NOTES.txt: what to do next, with this release's facts.
+    assert f"is installed in namespace {NS} (2 replica(s), leader election on)" in installed.stdout
+    assert "create secret generic alert-token" in installed.stdout
+    assert f"Namespaces that opted in to remediation: {OPTED}." in installed.stdout
     return helm_cluster
 
 
