@@ -172,7 +172,7 @@ def main() -> int:
         api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         api.user_agent = "incident-operator-bench"
         subprocess.run(
-            [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-k", str(ROOT / "crds")],
+            [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", str(ROOT / "crds")],
             check=True,
             capture_output=True,
         )
