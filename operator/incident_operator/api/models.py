@@ -377,7 +377,8 @@ class CommunicationStatus(ApiModel):
     )
     lastPublished: datetime | None = Field(
         default=None,
-        description="The time of the newest public update announced to statuspage channels (each once).",
+        description="The time of the newest public update announced to statuspage channels (each once); "
+        "1970-01-01T00:00:00Z: none yet.",
     )
 
 

@@ -15,12 +15,14 @@ restarts (a record committed with the status write, as every notice is):
   announced (`lastPublished`) is recorded once (`PublicUpdate`, notice `update`, which statuspage
   channels take), also after the incident resolved (the final "resolved" update). The updates
   already there when the operator first plans an incident are not announced one by one: the
-  `opened` notice (or, after an upgrade, the page as it was) carries them.
+  `opened` notice (or, after an upgrade, the page as it was) carries them. Newer is by the
+  update's `time`: an update written with a time before the newest one announced (a backdated
+  entry) shows on the page but is not announced on its own.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from incident_operator.api.models import CommunicationStatus, Phase, StatusUpdate
 from incident_operator.api.reasons import ConditionType, Reason
@@ -37,6 +39,8 @@ PHASE_WORDS = {
     Phase.CLOSED: "resolved",
 }
 """The status word of an update that names none: the incident's phase's (as the status page says)."""
+NONE_YET = datetime(1970, 1, 1, tzinfo=UTC)
+"""`lastPublished` of an incident that had no public update when first planned: any that comes is new."""
 
 
 def human_duration(value: timedelta) -> str:
@@ -74,9 +78,8 @@ def communicate(b: Builder, *, announce: bool = True) -> None:
 
 def _announce(b: Builder, comm: CommunicationStatus, *, first: bool) -> None:
     public = public_updates(b.inp.spec.updates)
-    assert b.status.detectedAt is not None  # noqa: S101 - checked by the caller
     if first or comm.lastPublished is None:  # what is there already is on the page, or opens it
-        comm.lastPublished = public[-1].time if public else b.status.detectedAt
+        comm.lastPublished = public[-1].time if public else NONE_YET
         return
     for update in (u for u in public if u.time > (comm.lastPublished or u.time)):
         word = update_word(update, b.phase)
