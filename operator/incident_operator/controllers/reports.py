@@ -20,6 +20,7 @@ from typing import Any
 
 from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
+from incident_operator.adapters.recordmap import RecordMap
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.notifier import Notifier
@@ -30,7 +31,6 @@ from incident_operator.settings.config import Notifications, ReportsConfig
 logger = logging.getLogger(__name__)
 
 WRITE_ATTEMPTS = 5
-MANAGED_BY = {"app.kubernetes.io/managed-by": "incident-operator"}
 
 Record = dict[str, dict[str, Any]]
 
@@ -51,7 +51,7 @@ class ReportDeliveries:
     ) -> None:
         self.kube, self.notifier, self.config = kube, notifier, config
         self.channels = {c.name: c for c in notifications.channels}
-        self.namespace = namespace
+        self.store = RecordMap(kube, namespace, config.recordConfigMap, deliveries.DATA_KEY)
         self.watched = watched
         testing = config.testingNow
         self.clock = clock or ((lambda: testing) if testing is not None else utc_now)
@@ -91,46 +91,12 @@ class ReportDeliveries:
 
     async def read(self) -> tuple[Record, str | None]:
         """The record and its resourceVersion (None: no ConfigMap yet)."""
-        try:
-            found = await self.kube.call(
-                self.kube.core.read_namespaced_config_map, self.config.recordConfigMap, self.namespace
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return {}, None
-            raise
-        data = found.data or {}
-        version = found.metadata.resource_version if found.metadata else None
-        return deliveries.decode(data.get(deliveries.DATA_KEY)), version
+        text, version = await self.store.read()
+        return deliveries.decode(text), version
 
     async def _write(self, record: Record, version: str | None) -> bool:
         """Create or replace the record with `version`; False when another writer came first."""
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": self.config.recordConfigMap,
-                "namespace": self.namespace,
-                "labels": MANAGED_BY,
-            },
-            "data": {deliveries.DATA_KEY: deliveries.encode(record)},
-        }
-        try:
-            if version is None:
-                await self.kube.call(self.kube.core.create_namespaced_config_map, self.namespace, body)
-            else:
-                body["metadata"]["resourceVersion"] = version
-                await self.kube.call(
-                    self.kube.core.replace_namespaced_config_map,
-                    self.config.recordConfigMap,
-                    self.namespace,
-                    body,
-                )
-        except ApiException as exc:
-            if exc.status == 409 or (exc.status == 404 and version is not None):
-                return False
-            raise
-        return True
+        return await self.store.write(deliveries.encode(record), version)
 
     async def _claim(self, item: Item, now: datetime) -> bool:
         """Claim `item` (state sending) unless someone else did or it is no longer due."""
