@@ -361,3 +361,18 @@ def test_the_loop_wakes_at_the_due_time_reminds_once_across_a_restart_and_clears
         assert timeline.count("UpdatePublished") == 1
 
     asyncio.run(scenario())
+
+
+def test_fractions_of_a_second_do_not_make_an_update_new_after_a_round_trip_through_the_api() -> None:
+    inc = Incident(updates=[])
+    inc.now = T0 + timedelta(microseconds=400_000)
+    inc.plan(0.01)
+    inc.raw["updates"] = [{"time": "2026-11-27T12:05:00.750Z", "message": "on it", "public": True}]
+    inc.plan(6)
+    assert len(inc.said(Reason.PUBLIC_UPDATE)) == 1
+    inc.plan(21)  # overdue: reminded
+    for _ in range(3):  # read back from the API (times to the second), planned again
+        inc.status = IncidentStatus.model_validate(inc.status.model_dump(mode="json"))
+        inc.plan(22)
+    assert len(inc.said(Reason.PUBLIC_UPDATE)) == 1
+    assert len(inc.said(Reason.UPDATE_OVERDUE)) == 1

@@ -57,6 +57,12 @@ def update_word(update: StatusUpdate, phase: Phase | None) -> str:
     return update.status or PHASE_WORDS[phase or Phase.DETECTED]
 
 
+def _second(moment: datetime) -> datetime:
+    """`moment` to the second: the due time, and so `remindedFor`, the same whatever precision the
+    detection time was kept at (the API keeps fractions; `format_time` cuts them)."""
+    return moment.replace(microsecond=0)
+
+
 def public_updates(updates: list[StatusUpdate] | None) -> list[StatusUpdate]:
     """The updates marked `public: true`, oldest first."""
     return sorted((u for u in updates or [] if u.public), key=lambda u: u.time)
@@ -115,7 +121,7 @@ def _cadence(b: Builder, comm: CommunicationStatus) -> None:
             )
         return
     assert status.detectedAt is not None  # noqa: S101 - checked by the caller
-    last = max([status.detectedAt, *(u.time for u in spec.updates or [])])
+    last = _second(max([status.detectedAt, *(u.time for u in spec.updates or [])]))
     due = last + every
     comm.nextUpdateBy = due
     if b.now < due:
