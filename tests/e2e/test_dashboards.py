@@ -21,6 +21,7 @@ import json
 import math
 import re
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,7 +246,7 @@ def alert_body(namespace: str, fingerprint: str, started: datetime) -> bytes:
 def test_every_dashboard_query_returns_data_after_each_thing_happened(
     installed: Cluster, dash_operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    namespace = f"dash-{tmp_path.name[-8:].lower().replace('_', '-')}".strip("-")
+    namespace = f"dash-{uuid.uuid4().hex[:8]}"
     create_namespace(installed, namespace, opt_in=True)
     s = Scenario(installed, dash_operator, namespace)
     service = StandIn()
