@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from kubernetes import watch
 
 from tests.e2e.conftest import Cluster, OperatorProcess
 from tests.e2e.engine_helpers import GROUP, VERSION, Scenario, deploy_ref
@@ -97,9 +98,22 @@ def test_playbook_health_valid_and_invalid(s: Scenario) -> None:
     assert "unknown field {secret}" in degraded["message"]
 
 
-def test_drill_health_ready_running_failed_and_invalid(s: Scenario) -> None:
+def test_drill_health_ready_running_passed_failed_and_invalid(s: Scenario) -> None:
     s.deployment("jobs", 2)
+    s.deployment("api", 2)
     s.playbook("heal-jobs", [{"name": "scale-back", "scale": {"target": deploy_ref("jobs"), "replicas": 2}}])
+    s.playbook(
+        "heal-api",
+        [{"name": "scale-back", "scale": {"target": deploy_ref("api"), "replicas": 2}}],
+        stabilizationSeconds=2,
+    )
+    drill(
+        s,
+        "api-outage",
+        scenario={"scaleToZero": {"target": deploy_ref("api")}},
+        incident={"playbookRef": {"name": "heal-api"}},
+        expect={"mitigatedWithinSeconds": 120},
+    )
     drill(
         s,
         "nobody-acks",
@@ -116,11 +130,44 @@ def test_drill_health_ready_running_failed_and_invalid(s: Scenario) -> None:
     invalid = wait_health(s, "Drill", "bad-schedule", "Degraded")
     assert invalid["message"].startswith("InvalidSchedule: "), invalid
 
+    wait_health(s, "Drill", "api-outage", "Healthy")
+    kubectl(s, "drill", "run", "api-outage", "-n", s.namespace)
+    # A run lasts seconds: every version of the Drill the API server stores is judged, from the
+    # run request on (a watch from that resourceVersion), until the run's result is written.
+    since = s.get("drills", "nobody-acks")["metadata"]["resourceVersion"]
     kubectl(s, "drill", "run", "nobody-acks", "-n", s.namespace)
-    running = wait_health(s, "Drill", "nobody-acks", "Progressing")
-    assert running["message"] == "A drill run is in progress"
-    failed = wait_health(s, "Drill", "nobody-acks", "Degraded")
-    assert failed["message"] == "The last run failed: not acknowledged (expected within 1s)"
+    verdicts = []
+    stream = watch.Watch().stream(
+        s.custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        s.namespace,
+        "drills",
+        field_selector="metadata.name=nobody-acks",
+        resource_version=since,
+        timeout_seconds=120,
+    )
+    for event in stream:
+        obj = event["object"]
+        verdicts.append(load_luahealth().health("Drill", obj))
+        runs = (obj.get("status") or {}).get("runs") or [{}]
+        if runs[-1].get("result") == "Failed":
+            break
+    assert {"status": "Progressing", "message": "A drill run is in progress"} in verdicts, verdicts
+    assert verdicts[-1] == {
+        "status": "Degraded",
+        "message": "The last run failed: not acknowledged (expected within 1s)",
+    }
+    wait_until(
+        lambda: (
+            ((s.get("drills", "api-outage").get("status") or {}).get("runs") or [{}])[-1].get("result")
+            == "Passed"
+        ),
+        timeout=180,
+        what="api-outage passed",
+        describe=lambda: str(s.get("drills", "api-outage").get("status")),
+    )
+    assert health(s, "Drill", "api-outage") == {"status": "Healthy", "message": "The last run passed"}
 
 
 def test_a_new_generation_not_yet_seen_is_progressing_and_a_broken_script_is_an_error(
