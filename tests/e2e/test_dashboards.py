@@ -359,12 +359,14 @@ def test_every_dashboard_query_returns_data_after_each_thing_happened(
             "Response-target breaches",
         ):
             assert needed in titles
-        # The panels show what happened, not only zeros.
-        by_expr = {expr: answers[expr] for _, expr in queries}
-        breaches = next(e for t, e in queries if t == "Response-target breaches")
-        assert any(float(r["value"][1]) > 0 for r in by_expr[breaches]), by_expr[breaches]
+        # The panels show what happened, not zeros: every series a panel needs exists at zero
+        # before it happens (the operator exports them at start), so the first one counts.
         health = next(e for t, e in queries if t == "System Health")
-        assert [float(r["value"][1]) for r in by_expr[health]] == [1.0]
+        assert [float(r["value"][1]) for r in answers[health]] == [1.0]
+        for title, expr in queries:
+            if title in ("Alerts received", "System Health"):
+                continue  # a rate over seconds (the alert came earlier); checked above
+            assert any(float(r["value"][1]) > 0 for r in answers[expr]), (title, expr, answers[expr])
 
         for group in prometheus.api("rules")["groups"]:  # the shipped rules evaluate on this data
             for rule in group["rules"]:

@@ -57,6 +57,8 @@ class Notifier:
         """The last delivery started per (channel, namespace, incident): the next one waits for it."""
         for channel in config.channels:  # every channel's series from the start: a first failure shows
             metrics.notification_channel(channel.name)
+        for severity, policy in config.escalation.items():  # and every escalation level's
+            metrics.escalation_levels(str(severity), len(policy.levels))
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
