@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/incident_ope
 IMAGE ?= incident-operator:$(VERSION)
 KUBECTL = "$$($(LOCALCLUSTER) bin-dir)/kubectl"
 
-.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds docs install-manifests image opt-in opt-in-jobs lint unit e2e test demo demo-down bench clean
+.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds chart-files docs install-manifests image opt-in opt-in-jobs lint unit e2e test demo demo-down bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -24,10 +24,11 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed  ## create .venv with the operator and its dev tools
 
-build-cluster:  ## build (or reuse) the cached local-cluster binaries, Alertmanager and Prometheus
+build-cluster:  ## build (or reuse) the cached local-cluster binaries, Alertmanager, Prometheus and Helm
 	$(LOCALCLUSTER) build
 	$(LOCALCLUSTER) build-alertmanager
 	$(LOCALCLUSTER) build-prometheus
+	$(LOCALCLUSTER) build-helm
 
 cluster:  ## start the local cluster; the last line is KUBECONFIG=<path>
 	$(LOCALCLUSTER) up --dir $(CLUSTER_DIR)
@@ -38,8 +39,14 @@ cluster-down:  ## stop the local cluster and remove its data
 cluster-status:  ## show the local cluster's components
 	$(LOCALCLUSTER) status --dir $(CLUSTER_DIR)
 
-crds: venv  ## regenerate crds/ from the pydantic models
+crds: venv  ## regenerate crds/ (and the Helm chart's copy) from the pydantic models
 	$(BIN)/python -m incident_operator.api.crdgen crds/
+	$(BIN)/python -m incident_operator.api.crdgen charts/incident-operator/crds/
+
+chart-files: venv  ## refresh the Helm chart's copies (CRDs, rule, dashboard) and its config schema (tests fail on drift)
+	cp crds/incident-operator.dev_*.yaml charts/incident-operator/crds/
+	cp manifests/monitoring/prometheusrule.yaml manifests/monitoring/grafana-dashboard.json charts/incident-operator/files/
+	$(BIN)/python hack/chart_schema.py charts/incident-operator/values.schema.json
 
 docs: venv  ## regenerate docs/reference/api.md from the models, reasons and keys (a unit test fails on drift)
 	$(BIN)/python -m incident_operator.api.reference docs/reference/api.md

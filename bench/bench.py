@@ -172,7 +172,7 @@ def main() -> int:
         api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         api.user_agent = "incident-operator-bench"
         subprocess.run(
-            [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-k", str(ROOT / "crds")],
+            [str(data_dir / "kubectl"), f"--kubeconfig={kubeconfig}", "apply", "-f", str(ROOT / "crds")],
             check=True,
             capture_output=True,
         )
@@ -357,7 +357,16 @@ def main() -> int:
         if not PROFILE:  # the operator is stopped (SIGTERM above): the year starts its own
             try:
                 report += year.run(
-                    custom, api, template, start_operator, stop_operator, port, base_config, rss_10k, ROOT
+                    custom,
+                    api,
+                    template,
+                    start_operator,
+                    stop_operator,
+                    port,
+                    base_config,
+                    rss_10k,
+                    ROOT,
+                    work / "operator.log",
                 )
             except (Exception, SystemExit) as exc:  # the figures above are kept, and so is why
                 report += f"\n## A simulated year\n\nThe stage failed: {type(exc).__name__}: {exc}\n"

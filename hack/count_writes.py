@@ -191,7 +191,7 @@ def main() -> int:
         api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         api.user_agent = "incident-operator-count-writes"
         kubectl = [str(data / "kubectl"), f"--kubeconfig={kubeconfig}"]
-        subprocess.run([*kubectl, "apply", "-k", str(ROOT / "crds")], check=True, capture_output=True)
+        subprocess.run([*kubectl, "apply", "-f", str(ROOT / "crds")], check=True, capture_output=True)
         apps, core, custom = client.AppsV1Api(api), client.CoreV1Api(api), client.CustomObjectsApi(api)
         namespace = client.V1Namespace(metadata=client.V1ObjectMeta(name=NS))
         until(lambda: core.create_namespace(namespace), 60, "namespace")

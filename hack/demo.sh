@@ -63,8 +63,8 @@ KUBECONFIG_LINE=$($LOCALCLUSTER up --dir "$CLUSTER_DIR" | tail -n 1)
 export "${KUBECONFIG_LINE?}"
 echo "$KUBECONFIG_LINE"
 
-say "Installing the CRDs: kubectl apply -k crds/"
-"$KUBECTL" apply -k crds/
+say "Installing the CRDs: kubectl apply -f crds/"
+"$KUBECTL" apply -f crds/
 "$KUBECTL" wait --for=condition=Established crd --all --timeout=60s
 
 say "Starting the operator on 127.0.0.1:$PORT, its status page on :$STATUS_PORT (log: .demo/operator.log)"

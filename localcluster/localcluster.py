@@ -12,6 +12,8 @@ Commands:
   up      start a cluster in a data directory; the last line printed is ``KUBECONFIG=<path>``
   down    stop every process the cluster started (by PID, verified) and remove its data
   status  say whether a cluster runs in the data directory
+  build-alertmanager, build-prometheus, build-helm
+          build (or reuse) those tools, cached beside the binaries; print their directory
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ KWOK_VERSION = "v0.8.0"
 ALERTMANAGER_VERSION = "v0.35.0"
 PROMETHEUS_VERSION = "v3.16.0"
 """Prometheus release; its Go module tags v3.x.y as v0.3xx.y (v3.16.0 is v0.316.0)."""
+HELM_VERSION = "v3.22.0"
+"""Helm 3 (the major most clusters' tooling runs; the chart is apiVersion v2, which Helm 4 installs too)."""
 MIN_GO = (1, 26)
 # kwok's own stage definitions (shipped in its module) that make nodes Ready with leases,
 # and pods Running/Ready, completed and deleted quickly.
@@ -299,6 +303,35 @@ def build_prometheus(force: bool = False) -> Path:
         1260,  # packages of prometheus and promtool together, as counted in a cold build
     )
     return complete_build(tmp, target, started, "Prometheus")
+
+
+def build_helm(force: bool = False) -> Path:
+    """Return the directory holding helm, building it once from its Go module.
+
+    The version is stamped with `-X` as Helm's own release builds do; without it `helm version`
+    prints only the major and minor.
+    """
+    target = cache_root() / f"helm-{HELM_VERSION}"
+    if (target / ".complete").exists() and not force:
+        return target
+    tmp = fresh_build_dir(target)
+    started = time.monotonic()
+    log(f"building Helm {HELM_VERSION} into {target}")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(tmp)}
+    go_build_with_progress(
+        [
+            "install",
+            "-trimpath",
+            "-ldflags",
+            f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+            f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}",
+        ],
+        HERE,
+        env,
+        f"helm {HELM_VERSION}",
+        900,  # packages of helm, as counted in a cold build
+    )
+    return complete_build(tmp, target, started, "Helm")
 
 
 def module_dir(module: str, env: dict[str, str]) -> Path:
@@ -904,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         "build-alertmanager", help="build (or reuse) alertmanager and amtool; print their directory"
     )
     sub.add_parser("build-prometheus", help="build (or reuse) prometheus and promtool; print their directory")
+    sub.add_parser("build-helm", help="build (or reuse) helm; print its directory")
     for name in ("up", "down", "status", "restart"):
         p = sub.add_parser(name)
         if name == "restart":
@@ -935,6 +969,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(build_alertmanager())
             elif args.command == "build-prometheus":
                 print(build_prometheus())
+            elif args.command == "build-helm":
+                print(build_helm())
             elif args.command == "up":
                 extra = parse_extra_args(args.extra_arg)
                 state = up(args.dir, args.nodes, args.apiserver_port, args.timeout, extra)

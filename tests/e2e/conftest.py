@@ -124,6 +124,13 @@ def alertmanager_bin() -> Path:
     return Path(built.stdout.strip().splitlines()[-1])
 
 
+def helm_bin() -> Path:
+    """Where the cached helm is (built on first use)."""
+    built = _localcluster("build-helm")
+    assert built.returncode == 0, built.stderr
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
 def bin_dir() -> Path:
     """Where the cached kube-local, kubectl and kwok binaries are."""
     return Path(_localcluster("bin-dir").stdout.strip())
@@ -131,7 +138,7 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def crds_installed(cluster: Cluster) -> Cluster:
-    applied = cluster.run_kubectl("apply", "-k", str(CRDS), check=False)
+    applied = cluster.run_kubectl("apply", "-f", str(CRDS), check=False)  # what users type
     assert applied.returncode == 0, applied.stderr
     ext = client.ApiextensionsV1Api(cluster.api)
     for path in sorted(CRDS.glob("incident-operator.dev_*.yaml")):

@@ -1,4 +1,4 @@
-"""The generated CRDs install with `kubectl apply -k crds/`; the API server enforces their schema."""
+"""The generated CRDs install with `kubectl apply -f crds/`; the API server enforces their schema."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def fault_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cl
     api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
         cluster = Cluster(kubeconfig=kubeconfig, kubectl=bin_dir() / "kubectl", api=api)
-        assert cluster.run_kubectl("apply", "-k", str(CRDS), check=False).returncode == 0
+        assert cluster.run_kubectl("apply", "-f", str(CRDS), check=False).returncode == 0
         yield cluster, data_dir
     finally:
         api.close()

@@ -44,3 +44,21 @@ def test_the_history_varies_and_the_report_counts_it() -> None:
     assert figures["unreadable"] == 0
     assert figures["actionItems"]["done"] == 16
     assert figures["escalations"] == 8
+
+
+def test_the_year_counts_a_stall_only_after_the_retention_pass_began(tmp_path: Path) -> None:
+    """The operator's start listing over a year of history is not a stall of retention: the
+    bench's stall clock starts when the log says a pass began, and a line already in the log
+    before the restart does not count."""
+    import year  # bench/ is on the path, as bench.py has it
+
+    log = tmp_path / "operator.log"
+    log.write_bytes(b"old run: " + year.RETENTION_BEGAN + b"\n")
+    began = year.LogMark(log, year.RETENTION_BEGAN)
+    assert not began()
+    with log.open("ab") as f:
+        f.write(b"listing 110000 incidents\n" + year.RETENTION_BEGAN[:10])
+    assert not began()
+    with log.open("ab") as f:  # the line arrives in two writes
+        f.write(year.RETENTION_BEGAN[10:] + b" (closed for more than 90 days)\n")
+    assert began()

@@ -68,7 +68,7 @@ def test_help_documents_run(capsys: pytest.CaptureFixture[str]) -> None:
         "--status-port",
         "--config",
         "/healthz",
-        "kubectl apply -k crds/",
+        "kubectl apply -f crds/",
     ):
         assert option in out
 

@@ -20,10 +20,12 @@ def test_committed_crd_matches_the_models(kind: crdgen.KindSpec) -> None:
     assert path.read_text() == crdgen.render(kind), f"{path} drifted from the models: run `make crds`"
 
 
-def test_no_stray_files_in_crds_and_the_kustomization_lists_them_all() -> None:
+def test_crds_holds_only_the_crds_and_a_kustomization_kubectl_apply_f_skips() -> None:
+    """`kubectl apply -f crds/` reads every .yaml, .yml and .json file: those are exactly the CRDs.
+    The kustomize base (manifests/install refers to it) is the extension-less `Kustomization`."""
     generated = {crdgen.filename(k) for k in crdgen.KINDS}
-    assert {p.name for p in CRDS.glob("*.yaml")} == generated | {"kustomization.yaml"}
-    kustomization = yaml.safe_load((CRDS / "kustomization.yaml").read_text())
+    assert {p.name for p in CRDS.iterdir()} == generated | {"Kustomization"}
+    kustomization = yaml.safe_load((CRDS / "Kustomization").read_text())
     assert set(kustomization["resources"]) == generated  # `kubectl apply -k crds/` installs each
 
 

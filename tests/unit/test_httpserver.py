@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -91,6 +91,11 @@ class Lister:
         found = [incident("shop", "outage", public=True), incident("bank", "vault")]
         return [i for i in found if namespace in (None, i["metadata"]["namespace"])]
 
+    async def pages(self, namespace: str | None) -> AsyncIterator[list[Mapping[str, Any]]]:
+        """The same incidents a page of one at a time, as the reports read them."""
+        for item in await self(namespace):
+            yield [item]
+
 
 Answer = tuple[int, dict[str, str], str]
 
@@ -113,9 +118,10 @@ def serve(
     config: StatusPageConfig | None = None,
 ) -> list[Answer]:
     async def scenario() -> list[Answer]:
-        listing = httpserver.SharedListing(lister or Lister())
+        source = lister or Lister()
+        listing = httpserver.SharedListing(source)
         guard = Guard(reviewer or FakeReviewer(TOKENS, GRANTS))
-        app = httpserver.build_app(asyncio.Event(), guard=guard, listing=listing)
+        app = httpserver.build_app(asyncio.Event(), guard=guard, pages=source.pages)
         status_app = httpserver.build_status_app(
             listing, config or StatusPageConfig(namespaces=("shop",), baseURL="https://status.example.com")
         )
@@ -249,7 +255,7 @@ def test_reports_and_listings_are_shared_and_kept_briefly() -> None:
 
     answers = serve(requests, lister=lister)
     assert {a[0] for a in answers} == {200}
-    assert sorted(lister.calls, key=str) == [None, "shop"]  # one list per namespace for all of them
+    assert sorted(lister.calls, key=str) == [None, "shop"]  # one report, one page: one list each
 
 
 def test_the_status_page_is_alone_on_its_port_and_its_links_come_from_the_base_url() -> None:

@@ -364,13 +364,15 @@ def test_the_playbook_gate_needs_the_gate_verb_which_only_the_gatekeeper_role_gr
 
 def test_the_breaker_state_is_one_configmap_the_operator_and_the_resumers_may_update() -> None:
     """The operator creates and updates its breaker's ConfigMap (the name the config defaults to)
-    and nothing else of the kind in its namespace; `automation resume` needs get and update on
-    that one ConfigMap, which the resumer Role grants and nothing more."""
+    and the record of the monthly reports delivered, and nothing else of the kind in its
+    namespace; `automation resume` needs get and update on that one ConfigMap, which the resumer
+    Role grants and nothing more."""
     name = FileConfig().automation.stateConfigMap
     configmaps = [r for r in rules_of("Role", "incident-operator") if "configmaps" in r["resources"]]
     assert {(tuple(r.get("resourceNames") or ()), tuple(r["verbs"])) for r in configmaps} == {
         ((), ("create",)),
         ((name,), ("get", "update")),
+        ((FileConfig().reports.recordConfigMap,), ("get", "update")),
     }
     resumer = find("Role", "incident-operator-automation-resumer")
     assert resumer["metadata"]["namespace"] == NS

@@ -176,6 +176,31 @@ def test_update_is_internal_unless_public_and_public_marks_the_update_and_the_in
     assert capsys.readouterr().out.strip().endswith("updated and shown on the status page")
 
 
+def test_update_carries_its_status_word_and_the_estimated_resolution_in_the_same_write() -> None:
+    fake = FakeApi(incident())
+    run(
+        fake,
+        "update",
+        "web",
+        "Cause found",
+        "--public",
+        "--status",
+        "identified",
+        "--eta",
+        "2026-12-01T15:00:00+01:00",
+    )
+    sent = fake.patches[-1]
+    assert sent["updates"][-1]["status"] == "identified"
+    assert sent["estimatedResolution"] == "2026-12-01T14:00:00Z"
+    run(fake, "update", "web", "still on it", "--eta", "1h30m")
+    assert len(fake.patches) == 2
+    assert fake.patches[-1]["estimatedResolution"].endswith("Z")
+    with pytest.raises(Failed, match="--eta must be"):
+        run(fake, "update", "web", "x", "--eta", "2026-12-01T15:00")  # no offset: refused
+    with pytest.raises(SystemExit):
+        run(fake, "update", "web", "x", "--status", "fixed")
+
+
 def test_a_refused_public_update_says_which_verb_is_missing() -> None:
     fake = FakeApi(incident(), refuse=refusal(403, PUBLISH_REFUSAL))
     with pytest.raises(Failed) as failed:

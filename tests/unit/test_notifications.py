@@ -445,7 +445,11 @@ def test_a_statuspage_channel_says_only_public_updates_never_failures_or_the_des
     body = statuspage_body(statuspage("p"), failed, view)
     assert body["message"] == "We are looking into failed checkouts."
     assert body["updates"] == [
-        {"time": "2026-01-01T10:00:00Z", "message": "We are looking into failed checkouts."}
+        {
+            "time": "2026-01-01T10:00:00Z",
+            "status": "identified",
+            "message": "We are looking into failed checkouts.",
+        }
     ]
     _, _, api = statuspage_io(
         statuspage("sp", mode="statuspageio", pageId="p1", keySecretRef=KEY), failed, view, None

@@ -580,7 +580,12 @@ def test_the_operators_reports_read_only_the_months_archives_and_count_the_same(
     assert kube.scopes == [(archive.PLURAL, "shop", selector), (archive.PLURAL, "web", selector)]
 
     async def reports(lister: Any, archives_of: Any) -> dict[str, Any]:
-        served = httpserver.Reports(httpserver.SharedListing(lister), archives=archives_of)
+        async def pages(namespace: str | None) -> AsyncIterator[Objects]:
+            found = await lister(namespace)
+            for at in range(0, len(found), 2):  # two a page: the month is gathered across pages
+                yield found[at : at + 2]
+
+        served = httpserver.Reports(pages, archives=archives_of)
         _, body = await served.render(2026, 11, "shop", "json")
         return cast(dict[str, Any], json.loads(body))
 
@@ -634,3 +639,21 @@ def test_an_entry_the_api_would_refuse_is_kept_live_and_blocks_nothing() -> None
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 6, 6, 1)
     assert ("shop", "b") in api.incidents
     assert sorted(written) == sorted(("shop", n) for _, n in api.archives)
+
+
+def test_a_report_keeps_only_its_month_of_the_live_incidents() -> None:
+    """`/reports` reads the live incidents a page at a time and keeps only the month's (a year of
+    history is never held at once): the figures are those of the whole listing, and an object
+    whose detection time cannot be read is still counted as unreadable."""
+    objects: list[dict[str, Any]] = [*history_set(), {"metadata": {"name": "x"}, "status": "garbage"}]
+    november = report.month_bounds(2026, 11)
+    kept = report.detected_within(objects, *november)
+    names = {o["metadata"]["name"] for o in kept}
+    assert "oct" not in names
+    assert {"a", "b", "c", "d", "drill", "x"} <= names
+    assert not report.detected_within(objects[:-1], *report.month_bounds(2026, 9))
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    whole = report.build(objects, 2026, 11, now, "shop").figures
+    assert report.build(kept, 2026, 11, now, "shop").figures == whole
+    assert whole["unreadable"] == 1
+    assert whole["total"] > 0

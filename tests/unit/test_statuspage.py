@@ -132,7 +132,11 @@ def test_public_incidents_show_status_impact_services_and_updates_in_users_words
         ["Checkout"],
     )
     assert outage["updates"] == [
-        {"time": stamp(NOW - timedelta(minutes=50)), "message": "We are looking into failed checkouts."}
+        {
+            "time": stamp(NOW - timedelta(minutes=50)),
+            "status": "identified",  # the word of its phase (Mitigating), as it names none
+            "message": "We are looking into failed checkouts.",
+        }
     ]
     assert data["incidents"][1]["status"] == "Monitoring"
     assert [i["title"] for i in data["history"]] == ["last-week title"]  # 90 days of history

@@ -133,6 +133,17 @@ ALERTS_RECEIVED = Counter(
 )
 
 
+REPORT_PASSES = Counter(
+    "incident_operator_report_passes_total",
+    "Passes of the monthly report deliveries (config reports.deliver) the leader made.",
+)
+REPORT_DELIVERIES = Counter(
+    "incident_operator_report_deliveries_total",
+    "Monthly reports sent to a channel, by result (sent, failed).",
+    ["result"],
+)
+
+
 ALERTS_SKIPPED = Counter(
     "incident_operator_alerts_skipped_total",
     "Alerts that opened or changed nothing, by reason (NotAllowed, QuotaExceeded, NamespaceNotFound, ...).",

@@ -107,11 +107,22 @@ class ActionItem(ApiModel):
     done: bool | None = Field(default=None, description="Done.")
 
 
+UpdateStatus = Literal["investigating", "identified", "monitoring", "resolved"]
+"""The status words of a public update (seed 4.2, Statuspage's words)."""
+
+
 class StatusUpdate(ApiModel):
     """A user-facing update for the status page, written by the communications lead (seed 4.2)."""
 
     time: datetime
     message: str = Field(min_length=1, max_length=2000)
+    status: UpdateStatus | None = Field(
+        default=None,
+        description=(
+            "The status word the update announces: investigating, identified, monitoring or resolved; "
+            "without it, the word of the incident's phase when the update is shown."
+        ),
+    )
     public: bool | None = Field(
         default=None,
         description=(
@@ -206,6 +217,11 @@ class IncidentSpec(ApiModel):
         default=None,
         max_length=200,
         description="Updates, oldest first; only those marked public reach the status page.",
+    )
+    estimatedResolution: datetime | None = Field(
+        default=None,
+        description="When the team expects the incident to be resolved (RFC 3339; seed 4.2); shown on the "
+        "status page.",
     )
     actionItems: list[ActionItem] | None = Field(
         default=None,
@@ -348,6 +364,24 @@ class EscalationStatus(ApiModel):
     history: list[EscalationEntry] = Field(default_factory=list)
 
 
+class CommunicationStatus(ApiModel):
+    """The communication cadence (config communication.updateEvery, seed 4.2): when the next update
+    is due, which overdue period was reminded of, which public update was announced last."""
+
+    nextUpdateBy: datetime | None = Field(
+        default=None, description="When the next update (any entry of spec.updates) is due."
+    )
+    remindedFor: datetime | None = Field(
+        default=None,
+        description="The due time of the overdue period a reminder (updateOverdue) was sent for: once each.",
+    )
+    lastPublished: datetime | None = Field(
+        default=None,
+        description="The time of the newest public update announced to statuspage channels (each once); "
+        "1970-01-01T00:00:00Z: none yet.",
+    )
+
+
 class ActionItemCounts(ApiModel):
     open: int = 0
     overdue: int = 0
@@ -459,6 +493,9 @@ class IncidentStatus(ApiModel):
     )
     actionItems: ActionItemCounts | None = Field(default=None, description="Open and overdue action items.")
     roles: Roles | None = Field(default=None, description="The roles as last recorded in the timeline.")
+    communication: CommunicationStatus | None = Field(
+        default=None, description="Update cadence: next update due, reminders sent, public updates announced."
+    )
     effectiveSeverity: Severity | None = Field(
         default=None,
         description="The severity the incident is treated as after an escalation rule (spec.severity "

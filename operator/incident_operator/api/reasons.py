@@ -24,6 +24,7 @@ class ConditionType(StrEnum):
     STALLED = "Stalled"
     ACTION_ITEMS_OPEN = "ActionItemsOpen"
     AUTOMATION_PAUSED = "AutomationPaused"
+    UPDATE_OVERDUE = "UpdateOverdue"
     # Playbook and Drill
     READY = "Ready"
     INVALID = "Invalid"
@@ -54,6 +55,9 @@ CONDITION_DESCRIPTIONS: dict[ConditionType, str] = {
     "automation.maxMutatingActions allows; StormGuard: too many runs of its Playbook in flight); "
     "the incident is recorded, timed and escalated as usual. False once "
     "automation goes on (AutomationResumed) or the incident resolved first (Resolved) or closed (Closed).",
+    ConditionType.UPDATE_OVERDUE: "True when no update (spec.updates) was published within the "
+    "severity's communication.updateEvery since the last one or detection (UpdateOverdue; one reminder "
+    "per overdue period); False after the next update (UpdatePublished) or once resolved (Resolved).",
     ConditionType.READY: "Playbook: True when it passed validation; Drill: False with InvalidSpec or "
     "InvalidSchedule when it cannot run.",
     ConditionType.INVALID: "Playbook: True (InvalidSpec) when validation found problems; it never runs.",
@@ -135,6 +139,10 @@ class Reason(StrEnum):
     ALL_DONE = "AllDone"
     POSTMORTEM_NOT_WRITTEN = "PostmortemNotWritten"
     NOTIFICATION_FAILED = "NotificationFailed"
+    # communication (seed 4.2)
+    UPDATE_OVERDUE = "UpdateOverdue"
+    UPDATE_PUBLISHED = "UpdatePublished"
+    PUBLIC_UPDATE = "PublicUpdate"
     # objects the operator cannot use
     INVALID_SPEC = "InvalidSpec"
     INVALID_SCHEDULE = "InvalidSchedule"
@@ -253,6 +261,10 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.ALL_DONE: "Condition reason of ActionItemsOpen: every action item is done.",
     Reason.POSTMORTEM_NOT_WRITTEN: "The post-mortem ConfigMap could not be written (warning).",
     Reason.NOTIFICATION_FAILED: "A notice could not be delivered to a channel (warning).",
+    Reason.UPDATE_OVERDUE: "No update was published within communication.updateEvery: one reminder "
+    "(notice updateOverdue) to the communications lead, or the commander (warning; also a condition type).",
+    Reason.UPDATE_PUBLISHED: "An update after an overdue period: UpdateOverdue is False again.",
+    Reason.PUBLIC_UPDATE: "A public update was announced to the statuspage channels (notice update), once.",
     Reason.INVALID_SPEC: "The object's spec is invalid: it is never acted on (warning).",
     Reason.INVALID_SCHEDULE: "A Drill's schedule cannot be parsed.",
     Reason.INVALID: "Event on a Playbook that became Invalid (warning; the message lists the problems).",

@@ -25,7 +25,8 @@ service account when deployed. HTTP endpoints on --http-port: /healthz, /readyz,
 POST /alertmanager (Alertmanager webhook, its bearer token), and with a Kubernetes bearer token
 (TokenReview + SubjectAccessReview) /metrics (get on the URL /metrics) and /reports/YYYY-MM
 (list incidents). On --status-port: the public status page /status, /status.json, /status/feed.atom.
-Install the CRDs first:  kubectl apply -k crds/   (or the whole install: kubectl apply -k manifests/install)
+Install the CRDs first:  kubectl apply -f crds/
+(or the whole install: helm install ... charts/incident-operator, or kubectl apply -k manifests/install)
 """
 
 

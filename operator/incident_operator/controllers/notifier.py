@@ -32,6 +32,7 @@ from incident_operator.settings.channels import (
     PagerDutyChannel,
     SecretRef,
     StatuspageChannel,
+    WebhookChannel,
 )
 from incident_operator.settings.config import Notifications, StatusPageConfig
 
@@ -210,9 +211,14 @@ class Notifier:
     async def _mail(
         self, channel: EmailChannel, notice: Notice, view: IncidentView, value: Secrets
     ) -> str | None:
+        subject, plain, rich = notices.email(channel, notice, view)
+        return await self._send_mail(channel, value, subject, plain, rich)
+
+    async def _send_mail(
+        self, channel: EmailChannel, value: Secrets, subject: str, plain: str, rich: str
+    ) -> str | None:
         smtp = channel.smtp
         assert smtp is not None  # noqa: S101 - validated with the config
-        subject, plain, rich = notices.email(channel, notice, view)
         server = mail.Server(
             smtp.host,
             smtp.port,
@@ -238,6 +244,35 @@ class Notifier:
                 if exc.permanent:
                     break  # a refusal for good, a message that cannot be built: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
+
+    async def send_report(
+        self, channel: Channel, subject: str, plain: str, rich: str, body: object
+    ) -> str | None:
+        """A monthly report (`controllers.reports`): an `email` channel gets `rich` (the HTML, its
+        chart in it) with `plain` as its text part, a `webhook` channel `body` as JSON. None on
+        success, else why not (never a URL or a password); never raises."""
+        try:
+            try:
+                values = {id(ref): await self.secret(ref) for ref in channel.secret_refs}
+            except ApiException as exc:
+                return f"a Secret of channel {channel.name}: {api_reason(exc)}"
+            except KeyError as exc:
+                return str(exc.args[0])
+
+            def value(ref: SecretRef | None) -> str | None:
+                return values[id(ref)] if ref is not None else None
+
+            if isinstance(channel, EmailChannel):
+                return await self._send_mail(channel, value, subject, plain, rich)
+            if isinstance(channel, WebhookChannel):
+                return (await self._post(channel, value(channel.urlSecretRef) or "", body, {}))[0]
+            return (
+                f"channel {channel.name} is of type {channel.type}: reports go to email and webhook channels"
+            )
+        except Exception as exc:  # a failed delivery, never a crash of the pass
+            name = type(exc).__name__
+            logger.error("report to channel %s (%s) raised %s", channel.name, channel.type, name)
+            return f"{name} while sending"
 
 
 Secrets = Callable[[SecretRef | None], str | None]

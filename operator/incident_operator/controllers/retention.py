@@ -141,6 +141,7 @@ class Retention:
         if self.config.closedForDays is None:
             return Pass()
         closed_for = timedelta(days=self.config.closedForDays)
+        logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
         refs = await self._due(closed_for)
         done = Pass(due=len(refs))
         by_namespace: dict[str, list[Ref]] = {}

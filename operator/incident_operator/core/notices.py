@@ -1,7 +1,8 @@
 """What to tell people, and in which shape. Pure.
 
 `notices` turns one committed change of an incident (old status, new status, the records of the
-change) into notices: opened, phase, stepFailed, breached, resolved, and for paging: escalated
+change) into notices: opened, phase, stepFailed, breached, resolved, updateOverdue (the reminder
+of the update cadence), update (a public update, for statuspage channels), and for paging: escalated
 (to the level's channels), acknowledged and resolved (to every channel that paged for it).
 `channels_for` picks the channels. One function per channel type renders a notice: `slack_body`,
 `webhook_body`, `statuspage_body` (and `statuspage_io` for Statuspage's API), `pagerduty` (Events
@@ -13,12 +14,13 @@ from __future__ import annotations
 import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import quote
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity, StatusUpdate
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core.planner import OPERATOR_ACTOR, Record
+from incident_operator.core.planner import OPERATOR_ACTOR, Record, communication
 from incident_operator.settings.channels import (
     Channel,
     ChannelBase,
@@ -49,6 +51,8 @@ class Notice:
     message: str
     channels: tuple[str, ...] = ()
     """Channels this notice goes to whatever they subscribe to (escalation, paging follow-ups)."""
+    update_at: datetime | None = None
+    """An `update` notice: the time of the public update it announces (`spec.updates[].time`)."""
     cluster_wide: bool = False
     """Also for every channel subscribed to the event with no namespace filter, whatever its
     severities (a cluster-scope trip: the platform hears of it whichever namespace tripped it;
@@ -103,6 +107,10 @@ def notices(
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
+        elif record.reason == Reason.UPDATE_OVERDUE:
+            found.append(Notice("updateOverdue", f"{title}: {record.message}"))
+        elif record.reason == Reason.PUBLIC_UPDATE:
+            found.append(Notice("update", f"{title}: {record.message}", update_at=record.update_at))
         elif record.reason == Reason.AUTOMATION_TRIPPED:  # once per trip, whichever incident saw it
             message = f"automation paused: {record.message}"
             found.append(Notice("automationPaused", message, cluster_wide=record.cluster_wide))
@@ -134,7 +142,27 @@ def channels_for(
 
 def public_updates(spec: IncidentSpec) -> list[StatusUpdate]:
     """The updates marked `public: true`, oldest first (an update without it is internal)."""
-    return sorted((u for u in spec.updates or [] if u.public), key=lambda u: u.time)
+    return communication.public_updates(spec.updates)
+
+
+def page_status(spec: IncidentSpec, phase: Phase, update: StatusUpdate | None = None) -> str:
+    """The status word a status page shows (Investigating, Identified, Monitoring, Resolved):
+    Resolved once the incident is; else the word of `update` (or of the newest public update)
+    when it names one; else the phase's."""
+    if phase in (Phase.RESOLVED, Phase.CLOSED):
+        return STATUSPAGE_STATUS[phase]
+    updates = public_updates(spec)
+    chosen = update or (updates[-1] if updates else None)
+    if chosen is not None and chosen.status is not None:
+        return chosen.status.capitalize()
+    return STATUSPAGE_STATUS[phase]
+
+
+def announced(notice: Notice, spec: IncidentSpec) -> StatusUpdate | None:
+    """The public update an `update` notice announces (None: another notice, or the update is gone)."""
+    if notice.update_at is None:
+        return None
+    return next((u for u in reversed(public_updates(spec)) if u.time == notice.update_at), None)
 
 
 def public_text(channel: StatuspageChannel, notice: Notice, view: IncidentView) -> str:
@@ -142,8 +170,9 @@ def public_text(channel: StatuspageChannel, notice: Notice, view: IncidentView) 
     title; through the channel's template, which sees only public fields. Never the notice's own
     text (step failures, job logs, who acknowledged) nor the description."""
     updates = public_updates(view.spec)
-    status = STATUSPAGE_STATUS[view.phase]
-    said = updates[-1].message if updates else f"{status}: {view.spec.title}"
+    update = announced(notice, view.spec) or (updates[-1] if updates else None)
+    status = page_status(view.spec, view.phase, update)
+    said = update.message if update is not None else f"{status}: {view.spec.title}"
     if channel.template is None:
         return said
     values = {
@@ -295,16 +324,28 @@ def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict
 def statuspage_body(channel: StatuspageChannel, notice: Notice, view: IncidentView) -> dict[str, object]:
     """Our status page shape (a `statuspage` channel in `json` mode): one `id` per incident, and
     only what the status page shows (`public_text`, the public updates)."""
-    return {
+    body: dict[str, object] = {
         "id": dedup_key(view),
         "action": "create" if notice.event == "opened" else "update",
         "title": view.spec.title,
-        "status": STATUSPAGE_STATUS[view.phase],
+        "status": page_status(view.spec, view.phase, announced(notice, view.spec)),
         "impact": STATUSPAGE_IMPACT[str(view.severity)],
         "message": public_text(channel, notice, view),
-        "updates": [{"time": format_time(u.time), "message": u.message} for u in public_updates(view.spec)],
+        "updates": [
+            {
+                "time": format_time(u.time),
+                "status": communication.update_word(u, view.phase),
+                "message": u.message,
+            }
+            for u in public_updates(view.spec)
+        ],
         "incident": f"{view.namespace}/{view.name}",
     }
+    if view.spec.estimatedResolution is not None:
+        body["estimatedResolution"] = format_time(view.spec.estimatedResolution)
+    if notice.update_at is not None:
+        body["update"] = format_time(notice.update_at)
+    return body
 
 
 def webhook_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
@@ -327,7 +368,7 @@ def statuspage_io(
     """(method, path under the API URL, body) for Statuspage's incident API: create the page
     incident the first time, then update that one."""
     incident: dict[str, object] = {
-        "status": STATUSPAGE_STATUS[view.phase].lower(),
+        "status": page_status(view.spec, view.phase, announced(notice, view.spec)).lower(),
         "body": public_text(channel, notice, view),
     }
     base = f"/v1/pages/{quote(channel.pageId or '', safe='')}/incidents"

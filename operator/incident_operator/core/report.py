@@ -85,6 +85,28 @@ def month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
     return start, end
 
 
+def detected_within(
+    objects: Iterable[Mapping[str, Any]], start: datetime, end: datetime
+) -> list[Mapping[str, Any]]:
+    """The raw objects a report of [start, end) reads: those detected in it (`status.detectedAt`,
+    else the creation time, as `build` reads them), and those whose detection time cannot be read
+    at all (`build` counts them as unreadable). A caller that reads a year of incidents a page at a
+    time keeps only one month of them."""
+    kept: list[Mapping[str, Any]] = []
+    for obj in objects:
+        status, metadata = obj.get("status"), obj.get("metadata")
+        raw = status.get("detectedAt") if isinstance(status, Mapping) else None
+        if raw is None and isinstance(metadata, Mapping):
+            raw = metadata.get("creationTimestamp")
+        try:
+            detected = parse_time(str(raw)) if raw is not None else None
+        except ValueError:
+            detected = None
+        if detected is None or start <= detected < end:
+            kept.append(obj)
+    return kept
+
+
 @dataclass
 class _Item:
     name: str

@@ -5,8 +5,10 @@ public incidents appear (`StatusPageConfig.publishes`: never a drill, only in th
 `namespaces`, there `spec.public`, or a severity in `publicSeverities` unless `spec.public:
 false`), and of each only: its title, the status in the words users know (Investigating,
 Identified, Monitoring, Resolved), the impact, the affected services (named components, or the
-workloads' names), when it started, was last updated and was resolved, and the updates marked
-`public: true` (an update without it is internal). Nothing from status beyond the phase and its times (no
+workloads' names), when it started, was last updated and was resolved, its estimated resolution
+(`spec.estimatedResolution`, until resolved), and the updates marked `public: true` (an update
+without it is internal), oldest first in JSON, newest first in HTML, each with its status word
+(`updates[].status`, else the phase's). Nothing from status beyond the phase and its times (no
 playbook, steps, pods, evidence, timeline or conditions) is ever read into the page, so nothing
 internal can leak into it. Rendered as HTML that needs no JavaScript, JSON, and an Atom feed.
 """
@@ -23,7 +25,8 @@ from pydantic import ValidationError
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.api.timestamps import format_time
-from incident_operator.core.notices import STATUSPAGE_IMPACT, STATUSPAGE_STATUS, public_updates
+from incident_operator.core.notices import STATUSPAGE_IMPACT, page_status, public_updates
+from incident_operator.core.planner.communication import update_word
 from incident_operator.settings.config import StatusPageConfig
 
 IMPACT_ORDER = ("none", "minor", "major", "critical")
@@ -39,6 +42,9 @@ IMPACT_WORDS = {
 class Update:
     time: datetime
     message: str
+    status: str = ""
+    """Its status word (investigating, identified, monitoring, resolved): its own, else the
+    incident's phase's now."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,8 @@ class PublicIncident:
     updated: datetime
     resolved: datetime | None
     updates: tuple[Update, ...]
+    estimated: datetime | None = None
+    """spec.estimatedResolution, while the incident is not resolved."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,12 @@ def _one(obj: Mapping[str, Any], config: StatusPageConfig) -> PublicIncident | N
     if not config.publishes(namespace, spec) or status.detectedAt is None:
         return None
     phase = status.phase or Phase.DETECTED
-    updates = tuple(sorted((Update(u.time, u.message) for u in public_updates(spec)), key=lambda u: u.time))
+    updates = tuple(
+        sorted(
+            (Update(u.time, u.message, update_word(u, phase)) for u in public_updates(spec)),
+            key=lambda u: u.time,
+        )
+    )
     moments = [status.detectedAt, status.mitigatedAt, status.monitoringSince, status.resolvedAt]
     moments += [u.time for u in updates]
     services = tuple(
@@ -91,13 +104,14 @@ def _one(obj: Mapping[str, Any], config: StatusPageConfig) -> PublicIncident | N
     return PublicIncident(
         id=f"{metadata.get('namespace', '')}-{metadata.get('name', '')}",
         title=spec.title,
-        status=STATUSPAGE_STATUS[phase],
+        status=page_status(spec, phase),
         impact=STATUSPAGE_IMPACT[str(spec.severity)],
         services=services,
         started=status.detectedAt,
         updated=max(m for m in moments if m is not None),
         resolved=status.resolvedAt,
         updates=updates,
+        estimated=spec.estimatedResolution if status.resolvedAt is None else None,
     )
 
 
@@ -123,7 +137,10 @@ def _incident_json(i: PublicIncident) -> dict[str, Any]:
         "started": format_time(i.started),
         "updated": format_time(i.updated),
         "resolved": format_time(i.resolved) if i.resolved else None,
-        "updates": [{"time": format_time(u.time), "message": u.message} for u in i.updates],
+        "estimatedResolution": format_time(i.estimated) if i.estimated else None,
+        "updates": [
+            {"time": format_time(u.time), "status": u.status, "message": u.message} for u in i.updates
+        ],
     }
 
 
@@ -145,10 +162,15 @@ def _incident_html(i: PublicIncident) -> str:
     e = html.escape
     services = ", ".join(i.services) or "not named"
     updates = (
-        "".join(f"<li>{_when(u.time)}: {e(u.message)}</li>" for u in reversed(i.updates))
+        "".join(
+            f"<li>{_when(u.time)} · <strong>{e(u.status.capitalize())}</strong>: {e(u.message)}</li>"
+            for u in reversed(i.updates)
+        )
         or "<li>No update yet.</li>"
     )
     resolved = f"<p>Resolved {_when(i.resolved)}</p>" if i.resolved else ""
+    if i.estimated is not None:
+        resolved += f"<p>Estimated resolution {_when(i.estimated)}</p>"
     return (
         f"<article aria-labelledby='{e(i.id)}'><h3 id='{e(i.id)}'>{e(i.title)}</h3>"
         f"<p><strong>{e(i.status)}</strong> · {e(IMPACT_WORDS[i.impact])} · Affected: {e(services)}</p>"
@@ -197,6 +219,8 @@ def to_atom(page: Page, base_url: str | None) -> str:
     entries = []
     for i in (*page.current, *page.history):
         latest = i.updates[-1].message if i.updates else f"{i.status}: {i.title}"
+        if i.estimated is not None:
+            latest += f" (estimated resolution {format_time(i.estimated)})"
         entry_id = f"{base}/status#{i.id}" if base_url else f"{FEED_URN}:{i.id}"
         entries.append(
             "<entry>"

@@ -57,6 +57,8 @@ class RuntimeContext:
     """The circuit breaker and storm guard every incident loop reserves its mutating slots with."""
     retention_task: asyncio.Task[None] | None = None
     """The retention pass's loop (config `retention`), started with kopf (on the leader only)."""
+    reports_task: asyncio.Task[None] | None = None
+    """The monthly report deliveries' loop (config `reports.deliver`), started with kopf (leader only)."""
 
     @classmethod
     def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:

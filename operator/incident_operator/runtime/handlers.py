@@ -27,6 +27,7 @@ from incident_operator.controllers.incident import (
     parse_playbook,
 )
 from incident_operator.controllers.incident.slots import StartedRuns
+from incident_operator.controllers.reports import ReportDeliveries
 from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core import archive, conditions, openlimit, validation
@@ -72,6 +73,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ctx.retention_task = asyncio.create_task(
             Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put).run()
         )
+    reports = ctx.config.file.reports
+    if reports.deliver:  # the leader's too: one delivery per month, whoever leads on the day
+        ctx.reports_task = asyncio.create_task(
+            ReportDeliveries(
+                ctx.kube,
+                ctx.notifier,
+                reports,
+                notifications=ctx.config.file.notifications,
+                namespace=ctx.config.own_namespace,
+                watched=ctx.config.namespaces,
+            ).run()
+        )
 
 
 @kopf.on.cleanup()
@@ -79,10 +92,11 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
     ctx = context(memo)
-    if ctx.retention_task is not None:
-        ctx.retention_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ctx.retention_task
+    for task in (ctx.retention_task, ctx.reports_task):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.unconfirmed_task is not None:

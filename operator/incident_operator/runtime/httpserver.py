@@ -26,7 +26,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +48,8 @@ INTAKE_KEY = web.AppKey("intake", Intake)
 ApiOk = Callable[[], bool]
 API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
 IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
+IncidentPages = Callable[[str | None], AsyncIterator[Sequence[Mapping[str, Any]]]]
+"""The incidents of a namespace (None: of every watched one), a page at a time."""
 ArchiveLister = Callable[[str | None, str], Awaitable[list[Mapping[str, Any]]]]
 """(namespace or None for all, month "YYYY-MM") -> that month's IncidentArchives."""
 """Incidents as the API returns them, of one namespace or (None) of all."""
@@ -138,11 +140,13 @@ class StatusSource:
 class Reports:
     """Monthly reports, each (month, namespace, format) built at most every REPORT_TTL_S, once for
     all who ask at the same moment, and at most DRAWING_SLOTS html charts drawn at once (the next
-    waits DRAWING_WAIT_S, then `Busy`: a 503)."""
+    waits DRAWING_WAIT_S, then `Busy`: a 503). The live incidents are read a page at a time and
+    only the month's are kept: a namespace with a year of history costs one page and one month
+    of bodies, not the year."""
 
     def __init__(
         self,
-        listing: SharedListing,
+        pages: IncidentPages,
         ttl: float = REPORT_TTL_S,
         max_entries: int = MAX_REPORTS,
         *,
@@ -150,7 +154,7 @@ class Reports:
         drawing_slots: int | None = None,
         drawing_wait: float | None = None,
     ) -> None:
-        self.listing, self.ttl, self.archives = listing, ttl, archives
+        self.pages, self.ttl, self.archives = pages, ttl, archives
         self.built: TtlCache[tuple[str, str | None, str], tuple[str, str]] = TtlCache(max_entries)
         self.flights: SingleFlight[tuple[str, str]] = SingleFlight()
         self.drawing = Slots(
@@ -168,7 +172,14 @@ class Reports:
     async def _build(
         self, key: tuple[str, str | None, str], year: int, month: int, namespace: str | None, fmt: str
     ) -> tuple[str, str]:
-        incidents = await self.listing.get(namespace)
+        start, end = report.month_bounds(year, month)
+        incidents: list[Mapping[str, Any]] = []
+        try:
+            async for page in self.pages(namespace):
+                incidents += report.detected_within(page, start, end)
+        except Exception as exc:
+            logger.warning("cannot list incidents (%s): the report answers 503", type(exc).__name__)
+            raise ListingFailed from None
         if self.archives is not None:  # only the month's archives: filed by the month of detection
             try:
                 archived = await self.archives(namespace, key[0])
@@ -325,10 +336,11 @@ def build_app(
     *,
     api_ok: Callable[[], bool] = lambda: True,
     guard: Guard | None = None,
-    listing: SharedListing | None = None,
+    pages: IncidentPages | None = None,
     archives: ArchiveLister | None = None,
 ) -> web.Application:
-    """The app of --http-port. `/metrics` and `/reports` are served only behind a `guard`."""
+    """The app of --http-port. `/metrics` and `/reports` (when given the `pages` of incidents)
+    are served only behind a `guard`."""
     app = web.Application(client_max_size=max_body_bytes, middlewares=[_no_details])
     app.on_response_prepare.append(_no_store_by_default)
     app[READY_KEY] = ready
@@ -341,8 +353,8 @@ def build_app(
     if guard is not None:
         app[GUARD_KEY] = guard
         app.router.add_get("/metrics", metrics)
-        if listing is not None:
-            app[REPORTS_KEY] = Reports(listing, archives=archives)
+        if pages is not None:
+            app[REPORTS_KEY] = Reports(pages, archives=archives)
             app.router.add_get(r"/reports/{month}", monthly_report)
     return app
 

@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 import tracemalloc
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 
 TRIM_INTERVAL_S = 60.0
+REPORT_PAGE = 500
+"""Incidents per page when a report reads the live ones (it keeps only its month of them)."""
 
 
 async def _trim_memory() -> None:
@@ -72,6 +74,17 @@ async def _watched_incidents(
     for name in watched:
         found += await kube.list_incidents(name)
     return found
+
+
+async def _watched_incident_pages(
+    kube: Kube, watched: tuple[str, ...], namespace: str | None
+) -> AsyncIterator[Sequence[Mapping[str, Any]]]:
+    """Incidents of `namespace`, or of every watched namespace, a page at a time (the reports
+    keep one month of them, not every page)."""
+    scopes: tuple[str | None, ...] = (namespace,) if namespace is not None or not watched else watched
+    for scope in scopes:
+        async for page in kube.incident_pages(scope, REPORT_PAGE):
+            yield page
 
 
 async def _watched_archives(
@@ -156,7 +169,7 @@ async def run(
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
         guard=Guard(Reviews(kube)),
-        listing=listing,
+        pages=functools.partial(_watched_incident_pages, kube, config.namespaces),
         archives=functools.partial(_watched_archives, kube, config.namespaces),
     )
     servers: list[web.AppRunner] = []

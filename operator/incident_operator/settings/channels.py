@@ -21,7 +21,16 @@ from incident_operator.api.models import Severity
 from incident_operator.settings import templates
 
 NotificationEvent = Literal[
-    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated", "automationPaused"
+    "opened",
+    "phase",
+    "stepFailed",
+    "breached",
+    "resolved",
+    "acknowledged",
+    "escalated",
+    "automationPaused",
+    "updateOverdue",
+    "update",
 ]
 ALL_EVENTS: tuple[NotificationEvent, ...] = (
     "opened",
@@ -30,7 +39,22 @@ ALL_EVENTS: tuple[NotificationEvent, ...] = (
     "breached",
     "resolved",
     "automationPaused",
+    "updateOverdue",
 )
+"""What a channel takes by default. `update` (a public update published) is a statuspage
+channel's by default, any other's when it lists it; `updateOverdue` (a reminder to the
+communications lead) is internal: never a statuspage channel's."""
+STATUSPAGE_EVENTS: tuple[NotificationEvent, ...] = (
+    "opened",
+    "phase",
+    "stepFailed",
+    "breached",
+    "resolved",
+    "automationPaused",
+    "update",
+)
+INTERNAL_EVENTS: frozenset[str] = frozenset({"updateOverdue"})
+"""Events a statuspage channel never takes (their text is for the response team)."""
 
 
 class SecretRef(BaseModel):
@@ -69,6 +93,7 @@ class ChannelBase(BaseModel):
     paging: ClassVar[bool] = False
     """Pages through escalation levels (PagerDuty, Opsgenie) instead of taking events."""
     default_url: ClassVar[str] = ""
+    default_events: ClassVar[tuple[NotificationEvent, ...]] = ALL_EVENTS
 
     name: str = Field(min_length=1)
     linkTemplate: str | None = None
@@ -126,7 +151,7 @@ class ChannelBase(BaseModel):
     def takes(self) -> tuple[NotificationEvent, ...]:
         if self.paging:
             return ()
-        return self.events if self.events is not None else ALL_EVENTS
+        return self.events if self.events is not None else self.default_events
 
     @property
     def secret_refs(self) -> tuple[SecretRef, ...]:
@@ -166,6 +191,7 @@ class StatuspageChannel(ChannelBase):
     marked `public: true` (`core.notices.statuspage_body`), never a notice's own text."""
 
     default_url: ClassVar[str] = "https://api.statuspage.io"
+    default_events: ClassVar[tuple[NotificationEvent, ...]] = STATUSPAGE_EVENTS
 
     type: Literal["statuspage"]
     mode: Literal["json", "statuspageio"] = "json"
@@ -192,6 +218,16 @@ class StatuspageChannel(ChannelBase):
                 f"a statuspage channel's template may use only {', '.join(cls.public_fields)} "
                 f"(public text); not {', '.join(internal)}"
             )
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _public_events(
+        cls, value: tuple[NotificationEvent, ...] | None
+    ) -> tuple[NotificationEvent, ...] | None:
+        internal = sorted(set(value or ()) & INTERNAL_EVENTS)
+        if internal:
+            raise ValueError(f"a statuspage channel takes no internal events ({', '.join(internal)})")
         return value
 
     def needs(self) -> tuple[str, ...]:

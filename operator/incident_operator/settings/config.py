@@ -6,7 +6,7 @@ Pure: no kopf, no Kubernetes client, no I/O except `load_config_file`, which onl
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -457,6 +457,96 @@ class RetentionConfig(BaseModel):
         return self.closedForDays is not None
 
 
+MIN_UPDATE_EVERY = timedelta(seconds=10)
+"""The shortest `communication.updateEvery` (small values are for tests and demos)."""
+
+
+class UpdateCadence(BaseModel):
+    """How often an open incident publishes an update, per severity (null: no cadence)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    P1: timedelta | None = timedelta(minutes=15)
+    """The seed's 4.2: "we will provide updates every 15 minutes"."""
+    P2: timedelta | None = timedelta(minutes=30)
+    P3: timedelta | None = None
+    P4: timedelta | None = None
+
+    @field_validator("P1", "P2", "P3", "P4")
+    @classmethod
+    def _not_too_short(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and not MIN_UPDATE_EVERY <= value <= timedelta(days=7):
+            raise ValueError("updateEvery must be between 10 seconds (PT10S) and 7 days (P7D), or null")
+        return value
+
+    def of(self, severity: Severity) -> timedelta | None:
+        value: timedelta | None = getattr(self, str(severity))
+        return value
+
+
+class CommunicationConfig(BaseModel):
+    """`communication:` in the --config file: the update cadence of seed 4.2."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    updateEvery: UpdateCadence = UpdateCadence()
+    """Per severity (ISO 8601 durations, e.g. PT15M): from detection until Resolved, an update
+    (any entry of spec.updates) is due this long after the last one (or detection); when none
+    came, condition UpdateOverdue and one reminder (notice updateOverdue)."""
+
+
+_DELIVERY_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class ReportDelivery(BaseModel):
+    """One monthly report to deliver: whose incidents, to which channels."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=_DELIVERY_NAME.pattern)
+    """Names the delivery in the record of what was sent (renaming it sends the month again)."""
+    namespaces: tuple[str, ...] = ()
+    """The namespaces the report covers (one report for all of them)."""
+    all: bool = False
+    """The report covers every namespace the operator watches (instead of `namespaces`)."""
+    channels: tuple[str, ...] = Field(min_length=1)
+    """`email` channels get the HTML (the chart in it), `webhook` channels the JSON."""
+
+    @model_validator(mode="after")
+    def _scope(self) -> ReportDelivery:
+        if self.all == bool(self.namespaces):
+            raise ValueError(f"report delivery {self.name}: give either namespaces or all: true")
+        bad = [n for n in self.namespaces if not _DNS_LABEL.fullmatch(n)]
+        if bad:
+            raise ValueError(f"report delivery {self.name}: not namespace names: {', '.join(map(repr, bad))}")
+        return self
+
+
+class ReportsConfig(BaseModel):
+    """`reports:` in the --config file: monthly reports delivered on the first day of the month."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deliver: tuple[ReportDelivery, ...] = Field(default=(), max_length=50)
+    catchUpDays: int = Field(default=3, ge=1, le=28)
+    """A month's report is delivered on the first day of the next month (UTC), or on a later day up
+    to this one if the operator was not running (after that, it is not sent any more)."""
+    intervalSeconds: int = Field(default=300, ge=5, le=3600)
+    """How often the leader looks for a delivery due."""
+    recordConfigMap: str = Field(default="incident-operator-reports", pattern=_DNS_LABEL.pattern)
+    """The ConfigMap in the operator's namespace that records what was sent."""
+    testingNow: datetime | None = None
+    """For tests only: the scheduler's clock stands at this instant (never set in production)."""
+
+    @field_validator("deliver")
+    @classmethod
+    def _distinct(cls, value: tuple[ReportDelivery, ...]) -> tuple[ReportDelivery, ...]:
+        names = [d.name for d in value]
+        if len(names) != len(set(names)):
+            raise ValueError("report delivery names must be unique")
+        return value
+
+
 class StatusPageConfig(BaseModel):
     """`statusPage:` in the --config file: the public status page at /status (seed 4.2)."""
 
@@ -570,6 +660,21 @@ class FileConfig(BaseModel):
     automation: AutomationConfig = AutomationConfig()
     severityEscalation: tuple[SeverityRule, ...] = ()
     """Rules that raise the severity an incident is treated as (status.effectiveSeverity)."""
+    communication: CommunicationConfig = CommunicationConfig()
+    reports: ReportsConfig = ReportsConfig()
+
+    @model_validator(mode="after")
+    def _report_channels(self) -> FileConfig:
+        kinds = {c.name: c.type for c in self.notifications.channels}
+        for delivery in self.reports.deliver:
+            for name in delivery.channels:
+                if kinds.get(name) not in ("email", "webhook"):
+                    raise ValueError(
+                        f"report delivery {delivery.name}: channel {name} is "
+                        + ("unknown" if name not in kinds else f"of type {kinds[name]}")
+                        + " (reports go to email and webhook channels)"
+                    )
+        return self
 
 
 class OperatorConfig(BaseModel):

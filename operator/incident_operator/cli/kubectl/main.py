@@ -16,6 +16,7 @@ from incident_operator.cli.kubectl.explain import OPERATOR_NAMESPACE, cmd_explai
 from incident_operator.cli.kubectl.plan import cmd_plan
 from incident_operator.cli.kubectl.respond import (
     ROLE_FIELDS,
+    UPDATE_WORDS,
     cmd_ack,
     cmd_action,
     cmd_approve,
@@ -108,6 +109,17 @@ def parser() -> argparse.ArgumentParser:
         "--public",
         action="store_true",
         help="a public update: shown on the status page with the incident (needs the verb publish)",
+    )
+    p.add_argument(
+        "--status",
+        choices=UPDATE_WORDS,
+        help="the status word the update announces (default: the word of the incident's phase)",
+    )
+    p.add_argument(
+        "--eta",
+        metavar="TIME",
+        help="the estimated resolution, in the same write: RFC 3339 (2026-12-01T15:00:00Z) or from now "
+        "(45m, 2h, 1h30m)",
     )
     named("timeline", cmd_timeline, "print the incident's timeline with relative times")
     named("postmortem", cmd_postmortem, "print the post-mortem draft (Markdown)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -198,20 +198,46 @@ def cmd_close(api: Api, args: argparse.Namespace) -> None:
         print(f"note: closed with {len(open_items)} open {noun}: {', '.join(open_items)}", file=sys.stderr)
 
 
+UPDATE_WORDS = ("investigating", "identified", "monitoring", "resolved")
+"""`--status`: the words of `spec.updates[].status`."""
+_ETA = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?$")
+
+
+def eta(text: str, now: datetime) -> str:
+    """`--eta`: an RFC 3339 time, or a duration from now (45m, 2h, 1h30m), as RFC 3339."""
+    found = _ETA.fullmatch(text.strip())
+    if found and any(found.groups()):
+        hours, minutes = (int(g or 0) for g in found.groups())
+        return format_time(now + timedelta(hours=hours, minutes=minutes))
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is not None and when.tzinfo is not None:
+        return format_time(when.astimezone(UTC))
+    raise Failed(f"--eta must be an RFC 3339 time or a duration such as 45m or 2h, got {text!r}") from None
+
+
 def cmd_update(api: Api, args: argparse.Namespace) -> None:
     """An update to the incident: internal, or with --public for the status page (the
     communications lead's words; the update marked public and the incident made public, in one
-    write that needs the verb publish)."""
-    stamp = format_time(utc_now())
-    update: dict[str, Any] = {"time": stamp, "message": args.message}
+    write that needs the verb publish). `--status` gives its status word, `--eta` sets
+    spec.estimatedResolution in the same write."""
+    now = utc_now()
+    update: dict[str, Any] = {"time": format_time(now), "message": args.message}
     if args.public:
         update["public"] = True
+    if getattr(args, "status", None):
+        update["status"] = args.status
+    also: dict[str, Any] = {"public": True} if args.public else {}
+    if getattr(args, "eta", None):
+        also["estimatedResolution"] = eta(args.eta, now)
 
     def add(updates: list[dict[str, Any]], _: dict[str, Any]) -> list[dict[str, Any]]:
         return [*updates, update]
 
     try:
-        edit_list(api, args.name, "updates", add, also={"public": True} if args.public else None)
+        edit_list(api, args.name, "updates", add, also=also or None)
     except ApiException as exc:
         if exc.status not in (403, 422) or "verb publish" not in (exc.body or ""):
             raise

@@ -130,6 +130,11 @@ def _response_targets(targets: config.ResponseTargets) -> Mapping[Severity, time
     return MappingProxyType({s: getattr(targets, str(s)) for s in Severity})
 
 
+@functools.cache
+def _update_every(cadence: config.UpdateCadence) -> Mapping[Severity, timedelta]:
+    return MappingProxyType({s: every for s in Severity if (every := cadence.of(s)) is not None})
+
+
 @dataclass(frozen=True)
 class Inputs:
     """Builds the plan input of one incident from its live body, the config and the clock."""
@@ -182,6 +187,7 @@ class Inputs:
             repeat_of=self._repeat_of() if status.detectedAt is None else None,
             severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
             response_targets=_response_targets(targets),
+            update_every=_update_every(self.config.file.communication.updateEvery),
             pinned=run.entry.spec if run is not None else None,
             live=run.live if run is not None else None,
             workload_labels=labels or {},

@@ -89,8 +89,9 @@ class Builder:
         actor: str = OPERATOR_ACTOR,
         counter: Literal["runs", "succeeded", "failed"] | None = None,
         channels: tuple[str, ...] = (),
+        update_at: datetime | None = None,
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor, counter, channels))
+        self.records.append(Record(reason, message, warning, actor, counter, channels, update_at=update_at))
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),

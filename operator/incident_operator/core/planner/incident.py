@@ -26,6 +26,7 @@ from incident_operator.api.timestamps import format_time
 from incident_operator.core import pins
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, skip_remaining
+from incident_operator.core.planner.communication import communicate
 from incident_operator.core.planner.model import Decision, PlanInput
 from incident_operator.core.planner.steps import after_resolution, run_steps, start_playbook, targets_edited
 
@@ -97,6 +98,7 @@ def plan(inp: PlanInput) -> Decision:
         b.wake.append(now)
         return b.decision()
 
+    communicate(b)
     pinned = inp.pinned if status.playbook is not None else None
     playbook = pinned or (inp.selection.playbook.spec if inp.selection.playbook else None)
     if b.is_true(ConditionType.RESOLVED):
@@ -330,6 +332,7 @@ def check_deadlines(inp: PlanInput) -> Decision:
     _check_response_target(b)
     _escalate(b)
     _escalate_severity(b)
+    communicate(b, announce=False)
     return b.decision()
 
 

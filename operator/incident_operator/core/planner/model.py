@@ -61,6 +61,8 @@ class Record:
     """Which counter of the Playbook's status this record increments, if any."""
     channels: tuple[str, ...] = ()
     """Notification channels this record is for in particular (an escalation level's)."""
+    update_at: datetime | None = None
+    """A public update's time (PublicUpdate): the notice carries that update."""
     cluster_wide: bool = False
     """It concerns every namespace (a cluster-scope trip of the breaker): its notice also goes to
     the channels subscribed to its event that filter no namespace, whatever their severities."""
@@ -173,6 +175,9 @@ class PlanInput:
     """The run in flight's snapshot (`status.playbook.snapshot`) as a spec: what the run executes."""
     live: LiveVersion | None = None
     """The run's Playbook as it is now (None: deleted), compared with the pin."""
+    update_every: Mapping[Severity, timedelta] = field(default_factory=dict)
+    """Config `communication.updateEvery`: how often an open incident publishes an update, per
+    severity (a severity absent: no cadence)."""
     workload_labels: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
     """The labels of the incident's workloads ('Kind/name'), read by the engine when the run's
     Playbook bounds its steps on the incident's targets by a selector (`core.targets`)."""
