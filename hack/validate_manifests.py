@@ -16,10 +16,11 @@ field; `nullable` admits null; `metadata` is checked as an ObjectMeta. CEL rules
 (`x-kubernetes-validations`) are not evaluated offline: the e2e tests apply the objects to a real
 API server, which does.
 
-`SOURCES` names the shipped sets (install.yaml, samples, monitoring, Argo CD, the CRD files);
-a new set (such as a Helm chart's renders) is one more entry: a name and a function returning its
-documents. `python hack/validate_manifests.py [FILE...]` validates the given files, or every
-source; the exit status is 1 when anything is invalid.
+`SOURCES` names the shipped sets of files (install.yaml, samples, monitoring, Argo CD, the CRD
+files); a new set is one more entry: a name and a function returning its documents. The Helm
+chart's renders need the helm binary: tests/e2e/test_manifest_validation.py passes them to
+`validate` (default and full values). `python hack/validate_manifests.py [FILE...]` validates
+the given files, or every source; the exit status is 1 when anything is invalid.
 """
 
 from __future__ import annotations
@@ -222,8 +223,7 @@ SOURCES: dict[str, Callable[[], list[Document]]] = {
     "manifests/argocd": _files(*_glob(ROOT / "manifests" / "argocd", "*.yaml")),
     "crds": _files(*_glob(ROOT / "crds", f"{OWN_GROUP}_*.yaml")),
 }
-"""Every shipped set of manifests, by name. A Helm chart's renders are one more entry, e.g.
-`"chart (default values)": lambda: helm_template(values=None)`."""
+"""Every shipped set of manifest files, by name (the chart's renders: see the module's docstring)."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Every shipped manifest validated offline (hack/validate_manifests.py): built-in kinds against
 the Kubernetes 1.36 schemas (kubernetes-validate, strict), Incidents, Playbooks and Drills against
 the project's own CRDs, ServiceMonitor and PrometheusRule against the Prometheus Operator's CRDs at
-a pinned version (from its Go module, hence the e2e tier: it needs the Go module proxy once).
-Broken manifests of each family fail with a message naming the object and the field."""
+a pinned version (from its Go module, hence the e2e tier: it needs the Go module proxy once),
+and the Helm chart's renders (`helm template`, default and full values, as tests/e2e/test_chart.py
+renders them). Broken manifests of each family fail with a message naming the object and the field."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from tests.e2e.test_chart import FULL_VALUES, render
 from tests.localcluster_module import load_hack
 
 pytestmark = pytest.mark.e2e
@@ -25,6 +28,20 @@ validator = load_hack("validate_manifests")
 def test_every_shipped_manifest_is_valid(source: str) -> None:
     documents = validator.SOURCES[source]()
     assert documents, f"{source} holds no objects"
+    assert validator.validate(documents) == []
+
+
+@pytest.mark.parametrize("values", ["default", "full"])
+def test_the_charts_renders_are_valid(values: str, tmp_path: Path) -> None:
+    args: tuple[str, ...] = ()
+    if values == "full":  # every optional part on: monitoring, Ingress, opt-ins, PDB, ...
+        (tmp_path / "full.yaml").write_text(yaml.safe_dump(FULL_VALUES))
+        args = ("-f", str(tmp_path / "full.yaml"))
+    documents = render(*args)
+    kinds = {d["kind"] for d in documents}
+    assert "Deployment" in kinds
+    if values == "full":
+        assert {"ServiceMonitor", "PrometheusRule", "ConfigMap", "Ingress"} <= kinds
     assert validator.validate(documents) == []
 
 
