@@ -30,3 +30,8 @@ def _load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_hack(name: str) -> ModuleType:
+    """A stdlib-only script of hack/ by its stem (`luahealth`, `validate_manifests`)."""
+    return _load(f"hack_{name}", PATH.parents[1] / "hack" / f"{name}.py")

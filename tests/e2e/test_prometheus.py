@@ -1,5 +1,6 @@
-"""Detection from a real Prometheus: the seed's rules (extracted from the shipped PrometheusRule)
-checked and unit-tested by promtool, and a whole chain on the local cluster: a target goes down,
+"""Detection from a real Prometheus: the seed's rules and the alerts about the operator itself
+(extracted from the shipped PrometheusRule) checked and unit-tested by promtool
+(tests/prometheus/*.test.yaml), and a whole chain on the local cluster: a target goes down,
 ServiceDown fires after its `for:`, Alertmanager delivers, the operator remediates, a PromQL
 check against the same Prometheus confirms the target is back, the alert resolves and the
 incident is Resolved; the time to detect is checked from the outage and from the alert."""
@@ -28,6 +29,14 @@ from tests.polling import wait_until
 pytestmark = pytest.mark.e2e
 
 PROMTOOL_TESTS = Path(__file__).resolve().parents[1] / "prometheus" / "seed-alerts.test.yaml"
+ALL_PROMTOOL_TESTS = sorted(PROMTOOL_TESTS.parent.glob("*.test.yaml"))
+SEED_ALERTS = {"ServiceDown", "HighErrorRate", "DatabaseDown", "QueueBacklog"}
+OPERATOR_ALERTS = {
+    "IncidentOperatorDown",
+    "IncidentOperatorNoLeader",
+    "IncidentOperatorNotificationsFailing",
+    "IncidentOperatorResponseTargetsBreached",
+}
 METRICS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -53,7 +62,8 @@ def rules_with_tests(workdir: Path, rules: dict[str, Any] | None = None) -> Path
     promstack = load_promstack()
     document = rules if rules is not None else promstack.rules_document()
     (workdir / "seed-alerts.rules.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
-    (workdir / PROMTOOL_TESTS.name).write_text(PROMTOOL_TESTS.read_text())
+    for tests in ALL_PROMTOOL_TESTS:
+        (workdir / tests.name).write_text(tests.read_text())
     return workdir
 
 
@@ -61,24 +71,36 @@ def test_promtool_checks_the_extracted_rules_and_their_unit_tests_pass(tmp_path:
     workdir = rules_with_tests(tmp_path)
     checked = promtool("check", "rules", "seed-alerts.rules.yaml", cwd=workdir)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "4 rules found" in checked.stdout
-    tested = promtool("test", "rules", PROMTOOL_TESTS.name, cwd=workdir)
+    assert "8 rules found" in checked.stdout
+    tested = promtool("test", "rules", *(t.name for t in ALL_PROMTOOL_TESTS), cwd=workdir)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     alerts = {r["alert"] for g in load_promstack().rules_document()["groups"] for r in g["rules"]}
-    assert alerts == {"ServiceDown", "HighErrorRate", "DatabaseDown", "QueueBacklog"}
-    for alert in alerts:  # every seed alert has its unit test
-        assert f"alertname: {alert}" in PROMTOOL_TESTS.read_text()
+    assert alerts == SEED_ALERTS | OPERATOR_ALERTS
+    written = "".join(t.read_text() for t in ALL_PROMTOOL_TESTS)
+    for alert in alerts:  # every alert has its unit test
+        assert f"alertname: {alert}" in written
 
 
-def test_the_unit_tests_catch_a_rule_that_lost_its_for_duration(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("alert", "change"),
+    [
+        ("QueueBacklog", {"for": "1m"}),  # would page on a short spike
+        ("IncidentOperatorNoLeader", {"for": "5s"}),  # would page on every failover
+        ("IncidentOperatorDown", {"expr": 'up{job="incident-operator"} == 0'}),  # one replica of two
+    ],
+)
+def test_the_unit_tests_catch_a_rule_that_lost_its_meaning(
+    tmp_path: Path, alert: str, change: dict[str, str]
+) -> None:
     document = load_promstack().rules_document()
     for group in document["groups"]:
         for rule in group["rules"]:
-            if rule["alert"] == "QueueBacklog":
-                rule["for"] = "1m"  # would page on a short spike
-    tested = promtool("test", "rules", PROMTOOL_TESTS.name, cwd=rules_with_tests(tmp_path, document))
+            if rule["alert"] == alert:
+                rule.update(change)
+    workdir = rules_with_tests(tmp_path, document)
+    tested = promtool("test", "rules", *(t.name for t in ALL_PROMTOOL_TESTS), cwd=workdir)
     assert tested.returncode != 0
-    assert "QueueBacklog" in tested.stdout + tested.stderr
+    assert alert in tested.stdout + tested.stderr
 
 
 class Mirror:

@@ -15,7 +15,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
+from incident_operator.api.actions import ACTIONS as ACTION_TABLE
+from incident_operator.api.models import Category, IncidentSpec, IncidentStatus, Phase, Severity, SourceType
+from incident_operator.api.reasons import Reason
 
 # Seconds: 30 s .. 24 h, around the response targets (15 min, 1 h, 4 h, 24 h).
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -114,6 +116,16 @@ BREAKER_ERRORS = Counter(
     "mutating steps wait (Stalled, reason BreakerUnavailable).",
     ["reason"],
 )
+NOTIFICATIONS = Counter(
+    "incident_operator_notifications_total",
+    "Notices delivered to channels, by channel (its name in notifications.channels) and result "
+    "(succeeded; failed: every attempt failed, reported as NotificationFailed on the incident).",
+    ["channel", "result"],
+)
+LEADER = Gauge(
+    "incident_operator_leader",
+    "1 while this replica acts (holds the leader Lease, or runs without leader election), 0 on a standby.",
+)
 ALERTS_RECEIVED = Counter(
     "incident_operator_alerts_received_total",
     "Alerts received from Alertmanager, by status (firing, resolved).",
@@ -139,12 +151,58 @@ ALERTS_SKIPPED = Counter(
 )
 
 
+# The series whose labels are known in advance exist from the start (at zero), so that the first
+# incident, breach, action or alert after a start is an increase a dashboard's `increase()` sees
+# (a series born at 1 shows none). Channels and escalation levels come from the configuration:
+# the notifier exports theirs (`notification_channel`, `escalation_levels`).
+for _severity in Severity:
+    RESPONSE_TARGET_BREACHES.labels(str(_severity))
+    for _histogram in (TIME_TO_DETECT, TIME_TO_ACKNOWLEDGE, TIME_TO_MITIGATE, TIME_TO_RESOLVE):
+        _histogram.labels(str(_severity), "false")
+    for _category in Category:
+        for _source in SourceType:
+            INCIDENTS_TOTAL.labels(str(_severity), str(_category), str(_source))
+for _action in ACTION_TABLE:
+    for _result in ("succeeded", "failed"):
+        ACTIONS.labels(action=_action, result=_result)
+for _status in ("firing", "resolved"):
+    ALERTS_RECEIVED.labels(status=_status)
+for _reason in (
+    Reason.OPEN_INCIDENT_LIMIT,
+    Reason.CIRCUIT_OPEN,
+    Reason.STORM_GUARD,
+    Reason.BREAKER_UNAVAILABLE,
+    Reason.ACTIONS_ABOVE_LIMIT,
+):
+    ACTIONS_DEFERRED.labels(reason=str(_reason))
+
+
 def alert_skipped(reason: str) -> None:
     ALERTS_SKIPPED.labels(reason=reason).inc()
 
 
 def action_done(action: str, ok: bool) -> None:
     ACTIONS.labels(action=action, result="succeeded" if ok else "failed").inc()
+
+
+def notification_done(channel: str, ok: bool) -> None:
+    NOTIFICATIONS.labels(channel=channel, result="succeeded" if ok else "failed").inc()
+
+
+def notification_channel(channel: str) -> None:
+    """Export a configured channel's series at zero, so that its first failure is an increase."""
+    for result in ("succeeded", "failed"):
+        NOTIFICATIONS.labels(channel=channel, result=result)
+
+
+def escalation_levels(severity: str, levels: int) -> None:
+    """Export the escalation series of a configured policy at zero (levels 1..`levels`)."""
+    for level in range(1, levels + 1):
+        ESCALATIONS.labels(severity, str(level))
+
+
+def leading(now: bool) -> None:
+    LEADER.set(1 if now else 0)
 
 
 def alert_received(status: str) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from incident_operator.adapters import mail
+from incident_operator.adapters import mail, metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
 from incident_operator.api.keys import page_id_annotation
@@ -56,6 +56,10 @@ class Notifier:
         self.page_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.latest: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         """The last delivery started per (channel, namespace, incident): the next one waits for it."""
+        for channel in config.channels:  # every channel's series from the start: a first failure shows
+            metrics.notification_channel(channel.name)
+        for severity, policy in config.escalation.items():  # and every escalation level's
+            metrics.escalation_levels(str(severity), len(policy.levels))
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
@@ -98,6 +102,7 @@ class Notifier:
         if after is not None:
             await asyncio.wait([after])  # its outcome is its own (reported there)
         error = await self.deliver(channel, notice, view)
+        metrics.notification_done(channel.name, error is None)
         if error is not None:
             logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
             on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")

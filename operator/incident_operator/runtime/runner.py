@@ -27,6 +27,7 @@ import kopf
 import prometheus_client
 from aiohttp import web
 
+from incident_operator.adapters import metrics
 from incident_operator.adapters.apiendpoints import ApiServerEndpoints, fixed_api_server
 from incident_operator.adapters.apihealth import ApiHealth
 from incident_operator.adapters.kube import (
@@ -235,6 +236,7 @@ async def run(
         config.status_port,
     )
     await health.check()
+    metrics.leading(False)  # a standby until it acts (incident_operator_leader)
     watching = asyncio.create_task(health.watch())
     trimming = asyncio.create_task(_trim_memory())
     try:
@@ -249,8 +251,10 @@ async def run(
                 on_lost=on_lost,
             )
         else:
+            metrics.leading(True)
             await _operate(config, kube=kube, outbound=outbound, intake=intake, ready=ready, stop=stop)
     finally:
+        metrics.leading(False)
         watching.cancel()
         trimming.cancel()
         if os.environ.get(MEMORY_REPORT_ENV):
@@ -304,12 +308,14 @@ async def _elected(
     logger.info("leader election: Lease %s/%s as %s", elector.namespace, elector.name, elector.me)
     if not await elector.campaign(stop.is_set):
         return
+    metrics.leading(True)
     kopf_stop = asyncio.Event()
     operator = asyncio.create_task(
         _operate(config, kube=kube, outbound=outbound, intake=intake, ready=asyncio.Event(), stop=kopf_stop)
     )
     holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
     await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
+    metrics.leading(False)
     if not operator.done() and not stop.is_set():
         logger.critical("leader election lost: exiting so that only the new leader acts")
         on_lost()
