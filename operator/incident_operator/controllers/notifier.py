@@ -22,6 +22,7 @@ from incident_operator.adapters import mail
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
 from incident_operator.api.keys import page_id_annotation
+from incident_operator.controllers.people import People
 from incident_operator.core import notices
 from incident_operator.core.notices import IncidentView, Notice, channels_for
 from incident_operator.settings.channels import (
@@ -55,6 +56,8 @@ class Notifier:
         self.page_locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self.latest: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         """The last delivery started per (channel, namespace, incident): the next one waits for it."""
+        self.people: People | None = None
+        """Mail to people of on-call schedules (allowed domains, rate limit); None: never mailed."""
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
@@ -97,7 +100,10 @@ class Notifier:
         if after is not None:
             await asyncio.wait([after])  # its outcome is its own (reported there)
         error = await self.deliver(channel, notice, view)
-        if error is not None:
+        if isinstance(error, Redirected):
+            logger.warning("notification %s to channel %s: %s", notice.event, channel.name, error)
+            on_failure(f"{notice.event} notice to channel {channel.name}: {error}")
+        elif error is not None:
             logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
             on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
 
@@ -138,6 +144,10 @@ class Notifier:
         def value(ref: SecretRef | None) -> str | None:
             return values[id(ref)] if ref is not None else None
 
+        person = notice.person
+        role = notice.event == "roleAssigned" and channel.type == "slack"
+        if role and person is not None and not person.slackId:
+            return None  # told on their other contact; a role is not posted unaddressed
         return await SENDERS[channel.type](self, channel, notice, view, value)
 
     async def _statuspage(
@@ -208,6 +218,16 @@ class Notifier:
         smtp = channel.smtp
         assert smtp is not None  # noqa: S101 - validated with the config
         subject, plain, rich = notices.email(channel, notice, view)
+        to, cc, note = channel.to, channel.cc, None
+        person = notice.person
+        if person is not None:
+            found = await self.people.mail_to(person) if self.people is not None else (None, "no oncall")
+            if found[0] is not None:
+                to, cc = (found[0],), ()
+            elif notice.event == "roleAssigned":
+                return f"{person.name} not told: {found[1]}"
+            else:
+                note = Redirected(f"{person.name} not mailed ({found[1]}): sent to the channel's recipients")
         server = mail.Server(
             smtp.host,
             smtp.port,
@@ -216,14 +236,14 @@ class Notifier:
             value(smtp.passwordSecretRef),
             value(smtp.caSecretRef),
         )
-        envelope = mail.Envelope(smtp.sender, channel.to, channel.cc, subject, plain, rich)
+        envelope = mail.Envelope(smtp.sender, to, cc, subject, plain, rich)
         last = "no attempt made"
         for attempt in range(channel.maxAttempts):
             if attempt:
                 await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
             try:
                 await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
-                return None
+                return note
             except EgressDenied as exc:
                 return str(exc)
             except RequestFailed as exc:
@@ -233,6 +253,12 @@ class Notifier:
                 if exc.permanent:
                     break  # a refusal for good, a message that cannot be built: retrying will not help
         return f"{last} after {attempt + 1} attempt(s)"
+
+
+class Redirected(str):
+    """A delivery that went to the channel's own recipients instead of the person addressed."""
+
+    __slots__ = ()
 
 
 Secrets = Callable[[SecretRef | None], str | None]

@@ -21,7 +21,15 @@ from incident_operator.api.models import Severity
 from incident_operator.settings import templates
 
 NotificationEvent = Literal[
-    "opened", "phase", "stepFailed", "breached", "resolved", "acknowledged", "escalated", "automationPaused"
+    "opened",
+    "phase",
+    "stepFailed",
+    "breached",
+    "resolved",
+    "acknowledged",
+    "escalated",
+    "automationPaused",
+    "roleAssigned",
 ]
 ALL_EVENTS: tuple[NotificationEvent, ...] = (
     "opened",

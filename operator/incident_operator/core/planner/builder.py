@@ -15,6 +15,7 @@ from incident_operator.api.models import (
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import parse_time
 from incident_operator.core import conditions as cond
+from incident_operator.core.paging import Addressee
 from incident_operator.core.phases import Event, advance
 from incident_operator.core.planner.model import (
     OPERATOR_ACTOR,
@@ -89,8 +90,9 @@ class Builder:
         actor: str = OPERATOR_ACTOR,
         counter: Literal["runs", "succeeded", "failed"] | None = None,
         channels: tuple[str, ...] = (),
+        person: Addressee | None = None,
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor, counter, channels))
+        self.records.append(Record(reason, message, warning, actor, counter, channels, person=person))
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),
