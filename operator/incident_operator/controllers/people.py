@@ -159,16 +159,24 @@ class People:
         """Tell `person` through each of `oncall.channels` that can reach them; (channels that
         delivered, why the others did not)."""
         told, failed = [], []
-        for name in self.config.channels:
-            channel = self.channels.get(name)
-            if channel is None:
-                continue
+        for name in self.reaching(person):
+            channel = self.channels[name]
             error = await self.send(channel, person, subject, message)
             if error is None:
                 told.append(name)
             else:
                 failed.append(f"{name}: {error}")
         return told, failed
+
+    def reaching(self, person: Addressee) -> list[str]:
+        """The `oncall.channels` that can reach `person`: email ones if they have an address, slack
+        ones if they have a member id."""
+        return [
+            name
+            for name in self.config.channels
+            if (self.channels[name].type == "email" and person.email)
+            or (self.channels[name].type == "slack" and person.slackId)
+        ]
 
     async def send(self, channel: Channel, person: Addressee, subject: str, message: str) -> str | None:
         """One message to one person through `channel`; None when delivered, else why not."""
@@ -242,21 +250,32 @@ class Handoffs:
     def __init__(self, kube: Kube, people: People, clock: Callable[[], datetime] = utc_now) -> None:
         self.kube, self.people, self.clock = kube, people, clock
         self.busy: dict[Key, asyncio.Task[None]] = {}
+        self.latest: dict[Key, Mapping[str, Any]] = {}
+        """The latest body of each schedule the watch delivered."""
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of a schedule: announce its current turn if nobody did yet."""
         if event_type == "DELETED":
+            self.latest.pop(_key(body), None)
             return
-        metadata = body.get("metadata") or {}
-        key = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+        key = _key(body)
+        self.latest[key] = body
         if key in self.busy:
-            return  # the announcement in flight writes status: its event comes back here
+            return  # looked at again once the announcement in flight is done
         shift = self.due(body)
         if shift is None:
             return
         task = asyncio.create_task(self.announce(key, body, shift), name=f"handoff {key[0]}/{key[1]}")
         self.busy[key] = task
-        task.add_done_callback(lambda _: self.busy.pop(key, None))
+        task.add_done_callback(lambda _: self._done(key, body))
+
+    def _done(self, key: Key, body: Mapping[str, Any]) -> None:
+        """The schedule changed while its announcement was in flight (our own record, or a write
+        that beat our claim): look at its latest body."""
+        self.busy.pop(key, None)
+        latest = self.latest.get(key)
+        if latest is not None and latest is not body:
+            self.observe("MODIFIED", latest)
 
     def due(self, body: Mapping[str, Any]) -> oncall.Shift | None:
         spec, found = oncall.check(body.get("spec") or {})
@@ -274,11 +293,13 @@ class Handoffs:
         person = oncall.person(spec, shift.person) if spec is not None else None
         schedule = f"{key[0]}/{key[1]}"
         addressee = Addressee.of(schedule, person) if person is not None else None
-        channels = self.people.config.channels
+        channels = self.people.reaching(addressee) if addressee is not None else []
         if addressee is None or not addressee.reachable:
             said = f"not told: {shift.person} has no email or Slack id"
-        elif not channels:
+        elif not self.people.config.channels:
             said = "not told: no oncall.channels configured"
+        elif not channels:
+            said = f"not told: no channel of oncall.channels reaches {shift.person}"
         else:
             said = f"told through {', '.join(channels)}"
         status = dict(body.get("status") or {})
@@ -342,6 +363,11 @@ class Handoffs:
     async def stop(self) -> None:
         for task in list(self.busy.values()):
             task.cancel()
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
 
 def _open(item: Mapping[str, Any]) -> bool:
