@@ -242,8 +242,9 @@ def test_each_role_is_told_once_and_one_without_contact_is_recorded_as_not_told(
     assert not [r for r in again.records if r.reason.startswith("Role")]  # once, across plans (and restarts)
     changed = spec(commander="oidc:alice", roles={"techLead": "oidc:alice"})
     third = plan(plan_input(changed, again.status, T0 + timedelta(minutes=2), tell_channels=("mail",)))
+    # a new role: told once more
     new_roles = [r.message for r in third.records if r.reason == "RoleTold"]
-    assert new_roles == ["oidc:alice told they are Technical Lead, through mail"]  # a new role: told once more
+    assert new_roles == ["oidc:alice told they are Technical Lead, through mail"]
 
 
 def test_without_oncall_channels_nobody_is_told_and_the_timeline_says_why() -> None:

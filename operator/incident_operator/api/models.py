@@ -933,10 +933,12 @@ class RotationRestriction(ApiModel):
     )
     from_: str = Field(
         alias="from",
+        max_length=5,
         pattern="^([01][0-9]|2[0-3]):[0-5][0-9]$",
         description="Local time (HH:MM, 24 hours) the window opens.",
     )
     to: str = Field(
+        max_length=5,
         pattern="^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
         description="Local time (HH:MM, or 24:00 for the end of the day) the window closes; after from.",
     )
