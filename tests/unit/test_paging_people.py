@@ -328,3 +328,25 @@ def test_the_escalation_and_role_notices_carry_the_person() -> None:
     ]
     found = notices(IncidentStatus(), IncidentStatus(), records, VIEW)
     assert [(n.event, n.person) for n in found] == [("escalated", ALICE), ("roleAssigned", ALICE)]
+
+
+def test_a_role_notice_speaks_to_the_person() -> None:
+    from incident_operator.core.planner import Record
+
+    record = Record(
+        "RoleTold",
+        "bob told they are Technical Lead",
+        channels=("mail",),
+        person=ALICE,
+        role="Technical Lead",
+    )
+    (notice,) = notices(IncidentStatus(), IncidentStatus(), [record], VIEW)
+    assert "alice, you are Technical Lead (kubectl -n shop get incident web-outage)" in notice.message
+
+
+def test_roles_of_a_resolved_incident_are_not_told() -> None:
+    resolved = spec(roles={"techLead": "bob"}, resolution={"summary": "fixed"})
+    first = plan(plan_input(resolved, IncidentStatus(), T0, tell_channels=("mail",)))
+    upgraded = first.status.model_copy(update={"rolesTold": None})  # as from a version without it
+    later = plan(plan_input(resolved, upgraded, T0 + timedelta(minutes=1), tell_channels=("mail",)))
+    assert not [r for r in later.records if r.reason in ("RoleTold", "RoleNotTold")]

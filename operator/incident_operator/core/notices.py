@@ -105,9 +105,9 @@ def notices(
             message = f"{title}: escalated, {record.message}"
             found.append(Notice("escalated", message, record.channels, person=record.person))
         elif record.reason == Reason.ROLE_TOLD and record.person is not None:
-            found.append(
-                Notice("roleAssigned", f"{title}: {record.message}", record.channels, person=record.person)
-            )
+            you = f"{record.person.name}, you are {record.role or 'given a role'}"
+            message = f"{title}: {you} (kubectl -n {view.namespace} get incident {view.name})"
+            found.append(Notice("roleAssigned", message, record.channels, person=record.person))
         elif record.reason == Reason.ACKNOWLEDGED and record.actor != OPERATOR_ACTOR and paged:
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == Reason.RESOLVED:

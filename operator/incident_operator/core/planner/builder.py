@@ -91,8 +91,11 @@ class Builder:
         counter: Literal["runs", "succeeded", "failed"] | None = None,
         channels: tuple[str, ...] = (),
         person: Addressee | None = None,
+        role: str | None = None,
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor, counter, channels, person=person))
+        self.records.append(
+            Record(reason, message, warning, actor, counter, channels, person=person, role=role)
+        )
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),

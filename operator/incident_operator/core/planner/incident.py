@@ -360,7 +360,10 @@ def _follow_roles(b: Builder) -> None:
 def _tell_roles(b: Builder) -> None:
     """Tell each role's holder of their role, once (status.rolesTold): a person of the namespace's
     schedules (by `people[].user` or `name`) with an email or Slack id, through `oncall.channels`;
-    anyone else is recorded as not told, with why."""
+    anyone else is recorded as not told, with why. Not once the incident is resolved (an upgrade
+    does not tell the holders of every old incident's roles)."""
+    if b.is_true(ConditionType.RESOLVED):
+        return
     told = list(b.status.rolesTold or [])
     for role, who in paging.roles_to_tell(b.inp.spec, told):
         title = ROLE_TITLES.get(role, "Incident Commander")
@@ -380,6 +383,7 @@ def _tell_roles(b: Builder) -> None:
                 f"{who} told they are {title}, through {', '.join(b.inp.tell_channels)}",
                 channels=b.inp.tell_channels,
                 person=person,
+                role=title,
             )
         else:
             b.record(Reason.ROLE_NOT_TOLD, f"{who} not told they are {title}: {why}")

@@ -65,6 +65,8 @@ class Record:
     cluster_wide: bool = False
     """It concerns every namespace (a cluster-scope trip of the breaker): its notice also goes to
     the channels subscribed to its event that filter no namespace, whatever their severities."""
+    role: str | None = None
+    """The role (its title) a RoleTold record tells its person of."""
     person: Addressee | None = None
     """The person its notice is addressed to (the one on call a level's schedule named; a role's
     holder), through its `channels`."""
