@@ -10,6 +10,7 @@ DEMO_DIR=$ROOT/.demo
 PORT=${DEMO_HTTP_PORT:-18080}
 STATUS_PORT=${DEMO_STATUS_PORT:-18081}  # the public status page, alone on its own port
 HEALTH_PORT=18090  # the sample playbook checks http://127.0.0.1:18090/healthz
+SMTP_PORT=${DEMO_SMTP_PORT:-18025}  # the demo's mail server: pages and handoffs to the person on call
 AM_PORT=${DEMO_ALERTMANAGER_PORT:-19093}
 PROM_PORT=${DEMO_PROMETHEUS_PORT:-19090}
 LOCALCLUSTER="$PYTHON localcluster/localcluster.py"
@@ -30,6 +31,7 @@ stop_pidfile() {  # stop_pidfile FILE PATTERN: stop the process we started, if i
 }
 stop_operator() { stop_pidfile "$DEMO_DIR/operator.pid" "incident-operator run"; }
 stop_health() { stop_pidfile "$DEMO_DIR/healthz.pid" "healthz_server.py"; }
+stop_mail() { stop_pidfile "$DEMO_DIR/mail.pid" "demo_mail.py"; }
 stop_alertmanager() { stop_pidfile "$DEMO_DIR/alertmanager.pid" "alertmanager"; }
 stop_prometheus() { stop_pidfile "$DEMO_DIR/prometheus.pid" "prometheus"; }
 wait_http() {  # wait_http URL SECONDS: poll until the URL answers 200
@@ -51,6 +53,7 @@ PY
 if [[ ${1:-} == down ]]; then
   stop_operator
   stop_health
+  stop_mail
   stop_alertmanager
   stop_prometheus
   $LOCALCLUSTER down --dir "$CLUSTER_DIR"
@@ -85,12 +88,28 @@ TOKEN=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(16))')
 # Namespace demo publishes on the status page; its links point where users reach it (statusPage.baseURL).
 # The stand-in service listens on loopback: --allow-egress lets requests reach it at all, and the
 # grant lets the Playbooks of namespace demo (private addresses need one, docs/guide/playbooks.md)
+# A P1 pages whoever is on call in the schedule `primary` of its namespace, by mail (the demo's
+# mail server on loopback); handoffs and roles are told the same way (docs/guide/paging-people.md).
 cat >"$DEMO_DIR/config.yaml" <<YAML
 statusPage: {namespaces: [demo], baseURL: "http://127.0.0.1:$STATUS_PORT"}
 egress:
   namespaces:
     - {namespaces: [demo], allow: [127.0.0.0/8]}
+notifications:
+  channels:
+    - name: mail
+      type: email
+      smtp: {host: 127.0.0.1, port: $SMTP_PORT, security: none, from: incidents@example.com}
+      to: [oncall@example.com]
+      events: []
+  escalation:
+    P1: {levels: [{afterSeconds: 0, schedule: primary, channels: [mail]}]}
+oncall: {allowedEmailDomains: [example.com], channels: [mail]}
 YAML
+stop_mail
+rm -rf "$DEMO_DIR/mail"
+nohup .venv/bin/python hack/demo_mail.py "$SMTP_PORT" "$DEMO_DIR/mail" >"$DEMO_DIR/mail.log" 2>&1 &
+echo $! >"$DEMO_DIR/mail.pid"
 nohup .venv/bin/incident-operator run --http-host 127.0.0.1 --http-port "$PORT" --status-port "$STATUS_PORT" \
   --config "$DEMO_DIR/config.yaml" \
   --alert-token-secret incident-operator/alert-token \
@@ -129,6 +148,36 @@ stop_health
 nohup "$PYTHON" hack/healthz_server.py "$HEALTH_PORT" >"$DEMO_DIR/healthz.log" 2>&1 &
 echo $! >"$DEMO_DIR/healthz.pid"
 
+say "On call: schedule primary (alice this week; bob takes over in 20 s by an override)"
+NOW=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+HANDOFF=$(date -u -d '+20 seconds' +%Y-%m-%dT%H:%M:%SZ)
+"$KUBECTL" -n demo apply -f - <<YAML
+apiVersion: incident-operator.dev/v1alpha1
+kind: OnCallSchedule
+metadata: {name: primary}
+spec:
+  timeZone: UTC
+  people:
+    - {name: alice, email: alice@example.com}
+    - {name: bob, email: bob@example.com}
+  layers:
+    - {name: weekly, start: "$NOW", rotation: P7D, people: [alice, bob]}
+  overrides:
+    - {person: bob, start: "$HANDOFF", end: "$(date -u -d '+2 hours' +%Y-%m-%dT%H:%M:%SZ)"}
+YAML
+"$PYTHON" - "$KUBECTL" <<'PY'
+import json, subprocess, sys, time
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    out = subprocess.run([sys.argv[1], "-n", "demo", "get", "oncall", "primary", "-o", "json"],
+                         capture_output=True, text=True).stdout
+    if ((json.loads(out or "{}").get("status") or {}).get("current") or {}).get("person"):
+        sys.exit(0)
+    time.sleep(0.3)
+sys.exit("schedule primary has no status.current within 30s; see .demo/operator.log")
+PY
+"$KUBECTL" -n demo get oncall
+
 say "GitOps: the platform team's playbook (kubectl apply -f manifests/samples/playbook-service-outage.yaml)"
 "$KUBECTL" -n demo create secret generic incident-webhook --from-literal=url="http://127.0.0.1:$HEALTH_PORT/notify" \
   --dry-run=client -o yaml | "$KUBECTL" apply -f - >/dev/null
@@ -149,11 +198,50 @@ say "Timeline of incident web-outage"
 "$KUBECTL" -n demo get incident web-outage \
   -o jsonpath='{range .status.timeline[*]}{.time}{"  "}{.type}{"  "}{.message}{"\n"}{end}'
 
+say "The P1 paged the person on call in primary (mail kept in .demo/mail/)"
+"$PYTHON" - "$DEMO_DIR/mail" <<'PY'
+import sys, time
+from pathlib import Path
+from email import message_from_bytes
+folder, deadline = Path(sys.argv[1]), time.monotonic() + 60
+while time.monotonic() < deadline:
+    mails = [message_from_bytes(p.read_bytes()) for p in sorted(folder.glob("*alice@example.com.eml"))]
+    pages = [m for m in mails if str(m["Subject"]).endswith(": escalated")]
+    if pages:
+        print(f"to alice@example.com: {pages[0]['Subject']}")
+        break
+    time.sleep(0.3)
+else:
+    sys.exit("no page reached alice within 60s; see .demo/operator.log and .demo/mail.log")
+PY
+"$KUBECTL" -n demo get incident web-outage \
+  -o jsonpath='{range .status.escalation.history[*]}level {.level}: {.channels} to {.person} ({.schedule}){"\n"}{end}'
+
 say "Steps, evidence and the restarted pods"
 "$KUBECTL" -n demo get incident web-outage \
   -o jsonpath='{range .status.playbook.steps[*]}{.name}{"  "}{.state}{"  attempts="}{.attempts}{"  "}{.message}{"\n"}{end}'
 echo "evidence: ConfigMap $("$KUBECTL" -n demo get incident web-outage -o jsonpath='{.status.evidenceRef}')"
 "$KUBECTL" -n demo get pods
+
+say "Handoff: bob comes on call; he is told, with the incidents still open in demo"
+"$PYTHON" - "$DEMO_DIR/mail" <<'PY'
+import sys, time
+from pathlib import Path
+from email import message_from_bytes
+folder, deadline = Path(sys.argv[1]), time.monotonic() + 60
+while time.monotonic() < deadline:
+    for path in sorted(folder.glob("*bob@example.com.eml")):
+        mail = message_from_bytes(path.read_bytes())
+        text = "".join(part.get_payload(decode=True).decode() for part in mail.walk()
+                       if part.get_content_type() == "text/plain")
+        if "You are on call" in text:
+            print(f"to bob@example.com: {mail['Subject']}\n{text.strip()}")
+            sys.exit(0)
+    time.sleep(0.3)
+sys.exit("bob was not told of the handoff within 60s; see .demo/operator.log")
+PY
+"$KUBECTL" -n demo get oncall primary \
+  -o jsonpath='{range .status.handoffs[*]}{.at}  {.person} ({.layer}): {.announced}{"\n"}{end}'
 
 say "Alerts: a real Alertmanager (127.0.0.1:$AM_PORT) delivering to the operator's /alertmanager"
 AM_DIR="$($LOCALCLUSTER build-alertmanager | tail -n 1)"

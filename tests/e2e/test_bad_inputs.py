@@ -1333,6 +1333,23 @@ CONFIGS = [
         "automation: {maxMutatingActions: {clusterWide: 100000}}\n",
         "clusterWide",
     ),
+    BadConfig(  # mail to people: domain names only, never a pattern that could match anything
+        "oncall-domain-wildcard",
+        "oncall: {allowedEmailDomains: ['*.example.com']}\n",
+        "allowedEmailDomains",
+    ),
+    BadConfig(  # handoffs and roles reach people only by mail or Slack
+        "oncall-channel-not-email-or-slack",
+        "notifications: {channels: [{name: hook, type: webhook, urlSecretRef: {namespace: n, name: s}}]}\n"
+        "oncall: {channels: [hook]}\n",
+        "only email and slack",
+    ),
+    BadConfig(
+        "escalation-schedule-not-a-name",
+        "notifications: {channels: [{name: a, type: slack, urlSecretRef: {namespace: n, name: s}}], "
+        "escalation: {P1: {levels: [{channels: [a], schedule: 'a/b/c'}]}}}\n",
+        "schedule",
+    ),
     BadConfig(  # just above the cap that keeps the state well inside one ConfigMap
         "breaker-cluster-limit-above-3000",
         "automation: {maxMutatingActions: {perNamespace: 20, clusterWide: 3001}}\n",

@@ -355,6 +355,26 @@ class EscalationEntry(ApiModel):
     level: int = Field(ge=1)
     at: datetime
     channels: list[str]
+    schedule: str | None = Field(
+        default=None, max_length=317, description="The OnCallSchedule the level named (NAMESPACE/NAME)."
+    )
+    person: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Who was on call in it when the level fired, and was paged (none: nobody was on "
+        "call, and the channels' own recipients were).",
+    )
+
+
+class RoleTold(ApiModel):
+    """A person told of a role given to them (once; recorded so that a restart does not tell again)."""
+
+    role: str = Field(max_length=32, description="commander, techLead, comms or customerSuccess.")
+    who: str = Field(max_length=256, description="The role's holder as spec names them.")
+    person: str | None = Field(
+        default=None, max_length=63, description="The schedule person they are (none: found in no schedule)."
+    )
+    told: bool = Field(description="Whether they had a contact to be told on.")
 
 
 class EscalationStatus(ApiModel):
@@ -495,6 +515,11 @@ class IncidentStatus(ApiModel):
     roles: Roles | None = Field(default=None, description="The roles as last recorded in the timeline.")
     communication: CommunicationStatus | None = Field(
         default=None, description="Update cadence: next update due, reminders sent, public updates announced."
+    )
+    rolesTold: list[RoleTold] | None = Field(
+        default=None,
+        max_length=64,
+        description="The holders of roles the operator told (or found no contact for), once each.",
     )
     effectiveSeverity: Severity | None = Field(
         default=None,
@@ -1062,6 +1087,19 @@ class OnCallHandoff(ApiModel):
     at: datetime = Field(description="When the turn started.")
     person: str = Field(max_length=63, description="Who came on call.")
     layer: str | None = Field(default=None, max_length=63, description="The layer, or `override`.")
+    announced: str | None = Field(
+        default=None,
+        max_length=512,
+        description="How the incoming person was told (the channels), or why not. Recorded before the "
+        "announcement is sent: a handoff is announced at most once.",
+    )
+
+
+class MailSent(ApiModel):
+    """Mail the operator sent to a person of this schedule (for `oncall.maxMailsPerPersonPerHour`)."""
+
+    person: str = Field(max_length=63)
+    at: datetime
 
 
 class OnCallScheduleStatus(ApiModel):
@@ -1078,4 +1116,10 @@ class OnCallScheduleStatus(ApiModel):
     )
     handoffs: list[OnCallHandoff] | None = Field(
         default=None, max_length=20, description="The latest handoffs, newest last."
+    )
+    mailsSent: list[MailSent] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Mail sent to its people within the last hour (the operator's rate limit, kept "
+        "across restarts).",
     )

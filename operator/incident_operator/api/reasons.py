@@ -77,6 +77,9 @@ class Reason(StrEnum):
     ACKNOWLEDGED = "Acknowledged"
     COMMANDER_ASSIGNED = "CommanderAssigned"
     ROLE_ASSIGNED = "RoleAssigned"
+    ROLE_TOLD = "RoleTold"
+    ROLE_NOT_TOLD = "RoleNotTold"
+    HANDOFF = "Handoff"
     SEVERITY_ESCALATED = "SeverityEscalated"
     SEVERITY_CHANGED = "SeverityChanged"
     ESCALATED = "Escalated"
@@ -167,6 +170,10 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.ACKNOWLEDGED: "Someone or something acknowledged the incident (timeline; condition Acknowledged).",
     Reason.COMMANDER_ASSIGNED: "Acknowledged because spec.commander was set.",
     Reason.ROLE_ASSIGNED: "A response role (spec.roles) changed.",
+    Reason.ROLE_TOLD: "A role's holder, a person of an OnCallSchedule, is told of the role (once).",
+    Reason.ROLE_NOT_TOLD: "A role's holder could not be told: not in a schedule of the namespace, no "
+    "contact, or no `oncall.channels` configured.",
+    Reason.HANDOFF: "An OnCallSchedule's turn changed hands; the incoming person was told (or why not).",
     Reason.SEVERITY_ESCALATED: "A severityEscalation rule raised the effective severity (warning).",
     Reason.SEVERITY_CHANGED: "A person edited spec.severity: the response deadline and the escalation "
     "policy follow the new severity (a warning when raised).",

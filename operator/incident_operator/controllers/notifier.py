@@ -22,6 +22,7 @@ from incident_operator.adapters import mail, metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason, secret_value
 from incident_operator.adapters.outbound import EgressDenied, Outbound, Reply, RequestFailed
 from incident_operator.api.keys import page_id_annotation
+from incident_operator.controllers.people import People
 from incident_operator.core import notices
 from incident_operator.core.notices import IncidentView, Notice, channels_for
 from incident_operator.settings.channels import (
@@ -60,6 +61,8 @@ class Notifier:
             metrics.notification_channel(channel.name)
         for severity, policy in config.escalation.items():  # and every escalation level's
             metrics.escalation_levels(str(severity), len(policy.levels))
+        self.people: People | None = None
+        """Mail to people of on-call schedules (allowed domains, rate limit); None: never mailed."""
 
     def would_send(self, notices: list[Notice], view: IncidentView) -> bool:
         """Whether any channel takes any of `notices` (no channel: nothing will be in flight)."""
@@ -102,8 +105,11 @@ class Notifier:
         if after is not None:
             await asyncio.wait([after])  # its outcome is its own (reported there)
         error = await self.deliver(channel, notice, view)
-        metrics.notification_done(channel.name, error is None)
-        if error is not None:
+        metrics.notification_done(channel.name, error is None or isinstance(error, Redirected))
+        if isinstance(error, Redirected):
+            logger.warning("notification %s to channel %s: %s", notice.event, channel.name, error)
+            on_failure(f"{notice.event} notice to channel {channel.name}: {error}")
+        elif error is not None:
             logger.warning("notification %s to channel %s failed: %s", notice.event, channel.name, error)
             on_failure(f"{notice.event} notice to channel {channel.name} not delivered: {error}")
 
@@ -144,6 +150,10 @@ class Notifier:
         def value(ref: SecretRef | None) -> str | None:
             return values[id(ref)] if ref is not None else None
 
+        person = notice.person
+        role = notice.event == "roleAssigned" and channel.type == "slack"
+        if role and person is not None and not person.slackId:
+            return None  # told on their other contact; a role is not posted unaddressed
         return await SENDERS[channel.type](self, channel, notice, view, value)
 
     async def _statuspage(
@@ -212,13 +222,36 @@ class Notifier:
         self, channel: EmailChannel, notice: Notice, view: IncidentView, value: Secrets
     ) -> str | None:
         subject, plain, rich = notices.email(channel, notice, view)
-        return await self._send_mail(channel, value, subject, plain, rich)
+        to, cc, note = channel.to, channel.cc, None
+        person = notice.person
+        if person is not None:
+            found = await self.people.mail_to(person) if self.people is not None else (None, "no oncall")
+            if found[0] is not None:
+                to, cc = (found[0],), ()
+            elif notice.event == "roleAssigned":
+                return f"{person.name} not told: {found[1]}"
+            else:
+                note = Redirected(f"{person.name} not mailed ({found[1]}): sent to the channel's recipients")
+        return await self._send_mail(channel, value, subject, plain, rich, to=to, cc=cc, note=note)
 
     async def _send_mail(
-        self, channel: EmailChannel, value: Secrets, subject: str, plain: str, rich: str
+        self,
+        channel: EmailChannel,
+        value: Secrets,
+        subject: str,
+        plain: str,
+        rich: str,
+        *,
+        to: tuple[str, ...] | None = None,
+        cc: tuple[str, ...] = (),
+        note: str | None = None,
     ) -> str | None:
+        """Send one message through `channel` (to its own recipients unless `to` is given); None
+        or `note` when delivered, else why not."""
         smtp = channel.smtp
         assert smtp is not None  # noqa: S101 - validated with the config
+        if to is None:
+            to, cc = channel.to, channel.cc
         server = mail.Server(
             smtp.host,
             smtp.port,
@@ -227,14 +260,14 @@ class Notifier:
             value(smtp.passwordSecretRef),
             value(smtp.caSecretRef),
         )
-        envelope = mail.Envelope(smtp.sender, channel.to, channel.cc, subject, plain, rich)
+        envelope = mail.Envelope(smtp.sender, to, cc, subject, plain, rich)
         last = "no attempt made"
         for attempt in range(channel.maxAttempts):
             if attempt:
                 await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
             try:
                 await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
-                return None
+                return note
             except EgressDenied as exc:
                 return str(exc)
             except RequestFailed as exc:
@@ -273,6 +306,12 @@ class Notifier:
             name = type(exc).__name__
             logger.error("report to channel %s (%s) raised %s", channel.name, channel.type, name)
             return f"{name} while sending"
+
+
+class Redirected(str):
+    """A delivery that went to the channel's own recipients instead of the person addressed."""
+
+    __slots__ = ()
 
 
 Secrets = Callable[[SecretRef | None], str | None]

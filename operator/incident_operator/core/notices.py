@@ -20,6 +20,7 @@ from urllib.parse import quote
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity, StatusUpdate
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
+from incident_operator.core.paging import Addressee
 from incident_operator.core.planner import OPERATOR_ACTOR, Record, communication
 from incident_operator.settings.channels import (
     Channel,
@@ -57,6 +58,9 @@ class Notice:
     """Also for every channel subscribed to the event with no namespace filter, whatever its
     severities (a cluster-scope trip: the platform hears of it whichever namespace tripped it;
     a channel filtered to other namespaces does not, as it would read their incident's name)."""
+    person: Addressee | None = None
+    """The person it is addressed to (`core.paging`): email to them, Slack mentioning them,
+    Opsgenie with them as responder, PagerDuty naming them; the channels' recipients otherwise."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,12 @@ def notices(
                 Notice("breached", f"{title}: not acknowledged within the {view.severity} response target")
             )
         elif record.reason == Reason.ESCALATED:
-            found.append(Notice("escalated", f"{title}: escalated, {record.message}", record.channels))
+            message = f"{title}: escalated, {record.message}"
+            found.append(Notice("escalated", message, record.channels, person=record.person))
+        elif record.reason == Reason.ROLE_TOLD and record.person is not None:
+            you = f"{record.person.name}, you are {record.role or 'given a role'}"
+            message = f"{title}: {you} (kubectl -n {view.namespace} get incident {view.name})"
+            found.append(Notice("roleAssigned", message, record.channels, person=record.person))
         elif record.reason == Reason.ACKNOWLEDGED and record.actor != OPERATOR_ACTOR and paged:
             found.append(Notice("acknowledged", f"{title}: acknowledged by {record.actor}", paged))
         elif record.reason == Reason.RESOLVED:
@@ -240,7 +249,7 @@ def pagerduty(
     if event["event_action"] == "trigger":
         targets = ", ".join(f"{t.kind}/{t.name}" for t in view.spec.targets or [])
         event["payload"] = {
-            "summary": text(channel, notice, view)[:1024],
+            "summary": (for_person(notice) + text(channel, notice, view))[:1024],
             "source": f"{view.namespace}/{view.name}",
             "severity": PAGERDUTY_SEVERITY[str(view.severity)],
             "component": targets or None,
@@ -274,15 +283,20 @@ def opsgenie(channel: OpsgenieChannel, notice: Notice, view: IncidentView) -> tu
     details = {"incident": f"{view.namespace}/{view.name}", "phase": str(view.phase)}
     if href:
         details["link"] = href
-    return "/v2/alerts", {
+    body: dict[str, object] = {
         "message": f"[{view.severity}] {view.spec.title}"[:130],
         "alias": alias,
-        "description": text(channel, notice, view)[:15000],
+        "description": (for_person(notice) + text(channel, notice, view))[:15000],
         "priority": OPSGENIE_PRIORITY[str(view.severity)],
         "source": "incident-operator",
         "tags": [str(view.spec.category), view.namespace],
         "details": details,
     }
+    person = notice.person
+    if person is not None and person.opsgenieUser:
+        body["responders"] = [{"type": "user", "username": person.opsgenieUser}]
+        details["onCall"] = person.name
+    return "/v2/alerts", body
 
 
 def email(channel: EmailChannel, notice: Notice, view: IncidentView) -> tuple[str, str, str]:
@@ -316,9 +330,27 @@ def email(channel: EmailChannel, notice: Notice, view: IncidentView) -> tuple[st
     return subject, plain, rich
 
 
+def for_person(notice: Notice) -> str:
+    """'for alice (on call in ns/primary): ' before a page's text, when it is addressed to someone."""
+    person = notice.person
+    if person is None:
+        return ""
+    return f"for {person.name} (on call in {person.schedule}): " if notice.event == "escalated" else ""
+
+
+def slack_mention(notice: Notice) -> str:
+    """`<@ID> ` mentioning the person a notice is addressed to (a Slack member id is [A-Z0-9]+,
+    checked by the schedule's CRD and here: nothing else may become a control sequence)."""
+    person = notice.person
+    if person is None or not person.slackId or not person.slackId.isalnum():
+        return ""
+    return f"<@{person.slackId}> "
+
+
 def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
-    """A Slack incoming webhook's body, what people wrote escaped (`slack_escape`)."""
-    return {"text": text(channel, notice, view, slack_escape)}
+    """A Slack incoming webhook's body, what people wrote escaped (`slack_escape`), mentioning
+    the person it is addressed to."""
+    return {"text": slack_mention(notice) + text(channel, notice, view, slack_escape)}
 
 
 def statuspage_body(channel: StatuspageChannel, notice: Notice, view: IncidentView) -> dict[str, object]:
@@ -350,7 +382,7 @@ def statuspage_body(channel: StatuspageChannel, notice: Notice, view: IncidentVi
 
 def webhook_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:
     """A JSON webhook's body: the notice with the incident's fields."""
-    return {
+    body: dict[str, object] = {
         "event": notice.event,
         "incident": view.name,
         "namespace": view.namespace,
@@ -360,6 +392,9 @@ def webhook_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> di
         "phase": str(view.phase),
         "message": text(channel, notice, view),
     }
+    if notice.person is not None:
+        body["person"] = notice.person.name
+    return body
 
 
 def statuspage_io(

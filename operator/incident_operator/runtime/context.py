@@ -21,6 +21,7 @@ from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.intake import Intake
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.oncall import OnCallKeeper
+from incident_operator.controllers.people import Handoffs, People, ScheduleBook
 from incident_operator.controllers.supervisor import Supervisor
 from incident_operator.core import archive, openlimit, repeats
 from incident_operator.settings.config import OperatorConfig
@@ -62,6 +63,10 @@ class RuntimeContext:
     """The monthly report deliveries' loop (config `reports.deliver`), started with kopf (leader only)."""
     oncall: OnCallKeeper | None = None
     """Keeps the OnCallSchedules' status true (`handlers.oncall_schedule_changed`), on the leader only."""
+    schedules: ScheduleBook | None = None
+    """The watched schedules (the keeper's bodies) as escalation and roles read them."""
+    handoffs: Handoffs | None = None
+    """Announces each schedule's handoffs once (`handlers.oncall_schedule_changed`)."""
 
     @classmethod
     def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:
@@ -75,6 +80,17 @@ class RuntimeContext:
             run_records=RunRecorder(kube),
             access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
         )
+        built.schedules = ScheduleBook(lambda: built.oncall.bodies if built.oncall is not None else {})
+        people = People(
+            kube,
+            outbound,
+            config.file.oncall,
+            config.file.notifications,
+            built.schedules,
+            secret=built.notifier.secret,
+        )
+        built.notifier.people = people
+        built.handoffs = Handoffs(kube, people)
         built.breaker = Breaker(
             kube,
             config.file.automation,

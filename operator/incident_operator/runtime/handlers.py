@@ -103,6 +103,8 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.oncall is not None:
         await ctx.oncall.stop()
+    if ctx.handoffs is not None:
+        await ctx.handoffs.stop()
     if ctx.unconfirmed_task is not None:
         ctx.unconfirmed_task.cancel()
     if ctx.run_records_task is not None:
@@ -278,6 +280,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
             open_in_namespace=lambda: ctx.open_ranks.of(namespace),
             started_runs=started_runs,
             breaker=ctx.breaker,
+            schedules=ctx.schedules,
         )
 
     def unreadable(body: Any, problem: str) -> None:
@@ -388,6 +391,8 @@ async def oncall_schedule_changed(*, type: str | None, body: kopf.Body, memo: ko
     if ctx.oncall is None:
         ctx.oncall = OnCallKeeper(ctx.kube)
     ctx.oncall.observe(type, body)
+    if ctx.handoffs is not None:  # the incoming person is told, once (`controllers.people`)
+        ctx.handoffs.observe(type, body)
 
 
 # One loop per Drill (few objects: a kopf daemon, and its finalizer, are fine here).

@@ -31,6 +31,7 @@ NotificationEvent = Literal[
     "automationPaused",
     "updateOverdue",
     "update",
+    "roleAssigned",
 ]
 ALL_EVENTS: tuple[NotificationEvent, ...] = (
     "opened",

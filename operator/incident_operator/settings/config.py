@@ -109,6 +109,10 @@ class AlertIntakeConfig(BaseModel):
         return value
 
 
+SCHEDULE_REF_PATTERN = r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/)?[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$"
+"""An OnCallSchedule named by an escalation level: NAME, or NAMESPACE/NAME."""
+
+
 class EscalationLevel(BaseModel):
     """One level of an escalation policy: who is told, and when, while no person has acknowledged."""
 
@@ -117,6 +121,11 @@ class EscalationLevel(BaseModel):
     afterSeconds: int | None = Field(default=None, ge=0, le=7 * 86400)
     """Seconds after detection; none: when the severity's response target passes."""
     channels: tuple[str, ...] = Field(min_length=1)
+    schedule: str | None = Field(default=None, pattern=SCHEDULE_REF_PATTERN)
+    """An OnCallSchedule (`NAME` in the incident's namespace, or `NAMESPACE/NAME`): the level's
+    channels are addressed to the person on call in it when the level fires (email to their
+    address, Slack mentioning them, Opsgenie with them as responder, PagerDuty naming them);
+    nobody on call, or no such schedule: the channels' own recipients."""
 
 
 class EscalationPolicy(BaseModel):
@@ -160,6 +169,33 @@ class Notifications(BaseModel):
         if unknown:
             raise ValueError(f"escalation names unknown channels: {', '.join(sorted(unknown))}")
         return self
+
+
+class OnCallConfig(BaseModel):
+    """`oncall:` in the --config file: how the operator reaches people of OnCallSchedules.
+
+    Mail goes to a person's own address only when its domain is listed (none listed: no mail to
+    people; their level's email channel mails its own `to` instead), and at most
+    `maxMailsPerPersonPerHour` per person and schedule (counted in the schedule's
+    `status.mailsSent`, so a restart does not start the count again from zero)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowedEmailDomains: tuple[str, ...] = ()
+    """Domains (example.com; a subdomain matches too) a person's email may be in."""
+    maxMailsPerPersonPerHour: int = Field(default=10, ge=1, le=1000)
+    channels: tuple[str, ...] = ()
+    """Channels (email and/or slack) people are told through of handoffs and of roles given to
+    them: an email channel's SMTP server mails them, a slack channel mentions them. None: nobody
+    is told of handoffs and roles."""
+
+    @field_validator("allowedEmailDomains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for domain in value:
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+", domain):
+                raise ValueError(f"allowedEmailDomains: {domain!r} is not a lower-case domain name")
+        return value
 
 
 class LeaderElection(BaseModel):
@@ -648,6 +684,7 @@ class FileConfig(BaseModel):
     responseTargets: ResponseTargets = ResponseTargets()
     alertIntake: AlertIntakeConfig = AlertIntakeConfig()
     notifications: Notifications = Notifications()
+    oncall: OnCallConfig = OnCallConfig()
     leaderElection: LeaderElection = LeaderElection()
     access: AccessConfig = AccessConfig()
     egress: EgressConfig = EgressConfig()
@@ -674,6 +711,16 @@ class FileConfig(BaseModel):
                         + ("unknown" if name not in kinds else f"of type {kinds[name]}")
                         + " (reports go to email and webhook channels)"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _oncall_channels(self) -> FileConfig:
+        kinds = {c.name: c.type for c in self.notifications.channels}
+        for name in self.oncall.channels:
+            if name not in kinds:
+                raise ValueError(f"oncall.channels names an unknown channel: {name}")
+            if kinds[name] not in ("email", "slack"):
+                raise ValueError(f"oncall.channels: {name} is a {kinds[name]} channel; only email and slack")
         return self
 
 

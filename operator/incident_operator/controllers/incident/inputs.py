@@ -32,7 +32,8 @@ from incident_operator.api.models import (
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
 from incident_operator.controllers.incident.slots import StartedRuns
-from incident_operator.core import access, alerts, openlimit, pins, repeats, validation
+from incident_operator.controllers.people import ScheduleBook
+from incident_operator.core import access, alerts, openlimit, paging, pins, repeats, validation
 from incident_operator.core.matching import Candidate, Selection
 from incident_operator.core.planner import AlertState, Level, PlanInput, effective_severity
 from incident_operator.settings import config
@@ -148,6 +149,8 @@ class Inputs:
     access_reviews: AccessReviews | None = None
     open_in_namespace: OpenInNamespace | None = None
     started_runs: StartedRuns | None = None
+    schedules: ScheduleBook | None = None
+    """The watched OnCallSchedules (escalation levels that name one, roles' holders)."""
 
     def spec(self) -> IncidentSpec:
         return IncidentSpec.model_validate(dict(self.body.get("spec") or {}))
@@ -168,6 +171,9 @@ class Inputs:
     ) -> PlanInput:
         severity = effective_severity(spec, status)
         targets = self.config.file.responseTargets
+        levels = self._escalation(severity)
+        refs = tuple(level.schedule for level in levels if level.schedule is not None)
+        book = self.schedules
         return PlanInput(
             spec=spec,
             status=status,
@@ -183,7 +189,10 @@ class Inputs:
             busy=busy,
             access_recheck=timedelta(seconds=self.config.file.access.recheckSeconds),
             automation_acknowledges=self.config.file.acknowledgement.automationCounts,
-            escalation=self._escalation(severity),
+            escalation=levels,
+            schedules=book.schedules(self.namespace, refs) if book is not None else {},
+            namespace=self.namespace,
+            tell_channels=self.config.file.oncall.channels,
             repeat_of=self._repeat_of() if status.detectedAt is None else None,
             severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
             response_targets=_response_targets(targets),
@@ -249,8 +258,9 @@ class Inputs:
                 n for n in level.channels if n in scopes and (not scopes[n] or self.namespace in scopes[n])
             )
             after = None if level.afterSeconds is None else timedelta(seconds=level.afterSeconds)
+            schedule = paging.schedule_key(level.schedule, self.namespace) if level.schedule else None
             if channels:
-                levels.append(Level(after, channels))
+                levels.append(Level(after, channels, schedule))
         return tuple(levels)
 
     def _repeat_of(self) -> str | None:

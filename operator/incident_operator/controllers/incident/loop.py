@@ -42,6 +42,7 @@ from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.incident.mutating import MutatingSlots, still_busy
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
+from incident_operator.controllers.people import ScheduleBook
 from incident_operator.core import pins
 from incident_operator.core.explain import attach, explain
 from incident_operator.core.matching import select
@@ -89,6 +90,7 @@ class IncidentLoop:
         started_runs: StartedRuns | None = None,
         breaker: Breaker | None = None,
         backoff: tuple[float, ...] = ERROR_BACKOFF_S,
+        schedules: ScheduleBook | None = None,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.body = body  # kopf's live view: spec changes show up here
@@ -97,7 +99,16 @@ class IncidentLoop:
         self.wake = asyncio.Event()
         self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
         self.inputs = Inputs(
-            config, namespace, name, body, clock, history, access_reviews, open_in_namespace, started_runs
+            config,
+            namespace,
+            name,
+            body,
+            clock,
+            history,
+            access_reviews,
+            open_in_namespace,
+            started_runs,
+            schedules,
         )
         self.ledger = RunLedger(kube, namespace, name, clock, run_records)
         self.slots = MutatingSlots(breaker, namespace, name, uid)

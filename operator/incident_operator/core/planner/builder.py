@@ -15,6 +15,7 @@ from incident_operator.api.models import (
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import parse_time
 from incident_operator.core import conditions as cond
+from incident_operator.core.paging import Addressee
 from incident_operator.core.phases import Event, advance
 from incident_operator.core.planner.model import (
     OPERATOR_ACTOR,
@@ -90,8 +91,22 @@ class Builder:
         counter: Literal["runs", "succeeded", "failed"] | None = None,
         channels: tuple[str, ...] = (),
         update_at: datetime | None = None,
+        person: Addressee | None = None,
+        role: str | None = None,
     ) -> None:
-        self.records.append(Record(reason, message, warning, actor, counter, channels, update_at=update_at))
+        self.records.append(
+            Record(
+                reason,
+                message,
+                warning,
+                actor,
+                counter,
+                channels,
+                update_at=update_at,
+                person=person,
+                role=role,
+            )
+        )
         entries = [
             *(self.status.timeline or []),
             TimelineEntry(time=self.now, type=reason, message=message, actor=actor),

@@ -16,6 +16,7 @@ from incident_operator.api.models import (
     PlaybookProgress,
     PlaybookSpec,
     Roles,
+    RoleTold,
     Severity,
     SeverityChange,
     StepState,
@@ -23,7 +24,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
-from incident_operator.core import pins
+from incident_operator.core import paging, pins
 from incident_operator.core.phases import Event
 from incident_operator.core.planner.builder import Builder, acknowledge, skip_remaining
 from incident_operator.core.planner.communication import communicate
@@ -78,6 +79,7 @@ def plan(inp: PlanInput) -> Decision:
             b, Reason.COMMANDER_ASSIGNED, f"acknowledged by commander {spec.commander}", actor=spec.commander
         )
     _follow_roles(b)
+    _tell_roles(b)
     _follow_declared_severity(b)
     if status.playbook is not None:
         pins.bind_approvals(spec, status)
@@ -358,6 +360,40 @@ def _follow_roles(b: Builder) -> None:
     b.status.roles = wanted if wanted != Roles() else None
 
 
+def _tell_roles(b: Builder) -> None:
+    """Tell each role's holder of their role, once (status.rolesTold): a person of the namespace's
+    schedules (by `people[].user` or `name`) with an email or Slack id, through `oncall.channels`;
+    anyone else is recorded as not told, with why. Not once the incident is resolved (an upgrade
+    does not tell the holders of every old incident's roles)."""
+    if b.is_true(ConditionType.RESOLVED):
+        return
+    told = list(b.status.rolesTold or [])
+    for role, who in paging.roles_to_tell(b.inp.spec, told):
+        title = ROLE_TITLES.get(role, "Incident Commander")
+        person = paging.find_person(who, b.inp.namespace, b.inp.schedules)
+        if person is None:
+            why = f"not in an on-call schedule of {b.inp.namespace}"
+        elif not person.reachable:
+            why = f"{person.name} has no email or Slack id in {person.schedule}"
+        elif not b.inp.tell_channels:
+            why = "no oncall.channels configured"
+        else:
+            why = None
+        told.append(RoleTold(role=role, who=who, person=person.name if person else None, told=why is None))
+        if why is None and person is not None:
+            b.record(
+                Reason.ROLE_TOLD,
+                f"{who} told they are {title}, through {', '.join(b.inp.tell_channels)}",
+                channels=b.inp.tell_channels,
+                person=person,
+                role=title,
+            )
+        else:
+            b.record(Reason.ROLE_NOT_TOLD, f"{who} not told they are {title}: {why}")
+    if len(told) != len(b.status.rolesTold or []):
+        b.status.rolesTold = told[-64:]
+
+
 def _escalate_severity(b: Builder) -> None:
     """Treat the incident as more severe when a rule's time passes without a mitigation (or an
     acknowledgement): status.effectiveSeverity and its history; spec is never rewritten. The
@@ -537,16 +573,30 @@ def _escalate(b: Builder) -> None:
         if b.now < due:
             b.wake.append(due)
             return
+        person, said = (None, "")
+        if level.schedule is not None:  # addressed to whoever is on call in it now
+            person, said = paging.on_call_at(level.schedule, b.inp.schedules, b.now)
+            said = f"; to {said}" if person is not None else f"; {said}: to the channels' own recipients"
         escalation = status.escalation or EscalationStatus()
         escalation.level = number
-        escalation.history.append(EscalationEntry(level=number, at=b.now, channels=list(level.channels)))
+        escalation.history.append(
+            EscalationEntry(
+                level=number,
+                at=b.now,
+                channels=list(level.channels),
+                schedule=level.schedule,
+                person=person.name if person is not None else None,
+            )
+        )
         status.escalation = escalation
         status.escalations = (status.escalations or 0) + 1
         b.record(
             Reason.ESCALATED,
-            f"level {number} of {len(levels)}: {', '.join(level.channels)} (no person has acknowledged)",
+            f"level {number} of {len(levels)}: {', '.join(level.channels)} "
+            f"(no person has acknowledged){said}",
             warning=True,
             channels=level.channels,
+            person=person,
         )
 
 

@@ -16,6 +16,7 @@ from incident_operator.api.models import (
 )
 from incident_operator.api.reasons import TIMELINE_ONLY, Reason
 from incident_operator.core.matching import Selection
+from incident_operator.core.paging import Addressee, Schedules
 from incident_operator.core.pins import LiveVersion
 from incident_operator.settings.config import SeverityRule
 
@@ -66,6 +67,11 @@ class Record:
     cluster_wide: bool = False
     """It concerns every namespace (a cluster-scope trip of the breaker): its notice also goes to
     the channels subscribed to its event that filter no namespace, whatever their severities."""
+    role: str | None = None
+    """The role (its title) a RoleTold record tells its person of."""
+    person: Addressee | None = None
+    """The person its notice is addressed to (the one on call a level's schedule named; a role's
+    holder), through its `channels`."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class Level:
     after: timedelta | None
     """After detection; None: when the response target passes."""
     channels: tuple[str, ...]
+    schedule: str | None = None
+    """`NAMESPACE/NAME` of the OnCallSchedule whose person on call the channels are addressed to."""
 
 
 def posts_event(record: Record) -> bool:
@@ -164,6 +172,12 @@ class PlanInput:
     """Config `acknowledgement.automationCounts`: a playbook starting acknowledges the incident."""
     escalation: tuple[Level, ...] = ()
     """The severity's escalation policy (config), levels in order."""
+    schedules: Schedules = field(default_factory=dict)
+    """The OnCallSchedules the escalation levels name and those of the incident's namespace."""
+    namespace: str = ""
+    """The incident's namespace (where a role's holder is looked up in the schedules)."""
+    tell_channels: tuple[str, ...] = ()
+    """Config `oncall.channels`: where a role's holder is told of the role."""
     repeat_of: str | None = None
     """An earlier incident this one repeats (looked up by the engine; used at detection only)."""
     severity_rules: tuple[SeverityRule, ...] = ()

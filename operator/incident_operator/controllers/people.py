@@ -1,0 +1,379 @@
+"""Reaching the people of OnCallSchedules: the schedules as the engine reads them, mail to people
+(allowed domains, a rate limit kept in the schedule's status), and handoff announcements.
+
+- `ScheduleBook`: the schedules the watch delivered (the on-call keeper's bodies), parsed once per
+  resourceVersion, as `core.paging.Schedules` for the planner.
+- `People.mail_to`: whether a person may be mailed now (config `oncall.allowedEmailDomains`,
+  `oncall.maxMailsPerPersonPerHour`); a send is counted before it goes, in memory and in the
+  schedule's `status.mailsSent` (the last hour's sends), so a restart or a new leader goes on
+  counting from what the API holds instead of from zero.
+- `People.tell`: a message to a person through an email channel's SMTP server (to their address)
+  or a slack channel (mentioning their member id); egress policy and Secrets as every channel.
+- `Handoffs`: at each handoff of a schedule (seen when the keeper's status write comes back
+  through the watch, or at start), the incoming person is told, with the incidents still open in
+  the schedule's namespace. The record (`status.handoffs`) is written first, with the schedule's
+  resourceVersion as a precondition: of two leaders (or a restart) only one write succeeds, and
+  only its writer announces. At most once: a crash between the write and the send loses that
+  announcement (the record says it was attempted) rather than telling someone twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from incident_operator.adapters import mail
+from incident_operator.adapters.kube import ApiException, Kube, api_reason, conflict, not_found
+from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
+from incident_operator.api.models import OnCallHandoff, OnCallScheduleSpec, OnCallScheduleStatus
+from incident_operator.api.reasons import Reason
+from incident_operator.api.timestamps import format_time, parse_time, utc_now
+from incident_operator.core import oncall, paging
+from incident_operator.core.notices import slack_escape
+from incident_operator.core.paging import Addressee, Schedules
+from incident_operator.settings.channels import Channel, EmailChannel, SecretRef, SlackChannel
+from incident_operator.settings.config import Notifications, OnCallConfig
+
+logger = logging.getLogger(__name__)
+
+PLURAL = "oncallschedules"
+Key = tuple[str, str]
+Bodies = Callable[[], Mapping[Key, Mapping[str, Any]]]
+"""The schedules' latest bodies, by (namespace, name) (the on-call keeper's, from the watch)."""
+SecretReader = Callable[[SecretRef], Any]
+OPEN_LISTED_MAX = 20
+"""A handoff message names at most this many open incidents (and counts the rest)."""
+
+
+class ScheduleBook:
+    """The watched schedules as the planner takes them, each parsed once per resourceVersion."""
+
+    def __init__(self, bodies: Bodies) -> None:
+        self.bodies = bodies
+        self.parsed: dict[Key, tuple[str, OnCallScheduleSpec | str]] = {}
+
+    def body(self, key: str) -> Mapping[str, Any] | None:
+        namespace, _, name = key.partition("/")
+        return self.bodies().get((namespace, name))
+
+    def schedules(self, namespace: str, refs: tuple[str, ...] = ()) -> Schedules:
+        """The schedules of `namespace` and those named in `refs` (`NAMESPACE/NAME`)."""
+        bodies = self.bodies()
+        wanted = {k for k in bodies if k[0] == namespace}
+        wanted |= {(r.partition("/")[0], r.partition("/")[2]) for r in refs}
+        found: dict[str, OnCallScheduleSpec | str] = {}
+        for key in wanted:
+            body = bodies.get(key)
+            if body is not None:
+                found[f"{key[0]}/{key[1]}"] = self._parse(key, body)
+        return found
+
+    def _parse(self, key: Key, body: Mapping[str, Any]) -> OnCallScheduleSpec | str:
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        cached = self.parsed.get(key)
+        if cached is not None and cached[0] == version and version:
+            return cached[1]
+        spec, found = oncall.check(body.get("spec") or {})
+        parsed: OnCallScheduleSpec | str = "; ".join(found) if spec is None or found else spec
+        self.parsed[key] = (version, parsed)
+        return parsed
+
+
+class People:
+    """Mail and Slack to people, through the channels of the config (see the module docstring)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        outbound: Outbound,
+        config: OnCallConfig,
+        notifications: Notifications,
+        book: ScheduleBook,
+        *,
+        secret: Callable[[SecretRef], Any],
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.kube, self.outbound, self.config, self.book = kube, outbound, config, book
+        self.channels = {c.name: c for c in notifications.channels}
+        self.secret, self.clock = secret, clock
+        self.sent: dict[tuple[str, str], list[datetime]] = {}
+        """Sends per (schedule, person) of the last hour, seeded from the schedule's status."""
+        self.lock = asyncio.Lock()
+
+    def _seed(self, schedule: str) -> None:
+        body = self.book.body(schedule) or {}
+        for raw in (body.get("status") or {}).get("mailsSent") or []:
+            try:
+                at = parse_time(str(raw.get("at")))
+            except (ValueError, TypeError):
+                continue
+            key = (schedule, str(raw.get("person") or ""))
+            if at not in self.sent.setdefault(key, []):
+                self.sent[key].append(at)
+
+    async def mail_to(self, person: Addressee) -> tuple[str | None, str]:
+        """(their address, "") if they may be mailed now, the send counted; else (None, why not)."""
+        if not person.email:
+            return None, f"{person.name} has no email"
+        if not paging.mail_allowed(person.email, self.config.allowedEmailDomains):
+            return None, f"{person.name}'s address is not in oncall.allowedEmailDomains"
+        async with self.lock:
+            key = (person.schedule, person.name)
+            if key not in self.sent:
+                self._seed(person.schedule)
+            now = self.clock()
+            sent = paging.recent(self.sent.get(key, []), now)
+            if paging.mail_budget(sent, now, self.config.maxMailsPerPersonPerHour) <= 0:
+                self.sent[key] = sent
+                return None, (
+                    f"{person.name} had {self.config.maxMailsPerPersonPerHour} mails within the hour "
+                    "(oncall.maxMailsPerPersonPerHour)"
+                )
+            self.sent[key] = [*sent, now]
+            await self._persist(person.schedule, now)
+        return person.email, ""
+
+    async def _persist(self, schedule: str, now: datetime) -> None:
+        """Write the schedule's sends of the last hour to its status (a failure is logged: the count
+        in memory still holds until the process ends)."""
+        entries = [
+            {"person": person, "at": format_time(at)}
+            for (key, person), times in sorted(self.sent.items())
+            if key == schedule
+            for at in paging.recent(times, now)
+        ]
+        namespace, _, name = schedule.partition("/")
+        try:
+            await self.kube.patch_object_status(PLURAL, namespace, name, {"status": {"mailsSent": entries}})
+        except (ApiException, OSError) as exc:
+            reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+            logger.warning("schedule %s: mail count not recorded: %s", schedule, reason)
+
+    async def tell(self, person: Addressee, subject: str, message: str) -> tuple[list[str], list[str]]:
+        """Tell `person` through each of `oncall.channels` that can reach them; (channels that
+        delivered, why the others did not)."""
+        told, failed = [], []
+        for name in self.reaching(person):
+            channel = self.channels[name]
+            error = await self.send(channel, person, subject, message)
+            if error is None:
+                told.append(name)
+            else:
+                failed.append(f"{name}: {error}")
+        return told, failed
+
+    def reaching(self, person: Addressee) -> list[str]:
+        """The `oncall.channels` that can reach `person`: email ones if they have an address, slack
+        ones if they have a member id."""
+        return [
+            name
+            for name in self.config.channels
+            if (self.channels[name].type == "email" and person.email)
+            or (self.channels[name].type == "slack" and person.slackId)
+        ]
+
+    async def send(self, channel: Channel, person: Addressee, subject: str, message: str) -> str | None:
+        """One message to one person through `channel`; None when delivered, else why not."""
+        try:
+            if isinstance(channel, EmailChannel):
+                return await self._mail(channel, person, subject, message)
+            if isinstance(channel, SlackChannel):
+                return await self._slack(channel, person, message)
+            return f"a {channel.type} channel does not reach people"
+        except Exception as exc:  # a sender's surprise is a failed delivery (never its text: secrets)
+            return f"{type(exc).__name__} while sending"
+
+    async def _mail(self, channel: EmailChannel, person: Addressee, subject: str, message: str) -> str | None:
+        smtp = channel.smtp
+        if smtp is None:
+            return "no smtp"
+        to, why = await self.mail_to(person)
+        if to is None:
+            return why
+        values = [
+            await self.secret(r) if r is not None else None
+            for r in (smtp.usernameSecretRef, smtp.passwordSecretRef, smtp.caSecretRef)
+        ]
+        server = mail.Server(smtp.host, smtp.port, smtp.security, *values)
+        rich = f"<!doctype html><html><body><pre>{html.escape(message)}</pre></body></html>"
+        envelope = mail.Envelope(smtp.sender, (to,), (), subject[:200], message, rich)
+        last = "no attempt made"
+        for _ in range(channel.maxAttempts):
+            try:
+                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
+                return None
+            except EgressDenied as exc:
+                return str(exc)
+            except RequestFailed as exc:
+                last = str(exc)
+            except mail.MailFailed as exc:
+                last = str(exc)
+                if exc.permanent:
+                    break
+        return last
+
+    async def _slack(self, channel: SlackChannel, person: Addressee, message: str) -> str | None:
+        if not person.slackId or not person.slackId.isalnum():
+            return f"{person.name} has no Slack id"
+        if channel.urlSecretRef is None:
+            return "no urlSecretRef"
+        url = await self.secret(channel.urlSecretRef)
+        body = {"text": f"<@{person.slackId}> {slack_escape(message)}"}
+        last = "no attempt made"
+        for _ in range(channel.maxAttempts):
+            try:
+                reply = await self.outbound.request(
+                    "POST", url, json=body, headers={}, timeout=channel.timeoutSeconds, require_https=True
+                )
+            except EgressDenied as exc:
+                return str(exc)
+            except RequestFailed as exc:
+                last = str(exc)
+                continue
+            if reply.status_code < 300:
+                return None
+            last = f"HTTP {reply.status_code}"
+            if reply.status_code < 500 and reply.status_code != 429:
+                break
+        return last
+
+
+class Handoffs:
+    """Announces each schedule's handoffs once (see the module docstring)."""
+
+    def __init__(self, kube: Kube, people: People, clock: Callable[[], datetime] = utc_now) -> None:
+        self.kube, self.people, self.clock = kube, people, clock
+        self.busy: dict[Key, asyncio.Task[None]] = {}
+        self.latest: dict[Key, Mapping[str, Any]] = {}
+        """The latest body of each schedule the watch delivered."""
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of a schedule: announce its current turn if nobody did yet."""
+        if event_type == "DELETED":
+            self.latest.pop(_key(body), None)
+            return
+        key = _key(body)
+        self.latest[key] = body
+        if key in self.busy:
+            return  # looked at again once the announcement in flight is done
+        shift = self.due(body)
+        if shift is None:
+            return
+        task = asyncio.create_task(self.announce(key, body, shift), name=f"handoff {key[0]}/{key[1]}")
+        self.busy[key] = task
+        task.add_done_callback(lambda _: self._done(key, body))
+
+    def _done(self, key: Key, body: Mapping[str, Any]) -> None:
+        """The schedule changed while its announcement was in flight (our own record, or a write
+        that beat our claim): look at its latest body."""
+        self.busy.pop(key, None)
+        latest = self.latest.get(key)
+        if latest is not None and latest is not body:
+            self.observe("MODIFIED", latest)
+
+    def due(self, body: Mapping[str, Any]) -> oncall.Shift | None:
+        spec, found = oncall.check(body.get("spec") or {})
+        if spec is None or found:
+            return None
+        try:
+            status = OnCallScheduleStatus.model_validate(dict(body.get("status") or {}))
+        except ValidationError:
+            return None
+        return paging.due_handoff(spec, status.handoffs or [], self.clock())
+
+    async def announce(self, key: Key, body: Mapping[str, Any], shift: oncall.Shift) -> None:
+        metadata = body.get("metadata") or {}
+        spec, _ = oncall.check(body.get("spec") or {})
+        person = oncall.person(spec, shift.person) if spec is not None else None
+        schedule = f"{key[0]}/{key[1]}"
+        addressee = Addressee.of(schedule, person) if person is not None else None
+        channels = self.people.reaching(addressee) if addressee is not None else []
+        if addressee is None or not addressee.reachable:
+            said = f"not told: {shift.person} has no email or Slack id"
+        elif not self.people.config.channels:
+            said = "not told: no oncall.channels configured"
+        elif not channels:
+            said = f"not told: no channel of oncall.channels reaches {shift.person}"
+        else:
+            said = f"told through {', '.join(channels)}"
+        status = dict(body.get("status") or {})
+        entry = OnCallHandoff(at=shift.start, person=shift.person, layer=shift.layer, announced=said)
+        handoffs = [OnCallHandoff.model_validate(h) for h in status.get("handoffs") or []]
+        recorded = [h.model_dump(mode="json", exclude_none=True) for h in paging.recorded(handoffs, entry)]
+        patch = {
+            "metadata": {"resourceVersion": metadata.get("resourceVersion")},
+            "status": {"handoffs": recorded},
+        }
+        try:  # the claim: only one writer of this resourceVersion wins, and only it announces
+            await self.kube.patch_object_status(PLURAL, key[0], key[1], patch)
+        except ApiException as exc:
+            if not (conflict(exc) or not_found(exc)):
+                logger.warning("schedule %s: handoff not recorded: %s", schedule, api_reason(exc))
+            return  # a conflict: the newer body comes through the watch, and is looked at then
+        except OSError as exc:
+            logger.warning("schedule %s: handoff not recorded: %s", schedule, exc)
+            return
+        outcome = said
+        if addressee is not None and addressee.reachable and channels:
+            subject, message = await self.message(key, shift)
+            told, failed = await self.people.tell(addressee, subject, message)
+            outcome = f"{shift.person} told through {', '.join(told)}" if told else f"{shift.person} not told"
+            if failed:
+                outcome += f" ({'; '.join(failed)})"
+        kind = "Normal" if outcome.startswith(f"{shift.person} told") else "Warning"
+        message = f"handoff to {shift.person} ({shift.layer}) at {format_time(shift.start)}: {outcome}"
+        logger.info("schedule %s: %s", schedule, message)
+        try:
+            await self.kube.post_event(body, kind, Reason.HANDOFF, message, self.clock())
+        except (ApiException, OSError) as exc:
+            logger.warning("schedule %s: cannot post an Event: %s", schedule, exc)
+
+    async def message(self, key: Key, shift: oncall.Shift) -> tuple[str, str]:
+        """(subject, text) telling the incoming person their turn and the open incidents."""
+        try:
+            incidents = await self.kube.list_objects("incidents", key[0])
+        except (ApiException, OSError) as exc:
+            logger.warning("schedule %s/%s: cannot list incidents: %s", *key, type(exc).__name__)
+            incidents = None
+        until = f" until {format_time(shift.end)}" if not oncall.open_ended(shift, shift.start) else ""
+        lines = [
+            f"You are on call in {key[0]}/{key[1]} ({shift.layer}) from {format_time(shift.start)}{until}."
+        ]
+        if incidents is None:
+            lines.append("The open incidents could not be read: kubectl incident list -n " + key[0])
+        else:
+            still = [i for i in incidents if _open(i)]
+            lines.append(f"Open incidents in {key[0]}: {len(still) or 'none'}")
+            for item in still[:OPEN_LISTED_MAX]:
+                spec, status = item.get("spec") or {}, item.get("status") or {}
+                lines.append(
+                    f"- {item['metadata']['name']}: [{spec.get('severity')}] {spec.get('title')} "
+                    f"({status.get('phase') or 'Detected'}, commander: {spec.get('commander') or 'none'})"
+                )
+            if len(still) > OPEN_LISTED_MAX:
+                lines.append(f"... and {len(still) - OPEN_LISTED_MAX} more")
+        return f"On call: {key[0]}/{key[1]} is yours", "\n".join(lines) + "\n"
+
+    async def stop(self) -> None:
+        for task in list(self.busy.values()):
+            task.cancel()
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+def _open(item: Mapping[str, Any]) -> bool:
+    spec, status = item.get("spec") or {}, item.get("status") or {}
+    return (
+        not spec.get("closed")
+        and not spec.get("resolution")
+        and status.get("phase") not in ("Resolved", "Closed")
+    )

@@ -1,0 +1,352 @@
+"""Pages, handoffs and roles that reach a person: who is addressed, allowed domains, the rate
+limit, handoff detection, roles told once, and how each channel addresses the person."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from incident_operator.api.models import (
+    IncidentSpec,
+    IncidentStatus,
+    OnCallHandoff,
+    OnCallScheduleSpec,
+    Phase,
+    PlaybookSpec,
+)
+from incident_operator.core import paging
+from incident_operator.core.matching import Candidate, select
+from incident_operator.core.notices import (
+    IncidentView,
+    Notice,
+    notices,
+    opsgenie,
+    pagerduty,
+    slack_body,
+    webhook_body,
+)
+from incident_operator.core.paging import Addressee
+from incident_operator.core.planner import Level, PlanInput, check_deadlines, plan
+from incident_operator.settings.channels import OpsgenieChannel, PagerDutyChannel, parse_channel
+from incident_operator.settings.config import FileConfig
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+REF = {"namespace": "ops", "name": "keys"}
+
+
+def schedule(**extra: Any) -> OnCallScheduleSpec:
+    body = {
+        "timeZone": "UTC",
+        "people": [
+            {"name": "alice", "user": "oidc:alice", "email": "alice@example.com", "slackId": "UALICE"},
+            {"name": "bob", "email": "bob@elsewhere.org", "opsgenieUser": "bob@elsewhere.org"},
+            {"name": "carol"},
+        ],
+        "layers": [
+            {"name": "daily", "start": "2026-11-30T08:00:00Z", "rotation": "P1D", "people": ["alice", "bob"]}
+        ],
+        **extra,
+    }
+    return OnCallScheduleSpec.model_validate(body)
+
+
+SCHEDULES: paging.Schedules = {"shop/primary": schedule(), "shop/broken": "unknown person dave"}
+
+
+# ----------------------------------------------------------------------------- who is addressed
+
+
+def test_the_person_on_call_at_the_fire_time_is_addressed() -> None:
+    person, said = paging.on_call_at("shop/primary", SCHEDULES, T0)  # day 2 of the rotation: bob
+    assert person is not None
+    assert person.name == "bob"
+    assert person.opsgenieUser == "bob@elsewhere.org"
+    assert said == "bob on call in shop/primary"
+    person, _ = paging.on_call_at("shop/primary", SCHEDULES, T0 - timedelta(hours=1))
+    assert person is not None
+    assert person.name == "alice"
+
+
+def test_an_override_wins_over_the_rotation() -> None:
+    override = {"person": "carol", "start": "2026-12-01T07:00:00Z", "end": "2026-12-01T09:00:00Z"}
+    person, _ = paging.on_call_at("x/y", {"x/y": schedule(overrides=[override])}, T0)
+    assert person is not None
+    assert person.name == "carol"
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("shop/missing", "schedule shop/missing not found"),
+        ("shop/broken", "schedule shop/broken is invalid (unknown person dave)"),
+    ],
+)
+def test_a_missing_or_invalid_schedule_addresses_nobody_and_says_why(key: str, why: str) -> None:
+    assert paging.on_call_at(key, SCHEDULES, T0) == (None, why)
+
+
+def test_a_schedule_with_nobody_on_call_says_so() -> None:
+    early = datetime(2026, 1, 1, tzinfo=UTC)  # before the layer's first handoff
+    assert paging.on_call_at("shop/primary", SCHEDULES, early) == (
+        None,
+        "schedule shop/primary has nobody on call",
+    )
+
+
+def test_a_bare_schedule_name_is_in_the_incidents_namespace() -> None:
+    assert paging.schedule_key("primary", "shop") == "shop/primary"
+    assert paging.schedule_key("platform/secondary", "shop") == "platform/secondary"
+
+
+# ----------------------------------------------------------------------------- mail to people
+
+
+@pytest.mark.parametrize(
+    ("email", "domains", "allowed"),
+    [
+        ("alice@example.com", ("example.com",), True),
+        ("alice@mail.example.com", ("example.com",), True),  # a subdomain
+        ("alice@EXAMPLE.com", ("example.com",), True),
+        ("alice@badexample.com", ("example.com",), False),  # not a subdomain
+        ("alice@example.com", (), False),  # none listed: no mail to people
+        ("alice@example.com.evil.org", ("example.com",), False),
+        ("a@b@example.com", ("example.com",), False),
+        ("alice@example.com\r\nBcc: x@example.com", ("example.com",), False),
+        ("alice@example.com,x@evil.org", ("example.com",), False),
+        (None, ("example.com",), False),
+    ],
+)
+def test_mail_goes_only_to_allowed_domains(
+    email: str | None, domains: tuple[str, ...], allowed: bool
+) -> None:
+    assert paging.mail_allowed(email, domains) is allowed
+
+
+def test_the_rate_limit_counts_the_last_hour_only() -> None:
+    sent = [T0 - timedelta(minutes=m) for m in (70, 50, 30, 10)]
+    assert paging.recent(sent, T0) == sorted(sent[1:])
+    assert paging.mail_budget(sent, T0, 3) == 0
+    assert paging.mail_budget(sent, T0, 4) == 1
+    assert paging.mail_budget(sent, T0 + timedelta(minutes=15), 3) == 1  # the 50-minute one aged out
+
+
+def test_config_checks_domains_and_the_channels_that_tell_people() -> None:
+    smtp = {"host": "mail", "from": "io@example.com"}
+    channels = [
+        {"name": "mail", "type": "email", "smtp": smtp, "to": ["oncall@example.com"]},
+        {"name": "pd", "type": "pagerduty", "keySecretRef": REF},
+    ]
+    ok = FileConfig.model_validate(
+        {
+            "notifications": {"channels": channels},
+            "oncall": {"allowedEmailDomains": ["example.com"], "channels": ["mail"]},
+        }
+    )
+    assert ok.oncall.maxMailsPerPersonPerHour == 10
+    with pytest.raises(ValidationError, match="only email and slack"):
+        FileConfig.model_validate({"notifications": {"channels": channels}, "oncall": {"channels": ["pd"]}})
+    with pytest.raises(ValidationError, match="unknown channel"):
+        FileConfig.model_validate({"oncall": {"channels": ["nope"]}})
+    with pytest.raises(ValidationError, match="lower-case domain"):
+        FileConfig.model_validate({"oncall": {"allowedEmailDomains": ["*.example.com"]}})
+    level = {"afterSeconds": 0, "channels": ["mail"], "schedule": "shop/primary"}
+    FileConfig.model_validate(
+        {"notifications": {"channels": channels, "escalation": {"P1": {"levels": [level]}}}}
+    )
+    bad = {**level, "schedule": "a/b/c"}
+    with pytest.raises(ValidationError, match="schedule"):
+        FileConfig.model_validate(
+            {"notifications": {"channels": channels, "escalation": {"P1": {"levels": [bad]}}}}
+        )
+
+
+# ----------------------------------------------------------------------------- handoffs
+
+
+def test_a_handoff_is_due_once_until_recorded() -> None:
+    spec = schedule()
+    shift = paging.due_handoff(spec, [], T0)
+    assert shift is not None
+    assert (shift.person, shift.start) == ("bob", T0)
+    recorded = paging.recorded([], OnCallHandoff(at=shift.start, person=shift.person, layer=shift.layer))
+    assert paging.due_handoff(spec, recorded, T0 + timedelta(hours=3)) is None  # same turn: said
+    following = paging.due_handoff(spec, recorded, T0 + timedelta(days=1))
+    assert following is not None
+    assert following.person == "alice"
+
+
+def test_the_handoff_record_is_bounded() -> None:
+    entries = [OnCallHandoff(at=T0 + timedelta(days=d), person="alice") for d in range(25)]
+    kept = paging.recorded(entries[:-1], entries[-1])
+    assert len(kept) == paging.HANDOFFS_KEPT
+    assert kept[-1] == entries[-1]
+
+
+# ----------------------------------------------------------------------------- roles
+
+
+def test_a_roles_holder_is_found_by_user_then_by_name_in_the_namespace() -> None:
+    found = paging.find_person("oidc:alice", "shop", SCHEDULES)
+    assert found is not None
+    assert found.name == "alice"
+    assert paging.find_person("bob", "shop", SCHEDULES) is not None
+    assert paging.find_person("bob", "other", SCHEDULES) is None  # another namespace's schedule
+
+
+def spec(**extra: Any) -> IncidentSpec:
+    return IncidentSpec.model_validate(
+        {"title": "web down", "severity": "P1", "category": "availability", **extra}
+    )
+
+
+def plan_input(incident: IncidentSpec, status: IncidentStatus, now: datetime, **extra: Any) -> PlanInput:
+    playbook = Candidate(
+        "pb", PlaybookSpec.model_validate({"steps": [{"name": "w", "httpCheck": {"url": "http://x/"}}]})
+    )
+    return PlanInput(
+        spec=incident,
+        status=status,
+        generation=1,
+        selection=select(incident, [playbook]),
+        response_target=timedelta(minutes=15),
+        now=now,
+        namespace="shop",
+        **{"schedules": SCHEDULES, **extra},
+    )
+
+
+def test_each_role_is_told_once_and_one_without_contact_is_recorded_as_not_told() -> None:
+    incident = spec(
+        commander="oidc:alice", roles={"techLead": "bob", "comms": "carol", "customerSuccess": "zed"}
+    )
+    first = plan(plan_input(incident, IncidentStatus(), T0, tell_channels=("mail",)))
+    told = [
+        (r.reason, r.person.name if r.person else None) for r in first.records if r.reason.startswith("Role")
+    ]
+    assert ("RoleTold", "alice") in told
+    assert ("RoleTold", "bob") in told
+    assert ("RoleNotTold", None) in told  # carol (no contact) and zed (in no schedule)
+    messages = [e.message for e in first.status.timeline or [] if e.type == "RoleNotTold"]
+    assert any("carol has no email or Slack id" in m for m in messages)
+    assert any("zed not told" in m and "not in an on-call schedule of shop" in m for m in messages)
+    assert {(t.role, t.told) for t in first.status.rolesTold or []} == {
+        ("commander", True),
+        ("techLead", True),
+        ("comms", False),
+        ("customerSuccess", False),
+    }
+    again = plan(plan_input(incident, first.status, T0 + timedelta(minutes=1), tell_channels=("mail",)))
+    assert not [r for r in again.records if r.reason.startswith("Role")]  # once, across plans (and restarts)
+    changed = spec(commander="oidc:alice", roles={"techLead": "oidc:alice"})
+    third = plan(plan_input(changed, again.status, T0 + timedelta(minutes=2), tell_channels=("mail",)))
+    # a new role: told once more
+    new_roles = [r.message for r in third.records if r.reason == "RoleTold"]
+    assert new_roles == ["oidc:alice told they are Technical Lead, through mail"]
+
+
+def test_without_oncall_channels_nobody_is_told_and_the_timeline_says_why() -> None:
+    decision = plan(plan_input(spec(roles={"techLead": "bob"}), IncidentStatus(), T0))
+    assert [e.message for e in decision.status.timeline or [] if e.type == "RoleNotTold"] == [
+        "bob not told they are Technical Lead: no oncall.channels configured"
+    ]
+
+
+# ----------------------------------------------------------------------------- escalation
+
+
+def test_a_level_naming_a_schedule_pages_the_person_on_call_then_the_secondary() -> None:
+    schedules = {
+        **SCHEDULES,
+        "platform/secondary": schedule(
+            overrides=[{"person": "carol", "start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}]
+        ),
+    }
+    levels = (
+        Level(timedelta(0), ("mail", "og"), "shop/primary"),
+        Level(timedelta(minutes=10), ("mail",), "platform/secondary"),
+        Level(timedelta(minutes=20), ("mail",), "shop/missing"),
+    )
+    first = plan(plan_input(spec(), IncidentStatus(), T0, escalation=levels, schedules=schedules))
+    paged = [r for r in first.records if r.reason == "Escalated"]
+    assert paged[0].person is not None
+    assert paged[0].person.name == "bob"
+    assert "to bob on call in shop/primary" in paged[0].message
+    history = first.status.escalation.history if first.status.escalation else []
+    assert [(e.schedule, e.person) for e in history] == [("shop/primary", "bob")]
+    later = check_deadlines(
+        plan_input(spec(), first.status, T0 + timedelta(minutes=25), escalation=levels, schedules=schedules)
+    )
+    history = later.status.escalation.history if later.status.escalation else []
+    assert [(e.level, e.person) for e in history] == [(1, "bob"), (2, "carol"), (3, None)]
+    last = [r for r in later.records if r.reason == "Escalated"][-1]
+    assert last.person is None
+    assert "schedule shop/missing not found: to the channels' own recipients" in last.message
+
+
+# ----------------------------------------------------------------------------- channels
+
+
+ALICE = Addressee("shop/primary", "alice", "alice@example.com", "UALICE", "alice@og", "PALICE")
+VIEW = IncidentView("shop", "web-outage", spec(), Phase.DETECTED)
+
+
+def test_each_channel_addresses_the_person() -> None:
+    notice = Notice("escalated", "[P1] web down: escalated", ("x",), person=ALICE)
+    slack = slack_body(parse_channel({"name": "s", "type": "slack", "urlSecretRef": REF}), notice, VIEW)
+    assert str(slack["text"]).startswith("<@UALICE> ")
+    og = parse_channel({"name": "og", "type": "opsgenie", "keySecretRef": REF})
+    assert isinstance(og, OpsgenieChannel)
+    _, body = opsgenie(og, notice, VIEW)
+    assert body["responders"] == [{"type": "user", "username": "alice@og"}]
+    pd = parse_channel({"name": "pd", "type": "pagerduty", "keySecretRef": REF})
+    assert isinstance(pd, PagerDutyChannel)
+    payload = pagerduty(pd, notice, VIEW, "key")["payload"]
+    assert isinstance(payload, dict)
+    assert str(payload["summary"]).startswith(
+        "for alice (on call in shop/primary): "
+    )  # the service, naming them
+    hook = webhook_body(parse_channel({"name": "w", "type": "webhook", "urlSecretRef": REF}), notice, VIEW)
+    assert hook["person"] == "alice"
+
+
+def test_a_slack_id_that_is_not_a_member_id_mentions_nobody() -> None:
+    hostile = Addressee("shop/primary", "eve", slackId="<!channel>")
+    notice = Notice("escalated", "m", person=hostile)
+    slack = slack_body(parse_channel({"name": "s", "type": "slack", "urlSecretRef": REF}), notice, VIEW)
+    assert "<!channel>" not in str(slack["text"])
+
+
+def test_the_escalation_and_role_notices_carry_the_person() -> None:
+    from incident_operator.core.planner import Record
+
+    records = [
+        Record("Escalated", "level 1 of 1: mail", channels=("mail",), person=ALICE),
+        Record("RoleTold", "alice told they are Technical Lead", channels=("mail",), person=ALICE),
+    ]
+    found = notices(IncidentStatus(), IncidentStatus(), records, VIEW)
+    assert [(n.event, n.person) for n in found] == [("escalated", ALICE), ("roleAssigned", ALICE)]
+
+
+def test_a_role_notice_speaks_to_the_person() -> None:
+    from incident_operator.core.planner import Record
+
+    record = Record(
+        "RoleTold",
+        "bob told they are Technical Lead",
+        channels=("mail",),
+        person=ALICE,
+        role="Technical Lead",
+    )
+    (notice,) = notices(IncidentStatus(), IncidentStatus(), [record], VIEW)
+    assert "alice, you are Technical Lead (kubectl -n shop get incident web-outage)" in notice.message
+
+
+def test_roles_of_a_resolved_incident_are_not_told() -> None:
+    resolved = spec(roles={"techLead": "bob"}, resolution={"summary": "fixed"})
+    first = plan(plan_input(resolved, IncidentStatus(), T0, tell_channels=("mail",)))
+    upgraded = first.status.model_copy(update={"rolesTold": None})  # as from a version without it
+    later = plan(plan_input(resolved, upgraded, T0 + timedelta(minutes=1), tell_channels=("mail",)))
+    assert not [r for r in later.records if r.reason in ("RoleTold", "RoleNotTold")]
