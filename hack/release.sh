@@ -46,8 +46,10 @@ cp manifests/install.yaml "$out/install.yaml"
 files="$files $name.oci.tar $name.sbom.cdx.json install.yaml"
 
 if [ -d charts/incident-operator ]; then
-  helm_dir="$(python3 localcluster/localcluster.py build-helm | tail -n 1)" ||
-    fail "charts/incident-operator exists but 'localcluster.py build-helm' did not give a helm"
+  built="$(python3 localcluster/localcluster.py build-helm)" ||
+    fail "charts/incident-operator exists but 'localcluster.py build-helm' failed"
+  helm_dir="$(printf '%s\n' "$built" | tail -n 1)"
+  [ -x "$helm_dir/helm" ] || fail "'localcluster.py build-helm' printed $helm_dir, which has no helm"
   "$helm_dir/helm" package charts/incident-operator --version "$VERSION" --app-version "$VERSION" \
     --destination "$out" >/dev/null
   files="$files $name.tgz"
