@@ -15,6 +15,7 @@ Image size and start times are printed (`pytest -s`) and recorded in the README,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -163,6 +164,13 @@ def operator_from_image(
     kubeconfig = token_kubeconfig(
         installed, "incident-operator", NS, tmp_path_factory.mktemp("image-sa") / "kubeconfig"
     )
+    # Self-contained: the CA inline (the admin's kubeconfig names a file the container does not have).
+    config = json.loads(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    if "certificate-authority" in cluster:
+        ca = Path(cluster.pop("certificate-authority")).read_bytes()
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    kubeconfig.write_text(json.dumps(config))
     os.chown(kubeconfig, UID, UID)  # readable by the image's user only
     kubeconfig.chmod(0o400)
     port, status_port = free_port(), free_port()
@@ -195,7 +203,8 @@ def operator_from_image(
 
         def healthy() -> bool:
             running = podman("inspect", "--format", "{{.State.Running}}", name, check=False).stdout.strip()
-            assert running == "true", operator.log()[-4000:]
+            if running != "true":  # exited: fail now (pytest.fail is not an Exception wait_until retries)
+                pytest.fail(f"the operator in the image exited:\n{operator.log()[-4000:]}")
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
                 return bool(resp.status == 200)
 
