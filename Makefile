@@ -125,7 +125,7 @@ demo-down:  ## stop what `make demo` started
 	bash hack/demo.sh down
 
 clean: cluster-down  ## remove the virtual environment and caches (not the binary cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
 
 bench: venv build-cluster  ## benchmarks on a local cluster of their own; writes BENCHMARKS.md
 	$(BIN)/python bench/bench.py
