@@ -34,6 +34,7 @@ set -- --build-arg "BASE_IMAGE=$base" --build-arg "BUILD_IMAGE=$build_base" \
 if [ -n "${SOURCE_URL:-}" ]; then set -- "$@" --build-arg "SOURCE_URL=$SOURCE_URL"; fi
 ca="${PIP_CA-/etc/ssl/certs/ca-certificates.crt}"
 if [ -n "$ca" ] && [ -s "$ca" ]; then set -- "$@" --secret "id=pip-ca,src=$ca"; fi
-podman build --quiet --isolation chroot --layers --pull=missing -f Containerfile -t "$IMAGE" "$@" . >/dev/null
+podman build --isolation chroot --layers --pull=missing -f Containerfile -t "$IMAGE" "$@" . >build/image-build.log 2>&1 ||
+  { tail -n 40 build/image-build.log >&2; echo "make image: podman build failed (log: build/image-build.log)" >&2; exit 1; }
 size="$(podman image inspect --format '{{.Size}}' "$IMAGE")"
 echo "image: built $IMAGE ($((size / 1000000)) MB) in $(( $(date +%s) - started )) s"
