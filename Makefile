@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 CLUSTER_DIR ?= $(CURDIR)/.localcluster
 LOCALCLUSTER := $(PYTHON) localcluster/localcluster.py
 DEMO_HTTP_PORT ?= 18080
-VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/incident_operator/__init__.py)
+PACKAGE_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' operator/incident_operator/__init__.py)
+VERSION := $(PACKAGE_VERSION)
 IMAGE ?= incident-operator:$(VERSION)
 KUBECTL = "$$($(LOCALCLUSTER) bin-dir)/kubectl"
 
-.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds chart-files docs install-manifests image opt-in opt-in-jobs lint unit e2e test demo demo-down bench clean
+.PHONY: help venv browser build-cluster cluster cluster-down cluster-status crds chart-files docs install-manifests lock image image-tools dist release opt-in opt-in-jobs lint unit e2e test demo demo-down bench clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -56,21 +57,21 @@ install-manifests: build-cluster  ## render manifests/install/ into manifests/in
 	  $(KUBECTL) kustomize manifests/install; } > manifests/install.yaml.tmp
 	mv manifests/install.yaml.tmp manifests/install.yaml
 
-image:  ## build the container image $(IMAGE) with podman, buildah or docker
-	@engine="$$(command -v podman || command -v buildah || command -v docker || true)"; \
-	if [ -z "$$engine" ]; then \
-	  echo "make image: no container engine found: install podman, buildah or docker (none is on PATH)" >&2; \
-	  exit 1; \
-	fi; \
-	if [ "$${engine##*/}" = docker ] && ! docker info >/dev/null 2>&1; then \
-	  echo "make image: docker is installed but its engine is not running (and no podman or buildah is)" >&2; \
-	  exit 1; \
-	fi; \
-	echo "building $(IMAGE) with $$engine"; \
-	case "$$engine" in \
-	  *buildah) "$$engine" bud -f Containerfile -t "$(IMAGE)" . ;; \
-	  *) "$$engine" build -f Containerfile -t "$(IMAGE)" . ;; \
-	esac
+lock: venv  ## regenerate requirements.lock (the image's dependencies, hash-pinned) from pyproject.toml; UPGRADE=1 for newest
+	env -u PIP_FIND_LINKS $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	  --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade) --output-file requirements.lock pyproject.toml
+
+image: venv image-tools  ## build the image $(IMAGE) with podman (base from Debian packages, or BASE_IMAGE=...@sha256:...)
+	IMAGE="$(IMAGE)" VERSION="$(VERSION)" PYTHON="$(BIN)/python" sh hack/image/build.sh
+
+dist: venv  ## sdist and wheel into dist/ (python -m build), checked with twine
+	rm -rf dist/incident_operator-$(VERSION)* dist/incident-operator-$(VERSION).tar.gz
+	SOURCE_DATE_EPOCH="$$(git log -1 --format=%ct 2>/dev/null || echo 315532800)" $(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/incident_operator-$(VERSION)*
+
+release: venv image-tools  ## dist/ for VERSION (must be the package's): wheel, sdist, image archive, SBOM, install.yaml, chart, SHA256SUMS
+	VERSION="$(VERSION)" PACKAGE_VERSION="$(PACKAGE_VERSION)" IMAGE="$(IMAGE)" PYTHON="$(BIN)/python" \
+	  IMAGE_BUILT="$(IMAGE_BUILT)" DIST_DIR="$(or $(DIST_DIR),dist)" sh hack/release.sh
 
 opt-in:  ## let the operator remediate in namespace NS: make opt-in NS=shop (uses your kubectl)
 	@test -n "$(NS)" || { echo "usage: make opt-in NS=<namespace>" >&2; exit 2; }
@@ -81,6 +82,21 @@ opt-in-jobs:  ## also let it run Job steps in namespace NS (a second opt-in): ma
 	@test -n "$(NS)" || { echo "usage: make opt-in-jobs NS=<namespace>" >&2; exit 2; }
 	kubectl create rolebinding incident-operator-jobs -n "$(NS)" \
 	  --clusterrole=incident-operator-jobs --serviceaccount=incident-operator:incident-operator
+
+IMAGE_TOOLS := podman buildah runc mmdebstrap skopeo
+
+image-tools:  ## Debian's podman, buildah, runc, mmdebstrap and skopeo for `make image` (installed once)
+	@missing=""; for tool in $(IMAGE_TOOLS); do command -v "$$tool" >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -z "$$missing" ]; then \
+	  echo "image-tools: $$(podman --version), $$(buildah --version | cut -d' ' -f1-3), $$(runc --version | head -1)"; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "image-tools: installing Debian's$$missing (about 60 MB, once)"; \
+	  $$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends$$missing; \
+	else \
+	  echo "make image-tools: install$$missing (podman with runc, buildah, mmdebstrap, skopeo)" >&2; exit 1; \
+	fi
 
 lint: venv  ## ruff, mypy and the import contract (.importlinter)
 	$(BIN)/ruff check operator tests localcluster bench hack
@@ -102,10 +118,10 @@ browser:  ## Debian's Chromium and ChromeDriver for the status page's browser te
 	  echo "make browser: install Chromium and ChromeDriver at /usr/bin/chromium and /usr/bin/chromedriver" >&2; exit 1; \
 	fi
 
-e2e: venv build-cluster browser  ## e2e tests against the local cluster (started and stopped by the tests)
+e2e: venv build-cluster browser image-tools  ## e2e tests against the local cluster (started and stopped by the tests)
 	$(BIN)/pytest tests/e2e -q
 
-test: venv build-cluster browser  ## everything CI runs: lint, unit and e2e tests
+test: venv build-cluster browser image-tools  ## everything CI runs: lint, unit and e2e tests
 	$(MAKE) lint
 	$(BIN)/pytest tests -q
 
@@ -116,7 +132,7 @@ demo-down:  ## stop what `make demo` started
 	bash hack/demo.sh down
 
 clean: cluster-down  ## remove the virtual environment and caches (not the binary cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
 
 bench: venv build-cluster  ## benchmarks on a local cluster of their own; writes BENCHMARKS.md
 	$(BIN)/python bench/bench.py
