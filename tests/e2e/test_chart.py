@@ -235,7 +235,19 @@ FULL_VALUES: dict[str, Any] = {
                     "name": "oncall",
                     "type": "slack",
                     "urlSecretRef": {"namespace": NS, "name": "slack-urls", "key": "oncall"},
-                }
+                },
+                {
+                    "name": "mail",
+                    "type": "email",
+                    "to": ["oncall@example.com"],
+                    "smtp": {
+                        "host": "smtp.example.com",
+                        "from": "incidents@example.com",
+                        "usernameSecretRef": {"namespace": NS, "name": "smtp-login", "key": "username"},
+                        "passwordSecretRef": {"namespace": NS, "name": "smtp-login", "key": "password"},
+                        "caSecretRef": {"namespace": "elsewhere", "name": "smtp-ca", "key": "ca.crt"},
+                    },
+                },
             ]
         },
         "statusPage": {"namespaces": ["shop"], "baseURL": "https://status.example.com"},
@@ -278,7 +290,8 @@ def test_every_optional_part_on_lints_and_renders_what_the_values_say(full_value
     assert config["responseTargets"]["P1"] == "PT15M"
     role = get("Role", "incident-operator")
     secrets = next(r for r in role["rules"] if r["resources"] == ["secrets"])
-    assert secrets["resourceNames"] == ["am-token", "notification-urls", "slack-urls"]
+    # every Secret a channel names in the release namespace (not one of another namespace)
+    assert secrets["resourceNames"] == ["am-token", "notification-urls", "slack-urls", "smtp-login"]
     lease = next(r for r in role["rules"] if r["resources"] == ["leases"] and r.get("resourceNames"))
     assert lease["resourceNames"] == ["io-leader"]
 
@@ -382,7 +395,10 @@ def test_values_that_contradict_each_other_are_refused_with_what_to_change(
 
 
 def test_one_replica_without_leader_election_is_allowed() -> None:
-    objects = render("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
+    one = ("--set", "replicaCount=1", "--set", "leaderElection.enabled=false")
+    assert "no node could ever be drained" in refused(*one)  # the default PDB would block drains
+    objects = render(*one, "--set", "podDisruptionBudget.enabled=false")
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     assert deployment["spec"]["replicas"] == 1
+    assert not [o for o in objects if o["kind"] == "PodDisruptionBudget"]
     assert "--leader-elect" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]

@@ -49,6 +49,9 @@ OPTED = "helm-shop"  # opted in to remediation by the install's values
 CLOSED = "helm-closed"  # never opted in
 LATER = "helm-later"  # opted in by the upgrade
 GROUP, VERSION = "incident-operator.dev", "v1alpha1"
+PLURALS = tuple(  # every kind crds/ holds, read from the file names crdgen writes
+    sorted(p.name.removeprefix(f"{GROUP}_").removesuffix(".yaml") for p in (ROOT / "crds").glob("*.yaml"))
+)
 
 
 def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,9 +113,7 @@ def test_a_wrong_value_fails_helm_install_and_installs_nothing(helm_cluster: Clu
     # Helm installs the chart's crds/ before it checks the values (pkg/action/install.go), so the
     # CRDs may be there already: harmless, and what docs/operations/install.md says.
     crds = client.ApiextensionsV1Api(helm_cluster.api).list_custom_resource_definition().items
-    assert {c.metadata.name for c in crds if c.spec.group == GROUP} <= {
-        f"{p}.{GROUP}" for p in ("incidents", "playbooks", "drills", "incidentarchives")
-    }
+    assert {c.metadata.name for c in crds if c.spec.group == GROUP} <= {f"{p}.{GROUP}" for p in PLURALS}
 
 
 @pytest.fixture(scope="module")
@@ -141,15 +142,14 @@ def test_helm_install_makes_the_deployment_available_and_kubectl_apply_f_crds_wo
     status = helm(release, "status", RELEASE, "-n", NS, "-o", "json").stdout
     assert '"status":"deployed"' in status.replace(" ", "")
     ext = client.ApiextensionsV1Api(release.api)
-    for plural in ("incidents", "playbooks", "drills", "incidentarchives"):
+    for plural in PLURALS:
         crd = ext.read_custom_resource_definition(f"{plural}.{GROUP}")
         assert any(c.type == "Established" and c.status == "True" for c in crd.status.conditions)
     # crds/ holds only CRDs: the habit `kubectl apply -f crds/` works (and -k still does).
     for flag in ("-f", "-k"):
         applied = release.run_kubectl("apply", flag, str(ROOT / "crds"), "--dry-run=server", "-o", "name")
         assert sorted(applied.stdout.split()) == sorted(
-            f"customresourcedefinition.apiextensions.k8s.io/{p}.{GROUP}"
-            for p in ("incidents", "playbooks", "drills", "incidentarchives")
+            f"customresourcedefinition.apiextensions.k8s.io/{p}.{GROUP}" for p in PLURALS
         ), applied.stderr
 
 
@@ -261,7 +261,7 @@ def test_helm_uninstall_keeps_the_crds_and_the_incidents(release: Cluster, opera
         "incident-operator-approvals",
     )
     ext = client.ApiextensionsV1Api(release.api)
-    for plural in ("incidents", "playbooks", "drills", "incidentarchives"):
+    for plural in PLURALS:
         assert ext.read_custom_resource_definition(f"{plural}.{GROUP}").metadata.deletion_timestamp is None
     custom = client.CustomObjectsApi(release.api)
     for namespace, name in ((OPTED, "helm-opted"), (CLOSED, "helm-closed"), (LATER, "helm-later")):

@@ -30,9 +30,12 @@ system:serviceaccount:{{ .Release.Namespace }}:incident-operator
 {{- define "incident-operator.secretNames" -}}
 {{- $names := list .Values.alertTokenSecret "notification-urls" -}}
 {{- range (dig "notifications" "channels" list .Values.config) -}}
-{{- $ref := .urlSecretRef | default dict -}}
+{{- $smtp := .smtp | default dict -}}
+{{- range (list .urlSecretRef .keySecretRef $smtp.usernameSecretRef $smtp.passwordSecretRef $smtp.caSecretRef) -}}
+{{- $ref := . | default dict -}}
 {{- if and $ref.name (eq ($ref.namespace | default $.Release.Namespace) $.Release.Namespace) -}}
 {{- $names = append $names $ref.name -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toJson (uniq $names) -}}
@@ -48,7 +51,7 @@ system:serviceaccount:{{ .Release.Namespace }}:incident-operator
 {{- fail (printf "optIn.jobs lists namespace %q, which optIn.remediation does not: Job steps need both opt-ins (add %q to optIn.remediation)" . .) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) (gt (int .Values.replicaCount) 1) -}}
-{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node could ever be drained" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
+{{- if and .Values.podDisruptionBudget.enabled (ge (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
+{{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node could ever be drained (with one replica, set podDisruptionBudget.enabled: false)" (int .Values.podDisruptionBudget.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- end }}
