@@ -376,3 +376,18 @@ def test_fractions_of_a_second_do_not_make_an_update_new_after_a_round_trip_thro
         inc.plan(22)
     assert len(inc.said(Reason.PUBLIC_UPDATE)) == 1
     assert len(inc.said(Reason.UPDATE_OVERDUE)) == 1
+
+
+def test_an_update_dated_in_the_future_neither_stops_the_cadence_nor_later_announcements() -> None:
+    inc = Incident(updates=[{"time": stamp(T0), "message": "opened with this", "public": True}])
+    inc.plan(0)
+    inc.raw["updates"].append({"time": "2099-01-01T00:00:00Z", "message": "typo in the year", "public": True})
+    inc.plan(5)
+    assert inc.status.communication is not None
+    assert inc.status.communication.nextUpdateBy == T0 + timedelta(minutes=20)  # counted as published at 5
+    assert inc.status.communication.lastPublished is not None
+    assert inc.status.communication.lastPublished <= T0 + timedelta(minutes=5)
+    inc.update(6, "we are on it", public=True)
+    inc.plan(7)
+    inc.plan(8)
+    assert inc.said(Reason.PUBLIC_UPDATE) == ["public update (investigating): we are on it"]

@@ -85,9 +85,13 @@ def communicate(b: Builder, *, announce: bool = True) -> None:
 def _announce(b: Builder, comm: CommunicationStatus, *, first: bool) -> None:
     public = public_updates(b.inp.spec.updates)
     if first or comm.lastPublished is None:  # what is there already is on the page, or opens it
-        comm.lastPublished = public[-1].time if public else NONE_YET
+        # an update dated in the future counts as published now (it must not switch later ones off)
+        comm.lastPublished = min(public[-1].time, b.now) if public else NONE_YET
         return
-    for update in (u for u in public if u.time > (comm.lastPublished or u.time)):
+    # an update dated in the future waits for its time: announcing it now with its date as lastPublished
+    # would switch every later announcement off (and clamping it would announce it again at each pass)
+    last = comm.lastPublished
+    for update in (u for u in public if (last is None or u.time > last) and u.time <= b.now):
         word = update_word(update, b.phase)
         b.record(
             Reason.PUBLIC_UPDATE,
@@ -121,7 +125,8 @@ def _cadence(b: Builder, comm: CommunicationStatus) -> None:
             )
         return
     assert status.detectedAt is not None  # noqa: S101 - checked by the caller
-    last = _second(max([status.detectedAt, *(u.time for u in spec.updates or [])]))
+    # an update dated in the future counts as published now: it must not push the deadline out
+    last = _second(min(b.now, max([status.detectedAt, *(u.time for u in spec.updates or [])])))
     due = last + every
     comm.nextUpdateBy = due
     if b.now < due:
