@@ -211,3 +211,17 @@ def test_a_claim_another_replica_made_first_is_respected() -> None:
     done = asyncio.run(deliverer(kube, notifier, at(1)).once())
     assert [i.key for i, _ in done] == ["monthly/hook/shop"]
     assert [c for c, _, _ in notifier.sent] == ["hook"]
+
+
+class BrokenNotifier(FakeNotifier):
+    async def send_report(self, channel: Any, subject: str, plain: str, rich: str, body: Any) -> str | None:
+        raise OSError("connection reset by smtp.example:25 password=hunter2")
+
+
+def test_an_unexpected_error_while_sending_marks_the_item_failed_not_stuck_in_sending() -> None:
+    kube = FakeKube()
+    done = asyncio.run(deliverer(kube, BrokenNotifier(), at(1)).once())
+    assert [e for _, e in done] == ["the report could not be built or sent: OSError"] * 2
+    record = deliveries.decode((kube.core.data or {})[deliveries.DATA_KEY])
+    assert {v["state"] for v in record.values()} == {"failed"}
+    assert "hunter2" not in str(record)

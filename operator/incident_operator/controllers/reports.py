@@ -139,14 +139,18 @@ class ReportDeliveries:
             incidents = await self._incidents(item.namespace, item.month)
         except ApiException as exc:
             return f"the incidents could not be listed: {api_reason(exc)}"
-        built = report.build(incidents, year, month, now, item.namespace)
-        plain = report.to_markdown(built)
-        rich = await asyncio.to_thread(report.to_html, built) if channel.type == "email" else ""
-        body = {
-            "event": "report",
-            "month": item.month,
-            "namespace": item.namespace,
-            "delivery": item.delivery,
-            "report": built.to_json(),
-        }
-        return await self.notifier.send_report(channel, deliveries.subject(item), plain, rich, body)
+        try:
+            built = report.build(incidents, year, month, now, item.namespace)
+            plain = report.to_markdown(built)
+            rich = await asyncio.to_thread(report.to_html, built) if channel.type == "email" else ""
+            body = {
+                "event": "report",
+                "month": item.month,
+                "namespace": item.namespace,
+                "delivery": item.delivery,
+                "report": built.to_json(),
+            }
+            return await self.notifier.send_report(channel, deliveries.subject(item), plain, rich, body)
+        except Exception as exc:  # any failure marks the item failed: the bounded retry applies
+            # the type only: a message could carry a URL with a key or an SMTP reply
+            return f"the report could not be built or sent: {type(exc).__name__}"
