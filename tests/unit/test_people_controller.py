@@ -170,3 +170,32 @@ def test_a_lost_claim_sends_nothing() -> None:
     told = asyncio.run(run())
     assert not told.sent_to
     assert not api.patches
+
+
+def test_a_channel_scoped_to_other_namespaces_carries_no_handoff_or_role_message() -> None:
+    channels = [
+        {"name": "mail", "type": "email", "smtp": SMTP, "to": ["team@example.com"], "namespaces": ["shop"]},
+        {"name": "other", "type": "email", "smtp": SMTP, "to": ["b@example.com"], "namespaces": ["bank"]},
+        {"name": "all", "type": "email", "smtp": SMTP, "to": ["c@example.com"]},
+    ]
+    config = FileConfig.model_validate(
+        {
+            "notifications": {"channels": channels},
+            "oncall": {"allowedEmailDomains": ["example.com"], "channels": ["mail", "other", "all"]},
+        }
+    )
+    api = Api(body())
+    book = ScheduleBook(lambda: {("shop", "primary"): api.body})
+    found = People(
+        api, None, config.oncall, config.notifications, book, secret=lambda ref: "", clock=lambda: T0
+    )
+    dave = Addressee("shop/primary", "dave", "dave@example.com")
+    assert found.reaching(dave, "shop") == ["mail", "all"]
+    assert found.reaching(dave, "bank") == ["other", "all"]
+    # the incident's role messages: the same scoping
+    from incident_operator.controllers.incident.inputs import Inputs
+
+    inputs = object.__new__(Inputs)
+    object.__setattr__(inputs, "config", type("C", (), {"file": config})())
+    object.__setattr__(inputs, "namespace", "bank")
+    assert inputs._tell_channels() == ("other", "all")

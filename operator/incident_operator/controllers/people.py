@@ -155,11 +155,13 @@ class People:
             reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
             logger.warning("schedule %s: mail count not recorded: %s", schedule, reason)
 
-    async def tell(self, person: Addressee, subject: str, message: str) -> tuple[list[str], list[str]]:
+    async def tell(
+        self, person: Addressee, subject: str, message: str, namespace: str | None = None
+    ) -> tuple[list[str], list[str]]:
         """Tell `person` through each of `oncall.channels` that can reach them; (channels that
         delivered, why the others did not)."""
         told, failed = [], []
-        for name in self.reaching(person):
+        for name in self.reaching(person, namespace):
             channel = self.channels[name]
             error = await self.send(channel, person, subject, message)
             if error is None:
@@ -168,14 +170,22 @@ class People:
                 failed.append(f"{name}: {error}")
         return told, failed
 
-    def reaching(self, person: Addressee) -> list[str]:
+    def reaching(self, person: Addressee, namespace: str | None = None) -> list[str]:
         """The `oncall.channels` that can reach `person`: email ones if they have an address, slack
-        ones if they have a member id."""
+        ones if they have a member id; with `namespace`, only channels whose `namespaces` take it
+        (a channel scoped to namespace A never carries a message of namespace B)."""
         return [
             name
             for name in self.config.channels
-            if (self.channels[name].type == "email" and person.email)
-            or (self.channels[name].type == "slack" and person.slackId)
+            if (
+                namespace is None
+                or not self.channels[name].namespaces
+                or namespace in self.channels[name].namespaces
+            )
+            and (
+                (self.channels[name].type == "email" and person.email)
+                or (self.channels[name].type == "slack" and person.slackId)
+            )
         ]
 
     async def send(self, channel: Channel, person: Addressee, subject: str, message: str) -> str | None:
@@ -293,7 +303,7 @@ class Handoffs:
         person = oncall.person(spec, shift.person) if spec is not None else None
         schedule = f"{key[0]}/{key[1]}"
         addressee = Addressee.of(schedule, person) if person is not None else None
-        channels = self.people.reaching(addressee) if addressee is not None else []
+        channels = self.people.reaching(addressee, key[0]) if addressee is not None else []
         if addressee is None or not addressee.reachable:
             said = f"not told: {shift.person} has no email or Slack id"
         elif not self.people.config.channels:
@@ -322,7 +332,7 @@ class Handoffs:
         outcome = said
         if addressee is not None and addressee.reachable and channels:
             subject, message = await self.message(key, shift)
-            told, failed = await self.people.tell(addressee, subject, message)
+            told, failed = await self.people.tell(addressee, subject, message, key[0])
             outcome = f"{shift.person} told through {', '.join(told)}" if told else f"{shift.person} not told"
             if failed:
                 outcome += f" ({'; '.join(failed)})"

@@ -192,7 +192,7 @@ class Inputs:
             escalation=levels,
             schedules=book.schedules(self.namespace, refs) if book is not None else {},
             namespace=self.namespace,
-            tell_channels=self.config.file.oncall.channels,
+            tell_channels=self._tell_channels(),
             repeat_of=self._repeat_of() if status.detectedAt is None else None,
             severity_rules=_severity_rules(self.config.file.severityEscalation, self.namespace),
             response_targets=_response_targets(targets),
@@ -243,6 +243,16 @@ class Inputs:
             self.started_runs.release(self.namespace, uid)
         elif before.playbook is None or before.playbook.runId != after.playbook.runId:
             self.started_runs.claim(self.namespace, uid, after.playbook.runId or "")
+
+    def _tell_channels(self) -> tuple[str, ...]:
+        """The `oncall.channels` that take this namespace (as escalation channels do): a channel scoped to
+        other namespaces never carries this incident's role messages."""
+        scopes = {c.name: c.namespaces for c in self.config.file.notifications.channels}
+        return tuple(
+            n
+            for n in self.config.file.oncall.channels
+            if n in scopes and (not scopes[n] or self.namespace in scopes[n])
+        )
 
     def _escalation(self, severity: Severity) -> tuple[Level, ...]:
         """The severity's escalation levels, each with its channels that take this namespace
