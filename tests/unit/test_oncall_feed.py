@@ -1,7 +1,8 @@
 """The iCalendar feed of an OnCallSchedule: the document, read back with a real iCalendar parser
 (PyPI `icalendar`), and `GET /oncall/NAMESPACE/NAME.ics` with a bearer token (TokenReview +
 SubjectAccessReview `get` on the schedule, a fake API server's answers) or the schedule's calendar
-token: unknown schedule 404, wrong token 403, each with a reason."""
+token: unknown schedule 404 with a bearer login; with a calendar token a wrong token and an unknown
+schedule the same 403 (no existence probe)."""
 
 from __future__ import annotations
 
@@ -200,7 +201,7 @@ def test_the_feed_needs_get_on_the_schedule_or_its_calendar_token() -> None:
         store,
     )
     statuses = [a[0] for a in answers]
-    assert statuses == [401, 401, 403, 200, 200, 403, 403, 404, 404, 403, 403, 400, 400, 401]
+    assert statuses == [401, 401, 403, 200, 200, 403, 403, 404, 403, 403, 403, 400, 400, 401]
     assert "bearer token" in answers[0][2]
     assert (
         answers[2][2]
@@ -209,8 +210,8 @@ def test_the_feed_needs_get_on_the_schedule_or_its_calendar_token() -> None:
     assert answers[3][1]["Content-Type"] == "text/calendar; charset=utf-8"
     assert answers[3][1]["Cache-Control"] == "no-store"
     assert icalendar.Calendar.from_ical(answers[4][2]).walk("VEVENT")
-    assert answers[5][2] == "forbidden: the calendar token does not match\n"
-    assert "takes no calendar token" in answers[6][2]
+    mismatch = "forbidden: the calendar token does not match (or no such schedule takes one)\n"
+    assert answers[5][2] == answers[6][2] == answers[8][2] == mismatch  # the token probes nothing
     assert answers[7][2] == "no oncallschedule shop/gone\n"
     assert "cal-s3cret" not in "".join(a[2] for a in answers if a[0] != 200)
 
@@ -230,11 +231,13 @@ def test_an_invalid_schedule_is_a_422_and_an_unreachable_api_a_503() -> None:
     assert down[1]["Retry-After"] == "5"
 
 
-def test_a_namespace_the_operator_does_not_watch_is_a_404() -> None:
+def test_a_namespace_the_operator_does_not_watch_is_a_404_or_with_a_calendar_token_the_same_403() -> None:
+    [answer] = serve_feed([("/oncall/shop/primary.ics", "reader-token")], Store(), namespaces=("bank",))
+    assert answer[0] == 404
     [answer] = serve_feed(
         [("/oncall/shop/primary.ics?token=cal-s3cret", None)], Store(), namespaces=("bank",)
     )
-    assert answer[0] == 404
+    assert answer[0] == 403
 
 
 def test_schedules_are_read_once_for_a_burst() -> None:

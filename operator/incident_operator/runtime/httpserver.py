@@ -343,24 +343,23 @@ async def oncall_feed(request: web.Request) -> web.Response:
         refused = await _refused(request, httpauth.schedule_reader(namespace, name))
         if refused is not None:
             return refused
+    # with a calendar token (no bearer login) a missing schedule, one that takes no token and a wrong token
+    # all answer the same 403: the token must not probe which schedules exist
+    mismatch = "forbidden: the calendar token does not match (or no such schedule takes one)"
     if not source.serves(namespace):
+        if given:
+            return _plain(403, mismatch)
         return _plain(404, f"no oncallschedule {namespace}/{name}: the operator does not watch {namespace}")
     try:
         schedule = await source.schedule(namespace, name)
         if schedule is None:
-            return _plain(404, f"no oncallschedule {namespace}/{name}")
+            return _plain(403, mismatch) if given else _plain(404, f"no oncallschedule {namespace}/{name}")
         spec_raw = schedule.get("spec") or {}
         if given:
             secret = spec_raw.get("calendarTokenSecret")
-            if not secret:
-                return _plain(
-                    403,
-                    f"forbidden: oncallschedule {namespace}/{name} takes no calendar token "
-                    "(spec.calendarTokenSecret is not set); send a bearer token",
-                )
-            expected = await source.token(namespace, str(secret))
+            expected = await source.token(namespace, str(secret)) if secret else None
             if not expected or not matches(given, expected):
-                return _plain(403, "forbidden: the calendar token does not match")
+                return _plain(403, mismatch)
     except Unavailable:
         return _plain(503, "cannot read the schedule right now; try again", RETRY_AFTER)
     spec, problems = oncall.check(spec_raw)
