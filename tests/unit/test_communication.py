@@ -391,3 +391,11 @@ def test_an_update_dated_in_the_future_neither_stops_the_cadence_nor_later_annou
     inc.plan(7)
     inc.plan(8)
     assert inc.said(Reason.PUBLIC_UPDATE) == ["public update (investigating): we are on it"]
+
+
+def test_an_over_long_commander_is_recorded_cut_once_and_never_makes_the_plan_fail() -> None:
+    inc = Incident(commander="x" * 300)
+    inc.plan(0)
+    inc.plan(1)
+    assert [t.who for t in inc.status.rolesTold or []] == ["x" * 256]
+    assert len(inc.said(Reason.ROLE_NOT_TOLD)) == 1

@@ -162,4 +162,8 @@ def role_holders(spec: IncidentSpec) -> list[tuple[str, str]]:
 def roles_to_tell(spec: IncidentSpec, told: Sequence[RoleTold]) -> list[tuple[str, str]]:
     """The (role, holder) pairs of the spec nobody told yet (each pair is told once, ever)."""
     done = {(t.role, t.who) for t in told}
-    return [pair for pair in role_holders(spec) if pair not in done]
+    return [(role, who) for role, who in role_holders(spec) if (role, who[:WHO_MAX]) not in done]
+
+
+WHO_MAX = 256
+"""The longest holder name `status.rolesTold` keeps (a longer one is kept cut, never refused)."""

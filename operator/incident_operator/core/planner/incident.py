@@ -379,7 +379,11 @@ def _tell_roles(b: Builder) -> None:
             why = "no oncall.channels configured"
         else:
             why = None
-        told.append(RoleTold(role=role, who=who, person=person.name if person else None, told=why is None))
+        told.append(
+            RoleTold(
+                role=role, who=who[: paging.WHO_MAX], person=person.name if person else None, told=why is None
+            )
+        )
         if why is None and person is not None:
             b.record(
                 Reason.ROLE_TOLD,
