@@ -322,3 +322,56 @@ def test_a_restriction_inside_the_repeated_hour_ends_when_the_clocks_go_back() -
         (utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1)),
         (utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 23)),
     ]
+
+
+def test_a_search_looks_at_a_bounded_number_of_handoffs_whatever_the_spec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ten layers of one-minute turns hidden under a year-long override were half a million
+    handoffs per layer for one `on_call` (72 s on the event loop): a search stops at its budget
+    and says the shift is open-ended instead; a timeline (the feed) is cut at its own budget."""
+    minutes = [
+        {
+            "name": f"l{i}",
+            "start": "2026-11-30T09:00:00+01:00",
+            "rotation": "PT1M",
+            "people": ["alice", "bob"],
+        }
+        for i in range(10)
+    ]
+    year = [{"person": "carol", "start": "2026-11-30T00:00:00Z", "end": "2027-11-30T00:00:00Z"}]
+    spec = spec_of(layers=minutes, overrides=year)
+    calls = 0
+    who = oncall._Schedule.who
+
+    def counted(self: Any, moment: datetime) -> Any:
+        nonlocal calls
+        calls += 1
+        return who(self, moment)
+
+    monkeypatch.setattr(oncall._Schedule, "who", counted)
+    at = utc(2026, 12, 1, 12)
+    now = oncall.on_call(spec, at)
+    assert now is not None
+    assert now.person == "carol"
+    assert oncall.open_ended(now, at)  # the search stopped at its budget, not at the override's end
+    assert oncall.next_shift(spec, at) is None
+    assert calls <= 3 * oncall.SEARCH_BUDGET
+    calls = 0
+    feed = oncall.shifts(spec, at, at + timedelta(weeks=26))
+    assert feed == [Shift("carol", "override", at, feed[-1].end)]
+    assert feed[-1].end < at + timedelta(days=2)  # cut where the timeline's budget ends
+    assert calls <= 2 * oncall.TIMELINE_BUDGET
+
+
+def test_short_rotations_in_a_few_layers_still_hand_off_exactly() -> None:
+    two = [
+        {"name": n, "start": "2026-11-30T09:00:00+01:00", "rotation": "PT1M", "people": ["alice", "bob"]}
+        for n in ("a", "b")
+    ]
+    at = local(2026, 12, 1, 10, 0, 30)
+    now = oncall.on_call(spec_of(layers=two), at)
+    assert now == Shift("alice", "b", local(2026, 12, 1, 10, 0), local(2026, 12, 1, 10, 1))
+    assert oncall.next_shift(spec_of(layers=two), at) == Shift(
+        "bob", "b", local(2026, 12, 1, 10, 1), local(2026, 12, 1, 10, 2)
+    )

@@ -18,7 +18,8 @@ The rules (docs/guide/oncall.md says them for users):
 
 `problems` says what makes a spec unusable; the other functions expect a spec without problems
 (they raise `ScheduleError` otherwise). Shifts are in UTC; a shift that does not end (or start)
-within HORIZON of the moment asked about is cut there.
+within HORIZON of the moment asked about is cut there, and so is a search that would look at more
+than SEARCH_BUDGET possible handoffs (a timeline: TIMELINE_BUDGET).
 """
 
 from __future__ import annotations
@@ -45,8 +46,16 @@ MIN_ROTATION = timedelta(minutes=1)
 MAX_ROTATION = timedelta(days=366)
 HORIZON = timedelta(days=366)
 """How far `on_call` and `next_shift` look, forwards and backwards."""
-_WINDOWS = (timedelta(days=1), timedelta(days=7), timedelta(days=31), HORIZON)
-"""The growing windows a search looks through (cheap for the usual case: a change within a day)."""
+_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=7), timedelta(days=31), HORIZON)
+"""The growing windows a search looks through (cheap for the usual case: a change within an hour or a day)."""
+SEARCH_BUDGET = 2_000
+"""At most about this many possible handoffs are looked at by one search (`on_call`,
+`next_shift`): ten layers of one-minute turns hidden under a year-long override would otherwise be
+half a million per layer, on the operator's event loop. A search that would pass it stops there
+as if it had reached HORIZON (the shift is open-ended, `next_shift` finds none)."""
+TIMELINE_BUDGET = 20_000
+"""At most about this many possible handoffs in one `shifts` timeline (the calendar feed): a
+longer one is cut where the budget ends."""
 
 _DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
@@ -372,6 +381,18 @@ class _Schedule:
                 return found, layer.name
         return None
 
+    def cost(self, low: datetime, high: datetime) -> int:
+        """About how many possible handoffs lie in [low, high): what `boundaries` will produce."""
+        span = abs(high - low)
+        return len(self.overrides) * 2 + sum(span // layer.rotation + 1 for layer in self.layers)
+
+    def reach(self, start: datetime, budget: int) -> datetime:
+        """How far from `start` a timeline stays within `budget` possible handoffs."""
+        per_second = sum(1 / layer.rotation.total_seconds() for layer in self.layers)
+        if per_second <= 0:
+            return start + HORIZON
+        return start + timedelta(seconds=max(budget - len(self.overrides) * 2, 0) / per_second)
+
     def boundaries(self, low: datetime, high: datetime) -> list[datetime]:
         """Sorted instants in (low, high] where who is on call may change."""
         found: set[datetime] = set()
@@ -398,9 +419,12 @@ class _Schedule:
 
     def end_of(self, moment: datetime, who: tuple[str, str] | None) -> datetime:
         """When `who` (on call at `moment`) stops being on call; HORIZON ahead at most."""
-        low = moment
+        low, spent = moment, 0
         for window in _WINDOWS:
             high = moment + window
+            spent += self.cost(low, high)
+            if spent > SEARCH_BUDGET:
+                break
             for boundary in self.boundaries(low, high):
                 if self.who(boundary) != who:
                     return boundary
@@ -409,9 +433,12 @@ class _Schedule:
 
     def start_of(self, moment: datetime, who: tuple[str, str] | None) -> datetime:
         """When `who` (on call at `moment`) became on call; HORIZON back at most."""
-        high = moment
+        high, spent = moment, 0
         for window in _WINDOWS:
             low = moment - window
+            spent += self.cost(low, high)
+            if spent > SEARCH_BUDGET:
+                break
             found = self.boundaries(low, high)
             # Between two boundaries who is on call is constant: the value on [b_i, b_i+1) is who(b_i).
             for i in range(len(found) - 1, -1, -1):
@@ -444,9 +471,12 @@ def next_shift(spec: OnCallScheduleSpec, at: datetime) -> Shift | None:
     schedule = _Schedule(spec)
     at = _aware(at)
     now = schedule.who(at)
-    low = at
+    low, spent = at, 0
     for window in _WINDOWS:
         high = at + window
+        spent += schedule.cost(low, high)
+        if spent > SEARCH_BUDGET:
+            return None
         for start, _, who in schedule.segments(low, high):
             if who is not None and (now is None or who[0] != now[0]) and start > at:
                 return Shift(who[0], who[1], start, schedule.end_of(start, who))
@@ -459,6 +489,7 @@ def shifts(spec: OnCallScheduleSpec, start: datetime, end: datetime) -> list[Shi
     in order, none overlapping; times nobody is on call are left out."""
     schedule = _Schedule(spec)
     start, end = _aware(start), _aware(end)
+    end = min(end, schedule.reach(start, TIMELINE_BUDGET))
     if end <= start:
         return []
     return [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from incident_operator.api.reasons import ConditionType, Reason
@@ -20,6 +20,9 @@ from incident_operator.api.timestamps import format_time
 from incident_operator.core import conditions, oncall
 
 OWNED = ("observedGeneration", "current", "next", "conditions")
+RECHECK = timedelta(hours=1)
+"""How soon a schedule whose current turn has no end in sight (or that has no next turn) is
+looked at again: its search may have stopped at `oncall.SEARCH_BUDGET`."""
 """The keys of status this module decides (others, such as handoffs, are left alone)."""
 
 
@@ -86,6 +89,8 @@ def observe(
             "from": format_time(following.start),
         }
         wakes.append(following.start)
+    if (shift is not None and oncall.open_ended(shift, now)) or following is None:
+        wakes.append(now + RECHECK)  # a search may stop at its budget: look again now and then
     message = _summary(shift, following)
     updated = conditions.set_condition(
         current_conditions,
