@@ -393,6 +393,18 @@ def test_an_update_dated_in_the_future_neither_stops_the_cadence_nor_later_annou
     assert inc.said(Reason.PUBLIC_UPDATE) == ["public update (investigating): we are on it"]
 
 
+def test_an_update_a_few_seconds_ahead_of_the_operators_clock_is_announced_at_once() -> None:
+    """The writer's clock may run ahead of the operator's: an update dated seconds ahead is
+    announced when seen (not left waiting for a pass after its time), and only once."""
+    inc = Incident(updates=[{"time": stamp(T0), "message": "opened with this", "public": True}])
+    inc.plan(0)
+    inc.update(6 + 2 / 60, "identified the cause", public=True)  # 2 s ahead of the pass at 6
+    inc.plan(6)
+    assert inc.said(Reason.PUBLIC_UPDATE) == ["public update (investigating): identified the cause"]
+    inc.plan(7)
+    assert inc.said(Reason.PUBLIC_UPDATE) == ["public update (investigating): identified the cause"]
+
+
 def test_an_over_long_commander_is_recorded_cut_once_and_never_makes_the_plan_fail() -> None:
     inc = Incident(commander="x" * 300)
     inc.plan(0)

@@ -39,6 +39,9 @@ PHASE_WORDS = {
     Phase.CLOSED: "resolved",
 }
 """The status word of an update that names none: the incident's phase's (as the status page says)."""
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of the operator's clock an update's time may be and still count as published now
+(the writer's clock may run ahead); one dated further ahead is announced once its time has come."""
 NONE_YET = datetime(1970, 1, 1, tzinfo=UTC)
 """`lastPublished` of an incident that had no public update when first planned: any that comes is new."""
 
@@ -86,12 +89,13 @@ def _announce(b: Builder, comm: CommunicationStatus, *, first: bool) -> None:
     public = public_updates(b.inp.spec.updates)
     if first or comm.lastPublished is None:  # what is there already is on the page, or opens it
         # an update dated in the future counts as published now (it must not switch later ones off)
-        comm.lastPublished = min(public[-1].time, b.now) if public else NONE_YET
+        comm.lastPublished = min(public[-1].time, b.now + CLOCK_SKEW) if public else NONE_YET
         return
-    # an update dated in the future waits for its time: announcing it now with its date as lastPublished
-    # would switch every later announcement off (and clamping it would announce it again at each pass)
-    last = comm.lastPublished
-    for update in (u for u in public if (last is None or u.time > last) and u.time <= b.now):
+    # an update dated further ahead than the clocks may differ waits for its time (announced at the
+    # first pass after it): announcing it now with its date as lastPublished would switch every later
+    # announcement off (and clamping it would announce it again at each pass)
+    last, latest = comm.lastPublished, b.now + CLOCK_SKEW
+    for update in (u for u in public if (last is None or u.time > last) and u.time <= latest):
         word = update_word(update, b.phase)
         b.record(
             Reason.PUBLIC_UPDATE,
