@@ -11,6 +11,7 @@ from typing import Any
 from incident_operator.api.timestamps import format_time, utc_now
 from incident_operator.controllers.oncall import OnCallKeeper
 from incident_operator.core import conditions, oncallstatus
+from tests.polling import until
 
 T0 = datetime(2026, 12, 2, 11, 30, tzinfo=UTC)
 
@@ -143,10 +144,7 @@ def test_the_loop_writes_at_the_boundary_by_itself() -> None:
         api = Api(schedule(spec))
         keeper = OnCallKeeper(api)
         keeper.observe("ADDED", api.body)
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(api.patches) < 2:
-            assert asyncio.get_running_loop().time() < deadline, api.patches
-            await asyncio.sleep(0.05)
+        await until(lambda: len(api.patches) >= 2, timeout=10, what="the write at the boundary")
         assert api.patches[0]["status"]["current"]["person"] == "alice"
         assert api.patches[1]["status"]["current"]["person"] == "bob"
         keeper.observe("DELETED", api.body)
