@@ -9,7 +9,11 @@ RBAC included), with the operator running as its ServiceAccount:
   refused, and the responder may not change anything but the overrides;
 - the iCalendar feed parses (a real parser), with the calendar token or a bearer token; a wrong
   token is 403, and so is an unknown schedule asked with a token;
-- an invalid schedule gets Ready=False/InvalidSpec and an Event.
+- an invalid schedule gets Ready=False/InvalidSpec and an Event;
+- a responder (patch and override, no update) adds overrides of the schedule's people and changes
+  annotations, and nothing else: labels, finalizers, ownerReferences, a spec key the schedule did
+  not have, and an override of a stranger are refused with what they need; an editor removing a
+  person is not blocked by an older override naming them, which the operator then ignores.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tests.e2e.conftest import (
     Cluster,
     OperatorProcess,
     create_namespace,
+    kubectl_as,
     service_account_token,
     token_kubeconfig,
 )
@@ -357,3 +362,169 @@ def test_an_invalid_schedule_is_ready_false_with_the_reason_and_an_event(
             GROUP, VERSION, NS, PLURAL, bad
         )
     assert "end must be after start" in str(refusal.value.body)
+
+
+def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_else(
+    installed: Cluster, operator: OperatorProcess, users: dict[str, tuple[str, Path]]
+) -> None:
+    """alice has patch and override on schedules, not update: the admission policy lets her add an
+    override of one of the schedule's people and change annotations, and refuses (naming what it
+    needs) labels, finalizers, ownerReferences, a spec key the schedule did not have, and an
+    override of a stranger; an editor removing a person is not blocked by older overrides."""
+    alice, alice_cfg = users["alice"]
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = now + timedelta(days=2)
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OnCallSchedule",
+        "metadata": {"name": "guarded", "namespace": NS},
+        "spec": {
+            "people": [{"name": "alice"}, {"name": "bob"}],
+            "layers": [{"name": "rota", "start": stamp(now), "rotation": "P1D", "people": ["alice"]}],
+            "overrides": [{"person": "bob", "start": stamp(first), "end": stamp(first + timedelta(hours=1))}],
+        },
+    }
+    client.CustomObjectsApi(installed.api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+    holder = client.CoreV1Api(installed.api).create_namespaced_config_map(
+        NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="guarded-owner"))
+    )
+
+    def patch(kind: str, change: Any) -> subprocess.CompletedProcess[str]:
+        return kubectl_as(
+            installed,
+            alice_cfg,
+            "patch",
+            "oncall",
+            "guarded",
+            "-n",
+            NS,
+            f"--type={kind}",
+            "-p",
+            json.dumps(change),
+        )
+
+    needs_update = f"of on-call schedules in namespace {NS}: needs the verb update on oncallschedules"
+    refused(
+        patch("merge", {"metadata": {"labels": {"argocd.argoproj.io/instance": "elsewhere"}}}),
+        f"user {alice} may not change metadata.labels {needs_update} (annotations need only patch)",
+    )
+    refused(
+        patch("merge", {"metadata": {"finalizers": ["example.com/hold"]}}),
+        f"user {alice} may not change metadata.finalizers {needs_update}",
+    )
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "guarded-owner", "uid": holder.metadata.uid}
+    refused(
+        patch("merge", {"metadata": {"ownerReferences": [owner]}}),
+        f"user {alice} may not change metadata.ownerReferences {needs_update}",
+    )
+    refused(
+        patch("merge", {"metadata": {"labels": {"team": "x"}, "finalizers": ["example.com/hold"]}}),
+        f"user {alice} may not change metadata.labels, metadata.finalizers {needs_update}",
+    )
+    # a key the spec did not have (as a field added to the CRD later would be), and one removed
+    only_overrides = f"user {alice} may change only the overrides of on-call schedules in namespace {NS}"
+    refused(patch("merge", {"spec": {"calendarTokenSecret": "guarded-calendar"}}), only_overrides)
+    refused(patch("json", [{"op": "remove", "path": "/spec/layers"}]), only_overrides)
+    stranger_start = first + timedelta(hours=3)
+    stranger = {"person": "carol", "start": stamp(stranger_start), "end": stamp(first + timedelta(hours=4))}
+    refused(
+        patch("json", [{"op": "add", "path": "/spec/overrides/-", "value": stranger}]),
+        "an override must name someone in spec.people: override of carol from "
+        f"{stamp(stranger_start)}: unknown person carol (not in spec.people)",
+    )
+    assert schedule(installed, "guarded")["metadata"].get("labels") is None
+    assert schedule(installed, "guarded")["metadata"].get("finalizers") is None
+    assert schedule(installed, "guarded")["metadata"].get("ownerReferences") is None
+
+    # what she may do: an override of one of the people, an annotation
+    known = {"person": "alice", "start": stamp(stranger_start), "end": stamp(first + timedelta(hours=4))}
+    admitted(patch("json", [{"op": "add", "path": "/spec/overrides/-", "value": known}]))
+    admitted(patch("merge", {"metadata": {"annotations": {"example.com/note": "swapped with bob"}}}))
+    assert [o["person"] for o in schedule(installed, "guarded")["spec"]["overrides"]] == ["bob", "alice"]
+
+    # the policy's cost at the limits of the CRD: 100 people, 200 new overrides in one request
+    people = [{"name": f"p{i}", "email": f"p{i}@example.com"} for i in range(100)]
+    big = {
+        **body,
+        "metadata": {"name": "crowded", "namespace": NS},
+        "spec": {"people": people, "layers": [{**body["spec"]["layers"][0], "people": ["p0"]}]},
+    }
+    client.CustomObjectsApi(installed.api).create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, big)
+    many = [
+        {
+            "person": f"p{i % 100}",
+            "start": stamp(first + timedelta(hours=i)),
+            "end": stamp(first + timedelta(hours=i + 1)),
+        }
+        for i in range(200)
+    ]
+    admitted(
+        kubectl_as(
+            installed,
+            alice_cfg,
+            "patch",
+            "oncall",
+            "crowded",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"overrides": many}}),
+        )
+    )
+    many[-1] = {**many[-1], "person": "zed"}
+    refused(
+        kubectl_as(
+            installed,
+            alice_cfg,
+            "patch",
+            "oncall",
+            "crowded",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"overrides": many}}),
+        ),
+        f"override of zed from {many[-1]['start']}: unknown person zed (not in spec.people)",
+    )
+
+    # an editor (the admin here) removing bob is not blocked by bob's older override
+    admitted(
+        kubectl_as(
+            installed,
+            installed.kubeconfig,
+            "patch",
+            "oncall",
+            "guarded",
+            "-n",
+            NS,
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "remove", "path": "/spec/people/1"}]),
+        )
+    )
+    assert [p["name"] for p in schedule(installed, "guarded")["spec"]["people"]] == ["alice"]
+
+    def ignored() -> dict[str, Any] | None:  # bob's override is left out; the schedule stays Ready
+        ready = condition(schedule(installed, "guarded"), "Ready")
+        return ready if "ignored: override of bob" in ready.get("message", "") else None
+
+    ready = wait_until(ignored, timeout=60, what="Ready naming the ignored override", describe=operator.log)
+    assert (ready["status"], ready["reason"]) == ("True", "Valid")
+    assert ready["message"].endswith(
+        f"ignored: override of bob from {first.isoformat()}: unknown person bob (not in spec.people)"
+    )
+    assert (schedule(installed, "guarded").get("status") or {})["current"]["person"] == "alice"
+
+    # the API server's type check of the policy against the CRD's schema found nothing to warn about
+    def checked() -> Any:
+        policy = client.AdmissionregistrationV1Api(installed.api).read_validating_admission_policy(
+            "incident-operator-oncall-override"
+        )
+        status = policy.status
+        return status if status and status.observed_generation == policy.metadata.generation else None
+
+    type_check = wait_until(checked, timeout=30, what="the policy's type check").type_checking
+    assert type_check is not None
+    assert not type_check.expression_warnings, type_check.expression_warnings

@@ -216,22 +216,6 @@ def test_a_single_person_layer_has_no_end_within_the_horizon() -> None:
             },
             "restriction from 17:00 is not before to 09:00",
         ),
-        (
-            {
-                "overrides": [
-                    {"person": "zed", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
-                ]
-            },
-            "unknown person zed",
-        ),
-        (
-            {
-                "overrides": [
-                    {"person": "bob", "start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}
-                ]
-            },
-            "is not after start",
-        ),
         ({"people": [{"name": "bob"}, {"name": "bob"}]}, "names someone twice"),
     ],
 )
@@ -241,6 +225,44 @@ def test_problems_name_what_is_wrong(change: dict[str, Any], expected: str) -> N
     assert any(expected in p for p in found), found
     with pytest.raises(oncall.ScheduleError):
         oncall.on_call(spec, utc(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [
+        (  # an edit removed zed while the override stayed (admission refuses only new ones)
+            {"person": "zed", "start": "2026-12-02T12:00:00Z", "end": "2026-12-02T14:00:00Z"},
+            "override of zed from 2026-12-02T12:00:00+00:00: unknown person zed (not in spec.people)",
+        ),
+        (  # the schema compares the naive end as UTC; on the schedule's clock it is not after start
+            {"person": "carol", "start": "2026-12-02T12:00:00+00:00", "end": "2026-12-02T13:00:00"},
+            "override of carol from 2026-12-02T12:00:00+00:00: end 2026-12-02T13:00:00 is not after start",
+        ),
+        (  # 02:30 and 02:45 of the spring-forward night are both the moment the clocks jump
+            {"person": "carol", "start": "2026-03-29T02:30:00", "end": "2026-03-29T02:45:00"},
+            "override of carol from 2026-03-29T02:30:00: end 2026-03-29T02:45:00 is not after start",
+        ),
+    ],
+)
+def test_an_override_of_a_stranger_or_of_no_time_is_ignored_not_a_problem(
+    override: dict[str, Any], why: str
+) -> None:
+    kept = {"person": "carol", "start": "2026-12-02T10:00:00Z", "end": "2026-12-02T11:00:00Z"}
+    spec = spec_of(overrides=[kept, override])
+    assert oncall.problems(spec) == []
+    assert oncall.ignored(spec) == [why]
+    shift = oncall.on_call(spec, utc(2026, 12, 2, 12, 30))  # what the layer says: the override left out
+    assert shift is not None
+    assert (shift.person, shift.layer) == ("alice", "weekly")
+    assert [(s.person, s.layer) for s in oncall.shifts(spec, utc(2026, 12, 2, 9), utc(2026, 12, 2, 15))] == [
+        ("alice", "weekly"),
+        ("carol", "override"),
+        ("alice", "weekly"),
+    ]
+    following = oncall.next_shift(spec, utc(2026, 12, 2, 11, 30))
+    assert following is not None
+    assert following.person == "bob"  # the next turn of the layer, not the ignored override
+    assert oncall.ignored(spec_of(overrides=[kept])) == []
 
 
 def test_check_reports_what_the_models_refuse() -> None:

@@ -198,6 +198,11 @@ def test_the_override_verb_is_the_responders_and_admission_checks_it() -> None:
     checks = " ".join(v["expression"] for v in policy["spec"]["validations"])
     assert "check('override')" in checks
     assert "check('update')" in checks
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    assert "object.spec.exists(k, k != 'overrides'" in variables["restChanged"]  # every key, no list
+    assert all(f"?{f}." in variables["metadataChanged"] for f in ("labels", "finalizers", "ownerReferences"))
+    assert "annotations" not in variables["metadataChanged"]  # client-side apply rewrites one
+    assert "object.spec.people.exists(p, p.name == o.person)" in variables["strangers"]
     binding = next(
         d
         for d in docs

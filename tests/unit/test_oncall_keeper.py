@@ -77,6 +77,24 @@ def test_the_status_says_who_now_until_when_and_who_next() -> None:
     assert not oncallstatus.differs(observed.status, again)  # nothing changed: nothing to write
 
 
+def test_an_override_of_someone_removed_from_people_is_ignored_and_ready_says_so() -> None:
+    """An edit removed carol while her override stayed (admission checks only new overrides): the
+    schedule stays Ready from its layers, and Ready's message names the override left out."""
+    stale = {**TWO, "people": [{"name": "alice"}, {"name": "bob"}]}
+    observed = oncallstatus.observe(stale, {}, 2, T0)
+    assert not observed.invalid
+    assert observed.status["current"] == {"person": "bob", "layer": "daily", "until": "2026-12-03T09:00:00Z"}
+    assert observed.status["next"] == {"person": "alice", "layer": "daily", "from": "2026-12-03T09:00:00Z"}
+    ready = conditions.find_condition(observed.status["conditions"], "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("True", "Valid")
+    assert ready["message"].endswith(
+        "; ignored: override of carol from 2026-12-02T12:00:00+00:00: "
+        "unknown person carol (not in spec.people)"
+    )
+    assert not conditions.is_true(observed.status["conditions"], "Invalid")
+
+
 def test_written_at_start_not_again_until_a_boundary_then_again() -> None:
     async def run() -> None:
         api = Api(schedule(TWO))

@@ -17,9 +17,11 @@ The rules (docs/guide/oncall.md says them for users):
   days, hours, minutes and seconds (months and years are no fixed length).
 
 `problems` says what makes a spec unusable; the other functions expect a spec without problems
-(they raise `ScheduleError` otherwise). Shifts are in UTC; a shift that does not end (or start)
-within HORIZON of the moment asked about is cut there, and so is a search that would look at more
-than SEARCH_BUDGET possible handoffs (a timeline: TIMELINE_BUDGET).
+(they raise `ScheduleError` otherwise). An override naming someone not in spec.people, or whose
+end is not after its start, is no problem of the spec: it is left out (`ignored` says which).
+Shifts are in UTC; a shift that does not end (or start) within HORIZON of the moment asked about
+is cut there, and so is a search that would look at more than SEARCH_BUDGET possible handoffs (a
+timeline: TIMELINE_BUDGET).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from incident_operator.api.models import (
     WEEKDAYS,
     OnCallPerson,
     OnCallScheduleSpec,
+    Override,
     RotationLayer,
     RotationRestriction,
 )
@@ -136,17 +139,32 @@ def problems(spec: OnCallScheduleSpec) -> list[str]:
                 found.append(
                     f"{where}: restriction from {restriction.from_} is not before to {restriction.to}"
                 )
+    return found
+
+
+def ignored(spec: OnCallScheduleSpec) -> list[str]:
+    """The overrides the computation leaves out, and why (empty: none). An override naming someone
+    not in spec.people (an edit removed them while the override stayed: admission refuses only new
+    or changed ones) or covering no time (its end, on the schedule's clock, not after its start)
+    is ignored, not a problem: a stale override does not take the whole schedule down."""
+    return [why for _, why in _override_checks(spec) if why]
+
+
+def _override_checks(spec: OnCallScheduleSpec) -> Iterator[tuple[Override, str]]:
+    """Each override with why it is ignored ("" if it is not)."""
+    known = {p.name for p in spec.people}
+    try:
+        tz: ZoneInfo | None = zone(spec.timeZone)
+    except ValueError:
+        tz = None  # a problem of the spec; nothing is computed from it
     for override in spec.overrides or []:
         where = f"override of {override.person} from {_iso(override.start)}"
         if override.person not in known:
-            found.append(f"{where}: unknown person {override.person} (not in spec.people)")
-        try:
-            tz = zone(spec.timeZone)
-        except ValueError:
-            continue
-        if _utc(override.end, tz) <= _utc(override.start, tz):
-            found.append(f"{where}: end {_iso(override.end)} is not after start")
-    return found
+            yield override, f"{where}: unknown person {override.person} (not in spec.people)"
+        elif tz is not None and _utc(override.end, tz) <= _utc(override.start, tz):
+            yield override, f"{where}: end {_iso(override.end)} is not after start"
+        else:
+            yield override, ""
 
 
 def check(raw: Mapping[str, Any]) -> tuple[OnCallScheduleSpec | None, list[str]]:
@@ -364,7 +382,8 @@ class _Schedule:
         self.layers = [_layer(layer, self.tz) for layer in spec.layers]
         self.overrides = [
             _Override(o.person, _utc(o.start, self.tz), _utc(o.end, self.tz), i)
-            for i, o in enumerate(spec.overrides or [])
+            for i, (o, why) in enumerate(_override_checks(spec))
+            if not why
         ]
 
     def who(self, moment: datetime) -> tuple[str, str] | None:

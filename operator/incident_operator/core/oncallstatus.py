@@ -5,7 +5,9 @@ clock; it answers with the status to hold (`current`, `next`, the conditions `Re
 `Invalid`, `observedGeneration`), whether that differs from what is written, and when to look
 again (the next boundary: the end of the current turn or the start of the next). A spec with
 problems gets Ready=False/Invalid=True with reason InvalidSpec and no one on call, and no wake-up:
-nothing changes until the spec does.
+nothing changes until the spec does. Overrides the computation ignores (`oncall.ignored`: one
+naming someone no longer in spec.people, one covering no time) are named in Ready's message
+("ignored: override of bob from ...: unknown person bob (not in spec.people)").
 """
 
 from __future__ import annotations
@@ -48,9 +50,10 @@ def observe(
 ) -> Observed:
     """The status the schedule should have at `now`."""
     spec, found = oncall.check(raw_spec)
+    skipped = [f"ignored: {why}" for why in oncall.ignored(spec)] if spec is not None else []
     current_conditions = list(status.get("conditions") or [])
     if spec is None or found:
-        message = "; ".join(found)[:1024]
+        message = "; ".join([*found, *skipped])[:1024]
         updated = conditions.set_condition(
             current_conditions,
             ConditionType.INVALID,
@@ -91,7 +94,7 @@ def observe(
         wakes.append(following.start)
     if (shift is not None and oncall.open_ended(shift, now)) or following is None:
         wakes.append(now + RECHECK)  # a search may stop at its budget: look again now and then
-    message = _summary(shift, following)
+    message = "; ".join([_summary(shift, following), *skipped])[:1024]
     updated = conditions.set_condition(
         current_conditions,
         ConditionType.INVALID,
