@@ -92,6 +92,61 @@ def test_the_egress_policy_applies_to_mail_servers() -> None:
         send(mail.Server("127.0.0.1", smtp.port, "none"), allow=())  # loopback is guarded by default
 
 
+# ----------------------------------------------------------------------------- retries
+
+
+def send_retrying(
+    server: mail.Server, attempts: int, *, allow: tuple[str, ...] = ("127.0.0.0/8",)
+) -> tuple[str | None, list[float]]:
+    """`mail.send_with_retries` with its waits recorded (not slept); (outcome, waits)."""
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def go() -> str | None:
+        async with httpx.AsyncClient() as http:
+            outbound = Outbound(http, EgressPolicy.build(allow=allow))
+            return await mail.send_with_retries(outbound, server, ENVELOPE, 5.0, attempts, sleep=wait)
+
+    return asyncio.run(go()), waits
+
+
+def test_a_temporary_failure_is_retried_with_backoff_until_delivered() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.busy = 2
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 3)
+        assert outcome is None
+        assert len(smtp.inbox.wait()) == 1
+        assert smtp.inbox.attempts == 3
+    assert waits == list(mail.BACKOFF_S[:2])
+
+
+def test_attempts_are_bounded_and_the_last_failure_is_said() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.busy = 10
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 3)
+        assert smtp.inbox.attempts == 3
+        assert smtp.inbox.messages == []
+    assert outcome == "SMTP 451: 4.3.0 try again later after 3 attempt(s)"
+    assert len(waits) == 2
+
+
+def test_a_permanent_refusal_and_the_egress_policy_stop_at_once() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.refuse = True
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 4)
+        assert smtp.inbox.attempts == 1
+        assert outcome == "SMTP 554: 5.7.1 message refused by policy after 1 attempt(s)"
+        assert waits == []
+        smtp.inbox.refuse = False
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 4, allow=())
+        assert outcome is not None
+        assert "after" not in outcome  # the policy's own words, no attempt made
+        assert smtp.inbox.attempts == 1
+        assert waits == []
+
+
 # ----------------------------------------------------------------------------- through the notifier
 
 

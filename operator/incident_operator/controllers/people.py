@@ -213,20 +213,9 @@ class People:
         server = mail.Server(smtp.host, smtp.port, smtp.security, *values)
         rich = f"<!doctype html><html><body><pre>{html.escape(message)}</pre></body></html>"
         envelope = mail.Envelope(smtp.sender, (to,), (), subject[:200], message, rich)
-        last = "no attempt made"
-        for _ in range(channel.maxAttempts):
-            try:
-                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
-                return None
-            except EgressDenied as exc:
-                return str(exc)
-            except RequestFailed as exc:
-                last = str(exc)
-            except mail.MailFailed as exc:
-                last = str(exc)
-                if exc.permanent:
-                    break
-        return last
+        return await mail.send_with_retries(
+            self.outbound, server, envelope, channel.timeoutSeconds, channel.maxAttempts
+        )
 
     async def _slack(self, channel: SlackChannel, person: Addressee, message: str) -> str | None:
         if not person.slackId or not person.slackId.isalnum():
