@@ -16,6 +16,7 @@ from incident_operator.api.models import (
     OnCallScheduleSpec,
     Phase,
     PlaybookSpec,
+    RoleTold,
 )
 from incident_operator.core import paging
 from incident_operator.core.matching import Candidate, select
@@ -350,3 +351,32 @@ def test_roles_of_a_resolved_incident_are_not_told() -> None:
     upgraded = first.status.model_copy(update={"rolesTold": None})  # as from a version without it
     later = plan(plan_input(resolved, upgraded, T0 + timedelta(minutes=1), tell_channels=("mail",)))
     assert not [r for r in later.records if r.reason in ("RoleTold", "RoleNotTold")]
+
+
+def test_the_cut_of_roles_told_never_drops_a_current_holder_so_nobody_is_told_twice() -> None:
+    status = IncidentStatus()
+    told_alice = 0
+    for i in range(paging.ROLES_TOLD_KEPT + 10):  # the tech lead changes hands 74 times
+        incident = spec(commander="oidc:alice", roles={"techLead": f"lead-{i}"})
+        decision = plan(plan_input(incident, status, T0 + timedelta(minutes=i), tell_channels=("mail",)))
+        status = decision.status
+        told_alice += len(
+            [r for r in decision.records if r.reason == "RoleTold" and r.message.startswith("oidc:")]
+        )
+        kept = status.rolesTold or []
+        assert len(kept) <= paging.ROLES_TOLD_KEPT
+        assert ("commander", "oidc:alice") in {(t.role, t.who) for t in kept}  # the oldest entry stays
+        assert ("techLead", f"lead-{i}") in {(t.role, t.who) for t in kept}
+    assert told_alice == 1
+    assert [t.who for t in status.rolesTold or []][-2:] == [
+        f"lead-{paging.ROLES_TOLD_KEPT + 8}",
+        f"lead-{paging.ROLES_TOLD_KEPT + 9}",
+    ]
+    assert "lead-0" not in {t.who for t in status.rolesTold or []}  # an old holder is what goes
+
+
+def test_roles_told_kept_keeps_current_holders_then_the_newest() -> None:
+    told = [RoleTold(role="techLead", who=f"t{i}", told=False) for i in range(5)]
+    told.insert(1, RoleTold(role="commander", who="c", told=True))
+    kept = paging.roles_told_kept(told, spec(commander="c", roles={"techLead": "t0"}), cap=3)
+    assert [(t.role, t.who) for t in kept] == [("techLead", "t0"), ("commander", "c"), ("techLead", "t4")]
