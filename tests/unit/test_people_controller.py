@@ -245,7 +245,27 @@ def test_a_handoff_is_claimed_then_announced_once_with_the_open_incidents() -> N
         "2026-12-01T08:00:00Z",
         "told through mail",
     )
+    assert record["until"] == "2026-12-02T08:00:00Z"  # the turn's end as told: an edit moving it tells nobody
     assert api.events[0][:2] == ("Normal", "Handoff")
+
+
+def test_an_edit_that_moves_the_start_of_the_same_persons_turn_announces_nothing() -> None:
+    api = Api(body())
+
+    async def run() -> Recording:
+        told = people(api, lambda: T0 + timedelta(hours=2))
+        handoffs = Handoffs(api, told, clock=lambda: T0 + timedelta(hours=2))
+        handoffs.observe("ADDED", api.body)
+        await asyncio.gather(*handoffs.busy.values())
+        layer = {**SPEC["layers"][0], "start": "2026-11-30T09:00:00Z"}  # the handoff at 09:00 now
+        api.body = {**api.body, "spec": {**SPEC, "layers": [layer]}}
+        handoffs.observe("MODIFIED", api.body)
+        await asyncio.gather(*handoffs.busy.values())
+        return told
+
+    told = asyncio.run(run())
+    assert [to for to, _ in told.sent_to] == ["erin@example.com"]  # once, not again at the edit
+    assert len(api.body["status"]["handoffs"]) == 1
 
 
 def test_a_lost_claim_sends_nothing() -> None:

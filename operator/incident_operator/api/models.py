@@ -1087,6 +1087,11 @@ class OnCallHandoff(ApiModel):
     at: datetime = Field(description="When the turn started.")
     person: str = Field(max_length=63, description="Who came on call.")
     layer: str | None = Field(default=None, max_length=63, description="The layer, or `override`.")
+    until: datetime | None = Field(
+        default=None,
+        description="When the turn was to end, as the schedule said then: a turn of the same person "
+        "that starts before it (an edit moved the handoff) is not announced again.",
+    )
     announced: str | None = Field(
         default=None,
         max_length=512,

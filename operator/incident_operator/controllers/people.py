@@ -329,7 +329,9 @@ class Handoffs:
         else:
             said = f"told through {', '.join(channels)}"
         status = dict(body.get("status") or {})
-        entry = OnCallHandoff(at=shift.start, person=shift.person, layer=shift.layer, announced=said)
+        entry = OnCallHandoff(
+            at=shift.start, person=shift.person, layer=shift.layer, until=shift.end, announced=said
+        )
         handoffs = [OnCallHandoff.model_validate(h) for h in status.get("handoffs") or []]
         recorded = [h.model_dump(mode="json", exclude_none=True) for h in paging.recorded(handoffs, entry)]
         patch = {

@@ -9,7 +9,8 @@
   controller keeps them in the schedules' `status.mailsSent`, and `mails_kept` says which of them
   a schedule's status keeps: bounded, and never fewer than the limit needs per address).
 - `due_handoff`: the turn to announce now (the current one, when the schedule's `status.handoffs`
-  has no record of it).
+  has no record of it and it does not merely go on with the turn last announced: an edit that
+  moves the start of the same person's turn tells nobody again).
 - `find_person` and `roles_to_tell`: a role's holder in the schedules of the incident's namespace
   (by `people[].user`, then by `name`), and the role assignments not yet told
   (`status.rolesTold`).
@@ -145,14 +146,31 @@ def mails_kept(sent: Iterable[Sent], now: datetime, per_hour: int, cap: int = MA
 
 
 def due_handoff(spec: OnCallScheduleSpec, handoffs: Sequence[OnCallHandoff], now: datetime) -> Shift | None:
-    """The current turn if it was not announced yet (no record of its person and start), else None."""
+    """The current turn if it is to be announced now, else None. Not when a record has its person
+    and start, nor when it only goes on with the turn last announced (`continues`): an edit that
+    moves its start (a handoff time changed, an override of the same person adjacent) does not
+    tell them again."""
     shift = oncall.on_call(spec, now)
     if shift is None:
         return None
     for record in handoffs:
         if record.person == shift.person and record.at == shift.start:
             return None
+    if handoffs and continues(spec, handoffs[-1], shift):
+        return None
     return shift
+
+
+def continues(spec: OnCallScheduleSpec, last: OnCallHandoff, shift: Shift) -> bool:
+    """Whether `shift` only goes on with the turn `last` announced: the same person, and nobody
+    else on call in between, either by the record (the turn starts before the announced one was
+    to end, `until`) or by the schedule as it is now (that person on call throughout from the
+    announced start to this one's, no gap: a turn that comes back after a gap is a new one)."""
+    if last.person != shift.person:
+        return False
+    if last.at >= shift.start or (last.until is not None and shift.start <= last.until):
+        return True
+    return oncall.on_call_throughout(spec, shift.person, last.at, shift.start)
 
 
 def recorded(handoffs: Sequence[OnCallHandoff], entry: OnCallHandoff) -> list[OnCallHandoff]:
