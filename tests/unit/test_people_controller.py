@@ -29,7 +29,7 @@ CONFIG = FileConfig.model_validate(
         },
     }
 )
-SPEC = {
+SPEC: dict[str, Any] = {
     "timeZone": "UTC",
     "people": [{"name": "dave", "email": "dave@example.com"}, {"name": "erin", "email": "erin@example.com"}],
     "layers": [
