@@ -27,14 +27,22 @@ class Inbox:
     recipients: list[list[str]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     refuse: bool = False
+    busy: int = 0
+    """Answer this many messages (the next ones) with a temporary failure (451) first."""
+    attempts: int = 0
+    """Messages offered (DATA), accepted or not."""
     delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        self.attempts += 1
         if self.refuse:
             return "554 5.7.1 message refused by policy"
+        if self.busy > 0:
+            self.busy -= 1
+            return "451 4.3.0 try again later"
         raw = envelope.original_content or b""
         with self.lock:
             self.messages.append(email.message_from_bytes(raw))

@@ -4,8 +4,9 @@ it read the channels' Secret and keep the record of the reports sent), with a re
 server and real local HTTP receivers:
 
 - a P2 with `communication.updateEvery.P2: PT10S` and no update: `UpdateOverdue=True` and one
-  reminder (a webhook notice addressed to the commander, no communications lead being named), cleared
-  by the next update (`UpdatePublished`); the next period overdue reminds once more;
+  reminder (a webhook notice addressed to the communications lead, and a mail to that person's own
+  address, found in the namespace's OnCallSchedule, through `oncall.channels`), cleared by the next
+  update (`UpdatePublished`); the next period overdue reminds once more;
 - a public update reaches the statuspage channel once (an internal update and an edit of the
   estimated resolution in between send nothing), with its status word; the status page shows the
   updates in order with their words and the estimated resolution;
@@ -34,7 +35,7 @@ from tests.e2e.conftest import (
     reader_token,
     token_kubeconfig,
 )
-from tests.e2e.engine_helpers import TIMEOUT, Scenario
+from tests.e2e.engine_helpers import GROUP, TIMEOUT, VERSION, Scenario
 from tests.httpserver import LocalServer, local_server
 from tests.mailserver import MailServer, mail_server
 from tests.polling import wait_until
@@ -101,8 +102,10 @@ def comms(
                     "events": [],
                 },
                 {"name": "report-hook", "type": "webhook", "urlSecretRef": ref("report"), "events": []},
+                {"name": "people", "type": "email", "smtp": smtp, "to": ["team@example.com"], "events": []},
             ]
         },
+        "oncall": {"allowedEmailDomains": ["example.com"], "channels": ["people"]},
         "reports": {
             "deliver": [{"name": "monthly", "namespaces": [NS], "channels": ["report-mail", "report-hook"]}],
             "testingNow": TESTING_NOW,
@@ -110,6 +113,24 @@ def comms(
         },
     }
     create_namespace(installed, NS, opt_in=False)
+    schedule = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OnCallSchedule",
+        "metadata": {"name": "team"},
+        "spec": {
+            "timeZone": "UTC",
+            "people": [{"name": "carol", "email": "carol@example.com"}, {"name": "bob"}],
+            "layers": [
+                {"name": "all", "start": "2026-11-01T00:00:00Z", "rotation": "P7D", "people": ["bob"]}
+            ],
+        },
+    }
+    custom = client.CustomObjectsApi(installed.api)
+    try:
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, "oncallschedules", schedule)
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
     process = OperatorProcess(kubeconfig, workdir, settings, ("--allow-egress=127.0.0.0/8",), name="comms")
     process.reader_token = reader_token(installed)
     process.start()
@@ -132,23 +153,44 @@ def for_incident(received: list[dict[str, Any]], name: str) -> list[dict[str, An
     ]
 
 
+def reminded(mails: MailServer, address: str) -> list[str]:
+    """The overdue reminders mailed to `address` so far (their plain text)."""
+    with mails.inbox.lock:
+        pairs = list(zip(mails.inbox.messages, mails.inbox.recipients, strict=True))
+    return [
+        next(p for p in m.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
+        for m, rcpt in pairs
+        if rcpt == [address] and str(m["Subject"]).endswith(": updateOverdue")
+    ]
+
+
 def test_an_overdue_update_reminds_once_and_the_next_update_clears_it(
-    s: Scenario, hooks: LocalServer
+    s: Scenario, hooks: LocalServer, mails: MailServer
 ) -> None:
-    s.incident("quiet", severity="P2", title="checkout slow", commander="alice")
+    s.incident("quiet", severity="P2", title="checkout slow", commander="alice", roles={"comms": "carol"})
     overdue = s.wait_condition("quiet", "UpdateOverdue", "True", "UpdateOverdue")
     assert "10s" in overdue["message"]
     reminders = wait_until(
         lambda: for_incident(hooks.received_at("/overdue"), "quiet"), timeout=TIMEOUT, what="the reminder"
     )
     assert reminders[0]["event"] == "updateOverdue"
-    assert "to alice (commander" in reminders[0]["message"]
+    assert "to carol (communications lead)" in reminders[0]["message"]
+    assert "person" not in reminders[0]  # the subscribed channel's own copy
+    # and carol herself, by mail to her address (oncall.channels), once
+    mailed = wait_until(lambda: reminded(mails, "carol@example.com"), timeout=TIMEOUT, what="the mail")
+    assert "checkout slow" in mailed[0]
+    assert "carol, update overdue" in mailed[0]
+    timeline = s.status("quiet")["timeline"]
+    said = next(e["message"] for e in timeline if e["type"] == "UpdateOverdue")
+    assert said.endswith("(carol told through people)")
 
     s.patch_incident("quiet", {"updates": [{"time": stamp(), "message": "looking at the database"}]})
     s.wait_condition("quiet", "UpdateOverdue", "False", "UpdatePublished")
     assert len(for_incident(hooks.received_at("/overdue"), "quiet")) == 1  # once for that period
+    assert len(reminded(mails, "carol@example.com")) == 1
     timeline = [e["type"] for e in s.status("quiet")["timeline"]]
     assert timeline.count("UpdateOverdue") == 1
+    assert "NotificationFailed" not in timeline
 
     # the next period passes without an update: reminded once more
     wait_until(
@@ -157,9 +199,13 @@ def test_an_overdue_update_reminds_once_and_the_next_update_clears_it(
         what="the second period's reminder",
     )
     s.wait_condition("quiet", "UpdateOverdue", "True", "UpdateOverdue")
+    wait_until(
+        lambda: len(reminded(mails, "carol@example.com")) == 2, timeout=TIMEOUT, what="the second mail"
+    )
     s.patch_incident("quiet", {"resolution": {"summary": "index rebuilt"}})
     s.wait_condition("quiet", "UpdateOverdue", "False", "Resolved")
     assert len(for_incident(hooks.received_at("/overdue"), "quiet")) == 2
+    assert len(reminded(mails, "carol@example.com")) == 2
     assert [e["type"] for e in s.status("quiet")["timeline"]].count("UpdateOverdue") == 2
 
 

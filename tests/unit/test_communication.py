@@ -13,16 +13,24 @@ from pydantic import ValidationError
 
 from incident_operator.adapters.kube import Kube
 from incident_operator.adapters.outbound import Outbound
-from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, Severity
+from incident_operator.api.models import IncidentSpec, IncidentStatus, OnCallScheduleSpec, Phase, Severity
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
 from incident_operator.core.conditions import find_condition
 from incident_operator.core.matching import select
-from incident_operator.core.notices import IncidentView, notices, page_status, statuspage_body
+from incident_operator.core.notices import (
+    IncidentView,
+    Notice,
+    channels_for,
+    notices,
+    page_status,
+    slack_body,
+    statuspage_body,
+)
 from incident_operator.core.planner import Decision, PlanInput, check_deadlines, plan
 from incident_operator.core.planner.communication import human_duration
 from incident_operator.settings.channels import parse_channel
-from incident_operator.settings.config import FileConfig, OperatorConfig, UpdateCadence
+from incident_operator.settings.config import FileConfig, OperatorConfig, StatusPageConfig, UpdateCadence
 from tests.unit.fake_kube import NAMESPACE, FakeKube
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -36,7 +44,8 @@ def stamp(moment: datetime) -> str:
 class Incident:
     """One incident planned with a clock the test moves (no playbook: the cadence alone)."""
 
-    def __init__(self, **spec: Any) -> None:
+    def __init__(self, inputs: dict[str, Any] | None = None, **spec: Any) -> None:
+        self.inputs = inputs or {}
         self.raw: dict[str, Any] = {"title": "web down", "severity": "P1", "category": "availability", **spec}
         self.status = IncidentStatus()
         self.now = T0
@@ -60,6 +69,8 @@ class Incident:
             response_target=timedelta(hours=1),
             now=self.now,
             update_every=EVERY,
+            namespace=NAMESPACE,
+            **self.inputs,
         )
 
     def plan(self, at_minutes: float, *, deadlines_only: bool = False) -> Decision:
@@ -140,6 +151,116 @@ def test_the_reminder_is_a_notice_for_the_channels() -> None:
     assert [n.event for n in found] == ["updateOverdue"]
     assert "alice" in found[0].message
     assert "[P1] web down" in found[0].message
+
+
+PEOPLE = OnCallScheduleSpec.model_validate(
+    {
+        "timeZone": "UTC",
+        "people": [
+            {"name": "carol", "user": "oidc:carol", "email": "carol@example.com", "slackId": "UCAROL"},
+            {"name": "alice", "email": "alice@example.com"},
+            {"name": "dave"},
+        ],
+        "layers": [{"name": "day", "start": "2026-11-01T00:00:00Z", "rotation": "P1D", "people": ["alice"]}],
+    }
+)
+TOLD = {"schedules": {f"{NAMESPACE}/primary": PEOPLE}, "tell_channels": ("mail", "chat")}
+CHANNELS = FileConfig.model_validate(
+    {
+        "notifications": {
+            "channels": [
+                {
+                    "name": "mail",
+                    "type": "email",
+                    "to": ["sre@example.com"],
+                    "events": [],
+                    "smtp": {"host": "smtp.example.com", "from": "io@example.com"},
+                },
+                {
+                    "name": "chat",
+                    "type": "slack",
+                    "urlSecretRef": {"namespace": "ops", "name": "s", "key": "u"},
+                    "events": ["updateOverdue"],
+                },
+                {
+                    "name": "hook",
+                    "type": "webhook",
+                    "urlSecretRef": {"namespace": "ops", "name": "s", "key": "h"},
+                    "events": ["updateOverdue"],
+                },
+            ]
+        },
+        "oncall": {"channels": ["mail", "chat"], "allowedEmailDomains": ["example.com"]},
+    }
+).notifications
+
+
+def overdue_notices(inc: Incident) -> list[Notice]:
+    inc.plan(0)
+    old = inc.status
+    decision = inc.plan(16)
+    view = IncidentView(NAMESPACE, "web-down", inc.spec, Phase.ACKNOWLEDGED)
+    return notices(old, decision.status, decision.records, view)
+
+
+def taken(notice: Notice, inc: Incident) -> list[str]:
+    view = IncidentView(NAMESPACE, "web-down", inc.spec, Phase.ACKNOWLEDGED)
+    return [c.name for c in channels_for(CHANNELS, notice, view, StatusPageConfig())]
+
+
+def test_the_reminder_reaches_the_communications_lead_through_oncall_channels_once_per_period() -> None:
+    inc = Incident(TOLD, roles={"comms": "oidc:carol"}, commander="alice")
+    broadcast, personal = overdue_notices(inc)
+    assert inc.said(Reason.UPDATE_OVERDUE)[0].endswith("(carol told through mail, chat)")
+    assert personal.person is not None
+    assert personal.person.email == "carol@example.com"
+    assert personal.personal
+    assert personal.message.startswith("[P1] web down (")
+    assert "carol, update overdue" in personal.message
+    # to carol: by mail to her address and in Slack mentioning her; the subscribed webhook gets the
+    # reminder as before, and the Slack channel posts it once (with the mention), not twice
+    assert taken(personal, inc) == ["mail", "chat"]
+    assert broadcast.person is None
+    assert taken(broadcast, inc) == ["hook"]
+    assert slack_body(CHANNELS.channels[1], personal, IncidentView(NAMESPACE, "w", inc.spec, Phase.DETECTED))[
+        "text"
+    ].startswith("<@UCAROL> ")
+    for minute in (17, 29):  # once per overdue period
+        assert not [r for r in inc.plan(minute).records if r.reason == Reason.UPDATE_OVERDUE]
+    inc.update(30)
+    inc.plan(30)
+    found = [r for r in inc.plan(45).records if r.reason == Reason.UPDATE_OVERDUE]
+    assert [r.person.name if r.person else None for r in found] == ["carol"]
+
+
+def test_the_commander_is_reminded_without_a_communications_lead_and_slack_without_an_id_stays_quiet() -> (
+    None
+):
+    inc = Incident(TOLD, commander="alice")
+    broadcast, personal = overdue_notices(inc)
+    assert personal.person is not None
+    assert personal.person.name == "alice"
+    assert taken(broadcast, inc) == ["chat", "hook"]  # alice has no Slack id: the channel posts it plainly
+    assert taken(personal, inc) == ["mail", "chat"]  # (the notifier skips Slack for her, as for roles)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "spec", "why"),
+    [
+        (TOLD, {"commander": "zed"}, "zed not told: not in an on-call schedule of " + NAMESPACE),
+        (TOLD, {"roles": {"comms": "dave"}}, "dave not told: dave has no email or Slack id in "),
+        ({"schedules": TOLD["schedules"]}, {"commander": "alice"}, "alice not told: no oncall.channels"),
+    ],
+)
+def test_a_reminder_that_cannot_reach_its_person_says_why_and_still_goes_to_the_channels(
+    inputs: dict[str, Any], spec: dict[str, Any], why: str
+) -> None:
+    inc = Incident(inputs, **spec)
+    found = overdue_notices(inc)
+    assert [n.person for n in found] == [None]
+    assert taken(found[0], inc) == ["chat", "hook"]
+    assert why in inc.said(Reason.UPDATE_OVERDUE)[0]
+    assert why in next(e.message for e in inc.status.timeline or [] if e.type == "UpdateOverdue")
 
 
 def test_the_remembered_reminder_is_not_sent_again_after_a_restart() -> None:

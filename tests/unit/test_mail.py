@@ -92,6 +92,61 @@ def test_the_egress_policy_applies_to_mail_servers() -> None:
         send(mail.Server("127.0.0.1", smtp.port, "none"), allow=())  # loopback is guarded by default
 
 
+# ----------------------------------------------------------------------------- retries
+
+
+def send_retrying(
+    server: mail.Server, attempts: int, *, allow: tuple[str, ...] = ("127.0.0.0/8",)
+) -> tuple[str | None, list[float]]:
+    """`mail.send_with_retries` with its waits recorded (not slept); (outcome, waits)."""
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    async def go() -> str | None:
+        async with httpx.AsyncClient() as http:
+            outbound = Outbound(http, EgressPolicy.build(allow=allow))
+            return await mail.send_with_retries(outbound, server, ENVELOPE, 5.0, attempts, sleep=wait)
+
+    return asyncio.run(go()), waits
+
+
+def test_a_temporary_failure_is_retried_with_backoff_until_delivered() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.busy = 2
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 3)
+        assert outcome is None
+        assert len(smtp.inbox.wait()) == 1
+        assert smtp.inbox.attempts == 3
+    assert waits == list(mail.BACKOFF_S[:2])
+
+
+def test_attempts_are_bounded_and_the_last_failure_is_said() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.busy = 10
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 3)
+        assert smtp.inbox.attempts == 3
+        assert smtp.inbox.messages == []
+    assert outcome == "SMTP 451: 4.3.0 try again later after 3 attempt(s)"
+    assert len(waits) == 2
+
+
+def test_a_permanent_refusal_and_the_egress_policy_stop_at_once() -> None:
+    with mail_server() as smtp:
+        smtp.inbox.refuse = True
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 4)
+        assert smtp.inbox.attempts == 1
+        assert outcome == "SMTP 554: 5.7.1 message refused by policy after 1 attempt(s)"
+        assert waits == []
+        smtp.inbox.refuse = False
+        outcome, waits = send_retrying(mail.Server("127.0.0.1", smtp.port, "none"), 4, allow=())
+        assert outcome is not None
+        assert "after" not in outcome  # the policy's own words, no attempt made
+        assert smtp.inbox.attempts == 1
+        assert waits == []
+
+
 # ----------------------------------------------------------------------------- through the notifier
 
 
@@ -171,3 +226,90 @@ def test_a_sender_that_raises_is_a_notification_failure() -> None:
         patch.setitem(notifier_module.SENDERS, "email", broken)
         asyncio.run(go())
     assert failures == ["escalated notice to channel mail not delivered: RuntimeError while sending"]
+
+
+# ------------------------------------------------------------------ the overdue reminder to its person
+
+
+class _Status:
+    """The status writes `People.mail_to` makes (the rate limit's record)."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, object]] = []
+
+    async def patch_object_status(
+        self, plural: str, namespace: str, name: str, body: dict[str, object]
+    ) -> None:
+        self.patches.append(body)
+
+
+def test_the_overdue_reminder_mails_its_person_once_and_the_subscribed_channel_its_recipients() -> None:
+    from incident_operator.controllers.people import People, ScheduleBook
+    from incident_operator.core.paging import Addressee
+    from incident_operator.settings.config import FileConfig
+
+    carol = Addressee("shop/team", "carol", "carol@example.com")
+    spec = IncidentSpec.model_validate({"title": "web down", "severity": "P1", "category": "availability"})
+    view = IncidentView("shop", "web-down", spec, Phase.MITIGATING)
+    reminder = "[P1] web down (shop/web-down): update overdue"
+    notices = [
+        Notice("updateOverdue", reminder),
+        Notice("updateOverdue", reminder, ("people",), person=carol, personal=True),
+    ]
+
+    def run(port: int) -> list[str]:
+        smtp = {"host": "127.0.0.1", "port": port, "security": "none", "from": "io@example.com"}
+        config = FileConfig.model_validate(
+            {
+                "notifications": {
+                    "channels": [
+                        {
+                            "name": "people",
+                            "type": "email",
+                            "smtp": smtp,
+                            "to": ["x@example.com"],
+                            "events": [],
+                        },
+                        {
+                            "name": "team",
+                            "type": "email",
+                            "smtp": smtp,
+                            "to": ["team@example.com"],
+                            "events": ["updateOverdue"],
+                        },
+                    ]
+                },
+                "oncall": {
+                    "allowedEmailDomains": ["example.com"],
+                    "channels": ["people"],
+                    "maxMailsPerPersonPerHour": 1,
+                },
+            }
+        )
+        schedule = {"metadata": {"resourceVersion": "1"}, "spec": {"people": [{"name": "carol"}]}}
+        failures: list[str] = []
+
+        async def go() -> None:
+            async with httpx.AsyncClient() as http:
+                outbound = Outbound(http, EgressPolicy.build(allow=("127.0.0.0/8",)))
+                notifier = Notifier(None, outbound, config.notifications)
+                book = ScheduleBook(lambda: {("shop", "team"): schedule})
+                notifier.people = People(
+                    _Status(), outbound, config.oncall, config.notifications, book, secret=notifier.secret
+                )
+                for _ in range(2):  # the second reminder within the hour: over carol's limit
+                    await asyncio.gather(*notifier.send_all(notices, view, failures.append))
+
+        asyncio.run(go())
+        return failures
+
+    with mail_server() as smtp:
+        smtp.inbox.busy = 1  # a temporary failure first: retried (the one loop, with its backoff)
+        failures = run(smtp.port)
+        smtp.inbox.wait(3)
+        recipients = sorted(map(tuple, smtp.inbox.recipients))
+    assert recipients == [("carol@example.com",), ("team@example.com",), ("team@example.com",)]
+    assert failures == [
+        "updateOverdue notice to channel people not delivered: carol not told: carol had 1 mails within "
+        "the hour (oncall.maxMailsPerPersonPerHour, counted per address)"
+    ]  # never sent to the channel's own recipients instead

@@ -466,3 +466,38 @@ def test_a_statuspage_channel_says_only_public_updates_never_failures_or_the_des
     )
     with pytest.raises(ValidationError, match=r"may use only .*not description"):
         statuspage("bad", template="{title}: {description}")
+
+
+def test_a_reminder_to_a_person_without_a_slack_id_is_not_posted_unaddressed() -> None:
+    import asyncio
+    import time
+
+    from incident_operator.controllers import notifier as notifier_module
+    from incident_operator.controllers.notifier import Notifier
+    from incident_operator.core.paging import Addressee
+
+    posted: list[str] = []
+
+    async def record(notifier: Notifier, ch: Any, notice: Notice, view: IncidentView, value: Any) -> None:
+        posted.append(str(slack_body(ch, notice, view)["text"]))
+
+    chat = channel("chat", events=[])
+    config = Notifications(channels=(chat,))
+    failures: list[str] = []
+
+    async def scenario() -> None:
+        notifier = Notifier(None, None, config)
+        ref = chat.secret_refs[0]
+        notifier.secrets[(ref.namespace, ref.name, ref.key)] = (time.monotonic(), "https://h.example/")
+        for person in (
+            Addressee("shop/team", "alice", "alice@example.com"),
+            Addressee("shop/team", "bob", None, "UBOB"),
+        ):
+            notice = Notice("updateOverdue", "overdue", ("chat",), person=person, personal=True)
+            await asyncio.gather(*notifier.send_all([notice], VIEW, failures.append))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(notifier_module.SENDERS, "slack", record)
+        asyncio.run(scenario())
+    assert posted == ["<@UBOB> overdue"]  # alice (no Slack id) is told by mail, not in the channel
+    assert failures == []

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from incident_operator.api.models import (
@@ -16,8 +18,9 @@ from incident_operator.api.models import (
     OnCallScheduleSpec,
     Phase,
     PlaybookSpec,
+    RoleTold,
 )
-from incident_operator.core import paging
+from incident_operator.core import oncall, paging
 from incident_operator.core.matching import Candidate, select
 from incident_operator.core.notices import (
     IncidentView,
@@ -32,6 +35,7 @@ from incident_operator.core.paging import Addressee
 from incident_operator.core.planner import Level, PlanInput, check_deadlines, plan
 from incident_operator.settings.channels import OpsgenieChannel, PagerDutyChannel, parse_channel
 from incident_operator.settings.config import FileConfig
+from tests.unit.test_oncall_properties import SETTINGS, moments, schedules
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 REF = {"namespace": "ops", "name": "keys"}
@@ -176,6 +180,73 @@ def test_a_handoff_is_due_once_until_recorded() -> None:
     following = paging.due_handoff(spec, recorded, T0 + timedelta(days=1))
     assert following is not None
     assert following.person == "alice"
+
+
+def told(shift: Any, *, until: bool = True) -> OnCallHandoff:
+    """The record `Handoffs.announce` writes for `shift` (`until=False`: as an older version wrote it)."""
+    return OnCallHandoff(
+        at=shift.start, person=shift.person, layer=shift.layer, until=shift.end if until else None
+    )
+
+
+def test_a_moved_handoff_time_does_not_tell_the_person_on_call_again() -> None:
+    spec = schedule()
+    shift = paging.due_handoff(spec, [], T0)  # bob from 08:00, told
+    assert shift is not None
+    records = [told(shift)]
+    moved = schedule(
+        layers=[
+            {"name": "daily", "start": "2026-11-30T09:00:00Z", "rotation": "P1D", "people": ["alice", "bob"]}
+        ]
+    )  # the handoff at 09:00 from now on: the same bob, his turn now starting at 09:00
+    assert paging.due_handoff(moved, records, T0 + timedelta(hours=2)) is None
+    following = paging.due_handoff(moved, records, T0 + timedelta(days=1, hours=2))
+    assert following is not None
+    assert (following.person, following.start) == ("alice", T0 + timedelta(days=1, hours=1))
+    # a record written before `until` existed: the schedule as it is now says alice was on call
+    # from 08:00 to 09:00, so bob's turn at 09:00 is a new one (told again, as before)
+    assert paging.due_handoff(moved, [told(shift, until=False)], T0 + timedelta(hours=2)) is not None
+
+
+def test_an_adjacent_override_of_the_same_person_goes_on_with_the_turn_and_another_is_told() -> None:
+    spec = schedule()
+    shift = paging.due_handoff(spec, [], T0)
+    assert shift is not None
+    for until in (True, False):  # by the record's `until`, or by the schedule as it is now
+        records = [told(shift, until=until)]
+        longer = schedule(
+            overrides=[{"person": "bob", "start": "2026-12-02T08:00:00Z", "end": "2026-12-02T12:00:00Z"}]
+        )
+        assert paging.due_handoff(longer, records, T0 + timedelta(days=1, hours=1)) is None
+        after = paging.due_handoff(longer, records, T0 + timedelta(days=1, hours=5))
+        assert after is not None
+        assert after.person == "alice"
+
+
+def test_the_same_person_back_after_someone_else_or_a_gap_is_told_again() -> None:
+    spec = schedule()
+    alice = paging.due_handoff(spec, [], T0 - timedelta(hours=1))  # alice's turn of the day before
+    assert alice is not None
+    # bob's turn was never recorded (the operator was away): alice's next turn is announced
+    again = paging.due_handoff(spec, [told(alice)], T0 + timedelta(days=1, hours=1))
+    assert again is not None
+    assert (again.person, again.start) == ("alice", T0 + timedelta(days=1))
+    office = schedule(
+        layers=[
+            {
+                "name": "office",
+                "start": "2026-11-30T00:00:00Z",
+                "rotation": "P7D",
+                "people": ["alice"],
+                "restrictions": [{"from": "09:00", "to": "17:00"}],
+            }
+        ]
+    )
+    monday = paging.due_handoff(office, [], T0 + timedelta(hours=2))
+    assert monday is not None
+    tuesday = paging.due_handoff(office, [told(monday)], T0 + timedelta(days=1, hours=2))
+    assert tuesday is not None  # a turn that comes back after a gap is a new one
+    assert tuesday.start == T0 + timedelta(days=1, hours=1)
 
 
 def test_the_handoff_record_is_bounded() -> None:
@@ -350,3 +421,70 @@ def test_roles_of_a_resolved_incident_are_not_told() -> None:
     upgraded = first.status.model_copy(update={"rolesTold": None})  # as from a version without it
     later = plan(plan_input(resolved, upgraded, T0 + timedelta(minutes=1), tell_channels=("mail",)))
     assert not [r for r in later.records if r.reason in ("RoleTold", "RoleNotTold")]
+
+
+def test_the_cut_of_roles_told_never_drops_a_current_holder_so_nobody_is_told_twice() -> None:
+    status = IncidentStatus()
+    told_alice = 0
+    for i in range(paging.ROLES_TOLD_KEPT + 10):  # the tech lead changes hands 74 times
+        incident = spec(commander="oidc:alice", roles={"techLead": f"lead-{i}"})
+        decision = plan(plan_input(incident, status, T0 + timedelta(minutes=i), tell_channels=("mail",)))
+        status = decision.status
+        told_alice += len(
+            [r for r in decision.records if r.reason == "RoleTold" and r.message.startswith("oidc:")]
+        )
+        kept = status.rolesTold or []
+        assert len(kept) <= paging.ROLES_TOLD_KEPT
+        assert ("commander", "oidc:alice") in {(t.role, t.who) for t in kept}  # the oldest entry stays
+        assert ("techLead", f"lead-{i}") in {(t.role, t.who) for t in kept}
+    assert told_alice == 1
+    assert [t.who for t in status.rolesTold or []][-2:] == [
+        f"lead-{paging.ROLES_TOLD_KEPT + 8}",
+        f"lead-{paging.ROLES_TOLD_KEPT + 9}",
+    ]
+    assert "lead-0" not in {t.who for t in status.rolesTold or []}  # an old holder is what goes
+
+
+def test_roles_told_kept_keeps_current_holders_then_the_newest() -> None:
+    told = [RoleTold(role="techLead", who=f"t{i}", told=False) for i in range(5)]
+    told.insert(1, RoleTold(role="commander", who="c", told=True))
+    kept = paging.roles_told_kept(told, spec(commander="c", roles={"techLead": "t0"}), cap=3)
+    assert [(t.role, t.who) for t in kept] == [("techLead", "t0"), ("commander", "c"), ("techLead", "t4")]
+
+
+@SETTINGS
+@given(st.data())
+def test_handoffs_are_announced_at_most_once_never_missed_and_not_again_for_an_extension(
+    data: st.DataObject,
+) -> None:
+    """Watched at random moments: a turn is announced at most once; whenever someone is on call,
+    the latest record is theirs (a change of person is never missed); an override that extends the
+    current turn of the same person (an adjacent edit) announces nothing."""
+    base = data.draw(moments)
+    spec = data.draw(schedules(base=base))
+    records: list[OnCallHandoff] = []
+    announced: set[tuple[str, datetime]] = set()
+    for minutes in sorted(data.draw(st.lists(st.integers(0, 6 * 1440), min_size=1, max_size=10))):
+        now = base + timedelta(minutes=minutes)
+        shift = paging.due_handoff(spec, records, now)
+        if shift is not None:
+            assert (shift.person, shift.start) not in announced
+            announced.add((shift.person, shift.start))
+            records = paging.recorded(records, told(shift))
+            assert paging.due_handoff(spec, records, now) is None
+        current = oncall.on_call(spec, now)
+        if current is None:
+            continue
+        assert records[-1].person == current.person
+        if oncall.open_ended(current, now):
+            continue
+        extension = {
+            "person": current.person,
+            "start": current.end.isoformat(),
+            "end": (current.end + timedelta(hours=2)).isoformat(),
+        }
+        raw = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        edited = OnCallScheduleSpec.model_validate(
+            {**raw, "overrides": [*raw.get("overrides", []), extension]}
+        )
+        assert paging.due_handoff(edited, records, current.end) is None

@@ -11,6 +11,7 @@ from typing import Any
 from incident_operator.adapters.kube import ApiException
 from incident_operator.api.timestamps import format_time
 from incident_operator.controllers.people import Handoffs, People, ScheduleBook
+from incident_operator.core import paging
 from incident_operator.core.paging import Addressee
 from incident_operator.settings.config import FileConfig
 
@@ -28,7 +29,7 @@ CONFIG = FileConfig.model_validate(
         },
     }
 )
-SPEC = {
+SPEC: dict[str, Any] = {
     "timeZone": "UTC",
     "people": [{"name": "dave", "email": "dave@example.com"}, {"name": "erin", "email": "erin@example.com"}],
     "layers": [
@@ -123,6 +124,96 @@ def test_the_hourly_mail_count_is_read_back_from_the_schedule_after_a_restart() 
     assert len(written) == 3  # the 90-minute-old send dropped, the new one kept
 
 
+class Schedules:
+    """Several schedules' status, patched by name (the calls `People.mail_to` makes)."""
+
+    def __init__(self, **statuses: dict[str, Any]) -> None:
+        self.bodies = {
+            ("shop", name): {**body(status), "metadata": {"namespace": "shop", "name": name}}
+            for name, status in statuses.items()
+        }
+        for name, entry in (("primary", "dave"), ("secondary", "Dave.Ops")):
+            if ("shop", name) in self.bodies:
+                spec = {**SPEC, "people": [{"name": entry, "email": "DAVE@example.com"}, *SPEC["people"][1:]]}
+                if name == "primary":
+                    spec = SPEC
+                self.bodies[("shop", name)]["spec"] = spec
+
+    async def patch_object_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        key = (namespace, name)
+        self.bodies[key] = {**self.bodies[key], "status": {**self.bodies[key]["status"], **patch["status"]}}
+        return self.bodies[key]
+
+    def people(self, clock: Any = lambda: T0) -> People:
+        book = ScheduleBook(lambda: self.bodies)
+        return People(self, None, CONFIG.oncall, CONFIG.notifications, book, secret=lambda r: "", clock=clock)
+
+    def sent(self, name: str) -> list[dict[str, Any]]:
+        return list(self.bodies[("shop", name)]["status"].get("mailsSent") or [])
+
+
+def test_the_limit_counts_per_address_across_schedules_and_names_also_after_a_restart() -> None:
+    api = Schedules(primary={}, secondary={})
+    dave = Addressee("shop/primary", "dave", "dave@example.com")
+    same = Addressee("shop/secondary", "Dave.Ops", "DAVE@example.com")  # one mailbox, another name
+
+    async def run() -> list[str | None]:
+        live = api.people()
+        return [(await live.mail_to(p))[0] for p in (dave, same, dave, same)]
+
+    assert asyncio.run(run()) == ["dave@example.com", "DAVE@example.com", "dave@example.com", None]
+    # each schedule keeps the sends made through it, with the address
+    assert [(e["person"], e["address"]) for e in api.sent("primary")] == [("dave", "dave@example.com")] * 2
+    assert [(e["person"], e["address"]) for e in api.sent("secondary")] == [("Dave.Ops", "dave@example.com")]
+
+    async def restarted() -> tuple[str | None, str]:
+        return await api.people(lambda: T0 + timedelta(minutes=1)).mail_to(same)
+
+    to, why = asyncio.run(restarted())  # a new process reads both schedules' records of the address
+    assert to is None
+    assert "3 mails within the hour" in why
+
+
+def test_an_entry_recorded_without_an_address_counts_for_its_persons_address() -> None:
+    earlier = [{"person": "dave", "at": format_time(T0 - timedelta(minutes=m))} for m in (30, 20, 10)]
+    api = Schedules(primary={"mailsSent": earlier}, secondary={})
+    to, why = asyncio.run(api.people().mail_to(Addressee("shop/secondary", "Dave.Ops", "dave@example.com")))
+    assert to is None
+    assert "counted per address" in why
+
+
+def test_the_record_is_bounded_but_the_count_in_the_process_is_not() -> None:
+    api = Schedules(primary={})
+    everyone = [Addressee("shop/primary", f"p{i}", f"p{i}@example.com") for i in range(4)]
+
+    async def run() -> list[str | None]:
+        live = api.people()
+        live.kept = 2  # the record keeps the newest two sends
+        return [(await live.mail_to(p))[0] for p in everyone * 4]
+
+    got = asyncio.run(run())
+    assert got.count(None) == 4  # three each within the hour, whatever the record kept
+    assert [got[i::4].count(None) for i in range(4)] == [1, 1, 1, 1]
+    assert len(api.sent("primary")) == 2
+
+
+def test_mails_kept_keeps_the_last_hour_the_limits_worth_per_address_then_the_newest() -> None:
+    sends = [(T0 - timedelta(minutes=m), "a", "a@x") for m in (1, 2, 3, 4, 70)]
+    sends += [(T0 - timedelta(minutes=m), "b", "b@x") for m in (5, 6)]
+    kept = paging.mails_kept(sends, T0, per_hour=3)
+    assert [(e[1], int((T0 - e[0]).total_seconds() // 60)) for e in kept] == [
+        ("b", 6),
+        ("b", 5),
+        ("a", 3),
+        ("a", 2),
+        ("a", 1),
+    ]  # oldest first; a's 4th and its send of 70 minutes ago are no use to the limit
+    assert paging.mails_kept(sends, T0, per_hour=3, cap=2) == kept[-2:]
+    twice = [*sends, sends[0]]  # two sends in the same second are two
+    assert [e[1] for e in paging.mails_kept(twice, T0, per_hour=3)] == ["b", "b", "a", "a", "a"]
+    assert paging.mails_kept(twice, T0, per_hour=3)[-2:] == [sends[0], sends[0]]
+
+
 def test_mail_outside_the_allowed_domains_is_refused_with_why() -> None:
     api = Api(body())
     eve = Addressee("shop/primary", "eve", "eve@elsewhere.org")
@@ -154,7 +245,27 @@ def test_a_handoff_is_claimed_then_announced_once_with_the_open_incidents() -> N
         "2026-12-01T08:00:00Z",
         "told through mail",
     )
+    assert record["until"] == "2026-12-02T08:00:00Z"  # the turn's end as told: an edit moving it tells nobody
     assert api.events[0][:2] == ("Normal", "Handoff")
+
+
+def test_an_edit_that_moves_the_start_of_the_same_persons_turn_announces_nothing() -> None:
+    api = Api(body())
+
+    async def run() -> Recording:
+        told = people(api, lambda: T0 + timedelta(hours=2))
+        handoffs = Handoffs(api, told, clock=lambda: T0 + timedelta(hours=2))
+        handoffs.observe("ADDED", api.body)
+        await asyncio.gather(*handoffs.busy.values())
+        layer = {**SPEC["layers"][0], "start": "2026-11-30T09:00:00Z"}  # the handoff at 09:00 now
+        api.body = {**api.body, "spec": {**SPEC, "layers": [layer]}}
+        handoffs.observe("MODIFIED", api.body)
+        await asyncio.gather(*handoffs.busy.values())
+        return told
+
+    told = asyncio.run(run())
+    assert [to for to, _ in told.sent_to] == ["erin@example.com"]  # once, not again at the edit
+    assert len(api.body["status"]["handoffs"]) == 1
 
 
 def test_a_lost_claim_sends_nothing() -> None:

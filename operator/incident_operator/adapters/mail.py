@@ -5,6 +5,10 @@ The mail server's host is resolved and checked like every outgoing request, and 
 goes to the checked address while TLS still verifies the certificate against the host name.
 The standard library's smtplib does the protocol, in a worker thread with a timeout on every
 socket operation, so a slow or silent server costs one thread for at most `timeout` seconds.
+
+`send_with_retries` is the one retry loop every mail goes through (notices, reports, mail to
+people): a bounded number of attempts with backoff between them; a permanent failure (the
+message cannot be built, a 5xx answer) and the egress policy's refusal stop at once.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from incident_operator.adapters.outbound import Outbound
+from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
+
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+"""Seconds to wait before the 2nd, 3rd, ... attempt (the last value for any later one)."""
 
 
 class MailFailed(Exception):
@@ -155,3 +163,35 @@ async def send(outbound: Outbound, server: Server, envelope: Envelope, timeout: 
         raise MailFailed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
     except Exception as exc:  # anything else smtplib or the message raises is a failed delivery too
         raise MailFailed(f"{type(exc).__name__} while sending", permanent=True) from None
+
+
+async def send_with_retries(
+    outbound: Outbound,
+    server: Server,
+    envelope: Envelope,
+    timeout: float,
+    attempts: int,
+    *,
+    backoff: Sequence[float] = BACKOFF_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> str | None:
+    """Send one message, trying up to `attempts` times with `backoff` between tries; None when
+    delivered, else why not (never a credential). The egress policy's refusal and a permanent
+    failure stop at once: trying again would not help."""
+    last, tried = "no attempt made", 0
+    for attempt in range(max(1, attempts)):
+        if attempt:
+            await sleep(backoff[min(attempt - 1, len(backoff) - 1)] if backoff else 0.0)
+        tried = attempt + 1
+        try:
+            await send(outbound, server, envelope, timeout)
+            return None
+        except EgressDenied as exc:
+            return str(exc)  # the policy will not change between attempts
+        except RequestFailed as exc:
+            last = str(exc)
+        except MailFailed as exc:
+            last = str(exc)
+            if exc.permanent:
+                break  # a refusal for good, a message that cannot be built
+    return f"{last} after {tried} attempt(s)"

@@ -1087,6 +1087,11 @@ class OnCallHandoff(ApiModel):
     at: datetime = Field(description="When the turn started.")
     person: str = Field(max_length=63, description="Who came on call.")
     layer: str | None = Field(default=None, max_length=63, description="The layer, or `override`.")
+    until: datetime | None = Field(
+        default=None,
+        description="When the turn was to end, as the schedule said then: a turn of the same person "
+        "that starts before it (an edit moved the handoff) is not announced again.",
+    )
     announced: str | None = Field(
         default=None,
         max_length=512,
@@ -1100,6 +1105,12 @@ class MailSent(ApiModel):
 
     person: str = Field(max_length=63)
     at: datetime
+    address: str | None = Field(
+        default=None,
+        max_length=254,
+        description="The address mailed, lowercased: the limit counts per address, over every schedule "
+        "that lists it (none: the person's address in this schedule).",
+    )
 
 
 class OnCallScheduleStatus(ApiModel):
@@ -1121,5 +1132,5 @@ class OnCallScheduleStatus(ApiModel):
         default=None,
         max_length=1000,
         description="Mail sent to its people within the last hour (the operator's rate limit, kept "
-        "across restarts).",
+        "across restarts), oldest first; at most the limit's worth per address, and the newest 1000.",
     )

@@ -151,9 +151,9 @@ class Notifier:
             return values[id(ref)] if ref is not None else None
 
         person = notice.person
-        role = notice.event == "roleAssigned" and channel.type == "slack"
-        if role and person is not None and not person.slackId:
-            return None  # told on their other contact; a role is not posted unaddressed
+        told = notice.event == "roleAssigned" or notice.personal
+        if told and channel.type == "slack" and person is not None and not person.slackId:
+            return None  # told on their other contact; a role or reminder is not posted unaddressed
         return await SENDERS[channel.type](self, channel, notice, view, value)
 
     async def _statuspage(
@@ -228,7 +228,7 @@ class Notifier:
             found = await self.people.mail_to(person) if self.people is not None else (None, "no oncall")
             if found[0] is not None:
                 to, cc = (found[0],), ()
-            elif notice.event == "roleAssigned":
+            elif notice.event == "roleAssigned" or notice.personal:
                 return f"{person.name} not told: {found[1]}"
             else:
                 note = Redirected(f"{person.name} not mailed ({found[1]}): sent to the channel's recipients")
@@ -261,22 +261,10 @@ class Notifier:
             value(smtp.caSecretRef),
         )
         envelope = mail.Envelope(smtp.sender, to, cc, subject, plain, rich)
-        last = "no attempt made"
-        for attempt in range(channel.maxAttempts):
-            if attempt:
-                await asyncio.sleep(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)])
-            try:
-                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
-                return note
-            except EgressDenied as exc:
-                return str(exc)
-            except RequestFailed as exc:
-                last = str(exc)
-            except mail.MailFailed as exc:
-                last = str(exc)
-                if exc.permanent:
-                    break  # a refusal for good, a message that cannot be built: retrying will not help
-        return f"{last} after {attempt + 1} attempt(s)"
+        error = await mail.send_with_retries(
+            self.outbound, server, envelope, channel.timeoutSeconds, channel.maxAttempts
+        )
+        return note if error is None else error
 
     async def send_report(
         self, channel: Channel, subject: str, plain: str, rich: str, body: object

@@ -4,9 +4,11 @@
 - `ScheduleBook`: the schedules the watch delivered (the on-call keeper's bodies), parsed once per
   resourceVersion, as `core.paging.Schedules` for the planner.
 - `People.mail_to`: whether a person may be mailed now (config `oncall.allowedEmailDomains`,
-  `oncall.maxMailsPerPersonPerHour`); a send is counted before it goes, in memory and in the
-  schedule's `status.mailsSent` (the last hour's sends), so a restart or a new leader goes on
-  counting from what the API holds instead of from zero.
+  `oncall.maxMailsPerPersonPerHour`, counted per address: one mailbox listed in two schedules, or
+  under two names, has one budget); a send is counted before it goes, in memory and in the
+  `status.mailsSent` of the schedule it was addressed through (the last hour's sends, bounded), so
+  a restart or a new leader goes on counting from what the API holds (every watched schedule's
+  record of that address) instead of from zero.
 - `People.tell`: a message to a person through an email channel's SMTP server (to their address)
   or a slack channel (mentioning their member id); egress policy and Secrets as every channel.
 - `Handoffs`: at each handoff of a schedule (seen when the keeper's status write comes back
@@ -102,20 +104,41 @@ class People:
         self.kube, self.outbound, self.config, self.book = kube, outbound, config, book
         self.channels = {c.name: c for c in notifications.channels}
         self.secret, self.clock = secret, clock
-        self.sent: dict[tuple[str, str], list[datetime]] = {}
-        """Sends per (schedule, person) of the last hour, seeded from the schedule's status."""
+        self.sent: dict[str, list[tuple[datetime, str, str]]] = {}
+        """Sends per address (`paging.mail_key`) as (when, schedule, person), seeded from the
+        `status.mailsSent` of every watched schedule: the limit counts mails to one mailbox,
+        whatever schedule or name listed it."""
+        self.kept = paging.MAILS_KEPT
+        """At most this many sends in a schedule's `status.mailsSent` (what memory counts is not cut)."""
+        self.seeded: set[str] = set()
+        """The schedules whose `status.mailsSent` was read (once per process: then memory counts)."""
         self.lock = asyncio.Lock()
 
-    def _seed(self, schedule: str) -> None:
-        body = self.book.body(schedule) or {}
-        for raw in (body.get("status") or {}).get("mailsSent") or []:
-            try:
-                at = parse_time(str(raw.get("at")))
-            except (ValueError, TypeError):
+    def _seed(self) -> None:
+        """Read the sends recorded in every watched schedule not read yet (an entry without an
+        address is for its person's address in that schedule). Each schedule is read once, before
+        any send through it is counted: two sends in one second are two, never taken for one."""
+        for (namespace, name), body in list(self.book.bodies().items()):
+            schedule = f"{namespace}/{name}"
+            if schedule in self.seeded:
                 continue
-            key = (schedule, str(raw.get("person") or ""))
-            if at not in self.sent.setdefault(key, []):
-                self.sent[key].append(at)
+            self.seeded.add(schedule)
+            people = {
+                str(p.get("name")): str(p.get("email") or "")
+                for p in (body.get("spec") or {}).get("people") or []
+                if isinstance(p, Mapping)
+            }
+            for raw in (body.get("status") or {}).get("mailsSent") or []:
+                if not isinstance(raw, Mapping):
+                    continue
+                try:
+                    at = parse_time(str(raw.get("at")))
+                except (ValueError, TypeError):
+                    continue
+                person = str(raw.get("person") or "")
+                address = paging.mail_key(str(raw.get("address") or people.get(person) or ""))
+                if address:
+                    self.sent.setdefault(address, []).append((at, schedule, person))
 
     async def mail_to(self, person: Addressee) -> tuple[str | None, str]:
         """(their address, "") if they may be mailed now, the send counted; else (None, why not)."""
@@ -123,30 +146,34 @@ class People:
             return None, f"{person.name} has no email"
         if not paging.mail_allowed(person.email, self.config.allowedEmailDomains):
             return None, f"{person.name}'s address is not in oncall.allowedEmailDomains"
+        address = paging.mail_key(person.email)
         async with self.lock:
-            key = (person.schedule, person.name)
-            if key not in self.sent:
-                self._seed(person.schedule)
+            self._seed()
             now = self.clock()
-            sent = paging.recent(self.sent.get(key, []), now)
-            if paging.mail_budget(sent, now, self.config.maxMailsPerPersonPerHour) <= 0:
-                self.sent[key] = sent
+            sent = [e for e in self.sent.get(address, []) if now - paging.HOUR < e[0] <= now]
+            self.sent[address] = sent
+            if paging.mail_budget((e[0] for e in sent), now, self.config.maxMailsPerPersonPerHour) <= 0:
                 return None, (
                     f"{person.name} had {self.config.maxMailsPerPersonPerHour} mails within the hour "
-                    "(oncall.maxMailsPerPersonPerHour)"
+                    "(oncall.maxMailsPerPersonPerHour, counted per address)"
                 )
-            self.sent[key] = [*sent, now]
+            sent.append((now, person.schedule, person.name))
             await self._persist(person.schedule, now)
         return person.email, ""
 
     async def _persist(self, schedule: str, now: datetime) -> None:
-        """Write the schedule's sends of the last hour to its status (a failure is logged: the count
-        in memory still holds until the process ends)."""
+        """Write the sends of the last hour made through `schedule` to its status, bounded
+        (`paging.mails_kept`; a failure is logged: the count in memory still holds until the
+        process ends)."""
+        mine = [
+            (at, person, address)
+            for address, sends in self.sent.items()
+            for at, where, person in sends
+            if where == schedule
+        ]
+        kept = paging.mails_kept(mine, now, self.config.maxMailsPerPersonPerHour, self.kept)
         entries = [
-            {"person": person, "at": format_time(at)}
-            for (key, person), times in sorted(self.sent.items())
-            if key == schedule
-            for at in paging.recent(times, now)
+            {"person": person, "at": format_time(at), "address": address} for at, person, address in kept
         ]
         namespace, _, name = schedule.partition("/")
         try:
@@ -213,20 +240,9 @@ class People:
         server = mail.Server(smtp.host, smtp.port, smtp.security, *values)
         rich = f"<!doctype html><html><body><pre>{html.escape(message)}</pre></body></html>"
         envelope = mail.Envelope(smtp.sender, (to,), (), subject[:200], message, rich)
-        last = "no attempt made"
-        for _ in range(channel.maxAttempts):
-            try:
-                await mail.send(self.outbound, server, envelope, channel.timeoutSeconds)
-                return None
-            except EgressDenied as exc:
-                return str(exc)
-            except RequestFailed as exc:
-                last = str(exc)
-            except mail.MailFailed as exc:
-                last = str(exc)
-                if exc.permanent:
-                    break
-        return last
+        return await mail.send_with_retries(
+            self.outbound, server, envelope, channel.timeoutSeconds, channel.maxAttempts
+        )
 
     async def _slack(self, channel: SlackChannel, person: Addressee, message: str) -> str | None:
         if not person.slackId or not person.slackId.isalnum():
@@ -313,7 +329,9 @@ class Handoffs:
         else:
             said = f"told through {', '.join(channels)}"
         status = dict(body.get("status") or {})
-        entry = OnCallHandoff(at=shift.start, person=shift.person, layer=shift.layer, announced=said)
+        entry = OnCallHandoff(
+            at=shift.start, person=shift.person, layer=shift.layer, until=shift.end, announced=said
+        )
         handoffs = [OnCallHandoff.model_validate(h) for h in status.get("handoffs") or []]
         recorded = [h.model_dump(mode="json", exclude_none=True) for h in paging.recorded(handoffs, entry)]
         patch = {

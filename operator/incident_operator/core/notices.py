@@ -61,6 +61,13 @@ class Notice:
     person: Addressee | None = None
     """The person it is addressed to (`core.paging`): email to them, Slack mentioning them,
     Opsgenie with them as responder, PagerDuty naming them; the channels' recipients otherwise."""
+    personal: bool = False
+    """Told to `person` only, through the channels it names and no other (the overdue-update
+    reminder: the channels subscribed to the event get a notice of their own); a channel that
+    cannot reach them sends nothing (never to its own recipients)."""
+    mentioned_in: tuple[str, ...] = ()
+    """Channels a `personal` twin of this notice reaches by Slack, mentioning its person: a Slack
+    channel among them posts the news once (that mention), not once more unaddressed."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,12 @@ def notices(
         elif record.reason == Reason.RESOLVED:
             found.append(Notice("resolved", f"{title}: resolved. {record.message}", paged))
         elif record.reason == Reason.UPDATE_OVERDUE:
-            found.append(Notice("updateOverdue", f"{title}: {record.message}"))
+            person = record.person
+            slack = record.channels if person is not None and _slack_id(person) else ()
+            found.append(Notice("updateOverdue", f"{title}: {record.message}", mentioned_in=slack))
+            if person is not None:
+                message = f"{title}: {person.name}, {record.message}"
+                found.append(Notice("updateOverdue", message, record.channels, person=person, personal=True))
         elif record.reason == Reason.PUBLIC_UPDATE:
             found.append(Notice("update", f"{title}: {record.message}", update_at=record.update_at))
         elif record.reason == Reason.AUTOMATION_TRIPPED:  # once per trip, whichever incident saw it
@@ -132,11 +144,16 @@ def channels_for(
     """The channels that take the notice: those subscribed to its event (within their severity
     and namespace filters; a cluster-wide notice also every one of them without a namespace
     filter), and those it names (the engine chose them for this namespace).
-    A `statuspage` channel takes only public incidents (`page.publishes`, the status page's rule)."""
+    A `statuspage` channel takes only public incidents (`page.publishes`, the status page's rule).
+    A `personal` notice goes only to the channels it names; a Slack channel its personal twin
+    mentions the person in (`mentioned_in`) does not take it."""
+    if notice.personal:
+        return [c for c in config.channels if c.name in notice.channels]
     return [
         c
         for c in config.channels
-        if (
+        if not (c.type == "slack" and c.name in notice.mentioned_in)
+        and (
             c.name in notice.channels
             or (
                 notice.event in c.takes
@@ -338,13 +355,18 @@ def for_person(notice: Notice) -> str:
     return f"for {person.name} (on call in {person.schedule}): " if notice.event == "escalated" else ""
 
 
-def slack_mention(notice: Notice) -> str:
-    """`<@ID> ` mentioning the person a notice is addressed to (a Slack member id is [A-Z0-9]+,
-    checked by the schedule's CRD and here: nothing else may become a control sequence)."""
-    person = notice.person
+def _slack_id(person: Addressee | None) -> str | None:
+    """Their Slack member id if it is one ([A-Z0-9]+, checked by the schedule's CRD and here:
+    nothing else may become a control sequence)."""
     if person is None or not person.slackId or not person.slackId.isalnum():
-        return ""
-    return f"<@{person.slackId}> "
+        return None
+    return person.slackId
+
+
+def slack_mention(notice: Notice) -> str:
+    """`<@ID> ` mentioning the person a notice is addressed to."""
+    found = _slack_id(notice.person)
+    return f"<@{found}> " if found else ""
 
 
 def slack_body(channel: ChannelBase, notice: Notice, view: IncidentView) -> dict[str, object]:

@@ -521,3 +521,15 @@ def shifts(spec: OnCallScheduleSpec, start: datetime, end: datetime) -> list[Shi
 def open_ended(shift: Shift, at: datetime) -> bool:
     """The shift does not end within HORIZON of `at` (its end is only where the search stopped)."""
     return shift.end >= _aware(at) + HORIZON
+
+
+def on_call_throughout(spec: OnCallScheduleSpec, person: str, start: datetime, end: datetime) -> bool:
+    """Whether `person` is on call at every moment of [start, end) (any layer or override, no gap).
+    False too when that span has more possible handoffs than one search looks at (SEARCH_BUDGET)."""
+    schedule = _Schedule(spec)
+    start, end = _aware(start), _aware(end)
+    if end <= start:
+        return True
+    if schedule.cost(start, end) > SEARCH_BUDGET:
+        return False
+    return all(who is not None and who[0] == person for _, _, who in schedule.segments(start, end))

@@ -5,10 +5,12 @@
   (`core.oncall.on_call`), or why nobody is (no such schedule, invalid, nobody on call): then the
   level's channels go to their own recipients and the timeline says so.
 - `mail_allowed` (config `oncall.allowedEmailDomains`) and `mail_budget` (config
-  `oncall.maxMailsPerPersonPerHour`, the sends of the last hour passed in: the controller keeps
-  them in the schedule's `status.mailsSent`).
+  `oncall.maxMailsPerPersonPerHour`, the sends of the last hour to one address passed in: the
+  controller keeps them in the schedules' `status.mailsSent`, and `mails_kept` says which of them
+  a schedule's status keeps: bounded, and never fewer than the limit needs per address).
 - `due_handoff`: the turn to announce now (the current one, when the schedule's `status.handoffs`
-  has no record of it).
+  has no record of it and it does not merely go on with the turn last announced: an edit that
+  moves the start of the same person's turn tells nobody again).
 - `find_person` and `roles_to_tell`: a role's holder in the schedules of the incident's namespace
   (by `people[].user`, then by `name`), and the role assignments not yet told
   (`status.rolesTold`).
@@ -40,6 +42,8 @@ ROLES = ("commander", "techLead", "comms", "customerSuccess")
 HOUR = timedelta(hours=1)
 HANDOFFS_KEPT = 20
 """`status.handoffs` keeps this many, newest last (the CRD's maxItems)."""
+MAILS_KEPT = 1000
+"""`status.mailsSent` keeps at most this many (the CRD's maxItems)."""
 
 
 @dataclass(frozen=True)
@@ -118,15 +122,55 @@ def mail_budget(sent: Iterable[datetime], now: datetime, per_hour: int) -> int:
     return max(0, per_hour - len(recent(sent, now)))
 
 
+def mail_key(email: str) -> str:
+    """The address a rate limit counts by: the same mailbox whatever the schedule or name it is
+    listed under (domains are case-insensitive; the local part is taken so too, as mail systems do)."""
+    return email.strip().lower()
+
+
+Sent = tuple[datetime, str, str]
+"""One mail sent: (when, the person's name in the schedule, the address as `mail_key` gives it)."""
+
+
+def mails_kept(sent: Iterable[Sent], now: datetime, per_hour: int, cap: int = MAILS_KEPT) -> list[Sent]:
+    """What a schedule's `status.mailsSent` keeps of `sent`, oldest first: the sends of the last
+    hour, per address only the newest `per_hour` (more never changes what the limit allows: a
+    budget is spent at `per_hour`), then the newest `cap`. Only what is written is cut: the count
+    in the process's memory is not, so within the process the limit never counts fewer."""
+    newest: dict[str, list[Sent]] = {}
+    for entry in sorted(sent, key=lambda e: (e[0], e[1], e[2]), reverse=True):
+        if now - HOUR < entry[0] <= now and len(newest.setdefault(entry[2], [])) < per_hour:
+            newest[entry[2]].append(entry)
+    kept = sorted((e for entries in newest.values() for e in entries), key=lambda e: (e[0], e[1], e[2]))
+    return kept[-cap:] if cap > 0 else []
+
+
 def due_handoff(spec: OnCallScheduleSpec, handoffs: Sequence[OnCallHandoff], now: datetime) -> Shift | None:
-    """The current turn if it was not announced yet (no record of its person and start), else None."""
+    """The current turn if it is to be announced now, else None. Not when a record has its person
+    and start, nor when it only goes on with the turn last announced (`continues`): an edit that
+    moves its start (a handoff time changed, an override of the same person adjacent) does not
+    tell them again."""
     shift = oncall.on_call(spec, now)
     if shift is None:
         return None
     for record in handoffs:
         if record.person == shift.person and record.at == shift.start:
             return None
+    if handoffs and continues(spec, handoffs[-1], shift):
+        return None
     return shift
+
+
+def continues(spec: OnCallScheduleSpec, last: OnCallHandoff, shift: Shift) -> bool:
+    """Whether `shift` only goes on with the turn `last` announced: the same person, and nobody
+    else on call in between, either by the record (the turn starts before the announced one was
+    to end, `until`) or by the schedule as it is now (that person on call throughout from the
+    announced start to this one's, no gap: a turn that comes back after a gap is a new one)."""
+    if last.person != shift.person:
+        return False
+    if last.at >= shift.start or (last.until is not None and shift.start <= last.until):
+        return True
+    return oncall.on_call_throughout(spec, shift.person, last.at, shift.start)
 
 
 def recorded(handoffs: Sequence[OnCallHandoff], entry: OnCallHandoff) -> list[OnCallHandoff]:
@@ -163,6 +207,23 @@ def roles_to_tell(spec: IncidentSpec, told: Sequence[RoleTold]) -> list[tuple[st
     """The (role, holder) pairs of the spec nobody told yet (each pair is told once, ever)."""
     done = {(t.role, t.who) for t in told}
     return [(role, who) for role, who in role_holders(spec) if (role, who[:WHO_MAX]) not in done]
+
+
+ROLES_TOLD_KEPT = 64
+"""`status.rolesTold` keeps at most this many (the CRD's maxItems)."""
+
+
+def roles_told_kept(
+    told: Sequence[RoleTold], spec: IncidentSpec, cap: int = ROLES_TOLD_KEPT
+) -> list[RoleTold]:
+    """`told` cut to `cap`, in order: the entries of the spec's current role holders always stay
+    (dropping one would tell that person again at the next plan), then the newest of the rest."""
+    current = {(role, who[:WHO_MAX]) for role, who in role_holders(spec)}
+    keep = {i for i, t in enumerate(told) if (t.role, t.who) in current}
+    room = max(0, cap - len(keep))
+    others = [i for i in range(len(told)) if i not in keep]
+    keep |= set(others[len(others) - room :] if room else [])
+    return [t for i, t in enumerate(told) if i in keep]
 
 
 WHO_MAX = 256

@@ -176,8 +176,8 @@ class OnCallConfig(BaseModel):
 
     Mail goes to a person's own address only when its domain is listed (none listed: no mail to
     people; their level's email channel mails its own `to` instead), and at most
-    `maxMailsPerPersonPerHour` per person and schedule (counted in the schedule's
-    `status.mailsSent`, so a restart does not start the count again from zero)."""
+    `maxMailsPerPersonPerHour` per address, whatever schedule or name lists it (counted in the
+    schedules' `status.mailsSent`, so a restart does not start the count again from zero)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

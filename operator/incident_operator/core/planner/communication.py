@@ -8,9 +8,13 @@ restarts (a record committed with the status write, as every notice is):
   `updateEvery` after the newest one, or after detection when there is none. When it is not there
   in time: condition `UpdateOverdue=True` and ONE reminder (record `UpdateOverdue`, notice
   `updateOverdue`, addressed to the communications lead, else the commander), remembered by the due
-  time it was for (`remindedFor`). The next update clears the condition (`UpdatePublished`) and
-  starts the next period, which may remind once again. Resolved (or no cadence for the severity)
-  clears it too. Acknowledgement does not restart the clock: users wait for news from detection.
+  time it was for (`remindedFor`). The reminder goes to the channels subscribed to `updateOverdue`
+  and, as a role is told, to its addressee: found in the namespace's on-call schedules (by
+  `people[].user`, then `name`) and reachable (email or Slack id), through `oncall.channels`;
+  when they cannot be, the reminder's timeline text says why. The next update clears the
+  condition (`UpdatePublished`) and starts the next period, which may remind once again.
+  Resolved (or no cadence for the severity) clears it too. Acknowledgement does not restart the
+  clock: users wait for news from detection.
 - **Public updates**: each entry of `spec.updates` with `public: true` newer than the last one
   announced (`lastPublished`) is recorded once (`PublicUpdate`, notice `update`, which statuspage
   channels take), also after the incident resolved (the final "resolved" update). The updates
@@ -27,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from incident_operator.api.models import CommunicationStatus, Phase, StatusUpdate
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import format_time
+from incident_operator.core import paging
+from incident_operator.core.paging import Addressee
 from incident_operator.core.planner.builder import Builder
 
 PHASE_WORDS = {
@@ -115,6 +121,24 @@ def _addressee(b: Builder) -> str:
     return "the response team (no communications lead or commander is named)"
 
 
+def _reached(b: Builder) -> tuple[Addressee | None, str]:
+    """The person the reminder is told to (the communications lead, else the commander), or None
+    and why nobody is ("" when no role is named: the text already says so)."""
+    spec = b.inp.spec
+    who = (spec.roles.comms if spec.roles is not None else None) or spec.commander
+    who = who.strip() if who else None
+    if not who:
+        return None, ""
+    person = paging.find_person(who, b.inp.namespace, b.inp.schedules)
+    if person is None:
+        return None, f"{who} not told: not in an on-call schedule of {b.inp.namespace}"
+    if not person.reachable:
+        return None, f"{who} not told: {person.name} has no email or Slack id in {person.schedule}"
+    if not b.inp.tell_channels:
+        return None, f"{who} not told: no oncall.channels configured"
+    return person, f"{person.name} told through {', '.join(b.inp.tell_channels)}"
+
+
 def _cadence(b: Builder, comm: CommunicationStatus) -> None:
     status, spec = b.status, b.inp.spec
     severity = status.effectiveSeverity or spec.severity
@@ -149,8 +173,12 @@ def _cadence(b: Builder, comm: CommunicationStatus) -> None:
     b.condition(ConditionType.UPDATE_OVERDUE, "True", Reason.UPDATE_OVERDUE, message)
     if comm.remindedFor != due:
         comm.remindedFor = due
+        person, told = _reached(b)
         b.record(
             Reason.UPDATE_OVERDUE,
-            f"update overdue, to {_addressee(b)}: {message}; publish one (kubectl incident update)",
+            f"update overdue, to {_addressee(b)}: {message}; publish one (kubectl incident update)"
+            + (f" ({told})" if told else ""),
             warning=True,
+            channels=b.inp.tell_channels if person is not None else (),
+            person=person,
         )

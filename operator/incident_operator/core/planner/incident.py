@@ -395,7 +395,7 @@ def _tell_roles(b: Builder) -> None:
         else:
             b.record(Reason.ROLE_NOT_TOLD, f"{who} not told they are {title}: {why}")
     if len(told) != len(b.status.rolesTold or []):
-        b.status.rolesTold = told[-64:]
+        b.status.rolesTold = paging.roles_told_kept(told, b.inp.spec)
 
 
 def _escalate_severity(b: Builder) -> None:
