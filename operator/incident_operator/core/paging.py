@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from incident_operator.api.models import (
+    ROLE_HOLDER_MAX,
     IncidentSpec,
     OnCallHandoff,
     OnCallPerson,
@@ -165,5 +166,6 @@ def roles_to_tell(spec: IncidentSpec, told: Sequence[RoleTold]) -> list[tuple[st
     return [(role, who) for role, who in role_holders(spec) if (role, who[:WHO_MAX]) not in done]
 
 
-WHO_MAX = 256
-"""The longest holder name `status.rolesTold` keeps (a longer one is kept cut, never refused)."""
+WHO_MAX = ROLE_HOLDER_MAX
+"""The longest holder name `status.rolesTold` keeps (the CRD refuses a longer one; one stored before
+that limit is kept cut, never refused)."""
