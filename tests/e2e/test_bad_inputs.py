@@ -91,6 +91,15 @@ REJECTED = [
     Rejected("severity-p5", "incidents", {**INCIDENT, "severity": "P5"}, "severity"),
     Rejected("unknown-category", "incidents", {**INCIDENT, "category": "cosmic"}, "category"),
     Rejected("title-too-long", "incidents", {**INCIDENT, "title": "x" * 300}, "title"),
+    Rejected(  # longer than status.rolesTold keeps of a holder (core.paging.WHO_MAX)
+        "commander-too-long", "incidents", {**INCIDENT, "commander": "x" * 257}, "spec.commander: Too long"
+    ),
+    Rejected(
+        "tech-lead-too-long",
+        "incidents",
+        {**INCIDENT, "roles": {"techLead": "x" * 257}},
+        "spec.roles.techLead: Too long",
+    ),
     Rejected("target-a-pod", "incidents", {**INCIDENT, "targets": [{"kind": "Pod", "name": "x"}]}, "kind"),
     Rejected(  # more than a step's status can hold: the incident would never run (issue 21)
         "too-many-targets",

@@ -237,7 +237,7 @@ def test_a_schedule_of_two_people_with_an_override(
     assert len(overrides) == 2
     assert overrides[0] == body["spec"]["overrides"][0]  # the one created with it, kept
     managers = {m["manager"] for m in schedule(installed, "primary")["metadata"]["managedFields"]}
-    assert "kubectl-incident-oncall" in managers
+    assert "incident-operator-oncall" in managers
 
     def bob_now() -> dict[str, Any] | None:
         current = (schedule(installed, "primary").get("status") or {}).get("current") or {}

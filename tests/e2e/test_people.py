@@ -7,8 +7,9 @@ SMTP server and a local Slack receiver:
   mail and a Slack mention of its person), and the paged person, as their Kubernetes user, sets
   commander = themselves under the admission rules: escalation stops (no third level), and they
   are told once that they are commander; a role given to another person tells them once;
-- a handoff in a short rotation (an override starting seconds from now) is announced once to the
-  incoming person, also across an operator restart.
+- a handoff in a short rotation (one-minute turns) is announced once to the incoming person, also
+  across an operator restart: the next boundary's handoff, announced by the restarted process,
+  shows that its announcer has looked at the schedule before the counts are checked.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ TIMEOUT = 60
 ALICE = f"system:serviceaccount:{USERS}:alice"
 SECOND_LEVEL_S = 8
 THIRD_LEVEL_S = 30
+ROTATION = timedelta(minutes=1)
+"""The handoff test's turns: the shortest rotation a layer allows (`RotationLayer.rotation`)."""
 
 
 @pytest.fixture(scope="module")
@@ -317,11 +320,36 @@ def test_a_p1_pages_the_person_on_call_escalates_to_the_secondary_and_their_ackn
     assert {e["person"] for e in sent} == {"alice", "bob"}  # the rate limit's count, kept in the API
 
 
-def test_a_handoff_is_announced_once_also_across_a_restart(
+def handoffs(cluster: Cluster, name: str) -> list[tuple[str, str]]:
+    """(person, at) of each handoff recorded in the schedule's status, oldest first."""
+    status = get(cluster, "oncallschedules", name).get("status") or {}
+    return [(h["person"], h["at"]) for h in status.get("handoffs", [])]
+
+
+def test_a_handoff_in_a_short_rotation_is_announced_once_also_across_a_restart(
     installed: Cluster, operator: OperatorProcess, mailbox: MailServer
 ) -> None:
+    """Turns of one minute (the shortest a layer allows): dave's turn is announced when the
+    schedule is first seen, erin's at the next boundary, then the operator restarts, and frank's
+    turn, one boundary later, is announced by the restarted process: so its announcer has looked
+    at the schedule (at start, during erin's turn) before frank's mail arrives, and any wrong
+    second announcement of erin's turn would have been sent before it."""
+    client.CustomObjectsApi(installed.api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        NS,
+        "incidents",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Incident",
+            "metadata": {"name": "queue-backlog"},
+            "spec": {"title": "queue backlog", "severity": "P3", "category": "performance"},
+        },
+    )
     now = datetime.now(UTC).replace(microsecond=0)
-    handoff = now + timedelta(seconds=15)
+    to_erin = now + timedelta(seconds=15)  # time enough for dave's turn to be seen first
+    to_frank = to_erin + ROTATION
+    start = to_erin - ROTATION
     schedule(
         installed,
         "shifts",
@@ -329,68 +357,58 @@ def test_a_handoff_is_announced_once_also_across_a_restart(
             "people": [
                 {"name": "dave", "email": "dave@example.com"},
                 {"name": "erin", "email": "erin@example.com"},
+                {"name": "frank", "email": "frank@example.com"},
             ],
             "layers": [
                 {
-                    "name": "daily",
-                    "start": iso(now - timedelta(days=3)),
-                    "rotation": "P1D",
-                    "people": ["dave"],
+                    "name": "minutes",
+                    "start": iso(start),
+                    "rotation": "PT1M",
+                    "people": ["dave", "erin", "frank"],
                 }
-            ],
-            "overrides": [
-                {"person": "erin", "start": iso(handoff), "end": iso(handoff + timedelta(hours=1))}
             ],
         },
     )
-    # dave's current turn is announced when the schedule is first seen; erin's at the handoff.
+    # (a) dave's current turn, when the schedule is first seen, with the incidents still open
     first = wait_until(lambda: to(mailbox, "dave@example.com"), timeout=TIMEOUT, what="dave told")[0]
-    assert f"You are on call in {NS}/shifts" in plain(first)
-    assert "checkout-down" in plain(first)  # the incidents still open in the namespace
+    assert f"You are on call in {NS}/shifts (minutes) from {iso(start)} until {iso(to_erin)}." in plain(first)
+    assert "queue-backlog: [P3] queue backlog" in plain(first)
+    # (b) erin's turn, at the boundary
     told = wait_until(
-        lambda: to(mailbox, "erin@example.com"), timeout=TIMEOUT + 15, what="erin told at the handoff"
+        lambda: to(mailbox, "erin@example.com"), timeout=TIMEOUT + 15, what="erin told at the boundary"
     )
-    assert f"You are on call in {NS}/shifts (override) from {iso(handoff)}" in plain(told[0])
-    record = wait_until(
-        lambda: [
-            h
-            for h in (get(installed, "oncallschedules", "shifts").get("status") or {}).get("handoffs", [])
-            if h["person"] == "erin"
-        ],
+    assert f"You are on call in {NS}/shifts (minutes) from {iso(to_erin)} until {iso(to_frank)}." in plain(
+        told[0]
+    )
+    wait_until(
+        lambda: ("erin", iso(to_erin)) in handoffs(installed, "shifts"),
         timeout=TIMEOUT,
         what="erin's handoff recorded",
     )
-    assert record[0]["announced"] == "told through mail"  # erin has no Slack id: mail only
+    announced = get(installed, "oncallschedules", "shifts")["status"]["handoffs"][-1]["announced"]
+    assert announced == "told through mail"  # erin has no Slack id: mail only
 
+    # (c) a restart during erin's turn
     operator.stop()
     operator.start()
-    # The new process has looked at the schedule once it reports the spec's new generation.
-    client.CustomObjectsApi(installed.api).patch_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        "oncallschedules",
-        "shifts",
-        {
-            "spec": {
-                "people": [
-                    {"name": "dave", "email": "dave@example.com"},
-                    {"name": "erin", "email": "erin@example.com"},
-                    {"name": "frank"},
-                ]
-            }
-        },
-    )
-    generation = get(installed, "oncallschedules", "shifts")["metadata"]["generation"]
+    restarted = operator.log_path
+    # (d) frank's turn, one boundary later, announced by the restarted process
     wait_until(
-        lambda: (
-            (get(installed, "oncallschedules", "shifts").get("status") or {}).get("observedGeneration")
-            == generation
-        ),
-        timeout=TIMEOUT,
-        what="the restarted operator saw the schedule",
+        lambda: to(mailbox, "frank@example.com"),
+        timeout=(to_frank - datetime.now(UTC)).total_seconds() + TIMEOUT,
+        what="frank told at the next boundary",
     )
-    handoffs = get(installed, "oncallschedules", "shifts")["status"]["handoffs"]
-    assert [h["person"] for h in handoffs] == ["dave", "erin"]
-    assert len(to(mailbox, "erin@example.com")) == 1
+    wait_until(
+        lambda: "handoff to frank" in restarted.read_text(errors="replace"),
+        timeout=TIMEOUT,
+        what="the restarted process announced frank's turn",
+    )
+    assert "handoff to erin" not in restarted.read_text(errors="replace")
+    assert handoffs(installed, "shifts") == [
+        ("dave", iso(start)),
+        ("erin", iso(to_erin)),
+        ("frank", iso(to_frank)),
+    ]
     assert len(to(mailbox, "dave@example.com")) == 1
+    assert len(to(mailbox, "erin@example.com")) == 1
+    assert len(to(mailbox, "frank@example.com")) == 1

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from incident_operator.api import crdgen
-from incident_operator.api.models import IncidentSpec
+from incident_operator.api.models import ROLE_HOLDER_MAX, IncidentSpec, IncidentStatus
+from incident_operator.core import paging
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -57,6 +58,27 @@ def test_enums_and_required_fields_come_from_the_models() -> None:
     assert spec["properties"]["severity"]["enum"] == ["P1", "P2", "P3", "P4"]
     assert spec["properties"]["category"]["enum"] == ["availability", "performance", "security", "data"]
     assert set(spec["required"]) == {"title", "severity", "category"}
+
+
+def test_role_holders_have_one_length_limit_and_a_stored_longer_commander_is_still_read() -> None:
+    """The CRD refuses a role holder longer than status.rolesTold keeps; the model still reads an
+    Incident stored before spec.commander had a limit (the API server ratchets the unchanged value)."""
+    spec = crdgen.model_schema(IncidentSpec)["properties"]
+    status = crdgen.model_schema(IncidentStatus)["properties"]
+    limits = {
+        "commander": spec["commander"]["maxLength"],
+        **{role: spec["roles"]["properties"][role]["maxLength"] for role in paging.ROLES[1:]},
+        **{
+            f"status.roles.{role}": status["roles"]["properties"][role]["maxLength"]
+            for role in paging.ROLES[1:]
+        },
+        "status.rolesTold[].who": status["rolesTold"]["items"]["properties"]["who"]["maxLength"],
+    }
+    assert set(limits.values()) == {ROLE_HOLDER_MAX} == {paging.WHO_MAX}, limits
+    stored = IncidentSpec.model_validate(
+        {"title": "t", "severity": "P1", "category": "data", "commander": "x" * (ROLE_HOLDER_MAX + 50)}
+    )
+    assert stored.commander == "x" * (ROLE_HOLDER_MAX + 50)
 
 
 def test_printer_columns_and_short_name() -> None:

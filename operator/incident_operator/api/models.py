@@ -132,15 +132,24 @@ class StatusUpdate(ApiModel):
     )
 
 
+ROLE_HOLDER_MAX = 256
+"""The longest role holder (`spec.commander`, `spec.roles.*`) the CRD accepts, and the longest
+`status.rolesTold[].who` keeps (`core.paging.WHO_MAX`)."""
+
+
 class Roles(ApiModel):
     """The response team besides the Incident Commander (`spec.commander`), seed 3.1."""
 
-    techLead: str | None = Field(default=None, max_length=256, description="Technical Lead: leads the fix.")
+    techLead: str | None = Field(
+        default=None, max_length=ROLE_HOLDER_MAX, description="Technical Lead: leads the fix."
+    )
     comms: str | None = Field(
-        default=None, max_length=256, description="Communications Lead: status page and stakeholders."
+        default=None,
+        max_length=ROLE_HOLDER_MAX,
+        description="Communications Lead: status page and stakeholders.",
     )
     customerSuccess: str | None = Field(
-        default=None, max_length=256, description="Customer Success: talks to affected customers."
+        default=None, max_length=ROLE_HOLDER_MAX, description="Customer Success: talks to affected customers."
     )
 
 
@@ -192,7 +201,14 @@ class IncidentSpec(ApiModel):
         default=None, description="Playbook to run; without it the highest-priority match is used."
     )
     source: Source | None = Field(default=None, description="Where the incident came from.")
-    commander: str | None = Field(default=None, description="Incident Commander; setting it acknowledges.")
+    commander: str | None = Field(
+        default=None,
+        description="Incident Commander; setting it acknowledges.",
+        # In the CRD only: the API server refuses a longer new value, while an Incident stored
+        # before the limit (0.1.0 had none) keeps its value (validation ratcheting) and is still
+        # read and planned (`status.rolesTold` keeps it cut to ROLE_HOLDER_MAX).
+        json_schema_extra={"maxLength": ROLE_HOLDER_MAX},
+    )
     roles: Roles | None = Field(
         default=None, description="Technical Lead, Communications Lead, Customer Success (seed 3.1)."
     )
@@ -370,7 +386,7 @@ class RoleTold(ApiModel):
     """A person told of a role given to them (once; recorded so that a restart does not tell again)."""
 
     role: str = Field(max_length=32, description="commander, techLead, comms or customerSuccess.")
-    who: str = Field(max_length=256, description="The role's holder as spec names them.")
+    who: str = Field(max_length=ROLE_HOLDER_MAX, description="The role's holder as spec names them.")
     person: str | None = Field(
         default=None, max_length=63, description="The schedule person they are (none: found in no schedule)."
     )

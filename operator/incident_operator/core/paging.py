@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from incident_operator.api.models import (
+    ROLE_HOLDER_MAX,
     IncidentSpec,
     OnCallHandoff,
     OnCallPerson,
@@ -226,5 +227,6 @@ def roles_told_kept(
     return [t for i, t in enumerate(told) if i in keep]
 
 
-WHO_MAX = 256
-"""The longest holder name `status.rolesTold` keeps (a longer one is kept cut, never refused)."""
+WHO_MAX = ROLE_HOLDER_MAX
+"""The longest holder name `status.rolesTold` keeps (the CRD refuses a longer one; one stored before
+that limit is kept cut, never refused)."""

@@ -19,7 +19,7 @@ from incident_operator.cli.kubectl.client import Api, Failed, table
 from incident_operator.core import oncall
 
 PLURAL = "oncallschedules"
-FIELD_MANAGER = "kubectl-incident-oncall"
+FIELD_MANAGER = "incident-operator-oncall"
 """The field manager of the plugin's overrides (server-side apply): it owns the overrides it added."""
 MAX_OVERRIDE = timedelta(days=90)
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?")
