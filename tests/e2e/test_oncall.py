@@ -389,13 +389,13 @@ def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_els
         NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="guarded-owner"))
     )
 
-    def patch(kind: str, change: Any) -> subprocess.CompletedProcess[str]:
+    def patch(kind: str, change: Any, name: str = "guarded") -> subprocess.CompletedProcess[str]:
         return kubectl_as(
             installed,
             alice_cfg,
             "patch",
             "oncall",
-            "guarded",
+            name,
             "-n",
             NS,
             f"--type={kind}",
@@ -406,7 +406,7 @@ def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_els
     needs_update = f"of on-call schedules in namespace {NS}: needs the verb update on oncallschedules"
     refused(
         patch("merge", {"metadata": {"labels": {"argocd.argoproj.io/instance": "elsewhere"}}}),
-        f"user {alice} may not change metadata.labels {needs_update} (annotations need only patch)",
+        f"user {alice} may not change metadata.labels {needs_update} (other annotations need only patch)",
     )
     refused(
         patch("merge", {"metadata": {"finalizers": ["example.com/hold"]}}),
@@ -421,6 +421,15 @@ def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_els
         patch("merge", {"metadata": {"labels": {"team": "x"}, "finalizers": ["example.com/hold"]}}),
         f"user {alice} may not change metadata.labels, metadata.finalizers {needs_update}",
     )
+    # the GitOps tools' annotations: Argo CD's tracking id, Flux's switch for reconciling it
+    for gitops in (
+        {"argocd.argoproj.io/tracking-id": "elsewhere:incident-operator.dev/OnCallSchedule:shop/guarded"},
+        {"kustomize.toolkit.fluxcd.io/reconcile": "disabled"},
+    ):
+        refused(
+            patch("merge", {"metadata": {"annotations": gitops}}),
+            f"user {alice} may not change metadata.annotations of Argo CD or Flux {needs_update}",
+        )
     # a key the spec did not have (as a field added to the CRD later would be), and one removed
     only_overrides = f"user {alice} may change only the overrides of on-call schedules in namespace {NS}"
     refused(patch("merge", {"spec": {"calendarTokenSecret": "guarded-calendar"}}), only_overrides)
@@ -458,34 +467,10 @@ def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_els
         }
         for i in range(200)
     ]
-    admitted(
-        kubectl_as(
-            installed,
-            alice_cfg,
-            "patch",
-            "oncall",
-            "crowded",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"overrides": many}}),
-        )
-    )
+    admitted(patch("merge", {"spec": {"overrides": many}}, "crowded"))
     many[-1] = {**many[-1], "person": "zed"}
     refused(
-        kubectl_as(
-            installed,
-            alice_cfg,
-            "patch",
-            "oncall",
-            "crowded",
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"overrides": many}}),
-        ),
+        patch("merge", {"spec": {"overrides": many}}, "crowded"),
         f"override of zed from {many[-1]['start']}: unknown person zed (not in spec.people)",
     )
 

@@ -112,16 +112,20 @@ def operator(
         process.stop()
 
 
-def schedule(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "OnCallSchedule",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
+def create(cluster: Cluster, kind: str, name: str, spec: dict[str, Any]) -> None:
+    """Create an object of the operator's `kind` named `name` in NS."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": {"name": name}, "spec": spec}
     client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
-        GROUP, VERSION, NS, "oncallschedules", body
+        GROUP, VERSION, NS, f"{kind.lower()}s", body
     )
+
+
+def schedule(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
+    create(cluster, "OnCallSchedule", name, spec)
+
+
+def open_incident(cluster: Cluster, name: str, title: str, severity: str, category: str) -> None:
+    create(cluster, "Incident", name, {"title": title, "severity": severity, "category": category})
 
 
 def get(cluster: Cluster, plural: str, name: str) -> dict[str, Any]:
@@ -223,18 +227,7 @@ def test_a_p1_pages_the_person_on_call_escalates_to_the_secondary_and_their_ackn
         timeout=TIMEOUT,
         what="primary: alice on call (the override)",
     )
-    client.CustomObjectsApi(installed.api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        "incidents",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Incident",
-            "metadata": {"name": "checkout-down"},
-            "spec": {"title": "checkout down", "severity": "P1", "category": "availability"},
-        },
-    )
+    open_incident(installed, "checkout-down", "checkout down", "P1", "availability")
     # Level 1: the person on call in primary, by mail to their own address (not the channel's `to`).
     page = wait_until(lambda: pages(mailbox, "alice@example.com"), timeout=TIMEOUT, what="alice paged")[0]
     assert "[P1] checkout down" in str(page["Subject"])
@@ -334,18 +327,7 @@ def test_a_handoff_in_a_short_rotation_is_announced_once_also_across_a_restart(
     turn, one boundary later, is announced by the restarted process: so its announcer has looked
     at the schedule (at start, during erin's turn) before frank's mail arrives, and any wrong
     second announcement of erin's turn would have been sent before it."""
-    client.CustomObjectsApi(installed.api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        NS,
-        "incidents",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Incident",
-            "metadata": {"name": "queue-backlog"},
-            "spec": {"title": "queue backlog", "severity": "P3", "category": "performance"},
-        },
-    )
+    open_incident(installed, "queue-backlog", "queue backlog", "P3", "performance")
     now = datetime.now(UTC).replace(microsecond=0)
     to_erin = now + timedelta(seconds=15)  # time enough for dave's turn to be seen first
     to_frank = to_erin + ROTATION

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 
 from incident_operator.cli.kubectl import oncall as cli
 from incident_operator.cli.kubectl.client import Failed
@@ -19,6 +20,7 @@ INSTALL = Path(__file__).resolve().parents[2] / "manifests" / "install"
 
 SCHEDULE: dict[str, Any] = {
     "metadata": {
+        "resourceVersion": "41",
         "namespace": "shop",
         "name": "primary",
         "managedFields": [
@@ -120,24 +122,44 @@ def test_the_plugin_applies_again_only_the_overrides_it_owns() -> None:
 
 
 class FakeObjects:
-    def __init__(self, schedule: dict[str, Any]) -> None:
+    """The schedule as read; `refusals`: what the next applies answer (an ApiException) instead."""
+
+    def __init__(self, schedule: dict[str, Any], refusals: list[ApiException] | None = None) -> None:
         self.schedule = schedule
+        self.refusals = list(refusals or [])
+        self.reads = 0
         self.applied: list[tuple[dict[str, Any], str]] = []
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        self.reads += 1
         return self.schedule
 
     def apply(
         self, plural: str, namespace: str, name: str, body: dict[str, Any], *, field_manager: str
     ) -> dict[str, Any]:
         self.applied.append((body, field_manager))
+        if self.refusals:
+            raise self.refusals.pop(0)
         return body
 
 
 class FakeApi:
-    def __init__(self, schedule: dict[str, Any]) -> None:
+    def __init__(self, schedule: dict[str, Any], refusals: list[ApiException] | None = None) -> None:
         self.namespace = "shop"
-        self.objects = FakeObjects(schedule)
+        self.objects = FakeObjects(schedule, refusals)
+
+
+def _conflict(body: str) -> ApiException:
+    exc = ApiException(status=409, reason="Conflict")
+    exc.body = body
+    return exc
+
+
+MODIFIED = (
+    '{"kind":"Status","reason":"Conflict","message":"Operation cannot be fulfilled on oncallschedules'
+    '.incident-operator.dev \\"primary\\": the object has been modified; please apply your changes to '
+    'the latest version and try again"}'
+)
 
 
 def _override_args(*argv: str) -> argparse.Namespace:
@@ -150,6 +172,7 @@ def test_an_override_is_applied_with_the_owned_ones_still_running(monkeypatch: p
     cli.cmd_oncall(api, _override_args("--person", "carol", "--for", "2h"))
     [(body, manager)] = api.objects.applied
     assert manager == cli.FIELD_MANAGER
+    assert body["metadata"]["resourceVersion"] == "41"  # a concurrent apply is not overwritten
     assert body["kind"] == "OnCallSchedule"
     assert body["spec"] == {
         "overrides": [
@@ -165,6 +188,24 @@ def test_an_override_is_applied_with_the_owned_ones_still_running(monkeypatch: p
     assert later.objects.applied[0][0]["spec"]["overrides"] == [
         {"person": "alice", "start": "2026-12-04T00:00:00Z", "end": "2026-12-05T00:00:00Z"}
     ]
+
+
+def test_an_override_is_applied_again_when_the_schedule_changed_since_it_was_read() -> None:
+    api = FakeApi(SCHEDULE, [_conflict(MODIFIED), _conflict(MODIFIED)])
+    cli.cmd_oncall(api, _override_args("--person", "carol", "--for", "2h"))
+    assert api.objects.reads == 3
+    assert len(api.objects.applied) == 3
+    busy = FakeApi(SCHEDULE, [_conflict(MODIFIED)] * cli.APPLY_ATTEMPTS)
+    with pytest.raises(Failed, match="oncallschedule primary kept changing; try again"):
+        cli.cmd_oncall(busy, _override_args("--person", "carol", "--for", "2h"))
+
+
+def test_a_field_conflict_of_the_apply_is_not_retried() -> None:
+    field = _conflict('{"kind":"Status","reason":"Conflict","message":"Apply failed with 1 conflict"}')
+    api = FakeApi(SCHEDULE, [field])
+    with pytest.raises(ApiException):
+        cli.cmd_oncall(api, _override_args("--person", "carol", "--for", "2h"))
+    assert len(api.objects.applied) == 1
 
 
 def test_an_override_for_someone_not_in_the_schedule_is_refused() -> None:
@@ -201,7 +242,10 @@ def test_the_override_verb_is_the_responders_and_admission_checks_it() -> None:
     variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
     assert "object.spec.exists(k, k != 'overrides'" in variables["restChanged"]  # every key, no list
     assert all(f"?{f}." in variables["metadataChanged"] for f in ("labels", "finalizers", "ownerReferences"))
-    assert "annotations" not in variables["metadataChanged"]  # client-side apply rewrites one
+    # only the GitOps tools' annotations are guarded: client-side apply rewrites its own one
+    assert "?annotations" not in variables["metadataChanged"]
+    assert "argocd.argoproj.io/" in variables["gitopsAnnotationsChanged"]
+    assert "fluxcd.io/" in variables["gitopsAnnotationsChanged"]
     assert "object.spec.people.exists(p, p.name == o.person)" in variables["strangers"]
     binding = next(
         d

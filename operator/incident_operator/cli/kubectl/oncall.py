@@ -13,12 +13,16 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from incident_operator.api.keys import API_GROUP, API_VERSION
 from incident_operator.api.timestamps import format_time, parse_time, utc_now
 from incident_operator.cli.kubectl.client import Api, Failed, table
 from incident_operator.core import oncall
 
 PLURAL = "oncallschedules"
+APPLY_ATTEMPTS = 5
+"""An override is applied again this often when the schedule changed since it was read."""
 FIELD_MANAGER = "incident-operator-oncall"
 """The field manager of the plugin's overrides (server-side apply): it owns the overrides it added."""
 MAX_OVERRIDE = timedelta(days=90)
@@ -154,30 +158,59 @@ def override(api: Api, name: str, args: argparse.Namespace) -> None:
         raise Failed("--at belongs to `oncall [SCHEDULE]`; an override starts at --start")
     start = parse_moment(args.start) if args.start else utc_now().replace(microsecond=0)
     end = start + parse_length(args.length)
-    schedule = api.objects.get(PLURAL, api.namespace, name)
+    for _ in range(APPLY_ATTEMPTS):
+        schedule = api.objects.get(PLURAL, api.namespace, name)
+        overrides = _overrides(schedule, name, args.person, start, end)
+        # The overrides the plugin owns are read, then applied again with the new one: guarded by
+        # the resourceVersion read, so a concurrent `oncall override` (same field manager) is not
+        # dropped by this apply; on a conflict, read again and retry.
+        body = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "OnCallSchedule",
+            "metadata": {
+                "name": name,
+                "namespace": api.namespace,
+                "resourceVersion": schedule["metadata"]["resourceVersion"],
+            },
+            "spec": {"overrides": overrides},
+        }
+        try:
+            api.objects.apply(PLURAL, api.namespace, name, body, field_manager=FIELD_MANAGER)
+            break
+        except ApiException as exc:
+            if not _modified_meanwhile(exc):
+                raise
+    else:
+        raise Failed(f"oncallschedule {name} kept changing; try again")
+    entry = overrides[-1]
+    print(
+        f"oncallschedule.{API_GROUP}/{name}: {args.person} on call from {entry['start']} until {entry['end']}"
+    )
+
+
+def _overrides(
+    schedule: dict[str, Any], name: str, person: str, start: datetime, end: datetime
+) -> list[dict[str, Any]]:
+    """The overrides the plugin applies: those it owns still running, then the new one (last)."""
     spec, problems = oncall.check(schedule.get("spec") or {})
     if spec is None:
         raise Failed(f"oncallschedule {name} cannot be read: " + "; ".join(problems))
-    if oncall.person(spec, args.person) is None:
+    if oncall.person(spec, person) is None:
         known = ", ".join(p.name for p in spec.people)
-        raise Failed(f"{args.person} is not one of the people of oncallschedule {name} ({known})")
+        raise Failed(f"{person} is not one of the people of oncallschedule {name} ({known})")
     now = utc_now()
     kept = [
         o
         for o in owned_overrides(schedule, FIELD_MANAGER)
-        if _end(o) > now and (o.get("person"), o.get("start")) != (args.person, format_time(start))
+        if _end(o) > now and (o.get("person"), o.get("start")) != (person, format_time(start))
     ]
-    entry = {"person": args.person, "start": format_time(start), "end": format_time(end)}
-    body = {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": "OnCallSchedule",
-        "metadata": {"name": name, "namespace": api.namespace},
-        "spec": {"overrides": [*kept, entry]},
-    }
-    api.objects.apply(PLURAL, api.namespace, name, body, field_manager=FIELD_MANAGER)
-    print(
-        f"oncallschedule.{API_GROUP}/{name}: {args.person} on call from {entry['start']} until {entry['end']}"
-    )
+    return [*kept, {"person": person, "start": format_time(start), "end": format_time(end)}]
+
+
+def _modified_meanwhile(exc: ApiException) -> bool:
+    """A 409 because the object changed since it was read (not a field conflict of the apply,
+    which trying again would not solve)."""
+    return exc.status == 409 and "has been modified" in str(exc.body or "")
 
 
 def _end(entry: dict[str, Any]) -> datetime:
