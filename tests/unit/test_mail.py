@@ -311,5 +311,5 @@ def test_the_overdue_reminder_mails_its_person_once_and_the_subscribed_channel_i
     assert recipients == [("carol@example.com",), ("team@example.com",), ("team@example.com",)]
     assert failures == [
         "updateOverdue notice to channel people not delivered: carol not told: carol had 1 mails within "
-        "the hour (oncall.maxMailsPerPersonPerHour, counted per address)"
+        "the hour (oncall.maxMailsPerPersonPerHour, counted per namespace and address)"
     ]  # never sent to the channel's own recipients instead

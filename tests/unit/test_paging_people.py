@@ -488,3 +488,60 @@ def test_handoffs_are_announced_at_most_once_never_missed_and_not_again_for_an_e
             {**raw, "overrides": [*raw.get("overrides", []), extension]}
         )
         assert paging.due_handoff(edited, records, current.end) is None
+
+
+def test_an_open_ended_turn_bounds_nothing_and_the_same_person_after_someone_else_is_told() -> None:
+    always = schedule(
+        layers=[{"name": "solo", "start": "2026-11-30T08:00:00Z", "rotation": "P1D", "people": ["alice"]}]
+    )
+    alice = paging.due_handoff(always, [], T0)
+    assert alice is not None
+    assert oncall.open_ended(alice, T0)  # alice forever: her turn's end is where the search stopped
+    records = [told(alice)]
+    assert paging.due_handoff(always, records, T0 + timedelta(days=3)) is None  # the same turn
+    # bob took a day that was never recorded (the operator was away); alice's turn after it is new
+    edited = schedule(
+        layers=[{"name": "solo", "start": "2026-11-30T08:00:00Z", "rotation": "P1D", "people": ["alice"]}],
+        overrides=[{"person": "bob", "start": "2026-12-02T08:00:00Z", "end": "2026-12-03T08:00:00Z"}],
+    )
+    again = paging.due_handoff(edited, records, T0 + timedelta(days=2, hours=1))
+    assert again is not None
+    assert (again.person, again.start) == ("alice", T0 + timedelta(days=2))
+    # an override of alice herself before then goes on with her turn
+    hers = schedule(
+        layers=[{"name": "solo", "start": "2026-11-30T08:00:00Z", "rotation": "P1D", "people": ["alice"]}],
+        overrides=[{"person": "alice", "start": "2026-12-02T08:00:00Z", "end": "2026-12-03T08:00:00Z"}],
+    )
+    assert paging.due_handoff(hers, records, T0 + timedelta(days=2, hours=1)) is None
+
+
+def test_a_turn_cut_at_both_ends_by_the_search_budget_is_announced_once() -> None:
+    minutes = schedule(
+        layers=[{"name": "solo", "start": "2026-10-01T08:00:00Z", "rotation": "PT1M", "people": ["alice"]}]
+    )
+    alice = paging.due_handoff(minutes, [], T0)
+    assert alice is not None
+    assert alice.start <= T0 - oncall.HORIZON  # both ends are where the search stopped
+    records = [told(alice)]
+    for later in (timedelta(seconds=1), timedelta(minutes=5), timedelta(hours=2), timedelta(days=3)):
+        assert paging.due_handoff(minutes, records, T0 + later) is None
+
+
+@SETTINGS
+@given(st.data())
+def test_after_an_open_ended_turn_someone_elses_unrecorded_turn_makes_the_next_one_new(
+    data: st.DataObject,
+) -> None:
+    """A person alone on call (open-ended), then anyone else for a while (not recorded), then the
+    first again: that turn is announced, whenever it is looked at."""
+    days = data.draw(st.integers(1, 300))
+    hours = data.draw(st.integers(1, 48))
+    solo = {"name": "solo", "start": "2026-11-30T08:00:00Z", "rotation": "P1D", "people": ["alice"]}
+    start = T0 + timedelta(days=days)
+    other = {"person": "bob", "start": start.isoformat(), "end": (start + timedelta(hours=hours)).isoformat()}
+    first = paging.due_handoff(schedule(layers=[solo]), [], T0)
+    assert first is not None
+    look = start + timedelta(hours=hours, minutes=data.draw(st.integers(0, 600)))
+    again = paging.due_handoff(schedule(layers=[solo], overrides=[other]), [told(first)], look)
+    assert again is not None
+    assert (again.person, again.start) == ("alice", start + timedelta(hours=hours))

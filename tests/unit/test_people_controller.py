@@ -179,7 +179,7 @@ def test_an_entry_recorded_without_an_address_counts_for_its_persons_address() -
     api = Schedules(primary={"mailsSent": earlier}, secondary={})
     to, why = asyncio.run(api.people().mail_to(Addressee("shop/secondary", "Dave.Ops", "dave@example.com")))
     assert to is None
-    assert "counted per address" in why
+    assert "counted per namespace and address" in why
 
 
 def test_the_record_is_bounded_but_the_count_in_the_process_is_not() -> None:
@@ -310,3 +310,130 @@ def test_a_channel_scoped_to_other_namespaces_carries_no_handoff_or_role_message
     object.__setattr__(inputs, "config", type("C", (), {"file": config})())
     object.__setattr__(inputs, "namespace", "bank")
     assert inputs._tell_channels() == ("other", "all")
+
+
+def schedule_body(
+    namespace: str, name: str, people: list[dict[str, Any]], status: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": namespace, "name": name, "resourceVersion": "1"},
+        "spec": {**SPEC, "people": people, "layers": []},
+        "status": status,
+    }
+
+
+class Tenants:
+    """Schedules of several namespaces; a status patch of a schedule in `slow` waits for `go`."""
+
+    def __init__(self, *bodies: dict[str, Any]) -> None:
+        self.bodies = {(b["metadata"]["namespace"], b["metadata"]["name"]): b for b in bodies}
+        self.slow: set[tuple[str, str]] = set()
+        self.go = asyncio.Event()
+        self.writes: list[tuple[str, str]] = []
+
+    async def patch_object_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> Any:
+        if (namespace, name) in self.slow:
+            await self.go.wait()
+        self.writes.append((namespace, name))
+        key = (namespace, name)
+        self.bodies[key] = {**self.bodies[key], "status": {**self.bodies[key]["status"], **patch["status"]}}
+        return self.bodies[key]
+
+    def people(self, clock: Any = lambda: T0) -> People:
+        book = ScheduleBook(lambda: self.bodies)
+        return People(self, None, CONFIG.oncall, CONFIG.notifications, book, secret=lambda r: "", clock=clock)
+
+
+DAVE = [{"name": "dave", "email": "dave@example.com"}]
+
+
+def test_another_namespace_listing_the_address_cannot_spend_its_budget() -> None:
+    api = Tenants(schedule_body("a", "s", DAVE, {}), schedule_body("b", "s", DAVE, {}))
+    in_a, in_b = (Addressee(f"{ns}/s", "dave", "dave@example.com") for ns in "ab")
+
+    async def run() -> list[str | None]:
+        live = api.people()
+        return [(await live.mail_to(p))[0] for p in (in_a, in_a, in_a, in_a, in_b)]
+
+    assert asyncio.run(run()) == ["dave@example.com"] * 3 + [None, "dave@example.com"]
+
+    async def restarted() -> list[str | None]:  # a new process: b's record is b's, a's is a's
+        live = api.people(lambda: T0 + timedelta(minutes=1))
+        return [(await live.mail_to(p))[0] for p in (in_a, in_b, in_b, in_b)]
+
+    assert asyncio.run(restarted()) == [None, "dave@example.com", "dave@example.com", None]
+
+
+def test_a_forged_mails_sent_entry_spends_nobodys_budget() -> None:
+    forged = {"mailsSent": [{"person": "x", "at": format_time(T0), "address": "dave@example.com"}] * 5}
+    api = Tenants(
+        schedule_body("evil", "s", [{"name": "x", "email": "x@example.com"}], forged),
+        schedule_body("shop", "decoy", [{"name": "x", "email": "x@example.com"}], forged),
+        schedule_body("shop", "primary", DAVE, {}),
+    )
+    dave = Addressee("shop/primary", "dave", "dave@example.com")
+
+    async def run() -> list[str | None]:
+        live = api.people()
+        return [(await live.mail_to(dave))[0] for _ in range(4)]
+
+    # neither another namespace's nor the same namespace's schedule counts an address it does not list
+    assert asyncio.run(run()) == ["dave@example.com"] * 3 + [None]
+
+
+def test_a_slow_status_write_holds_no_mail_through_another_schedule() -> None:
+    api = Tenants(schedule_body("shop", "slow", DAVE, {}), schedule_body("shop", "fast", DAVE, {}))
+    api.slow.add(("shop", "slow"))
+
+    async def run() -> tuple[tuple[str | None, str], tuple[str | None, str], bool]:
+        live = api.people()
+        stuck = asyncio.create_task(live.mail_to(Addressee("shop/slow", "dave", "dave@example.com")))
+        await asyncio.sleep(0)  # it counted and waits for its write
+        other = await asyncio.wait_for(live.mail_to(Addressee("shop/fast", "erin", "erin@example.com")), 5)
+        waiting = not stuck.done()  # the slow one's send does not go before its record is written
+        api.go.set()
+        return other, await stuck, waiting
+
+    other, stuck, waiting = asyncio.run(run())
+    assert other == ("erin@example.com", "")
+    assert stuck == ("dave@example.com", "")
+    assert waiting
+    assert api.writes == [("shop", "fast"), ("shop", "slow")]
+
+
+def test_concurrent_sends_through_one_schedule_are_all_recorded() -> None:
+    api = Tenants(schedule_body("shop", "primary", DAVE, {}))
+    api.slow.add(("shop", "primary"))
+    people = [Addressee("shop/primary", f"p{i}", f"p{i}@example.com") for i in range(3)]
+
+    async def run() -> list[tuple[str | None, str]]:
+        live = api.people()
+        tasks = [asyncio.create_task(live.mail_to(p)) for p in people]
+        await asyncio.sleep(0)
+        api.go.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert [to for to, _ in asyncio.run(run())] == [p.email for p in people]
+    recorded = api.bodies[("shop", "primary")]["status"]["mailsSent"]
+    assert sorted(e["address"] for e in recorded) == ["p0@example.com", "p1@example.com", "p2@example.com"]
+    assert len(api.writes) <= 2  # the first write, then one carrying the two sends counted meanwhile
+
+
+def test_addresses_without_a_send_within_the_hour_and_schedules_gone_are_forgotten() -> None:
+    api = Tenants(schedule_body("shop", "primary", DAVE, {}), schedule_body("shop", "old", DAVE, {}))
+    now = [T0]
+    live = api.people(lambda: now[0])
+    everyone = [Addressee("shop/primary", f"p{i}", f"p{i}@example.com") for i in range(4)]
+
+    async def run() -> None:
+        for person in everyone:
+            await live.mail_to(person)
+        assert len(live.sent) == 4
+        assert live.seeded == {"shop/primary", "shop/old"}
+        del api.bodies[("shop", "old")]
+        now[0] = T0 + timedelta(hours=2)
+        await live.mail_to(everyone[0])
+
+    asyncio.run(run())
+    assert list(live.sent) == [("shop", "p0@example.com")]
+    assert live.seeded == {"shop/primary"}

@@ -4,11 +4,13 @@
 - `ScheduleBook`: the schedules the watch delivered (the on-call keeper's bodies), parsed once per
   resourceVersion, as `core.paging.Schedules` for the planner.
 - `People.mail_to`: whether a person may be mailed now (config `oncall.allowedEmailDomains`,
-  `oncall.maxMailsPerPersonPerHour`, counted per address: one mailbox listed in two schedules, or
-  under two names, has one budget); a send is counted before it goes, in memory and in the
-  `status.mailsSent` of the schedule it was addressed through (the last hour's sends, bounded), so
-  a restart or a new leader goes on counting from what the API holds (every watched schedule's
-  record of that address) instead of from zero.
+  `oncall.maxMailsPerPersonPerHour`, counted per namespace and address: one mailbox listed in two
+  schedules of a namespace, or under two names, has one budget there; each namespace listing it
+  has its own, so one tenant cannot spend another's); a send is counted before it goes (under a
+  lock, in memory) and recorded before it goes too (outside the lock) in the `status.mailsSent`
+  of the schedule it was addressed through (the last hour's sends, bounded), so a restart or a new
+  leader goes on counting from what the API holds (the records of the namespace's schedules,
+  each entry counted only if its address is one of that schedule's people) instead of from zero.
 - `People.tell`: a message to a person through an email channel's SMTP server (to their address)
   or a slack channel (mentioning their member id); egress policy and Secrets as every channel.
 - `Handoffs`: at each handoff of a schedule (seen when the keeper's status write comes back
@@ -24,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 PLURAL = "oncallschedules"
 Key = tuple[str, str]
+MailKey = tuple[str, str]
+"""What the mail limit counts by: (the schedule's namespace, the address as `paging.mail_key` gives it)."""
+PRUNE_EVERY = timedelta(minutes=1)
 Bodies = Callable[[], Mapping[Key, Mapping[str, Any]]]
 """The schedules' latest bodies, by (namespace, name) (the on-call keeper's, from the watch)."""
 SecretReader = Callable[[SecretRef], Any]
@@ -104,30 +110,63 @@ class People:
         self.kube, self.outbound, self.config, self.book = kube, outbound, config, book
         self.channels = {c.name: c for c in notifications.channels}
         self.secret, self.clock = secret, clock
-        self.sent: dict[str, list[tuple[datetime, str, str]]] = {}
-        """Sends per address (`paging.mail_key`) as (when, schedule, person), seeded from the
-        `status.mailsSent` of every watched schedule: the limit counts mails to one mailbox,
-        whatever schedule or name listed it."""
+        self.sent: dict[MailKey, list[tuple[datetime, str, str]]] = {}
+        """Sends per (the schedule's namespace, address as `paging.mail_key` gives it), as (when,
+        schedule, person), seeded from the `status.mailsSent` of every watched schedule: the limit
+        counts mails to one mailbox from one namespace, whatever schedule of it or name listed the
+        address; another namespace listing the same address has its own budget (it cannot spend
+        this one). Addresses without a send within the hour are dropped (`_prune`)."""
         self.kept = paging.MAILS_KEPT
         """At most this many sends in a schedule's `status.mailsSent` (what memory counts is not cut)."""
         self.seeded: set[str] = set()
-        """The schedules whose `status.mailsSent` was read (once per process: then memory counts)."""
+        """The watched schedules whose `status.mailsSent` was read (once per process: then memory
+        counts); a schedule no longer watched is forgotten."""
         self.lock = asyncio.Lock()
+        """Held while counting, never across an API call."""
+        self.writing: dict[str, asyncio.Lock] = {}
+        """Per schedule: its `status.mailsSent` writes, one at a time (a write is of the whole
+        list, so an older one never lands after a newer one)."""
+        self.counted: dict[str, int] = {}
+        """Per schedule: how many sends were counted through it (a sequence number)."""
+        self.written: dict[str, int] = {}
+        """Per schedule: the `counted` number the last successful write covered (a later send
+        whose count an earlier write already carried does not write again)."""
+        self.pruned: datetime | None = None
 
     def _seed(self) -> None:
-        """Read the sends recorded in every watched schedule not read yet (an entry without an
-        address is for its person's address in that schedule). Each schedule is read once, before
-        any send through it is counted: two sends in one second are two, never taken for one."""
-        for (namespace, name), body in list(self.book.bodies().items()):
+        """Read the sends recorded in every watched schedule not read yet, and forget the schedules
+        no longer watched. Only an entry whose address is one of that schedule's `spec.people`
+        counts (an entry without an address is for its person's address in that schedule): a
+        status written by hand cannot spend the budget of an address the schedule does not list.
+        Each schedule is read once, before any send through it is counted: two sends in one second
+        are two, never taken for one; a schedule read again (gone, then back) adds only what memory
+        does not hold yet."""
+        bodies = self.book.bodies()
+        watched = {f"{namespace}/{name}" for namespace, name in bodies}
+        for gone in self.seeded - watched:
+            self.counted.pop(gone, None)
+            self.written.pop(gone, None)
+            if gone in self.writing and not self.writing[gone].locked():
+                del self.writing[gone]
+        self.seeded &= watched
+        for (namespace, name), body in list(bodies.items()):
             schedule = f"{namespace}/{name}"
             if schedule in self.seeded:
                 continue
             self.seeded.add(schedule)
             people = {
-                str(p.get("name")): str(p.get("email") or "")
+                str(p.get("name")): paging.mail_key(str(p.get("email") or ""))
                 for p in (body.get("spec") or {}).get("people") or []
                 if isinstance(p, Mapping)
             }
+            listed = {address for address in people.values() if address}
+            held = Counter(
+                (key[1], at, person)
+                for key, sends in self.sent.items()
+                if key[0] == namespace
+                for at, where, person in sends
+                if where == schedule
+            )
             for raw in (body.get("status") or {}).get("mailsSent") or []:
                 if not isinstance(raw, Mapping):
                     continue
@@ -137,50 +176,78 @@ class People:
                     continue
                 person = str(raw.get("person") or "")
                 address = paging.mail_key(str(raw.get("address") or people.get(person) or ""))
-                if address:
-                    self.sent.setdefault(address, []).append((at, schedule, person))
+                if address not in listed:
+                    continue  # not a person of this schedule: a forged entry spends nobody's budget
+                if held[(address, at, person)] > 0:
+                    held[(address, at, person)] -= 1
+                    continue
+                self.sent.setdefault((namespace, address), []).append((at, schedule, person))
+
+    def _prune(self, now: datetime) -> None:
+        """Drop the addresses with no send within the hour (at most once a minute)."""
+        if self.pruned is not None and self.pruned <= now < self.pruned + PRUNE_EVERY:
+            return
+        self.pruned = now
+        for key in [k for k, sends in self.sent.items() if not any(now - paging.HOUR < e[0] for e in sends)]:
+            del self.sent[key]
 
     async def mail_to(self, person: Addressee) -> tuple[str | None, str]:
-        """(their address, "") if they may be mailed now, the send counted; else (None, why not)."""
+        """(their address, "") if they may be mailed now, the send counted and recorded before
+        the caller sends; else (None, why not). Counted under the lock, recorded outside it: a
+        slow status write holds only later mail through the same schedule, never mail to others."""
         if not person.email:
             return None, f"{person.name} has no email"
         if not paging.mail_allowed(person.email, self.config.allowedEmailDomains):
             return None, f"{person.name}'s address is not in oncall.allowedEmailDomains"
-        address = paging.mail_key(person.email)
+        key = (person.schedule.partition("/")[0], paging.mail_key(person.email))
         async with self.lock:
             self._seed()
             now = self.clock()
-            sent = [e for e in self.sent.get(address, []) if now - paging.HOUR < e[0] <= now]
-            self.sent[address] = sent
+            self._prune(now)
+            sent = [e for e in self.sent.get(key, []) if now - paging.HOUR < e[0] <= now]
             if paging.mail_budget((e[0] for e in sent), now, self.config.maxMailsPerPersonPerHour) <= 0:
+                self.sent[key] = sent
                 return None, (
                     f"{person.name} had {self.config.maxMailsPerPersonPerHour} mails within the hour "
-                    "(oncall.maxMailsPerPersonPerHour, counted per address)"
+                    "(oncall.maxMailsPerPersonPerHour, counted per namespace and address)"
                 )
             sent.append((now, person.schedule, person.name))
-            await self._persist(person.schedule, now)
+            self.sent[key] = sent
+            number = self.counted[person.schedule] = self.counted.get(person.schedule, 0) + 1
+        await self._persist(person.schedule, number)
         return person.email, ""
 
-    async def _persist(self, schedule: str, now: datetime) -> None:
+    async def _persist(self, schedule: str, number: int) -> None:
         """Write the sends of the last hour made through `schedule` to its status, bounded
-        (`paging.mails_kept`; a failure is logged: the count in memory still holds until the
-        process ends)."""
-        mine = [
-            (at, person, address)
-            for address, sends in self.sent.items()
-            for at, where, person in sends
-            if where == schedule
-        ]
-        kept = paging.mails_kept(mine, now, self.config.maxMailsPerPersonPerHour, self.kept)
-        entries = [
-            {"person": person, "at": format_time(at), "address": address} for at, person, address in kept
-        ]
-        namespace, _, name = schedule.partition("/")
-        try:
-            await self.kube.patch_object_status(PLURAL, namespace, name, {"status": {"mailsSent": entries}})
-        except (ApiException, OSError) as exc:
-            reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
-            logger.warning("schedule %s: mail count not recorded: %s", schedule, reason)
+        (`paging.mails_kept`), once a write covers send `number` (a write made meanwhile by another
+        send may already have). A failure is logged: the count in memory still holds until the
+        process ends."""
+        async with self.writing.setdefault(schedule, asyncio.Lock()):
+            if self.written.get(schedule, 0) >= number:
+                return
+            async with self.lock:
+                now = self.clock()
+                covers = self.counted.get(schedule, 0)
+                mine = [
+                    (at, person, key[1])
+                    for key, sends in self.sent.items()
+                    for at, where, person in sends
+                    if where == schedule
+                ]
+            kept = paging.mails_kept(mine, now, self.config.maxMailsPerPersonPerHour, self.kept)
+            entries = [
+                {"person": person, "at": format_time(at), "address": address} for at, person, address in kept
+            ]
+            namespace, _, name = schedule.partition("/")
+            try:
+                await self.kube.patch_object_status(
+                    PLURAL, namespace, name, {"status": {"mailsSent": entries}}
+                )
+            except (ApiException, OSError) as exc:
+                reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+                logger.warning("schedule %s: mail count not recorded: %s", schedule, reason)
+                return
+            self.written[schedule] = max(self.written.get(schedule, 0), covers)
 
     async def tell(
         self, person: Addressee, subject: str, message: str, namespace: str | None = None

@@ -10,7 +10,8 @@
   a schedule's status keeps: bounded, and never fewer than the limit needs per address).
 - `due_handoff`: the turn to announce now (the current one, when the schedule's `status.handoffs`
   has no record of it and it does not merely go on with the turn last announced: an edit that
-  moves the start of the same person's turn tells nobody again).
+  moves the start of the same person's turn tells nobody again; an open-ended record's `until`
+  bounds nothing, see `continues`).
 - `find_person` and `roles_to_tell`: a role's holder in the schedules of the incident's namespace
   (by `people[].user`, then by `name`), and the role assignments not yet told
   (`status.rolesTold`).
@@ -166,10 +167,21 @@ def continues(spec: OnCallScheduleSpec, last: OnCallHandoff, shift: Shift) -> bo
     """Whether `shift` only goes on with the turn `last` announced: the same person, and nobody
     else on call in between, either by the record (the turn starts before the announced one was
     to end, `until`) or by the schedule as it is now (that person on call throughout from the
-    announced start to this one's, no gap: a turn that comes back after a gap is a new one)."""
+    announced start to this one's, no gap: a turn that comes back after a gap is a new one).
+
+    An open-ended record (`until` HORIZON or more past its start: the search stopped there, see
+    `oncall.open_ended`) bounds nothing: its `until` is HORIZON past the moment it was recorded,
+    when its person was on call. Then the turn goes on only if it started by that moment or its
+    person was on call throughout from that moment to its start (someone else's turn in between,
+    recorded or not, makes it a new one)."""
     if last.person != shift.person:
         return False
-    if last.at >= shift.start or (last.until is not None and shift.start <= last.until):
+    if last.at >= shift.start:
+        return True
+    if last.until is not None and last.until - last.at >= oncall.HORIZON:
+        seen = last.until - oncall.HORIZON
+        return shift.start <= seen or oncall.on_call_throughout(spec, shift.person, seen, shift.start)
+    if last.until is not None and shift.start <= last.until:
         return True
     return oncall.on_call_throughout(spec, shift.person, last.at, shift.start)
 

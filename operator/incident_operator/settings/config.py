@@ -176,14 +176,18 @@ class OnCallConfig(BaseModel):
 
     Mail goes to a person's own address only when its domain is listed (none listed: no mail to
     people; their level's email channel mails its own `to` instead), and at most
-    `maxMailsPerPersonPerHour` per address, whatever schedule or name lists it (counted in the
-    schedules' `status.mailsSent`, so a restart does not start the count again from zero)."""
+    `maxMailsPerPersonPerHour` per namespace and address: the schedules of one namespace listing
+    an address, under any name, share one budget; each namespace listing it has its own (one
+    tenant cannot spend another's). Counted in the schedules' `status.mailsSent`, so a restart does
+    not start the count again from zero; an entry there counts only if its address is one of that
+    schedule's people."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     allowedEmailDomains: tuple[str, ...] = ()
     """Domains (example.com; a subdomain matches too) a person's email may be in."""
     maxMailsPerPersonPerHour: int = Field(default=10, ge=1, le=1000)
+    """Mails to one address in any hour, per namespace whose schedules list it."""
     channels: tuple[str, ...] = ()
     """Channels (email and/or slack) people are told through of handoffs and of roles given to
     them: an email channel's SMTP server mails them, a slack channel mentions them. None: nobody
