@@ -324,9 +324,9 @@ def test_a_handoff_in_a_short_rotation_is_announced_once_also_across_a_restart(
 ) -> None:
     """Turns of one minute (the shortest a layer allows): dave's turn is announced when the
     schedule is first seen, erin's at the next boundary, then the operator restarts, and frank's
-    turn, one boundary later, is announced by the restarted process: so its announcer has looked
-    at the schedule (at start, during erin's turn) before frank's mail arrives, and any wrong
-    second announcement of erin's turn would have been sent before it."""
+    turn, one boundary later, is announced by the restarted process. Its log shows that it looked
+    at the schedule during erin's turn and found nothing to announce, and it announces frank's:
+    any wrong second announcement of erin's turn would have been sent before frank's."""
     open_incident(installed, "queue-backlog", "queue backlog", "P3", "performance")
     now = datetime.now(UTC).replace(microsecond=0)
     to_erin = now + timedelta(seconds=15)  # time enough for dave's turn to be seen first
@@ -374,6 +374,16 @@ def test_a_handoff_in_a_short_rotation_is_announced_once_also_across_a_restart(
     operator.stop()
     operator.start()
     restarted = operator.log_path
+    # the restarted announcer looked at the schedule during erin's turn (nothing due then: had it
+    # looked after frank's boundary, frank's turn would have been due), and did not tell erin again
+    wait_until(
+        lambda: (
+            f"schedule {NS}/shifts: first seen; nothing to announce (last announced: erin at {iso(to_erin)})"
+            in restarted.read_text(errors="replace")
+        ),
+        timeout=TIMEOUT,
+        what="the restarted process looked at the schedule during erin's turn",
+    )
     # (d) frank's turn, one boundary later, announced by the restarted process
     wait_until(
         lambda: to(mailbox, "frank@example.com"),

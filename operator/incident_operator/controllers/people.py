@@ -352,11 +352,18 @@ class Handoffs:
             self.latest.pop(_key(body), None)
             return
         key = _key(body)
+        first = key not in self.latest
         self.latest[key] = body
         if key in self.busy:
             return  # looked at again once the announcement in flight is done
         shift = self.due(body)
         if shift is None:
+            if first:  # at start (or a new schedule): say where it stands, once
+                recorded = (body.get("status") or {}).get("handoffs") or [{}]
+                last = f"{recorded[-1].get('person')} at {recorded[-1].get('at')}" if recorded[-1] else "none"
+                logger.info(
+                    "schedule %s/%s: first seen; nothing to announce (last announced: %s)", *key, last
+                )
             return
         task = asyncio.create_task(self.announce(key, body, shift), name=f"handoff {key[0]}/{key[1]}")
         self.busy[key] = task
