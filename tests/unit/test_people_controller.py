@@ -322,7 +322,7 @@ def schedule_body(
     }
 
 
-class Tenants:
+class Tenants(Schedules):
     """Schedules of several namespaces; a status patch of a schedule in `slow` waits for `go`."""
 
     def __init__(self, *bodies: dict[str, Any]) -> None:
@@ -335,13 +335,7 @@ class Tenants:
         if (namespace, name) in self.slow:
             await self.go.wait()
         self.writes.append((namespace, name))
-        key = (namespace, name)
-        self.bodies[key] = {**self.bodies[key], "status": {**self.bodies[key]["status"], **patch["status"]}}
-        return self.bodies[key]
-
-    def people(self, clock: Any = lambda: T0) -> People:
-        book = ScheduleBook(lambda: self.bodies)
-        return People(self, None, CONFIG.oncall, CONFIG.notifications, book, secret=lambda r: "", clock=clock)
+        return await super().patch_object_status(plural, namespace, name, patch)
 
 
 DAVE = [{"name": "dave", "email": "dave@example.com"}]
