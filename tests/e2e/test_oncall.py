@@ -449,6 +449,18 @@ def test_an_override_only_user_changes_overrides_of_known_people_and_nothing_els
     known = {"person": "alice", "start": stamp(stranger_start), "end": stamp(first + timedelta(hours=4))}
     admitted(patch("json", [{"op": "add", "path": "/spec/overrides/-", "value": known}]))
     admitted(patch("merge", {"metadata": {"annotations": {"example.com/note": "swapped with bob"}}}))
+    # a GitOps annotation git (the admin here) set is not hers to remove either; others she may change
+    tracked = {"argocd.argoproj.io/tracking-id": "shop:incident-operator.dev/OnCallSchedule:shop/guarded"}
+    client.CustomObjectsApi(installed.api).patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "guarded", {"metadata": {"annotations": tracked}}
+    )
+    refused(
+        patch("json", [{"op": "remove", "path": "/metadata/annotations/argocd.argoproj.io~1tracking-id"}]),
+        f"user {alice} may not change metadata.annotations of Argo CD or Flux {needs_update}",
+    )
+    admitted(patch("merge", {"metadata": {"annotations": {"example.com/note": "and back"}}}))
+    annotations = schedule(installed, "guarded")["metadata"]["annotations"]
+    assert {**tracked, "example.com/note": "and back"}.items() <= annotations.items()
     assert [o["person"] for o in schedule(installed, "guarded")["spec"]["overrides"]] == ["bob", "alice"]
 
     # the policy's cost at the limits of the CRD: 100 people, 200 new overrides in one request
