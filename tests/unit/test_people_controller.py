@@ -14,6 +14,7 @@ from incident_operator.controllers.people import Handoffs, People, ScheduleBook
 from incident_operator.core import paging
 from incident_operator.core.paging import Addressee
 from incident_operator.settings.config import FileConfig
+from tests.polling import until
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 SMTP = {"host": "127.0.0.1", "port": 2525, "security": "none", "from": "io@example.com"}
@@ -330,9 +331,12 @@ class Tenants(Schedules):
         self.slow: set[tuple[str, str]] = set()
         self.go = asyncio.Event()
         self.writes: list[tuple[str, str]] = []
+        self.held: list[tuple[str, str]] = []
+        """The slow writes that have begun waiting for `go`."""
 
     async def patch_object_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> Any:
         if (namespace, name) in self.slow:
+            self.held.append((namespace, name))
             await self.go.wait()
         self.writes.append((namespace, name))
         return await super().patch_object_status(plural, namespace, name, patch)
@@ -382,7 +386,8 @@ def test_a_slow_status_write_holds_no_mail_through_another_schedule() -> None:
     async def run() -> tuple[tuple[str | None, str], tuple[str | None, str], bool]:
         live = api.people()
         stuck = asyncio.create_task(live.mail_to(Addressee("shop/slow", "dave", "dave@example.com")))
-        await asyncio.sleep(0)  # it counted and waits for its write
+        # it counted and waits for its write
+        await until(lambda: ("shop", "slow") in api.held, timeout=5, what="the slow write begun")
         other = await asyncio.wait_for(live.mail_to(Addressee("shop/fast", "erin", "erin@example.com")), 5)
         waiting = not stuck.done()  # the slow one's send does not go before its record is written
         api.go.set()
@@ -403,7 +408,9 @@ def test_concurrent_sends_through_one_schedule_are_all_recorded() -> None:
     async def run() -> list[tuple[str | None, str]]:
         live = api.people()
         tasks = [asyncio.create_task(live.mail_to(p)) for p in people]
-        await asyncio.sleep(0)
+        await until(
+            lambda: len(live.sent) == 3 and bool(api.held), timeout=5, what="3 sends counted, a write held"
+        )
         api.go.set()
         return list(await asyncio.gather(*tasks))
 
