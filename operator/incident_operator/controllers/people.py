@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -139,8 +138,8 @@ class People:
         counts (an entry without an address is for its person's address in that schedule): a
         status written by hand cannot spend the budget of an address the schedule does not list.
         Each schedule is read once, before any send through it is counted: two sends in one second
-        are two, never taken for one; a schedule read again (gone, then back) adds only what memory
-        does not hold yet."""
+        are two, never taken for one. A schedule is forgotten only once deleted (the keeper drops
+        its body then), so one that comes back is a new object whose status holds nothing yet."""
         bodies = self.book.bodies()
         watched = {f"{namespace}/{name}" for namespace, name in bodies}
         for gone in self.seeded - watched:
@@ -160,13 +159,6 @@ class People:
                 if isinstance(p, Mapping)
             }
             listed = {address for address in people.values() if address}
-            held = Counter(
-                (key[1], at, person)
-                for key, sends in self.sent.items()
-                if key[0] == namespace
-                for at, where, person in sends
-                if where == schedule
-            )
             for raw in (body.get("status") or {}).get("mailsSent") or []:
                 if not isinstance(raw, Mapping):
                     continue
@@ -178,9 +170,6 @@ class People:
                 address = paging.mail_key(str(raw.get("address") or people.get(person) or ""))
                 if address not in listed:
                     continue  # not a person of this schedule: a forged entry spends nobody's budget
-                if held[(address, at, person)] > 0:
-                    held[(address, at, person)] -= 1
-                    continue
                 self.sent.setdefault((namespace, address), []).append((at, schedule, person))
 
     def _prune(self, now: datetime) -> None:

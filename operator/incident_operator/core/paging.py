@@ -46,6 +46,9 @@ HANDOFFS_KEPT = 20
 """`status.handoffs` keeps this many, newest last (the CRD's maxItems)."""
 MAILS_KEPT = 1000
 """`status.mailsSent` keeps at most this many (the CRD's maxItems)."""
+WHO_MAX = ROLE_HOLDER_MAX
+"""The longest holder name `status.rolesTold` keeps (the CRD refuses a longer one; one stored before
+that limit is kept cut, never refused)."""
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,3 @@ def roles_told_kept(
     others = [i for i in range(len(told)) if i not in keep]
     keep |= set(others[len(others) - room :] if room else [])
     return [t for i, t in enumerate(told) if i in keep]
-
-
-WHO_MAX = ROLE_HOLDER_MAX
-"""The longest holder name `status.rolesTold` keeps (the CRD refuses a longer one; one stored before
-that limit is kept cut, never refused)."""
