@@ -137,6 +137,18 @@ class Scenario:
         selector = f"involvedObject.name={name},involvedObject.kind=Incident"
         return list(self.core.list_namespaced_event(self.namespace, field_selector=selector).items)
 
+    def wait_events(
+        self, name: str, check: Callable[[list[client.CoreV1Event]], bool], what: str
+    ) -> list[client.CoreV1Event]:
+        """The incident's Events once `check` holds for them (Normal records are held for a
+        moment to share an Event: `controllers.incident.eventhold`)."""
+        return cast(
+            list[client.CoreV1Event],
+            wait_until(
+                lambda: (found := self.events(name)) and check(found) and found, timeout=TIMEOUT, what=what
+            ),
+        )
+
     # ------------------------------------------------------------------ waiting
 
     def wait_condition(

@@ -200,7 +200,11 @@ def test_approvals_name_the_requesting_user_who_needs_the_approve_verb(
         f"step isolate-api approved by {alice} for run {run}",
     )
     # in an Event of its own, or folded into the one of the status write that recorded it
-    assert any(entry["message"] in (e.message or "") for e in s.events("breach"))
+    s.wait_events(
+        "breach",
+        lambda found: any(entry["message"] in (e.message or "") for e in found),
+        "the Approved Event",
+    )
 
     # Closing needs the verb `resolve`: mallory may edit, but not close.
     denied = patch_spec(installed, mallory_cfg, "approvals", "breach", {"closed": True})
@@ -744,7 +748,12 @@ def test_a_flood_of_incidents_in_one_namespace_waits_beyond_the_cap_and_nothing_
     resumed = s.wait_condition("third", "AutomationPaused", status="False", reason="AutomationResumed")
     assert "free" in resumed["message"]
     # said once: in the Event of the status write that resumed it (the run's start folds it in)
-    assert [resumed["message"] in (e.message or "") for e in s.events("third")].count(True) == 1
+    told = s.wait_events(
+        "third",
+        lambda found: any(resumed["message"] in (e.message or "") for e in found),
+        "AutomationResumed",
+    )
+    assert [resumed["message"] in (e.message or "") for e in told].count(True) == 1
 
 
 # --------------------------------------------------------------------------- never stuck

@@ -60,6 +60,7 @@ def new_loop(
     open_in_namespace: Callable[[], list[OpenIncident]] | None = None,
     *,
     started_runs: StartedRuns | None = None,
+    event_hold_s: float = 0.0,
 ) -> IncidentLoop:
     """A loop as the operator starts it: from what the API holds now (a restart)."""
 
@@ -83,12 +84,14 @@ def new_loop(
         open_in_namespace=None if open_in_namespace is None else lambda: Ranking(open_in_namespace()),
         started_runs=started_runs,
         backoff=(0.0,),
+        event_hold_s=event_hold_s,
     )
 
 
-async def run_until_settled(api: FakeKube, clock: Clock) -> None:
-    """Run a loop until the API holds a settled incident (bounded)."""
-    loop = new_loop(api, clock)
+async def run_until_settled(api: FakeKube, clock: Clock, *, event_hold_s: float = 0.0) -> None:
+    """Run a loop until the API holds a settled incident (bounded); Events posted per status
+    write unless `event_hold_s` holds them (see `test_a_fast_run_posts_one_event_...`)."""
+    loop = new_loop(api, clock, event_hold_s=event_hold_s)
     await asyncio.wait_for(
         loop.run(lambda: bool(api.status().get("settled")), asyncio.Event()), timeout=RUN_BOUND_S
     )
@@ -170,6 +173,22 @@ def test_a_status_write_posts_one_normal_event_carrying_its_records_in_order() -
     assert by_type["StepSucceeded"] in resolved[2]  # the last step's outcome, written with Resolved
     succeeded = [e for e in api.status()["timeline"] if e["type"] == "StepSucceeded"]
     assert [c[1] for c in events].count("StepSucceeded") == len(succeeded) - 1  # the last one folded
+
+
+def test_a_fast_run_posts_one_event_for_its_writes_after_the_last_of_them() -> None:
+    # As the operator runs: Normal records held for a second, so the writes of a run that ends
+    # sooner share one Event, posted when the loop stops (here: settled), not a second later.
+    api, clock = fake_api(), Clock()
+    asyncio.run(run_until_settled(api, clock, event_hold_s=60.0))
+    events = api.called("event")
+    assert len(events) == 1, events
+    (_, reason, message, warning) = events[0]
+    assert (reason, warning) == ("Resolved", False)
+    last_write = max(i for i, c in enumerate(api.calls) if c[0] == "patch_incident_status")
+    assert api.calls.index(("event", reason, message, warning)) > last_write
+    said = [e["message"] for e in api.status()["timeline"] if e["type"] in ("Detected", "PlaybookStarted")]
+    assert message.startswith(" | ".join(said))  # in order: nothing the per-write Events said is lost
+    assert message.endswith(next(e["message"] for e in api.status()["timeline"] if e["type"] == "Resolved"))
 
 
 def test_the_run_is_counted_once_on_the_playbook() -> None:

@@ -50,3 +50,30 @@ def test_many_runs_become_one_write_and_conflicts_are_retried_without_loss() -> 
     assert kube.status["failed"] == 1
     assert kube.status["lastRuns"] == {"Deployment/w0": "t99", "Deployment/w1": "t97", "Deployment/w2": "t98"}
     assert recorder.pending == {}
+
+
+def test_a_run_that_starts_and_ends_within_the_interval_is_one_write_whenever_it_started() -> None:
+    kube, now = FakeKube(), [100.0]
+    recorder = RunRecorder(kube, interval=1.0, clock=lambda: now[0])
+
+    async def cycle() -> None:
+        await recorder.flush(aged_only=True)  # what the writer does once an interval
+
+    recorder.add("ns", "pb", ["runs"], {"lastRun": "t0"})  # just before the writer's cycle
+    now[0] += 0.25
+    asyncio.run(cycle())
+    assert kube.patches == []  # a quarter second old: it waits for the run's end
+    now[0] += 0.25
+    recorder.add("ns", "pb", ["succeeded"], {})
+    now[0] += 0.75  # the next cycle: past a second after the first count
+    asyncio.run(cycle())
+    assert kube.patches == [{"runs": 4, "succeeded": 1, "lastRun": "t0"}]
+    recorder.add("ns", "other", ["runs"], {})
+    kube.conflict_next = True
+    now[0] += 1.0
+    asyncio.run(cycle())  # conflicted: kept, as old as it was
+    assert recorder.pending[("ns", "other")].since == now[0] - 1.0
+    now[0] += 1.0
+    asyncio.run(cycle())
+    assert len(kube.patches) == 2
+    assert recorder.pending == {}

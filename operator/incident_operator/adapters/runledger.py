@@ -1,6 +1,8 @@
 """Playbook run records (counters `runs`/`succeeded`/`failed`, `lastRun`, per-target stamps),
-batched: incidents add to an in-memory tally, and one writer flushes each Playbook's tally about
-once a second with optimistic concurrency (GET, then PATCH carrying the resourceVersion).
+batched: incidents add to an in-memory tally, and one writer flushes each Playbook's tally once
+it is a second old (between one and two seconds after its first count) with optimistic
+concurrency (GET, then PATCH carrying the resourceVersion). So a run that starts and ends within
+a second is one write on its Playbook, whenever in the writer's cycle it started.
 
 A thousand incidents on one Playbook used to mean a thousand conflicting read-modify-writes of
 the same status (and a watch event for each, waking the namespace); now it is one write per
@@ -14,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,19 +32,26 @@ FINAL_FLUSH_S = 5.0
 
 @dataclass
 class Tally:
+    since: float
+    """When its first count was added (the recorder's clock, in seconds)."""
     counters: Counter[str] = field(default_factory=Counter)
     stamps: dict[str, Any] = field(default_factory=dict)
     """lastRun, lastRuns and lastRunBy entries to merge (the latest wins)."""
 
 
 class RunRecorder:
-    def __init__(self, kube: Kube, interval: float = FLUSH_INTERVAL_S) -> None:
+    def __init__(
+        self, kube: Kube, interval: float = FLUSH_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.kube = kube
         self.interval = interval
+        self.clock = clock
         self.pending: dict[tuple[str, str], Tally] = {}
 
     def add(self, namespace: str, playbook: str, counters: Sequence[str], stamps: dict[str, Any]) -> None:
-        tally = self.pending.setdefault((namespace, playbook), Tally())
+        tally = self.pending.get((namespace, playbook))
+        if tally is None:
+            tally = self.pending[(namespace, playbook)] = Tally(self.clock())
         tally.counters.update(counters)
         for key, value in stamps.items():
             if isinstance(value, dict):
@@ -49,9 +59,17 @@ class RunRecorder:
             else:
                 tally.stamps[key] = value
 
-    async def flush(self) -> None:
-        """Write every pending tally once; a conflict or error keeps it for the next flush."""
-        batch, self.pending = self.pending, {}
+    async def flush(self, *, aged_only: bool = False) -> None:
+        """Write every pending tally once (`aged_only`: those at least an interval old); a
+        conflict or error keeps it for the next flush."""
+        now = self.clock()
+        batch = {
+            key: tally
+            for key, tally in self.pending.items()
+            if not aged_only or now - tally.since >= self.interval
+        }
+        for key in batch:
+            del self.pending[key]
         for (namespace, playbook), tally in batch.items():
             try:
                 current = await self.kube.get_playbook(namespace, playbook)
@@ -79,7 +97,8 @@ class RunRecorder:
 
     def _merge_back(self, namespace: str, playbook: str, tally: Tally) -> None:
         newer = self.pending.get((namespace, playbook))
-        if newer is not None:  # keep the newer stamps, add the counts
+        if newer is not None:  # keep the newer stamps, add the counts (the first count's age)
+            tally.since = min(tally.since, newer.since)
             tally.counters.update(newer.counters)
             for key, value in newer.stamps.items():
                 if isinstance(value, dict):
@@ -94,7 +113,7 @@ class RunRecorder:
             while True:
                 await asyncio.sleep(self.interval)
                 if self.pending:
-                    await self.flush()
+                    await self.flush(aged_only=True)
         finally:
             if self.pending:  # bounded: an unreachable API server must not hold up a shutdown
                 with contextlib.suppress(Exception):

@@ -290,5 +290,6 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 TIMELINE_ONLY: frozenset[Reason] = frozenset({Reason.STEP_STARTED, Reason.MONITORING, Reason.REPEAT})
 """Normal records kept in the timeline but not posted as Events: the start of a step is followed
 by its outcome's Event, Monitoring by Resolved (or a warning), and a repeat shows in
-`status.repeatOf`; `status.timeline` still has every entry. The other Normal records of one status
-write share one Event, with the last one's reason (`core.planner.events`); each warning has its own."""
+`status.repeatOf`; `status.timeline` still has every entry. The other Normal records of the status
+writes within about a second share one Event, with the last one's reason (`core.planner.events`,
+`controllers.incident.eventhold`); each warning has its own."""

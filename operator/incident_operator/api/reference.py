@@ -208,9 +208,10 @@ def reasons_section() -> list[str]:
         "Events on the object. Every timeline entry is also in an Event, except the timeline-only ones: "
         + ", ".join(f"`{r}`" for r in Reason if r in TIMELINE_ONLY)
         + ". A warning (`Warning` where the description says so) has an Event of its own with its reason; "
-        "the Normal entries one status write records share one Event, with the reason of the last "
-        "(the most advanced: `PlaybookStarted` after `Detected`, `Resolved` after the last step's "
-        "`StepSucceeded`) and their messages joined in order by ` | `.",
+        "the Normal entries the status writes of about a second record share one Event (posted a "
+        "second after the first of them, or when a warning or the incident settling comes first), "
+        "with the reason of the last (the most advanced: `PlaybookStarted` after `Detected`, "
+        "`Resolved` after the last step's `StepSucceeded`) and their messages joined in order by ` | `.",
         "",
         "| reason | Event | meaning |",
         "|---|---|---|",

@@ -10,8 +10,8 @@ Owns the order of effects, which is what makes every step run exactly once:
    out in one patch, before the next action (so an outcome is always written before anything
    else acts, and a transition with nothing to do in between costs no write of its own).
 Each record becomes a timeline entry (inside the status), a counter, and for what people read
-in `kubectl describe` a Kubernetes Event (`planner.posts_event`; the Normal records of one
-status write share one Event, `planner.events`). The loop sleeps until the
+in `kubectl describe` a Kubernetes Event (`planner.posts_event`; the Normal records of the
+status writes within a second share one Event, `planner.events`, `eventhold`). The loop sleeps until the
 planner's next deadline or a change of the Incident or its Playbooks, and survives API errors
 with a bounded backoff.
 
@@ -20,6 +20,7 @@ Modules, by job (each says what state it owns):
 - `inputs`: gathers what the planner is fed (Playbooks, config, live body, access review);
 - `commit`: the status write and what follows it (Events, metrics, notices, run counts);
   the status as written, as planned from, and the decisions held in between;
+- `eventhold`: the Events of the incident, held a second so a fast run's writes share one;
 - `draft`: the post-mortem draft's ConfigMap, written before the status that names it;
 - `ledger`: the Playbook's cooldown claims and run counts;
 - `slots`: runs started under the cap on open incidents that the watch does not show yet;

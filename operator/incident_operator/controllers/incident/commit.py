@@ -13,7 +13,8 @@ Owns the incident's status as the loop knows it, under these names:
   incident is not settled while they last).
 
 `commit` sends one status patch for a decision and everything held; only after it succeeded are
-the records posted as Events (the Normal ones of one write folded into one, `planner.events`),
+the records posted as Events (through `eventhold`: the Normal ones of the writes within a second
+folded into one, `planner.events`),
 counted as metrics and on the Playbook (`ledger`), and the notices
 sent. A failed write raises and keeps everything held for the next attempt. The post-mortem
 draft (`draft`) is written before the status that names it.
@@ -34,17 +35,16 @@ from incident_operator.api.keys import page_id_annotation
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.api.reasons import Reason
 from incident_operator.controllers.incident.draft import PostmortemDraft
+from incident_operator.controllers.incident.eventhold import HOLD_S, EventPoster, HeldEvents
 from incident_operator.controllers.incident.inputs import PlaybookEntry
 from incident_operator.controllers.incident.ledger import RunLedger
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.core.notices import IncidentView, notices
-from incident_operator.core.planner import Decision, Record, events, with_records
+from incident_operator.core.planner import Decision, Record, with_records
 
 logger = logging.getLogger(__name__)
 
 FINAL_WRITE_TIMEOUT_S = 5.0  # on the way out, a held status gets this long to be written
-
-EventPoster = Callable[[Record], None]
 
 
 def status_patch(old: IncidentStatus, new: IncidentStatus) -> dict[str, Any]:
@@ -85,11 +85,13 @@ class Commit:
         wake: Callable[[], None],
         open_incidents: metrics.OpenIncidents | None = None,
         notifier: Notifier | None = None,
+        event_hold_s: float = HOLD_S,
     ) -> None:
         self.kube, self.namespace, self.name, self.uid = kube, namespace, name, uid
         self.body, self.clock = body, clock
-        self.post_event, self.ledger, self.wake = post_event, ledger, wake
+        self.ledger, self.wake = ledger, wake
         self.open_incidents, self.notifier = open_incidents, notifier
+        self.events = HeldEvents(post_event, event_hold_s)
         self.draft = PostmortemDraft(kube, namespace, name, uid, clock)
         self.written = IncidentStatus.model_validate(dict(body.get("status") or {}))
         self.current = self.written
@@ -171,8 +173,7 @@ class Commit:
         to_count, self.held = self.held, []
         if counts is not None:
             to_count.append(Held(decision, *counts))
-        for event in events(records):  # one for the Normal records, one per warning
-            self.post_event(event)
+        self.events.add(records)  # Normal ones held briefly, to share an Event with the next write
         for record in records:
             if record.reason == Reason.RESPONSE_TARGET_BREACHED:
                 metrics.breach(spec)

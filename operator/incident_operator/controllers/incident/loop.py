@@ -28,7 +28,8 @@ from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers import targets
 from incident_operator.controllers.automation import Breaker
-from incident_operator.controllers.incident.commit import Commit, EventPoster
+from incident_operator.controllers.incident.commit import Commit
+from incident_operator.controllers.incident.eventhold import HOLD_S, EventPoster
 from incident_operator.controllers.incident.execute import Execution, mutates, start_unwritten, waits
 from incident_operator.controllers.incident.inputs import (
     History,
@@ -91,10 +92,11 @@ class IncidentLoop:
         breaker: Breaker | None = None,
         backoff: tuple[float, ...] = ERROR_BACKOFF_S,
         schedules: ScheduleBook | None = None,
+        event_hold_s: float = HOLD_S,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.body = body  # kopf's live view: spec changes show up here
-        self.playbooks, self.post_event, self.clock = playbooks, post_event, clock
+        self.playbooks, self.clock = playbooks, clock
         self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
         self.wake = asyncio.Event()
         self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
@@ -124,6 +126,7 @@ class IncidentLoop:
             wake=self._wake_up,
             open_incidents=open_incidents,
             notifier=notifier,
+            event_hold_s=event_hold_s,
         )
         self.execution = Execution(
             kube,
@@ -188,6 +191,12 @@ class IncidentLoop:
         return progress is None or progress.name == playbook
 
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+        try:
+            await self._run(stopped, wake)
+        finally:  # stopped, closed or cancelled: what waits to be posted goes now
+            self.commit.events.flush()
+
+    async def _run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.wake = wake
         errors = 0
         unreadable = False
@@ -205,7 +214,7 @@ class IncidentLoop:
                         + ".".join(map(str, exc.errors()[0]["loc"]))
                     )
                     logger.warning("incident %s/%s: %s", self.namespace, self.name, problem)
-                    self.post_event(Record(Reason.INVALID_SPEC, problem, warning=True))
+                    self.commit.events.add([Record(Reason.INVALID_SPEC, problem, warning=True)])
                 unreadable = True
                 await self._sleep(wake, stopped, IDLE_RECHECK_S)
                 continue
