@@ -195,3 +195,22 @@ def test_the_shipped_rules_keep_a_label_that_names_what_is_down() -> None:
         for kept in re.findall(r"\bby \(([^)]*)\)", rule["expr"]):
             labels = {label.strip() for label in kept.split(",")}
             assert labels & {"deployment", "statefulset", "pod", "service"}, rule["alert"]
+
+
+def test_the_runtime_is_told_of_each_incident_created_and_its_failure_fails_no_delivery() -> None:
+    told: list[dict[str, Any]] = []
+    alert = alerts.Alert.model_validate(
+        {"status": "firing", "labels": {"alertname": "ServiceDown", "namespace": "shop"}}
+    )
+    cluster = Cluster()
+    intake = Intake(cluster, OperatorConfig())
+    intake.on_created = told.append
+    assert asyncio.run(intake.accept(alert))["result"] == "created"
+    assert [(b["metadata"]["namespace"], b["metadata"]["uid"]) for b in told] == [("shop", "u-1")]
+
+    def broken(body: dict[str, Any]) -> None:
+        raise RuntimeError("a bug of the runtime")
+
+    again = Intake(Cluster(), OperatorConfig())
+    again.on_created = broken
+    assert asyncio.run(again.accept(alert))["result"] == "created"  # the watch event starts it

@@ -318,3 +318,38 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
     assert h.loops["u3"].wakes == 0
     assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u2", "u3"]
     await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event_adds_no_loop() -> None:
+    """The intake hands the Incident it created to the runtime (`handlers.created_by_intake`):
+    indexed and its loop started without waiting for the watch event, which comes later with the
+    same body and finds the loop running. Not before the leader's watch has a supervisor (a
+    standby's intake), not in a namespace this operator does not watch."""
+    h = Harness()
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig(namespaces=("ns",))
+    ctx.supervisor = None
+    ctx.open_incidents = metrics.OpenIncidents()
+    ctx.action_items = metrics.OpenActionItems()
+    ctx.open_ranks = Rankings()
+    ctx.history, ctx.unconfirmed = History(), {}
+    handlers.created_by_intake(ctx, body("u1"))  # no supervisor (a standby): the leader's watch
+    assert list(ctx.open_ranks.of("ns")) == []
+    ctx.supervisor = h.supervisor
+    elsewhere = body("u2")
+    elsewhere["metadata"]["namespace"] = "other"
+    handlers.created_by_intake(ctx, elsewhere)
+    handlers.created_by_intake(ctx, body("u1"))
+    await settle()
+    assert set(h.loops) == {"u1"}
+    started = h.loops["u1"]
+    assert started.runs == 1
+    assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]
+    changed: Any = handlers.incident_changed
+    await changed(type="ADDED", body=body("u1"), memo=kopf.Memo(ctx=ctx), playbooks_by_namespace={})
+    await settle()
+    assert h.loops["u1"] is started  # the same loop, woken: no second one
+    assert (started.runs, len(h.supervisor)) == (1, 1)
+    assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]
+    await h.supervisor.stop(timeout=1)

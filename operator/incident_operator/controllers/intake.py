@@ -83,6 +83,9 @@ class Intake:
         self.clock = clock or utc_now
         self._tokens: dict[TokenRef, tuple[float, str | None]] = {}  # ref -> (read at, value)
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()  # fingerprints seen (bounded)
+        self.on_created: Callable[[dict[str, Any]], None] | None = None
+        """Told each Incident this intake created, as the API returned it (the runtime starts its
+        loop at once, not after its watch event queued behind a storm's: `runtime.handlers`)."""
 
     # ------------------------------------------------------------------ authentication
 
@@ -306,6 +309,11 @@ class Intake:
         if not_read:
             missing.append(f"the workloads its pod/service labels name not read ({not_read})")
         created = await self.kube.create_object("incidents", action.namespace, body)
+        if self.on_created is not None:
+            try:
+                self.on_created(created)
+            except Exception:  # its watch event starts it all the same
+                logger.exception("incident %s/%s: not started from its creation", action.namespace, name)
         if missing:
             said = f"alert {action.fingerprint}: " + "; ".join(missing) + ": add them to spec.targets"
             logger.warning("incident %s/%s: %s", action.namespace, name, said)

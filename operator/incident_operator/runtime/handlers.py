@@ -67,6 +67,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     settings.watching.chunk_size = WATCH_LIST_CHUNK
     ctx = context(memo)
+    ctx.intake.on_created = lambda body: created_by_intake(ctx, body)
     logger.info("indexed %d incidents and %d incident archives", *await index_existing(ctx))
     ctx.unconfirmed_task = asyncio.create_task(drop_unconfirmed(ctx))
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
@@ -301,7 +302,26 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
 @kopf.on.event(API_GROUP, API_VERSION, "incidents")
 async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     ctx = context(memo)
-    supervisor = _supervisor(memo, kwargs["playbooks_by_namespace"])
+    observe_incident(ctx, _supervisor(memo, kwargs["playbooks_by_namespace"]), type, body)
+
+
+def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
+    """An Incident the alert intake just created, as the API returned it: indexed and its loop
+    started now, as its watch event would (which comes later with the same body and finds it
+    done: nothing happens twice). Only where the watch runs: on the leader once its supervisor
+    is up (a standby's intake leaves it to the leader's watch), in a namespace it watches."""
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    watched = ctx.config.namespaces
+    if ctx.supervisor is None or ctx.supervisor.closing or (watched and namespace not in watched):
+        return
+    observe_incident(ctx, ctx.supervisor, "ADDED", body)
+
+
+def observe_incident(
+    ctx: RuntimeContext, supervisor: Supervisor, type: str | None, body: Mapping[str, Any]
+) -> None:
+    """One Incident seen (a watch event, or the intake's creation): index it, start, wake or
+    stop its loop, and keep the gauges."""
     namespace = body.get("metadata", {}).get("namespace") or ""
     uid = body.get("metadata", {}).get("uid", "")
     ranking = ctx.open_ranks.of(namespace)
