@@ -85,3 +85,27 @@ def test_without_a_hold_each_write_posts_its_own() -> None:
         (Reason.PLAYBOOK_STARTED, "detected | started"),
         (Reason.RESOLVED, "scaled | resolved"),
     ]
+
+
+def test_what_waited_goes_before_a_later_writes_warning_and_one_failed_post_keeps_no_other() -> None:
+    posted: list[Record] = []
+
+    def post(record: Record) -> None:
+        if record.reason == Reason.PLAYBOOK_STARTED:
+            raise RuntimeError("the Event queue is gone")
+        posted.append(record)
+
+    async def scenario() -> None:
+        held = HeldEvents(post, hold_s=3600)
+        held.add([DETECTED])
+        held.add([FAILED, STARTED])  # a warning, then a Normal record, in one write
+        held.add([RESOLVED])
+        held.flush()
+
+    asyncio.run(scenario())
+    # Detected (the earlier write's) first; this write's Normal one failed to post, alone
+    assert [(e.reason, e.message) for e in posted] == [
+        (Reason.DETECTED, "detected"),
+        (Reason.STEP_FAILED, "scale refused"),
+        (Reason.RESOLVED, "resolved"),
+    ]

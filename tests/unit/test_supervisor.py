@@ -4,6 +4,7 @@ incident settles or goes, reports an unreadable incident once, and stops everyth
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
@@ -38,6 +39,10 @@ def body(
     }
 
 
+MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark")
+"""Set where a watch handler runs (kopf's variables, as far as these tests go)."""
+
+
 class FakeLoop:
     """Records how it was run; waits for wakes like the engine's loop does."""
 
@@ -48,6 +53,7 @@ class FakeLoop:
         self.runs = 0
         self.wakes = 0
         self.closed = False
+        self.mark: str | None = None  # MARK as the loop's task saw it
         self.stubborn = stubborn  # ignores stop requests (a step that never ends)
 
     @property
@@ -59,6 +65,7 @@ class FakeLoop:
 
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.runs += 1
+        self.mark = MARK.get(None)
         while self.stubborn or not stopped():
             wake.clear()
             await wake.wait()
@@ -323,20 +330,29 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
 @in_loop
 async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event_adds_no_loop() -> None:
     """The intake hands the Incident it created to the runtime (`handlers.created_by_intake`):
-    indexed and its loop started without waiting for the watch event, which comes later with the
-    same body and finds the loop running. Not before the leader's watch has a supervisor (a
-    standby's intake), not in a namespace this operator does not watch."""
+    indexed and its loop started without waiting for the watch event, in a copy of the watch
+    handler's context (kopf's variables, which `kopf.event` reads; the HTTP request has none);
+    the watch event comes later with the same body and finds the loop running. Not before the
+    leader's watch has a supervisor (a standby's intake), not in a namespace this operator does
+    not watch, not for an incident the watch showed first (settled or deleted since)."""
     h = Harness()
     ctx = RuntimeContext.__new__(RuntimeContext)
     ctx.config = OperatorConfig(namespaces=("ns",))
-    ctx.supervisor = None
+    ctx.supervisor, ctx.watch_context = None, None
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     ctx.open_ranks = Rankings()
     ctx.history, ctx.unconfirmed = History(), {}
     handlers.created_by_intake(ctx, body("u1"))  # no supervisor (a standby): the leader's watch
     assert list(ctx.open_ranks.of("ns")) == []
+
+    def in_a_watch_handler() -> contextvars.Context:
+        MARK.set("kopf")
+        return contextvars.copy_context()
+
     ctx.supervisor = h.supervisor
+    ctx.watch_context = contextvars.Context().run(in_a_watch_handler)
+    assert MARK.get(None) is None  # as in the HTTP request's task
     elsewhere = body("u2")
     elsewhere["metadata"]["namespace"] = "other"
     handlers.created_by_intake(ctx, elsewhere)
@@ -344,7 +360,7 @@ async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event
     await settle()
     assert set(h.loops) == {"u1"}
     started = h.loops["u1"]
-    assert started.runs == 1
+    assert (started.runs, started.mark) == (1, "kopf")
     assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]
     changed: Any = handlers.incident_changed
     await changed(type="ADDED", body=body("u1"), memo=kopf.Memo(ctx=ctx), playbooks_by_namespace={})
@@ -352,4 +368,38 @@ async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event
     assert h.loops["u1"] is started  # the same loop, woken: no second one
     assert (started.runs, len(h.supervisor)) == (1, 1)
     assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]
+    await h.supervisor.stop(timeout=1)
+
+
+@in_loop
+async def test_the_intake_starts_nothing_for_an_incident_the_watch_showed_first() -> None:
+    """The create's response can reach the intake after the watch event: the incident may have
+    run and settled, or been deleted, since. Its older body must not start a loop again."""
+    h = Harness()
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig()
+    ctx.supervisor, ctx.watch_context = h.supervisor, contextvars.copy_context()
+    ctx.open_incidents = metrics.OpenIncidents()
+    ctx.action_items = metrics.OpenActionItems()
+    ctx.open_ranks = Rankings()
+    ctx.history, ctx.unconfirmed = History(), {}
+    memo = kopf.Memo(ctx=ctx)
+    changed: Any = handlers.incident_changed
+    await changed(type="ADDED", body=body("u1"), memo=memo, playbooks_by_namespace={})
+    await changed(
+        type="MODIFIED",
+        body=body("u1", phase="Resolved", settled=True, version="3"),
+        memo=memo,
+        playbooks_by_namespace={},
+    )
+    await changed(type="ADDED", body=body("u2"), memo=memo, playbooks_by_namespace={})
+    await changed(type="DELETED", body=body("u2", version="2"), memo=memo, playbooks_by_namespace={})
+    await settle()
+    assert len(h.supervisor) == 0  # u1 settled, u2 gone: their loops stopped
+    first = dict(h.loops)
+    handlers.created_by_intake(ctx, body("u1"))  # the create's response, older than what was seen
+    handlers.created_by_intake(ctx, body("u2"))
+    await settle()
+    assert len(h.supervisor) == 0
+    assert h.loops == first  # no loop made again
     await h.supervisor.stop(timeout=1)

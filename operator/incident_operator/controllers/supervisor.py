@@ -9,12 +9,17 @@ exits), and all of them stop together on shutdown within a bound.
 This replaces a per-object framework daemon: kopf blocks deletion of an object with a daemon
 by a finalizer, which cost two writes per incident (add and remove) and delayed every new
 incident by one round trip. Nothing here blocks deletion: deleting an Incident stops its loop.
+
+It also remembers the incidents of the last RECENT events (uids only), so that a body observed
+from elsewhere than the watch (the intake's create response: `seen`) never starts a loop for an
+incident the watch already showed, settled or deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,6 +28,8 @@ from incident_operator.core.attention import needs_loop
 
 logger = logging.getLogger(__name__)
 CANCEL_GRACE_S = 1.0
+RECENT = 4096
+"""How many incidents' uids `seen` remembers (the last events'): tens of kilobytes."""
 """How long `stop` waits for the loops it cancelled before it leaves them (see `stop`)."""
 
 
@@ -86,6 +93,7 @@ class Supervisor:
         self.on_unreadable = on_unreadable
         self.slots: dict[str, _Slot] = {}
         self.unreadable: dict[str, str] = {}  # uid -> resourceVersion last found unreadable
+        self.recent: OrderedDict[str, None] = OrderedDict()  # uids of the last RECENT events
         self.closing = False
 
     def __len__(self) -> int:
@@ -97,6 +105,10 @@ class Supervisor:
         uid = str(metadata.get("uid") or "")
         if not uid:
             return
+        self.recent[uid] = None
+        self.recent.move_to_end(uid)
+        if len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
         slot = self.slots.get(uid)
         if event_type == "DELETED":
             self.unreadable.pop(uid, None)
@@ -112,6 +124,10 @@ class Supervisor:
             return
         if wanted and not self.closing:
             self._start(uid, body)
+
+    def seen(self, uid: str) -> bool:
+        """Whether incident `uid` has a loop or was in one of the last RECENT events."""
+        return uid in self.slots or uid in self.recent
 
     def wake(self, uid: str) -> None:
         slot = self.slots.get(uid)

@@ -9,6 +9,7 @@ each kopf run (a replica that is elected again gets a fresh one).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -51,6 +52,9 @@ class RuntimeContext:
     """Drops the unconfirmed ones after a while (`handlers.drop_unconfirmed`)."""
     supervisor: Supervisor | None = None
     """The incident loops' supervisor, built on the first Incident event (it needs kopf's Playbook index)."""
+    watch_context: contextvars.Context | None = None
+    """The context of the watch handler that built the supervisor: kopf's variables (its settings,
+    its Event queue) that `kopf.event` reads. A loop the intake starts runs in a copy of it."""
     run_records_task: asyncio.Task[None] | None = None
     """The run recorder's writer, started with kopf and stopped at its cleanup."""
     playbook_generations: dict[tuple[str, str], Any] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -242,6 +243,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
+    ctx.watch_context = contextvars.copy_context()
 
     def wake_waiting(namespace: str) -> None:  # a claim went without a run: its slot is free
         if ctx.supervisor is not None:
@@ -309,12 +311,24 @@ def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
     """An Incident the alert intake just created, as the API returned it: indexed and its loop
     started now, as its watch event would (which comes later with the same body and finds it
     done: nothing happens twice). Only where the watch runs: on the leader once its supervisor
-    is up (a standby's intake leaves it to the leader's watch), in a namespace it watches."""
-    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    is up (a standby's intake leaves it to the leader's watch), in a namespace it watches (by
+    name: a `--namespace` glob leaves it to the watch), and not when the watch showed it first
+    (its body is as new or newer, the incident may be settled or deleted since). Run in a copy
+    of the watch handler's context: the HTTP request has none of kopf's variables, which the
+    loop's Events need."""
+    metadata = body.get("metadata") or {}
+    namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
     watched = ctx.config.namespaces
-    if ctx.supervisor is None or ctx.supervisor.closing or (watched and namespace not in watched):
+    supervisor = ctx.supervisor
+    if (
+        supervisor is None
+        or ctx.watch_context is None
+        or supervisor.closing
+        or supervisor.seen(uid)
+        or (watched and namespace not in watched)
+    ):
         return
-    observe_incident(ctx, ctx.supervisor, "ADDED", body)
+    ctx.watch_context.copy().run(observe_incident, ctx, supervisor, "ADDED", body)
 
 
 def observe_incident(
