@@ -153,6 +153,13 @@ def test_service_down_from_alertmanager_is_remediated_and_resolves_with_the_aler
     s.wait_phase(name, "Resolved")
     types = [entry["type"] for entry in s.status(name)["timeline"]]
     assert "AlertResolved" in types
+    # Its loop was started from the intake's create (the Playbook's event built the supervisor):
+    # its Events are posted all the same (kopf's variables, which the HTTP request lacks).
+    s.wait_events(
+        name,
+        lambda found: {"PlaybookStarted", "Resolved"} <= {e.reason for e in found},
+        "the run's Events on an incident the intake opened",
+    )
     assert len(incidents_for(s, "ServiceDown")) == 1  # Alertmanager's repeated deliveries changed nothing
     assert metric(s.operator, "incident_operator_alerts_received_total", {"status": "firing"}) > firing_before
     assert metric(s.operator, "incident_operator_alerts_received_total", {"status": "resolved"}) >= 1

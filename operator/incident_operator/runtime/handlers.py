@@ -355,11 +355,16 @@ def observe_incident(
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")
 async def playbook_changed(
-    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
+    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """Validate what the schema cannot, write Ready/Invalid, and wake the incidents it concerns
-    (only when its spec changed, it came or went: our own status writes wake nobody)."""
+    (only when its spec changed, it came or went: our own status writes wake nobody). Builds the
+    incident loops' supervisor if no Incident event has yet, so that the intake can start the
+    loop of the first incident an alert opens (`created_by_intake`)."""
     ctx = context(memo)
+    index = kwargs.get("playbooks_by_namespace")
+    if ctx.supervisor is None and index is not None:
+        _supervisor(memo, index)
     generation = body.get("metadata", {}).get("generation")
     key = (namespace or "", name)
     changed = type in ("ADDED", "DELETED", None) or ctx.playbook_generations.get(key) != generation
