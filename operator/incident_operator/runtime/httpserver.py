@@ -75,6 +75,12 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 """A namespace name, whole (`fullmatch`: `$` would let a trailing newline through)."""
 
 
+def _why(exc: Exception) -> str:
+    """Why a listing failed, in a log line: the API's status and reason (no body), or the error's type."""
+    status = getattr(exc, "status", None)  # an ApiException: its status and reason, no headers or body
+    return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else type(exc).__name__
+
+
 class ListingFailed(Exception):
     """The API server did not list the incidents (the request gets a fixed 503)."""
 
@@ -107,7 +113,7 @@ class SharedListing:
         try:
             found = await self.lister(namespace)
         except Exception as exc:
-            logger.warning("cannot list incidents (%s): the report or page answers 503", type(exc).__name__)
+            logger.warning("cannot list incidents (%s): the report or page answers 503", _why(exc))
             raise ListingFailed from None
         self.cached.put(namespace, found, asyncio.get_running_loop().time(), self.ttl)
         return found
@@ -181,7 +187,7 @@ class Reports:
             async for page in self.pages(namespace):
                 incidents += report.detected_within(page, start, end)
         except Exception as exc:
-            logger.warning("cannot list incidents (%s): the report answers 503", type(exc).__name__)
+            logger.warning("cannot list incidents (%s): the report answers 503", _why(exc))
             raise ListingFailed from None
         if self.archives is not None:  # only the month's archives: filed by the month of detection
             try:
