@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase
 from incident_operator.core import openlimit, report
@@ -62,3 +63,23 @@ def test_the_year_counts_a_stall_only_after_the_retention_pass_began(tmp_path: P
     with log.open("ab") as f:  # the line arrives in two writes
         f.write(year.RETENTION_BEGAN[10:] + b" (closed for more than 90 days)\n")
     assert began()
+
+
+def test_a_report_counts_the_slim_incidents_as_the_whole_ones_at_a_fraction_of_their_size() -> None:
+    """`/reports` keeps only what `report.build` reads of each live incident of its month."""
+    objects: list[dict[str, Any]] = [
+        {"metadata": {"namespace": "ns", "name": f"h{i}", "uid": f"u{i}"}, **closed_incident(f"h{i}", i, AT)}
+        for i in range(12)
+    ]
+    breached = {"type": "ResponseTargetBreached", "status": "True", "reason": "ResponseTargetBreached"}
+    objects[0]["status"]["conditions"].append(
+        {**breached, "lastTransitionTime": "2026-05-04T10:20:00Z", "message": "m"}
+    )
+    objects.append({"metadata": {"name": "broken"}, "spec": {"title": "t"}, "status": "garbage"})
+    slim = [report.slim(o) for o in objects]
+    whole, slimmed = report.build(objects, 2026, 5, AT).figures, report.build(slim, 2026, 5, AT).figures
+    assert slimmed == whole
+    assert whole["responseTargetBreaches"] == 1
+    assert whole["unreadable"] == 1  # the garbage status (its spec without severity too)
+    assert [s["metadata"].get("uid") for s in slim[:2]] == ["u0", "u1"]  # archive.history keys on it
+    assert len(json.dumps(slim[:12])) * 3 < len(json.dumps(objects[:12]))  # the spec, times, conditions

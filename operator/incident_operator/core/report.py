@@ -107,6 +107,36 @@ def detected_within(
     return kept
 
 
+_STATUS_READ = ("detectedAt", "acknowledgedAt", "mitigatedAt", "resolvedAt", "repeatOf", "escalations")
+"""What `build` reads of an incident's status (besides the breach condition)."""
+_METADATA_READ = ("name", "namespace", "uid", "creationTimestamp")
+
+
+def slim(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """What `build` (and `archive.history`, by uid) reads of a raw Incident: its metadata's name,
+    namespace, uid and creation time, its spec, and of its status the times, repeat, escalations
+    and the ResponseTargetBreached condition; not its timeline, steps or explanation (most of a
+    realistic body). `build` counts the slim object as it counts the whole: what it reads and
+    cannot parse stays unreadable (a broken field it does not read no longer hides the rest, as
+    for an archived incident). So `/reports` keeps a month of incidents at a fraction of their size."""
+    metadata, status = obj.get("metadata"), obj.get("status")
+    kept: dict[str, Any] = {"spec": obj.get("spec")}
+    if isinstance(metadata, Mapping):
+        kept["metadata"] = {k: metadata[k] for k in _METADATA_READ if k in metadata}
+    if isinstance(status, Mapping):
+        conditions = status.get("conditions")
+        kept["status"] = {k: status[k] for k in _STATUS_READ if k in status}
+        if isinstance(conditions, list):
+            kept["status"]["conditions"] = [
+                c
+                for c in conditions
+                if not isinstance(c, Mapping) or c.get("type") == ConditionType.RESPONSE_TARGET_BREACHED
+            ]
+    else:
+        kept["status"] = status
+    return kept
+
+
 @dataclass
 class _Item:
     name: str

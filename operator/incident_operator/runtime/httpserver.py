@@ -185,7 +185,7 @@ class Reports:
         incidents: list[Mapping[str, Any]] = []
         try:
             async for page in self.pages(namespace):
-                incidents += report.detected_within(page, start, end)
+                incidents += [report.slim(i) for i in report.detected_within(page, start, end)]
         except Exception as exc:
             logger.warning("cannot list incidents (%s): the report answers 503", _why(exc))
             raise ListingFailed from None
