@@ -16,6 +16,8 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import json
+import logging
 import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -46,6 +48,8 @@ T = TypeVar("T")
 TransportError = aiohttp.ClientError
 """What a call raises when the connection to the API server failed or broke (besides OSError, and
 `RequestTimeout` when the request timeout passed): callers that answer "unavailable" catch it too."""
+
+logger = logging.getLogger(__name__)
 
 
 class RequestTimeout(TransportError):
@@ -173,6 +177,24 @@ def api_body(exc: ApiException) -> str:
     return str(body or "")
 
 
+def expired_continue(exc: ApiException, token: str | None, plural: str) -> str:
+    """The token to go on with when a paged listing's continue token expired (HTTP 410: etcd
+    compacted its revision, about 5 minutes, while a slow reader paged through thousands of
+    objects): the API server's answer carries one that continues from the next key in the latest
+    snapshot, so the listing ends (objects created or deleted meanwhile may be missed or seen;
+    every caller keys on uid or looks again at its next pass) instead of starting over and
+    expiring again. Anything else, or a 410 on the first page, is raised again."""
+    if exc.status == 410 and token is not None:
+        try:
+            fresh = (json.loads(exc.body or "{}").get("metadata") or {}).get("continue")
+        except (ValueError, AttributeError):
+            fresh = None
+        if isinstance(fresh, str) and fresh:
+            logger.info("listing %s: the continue token expired; going on from the latest snapshot", plural)
+            return fresh
+    raise exc
+
+
 def api_reason(exc: ApiException) -> str:
     """A one-line reason from an API error, without headers or bodies that may hold secrets."""
     return f"HTTP {exc.status} {exc.reason}".strip()
@@ -269,11 +291,16 @@ class AsyncCustomObjects:
         return result.get("items") or [], (result.get("metadata") or {}).get("continue") or None
 
     async def list(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
-        """Every object of `namespace` (None: all) that `query` selects, read in pages of 500."""
+        """Every object of `namespace` (None: all) that `query` selects, read in pages of 500 (a
+        continue token that expired meanwhile goes on from the latest snapshot: `expired_continue`)."""
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            found, token = await self.page(plural, namespace, token, 500, **query)
+            try:
+                found, token = await self.page(plural, namespace, token, 500, **query)
+            except ApiException as exc:
+                token = expired_continue(exc, token, plural)
+                continue
             items += found
             if not token:
                 return items
@@ -767,10 +794,15 @@ class Kube:
     async def pages(
         self, plural: str, namespace: str | None, limit: int
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every object of one of the operator's kinds in `namespace` (None: all), a page at a time."""
+        """Every object of one of the operator's kinds in `namespace` (None: all), a page at a time
+        (a continue token that expired meanwhile goes on from the latest snapshot: `expired_continue`)."""
         token: str | None = None
         while True:
-            items, token = await self.call(self.objects.page, plural, namespace, token, limit)
+            try:
+                items, token = await self.call(self.objects.page, plural, namespace, token, limit)
+            except ApiException as exc:
+                token = expired_continue(exc, token, plural)
+                continue
             yield items
             if token is None:
                 return
