@@ -369,7 +369,10 @@ def main() -> int:
                     work / "operator.log",
                 )
             except (Exception, SystemExit) as exc:  # the figures above are kept, and so is why
+                said = work / "operator.log"
+                tail = said.read_text(errors="replace").splitlines()[-8:] if said.exists() else []
                 report += f"\n## A simulated year\n\nThe stage failed: {type(exc).__name__}: {exc}\n"
+                report += "".join(f"\n    {line[:300]}" for line in tail) + ("\n" if tail else "")
                 print(f"bench: the simulated year failed: {exc!r}", file=sys.stderr)
         if PROFILE:
             # tracemalloc slows everything and costs memory itself: keep the profile, not the figures.

@@ -127,7 +127,7 @@ def reports(port: int, token: str, months: list[str]) -> dict[str, Any]:
             try:
                 with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310 - loopback
                     return json.loads(resp.read())
-            except (urllib.error.URLError, TimeoutError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:  # also a dropped connection
                 refused = isinstance(exc, urllib.error.HTTPError) and exc.code != 503
                 if refused or time.monotonic() > deadline:
                     return {"error": str(exc)}
