@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections import Counter
+from collections import Counter, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -370,9 +370,12 @@ def main() -> int:
                 )
             except (Exception, SystemExit) as exc:  # the figures above are kept, and so is why
                 said = work / "operator.log"
-                tail = said.read_text(errors="replace").splitlines()[-8:] if said.exists() else []
+                tail: deque[str] = deque(maxlen=8)
+                if said.exists():
+                    with said.open(errors="replace") as lines:
+                        tail.extend(lines)
                 report += f"\n## A simulated year\n\nThe stage failed: {type(exc).__name__}: {exc}\n"
-                report += "".join(f"\n    {line[:300]}" for line in tail) + ("\n" if tail else "")
+                report += "".join(f"\n    {line.rstrip()[:300]}" for line in tail) + ("\n" if tail else "")
                 print(f"bench: the simulated year failed: {exc!r}", file=sys.stderr)
         if PROFILE:
             # tracemalloc slows everything and costs memory itself: keep the profile, not the figures.

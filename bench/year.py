@@ -19,6 +19,7 @@ bench-year.png (matplotlib).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -127,7 +128,11 @@ def reports(port: int, token: str, months: list[str]) -> dict[str, Any]:
             try:
                 with urllib.request.urlopen(request, timeout=600) as resp:  # noqa: S310 - loopback
                     return json.loads(resp.read())
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:  # also a dropped connection
+            except (
+                OSError,
+                http.client.HTTPException,
+                ValueError,
+            ) as exc:  # URLError; a dropped or cut answer
                 refused = isinstance(exc, urllib.error.HTTPError) and exc.code != 503
                 if refused or time.monotonic() > deadline:
                     return {"error": str(exc)}

@@ -83,3 +83,17 @@ def test_a_report_counts_the_slim_incidents_as_the_whole_ones_at_a_fraction_of_t
     assert whole["unreadable"] == 1  # the garbage status (its spec without severity too)
     assert [s["metadata"].get("uid") for s in slim[:2]] == ["u0", "u1"]  # archive.history keys on it
     assert len(json.dumps(slim[:12])) * 3 < len(json.dumps(objects[:12]))  # the spec, times, conditions
+
+
+def test_a_field_the_report_does_not_read_never_makes_an_incident_unreadable() -> None:
+    """Every path (`/reports`, the plugin, delivered reports) reads through `report.slim`: an
+    incident stored with a status field this version does not know (a newer operator's, rolled
+    back) or a broken timeline entry is counted, as its archived entry would be."""
+    body = {"metadata": {"namespace": "ns", "name": "h1", "uid": "u1"}, **closed_incident("h1", 1, AT)}
+    body["status"]["addedByANewerVersion"] = {"x": 1}
+    body["status"]["timeline"].append({"type": "Nonsense"})
+    for objects in ([body], [report.slim(body)]):
+        figures = report.build(objects, 2026, 5, AT).figures
+        assert (figures["total"], figures["unreadable"]) == (1, 0)
+    body["status"]["detectedAt"] = "not a time"  # what it reads, broken: unreadable on every path
+    assert report.build([body], 2026, 5, AT).figures["unreadable"] == 1

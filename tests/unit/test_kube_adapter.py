@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 from kubernetes_asyncio import client
 
-from incident_operator.adapters.kube import REQUEST_TIMEOUT_S, Kube
+from incident_operator.adapters.kube import REQUEST_TIMEOUT_S, Kube, expired_continue
 from incident_operator.api.keys import API_GROUP, API_VERSION, SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
 
 
@@ -293,6 +293,16 @@ def test_a_listing_whose_continue_token_expired_goes_on_from_the_latest_snapshot
     assert paged == ["a", "b", "c"]  # nothing started over, nothing lost but what changed meanwhile
     assert listed == ["a", "b", "c"]
     assert tokens.count("t1-latest") == 2
+
+
+def test_an_expiry_that_gives_back_the_same_token_is_an_error_not_a_loop() -> None:
+    body = b'{"kind": "Status", "metadata": {"continue": "t1"}}'
+    exc = client.ApiException(http_resp=Gone(body.decode()))
+    with pytest.raises(client.ApiException):
+        expired_continue(exc, "t1", "incidents")
+    assert expired_continue(exc, "t0", "incidents") == "t1"
+    with pytest.raises(client.ApiException):  # no token to go on with
+        expired_continue(client.ApiException(http_resp=Gone("not json")), "t0", "incidents")
 
 
 def test_a_first_page_that_is_gone_is_an_error_not_a_loop() -> None:

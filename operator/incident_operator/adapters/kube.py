@@ -189,7 +189,7 @@ def expired_continue(exc: ApiException, token: str | None, plural: str) -> str:
             fresh = (json.loads(exc.body or "{}").get("metadata") or {}).get("continue")
         except (ValueError, AttributeError):
             fresh = None
-        if isinstance(fresh, str) and fresh:
+        if isinstance(fresh, str) and fresh and fresh != token:  # the same again: no progress
             logger.info("listing %s: the continue token expired; going on from the latest snapshot", plural)
             return fresh
     raise exc

@@ -116,9 +116,11 @@ def slim(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     """What `build` (and `archive.history`, by uid) reads of a raw Incident: its metadata's name,
     namespace, uid and creation time, its spec, and of its status the times, repeat, escalations
     and the ResponseTargetBreached condition; not its timeline, steps or explanation (most of a
-    realistic body). `build` counts the slim object as it counts the whole: what it reads and
-    cannot parse stays unreadable (a broken field it does not read no longer hides the rest, as
-    for an archived incident). So `/reports` keeps a month of incidents at a fraction of their size."""
+    realistic body). `build` reads every object through it, so the slim object and the whole
+    count alike on every path (`/reports`, the plugin, delivered reports): what it reads and cannot
+    parse is unreadable; a field it does not read (an unknown or broken timeline entry, say)
+    never makes an incident unreadable, as for an archived incident. So `/reports` keeps a month of
+    incidents at a fraction of their size."""
     metadata, status = obj.get("metadata"), obj.get("status")
     kept: dict[str, Any] = {"spec": obj.get("spec")}
     if isinstance(metadata, Mapping):
@@ -181,7 +183,8 @@ class Report:
 
 def _items(objects: Iterable[Mapping[str, Any]]) -> tuple[list[_Item], int]:
     items, unreadable = [], 0
-    for obj in objects:
+    for whole in objects:
+        obj = slim(whole)  # what is read, and only that, decides readable: every path counts alike
         metadata = obj.get("metadata") or {}
         try:
             spec = IncidentSpec.model_validate(obj.get("spec") or {})

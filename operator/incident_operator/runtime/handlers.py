@@ -238,8 +238,9 @@ def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], names
 
 
 def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
-    """The supervisor of the incident loops, built on the first Incident event (it needs kopf's
-    Playbook index, which handlers receive, not startup)."""
+    """The supervisor of the incident loops, built on the first Incident or Playbook event (it
+    needs kopf's Playbook index, which handlers receive, not startup; and that handler's context,
+    kopf's variables, for the loops the intake starts: `created_by_intake`)."""
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
