@@ -177,6 +177,8 @@ def archive_kind_installed(extensions: client.ApiextensionsV1Api) -> bool:
 
 
 RETENTION_BEGAN = b"retention: a pass began"
+RETENTION_ENDED = b" deleted, "
+"""In the line a pass ends with (`retention: N due, N archived, N deleted, N kept`)."""
 
 
 class LogMark:
@@ -201,11 +203,16 @@ class LogMark:
 
 
 def wait_for_retention(
-    custom: client.CustomObjectsApi, pid: int, expected: Callable[[], int], began: Callable[[], bool]
+    custom: client.CustomObjectsApi,
+    pid: int,
+    expected: Callable[[], int],
+    began: Callable[[], bool],
+    ended: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
-    """Sample (seconds, objects, RSS) until at most `expected()` incidents remain, retention stalls
-    for STALL_S after its pass `began()` (the operator's start listing before it is not counted as
-    a stall), or TIMEOUT_S passes."""
+    """Sample (seconds, objects, RSS) until at most `expected()` incidents remain, the pass says
+    it `ended()` (what turned 90 days old after its listing waits for the next hourly pass),
+    retention stalls for STALL_S after its pass `began()` (the operator's start listing before it
+    is not counted as a stall), or TIMEOUT_S passes."""
     started = last_progress = time.monotonic()
     passing = False
     samples: list[tuple[float, int, float]] = []
@@ -220,6 +227,11 @@ def wait_for_retention(
         if lowest is None or objects < lowest:
             lowest, last_progress = objects, now
         if objects <= expected():
+            break
+        if ended():
+            outcome = (
+                "done (its first pass ended; what crossed the line since its listing waits for the next)"
+            )
             break
         if passing and now - last_progress > STALL_S:
             outcome = f"stalled: no incident archived for {STALL_S:.0f} s after the pass began"
@@ -373,8 +385,9 @@ def run(  # noqa: PLR0917 - one call site; one stage told in order
             return sum(1 for t in times if t >= cutoff)
 
         began = LogMark(log, RETENTION_BEGAN)  # only what the log gains from here on counts
+        ended = LogMark(log, RETENTION_ENDED)
         pid = start({"retention": retention})
-        waited = wait_for_retention(custom, pid, expected, began)
+        waited = wait_for_retention(custom, pid, expected, began, ended)
         samples = waited["samples"]
         settle_s = scale.settle(pid, limit=SETTLE_S)
         rss_after = scale.rss_mb(pid)
