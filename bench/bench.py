@@ -300,6 +300,12 @@ def main() -> int:
                 return any(e.reason == "Resolved" for e in events)
 
             wait(resolved_event, 60, f"inc{i} Resolved event")
+
+            def run_recorded(name: str = name) -> bool:  # written 1-2 s after the run's first count
+                pb = custom.get_namespaced_custom_object(GROUP, VERSION, ns, "playbooks", f"pb-{name}")
+                return bool((cast(dict[str, Any], pb).get("status") or {}).get("succeeded"))
+
+            wait(run_recorded, 60, f"inc{i}'s run recorded on its Playbook")
             entries = audit_entries(audit)
             create = next(
                 e
@@ -587,14 +593,15 @@ mean {statistics.mean(writes):.1f}, min {min(writes)}, max {max(writes)} writes 
 {per_kind}
 
 Where the writes go (18 per incident before 2026-11-27; what changed, and why nothing users rely
-on was lost, is in docs/operations/scale.md): Events for Detected, PlaybookStarted, StepSucceeded and
-Resolved (the start of a step and Monitoring stay timeline entries: their outcome has an Event);
-incident status patches: the scale decision persisted before scaling (with the run's start), then
-the outcome together with Monitoring, Resolved and settled when health holds at once (one more
-while a new replica becomes ready); the post-mortem ConfigMap; the circuit breaker's slot (one
-update of its ConfigMap, before the scale); the Playbook's run record (batched
-per Playbook and second: here every incident has its own Playbook, so it is not shared); the
-scale itself. No kopf metadata patches: incidents carry no finalizer.
+on was lost, is in docs/operations/scale.md): one Event for Detected, PlaybookStarted,
+StepSucceeded and Resolved (the Normal records of the status writes within a second share one;
+a run longer than a second has two); incident status patches: the scale decision persisted
+before scaling (with the run's start), then the outcome together with Monitoring, Resolved and
+settled when health holds at once (one more while a new replica becomes ready); the post-mortem
+ConfigMap; the circuit breaker's slot (one update of its ConfigMap, before the scale); the
+workload's lock (a Lease); the Playbook's run record (batched per Playbook, written once a
+second old: here every incident has its own Playbook, so it is not shared; each incident's
+count waits for it); the scale itself. No kopf metadata patches: incidents carry no finalizer.
 
 The latency from create to the first mutating call is the watch event reaching the operator,
 its loop planning, one status patch persisting the scale decision (what makes a re-run after a
