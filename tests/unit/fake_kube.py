@@ -71,6 +71,8 @@ class FakeKube:
             name: {"replicas": n, "annotations": {}, "ready": n, "meta": {}, "labels": {}, "rv": 1}
             for name, n in replicas.items()
         }
+        self.playbook_listed = True
+        """Whether a listing of the namespace's Playbooks shows `playbook`."""
         self.locks: dict[str, tuple[str, str]] = {}
         """Lock Leases by name: (holder, resourceVersion)."""
         self.lock_versions = 0
@@ -114,6 +116,11 @@ class FakeKube:
     async def get_playbook(self, namespace: str, name: str) -> dict[str, Any]:
         self.calls.append(("get_playbook", name))
         return copy.deepcopy(self.playbook)
+
+    async def list_objects(self, plural: str, namespace: str | None, **query: Any) -> list[dict[str, Any]]:
+        self.calls.append(("list_objects", plural))
+        assert plural == "playbooks", plural  # the loop lists nothing else
+        return [copy.deepcopy(self.playbook)] if self.playbook_listed else []
 
     async def patch_playbook_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None

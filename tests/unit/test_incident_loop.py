@@ -21,6 +21,8 @@ import pytest
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
+from incident_operator.controllers.incident.inputs import index_behind
+from incident_operator.controllers.incident.loop import INDEX_CATCHUP_TRIES
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.core.openlimit import OpenIncident, Ranking
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
@@ -61,10 +63,14 @@ def new_loop(
     *,
     started_runs: StartedRuns | None = None,
     event_hold_s: float = 0.0,
+    indexed: Callable[[], bool] = lambda: True,
 ) -> IncidentLoop:
-    """A loop as the operator starts it: from what the API holds now (a restart)."""
+    """A loop as the operator starts it: from what the API holds now (a restart). Its Playbook
+    index holds the API's Playbook while `indexed()` (else nothing: the watch is behind)."""
 
     def playbooks() -> tuple[list[Any], dict[str, str]]:
+        if not indexed():
+            return [], {}
         pb = api.playbook
         meta = pb["metadata"]
         entry = parse_playbook(meta["name"], pb["spec"], copy.deepcopy(pb["status"]), meta.get("generation"))
@@ -650,6 +656,100 @@ def test_an_incident_that_uses_no_slot_is_never_told_it_waits(why: str) -> None:
     assert not [c for c in api.status().get("conditions") or [] if c["type"] == "AutomationPaused"]
     assert "OpenIncidentLimit" not in [c[1] for c in api.called("event")]
     assert "OpenIncidentLimit" not in [e["type"] for e in api.status().get("timeline") or []]
+
+
+# ----------------------------------------------------------------------------- the index behind the API
+
+
+def stalls(api: FakeKube) -> list[tuple[str, str]]:
+    conditions = api.status().get("conditions") or []
+    told = [(c["reason"], c["status"]) for c in conditions if c["type"] == "Stalled"]
+    timeline = api.status().get("timeline") or []
+    return told + [("timeline", e["type"]) for e in timeline if e["type"] == "Stalled"]
+
+
+@pytest.mark.parametrize("ref", [None, {"name": "pb"}])
+def test_a_playbook_the_api_lists_before_the_index_has_it_is_waited_for_not_told_as_a_stall(
+    ref: dict[str, str] | None,
+) -> None:
+    # Applied together, the Playbook's watch event may come after its incident's.
+    api, clock = fake_api(), Clock()
+    if ref is not None:
+        edit_incident(api, playbookRef=ref)
+    indexed = False
+    loop = new_loop(api, clock, indexed=lambda: indexed)
+
+    async def scenario() -> None:
+        nonlocal indexed
+        again, wake_at = await loop.iterate()
+        assert (again, wake_at) == (False, T0 + timedelta(seconds=1))  # its event wakes the loop sooner
+        assert api.status_writes == 0
+        assert not api.called("event")
+        indexed = True
+        await drive(loop, api, clock)
+
+    asyncio.run(scenario())
+    assert stalls(api) == []
+    assert api.status()["phase"] == "Resolved"
+    assert len(api.called("list_objects")) == 1
+
+
+def test_an_index_that_stays_behind_delays_the_stall_a_bounded_number_of_plans() -> None:
+    api, clock = fake_api(), Clock()
+    edit_incident(api, playbookRef={"name": "pb"})
+    loop = new_loop(api, clock, indexed=lambda: False)
+
+    async def scenario() -> None:
+        for _ in range(INDEX_CATCHUP_TRIES):
+            again, wake_at = await loop.iterate()
+            assert not again
+            assert wake_at is not None
+            clock.now = wake_at
+        assert api.status_writes == 0
+        await loop.iterate()  # told now, whatever the listing would say
+        await loop.iterate()  # and not asked again
+
+    asyncio.run(scenario())
+    assert len(api.called("list_objects")) == INDEX_CATCHUP_TRIES
+    assert stalls(api) == [("PlaybookNotFound", "True"), ("timeline", "Stalled")]
+    assert [c[1] for c in api.called("event") if c[3]] == ["Stalled"]  # the one warning
+
+
+@pytest.mark.parametrize("listing", ["empty", "fails"])
+def test_with_no_playbook_in_the_api_the_stall_is_told_at_once_after_one_listing(listing: str) -> None:
+    api, clock = fake_api(), Clock()
+    api.playbook_listed = False
+    if listing == "fails":
+
+        async def refused(plural: str, namespace: str | None, **_: Any) -> list[dict[str, Any]]:
+            api.calls.append(("list_objects", plural))
+            raise ApiException(status=403, reason="Forbidden")
+
+        api.list_objects = refused  # type: ignore[method-assign]
+    loop = new_loop(api, clock, indexed=lambda: False)
+
+    async def scenario() -> None:
+        again, _ = await loop.iterate()
+        assert not again
+        clock.now += timedelta(minutes=1)
+        await loop.iterate()
+
+    asyncio.run(scenario())
+    assert len(api.called("list_objects")) == 1
+    assert stalls(api) == [("NoMatchingPlaybook", "True"), ("timeline", "Stalled")]
+
+
+def test_the_index_is_behind_for_a_playbook_it_lacks_or_holds_at_an_older_generation() -> None:
+    def listed(name: str, generation: int | None) -> dict[str, Any]:
+        return {"metadata": {"name": name, "generation": generation}}
+
+    entry = parse_playbook("pb", {"steps": STEPS}, {}, 2)
+    assert not isinstance(entry, str)
+    index = ([entry], {"broken": "steps[0]: no action"})
+    assert index_behind([listed("pb", 2), listed("broken", 7)], index) == []
+    assert index_behind([listed("pb", 1)], index) == []  # the index is ahead of a stale listing
+    assert index_behind([listed("pb", 3), listed("new", 1)], index) == ["new", "pb"]
+    assert index_behind([listed("pb", None)], index) == []
 
 
 # ----------------------------------------------------------------------------- explanation

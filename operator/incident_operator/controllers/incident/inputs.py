@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -92,6 +92,24 @@ class Run:
 
     entry: PlaybookEntry
     live: pins.LiveVersion | None
+
+
+def index_behind(listed: Iterable[Mapping[str, Any]], playbooks: Playbooks) -> list[str]:
+    """The Playbooks of `listed` (the API's listing of the namespace) that the watch's index
+    `playbooks` lacks, or holds at an older generation: the index is behind the API."""
+    entries, invalid = playbooks
+    known = {e.name: e.generation for e in entries}
+    behind = []
+    for item in listed:
+        metadata = item.get("metadata") or {}
+        name, generation = str(metadata.get("name") or ""), metadata.get("generation")
+        if name in invalid:
+            continue
+        held = known.get(name)
+        newer = isinstance(held, int) and isinstance(generation, int) and held < generation
+        if name not in known or newer:
+            behind.append(name)
+    return sorted(behind)
 
 
 def pinned_run(status: IncidentStatus, playbooks: Playbooks) -> Run | None:

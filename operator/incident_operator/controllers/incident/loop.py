@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ from incident_operator.adapters.kube import AccessReviews, ApiException, Kube, a
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, PlaybookProgress
-from incident_operator.api.reasons import Reason
+from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers import targets
 from incident_operator.controllers.automation import Breaker
@@ -37,6 +37,7 @@ from incident_operator.controllers.incident.inputs import (
     OpenInNamespace,
     PlaybookEntry,
     Playbooks,
+    index_behind,
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
@@ -46,7 +47,7 @@ from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.people import ScheduleBook
 from incident_operator.core import pins
 from incident_operator.core.explain import attach, explain
-from incident_operator.core.matching import select
+from incident_operator.core.matching import Selection, select
 from incident_operator.core.planner import (
     AutomationHold,
     Decision,
@@ -64,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop themselves
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+INDEX_CATCHUP_S = 1.0  # the Playbook index is behind the API: plan again by then (its event wakes sooner)
+INDEX_CATCHUP_TRIES = 5  # ... at most this many times in a row, then the stall is told anyway
+NO_PLAYBOOK = (Reason.NO_MATCHING_PLAYBOOK, Reason.PLAYBOOK_NOT_FOUND)
 
 
 class IncidentLoop:
@@ -100,6 +104,7 @@ class IncidentLoop:
         self.backoff = backoff  # seconds to wait after the 1st, 2nd, ... failed iteration in a row
         self.wake = asyncio.Event()
         self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
+        self.index_waits = 0  # plans in a row that waited for the Playbook index (`_index_behind`)
         self.inputs = Inputs(
             config,
             namespace,
@@ -248,6 +253,46 @@ class IncidentLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=seconds)
 
+    async def _index_behind(self, selection: Selection, playbooks: Playbooks) -> bool:
+        """Whether to wait for the Playbook index before this plan: the incident has no run and
+        would be told that no Playbook is there (NoMatchingPlaybook, PlaybookNotFound) while the
+        API lists one the index lacks. Incidents and Playbooks come by separate watches, so a
+        Playbook applied just before its incident (one `kubectl apply` of both, a GitOps sync)
+        may reach the operator after it; told as a stall, it would warn for nothing. Asked once
+        per stall to be told (one listing), waited for at most INDEX_CATCHUP_TRIES plans in a
+        row (the Playbook's event wakes the loop); a listing that fails leaves the plan as is."""
+        status = self.status
+        if selection.playbook is not None:
+            self.index_waits = 0
+        stalled = next((c for c in status.conditions or [] if c.type == ConditionType.STALLED), None)
+        if (
+            status.playbook is not None
+            or selection.playbook is not None
+            or selection.reason not in NO_PLAYBOOK
+            or status.phase in (Phase.RESOLVED, Phase.CLOSED)
+            or (stalled is not None and stalled.status == "True" and stalled.reason == selection.reason)
+            or self.index_waits >= INDEX_CATCHUP_TRIES
+        ):
+            return False
+        try:
+            listed = await self.execution.kube.list_objects("playbooks", self.namespace)
+        except Exception as exc:  # an unanswered check changes nothing
+            reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+            logger.info("incident %s/%s: Playbooks not listed (%s)", self.namespace, self.name, reason)
+            return False
+        behind = index_behind(listed, playbooks)
+        if not behind:
+            self.index_waits = 0
+            return False
+        self.index_waits += 1
+        logger.info(
+            "incident %s/%s: waiting for Playbook %s to reach the index",
+            self.namespace,
+            self.name,
+            ", ".join(behind),
+        )
+        return True
+
     async def _still_busy(self, decision: Decision, chosen: PlaybookEntry | None) -> Outcome | None:
         """The Blocked outcome of a retry whose slots would be reserved (`MutatingSlots.reserved`)
         while a workload lock it waited for is still another run's (`mutating.still_busy`)."""
@@ -288,6 +333,8 @@ class IncidentLoop:
         await self.commit.commit_late_records(spec)
         entries, invalid = self.playbooks()
         selection = select(spec, [e.candidate for e in entries], invalid)
+        if await self._index_behind(selection, (entries, invalid)):
+            return False, self.clock() + timedelta(seconds=INDEX_CATCHUP_S)
         run = pinned_run(self.status, (entries, invalid))
         if run is not None:  # the run in flight executes what it pinned (even if the Playbook is gone)
             chosen: PlaybookEntry | None = run.entry
