@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from incident_operator.adapters.kube import ApiException, api_reason
 from incident_operator.api.timestamps import utc_now
 from incident_operator.controllers.intake import Intake
 from incident_operator.core import archive, httpauth, oncall, oncallfeed, report, statuspage
@@ -77,8 +78,7 @@ _NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 def _why(exc: Exception) -> str:
     """Why a listing failed, in a log line: the API's status and reason (no body), or the error's type."""
-    status = getattr(exc, "status", None)  # an ApiException: its status and reason, no headers or body
-    return f"HTTP {status} {getattr(exc, 'reason', '')}".strip() if status else type(exc).__name__
+    return api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
 
 
 class ListingFailed(Exception):
