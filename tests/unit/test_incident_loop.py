@@ -21,7 +21,7 @@ import pytest
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
-from incident_operator.controllers.incident.inputs import index_behind
+from incident_operator.controllers.incident.inputs import PlaybookListings, index_behind
 from incident_operator.controllers.incident.loop import INDEX_CATCHUP_TRIES
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.core.openlimit import OpenIncident, Ranking
@@ -750,6 +750,49 @@ def test_the_index_is_behind_for_a_playbook_it_lacks_or_holds_at_an_older_genera
     assert index_behind([listed("pb", 1)], index) == []  # the index is ahead of a stale listing
     assert index_behind([listed("pb", 3), listed("new", 1)], index) == ["new", "pb"]
     assert index_behind([listed("pb", None)], index) == []
+
+
+def test_playbook_listings_are_shared_by_who_asked_before_one_started_and_never_older_than_the_ask() -> None:
+    started: list[asyncio.Event] = []
+    release: list[asyncio.Event] = []
+    calls = 0
+
+    async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
+        nonlocal calls
+        assert (plural, namespace) == ("playbooks", NAMESPACE)
+        n, calls = calls, calls + 1
+        started[n].set()
+        await release[n].wait()
+        if n == 2:
+            raise ApiException(status=500, reason="Internal Server Error")
+        return [{"metadata": {"name": f"listing-{n}"}}]
+
+    async def scenario() -> None:
+        started.extend(asyncio.Event() for _ in range(5))
+        release.extend(asyncio.Event() for _ in range(5))
+        listings = PlaybookListings(list_objects)
+        names = lambda got: [i["metadata"]["name"] for i in got]  # noqa: E731
+        first = [asyncio.create_task(listings(NAMESPACE)) for _ in range(3)]
+        await started[0].wait()
+        late = [asyncio.create_task(listings(NAMESPACE)) for _ in range(2)]  # the first one is running
+        release[0].set()
+        assert [names(await t) for t in first] == [["listing-0"]] * 3
+        await started[1].wait()
+        release[1].set()
+        assert [names(await t) for t in late] == [["listing-1"]] * 2
+        failing = [asyncio.create_task(listings(NAMESPACE)) for _ in range(2)]
+        await started[2].wait()
+        release[2].set()
+        for task in failing:
+            with pytest.raises(ApiException):
+                await task
+        again = asyncio.create_task(listings(NAMESPACE))
+        await started[3].wait()
+        release[3].set()
+        assert names(await again) == ["listing-3"]
+        assert calls == 4
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=RUN_BOUND_S))
 
 
 # ----------------------------------------------------------------------------- explanation

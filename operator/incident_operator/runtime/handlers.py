@@ -25,6 +25,7 @@ from incident_operator.controllers.drills import DrillLoop
 from incident_operator.controllers.incident import (
     IncidentLoop,
     PlaybookEntry,
+    PlaybookListings,
     Playbooks,
     parse_playbook,
 )
@@ -253,6 +254,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
                 ctx.supervisor.wake(waking)
 
     started_runs = StartedRuns(on_release=wake_waiting)
+    list_playbooks = PlaybookListings(ctx.kube.list_objects)
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}
@@ -285,6 +287,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
             started_runs=started_runs,
             breaker=ctx.breaker,
             schedules=ctx.schedules,
+            list_playbooks=list_playbooks,
         )
 
     def unreadable(body: Any, problem: str) -> None:

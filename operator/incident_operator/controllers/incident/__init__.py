@@ -28,7 +28,12 @@ Modules, by job (each says what state it owns):
 """
 
 from incident_operator.controllers.incident.commit import status_patch
-from incident_operator.controllers.incident.inputs import PlaybookEntry, Playbooks, parse_playbook
+from incident_operator.controllers.incident.inputs import (
+    PlaybookEntry,
+    PlaybookListings,
+    Playbooks,
+    parse_playbook,
+)
 from incident_operator.controllers.incident.loop import IncidentLoop
 
-__all__ = ["IncidentLoop", "PlaybookEntry", "Playbooks", "parse_playbook", "status_patch"]
+__all__ = ["IncidentLoop", "PlaybookEntry", "PlaybookListings", "Playbooks", "parse_playbook", "status_patch"]

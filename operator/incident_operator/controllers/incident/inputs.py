@@ -2,17 +2,19 @@
 
 Owns the reading side of an incident loop: parsing Playbooks as the loop uses them, the
 severity rules, response targets and escalation levels that apply in the namespace, the alert
-state and repeat lookup from the live body, and the access review of the chosen playbook. It
-holds no state of its own (the live body and the clock are read at each call) and writes
-nothing: decisions are `planner.plan`'s, writes are `commit`'s.
+state and repeat lookup from the live body, the access review of the chosen playbook, and
+whether the watch's Playbook index is behind the API's listing (`index_behind`, read through
+the shared `PlaybookListings`). It holds no state of its own (the live body and the clock are
+read at each call) and writes nothing: decisions are `planner.plan`'s, writes are `commit`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -92,6 +94,37 @@ class Run:
 
     entry: PlaybookEntry
     live: pins.LiveVersion | None
+
+
+class PlaybookListings:
+    """The API's listing of a namespace's Playbooks, one at a time per namespace and shared: a
+    caller joins the next listing that has not started yet (so what it gets was read after it
+    asked), and a listing starts when the one before it ended. A storm of incidents in one
+    namespace costs a listing per listing's duration, not one per incident."""
+
+    def __init__(self, list_objects: Callable[..., Awaitable[list[dict[str, Any]]]]) -> None:
+        self._list = list_objects
+        self._next: dict[str, asyncio.Future[list[dict[str, Any]]]] = {}
+        self._running: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, namespace: str) -> list[dict[str, Any]]:
+        future = self._next.get(namespace)
+        if future is None:
+            future = self._next[namespace] = asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._run(namespace, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(future)
+
+    async def _run(self, namespace: str, future: asyncio.Future[list[dict[str, Any]]]) -> None:
+        async with self._running.setdefault(namespace, asyncio.Lock()):
+            del self._next[namespace]  # who asks from now on waits for the next listing
+            try:
+                future.set_result(await self._list("playbooks", namespace))
+            except Exception as exc:  # every caller of this listing gets it
+                future.set_exception(exc)
+                future.exception()  # retrieved: no warning when every caller left
 
 
 def index_behind(listed: Iterable[Mapping[str, Any]], playbooks: Playbooks) -> list[str]:

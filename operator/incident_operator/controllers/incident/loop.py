@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,6 +97,7 @@ class IncidentLoop:
         backoff: tuple[float, ...] = ERROR_BACKOFF_S,
         schedules: ScheduleBook | None = None,
         event_hold_s: float = HOLD_S,
+        list_playbooks: Callable[[str], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.namespace, self.name = namespace, name
         self.body = body  # kopf's live view: spec changes show up here
@@ -105,6 +106,7 @@ class IncidentLoop:
         self.wake = asyncio.Event()
         self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
         self.index_waits = 0  # plans in a row that waited for the Playbook index (`_index_behind`)
+        self.list_playbooks = list_playbooks or functools.partial(kube.list_objects, "playbooks")
         self.inputs = Inputs(
             config,
             namespace,
@@ -260,7 +262,8 @@ class IncidentLoop:
         Playbook applied just before its incident (one `kubectl apply` of both, a GitOps sync)
         may reach the operator after it; told as a stall, it would warn for nothing. Asked once
         per stall to be told (one listing), waited for at most INDEX_CATCHUP_TRIES plans in a
-        row (the Playbook's event wakes the loop); a listing that fails leaves the plan as is."""
+        row (the Playbook's event wakes the loop); a listing that fails leaves the plan as is.
+        The operator shares listings between loops (`PlaybookListings`)."""
         status = self.status
         if selection.playbook is not None:
             self.index_waits = 0
@@ -275,7 +278,7 @@ class IncidentLoop:
         ):
             return False
         try:
-            listed = await self.execution.kube.list_objects("playbooks", self.namespace)
+            listed = await self.list_playbooks(self.namespace)
         except Exception as exc:  # an unanswered check changes nothing
             reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
             logger.info("incident %s/%s: Playbooks not listed (%s)", self.namespace, self.name, reason)
