@@ -76,6 +76,8 @@ class FakeKube:
         self.locks: dict[str, tuple[str, str]] = {}
         """Lock Leases by name: (holder, resourceVersion)."""
         self.lock_versions = 0
+        self.locks_seen: set[str] = set()
+        """Lock Leases the client saw exist (`lock_seen`), kept as `Kube` keeps them."""
         self.incidents: dict[str, dict[str, Any]] = {}
         """Other incidents by name (the holder of a workload lock is looked up here)."""
         self.configmaps: dict[str, dict[str, str]] = {}
@@ -171,9 +173,17 @@ class FakeKube:
             raise ApiException(status=404, reason="Not Found")
         return dict(self.workloads[name]["labels"])
 
+    def lock_seen(self, namespace: str, lease: str) -> bool:
+        """As `Kube.lock_seen`: the Lease was read, created or refused as there, not deleted since."""
+        return lease in self.locks_seen
+
     async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
         self.calls.append(("read_lock", lease))
         holder, version = self.locks.get(lease, (None, None))
+        if holder is None:
+            self.locks_seen.discard(lease)
+        else:
+            self.locks_seen.add(lease)
         return holder, version
 
     async def write_lock(
@@ -183,12 +193,15 @@ class FakeKube:
         self.calls.append(("write_lock", lease, holder))
         current = self.locks.get(lease)
         if resource_version is None and current is not None:
+            self.locks_seen.add(lease)
             raise ApiException(status=409, reason="AlreadyExists")
         if resource_version is not None and (current is None or current[1] != resource_version):
             raise ApiException(status=409, reason="Conflict")
         if holder is None:
             self.locks.pop(lease, None)
+            self.locks_seen.discard(lease)
             return
+        self.locks_seen.add(lease)
         self.lock_versions += 1
         self.locks[lease] = (holder, str(self.lock_versions))
 

@@ -317,3 +317,53 @@ def test_a_first_page_that_is_gone_is_an_error_not_a_loop() -> None:
             await kube.close()
 
     asyncio.run(scenario())
+
+
+class LeaseGroup:
+    """Stands in for CoordinationV1Api: one namespace's Leases, with the API's answers."""
+
+    def __init__(self) -> None:
+        self.leases: dict[str, str] = {}
+
+    async def read_namespaced_lease(self, name: str, namespace: str, **_: Any) -> Any:
+        if name not in self.leases:
+            raise client.ApiException(status=404, reason="Not Found")
+        return client.V1Lease(
+            metadata=client.V1ObjectMeta(name=name, resource_version="7"),
+            spec=client.V1LeaseSpec(holder_identity=self.leases[name]),
+        )
+
+    async def create_namespaced_lease(self, namespace: str, body: dict[str, Any], **_: Any) -> None:
+        name = body["metadata"]["name"]
+        if name in self.leases:
+            raise client.ApiException(status=409, reason="AlreadyExists")
+        self.leases[name] = body["spec"]["holderIdentity"]
+
+    async def delete_namespaced_lease(self, name: str, namespace: str, **_: Any) -> None:
+        if name not in self.leases:
+            raise client.ApiException(status=404, reason="Not Found")
+        del self.leases[name]
+
+
+def test_a_lock_lease_is_seen_once_read_created_or_refused_as_there_and_unseen_once_gone(kube: Any) -> None:
+    leases = kube.coordination = LeaseGroup()
+
+    async def scenario() -> None:
+        assert not kube.lock_seen("ns", "a")
+        await kube.write_lock("ns", "a", "me", None)  # created
+        assert kube.lock_seen("ns", "a")
+        assert not kube.lock_seen("other", "a")  # per namespace
+        await kube.write_lock("ns", "a", None, "7")  # deleted
+        assert not kube.lock_seen("ns", "a")
+        leases.leases["b"] = "someone"
+        with pytest.raises(client.ApiException):
+            await kube.write_lock("ns", "b", "me", None)  # already there
+        assert kube.lock_seen("ns", "b")
+        del leases.leases["b"]
+        assert await kube.read_lock("ns", "b") == (None, None)  # gone behind our back
+        assert not kube.lock_seen("ns", "b")
+        leases.leases["c"] = "someone"
+        assert await kube.read_lock("ns", "c") == ("someone", "7")
+        assert kube.lock_seen("ns", "c")
+
+    asyncio.run(scenario())

@@ -1206,6 +1206,50 @@ def test_a_runs_old_claim_is_renewed_when_it_acts_again() -> None:
     assert len([c for c in api.calls if c[0] == "write_lock"]) == writes  # young: not written again
 
 
+def lock_calls(api: FakeKube) -> list[str]:
+    return [c[0] for c in api.calls if c[0] in ("read_lock", "write_lock")]
+
+
+def test_a_workloads_first_lock_is_one_create_and_a_lease_seen_since_is_read_first() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    mine = running.Claimant(INCIDENT, UID, "r1")
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0)) is None
+    assert lock_calls(api) == ["write_lock"]  # no read of a Lease this client never saw
+    assert targets.lock_holder(api.lock("web") or "").run == "r1"
+    later = running.Claimant(INCIDENT, UID, "r2")
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, later, T0 + timedelta(hours=1))) is None
+    assert lock_calls(api) == ["write_lock", "read_lock", "write_lock"]  # seen: read, then replaced
+    assert targets.lock_holder(api.lock("web") or "").run == "r2"
+
+
+def test_a_lease_never_seen_but_held_by_another_run_is_read_after_its_create_is_refused() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    api.incidents["other"] = {
+        "metadata": {"name": "other", "uid": "uid-other", "creationTimestamp": format_time(T0)},
+        "spec": {},
+        "status": {
+            "playbook": {"runId": "r1", "steps": [{"name": "up", "action": "scale", "state": "Running"}]}
+        },
+    }
+    api.set_lock("web", targets.lock_value("other", "uid-other", T0, "r1"))
+    busy = asyncio.run(running.claim(api, NAMESPACE, WEB, running.Claimant(INCIDENT, UID, "r1"), T0))
+    assert busy is not None
+    assert busy.holder == "other"
+    assert lock_calls(api) == ["write_lock", "read_lock"]
+    assert (api.lock("web") or "").startswith("other/uid-other/")  # untouched
+
+
+def test_a_lease_given_back_is_created_again_without_a_read() -> None:
+    api = FakeKube({}, {}, {"web": 2})
+    mine = running.Claimant(INCIDENT, UID, "r1")
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0)) is None
+    asyncio.run(running.release(api, NAMESPACE, WEB, mine))
+    assert api.lock("web") is None
+    before = len(lock_calls(api))
+    assert asyncio.run(running.claim(api, NAMESPACE, WEB, mine, T0)) is None
+    assert lock_calls(api)[before:] == ["write_lock"]
+
+
 def test_a_run_resolved_by_a_person_keeps_its_locks_until_its_scale_revert_is_done() -> None:
     api = generic_api()
     api.playbook["spec"]["revertOnResolve"] = True

@@ -68,6 +68,7 @@ again at most this many times, after its Retry-After."""
 RETRY_AFTER_MAX_S = 10.0
 RETRY_AFTER_DEFAULT_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
+MAX_LOCKS_SEEN = 10_000  # workload lock Leases remembered as existing (`Kube.lock_seen`)
 """Closing the client never waits longer than this (a frozen API server must not hold SIGTERM)."""
 API_SERVER_NAMESPACE = "default"
 API_SERVER_SERVICE = "kubernetes"
@@ -364,6 +365,8 @@ class Kube:
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.discovery = client.DiscoveryV1Api(api)
+        self.locks_seen: set[tuple[str, str]] = set()
+        """Workload lock Leases (namespace, name) this process saw exist (`lock_seen`)."""
 
     @property
     def host(self) -> str:
@@ -425,6 +428,20 @@ class Kube:
         """A workload's own labels (what a selector bound of a Playbook reads)."""
         return dict((await self.read_workload(kind, name, namespace)).metadata.labels or {})
 
+    def lock_seen(self, namespace: str, lease: str) -> bool:
+        """Whether this process saw the workload lock Lease exist (read, created, or refused as
+        already there) and not deleted since: a claim of one never seen creates it first, and
+        reads it only when it is there (one round trip for a workload's first lock, not two)."""
+        return (namespace, lease) in self.locks_seen
+
+    def _seen(self, namespace: str, lease: str, exists: bool) -> None:
+        if exists:
+            if len(self.locks_seen) >= MAX_LOCKS_SEEN:
+                self.locks_seen.clear()  # forgetting costs one round trip per lock claimed next
+            self.locks_seen.add((namespace, lease))
+        else:
+            self.locks_seen.discard((namespace, lease))
+
     async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
         """(holder, resourceVersion) of the workload lock Lease `lease`; (None, None) without one."""
         try:
@@ -433,8 +450,10 @@ class Kube:
             )
         except ApiException as exc:
             if not_found(exc):
+                self._seen(namespace, lease, exists=False)
                 return None, None
             raise
+        self._seen(namespace, lease, exists=True)
         holder = found.spec.holder_identity if found.spec else None
         return holder or None, found.metadata.resource_version if found.metadata else None
 
@@ -452,6 +471,7 @@ class Kube:
             except ApiException as exc:
                 if not not_found(exc):
                     raise
+            self._seen(namespace, lease, exists=False)
             return
         body: dict[str, Any] = {
             "apiVersion": "coordination.k8s.io/v1",
@@ -460,7 +480,13 @@ class Kube:
             "spec": {"holderIdentity": holder},
         }
         if resource_version is None:
-            await self.call(self.coordination.create_namespaced_lease, namespace, body)
+            try:
+                await self.call(self.coordination.create_namespaced_lease, namespace, body)
+            except ApiException as exc:
+                if exc.status == 409:  # AlreadyExists: the claim reads it and decides
+                    self._seen(namespace, lease, exists=True)
+                raise
+            self._seen(namespace, lease, exists=True)
             return
         body["metadata"]["resourceVersion"] = resource_version
         await self.call(self.coordination.replace_namespaced_lease, lease, namespace, body)

@@ -93,8 +93,11 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
     `core.targets.LOCK_RENEW` is written again with `now`, so the action about to run holds it for
     `core.targets.LOCK_GRACE` whatever happens to the incident meanwhile), else who holds it."""
     lease = targets.lock_lease(ref)
-    for _ in range(LOCK_ATTEMPTS):
-        value, version = await kube.read_lock(namespace, lease)
+    for attempt in range(LOCK_ATTEMPTS):
+        if attempt == 0 and not kube.lock_seen(namespace, lease):
+            value, version = None, None  # created at once; already there (409): read, decide
+        else:
+            value, version = await kube.read_lock(namespace, lease)
         if value is not None:
             holder = targets.lock_holder(value)
             if me.owns(holder):

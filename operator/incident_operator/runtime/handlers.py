@@ -254,7 +254,11 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
                 ctx.supervisor.wake(waking)
 
     started_runs = StartedRuns(on_release=wake_waiting)
-    list_playbooks = PlaybookListings(ctx.kube.list_objects)
+
+    async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
+        return await ctx.kube.list_objects(plural, namespace)  # the client of the moment
+
+    list_playbooks = PlaybookListings(list_objects)
 
     def factory(uid: str, body: LiveBody) -> IncidentLoop:
         metadata = body.get("metadata") or {}
