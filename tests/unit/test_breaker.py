@@ -902,6 +902,126 @@ def test_two_replicas_competing_for_the_last_slot_one_gets_it() -> None:
     assert len(store.state.actions) == 2
 
 
+class GatedStore(MemoryStore):
+    """A store whose writes wait for the test: `entered` is set when a write starts, `go` lets
+    it land. `sizes`: the actions each landed write held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.go = asyncio.Event(), asyncio.Event()
+        self.sizes: list[int] = []
+
+    async def write(self, state: State, resource_version: str | None) -> str | None:
+        self.entered.set()
+        await self.go.wait()
+        self.go.clear()
+        written = await super().write(state, resource_version)
+        self.sizes.append(len(state.actions))
+        return written
+
+
+def test_reservations_asked_while_one_is_written_go_together_in_the_next_write_in_order() -> None:
+    """A storm of mutating steps: what arrives while a write is in flight is decided in order of
+    arrival and written once, and the limit holds within that write."""
+    store, clock = GatedStore(), Clock()
+    b = breaker_with(store, limits(per_namespace=3), clock)
+
+    async def scenario() -> list[breaker.Verdict]:
+        first = asyncio.create_task(b.reserve(req("a")))
+        await store.entered.wait()  # a's write is in flight
+        store.entered.clear()
+        queued = [asyncio.create_task(b.reserve(req(uid))) for uid in ("b", "c", "d")]
+        store.go.set()
+        assert (await first).granted
+        await store.entered.wait()  # b, c and d: one write
+        store.go.set()
+        return list(await asyncio.gather(*queued))
+
+    verdicts = asyncio.run(scenario())
+    assert [v.granted for v in verdicts] == [True, True, False]
+    assert verdicts[2].reason == Reason.CIRCUIT_OPEN
+    assert verdicts[2].tripped
+    assert store.writes == 2
+    assert store.sizes == [1, 3]
+    assert [a.key.split("/")[0] for a in store.state.actions] == ["a", "b", "c"]
+    assert set(store.state.trips) == {"namespace/shop"}
+
+
+def test_a_reservation_cancelled_before_it_was_decided_is_never_counted() -> None:
+    store, clock = GatedStore(), Clock()
+    b = breaker_with(store, limits(), clock)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(b.reserve(req("a")))
+        await store.entered.wait()
+        store.entered.clear()
+        gone = asyncio.create_task(b.reserve(req("b")))
+        kept = asyncio.create_task(b.reserve(req("c")))
+        await asyncio.wait([gone, kept], timeout=0)  # both queued behind a's write
+        gone.cancel()
+        store.go.set()
+        assert (await first).granted
+        await store.entered.wait()
+        store.go.set()
+        assert (await kept).granted
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    asyncio.run(scenario())
+    assert [a.key.split("/")[0] for a in store.state.actions] == ["a", "c"]
+
+
+def test_a_writer_cancelled_mid_write_leaves_the_others_to_the_next_waiter() -> None:
+    store, clock = GatedStore(), Clock()
+    b = breaker_with(store, limits(), clock)
+
+    async def scenario() -> list[breaker.Verdict]:
+        first = asyncio.create_task(b.reserve(req("x")))
+        await store.entered.wait()
+        store.entered.clear()
+        batch = [asyncio.create_task(b.reserve(req(uid))) for uid in ("a", "b", "c")]
+        store.go.set()
+        assert (await first).granted
+        await store.entered.wait()  # a writes for a, b and c
+        store.entered.clear()
+        batch[0].cancel()  # killed while that write is in flight: nothing landed
+        with pytest.raises(asyncio.CancelledError):
+            await batch[0]
+        await store.entered.wait()  # b writes for b and c
+        store.go.set()
+        return list(await asyncio.gather(*batch[1:]))
+
+    verdicts = asyncio.run(scenario())
+    assert [v.granted for v in verdicts] == [True, True]
+    assert [a.key.split("/")[0] for a in store.state.actions] == ["x", "b", "c"]
+    assert store.sizes == [1, 3]
+
+
+def test_a_failed_write_refuses_every_reservation_it_carried_and_counts_once() -> None:
+    from incident_operator.adapters.kube import ApiException
+
+    store, clock = GatedStore(), Clock()
+    b = breaker_with(store, limits(), clock)
+
+    async def failing(state: State, resource_version: str | None) -> str | None:
+        raise ApiException(status=403, reason="Forbidden")
+
+    async def scenario() -> list[breaker.Verdict]:
+        first = asyncio.create_task(b.reserve(req("a")))
+        await store.entered.wait()
+        store.write = failing  # type: ignore[method-assign]
+        queued = [asyncio.create_task(b.reserve(req(uid))) for uid in ("b", "c")]
+        store.go.set()
+        assert (await first).granted
+        return list(await asyncio.gather(*queued))
+
+    before = breaker_errors("Forbidden")
+    verdicts = asyncio.run(scenario())
+    assert [(v.granted, v.reason) for v in verdicts] == [(False, Reason.BREAKER_UNAVAILABLE)] * 2
+    assert breaker_errors("Forbidden") == before + 1
+    assert [a.key.split("/")[0] for a in store.state.actions] == ["a"]
+
+
 # ----------------------------------------------------------------------------- giving slots back
 
 

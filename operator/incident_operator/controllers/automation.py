@@ -4,8 +4,12 @@ Owns the reservation of a slot before a mutating action, and giving it back when
 acted on nothing (`release`): the decision is `core.breaker.reserve`'s,
 the state is the ConfigMap of `adapters.breakerstate`, read and replaced with its resourceVersion
 (a conflict, from a replica taking over or a person resuming automation, reads again and decides
-again). Reservations of this process go one at a time (an asyncio lock), so the copy it holds is
-the API's unless someone else wrote; a refusal may be decided from a copy up to
+again). Reservations of this process are written one at a time (an asyncio lock), so the copy it
+holds is the API's unless someone else wrote; those that arrive while one is written go together
+in the next write (each decided in order of arrival on the state the one before it left, so the
+limits hold within a write as across writes): under a storm of mutating steps the reservations
+wait for about two writes, not for one write per step ahead of them. A refusal may be decided
+from a copy up to
 `CACHE_SECONDS` old (it writes nothing unless it opens or refreshes a trip, and a refused step
 asks again within seconds), a grant never without writing. Also answers the paused gauge (the
 scopes in which a step of this process waits now).
@@ -60,6 +64,8 @@ class Breaker:
         self.clock = clock
         self.monotonic = monotonic
         self._lock = asyncio.Lock()
+        self._queue: list[tuple[breaker.Request, asyncio.Future[breaker.Verdict]]] = []
+        """Reservations waiting for the next write (`reserve`)."""
         self._state: breaker.State | None = None
         self._version: str | None = None
         self._read_at = float("-inf")
@@ -90,22 +96,46 @@ class Breaker:
 
     async def reserve(self, request: breaker.Request) -> breaker.Verdict:
         """Take a slot for `request` in the API, or say why it waits (`BreakerUnavailable` when the
-        state cannot be read or written)."""
-        async with self._lock:
+        state cannot be read or written). Queued, then decided by whichever waiter holds the lock
+        next, together with every request queued by then (one write for all of them). A caller
+        cancelled before its request was decided leaves the queue; one cancelled while it writes
+        for others hands theirs to the next waiter (asked again, a reservation counts once)."""
+        decided: asyncio.Future[breaker.Verdict] = asyncio.get_running_loop().create_future()
+        entry = (request, decided)
+        self._queue.append(entry)
+        try:
+            async with self._lock:
+                if not decided.done():
+                    await self._reserve_queued()
+        finally:
+            if not decided.done() and entry in self._queue:
+                self._queue.remove(entry)  # cancelled: never decided, never counted
+        return decided.result()
+
+    async def _reserve_queued(self) -> None:
+        batch, self._queue = self._queue, []
+        try:
             try:
-                return await self._reserve(request)
-            except Exception as exc:  # any failure holds the action, visibly
-                self._read_at = float("-inf")  # read afresh next time
-                kind, cause = self._unavailable(exc)
-                metrics.breaker_error(kind)
-                logger.warning("breaker state %s/%s: %s", self.store.namespace, self.store.name, cause)
-                return breaker.Verdict(
-                    granted=False,
-                    reason=Reason.BREAKER_UNAVAILABLE,
-                    message=f"the breaker's state, ConfigMap {self.store.namespace}/{self.store.name}, "
-                    f"cannot be {cause}; mutating steps wait until it can",
-                    retry_at=self.clock() + breaker.RECHECK,
-                )
+                verdicts = await self._reserve([r for r, _ in batch])
+            except Exception as exc:  # any failure holds the actions, visibly
+                verdicts = [self._failed(exc)] * len(batch)
+            for (_, decided), verdict in zip(batch, verdicts, strict=True):
+                decided.set_result(verdict)
+        finally:  # cancelled meanwhile: the next waiter decides what is left
+            self._queue[:0] = [e for e in batch if not e[1].done()]
+
+    def _failed(self, exc: Exception) -> breaker.Verdict:
+        self._read_at = float("-inf")  # read afresh next time
+        kind, cause = self._unavailable(exc)
+        metrics.breaker_error(kind)
+        logger.warning("breaker state %s/%s: %s", self.store.namespace, self.store.name, cause)
+        return breaker.Verdict(
+            granted=False,
+            reason=Reason.BREAKER_UNAVAILABLE,
+            message=f"the breaker's state, ConfigMap {self.store.namespace}/{self.store.name}, "
+            f"cannot be {cause}; mutating steps wait until it can",
+            retry_at=self.clock() + breaker.RECHECK,
+        )
 
     async def release(self, request: breaker.Request) -> bool:
         """Give back the slots `request` reserved, its attempt having acted on nothing
@@ -159,18 +189,22 @@ class Breaker:
             return ("TooLarge" if status == 413 else "Invalid"), f"written ({api_reason(exc)})"
         return f"HTTP{status}", f"read or written ({api_reason(exc)})"
 
-    async def _reserve(self, request: breaker.Request) -> breaker.Verdict:
+    async def _reserve(self, requests: list[breaker.Request]) -> list[breaker.Verdict]:
+        """Decide `requests` in order, each on the state the one before left; one write for all."""
         fresh = self.monotonic() - self._read_at < CACHE_SECONDS
         state = self._state if self._state is not None and fresh else await self._refresh()
         for _ in range(WRITE_ATTEMPTS):
-            new, verdict = breaker.reserve(state, request, self.config, self.clock(), self.in_flight)
-            if not verdict.write:
+            now, new, verdicts = self.clock(), state, []
+            for request in requests:
+                new, verdict = breaker.reserve(new, request, self.config, now, self.in_flight)
+                verdicts.append(verdict)
+            if not any(v.write for v in verdicts):
                 self._state = new
-                return self._seen(verdict)
+                return [self._seen(v) for v in verdicts]
             written = await self.store.write(new, self._version)
             if written is not None:
                 self._state, self._version, self._read_at = new, written, self.monotonic()
-                return self._seen(verdict)
+                return [self._seen(v) for v in verdicts]
             state = await self._refresh()  # another writer came first: decide again
         raise Contended(f"another writer came first {WRITE_ATTEMPTS} times in a row")
 
