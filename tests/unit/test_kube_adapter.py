@@ -367,3 +367,64 @@ def test_a_lock_lease_is_seen_once_read_created_or_refused_as_there_and_unseen_o
         assert kube.lock_seen("ns", "c")
 
     asyncio.run(scenario())
+
+
+class ReviewGroup:
+    """Stands in for AuthorizationV1Api: answers each SelfSubjectAccessReview once every review
+    asked is in flight (so reviews asked one after another would never be answered), allowing
+    all but `denied` verbs and failing for `failing` ones."""
+
+    def __init__(self, expected: int, denied: set[str], failing: frozenset[str] = frozenset()) -> None:
+        self.expected, self.denied, self.failing = expected, denied, failing
+        self.asked: list[str] = []
+        self.all_in = asyncio.Event()
+
+    async def create_self_subject_access_review(self, body: dict[str, Any], **_: Any) -> Any:
+        verb = body["spec"]["resourceAttributes"]["verb"]
+        self.asked.append(verb)
+        if len(self.asked) == self.expected:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), timeout=5)
+        if verb in self.failing:
+            raise client.ApiException(status=500, reason="Internal Server Error")
+        return client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(),
+            status=client.V1SubjectAccessReviewStatus(allowed=verb not in self.denied),
+        )
+
+
+def test_access_reviews_not_cached_are_asked_at_once_and_answered_in_order(kube: Any) -> None:
+    from incident_operator.adapters.kube import AccessReviews
+    from incident_operator.core.access import Permission
+
+    wanted = [
+        Permission("patch", "deployments", "apps"),
+        Permission("delete", "pods"),
+        Permission("get", "pods"),
+    ]
+    reviews = AccessReviews(kube)
+    reviews.authz = group = ReviewGroup(expected=3, denied={"delete"})  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        assert await reviews.denied("ns", wanted, now=0.0) == [wanted[1]]
+        assert await reviews.denied("ns", wanted, now=1.0) == [wanted[1]]  # cached: not asked again
+
+    asyncio.run(scenario())
+    assert sorted(group.asked) == ["delete", "get", "patch"]
+
+
+def test_a_failed_access_review_raises_after_the_others_answered_and_they_stay_cached(kube: Any) -> None:
+    from incident_operator.adapters.kube import AccessReviews
+    from incident_operator.core.access import Permission
+
+    wanted = [Permission("patch", "deployments", "apps"), Permission("delete", "pods")]
+    reviews = AccessReviews(kube)
+    reviews.authz = group = ReviewGroup(expected=2, denied=set(), failing=frozenset({"delete"}))  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        with pytest.raises(client.ApiException):
+            await reviews.denied("ns", wanted, now=0.0)
+        assert await reviews.allowed("ns", wanted[0], now=1.0)  # answered, cached: not asked again
+
+    asyncio.run(scenario())
+    assert group.asked == ["patch", "delete"]

@@ -899,7 +899,16 @@ class AccessReviews:
         return ok
 
     async def denied(self, namespace: str, permissions: list[Permission], now: float) -> list[Permission]:
-        return [p for p in permissions if not await self.allowed(namespace, p, now)]
+        """Those of `permissions` the operator lacks in `namespace`; the reviews not cached are
+        asked at once (one round trip, not one per permission). A review that fails raises once
+        every review has answered (the answers are cached all the same)."""
+        answers = await asyncio.gather(
+            *(self.allowed(namespace, p, now) for p in permissions), return_exceptions=True
+        )
+        failed = next((a for a in answers if isinstance(a, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return [p for p, ok in zip(permissions, answers, strict=True) if not ok]
 
 
 def _ip(value: str) -> str:
