@@ -920,6 +920,15 @@ class GatedStore(MemoryStore):
         return written
 
 
+async def until_queued(b: Breaker, n: int) -> None:
+    """Let the tasks just created run until `n` reservations wait in the breaker's queue."""
+    for _ in range(100):
+        if len(b._queue) >= n:
+            return
+        await asyncio.sleep(0)  # a turn of the event loop, no time: the tasks queue themselves
+    raise AssertionError(f"{len(b._queue)} queued, not {n}")
+
+
 def test_reservations_asked_while_one_is_written_go_together_in_the_next_write_in_order() -> None:
     """A storm of mutating steps: what arrives while a write is in flight is decided in order of
     arrival and written once, and the limit holds within that write."""
@@ -957,7 +966,7 @@ def test_a_reservation_cancelled_before_it_was_decided_is_never_counted() -> Non
         store.entered.clear()
         gone = asyncio.create_task(b.reserve(req("b")))
         kept = asyncio.create_task(b.reserve(req("c")))
-        await asyncio.wait([gone, kept], timeout=0)  # both queued behind a's write
+        await until_queued(b, 2)  # both queued behind a's write
         gone.cancel()
         store.go.set()
         assert (await first).granted
@@ -995,6 +1004,48 @@ def test_a_writer_cancelled_mid_write_leaves_the_others_to_the_next_waiter() -> 
     assert [v.granted for v in verdicts] == [True, True]
     assert [a.key.split("/")[0] for a in store.state.actions] == ["x", "b", "c"]
     assert store.sizes == [1, 3]
+
+
+def test_a_caller_cancelled_while_its_write_is_in_flight_may_be_counted_and_the_others_are_told() -> None:
+    store, clock = GatedStore(), Clock()
+    b = breaker_with(store, limits(per_namespace=10), clock)
+
+    async def scenario() -> list[breaker.Verdict]:
+        first = asyncio.create_task(b.reserve(req("x")))
+        await store.entered.wait()
+        store.entered.clear()
+        batch = [asyncio.create_task(b.reserve(req(uid))) for uid in ("a", "b", "c")]
+        store.go.set()
+        assert (await first).granted
+        await store.entered.wait()  # a writes for a, b and c
+        batch[1].cancel()  # b's caller goes while the write carrying it is in flight
+        store.go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await batch[1]
+        return [await batch[0], await batch[2]]
+
+    verdicts = asyncio.run(scenario())
+    assert [v.granted for v in verdicts] == [True, True]
+    assert [a.key.split("/")[0] for a in store.state.actions] == ["x", "a", "b", "c"]  # b: counted
+
+
+def test_a_long_queue_is_written_a_batch_at_a_time_and_everyone_is_answered() -> None:
+    from incident_operator.controllers.automation import BATCH
+
+    store, clock = MemoryStore(), Clock()
+    b = breaker_with(store, limits(per_namespace=1000, cluster=1000), clock)
+    n = BATCH + 6
+
+    async def scenario() -> list[breaker.Verdict]:
+        async with b._lock:  # a write in flight: everyone queues
+            asked = [asyncio.create_task(b.reserve(req(f"u{i}"))) for i in range(n)]
+            await until_queued(b, n)
+        return list(await asyncio.gather(*asked))
+
+    verdicts = asyncio.run(scenario())
+    assert all(v.granted for v in verdicts)
+    assert store.writes == 2  # BATCH, then the rest
+    assert [a.key.split("/")[0] for a in store.state.actions] == [f"u{i}" for i in range(n)]
 
 
 def test_a_failed_write_refuses_every_reservation_it_carried_and_counts_once() -> None:

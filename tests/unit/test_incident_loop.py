@@ -739,6 +739,58 @@ def test_with_no_playbook_in_the_api_the_stall_is_told_at_once_after_one_listing
     assert stalls(api) == [("NoMatchingPlaybook", "True"), ("timeline", "Stalled")]
 
 
+def test_a_playbook_ref_waits_only_for_the_playbook_it_names() -> None:
+    api, clock = fake_api(), Clock()
+    edit_incident(api, playbookRef={"name": "elsewhere"})  # the API lists pb, which it does not name
+    loop = new_loop(api, clock, indexed=lambda: False)
+    asyncio.run(loop.iterate())
+    assert len(api.called("list_objects")) == 1
+    assert stalls(api) == [("PlaybookNotFound", "True"), ("timeline", "Stalled")]  # at once
+
+
+def test_a_listing_that_does_not_answer_in_time_leaves_the_plan_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from incident_operator.controllers.incident import loop as loop_module
+
+    monkeypatch.setattr(loop_module, "INDEX_LISTING_TIMEOUT_S", 0.01)
+    api, clock = fake_api(), Clock()
+    never = asyncio.Event()
+
+    async def hanging(plural: str, namespace: str | None, **_: Any) -> list[dict[str, Any]]:
+        await never.wait()
+        return []
+
+    api.list_objects = hanging  # type: ignore[method-assign]
+    loop = new_loop(api, clock, indexed=lambda: False)
+    again, _ = asyncio.run(asyncio.wait_for(loop.iterate(), timeout=RUN_BOUND_S))
+    assert not again
+    assert stalls(api) == [("NoMatchingPlaybook", "True"), ("timeline", "Stalled")]  # recorded as before
+
+
+def test_a_cancelled_shared_listing_fails_its_callers_instead_of_leaving_them_waiting() -> None:
+    from incident_operator.controllers.incident.inputs import ListingCancelled
+
+    started = asyncio.Event()
+
+    async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
+        started.set()
+        await asyncio.Event().wait()  # never answers
+        return []
+
+    async def scenario() -> None:
+        listings = PlaybookListings(list_objects)
+        callers = [asyncio.create_task(listings(NAMESPACE)) for _ in range(2)]
+        await started.wait()
+        for task in list(listings._tasks):
+            task.cancel()  # the operator stops
+        for caller in callers:
+            with pytest.raises(ListingCancelled):
+                await caller
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=RUN_BOUND_S))
+
+
 def test_the_index_is_behind_for_a_playbook_it_lacks_or_holds_at_an_older_generation() -> None:
     def listed(name: str, generation: int | None) -> dict[str, Any]:
         return {"metadata": {"name": name, "generation": generation}}
@@ -750,6 +802,8 @@ def test_the_index_is_behind_for_a_playbook_it_lacks_or_holds_at_an_older_genera
     assert index_behind([listed("pb", 1)], index) == []  # the index is ahead of a stale listing
     assert index_behind([listed("pb", 3), listed("new", 1)], index) == ["new", "pb"]
     assert index_behind([listed("pb", None)], index) == []
+    assert index_behind([listed("pb", 3), listed("new", 1)], index, only="new") == ["new"]
+    assert index_behind([listed("pb", 2), listed("new", 1)], index, only="pb") == []
 
 
 def test_playbook_listings_are_shared_by_who_asked_before_one_started_and_never_older_than_the_ask() -> None:

@@ -428,3 +428,35 @@ def test_a_failed_access_review_raises_after_the_others_answered_and_they_stay_c
 
     asyncio.run(scenario())
     assert group.asked == ["patch", "delete"]
+
+
+def test_a_review_in_flight_is_shared_by_who_asks_meanwhile_and_asked_again_if_its_asker_went(
+    kube: Any,
+) -> None:
+    from incident_operator.adapters.kube import AccessReviews
+    from incident_operator.core.access import Permission
+
+    wanted = [Permission("patch", "deployments", "apps"), Permission("delete", "pods")]
+    reviews = AccessReviews(kube)
+    reviews.authz = group = ReviewGroup(expected=2, denied={"delete"})  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        # three incidents of a namespace plan at once: two reviews asked, not six
+        answers = await asyncio.gather(*(reviews.denied("ns", wanted, now=0.0) for _ in range(3)))
+        assert answers == [[wanted[1]]] * 3
+        assert sorted(group.asked) == ["delete", "patch"]
+        # the one asking is cancelled: who waited for it asks itself
+        group.asked.clear()
+        group.all_in.clear()
+        group.expected = 2
+        first = asyncio.create_task(reviews.allowed("ns", wanted[0], now=100.0))
+        second = asyncio.create_task(reviews.allowed("ns", wanted[0], now=100.0))
+        while not group.asked:
+            await asyncio.sleep(0)  # a turn of the loop: the first review is in flight
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert await second  # its own review is the second asked: both answered then
+        assert group.asked == ["patch", "patch"]
+
+    asyncio.run(asyncio.wait_for(scenario(), timeout=5))

@@ -68,8 +68,10 @@ again at most this many times, after its Retry-After."""
 RETRY_AFTER_MAX_S = 10.0
 RETRY_AFTER_DEFAULT_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
-MAX_LOCKS_SEEN = 10_000  # workload lock Leases remembered as existing (`Kube.lock_seen`)
 """Closing the client never waits longer than this (a frozen API server must not hold SIGTERM)."""
+MAX_LOCKS_SEEN = 10_000
+"""Workload lock Leases a `Kube` remembers as existing (`Kube.lock_seen`); the least recently
+seen is forgotten first."""
 API_SERVER_NAMESPACE = "default"
 API_SERVER_SERVICE = "kubernetes"
 ENDPOINTSLICE_CONTROLLER = "endpointslice-controller.k8s.io"
@@ -365,8 +367,9 @@ class Kube:
         self.networking = client.NetworkingV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.discovery = client.DiscoveryV1Api(api)
-        self.locks_seen: set[tuple[str, str]] = set()
-        """Workload lock Leases (namespace, name) this process saw exist (`lock_seen`)."""
+        self.locks_seen: dict[tuple[str, str], None] = {}
+        """Workload lock Leases (namespace, name) this process saw exist (`lock_seen`), the
+        least recently seen first."""
 
     @property
     def host(self) -> str:
@@ -430,17 +433,19 @@ class Kube:
 
     def lock_seen(self, namespace: str, lease: str) -> bool:
         """Whether this process saw the workload lock Lease exist (read, created, or refused as
-        already there) and not deleted since: a claim of one never seen creates it first, and
-        reads it only when it is there (one round trip for a workload's first lock, not two)."""
+        already there) and not deleted since: a claim of one not seen creates it first and reads
+        it only when it is there. A workload's first lock is one round trip (a create), not a
+        read and a create; a Lease that exists but this process has not seen since it started
+        (or forgot: it keeps MAX_LOCKS_SEEN) costs one more (the refused create)."""
         return (namespace, lease) in self.locks_seen
 
     def _seen(self, namespace: str, lease: str, exists: bool) -> None:
+        key = (namespace, lease)
+        self.locks_seen.pop(key, None)
         if exists:
-            if len(self.locks_seen) >= MAX_LOCKS_SEEN:
-                self.locks_seen.clear()  # forgetting costs one round trip per lock claimed next
-            self.locks_seen.add((namespace, lease))
-        else:
-            self.locks_seen.discard((namespace, lease))
+            self.locks_seen[key] = None  # the most recently seen last
+            if len(self.locks_seen) > MAX_LOCKS_SEEN:
+                del self.locks_seen[next(iter(self.locks_seen))]
 
     async def read_lock(self, namespace: str, lease: str) -> tuple[str | None, str | None]:
         """(holder, resourceVersion) of the workload lock Lease `lease`; (None, None) without one."""
@@ -860,6 +865,8 @@ class AccessReviews:
         self.authn = client.AuthenticationV1Api(kube.api)
         self.allowed_ttl, self.denied_ttl = allowed_ttl, denied_ttl
         self._cache: dict[tuple[str, Permission], tuple[float, bool]] = {}
+        self._asking: dict[tuple[str, Permission], asyncio.Future[bool]] = {}
+        """Reviews in flight: who asks the same meanwhile waits for that answer."""
         self._username: str | None = None
         self._asked_username = False
 
@@ -877,10 +884,35 @@ class AccessReviews:
         return self._username
 
     async def allowed(self, namespace: str, permission: Permission, now: float) -> bool:
+        """Whether the operator has `permission` in `namespace`: cached, else asked (once for
+        everyone who asks while the review is in flight)."""
         key = (namespace, permission)
         cached = self._cache.get(key)
         if cached is not None and now < cached[0]:
             return cached[1]
+        while (pending := self._asking.get(key)) is not None:
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled
+                # the one asking was: ask again
+        asking = self._asking[key] = asyncio.get_running_loop().create_future()
+        try:
+            ok = await self._review(namespace, permission)
+            self._cache[key] = (now + (self.allowed_ttl if ok else self.denied_ttl), ok)
+            asking.set_result(ok)
+            return ok
+        except Exception as exc:
+            asking.set_exception(exc)
+            asking.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            del self._asking[key]
+            if not asking.done():  # cancelled: who waits asks again
+                asking.cancel()
+
+    async def _review(self, namespace: str, permission: Permission) -> bool:
         attributes = {
             "namespace": namespace,
             "verb": permission.verb,
@@ -894,9 +926,7 @@ class AccessReviews:
             "spec": {"resourceAttributes": attributes},
         }
         review = await self.kube.call(self.authz.create_self_subject_access_review, body)
-        ok = review.status is not None and bool(review.status.allowed)
-        self._cache[key] = (now + (self.allowed_ttl if ok else self.denied_ttl), ok)
-        return ok
+        return review.status is not None and bool(review.status.allowed)
 
     async def denied(self, namespace: str, permissions: list[Permission], now: float) -> list[Permission]:
         """Those of `permissions` the operator lacks in `namespace`; the reviews not cached are

@@ -18,7 +18,8 @@ State that cannot be read or written (a Role that does not cover a changed `stat
 `stateConfigMap`, a missing namespace, a state the API refuses as too large, writers contending
 `WRITE_ATTEMPTS` times in a row) refuses the action with reason `BreakerUnavailable` and the cause:
 the step waits (the incident `Stalled`, a warning Event) and asks again within `breaker.RECHECK`;
-each failure counts in `incident_operator_breaker_errors_total`. Never granted unrecorded, never a
+each failed read or write counts once in `incident_operator_breaker_errors_total` (a write that
+carried several reservations refuses them all and counts once). Never granted unrecorded, never a
 silent retry loop.
 """
 
@@ -41,6 +42,7 @@ from incident_operator.settings.config import AutomationConfig
 logger = logging.getLogger(__name__)
 
 CACHE_SECONDS = 5.0
+BATCH = 64  # reservations decided and written together at most (each decision scans the window)
 WRITE_ATTEMPTS = 8
 WAITING_SECONDS = 2 * breaker.RECHECK.total_seconds() + CACHE_SECONDS
 
@@ -97,30 +99,36 @@ class Breaker:
     async def reserve(self, request: breaker.Request) -> breaker.Verdict:
         """Take a slot for `request` in the API, or say why it waits (`BreakerUnavailable` when the
         state cannot be read or written). Queued, then decided by whichever waiter holds the lock
-        next, together with every request queued by then (one write for all of them). A caller
-        cancelled before its request was decided leaves the queue; one cancelled while it writes
-        for others hands theirs to the next waiter (asked again, a reservation counts once)."""
+        next, together with those queued by then (up to BATCH: one write for all of them). A
+        caller cancelled before the write carrying its request started is never counted; one
+        cancelled while that write is in flight may be (asked again, a reservation counts once;
+        the slot leaves with the window). One cancelled while it writes for others hands theirs
+        to the next waiter."""
         decided: asyncio.Future[breaker.Verdict] = asyncio.get_running_loop().create_future()
         entry = (request, decided)
         self._queue.append(entry)
         try:
             async with self._lock:
-                if not decided.done():
+                while not decided.done():  # BATCH at a time, those queued first first
                     await self._reserve_queued()
         finally:
-            if not decided.done() and entry in self._queue:
-                self._queue.remove(entry)  # cancelled: never decided, never counted
+            if not decided.done():  # cancelled: out of the queue, and never decided if in a batch
+                decided.cancel()
+                if entry in self._queue:
+                    self._queue.remove(entry)
         return decided.result()
 
     async def _reserve_queued(self) -> None:
-        batch, self._queue = self._queue, []
+        waiting = [e for e in self._queue if not e[1].done()]
+        batch, self._queue = waiting[:BATCH], waiting[BATCH:]
         try:
             try:
                 verdicts = await self._reserve([r for r, _ in batch])
             except Exception as exc:  # any failure holds the actions, visibly
                 verdicts = [self._failed(exc)] * len(batch)
             for (_, decided), verdict in zip(batch, verdicts, strict=True):
-                decided.set_result(verdict)
+                if not decided.done():  # its caller may have gone meanwhile
+                    decided.set_result(verdict)
         finally:  # cancelled meanwhile: the next waiter decides what is left
             self._queue[:0] = [e for e in batch if not e[1].done()]
 

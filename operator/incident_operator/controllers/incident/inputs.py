@@ -115,28 +115,47 @@ class PlaybookListings:
             task = asyncio.create_task(self._run(namespace, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await asyncio.shield(future)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():  # the listing was, not this caller: a failed listing to it
+                raise ListingCancelled(f"the listing of {namespace}'s Playbooks was cancelled") from None
+            raise
 
     async def _run(self, namespace: str, future: asyncio.Future[list[dict[str, Any]]]) -> None:
-        async with self._running.setdefault(namespace, asyncio.Lock()):
-            del self._next[namespace]  # who asks from now on waits for the next listing
-            try:
-                future.set_result(await self._list("playbooks", namespace))
-            except Exception as exc:  # every caller of this listing gets it
-                future.set_exception(exc)
-                future.exception()  # retrieved: no warning when every caller left
+        try:
+            async with self._running.setdefault(namespace, asyncio.Lock()):
+                if self._next.get(namespace) is future:
+                    del self._next[namespace]  # who asks from now on waits for the next listing
+                try:
+                    future.set_result(await self._list("playbooks", namespace))
+                except Exception as exc:  # every caller of this listing gets it
+                    future.set_exception(exc)
+                    future.exception()  # retrieved: no warning when every caller left
+        finally:  # cancelled (the operator stops): its callers are told, never left waiting
+            if self._next.get(namespace) is future:
+                del self._next[namespace]
+            if not future.done():
+                future.cancel()
 
 
-def index_behind(listed: Iterable[Mapping[str, Any]], playbooks: Playbooks) -> list[str]:
+class ListingCancelled(Exception):
+    """The shared listing a caller waited for was cancelled (not the caller)."""
+
+
+def index_behind(
+    listed: Iterable[Mapping[str, Any]], playbooks: Playbooks, only: str | None = None
+) -> list[str]:
     """The Playbooks of `listed` (the API's listing of the namespace) that the watch's index
-    `playbooks` lacks, or holds at an older generation: the index is behind the API."""
+    `playbooks` lacks, or holds at an older generation: the index is behind the API. With
+    `only`, that Playbook alone is looked at (an incident's `playbookRef`)."""
     entries, invalid = playbooks
     known = {e.name: e.generation for e in entries}
     behind = []
     for item in listed:
         metadata = item.get("metadata") or {}
         name, generation = str(metadata.get("name") or ""), metadata.get("generation")
-        if name in invalid:
+        if name in invalid or (only is not None and name != only):
             continue
         held = known.get(name)
         newer = isinstance(held, int) and isinstance(generation, int) and held < generation

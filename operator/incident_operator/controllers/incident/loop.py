@@ -67,6 +67,7 @@ IDLE_RECHECK_S = 300.0  # a safety net only: changes and deadlines wake the loop
 ERROR_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 INDEX_CATCHUP_S = 1.0  # the Playbook index is behind the API: plan again by then (its event wakes sooner)
 INDEX_CATCHUP_TRIES = 5  # ... at most this many times in a row, then the stall is told anyway
+INDEX_LISTING_TIMEOUT_S = 2.0  # a listing slower than this changes nothing: the plan goes on
 NO_PLAYBOOK = (Reason.NO_MATCHING_PLAYBOOK, Reason.PLAYBOOK_NOT_FOUND)
 
 
@@ -255,15 +256,17 @@ class IncidentLoop:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=seconds)
 
-    async def _index_behind(self, selection: Selection, playbooks: Playbooks) -> bool:
+    async def _index_behind(self, spec: IncidentSpec, selection: Selection, playbooks: Playbooks) -> bool:
         """Whether to wait for the Playbook index before this plan: the incident has no run and
         would be told that no Playbook is there (NoMatchingPlaybook, PlaybookNotFound) while the
         API lists one the index lacks. Incidents and Playbooks come by separate watches, so a
         Playbook applied just before its incident (one `kubectl apply` of both, a GitOps sync)
         may reach the operator after it; told as a stall, it would warn for nothing. Asked once
         per stall to be told (one listing), waited for at most INDEX_CATCHUP_TRIES plans in a
-        row (the Playbook's event wakes the loop); a listing that fails leaves the plan as is.
-        The operator shares listings between loops (`PlaybookListings`)."""
+        row (the Playbook's event wakes the loop); a listing that fails or takes longer than
+        INDEX_LISTING_TIMEOUT_S leaves the plan as is (the incident is not kept from being
+        recorded and people told behind a slow API server). With a `playbookRef`, only that
+        Playbook is looked for. The operator shares listings between loops (`PlaybookListings`)."""
         status = self.status
         if selection.playbook is not None:
             self.index_waits = 0
@@ -278,12 +281,13 @@ class IncidentLoop:
         ):
             return False
         try:
-            listed = await self.list_playbooks(self.namespace)
+            listed = await asyncio.wait_for(self.list_playbooks(self.namespace), INDEX_LISTING_TIMEOUT_S)
         except Exception as exc:  # an unanswered check changes nothing
             reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
             logger.info("incident %s/%s: Playbooks not listed (%s)", self.namespace, self.name, reason)
             return False
-        behind = index_behind(listed, playbooks)
+        ref = spec.playbookRef.name if spec.playbookRef is not None else None
+        behind = index_behind(listed, playbooks, only=ref)
         if not behind:
             self.index_waits = 0
             return False
@@ -336,7 +340,7 @@ class IncidentLoop:
         await self.commit.commit_late_records(spec)
         entries, invalid = self.playbooks()
         selection = select(spec, [e.candidate for e in entries], invalid)
-        if await self._index_behind(selection, (entries, invalid)):
+        if await self._index_behind(spec, selection, (entries, invalid)):
             return False, self.clock() + timedelta(seconds=INDEX_CATCHUP_S)
         run = pinned_run(self.status, (entries, invalid))
         if run is not None:  # the run in flight executes what it pinned (even if the Playbook is gone)
