@@ -30,6 +30,7 @@ from incident_operator.settings.config import (
     MutatingActionLimits,
     OperatorConfig,
 )
+from tests.polling import until
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
@@ -922,11 +923,20 @@ class GatedStore(MemoryStore):
 
 async def until_queued(b: Breaker, n: int) -> None:
     """Let the tasks just created run until `n` reservations wait in the breaker's queue."""
-    for _ in range(100):
-        if len(b._queue) >= n:
-            return
-        await asyncio.sleep(0)  # a turn of the event loop, no time: the tasks queue themselves
-    raise AssertionError(f"{len(b._queue)} queued, not {n}")
+    await until(lambda: len(b._queue) >= n, timeout=5, what=f"{n} reservations queued")
+
+
+async def batch_behind_a_write(b: Breaker, store: GatedStore) -> list[asyncio.Task[breaker.Verdict]]:
+    """x's write lands, then a, b and c (queued meanwhile) go in one write, in flight on return."""
+    first = asyncio.create_task(b.reserve(req("x")))
+    await store.entered.wait()
+    store.entered.clear()
+    batch = [asyncio.create_task(b.reserve(req(uid))) for uid in ("a", "b", "c")]
+    store.go.set()
+    assert (await first).granted
+    await store.entered.wait()  # a writes for a, b and c
+    store.entered.clear()
+    return batch
 
 
 def test_reservations_asked_while_one_is_written_go_together_in_the_next_write_in_order() -> None:
@@ -985,14 +995,7 @@ def test_a_writer_cancelled_mid_write_leaves_the_others_to_the_next_waiter() -> 
     b = breaker_with(store, limits(), clock)
 
     async def scenario() -> list[breaker.Verdict]:
-        first = asyncio.create_task(b.reserve(req("x")))
-        await store.entered.wait()
-        store.entered.clear()
-        batch = [asyncio.create_task(b.reserve(req(uid))) for uid in ("a", "b", "c")]
-        store.go.set()
-        assert (await first).granted
-        await store.entered.wait()  # a writes for a, b and c
-        store.entered.clear()
+        batch = await batch_behind_a_write(b, store)
         batch[0].cancel()  # killed while that write is in flight: nothing landed
         with pytest.raises(asyncio.CancelledError):
             await batch[0]
@@ -1011,13 +1014,7 @@ def test_a_caller_cancelled_while_its_write_is_in_flight_may_be_counted_and_the_
     b = breaker_with(store, limits(per_namespace=10), clock)
 
     async def scenario() -> list[breaker.Verdict]:
-        first = asyncio.create_task(b.reserve(req("x")))
-        await store.entered.wait()
-        store.entered.clear()
-        batch = [asyncio.create_task(b.reserve(req(uid))) for uid in ("a", "b", "c")]
-        store.go.set()
-        assert (await first).granted
-        await store.entered.wait()  # a writes for a, b and c
+        batch = await batch_behind_a_write(b, store)
         batch[1].cancel()  # b's caller goes while the write carrying it is in flight
         store.go.set()
         with pytest.raises(asyncio.CancelledError):

@@ -12,6 +12,7 @@ from kubernetes_asyncio import client
 
 from incident_operator.adapters.kube import REQUEST_TIMEOUT_S, Kube, expired_continue
 from incident_operator.api.keys import API_GROUP, API_VERSION, SECRET_HOSTS_ANNOTATION, SECRET_SHARED_LABEL
+from tests.polling import until
 
 
 class RecordingCustomObjectsApi:
@@ -451,8 +452,7 @@ def test_a_review_in_flight_is_shared_by_who_asks_meanwhile_and_asked_again_if_i
         group.expected = 2
         first = asyncio.create_task(reviews.allowed("ns", wanted[0], now=100.0))
         second = asyncio.create_task(reviews.allowed("ns", wanted[0], now=100.0))
-        while not group.asked:
-            await asyncio.sleep(0)  # a turn of the loop: the first review is in flight
+        await until(lambda: bool(group.asked), timeout=5, what="the first review in flight")
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
