@@ -15,9 +15,10 @@ from typing import Any
 import kopf
 import pytest
 
+from incident_operator.adapters import metrics
 from incident_operator.core import archive, repeats
 from incident_operator.core.openlimit import Rankings
-from incident_operator.runtime import handlers
+from incident_operator.runtime import handlers, incidents
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import OperatorConfig
 
@@ -49,7 +50,9 @@ def incident(name: str, index: int, *, namespace: str = "ns", open_: bool = Fals
 def context(*namespaces: str) -> RuntimeContext:
     ctx = RuntimeContext.__new__(RuntimeContext)  # no API client: the tests give a fake one
     ctx.config = OperatorConfig(namespaces=namespaces)
-    ctx.history, ctx.open_ranks, ctx.unconfirmed = repeats.History(), Rankings(), {}
+    ctx.history, ctx.open_ranks = repeats.History(), Rankings()
+    ctx.incident_streams = []
+    ctx.open_incidents, ctx.action_items = metrics.OpenIncidents(), metrics.OpenActionItems()
     ctx.archived = archive.ArchivedRepeats()
     return ctx
 
@@ -65,13 +68,13 @@ def test_a_closed_incident_leaves_only_its_repeat_facts() -> None:
     ctx = context()
     body = incident("h1", 1)
     kept = copy.deepcopy(body)
-    handlers.index_incident(ctx, "MODIFIED", body)
+    incidents.index_incident(ctx, "MODIFIED", body)
     key = repeats.key_of(body["spec"])
     assert key is not None
     assert ctx.history.of("ns", key) == [("h1", body["status"]["detectedAt"])]  # two strings, no body
     assert list(ctx.open_ranks.of("ns")) == []  # not open: not under the cap
     assert body == kept  # read, not kept nor changed
-    handlers.index_incident(ctx, "DELETED", body)
+    incidents.index_incident(ctx, "DELETED", body)
     assert ctx.history.of("ns", key) == []
     assert len(ctx.history) == 0
 
@@ -82,7 +85,7 @@ def test_repeats_and_the_cap_give_what_they_gave_from_kopfs_index() -> None:
     earlier, again, other_ns = incident("h1", 8), incident("h2", 16), incident("h3", 24, namespace="other")
     running = incident("o1", 8, open_=True)
     for body in (earlier, again, other_ns, running):
-        handlers.index_incident(ctx, None, body)
+        incidents.index_incident(ctx, None, body)
     key = repeats.key_of(running["spec"])
     assert key is not None
     assert key == repeats.key_of(earlier["spec"]) == repeats.key_of(again["spec"])
@@ -93,83 +96,80 @@ def test_repeats_and_the_cap_give_what_they_gave_from_kopfs_index() -> None:
     now = AT + timedelta(hours=20)
     assert repeats.previous("o1", now, seen, timedelta(days=30)) == "h2"  # the latest earlier one
     assert [e.name for e in ctx.open_ranks.of("ns")] == ["o1"]
-    handlers.index_incident(ctx, "MODIFIED", {**running, "spec": {**running["spec"], "title": "retitled"}})
+    incidents.index_incident(ctx, "MODIFIED", {**running, "spec": {**running["spec"], "title": "retitled"}})
     assert len(ctx.history.of("ns", key)) == 3  # indexed again, not twice
 
 
 class PagedKube:
     def __init__(
-        self,
-        pages: dict[str | None, list[list[dict[str, Any]]]],
-        failures: int = 0,
-        archives: dict[str | None, list[list[dict[str, Any]]]] | None = None,
+        self, archives: dict[str | None, list[list[dict[str, Any]]]] | None = None, failures: int = 0
     ) -> None:
-        self.by_namespace, self.failures, self.archives = pages, failures, archives or {}
+        self.archives, self.failures = archives or {}, failures
         self.asked: list[tuple[str | None, int]] = []
-
-    async def incident_pages(self, namespace: str | None, limit: int) -> AsyncIterator[list[dict[str, Any]]]:
-        self.asked.append((namespace, limit))
-        if self.failures:
-            self.failures -= 1
-            raise OSError("connection refused")
-        for page in self.by_namespace.get(namespace, []):
-            yield page
 
     async def pages(
         self, plural: str, namespace: str | None, limit: int
     ) -> AsyncIterator[list[dict[str, Any]]]:
         assert plural == archive.PLURAL
+        self.asked.append((namespace, limit))
+        if self.failures:
+            self.failures -= 1
+            raise OSError("connection refused")
         for page in self.archives.get(namespace, []):
             yield page
 
 
-def test_the_start_listing_indexes_every_watched_namespace_page_by_page(
+class Observed:
+    """A supervisor that records what it was shown (the loops are not what is tested here)."""
+
+    def __init__(self, ctx: RuntimeContext) -> None:
+        self.ctx = ctx
+        self.shown: list[tuple[str | None, str, int]] = []  # (type, name, incidents indexed then)
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        self.shown.append((event_type, body["metadata"]["name"], len(self.ctx.history)))
+
+    def wake(self, uid: str) -> None:
+        pass
+
+
+def test_a_scopes_first_listing_indexes_every_page_before_any_loop_starts() -> None:
+    """kopf's pre-indexing guaranteed that the first incident judged sees every earlier one: an
+    open incident listed first starts its loop only once the last page is indexed."""
+    ctx = context("ns")
+    ctx.config = OperatorConfig(namespaces=("ns",))
+    supervisor = Observed(ctx)
+    stream = incidents.IncidentStream.__new__(incidents.IncidentStream)
+    stream.ctx, stream.supervisor, stream.namespace, stream.deferred = ctx, supervisor, "ns", []  # type: ignore[assignment]
+    ctx.incident_streams = [stream]
+    listing = [incident("o1", 1, open_=True), incident("h1", 2), incident("h2", 3)]
+    for body in listing:
+        stream.on_event(None, body)
+    assert not stream.synced
+    assert not incidents.synced(ctx, "ns")
+    assert [name for _, name, _ in supervisor.shown] == ["h1", "h2"]  # settled: nothing deferred
+    assert [e.name for e in ctx.open_ranks.of("ns")] == ["o1"]  # counted under the cap already
+    stream.on_synced()
+    assert supervisor.shown[-1] == (None, "o1", 3)  # started once all three were indexed
+    assert stream.synced
+    assert incidents.synced(ctx, "ns")
+    assert not incidents.synced(ctx, "other")
+    stream.on_event("MODIFIED", incident("o2", 4, open_=True))  # after the listing: at once
+    assert supervisor.shown[-1] == ("MODIFIED", "o2", 4)
+
+
+def test_the_archives_are_indexed_at_start_page_by_page_after_a_failed_try(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(handlers, "INDEX_ATTEMPTS", (0.0,))
     ctx = context("a", "b")
-    kube = PagedKube(
-        {
-            "a": [[incident("h1", 8, namespace="a")], [incident("h2", 16, namespace="a")]],
-            "b": [[incident("o1", 8, namespace="b", open_=True)]],
-        },
-        failures=1,
+    stored = archive.Archive(
+        "incidents-2026-05", "2026-05", {"uid-h1": archive.compact(incident("h1", 8), None)}, None
     )
+    kube = PagedKube({"a": [[stored.body("a")]], "b": [[stored.body("b")], [stored.body("b")]]}, failures=1)
     ctx.kube = kube  # type: ignore[assignment]
-    assert asyncio.run(handlers.index_existing(ctx)) == (3, 0)  # after one failed try
-    assert kube.asked == [("a", 500), ("a", 500), ("b", 500)]
-    key = repeats.key_of(incident("h1", 8)["spec"])
-    assert key is not None
-    assert len(ctx.history.of("a", key)) == 2
-    assert [e.name for e in ctx.open_ranks.of("b")] == ["o1"]
-    assert set(ctx.unconfirmed) == {"uid-h1", "uid-h2", "uid-o1"}
-
-
-def test_what_was_deleted_before_the_watch_saw_it_is_dropped() -> None:
-    """Listed at start, deleted before kopf's own listing: no watch event ever comes for it. One
-    kopf has not got to yet (still listed) keeps its place under the cap."""
-    ctx = context("ns")
-    kept, gone, gone_open = incident("h1", 8), incident("h2", 16), incident("o1", 8, open_=True)
-    slow_open = incident("o2", 9, open_=True)
-    for body in (kept, gone, gone_open, slow_open):
-        handlers.index_incident(ctx, None, body, listed=True)
-    handlers.index_incident(ctx, None, kept)  # kopf's listing event: confirmed
-    ctx.kube = PagedKube({"ns": [[kept, slow_open]]})  # type: ignore[assignment]
-    assert asyncio.run(handlers.drop_unconfirmed(ctx, after=0)) == 2
-    key = repeats.key_of(kept["spec"])
-    assert key is not None
-    assert ctx.history.of("ns", key) == [("h1", kept["status"]["detectedAt"])]
-    assert [e.name for e in ctx.open_ranks.of("ns")] == ["o2"]  # o1's slot under the cap is free
-    assert ctx.unconfirmed == {}
-
-
-def test_nothing_is_dropped_when_the_second_listing_fails() -> None:
-    ctx = context("ns")
-    open_one = incident("o1", 8, open_=True)
-    handlers.index_incident(ctx, None, open_one, listed=True)
-    ctx.kube = PagedKube({"ns": [[open_one]]}, failures=1)  # type: ignore[assignment]
-    assert asyncio.run(handlers.drop_unconfirmed(ctx, after=0)) == 0
-    assert [e.name for e in ctx.open_ranks.of("ns")] == ["o1"]
+    assert asyncio.run(handlers.index_archives(ctx)) == 3
+    assert kube.asked == [("a", 10), ("a", 10), ("b", 10)]
 
 
 def test_archived_repeats_come_from_the_start_listing_and_retentions_writes() -> None:
@@ -180,8 +180,8 @@ def test_archived_repeats_come_from_the_start_listing_and_retentions_writes() ->
     assert key is not None
     entry = archive.compact(earlier, None)
     stored = archive.Archive("incidents-2026-05", "2026-05", {"uid-h1": entry}, None).body("ns")
-    ctx.kube = PagedKube({}, archives={"ns": [[stored]]})  # type: ignore[assignment]
-    assert asyncio.run(handlers.index_existing(ctx)) == (0, 1)
+    ctx.kube = PagedKube({"ns": [[stored]]})  # type: ignore[assignment]
+    assert asyncio.run(handlers.index_archives(ctx)) == 1
     assert [name for name, _ in ctx.archived.of("ns", key)] == ["h1"]
     assert ctx.archived.of("other", key) == []
     later = incident("h2", 16)

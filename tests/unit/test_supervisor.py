@@ -4,13 +4,12 @@ incident settles or goes, reports an unreadable incident once, and stops everyth
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kopf
 import pytest
 
 from incident_operator.adapters import metrics
@@ -19,7 +18,7 @@ from incident_operator.core.openlimit import OpenIncident, Rankings
 from incident_operator.core.planner import Record, events, posts_event
 from incident_operator.core.planner.model import EVENT_MESSAGE_MAX
 from incident_operator.core.repeats import History
-from incident_operator.runtime import handlers
+from incident_operator.runtime import handlers, incidents
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
 
@@ -39,8 +38,13 @@ def body(
     }
 
 
-MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark")
-"""Set where a watch handler runs (kopf's variables, as far as these tests go)."""
+@dataclass
+class Scope:
+    """What `handlers.created_by_intake` reads of an incident watch: its scope, and whether its
+    first listing is done."""
+
+    namespace: str | None
+    synced: bool
 
 
 class FakeLoop:
@@ -53,7 +57,6 @@ class FakeLoop:
         self.runs = 0
         self.wakes = 0
         self.closed = False
-        self.mark: str | None = None  # MARK as the loop's task saw it
         self.stubborn = stubborn  # ignores stop requests (a step that never ends)
 
     @property
@@ -65,7 +68,6 @@ class FakeLoop:
 
     async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.runs += 1
-        self.mark = MARK.get(None)
         while self.stubborn or not stopped():
             wake.clear()
             await wake.wait()
@@ -252,9 +254,9 @@ def test_a_folded_events_message_is_bounded_keeping_its_start_and_its_end() -> N
 
 @in_loop
 async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting_first() -> None:
-    """The kopf handler of Incident events: after the supervisor saw the event, it wakes the
+    """An Incident event (`incidents.observe_incident`): after the supervisor saw the event, it wakes the
     incidents of that namespace whose place under `limits.maxOpenIncidentsPerNamespace` changed
-    (from the open-incidents index, updated by kopf before the handler runs), and no other."""
+    (from the open-incidents index, updated first), and no other."""
     h = Harness()
     for uid in ("u1", "u2", "u3"):
         h.supervisor.observe("ADDED", body(uid))
@@ -265,18 +267,14 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-    ctx.history, ctx.unconfirmed = History(), {}
+    ctx.history = History()
     ctx.open_ranks = Rankings()  # as the watch events fed it: u1 running, u2 and u3 wait
     ctx.open_ranks.put("ns", "u1", OpenIncident("inc-u1", "u1", t0, running=True, run="r1"))
     ctx.open_ranks.put("ns", "u2", OpenIncident("inc-u2", "u2", t0 + timedelta(seconds=1), waiting=True))
     ctx.open_ranks.put("ns", "u3", OpenIncident("inc-u3", "u3", t0 + timedelta(seconds=2), waiting=True))
     ctx.open_ranks.put("ns", "u1", None)  # u1 resolved: the indexer took it out
-    changed: Any = handlers.incident_changed  # as kopf calls it (its decorator types it for kopf)
-    await changed(
-        type="MODIFIED",
-        body=body("u1", phase="Resolved", settled=True, version="2"),
-        memo=kopf.Memo(ctx=ctx),
-        playbooks_by_namespace={},
+    incidents.observe_incident(
+        ctx, h.supervisor, "MODIFIED", body("u1", phase="Resolved", settled=True, version="2")
     )
     await settle()
     assert h.loops["u2"].wakes == 1  # its slot is free: it plans, and starts
@@ -286,8 +284,8 @@ async def test_an_incident_that_frees_a_slot_under_the_cap_wakes_the_one_waiting
 
 @in_loop
 async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_first() -> None:
-    """kopf calls no indexer for a deleted Incident (it only drops it from its index): the handler
-    takes it out of the namespace's ranking, and the next waiting incident is woken."""
+    """A deleted Incident's event takes it out of the namespace's ranking, and the next waiting
+    incident is woken."""
     h = Harness()
     for uid in ("u1", "u2", "u3"):
         h.supervisor.observe("ADDED", body(uid))
@@ -298,8 +296,7 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     ctx.open_ranks = Rankings()
-    ctx.history, ctx.unconfirmed = History(), {}
-    memo = kopf.Memo(ctx=ctx)
+    ctx.history = History()
     waits = {"type": "AutomationPaused", "status": "True", "reason": "OpenIncidentLimit", "message": "m"}
     for n, (uid, status) in enumerate(
         [
@@ -310,16 +307,10 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
     ):
         found = body(uid)
         meta = {**found["metadata"], "creationTimestamp": f"2026-11-30T09:00:0{n}Z"}
-        handlers.index_incident(  # as every watch event (or the start listing) does
+        incidents.index_incident(  # as every watch event (or the start listing) does
             ctx, None, {"metadata": {**meta, "name": f"inc-{uid}"}, "spec": {"title": "t"}, "status": status}
         )
-    changed: Any = handlers.incident_changed
-    await changed(
-        type="DELETED",
-        body=body("u1", version="2"),
-        memo=memo,
-        playbooks_by_namespace={},
-    )
+    incidents.observe_incident(ctx, h.supervisor, "DELETED", body("u1", version="2"))
     await settle()
     assert h.loops["u2"].wakes == 1  # u1's slot is free: u2 plans, and starts
     assert h.loops["u3"].wakes == 0
@@ -330,29 +321,26 @@ async def test_deleting_an_incident_frees_its_slot_and_wakes_the_one_waiting_fir
 @in_loop
 async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event_adds_no_loop() -> None:
     """The intake hands the Incident it created to the runtime (`handlers.created_by_intake`):
-    indexed and its loop started without waiting for the watch event, in a copy of the watch
-    handler's context (kopf's variables, which `kopf.event` reads; the HTTP request has none);
-    the watch event comes later with the same body and finds the loop running. Not before the
-    leader's watch has a supervisor (a standby's intake), not in a namespace this operator does
-    not watch, not for an incident the watch showed first (settled or deleted since)."""
+    indexed and its loop started without waiting for the watch event; the watch event comes
+    later with the same body and finds the loop running. Not before the leader's watch has a
+    supervisor (a standby's intake) and listed the namespace's incidents (its repeats and the
+    cap count them all), not in a namespace this operator does not watch, not for an incident
+    the watch showed first (settled or deleted since)."""
     h = Harness()
     ctx = RuntimeContext.__new__(RuntimeContext)
     ctx.config = OperatorConfig(namespaces=("ns",))
-    ctx.supervisor, ctx.watch_context = None, None
+    ctx.supervisor = None
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     ctx.open_ranks = Rankings()
-    ctx.history, ctx.unconfirmed = History(), {}
+    ctx.history = History()
+    ctx.incident_streams = [Scope("ns", synced=False)]  # type: ignore[list-item]
     handlers.created_by_intake(ctx, body("u1"))  # no supervisor (a standby): the leader's watch
     assert list(ctx.open_ranks.of("ns")) == []
-
-    def in_a_watch_handler() -> contextvars.Context:
-        MARK.set("kopf")
-        return contextvars.copy_context()
-
     ctx.supervisor = h.supervisor
-    ctx.watch_context = contextvars.Context().run(in_a_watch_handler)
-    assert MARK.get(None) is None  # as in the HTTP request's task
+    handlers.created_by_intake(ctx, body("u1"))  # the watch's first listing is not done: left to it
+    assert list(ctx.open_ranks.of("ns")) == []
+    ctx.incident_streams = [Scope("ns", synced=True)]  # type: ignore[list-item]
     elsewhere = body("u2")
     elsewhere["metadata"]["namespace"] = "other"
     handlers.created_by_intake(ctx, elsewhere)
@@ -360,10 +348,9 @@ async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event
     await settle()
     assert set(h.loops) == {"u1"}
     started = h.loops["u1"]
-    assert (started.runs, started.mark) == (1, "kopf")
+    assert started.runs == 1
     assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]
-    changed: Any = handlers.incident_changed
-    await changed(type="ADDED", body=body("u1"), memo=kopf.Memo(ctx=ctx), playbooks_by_namespace={})
+    incidents.observe_incident(ctx, h.supervisor, "ADDED", body("u1"))
     await settle()
     assert h.loops["u1"] is started  # the same loop, woken: no second one
     assert (started.runs, len(h.supervisor)) == (1, 1)
@@ -378,22 +365,18 @@ async def test_the_intake_starts_nothing_for_an_incident_the_watch_showed_first(
     h = Harness()
     ctx = RuntimeContext.__new__(RuntimeContext)
     ctx.config = OperatorConfig()
-    ctx.supervisor, ctx.watch_context = h.supervisor, contextvars.copy_context()
+    ctx.supervisor = h.supervisor
+    ctx.incident_streams = [Scope(None, synced=True)]  # type: ignore[list-item]
     ctx.open_incidents = metrics.OpenIncidents()
     ctx.action_items = metrics.OpenActionItems()
     ctx.open_ranks = Rankings()
-    ctx.history, ctx.unconfirmed = History(), {}
-    memo = kopf.Memo(ctx=ctx)
-    changed: Any = handlers.incident_changed
-    await changed(type="ADDED", body=body("u1"), memo=memo, playbooks_by_namespace={})
-    await changed(
-        type="MODIFIED",
-        body=body("u1", phase="Resolved", settled=True, version="3"),
-        memo=memo,
-        playbooks_by_namespace={},
+    ctx.history = History()
+    incidents.observe_incident(ctx, h.supervisor, "ADDED", body("u1"))
+    incidents.observe_incident(
+        ctx, h.supervisor, "MODIFIED", body("u1", phase="Resolved", settled=True, version="3")
     )
-    await changed(type="ADDED", body=body("u2"), memo=memo, playbooks_by_namespace={})
-    await changed(type="DELETED", body=body("u2", version="2"), memo=memo, playbooks_by_namespace={})
+    incidents.observe_incident(ctx, h.supervisor, "ADDED", body("u2"))
+    incidents.observe_incident(ctx, h.supervisor, "DELETED", body("u2", version="2"))
     await settle()
     assert len(h.supervisor) == 0  # u1 settled, u2 gone: their loops stopped
     first = dict(h.loops)

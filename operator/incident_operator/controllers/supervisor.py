@@ -75,7 +75,8 @@ class _Slot:
     task: asyncio.Task[None] | None = None
 
 
-def _wants_loop(body: Mapping[str, Any]) -> bool:
+def wants_loop(body: Mapping[str, Any]) -> bool:
+    """Whether the incident of `body` has something to do (`attention.needs_loop`)."""
     metadata = body.get("metadata") or {}
     return needs_loop(
         body.get("spec") or {},
@@ -116,7 +117,7 @@ class Supervisor:
                 slot.stopping = True
                 slot.wake.set()
             return
-        wanted = _wants_loop(body)
+        wanted = wants_loop(body)
         if slot is not None:
             slot.body.current = body
             slot.stopping = not wanted

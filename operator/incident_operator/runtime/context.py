@@ -9,11 +9,11 @@ each kopf run (a replica that is elected again gets a fresh one).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from incident_operator.adapters import metrics
+from incident_operator.adapters.events import EventQueue
 from incident_operator.adapters.kube import AccessReviews, Kube
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.adapters.runledger import RunRecorder
@@ -27,6 +27,9 @@ from incident_operator.controllers.supervisor import Supervisor
 from incident_operator.core import archive, openlimit, repeats
 from incident_operator.settings.config import OperatorConfig
 
+if TYPE_CHECKING:
+    from incident_operator.runtime.incidents import IncidentStream
+
 
 @dataclass
 class RuntimeContext:
@@ -38,23 +41,23 @@ class RuntimeContext:
     notifier: Notifier
     run_records: RunRecorder
     access_reviews: AccessReviews
+    events: EventQueue
+    """Posts the incidents' Events (`adapters.events`); its task is `events_task`."""
     open_incidents: metrics.OpenIncidents = field(default_factory=metrics.OpenIncidents)
     action_items: metrics.OpenActionItems = field(default_factory=metrics.OpenActionItems)
     open_ranks: openlimit.Rankings = field(default_factory=openlimit.Rankings)
-    """The open incidents of each namespace in the cap's order (`handlers.index_incident`)."""
+    """The open incidents of each namespace in the cap's order (`incidents.index_incident`)."""
     history: repeats.History = field(default_factory=repeats.History)
-    """Every watched incident's repeat key and detection time, nothing else (`handlers.index_incident`)."""
+    """Every watched incident's repeat key and detection time, nothing else (`incidents.index_incident`)."""
     archived: archive.ArchivedRepeats = field(default_factory=archive.ArchivedRepeats)
-    """The archived incidents' repeat facts (`handlers.index_existing`, retention's writes)."""
-    unconfirmed: dict[str, str] = field(default_factory=dict)
-    """uid -> namespace of the incidents indexed from the start listing and not yet seen in the watch."""
-    unconfirmed_task: asyncio.Task[int] | None = None
-    """Drops the unconfirmed ones after a while (`handlers.drop_unconfirmed`)."""
+    """The archived incidents' repeat facts (`handlers.index_archives`, retention's writes)."""
     supervisor: Supervisor | None = None
-    """The incident loops' supervisor, built on the first Incident event (it needs kopf's Playbook index)."""
-    watch_context: contextvars.Context | None = None
-    """The context of the watch handler that built the supervisor: kopf's variables (its settings,
-    its Event queue) that `kopf.event` reads. A loop the intake starts runs in a copy of it."""
+    """The incident loops' supervisor, built at kopf's start (it needs kopf's Playbook index)."""
+    incident_streams: list[IncidentStream] = field(default_factory=list)
+    """The operator's own Incident watches, one per watched scope (`runtime.incidents`)."""
+    incidents_task: asyncio.Task[None] | None = None
+    """Runs the Incident watches (started with kopf, stopped at its cleanup)."""
+    events_task: asyncio.Task[None] | None = None
     run_records_task: asyncio.Task[None] | None = None
     """The run recorder's writer, started with kopf and stopped at its cleanup."""
     playbook_generations: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -83,6 +86,7 @@ class RuntimeContext:
             notifier=Notifier(kube, outbound, config.file.notifications, config.file.statusPage),
             run_records=RunRecorder(kube),
             access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
+            events=EventQueue(kube),
         )
         built.schedules = ScheduleBook(lambda: built.oncall.bodies if built.oncall is not None else {})
         people = People(

@@ -1,5 +1,7 @@
-"""Kopf handlers: framework settings, Incident events to the loops' supervisor, Playbook validation,
-OnCallSchedule events to the keeper of their status.
+"""Kopf handlers: framework settings, the start and stop of what runs beside kopf (the operator's own
+Incident watch, `runtime.incidents`; the Event poster; retention; reports), Playbook validation,
+OnCallSchedule events to the keeper of their status. kopf watches the few Playbooks, schedules and
+Drills; Incidents, which grow with the years, are the operator's own watch.
 
 Handlers are thin: they parse, call the pure core or the engine, and write status. Everything
 kopf-specific is set in `configure` and nowhere else: watch and request timeouts, the finalizer
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -34,8 +35,9 @@ from incident_operator.controllers.oncall import OnCallKeeper
 from incident_operator.controllers.reports import ReportDeliveries
 from incident_operator.controllers.retention import Retention
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
-from incident_operator.core import archive, conditions, openlimit, validation
+from incident_operator.core import archive, conditions, validation
 from incident_operator.core.planner import Record
+from incident_operator.runtime import incidents
 from incident_operator.runtime.context import RuntimeContext, context
 
 # Watches are re-established at least this often, so a silently broken connection heals.
@@ -48,12 +50,13 @@ REQUEST_TIMEOUT_S = 30
 # realistic history are ~90 MB of JSON read, decoded and held at once (a peak the allocator keeps).
 WATCH_LIST_CHUNK = 500
 LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
+EVENTS_FLUSH_S = 2  # the Events still queued on shutdown are posted within this long
 
 logger = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = CONNECT_TIMEOUT_S
@@ -70,9 +73,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.chunk_size = WATCH_LIST_CHUNK
     ctx = context(memo)
     ctx.intake.on_created = lambda body: created_by_intake(ctx, body)
-    logger.info("indexed %d incidents and %d incident archives", *await index_existing(ctx))
-    ctx.unconfirmed_task = asyncio.create_task(drop_unconfirmed(ctx))
+    logger.info("indexed %d incident archives", await index_archives(ctx))
     ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
+    ctx.events_task = asyncio.create_task(ctx.events.run())
+    index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
+    supervisor = _supervisor(memo, index)
+    ctx.incidents_task = asyncio.create_task(
+        incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace))
+    )
     retention = ctx.config.file.retention
     if retention.enabled:  # kopf runs on the leader alone: so does retention
         ctx.retention_task = asyncio.create_task(
@@ -97,7 +105,7 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
     ctx = context(memo)
-    for task in (ctx.retention_task, ctx.reports_task):
+    for task in (ctx.incidents_task, ctx.retention_task, ctx.reports_task):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -108,8 +116,11 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
         await ctx.oncall.stop()
     if ctx.handoffs is not None:
         await ctx.handoffs.stop()
-    if ctx.unconfirmed_task is not None:
-        ctx.unconfirmed_task.cancel()
+    if ctx.events_task is not None:
+        unposted = await ctx.events.close(EVENTS_FLUSH_S)
+        if unposted:
+            logger.warning("%d Events not posted on the way out (the timeline keeps them)", unposted)
+        ctx.events_task.cancel()
     if ctx.run_records_task is not None:
         ctx.run_records_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -133,60 +144,23 @@ def playbooks_by_namespace(
     return {namespace or "": (name, parse_playbook(name, spec, status, meta.get("generation"), jobs))}
 
 
-# No kopf index over Incidents: before any handler runs, kopf holds every listed object's whole
-# body until all of them are indexed (at 10,000 incidents with a realistic history, half a GB,
-# and a wait that grows with the square of their number). The two things kept of every incident
-# are compact facts in the context instead (`index_incident`): its repeat key and detection
-# time (`repeats.History`), and its place under the cap on open incidents (`openlimit.Rankings`,
-# open ones only). `index_existing` fills them from a paged listing at start, so the first
-# incident judged still sees every earlier one, as kopf's pre-indexing guaranteed. An incident
-# deleted between that listing and kopf's gets no watch event: what the listing indexed, no
-# watch event confirmed and a second listing no longer finds is dropped after UNCONFIRMED_AFTER_S.
-# Archived incidents' repeat facts are compact too (`archive.ArchivedRepeats`, no kopf index: an
-# archive is up to 1 MiB), filled by the same start listing and by retention's own writes.
-INDEX_PAGE = 500
+# No kopf index and no kopf watch over Incidents (`runtime.incidents`: the operator's own watch
+# keeps compact facts of each). Archived incidents' repeat facts are compact too
+# (`archive.ArchivedRepeats`, no kopf index: an archive is up to 1 MiB), filled by a listing at
+# start and by retention's own writes.
 ARCHIVE_PAGE = 10  # IncidentArchives are up to 1 MiB each
 INDEX_ATTEMPTS = (1.0, 2.0, 5.0, 10.0)  # delays between tries of the start listing
-UNCONFIRMED_AFTER_S = 60.0
 
 
-def index_incident(
-    ctx: RuntimeContext, event_type: str | None, body: Mapping[str, Any], *, listed: bool = False
-) -> None:
-    """Keep the compact facts of one Incident: from its watch event, or from the start listing
-    (`listed`: to be confirmed by a watch event)."""
-    metadata = body.get("metadata") or {}
-    namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
-    if listed:
-        ctx.unconfirmed[uid] = namespace
-    else:
-        ctx.unconfirmed.pop(uid, None)
-    if event_type == "DELETED":
-        ctx.history.remove(uid)
-        ctx.open_ranks.put(namespace, uid, None)
-        return
-    spec, status = body.get("spec") or {}, body.get("status") or {}
-    ctx.history.put(namespace, uid, spec, metadata, status)
-    ctx.open_ranks.put(
-        namespace, uid, openlimit.entry_of(str(metadata.get("name") or ""), uid, spec, metadata, status)
-    )
-
-
-async def index_existing(ctx: RuntimeContext) -> tuple[int, int]:
-    """Index every Incident the operator watches, and every IncidentArchive's repeat facts, one
-    page at a time, before kopf's watch starts. Returns how many of each. Tried a few times; if the
-    API server stays unreachable, the watch events fill the incident indexes as they come (logged;
-    repeats across the archive boundary are then found only in archives written since)."""
+async def index_archives(ctx: RuntimeContext) -> int:
+    """Index every IncidentArchive's repeat facts, one page at a time; returns how many. Tried a
+    few times; if the API server stays unreachable, repeats across the archive boundary are found
+    only in archives written since (logged)."""
     namespaces: list[str | None] = list(ctx.config.namespaces) or [None]
     for delay in (*INDEX_ATTEMPTS, None):
-        incidents = archives = 0
+        archives = 0
         try:
             for namespace in namespaces:
-                async for page in ctx.kube.incident_pages(namespace, INDEX_PAGE):
-                    for item in page:
-                        index_incident(ctx, None, item, listed=True)
-                    incidents += len(page)
-                    del page
                 async for page in ctx.kube.pages(archive.PLURAL, namespace, ARCHIVE_PAGE):
                     for item in page:
                         ctx.archived.put(str((item.get("metadata") or {}).get("namespace") or ""), item)
@@ -194,42 +168,12 @@ async def index_existing(ctx: RuntimeContext) -> tuple[int, int]:
                     del page
         except Exception as exc:  # the API server may not answer yet
             if delay is None:
-                logger.warning("could not list incidents at start, indexing from the watch: %s", exc)
-                return incidents, archives
+                logger.warning("could not list incident archives at start: %s", exc)
+                return archives
             await asyncio.sleep(delay)
             continue
-        return incidents, archives
-    return 0, 0
-
-
-async def drop_unconfirmed(ctx: RuntimeContext, after: float = UNCONFIRMED_AFTER_S) -> int:
-    """After `after` seconds, forget what the start listing indexed, no watch event confirmed, and
-    a second listing no longer finds (deleted in between). Returns how many. Only what is really
-    gone is dropped: an open incident kopf has not got to yet keeps its place under the cap (a
-    slot freed by mistake would let a waiting incident act). If the listing fails, nothing is
-    dropped (a stale entry only keeps the cap stricter until the next start)."""
-    await asyncio.sleep(after)
-    if not ctx.unconfirmed:
-        return 0
-    present: set[str] = set()
-    namespaces: list[str | None] = list(ctx.config.namespaces) or [None]
-    try:
-        for namespace in namespaces:
-            async for page in ctx.kube.incident_pages(namespace, INDEX_PAGE):
-                present.update(str((item.get("metadata") or {}).get("uid") or "") for item in page)
-                del page
-    except Exception as exc:
-        logger.warning(
-            "could not list incidents again: %d listed at start stay indexed (%s)", len(ctx.unconfirmed), exc
-        )
-        ctx.unconfirmed.clear()
-        return 0
-    gone = {uid: namespace for uid, namespace in ctx.unconfirmed.items() if uid not in present}
-    ctx.unconfirmed.clear()
-    for uid, namespace in gone.items():
-        ctx.history.remove(uid)
-        ctx.open_ranks.put(namespace, uid, None)
-    return len(gone)
+        return archives
+    return 0
 
 
 def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], namespace: str) -> Playbooks:
@@ -239,13 +183,11 @@ def _playbooks_of(index: kopf.Index[str, tuple[str, PlaybookEntry | str]], names
 
 
 def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry | str]]) -> Supervisor:
-    """The supervisor of the incident loops, built on the first Incident or Playbook event (it
-    needs kopf's Playbook index, which handlers receive, not startup; and that handler's context,
-    kopf's variables, for the loops the intake starts: `created_by_intake`)."""
+    """The supervisor of the incident loops, built at kopf's start (it needs kopf's Playbook
+    index, which kopf hands its handlers)."""
     ctx = context(memo)
     if ctx.supervisor is not None:
         return ctx.supervisor
-    ctx.watch_context = contextvars.copy_context()
 
     def wake_waiting(namespace: str) -> None:  # a claim went without a run: its slot is free
         if ctx.supervisor is not None:
@@ -265,12 +207,8 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
         namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
 
         def post_event(record: Record) -> None:
-            kopf.event(
-                body.current,  # type: ignore[arg-type]  # a Mapping is what kopf reads
-                type="Warning" if record.warning else "Normal",
-                reason=record.reason,
-                message=record.message,
-            )
+            kind = "Warning" if record.warning else "Normal"
+            ctx.events.post(body.current, kind, record.reason, record.message)
 
         return IncidentLoop(
             kube=ctx.kube,
@@ -300,65 +238,32 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
         message = f"status unreadable, not reconciled until it changes: {problem}"
         metadata = body.get("metadata") or {}
         logger.warning("incident %s/%s: %s", metadata.get("namespace"), metadata.get("name"), message)
-        kopf.event(body, type="Warning", reason=Reason.UNREADABLE, message=message[:1024])
+        ctx.events.post(body, "Warning", Reason.UNREADABLE, message)
 
     ctx.supervisor = Supervisor(factory, unreadable)
     return ctx.supervisor
-
-
-# No kopf daemon (it would put a finalizer on every Incident: two writes each, and a round trip
-# before a new incident's loop can start): the supervisor starts, wakes and stops the loops of
-# the incidents that have something to do (see `attention`) from their watch events.
-@kopf.on.event(API_GROUP, API_VERSION, "incidents")
-async def incident_changed(*, type: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    ctx = context(memo)
-    observe_incident(ctx, _supervisor(memo, kwargs["playbooks_by_namespace"]), type, body)
 
 
 def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
     """An Incident the alert intake just created, as the API returned it: indexed and its loop
     started now, as its watch event would (which comes later with the same body and finds it
     done: nothing happens twice). Only where the watch runs: on the leader once its supervisor
-    is up (a standby's intake leaves it to the leader's watch), in a namespace it watches (by
-    name: a `--namespace` glob leaves it to the watch), and not when the watch showed it first
-    (its body is as new or newer, the incident may be settled or deleted since). Run in a copy
-    of the watch handler's context: the HTTP request has none of kopf's variables, which the
-    loop's Events need."""
+    is up (a standby's intake leaves it to the leader's watch), in a namespace it watches whose
+    incidents are all indexed already (`incidents.synced`), and not when the watch showed it
+    first (its body is as new or newer, the incident may be settled or deleted since)."""
     metadata = body.get("metadata") or {}
     namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
     watched = ctx.config.namespaces
     supervisor = ctx.supervisor
     if (
         supervisor is None
-        or ctx.watch_context is None
         or supervisor.closing
         or supervisor.seen(uid)
         or (watched and namespace not in watched)
+        or not incidents.synced(ctx, namespace)
     ):
         return
-    ctx.watch_context.copy().run(observe_incident, ctx, supervisor, "ADDED", body)
-
-
-def observe_incident(
-    ctx: RuntimeContext, supervisor: Supervisor, type: str | None, body: Mapping[str, Any]
-) -> None:
-    """One Incident seen (a watch event, or the intake's creation): index it, start, wake or
-    stop its loop, and keep the gauges."""
-    namespace = body.get("metadata", {}).get("namespace") or ""
-    uid = body.get("metadata", {}).get("uid", "")
-    ranking = ctx.open_ranks.of(namespace)
-    index_incident(ctx, type, body)
-    supervisor.observe(type, body)
-    # A slot under the cap on open incidents freed, or one more incident came: wake the incidents
-    # of the namespace whose place now differs from what their status says (usually none).
-    for waking in ranking.to_wake(ctx.config.file.limits.maxOpenIncidentsPerNamespace, also=uid):
-        supervisor.wake(waking)
-    spec = body.get("spec") or {}
-    if type == "DELETED":
-        ctx.open_incidents.update(uid, None, None)
-        ctx.action_items.update(uid, 0)
-    elif not spec.get("drill"):
-        ctx.action_items.update(uid, sum(1 for item in spec.get("actionItems") or [] if not item.get("done")))
+    incidents.observe_incident(ctx, supervisor, "ADDED", body)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")

@@ -750,6 +750,14 @@ class OperatorConfig(BaseModel):
     own_namespace: str = "incident-operator"
     """The namespace the operator runs in (alerts never open incidents there)."""
 
+    @field_validator("namespaces")
+    @classmethod
+    def _namespace_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [n for n in value if not _DNS_LABEL.fullmatch(n)]
+        if bad:  # the operator lists and watches each by name: no globs, no patterns
+            raise ValueError(f"--namespace takes namespace names, not {', '.join(map(repr, bad))}")
+        return tuple(dict.fromkeys(value))
+
     @field_validator("allow_egress")
     @classmethod
     def _egress_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:

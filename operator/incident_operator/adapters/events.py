@@ -1,0 +1,114 @@
+"""Posts the incidents' Kubernetes Events from a queue, in the background, in order.
+
+Owns the Events the incident loops post (kopf's poster serves only what kopf's own handlers
+watch: the Playbooks, schedules and Drills). `post` never waits: it queues the Event and returns;
+one task creates them one after the other. An Event the API refuses, or that cannot reach it
+after RETRY_DELAYS_S, is dropped with a warning: an Event is a notice, and the incident's
+timeline keeps the same record. The queue is bounded (MAX_QUEUED): when the API server is away
+for long, the newest Events are dropped, counted and said once per outage, instead of growing the
+memory without bound. On shutdown, `close` posts what is queued within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from incident_operator.adapters.kube import ApiException, Kube, TransportError, api_reason
+from incident_operator.api.timestamps import utc_now
+
+logger = logging.getLogger(__name__)
+
+MAX_QUEUED = 10_000
+RETRY_DELAYS_S = (1.0, 2.0, 5.0)
+"""Waits before posting an Event again after a transport error or a 429/5xx (then it is dropped)."""
+
+
+@dataclass(frozen=True)
+class _Event:
+    involved: dict[str, Any]
+    type: str
+    reason: str
+    message: str
+    when: datetime
+
+
+class EventQueue:
+    """Events about the operator's objects, posted by one background task (`run`)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        max_queued: int = MAX_QUEUED,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.kube = kube
+        self.queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=max_queued)
+        self.retry_delays = retry_delays
+        self.clock = clock
+        self.dropped = 0
+        """Events dropped since the queue was last not full."""
+        self.posting = 0
+        """Events being posted now (0 or 1)."""
+
+    def post(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Queue an Event about `involved` (a body with apiVersion, kind and metadata)."""
+        metadata = involved.get("metadata") or {}
+        reference = {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+        }
+        try:
+            self.queue.put_nowait(_Event(reference, type_, reason, message[:1024], self.clock()))
+        except asyncio.QueueFull:
+            if not self.dropped:
+                logger.warning(
+                    "%d Events waiting to be posted: dropping the newest until they go", self.queue.qsize()
+                )
+            self.dropped += 1
+            return
+        if self.dropped:
+            logger.warning("%d Events were dropped while the queue was full", self.dropped)
+            self.dropped = 0
+
+    async def run(self) -> None:
+        """Post queued Events until cancelled."""
+        while True:
+            event = await self.queue.get()
+            self.posting = 1
+            try:
+                await self._post(event)
+            finally:
+                self.posting = 0
+                self.queue.task_done()
+
+    async def _post(self, event: _Event) -> None:
+        for delay in (*self.retry_delays, None):
+            try:
+                await self.kube.post_event(
+                    event.involved, event.type, event.reason, event.message, event.when
+                )
+                return
+            except ApiException as exc:
+                if delay is None or not (exc.status == 429 or exc.status >= 500):
+                    logger.warning("Event %s not posted: %s", event.reason, api_reason(exc))
+                    return
+            except (TransportError, OSError) as exc:
+                if delay is None:
+                    logger.warning("Event %s not posted: %s", event.reason, type(exc).__name__)
+                    return
+            await asyncio.sleep(delay)
+
+    async def close(self, timeout: float) -> int:
+        """Post what is queued, within `timeout` seconds; returns how many were left unposted."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.queue.join(), timeout)
+        return self.queue.qsize() + self.posting

@@ -1,0 +1,255 @@
+"""A list-then-watch of one of the operator's kinds in one scope, handed on one event at a time.
+
+Owns the stream of Incident events the incident loops and the indexes read, instead of kopf's
+watch. kopf keeps a worker task, a queue and a memory for every object it has seen, and queues a
+listing's or a burst's bodies faster than its workers handle them: at 10,000 incidents with a
+realistic history that is hundreds of megabytes of decoded bodies held at once, and an allocator
+that keeps the peak. Here nothing is held but what the callback keeps: each event is decoded and
+handed to a synchronous callback in the order the API server sent it, and the next one is read
+only when the callback returned. What this module keeps of an object is its uid, namespace and
+name (to say which ones went away when the watch had to list again).
+
+One `ObjectWatch` per scope (a namespace, or the cluster): a paged listing (one consistent
+snapshot, LIST_PAGE objects per request, handed on as type None), then a watch from the
+snapshot's resourceVersion with bookmarks, re-established every WATCH_SERVER_TIMEOUT_S from the
+last resourceVersion seen. A watch the API server answers with 410 Gone (its history compacted
+past our resourceVersion) lists again; the objects the new listing lacks are handed on as DELETED.
+A broken connection, a timeout or an API error is retried after a growing delay (RETRY_DELAYS_S),
+from the last resourceVersion, for as long as the watch runs: it ends only when cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from incident_operator.adapters.kube import ApiException, Kube, TransportError
+from incident_operator.api.keys import API_GROUP, API_VERSION
+
+logger = logging.getLogger(__name__)
+
+LIST_PAGE = 500
+"""Objects per listing request: a caller that keeps a few facts of each holds one page at most."""
+WATCH_SERVER_TIMEOUT_S = 300
+"""The API server ends each watch after this long; it is re-established from the last version."""
+WATCH_READ_TIMEOUT_S = 330
+"""No byte in this long (bookmarks come about every minute) and the connection is taken as broken."""
+CONNECT_TIMEOUT_S = 10
+LIST_TIMEOUT_S = 60
+"""One page of the listing, answered within this long."""
+RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before the next try after consecutive failures (the last one repeats)."""
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+"""One watch event's JSON line at most (etcd stores objects up to 1.5 MiB): a longer line is a
+broken stream, and the watch is established again."""
+
+EventHandler = Callable[[str | None, dict[str, Any]], None]
+"""Called with each event's type (None: in a listing; ADDED, MODIFIED, DELETED) and object."""
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (410): the scope must be listed again."""
+
+
+class WatchError(Exception):
+    """The API server ended the watch with an error other than 410, or sent what is not an event."""
+
+
+class ObjectWatch:
+    """List, then watch, objects of `plural` in `namespace` (None: the cluster), handing every
+    event to `on_event` in order; `on_synced` is called after every complete listing (the objects
+    the listing lacked have been handed on as DELETED by then)."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        plural: str,
+        namespace: str | None,
+        on_event: EventHandler,
+        *,
+        on_synced: Callable[[], None] | None = None,
+        page: int = LIST_PAGE,
+        server_timeout: int = WATCH_SERVER_TIMEOUT_S,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
+    ) -> None:
+        self.kube = kube
+        self.plural = plural
+        self.namespace = namespace
+        self.on_event = on_event
+        self.on_synced = on_synced
+        self.page = page
+        self.server_timeout = server_timeout
+        self.retry_delays = retry_delays
+        self.known: dict[str, tuple[str, str]] = {}
+        """uid -> (namespace, name) of every object handed on and not deleted since."""
+        self.version: str | None = None
+        """The resourceVersion the next watch starts from (None: list first)."""
+        self.listings = 0
+        """Complete listings so far (the first, and one after every 410)."""
+
+    @property
+    def scope(self) -> str:
+        return f"{self.plural} in {self.namespace}" if self.namespace else f"{self.plural} cluster-wide"
+
+    async def run(self) -> None:
+        """Keep the stream going until cancelled."""
+        failures = 0
+        while True:
+            try:
+                if self.version is None:
+                    self.version = await self._list()
+                    self.listings += 1
+                    if self.on_synced is not None:
+                        self.on_synced()
+                self.version = await self._watch(self.version)
+                failures = 0
+            except Gone:
+                logger.info(
+                    "watch of %s: resourceVersion %s expired, listing again", self.scope, self.version
+                )
+                self.version = None
+                failures = 0
+            except (ApiException, TransportError, OSError, TimeoutError, WatchError, ValueError) as exc:
+                delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
+                failures += 1
+                logger.warning("watch of %s broke (%s); again in %.0fs", self.scope, _why(exc), delay)
+                await asyncio.sleep(delay)
+
+    def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
+        metadata = body.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        if event_type == "DELETED":
+            self.known.pop(uid, None)
+        elif uid:
+            self.known[uid] = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+        try:
+            self.on_event(event_type, body)
+        except Exception:  # one event the handler fails on must not end the stream of the others
+            logger.exception("watch of %s: handling %s of %s failed", self.scope, event_type, uid)
+
+    async def _list(self) -> str:
+        """One consistent listing, a page at a time; returns its resourceVersion. A continue token
+        that expired meanwhile starts the listing over (`Gone`): going on from another snapshot
+        could miss an object that the watch from the new version would not show either."""
+        before = set(self.known)
+        listed: set[str] = set()
+        token: str | None = None
+        version = ""
+        while True:
+            query: dict[str, Any] = {"limit": self.page, **({"_continue": token} if token else {})}
+            try:
+                found = await self.kube.call(self._list_call(), **query, _request_timeout=LIST_TIMEOUT_S)
+            except ApiException as exc:
+                if exc.status == 410 and token is not None:
+                    raise Gone from exc
+                raise
+            metadata = found.get("metadata") or {}
+            version = version or str(metadata.get("resourceVersion") or "")
+            for item in found.get("items") or []:
+                item.setdefault("apiVersion", f"{API_GROUP}/{API_VERSION}")
+                item.setdefault("kind", found.get("kind", "List").removesuffix("List"))
+                listed.add(str((item.get("metadata") or {}).get("uid") or ""))
+                self._hand_on(None, item)
+            del found
+            token = metadata.get("continue") or None
+            if token is None:
+                break
+        for uid in before - listed:
+            namespace, name = self.known.get(uid, ("", ""))
+            self._hand_on("DELETED", _gone(uid, namespace, name))
+        if not version:
+            raise WatchError("the listing carried no resourceVersion")
+        return version
+
+    def _list_call(self) -> Callable[..., Any]:
+        api, namespace, plural = self.kube.objects.api, self.namespace, self.plural
+        if namespace is None:
+
+            def cluster(**query: Any) -> Any:
+                return api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **query)
+
+            return cluster
+
+        scoped: str = namespace
+
+        def namespaced(**query: Any) -> Any:
+            return api.list_namespaced_custom_object(API_GROUP, API_VERSION, scoped, plural, **query)
+
+        return namespaced
+
+    async def _watch(self, version: str) -> str:
+        """One watch from `version` until the API server ends it; returns the last version seen."""
+        timeout = aiohttp.ClientTimeout(
+            connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S, sock_read=WATCH_READ_TIMEOUT_S
+        )
+        response = await self._list_call()(
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self.server_timeout,
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        try:
+            if response.status == 410:
+                raise Gone
+            if response.status != 200:
+                text = (await response.content.read(4096)).decode(errors="replace")
+                raise ApiException(status=response.status, reason=f"{response.reason}: {_message(text)}")
+            pending = b""
+            async for chunk in response.content.iter_any():
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if len(pending) > MAX_EVENT_BYTES:
+                    raise WatchError(f"a watch event longer than {MAX_EVENT_BYTES} bytes")
+                for line in lines:
+                    if line.strip():
+                        version = self._event(line, version)
+            if pending.strip():
+                version = self._event(pending, version)
+            return version
+        finally:
+            response.release()
+
+    def _event(self, line: bytes, version: str) -> str:
+        """Hand on one watch event; returns the resourceVersion to go on from."""
+        event = json.loads(line)
+        if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+            raise WatchError(f"a watch line that is not an event: {line[:100]!r}")
+        event_type, body = event.get("type"), event["object"]
+        if event_type == "ERROR":
+            if body.get("code") == 410:
+                raise Gone
+            raise WatchError(f"HTTP {body.get('code')} {body.get('reason')}: {_message(body.get('message'))}")
+        latest = str((body.get("metadata") or {}).get("resourceVersion") or "") or version
+        if event_type in ("ADDED", "MODIFIED", "DELETED"):
+            self._hand_on(str(event_type), body)
+        return latest
+
+
+def _gone(uid: str, namespace: str, name: str) -> dict[str, Any]:
+    """What a DELETED event the watch missed carries: enough to forget the object."""
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "metadata": {"uid": uid, "namespace": namespace, "name": name},
+    }
+
+
+def _message(text: object) -> str:
+    """The first line of an API error's message, at most 200 characters (no bodies in the log)."""
+    if isinstance(text, str) and text.startswith("{"):
+        with contextlib.suppress(ValueError, AttributeError):
+            text = json.loads(text).get("message")
+    return str(text or "").splitlines()[0][:200] if text else ""
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"[:200]

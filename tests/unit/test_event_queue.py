@@ -1,0 +1,125 @@
+"""The incidents' Event poster (`adapters.events.EventQueue`): `post` never waits, Events go in
+order, a transient refusal is tried again and a final one dropped (the timeline keeps the
+record), a full queue drops new Events instead of growing, and shutdown posts what is queued
+within a bound."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from incident_operator.adapters.events import EventQueue
+from incident_operator.adapters.kube import ApiException
+from tests.polling import until
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+BODY = {
+    "apiVersion": "incident-operator.dev/v1alpha1",
+    "kind": "Incident",
+    "metadata": {"name": "inc", "namespace": "ns", "uid": "u1", "resourceVersion": "7"},
+    "spec": {"title": "big", "description": "x" * 1000},
+}
+
+
+class Posting:
+    def __init__(self, failures: list[BaseException] | None = None) -> None:
+        self.failures = failures or []
+        self.posted: list[tuple[dict[str, Any], str, str, str]] = []
+        self.tries = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def post_event(
+        self, involved: dict[str, Any], type_: str, reason: str, message: str, when: datetime
+    ) -> None:
+        self.tries += 1
+        await self.gate.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        assert when == NOW
+        self.posted.append((involved, type_, reason, message))
+
+
+def queue(kube: Posting, **options: Any) -> EventQueue:
+    return EventQueue(kube, clock=lambda: NOW, retry_delays=(0.0, 0.0), **options)
+
+
+async def _in_order_with_retries() -> Posting:
+    kube = Posting([ApiException(status=503), OSError("reset")])
+    events = queue(kube)
+    task = asyncio.create_task(events.run())
+    events.post(BODY, "Normal", "Detected", "first")
+    events.post(BODY, "Warning", "Stalled", "second")
+    await until(lambda: len(kube.posted) == 2, timeout=5, what="both Events posted")
+    task.cancel()
+    return kube
+
+
+def test_events_go_in_order_and_a_transient_refusal_is_tried_again() -> None:
+    kube = asyncio.run(_in_order_with_retries())
+    assert [(t, r, m) for _, t, r, m in kube.posted] == [
+        ("Normal", "Detected", "first"),
+        ("Warning", "Stalled", "second"),
+    ]
+    assert kube.tries == 4  # the first Event took three tries
+    involved = kube.posted[0][0]
+    assert involved == {  # a reference, not the body it was posted with
+        "apiVersion": "incident-operator.dev/v1alpha1",
+        "kind": "Incident",
+        "metadata": {"name": "inc", "namespace": "ns", "uid": "u1"},
+    }
+
+
+async def _refused() -> Posting:
+    kube = Posting(
+        [
+            ApiException(status=403),
+            ApiException(status=500),
+            ApiException(status=500),
+            ApiException(status=500),
+        ]
+    )
+    events = queue(kube)
+    task = asyncio.create_task(events.run())
+    events.post(BODY, "Normal", "Detected", "forbidden")
+    events.post(BODY, "Normal", "Resolved", "fails every try")
+    events.post(BODY, "Normal", "Closed", "goes")
+    await until(lambda: len(kube.posted) == 1, timeout=5, what="the third Event posted")
+    task.cancel()
+    return kube
+
+
+def test_a_refused_event_is_dropped_and_the_next_ones_still_go() -> None:
+    kube = asyncio.run(_refused())
+    assert [r for _, _, r, _ in kube.posted] == ["Closed"]
+    assert kube.tries == 1 + 3 + 1  # 403: no retry; 500: three tries; then the third
+
+
+async def _full_then_closed(caplog: pytest.LogCaptureFixture) -> tuple[Posting, EventQueue, int]:
+    kube = Posting()
+    kube.gate.clear()  # the API server does not answer
+    events = queue(kube, max_queued=2)
+    task = asyncio.create_task(events.run())
+    for n in range(5):
+        events.post(BODY, "Normal", "Detected", f"event {n}")
+    await until(lambda: kube.tries == 1, timeout=5, what="the first Event in flight")
+    assert events.dropped == 3  # two queued (one of them in flight now), three dropped
+    left = await events.close(0.05)  # shutdown: the API server still frozen
+    kube.gate.set()
+    await until(lambda: len(kube.posted) == 2, timeout=5, what="what was queued posted")
+    assert await events.close(1) == 0
+    events.post(BODY, "Normal", "Resolved", "after the outage")
+    await until(lambda: len(kube.posted) == 3, timeout=5, what="posted again")
+    task.cancel()
+    return kube, events, left
+
+
+def test_a_full_queue_drops_new_events_and_shutdown_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    kube, events, left = asyncio.run(_full_then_closed(caplog))
+    assert left == 2  # close returned within its bound, with both still unposted
+    assert [m for _, _, _, m in kube.posted] == ["event 0", "event 1", "after the outage"]
+    assert events.dropped == 0
+    assert "3 Events were dropped while the queue was full" in caplog.text

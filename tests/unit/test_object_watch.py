@@ -1,0 +1,243 @@
+"""The operator's own list-then-watch (`adapters.watch.ObjectWatch`), through the real asyncio
+Kubernetes client, against a scripted API server on 127.0.0.1 (an aiohttp application that
+answers the list and watch requests as kube-apiserver does): pages, the watch's resourceVersion
+and bookmarks, events split across reads and longer than a buffered line, 410 Gone and what the
+listing again finds missing, errors and broken connections retried, a handler that fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from incident_operator.adapters.kube import Kube, api_client
+from incident_operator.adapters.watch import ObjectWatch
+from incident_operator.api.keys import API_GROUP, API_VERSION
+from tests.polling import until
+
+PATH = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/ns/incidents"
+
+
+def incident(name: str, version: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "Incident",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "resourceVersion": str(version)},
+        "spec": {"title": name, **extra},
+    }
+
+
+def event(kind: str, body: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": body}).encode() + b"\n"
+
+
+@dataclass
+class FakeApiServer:
+    """Lists `objects` at `version` in pages of the asked limit; each watch request takes the next
+    script of `watches` (chunks of bytes to send, then the connection ends; an int is an HTTP
+    status answered instead). Records every request's query."""
+
+    objects: list[dict[str, Any]]
+    version: str
+    watches: list[list[bytes] | int]
+    relists: list[tuple[list[dict[str, Any]], str]] = field(default_factory=list)
+    """What the second listing, the third, ... find (objects, version)."""
+    requests: list[dict[str, str]] = field(default_factory=list)
+    lists: int = 0
+    hold: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set to let the last watch end (until then it stays open, as a quiet watch does)."""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        self.requests.append(query)
+        if query.get("watch", "").lower() != "true":
+            return self.list_page(query)
+        if not self.watches:
+            await self.hold.wait()
+            return web.Response(status=200, text="")
+        script = self.watches.pop(0)
+        if isinstance(script, int):
+            status = {"kind": "Status", "code": script, "message": f"scripted {script}"}
+            return web.json_response(status, status=script)
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for chunk in script:
+            await response.write(chunk)
+            await asyncio.sleep(0)  # one read per chunk, as a network delivers them
+        return response
+
+    def list_page(self, query: dict[str, str]) -> web.Response:
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or len(self.objects))
+        if start == 0:
+            if self.lists and self.relists:
+                self.objects, self.version = self.relists.pop(0)
+            self.lists += 1
+        items = self.objects[start : start + limit]
+        rest = start + limit < len(self.objects)
+        metadata = {"resourceVersion": self.version, **({"continue": str(start + limit)} if rest else {})}
+        return web.json_response({"kind": "IncidentList", "metadata": metadata, "items": items})
+
+
+@dataclass
+class Seen:
+    events: list[tuple[str | None, str]] = field(default_factory=list)
+    synced: int = 0
+    fail_on: str | None = None
+
+    def on_event(self, kind: str | None, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        self.events.append((kind, name))
+        if name == self.fail_on:
+            raise RuntimeError("a handler bug")
+
+    def on_synced(self) -> None:
+        self.synced += 1
+
+
+async def watching(
+    server: FakeApiServer, seen: Seen, until_done: Callable[[], bool], *, page: int = 2
+) -> ObjectWatch:
+    app = web.Application()
+    app.router.add_get(PATH, server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+    kube = Kube(api_client(configuration))
+    watch = ObjectWatch(
+        kube, "incidents", "ns", seen.on_event, on_synced=seen.on_synced, page=page, retry_delays=(0.01,)
+    )
+    task = asyncio.create_task(watch.run())
+    try:
+        await until(until_done, timeout=10, what="the scripted events handed on")
+    finally:
+        server.hold.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await kube.close()
+        await runner.cleanup()
+    return watch
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+def watches(server: FakeApiServer) -> list[dict[str, str]]:
+    return [q for q in server.requests if q.get("watch", "").lower() == "true"]
+
+
+async def _listing_then_watch() -> tuple[FakeApiServer, Seen, ObjectWatch]:
+    server = FakeApiServer(
+        [incident("a", 1), incident("b", 2), incident("c", 3)],
+        "10",
+        [
+            [
+                event("ADDED", incident("d", 11)),
+                event("BOOKMARK", {"kind": "Incident", "metadata": {"resourceVersion": "12"}}),
+                event("MODIFIED", incident("a", 13, severity="P1")),
+                event("DELETED", incident("b", 14)),
+            ]
+        ],
+    )
+    seen = Seen()
+    watch = await watching(server, seen, lambda: len(seen.events) == 6 and len(watches(server)) == 2)
+    return server, seen, watch
+
+
+def test_a_paged_listing_then_the_watch_from_its_version_every_event_in_order() -> None:
+    server, seen, watch = run(_listing_then_watch())
+    assert seen.events == [
+        (None, "a"),
+        (None, "b"),
+        (None, "c"),
+        ("ADDED", "d"),
+        ("MODIFIED", "a"),
+        ("DELETED", "b"),
+    ]  # the bookmark is not an object's event
+    assert seen.synced == 1
+    lists = [q for q in server.requests if q.get("watch", "").lower() != "true"]
+    assert [(q["limit"], q.get("continue")) for q in lists] == [("2", None), ("2", "2")]  # two pages
+    first, again = watches(server)
+    assert (first["resourceVersion"], first["allowWatchBookmarks"].lower(), first["timeoutSeconds"]) == (
+        "10",
+        "true",
+        "300",
+    )
+    assert again["resourceVersion"] == "14"  # the watch ended: again from the last version seen
+    assert set(watch.known) == {"uid-a", "uid-c", "uid-d"}
+
+
+async def _split_and_long() -> tuple[Seen, dict[str, Any]]:
+    big = incident("big", 11, description="x" * 300_000)  # longer than aiohttp's buffered line
+    line = event("ADDED", big)
+    chunks = [line[:7], line[7:150_000], line[150_000:] + event("ADDED", incident("next", 12))[:20]]
+    chunks.append(event("ADDED", incident("next", 12))[20:])
+    server = FakeApiServer([], "10", [chunks])
+    seen = Seen()
+    await watching(server, seen, lambda: len(seen.events) == 2)
+    return seen, big
+
+
+def test_an_event_split_across_reads_and_longer_than_a_buffered_line_is_handed_on_whole() -> None:
+    seen, _ = run(_split_and_long())
+    assert seen.events == [("ADDED", "big"), ("ADDED", "next")]
+
+
+async def _gone() -> tuple[FakeApiServer, Seen, ObjectWatch]:
+    a, b = incident("a", 1), incident("b", 2)
+    gone = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+    server = FakeApiServer(
+        [a, b],
+        "10",
+        [[event("MODIFIED", incident("a", 11)), gone]],
+        relists=[([incident("a", 20), incident("c", 21)], "21")],
+    )
+    seen = Seen()
+    watch = await watching(server, seen, lambda: seen.synced == 2 and len(watches(server)) == 2)
+    return server, seen, watch
+
+
+def test_410_gone_lists_again_and_what_the_new_listing_lacks_is_handed_on_as_deleted() -> None:
+    server, seen, watch = run(_gone())
+    assert seen.events == [
+        (None, "a"),
+        (None, "b"),
+        ("MODIFIED", "a"),
+        (None, "a"),  # the second listing
+        (None, "c"),
+        ("DELETED", "b"),  # deleted while the watch could not say so
+    ]
+    assert seen.synced == 2
+    assert watches(server)[-1]["resourceVersion"] == "21"  # from the new listing's version
+    assert set(watch.known) == {"uid-a", "uid-c"}
+
+
+async def _errors() -> tuple[FakeApiServer, Seen]:
+    server = FakeApiServer(
+        [incident("a", 1)],
+        "10",
+        [500, [event("ADDED", incident("boom", 11))], 429, [event("ADDED", incident("after", 12))]],
+    )
+    seen = Seen(fail_on="boom")
+    await watching(server, seen, lambda: ("ADDED", "after") in seen.events)
+    return server, seen
+
+
+def test_errors_are_retried_from_the_same_version_and_a_failing_handler_ends_nothing() -> None:
+    server, seen = run(_errors())
+    assert seen.events == [(None, "a"), ("ADDED", "boom"), ("ADDED", "after")]
+    versions = [q["resourceVersion"] for q in watches(server)]
+    assert versions[:4] == ["10", "10", "11", "11"]  # 500, then the event; 429, then the next
+    assert set(versions[4:]) <= {"12"}
+    assert seen.synced == 1  # never listed again: the version was still good
