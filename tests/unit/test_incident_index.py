@@ -21,6 +21,7 @@ from incident_operator.core.openlimit import Rankings
 from incident_operator.runtime import handlers, incidents
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import OperatorConfig
+from tests.polling import until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as bench.py has it
 from synthetic import closed_incident
@@ -190,3 +191,58 @@ def test_archived_repeats_come_from_the_start_listing_and_retentions_writes() ->
     ).body("ns")
     ctx.archived.put("ns", rewritten)  # retention wrote the archive again: its latest of the key
     assert [name for name, _ in ctx.archived.of("ns", key)] == ["h2"]
+
+
+class PlaybookListing:
+    """The API's Playbooks (what `list_objects` returns), and how often they were listed."""
+
+    def __init__(self, items: dict[str | None, list[dict[str, Any]]], failures: int = 0) -> None:
+        self.items, self.failures, self.listed = items, failures, 0
+
+    async def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        assert plural == "playbooks"
+        self.listed += 1
+        if self.failures:
+            self.failures -= 1
+            raise OSError("connection refused")
+        return self.items.get(namespace, [])
+
+
+def playbook(namespace: str, name: str, generation: int) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name, "generation": generation}}
+
+
+def entry(name: str, generation: int) -> Any:
+    return type("Entry", (), {"name": name, "generation": generation})()
+
+
+async def _caught_up_when_kopf_indexed(index: dict[str, list[Any]]) -> tuple[list[str], PlaybookListing]:
+    ctx = context("a", "b")
+    kube = PlaybookListing({"a": [playbook("a", "p1", 2)], "b": [playbook("b", "p2", 1)]}, failures=1)
+    ctx.kube = kube  # type: ignore[assignment]
+
+    async def kopf_indexes() -> None:  # kopf's watch of Playbooks, a moment later
+        await until(lambda: kube.listed >= 3, timeout=5, what="the Playbooks listed")
+        index["a"] = [entry("p1", 2)]
+        index["b"] = [entry("p2", 1)]
+
+    indexing = asyncio.create_task(kopf_indexes())
+    behind = await incidents.playbooks_caught_up(ctx, lambda ns: (index.get(ns, []), {}), deadline_s=5)
+    await indexing
+    return behind, kube
+
+
+def test_the_incident_watch_waits_for_kopfs_playbook_index_to_hold_every_listed_playbook() -> None:
+    """An incident planned before kopf indexed a Playbook would pin a worse match or none: the
+    watch starts once the index holds every Playbook the API lists (a failed listing is tried again)."""
+    index: dict[str, list[Any]] = {"a": [entry("p1", 1)]}  # p1 at an older generation, p2 missing
+    behind, kube = asyncio.run(_caught_up_when_kopf_indexed(index))
+    assert behind == []
+    assert kube.listed == 3  # one failure, then a and b once: the index is polled, not the API
+
+
+def test_the_wait_for_the_playbook_index_is_bounded() -> None:
+    ctx = context("a")
+    ctx.kube = PlaybookListing({"a": [playbook("a", "gone-before-kopf-listed", 1)]})  # type: ignore[assignment]
+    behind = asyncio.run(incidents.playbooks_caught_up(ctx, lambda ns: ([], {}), deadline_s=0.3))
+    assert behind == ["a/gone-before-kopf-listed"]

@@ -45,6 +45,8 @@ LIST_TIMEOUT_S = 60
 """One page of the listing, answered within this long."""
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Waits before the next try after consecutive failures (the last one repeats)."""
+QUICK_END_S = 1.0
+"""A watch that ends sooner than this with no event counts as a failure (the next waits)."""
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 """One watch event's JSON line at most (etcd stores objects up to 1.5 MiB): a longer line is a
 broken stream, and the watch is established again."""
@@ -99,6 +101,7 @@ class ObjectWatch:
 
     async def run(self) -> None:
         """Keep the stream going until cancelled."""
+        loop = asyncio.get_running_loop()
         failures = 0
         while True:
             try:
@@ -107,19 +110,27 @@ class ObjectWatch:
                     self.listings += 1
                     if self.on_synced is not None:
                         self.on_synced()
+                started, before = loop.time(), self.version
                 self.version = await self._watch(self.version)
-                failures = 0
+                if loop.time() - started >= QUICK_END_S or self.version != before:
+                    failures = 0
+                    continue
+                # Ended at once with nothing in it (a proxy closing watches): not a busy loop.
+                why = "the watch ended at once"
             except Gone:
-                logger.info(
-                    "watch of %s: resourceVersion %s expired, listing again", self.scope, self.version
-                )
+                logger.info("watch of %s: version %s expired, listing again", self.scope, self.version)
                 self.version = None
                 failures = 0
+                continue
             except (ApiException, TransportError, OSError, TimeoutError, WatchError, ValueError) as exc:
-                delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
-                failures += 1
-                logger.warning("watch of %s broke (%s); again in %.0fs", self.scope, _why(exc), delay)
-                await asyncio.sleep(delay)
+                why = _why(exc)
+            except Exception as exc:  # a bug here must not end the operator's watch of incidents
+                logger.exception("watch of %s failed", self.scope)
+                why = _why(exc)
+            delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
+            failures += 1
+            logger.warning("watch of %s broke (%s); again in %.0fs", self.scope, why, delay)
+            await asyncio.sleep(delay)
 
     def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}
