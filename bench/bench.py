@@ -324,7 +324,7 @@ def main() -> int:
             )
             latencies.append((ts(first_scale) - ts(create)) * 1000)
             # Incidents run one at a time, so every operator write since this create is this one's
-            # (kopf names its Events kopf-event-*, so they cannot be matched by name).
+            # (an Event's name is generated, so it cannot be matched to an incident by name).
             # Access reviews are questions to the authorizer, not writes: nothing is stored.
             window = [
                 e

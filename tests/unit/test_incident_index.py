@@ -141,20 +141,20 @@ def test_a_scopes_first_listing_indexes_every_page_before_any_loop_starts() -> N
     ctx.config = OperatorConfig(namespaces=("ns",))
     supervisor = Observed(ctx)
     stream = incidents.IncidentStream.__new__(incidents.IncidentStream)
-    stream.ctx, stream.supervisor, stream.namespace, stream.deferred = ctx, supervisor, "ns", []  # type: ignore[assignment]
+    stream.ctx, stream.supervisor, stream.namespace, stream.deferred = ctx, supervisor, "ns", {}  # type: ignore[assignment]
     ctx.incident_streams = [stream]
     listing = [incident("o1", 1, open_=True), incident("h1", 2), incident("h2", 3)]
     for body in listing:
         stream.on_event(None, body)
     assert not stream.synced
-    assert not incidents.synced(ctx, "ns")
+    assert incidents.synced_stream(ctx, "ns") is None
     assert [name for _, name, _ in supervisor.shown] == ["h1", "h2"]  # settled: nothing deferred
     assert [e.name for e in ctx.open_ranks.of("ns")] == ["o1"]  # counted under the cap already
     stream.on_synced()
     assert supervisor.shown[-1] == (None, "o1", 3)  # started once all three were indexed
     assert stream.synced
-    assert incidents.synced(ctx, "ns")
-    assert not incidents.synced(ctx, "other")
+    assert incidents.synced_stream(ctx, "ns") is stream
+    assert incidents.synced_stream(ctx, "other") is None
     stream.on_event("MODIFIED", incident("o2", 4, open_=True))  # after the listing: at once
     assert supervisor.shown[-1] == ("MODIFIED", "o2", 4)
 

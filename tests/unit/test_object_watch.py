@@ -16,12 +16,22 @@ import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from incident_operator.adapters import metrics
+from incident_operator.adapters import watch as watch_module
 from incident_operator.adapters.kube import Kube, api_client
 from incident_operator.adapters.watch import ObjectWatch
 from incident_operator.api.keys import API_GROUP, API_VERSION
+from incident_operator.controllers.supervisor import wants_loop
+from incident_operator.core.openlimit import Rankings
+from incident_operator.core.repeats import History
+from incident_operator.runtime.context import RuntimeContext
+from incident_operator.runtime.incidents import IncidentStream
+from incident_operator.settings.config import OperatorConfig
 from tests.polling import until
 
 PATH = f"/apis/{API_GROUP}/{API_VERSION}/namespaces/ns/incidents"
+CUT = b"<cut>"
+"""In a watch script: the connection is aborted there."""
 
 
 def incident(name: str, version: int, **extra: Any) -> dict[str, Any]:
@@ -48,6 +58,8 @@ class FakeApiServer:
     watches: list[list[bytes] | int]
     relists: list[tuple[list[dict[str, Any]], str]] = field(default_factory=list)
     """What the second listing, the third, ... find (objects, version)."""
+    list_failures: dict[int, int] = field(default_factory=dict)
+    """List request number (0: the first) -> the HTTP status it is answered with instead."""
     requests: list[dict[str, str]] = field(default_factory=list)
     lists: int = 0
     hold: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,6 +69,10 @@ class FakeApiServer:
         query = dict(request.query)
         self.requests.append(query)
         if query.get("watch", "").lower() != "true":
+            failing = self.list_failures.pop(len(self.requests) - 1 - len(self.watch_requests()), None)
+            if failing is not None:
+                status = {"kind": "Status", "code": failing, "message": "scripted"}
+                return web.json_response(status, status=failing)
             return self.list_page(query)
         if not self.watches:
             await self.hold.wait()
@@ -68,9 +84,16 @@ class FakeApiServer:
         response = web.StreamResponse()
         await response.prepare(request)
         for chunk in script:
+            if chunk == CUT:
+                assert request.transport is not None
+                request.transport.abort()  # the connection breaks mid-stream
+                return response
             await response.write(chunk)
-            await asyncio.sleep(0)  # one read per chunk, as a network delivers them
+            await asyncio.sleep(0)  # most likely one read per chunk, as a network delivers them
         return response
+
+    def watch_requests(self) -> list[dict[str, str]]:
+        return [q for q in self.requests if q.get("watch", "").lower() == "true"]
 
     def list_page(self, query: dict[str, str]) -> web.Response:
         start = int(query.get("continue") or 0)
@@ -92,7 +115,7 @@ class Seen:
     fail_on: str | None = None
 
     def on_event(self, kind: str | None, body: dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
+        name = body["metadata"].get("name") or body["metadata"]["uid"]  # a missed deletion: no name
         self.events.append((kind, name))
         if name == self.fail_on:
             raise RuntimeError("a handler bug")
@@ -102,7 +125,13 @@ class Seen:
 
 
 async def watching(
-    server: FakeApiServer, seen: Seen, until_done: Callable[[], bool], *, page: int = 2
+    server: FakeApiServer,
+    seen: Seen,
+    until_done: Callable[[], bool],
+    *,
+    page: int = 2,
+    on_event: Callable[[str | None, dict[str, Any]], None] | None = None,
+    on_synced: Callable[[], None] | None = None,
 ) -> ObjectWatch:
     app = web.Application()
     app.router.add_get(PATH, server.handle)
@@ -114,7 +143,13 @@ async def watching(
     configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
     kube = Kube(api_client(configuration))
     watch = ObjectWatch(
-        kube, "incidents", "ns", seen.on_event, on_synced=seen.on_synced, page=page, retry_delays=(0.01,)
+        kube,
+        "incidents",
+        "ns",
+        on_event or seen.on_event,
+        on_synced=on_synced or seen.on_synced,
+        page=page,
+        retry_delays=(0.01,),
     )
     task = asyncio.create_task(watch.run())
     try:
@@ -216,7 +251,7 @@ def test_410_gone_lists_again_and_what_the_new_listing_lacks_is_handed_on_as_del
         ("MODIFIED", "a"),
         (None, "a"),  # the second listing
         (None, "c"),
-        ("DELETED", "b"),  # deleted while the watch could not say so
+        ("DELETED", "uid-b"),  # deleted while the watch could not say so
     ]
     assert seen.synced == 2
     assert watches(server)[-1]["resourceVersion"] == "21"  # from the new listing's version
@@ -241,3 +276,129 @@ def test_errors_are_retried_from_the_same_version_and_a_failing_handler_ends_not
     assert versions[:4] == ["10", "10", "11", "11"]  # 500, then the event; 429, then the next
     assert set(versions[4:]) <= {"12"}
     assert seen.synced == 1  # never listed again: the version was still good
+
+
+async def _cut() -> FakeApiServer:
+    server = FakeApiServer(
+        [incident("a", 1)],
+        "10",
+        [
+            [event("ADDED", incident("b", 11)), event("MODIFIED", incident("b", 12)), CUT],
+            [event("MODIFIED", incident("b", 13))],
+        ],
+    )
+    seen = Seen()
+    await watching(server, seen, lambda: ("MODIFIED", "b") in seen.events[3:])
+    assert seen.events == [(None, "a"), ("ADDED", "b"), ("MODIFIED", "b"), ("MODIFIED", "b")]
+    return server
+
+
+def test_a_connection_cut_mid_stream_goes_on_from_the_last_version_seen_not_the_first() -> None:
+    server = run(_cut())
+    assert [q["resourceVersion"] for q in watches(server)][:2] == ["10", "12"]
+    assert server.lists == 1  # no listing again: nothing replayed, nothing missed
+
+
+async def _gone_at_the_start_and_an_expired_continue() -> tuple[FakeApiServer, Seen]:
+    server = FakeApiServer(
+        [incident("a", 1), incident("b", 2), incident("c", 3)],
+        "10",
+        [410, [event("ADDED", incident("d", 22))]],
+        relists=[([incident("a", 1), incident("c", 3)], "21"), ([incident("c", 3)], "21")],
+        list_failures={1: 410},  # the first listing's second page: its continue token expired
+    )
+    seen = Seen()
+    await watching(server, seen, lambda: ("ADDED", "d") in seen.events)
+    return server, seen
+
+
+def test_a_410_answer_and_an_expired_continue_token_both_list_again_from_the_start() -> None:
+    server, seen = run(_gone_at_the_start_and_an_expired_continue())
+    assert seen.synced == 2  # the interrupted listing was not a listing: no sync for it
+    assert seen.events[:2] == [(None, "a"), (None, "b")]  # the first page, before its token expired
+    # listed again from the start (a and c): b is gone; then the watch answered 410: listed again
+    assert seen.events[2:] == [
+        (None, "a"),
+        (None, "c"),
+        ("DELETED", "uid-b"),
+        (None, "c"),
+        ("DELETED", "uid-a"),
+        ("ADDED", "d"),
+    ]
+    assert [q["resourceVersion"] for q in watches(server)][:2] == ["21", "21"]  # 410, then from the relist
+
+
+async def _too_long(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> FakeApiServer:
+    monkeypatch.setattr(watch_module, "MAX_EVENT_BYTES", 1000)
+    server = FakeApiServer(
+        [],
+        "10",
+        [
+            [event("ADDED", incident("huge", 11, description="x" * 5000))],
+            [],  # a watch that ends at once, with nothing: waits like an error
+            [event("ADDED", incident("fine", 12))],
+        ],
+    )
+    seen = Seen()
+    await watching(server, seen, lambda: ("ADDED", "fine") in seen.events)
+    assert seen.events == [("ADDED", "fine")]
+    assert "longer than 1000 bytes" in caplog.text
+    assert "the watch ended at once" in caplog.text
+    return server
+
+
+def test_an_event_longer_than_the_bound_breaks_the_watch_and_an_empty_watch_waits(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = run(_too_long(monkeypatch, caplog))
+    assert [q["resourceVersion"] for q in watches(server)][:3] == ["10", "10", "10"]
+
+
+class Loops:
+    """A supervisor that records the incidents it would start a loop for."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        if event_type != "DELETED" and wants_loop(body):
+            self.started.append(body["metadata"]["name"])
+
+    def wake(self, uid: str) -> None:
+        pass
+
+
+def open_incident(name: str, version: int) -> dict[str, Any]:
+    body = incident(name, version)
+    body["metadata"]["creationTimestamp"] = "2026-12-01T09:00:00Z"
+    body["status"] = {"phase": "Mitigated", "detectedAt": "2026-12-01T09:00:00Z"}
+    return body
+
+
+async def _first_listing_fails_part_way() -> tuple[RuntimeContext, Loops]:
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig(namespaces=("ns",))
+    ctx.history, ctx.open_ranks = History(), Rankings()
+    ctx.open_incidents, ctx.action_items = metrics.OpenIncidents(), metrics.OpenActionItems()
+    loops = Loops()
+    server = FakeApiServer(
+        [open_incident("o1", 1), open_incident("o2", 2), open_incident("o3", 3)],
+        "10",
+        [],
+        relists=[([open_incident("o2", 2), open_incident("o3", 3)], "11")],  # o1 deleted meanwhile
+        list_failures={1: 500},  # the first listing breaks after its first page
+    )
+    seen = Seen()
+    ctx.kube = None  # type: ignore[assignment]  # the stream's own watch is not run: `watching` runs one
+    stream = IncidentStream(ctx, loops, "ns")  # type: ignore[arg-type]
+    ctx.incident_streams = [stream]
+    await watching(
+        server, seen, lambda: stream.synced, page=2, on_event=stream.on_event, on_synced=stream.on_synced
+    )
+    return ctx, loops
+
+
+def test_a_first_listing_tried_again_starts_each_open_incident_once_and_none_deleted_meanwhile() -> None:
+    ctx, loops = run(_first_listing_fails_part_way())
+    assert loops.started == ["o2", "o3"]  # once each, after the whole listing; o1 never
+    assert [e.name for e in ctx.open_ranks.of("ns")] == ["o2", "o3"]  # o1's place is free

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,11 +40,19 @@ def body(
 
 @dataclass
 class Scope:
-    """What `handlers.created_by_intake` reads of an incident watch: its scope, and whether its
-    first listing is done."""
+    """What `handlers.created_by_intake` reads of an incident watch: its scope, whether its first
+    listing is done, and what it remembers (`watch.remember`)."""
 
     namespace: str | None
     synced: bool
+    remembered: list[str] = field(default_factory=list)
+
+    @property
+    def watch(self) -> Scope:
+        return self
+
+    def remember(self, body: Mapping[str, Any]) -> None:
+        self.remembered.append(body["metadata"]["uid"])
 
 
 class FakeLoop:
@@ -340,13 +348,15 @@ async def test_an_incident_the_intake_created_starts_at_once_and_its_watch_event
     ctx.supervisor = h.supervisor
     handlers.created_by_intake(ctx, body("u1"))  # the watch's first listing is not done: left to it
     assert list(ctx.open_ranks.of("ns")) == []
-    ctx.incident_streams = [Scope("ns", synced=True)]  # type: ignore[list-item]
+    scope = Scope("ns", synced=True)
+    ctx.incident_streams = [scope]  # type: ignore[list-item]
     elsewhere = body("u2")
     elsewhere["metadata"]["namespace"] = "other"
     handlers.created_by_intake(ctx, elsewhere)
     handlers.created_by_intake(ctx, body("u1"))
     await settle()
     assert set(h.loops) == {"u1"}
+    assert scope.remembered == ["u1"]  # a listing after a 410 that lacks it says it is gone
     started = h.loops["u1"]
     assert started.runs == 1
     assert [e.uid for e in ctx.open_ranks.of("ns")] == ["u1"]

@@ -105,6 +105,9 @@ class EventQueue:
                 if delay is None:
                     logger.warning("Event %s not posted: %s", event.reason, type(exc).__name__)
                     return
+            except Exception:  # a bug: said, and the queue goes on
+                logger.exception("Event %s not posted", event.reason)
+                return
             await asyncio.sleep(delay)
 
     async def close(self, timeout: float) -> int:

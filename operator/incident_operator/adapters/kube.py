@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import ipaddress
 import json
 import logging
@@ -408,6 +409,14 @@ class Kube:
                     raise
                 await asyncio.sleep(retry_after(exc))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def separate(self, connections: int) -> Kube:
+        """Another `Kube` on the same configuration (server, TLS, the token and its refresh) with a
+        pool of its own of `connections`: for long-lived watches, each of which holds a connection
+        for good and would otherwise take it from the calls of the hot path. Close it too."""
+        configuration = copy.copy(self.api.configuration)
+        configuration.connection_pool_maxsize = connections
+        return Kube(api_client(configuration))
 
     async def close(self) -> None:
         """Close the client's connections, within CLOSE_TIMEOUT_S whatever the API server does."""

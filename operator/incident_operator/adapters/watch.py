@@ -6,8 +6,8 @@ listing's or a burst's bodies faster than its workers handle them: at 10,000 inc
 realistic history that is hundreds of megabytes of decoded bodies held at once, and an allocator
 that keeps the peak. Here nothing is held but what the callback keeps: each event is decoded and
 handed to a synchronous callback in the order the API server sent it, and the next one is read
-only when the callback returned. What this module keeps of an object is its uid, namespace and
-name (to say which ones went away when the watch had to list again).
+only when the callback returned. What this module keeps of an object is its uid and namespace
+(to say which ones went away when the watch had to list again).
 
 One `ObjectWatch` per scope (a namespace, or the cluster): a paged listing (one consistent
 snapshot, LIST_PAGE objects per request, handed on as type None), then a watch from the
@@ -24,7 +24,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -66,7 +67,8 @@ class WatchError(Exception):
 class ObjectWatch:
     """List, then watch, objects of `plural` in `namespace` (None: the cluster), handing every
     event to `on_event` in order; `on_synced` is called after every complete listing (the objects
-    the listing lacked have been handed on as DELETED by then)."""
+    the listing lacked have been handed on as DELETED by then). Listings of several watches that
+    share `listing` (a lock) go one at a time: their pages are the memory peak."""
 
     def __init__(
         self,
@@ -76,6 +78,7 @@ class ObjectWatch:
         on_event: EventHandler,
         *,
         on_synced: Callable[[], None] | None = None,
+        listing: asyncio.Lock | None = None,
         page: int = LIST_PAGE,
         server_timeout: int = WATCH_SERVER_TIMEOUT_S,
         retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
@@ -85,19 +88,28 @@ class ObjectWatch:
         self.namespace = namespace
         self.on_event = on_event
         self.on_synced = on_synced
+        self.listing = listing or asyncio.Lock()
         self.page = page
         self.server_timeout = server_timeout
         self.retry_delays = retry_delays
-        self.known: dict[str, tuple[str, str]] = {}
-        """uid -> (namespace, name) of every object handed on and not deleted since."""
+        self.known: dict[str, str] = {}
+        """uid -> namespace of every object handed on (or `remember`ed) and not deleted since."""
         self.version: str | None = None
-        """The resourceVersion the next watch starts from (None: list first)."""
+        """The resourceVersion the next watch starts from: the last one seen (None: list first)."""
         self.listings = 0
         """Complete listings so far (the first, and one after every 410)."""
 
     @property
     def scope(self) -> str:
         return f"{self.plural} in {self.namespace}" if self.namespace else f"{self.plural} cluster-wide"
+
+    def remember(self, body: Mapping[str, Any]) -> None:
+        """An object of this scope seen elsewhere first (the intake's create): if a listing after a
+        410 lacks it, it is handed on as DELETED like the others."""
+        metadata = body.get("metadata") or {}
+        uid = str(metadata.get("uid") or "")
+        if uid:
+            self.known.setdefault(uid, sys.intern(str(metadata.get("namespace") or "")))
 
     async def run(self) -> None:
         """Keep the stream going until cancelled."""
@@ -106,12 +118,13 @@ class ObjectWatch:
         while True:
             try:
                 if self.version is None:
-                    self.version = await self._list()
+                    async with self.listing:
+                        self.version = await self._list()
                     self.listings += 1
                     if self.on_synced is not None:
                         self.on_synced()
                 started, before = loop.time(), self.version
-                self.version = await self._watch(self.version)
+                await self._watch()
                 if loop.time() - started >= QUICK_END_S or self.version != before:
                     failures = 0
                     continue
@@ -120,8 +133,10 @@ class ObjectWatch:
             except Gone:
                 logger.info("watch of %s: version %s expired, listing again", self.scope, self.version)
                 self.version = None
-                failures = 0
-                continue
+                if not failures:  # the first 410 lists again at once; one after a fruitless
+                    failures = 1  # listing (slower than etcd's compaction?) waits like an error
+                    continue
+                why = "410 Gone again"
             except (ApiException, TransportError, OSError, TimeoutError, WatchError, ValueError) as exc:
                 why = _why(exc)
             except Exception as exc:  # a bug here must not end the operator's watch of incidents
@@ -129,7 +144,9 @@ class ObjectWatch:
                 why = _why(exc)
             delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
             failures += 1
-            logger.warning("watch of %s broke (%s); again in %.0fs", self.scope, why, delay)
+            logger.warning(
+                "watch of %s broke (%s); again from %s in %.0fs", self.scope, why, self.version, delay
+            )
             await asyncio.sleep(delay)
 
     def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
@@ -138,7 +155,7 @@ class ObjectWatch:
         if event_type == "DELETED":
             self.known.pop(uid, None)
         elif uid:
-            self.known[uid] = (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
+            self.known[uid] = sys.intern(str(metadata.get("namespace") or ""))
         try:
             self.on_event(event_type, body)
         except Exception:  # one event the handler fails on must not end the stream of the others
@@ -172,8 +189,7 @@ class ObjectWatch:
             if token is None:
                 break
         for uid in before - listed:
-            namespace, name = self.known.get(uid, ("", ""))
-            self._hand_on("DELETED", _gone(uid, namespace, name))
+            self._hand_on("DELETED", _gone(uid, self.known.get(uid, "")))
         if not version:
             raise WatchError("the listing carried no resourceVersion")
         return version
@@ -186,7 +202,6 @@ class ObjectWatch:
                 return api.list_cluster_custom_object(API_GROUP, API_VERSION, plural, **query)
 
             return cluster
-
         scoped: str = namespace
 
         def namespaced(**query: Any) -> Any:
@@ -194,14 +209,15 @@ class ObjectWatch:
 
         return namespaced
 
-    async def _watch(self, version: str) -> str:
-        """One watch from `version` until the API server ends it; returns the last version seen."""
+    async def _watch(self) -> None:
+        """One watch from `self.version` until the API server ends it or it breaks; every event and
+        bookmark moves `self.version`, so the next watch goes on from the last one seen."""
         timeout = aiohttp.ClientTimeout(
             connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S, sock_read=WATCH_READ_TIMEOUT_S
         )
         response = await self._list_call()(
             watch=True,
-            resource_version=version,
+            resource_version=self.version,
             allow_watch_bookmarks=True,
             timeout_seconds=self.server_timeout,
             _preload_content=False,
@@ -217,19 +233,19 @@ class ObjectWatch:
             async for chunk in response.content.iter_any():
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
-                if len(pending) > MAX_EVENT_BYTES:
-                    raise WatchError(f"a watch event longer than {MAX_EVENT_BYTES} bytes")
+                for line in (*lines, pending):
+                    if len(line) > MAX_EVENT_BYTES:
+                        raise WatchError(f"a watch event longer than {MAX_EVENT_BYTES} bytes")
                 for line in lines:
                     if line.strip():
-                        version = self._event(line, version)
+                        self._event(line)
             if pending.strip():
-                version = self._event(pending, version)
-            return version
+                self._event(pending)
         finally:
             response.release()
 
-    def _event(self, line: bytes, version: str) -> str:
-        """Hand on one watch event; returns the resourceVersion to go on from."""
+    def _event(self, line: bytes) -> None:
+        """Hand on one watch event and move `self.version` past it."""
         event = json.loads(line)
         if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
             raise WatchError(f"a watch line that is not an event: {line[:100]!r}")
@@ -238,18 +254,14 @@ class ObjectWatch:
             if body.get("code") == 410:
                 raise Gone
             raise WatchError(f"HTTP {body.get('code')} {body.get('reason')}: {_message(body.get('message'))}")
-        latest = str((body.get("metadata") or {}).get("resourceVersion") or "") or version
         if event_type in ("ADDED", "MODIFIED", "DELETED"):
             self._hand_on(str(event_type), body)
-        return latest
+        self.version = str((body.get("metadata") or {}).get("resourceVersion") or "") or self.version
 
 
-def _gone(uid: str, namespace: str, name: str) -> dict[str, Any]:
-    """What a DELETED event the watch missed carries: enough to forget the object."""
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "metadata": {"uid": uid, "namespace": namespace, "name": name},
-    }
+def _gone(uid: str, namespace: str) -> dict[str, Any]:
+    """What a DELETED event the watch missed carries: enough to forget the object (no name)."""
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "metadata": {"uid": uid, "namespace": namespace}}
 
 
 def _message(text: object) -> str:

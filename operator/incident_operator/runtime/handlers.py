@@ -45,12 +45,12 @@ WATCH_SERVER_TIMEOUT_S = 300
 WATCH_CLIENT_TIMEOUT_S = 330
 CONNECT_TIMEOUT_S = 10
 REQUEST_TIMEOUT_S = 30
-# The initial listing (at start, and after a watch restart that needs one) in pages of this many
-# objects: kopf asks for the whole list in one response otherwise, and 10,000 incidents with a
-# realistic history are ~90 MB of JSON read, decoded and held at once (a peak the allocator keeps).
+# kopf's initial listings (Playbooks, schedules, Drills: at start, and after a watch restart that
+# needs one) in pages of this many objects, not the whole list in one response (Incidents are the
+# operator's own watch, paged the same way: `adapters.watch`).
 WATCH_LIST_CHUNK = 500
 LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
-EVENTS_FLUSH_S = 2  # the Events still queued on shutdown are posted within this long
+EVENTS_FLUSH_S = 1  # the Events still queued on shutdown are tried this long, then dropped
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     ctx.incidents_task = asyncio.create_task(
         incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace))
     )
+    ctx.incidents_task.add_done_callback(_ended)
     retention = ctx.config.file.retention
     if retention.enabled:  # kopf runs on the leader alone: so does retention
         ctx.retention_task = asyncio.create_task(
@@ -100,6 +101,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
         )
 
 
+def _ended(task: asyncio.Task[None]) -> None:
+    """The incident watch ends only when cancelled: anything else is a bug, said at once (its
+    streams retry every error themselves)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.critical("the watch of incidents ended: %r", task.exception())
+
+
 @kopf.on.cleanup()
 async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
@@ -109,7 +117,10 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                try:
+                    await task
+                except Exception:  # said; the rest of the way out still runs
+                    logger.exception("a task ended with an error on the way out")
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.oncall is not None:
@@ -249,8 +260,9 @@ def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
     started now, as its watch event would (which comes later with the same body and finds it
     done: nothing happens twice). Only where the watch runs: on the leader once its supervisor
     is up (a standby's intake leaves it to the leader's watch), in a namespace it watches whose
-    incidents are all indexed already (`incidents.synced`), and not when the watch showed it
-    first (its body is as new or newer, the incident may be settled or deleted since)."""
+    incidents are all indexed already (`incidents.synced_stream`), and not when the watch showed
+    it first (its body is as new or newer, the incident may be settled or deleted since). Its
+    watch remembers it, so that a listing after a 410 that lacks it says it is gone."""
     metadata = body.get("metadata") or {}
     namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
     watched = ctx.config.namespaces
@@ -260,24 +272,22 @@ def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
         or supervisor.closing
         or supervisor.seen(uid)
         or (watched and namespace not in watched)
-        or not incidents.synced(ctx, namespace)
     ):
         return
+    stream = incidents.synced_stream(ctx, namespace)
+    if stream is None:
+        return
+    stream.watch.remember(body)
     incidents.observe_incident(ctx, supervisor, "ADDED", body)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "playbooks")
 async def playbook_changed(
-    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **kwargs: Any
+    *, type: str, body: kopf.Body, name: str, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
     """Validate what the schema cannot, write Ready/Invalid, and wake the incidents it concerns
-    (only when its spec changed, it came or went: our own status writes wake nobody). Builds the
-    incident loops' supervisor if no Incident event has yet, so that the intake can start the
-    loop of the first incident an alert opens (`created_by_intake`)."""
+    (only when its spec changed, it came or went: our own status writes wake nobody)."""
     ctx = context(memo)
-    index = kwargs.get("playbooks_by_namespace")
-    if ctx.supervisor is None and index is not None:
-        _supervisor(memo, index)
     generation = body.get("metadata", {}).get("generation")
     key = (namespace or "", name)
     changed = type in ("ADDED", "DELETED", None) or ctx.playbook_generations.get(key) != generation

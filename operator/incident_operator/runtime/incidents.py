@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from incident_operator.adapters.kube import Kube
 from incident_operator.adapters.watch import ObjectWatch
 from incident_operator.controllers.incident import Playbooks
 from incident_operator.controllers.incident.inputs import index_behind
@@ -83,11 +84,21 @@ def observe_incident(
 class IncidentStream:
     """One scope's Incident events (a namespace, or None: the cluster) to `observe_incident`."""
 
-    def __init__(self, ctx: RuntimeContext, supervisor: Supervisor, namespace: str | None) -> None:
+    def __init__(
+        self,
+        ctx: RuntimeContext,
+        supervisor: Supervisor,
+        namespace: str | None,
+        *,
+        kube: Kube | None = None,
+        listing: asyncio.Lock | None = None,
+    ) -> None:
         self.ctx, self.supervisor, self.namespace = ctx, supervisor, namespace
-        self.deferred: list[dict[str, Any]] | None = []
-        """The first listing's incidents that need a loop (None once it is complete)."""
-        self.watch = ObjectWatch(ctx.kube, "incidents", namespace, self.on_event, on_synced=self.on_synced)
+        self.deferred: dict[str, dict[str, Any]] | None = {}
+        """uid -> body of the first listing's incidents that need a loop (None once it is complete)."""
+        self.watch = ObjectWatch(
+            kube or ctx.kube, "incidents", namespace, self.on_event, on_synced=self.on_synced, listing=listing
+        )
 
     @property
     def synced(self) -> bool:
@@ -95,16 +106,22 @@ class IncidentStream:
         return self.deferred is None
 
     def on_event(self, event_type: str | None, body: dict[str, Any]) -> None:
-        if self.deferred is not None and event_type is None and wants_loop(body):
-            index_incident(self.ctx, None, body)  # counted now; its loop starts after the listing
-            self.deferred.append(body)
-            return
+        if self.deferred is not None:  # a first listing (maybe tried again) is not complete yet
+            uid = str((body.get("metadata") or {}).get("uid") or "")
+            self.deferred.pop(uid, None)  # its latest body decides, or it is gone
+            if event_type is None and wants_loop(body):
+                index_incident(self.ctx, None, body)  # counted now; its loop starts after the listing
+                self.deferred[uid] = body
+                return
         observe_incident(self.ctx, self.supervisor, event_type, body)
 
     def on_synced(self) -> None:
         deferred, self.deferred = self.deferred, None
-        for body in deferred or []:
-            observe_incident(self.ctx, self.supervisor, None, body)
+        for uid, body in (deferred or {}).items():
+            try:
+                observe_incident(self.ctx, self.supervisor, None, body)
+            except Exception:  # one incident that fails must not keep the others from their loops
+                logger.exception("incident %s: starting its loop after the listing failed", uid)
 
 
 async def playbooks_caught_up(
@@ -116,13 +133,28 @@ async def playbooks_caught_up(
     """Wait until kopf's Playbook index (`playbooks(namespace)`) holds every Playbook the API lists
     in the watched namespaces, at its generation. Returns those still missing at the deadline
     (logged: the incident watch starts anyway; an incident that finds no Playbook then waits for
-    the index on its own, `IncidentLoop._index_behind`)."""
+    the index on its own, `IncidentLoop._index_behind`). The deadline bounds the listings too."""
+    behind: list[str] = ["(playbooks not listed)"]
+    try:
+        async with asyncio.timeout(deadline_s):
+            return await _catch_up(ctx, playbooks, behind)
+    except TimeoutError:
+        logger.warning(
+            "the playbook index still lacks %s after %.0fs: watching incidents anyway",
+            ", ".join(behind),
+            deadline_s,
+        )
+        return behind
+
+
+async def _catch_up(
+    ctx: RuntimeContext, playbooks: Callable[[str], Playbooks], behind: list[str]
+) -> list[str]:
+    """`playbooks_caught_up` without its deadline; `behind` says what is missing meanwhile."""
     loop = asyncio.get_running_loop()
-    started = loop.time()
     scopes: list[str | None] = list(ctx.config.namespaces) or [None]
     listed: dict[str, list[Mapping[str, Any]]] | None = None
-    listed_at = started
-    behind: list[str] = []
+    listed_at = loop.time()
     while True:
         now = loop.time()
         if listed is None or now - listed_at >= RELIST_EVERY_S:
@@ -137,20 +169,13 @@ async def playbooks_caught_up(
                 logger.info("cannot list playbooks yet: %s", exc)
                 listed = None
         if listed is not None:
-            behind = [
+            behind[:] = [
                 f"{namespace}/{name}"
                 for namespace, items in sorted(listed.items())
                 for name in index_behind(items, playbooks(namespace))
             ]
             if not behind:
                 return []
-        if now - started >= deadline_s:
-            logger.warning(
-                "the playbook index still lacks %s after %.0fs: watching incidents anyway",
-                ", ".join(behind) or "(playbooks not listed)",
-                deadline_s,
-            )
-            return behind
         await asyncio.sleep(CATCH_UP_POLL_S)
 
 
@@ -158,13 +183,23 @@ async def watch_incidents(
     ctx: RuntimeContext, supervisor: Supervisor, playbooks: Callable[[str], Playbooks]
 ) -> None:
     """Once the Playbook index caught up, list and watch the Incidents of every watched scope
-    (until cancelled)."""
+    (until cancelled). The watches have a connection pool of their own (each holds a connection
+    for good: on the shared pool, many namespaces would starve the loops' calls), and the scopes'
+    listings go one at a time (their pages are the memory peak)."""
     await playbooks_caught_up(ctx, playbooks)
     scopes: list[str | None] = list(ctx.config.namespaces) or [None]
-    ctx.incident_streams = [IncidentStream(ctx, supervisor, scope) for scope in scopes]
-    await asyncio.gather(*(stream.watch.run() for stream in ctx.incident_streams))
+    kube = ctx.kube.separate(len(scopes) + 1)
+    listing = asyncio.Lock()
+    ctx.incident_streams = [
+        IncidentStream(ctx, supervisor, scope, kube=kube, listing=listing) for scope in scopes
+    ]
+    try:
+        await asyncio.gather(*(stream.watch.run() for stream in ctx.incident_streams))
+    finally:
+        await kube.close()
 
 
-def synced(ctx: RuntimeContext, namespace: str) -> bool:
-    """Whether the incidents of `namespace` are all indexed (its scope's first listing is done)."""
-    return any(s.synced and s.namespace in (None, namespace) for s in ctx.incident_streams)
+def synced_stream(ctx: RuntimeContext, namespace: str) -> IncidentStream | None:
+    """The stream of `namespace` once all of its incidents are indexed (its first listing is
+    done); None before, or if no stream watches it."""
+    return next((s for s in ctx.incident_streams if s.synced and s.namespace in (None, namespace)), None)
