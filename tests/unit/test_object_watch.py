@@ -390,7 +390,7 @@ async def _first_listing_fails_part_way() -> tuple[RuntimeContext, Loops]:
     )
     seen = Seen()
     ctx.kube = None  # type: ignore[assignment]  # the stream's own watch is not run: `watching` runs one
-    stream = IncidentStream(ctx, loops, "ns")  # type: ignore[arg-type]
+    stream = IncidentStream(ctx, loops, "ns")
     ctx.incident_streams = [stream]
     await watching(
         server, seen, lambda: stream.synced, page=2, on_event=stream.on_event, on_synced=stream.on_synced
