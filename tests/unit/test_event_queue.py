@@ -16,7 +16,7 @@ from incident_operator.adapters.kube import ApiException
 from tests.polling import until
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-BODY = {
+BODY: dict[str, Any] = {
     "apiVersion": "incident-operator.dev/v1alpha1",
     "kind": "Incident",
     "metadata": {"name": "inc", "namespace": "ns", "uid": "u1", "resourceVersion": "7"},
@@ -95,13 +95,13 @@ async def _refused() -> Posting:
 def test_a_refused_event_is_dropped_and_the_next_ones_still_go() -> None:
     kube = asyncio.run(_refused())
     assert [r for _, _, r, _ in kube.posted] == ["Closed"]
-    assert kube.tries == 1 + 3 + 1  # 403: no retry; 500: three tries; then the third
+    assert kube.tries == 1 + 3 + 1  # 403: no retry; 500: three tries; then the third (in order)
 
 
 async def _full_then_closed(caplog: pytest.LogCaptureFixture) -> tuple[Posting, EventQueue, int]:
     kube = Posting()
     kube.gate.clear()  # the API server does not answer
-    events = queue(kube, max_queued=2)
+    events = queue(kube, max_queued=2, posters=1)
     task = asyncio.create_task(events.run())
     for n in range(5):
         events.post(BODY, "Normal", "Detected", f"event {n}")
@@ -123,3 +123,25 @@ def test_a_full_queue_drops_new_events_and_shutdown_is_bounded(caplog: pytest.Lo
     assert [m for _, _, _, m in kube.posted] == ["event 0", "event 1", "after the outage"]
     assert events.dropped == 0
     assert "3 Events were dropped while the queue was full" in caplog.text
+
+
+async def _several_objects_at_once() -> Posting:
+    kube = Posting()
+    kube.gate.clear()  # every request hangs until the test lets them go
+    events = queue(kube)
+    task = asyncio.create_task(events.run())
+    for n in range(8):
+        body = {**BODY, "metadata": {**BODY["metadata"], "uid": f"u{n}", "name": f"inc-{n}"}}
+        events.post(body, "Normal", "Detected", f"incident {n}")
+    await until(lambda: kube.tries >= 2, timeout=5, what="two Events in flight at once")
+    kube.gate.set()
+    await until(lambda: len(kube.posted) == 8, timeout=5, what="all eight posted")
+    task.cancel()
+    return kube
+
+
+def test_the_events_of_different_incidents_are_posted_side_by_side() -> None:
+    """A burst of a thousand incidents needs more than one request at a time (one object's
+    Events still go through one poster, in order: the tests above)."""
+    kube = asyncio.run(_several_objects_at_once())
+    assert sorted(m for _, _, _, m in kube.posted) == [f"incident {n}" for n in range(8)]

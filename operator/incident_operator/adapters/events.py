@@ -1,12 +1,13 @@
-"""Posts the incidents' Kubernetes Events from a queue, in the background, in order.
+"""Posts the incidents' Kubernetes Events from queues, in the background, each object's in order.
 
 Owns the Events the incident loops post (kopf's poster serves only what kopf's own handlers
 watch: the Playbooks, schedules and Drills). `post` never waits: it queues the Event and returns;
-one task creates them one after the other. An Event the API refuses, or that cannot reach it
-after RETRY_DELAYS_S, is dropped with a warning: an Event is a notice, and the incident's
-timeline keeps the same record. The queue is bounded (MAX_QUEUED): when the API server is away
-for long, the newest Events are dropped, counted and said once per outage, instead of growing the
-memory without bound. On shutdown, `close` posts what is queued within a bound.
+POSTERS tasks create them, the Events of one object always by the same task, one after the
+other. An Event the API refuses, or that cannot reach it after RETRY_DELAYS_S, is dropped with a
+warning: an Event is a notice, and the incident's timeline keeps the same record. The queues are
+bounded (MAX_QUEUED): when the API server is away for long, the newest Events are dropped,
+counted and said once per outage, instead of growing the memory without bound. On shutdown,
+`close` posts what is queued within a bound.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +27,10 @@ from incident_operator.api.timestamps import utc_now
 logger = logging.getLogger(__name__)
 
 MAX_QUEUED = 10_000
+"""Events waiting at most (in all posters' queues together)."""
+POSTERS = 4
+"""Events posted at once (each object's in order, by one poster): one request at a time could
+not keep up with a burst of a thousand incidents."""
 RETRY_DELAYS_S = (1.0, 2.0, 5.0)
 """Waits before posting an Event again after a transport error or a 429/5xx (then it is dropped)."""
 
@@ -39,24 +45,28 @@ class _Event:
 
 
 class EventQueue:
-    """Events about the operator's objects, posted by one background task (`run`)."""
+    """Events about the operator's objects, posted by `posters` background tasks (`run`); the
+    Events of one object always go through the same one, in order."""
 
     def __init__(
         self,
         kube: Kube,
         *,
         max_queued: int = MAX_QUEUED,
+        posters: int = POSTERS,
         retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.kube = kube
-        self.queue: asyncio.Queue[_Event] = asyncio.Queue(maxsize=max_queued)
+        self.queues: list[asyncio.Queue[_Event]] = [
+            asyncio.Queue(maxsize=max(1, max_queued // posters)) for _ in range(posters)
+        ]
         self.retry_delays = retry_delays
         self.clock = clock
         self.dropped = 0
         """Events dropped since the queue was last not full."""
         self.posting = 0
-        """Events being posted now (0 or 1)."""
+        """Events being posted now (at most one per poster)."""
 
     def post(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Queue an Event about `involved` (a body with apiVersion, kind and metadata)."""
@@ -66,29 +76,36 @@ class EventQueue:
             "kind": involved.get("kind"),
             "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
         }
+        queue = self.queues[zlib.crc32(str(metadata.get("uid") or "").encode()) % len(self.queues)]
         try:
-            self.queue.put_nowait(_Event(reference, type_, reason, message[:1024], self.clock()))
+            queue.put_nowait(_Event(reference, type_, reason, message[:1024], self.clock()))
         except asyncio.QueueFull:
             if not self.dropped:
-                logger.warning(
-                    "%d Events waiting to be posted: dropping the newest until they go", self.queue.qsize()
-                )
+                logger.warning("%d Events waiting to be posted: dropping new ones", self.waiting)
             self.dropped += 1
             return
         if self.dropped:
             logger.warning("%d Events were dropped while the queue was full", self.dropped)
             self.dropped = 0
 
+    @property
+    def waiting(self) -> int:
+        """Events queued and not being posted yet."""
+        return sum(q.qsize() for q in self.queues)
+
     async def run(self) -> None:
         """Post queued Events until cancelled."""
+        await asyncio.gather(*(self._poster(queue) for queue in self.queues))
+
+    async def _poster(self, queue: asyncio.Queue[_Event]) -> None:
         while True:
-            event = await self.queue.get()
-            self.posting = 1
+            event = await queue.get()
+            self.posting += 1
             try:
                 await self._post(event)
             finally:
-                self.posting = 0
-                self.queue.task_done()
+                self.posting -= 1
+                queue.task_done()
 
     async def _post(self, event: _Event) -> None:
         for delay in (*self.retry_delays, None):
@@ -113,5 +130,5 @@ class EventQueue:
     async def close(self, timeout: float) -> int:
         """Post what is queued, within `timeout` seconds; returns how many were left unposted."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.queue.join(), timeout)
-        return self.queue.qsize() + self.posting
+            await asyncio.wait_for(asyncio.gather(*(q.join() for q in self.queues)), timeout)
+        return self.waiting + self.posting

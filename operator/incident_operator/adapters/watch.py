@@ -185,7 +185,7 @@ class ObjectWatch:
                 listed.add(str((item.get("metadata") or {}).get("uid") or ""))
                 self._hand_on(None, item)
             del found
-            self.kube.api.last_response = None  # the client keeps the page's raw bytes otherwise
+            self.kube.api.last_response = None  # type: ignore[attr-defined]  # else it keeps the raw page
             token = metadata.get("continue") or None
             if token is None:
                 break
