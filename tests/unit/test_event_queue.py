@@ -106,7 +106,7 @@ async def _full_then_closed(caplog: pytest.LogCaptureFixture) -> tuple[Posting, 
     for n in range(5):
         events.post(BODY, "Normal", "Detected", f"event {n}")
     await until(lambda: kube.tries == 1, timeout=5, what="the first Event in flight")
-    assert events.dropped == 3  # two queued (one of them in flight now), three dropped
+    assert events.dropped == [3]  # two queued (one of them in flight now), three dropped
     left = await events.close(0.05)  # shutdown: the API server still frozen
     kube.gate.set()
     await until(lambda: len(kube.posted) == 2, timeout=5, what="what was queued posted")
@@ -121,7 +121,7 @@ def test_a_full_queue_drops_new_events_and_shutdown_is_bounded(caplog: pytest.Lo
     kube, events, left = asyncio.run(_full_then_closed(caplog))
     assert left == 2  # close returned within its bound, with both still unposted
     assert [m for _, _, _, m in kube.posted] == ["event 0", "event 1", "after the outage"]
-    assert events.dropped == 0
+    assert events.dropped == [0]
     assert "3 Events were dropped while the queue was full" in caplog.text
 
 

@@ -246,3 +246,35 @@ def test_the_wait_for_the_playbook_index_is_bounded() -> None:
     ctx.kube = PlaybookListing({"a": [playbook("a", "gone-before-kopf-listed", 1)]})  # type: ignore[assignment]
     behind = asyncio.run(incidents.playbooks_caught_up(ctx, lambda ns: ([], {}), deadline_s=0.3))
     assert behind == ["a/gone-before-kopf-listed"]
+
+
+class Hanging(PlaybookListing):
+    async def list_objects(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
+        self.listed += 1
+        await asyncio.Event().wait()  # the API server does not answer
+        raise AssertionError("unreachable")
+
+
+def test_the_wait_for_the_playbook_index_is_bounded_when_the_api_does_not_answer() -> None:
+    ctx = context("a")
+    ctx.kube = Hanging({})  # type: ignore[assignment]
+    behind = asyncio.run(incidents.playbooks_caught_up(ctx, lambda ns: ([], {}), deadline_s=0.3))
+    assert behind == ["(playbooks not listed)"]
+
+
+class Failing(Observed):
+    def observe(self, event_type: str | None, body: dict[str, Any]) -> None:
+        if body["metadata"]["name"] == "o1":
+            raise RuntimeError("a bug for this one incident")
+        super().observe(event_type, body)
+
+
+def test_one_incident_that_fails_after_the_listing_keeps_no_other_from_its_loop() -> None:
+    ctx = context("ns")
+    supervisor = Failing(ctx)
+    stream = incidents.IncidentStream.__new__(incidents.IncidentStream)
+    stream.ctx, stream.supervisor, stream.namespace, stream.deferred = ctx, supervisor, "ns", {}  # type: ignore[assignment]
+    for name in ("o1", "o2"):
+        stream.on_event(None, incident(name, 1, open_=True))
+    stream.on_synced()
+    assert [name for _, name, _ in supervisor.shown] == ["o2"]

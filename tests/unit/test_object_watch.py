@@ -132,6 +132,8 @@ async def watching(
     page: int = 2,
     on_event: Callable[[str | None, dict[str, Any]], None] | None = None,
     on_synced: Callable[[], None] | None = None,
+    retry_delays: tuple[float, ...] = (0.01,),
+    prepare: Callable[[ObjectWatch], None] = lambda _: None,
 ) -> ObjectWatch:
     app = web.Application()
     app.router.add_get(PATH, server.handle)
@@ -149,8 +151,9 @@ async def watching(
         on_event or seen.on_event,
         on_synced=on_synced or seen.on_synced,
         page=page,
-        retry_delays=(0.01,),
+        retry_delays=retry_delays,
     )
+    prepare(watch)
     task = asyncio.create_task(watch.run())
     try:
         await until(until_done, timeout=10, what="the scripted events handed on")
@@ -402,3 +405,51 @@ def test_a_first_listing_tried_again_starts_each_open_incident_once_and_none_del
     ctx, loops = run(_first_listing_fails_part_way())
     assert loops.started == ["o2", "o3"]  # once each, after the whole listing; o1 never
     assert [e.name for e in ctx.open_ranks.of("ns")] == ["o2", "o3"]  # o1's place is free
+
+
+async def _delays() -> ObjectWatch:
+    gone = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+    server = FakeApiServer(
+        [incident("a", 1)],
+        "10",
+        [
+            [event("ADDED", incident("b", 11)), CUT],  # worked, then broke: the first delay
+            [event("ADDED", incident("c", 12)), CUT],  # again: still the first delay
+            [event("ADDED", incident("d", 13)), gone],  # worked, then 410: listed again at once
+            [],  # ended at once with nothing, right after a 410's listing: the second delay
+            [],  # and again: the third
+            [event("ADDED", incident("e", 22))],
+        ],
+        relists=[([incident("a", 1)], "21")],
+    )
+    seen = Seen()
+    return await watching(
+        server, seen, lambda: ("ADDED", "e") in seen.events, retry_delays=(0.01, 0.02, 0.03)
+    )
+
+
+def test_the_delays_start_over_after_a_watch_that_worked_and_grow_while_nothing_does() -> None:
+    watch = run(_delays())
+    assert list(watch.delays) == [0.01, 0.01, 0.02, 0.03]  # the 410 itself waited for nothing
+
+
+async def _remembered() -> Seen:
+    gone = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+    server = FakeApiServer(
+        [incident("a", 1)],
+        "10",
+        [[gone], [event("ADDED", incident("b", 22))]],
+        relists=[([incident("a", 1)], "21")],
+    )
+    seen = Seen()
+
+    def intake_created_x(watch: ObjectWatch) -> None:  # seen first from the intake's create
+        watch.remember(incident("x", 5))
+
+    await watching(server, seen, lambda: ("ADDED", "b") in seen.events, prepare=intake_created_x)
+    return seen
+
+
+def test_an_incident_remembered_from_the_intake_and_missing_from_a_relist_is_handed_on_as_deleted() -> None:
+    seen = run(_remembered())
+    assert ("DELETED", "uid-x") in seen.events

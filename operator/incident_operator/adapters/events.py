@@ -63,8 +63,8 @@ class EventQueue:
         ]
         self.retry_delays = retry_delays
         self.clock = clock
-        self.dropped = 0
-        """Events dropped since the queue was last not full."""
+        self.dropped = [0] * posters
+        """Events dropped by each poster's queue since it last took one."""
         self.posting = 0
         """Events being posted now (at most one per poster)."""
 
@@ -76,17 +76,17 @@ class EventQueue:
             "kind": involved.get("kind"),
             "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
         }
-        queue = self.queues[zlib.crc32(str(metadata.get("uid") or "").encode()) % len(self.queues)]
+        shard = zlib.crc32(str(metadata.get("uid") or "").encode()) % len(self.queues)
         try:
-            queue.put_nowait(_Event(reference, type_, reason, message[:1024], self.clock()))
+            self.queues[shard].put_nowait(_Event(reference, type_, reason, message[:1024], self.clock()))
         except asyncio.QueueFull:
-            if not self.dropped:
+            if not self.dropped[shard]:
                 logger.warning("%d Events waiting to be posted: dropping new ones", self.waiting)
-            self.dropped += 1
+            self.dropped[shard] += 1
             return
-        if self.dropped:
-            logger.warning("%d Events were dropped while the queue was full", self.dropped)
-            self.dropped = 0
+        if self.dropped[shard]:
+            logger.warning("%d Events were dropped while the queue was full", self.dropped[shard])
+            self.dropped[shard] = 0
 
     @property
     def waiting(self) -> int:

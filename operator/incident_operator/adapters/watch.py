@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +99,8 @@ class ObjectWatch:
         """The resourceVersion the next watch starts from: the last one seen (None: list first)."""
         self.listings = 0
         """Complete listings so far (the first, and one after every 410)."""
+        self.delays: deque[float] = deque(maxlen=16)
+        """The last waits before a next try (what the log says; the tests read it)."""
 
     @property
     def scope(self) -> str:
@@ -116,6 +119,7 @@ class ObjectWatch:
         loop = asyncio.get_running_loop()
         failures = 0
         while True:
+            started, before = loop.time(), self.version
             try:
                 if self.version is None:
                     async with self.listing:
@@ -123,15 +127,17 @@ class ObjectWatch:
                     self.listings += 1
                     if self.on_synced is not None:
                         self.on_synced()
-                started, before = loop.time(), self.version
+                    started, before = loop.time(), self.version
                 await self._watch()
-                if loop.time() - started >= QUICK_END_S or self.version != before:
+                if self._progressed(started, before):
                     failures = 0
                     continue
                 # Ended at once with nothing in it (a proxy closing watches): not a busy loop.
                 why = "the watch ended at once"
             except Gone:
                 logger.info("watch of %s: version %s expired, listing again", self.scope, self.version)
+                if self._progressed(started, before):
+                    failures = 0
                 self.version = None
                 if not failures:  # the first 410 lists again at once; one after a fruitless
                     failures = 1  # listing (slower than etcd's compaction?) waits like an error
@@ -142,12 +148,21 @@ class ObjectWatch:
             except Exception as exc:  # a bug here must not end the operator's watch of incidents
                 logger.exception("watch of %s failed", self.scope)
                 why = _why(exc)
+            if self._progressed(started, before):
+                failures = 0  # a watch that worked for a while, then broke: the delays start over
             delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
             failures += 1
+            self.delays.append(delay)
             logger.warning(
                 "watch of %s broke (%s); again from %s in %.0fs", self.scope, why, self.version, delay
             )
             await asyncio.sleep(delay)
+
+    def _progressed(self, started: float, before: str | None) -> bool:
+        """Whether the watch since `started` saw an event or lasted a while: what went wrong after
+        that is a new failure, not one more of a series (the delays start over)."""
+        elapsed = asyncio.get_running_loop().time() - started
+        return before is not None and (self.version != before or elapsed >= QUICK_END_S)
 
     def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}

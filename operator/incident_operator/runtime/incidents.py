@@ -186,7 +186,10 @@ async def watch_incidents(
     (until cancelled). The watches have a connection pool of their own (each holds a connection
     for good: on the shared pool, many namespaces would starve the loops' calls), and the scopes'
     listings go one at a time (their pages are the memory peak)."""
-    await playbooks_caught_up(ctx, playbooks)
+    try:
+        await playbooks_caught_up(ctx, playbooks)
+    except Exception:  # a bug: said; the incidents must be watched all the same
+        logger.exception("waiting for the playbook index failed: watching incidents anyway")
     scopes: list[str | None] = list(ctx.config.namespaces) or [None]
     kube = ctx.kube.separate(len(scopes) + 1)
     listing = asyncio.Lock()
