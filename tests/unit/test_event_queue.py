@@ -47,15 +47,20 @@ def queue(kube: Posting, **options: Any) -> EventQueue:
     return EventQueue(kube, clock=lambda: NOW, retry_delays=(0.0, 0.0), **options)
 
 
-async def _in_order_with_retries() -> Posting:
-    kube = Posting([ApiException(status=503), OSError("reset")])
+async def posted(kube: Posting, reasons: list[tuple[str, str, str]], count: int) -> Posting:
+    """Post `reasons` (type, reason, message) about BODY; return once `count` of them went."""
     events = queue(kube)
     task = asyncio.create_task(events.run())
-    events.post(BODY, "Normal", "Detected", "first")
-    events.post(BODY, "Warning", "Stalled", "second")
-    await until(lambda: len(kube.posted) == 2, timeout=5, what="both Events posted")
+    for type_, reason, message in reasons:
+        events.post(BODY, type_, reason, message)
+    await until(lambda: len(kube.posted) == count, timeout=5, what=f"{count} Events posted")
     task.cancel()
     return kube
+
+
+async def _in_order_with_retries() -> Posting:
+    kube = Posting([ApiException(status=503), OSError("reset")])
+    return await posted(kube, [("Normal", "Detected", "first"), ("Warning", "Stalled", "second")], 2)
 
 
 def test_events_go_in_order_and_a_transient_refusal_is_tried_again() -> None:
@@ -74,22 +79,13 @@ def test_events_go_in_order_and_a_transient_refusal_is_tried_again() -> None:
 
 
 async def _refused() -> Posting:
-    kube = Posting(
-        [
-            ApiException(status=403),
-            ApiException(status=500),
-            ApiException(status=500),
-            ApiException(status=500),
-        ]
-    )
-    events = queue(kube)
-    task = asyncio.create_task(events.run())
-    events.post(BODY, "Normal", "Detected", "forbidden")
-    events.post(BODY, "Normal", "Resolved", "fails every try")
-    events.post(BODY, "Normal", "Closed", "goes")
-    await until(lambda: len(kube.posted) == 1, timeout=5, what="the third Event posted")
-    task.cancel()
-    return kube
+    failures = [ApiException(status=403)] + [ApiException(status=500) for _ in range(3)]
+    reasons = [
+        ("Normal", "Detected", "forbidden"),
+        ("Normal", "Resolved", "fails every try"),
+        ("Normal", "Closed", "goes"),
+    ]
+    return await posted(Posting(failures), reasons, 1)
 
 
 def test_a_refused_event_is_dropped_and_the_next_ones_still_go() -> None:

@@ -106,7 +106,7 @@ class PagingCustomObjectsApi:
 
 
 def test_incident_pages_reads_one_page_at_a_time_with_the_request_timeout(kube: Any) -> None:
-    """The start listing (`handlers.index_existing`) holds one page of bodies, never all."""
+    """A paged reader (retention, the reports) holds one page of bodies, never all."""
     kube.objects.api = PagingCustomObjectsApi()
 
     async def pages() -> list[list[str]]:

@@ -88,8 +88,7 @@ class FakeApiServer:
                 assert request.transport is not None
                 request.transport.abort()  # the connection breaks mid-stream
                 return response
-            await response.write(chunk)
-            await asyncio.sleep(0)  # most likely one read per chunk, as a network delivers them
+            await response.write(chunk)  # each piece sent on its own (the client may read some together)
         return response
 
     def watch_requests(self) -> list[dict[str, str]]:

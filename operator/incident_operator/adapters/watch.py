@@ -97,8 +97,6 @@ class ObjectWatch:
         """uid -> namespace of every object handed on (or `remember`ed) and not deleted since."""
         self.version: str | None = None
         """The resourceVersion the next watch starts from: the last one seen (None: list first)."""
-        self.listings = 0
-        """Complete listings so far (the first, and one after every 410)."""
         self.delays: deque[float] = deque(maxlen=16)
         """The last waits before a next try (what the log says; the tests read it)."""
 
@@ -124,7 +122,6 @@ class ObjectWatch:
                 if self.version is None:
                     async with self.listing:
                         self.version = await self._list()
-                    self.listings += 1
                     if self.on_synced is not None:
                         self.on_synced()
                     started, before = loop.time(), self.version

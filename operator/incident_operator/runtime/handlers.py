@@ -116,11 +116,12 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     for task in (ctx.incidents_task, ctx.retention_task, ctx.reports_task):
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    await task
-                except Exception:  # said; the rest of the way out still runs
-                    logger.exception("a task ended with an error on the way out")
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # said; the rest of the way out still runs
+                logger.exception("a task ended with an error on the way out")
     if ctx.supervisor is not None:
         await ctx.supervisor.stop(timeout=LOOPS_STOP_TIMEOUT_S)
     if ctx.oncall is not None:
