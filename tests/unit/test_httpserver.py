@@ -5,6 +5,7 @@ answers here); the status page is alone on its own listener, its links from stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -19,6 +20,7 @@ from incident_operator.core import httpauth, report, statuspage
 from incident_operator.core.httpauth import User
 from incident_operator.runtime import httpserver
 from incident_operator.runtime.guard import Guard, ReviewBusy
+from incident_operator.runtime.liveness import Liveness
 from incident_operator.settings.config import StatusPageConfig
 from tests.polling import until
 from tests.unit.test_httpauth import FakeReviewer
@@ -43,6 +45,46 @@ def test_readyz_follows_the_ready_flag() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [200, 503, 200]
+
+
+@pytest.mark.parametrize("ending", ["error", "return"])
+def test_healthz_fails_once_a_guarded_task_ends_by_itself_and_never_shows_its_error(ending: str) -> None:
+    """A task the operator needs that ends other than by cancellation (a bug) turns /healthz to
+    503 naming the task, so the kubelet restarts the process; the exception's text (it may carry
+    an API answer) stays in the log. Cancelled tasks (the way out) change nothing."""
+
+    async def scenario() -> list[tuple[int, str]]:
+        liveness = Liveness()
+        release = asyncio.Event()
+
+        async def essential() -> None:
+            await release.wait()
+            if ending == "error":
+                raise RuntimeError(SECRET_TEXT)
+
+        async def stopped() -> None:
+            await asyncio.Event().wait()
+
+        app = httpserver.build_app(asyncio.Event(), alive=lambda: liveness.failed)
+        runner = await httpserver.start_server(app, "127.0.0.1", 0)
+        port = runner.addresses[0][1]
+        seen = []
+        try:
+            cancelled = liveness.guard(asyncio.create_task(stopped()), "the Event posters")
+            watch = liveness.guard(asyncio.create_task(essential()), "the watch of incidents")
+            cancelled.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancelled
+            seen.append(await get(port, "/healthz"))
+            release.set()
+            with contextlib.suppress(RuntimeError):
+                await watch
+            seen.append(await get(port, "/healthz"))
+        finally:
+            await runner.cleanup()
+        return [(status, text) for status, _, text in seen]
+
+    assert asyncio.run(scenario()) == [(200, "ok\n"), (503, "unhealthy: the watch of incidents ended\n")]
 
 
 def test_port_in_use_is_a_clear_error() -> None:

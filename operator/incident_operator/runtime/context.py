@@ -25,6 +25,7 @@ from incident_operator.controllers.oncall import OnCallKeeper
 from incident_operator.controllers.people import Handoffs, People, ScheduleBook
 from incident_operator.controllers.supervisor import Supervisor
 from incident_operator.core import archive, openlimit, repeats
+from incident_operator.runtime.liveness import Liveness
 from incident_operator.settings.config import OperatorConfig
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class RuntimeContext:
     access_reviews: AccessReviews
     events: EventQueue
     """Posts the incidents' Events (`adapters.events`); its task is `events_task`."""
+    liveness: Liveness = field(default_factory=Liveness)
+    """What `/healthz` answers: the tasks below that run until cancelled are guarded by it."""
     open_incidents: metrics.OpenIncidents = field(default_factory=metrics.OpenIncidents)
     action_items: metrics.OpenActionItems = field(default_factory=metrics.OpenActionItems)
     open_ranks: openlimit.Rankings = field(default_factory=openlimit.Rankings)
@@ -76,7 +79,14 @@ class RuntimeContext:
     """Announces each schedule's handoffs once (`handlers.oncall_schedule_changed`)."""
 
     @classmethod
-    def build(cls, config: OperatorConfig, kube: Kube, outbound: Outbound, intake: Intake) -> RuntimeContext:
+    def build(
+        cls,
+        config: OperatorConfig,
+        kube: Kube,
+        outbound: Outbound,
+        intake: Intake,
+        liveness: Liveness | None = None,
+    ) -> RuntimeContext:
         recheck = config.file.access.recheckSeconds
         built = cls(
             config=config,
@@ -87,6 +97,7 @@ class RuntimeContext:
             run_records=RunRecorder(kube),
             access_reviews=AccessReviews(kube, denied_ttl=max(1.0, recheck / 2)),
             events=EventQueue(kube),
+            liveness=liveness or Liveness(),
         )
         built.schedules = ScheduleBook(lambda: built.oncall.bodies if built.oncall is not None else {})
         people = People(

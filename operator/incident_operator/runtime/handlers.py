@@ -74,38 +74,36 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     ctx = context(memo)
     ctx.intake.on_created = lambda body: created_by_intake(ctx, body)
     logger.info("indexed %d incident archives", await index_archives(ctx))
-    ctx.run_records_task = asyncio.create_task(ctx.run_records.run())
-    ctx.events_task = asyncio.create_task(ctx.events.run())
+    guard = ctx.liveness.guard  # each of these runs until cancelled: any other end fails /healthz
+    ctx.run_records_task = guard(asyncio.create_task(ctx.run_records.run()), "the run recorder")
+    ctx.events_task = guard(asyncio.create_task(ctx.events.run()), "the Event posters")
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
     supervisor = _supervisor(memo, index)
-    ctx.incidents_task = asyncio.create_task(
-        incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace))
+    ctx.incidents_task = guard(
+        asyncio.create_task(
+            incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace))
+        ),
+        "the watch of incidents",
     )
-    ctx.incidents_task.add_done_callback(_ended)
     retention = ctx.config.file.retention
     if retention.enabled:  # kopf runs on the leader alone: so does retention
-        ctx.retention_task = asyncio.create_task(
-            Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put).run()
+        ctx.retention_task = guard(
+            asyncio.create_task(
+                Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put).run()
+            ),
+            "retention",
         )
     reports = ctx.config.file.reports
     if reports.deliver:  # the leader's too: one delivery per month, whoever leads on the day
-        ctx.reports_task = asyncio.create_task(
-            ReportDeliveries(
-                ctx.kube,
-                ctx.notifier,
-                reports,
-                notifications=ctx.config.file.notifications,
-                namespace=ctx.config.own_namespace,
-                watched=ctx.config.namespaces,
-            ).run()
+        deliveries = ReportDeliveries(
+            ctx.kube,
+            ctx.notifier,
+            reports,
+            notifications=ctx.config.file.notifications,
+            namespace=ctx.config.own_namespace,
+            watched=ctx.config.namespaces,
         )
-
-
-def _ended(task: asyncio.Task[None]) -> None:
-    """The incident watch ends only when cancelled: anything else is a bug, said at once (its
-    streams retry every error themselves)."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.critical("the watch of incidents ended: %r", task.exception())
+        ctx.reports_task = guard(asyncio.create_task(deliveries.run()), "the report deliveries")
 
 
 @kopf.on.cleanup()

@@ -1,6 +1,7 @@
 """The operator's HTTP endpoints, on two listeners.
 
-`--http-port` (8080, `build_app`): `/healthz` (the process serves), `/readyz` (kopf has started, or
+`--http-port` (8080, `build_app`): `/healthz` (the process serves and none of the tasks it needs
+ended: `liveness`), `/readyz` (kopf has started, or
 this replica stands by, and the API server answers), `POST /alertmanager` (the Alertmanager
 webhook, its own bearer token, see `intake`), `GET /oncall/NS/NAME.ics` (an OnCallSchedule as
 iCalendar: a bearer token with `get` on it, or the schedule's calendar token, see `oncallfeed`),
@@ -51,6 +52,9 @@ READY_KEY = web.AppKey("ready", asyncio.Event)
 INTAKE_KEY = web.AppKey("intake", Intake)
 ApiOk = Callable[[], bool]
 API_OK_KEY: web.AppKey[ApiOk] = web.AppKey("api_ok")
+Failed = Callable[[], str | None]
+"""Why the operator can no longer work (a task it needs ended: `liveness`), or None."""
+FAILED_KEY: web.AppKey[Failed] = web.AppKey("failed")
 IncidentLister = Callable[[str | None], Awaitable[list[Mapping[str, Any]]]]
 IncidentPages = Callable[[str | None], AsyncIterator[Sequence[Mapping[str, Any]]]]
 """The incidents of a namespace (None: of every watched one), a page at a time."""
@@ -267,6 +271,9 @@ def _answer(verdict: httpauth.Verdict) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    failed = request.app[FAILED_KEY]()
+    if failed is not None:  # our own words (`Liveness.guard`): the task, never the API's answer
+        return web.Response(status=503, text=f"unhealthy: {failed.splitlines()[0][:200]}\n")
     return web.Response(text="ok\n")
 
 
@@ -401,6 +408,7 @@ def build_app(
     max_body_bytes: int = 1_048_576,
     *,
     api_ok: Callable[[], bool] = lambda: True,
+    alive: Failed = lambda: None,
     guard: Guard | None = None,
     pages: IncidentPages | None = None,
     archives: ArchiveLister | None = None,
@@ -412,6 +420,7 @@ def build_app(
     app.on_response_prepare.append(_no_store_by_default)
     app[READY_KEY] = ready
     app[API_OK_KEY] = api_ok
+    app[FAILED_KEY] = alive
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if intake is not None:

@@ -47,6 +47,7 @@ from incident_operator.runtime import handlers, httpserver
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.runtime.election import Elector
 from incident_operator.runtime.guard import Guard
+from incident_operator.runtime.liveness import Liveness
 from incident_operator.runtime.oncallfeed import FeedSource, Unavailable
 from incident_operator.settings.config import OperatorConfig
 from incident_operator.settings.egress import EgressPolicy
@@ -199,6 +200,7 @@ async def run(
         services=kube.service_facts,
     )
     ready = asyncio.Event()
+    liveness = Liveness()  # /healthz: 503 once a task the operator needs has ended
     health = ApiHealth(kube)
     intake = Intake(kube, config)  # one intake: the HTTP server's, and a Drill's fireAlert
     listing = httpserver.SharedListing(functools.partial(_watched_incidents, kube, config.namespaces))
@@ -207,6 +209,7 @@ async def run(
         intake,
         config.file.alertIntake.maxBodyBytes,
         api_ok=lambda: health.ok,
+        alive=lambda: liveness.failed,
         guard=Guard(Reviews(kube)),
         pages=functools.partial(_watched_incident_pages, kube, config.namespaces),
         archives=functools.partial(_watched_archives, kube, config.namespaces),
@@ -247,12 +250,15 @@ async def run(
                 outbound=outbound,
                 intake=intake,
                 ready=ready,
+                liveness=liveness,
                 stop=stop or asyncio.Event(),
                 on_lost=on_lost,
             )
         else:
             metrics.leading(True)
-            await _operate(config, kube=kube, outbound=outbound, intake=intake, ready=ready, stop=stop)
+            await _operate(
+                config, kube=kube, outbound=outbound, intake=intake, ready=ready, liveness=liveness, stop=stop
+            )
     finally:
         metrics.leading(False)
         watching.cancel()
@@ -272,6 +278,7 @@ async def _operate(
     outbound: Outbound,
     intake: Intake,
     ready: asyncio.Event,
+    liveness: Liveness,
     stop: asyncio.Event | None,
 ) -> None:
     assert handlers.configure  # noqa: S101 - importing handlers registers them with kopf
@@ -282,7 +289,7 @@ async def _operate(
         namespaces=list(config.namespaces),
         ready_flag=ready,
         stop_flag=stop,
-        memo=kopf.Memo(ctx=RuntimeContext.build(config, kube, outbound, intake)),  # see runtime.context
+        memo=kopf.Memo(ctx=RuntimeContext.build(config, kube, outbound, intake, liveness)),  # runtime.context
     )
 
 
@@ -293,6 +300,7 @@ async def _elected(
     outbound: Outbound,
     intake: Intake,
     ready: asyncio.Event,
+    liveness: Liveness,
     stop: asyncio.Event,
     on_lost: Callable[[], None],
 ) -> None:
@@ -311,7 +319,15 @@ async def _elected(
     metrics.leading(True)
     kopf_stop = asyncio.Event()
     operator = asyncio.create_task(
-        _operate(config, kube=kube, outbound=outbound, intake=intake, ready=asyncio.Event(), stop=kopf_stop)
+        _operate(
+            config,
+            kube=kube,
+            outbound=outbound,
+            intake=intake,
+            ready=asyncio.Event(),
+            liveness=liveness,
+            stop=kopf_stop,
+        )
     )
     holding = asyncio.create_task(elector.hold(lambda: stop.is_set() or operator.done()))
     await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
