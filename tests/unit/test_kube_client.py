@@ -6,13 +6,16 @@ API server. Also: the operator's process never imports the synchronous client.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -215,6 +218,115 @@ def test_in_cluster_an_api_server_the_cluster_ca_did_not_sign_is_refused(tmp_pat
         return seen
 
     assert asyncio.run(scenario()).headers == []  # the token never left the client
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The event loop's default executor, counting what is handed to a thread."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_a_call_never_waits_for_a_thread() -> None:
+    """aiohttp trusting the environment looks up ~/.netrc and the proxy variables in a worker thread
+    on every request: under load each hop waits for the event loop's next turn (the latency of the
+    hot path). The client's requests hand nothing to a thread."""
+
+    async def scenario() -> tuple[int, Seen]:
+        executor = CountingExecutor()
+        asyncio.get_running_loop().set_default_executor(executor)
+        seen = Seen([])
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                for _ in range(3):
+                    await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+                    await kube.call(kube.objects.patch, "incidents", "ns", "cm", {"spec": {}})
+            finally:
+                await kube.close()
+        return executor.submitted, seen
+
+    submitted, seen = asyncio.run(scenario())
+    assert len(seen.headers) == 6
+    assert submitted == 0
+
+
+@asynccontextmanager
+async def connect_proxy(heads: list[str]) -> AsyncIterator[int]:
+    """An HTTP proxy on 127.0.0.1 that tunnels CONNECT to the address asked (recording each request
+    head), as a corporate proxy in front of an API server does."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        heads.append(head)
+        host, port = head.split()[1].rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    server = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("proxied", [True, False])
+def test_the_proxy_the_environment_names_for_the_api_server_is_used_unless_no_proxy_covers_it(
+    monkeypatch: pytest.MonkeyPatch, proxied: bool
+) -> None:
+    """Looked up once when the client is made, not per request: HTTPS_PROXY with its credentials
+    (sent to the proxy in the CONNECT, never through the tunnel to the API server) as when the
+    client trusted the environment on each request; NO_PROXY still bypasses it."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+
+    async def scenario() -> tuple[list[str], Seen]:
+        heads: list[str] = []
+        seen = Seen([])
+        async with api_server(seen, server_context) as port, connect_proxy(heads) as proxy_port:
+            monkeypatch.setenv("HTTPS_PROXY", f"http://someone:pw@127.0.0.1:{proxy_port}")
+            if not proxied:
+                monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+            with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
+                ca_file.write(ca.cert_pem.bytes())
+                ca_file.flush()
+                configuration.ssl_ca_cert = ca_file.name
+                kube = Kube(api_client(configuration))
+            try:
+                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+        return heads, seen
+
+    heads, seen = asyncio.run(scenario())
+    assert len(seen.headers) == 2  # both answered by the API server, through the tunnel or not
+    assert all("Proxy-Authorization" not in h for h in seen.headers)
+    if proxied:
+        assert len(heads) == 1  # one tunnel, kept alive for the second request
+        assert heads[0].startswith("CONNECT 127.0.0.1:")
+        assert "Proxy-Authorization: Basic c29tZW9uZTpwdw==" in heads[0]  # someone:pw
+    else:
+        assert heads == []
 
 
 def test_closing_the_client_does_not_wait_for_a_frozen_api_server() -> None:
