@@ -485,3 +485,38 @@ def test_the_clients_models_load_on_first_use_and_deserialize_as_before() -> Non
         "True",
         "CoreV1Api",
     )
+
+
+def test_timestamps_read_into_models_fast_and_as_before() -> None:
+    """The models' timestamps come from `datetime.fromisoformat` (dateutil's parser was three
+    quarters of a Deployment's decoding); a form it refuses still goes to the client's parser."""
+    body = {
+        "metadata": {"name": "web", "creationTimestamp": "2026-12-01T09:00:00Z"},
+        "status": {
+            "conditions": [
+                {"type": "Available", "status": "True", "lastTransitionTime": "2026-12-01T09:00:01.250000Z"},
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "lastTransitionTime": "Tue, 01 Dec 2026 09:00:02 GMT",
+                },
+            ]
+        },
+    }
+
+    async def scenario() -> Any:
+        seen = Seen([lambda: web.json_response(body)])
+        async with api_server(seen) as port:
+            kube = plain_kube(port)
+            try:
+                return await kube.read_workload("Deployment", "web", "ns")
+            finally:
+                await kube.close()
+
+    workload = asyncio.run(scenario())
+    created = workload.metadata.creation_timestamp
+    fast, general = (c.last_transition_time for c in workload.status.conditions)
+    assert created == datetime.datetime(2026, 12, 1, 9, 0, tzinfo=datetime.UTC)
+    assert created.tzinfo is datetime.UTC  # read by fromisoformat (dateutil gives its own tzutc)
+    assert fast == datetime.datetime(2026, 12, 1, 9, 0, 1, 250000, tzinfo=datetime.UTC)
+    assert general == datetime.datetime(2026, 12, 1, 9, 0, 2, tzinfo=datetime.UTC)

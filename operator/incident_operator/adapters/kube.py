@@ -110,11 +110,25 @@ async def load_configuration(
     return configuration
 
 
+class ApiClient(client.ApiClient):
+    """The client's `ApiClient`, reading timestamps with `datetime.fromisoformat`: the client parses
+    each with dateutil's general parser, three quarters of the time it takes to turn a
+    Deployment into its model. What fromisoformat refuses goes to the client's own parser."""
+
+    def _ApiClient__deserialize_datetime(self, string: str) -> datetime:  # the client's hook (mangled)
+        try:
+            return datetime.fromisoformat(string)
+        except (TypeError, ValueError):
+            general = getattr(super(), "_ApiClient__deserialize_datetime")  # noqa: B009 - mangled
+            return cast(datetime, general(string))
+
+
 def api_client(configuration: client.Configuration) -> client.ApiClient:
     """An API client for `configuration` with the operator's user agent (the audit log and the
-    bench tell our requests apart by it), whose requests never wait for a thread (`_direct`).
-    Made inside the event loop (it opens an aiohttp session)."""
-    api = client.ApiClient(configuration)
+    bench tell our requests apart by it), whose requests never wait for a thread (`_direct`) and
+    whose models read timestamps quickly (`ApiClient`). Made inside the event loop (it opens an
+    aiohttp session)."""
+    api = ApiClient(configuration)
     api.user_agent = USER_AGENT
     _direct(api.rest_client, str(configuration.host))
     return api
