@@ -520,3 +520,52 @@ def test_timestamps_read_into_models_fast_and_as_before() -> None:
     assert created.tzinfo is datetime.UTC  # read by fromisoformat (dateutil gives its own tzutc)
     assert fast == datetime.datetime(2026, 12, 1, 9, 0, 1, 250000, tzinfo=datetime.UTC)
     assert general == datetime.datetime(2026, 12, 1, 9, 0, 2, tzinfo=datetime.UTC)
+
+
+def test_a_separate_client_is_not_queued_behind_the_main_pool_and_closes_on_its_own() -> None:
+    """`Kube.separate` (the watches' client, the loops' short checks): with every connection of the
+    main pool busy and more calls queued for it, a call on the separate client is answered; closing
+    it leaves the main client working."""
+
+    async def scenario() -> tuple[bool, bool, int]:
+        release = asyncio.Event()
+        answered: list[str] = []
+        arrived: list[str] = []
+
+        async def handle(request: web.Request) -> web.Response:
+            arrived.append(request.path.rsplit("/", 1)[-1])
+            if request.path.endswith("/hang"):
+                await release.wait()
+            answered.append(request.path.rsplit("/", 1)[-1])
+            return ok()
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        configuration = client.Configuration(host=f"http://127.0.0.1:{runner.addresses[0][1]}")
+        configuration.connection_pool_maxsize = 1
+        main = Kube(api_client(configuration))
+        separate = main.separate(1)
+        try:
+            hanging = asyncio.create_task(main.call(main.core.read_namespaced_config_map, "hang", "ns"))
+            queued = asyncio.create_task(main.call(main.core.read_namespaced_config_map, "queued", "ns"))
+            await until(lambda: "hang" in arrived, timeout=5, what="the hanging call at the server")
+            separate_call = separate.call(separate.core.read_namespaced_config_map, "separate", "ns")
+            await asyncio.wait_for(separate_call, 5)  # on the main pool it would wait for the hang
+            queued_meanwhile = queued.done()
+            await separate.close()
+            release.set()
+            await asyncio.gather(hanging, queued)
+            after_close = await main.call(main.core.read_namespaced_config_map, "after", "ns")
+            return queued_meanwhile, after_close.metadata.name == "cm", len(answered)
+        finally:
+            release.set()
+            await main.close()
+            await runner.cleanup()
+
+    queued_meanwhile, main_still_works, answered = asyncio.run(scenario())
+    assert not queued_meanwhile  # the main pool's queue was still waiting for its one connection
+    assert main_still_works
+    assert answered == 4

@@ -54,6 +54,10 @@ class RuntimeContext:
     """Every watched incident's repeat key and detection time, nothing else (`incidents.index_incident`)."""
     archived: archive.ArchivedRepeats = field(default_factory=archive.ArchivedRepeats)
     """The archived incidents' repeat facts (`handlers.index_archives`, retention's writes)."""
+    lookups: Kube | None = None
+    """A client with a small connection pool of its own for the loops' short checks (the shared
+    Playbook listing, `PlaybookListings`): never queued behind hundreds of the loops' writes in a
+    burst. Opened with kopf (`handlers.configure`), closed at its cleanup."""
     supervisor: Supervisor | None = None
     """The incident loops' supervisor, built at kopf's start (it needs kopf's Playbook index)."""
     incident_streams: list[IncidentStream] = field(default_factory=list)

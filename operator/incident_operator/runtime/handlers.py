@@ -51,6 +51,9 @@ REQUEST_TIMEOUT_S = 30
 WATCH_LIST_CHUNK = 500
 LOOPS_STOP_TIMEOUT_S = 5  # loops finishing a step on shutdown; cancelled after (they resume)
 EVENTS_FLUSH_S = 1  # the Events still queued on shutdown are tried this long, then dropped
+LOOKUP_CONNECTIONS = 2
+"""Connections of the loops' short checks (`RuntimeContext.lookups`): a burst's Playbook listings
+went through the pool of 16 behind hundreds of writes and gave up after 2 s, thousands of times."""
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     ctx.intake.on_created = lambda body: created_by_intake(ctx, body)
     logger.info("indexed %d incident archives", await index_archives(ctx))
     guard = ctx.liveness.guard  # each of these runs until cancelled: any other end fails /healthz
+    ctx.lookups = ctx.kube.separate(LOOKUP_CONNECTIONS)
     ctx.run_records_task = guard(asyncio.create_task(ctx.run_records.run()), "the run recorder")
     ctx.events_task = guard(asyncio.create_task(ctx.events.run()), "the Event posters")
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
@@ -135,6 +139,8 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
         ctx.run_records_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ctx.run_records_task
+    if ctx.lookups is not None:
+        await ctx.lookups.close()
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")
@@ -208,7 +214,7 @@ def _supervisor(memo: kopf.Memo, index: kopf.Index[str, tuple[str, PlaybookEntry
     started_runs = StartedRuns(on_release=wake_waiting)
 
     async def list_objects(plural: str, namespace: str) -> list[dict[str, Any]]:
-        return await ctx.kube.list_objects(plural, namespace)  # the client of the moment
+        return await (ctx.lookups or ctx.kube).list_objects(plural, namespace)  # the client of the moment
 
     list_playbooks = PlaybookListings(list_objects)
 
