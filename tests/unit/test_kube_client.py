@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -257,9 +258,11 @@ def test_a_call_never_waits_for_a_thread() -> None:
 
 
 @asynccontextmanager
-async def connect_proxy(heads: list[str]) -> AsyncIterator[int]:
-    """An HTTP proxy on 127.0.0.1 that tunnels CONNECT to the address asked (recording each request
-    head), as a corporate proxy in front of an API server does."""
+async def forward_proxy(heads: list[str]) -> AsyncIterator[int]:
+    """An HTTP proxy on 127.0.0.1, as a corporate proxy in front of an API server: it tunnels a
+    CONNECT to the address asked, and answers a plain request (absolute-form) itself, as if from
+    the API server (a ConfigMap); it records each request head it reads (never what goes through
+    a tunnel)."""
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError):
@@ -268,29 +271,44 @@ async def connect_proxy(heads: list[str]) -> AsyncIterator[int]:
                 await writer.drain()
         writer.close()
 
-    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        heads.append(head)
-        host, port = head.split()[1].rsplit(":", 1)
-        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                heads.append(head)
+                method, target = head.split()[:2]
+                if method == "CONNECT":
+                    host, port = target.rsplit(":", 1)
+                    upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+                    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    await writer.drain()
+                    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+                    return
+                body = json.dumps(CONFIGMAP).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        writer.close()
 
-    server = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
 
 
-@pytest.mark.parametrize("proxied", [True, False])
-def test_the_proxy_the_environment_names_for_the_api_server_is_used_unless_no_proxy_covers_it(
-    monkeypatch: pytest.MonkeyPatch, proxied: bool
+@pytest.mark.parametrize("scheme", ["https", "http"])
+@pytest.mark.parametrize("how", ["environment", "no_proxy", "configured"])
+def test_the_proxy_for_the_api_server_is_used_as_when_the_client_read_the_environment_per_request(
+    monkeypatch: pytest.MonkeyPatch, scheme: str, how: str
 ) -> None:
-    """Looked up once when the client is made, not per request: HTTPS_PROXY with its credentials
-    (sent to the proxy in the CONNECT, never through the tunnel to the API server) as when the
-    client trusted the environment on each request; NO_PROXY still bypasses it."""
+    """Looked up once when the client is made, not per request: HTTPS_PROXY for an https API
+    server, HTTP_PROXY for an http one, each with its credentials (sent to the proxy alone: in the
+    CONNECT for https, never through the tunnel to the API server); NO_PROXY bypasses it; a proxy
+    the configuration names wins over the environment's."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -301,32 +319,45 @@ def test_the_proxy_the_environment_names_for_the_api_server_is_used_unless_no_pr
     async def scenario() -> tuple[list[str], Seen]:
         heads: list[str] = []
         seen = Seen([])
-        async with api_server(seen, server_context) as port, connect_proxy(heads) as proxy_port:
-            monkeypatch.setenv("HTTPS_PROXY", f"http://someone:pw@127.0.0.1:{proxy_port}")
-            if not proxied:
+        tls = server_context if scheme == "https" else None
+        async with api_server(seen, tls) as port, forward_proxy(heads) as proxy_port:
+            ours = f"http://someone:pw@127.0.0.1:{proxy_port}"
+            with socket.socket() as unused:  # a port nothing listens on: that proxy would refuse
+                unused.bind(("127.0.0.1", 0))
+                nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+            monkeypatch.setenv(f"{scheme.upper()}_PROXY", nowhere if how == "configured" else ours)
+            if how == "no_proxy":
                 monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-            configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+            configuration = client.Configuration(host=f"{scheme}://127.0.0.1:{port}")
+            if how == "configured":
+                configuration.proxy = ours
             with tempfile.NamedTemporaryFile(suffix=".pem") as ca_file:
                 ca_file.write(ca.cert_pem.bytes())
                 ca_file.flush()
                 configuration.ssl_ca_cert = ca_file.name
                 kube = Kube(api_client(configuration))
             try:
-                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
-                await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+                for _ in range(2):
+                    await kube.call(kube.core.read_namespaced_config_map, "cm", "ns", _request_timeout=10)
             finally:
                 await kube.close()
         return heads, seen
 
     heads, seen = asyncio.run(scenario())
-    assert len(seen.headers) == 2  # both answered by the API server, through the tunnel or not
     assert all("Proxy-Authorization" not in h for h in seen.headers)
-    if proxied:
+    if how == "no_proxy":
+        assert (heads, len(seen.headers)) == ([], 2)
+    elif scheme == "https":
+        assert len(seen.headers) == 2  # through the tunnel
         assert len(heads) == 1  # one tunnel, kept alive for the second request
         assert heads[0].startswith("CONNECT 127.0.0.1:")
         assert "Proxy-Authorization: Basic c29tZW9uZTpwdw==" in heads[0]  # someone:pw
+    elif how == "environment":  # plain http: each request goes to the proxy, credentials on each
+        assert (len(heads), len(seen.headers)) == (2, 0)
+        assert all(h.startswith("GET http://127.0.0.1:") for h in heads)
+        assert all("Proxy-Authorization: Basic c29tZW9uZTpwdw==" in h for h in heads)
     else:
-        assert heads == []
+        assert (len(heads), len(seen.headers)) == (2, 0)  # the configuration's proxy
 
 
 def test_closing_the_client_does_not_wait_for_a_frozen_api_server() -> None:

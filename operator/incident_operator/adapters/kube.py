@@ -27,7 +27,6 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import aiohttp
-from aiohttp import hdrs
 from aiohttp.helpers import get_env_proxy_for_url
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException as ApiException  # noqa: PLC0414 - callers catch it
@@ -139,23 +138,27 @@ def _direct(rest: Any, host: str) -> None:
     session trusts the environment, and aiohttp then looks up `~/.netrc` and the proxy variables
     in a worker thread on every request: two thread round trips per call, each waiting for the
     event loop's next turn (with other incidents' work queued, tens of milliseconds). The
-    environment does not change while the process runs: the API server's proxy (HTTPS_PROXY and
-    the like, NO_PROXY honoured) is looked up once here and given to every request, as before;
-    `~/.netrc` is not read (the client authenticates with its own headers)."""
+    environment does not change while the process runs: the API server's proxy (HTTPS_PROXY or
+    HTTP_PROXY by the server's scheme, NO_PROXY honoured, its credentials) is looked up once here
+    and given to every request, as before (credentials in the proxy's URL: aiohttp sends them to
+    the proxy alone, in the CONNECT of an https server); `~/.netrc` is not read for the API
+    server (the client authenticates with its own headers). A proxy the configuration names wins."""
     trusting = rest.pool_manager
+    if not trusting.trust_env:
+        return  # a client that no longer trusts the environment: nothing to undo
     rest.pool_manager = aiohttp.ClientSession(
         connector=trusting.connector, trust_env=False, read_bufsize=CLIENT_READ_BUFSIZE
     )
     trusting.detach()  # its connector is the new session's now
     if rest.proxy:
-        return  # the configuration names one
+        return
     try:
         proxy, auth = get_env_proxy_for_url(URL(host))
     except LookupError:  # none for this host, or NO_PROXY covers it
         return
-    rest.proxy = str(proxy)
     if auth is not None:
-        rest.proxy_headers = {**(rest.proxy_headers or {}), hdrs.PROXY_AUTHORIZATION: auth.encode()}
+        proxy = proxy.with_user(auth.login).with_password(auth.password)
+    rest.proxy = str(proxy)
 
 
 async def load_api_client() -> client.ApiClient:
@@ -458,7 +461,8 @@ class Kube:
     def separate(self, connections: int) -> Kube:
         """Another `Kube` on the same configuration (server, TLS, the token and its refresh) with a
         pool of its own of `connections`: for long-lived watches, each of which holds a connection
-        for good and would otherwise take it from the calls of the hot path. Close it too."""
+        for good and would otherwise take it from the calls of the hot path, and for short checks
+        that must not queue behind a burst's writes (the loops' Playbook listing). Close it too."""
         configuration = copy.copy(self.api.configuration)
         configuration.connection_pool_maxsize = connections
         return Kube(api_client(configuration))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import kopf
@@ -77,26 +77,29 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     ctx = context(memo)
     ctx.intake.on_created = lambda body: created_by_intake(ctx, body)
     logger.info("indexed %d incident archives", await index_archives(ctx))
-    guard = ctx.liveness.guard  # each of these runs until cancelled: any other end fails /healthz
-    ctx.lookups = ctx.kube.separate(LOOKUP_CONNECTIONS)
-    ctx.run_records_task = guard(asyncio.create_task(ctx.run_records.run()), "the run recorder")
-    ctx.events_task = guard(asyncio.create_task(ctx.events.run()), "the Event posters")
+
+    # Each task runs until cancelled (any other end fails /healthz). Started once: kopf runs a
+    # startup handler that raised again, and what the first try started must not run twice.
+    def started(
+        task: asyncio.Task[None] | None, run: Callable[[], Coroutine[Any, Any, None]], what: str
+    ) -> asyncio.Task[None]:
+        return task if task is not None else ctx.liveness.guard(asyncio.create_task(run()), what)
+
+    if ctx.lookups is None:
+        ctx.lookups = ctx.kube.separate(LOOKUP_CONNECTIONS)
+    ctx.run_records_task = started(ctx.run_records_task, ctx.run_records.run, "the run recorder")
+    ctx.events_task = started(ctx.events_task, ctx.events.run, "the Event posters")
     index: kopf.Index[str, tuple[str, PlaybookEntry | str]] = kwargs["playbooks_by_namespace"]
     supervisor = _supervisor(memo, index)
-    ctx.incidents_task = guard(
-        asyncio.create_task(
-            incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace))
-        ),
+    ctx.incidents_task = started(
+        ctx.incidents_task,
+        lambda: incidents.watch_incidents(ctx, supervisor, lambda namespace: _playbooks_of(index, namespace)),
         "the watch of incidents",
     )
     retention = ctx.config.file.retention
     if retention.enabled:  # kopf runs on the leader alone: so does retention
-        ctx.retention_task = guard(
-            asyncio.create_task(
-                Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put).run()
-            ),
-            "retention",
-        )
+        pruning = Retention(ctx.kube, retention, ctx.config.namespaces, on_written=ctx.archived.put)
+        ctx.retention_task = started(ctx.retention_task, pruning.run, "retention")
     reports = ctx.config.file.reports
     if reports.deliver:  # the leader's too: one delivery per month, whoever leads on the day
         deliveries = ReportDeliveries(
@@ -107,7 +110,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
             namespace=ctx.config.own_namespace,
             watched=ctx.config.namespaces,
         )
-        ctx.reports_task = guard(asyncio.create_task(deliveries.run()), "the report deliveries")
+        ctx.reports_task = started(ctx.reports_task, deliveries.run, "the report deliveries")
 
 
 @kopf.on.cleanup()
@@ -115,6 +118,15 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
     """On the way out: stop the incident loops (each writes what it holds), then write what the
     run recorder still holds. Bounded, so that SIGTERM ends the process within the grace period."""
     ctx = context(memo)
+    try:
+        await _stop_all(ctx)
+    finally:  # whatever happened on the way: the lookups' connections go
+        lookups, ctx.lookups = ctx.lookups, None  # a straggler falls back to the main client
+        if lookups is not None:
+            await lookups.close()
+
+
+async def _stop_all(ctx: RuntimeContext) -> None:
     for task in (ctx.incidents_task, ctx.retention_task, ctx.reports_task):
         if task is not None:
             task.cancel()
@@ -139,8 +151,6 @@ async def flush_run_records(memo: kopf.Memo, **_: Any) -> None:
         ctx.run_records_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ctx.run_records_task
-    if ctx.lookups is not None:
-        await ctx.lookups.close()
 
 
 @kopf.index(API_GROUP, API_VERSION, "playbooks")

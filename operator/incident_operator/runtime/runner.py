@@ -63,15 +63,16 @@ REPORT_PAGE = 500
 
 async def _trim_memory() -> None:
     """Give memory freed after a burst back to the OS (glibc keeps it otherwise, and RSS stays at
-    the peak). Cheap: a trim with nothing to give back takes microseconds, one after a burst a
-    few milliseconds per hundred megabytes; a no-op where glibc is not the allocator."""
+    the peak); a no-op where glibc is not the allocator. The trim runs in a worker thread (ctypes
+    lets go of the GIL): on a heap fragmented by a burst each takes 15-25 ms, which on the event
+    loop would hold every incident that long, every time."""
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return
     while True:
         await asyncio.sleep(TRIM_INTERVAL_S)
-        trim(0)
+        await asyncio.to_thread(trim, 0)
 
 
 async def _watched_incidents(
