@@ -313,6 +313,29 @@ def test_run_backs_off_and_retries_a_failed_write_itself() -> None:
     assert_persisted_before_acting(api)
 
 
+def test_the_loop_says_when_each_plan_ended_even_one_that_failed() -> None:
+    """The supervisor admits new loops a few at a time and waits for `planned()` after the first
+    plan: a plan that fails (every status write refused) must say so too, or the place is held
+    for nothing; a clean run says it after each plan."""
+    failing, clean = fake_api(), fake_api()
+    failing.fail = lambda n: ApiException(status=500, reason="down")
+    said: dict[str, int] = {"failing": 0, "clean": 0}
+
+    async def scenario() -> None:
+        stopped = lambda: said["failing"] >= 3  # noqa: E731
+        planned = lambda: said.__setitem__("failing", said["failing"] + 1)  # noqa: E731
+        await asyncio.wait_for(new_loop(failing, Clock()).run(stopped, asyncio.Event(), planned), RUN_BOUND_S)
+        settled = lambda: bool(clean.status().get("settled"))  # noqa: E731
+        counted = lambda: said.__setitem__("clean", said["clean"] + 1)  # noqa: E731
+        await asyncio.wait_for(new_loop(clean, Clock()).run(settled, asyncio.Event(), counted), RUN_BOUND_S)
+
+    asyncio.run(scenario())
+    assert said["failing"] == 3
+    assert failing.status() == {}
+    assert_done_exactly_once(clean)
+    assert said["clean"] >= 4  # one per plan: each step's decision and outcome
+
+
 # ----------------------------------------------------------------------------- stopping
 
 

@@ -87,7 +87,9 @@ class GivesBackOnTheWayOut:
     def concerned_by(self, playbook: str) -> bool:
         return False
 
-    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+    async def run(
+        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = lambda: None
+    ) -> None:
         try:
             await asyncio.Event().wait()
         finally:

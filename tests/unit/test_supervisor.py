@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from incident_operator.adapters import metrics
+from incident_operator.controllers import supervisor as supervisor_module
 from incident_operator.controllers.supervisor import LiveBody, Supervisor
 from incident_operator.core.openlimit import OpenIncident, Rankings
 from incident_operator.core.planner import Record, events, posts_event
@@ -21,6 +22,7 @@ from incident_operator.core.repeats import History
 from incident_operator.runtime import handlers, incidents
 from incident_operator.runtime.context import RuntimeContext
 from incident_operator.settings.config import FileConfig, Limits, OperatorConfig
+from tests.polling import until
 
 
 def body(
@@ -60,12 +62,16 @@ class FakeLoop:
 
     namespace = "ns"
 
-    def __init__(self, live: LiveBody, *, stubborn: bool = False) -> None:
+    def __init__(
+        self, live: LiveBody, *, stubborn: bool = False, first_plan: asyncio.Event | None = None
+    ) -> None:
         self.live = live
         self.runs = 0
         self.wakes = 0
         self.closed = False
         self.stubborn = stubborn  # ignores stop requests (a step that never ends)
+        self.first_plan = first_plan  # its first plan ends when this is set (None: at once)
+        self.planning = False
 
     @property
     def finished(self) -> bool:
@@ -74,8 +80,15 @@ class FakeLoop:
     def concerned_by(self, playbook: str) -> bool:
         return playbook == "mine"
 
-    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+    async def run(
+        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = lambda: None
+    ) -> None:
         self.runs += 1
+        if self.first_plan is not None and self.runs == 1:
+            self.planning = True
+            await self.first_plan.wait()
+            self.planning = False
+        planned()
         while self.stubborn or not stopped():
             wake.clear()
             await wake.wait()
@@ -86,14 +99,16 @@ class FakeLoop:
 
 
 class Harness:
-    def __init__(self, *, stubborn: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self, *, stubborn: bool = False, fail: bool = False, first_plan: asyncio.Event | None = None
+    ) -> None:
         self.loops: dict[str, FakeLoop] = {}
         self.reported: list[tuple[str, str]] = []
 
         def factory(uid: str, live: LiveBody) -> FakeLoop:
             if fail:
                 raise ValueError("status.phase: not a phase")
-            self.loops[uid] = FakeLoop(live, stubborn=stubborn)
+            self.loops[uid] = FakeLoop(live, stubborn=stubborn, first_plan=first_plan)
             return self.loops[uid]
 
         def unreadable(obj: Mapping[str, Any], problem: str) -> None:
@@ -396,3 +411,81 @@ async def test_the_intake_starts_nothing_for_an_incident_the_watch_showed_first(
     assert len(h.supervisor) == 0
     assert h.loops == first  # no loop made again
     await h.supervisor.stop(timeout=1)
+
+
+# ----------------------------------------------------------------------------- admission
+
+
+def test_a_burst_of_new_loops_makes_its_first_plans_a_bounded_number_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Thousands of new incidents at once (a restart's listing, a flood of alerts) plan
+    ADMITTED_AT_ONCE at a time: the rest wait their turn, in arrival order, and each is admitted
+    as a first plan ends."""
+    monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 3)
+    monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 60.0)
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        first_plans = asyncio.Event()
+        h = Harness(first_plan=first_plans)
+        for i in range(8):
+            h.supervisor.observe(None, body(f"u{i}"))
+        await settle()
+        planning = sorted(uid for uid, loop in h.loops.items() if loop.planning)
+        first_plans.set()  # every first plan so far ends: the next three come in, and so on
+        await until(
+            lambda: all(loop.runs == 1 and not loop.planning for loop in h.loops.values()),
+            timeout=5,
+            what="all planned",
+        )
+        started = sorted(h.loops)
+        await h.supervisor.stop(timeout=1)
+        return planning, started, sorted(uid for uid, loop in h.loops.items() if loop.runs)
+
+    planning, started, ran = asyncio.run(scenario())
+    assert planning == ["u0", "u1", "u2"]  # the first three to arrive, no more
+    assert started == ran == [f"u{i}" for i in range(8)]
+
+
+def test_a_first_plan_that_runs_long_gives_its_place_back_after_the_hold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A first plan that runs a long step does not keep later incidents from planning: its place
+    goes back after ADMISSION_HOLD_S."""
+    monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 1)
+    monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 0.05)
+
+    async def scenario() -> tuple[bool, bool]:
+        never = asyncio.Event()
+        h = Harness(first_plan=never)
+        h.supervisor.observe(None, body("slow"))
+        await settle()
+        h.supervisor.observe(None, body("next"))
+        await until(
+            lambda: "next" in h.loops and h.loops["next"].planning, timeout=5, what="the next one planning"
+        )
+        both = h.loops["slow"].planning and h.loops["next"].planning
+        await h.supervisor.stop(timeout=0.1)
+        return both, h.loops["slow"].runs == 1
+
+    both, slow_ran = asyncio.run(scenario())
+    assert both
+    assert slow_ran
+
+
+def test_a_loop_waiting_for_its_turn_stops_with_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 1)
+    monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 60.0)
+
+    async def scenario() -> tuple[int, int]:
+        h = Harness(first_plan=asyncio.Event())
+        h.supervisor.observe(None, body("planning"))
+        h.supervisor.observe(None, body("waiting"))
+        await settle()
+        waiting_runs = h.loops["waiting"].runs
+        await asyncio.wait_for(h.supervisor.stop(timeout=0.1), 5)
+        return waiting_runs, len(h.supervisor)
+
+    waiting_runs, left = asyncio.run(scenario())
+    assert waiting_runs == 0  # it never got a place
+    assert left == 0

@@ -13,6 +13,15 @@ incident by one round trip. Nothing here blocks deletion: deleting an Incident s
 It also remembers the incidents of the last RECENT events (uids only), so that a body observed
 from elsewhere than the watch (the intake's create response: `seen`) never starts a loop for an
 incident the watch already showed, settled or deleted.
+
+New loops are admitted ADMITTED_AT_ONCE at a time to their first plan: a burst of thousands of
+incidents (a listing after a restart, a flood of alerts) otherwise plans all of them at once, each
+plan's decoded bodies, model copies and request bodies alive together, and the allocator keeps
+that peak long after (measured: 5,000 at once left 726 MB, 100 at a time 174 MB). A loop gives
+its place back when its first plan ends (`planned`), after ADMISSION_HOLD_S at the latest (a first
+plan that runs a long step holds no place), or when it ends; later plans are not bounded. The
+places are handed out in arrival order, so a burst delays a new incident's first plan by the
+plans ahead of it, as the API server's own queue would.
 """
 
 from __future__ import annotations
@@ -28,9 +37,13 @@ from incident_operator.core.attention import needs_loop
 
 logger = logging.getLogger(__name__)
 CANCEL_GRACE_S = 1.0
+"""How long `stop` waits for the loops it cancelled before it leaves them (see `stop`)."""
 RECENT = 4096
 """How many incidents' uids `seen` remembers (the last events'): tens of kilobytes."""
-"""How long `stop` waits for the loops it cancelled before it leaves them (see `stop`)."""
+ADMITTED_AT_ONCE = 128
+"""New loops making their first plan at once (see the module's docstring)."""
+ADMISSION_HOLD_S = 1.0
+"""A loop's place among them is given back after this long even if its first plan goes on."""
 
 
 class LiveBody(Mapping[str, Any]):
@@ -59,7 +72,11 @@ class Loop(Protocol):
 
     def concerned_by(self, playbook: str) -> bool: ...
 
-    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None: ...
+    async def run(
+        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = ...
+    ) -> None:
+        """Run until `stopped()`, planning again on `wake`; call `planned()` once the first plan
+        ended, whatever its outcome."""
 
 
 LoopFactory = Callable[[str, LiveBody], Loop]
@@ -73,6 +90,24 @@ class _Slot:
     stopping: bool = False
     loop: Loop | None = None
     task: asyncio.Task[None] | None = None
+
+
+class _Place:
+    """A new loop's place among those making their first plan (`Supervisor.admission`), given back
+    once whichever comes first calls `give_back`."""
+
+    def __init__(self, admission: asyncio.Semaphore) -> None:
+        self.admission = admission
+        self.held = False
+
+    async def take(self) -> None:
+        await self.admission.acquire()
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.admission.release()
 
 
 def wants_loop(body: Mapping[str, Any]) -> bool:
@@ -96,6 +131,7 @@ class Supervisor:
         self.unreadable: dict[str, str] = {}  # uid -> resourceVersion last found unreadable
         self.recent: OrderedDict[str, None] = OrderedDict()  # uids of the last RECENT events
         self.closing = False
+        self.admission = asyncio.Semaphore(ADMITTED_AT_ONCE)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -160,9 +196,12 @@ class Supervisor:
     async def _run(self, uid: str, slot: _Slot) -> None:
         loop = slot.loop
         assert loop is not None  # noqa: S101 - set before the task starts
+        place = _Place(self.admission)
         try:
+            await place.take()
+            asyncio.get_running_loop().call_later(ADMISSION_HOLD_S, place.give_back)
             while True:
-                await loop.run(lambda: slot.stopping or self.closing, slot.wake)
+                await loop.run(lambda: slot.stopping or self.closing, slot.wake, place.give_back)
                 # No await between here and the removal below: an event either came before
                 # (and cleared `stopping`: go on with the same loop and what it knows) or comes
                 # after (and finds no slot: a new loop starts from the body it brings).
@@ -173,6 +212,7 @@ class Supervisor:
         except Exception:  # the loop survives API errors itself: this would be a bug
             logger.exception("incident loop %s ended with an error", uid)
         finally:
+            place.give_back()
             if self.slots.get(uid) is slot:
                 del self.slots[uid]
 

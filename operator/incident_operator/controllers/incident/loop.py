@@ -198,13 +198,19 @@ class IncidentLoop:
         progress = self.status.playbook
         return progress is None or progress.name == playbook
 
-    async def run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+    async def run(
+        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = lambda: None
+    ) -> None:
+        """Plan and act until `stopped()`; `planned()` after each plan, whatever its outcome (the
+        supervisor's admission of new loops waits for the first)."""
         try:
-            await self._run(stopped, wake)
+            await self._run(stopped, wake, planned)
         finally:  # stopped, closed or cancelled: what waits to be posted goes now
             self.commit.events.flush()
 
-    async def _run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
+    async def _run(
+        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None]
+    ) -> None:
         self.wake = wake
         errors = 0
         unreadable = False
@@ -213,9 +219,11 @@ class IncidentLoop:
             try:
                 again, wake_at = await self.iterate()
                 errors, unreadable = 0, False
+                planned()
             except asyncio.CancelledError:
                 raise
             except ValidationError as exc:  # a spec or status the models refuse: wait for a change
+                planned()
                 if not unreadable:
                     problem = (
                         f"the incident cannot be read: {exc.error_count()} problems, first at "
@@ -227,6 +235,7 @@ class IncidentLoop:
                 await self._sleep(wake, stopped, IDLE_RECHECK_S)
                 continue
             except Exception as exc:  # API errors, lost connections, anything: back off, never die
+                planned()
                 delay = self.backoff[min(errors, len(self.backoff) - 1)]
                 errors += 1
                 reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
