@@ -315,25 +315,37 @@ def test_run_backs_off_and_retries_a_failed_write_itself() -> None:
 
 def test_the_loop_says_when_each_plan_ended_even_one_that_failed() -> None:
     """The supervisor admits new loops a few at a time and waits for `planned()` after the first
-    plan: a plan that fails (every status write refused) must say so too, or the place is held
-    for nothing; a clean run says it after each plan."""
-    failing, clean = fake_api(), fake_api()
+    plan: a plan that fails (every status write refused) or cannot read the incident must say so
+    too, or the place is held for nothing; a clean run says it after each plan."""
+    failing, unreadable, clean = fake_api(), fake_api(), fake_api()
     failing.fail = lambda n: ApiException(status=500, reason="down")
-    said: dict[str, int] = {"failing": 0, "clean": 0}
+    unreadable.incident["spec"]["severity"] = "P9"
+    said = {"failing": 0, "unreadable": 0, "clean": 0}
+
+    def count(which: str) -> Callable[[], None]:
+        return lambda: said.__setitem__(which, said[which] + 1)
 
     async def scenario() -> None:
-        stopped = lambda: said["failing"] >= 3  # noqa: E731
-        planned = lambda: said.__setitem__("failing", said["failing"] + 1)  # noqa: E731
-        await asyncio.wait_for(new_loop(failing, Clock()).run(stopped, asyncio.Event(), planned), RUN_BOUND_S)
+        # bounded by the writes too: a loop that never says it planned must fail here, not spin
+        stopped = lambda: said["failing"] >= 3 or failing.status_writes > 10  # noqa: E731
+        await asyncio.wait_for(
+            new_loop(failing, Clock()).run(stopped, asyncio.Event(), count("failing")), RUN_BOUND_S
+        )
+        stopped = lambda: said["unreadable"] >= 1  # noqa: E731 - else it waits minutes for a change
+        await asyncio.wait_for(
+            new_loop(unreadable, Clock()).run(stopped, asyncio.Event(), count("unreadable")), RUN_BOUND_S
+        )
         settled = lambda: bool(clean.status().get("settled"))  # noqa: E731
-        counted = lambda: said.__setitem__("clean", said["clean"] + 1)  # noqa: E731
-        await asyncio.wait_for(new_loop(clean, Clock()).run(settled, asyncio.Event(), counted), RUN_BOUND_S)
+        await asyncio.wait_for(
+            new_loop(clean, Clock()).run(settled, asyncio.Event(), count("clean")), RUN_BOUND_S
+        )
 
     asyncio.run(scenario())
     assert said["failing"] == 3
     assert failing.status() == {}
+    assert said["unreadable"] == 1
     assert_done_exactly_once(clean)
-    assert said["clean"] >= 4  # one per plan: each step's decision and outcome
+    assert said["clean"] >= 6  # each step's decision written before it acts, and each plan's end
 
 
 # ----------------------------------------------------------------------------- stopping

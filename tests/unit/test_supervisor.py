@@ -26,7 +26,12 @@ from tests.polling import until
 
 
 def body(
-    uid: str = "u1", *, phase: str | None = None, settled: bool = False, version: str = "1"
+    uid: str = "u1",
+    *,
+    phase: str | None = None,
+    settled: bool = False,
+    version: str = "1",
+    severity: str | None = None,
 ) -> dict[str, Any]:
     status: dict[str, Any] = {}
     if phase:
@@ -35,7 +40,7 @@ def body(
         status["settled"] = True
     return {
         "metadata": {"uid": uid, "name": f"inc-{uid}", "namespace": "ns", "resourceVersion": version},
-        "spec": {"title": "t"},
+        "spec": {"title": "t", **({"severity": severity} if severity else {})},
         "status": status,
     }
 
@@ -72,6 +77,7 @@ class FakeLoop:
         self.stubborn = stubborn  # ignores stop requests (a step that never ends)
         self.first_plan = first_plan  # its first plan ends when this is set (None: at once)
         self.planning = False
+        self.vanish = False  # its first plan ends the loop without saying so (deleted meanwhile)
 
     @property
     def finished(self) -> bool:
@@ -88,6 +94,9 @@ class FakeLoop:
             self.planning = True
             await self.first_plan.wait()
             self.planning = False
+            if self.vanish:
+                self.closed = True
+                return
         planned()
         while self.stubborn or not stopped():
             wake.clear()
@@ -99,15 +108,16 @@ class FakeLoop:
 
 
 class Harness:
-    def __init__(
-        self, *, stubborn: bool = False, fail: bool = False, first_plan: asyncio.Event | None = None
-    ) -> None:
+    def __init__(self, *, stubborn: bool = False, fail: bool = False, planning: bool = False) -> None:
+        """`planning`: each loop's first plan goes on until `plans[uid]` is set."""
         self.loops: dict[str, FakeLoop] = {}
         self.reported: list[tuple[str, str]] = []
+        self.plans: dict[str, asyncio.Event] = {}
 
         def factory(uid: str, live: LiveBody) -> FakeLoop:
             if fail:
                 raise ValueError("status.phase: not a phase")
+            first_plan = self.plans.setdefault(uid, asyncio.Event()) if planning else None
             self.loops[uid] = FakeLoop(live, stubborn=stubborn, first_plan=first_plan)
             return self.loops[uid]
 
@@ -416,76 +426,146 @@ async def test_the_intake_starts_nothing_for_an_incident_the_watch_showed_first(
 # ----------------------------------------------------------------------------- admission
 
 
-def test_a_burst_of_new_loops_makes_its_first_plans_a_bounded_number_at_a_time(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Thousands of new incidents at once (a restart's listing, a flood of alerts) plan
-    ADMITTED_AT_ONCE at a time: the rest wait their turn, in arrival order, and each is admitted
-    as a first plan ends."""
+def planning(h: Harness) -> list[str]:
+    return sorted(uid for uid, loop in h.loops.items() if loop.planning)
+
+
+@pytest.fixture
+def three_places(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 3)
     monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 60.0)
 
-    async def scenario() -> tuple[list[str], list[str], list[str]]:
-        first_plans = asyncio.Event()
-        h = Harness(first_plan=first_plans)
-        for i in range(8):
-            h.supervisor.observe(None, body(f"u{i}"))
-        await settle()
-        planning = sorted(uid for uid, loop in h.loops.items() if loop.planning)
-        first_plans.set()  # every first plan so far ends: the next three come in, and so on
+
+@pytest.mark.usefixtures("three_places")
+@in_loop
+async def test_a_burst_of_new_loops_plans_a_bounded_number_at_a_time_in_arrival_order() -> None:
+    """Thousands of new incidents at once (a restart's listing, a flood of alerts) plan
+    ADMITTED_AT_ONCE at a time, each wave as bounded as the first: the next waiting one is
+    admitted as a first plan ends."""
+    h = Harness(planning=True)
+    for i in range(7):
+        h.supervisor.observe(None, body(f"u{i}"))
+    await settle()
+    waves = [planning(h)]
+    for done in ("u1", "u0", "u3", "u2", "u4"):
+        h.plans[done].set()
+        expected = min(3, 7 - len(waves))  # first plans not ended yet, at most three of them
         await until(
-            lambda: all(loop.runs == 1 and not loop.planning for loop in h.loops.values()),
+            lambda: done not in planning(h) and len(planning(h)) == expected,  # noqa: B023
             timeout=5,
-            what="all planned",
+            what="the next admitted",
         )
-        started = sorted(h.loops)
-        await h.supervisor.stop(timeout=1)
-        return planning, started, sorted(uid for uid, loop in h.loops.items() if loop.runs)
+        waves.append(planning(h))
+    assert waves == [
+        ["u0", "u1", "u2"],
+        ["u0", "u2", "u3"],
+        ["u2", "u3", "u4"],
+        ["u2", "u4", "u5"],
+        ["u4", "u5", "u6"],
+        ["u5", "u6"],
+    ]
+    for event in h.plans.values():
+        event.set()
+    await until(lambda: not planning(h), timeout=5, what="every first plan done")
+    assert h.supervisor.admission.free == 3  # every place back, none more
+    await h.supervisor.stop(timeout=1)
 
-    planning, started, ran = asyncio.run(scenario())
-    assert planning == ["u0", "u1", "u2"]  # the first three to arrive, no more
-    assert started == ran == [f"u{i}" for i in range(8)]
+
+@pytest.mark.usefixtures("three_places")
+@in_loop
+async def test_the_most_severe_incident_waiting_gets_the_next_place() -> None:
+    """A P1 alert arriving behind a burst of P4s (a restart's listing in name order, a flood of
+    warnings) plans next, not after them; equal severities go in arrival order."""
+    h = Harness(planning=True)
+    for i in range(3):
+        h.supervisor.observe(None, body(f"low{i}", severity="P4"))
+    for name, severity in (("later-low", "P4"), ("p3", "P3"), ("p1", "P1"), ("p1-second", "P1")):
+        h.supervisor.observe(None, body(name, severity=severity))
+    await settle()
+    order: list[list[str]] = []
+    for done in ("low0", "low1", "low2"):
+        h.plans[done].set()
+        await until(lambda: done not in planning(h) and len(planning(h)) == 3, timeout=5, what="admitted")  # noqa: B023
+        order.append([u for u in planning(h) if not u.startswith("low")])
+    assert order == [["p1"], ["p1", "p1-second"], ["p1", "p1-second", "p3"]]
+    for event in h.plans.values():
+        event.set()
+    await h.supervisor.stop(timeout=1)
 
 
-def test_a_first_plan_that_runs_long_gives_its_place_back_after_the_hold(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A first plan that runs a long step does not keep later incidents from planning: its place
-    goes back after ADMISSION_HOLD_S."""
+@pytest.mark.usefixtures("three_places")
+@in_loop
+async def test_a_loop_that_ends_during_its_first_plan_gives_its_place_back_at_once() -> None:
+    """Deleted or settled before its first plan said anything: the place is not held until the
+    hold runs out."""
+    h = Harness(planning=True)
+    for i in range(4):
+        h.supervisor.observe(None, body(f"u{i}"))
+    await settle()
+    h.loops["u0"].vanish = True
+    h.plans["u0"].set()
+    await until(lambda: planning(h) == ["u1", "u2", "u3"], timeout=5, what="u3 admitted")
+    for event in h.plans.values():
+        event.set()
+    await h.supervisor.stop(timeout=1)
+
+
+@pytest.fixture
+def one_place_briefly_held(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 1)
     monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 0.05)
 
-    async def scenario() -> tuple[bool, bool]:
-        never = asyncio.Event()
-        h = Harness(first_plan=never)
-        h.supervisor.observe(None, body("slow"))
+
+@pytest.mark.usefixtures("one_place_briefly_held")
+@in_loop
+async def test_a_first_plan_that_never_says_it_ended_gives_its_place_back_after_the_hold() -> None:
+    """An API server so slow that a first plan never gets to its decision must not stop new
+    incidents altogether: the place goes back after ADMISSION_HOLD_S."""
+    h = Harness(planning=True)
+    h.supervisor.observe(None, body("slow"))
+    h.supervisor.observe(None, body("next"))
+    await until(lambda: planning(h) == ["next", "slow"], timeout=5, what="the next one planning too")
+    for event in h.plans.values():
+        event.set()
+    await h.supervisor.stop(timeout=1)
+
+
+@pytest.mark.usefixtures("three_places")
+@in_loop
+async def test_loops_waiting_for_a_place_stop_with_the_rest_and_leave_the_places_whole() -> None:
+    h = Harness(planning=True)
+    for i in range(6):
+        h.supervisor.observe(None, body(f"u{i}"))
+    await settle()
+    waiting = [uid for uid, loop in h.loops.items() if loop.runs == 0]
+    await asyncio.wait_for(h.supervisor.stop(timeout=0.2), 5)  # the admitted three never end
+    assert waiting == ["u3", "u4", "u5"]
+    assert len(h.supervisor) == 0
+    assert all(h.loops[u].runs == 0 for u in waiting) or all(not h.loops[u].planning for u in waiting)
+    assert h.supervisor.admission.free <= 3
+
+
+def test_admission_hands_places_by_rank_then_arrival_and_skips_a_waiter_that_left() -> None:
+    async def scenario() -> list[str]:
+        admission = supervisor_module.Admission(1)
+        got: list[str] = []
+        await admission.take(3)  # the one place
+
+        async def waiter(name: str, rank: int) -> None:
+            await admission.take(rank)
+            got.append(name)
+
+        tasks = {
+            n: asyncio.create_task(waiter(n, r)) for n, r in (("a4", 4), ("b2", 2), ("c2", 2), ("d1", 1))
+        }
         await settle()
-        h.supervisor.observe(None, body("next"))
-        await until(
-            lambda: "next" in h.loops and h.loops["next"].planning, timeout=5, what="the next one planning"
-        )
-        both = h.loops["slow"].planning and h.loops["next"].planning
-        await h.supervisor.stop(timeout=0.1)
-        return both, h.loops["slow"].runs == 1
-
-    both, slow_ran = asyncio.run(scenario())
-    assert both
-    assert slow_ran
-
-
-def test_a_loop_waiting_for_its_turn_stops_with_the_rest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(supervisor_module, "ADMITTED_AT_ONCE", 1)
-    monkeypatch.setattr(supervisor_module, "ADMISSION_HOLD_S", 60.0)
-
-    async def scenario() -> tuple[int, int]:
-        h = Harness(first_plan=asyncio.Event())
-        h.supervisor.observe(None, body("planning"))
-        h.supervisor.observe(None, body("waiting"))
+        tasks["d1"].cancel()  # gave up waiting: skipped, its place not lost
         await settle()
-        waiting_runs = h.loops["waiting"].runs
-        await asyncio.wait_for(h.supervisor.stop(timeout=0.1), 5)
-        return waiting_runs, len(h.supervisor)
+        for _ in range(3):
+            admission.give()
+            await settle()
+        admission.give()
+        await asyncio.gather(*(t for n, t in tasks.items() if n != "d1"))
+        return [*got, f"free={admission.free}"]
 
-    waiting_runs, left = asyncio.run(scenario())
-    assert waiting_runs == 0  # it never got a place
-    assert left == 0
+    assert asyncio.run(scenario()) == ["b2", "c2", "a4", "free=1"]

@@ -14,19 +14,25 @@ It also remembers the incidents of the last RECENT events (uids only), so that a
 from elsewhere than the watch (the intake's create response: `seen`) never starts a loop for an
 incident the watch already showed, settled or deleted.
 
-New loops are admitted ADMITTED_AT_ONCE at a time to their first plan: a burst of thousands of
-incidents (a listing after a restart, a flood of alerts) otherwise plans all of them at once, each
-plan's decoded bodies, model copies and request bodies alive together, and the allocator keeps
-that peak long after (measured: 5,000 at once left 726 MB, 100 at a time 174 MB). A loop gives
-its place back when its first plan ends (`planned`), after ADMISSION_HOLD_S at the latest (a first
-plan that runs a long step holds no place), or when it ends; later plans are not bounded. The
-places are handed out in arrival order, so a burst delays a new incident's first plan by the
-plans ahead of it, as the API server's own queue would.
+New loops are admitted ADMITTED_AT_ONCE at a time to their first plan (`Admission`): a burst of
+thousands of incidents (a listing after a restart, a flood of alerts) otherwise plans all of them
+at once, each plan's model copies, request bodies and answers alive together, and the allocator
+keeps that peak long after (simulated without the operator: 5,000 decoded incidents with their
+models at once left 726 MB, 100 at a time 174 MB). A loop gives its place back when its first
+plan has written its decision (`planned`: before a step acts, so a long step holds no place),
+when that plan fails, when the loop ends, or after ADMISSION_HOLD_S at the latest (an API server
+that answers that slowly must not stop new incidents altogether). Later plans are not bounded.
+Places go to the most severe incident waiting (its effective severity), then the first to
+arrive: a P1 alert during a restart's listing of thousands does not wait behind them. A waiting
+loop is already built (its body and status are held as an open incident's are): what waits is
+its plan's working memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -42,8 +48,10 @@ RECENT = 4096
 """How many incidents' uids `seen` remembers (the last events'): tens of kilobytes."""
 ADMITTED_AT_ONCE = 128
 """New loops making their first plan at once (see the module's docstring)."""
-ADMISSION_HOLD_S = 1.0
+ADMISSION_HOLD_S = 10.0
 """A loop's place among them is given back after this long even if its first plan goes on."""
+SEVERITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
+UNKNOWN_RANK = 5
 
 
 class LiveBody(Mapping[str, Any]):
@@ -92,22 +100,66 @@ class _Slot:
     task: asyncio.Task[None] | None = None
 
 
+class Admission:
+    """`places` places, handed to waiters by rank (lower first), then arrival."""
+
+    def __init__(self, places: int) -> None:
+        self.places = places
+        self.free = places
+        self.waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self.arrivals = itertools.count()
+
+    async def take(self, rank: int) -> None:
+        """Wait for a place (at once if one is free and nobody waits)."""
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self.waiting, (rank, next(self.arrivals), given))
+        try:
+            await given
+        except asyncio.CancelledError:
+            if given.done() and not given.cancelled():  # handed a place as it was cancelled: pass it on
+                self.give()
+            raise
+
+    def give(self) -> None:
+        """A place back: to the first waiter by rank and arrival, else free."""
+        while self.waiting:
+            _, _, given = heapq.heappop(self.waiting)
+            if not given.done():  # a waiter cancelled meanwhile is skipped
+                given.set_result(None)
+                return
+        self.free = min(self.places, self.free + 1)
+
+
 class _Place:
     """A new loop's place among those making their first plan (`Supervisor.admission`), given back
-    once whichever comes first calls `give_back`."""
+    once, by whichever comes first to `give_back` (or its hold timer)."""
 
-    def __init__(self, admission: asyncio.Semaphore) -> None:
+    def __init__(self, admission: Admission) -> None:
         self.admission = admission
         self.held = False
+        self.timer: asyncio.TimerHandle | None = None
 
-    async def take(self) -> None:
-        await self.admission.acquire()
+    async def take(self, rank: int) -> None:
+        await self.admission.take(rank)
         self.held = True
+        self.timer = asyncio.get_running_loop().call_later(ADMISSION_HOLD_S, self.give_back)
 
     def give_back(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.held:
             self.held = False
-            self.admission.release()
+            self.admission.give()
+
+
+def rank_of(body: Mapping[str, Any]) -> int:
+    """Where an incident waits for its first plan: by its effective severity (P1 first)."""
+    status, spec = body.get("status") or {}, body.get("spec") or {}
+    return SEVERITY_RANK.get(str(status.get("effectiveSeverity") or spec.get("severity") or ""), UNKNOWN_RANK)
 
 
 def wants_loop(body: Mapping[str, Any]) -> bool:
@@ -131,7 +183,7 @@ class Supervisor:
         self.unreadable: dict[str, str] = {}  # uid -> resourceVersion last found unreadable
         self.recent: OrderedDict[str, None] = OrderedDict()  # uids of the last RECENT events
         self.closing = False
-        self.admission = asyncio.Semaphore(ADMITTED_AT_ONCE)
+        self.admission = Admission(ADMITTED_AT_ONCE)
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -198,8 +250,7 @@ class Supervisor:
         assert loop is not None  # noqa: S101 - set before the task starts
         place = _Place(self.admission)
         try:
-            await place.take()
-            asyncio.get_running_loop().call_later(ADMISSION_HOLD_S, place.give_back)
+            await place.take(rank_of(slot.body.current))
             while True:
                 await loop.run(lambda: slot.stopping or self.closing, slot.wake, place.give_back)
                 # No await between here and the removal below: an event either came before

@@ -108,6 +108,7 @@ class IncidentLoop:
         self.may_hold_locks = True  # a run may hold workload locks (after a restart: it may)
         self.index_waits = 0  # plans in a row that waited for the Playbook index (`_index_behind`)
         self.list_playbooks = list_playbooks or functools.partial(kube.list_objects, "playbooks")
+        self.planned: Callable[[], None] = lambda: None  # `run`'s: a plan's decision is written
         self.inputs = Inputs(
             config,
             namespace,
@@ -201,16 +202,16 @@ class IncidentLoop:
     async def run(
         self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = lambda: None
     ) -> None:
-        """Plan and act until `stopped()`; `planned()` after each plan, whatever its outcome (the
-        supervisor's admission of new loops waits for the first)."""
+        """Plan and act until `stopped()`; `planned()` once each plan has written its decision
+        (before a step acts) or failed (the supervisor's admission of new loops waits for the
+        first)."""
+        self.planned = planned
         try:
-            await self._run(stopped, wake, planned)
+            await self._run(stopped, wake)
         finally:  # stopped, closed or cancelled: what waits to be posted goes now
             self.commit.events.flush()
 
-    async def _run(
-        self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None]
-    ) -> None:
+    async def _run(self, stopped: Callable[[], bool], wake: asyncio.Event) -> None:
         self.wake = wake
         errors = 0
         unreadable = False
@@ -218,12 +219,10 @@ class IncidentLoop:
             wake.clear()
             try:
                 again, wake_at = await self.iterate()
-                errors, unreadable = 0, False
-                planned()
             except asyncio.CancelledError:
                 raise
             except ValidationError as exc:  # a spec or status the models refuse: wait for a change
-                planned()
+                self.planned()
                 if not unreadable:
                     problem = (
                         f"the incident cannot be read: {exc.error_count()} problems, first at "
@@ -235,7 +234,7 @@ class IncidentLoop:
                 await self._sleep(wake, stopped, IDLE_RECHECK_S)
                 continue
             except Exception as exc:  # API errors, lost connections, anything: back off, never die
-                planned()
+                self.planned()
                 delay = self.backoff[min(errors, len(self.backoff) - 1)]
                 errors += 1
                 reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
@@ -246,6 +245,9 @@ class IncidentLoop:
                     logger.debug("incident %s/%s: traceback", self.namespace, self.name, exc_info=True)
                 await self._sleep(wake, stopped, delay, interruptible=False)
                 continue
+            else:
+                errors, unreadable = 0, False
+                self.planned()
             if self.status.phase is Phase.CLOSED:
                 return
             if again:
@@ -436,6 +438,7 @@ class IncidentLoop:
             self._note_settled(spec)
         self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
         working = self.status.model_copy(deep=True)
+        self.planned()  # the decision is written: what follows may be a long step
         outcome = busy or await self.execution.run_unless_overtaken(
             decision.intent, spec, chosen.spec, working, write_late=unwritten, deadlines=plan_input
         )
