@@ -64,20 +64,34 @@ class FakeApiServer:
     lists: int = 0
     hold: asyncio.Event = field(default_factory=asyncio.Event)
     """Set to let the last watch end (until then it stays open, as a quiet watch does)."""
+    streams: list[list[bytes] | int] | None = None
+    """Scripts for the watches that ask for a streamed first state, as `watches` (None: the server
+    refuses them with 422, as one whose WatchList gate is off does; not counted in `requests`)."""
+    refused: int = 0
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
+        if query.get("sendInitialEvents") == "true" and self.streams is None:
+            self.refused += 1
+            message = "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"
+            return web.json_response({"kind": "Status", "code": 422, "message": message}, status=422)
         self.requests.append(query)
+        if query.get("sendInitialEvents") == "true":
+            assert self.streams is not None
+            return await self.answer(request, self.streams.pop(0) if self.streams else None)
         if query.get("watch", "").lower() != "true":
             failing = self.list_failures.pop(len(self.requests) - 1 - len(self.watch_requests()), None)
             if failing is not None:
                 status = {"kind": "Status", "code": failing, "message": "scripted"}
                 return web.json_response(status, status=failing)
             return self.list_page(query)
-        if not self.watches:
+        return await self.answer(request, self.watches.pop(0) if self.watches else None)
+
+    async def answer(self, request: web.Request, script: list[bytes] | int | None) -> web.StreamResponse:
+        """A watch's answer: a scripted status, or its chunks (None: quiet until `hold`)."""
+        if script is None:
             await self.hold.wait()
             return web.Response(status=200, text="")
-        script = self.watches.pop(0)
         if isinstance(script, int):
             status = {"kind": "Status", "code": script, "message": f"scripted {script}"}
             return web.json_response(status, status=script)
@@ -213,6 +227,7 @@ def test_a_paged_listing_then_the_watch_from_its_version_every_event_in_order() 
     )
     assert again["resourceVersion"] == "14"  # the watch ended: again from the last version seen
     assert set(watch.known) == {"uid-a", "uid-c", "uid-d"}
+    assert server.refused == 1  # a server that does not stream the first state: asked once, then listed
 
 
 async def _split_and_long() -> tuple[Seen, dict[str, Any]]:
@@ -257,6 +272,7 @@ def test_410_gone_lists_again_and_what_the_new_listing_lacks_is_handed_on_as_del
     ]
     assert seen.synced == 2
     assert watches(server)[-1]["resourceVersion"] == "21"  # from the new listing's version
+    assert server.refused == 1  # listed again in pages: not asked to stream again
     assert set(watch.known) == {"uid-a", "uid-c"}
 
 
@@ -452,3 +468,189 @@ async def _remembered() -> Seen:
 def test_an_incident_remembered_from_the_intake_and_missing_from_a_relist_is_handed_on_as_deleted() -> None:
     seen = run(_remembered())
     assert ("DELETED", "uid-x") in seen.events
+
+
+def end_of_state(version: int) -> bytes:
+    """The bookmark that ends a streamed first state, as kube-apiserver sends it."""
+    metadata = {"resourceVersion": str(version), "annotations": {watch_module.INITIAL_EVENTS_END: "true"}}
+    return event(
+        "BOOKMARK", {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Incident", "metadata": metadata}
+    )
+
+
+def streamed(server: FakeApiServer) -> list[dict[str, str]]:
+    return [q for q in server.requests if q.get("sendInitialEvents") == "true"]
+
+
+async def _streamed_first_state() -> tuple[FakeApiServer, Seen, ObjectWatch, list[bool]]:
+    server = FakeApiServer(
+        [incident("never-listed", 1)],
+        "1",
+        [],
+        streams=[
+            [
+                event("ADDED", incident("a", 5)),
+                event("BOOKMARK", {"kind": "Incident", "metadata": {"resourceVersion": "8"}}),  # no end
+                event("ADDED", incident("b", 7)),
+                end_of_state(20),
+                event("MODIFIED", incident("a", 21, severity="P1")),
+                event("DELETED", incident("b", 22)),
+            ]
+        ],
+    )
+    seen, holder, locked = Seen(), list[ObjectWatch](), list[bool]()
+
+    def on_event(kind: str | None, body: dict[str, Any]) -> None:
+        locked.append(holder[0].listing.locked())
+        seen.on_event(kind, body)
+
+    watch = await watching(
+        server,
+        seen,
+        lambda: len(seen.events) == 4 and len(watches(server)) == 2,
+        on_event=on_event,
+        prepare=holder.append,
+    )
+    return server, seen, watch, locked
+
+
+def test_the_first_state_streams_then_the_changes_follow_and_no_listing_is_made() -> None:
+    server, seen, watch, locked = run(_streamed_first_state())
+    assert seen.events == [(None, "a"), (None, "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+    assert seen.synced == 1
+    assert locked == [True, True, False, False]  # the first state holds the shared lock, to its end
+    assert server.lists == 0
+    assert server.refused == 0
+    first, again = watches(server)
+    assert first["sendInitialEvents"] == "true"
+    assert first["resourceVersionMatch"] == "NotOlderThan"
+    assert first["allowWatchBookmarks"] == "true"
+    assert "resourceVersion" not in first
+    assert int(first["timeoutSeconds"]) >= watch_module.INITIAL_STREAM_TIMEOUT_S
+    assert again["resourceVersion"] == "22"  # the changes from there on
+    assert "sendInitialEvents" not in again
+    assert set(watch.known) == {"uid-a"}
+    assert not watch.delays  # the stream that ended after its first state and changes: no failure
+
+
+async def _streamed_again_after_410() -> tuple[FakeApiServer, Seen]:
+    gone = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+    server = FakeApiServer(
+        [],
+        "1",
+        [],
+        streams=[
+            [event("ADDED", incident("a", 5)), event("ADDED", incident("b", 6)), end_of_state(10), gone],
+            [event("ADDED", incident("a", 20)), event("ADDED", incident("c", 21)), end_of_state(21)],
+        ],
+    )
+    seen = Seen()
+
+    def intake_created_x(watch: ObjectWatch) -> None:
+        watch.remember(incident("x", 5))
+
+    await watching(server, seen, lambda: seen.synced == 2, prepare=intake_created_x)
+    return server, seen
+
+
+def test_a_410_streams_the_first_state_again_and_what_it_lacks_is_handed_on_as_deleted() -> None:
+    server, seen = run(_streamed_again_after_410())
+    assert seen.events == [
+        (None, "a"),
+        (None, "b"),
+        ("DELETED", "uid-x"),  # remembered from the intake, not in the first state
+        (None, "a"),
+        (None, "c"),
+        ("DELETED", "uid-b"),  # deleted while the watch could not say so
+    ]
+    assert len(streamed(server)) == 2
+    assert server.lists == 0
+
+
+async def _stream_cut_part_way() -> tuple[RuntimeContext, Loops, FakeApiServer]:
+    ctx = RuntimeContext.__new__(RuntimeContext)
+    ctx.config = OperatorConfig(namespaces=("ns",))
+    ctx.history, ctx.open_ranks = History(), Rankings()
+    ctx.open_incidents, ctx.action_items = metrics.OpenIncidents(), metrics.OpenActionItems()
+    loops = Loops()
+    server = FakeApiServer(
+        [],
+        "1",
+        [],
+        streams=[
+            [event("ADDED", open_incident("o1", 1)), event("ADDED", open_incident("o2", 2)), CUT],
+            [
+                event("ADDED", open_incident("o2", 2)),
+                event("ADDED", open_incident("o3", 3)),
+                end_of_state(11),
+            ],
+        ],  # o1 deleted between the two
+    )
+    ctx.kube = None  # type: ignore[assignment]  # the stream's own watch is not run: `watching` runs one
+    stream = IncidentStream(ctx, loops, "ns")
+    ctx.incident_streams = [stream]
+    await watching(
+        server, Seen(), lambda: stream.synced, on_event=stream.on_event, on_synced=stream.on_synced
+    )
+    return ctx, loops, server
+
+
+def test_a_stream_cut_before_its_end_streams_again_and_starts_each_open_incident_once() -> None:
+    ctx, loops, server = run(_stream_cut_part_way())
+    assert loops.started == ["o2", "o3"]  # once each, after the whole first state; o1 never
+    assert [e.name for e in ctx.open_ranks.of("ns")] == ["o2", "o3"]
+    assert len(streamed(server)) == 2  # a broken stream is not a refusal
+    assert server.lists == 0
+
+
+async def _not_streamed(script: list[bytes] | int) -> tuple[FakeApiServer, Seen, ObjectWatch]:
+    gone = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+    server = FakeApiServer(
+        [incident("a", 1), incident("b", 2)],
+        "10",
+        [[event("ADDED", incident("c", 11)), gone], [event("ADDED", incident("d", 22))]],
+        relists=[([incident("a", 1)], "21")],
+        streams=[script],
+    )
+    seen = Seen()
+    watch = await watching(server, seen, lambda: ("ADDED", "d") in seen.events)
+    return server, seen, watch
+
+
+@pytest.mark.parametrize(
+    ("script", "streamed_before"),
+    [
+        ([event("ADDED", incident("a", 1))], 1),  # ended before its end: the parameters were ignored
+        ([event("ERROR", {"kind": "Status", "code": 400, "reason": "BadRequest", "message": "no"})], 0),
+        (422, 0),
+    ],
+    ids=["ended-early", "error-400-in-the-stream", "answered-422"],
+)
+def test_a_server_that_does_not_stream_the_first_state_gets_paged_listings_from_then_on(
+    script: list[bytes] | int, streamed_before: int
+) -> None:
+    server, seen, watch = run(_not_streamed(script))
+    assert seen.events[:streamed_before] == [(None, "a")][:streamed_before]  # handed on, then listed
+    listed = seen.events[streamed_before:]
+    assert listed[:4] == [(None, "a"), (None, "b"), ("ADDED", "c"), (None, "a")]
+    assert sorted(listed[4:6]) == [("DELETED", "uid-b"), ("DELETED", "uid-c")]  # gone meanwhile
+    assert listed[6:] == [("ADDED", "d")]
+    assert seen.synced == 2
+    assert server.lists == 2  # the first listing, and after the 410
+    assert len(streamed(server)) == 1  # asked once: the 410 listed again, in pages
+    assert watch.stream is False
+
+
+async def _stream_failed_then_worked() -> tuple[FakeApiServer, Seen, ObjectWatch]:
+    server = FakeApiServer([], "1", [], streams=[500, [event("ADDED", incident("a", 5)), end_of_state(10)]])
+    seen = Seen()
+    watch = await watching(server, seen, lambda: seen.synced == 1)
+    return server, seen, watch
+
+
+def test_an_error_answering_the_stream_is_retried_as_a_stream_after_a_delay() -> None:
+    server, seen, watch = run(_stream_failed_then_worked())
+    assert seen.events == [(None, "a")]
+    assert len(streamed(server)) == 2
+    assert server.lists == 0
+    assert list(watch.delays) == [0.01]

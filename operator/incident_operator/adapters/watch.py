@@ -9,11 +9,18 @@ handed to a synchronous callback in the order the API server sent it, and the ne
 only when the callback returned. What this module keeps of an object is its uid and namespace
 (to say which ones went away when the watch had to list again).
 
-One `ObjectWatch` per scope (a namespace, or the cluster): a paged listing (one consistent
-snapshot, LIST_PAGE objects per request, handed on as type None), then a watch from the
-snapshot's resourceVersion with bookmarks, re-established every WATCH_SERVER_TIMEOUT_S from the
-last resourceVersion seen. A watch the API server answers with 410 Gone (its history compacted
-past our resourceVersion) lists again; the objects the new listing lacks are handed on as DELETED.
+One `ObjectWatch` per scope (a namespace, or the cluster). Its first state comes as a stream
+(a watch with `sendInitialEvents=true&resourceVersionMatch=NotOlderThan`: the API server's watch
+cache sends every object as an ADDED event, handed on as type None like a listing's, then a
+bookmark annotated `k8s.io/initial-events-end` at the state's resourceVersion, and the same
+connection goes on with the changes). No continue token can expire: a paged listing of 100,000
+objects took longer than etcd's compaction while they were deleted, and never finished. An API
+server that refuses the stream (400 or 422: older than 1.27, or its WatchList gate off) or ends it
+before its end gets a paged listing instead from then on (one consistent snapshot, LIST_PAGE
+objects per request, handed on as type None), then a watch from the snapshot's resourceVersion.
+Every watch has bookmarks and is re-established every WATCH_SERVER_TIMEOUT_S from the last
+resourceVersion seen. A watch the API server answers with 410 Gone (its history compacted past our
+resourceVersion) takes the first state again; the objects it lacks are handed on as DELETED.
 A broken connection, a timeout or an API error is retried after a growing delay (RETRY_DELAYS_S),
 from the last resourceVersion, for as long as the watch runs: it ends only when cancelled.
 """
@@ -47,6 +54,13 @@ LIST_TIMEOUT_S = 60
 """One page of the listing, answered within this long."""
 RETRY_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Waits before the next try after consecutive failures (the last one repeats)."""
+INITIAL_STREAM_TIMEOUT_S = 1800
+"""A watch that streams the first state may last this long (its objects are handed on one at a
+time, so a large scope takes longer than WATCH_SERVER_TIMEOUT_S; the changes follow on it)."""
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+"""The annotation of the bookmark that ends a streamed first state."""
+REFUSED = (400, 422)
+"""How an API server that does not stream a first state answers the request for one."""
 QUICK_END_S = 1.0
 """A watch that ends sooner than this with no event counts as a failure (the next waits)."""
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -65,11 +79,16 @@ class WatchError(Exception):
     """The API server ended the watch with an error other than 410, or sent what is not an event."""
 
 
+class Refused(Exception):
+    """The API server does not stream a first state (it refused, or ended it before its end)."""
+
+
 class ObjectWatch:
-    """List, then watch, objects of `plural` in `namespace` (None: the cluster), handing every
-    event to `on_event` in order; `on_synced` is called after every complete listing (the objects
-    the listing lacked have been handed on as DELETED by then). Listings of several watches that
-    share `listing` (a lock) go one at a time: their pages are the memory peak."""
+    """Take the first state of objects of `plural` in `namespace` (None: the cluster), then watch
+    them, handing every event to `on_event` in order; `on_synced` is called after every complete
+    first state (the objects it lacked have been handed on as DELETED by then). First states of
+    several watches that share `listing` (a lock) are taken one at a time. `stream` False: a paged
+    listing from the start (the API server is known not to stream)."""
 
     def __init__(
         self,
@@ -83,6 +102,7 @@ class ObjectWatch:
         page: int = LIST_PAGE,
         server_timeout: int = WATCH_SERVER_TIMEOUT_S,
         retry_delays: tuple[float, ...] = RETRY_DELAYS_S,
+        stream: bool = True,
     ) -> None:
         self.kube = kube
         self.plural = plural
@@ -93,6 +113,10 @@ class ObjectWatch:
         self.page = page
         self.server_timeout = server_timeout
         self.retry_delays = retry_delays
+        self.stream = stream
+        """Whether the first state is asked for as a stream (False once the API server refused)."""
+        self.streamed: set[str] | None = None
+        """The uids a first state being streamed has handed on so far (None: not streaming one)."""
         self.known: dict[str, str] = {}
         """uid -> namespace of every object handed on (or `remember`ed) and not deleted since."""
         self.version: str | None = None
@@ -119,11 +143,9 @@ class ObjectWatch:
         while True:
             started, before = loop.time(), self.version
             try:
-                if self.version is None:
+                if self.version is None and not self.stream:
                     async with self.listing:
                         self.version = await self._list()
-                    if self.on_synced is not None:
-                        self.on_synced()
                     started, before = loop.time(), self.version
                 await self._watch()
                 if self._progressed(started, before):
@@ -140,6 +162,10 @@ class ObjectWatch:
                     failures = 1  # listing (slower than etcd's compaction?) waits like an error
                     continue
                 why = "410 Gone again"
+            except Refused as exc:
+                logger.info("watch of %s: %s; listing in pages from now on", self.scope, exc)
+                self.stream = False
+                continue
             except (ApiException, TransportError, OSError, TimeoutError, WatchError, ValueError) as exc:
                 why = _why(exc)
             except Exception as exc:  # a bug here must not end the operator's watch of incidents
@@ -157,9 +183,10 @@ class ObjectWatch:
 
     def _progressed(self, started: float, before: str | None) -> bool:
         """Whether the watch since `started` saw an event or lasted a while: what went wrong after
-        that is a new failure, not one more of a series (the delays start over)."""
+        that is a new failure, not one more of a series (the delays start over). A first state
+        streamed to its end is progress too."""
         elapsed = asyncio.get_running_loop().time() - started
-        return before is not None and (self.version != before or elapsed >= QUICK_END_S)
+        return self.version != before or (before is not None and elapsed >= QUICK_END_S)
 
     def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}
@@ -201,11 +228,27 @@ class ObjectWatch:
             token = metadata.get("continue") or None
             if token is None:
                 break
-        for uid in before - listed:
-            self._hand_on("DELETED", _gone(uid, self.known.get(uid, "")))
         if not version:
             raise WatchError("the listing carried no resourceVersion")
+        self._complete(before - listed)
         return version
+
+    def _complete(self, missing: set[str]) -> None:
+        """A first state is complete: hand on what it lacked (`missing`: uids) as DELETED, then
+        say so (`on_synced`)."""
+        for uid in missing:
+            self._hand_on("DELETED", _gone(uid, self.known.get(uid, "")))
+        if self.on_synced is not None:
+            try:
+                self.on_synced()
+            except Exception:  # the watch goes on from this state whatever the handler does
+                logger.exception("watch of %s: handling its first state failed", self.scope)
+
+    def _path(self) -> str:
+        base = f"/apis/{API_GROUP}/{API_VERSION}"
+        return (
+            f"{base}/namespaces/{self.namespace}/{self.plural}" if self.namespace else f"{base}/{self.plural}"
+        )
 
     def _list_call(self) -> Callable[..., Any]:
         api, namespace, plural = self.kube.objects.api, self.namespace, self.plural
@@ -223,16 +266,39 @@ class ObjectWatch:
         return namespaced
 
     async def _watch(self) -> None:
-        """One watch from `self.version` until the API server ends it or it breaks; every event and
-        bookmark moves `self.version`, so the next watch goes on from the last one seen."""
+        """One watch from `self.version` (None: streaming the first state first, the `listing`
+        lock held until its end) until the API server ends it or it breaks; every event and
+        bookmark past the first state moves `self.version`, so the next watch goes on from the
+        last one seen."""
+        initial = self.version is None
+        if initial:
+            await self.listing.acquire()
+            self.streamed = set()
+        try:
+            await self._stream(initial)
+            if self.streamed is not None:  # ended before its end: the server ignored the ask?
+                raise Refused("the API server ended the stream of the first state before its end")
+        finally:
+            if self.streamed is not None:
+                self.streamed = None
+                self.listing.release()
+
+    async def _stream(self, initial: bool) -> None:
         timeout = aiohttp.ClientTimeout(
             connect=CONNECT_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S, sock_read=WATCH_READ_TIMEOUT_S
         )
-        response = await self._list_call()(
-            watch=True,
-            resource_version=self.version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self.server_timeout,
+        query: list[tuple[str, Any]] = [("watch", "true"), ("allowWatchBookmarks", "true")]
+        if initial:
+            query += [("sendInitialEvents", "true"), ("resourceVersionMatch", "NotOlderThan")]
+            query.append(("timeoutSeconds", max(self.server_timeout, INITIAL_STREAM_TIMEOUT_S)))
+        else:
+            query += [("resourceVersion", self.version), ("timeoutSeconds", self.server_timeout)]
+        response = await self.kube.api.call_api(
+            self._path(),
+            "GET",
+            query_params=query,
+            header_params={"Accept": "application/json;stream=watch"},
+            auth_settings=["BearerToken"],
             _preload_content=False,
             _request_timeout=timeout,
         )
@@ -241,6 +307,8 @@ class ObjectWatch:
                 raise Gone
             if response.status != 200:
                 text = (await response.content.read(4096)).decode(errors="replace")
+                if initial and response.status in REFUSED:
+                    raise Refused(f"HTTP {response.status} to a stream of the first state: {_message(text)}")
                 raise ApiException(status=response.status, reason=f"{response.reason}: {_message(text)}")
             pending = b""
             async for chunk in response.content.iter_any():
@@ -258,18 +326,41 @@ class ObjectWatch:
             response.release()
 
     def _event(self, line: bytes) -> None:
-        """Hand on one watch event and move `self.version` past it."""
+        """Hand on one watch event and move `self.version` past it (in a first state being
+        streamed: hand on its objects as listed; its end bookmark completes it)."""
         event = json.loads(line)
         if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
             raise WatchError(f"a watch line that is not an event: {line[:100]!r}")
         event_type, body = event.get("type"), event["object"]
+        metadata = body.get("metadata") or {}
+        streamed = self.streamed
         if event_type == "ERROR":
             if body.get("code") == 410:
                 raise Gone
-            raise WatchError(f"HTTP {body.get('code')} {body.get('reason')}: {_message(body.get('message'))}")
+            message = f"HTTP {body.get('code')} {body.get('reason')}: {_message(body.get('message'))}"
+            if streamed is not None and body.get("code") in REFUSED:
+                raise Refused(f"{message} (in a stream of the first state)")
+            raise WatchError(message)
+        if streamed is not None:
+            if event_type == "ADDED":
+                streamed.add(str(metadata.get("uid") or ""))
+                self._hand_on(None, body)
+            elif event_type in ("MODIFIED", "DELETED"):
+                self._hand_on(str(event_type), body)
+            elif (
+                event_type == "BOOKMARK"
+                and (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true"
+            ):
+                version = str(metadata.get("resourceVersion") or "")
+                if not version:
+                    raise WatchError("the end of the first state carried no resourceVersion")
+                self.version, self.streamed = version, None
+                self.listing.release()
+                self._complete(set(self.known) - streamed)
+            return
         if event_type in ("ADDED", "MODIFIED", "DELETED"):
             self._hand_on(str(event_type), body)
-        self.version = str((body.get("metadata") or {}).get("resourceVersion") or "") or self.version
+        self.version = str(metadata.get("resourceVersion") or "") or self.version
 
 
 def _gone(uid: str, namespace: str) -> dict[str, Any]:
