@@ -142,6 +142,7 @@ class FakeKube:
             raise ApiException(status=404, reason="Not Found")
         w = self.workloads[name]
         return SimpleNamespace(
+            metadata=SimpleNamespace(resource_version=str(w.setdefault("version", 1))),
             spec=SimpleNamespace(
                 replicas=w["replicas"],
                 template=SimpleNamespace(metadata=SimpleNamespace(annotations=dict(w["annotations"]))),
@@ -149,11 +150,16 @@ class FakeKube:
             status=SimpleNamespace(ready_replicas=w["ready"]),
         )
 
-    async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
+    async def scale_workload(
+        self, kind: str, name: str, namespace: str, replicas: int, resource_version: str | None = None
+    ) -> None:
         self.calls.append(("scale_workload", name, replicas))
         w = self.workloads[name]
+        if resource_version is not None and resource_version != str(w.setdefault("version", 1)):
+            raise ApiException(status=409, reason="Conflict")
         if w["replicas"] != replicas:
             w["replicas"] = w["ready"] = replicas
+            w["version"] = w.setdefault("version", 1) + 1
             self.effects.append(Effect("scale", name, replicas, copy.deepcopy(self.incident["status"])))
 
     async def patch_workload(self, kind: str, name: str, namespace: str, body: dict[str, Any]) -> Any:
@@ -162,6 +168,7 @@ class FakeKube:
         w = self.workloads[name]
         if any(w["annotations"].get(k) != v for k, v in annotations.items()):
             w["annotations"].update(annotations)
+            w["version"] = w.setdefault("version", 1) + 1
             self.effects.append(
                 Effect("restart", name, dict(annotations), copy.deepcopy(self.incident["status"]))
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import gc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -20,6 +21,8 @@ import pytest
 
 from incident_operator.adapters.kube import ApiException, Kube
 from incident_operator.adapters.outbound import Outbound
+from incident_operator.api.base import WorkloadRef
+from incident_operator.controllers import actions
 from incident_operator.controllers.incident import IncidentLoop, parse_playbook
 from incident_operator.controllers.incident.inputs import PlaybookListings, index_behind
 from incident_operator.controllers.incident.loop import INDEX_CATCHUP_TRIES
@@ -917,3 +920,80 @@ def test_a_settled_run_explains_every_step_as_ran() -> None:
     assert [s["verdict"] for s in explanation["steps"]] == ["Ran", "Ran", "Ran"]
     assert explanation["next"].startswith("nothing more: the incident is resolved")
     assert "hold" not in explanation
+
+
+def test_a_scale_reads_its_deployment_once_before_its_lock_is_taken_and_scales_that_version() -> None:
+    api, clock = fake_api(steps=[STEPS[0]]), Clock()
+    asyncio.run(run_until_settled(api, clock))
+    names = [c[0] for c in api.calls]
+    assert names.count("read_workload") == 1  # the early read is the decision's read
+    assert names.index("read_workload") < names.index("write_lock")  # begun before the lock's claim
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+    assert api.status()["phase"] == "Resolved"
+
+
+def test_a_deployment_changed_after_the_early_read_is_read_again_and_decided_anew() -> None:
+    api, clock = fake_api(steps=[STEPS[0]]), Clock()
+    claim = api.write_lock
+
+    async def claimed_after_another_run_scaled(
+        namespace: str, lease: str, holder: str | None, resource_version: str | None
+    ) -> None:
+        web = api.workloads["web"]
+        if not any(e.kind == "scale" for e in api.effects) and web["replicas"] == 2:
+            web["replicas"] = web["ready"] = 5  # another run scaled it, then gave its lock back
+            web["version"] = web.setdefault("version", 1) + 1
+        await claim(namespace, lease, holder, resource_version)
+
+    api.write_lock = claimed_after_another_run_scaled  # type: ignore[method-assign]
+    asyncio.run(run_until_settled(api, clock))
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 6)]  # 5 + 1, not 2 + 1
+    step = api.status()["playbook"]["steps"][0]
+    assert (step["replicasBefore"], step["replicasAfter"]) == (5, 6)  # the decision written again
+    assert [c for c in api.calls if c[0] == "scale_workload"] == [
+        ("scale_workload", "web", 3),
+        ("scale_workload", "web", 6),
+    ]
+    assert effect_status_said(api, 6)
+
+
+def effect_status_said(api: FakeKube, replicas: int) -> bool:
+    """Whether the status the API held when the scale to `replicas` landed had that decision."""
+    effect = next(e for e in api.effects if e.kind == "scale" and e.value == replicas)
+    step = effect.status["playbook"]["steps"][0]
+    return bool(step.get("replicasAfter") == replicas)
+
+
+def test_an_early_read_not_taken_is_cancelled_or_its_error_dropped_never_left_unretrieved() -> None:
+    async def main() -> tuple[list[dict[str, Any]], bool, asyncio.Task[Any] | None]:
+        unretrieved: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+        api = fake_api()
+        del api.workloads["web"]  # its read fails (404)
+        failing = actions.Prefetched(cast(Kube, api), NAMESPACE, WorkloadRef(kind="Deployment", name="web"))
+        assert failing.task is not None
+        await asyncio.wait([failing.task])
+        failing.discard()
+        del failing
+        gc.collect()  # an exception never retrieved is reported when its task is collected
+        gate = asyncio.Event()
+        real = api.read_workload
+
+        async def slow(kind: str, name: str, namespace: str) -> Any:
+            await gate.wait()
+            return await real(kind, name, namespace)
+
+        api.read_workload = slow  # type: ignore[method-assign]
+        pending = actions.Prefetched(cast(Kube, api), NAMESPACE, WorkloadRef(kind="Deployment", name="api"))
+        task = pending.task
+        other = pending.take(WorkloadRef(kind="Deployment", name="worker"))  # not its workload
+        pending.discard()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=RUN_BOUND_S) if task else None
+        return unretrieved, other is None, task
+
+    unretrieved, not_taken, task = asyncio.run(main())
+    assert unretrieved == []
+    assert not_taken
+    assert task is not None
+    assert task.cancelled()

@@ -1177,10 +1177,12 @@ def test_while_a_resolved_incident_reverts_its_scale_another_incident_waits_targ
     seen: list[running.Busy | None] = []
     real = api.scale_workload
 
-    async def scaling(kind: str, name: str, namespace: str, replicas: int) -> None:
+    async def scaling(
+        kind: str, name: str, namespace: str, replicas: int, resource_version: str | None = None
+    ) -> None:
         # the second incident tries while the revert's patch is on its way
         seen.append(await running.claim(api, NAMESPACE, WEB, second, T0 + timedelta(seconds=1)))
-        await real(kind, name, namespace, replicas)
+        await real(kind, name, namespace, replicas, resource_version)
 
     api.scale_workload = scaling  # type: ignore[method-assign]
     execution = revert_execution(api)

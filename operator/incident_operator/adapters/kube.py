@@ -554,8 +554,14 @@ class Kube:
         body["metadata"]["resourceVersion"] = resource_version
         await self.call(self.coordination.replace_namespaced_lease, lease, namespace, body)
 
-    async def scale_workload(self, kind: str, name: str, namespace: str, replicas: int) -> None:
-        body = {"spec": {"replicas": replicas}}
+    async def scale_workload(
+        self, kind: str, name: str, namespace: str, replicas: int, resource_version: str | None = None
+    ) -> None:
+        """Set the workload's replicas; with `resource_version`, only if it is still at that
+        version (409 Conflict otherwise)."""
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         await self.call(self._workload_api(kind, "scale"), name, namespace, body)
 
     async def readiness(self, kind: str, name: str, namespace: str) -> Readiness:

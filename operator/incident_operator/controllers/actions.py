@@ -19,6 +19,7 @@ given step attempt, which is what makes a re-run after a crash harmless:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -91,6 +92,8 @@ class ActionContext:
     incident_created: datetime | None = None
     """When the incident was created: of two runs that want each other's workloads, the later
     incident's gives way (`controllers.targets.lock`)."""
+    prefetched: Prefetched | None = None
+    """A read of the workload a scale acts on, started before its lock was taken (`Prefetched`)."""
 
     @property
     def workload(self) -> WorkloadRef:
@@ -135,13 +138,54 @@ def _target_missing(ref: WorkloadRef, namespace: str) -> Outcome:
     return Outcome(False, f"{ref.kind} {namespace}/{ref.name} not found")
 
 
+class Prefetched:
+    """A read of the workload a scale step acts on, started while the loop reserves the step's
+    breaker slot, before the step's lock is taken: one round trip less between an incident and
+    its first action. What it read may be older than the lock (another run may have scaled the
+    workload and given its lock back meanwhile), so the scale names the resourceVersion it read:
+    a workload changed since is read again and decided anew (`scale`). Taken once; what is not
+    taken is discarded (`discard`: cancelled if still running, its error never raised)."""
+
+    def __init__(self, kube: Kube, namespace: str, ref: WorkloadRef) -> None:
+        self.ref = ref
+        self.task: asyncio.Task[Any] | None = asyncio.create_task(
+            kube.read_workload(str(ref.kind), ref.name, namespace)
+        )
+        self.task.add_done_callback(_retrieved)
+
+    def take(self, ref: WorkloadRef) -> asyncio.Task[Any] | None:
+        """The read of `ref`, once (None: another workload, or taken already)."""
+        task = self.task
+        if task is None or ref.kind != self.ref.kind or ref.name != self.ref.name:
+            return None
+        self.task = None
+        return task
+
+    def discard(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A prefetch's error is the scale's to raise, or nobody's (never 'never retrieved')."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def scale(ctx: ActionContext) -> Outcome:
     params = ctx.step.scale
     assert params is not None  # noqa: S101 - the registry dispatches by action key
     ref, st = ctx.workload, ctx.step_status
+    read_before = ctx.prefetched.take(ref) if ctx.prefetched is not None else None
+    version: str | None = None  # the scale's precondition: the version a prefetched read saw
     if st.replicasAfter is None:
         try:
-            workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+            if read_before is not None:
+                workload = await read_before
+                version = workload.metadata.resource_version if workload.metadata else None
+            else:
+                workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
         except ApiException as exc:
             return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
         before = workload.spec.replicas if workload.spec.replicas is not None else 1
@@ -153,9 +197,21 @@ async def scale(ctx: ActionContext) -> Outcome:
             f" (capped from {wanted})" if after != wanted else ""
         )
         await ctx.persist()
+    elif read_before is not None:
+        read_before.cancel()  # decided before a restart: acts on what it decided then
     try:
-        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter)
+        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter, version)
     except ApiException as exc:
+        if exc.status == 409 and version is not None:  # changed since the early read: decide anew
+            logger.info(
+                "%s/%s: %s %s changed since it was read; reading it again",
+                ctx.namespace,
+                ctx.incident,
+                ref.kind,
+                ref.name,
+            )
+            st.replicasBefore = st.replicasAfter = None
+            return await scale(dataclasses.replace(ctx, prefetched=None))
         return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
     capped = " (capped by guardrails or the operator's limits)" if "capped" in (st.message or "") else ""
     return Outcome(True, f"scaled {ref.kind} {ref.name} {st.replicasBefore} -> {st.replicasAfter}{capped}")

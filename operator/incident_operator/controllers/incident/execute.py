@@ -24,6 +24,7 @@ from incident_operator.adapters import metrics
 from incident_operator.adapters.kube import ApiException, Kube, api_reason
 from incident_operator.adapters.outbound import Outbound
 from incident_operator.api.actions import CANCELLABLE_ACTIONS, MUTATING_ACTIONS, START_UNWRITTEN_ACTIONS
+from incident_operator.api.base import WorkloadRef
 from incident_operator.api.models import (
     IncidentSpec,
     IncidentStatus,
@@ -78,6 +79,26 @@ def start_unwritten(intent: Intent, status: IncidentStatus, playbook: PlaybookSp
     return step is not None and step.action in START_UNWRITTEN_ACTIONS
 
 
+def prefetch_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> WorkloadRef | None:
+    """The workload whose read may start before the step's lock is taken (`actions.Prefetched`):
+    that of a scale step with a fixed target, about to decide its replicas (not resumed after a
+    decision was written). None: any other intent."""
+    progress = status.playbook
+    if intent.kind != "run-step" or progress is None or intent.step < 0:
+        return None
+    step_status = progress.steps[intent.step]
+    if (
+        step_status.action != "scale"
+        or step_status.targets is not None
+        or step_status.replicasAfter is not None
+    ):
+        return None
+    step = next((s for s in playbook.steps if s.name == step_status.name), None)
+    if step is None or step.target is None:
+        return None
+    return step.target.fixed
+
+
 @dataclass(frozen=True)
 class Execution:
     kube: Kube
@@ -101,14 +122,16 @@ class Execution:
         *,
         write_late: bool = False,
         deadlines: Callable[[], PlanInput] | None = None,
+        prefetched: actions.Prefetched | None = None,
     ) -> Outcome | None:
         """Run the intent; a waiting step (waitReady, httpCheck) is cancelled if a human resolves
         or closes the incident meanwhile (returns None), and while it waits the response target
         is still watched (`deadlines` gives the plan input). Mutating actions are short and finish.
 
         With `write_late` (its start is held), a read-only action that is still running after
-        HELD_WRITE_AFTER_S gets its start written then, so that a long wait shows as Running."""
-        task = asyncio.create_task(self._execute(intent, spec, playbook, working))
+        HELD_WRITE_AFTER_S gets its start written then, so that a long wait shows as Running.
+        `prefetched`: the read of the workload a scale acts on, already started."""
+        task = asyncio.create_task(self._execute(intent, spec, playbook, working, prefetched))
         step = working.playbook.steps[intent.step] if working.playbook and intent.step >= 0 else None
         action = step.action if step is not None else None
         late: asyncio.Task[None] | None = None
@@ -212,7 +235,12 @@ class Execution:
             await targets.release_all(self.kube, self.namespace, refs, me)
 
     async def _execute(
-        self, intent: Intent, spec: IncidentSpec, playbook: PlaybookSpec, working: IncidentStatus
+        self,
+        intent: Intent,
+        spec: IncidentSpec,
+        playbook: PlaybookSpec,
+        working: IncidentStatus,
+        prefetched: actions.Prefetched | None = None,
     ) -> Outcome:
         """Carry out `intent`; the action may record in `working` (persisted on its request)."""
         if intent.kind == "verify-health":
@@ -244,6 +272,7 @@ class Execution:
             persist=lambda: self.commit.persist(working, spec),
             jobs=self.jobs,
             incident_created=self.created,
+            prefetched=prefetched,
         )
         outcome = await targets.run_step(ctx)
         metrics.action_done(step.action, outcome.ok)

@@ -26,11 +26,17 @@ from incident_operator.adapters.runledger import RunRecorder
 from incident_operator.api.models import IncidentSpec, IncidentStatus, Phase, PlaybookProgress
 from incident_operator.api.reasons import ConditionType, Reason
 from incident_operator.api.timestamps import utc_now
-from incident_operator.controllers import targets
+from incident_operator.controllers import actions, targets
 from incident_operator.controllers.automation import Breaker
 from incident_operator.controllers.incident.commit import Commit
 from incident_operator.controllers.incident.eventhold import HOLD_S, EventPoster
-from incident_operator.controllers.incident.execute import Execution, mutates, start_unwritten, waits
+from incident_operator.controllers.incident.execute import (
+    Execution,
+    mutates,
+    prefetch_target,
+    start_unwritten,
+    waits,
+)
 from incident_operator.controllers.incident.inputs import (
     History,
     Inputs,
@@ -41,7 +47,7 @@ from incident_operator.controllers.incident.inputs import (
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
-from incident_operator.controllers.incident.mutating import MutatingSlots, still_busy
+from incident_operator.controllers.incident.mutating import MutatingSlots, still_busy, waited_busy
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.people import ScheduleBook
@@ -414,45 +420,70 @@ class IncidentLoop:
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
         # A retry of a step waiting for another incident's lock still held takes none: it is
         # Blocked again from a read of the locks, its start never written (`still_busy`).
-        busy = await self._still_busy(decision, chosen)
-        hold, tripped = (None, []) if busy is not None else await self.slots.reserve(self.status, decision)
-        reserved = self.slots.reserved(self.status, decision) if hold is None and busy is None else None
-        if hold is not None:
-            decision = explained(plan, plan_input(held_by=holder, hold=hold))
-            if tripped:
-                decision.status = with_records(decision.status, tripped, self.clock())
-                decision.records += tripped
-            self.inputs.note_run(self.status, decision.status)
-        if decision.intent is None:
-            await self.commit.commit(decision, spec, counts=(chosen, claimed))
-            await self._carry_locks(ran_before)
-            self._note_settled(spec)
-            return False, decision.wake_at
-        assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
-        unwritten = busy is not None or start_unwritten(decision.intent, decision.status, chosen.spec)
-        if unwritten:
-            self.commit.hold(decision, counts=(chosen, claimed))
-        else:
-            await self.commit.commit(decision, spec, counts=(chosen, claimed))
-        if decision.intent.kind != "revert-scale":  # the revert holds them until it is done
-            self._note_settled(spec)
-        self.may_hold_locks = self.may_hold_locks or mutates(decision.intent, decision.status, chosen.spec)
-        working = self.status.model_copy(deep=True)
-        self.planned()  # the decision is written: what follows may be a long step
-        outcome = busy or await self.execution.run_unless_overtaken(
-            decision.intent, spec, chosen.spec, working, write_late=unwritten, deadlines=plan_input
-        )
-        if outcome is None:
-            return True, None  # a human resolved or closed the incident meanwhile: plan again
-        await self.slots.release(reserved, outcome)  # acted on nothing: its slots go back
-        if waits(decision.intent, working):  # it changed nothing but its targets' states; a deadline may have
-            working = targets.keep_target_states(
-                working, self.status.model_copy(deep=True), decision.intent.step
+        early = self._prefetch(decision, chosen)  # a scale's read goes on meanwhile
+        try:
+            busy = await self._still_busy(decision, chosen)
+            hold, tripped = (
+                (None, []) if busy is not None else await self.slots.reserve(self.status, decision)
             )
-        intent, spec_of_run = decision.intent, chosen.spec
-        after = explained(lambda inp: complete(inp, intent, outcome, spec_of_run), plan_input(working))
-        self.commit.hold(after, counts=(chosen, False))
-        if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
-            await self.commit.write_held(spec)
-            return False, after.wake_at
-        return True, None  # plan again at once; the outcome is written with that plan
+            reserved = self.slots.reserved(self.status, decision) if hold is None and busy is None else None
+            if hold is not None:
+                decision = explained(plan, plan_input(held_by=holder, hold=hold))
+                if tripped:
+                    decision.status = with_records(decision.status, tripped, self.clock())
+                    decision.records += tripped
+                self.inputs.note_run(self.status, decision.status)
+            if decision.intent is None:
+                await self.commit.commit(decision, spec, counts=(chosen, claimed))
+                await self._carry_locks(ran_before)
+                self._note_settled(spec)
+                return False, decision.wake_at
+            assert chosen is not None  # noqa: S101 - an intent always comes from a playbook
+            unwritten = busy is not None or start_unwritten(decision.intent, decision.status, chosen.spec)
+            if unwritten:
+                self.commit.hold(decision, counts=(chosen, claimed))
+            else:
+                await self.commit.commit(decision, spec, counts=(chosen, claimed))
+            if decision.intent.kind != "revert-scale":  # the revert holds them until it is done
+                self._note_settled(spec)
+            self.may_hold_locks = self.may_hold_locks or mutates(
+                decision.intent, decision.status, chosen.spec
+            )
+            working = self.status.model_copy(deep=True)
+            self.planned()  # the decision is written: what follows may be a long step
+            outcome = busy or await self.execution.run_unless_overtaken(
+                decision.intent,
+                spec,
+                chosen.spec,
+                working,
+                write_late=unwritten,
+                deadlines=plan_input,
+                prefetched=early,
+            )
+            if outcome is None:
+                return True, None  # a human resolved or closed the incident meanwhile: plan again
+            await self.slots.release(reserved, outcome)  # acted on nothing: its slots go back
+            if waits(
+                decision.intent, working
+            ):  # it changed nothing but its targets' states; a deadline may have
+                working = targets.keep_target_states(
+                    working, self.status.model_copy(deep=True), decision.intent.step
+                )
+            intent, spec_of_run = decision.intent, chosen.spec
+            after = explained(lambda inp: complete(inp, intent, outcome, spec_of_run), plan_input(working))
+            self.commit.hold(after, counts=(chosen, False))
+            if after.wake_at is not None:  # e.g. health not held yet: write now, check again then
+                await self.commit.write_held(spec)
+                return False, after.wake_at
+            return True, None  # plan again at once; the outcome is written with that plan
+        finally:
+            if early is not None:
+                early.discard()  # not taken: held, busy, or not the step that acts
+
+    def _prefetch(self, decision: Decision, chosen: PlaybookEntry | None) -> actions.Prefetched | None:
+        """The read of the workload a scale step is about to decide on, started now: it goes on
+        while the breaker's slot is reserved and the lock taken (`actions.Prefetched`)."""
+        if decision.intent is None or chosen is None or waited_busy(self.status, decision):
+            return None  # a retry waiting for a lock reads the lock first (`still_busy`), not this
+        ref = prefetch_target(decision.intent, decision.status, chosen.spec)
+        return None if ref is None else actions.Prefetched(self.execution.kube, self.namespace, ref)

@@ -170,7 +170,7 @@ class MutatingSlots:
         return hold, [tripped]
 
 
-def _waited_busy(before: IncidentStatus, decision: Decision) -> bool:
+def waited_busy(before: IncidentStatus, decision: Decision) -> bool:
     """Whether `decision` tries again a step whose last attempt (in `before`, the same run) was
     Blocked waiting for another incident's lock: the step Blocked and the incident Stalled with
     reason TargetBusy."""
@@ -214,14 +214,14 @@ async def still_busy(
     now: datetime,
 ) -> Outcome | None:
     """The outcome of the step `decision` tries again, decided by reading its workloads' locks,
-    when its last attempt waited for another incident's lock (`_waited_busy`) and one of them is
+    when its last attempt waited for another incident's lock (`waited_busy`) and one of them is
     still held by another run (`core.targets.holds_lock`, as the claim judges it): Blocked
     TargetBusy naming the holder, the message the claim would give. Nothing is written: no breaker
     slot, no lock, no action. None: try it (reserve its slots, then its action claims the locks
     and decides): not such a retry, every lock free or this incident's, the holder ranks first
     and waits, maybe through others, for a workload this run holds (the action's claim gives way,
     `controllers.targets.waits_on`), or a lock could not be read."""
-    if not _waited_busy(before, decision):
+    if not waited_busy(before, decision):
         return None
     try:
         for ref in sorted(_locked_refs(decision, playbook), key=lock_rules.key):
