@@ -83,8 +83,9 @@ class Loop(Protocol):
     async def run(
         self, stopped: Callable[[], bool], wake: asyncio.Event, planned: Callable[[], None] = ...
     ) -> None:
-        """Run until `stopped()`, planning again on `wake`; call `planned()` once the first plan
-        ended, whatever its outcome."""
+        """Run until `stopped()`, planning again on `wake`; call `planned()` each time a plan has
+        ended or written its decision, whatever its outcome (the supervisor gives the loop's
+        place back at the first call; the later ones change nothing)."""
 
 
 LoopFactory = Callable[[str, LiveBody], Loop]

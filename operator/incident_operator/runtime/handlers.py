@@ -72,7 +72,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: 
     )
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "incident-operator"
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    queueing = settings.queueing if hasattr(settings, "queueing") else settings.batching  # older kopf
+    queueing.error_delays = [1, 2, 5, 10, 30, 60]
     settings.watching.chunk_size = WATCH_LIST_CHUNK
     ctx = context(memo)
     ctx.intake.on_created = lambda body: created_by_intake(ctx, body)

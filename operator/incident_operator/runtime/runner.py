@@ -243,7 +243,7 @@ async def run(
     )
     await health.check()
     metrics.leading(False)  # a standby until it acts (incident_operator_leader)
-    watching = asyncio.create_task(health.watch())
+    watching = liveness.guard(asyncio.create_task(health.watch()), "the API server's readiness checks")
     trimming = asyncio.create_task(_trim_memory())
     try:
         if config.leader_elect:
