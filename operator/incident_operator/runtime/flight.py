@@ -1,15 +1,17 @@
-"""Work done once for everyone who asks for it at the same moment (`SingleFlight`), and a bounded
-number of slots for costly work (`Slots`): what keeps a burst of identical or of different requests
-from costing the API server or the CPU one piece of work each. Owns no Kubernetes state.
+"""Work done once for everyone who asks for it at the same moment (`SingleFlight`), one reading
+of pages for everyone who reads them at the same moment (`SharedPages`), and a bounded number of
+slots for costly work (`Slots`): what keeps a burst of identical or of different requests from
+costing the API server or the CPU one piece of work each. Owns no Kubernetes state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 
 class Busy(Exception):
@@ -38,6 +40,53 @@ class SingleFlight(Generic[T]):
 
     def __len__(self) -> int:
         return len(self.pending)
+
+
+class SharedPages(Generic[P]):
+    """One reading of `source(key)`'s pages for every reader of that key that comes before its
+    first page: each page is handed to each reader's `take` (synchronous: it keeps what it needs),
+    in order. A reader that comes later starts a reading of its own (it would have missed the
+    pages handed on already). Thirteen monthly reports asked at once read the namespace once, not
+    thirteen times. The reading's error is every joined reader's; a reader that goes away does not
+    cancel it."""
+
+    def __init__(self, source: Callable[[Hashable], AsyncIterator[P]]) -> None:
+        self.source = source
+        self.joinable: dict[Hashable, tuple[asyncio.Future[None], list[Callable[[P], None]]]] = {}
+        """Readings that have handed on no page yet, and who reads each."""
+        self.readings = 0
+        """Readings started (what the tests count)."""
+
+    async def read(self, key: Hashable, take: Callable[[P], None]) -> None:
+        """Hand every page of `key` to `take`; returns once the last one was handed on."""
+        joined = self.joinable.get(key)
+        if joined is None:
+            takers: list[Callable[[P], None]] = []
+            reading = asyncio.ensure_future(self._read(key, takers))
+            joined = self.joinable[key] = (reading, takers)
+            reading.add_done_callback(_retrieve)
+            self.readings += 1
+        joined[1].append(take)
+        await asyncio.shield(joined[0])
+
+    async def _read(self, key: Hashable, takers: list[Callable[[P], None]]) -> None:
+        try:
+            async for page in self.source(key):
+                self._closed(key, takers)  # from the first page on, nobody joins: they would miss it
+                for take in takers:
+                    take(page)
+        finally:
+            self._closed(key, takers)
+
+    def _closed(self, key: Hashable, takers: list[Callable[[P], None]]) -> None:
+        joined = self.joinable.get(key)
+        if joined is not None and joined[1] is takers:
+            del self.joinable[key]
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # retrieved: no "never retrieved" warning if every reader left
 
 
 class Slots:

@@ -30,7 +30,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,7 +41,7 @@ from incident_operator.controllers.intake import Intake
 from incident_operator.core import archive, httpauth, oncall, oncallfeed, report, statuspage
 from incident_operator.core.httpauth import Outcome, Requirement, ReviewUnavailable
 from incident_operator.core.ttlcache import TtlCache
-from incident_operator.runtime.flight import Busy, SingleFlight, Slots
+from incident_operator.runtime.flight import Busy, SharedPages, SingleFlight, Slots
 from incident_operator.runtime.guard import Guard, ReviewBusy
 from incident_operator.runtime.oncallfeed import FeedSource, Unavailable, matches
 from incident_operator.settings.config import StatusPageConfig
@@ -155,7 +155,8 @@ class Reports:
     all who ask at the same moment, and at most DRAWING_SLOTS html charts drawn at once (the next
     waits DRAWING_WAIT_S, then `Busy`: a 503). The live incidents are read a page at a time and
     only the month's are kept: a namespace with a year of history costs one page and one month
-    of bodies, not the year."""
+    of bodies, not the year. Reports of several months asked at once read the pages once
+    (`SharedPages`)."""
 
     def __init__(
         self,
@@ -168,6 +169,9 @@ class Reports:
         drawing_wait: float | None = None,
     ) -> None:
         self.pages, self.ttl, self.archives = pages, ttl, archives
+        self.shared: SharedPages[Sequence[Mapping[str, Any]]] = SharedPages(
+            lambda namespace: pages(cast(str | None, namespace))
+        )
         self.built: TtlCache[tuple[str, str | None, str], tuple[str, str]] = TtlCache(max_entries)
         self.flights: SingleFlight[tuple[str, str]] = SingleFlight()
         self.drawing = Slots(
@@ -187,9 +191,12 @@ class Reports:
     ) -> tuple[str, str]:
         start, end = report.month_bounds(year, month)
         incidents: list[Mapping[str, Any]] = []
+
+        def take(page: Sequence[Mapping[str, Any]]) -> None:
+            incidents.extend(report.slim(i) for i in report.detected_within(page, start, end))
+
         try:
-            async for page in self.pages(namespace):
-                incidents += [report.slim(i) for i in report.detected_within(page, start, end)]
+            await self.shared.read(namespace, take)
         except Exception as exc:
             logger.warning("cannot list incidents (%s): the report answers 503", _why(exc))
             raise ListingFailed from None
