@@ -1,8 +1,9 @@
-"""The operator's own list-then-watch (`adapters.watch.ObjectWatch`), through the real asyncio
-Kubernetes client, against a scripted API server on 127.0.0.1 (an aiohttp application that
-answers the list and watch requests as kube-apiserver does): pages, the watch's resourceVersion
-and bookmarks, events split across reads and longer than a buffered line, 410 Gone and what the
-listing again finds missing, errors and broken connections retried, a handler that fails."""
+"""The operator's own watch (`adapters.watch.ObjectWatch`), through the real asyncio Kubernetes
+client, against a scripted API server on 127.0.0.1 (an aiohttp application that answers the list
+and watch requests as kube-apiserver does): the first state streamed (`sendInitialEvents`) to its
+end bookmark, or refused and listed in pages, the watch's resourceVersion and bookmarks, events
+split across reads and longer than a buffered line, 410 Gone and what the first state taken again
+finds missing, early ends, errors and broken connections retried, a handler that fails."""
 
 from __future__ import annotations
 
@@ -490,7 +491,6 @@ async def _streamed_first_state() -> tuple[FakeApiServer, Seen, ObjectWatch, lis
         streams=[
             [
                 event("ADDED", incident("a", 5)),
-                event("BOOKMARK", {"kind": "Incident", "metadata": {"resourceVersion": "8"}}),  # no end
                 event("ADDED", incident("b", 7)),
                 end_of_state(20),
                 event("MODIFIED", incident("a", 21, severity="P1")),
@@ -620,11 +620,17 @@ async def _not_streamed(script: list[bytes] | int) -> tuple[FakeApiServer, Seen,
 @pytest.mark.parametrize(
     ("script", "streamed_before"),
     [
-        ([event("ADDED", incident("a", 1))], 1),  # ended before its end: the parameters were ignored
+        (  # a plain bookmark before the end: the parameters were ignored
+            [
+                event("ADDED", incident("a", 1)),
+                event("BOOKMARK", {"kind": "Incident", "metadata": {"resourceVersion": "8"}}),
+            ],
+            1,
+        ),
         ([event("ERROR", {"kind": "Status", "code": 400, "reason": "BadRequest", "message": "no"})], 0),
         (422, 0),
     ],
-    ids=["ended-early", "error-400-in-the-stream", "answered-422"],
+    ids=["bookmark-before-the-end", "error-400-in-the-stream", "answered-422"],
 )
 def test_a_server_that_does_not_stream_the_first_state_gets_paged_listings_from_then_on(
     script: list[bytes] | int, streamed_before: int
@@ -653,4 +659,110 @@ def test_an_error_answering_the_stream_is_retried_as_a_stream_after_a_delay() ->
     assert seen.events == [(None, "a")]
     assert len(streamed(server)) == 2
     assert server.lists == 0
-    assert list(watch.delays) == [0.01]
+    assert list(watch.delays) == [0.01, 0.01]  # the 500; the stream ending right after its end, with nothing
+
+
+GONE = event("ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"})
+
+
+async def _ended_early() -> tuple[FakeApiServer, Seen, ObjectWatch]:
+    early = [event("ADDED", incident("a", 1))]  # then the connection ends: an API server restarting
+    server = FakeApiServer(
+        [incident("a", 1), incident("b", 2)],
+        "10",
+        [[event("ADDED", incident("c", 11)), GONE]],
+        streams=[
+            early,
+            early,
+            early,
+            [event("ADDED", incident("a", 20)), event("ADDED", incident("c", 21)), end_of_state(21)],
+        ],
+    )
+    seen = Seen()
+    watch = await watching(server, seen, lambda: seen.synced == 2, retry_delays=(0.01, 0.02, 0.03))
+    return server, seen, watch
+
+
+def test_a_stream_ended_early_is_tried_again_then_listed_in_pages_once_and_streamed_after() -> None:
+    server, seen, watch = run(_ended_early())
+    assert seen.events[:3] == [(None, "a")] * 3  # three streams that ended before their end
+    assert seen.events[3:6] == [(None, "a"), (None, "b"), ("ADDED", "c")]  # listed in pages, then watched
+    assert seen.events[6:] == [(None, "a"), (None, "c"), ("DELETED", "uid-b")]  # after the 410: streamed
+    assert list(watch.delays)[:3] == [0.01, 0.02, 0.03]  # each early end waited, growing
+    assert server.lists == 1
+    assert len(streamed(server)) == 4
+    assert watch.stream is True  # not a refusal: the next first state is streamed again
+
+
+async def _restream_meanwhile() -> Seen:
+    server = FakeApiServer(
+        [],
+        "1",
+        [[event("ADDED", incident("x", 22))]],
+        streams=[
+            [event("ADDED", incident("a", 5)), event("ADDED", incident("c", 6)), end_of_state(10), GONE],
+            [event("ADDED", incident("a", 20)), event("MODIFIED", incident("c", 21)), end_of_state(21)],
+        ],
+    )
+    seen, holder = Seen(), list[ObjectWatch]()
+
+    def on_event(kind: str | None, body: dict[str, Any]) -> None:
+        seen.on_event(kind, body)
+        if seen.events.count((None, "a")) == 2 and len(seen.events) == 3:  # the second stream began
+            holder[0].remember(incident("x", 22))  # the intake creates x meanwhile
+
+    await watching(
+        server, seen, lambda: ("ADDED", "x") in seen.events, on_event=on_event, prepare=holder.append
+    )
+    return seen
+
+
+def test_what_the_intake_creates_or_a_change_shows_while_a_first_state_streams_is_not_deleted() -> None:
+    seen = run(_restream_meanwhile())
+    assert seen.events == [
+        (None, "a"),
+        (None, "c"),
+        (None, "a"),
+        ("MODIFIED", "c"),
+        ("ADDED", "x"),
+    ]  # no DELETED
+
+
+async def _gone_right_after_the_end() -> ObjectWatch:
+    again = [event("ADDED", incident("a", 5)), end_of_state(10), GONE]
+    server = FakeApiServer(
+        [], "1", [], streams=[again, again, again, [event("ADDED", incident("a", 30)), end_of_state(30)]]
+    )
+    seen = Seen()
+    return await watching(server, seen, lambda: seen.synced == 4, retry_delays=(0.01, 0.02, 0.03))
+
+
+def test_a_410_right_after_each_streamed_first_state_waits_growing_delays() -> None:
+    watch = run(_gone_right_after_the_end())
+    assert list(watch.delays)[:2] == [0.02, 0.03]  # the first 410 streams again at once; then they wait
+
+
+async def _synced_handler_fails() -> tuple[FakeApiServer, Seen]:
+    server = FakeApiServer(
+        [],
+        "1",
+        [422, [event("ADDED", incident("c", 12))]],  # an ordinary watch answered 422: an error, not a refusal
+        streams=[[event("ADDED", incident("a", 5)), end_of_state(10), event("ADDED", incident("b", 11))]],
+    )
+    seen = Seen()
+
+    def failing() -> None:
+        seen.on_synced()
+        raise RuntimeError("a handler bug")
+
+    await watching(server, seen, lambda: ("ADDED", "c") in seen.events, on_synced=failing)
+    return server, seen
+
+
+def test_a_failing_first_state_handler_and_a_422_to_a_later_watch_end_nothing() -> None:
+    server, seen = run(_synced_handler_fails())
+    assert seen.events == [(None, "a"), ("ADDED", "b"), ("ADDED", "c")]
+    assert seen.synced == 1
+    assert len(streamed(server)) == 1  # the watch went on from 11: no first state again
+    assert [q.get("resourceVersion") for q in watches(server)][1:] == ["11", "11", "12"]
+    assert server.lists == 0

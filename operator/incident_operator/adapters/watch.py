@@ -1,4 +1,4 @@
-"""A list-then-watch of one of the operator's kinds in one scope, handed on one event at a time.
+"""A watch of one of the operator's kinds in one scope, its first state first, handed on one event at a time.
 
 Owns the stream of Incident events the incident loops and the indexes read, instead of kopf's
 watch. kopf keeps a worker task, a queue and a memory for every object it has seen, and queues a
@@ -15,9 +15,12 @@ cache sends every object as an ADDED event, handed on as type None like a listin
 bookmark annotated `k8s.io/initial-events-end` at the state's resourceVersion, and the same
 connection goes on with the changes). No continue token can expire: a paged listing of 100,000
 objects took longer than etcd's compaction while they were deleted, and never finished. An API
-server that refuses the stream (400 or 422: older than 1.27, or its WatchList gate off) or ends it
-before its end gets a paged listing instead from then on (one consistent snapshot, LIST_PAGE
-objects per request, handed on as type None), then a watch from the snapshot's resourceVersion.
+server that refuses the stream (400 or 422: older than 1.27, or its WatchList feature off; or a
+plain bookmark before the end: it ignored the ask) gets a paged listing instead from then on (one
+consistent snapshot, LIST_PAGE objects per request, handed on as type None), then a watch from
+the snapshot's resourceVersion. A stream that ends before its end (a restart of the API server, a
+proxy's limit) is tried again after a delay; after EARLY_ENDS_BEFORE_PAGING such ends in a row
+the first state is listed in pages once.
 Every watch has bookmarks and is re-established every WATCH_SERVER_TIMEOUT_S from the last
 resourceVersion seen. A watch the API server answers with 410 Gone (its history compacted past our
 resourceVersion) takes the first state again; the objects it lacks are handed on as DELETED.
@@ -61,6 +64,8 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 """The annotation of the bookmark that ends a streamed first state."""
 REFUSED = (400, 422)
 """How an API server that does not stream a first state answers the request for one."""
+EARLY_ENDS_BEFORE_PAGING = 3
+"""Streams of a first state that ended before its end, in a row, before one is listed in pages."""
 QUICK_END_S = 1.0
 """A watch that ends sooner than this with no event counts as a failure (the next waits)."""
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -117,6 +122,13 @@ class ObjectWatch:
         """Whether the first state is asked for as a stream (False once the API server refused)."""
         self.streamed: set[str] | None = None
         """The uids a first state being streamed has handed on so far (None: not streaming one)."""
+        self.streamed_before: set[str] = set()
+        """What was known when the stream of a first state began: what it lacks is gone."""
+        self.early_ends = 0
+        """Streams of a first state that ended before their end, in a row."""
+        self.synced_mark: tuple[float, str] | None = None
+        """When, and at which version, the last streamed first state ended (what counts as
+        progress after it: a change or time, not the first state itself)."""
         self.known: dict[str, str] = {}
         """uid -> namespace of every object handed on (or `remember`ed) and not deleted since."""
         self.version: str | None = None
@@ -142,10 +154,13 @@ class ObjectWatch:
         failures = 0
         while True:
             started, before = loop.time(), self.version
+            self.synced_mark = None
+            progressed: bool | None = None  # decided before what failed resets the version
             try:
-                if self.version is None and not self.stream:
+                if self.version is None and (not self.stream or self.early_ends >= EARLY_ENDS_BEFORE_PAGING):
                     async with self.listing:
                         self.version = await self._list()
+                    self.early_ends = 0
                     started, before = loop.time(), self.version
                 await self._watch()
                 if self._progressed(started, before):
@@ -155,7 +170,8 @@ class ObjectWatch:
                 why = "the watch ended at once"
             except Gone:
                 logger.info("watch of %s: version %s expired, listing again", self.scope, self.version)
-                if self._progressed(started, before):
+                progressed = self._progressed(started, before)
+                if progressed:
                     failures = 0
                 self.version = None
                 if not failures:  # the first 410 lists again at once; one after a fruitless
@@ -171,7 +187,9 @@ class ObjectWatch:
             except Exception as exc:  # a bug here must not end the operator's watch of incidents
                 logger.exception("watch of %s failed", self.scope)
                 why = _why(exc)
-            if self._progressed(started, before):
+            if progressed is None:
+                progressed = self._progressed(started, before)
+            if progressed:
                 failures = 0  # a watch that worked for a while, then broke: the delays start over
             delay = self.retry_delays[min(failures, len(self.retry_delays) - 1)]
             failures += 1
@@ -183,10 +201,12 @@ class ObjectWatch:
 
     def _progressed(self, started: float, before: str | None) -> bool:
         """Whether the watch since `started` saw an event or lasted a while: what went wrong after
-        that is a new failure, not one more of a series (the delays start over). A first state
-        streamed to its end is progress too."""
+        that is a new failure, not one more of a series (the delays start over). After a first
+        state streamed to its end, from that end: a 410 right after it is no progress."""
+        if before is None and self.synced_mark is not None:
+            started, before = self.synced_mark
         elapsed = asyncio.get_running_loop().time() - started
-        return self.version != before or (before is not None and elapsed >= QUICK_END_S)
+        return before is not None and (self.version != before or elapsed >= QUICK_END_S)
 
     def _hand_on(self, event_type: str | None, body: dict[str, Any]) -> None:
         metadata = body.get("metadata") or {}
@@ -273,11 +293,12 @@ class ObjectWatch:
         initial = self.version is None
         if initial:
             await self.listing.acquire()
-            self.streamed = set()
+            self.streamed, self.streamed_before = set(), set(self.known)
         try:
             await self._stream(initial)
-            if self.streamed is not None:  # ended before its end: the server ignored the ask?
-                raise Refused("the API server ended the stream of the first state before its end")
+            if self.streamed is not None:  # a restart of the API server, a proxy's limit: again
+                self.early_ends += 1
+                raise WatchError("the stream of the first state ended before its end")
         finally:
             if self.streamed is not None:
                 self.streamed = None
@@ -342,21 +363,23 @@ class ObjectWatch:
                 raise Refused(f"{message} (in a stream of the first state)")
             raise WatchError(message)
         if streamed is not None:
-            if event_type == "ADDED":
+            if event_type in ("ADDED", "MODIFIED"):
                 streamed.add(str(metadata.get("uid") or ""))
-                self._hand_on(None, body)
-            elif event_type in ("MODIFIED", "DELETED"):
-                self._hand_on(str(event_type), body)
-            elif (
-                event_type == "BOOKMARK"
-                and (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true"
-            ):
+                self._hand_on(None if event_type == "ADDED" else "MODIFIED", body)
+            elif event_type == "DELETED":
+                streamed.discard(str(metadata.get("uid") or ""))
+                self._hand_on("DELETED", body)
+            elif event_type == "BOOKMARK":
+                if (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) != "true":
+                    raise Refused("a bookmark before the end of the first state (the ask was ignored)")
                 version = str(metadata.get("resourceVersion") or "")
                 if not version:
                     raise WatchError("the end of the first state carried no resourceVersion")
-                self.version, self.streamed = version, None
+                self.version, self.streamed, self.early_ends = version, None, 0
+                self.synced_mark = (asyncio.get_running_loop().time(), version)
                 self.listing.release()
-                self._complete(set(self.known) - streamed)
+                self._complete(self.streamed_before - streamed)
+                self.streamed_before = set()
             return
         if event_type in ("ADDED", "MODIFIED", "DELETED"):
             self._hand_on(str(event_type), body)

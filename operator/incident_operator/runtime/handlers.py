@@ -278,7 +278,7 @@ def created_by_intake(ctx: RuntimeContext, body: Mapping[str, Any]) -> None:
     is up (a standby's intake leaves it to the leader's watch), in a namespace it watches whose
     incidents are all indexed already (`incidents.synced_stream`), and not when the watch showed
     it first (its body is as new or newer, the incident may be settled or deleted since). Its
-    watch remembers it, so that a listing after a 410 that lacks it says it is gone."""
+    watch remembers it, so that a first state taken again after a 410 that lacks it says it is gone."""
     metadata = body.get("metadata") or {}
     namespace, uid = str(metadata.get("namespace") or ""), str(metadata.get("uid") or "")
     watched = ctx.config.namespaces

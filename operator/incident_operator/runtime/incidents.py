@@ -3,15 +3,16 @@ loops' supervisor, the gauges.
 
 kopf does not watch Incidents (it keeps a worker, a queue and a memory per object it has seen, and
 holds a listing's or a burst's decoded bodies until its workers get to them: hundreds of megabytes
-at 10,000 incidents with a realistic history). `adapters.watch.ObjectWatch` lists and watches
-them instead, one stream per watched namespace (or one cluster-wide), and hands each event here in
-order; nothing of an incident is kept beyond its compact facts (`index_incident`) unless it has a
-loop (`Supervisor`: the open incidents' latest bodies).
+at 10,000 incidents with a realistic history). `adapters.watch.ObjectWatch` takes their first state
+(streamed, or listed where the API server does not stream it) and watches them instead, one stream
+per watched namespace (or one cluster-wide), and hands each event here in order; nothing of an
+incident is kept beyond its compact facts (`index_incident`) unless it has a loop (`Supervisor`:
+the open incidents' latest bodies).
 
 Two guarantees kopf gave are kept here:
-- **the first incident judged sees every earlier one**: in a scope's first listing, the incidents
-  that need a loop are started only once every page was indexed (their repeats and their place
-  under the cap on open incidents count every incident of the namespace);
+- **the first incident judged sees every earlier one**: in a scope's first state (streamed or
+  listed), the incidents that need a loop are started only once all of it was indexed (their
+  repeats and their place under the cap on open incidents count every incident of the namespace);
 - **the Playbook index is complete before any incident is planned**: the incident watch starts
   once kopf's Playbook index holds every Playbook the API lists in the watched namespaces
   (`playbooks_caught_up`, bounded: PLAYBOOKS_CATCH_UP_S).
@@ -95,18 +96,18 @@ class IncidentStream:
     ) -> None:
         self.ctx, self.supervisor, self.namespace = ctx, supervisor, namespace
         self.deferred: dict[str, dict[str, Any]] | None = {}
-        """uid -> body of the first listing's incidents that need a loop (None once it is complete)."""
+        """uid -> body of the first state's incidents that need a loop (None once it is complete)."""
         self.watch = ObjectWatch(
             kube or ctx.kube, "incidents", namespace, self.on_event, on_synced=self.on_synced, listing=listing
         )
 
     @property
     def synced(self) -> bool:
-        """Whether the scope's first listing is complete (every incident of it indexed)."""
+        """Whether the scope's first state is complete (every incident of it indexed)."""
         return self.deferred is None
 
     def on_event(self, event_type: str | None, body: dict[str, Any]) -> None:
-        if self.deferred is not None:  # a first listing (maybe tried again) is not complete yet
+        if self.deferred is not None:  # a first state (maybe taken again) is not complete yet
             uid = str((body.get("metadata") or {}).get("uid") or "")
             self.deferred.pop(uid, None)  # its latest body decides, or it is gone
             if event_type is None and wants_loop(body):
@@ -203,6 +204,6 @@ async def watch_incidents(
 
 
 def synced_stream(ctx: RuntimeContext, namespace: str) -> IncidentStream | None:
-    """The stream of `namespace` once all of its incidents are indexed (its first listing is
-    done); None before, or if no stream watches it."""
+    """The stream of `namespace` once all of its incidents are indexed (its first state is
+    complete); None before, or if no stream watches it."""
     return next((s for s in ctx.incident_streams if s.synced and s.namespace in (None, namespace)), None)
