@@ -306,3 +306,23 @@ def test_local_times_map_to_instants_in_order(tz_name: str, first: datetime, lat
     if a.astimezone(tz).replace(tzinfo=None) != first:  # a time the clocks skipped: the jump itself
         offset_before = (a - timedelta(seconds=1)).astimezone(tz).utcoffset()
         assert offset_before != a.astimezone(tz).utcoffset()
+
+
+def test_a_turn_that_began_at_a_layers_start_weeks_back_is_found_there_not_a_horizon_back() -> None:
+    """Found by hypothesis: a later layer starting at the moment asked about made the search back
+    count its half-hour handoffs before it existed, run out of budget and say the turn of the
+    earlier layer began a year back (before that layer's own start)."""
+    at = datetime(2026, 3, 8, 7, tzinfo=UTC)
+    spec = OnCallScheduleSpec.model_validate(
+        {
+            "timeZone": "Europe/Berlin",
+            "people": [{"name": n} for n in NAMES],
+            "layers": [
+                {"name": "l0", "start": at.isoformat(), "rotation": "PT30M", "people": ["alice"]},
+                {"name": "l1", "start": "2026-03-01T07:00:00Z", "rotation": "PT1H", "people": ["alice"]},
+            ],
+        }
+    )
+    now = oncall.on_call(spec, at)
+    assert now is not None
+    assert (now.person, now.layer, now.start) == ("alice", "l1", datetime(2026, 3, 1, 7, tzinfo=UTC))

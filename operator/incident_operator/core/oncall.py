@@ -401,9 +401,18 @@ class _Schedule:
         return None
 
     def cost(self, low: datetime, high: datetime) -> int:
-        """About how many possible handoffs lie in [low, high): what `boundaries` will produce."""
-        span = abs(high - low)
-        return len(self.overrides) * 2 + sum(span // layer.rotation + 1 for layer in self.layers)
+        """About how many possible handoffs lie in [low, high): what `boundaries` will produce (a
+        layer counts from its start on; one person always on call, only its start)."""
+        low, high = min(low, high), max(low, high)
+        total = len(self.overrides) * 2
+        for layer in self.layers:
+            if high < layer.start:
+                continue
+            if not layer.changes and not layer.windows:
+                total += 1
+            else:
+                total += (high - max(low, layer.start)) // layer.rotation + 1
+        return total
 
     def reach(self, start: datetime, budget: int) -> datetime:
         """How far from `start` a timeline stays within `budget` possible handoffs."""
