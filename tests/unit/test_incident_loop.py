@@ -997,3 +997,73 @@ def test_an_early_read_not_taken_is_cancelled_or_its_error_dropped_never_left_un
     assert not_taken
     assert task is not None
     assert task.cancelled()
+
+
+def test_a_scale_refused_because_only_the_deployments_status_moved_scales_again_without_deciding_again() -> (
+    None
+):
+    api, clock = fake_api(steps=[STEPS[0]]), Clock()
+    claim = api.write_lock
+
+    async def status_moved_at_the_claim(
+        namespace: str, lease: str, holder: str | None, resource_version: str | None
+    ) -> None:
+        web = api.workloads["web"]
+        if not api.effects:
+            web["version"] = web.setdefault("version", 1) + 1  # readyReplicas changed: a new version
+        await claim(namespace, lease, holder, resource_version)
+
+    api.write_lock = status_moved_at_the_claim  # type: ignore[method-assign]
+    asyncio.run(run_until_settled(api, clock))
+    assert [c for c in api.calls if c[0] == "scale_workload"] == [("scale_workload", "web", 3)] * 2
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+    names = [c[0] for c in api.calls]
+    first, second = (i for i, name in enumerate(names) if name == "scale_workload")
+    assert "patch_incident_status" not in names[first:second]  # no new decision: its count still held
+    assert names.count("read_workload") == 2  # the early read, and one after the 409: not decided again
+
+
+def test_killed_after_a_stale_early_read_was_refused_the_restart_does_not_act_on_the_stale_decision() -> None:
+    api, clock = fake_api(steps=[STEPS[0]]), Clock()
+    claim, scale = api.write_lock, api.scale_workload
+
+    async def claimed_after_another_run_scaled(
+        namespace: str, lease: str, holder: str | None, resource_version: str | None
+    ) -> None:
+        web = api.workloads["web"]
+        if web["replicas"] == 2 and not api.effects:
+            web["replicas"] = web["ready"] = 5  # another run scaled it, then gave its lock back
+            web["version"] = web.setdefault("version", 1) + 1
+        await claim(namespace, lease, holder, resource_version)
+
+    async def killed_at_the_conflict(
+        kind: str, name: str, namespace: str, replicas: int, resource_version: str | None = None
+    ) -> None:
+        try:
+            await scale(kind, name, namespace, replicas, resource_version)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Dropped from None  # the process dies with the stale decision written
+            raise
+
+    api.write_lock = claimed_after_another_run_scaled  # type: ignore[method-assign]
+    api.scale_workload = killed_at_the_conflict  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        with pytest.raises(Dropped):
+            await run_until_settled(api, clock)
+        step = api.status()["playbook"]["steps"][0]
+        assert (step["replicasBefore"], step["replicasAfter"]) == (2, 3)  # stale, and written
+        api.scale_workload = scale  # type: ignore[method-assign]
+        clock.now += timedelta(seconds=10)
+        loop = new_loop(api, clock)
+        failed = lambda: step_states(api.status()) == ["Failed"]  # noqa: E731
+        await asyncio.wait_for(loop.run(failed, asyncio.Event()), timeout=RUN_BOUND_S)
+
+    asyncio.run(scenario())
+    assert api.effects == []  # never scaled to the stale 3 (another run's 5 stays)
+    assert api.workloads["web"]["replicas"] == 5
+    assert (
+        "not the 2 the decision 2 -> 3 was made from: not scaled"
+        in api.status()["playbook"]["steps"][0]["message"]
+    )

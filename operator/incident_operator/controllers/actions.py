@@ -173,22 +173,41 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def scale(ctx: ActionContext) -> Outcome:
+SCALE_CONFLICTS = 3
+"""Scales answered 409 (the workload's status moved since it was read, its replicas did not)
+before the step fails."""
+
+
+def _replicas(workload: Any) -> int:
+    return workload.spec.replicas if workload.spec.replicas is not None else 1
+
+
+def _version(workload: Any) -> str | None:
+    return workload.metadata.resource_version if workload.metadata else None
+
+
+async def scale(ctx: ActionContext, *, decided_again: bool = False) -> Outcome:
+    """Decide the replicas from a read of the workload, persist the decision, then scale with the
+    read's resourceVersion as a precondition. The read may be the loop's early one
+    (`Prefetched`, made before the lock): a 409 reads again, and when only the workload's status
+    moved scales again (at most SCALE_CONFLICTS times), when its replicas moved decides anew (once).
+    A decision written before a restart is acted on only while the workload still has the
+    replicas it was decided from (already at the decided count: done); moved since, nothing is
+    done and the step fails, its retry deciding from what it finds (never a stale count)."""
     params = ctx.step.scale
     assert params is not None  # noqa: S101 - the registry dispatches by action key
     ref, st = ctx.workload, ctx.step_status
-    read_before = ctx.prefetched.take(ref) if ctx.prefetched is not None else None
-    version: str | None = None  # the scale's precondition: the version a prefetched read saw
-    if st.replicasAfter is None:
-        try:
-            if read_before is not None:
-                workload = await read_before
-                version = workload.metadata.resource_version if workload.metadata else None
-            else:
-                workload = await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
-        except ApiException as exc:
-            return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
-        before = workload.spec.replicas if workload.spec.replicas is not None else 1
+    early = ctx.prefetched.take(ref) if ctx.prefetched is not None else None
+    resumed = st.replicasAfter is not None  # decided before a restart: does it still hold?
+    if resumed and early is not None:
+        early.cancel()
+        early = None
+    try:
+        workload = await early if early is not None else await _read(ctx, ref)
+    except ApiException as exc:
+        return _not_scaled(ctx, ref, exc)
+    if not resumed:
+        before = _replicas(workload)
         after, wanted = scale_decision(
             before, params, [ctx.playbook.guardrails.maxReplicas, ctx.limits.maxReplicas]
         )
@@ -197,22 +216,53 @@ async def scale(ctx: ActionContext) -> Outcome:
             f" (capped from {wanted})" if after != wanted else ""
         )
         await ctx.persist()
-    elif read_before is not None:
-        read_before.cancel()  # decided before a restart: acts on what it decided then
-    try:
-        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, st.replicasAfter, version)
-    except ApiException as exc:
-        if exc.status == 409 and version is not None:  # changed since the early read: decide anew
+    elif _replicas(workload) == st.replicasAfter:
+        return _scaled(ref, st)
+    elif _replicas(workload) != st.replicasBefore:
+        return Outcome(
+            False,
+            f"{ref.kind} {ref.name} has {_replicas(workload)} replicas, not the {st.replicasBefore} the "
+            f"decision {st.replicasBefore} -> {st.replicasAfter} was made from: not scaled",
+        )
+    target = st.replicasAfter
+    assert target is not None  # noqa: S101 - decided above, or before a restart
+    for _ in range(SCALE_CONFLICTS):
+        try:
+            await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, target, _version(workload))
+            return _scaled(ref, st)
+        except ApiException as exc:
+            if exc.status != 409:
+                return _not_scaled(ctx, ref, exc)
+        try:
+            workload = await _read(ctx, ref)
+        except ApiException as exc:
+            return _not_scaled(ctx, ref, exc)
+        if _replicas(workload) != st.replicasBefore:  # scaled since the read: decide anew, once
             logger.info(
-                "%s/%s: %s %s changed since it was read; reading it again",
+                "%s/%s: %s %s was scaled meanwhile; deciding again",
                 ctx.namespace,
                 ctx.incident,
                 ref.kind,
                 ref.name,
             )
+            if decided_again:
+                return Outcome(False, f"{ref.kind} {ref.name} kept changing while it was scaled: not scaled")
             st.replicasBefore = st.replicasAfter = None
-            return await scale(dataclasses.replace(ctx, prefetched=None))
-        return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+            return await scale(dataclasses.replace(ctx, prefetched=None), decided_again=True)
+    return Outcome(
+        False, f"{ref.kind} {ref.name} changed {SCALE_CONFLICTS} times while it was scaled (409): not scaled"
+    )
+
+
+def _not_scaled(ctx: ActionContext, ref: WorkloadRef, exc: ApiException) -> Outcome:
+    return _target_missing(ref, ctx.namespace) if not_found(exc) else Outcome(False, api_reason(exc))
+
+
+async def _read(ctx: ActionContext, ref: WorkloadRef) -> Any:
+    return await ctx.kube.read_workload(ref.kind, ref.name, ctx.namespace)
+
+
+def _scaled(ref: WorkloadRef, st: StepStatus) -> Outcome:
     capped = " (capped by guardrails or the operator's limits)" if "capped" in (st.message or "") else ""
     return Outcome(True, f"scaled {ref.kind} {ref.name} {st.replicasBefore} -> {st.replicasAfter}{capped}")
 
