@@ -516,8 +516,18 @@ def test_an_open_ended_turn_bounds_nothing_and_the_same_person_after_someone_els
 
 
 def test_a_turn_cut_at_both_ends_by_the_search_budget_is_announced_once() -> None:
+    # a layer handing off every minute under one that keeps alice on call: every minute may be a
+    # change, so the search runs out of budget both ways (a lone person's layer alone costs one)
     minutes = schedule(
-        layers=[{"name": "solo", "start": "2026-10-01T08:00:00Z", "rotation": "PT1M", "people": ["alice"]}]
+        layers=[
+            {
+                "name": "minutes",
+                "start": "2026-10-01T08:00:00Z",
+                "rotation": "PT1M",
+                "people": ["bob", "carol"],
+            },
+            {"name": "solo", "start": "2026-10-01T08:00:00Z", "rotation": "P1D", "people": ["alice"]},
+        ]
     )
     alice = paging.due_handoff(minutes, [], T0)
     assert alice is not None
