@@ -922,6 +922,29 @@ def test_a_settled_run_explains_every_step_as_ran() -> None:
     assert "hold" not in explanation
 
 
+def before_each_claim(api: FakeKube, change: Callable[[dict[str, Any]], None]) -> None:
+    """`change` the web Deployment right before each workload lock claim: what another actor did
+    between the loop's early read and the claim."""
+    claim = api.write_lock
+
+    async def claiming(namespace: str, lease: str, holder: str | None, resource_version: str | None) -> None:
+        change(api.workloads["web"])
+        await claim(namespace, lease, holder, resource_version)
+
+    api.write_lock = claiming  # type: ignore[method-assign]
+
+
+def scaled_by_another_run(api: FakeKube) -> Callable[[dict[str, Any]], None]:
+    """Another run scaled web 2 -> 5 and gave its lock back (once, before this run scaled)."""
+
+    def change(web: dict[str, Any]) -> None:
+        if web["replicas"] == 2 and not api.effects:
+            web["replicas"] = web["ready"] = 5
+            web["version"] = web.setdefault("version", 1) + 1
+
+    return change
+
+
 def test_a_scale_reads_its_deployment_once_before_its_lock_is_taken_and_scales_that_version() -> None:
     api, clock = fake_api(steps=[STEPS[0]]), Clock()
     asyncio.run(run_until_settled(api, clock))
@@ -934,18 +957,7 @@ def test_a_scale_reads_its_deployment_once_before_its_lock_is_taken_and_scales_t
 
 def test_a_deployment_changed_after_the_early_read_is_read_again_and_decided_anew() -> None:
     api, clock = fake_api(steps=[STEPS[0]]), Clock()
-    claim = api.write_lock
-
-    async def claimed_after_another_run_scaled(
-        namespace: str, lease: str, holder: str | None, resource_version: str | None
-    ) -> None:
-        web = api.workloads["web"]
-        if not any(e.kind == "scale" for e in api.effects) and web["replicas"] == 2:
-            web["replicas"] = web["ready"] = 5  # another run scaled it, then gave its lock back
-            web["version"] = web.setdefault("version", 1) + 1
-        await claim(namespace, lease, holder, resource_version)
-
-    api.write_lock = claimed_after_another_run_scaled  # type: ignore[method-assign]
+    before_each_claim(api, scaled_by_another_run(api))
     asyncio.run(run_until_settled(api, clock))
     assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 6)]  # 5 + 1, not 2 + 1
     step = api.status()["playbook"]["steps"][0]
@@ -1003,17 +1015,12 @@ def test_a_scale_refused_because_only_the_deployments_status_moved_scales_again_
     None
 ):
     api, clock = fake_api(steps=[STEPS[0]]), Clock()
-    claim = api.write_lock
 
-    async def status_moved_at_the_claim(
-        namespace: str, lease: str, holder: str | None, resource_version: str | None
-    ) -> None:
-        web = api.workloads["web"]
+    def status_moved(web: dict[str, Any]) -> None:
         if not api.effects:
             web["version"] = web.setdefault("version", 1) + 1  # readyReplicas changed: a new version
-        await claim(namespace, lease, holder, resource_version)
 
-    api.write_lock = status_moved_at_the_claim  # type: ignore[method-assign]
+    before_each_claim(api, status_moved)
     asyncio.run(run_until_settled(api, clock))
     assert [c for c in api.calls if c[0] == "scale_workload"] == [("scale_workload", "web", 3)] * 2
     assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
@@ -1025,16 +1032,8 @@ def test_a_scale_refused_because_only_the_deployments_status_moved_scales_again_
 
 def test_killed_after_a_stale_early_read_was_refused_the_restart_does_not_act_on_the_stale_decision() -> None:
     api, clock = fake_api(steps=[STEPS[0]]), Clock()
-    claim, scale = api.write_lock, api.scale_workload
-
-    async def claimed_after_another_run_scaled(
-        namespace: str, lease: str, holder: str | None, resource_version: str | None
-    ) -> None:
-        web = api.workloads["web"]
-        if web["replicas"] == 2 and not api.effects:
-            web["replicas"] = web["ready"] = 5  # another run scaled it, then gave its lock back
-            web["version"] = web.setdefault("version", 1) + 1
-        await claim(namespace, lease, holder, resource_version)
+    scale = api.scale_workload
+    before_each_claim(api, scaled_by_another_run(api))
 
     async def killed_at_the_conflict(
         kind: str, name: str, namespace: str, replicas: int, resource_version: str | None = None
@@ -1046,7 +1045,6 @@ def test_killed_after_a_stale_early_read_was_refused_the_restart_does_not_act_on
                 raise Dropped from None  # the process dies with the stale decision written
             raise
 
-    api.write_lock = claimed_after_another_run_scaled  # type: ignore[method-assign]
     api.scale_workload = killed_at_the_conflict  # type: ignore[method-assign]
 
     async def scenario() -> None:

@@ -394,11 +394,17 @@ def open_incident(name: str, version: int) -> dict[str, Any]:
     return body
 
 
-async def _first_listing_fails_part_way() -> tuple[RuntimeContext, Loops]:
+def indexing_context() -> RuntimeContext:
+    """What `IncidentStream` indexes into, for namespace ns (the rest of the context unused)."""
     ctx = RuntimeContext.__new__(RuntimeContext)
     ctx.config = OperatorConfig(namespaces=("ns",))
     ctx.history, ctx.open_ranks = History(), Rankings()
     ctx.open_incidents, ctx.action_items = metrics.OpenIncidents(), metrics.OpenActionItems()
+    return ctx
+
+
+async def _first_listing_fails_part_way() -> tuple[RuntimeContext, Loops]:
+    ctx = indexing_context()
     loops = Loops()
     server = FakeApiServer(
         [open_incident("o1", 1), open_incident("o2", 2), open_incident("o3", 3)],
@@ -568,10 +574,7 @@ def test_a_410_streams_the_first_state_again_and_what_it_lacks_is_handed_on_as_d
 
 
 async def _stream_cut_part_way() -> tuple[RuntimeContext, Loops, FakeApiServer]:
-    ctx = RuntimeContext.__new__(RuntimeContext)
-    ctx.config = OperatorConfig(namespaces=("ns",))
-    ctx.history, ctx.open_ranks = History(), Rankings()
-    ctx.open_incidents, ctx.action_items = metrics.OpenIncidents(), metrics.OpenActionItems()
+    ctx = indexing_context()
     loops = Loops()
     server = FakeApiServer(
         [],
