@@ -726,7 +726,7 @@ def test_what_the_intake_creates_or_a_change_shows_while_a_first_state_streams_i
         (None, "a"),
         (None, "c"),
         (None, "a"),
-        ("MODIFIED", "c"),
+        (None, "c"),  # a change within the first state: as listed
         ("ADDED", "x"),
     ]  # no DELETED
 
@@ -769,3 +769,47 @@ def test_a_failing_first_state_handler_and_a_422_to_a_later_watch_end_nothing() 
     assert len(streamed(server)) == 1  # the watch went on from 11: no first state again
     assert [q.get("resourceVersion") for q in watches(server)][1:] == ["11", "11", "12"]
     assert server.lists == 0
+
+
+async def _deleted_while_streaming() -> Seen:
+    server = FakeApiServer(
+        [],
+        "1",
+        [],
+        streams=[
+            [event("ADDED", incident("a", 5)), event("ADDED", incident("b", 6)), end_of_state(10), GONE],
+            [event("ADDED", incident("a", 20)), event("DELETED", incident("b", 21)), end_of_state(21)],
+        ],
+    )
+    seen = Seen()
+    await watching(server, seen, lambda: seen.synced == 2)
+    return seen
+
+
+def test_an_incident_deleted_while_a_first_state_streams_is_handed_on_as_deleted_once() -> None:
+    seen = run(_deleted_while_streaming())
+    assert seen.events == [(None, "a"), (None, "b"), (None, "a"), ("DELETED", "b")]
+
+
+BROKEN = [event("ADDED", incident("a", 1)), CUT]  # a proxy resets the connection before the end
+EARLY = [event("ADDED", incident("a", 1))]  # the connection ends before the end
+DONE = [event("ADDED", incident("a", 1)), end_of_state(10)]
+
+
+async def _streams(streams: list[list[bytes] | int], synced: int) -> FakeApiServer:
+    server = FakeApiServer([incident("a", 1)], "20", [], streams=streams)
+    seen = Seen()
+    await watching(server, seen, lambda: seen.synced == synced, retry_delays=(0.01,))
+    return server
+
+
+def test_streams_that_break_before_their_end_count_towards_a_paged_listing() -> None:
+    server = run(_streams([BROKEN, EARLY, BROKEN, DONE], synced=1))
+    assert server.lists == 1  # after three, listed in pages
+    assert len(streamed(server)) == 3
+
+
+def test_a_first_state_streamed_to_its_end_starts_the_count_of_early_ends_over() -> None:
+    server = run(_streams([EARLY, BROKEN, [*DONE, GONE], EARLY, BROKEN, DONE], synced=2))
+    assert server.lists == 0
+    assert len(streamed(server)) == 6

@@ -65,7 +65,8 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 REFUSED = (400, 422)
 """How an API server that does not stream a first state answers the request for one."""
 EARLY_ENDS_BEFORE_PAGING = 3
-"""Streams of a first state that ended before its end, in a row, before one is listed in pages."""
+"""Streams of a first state that ended or broke before its end, in a row, before one is listed
+in pages."""
 QUICK_END_S = 1.0
 """A watch that ends sooner than this with no event counts as a failure (the next waits)."""
 MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -297,11 +298,16 @@ class ObjectWatch:
         try:
             await self._stream(initial)
             if self.streamed is not None:  # a restart of the API server, a proxy's limit: again
-                self.early_ends += 1
                 raise WatchError("the stream of the first state ended before its end")
+        except (Gone, Refused, asyncio.CancelledError):
+            raise
+        except BaseException:
+            if self.streamed is not None:  # broke before its end: counts towards a paged listing
+                self.early_ends += 1
+            raise
         finally:
             if self.streamed is not None:
-                self.streamed = None
+                self.streamed, self.streamed_before = None, set()
                 self.listing.release()
 
     async def _stream(self, initial: bool) -> None:
@@ -363,11 +369,13 @@ class ObjectWatch:
                 raise Refused(f"{message} (in a stream of the first state)")
             raise WatchError(message)
         if streamed is not None:
-            if event_type in ("ADDED", "MODIFIED"):
-                streamed.add(str(metadata.get("uid") or ""))
-                self._hand_on(None if event_type == "ADDED" else "MODIFIED", body)
-            elif event_type == "DELETED":
-                streamed.discard(str(metadata.get("uid") or ""))
+            uid = str(metadata.get("uid") or "")
+            if event_type in ("ADDED", "MODIFIED"):  # part of the first state, as listed
+                streamed.add(uid)
+                self._hand_on(None, body)
+            elif event_type == "DELETED":  # said now: not again when the first state is complete
+                streamed.discard(uid)
+                self.streamed_before.discard(uid)
                 self._hand_on("DELETED", body)
             elif event_type == "BOOKMARK":
                 if (metadata.get("annotations") or {}).get(INITIAL_EVENTS_END) != "true":

@@ -173,32 +173,24 @@ def _retrieved(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-SCALE_CONFLICTS = 3
-"""Scales answered 409 (the workload's status moved since it was read, its replicas did not)
-before the step fails."""
-
-
 def _replicas(workload: Any) -> int:
     return workload.spec.replicas if workload.spec.replicas is not None else 1
 
 
-def _version(workload: Any) -> str | None:
-    return workload.metadata.resource_version if workload.metadata else None
-
-
-async def scale(ctx: ActionContext, *, decided_again: bool = False) -> Outcome:
-    """Decide the replicas from a read of the workload, persist the decision, then scale with the
-    read's resourceVersion as a precondition. The read may be the loop's early one
-    (`Prefetched`, made before the lock): a 409 reads again, and when only the workload's status
-    moved scales again (at most SCALE_CONFLICTS times), when its replicas moved decides anew (once).
-    A decision written before a restart is acted on only while the workload still has the
-    replicas it was decided from (already at the decided count: done); moved since, nothing is
-    done and the step fails, its retry deciding from what it finds (never a stale count)."""
+async def scale(ctx: ActionContext) -> Outcome:
+    """Decide the replicas from a read of the workload, persist the decision, then scale. The
+    read may be the loop's early one (`Prefetched`, made before the lock): then the scale names
+    its resourceVersion (a precondition), and a 409 reads again under the lock: the replicas
+    unchanged (only the status moved), it scales; changed, it decides anew. A decision written
+    before a restart is acted on only while the workload still has the replicas it was decided
+    from (already at the decided count: done); moved since (by someone else, or after this
+    decision acted: it cannot tell), nothing is done and the step fails, saying so: never a stale
+    count, never twice."""
     params = ctx.step.scale
     assert params is not None  # noqa: S101 - the registry dispatches by action key
     ref, st = ctx.workload, ctx.step_status
     early = ctx.prefetched.take(ref) if ctx.prefetched is not None else None
-    resumed = st.replicasAfter is not None  # decided before a restart: does it still hold?
+    resumed = st.replicasAfter is not None  # decided before a restart (or an attempt that failed)
     if resumed and early is not None:
         early.cancel()
         early = None
@@ -222,36 +214,30 @@ async def scale(ctx: ActionContext, *, decided_again: bool = False) -> Outcome:
         return Outcome(
             False,
             f"{ref.kind} {ref.name} has {_replicas(workload)} replicas, not the {st.replicasBefore} the "
-            f"decision {st.replicasBefore} -> {st.replicasAfter} was made from: not scaled",
+            f"decision {st.replicasBefore} -> {st.replicasAfter} was made from (changed since by someone "
+            "else, or by this step before a restart): not scaled again; a person decides",
         )
     target = st.replicasAfter
     assert target is not None  # noqa: S101 - decided above, or before a restart
-    for _ in range(SCALE_CONFLICTS):
-        try:
-            await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, target, _version(workload))
-            return _scaled(ref, st)
-        except ApiException as exc:
-            if exc.status != 409:
-                return _not_scaled(ctx, ref, exc)
-        try:
-            workload = await _read(ctx, ref)
-        except ApiException as exc:
+    version = workload.metadata.resource_version if early is not None and workload.metadata else None
+    try:
+        await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, target, version)
+        return _scaled(ref, st)
+    except ApiException as exc:
+        if exc.status != 409 or version is None:
             return _not_scaled(ctx, ref, exc)
-        if _replicas(workload) != st.replicasBefore:  # scaled since the read: decide anew, once
-            logger.info(
-                "%s/%s: %s %s was scaled meanwhile; deciding again",
-                ctx.namespace,
-                ctx.incident,
-                ref.kind,
-                ref.name,
-            )
-            if decided_again:
-                return Outcome(False, f"{ref.kind} {ref.name} kept changing while it was scaled: not scaled")
-            st.replicasBefore = st.replicasAfter = None
-            return await scale(dataclasses.replace(ctx, prefetched=None), decided_again=True)
-    return Outcome(
-        False, f"{ref.kind} {ref.name} changed {SCALE_CONFLICTS} times while it was scaled (409): not scaled"
+    try:  # the early read is older than the lock: read again under it
+        workload = await _read(ctx, ref)
+        if _replicas(workload) == st.replicasBefore:  # only its status moved: the decision holds
+            await ctx.kube.scale_workload(ref.kind, ref.name, ctx.namespace, target)
+            return _scaled(ref, st)
+    except ApiException as exc:
+        return _not_scaled(ctx, ref, exc)
+    logger.info(
+        "%s/%s: %s %s was scaled meanwhile; deciding again", ctx.namespace, ctx.incident, ref.kind, ref.name
     )
+    st.replicasBefore = st.replicasAfter = None
+    return await scale(dataclasses.replace(ctx, prefetched=None))  # no early read: no 409 again
 
 
 def _not_scaled(ctx: ActionContext, ref: WorkloadRef, exc: ApiException) -> Outcome:
