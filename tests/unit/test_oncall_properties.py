@@ -318,7 +318,7 @@ def test_a_turn_that_began_at_a_layers_start_weeks_back_is_found_there_not_a_hor
             "timeZone": "Europe/Berlin",
             "people": [{"name": n} for n in NAMES],
             "layers": [
-                {"name": "l0", "start": at.isoformat(), "rotation": "PT30M", "people": ["alice"]},
+                {"name": "l0", "start": at.isoformat(), "rotation": "PT30M", "people": ["alice", "bob"]},
                 {"name": "l1", "start": "2026-03-01T07:00:00Z", "rotation": "PT1H", "people": ["alice"]},
             ],
         }
@@ -326,3 +326,48 @@ def test_a_turn_that_began_at_a_layers_start_weeks_back_is_found_there_not_a_hor
     now = oncall.on_call(spec, at)
     assert now is not None
     assert (now.person, now.layer, now.start) == ("alice", "l1", datetime(2026, 3, 1, 7, tzinfo=UTC))
+
+
+def test_a_lone_persons_minute_by_minute_layer_turn_starts_at_the_layers_start() -> None:
+    """A layer of one person hands over to that person every minute: no handoff is a change, so
+    its turn is found from the layer's start however short its rotation (not a year back)."""
+    start = datetime(2026, 2, 1, 8, tzinfo=UTC)
+    spec = OnCallScheduleSpec.model_validate(
+        {
+            "timeZone": "UTC",
+            "people": [{"name": n} for n in NAMES],
+            "layers": [{"name": "solo", "start": start.isoformat(), "rotation": "PT1M", "people": ["alice"]}],
+        }
+    )
+    now = oncall.on_call(spec, start + timedelta(days=40))
+    assert now is not None
+    assert (now.person, now.start) == ("alice", start)
+
+
+def test_a_busy_layer_counts_towards_the_search_only_from_its_own_start() -> None:
+    """A minute-by-minute layer that began a day ago (under a lone person's layer that wins) is
+    counted from its start: the search back reaches the lone layer's start three weeks back."""
+    at = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    spec = OnCallScheduleSpec.model_validate(
+        {
+            "timeZone": "UTC",
+            "people": [{"name": n} for n in NAMES],
+            "layers": [
+                {
+                    "name": "minutes",
+                    "start": (at - timedelta(days=1)).isoformat(),
+                    "rotation": "PT1M",
+                    "people": ["bob", "carol"],
+                },
+                {
+                    "name": "solo",
+                    "start": (at - timedelta(days=20)).isoformat(),
+                    "rotation": "P1D",
+                    "people": ["alice"],
+                },
+            ],
+        }
+    )
+    now = oncall.on_call(spec, at)
+    assert now is not None
+    assert (now.person, now.layer, now.start) == ("alice", "solo", at - timedelta(days=20))

@@ -123,3 +123,32 @@ def test_a_reader_that_goes_away_leaves_the_reading_to_the_others() -> None:
     kept, readings = asyncio.run(main())
     assert kept == [5] * 6
     assert readings == 1
+
+
+def test_a_reader_whose_take_fails_fails_alone_and_an_empty_reading_is_not_joined_after_it_ended() -> None:
+    async def main() -> tuple[list[int], BaseException | None, int, int]:
+        source = Source([incident(n) for n in range(30)], per_page=5)
+        shared: SharedPages[Objects] = SharedPages(source.pages)
+        kept: list[int] = []
+
+        def broken(page: Objects) -> None:
+            raise ValueError("a report that cannot read a page")
+
+        failing = asyncio.create_task(shared.read("shop", broken))
+        await shared.read("shop", lambda page: kept.append(len(page)))
+        error = None
+        try:
+            await failing
+        except ValueError as exc:
+            error = exc
+        empty = Source([])
+        nothing: SharedPages[Objects] = SharedPages(empty.pages)
+        await nothing.read("shop", lambda page: None)  # no page at all: the reading ends unjoined
+        await nothing.read("shop", lambda page: None)
+        return kept, error, shared.readings, empty.readings
+
+    kept, error, readings, empty_readings = asyncio.run(main())
+    assert kept == [5] * 6  # the other reader got every page
+    assert isinstance(error, ValueError)
+    assert readings == 1
+    assert empty_readings == 2  # the second reader read again, not a reading that had ended

@@ -47,12 +47,13 @@ class SharedPages(Generic[P]):
     first page: each page is handed to each reader's `take` (synchronous: it keeps what it needs),
     in order. A reader that comes later starts a reading of its own (it would have missed the
     pages handed on already). Thirteen monthly reports asked at once read the namespace once, not
-    thirteen times. The reading's error is every joined reader's; a reader that goes away does not
-    cancel it."""
+    thirteen times. The reading's error is every joined reader's; a reader whose `take` raises
+    gets its own error and is handed nothing more, the others go on; a reader that goes away
+    does not cancel the reading."""
 
     def __init__(self, source: Callable[[Hashable], AsyncIterator[P]]) -> None:
         self.source = source
-        self.joinable: dict[Hashable, tuple[asyncio.Future[None], list[Callable[[P], None]]]] = {}
+        self.joinable: dict[Hashable, tuple[asyncio.Future[None], list[_Reader[P]]]] = {}
         """Readings that have handed on no page yet, and who reads each."""
         self.readings = 0
         """Readings started (what the tests count)."""
@@ -61,27 +62,49 @@ class SharedPages(Generic[P]):
         """Hand every page of `key` to `take`; returns once the last one was handed on."""
         joined = self.joinable.get(key)
         if joined is None:
-            takers: list[Callable[[P], None]] = []
-            reading = asyncio.ensure_future(self._read(key, takers))
-            joined = self.joinable[key] = (reading, takers)
+            readers: list[_Reader[P]] = []
+            reading = asyncio.ensure_future(self._read(key, readers))
+            joined = self.joinable[key] = (reading, readers)
             reading.add_done_callback(_retrieve)
             self.readings += 1
-        joined[1].append(take)
+        reader = _Reader(take)
+        joined[1].append(reader)
         await asyncio.shield(joined[0])
+        if reader.error is not None:
+            raise reader.error
 
-    async def _read(self, key: Hashable, takers: list[Callable[[P], None]]) -> None:
+    async def _read(self, key: Hashable, readers: list[_Reader[P]]) -> None:
+        pages = self.source(key)
         try:
-            async for page in self.source(key):
-                self._closed(key, takers)  # from the first page on, nobody joins: they would miss it
-                for take in takers:
-                    take(page)
+            async for page in pages:
+                self._closed(key, readers)  # from the first page on, nobody joins: they would miss it
+                for reader in readers:
+                    reader.hand(page)
         finally:
-            self._closed(key, takers)
+            self._closed(key, readers)
+            close = getattr(pages, "aclose", None)  # a generator's listing ends now, not when collected
+            if close is not None:
+                await close()
 
-    def _closed(self, key: Hashable, takers: list[Callable[[P], None]]) -> None:
+    def _closed(self, key: Hashable, readers: list[_Reader[P]]) -> None:
         joined = self.joinable.get(key)
-        if joined is not None and joined[1] is takers:
+        if joined is not None and joined[1] is readers:
             del self.joinable[key]
+
+
+class _Reader(Generic[P]):
+    """One reader of a shared reading: its `take`, and the error it raised (then it takes no more)."""
+
+    def __init__(self, take: Callable[[P], None]) -> None:
+        self.take = take
+        self.error: Exception | None = None
+
+    def hand(self, page: P) -> None:
+        if self.error is None:
+            try:
+                self.take(page)
+            except Exception as exc:  # this reader's failure, not the others'
+                self.error = exc
 
 
 def _retrieve(done: asyncio.Future[None]) -> None:
