@@ -271,6 +271,8 @@ class FakeApi:
             delete=self.delete,
         )
         self.pages: list[int] = []
+        self.events: list[str] = []
+        """What was asked, in order: "page" (a page of incidents), "write" (an archive written)."""
 
     async def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("_request_timeout", None)
@@ -291,11 +293,15 @@ class FakeApi:
     def page(
         self, plural: str, namespace: str | None, token: str | None, limit: int
     ) -> tuple[Objects, str | None]:
-        found = self.list(plural, namespace)
-        start = int(token or 0)
-        self.pages.append(len(found[start : start + limit]))
-        more = start + limit < len(found)
-        return found[start : start + limit], str(start + limit) if more else None
+        # The token is the last key handed out, as the API server's: what was deleted meanwhile
+        # before it moves nothing after it.
+        store = self.incidents if plural == "incidents" else self.archives
+        after = tuple((token or "/").split("/"))
+        keys = [k for k in sorted(store) if namespace in (None, k[0]) and k > after]
+        self.pages.append(len(keys[:limit]))
+        self.events.append("page")
+        more = len(keys) > limit
+        return [copy.deepcopy(store[k]) for k in keys[:limit]], "/".join(keys[limit - 1]) if more else None
 
     async def incident_pages(self, namespace: str | None, limit: int) -> AsyncIterator[Objects]:
         token: str | None = None
@@ -320,6 +326,7 @@ class FakeApi:
         stored = copy.deepcopy(body)
         stored["metadata"]["resourceVersion"] = self._rv()
         self.archives[key] = stored
+        self.events.append("write")
         return stored
 
     def replace(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -332,6 +339,7 @@ class FakeApi:
         stored = copy.deepcopy(body)
         stored["metadata"]["resourceVersion"] = self._rv()
         self.archives[(namespace, name)] = stored
+        self.events.append("write")
         return stored
 
     def delete(self, plural: str, namespace: str, name: str, uid: str | None = None) -> None:
@@ -625,6 +633,18 @@ def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
     assert (done.due, done.archived, done.deleted) == (7, 6, 6)
     assert ("shop", "b") in api.incidents
     assert "uid-b" not in {uid for a in api.archives.values() for uid in a["spec"]["entries"]}
+
+
+def test_a_pass_archives_each_page_before_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first archive is written after one page, not after listing every incident (a year of
+    history takes minutes to list); the pages go on past what was deleted, every due incident once."""
+    monkeypatch.setattr("incident_operator.controllers.retention.PAGE", 3)
+    api, clock = populated(), Clock()
+    done = asyncio.run(retention(api, clock).sweep())
+    assert api.events[:2] == ["page", "write"]
+    assert api.events.count("page") == 3
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
+    assert sorted(n for _, n in api.incidents) == ["open", "young"]
 
 
 def test_an_entry_the_api_would_refuse_is_kept_live_and_blocks_nothing() -> None:

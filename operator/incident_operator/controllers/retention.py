@@ -2,8 +2,9 @@
 
 Runs on the leader only (started with kopf, which runs on the leader alone), every
 `retention.intervalSeconds`. Each pass lists the incidents one page at a time and keeps a
-reference to each one `core.archive` finds due; then, for each namespace, a batch at a time, it
-reads them again (one gone, replaced or reopened meanwhile is left alone) and:
+reference to each one of the page `core.archive` finds due; then, before it reads the next page,
+for each namespace, a batch at a time, it reads them again (one gone, replaced or reopened
+meanwhile is left alone) and:
 
 1. compacts them (the post-mortem text read from its ConfigMap, else rendered from the incident),
 2. writes them into the month's `IncidentArchive` objects, each write with the resourceVersion read
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -142,30 +143,32 @@ class Retention:
             return Pass()
         closed_for = timedelta(days=self.config.closedForDays)
         logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
-        refs = await self._due(closed_for)
-        done = Pass(due=len(refs))
-        by_namespace: dict[str, list[Ref]] = {}
-        for ref in refs:
-            by_namespace.setdefault(ref.namespace, []).append(ref)
-        for namespace, due in sorted(by_namespace.items()):
-            for start in range(0, len(due), BATCH):
-                incidents = await self._read(due[start : start + BATCH], closed_for)
-                done.skipped += min(BATCH, len(due) - start) - len(incidents)
-                if incidents:
-                    await self._batch(namespace, incidents, done)
+        done = Pass()
+        async for refs in self._due(closed_for):
+            done.due += len(refs)
+            by_namespace: dict[str, list[Ref]] = {}
+            for ref in refs:
+                by_namespace.setdefault(ref.namespace, []).append(ref)
+            for namespace, due in sorted(by_namespace.items()):
+                for start in range(0, len(due), BATCH):
+                    incidents = await self._read(due[start : start + BATCH], closed_for)
+                    done.skipped += min(BATCH, len(due) - start) - len(incidents)
+                    if incidents:
+                        await self._batch(namespace, incidents, done)
         return done
 
-    async def _due(self, closed_for: timedelta) -> list[Ref]:
-        """What is due, oldest closed first, read one page at a time and kept as references only
-        (a year's worth of due incidents never sits in memory as whole bodies)."""
-        now = self.clock()
-        refs: list[Ref] = []
+    async def _due(self, closed_for: timedelta) -> AsyncIterator[list[Ref]]:
+        """What is due, a page of the listing at a time, as references only (oldest closed first
+        within the page): each page's is archived before the next page is read, so the first
+        archive comes after one page, not after listing a year of history, and a year's worth of
+        due incidents never sits in memory at once. A continue token that expires meanwhile goes
+        on from the latest snapshot (`Kube.pages`); what this pass deleted is not in it."""
         for namespace in self.namespaces or (None,):
             async for page in self.kube.incident_pages(namespace, PAGE):
-                refs += [Ref.of(incident) for incident in archive.due(page, now, closed_for)]
+                refs = [Ref.of(incident) for incident in archive.due(page, self.clock(), closed_for)]
                 del page
-        refs.sort(key=lambda ref: parse_time(ref.closed_at))
-        return refs
+                if refs:
+                    yield sorted(refs, key=lambda ref: parse_time(ref.closed_at))
 
     async def _read(self, refs: list[Ref], closed_for: timedelta) -> list[Mapping[str, Any]]:
         """The incidents of `refs` as they are now: one gone, replaced under its name or no longer
