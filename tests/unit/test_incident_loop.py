@@ -955,6 +955,29 @@ def test_a_scale_reads_its_deployment_once_before_its_lock_is_taken_and_scales_t
     assert api.status()["phase"] == "Resolved"
 
 
+def test_a_scale_waiting_for_another_incidents_lock_reads_its_deployment_only_when_it_may_act() -> None:
+    """A retry of a step Blocked on another incident's lock reads the lock first (`still_busy`)
+    and makes no early read of the Deployment while the lock is held: 20 tries, no GET of it."""
+    from incident_operator.core import targets as lock_rules
+    from tests.unit.test_breaker_actions import busy_holder, retries
+
+    api, clock = fake_api(steps=[STEPS[0]]), Clock()
+    busy_holder(api, clock.now)
+    loop = new_loop(api, clock)
+    asyncio.run(loop.iterate())  # the first attempt: its early read, then web found busy
+    reads = [c[0] for c in api.calls].count("read_workload")
+    assert reads == 1
+    assert api.status()["playbook"]["steps"][0]["state"] == "Blocked"
+    asyncio.run(retries(loop, api, clock, 20))
+    assert [c[0] for c in api.calls].count("read_workload") == reads
+    assert api.effects == []
+    api.incidents["other"]["spec"] = {"closed": True}  # the holder is done: read once more, and act
+    api.set_lock("web", lock_rules.lock_value("other", "uid-other", clock.now - timedelta(hours=1), "r1"))
+    asyncio.run(drive(loop, api, clock))
+    assert [c[0] for c in api.calls].count("read_workload") == reads + 1
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+
+
 def test_a_deployment_changed_after_the_early_read_is_read_again_and_decided_anew() -> None:
     api, clock = fake_api(steps=[STEPS[0]]), Clock()
     before_each_claim(api, scaled_by_another_run(api))

@@ -344,6 +344,21 @@ def test_a_lone_persons_minute_by_minute_layer_turn_starts_at_the_layers_start()
     assert (now.person, now.start) == ("alice", start)
 
 
+def test_a_lone_persons_minute_by_minute_layer_does_not_shorten_the_calendar_feed() -> None:
+    """The feed's timeline is cut where its budget of handoffs ends; a lone person's layer hands
+    over to itself, whatever its rotation: 90 days of it are one turn, not 129,600 handoffs."""
+    start = datetime(2026, 2, 1, 8, tzinfo=UTC)
+    spec = OnCallScheduleSpec.model_validate(
+        {
+            "timeZone": "UTC",
+            "people": [{"name": n} for n in NAMES],
+            "layers": [{"name": "solo", "start": start.isoformat(), "rotation": "PT1M", "people": ["alice"]}],
+        }
+    )
+    found = oncall.shifts(spec, start, start + timedelta(days=90))
+    assert [(s.person, s.start, s.end) for s in found] == [("alice", start, start + timedelta(days=90))]
+
+
 def test_a_busy_layer_counts_towards_the_search_only_from_its_own_start() -> None:
     """A minute-by-minute layer that began a day ago (under a lone person's layer that wins) is
     counted from its start: the search back reaches the lone layer's start three weeks back."""

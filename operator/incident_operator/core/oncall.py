@@ -415,11 +415,14 @@ class _Schedule:
         return total
 
     def reach(self, start: datetime, budget: int) -> datetime:
-        """How far from `start` a timeline stays within `budget` possible handoffs."""
-        per_second = sum(1 / layer.rotation.total_seconds() for layer in self.layers)
+        """How far from `start` a timeline stays within `budget` possible handoffs (counted as
+        `cost` counts them: one person always on call costs one, whatever its rotation)."""
+        turning = [layer for layer in self.layers if layer.changes or layer.windows]
+        per_second = sum(1 / layer.rotation.total_seconds() for layer in turning)
         if per_second <= 0:
             return start + HORIZON
-        return start + timedelta(seconds=max(budget - len(self.overrides) * 2, 0) / per_second)
+        fixed = len(self.overrides) * 2 + len(self.layers) - len(turning)
+        return start + timedelta(seconds=max(budget - fixed, 0) / per_second)
 
     def boundaries(self, low: datetime, high: datetime) -> list[datetime]:
         """Sorted instants in (low, high] where who is on call may change."""

@@ -168,7 +168,7 @@ class Reports:
         drawing_slots: int | None = None,
         drawing_wait: float | None = None,
     ) -> None:
-        self.pages, self.ttl, self.archives = pages, ttl, archives
+        self.ttl, self.archives = ttl, archives
         self.shared: SharedPages[Sequence[Mapping[str, Any]]] = SharedPages(
             lambda namespace: pages(cast(str | None, namespace))
         )
