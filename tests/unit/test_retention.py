@@ -8,7 +8,7 @@ import asyncio
 import copy
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,7 +23,7 @@ from incident_operator.api.models import ARCHIVE_POSTMORTEM_MAX, IncidentArchive
 from incident_operator.api.timestamps import format_time as stamp
 from incident_operator.cli.kubectl.client import Api, Failed
 from incident_operator.cli.kubectl.main import parser
-from incident_operator.controllers.retention import Retention
+from incident_operator.controllers.retention import Ref, Retention
 from incident_operator.core import archive, repeats, report
 from incident_operator.settings.config import ConfigError, RetentionConfig, load_config_file
 from tests.unit.test_after_the_incident import T0, incident
@@ -636,15 +636,67 @@ def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
 
 
 def test_a_pass_archives_each_page_before_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first archive is written after one page, not after listing every incident (a year of
-    history takes minutes to list); the pages go on past what was deleted, every due incident once."""
+    """The first archive is written once GATHER are due, not after listing every incident (a year
+    of history takes minutes to list); the pages go on past what was deleted, every due incident
+    once."""
     monkeypatch.setattr("incident_operator.controllers.retention.PAGE", 3)
+    monkeypatch.setattr("incident_operator.controllers.retention.GATHER", 2)
     api, clock = populated(), Clock()
     done = asyncio.run(retention(api, clock).sweep())
     assert api.events[:2] == ["page", "write"]
     assert api.events.count("page") == 3
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
     assert sorted(n for _, n in api.incidents) == ["open", "young"]
+
+
+def test_a_gathering_is_archived_by_month_of_detection_not_by_name() -> None:
+    """Names come in the listing's order (a slug and a random suffix): the references gathered
+    are ordered by namespace, month of detection, then closing, so a batch touches one month's
+    archive or two, not every month of the year."""
+    refs = [
+        Ref("shop", f"web-{suffix}", f"uid-{suffix}", closed, month)
+        for suffix, closed, month in [
+            ("a1", "2026-03-02T00:00:00Z", "2026-03"),
+            ("b2", "2026-01-05T00:00:00Z", "2026-01"),
+            ("c3", "2026-03-01T00:00:00Z", "2026-03"),
+            ("d4", "2026-02-07T00:00:00Z", "2026-01"),
+        ]
+    ]
+    assert [r.name for r in sorted(refs, key=Ref.order)] == ["web-b2", "web-d4", "web-c3", "web-a1"]
+
+
+def test_a_batch_the_api_refuses_is_kept_and_the_pass_goes_on_until_three_in_a_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One incident whose read keeps failing (500) costs its batch, not the pass: the others are
+    archived and deleted; when every batch fails, the pass ends after FAILED_BATCHES of them."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    original = api.get
+
+    asked: list[str] = []
+
+    def failing(names: set[str]) -> Callable[[str, str, str], dict[str, Any]]:
+        def get(plural: str, namespace: str, name: str) -> dict[str, Any]:
+            asked.append(name)
+            if name in names or "*" in names:
+                raise ApiException(status=500, reason="Internal Server Error")
+            return original(plural, namespace, name)
+
+        return get
+
+    api.objects.get = failing({"b"})
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.deleted, done.skipped) == (7, 5, 2)  # b and its batch's other one kept
+    assert ("shop", "b") in api.incidents
+    api, clock = populated(), Clock()
+    original = api.get
+    api.objects.get = failing({"*"})
+    asked.clear()
+    with pytest.raises(ApiException):
+        asyncio.run(retention(api, clock).sweep())
+    assert api.deletes == []
+    assert len(asked) == 3 * 2  # three batches of two read, no fourth
 
 
 def test_an_entry_the_api_would_refuse_is_kept_live_and_blocks_nothing() -> None:

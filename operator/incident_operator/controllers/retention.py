@@ -2,9 +2,9 @@
 
 Runs on the leader only (started with kopf, which runs on the leader alone), every
 `retention.intervalSeconds`. Each pass lists the incidents one page at a time and keeps a
-reference to each one of the page `core.archive` finds due; then, before it reads the next page,
-for each namespace, a batch at a time, it reads them again (one gone, replaced or reopened
-meanwhile is left alone) and:
+reference to each one `core.archive` finds due; once GATHER are (or the listing ended), before it
+reads the next page, a batch at a time (by namespace and month), it reads them again (one gone,
+replaced or reopened meanwhile is left alone) and:
 
 1. compacts them (the post-mortem text read from its ConfigMap, else rendered from the incident),
 2. writes them into the month's `IncidentArchive` objects, each write with the resourceVersion read
@@ -16,23 +16,26 @@ meanwhile is left alone) and:
    the operator needs no right to list or delete ConfigMaps.
 
 An incident is deleted only after its archive write succeeded; a crash in between leaves it live
-and archived, and the next pass replaces its entry (same uid) and deletes it. Reports and repeat
+and archived, and the next pass replaces its entry (same uid) and deletes it. A batch the API
+refuses (a read or a delete) is kept for the next pass and the pass goes on; FAILED_BATCHES in a
+row end it. Reports and repeat
 detection count an incident both live and archived once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from incident_operator.adapters.kube import ApiException, Kube, conflict, not_found
+from incident_operator.adapters.kube import ApiException, Kube, api_reason, conflict, not_found
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
 from incident_operator.api.models import ArchivedIncident, IncidentSpec, IncidentStatus
 from incident_operator.api.timestamps import parse_time, utc_now
@@ -46,6 +49,12 @@ BATCH = 100
 """Incidents archived in one go (one write per month touched), before their deletes."""
 PAGE = 500
 """Incidents per page of the pass's listing."""
+GATHER = 2_000
+"""Due incidents gathered from the listing's pages before they are archived (references only:
+a few hundred kB); the pages go on once they are done."""
+FAILED_BATCHES = 3
+"""Batches in a row that fail with an API error before the pass gives up (a batch that fails
+alone is kept for the next pass, and the pass goes on)."""
 WRITE_ATTEMPTS = 5
 """Tries of one month's archive write when others wrote it meanwhile (409)."""
 
@@ -68,16 +77,28 @@ class Ref:
     name: str
     uid: str
     closed_at: str
+    month: str
+    """The month of detection (the archive it goes to), "" when unreadable (kept, said so later)."""
 
     @classmethod
     def of(cls, incident: Mapping[str, Any]) -> Ref:
         metadata = incident.get("metadata") or {}
+        try:
+            month = archive.month_of(archive.detected_stamp(incident))
+        except archive.ArchiveError:
+            month = ""
         return cls(
             str(metadata.get("namespace") or ""),
             str(metadata.get("name") or ""),
             str(metadata.get("uid") or ""),
             str((incident.get("status") or {}).get("closedAt") or ""),
+            month,
         )
+
+    def order(self) -> tuple[str, str, datetime]:
+        """Batches touch as few archives as they can: by namespace, month of detection, then
+        oldest closed first."""
+        return self.namespace, self.month, parse_time(self.closed_at)
 
 
 READS_AT_ONCE = 8
@@ -144,31 +165,55 @@ class Retention:
         closed_for = timedelta(days=self.config.closedForDays)
         logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
         done = Pass()
-        async for refs in self._due(closed_for):
-            done.due += len(refs)
-            by_namespace: dict[str, list[Ref]] = {}
-            for ref in refs:
-                by_namespace.setdefault(ref.namespace, []).append(ref)
-            for namespace, due in sorted(by_namespace.items()):
-                for start in range(0, len(due), BATCH):
-                    incidents = await self._read(due[start : start + BATCH], closed_for)
-                    done.skipped += min(BATCH, len(due) - start) - len(incidents)
-                    if incidents:
-                        await self._batch(namespace, incidents, done)
+        failures = 0  # batches in a row
+        async with contextlib.aclosing(self._due(closed_for)) as found:
+            async for refs in found:
+                done.due += len(refs)
+                for start in range(0, len(refs), BATCH):
+                    batch = refs[start : start + BATCH]
+                    try:
+                        await self._archive(batch, closed_for, done)
+                    except ApiException as exc:
+                        failures += 1
+                        done.skipped += len(batch)
+                        logger.warning(
+                            "retention: %d incidents kept this pass: %s", len(batch), api_reason(exc)
+                        )
+                        if failures >= FAILED_BATCHES:
+                            raise
+                    else:
+                        failures = 0
         return done
 
-    async def _due(self, closed_for: timedelta) -> AsyncIterator[list[Ref]]:
-        """What is due, a page of the listing at a time, as references only (oldest closed first
-        within the page): each page's is archived before the next page is read, so the first
-        archive comes after one page, not after listing a year of history, and a year's worth of
-        due incidents never sits in memory at once. A continue token that expires meanwhile goes
-        on from the latest snapshot (`Kube.pages`); what this pass deleted is not in it."""
+    async def _archive(self, refs: list[Ref], closed_for: timedelta, done: Pass) -> None:
+        """Archive, then delete, the incidents of `refs` that are still due, namespace by namespace."""
+        by_namespace: dict[str, list[Ref]] = {}
+        for ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append(ref)
+        for namespace, due in by_namespace.items():
+            incidents = await self._read(due, closed_for)
+            done.skipped += len(due) - len(incidents)
+            if incidents:
+                await self._batch(namespace, incidents, done)
+
+    async def _due(self, closed_for: timedelta) -> AsyncGenerator[list[Ref], None]:
+        """What is due, as references only, GATHER at a time: pages of the listing are read until
+        that many are due (or the listing ends), which are archived before the next page is read,
+        so the first archive comes after a few pages, not after listing a year of history, and a
+        year's worth of due incidents never sits in memory at once. Each gathering is ordered
+        (`Ref.order`) so that a batch touches one month's archive or two. A continue token that
+        expires meanwhile goes on from the latest snapshot (`Kube.pages`); what this pass deleted
+        is behind it."""
+        gathered: list[Ref] = []
         for namespace in self.namespaces or (None,):
             async for page in self.kube.incident_pages(namespace, PAGE):
-                refs = [Ref.of(incident) for incident in archive.due(page, self.clock(), closed_for)]
+                gathered += [Ref.of(incident) for incident in archive.due(page, self.clock(), closed_for)]
                 del page
-                if refs:
-                    yield sorted(refs, key=lambda ref: parse_time(ref.closed_at))
+                if len(gathered) >= GATHER:
+                    yield sorted(gathered, key=Ref.order)
+                    gathered = []
+        if gathered:
+            yield sorted(gathered, key=Ref.order)
 
     async def _read(self, refs: list[Ref], closed_for: timedelta) -> list[Mapping[str, Any]]:
         """The incidents of `refs` as they are now: one gone, replaced under its name or no longer
