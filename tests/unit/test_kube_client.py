@@ -600,3 +600,47 @@ def test_a_separate_client_is_not_queued_behind_the_main_pool_and_closes_on_its_
     assert not queued_meanwhile  # the main pool's queue was still waiting for its one connection
     assert main_still_works
     assert answered == 4
+
+
+def test_tls_connections_read_through_a_small_buffer_and_a_large_answer_arrives_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncio gives every TLS connection a 256 KiB read buffer, resident for as long as the
+    connection lives (one per watch): the operator lowers it before its first connection. A
+    ConfigMap of 1 MiB still arrives whole, read in pieces of at most the smaller buffer."""
+    from asyncio import sslproto
+
+    from incident_operator.runtime import runner
+
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)  # restored after
+    sizes: list[int] = []
+    get_buffer = sslproto.SSLProtocol.get_buffer
+
+    def recorded(self: Any, n: int) -> Any:
+        view = get_buffer(self, n)
+        sizes.append(len(view))
+        return view
+
+    monkeypatch.setattr(sslproto.SSLProtocol, "get_buffer", recorded)
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    large = {**CONFIGMAP, "data": {"blob": "x" * (1 << 20)}}
+
+    async def scenario() -> Any:
+        runner._smaller_tls_buffers()
+        async with api_server(Seen([lambda: web.json_response(large)]), server_context) as port:
+            configuration = client.Configuration(host=f"https://127.0.0.1:{port}")
+            configuration.ssl_ca_cert = str(ca_file)
+            kube = Kube(api_client(configuration))
+            try:
+                return await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+            finally:
+                await kube.close()
+
+    found = asyncio.run(scenario())
+    assert len(found.data["blob"]) == 1 << 20
+    assert sizes
+    assert max(sizes) == runner.TLS_READ_BUFFER < 256 * 1024
