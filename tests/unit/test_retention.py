@@ -8,7 +8,7 @@ import asyncio
 import copy
 import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -698,38 +698,81 @@ def test_a_gathering_is_archived_by_month_of_detection_not_by_name() -> None:
     assert [r.name for r in sorted(refs, key=Ref.order)] == ["web-b2", "web-d4", "web-c3", "web-a1"]
 
 
-def test_a_batch_the_api_refuses_is_kept_and_the_pass_goes_on_until_three_in_a_row(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def failing_reads(api: FakeApi, names: set[str], status: int = 500) -> list[str]:
+    """Reads of the incidents `names` (of any namespace; "*": all) fail with `status`; returns
+    the names read, in order."""
+    original, asked = api.get, []
+
+    def get(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        asked.append(name)
+        if name in names or "*" in names:
+            raise ApiException(status=status, reason="refused")
+        return original(plural, namespace, name)
+
+    api.objects.get = get
+    return asked
+
+
+def test_a_batch_the_api_refuses_is_kept_and_the_pass_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """One incident whose read keeps failing (500) costs its batch, not the pass: the others are
-    archived and deleted; when every batch fails, the pass ends after FAILED_BATCHES of them."""
+    archived and deleted, each incident counted once."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
+    failing_reads(api, {"b"})
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 5, 5, 2)  # b and its batch's other
+    assert ("shop", "b") in api.incidents
+
+
+def test_a_delete_refused_after_the_archive_counts_each_incident_once() -> None:
+    """A delete refused (403) after the batch was archived: all 7 archived, 6 deleted, none
+    counted twice (kept + archived never exceed the due)."""
+    api, clock = populated(), Clock()
+    delete = api.delete
+
+    def refused_for_c(plural: str, namespace: str, name: str, uid: str | None = None) -> None:
+        if name == "c":
+            raise ApiException(status=403, reason="Forbidden")
+        delete(plural, namespace, name, uid)
+
+    api.objects.delete = refused_for_c
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 6, 0)
+    assert ("shop", "c") in api.incidents  # live and archived: the next pass deletes it
+
+
+def test_a_namespace_that_keeps_failing_is_left_for_the_next_pass_and_the_others_go_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every read in `shop` refused (say, RBAC changed): after three failed batches in a row the
+    pass leaves the rest of `shop` (no more reads there) and archives `shop2` as usual; a 401
+    (the operator's own credentials) ends the pass at once."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    for (_, name), obj in list(api.incidents.items()):
+        api.incidents[("shop2", name)] = {
+            **copy.deepcopy(obj),
+            "metadata": {**obj["metadata"], "namespace": "shop2", "uid": f"{obj['metadata'].get('uid')}-2"},
+        }
     original = api.get
+
+    def shop_refused(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        asked.append(namespace)
+        if namespace == "shop":
+            raise ApiException(status=403, reason="Forbidden")
+        return original(plural, namespace, name)
 
     asked: list[str] = []
-
-    def failing(names: set[str]) -> Callable[[str, str, str], dict[str, Any]]:
-        def get(plural: str, namespace: str, name: str) -> dict[str, Any]:
-            asked.append(name)
-            if name in names or "*" in names:
-                raise ApiException(status=500, reason="Internal Server Error")
-            return original(plural, namespace, name)
-
-        return get
-
-    api.objects.get = failing({"b"})
+    api.objects.get = shop_refused
     done = asyncio.run(retention(api, clock).sweep())
-    assert (done.due, done.deleted, done.skipped) == (7, 5, 2)  # b and its batch's other one kept
-    assert ("shop", "b") in api.incidents
+    assert asked.count("shop") == 3 * 2  # three batches of two, no fourth
+    assert (done.due, done.archived, done.deleted, done.skipped) == (14, 7, 7, 7)
+    assert {name for ns, name in api.incidents if ns == "shop2"} == {"open", "young"}
     api, clock = populated(), Clock()
-    original = api.get
-    api.objects.get = failing({"*"})
-    asked.clear()
+    failing_reads(api, {"*"}, status=401)
     with pytest.raises(ApiException):
         asyncio.run(retention(api, clock).sweep())
     assert api.deletes == []
-    assert len(asked) == 3 * 2  # three batches of two read, no fourth
 
 
 def test_an_entry_the_api_would_refuse_is_kept_live_and_blocks_nothing() -> None:

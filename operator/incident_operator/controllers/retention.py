@@ -17,8 +17,10 @@ replaced or reopened meanwhile is left alone) and:
 
 An incident is deleted only after its archive write succeeded; a crash in between leaves it live
 and archived, and the next pass replaces its entry (same uid) and deletes it. A batch the API
-refuses (a read or a delete) is kept for the next pass and the pass goes on; FAILED_BATCHES in a
-row end it. Reports and repeat
+refuses or cannot answer (a read or a delete) is kept for the next pass and the pass goes on;
+after FAILED_BATCHES in a row in one namespace the pass leaves that namespace's rest alone (a
+namespace whose incidents the operator may no longer delete does not keep the others waiting); a
+401 ends the pass. Reports and repeat
 detection count an incident both live and archived once.
 """
 
@@ -26,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,7 +39,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from incident_operator.adapters.kube import ApiException, Kube, api_reason, conflict, not_found
+from incident_operator.adapters.kube import (
+    ApiException,
+    Kube,
+    TransportError,
+    api_reason,
+    conflict,
+    not_found,
+)
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH
 from incident_operator.api.models import ArchivedIncident, IncidentSpec, IncidentStatus
 from incident_operator.api.timestamps import parse_time, utc_now
@@ -53,8 +64,9 @@ GATHER = 2_000
 """Due incidents gathered from the listing's pages before they are archived (references only:
 a few hundred kB); the pages go on once they are done."""
 FAILED_BATCHES = 3
-"""Batches in a row that fail with an API error before the pass gives up (a batch that fails
-alone is kept for the next pass, and the pass goes on)."""
+"""A namespace's batches in a row that fail (the API refused or could not be reached) before the
+pass leaves the rest of that namespace for the next pass; a batch that fails alone is kept for the
+next pass, and the pass goes on."""
 WRITE_ATTEMPTS = 5
 """Tries of one month's archive write when others wrote it meanwhile (409)."""
 
@@ -165,36 +177,55 @@ class Retention:
         closed_for = timedelta(days=self.config.closedForDays)
         logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
         done = Pass()
-        failures = 0  # batches in a row
+        failures: Counter[str] = Counter()  # a namespace's batches that failed in a row
         async with contextlib.aclosing(self._due(closed_for)) as found:
             async for refs in found:
                 done.due += len(refs)
-                for start in range(0, len(refs), BATCH):
-                    batch = refs[start : start + BATCH]
-                    try:
-                        await self._archive(batch, closed_for, done)
-                    except ApiException as exc:
-                        failures += 1
-                        done.skipped += len(batch)
-                        logger.warning(
-                            "retention: %d incidents kept this pass: %s", len(batch), api_reason(exc)
-                        )
-                        if failures >= FAILED_BATCHES:
-                            raise
-                    else:
-                        failures = 0
+                for namespace, grouped in itertools.groupby(refs, key=lambda ref: ref.namespace):
+                    due = list(grouped)
+                    for start in range(0, len(due), BATCH):
+                        batch = due[start : start + BATCH]
+                        if failures[namespace] >= FAILED_BATCHES:
+                            done.skipped += len(batch)  # given up in this namespace for this pass
+                            continue
+                        if await self._archive_or_keep(namespace, batch, closed_for, done):
+                            failures[namespace] = 0
+                        else:
+                            failures[namespace] += 1
+                            if failures[namespace] == FAILED_BATCHES:
+                                logger.warning(
+                                    "retention: %s given up for this pass after %d failed batches in a row",
+                                    namespace,
+                                    FAILED_BATCHES,
+                                )
         return done
 
-    async def _archive(self, refs: list[Ref], closed_for: timedelta, done: Pass) -> None:
-        """Archive, then delete, the incidents of `refs` that are still due, namespace by namespace."""
-        by_namespace: dict[str, list[Ref]] = {}
-        for ref in refs:
-            by_namespace.setdefault(ref.namespace, []).append(ref)
-        for namespace, due in by_namespace.items():
-            incidents = await self._read(due, closed_for)
-            done.skipped += len(due) - len(incidents)
+    async def _archive_or_keep(
+        self, namespace: str, batch: list[Ref], closed_for: timedelta, done: Pass
+    ) -> bool:
+        """Archive, then delete, the incidents of `batch` (one namespace's) that are still due.
+        False when the API refused or could not be reached: what the batch had not done yet is
+        kept (counted once) for the next pass. A 401 (the operator's credentials) ends the pass."""
+        before = done.archived + done.skipped
+        try:
+            incidents = await self._read(batch, closed_for)
+            done.skipped += len(batch) - len(incidents)
             if incidents:
                 await self._batch(namespace, incidents, done)
+        except (ApiException, TransportError, OSError) as exc:
+            if isinstance(exc, ApiException) and exc.status == 401:
+                raise
+            kept = len(batch) - (done.archived + done.skipped - before)
+            done.skipped += kept
+            why = api_reason(exc) if isinstance(exc, ApiException) else f"{type(exc).__name__}: {exc}"
+            logger.warning(
+                "retention: a batch of %s failed (%s): %d of its incidents kept for the next pass",
+                namespace,
+                why,
+                kept,
+            )
+            return False
+        return True
 
     async def _due(self, closed_for: timedelta) -> AsyncGenerator[list[Ref], None]:
         """What is due, as references only, GATHER at a time: pages of the listing are read until
