@@ -27,6 +27,7 @@ from incident_operator.controllers.retention import Ref, Retention
 from incident_operator.core import archive, repeats, report
 from incident_operator.settings.config import ConfigError, RetentionConfig, load_config_file
 from tests.unit.test_after_the_incident import T0, incident
+from tests.unit.test_kube_adapter import Gone
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 Objects = list[dict[str, Any]]
@@ -371,18 +372,6 @@ class FakeApi:
         if (namespace, name) not in self.configmaps:
             raise ApiException(status=404, reason="NotFound")
         return dict(self.configmaps[(namespace, name)].data)
-
-
-class Gone:
-    """The HTTP answer an ApiException is made from: 410, with the API server's Status body."""
-
-    status, reason = 410, "Gone"
-
-    def __init__(self, body: str) -> None:
-        self.data = body.encode()
-
-    def getheaders(self) -> dict[str, str]:
-        return {}
 
 
 class Clock:
