@@ -406,7 +406,8 @@ def test_a_close_that_hangs_is_abandoned_after_the_close_timeout(monkeypatch: py
 
 def test_the_operators_process_never_imports_the_synchronous_client() -> None:
     """Its model code would sit in memory next to kubernetes_asyncio's: kopf imports the official
-    client whenever it is installed, unless the entry point made it unimportable first."""
+    client whenever it is installed, unless the entry point made it unimportable first. Neither
+    does it load httpx's command line (rich, pygments: 4 MB)."""
     probe = (
         "import sys, json\n"
         "from incident_operator.cli import main\n"
@@ -418,14 +419,17 @@ def test_the_operators_process_never_imports_the_synchronous_client() -> None:
         " if h.activity.value == 'authentication']\n"
         "loaded = sorted(m for m, v in sys.modules.items() if v is not None"
         " and (m == 'kubernetes' or m.startswith('kubernetes.')))\n"
+        "import httpx\n"
         "print(json.dumps({'loaded': loaded, 'logins': logins,"
-        " 'async': 'kubernetes_asyncio.client' in sys.modules}))\n"
+        " 'async': 'kubernetes_asyncio.client' in sys.modules,"
+        " 'cli': [m for m in ('rich', 'pygments') if m in sys.modules]}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
-    assert seen == {"loaded": [], "logins": ["login_via_async_client"], "async": True}
+    # nor httpx's command line with rich and pygments (installed here for the dev tools)
+    assert seen == {"loaded": [], "logins": ["login_via_async_client"], "async": True, "cli": []}
 
 
 def test_a_patch_of_our_own_kinds_is_a_json_merge_patch_and_of_a_workload_a_strategic_one() -> None:

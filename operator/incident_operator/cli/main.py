@@ -105,6 +105,7 @@ def pod_namespace() -> str:
 
 
 SYNC_CLIENT = "kubernetes"
+HTTPX_CLI = "httpx._main"
 
 
 def without_the_sync_client() -> None:
@@ -114,9 +115,13 @@ def without_the_sync_client() -> None:
     memory twice. `sys.modules[name] = None` makes `import kubernetes` raise ImportError, which kopf
     expects of an optional library (it then logs in through `kubernetes_asyncio`). Called before
     kopf is imported; a process that already imported the client keeps it. Also makes
-    `kubernetes_asyncio` load its models on first use (`adapters.lazyclient`)."""
-    if SYNC_CLIENT not in sys.modules:
-        sys.modules[SYNC_CLIENT] = None  # type: ignore[assignment]
+    `kubernetes_asyncio` load its models on first use (`adapters.lazyclient`), and httpx's command
+    line (`httpx._main`) unimportable: httpx imports it, with rich and pygments, whenever those are
+    installed (a developer's environment has them; the image does not), 4 MB the operator never
+    uses (httpx then defines a `main` that says the extra is missing)."""
+    for unused in (SYNC_CLIENT, HTTPX_CLI):
+        if unused not in sys.modules:
+            sys.modules[unused] = None  # type: ignore[assignment]
     from incident_operator.adapters import lazyclient  # kopf imports the client before our adapters
 
     lazyclient.install()
