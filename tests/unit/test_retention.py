@@ -730,6 +730,27 @@ def test_a_delete_refused_after_the_archive_counts_each_incident_once() -> None:
     assert ("shop", "c") in api.incidents  # live and archived: the next pass deletes it
 
 
+def test_archive_writes_the_api_refuses_count_as_failed_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admission policy that refuses the operator's archive writes (403): nothing is deleted,
+    every incident counted once as kept, and after three such batches the namespace waits for
+    the next pass (no write tried for the fourth)."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    tried: list[str] = []
+
+    def refused(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        tried.append(body["metadata"]["name"])
+        raise ApiException(status=403, reason="Forbidden")
+
+    api.objects.create = refused
+    done = asyncio.run(retention(api, clock).sweep())
+    assert api.deletes == []
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 0, 0, 7)
+    # the first three batches of two tried their months' archives (October and November, then
+    # November twice); the fourth batch, none
+    assert tried == ["incidents-2026-10", "incidents-2026-11", "incidents-2026-11", "incidents-2026-11"]
+
+
 def test_a_namespace_that_keeps_failing_is_left_for_the_next_pass_and_the_others_go_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -210,8 +210,8 @@ class Retention:
         try:
             incidents = await self._read(batch, closed_for)
             done.skipped += len(batch) - len(incidents)
-            if incidents:
-                await self._batch(namespace, incidents, done)
+            if incidents and not await self._batch(namespace, incidents, done):
+                return False  # an archive write refused: counted, logged, the rest deleted
         except (ApiException, TransportError, OSError) as exc:
             if isinstance(exc, ApiException) and exc.status == 401:
                 raise
@@ -263,7 +263,9 @@ class Retention:
 
         return [incident for incident in await _bounded(read, refs) if incident is not None]
 
-    async def _batch(self, namespace: str, incidents: list[Mapping[str, Any]], done: Pass) -> None:
+    async def _batch(self, namespace: str, incidents: list[Mapping[str, Any]], done: Pass) -> bool:
+        """Archive `incidents` (one write per month), then delete those archived. False when the API
+        refused a month's archive write (its incidents kept, counted, logged; a 401 is raised)."""
         entries: dict[str, dict[str, Any]] = {}
         postmortems = await _bounded(lambda incident: self._postmortem(namespace, incident), incidents)
         for incident, text in zip(incidents, postmortems, strict=True):
@@ -278,15 +280,20 @@ class Retention:
                 continue
             entries[uid] = entry
         archived: set[str] = set()
+        written = True
         for month, additions in archive.grouped(entries, namespace).items():
             try:
                 await self._write(namespace, month, additions)
             except (ApiException, archive.ArchiveError) as exc:
+                if isinstance(exc, ApiException):
+                    if exc.status == 401:
+                        raise
+                    written = False
                 logger.warning(
                     "retention: archive %s of %s not written (%s): its %d incidents kept",
                     month,
                     namespace,
-                    exc,
+                    api_reason(exc) if isinstance(exc, ApiException) else exc,
                     len(additions),
                 )
                 done.skipped += len(additions)
@@ -308,6 +315,7 @@ class Retention:
             failed = [r for r in await asyncio.gather(*deletes, return_exceptions=True) if r is not None]
         if failed:
             raise failed[0]
+        return written
 
     async def _write(self, namespace: str, month: str, additions: dict[str, Any]) -> None:
         """Upsert `additions` into the month's archives, each write at the resourceVersion read."""
