@@ -17,7 +17,8 @@ replaced or reopened meanwhile is left alone) and:
 
 An incident is deleted only after its archive write succeeded; a crash in between leaves it live
 and archived, and the next pass replaces its entry (same uid) and deletes it. A batch the API
-refuses or cannot answer (a read or a delete) is kept for the next pass and the pass goes on;
+refuses or cannot answer (a read, an archive write or a delete) is kept for the next pass and the
+pass goes on;
 after FAILED_BATCHES in a row in one namespace the pass leaves that namespace's rest alone (a
 namespace whose incidents the operator may no longer delete does not keep the others waiting); a
 401 ends the pass. Reports and repeat

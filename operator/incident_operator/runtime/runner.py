@@ -73,7 +73,8 @@ are mostly a few kB). A listing's page of megabytes is read in more pieces: abou
 
 def _smaller_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
     """Lower asyncio's TLS read buffer to `size` for every connection opened from now on (the
-    operator's clients, kopf's, the webhooks'); left alone where asyncio has no such attribute."""
+    operator's API clients and kopf's, both on aiohttp; httpx's outgoing requests read through
+    anyio's own TLS stream, untouched); left alone where asyncio has no such attribute."""
     protocol = getattr(asyncio.sslproto, "SSLProtocol", None)
     current = getattr(protocol, "max_size", None)
     if isinstance(current, int) and current > size:
