@@ -887,14 +887,15 @@ class Kube:
             yield page
 
     async def pages(
-        self, plural: str, namespace: str | None, limit: int
+        self, plural: str, namespace: str | None, limit: int, **query: Any
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every object of one of the operator's kinds in `namespace` (None: all), a page at a time
-        (a continue token that expired meanwhile goes on from the latest snapshot: `expired_continue`)."""
+        """Every object of one of the operator's kinds in `namespace` (None: all) that `query`
+        selects, a page at a time (a continue token that expired meanwhile goes on from the latest
+        snapshot: `expired_continue`)."""
         token: str | None = None
         while True:
             try:
-                items, token = await self.call(self.objects.page, plural, namespace, token, limit)
+                items, token = await self.call(self.objects.page, plural, namespace, token, limit, **query)
             except ApiException as exc:
                 token = expired_continue(exc, token, plural)
                 continue

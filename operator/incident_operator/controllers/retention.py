@@ -7,9 +7,12 @@ reads the next page, a batch at a time (by namespace and month), it reads them a
 replaced or reopened meanwhile is left alone) and:
 
 1. compacts them (the post-mortem text read from its ConfigMap, else rendered from the incident),
-2. writes them into the month's `IncidentArchive` objects, each write with the resourceVersion read
-   (optimistic concurrency: a 409 reads again and places again; entries are keyed by uid, so an
-   incident archived twice is still one entry),
+2. writes them into the month's `IncidentArchive` objects: placed by the month's slots (each
+   archive's name, size and uids, read once a pass, not its entries: a month of a busy namespace
+   is tens of MB), only the archive a batch goes to read whole, just before it is written with the
+   resourceVersion read (optimistic concurrency: a 409, or an archive not as its slot said, reads
+   the month again and places again; entries are keyed by uid, so an incident archived twice is
+   still one entry),
 3. deletes each incident with a precondition on its uid (a new incident of the same name is never
    deleted), every delete paced at `retention.deletesPerSecond`. The ConfigMaps it owns (evidence,
    post-mortem: each carries its ownerReference) go with it: the garbage collector deletes them, so
@@ -70,6 +73,15 @@ pass leaves the rest of that namespace for the next pass; a batch that fails alo
 next pass, and the pass goes on."""
 WRITE_ATTEMPTS = 5
 """Tries of one month's archive write when others wrote it meanwhile (409)."""
+ARCHIVE_PAGE = 4
+"""IncidentArchives per page when a month's are read (each up to 1 MiB)."""
+MONTHS_KEPT = 4
+"""Months whose archives' slots a pass keeps between batches (a gathering is ordered by month,
+so the months of one namespace come one after another; a month's slots are ~100 B per entry)."""
+
+
+class _Stale(Exception):
+    """An archive is not as the slots read before said: read the month's again."""
 
 
 @dataclass
@@ -148,6 +160,8 @@ class Retention:
         """Told every IncidentArchive as written (the repeat facts of the archived incidents)."""
         self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
         self.next_delete = 0.0
+        self._months: dict[tuple[str, str], dict[str, archive.Slot]] = {}
+        """(namespace, month) → its archives' slots, read this pass (`_slots`)."""
 
     async def run(self) -> None:
         """A pass now and then every `intervalSeconds`, until cancelled; a failed pass is logged
@@ -178,6 +192,7 @@ class Retention:
         closed_for = timedelta(days=self.config.closedForDays)
         logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
         done = Pass()
+        self._months.clear()  # each pass reads the archives afresh
         failures: Counter[str] = Counter()  # a namespace's batches that failed in a row
         async with contextlib.aclosing(self._due(closed_for)) as found:
             async for refs in found:
@@ -319,32 +334,67 @@ class Retention:
         return written
 
     async def _write(self, namespace: str, month: str, additions: dict[str, Any]) -> None:
-        """Upsert `additions` into the month's archives, each write at the resourceVersion read."""
+        """Upsert `additions` into the month's archives: placed by the month's slots (`_slots`),
+        each archive that takes some read whole just before its write, written at the
+        resourceVersion read. A 409, or an archive that is not as its slot says (written or deleted
+        by someone else), drops the month's slots and places again."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
-            listed = await self.kube.call(
-                self.kube.objects.list,
-                archive.PLURAL,
-                namespace,
-                label_selector=f"{LABEL_ARCHIVE_MONTH}={month}",
-            )
-            changed = archive.place([archive.Archive.of(o) for o in listed], namespace, additions)
+            slots = await self._slots(namespace, month)
             try:
-                for target in changed:
+                for name, uids in archive.assign(slots.values(), namespace, month, additions).items():
+                    slot = slots.get(name)
+                    if slot is None:
+                        target = archive.Archive(name, month)
+                    else:
+                        found = await self.kube.call(self.kube.objects.get, archive.PLURAL, namespace, name)
+                        target = archive.Archive.of(found)
+                        del found
+                        if target.resource_version != slot.resource_version:
+                            raise _Stale(name)
+                    for uid in uids:
+                        target.entries[uid] = dict(additions[uid])
                     body = target.body(namespace)
-                    if target.resource_version is None:
+                    del target
+                    if slot is None:
                         written = await self.kube.call(
                             self.kube.objects.create, archive.PLURAL, namespace, body
                         )
                     else:
                         written = await self.kube.call(
-                            self.kube.objects.replace, archive.PLURAL, namespace, target.name, body
+                            self.kube.objects.replace, archive.PLURAL, namespace, name, body
                         )
+                    del body
                     self.on_written(namespace, written)
+                    slots[name] = archive.Slot.of(archive.Archive.of(written), namespace)
                 return
-            except ApiException as exc:
-                if not conflict(exc) or attempt == WRITE_ATTEMPTS:
+            except (ApiException, _Stale) as exc:
+                self._months.pop((namespace, month), None)
+                if isinstance(exc, ApiException) and not (conflict(exc) or not_found(exc)):
                     raise
+                if attempt == WRITE_ATTEMPTS:
+                    if isinstance(exc, ApiException):
+                        raise
+                    raise archive.ArchiveError(f"archive {exc} kept changing while written") from None
                 logger.info("retention: archive %s/%s changed meanwhile: reading it again", namespace, month)
+
+    async def _slots(self, namespace: str, month: str) -> dict[str, archive.Slot]:
+        """The month's archives of `namespace` as slots (name, size, uids), read a few archives a
+        page the first time the pass needs them and kept for its next batches (at most MONTHS_KEPT
+        months), so a batch reads and writes only the archive its entries go to."""
+        key = (namespace, month)
+        if key in self._months:
+            return self._months[key]
+        slots: dict[str, archive.Slot] = {}
+        selector = f"{LABEL_ARCHIVE_MONTH}={month}"
+        async for page in self.kube.pages(archive.PLURAL, namespace, ARCHIVE_PAGE, label_selector=selector):
+            for obj in page:
+                slot = archive.Slot.of(archive.Archive.of(obj), namespace)
+                slots[slot.name] = slot
+            del page
+        while len(self._months) >= MONTHS_KEPT:
+            del self._months[next(iter(self._months))]  # the month first read: a pass moves on
+        self._months[key] = slots
+        return slots
 
     async def _postmortem(self, namespace: str, incident: Mapping[str, Any]) -> str | None:
         """The post-mortem as the operator last wrote it (its ConfigMap), else rendered from the

@@ -228,52 +228,97 @@ def _entry_bytes(uid: str, entry: Mapping[str, Any]) -> int:
     return size_of({uid: entry}) - 1  # `"uid":{...}` plus a comma, less the braces
 
 
+@dataclass
+class Slot:
+    """One IncidentArchive as placing needs it: its name, its size and which uids it holds, not
+    its entries (a month of a busy namespace is tens of MB of them)."""
+
+    name: str
+    month: str
+    size: int
+    uids: set[str]
+    resource_version: str | None = None
+
+    @classmethod
+    def of(cls, archive: Archive, namespace: str) -> Slot:
+        return cls(
+            archive.name,
+            archive.month,
+            size_of(archive.body(namespace)),
+            set(archive.entries),
+            archive.resource_version,
+        )
+
+
+def month_of_all(namespace: str, additions: Mapping[str, Mapping[str, Any]]) -> str:
+    """The one month of detection of `additions`; ArchiveError if they are of several."""
+    months = {month_of(detected_stamp(as_incident(namespace, u, e))) for u, e in additions.items()}
+    if len(months) != 1:
+        raise ArchiveError(f"entries of several months placed at once: {sorted(months)}")
+    return months.pop()
+
+
+def assign(
+    slots: Iterable[Slot],
+    namespace: str,
+    month: str,
+    additions: Mapping[str, Mapping[str, Any]],
+    bound: int = MAX_ARCHIVE_BYTES,
+) -> dict[str, list[str]]:
+    """Where each of `additions` (uid → entry, all of `month`) goes among the month's archives of
+    `namespace` (`slots`; those of other months are ignored): an uid already archived stays where it
+    is; a new one goes into the first archive it fits in under `bound`, else into a new one (the next
+    free name). Returns archive name → the uids it takes, in the order first touched; a name not
+    among `slots` is a new archive. Raises ArchiveError for an entry that cannot fit into an empty
+    archive."""
+    mine = sorted((s for s in slots if s.month == month), key=lambda s: _index_of(s.name, month))
+    sizes = {s.name: s.size for s in mine}
+    holder = {uid: s.name for s in mine for uid in s.uids}
+    names = [s.name for s in mine]
+    plan: dict[str, list[str]] = {}
+    for uid, entry in additions.items():
+        cost = _entry_bytes(uid, entry)
+        if uid in holder:  # replaces its entry there; counted as if added (its old size unknown)
+            sizes[holder[uid]] += cost
+            plan.setdefault(holder[uid], []).append(uid)
+            continue
+        target = next((n for n in names if sizes[n] + cost <= bound), None)
+        if target is None:
+            used = {_index_of(n, month) for n in names}
+            target = archive_name(month, next(i for i in range(1, len(used) + 2) if i not in used))
+            sizes[target] = size_of(Archive(target, month).body(namespace))
+            if sizes[target] + cost > bound:
+                raise ArchiveError(f"entry {uid} alone weighs {cost} bytes, over the bound {bound}")
+            names.append(target)
+        sizes[target] += cost
+        holder[uid] = target
+        plan.setdefault(target, []).append(uid)
+    return plan
+
+
 def place(
     archives: Iterable[Archive],
     namespace: str,
     additions: Mapping[str, Mapping[str, Any]],
     bound: int = MAX_ARCHIVE_BYTES,
 ) -> list[Archive]:
-    """Put `additions` (uid → entry, all of one month) into that month's archives of `namespace`:
-    an uid already archived replaces its entry where it is; a new one goes into the first archive
-    it fits in under `bound`, else into a new one (the next free name). Returns the archives that
-    changed (new ones without a resourceVersion). Raises ArchiveError for an entry that cannot fit
-    into an empty archive."""
+    """Put `additions` (uid → entry, all of one month) into that month's archives of `namespace`
+    as `assign` says. Returns the archives that changed (new ones without a resourceVersion).
+    Raises ArchiveError for entries of several months or an entry that cannot fit into an empty
+    archive."""
     if not additions:
         return []
-    months = {month_of(detected_stamp(as_incident(namespace, u, e))) for u, e in additions.items()}
-    if len(months) != 1:
-        raise ArchiveError(f"entries of several months placed at once: {sorted(months)}")
-    month = months.pop()
-    mine = sorted(
-        (a for a in archives if a.month == month),
-        key=lambda a: _index_of(a.name, month),
-    )
-    sizes = {a.name: size_of(a.body(namespace)) for a in mine}
-    changed: dict[str, Archive] = {}
-    holder = {uid: a for a in mine for uid in a.entries}
-    for uid, entry in additions.items():
-        cost = _entry_bytes(uid, entry)
-        if uid in holder:
-            archive = holder[uid]
-            sizes[archive.name] += cost - _entry_bytes(uid, archive.entries[uid])
-            archive.entries[uid] = dict(entry)
-            changed[archive.name] = archive
-            continue
-        target = next((a for a in mine if sizes[a.name] + cost <= bound), None)
-        if target is None:
-            used = {_index_of(a.name, month) for a in mine}
-            index = next(i for i in range(1, len(used) + 2) if i not in used)
-            target = Archive(archive_name(month, index), month)
-            sizes[target.name] = size_of(target.body(namespace))
-            if sizes[target.name] + cost > bound:
-                raise ArchiveError(f"entry {uid} alone weighs {cost} bytes, over the bound {bound}")
-            mine.append(target)
-        target.entries[uid] = dict(entry)
-        sizes[target.name] += cost
-        holder[uid] = target
-        changed[target.name] = target
-    return list(changed.values())
+    month = month_of_all(namespace, additions)
+    mine = {a.name: a for a in archives if a.month == month}
+    changed: list[Archive] = []
+    for name, uids in assign(
+        [Slot.of(a, namespace) for a in mine.values()], namespace, month, additions, bound
+    ).items():
+        target = mine.get(name) or Archive(name, month)
+        for uid in uids:
+            target.entries[uid] = dict(additions[uid])
+        changed.append(target)
+    return changed
 
 
 def _index_of(name: str, month: str) -> int:
