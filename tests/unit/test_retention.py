@@ -17,7 +17,7 @@ from typing import Any, cast
 import pytest
 from kubernetes.client.exceptions import ApiException as PluginApiException
 
-from incident_operator.adapters.kube import ApiException, Kube
+from incident_operator.adapters.kube import ApiException, Kube, TransportError
 from incident_operator.api.keys import LABEL_ARCHIVE_MONTH, LABEL_INCIDENT
 from incident_operator.api.models import ARCHIVE_POSTMORTEM_MAX, IncidentArchiveSpec
 from incident_operator.api.timestamps import format_time as stamp
@@ -188,6 +188,14 @@ def test_entries_split_into_numbered_archives_each_under_the_bound() -> None:
     assert len(archive.place([], "shop", dict(list(entries.items())[:3]), bound=130_000)) == 2
     with pytest.raises(archive.ArchiveError, match="over the bound"):
         archive.place([], "shop", {"big": entries["uid-00"]}, bound=10_000)
+
+
+def test_a_new_archive_never_takes_a_name_already_there() -> None:
+    """An archive named for November but filed under another month (not one of ours, say) is not
+    November's to fill, and its name is not free: a new one is the next name."""
+    odd = archive.Slot("incidents-2026-11", "2026-10", 100, set(), "7")
+    entry = archive.compact(history_set()[0], None)
+    assert archive.assign([odd], "shop", "2026-11", {"uid-a": entry}) == {"incidents-2026-11-2": ["uid-a"]}
 
 
 def test_archiving_the_same_incident_twice_keeps_one_entry() -> None:
@@ -710,6 +718,132 @@ def test_an_archive_changed_by_someone_else_between_batches_is_read_again_not_ov
     ]
     assert api.archives[("shop", "incidents-2026-11")]["spec"]["entries"].keys() == {"uid-items"}
     assert api.events.count("archive page") == 4  # October; November first, after each surprise
+
+
+def test_archives_split_under_the_bound_across_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bound that holds two of these entries: November's six, written two at a time, fill
+    incidents-2026-11, -2 and -3, none over the bound (each batch places by the sizes its own
+    writes left in the slots)."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    entries = [archive.compact(o, "# post-mortem " + "x" * 300) for o in history_set()]
+    widest = max(len(json.dumps({"uid-drill": e}, separators=(",", ":"))) for e in entries)
+    empty = archive.size_of(archive.Archive("incidents-2026-11-9", "2026-11", {}, "99999").body("shop"))
+    bound = empty + 2 * widest + 350  # two of the widest (with their post-mortems) fit, three do not
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", bound)
+    for name in ("a", "b", "c", "d", "drill", "items", "oct"):
+        api.add_cm("shop", f"{name}-postmortem", name, f"uid-{name}", {"postmortem.md": "# " + "x" * 300})
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.archived, done.deleted) == (7, 7)
+    november = sorted(n for (_, n) in api.archives if n.startswith("incidents-2026-11"))
+    assert november == ["incidents-2026-11", "incidents-2026-11-2", "incidents-2026-11-3"]
+    for body in api.archives.values():
+        assert archive.size_of(body) <= bound
+    assert sum(len(b["spec"]["entries"]) for b in api.archives.values()) == 7
+
+
+def interleaved() -> FakeApi:
+    """`populated`, and an October incident named between November's (`b2`): in name order the
+    gatherings hold November, then October and November, then November, then November and October."""
+    api = populated()
+    october = copy.deepcopy(api.incidents[("shop", "oct")])
+    october["metadata"].update(name="b2", uid="uid-b2")
+    api.incidents[("shop", "b2")] = october
+    return api
+
+
+def test_a_month_s_archives_are_read_once_a_pass_however_the_gatherings_mix_months(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gatherings of two whose months alternate: each month's archives listed once this pass, and
+    none of their slots kept once the pass is over. With room for one month's slots only, the
+    months are read again as they alternate (the bound on what a pass keeps)."""
+    monkeypatch.setattr("incident_operator.controllers.retention.PAGE", 2)
+    monkeypatch.setattr("incident_operator.controllers.retention.GATHER", 2)
+    api, clock = interleaved(), Clock()
+    job = retention(api, clock)
+    done = asyncio.run(job.sweep())
+    assert (done.due, done.archived, done.deleted) == (8, 8, 8)
+    assert api.events.count("archive page") == 2
+    assert job._months == {}
+    monkeypatch.setattr("incident_operator.controllers.retention.MONTHS_KEPT", 1)
+    api = interleaved()
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted) == (8, 8, 8)
+    # [a, b]: Nov; [b2, c]: Oct, Nov; [d, drill]: (Nov kept); [oct, items]: Oct, Nov
+    assert api.events.count("archive page") == 5
+
+
+def test_an_archive_that_keeps_changing_fails_its_batch_and_deletes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Someone writes November's archive before each of ours (every read finds a newer version):
+    after five tries the batch fails, its incidents kept (none deleted, counted once), and after
+    three such batches the namespace waits for the next pass."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
+        "incidents-2026-11", "2026-11", {}, "100"
+    ).body("shop")
+    get = api.get
+
+    def newer_each_time(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        if plural == archive.PLURAL:
+            api.archives[(namespace, name)]["metadata"]["resourceVersion"] = api._rv()
+        return get(plural, namespace, name)
+
+    api.objects.get = newer_each_time
+    done = asyncio.run(retention(api, clock).sweep())
+    # [oct, a]: October's archive written, `oct` deleted, `a` kept; [b, c], [d, drill]: kept;
+    # [items]: not tried (the namespace given up after three failed batches)
+    assert sorted(n for (_, n, _) in api.deletes) == ["oct"]
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 1, 1, 6)
+    assert api.events.count("archive get") == 3 * 5
+
+
+def test_a_write_whose_answer_was_lost_is_read_again_by_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API server applies our replace of November's archive but the answer never arrives: that
+    batch is kept (not deleted), the month's slots are dropped, so the next batch reads November
+    again instead of writing at a version that no longer is; the next pass deletes what was kept
+    (already archived: one entry each)."""
+    monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
+    api, clock = populated(), Clock()
+    replace = api.replace
+    lost = []
+
+    def answer_lost(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        written = replace(plural, namespace, name, body)
+        if not lost:
+            lost.append(name)
+            raise TransportError("connection reset")
+        return written
+
+    api.objects.replace = answer_lost
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 5, 5, 2)  # [b, c] kept
+    assert api.events.count("archive page") == 3  # October, November, November again
+    assert sorted(n for (_, n) in api.incidents) == ["b", "c", "open", "young"]
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.archived, done.deleted) == (2, 2)
+    assert sum(b["spec"]["count"] for b in api.archives.values()) == 7
+
+
+def test_a_create_refused_with_not_found_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 404 to an archive's create (the kind not installed, the namespace going): that batch is
+    kept, with one try, not five."""
+    api, clock = populated(), Clock()
+    tried: list[str] = []
+
+    def not_found(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        tried.append(body["metadata"]["name"])
+        raise ApiException(status=404, reason="NotFound")
+
+    api.objects.create = not_found
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 0, 0, 7)
+    assert tried == ["incidents-2026-10", "incidents-2026-11"]
 
 
 def test_a_pass_archives_each_page_before_it_reads_the_next(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -900,6 +900,7 @@ class Kube:
                 token = expired_continue(exc, token, plural)
                 continue
             yield items
+            del items  # not held while the next page is read
             if token is None:
                 return
 

@@ -75,13 +75,15 @@ WRITE_ATTEMPTS = 5
 """Tries of one month's archive write when others wrote it meanwhile (409)."""
 ARCHIVE_PAGE = 4
 """IncidentArchives per page when a month's are read (each up to 1 MiB)."""
-MONTHS_KEPT = 4
-"""Months whose archives' slots a pass keeps between batches (a gathering is ordered by month,
-so the months of one namespace come one after another; a month's slots are ~100 B per entry)."""
+MONTHS_KEPT = 13
+"""Months of one namespace whose archives' slots a pass keeps between batches (about 120 B per
+archived incident): each gathering is ordered by month, but in name order every gathering may
+hold every month."""
 
 
-class _Stale(Exception):
-    """An archive is not as the slots read before said: read the month's again."""
+class Contended(Exception):
+    """An archive is not as the slots read before said (someone else wrote or deleted it): the
+    month is read again; after WRITE_ATTEMPTS such writes, the batch fails (kept for the next pass)."""
 
 
 @dataclass
@@ -192,7 +194,13 @@ class Retention:
         closed_for = timedelta(days=self.config.closedForDays)
         logger.info("retention: a pass began (closed for more than %d days)", self.config.closedForDays)
         done = Pass()
-        self._months.clear()  # each pass reads the archives afresh
+        try:
+            await self._sweep(closed_for, done)
+        finally:
+            self._months.clear()  # each pass reads the archives afresh; between passes none kept
+        return done
+
+    async def _sweep(self, closed_for: timedelta, done: Pass) -> None:
         failures: Counter[str] = Counter()  # a namespace's batches that failed in a row
         async with contextlib.aclosing(self._due(closed_for)) as found:
             async for refs in found:
@@ -214,7 +222,6 @@ class Retention:
                                     namespace,
                                     FAILED_BATCHES,
                                 )
-        return done
 
     async def _archive_or_keep(
         self, namespace: str, batch: list[Ref], closed_for: timedelta, done: Pass
@@ -300,10 +307,10 @@ class Retention:
         for month, additions in archive.grouped(entries, namespace).items():
             try:
                 await self._write(namespace, month, additions)
-            except (ApiException, archive.ArchiveError) as exc:
-                if isinstance(exc, ApiException):
-                    if exc.status == 401:
-                        raise
+            except (ApiException, archive.ArchiveError, Contended) as exc:
+                if isinstance(exc, ApiException) and exc.status == 401:
+                    raise
+                if not isinstance(exc, archive.ArchiveError):  # refused or contended: a failed batch
                     written = False
                 logger.warning(
                     "retention: archive %s of %s not written (%s): its %d incidents kept",
@@ -337,62 +344,93 @@ class Retention:
         """Upsert `additions` into the month's archives: placed by the month's slots (`_slots`),
         each archive that takes some read whole just before its write, written at the
         resourceVersion read. A 409, or an archive that is not as its slot says (written or deleted
-        by someone else), drops the month's slots and places again."""
+        by someone else), reads the month again and places again, at most WRITE_ATTEMPTS times
+        (then `Contended`); any other failure drops the month's slots too (a write whose answer was
+        lost may have happened) and is raised."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             slots = await self._slots(namespace, month)
             try:
-                for name, uids in archive.assign(slots.values(), namespace, month, additions).items():
-                    slot = slots.get(name)
-                    if slot is None:
-                        target = archive.Archive(name, month)
-                    else:
-                        found = await self.kube.call(self.kube.objects.get, archive.PLURAL, namespace, name)
-                        target = archive.Archive.of(found)
-                        del found
-                        if target.resource_version != slot.resource_version:
-                            raise _Stale(name)
-                    for uid in uids:
-                        target.entries[uid] = dict(additions[uid])
-                    body = target.body(namespace)
-                    del target
-                    if slot is None:
-                        written = await self.kube.call(
-                            self.kube.objects.create, archive.PLURAL, namespace, body
-                        )
-                    else:
-                        written = await self.kube.call(
-                            self.kube.objects.replace, archive.PLURAL, namespace, name, body
-                        )
-                    del body
-                    self.on_written(namespace, written)
-                    slots[name] = archive.Slot.of(archive.Archive.of(written), namespace)
+                for name, uids in archive.assign(
+                    slots.values(), namespace, month, additions, archive.MAX_ARCHIVE_BYTES
+                ).items():
+                    mine = {uid: additions[uid] for uid in uids}
+                    slots[name] = await self._write_one(namespace, month, name, slots.get(name), mine)
                 return
-            except (ApiException, _Stale) as exc:
+            except (ApiException, Contended) as exc:
                 self._months.pop((namespace, month), None)
-                if isinstance(exc, ApiException) and not (conflict(exc) or not_found(exc)):
+                if isinstance(exc, ApiException) and not conflict(exc):
                     raise
                 if attempt == WRITE_ATTEMPTS:
-                    if isinstance(exc, ApiException):
-                        raise
-                    raise archive.ArchiveError(f"archive {exc} kept changing while written") from None
+                    raise Contended(
+                        f"archive {month} of {namespace} changed under each of {attempt} writes"
+                    ) from None
                 logger.info("retention: archive %s/%s changed meanwhile: reading it again", namespace, month)
+            except BaseException:
+                self._months.pop((namespace, month), None)
+                raise
+
+    async def _write_one(
+        self,
+        namespace: str,
+        month: str,
+        name: str,
+        slot: archive.Slot | None,
+        entries: dict[str, Any],
+    ) -> archive.Slot:
+        """Write `entries` (uid → entry) into archive `name` (None `slot`: a new one); its slot as
+        written. Contended when it is gone or not at the slot's resourceVersion."""
+        if slot is None:
+            target = archive.Archive(name, month)
+        else:
+            try:
+                found = await self.kube.call(self.kube.objects.get, archive.PLURAL, namespace, name)
+            except ApiException as exc:
+                if not_found(exc):
+                    raise Contended(f"archive {name} of {namespace} is gone") from None
+                raise
+            target = archive.Archive.of(found)
+            del found
+            if target.resource_version != slot.resource_version:
+                raise Contended(f"archive {name} of {namespace} changed")
+        for uid, entry in entries.items():
+            target.entries[uid] = dict(entry)
+        body = target.body(namespace)
+        del target
+        if slot is None:
+            written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+        else:
+            try:
+                written = await self.kube.call(
+                    self.kube.objects.replace, archive.PLURAL, namespace, name, body
+                )
+            except ApiException as exc:
+                if not_found(exc):
+                    raise Contended(f"archive {name} of {namespace} is gone") from None
+                raise
+        del body
+        self.on_written(namespace, written)
+        return archive.Slot.of(archive.Archive.of(written), namespace)
 
     async def _slots(self, namespace: str, month: str) -> dict[str, archive.Slot]:
         """The month's archives of `namespace` as slots (name, size, uids), read a few archives a
-        page the first time the pass needs them and kept for its next batches (at most MONTHS_KEPT
-        months), so a batch reads and writes only the archive its entries go to."""
+        page the first time the pass needs them and kept until the pass moves to another namespace
+        (at most MONTHS_KEPT months, the least recently used dropped first), so a batch reads and
+        writes only the archive its entries go to."""
         key = (namespace, month)
         if key in self._months:
+            self._months[key] = self._months.pop(key)  # the most recently used last
             return self._months[key]
+        for other in [k for k in self._months if k[0] != namespace]:
+            del self._months[other]  # a pass is done with a namespace before the next
         slots: dict[str, archive.Slot] = {}
         selector = f"{LABEL_ARCHIVE_MONTH}={month}"
         async for page in self.kube.pages(archive.PLURAL, namespace, ARCHIVE_PAGE, label_selector=selector):
-            for obj in page:
-                slot = archive.Slot.of(archive.Archive.of(obj), namespace)
+            while page:
+                slot = archive.Slot.of(archive.Archive.of(page.pop()), namespace)
                 slots[slot.name] = slot
             del page
         while len(self._months) >= MONTHS_KEPT:
-            del self._months[next(iter(self._months))]  # the month first read: a pass moves on
+            del self._months[next(iter(self._months))]
         self._months[key] = slots
         return slots
 

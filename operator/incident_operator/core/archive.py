@@ -13,6 +13,7 @@ delete) replaces its entry and never adds a second.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -269,8 +270,10 @@ def assign(
     `namespace` (`slots`; those of other months are ignored): an uid already archived stays where it
     is; a new one goes into the first archive it fits in under `bound`, else into a new one (the next
     free name). Returns archive name → the uids it takes, in the order first touched; a name not
-    among `slots` is a new archive. Raises ArchiveError for an entry that cannot fit into an empty
-    archive."""
+    among `slots` is a new archive, never one of their names (even one filed under another month).
+    Raises ArchiveError for an entry that cannot fit into an empty archive."""
+    slots = list(slots)
+    taken = {s.name for s in slots}
     mine = sorted((s for s in slots if s.month == month), key=lambda s: _index_of(s.name, month))
     sizes = {s.name: s.size for s in mine}
     holder = {uid: s.name for s in mine for uid in s.uids}
@@ -284,8 +287,10 @@ def assign(
             continue
         target = next((n for n in names if sizes[n] + cost <= bound), None)
         if target is None:
-            used = {_index_of(n, month) for n in names}
-            target = archive_name(month, next(i for i in range(1, len(used) + 2) if i not in used))
+            target = next(
+                archive_name(month, i) for i in itertools.count(1) if archive_name(month, i) not in taken
+            )
+            taken.add(target)
             sizes[target] = size_of(Archive(target, month).body(namespace))
             if sizes[target] + cost > bound:
                 raise ArchiveError(f"entry {uid} alone weighs {cost} bytes, over the bound {bound}")
