@@ -830,17 +830,23 @@ def test_a_write_whose_answer_was_lost_is_read_again_by_the_next_batch(
     assert sum(b["spec"]["count"] for b in api.archives.values()) == 7
 
 
+def refused_creates(api: FakeApi, status: int, reason: str) -> list[str]:
+    """Every archive create refused with `status`; returns the names tried, as they are tried."""
+    tried: list[str] = []
+
+    def refused(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        tried.append(body["metadata"]["name"])
+        raise ApiException(status=status, reason=reason)
+
+    api.objects.create = refused
+    return tried
+
+
 def test_a_create_refused_with_not_found_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     """A 404 to an archive's create (the kind not installed, the namespace going): that batch is
     kept, with one try, not five."""
     api, clock = populated(), Clock()
-    tried: list[str] = []
-
-    def not_found(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        tried.append(body["metadata"]["name"])
-        raise ApiException(status=404, reason="NotFound")
-
-    api.objects.create = not_found
+    tried = refused_creates(api, 404, "NotFound")
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 0, 0, 7)
     assert tried == ["incidents-2026-10", "incidents-2026-11"]
@@ -942,13 +948,7 @@ def test_archive_writes_the_api_refuses_count_as_failed_batches(monkeypatch: pyt
     the next pass (no write tried for the fourth)."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
-    tried: list[str] = []
-
-    def refused(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        tried.append(body["metadata"]["name"])
-        raise ApiException(status=403, reason="Forbidden")
-
-    api.objects.create = refused
+    tried = refused_creates(api, 403, "Forbidden")
     done = asyncio.run(retention(api, clock).sweep())
     assert api.deletes == []
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 0, 0, 7)
