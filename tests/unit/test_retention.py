@@ -811,7 +811,7 @@ def test_a_write_whose_answer_was_lost_is_read_again_by_the_next_batch(
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
     replace = api.replace
-    lost = []
+    lost: list[str] = []
 
     def answer_lost(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         written = replace(plural, namespace, name, body)
@@ -840,6 +840,42 @@ def refused_creates(api: FakeApi, status: int, reason: str) -> list[str]:
 
     api.objects.create = refused
     return tried
+
+
+def test_a_name_taken_by_an_archive_of_another_month_is_passed_over() -> None:
+    """`incidents-2026-11` exists but is filed (labelled) under October, so November's listing
+    does not show it: the create answers 409, the name is remembered as taken for the pass, and
+    November's entries go into `incidents-2026-11-2`. (It is October's archive by its label and
+    month: October's entry goes there.)"""
+    api, clock = populated(), Clock()
+    stray = archive.Archive("incidents-2026-11", "2026-10", {"uid-x": {"name": "x"}}, "5").body("shop")
+    api.archives[("shop", "incidents-2026-11")] = stray
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
+    assert api.archives[("shop", "incidents-2026-11")]["spec"]["entries"].keys() == {"uid-x", "uid-oct"}
+    assert len(api.archives[("shop", "incidents-2026-11-2")]["spec"]["entries"]) == 6
+
+
+def test_a_401_reading_an_archive_ends_the_pass_and_deletes_nothing_unwritten() -> None:
+    """The operator's own credentials refused (401) when it reads November's archive to write
+    it: the pass ends there (no further try, no delete of what was not archived)."""
+    api, clock = populated(), Clock()
+    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
+        "incidents-2026-11", "2026-11", {}, "100"
+    ).body("shop")
+    get = api.get
+
+    def unauthorized(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        if plural == archive.PLURAL:
+            raise ApiException(status=401, reason="Unauthorized")
+        return get(plural, namespace, name)
+
+    api.objects.get = unauthorized
+    with pytest.raises(ApiException) as raised:
+        asyncio.run(retention(api, clock).sweep())
+    assert raised.value.status == 401
+    assert api.deletes == []
+    assert api.archives[("shop", "incidents-2026-11")]["spec"]["entries"] == {}
 
 
 def test_a_create_refused_with_not_found_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:

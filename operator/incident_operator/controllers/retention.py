@@ -72,7 +72,8 @@ FAILED_BATCHES = 3
 pass leaves the rest of that namespace for the next pass; a batch that fails alone is kept for the
 next pass, and the pass goes on."""
 WRITE_ATTEMPTS = 5
-"""Tries of one month's archive write when others wrote it meanwhile (409)."""
+"""Tries of one month's archive write when an archive changed since it was read (a 409, gone,
+another resourceVersion: `Contended`)."""
 ARCHIVE_PAGE = 4
 """IncidentArchives per page when a month's are read (each up to 1 MiB)."""
 MONTHS_KEPT = 13
@@ -164,6 +165,9 @@ class Retention:
         self.next_delete = 0.0
         self._months: dict[tuple[str, str], dict[str, archive.Slot]] = {}
         """(namespace, month) → its archives' slots, read this pass (`_slots`)."""
+        self._taken: dict[tuple[str, str], set[str]] = {}
+        """(namespace, month) → names a create found taken this pass though the month's listing
+        had no such archive (one filed under another month): never chosen again."""
 
     async def run(self) -> None:
         """A pass now and then every `intervalSeconds`, until cancelled; a failed pass is logged
@@ -198,6 +202,7 @@ class Retention:
             await self._sweep(closed_for, done)
         finally:
             self._months.clear()  # each pass reads the archives afresh; between passes none kept
+            self._taken.clear()
         return done
 
     async def _sweep(self, closed_for: timedelta, done: Pass) -> None:
@@ -350,8 +355,9 @@ class Retention:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             slots = await self._slots(namespace, month)
             try:
+                taken = self._taken.get((namespace, month), set())
                 for name, uids in archive.assign(
-                    slots.values(), namespace, month, additions, archive.MAX_ARCHIVE_BYTES
+                    slots.values(), namespace, month, additions, archive.MAX_ARCHIVE_BYTES, taken=taken
                 ).items():
                     mine = {uid: additions[uid] for uid in uids}
                     slots[name] = await self._write_one(namespace, month, name, slots.get(name), mine)
@@ -397,7 +403,13 @@ class Retention:
         body = target.body(namespace)
         del target
         if slot is None:
-            written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+            try:
+                written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+            except ApiException as exc:
+                if conflict(exc):  # the name exists: this month's (listed again) or not: never again
+                    self._taken.setdefault((namespace, month), set()).add(name)
+                    raise Contended(f"archive {name} of {namespace} exists") from None
+                raise
         else:
             try:
                 written = await self.kube.call(

@@ -265,15 +265,18 @@ def assign(
     month: str,
     additions: Mapping[str, Mapping[str, Any]],
     bound: int = MAX_ARCHIVE_BYTES,
+    *,
+    taken: Iterable[str] = (),
 ) -> dict[str, list[str]]:
     """Where each of `additions` (uid → entry, all of `month`) goes among the month's archives of
     `namespace` (`slots`; those of other months are ignored): an uid already archived stays where it
     is; a new one goes into the first archive it fits in under `bound`, else into a new one (the next
     free name). Returns archive name → the uids it takes, in the order first touched; a name not
-    among `slots` is a new archive, never one of their names (even one filed under another month).
-    Raises ArchiveError for an entry that cannot fit into an empty archive."""
+    among `slots` is a new archive, never one of their names (even one filed under another month)
+    nor one of `taken` (names known to exist though not among the month's). Raises ArchiveError
+    for an entry that cannot fit into an empty archive."""
     slots = list(slots)
-    taken = {s.name for s in slots}
+    taken = {s.name for s in slots} | set(taken)
     mine = sorted((s for s in slots if s.month == month), key=lambda s: _index_of(s.name, month))
     sizes = {s.name: s.size for s in mine}
     holder = {uid: s.name for s in mine for uid in s.uids}
