@@ -8,7 +8,7 @@ import asyncio
 import copy
 import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -416,6 +416,25 @@ def retention(api: FakeApi, clock: Clock, days: int = 90, rate: float = 4.0) -> 
     )
 
 
+def empty_november(api: FakeApi) -> None:
+    """An empty November archive of `shop` in the API, at resourceVersion 100."""
+    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
+        "incidents-2026-11", "2026-11", {}, "100"
+    ).body("shop")
+
+
+def before_archive_reads(api: FakeApi, action: Callable[[str, str], None]) -> None:
+    """`action(namespace, name)` runs before each read of an archive (it may change it, or raise)."""
+    get = api.get
+
+    def reading(plural: str, namespace: str, name: str) -> dict[str, Any]:
+        if plural == archive.PLURAL:
+            action(namespace, name)
+        return get(plural, namespace, name)
+
+    api.objects.get = reading
+
+
 def populated() -> FakeApi:
     api = FakeApi()
     for obj in history_set():  # closed 2026-11-23: due at NOW with 90 days
@@ -782,17 +801,12 @@ def test_an_archive_that_keeps_changing_fails_its_batch_and_deletes_nothing(
     three such batches the namespace waits for the next pass."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
-    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
-        "incidents-2026-11", "2026-11", {}, "100"
-    ).body("shop")
-    get = api.get
+    empty_november(api)
 
-    def newer_each_time(plural: str, namespace: str, name: str) -> dict[str, Any]:
-        if plural == archive.PLURAL:
-            api.archives[(namespace, name)]["metadata"]["resourceVersion"] = api._rv()
-        return get(plural, namespace, name)
+    def newer_each_time(namespace: str, name: str) -> None:
+        api.archives[(namespace, name)]["metadata"]["resourceVersion"] = api._rv()
 
-    api.objects.get = newer_each_time
+    before_archive_reads(api, newer_each_time)
     done = asyncio.run(retention(api, clock).sweep())
     # [oct, a]: October's archive written, `oct` deleted, `a` kept; [b, c], [d, drill]: kept;
     # [items]: not tried (the namespace given up after three failed batches)
@@ -860,17 +874,12 @@ def test_a_401_reading_an_archive_ends_the_pass_and_deletes_nothing_unwritten() 
     """The operator's own credentials refused (401) when it reads November's archive to write
     it: the pass ends there (no further try, no delete of what was not archived)."""
     api, clock = populated(), Clock()
-    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
-        "incidents-2026-11", "2026-11", {}, "100"
-    ).body("shop")
-    get = api.get
+    empty_november(api)
 
-    def unauthorized(plural: str, namespace: str, name: str) -> dict[str, Any]:
-        if plural == archive.PLURAL:
-            raise ApiException(status=401, reason="Unauthorized")
-        return get(plural, namespace, name)
+    def unauthorized(namespace: str, name: str) -> None:
+        raise ApiException(status=401, reason="Unauthorized")
 
-    api.objects.get = unauthorized
+    before_archive_reads(api, unauthorized)
     with pytest.raises(ApiException) as raised:
         asyncio.run(retention(api, clock).sweep())
     assert raised.value.status == 401
