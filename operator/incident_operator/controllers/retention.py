@@ -362,18 +362,15 @@ class Retention:
                     mine = {uid: additions[uid] for uid in uids}
                     slots[name] = await self._write_one(namespace, month, name, slots.get(name), mine)
                 return
-            except (ApiException, Contended) as exc:
-                self._months.pop((namespace, month), None)
-                if isinstance(exc, ApiException) and not conflict(exc):
+            except BaseException as exc:
+                self._months.pop((namespace, month), None)  # a failed write may have happened
+                if not (isinstance(exc, Contended) or conflict(exc)):
                     raise
                 if attempt == WRITE_ATTEMPTS:
                     raise Contended(
                         f"archive {month} of {namespace} changed under each of {attempt} writes"
                     ) from None
                 logger.info("retention: archive %s/%s changed meanwhile: reading it again", namespace, month)
-            except BaseException:
-                self._months.pop((namespace, month), None)
-                raise
 
     async def _write_one(
         self,
@@ -384,42 +381,34 @@ class Retention:
         entries: dict[str, Any],
     ) -> archive.Slot:
         """Write `entries` (uid → entry) into archive `name` (None `slot`: a new one); its slot as
-        written. Contended when it is gone or not at the slot's resourceVersion."""
-        if slot is None:
-            target = archive.Archive(name, month)
-        else:
-            try:
+        written. Contended when it is gone or not at the slot's resourceVersion; a 409 to a create
+        marks the name taken for the pass (this month's, listed again, or another's: never again)."""
+        try:
+            if slot is None:
+                target = archive.Archive(name, month)
+            else:
                 found = await self.kube.call(self.kube.objects.get, archive.PLURAL, namespace, name)
-            except ApiException as exc:
-                if not_found(exc):
-                    raise Contended(f"archive {name} of {namespace} is gone") from None
-                raise
-            target = archive.Archive.of(found)
-            del found
-            if target.resource_version != slot.resource_version:
-                raise Contended(f"archive {name} of {namespace} changed")
-        for uid, entry in entries.items():
-            target.entries[uid] = dict(entry)
-        body = target.body(namespace)
-        del target
-        if slot is None:
-            try:
+                target = archive.Archive.of(found)
+                del found
+                if target.resource_version != slot.resource_version:
+                    raise Contended(f"archive {name} of {namespace} changed")
+            for uid, entry in entries.items():
+                target.entries[uid] = dict(entry)
+            body = target.body(namespace)
+            del target
+            if slot is None:
                 written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
-            except ApiException as exc:
-                if conflict(exc):  # the name exists: this month's (listed again) or not: never again
-                    self._taken.setdefault((namespace, month), set()).add(name)
-                    raise Contended(f"archive {name} of {namespace} exists") from None
-                raise
-        else:
-            try:
+            else:
                 written = await self.kube.call(
                     self.kube.objects.replace, archive.PLURAL, namespace, name, body
                 )
-            except ApiException as exc:
-                if not_found(exc):
-                    raise Contended(f"archive {name} of {namespace} is gone") from None
-                raise
-        del body
+            del body
+        except ApiException as exc:
+            if slot is not None and not_found(exc):
+                raise Contended(f"archive {name} of {namespace} is gone") from None
+            if slot is None and conflict(exc):
+                self._taken.setdefault((namespace, month), set()).add(name)
+            raise
         self.on_written(namespace, written)
         return archive.Slot.of(archive.Archive.of(written), namespace)
 
