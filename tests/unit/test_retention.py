@@ -8,6 +8,7 @@ import asyncio
 import copy
 import functools
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,6 +260,10 @@ def test_repeats_are_found_across_the_archive_boundary() -> None:
 # --------------------------------------------------------------------------- the controller
 
 
+class Body(dict[str, Any]):
+    """An object as a page hands it out: a dict that can be weakly referenced."""
+
+
 class FakeApi:
     """Incidents, IncidentArchives (resourceVersion-checked) and ConfigMaps in memory, reached as
     the operator reaches them (`kube.call(kube.objects.list, ...)`, `kube.core.*`)."""
@@ -280,6 +285,8 @@ class FakeApi:
             delete=self.delete,
         )
         self.page_sizes: list[int] = []
+        self.served: list[weakref.ref[Body]] = []
+        """Every incident body a page handed out (dead once nothing holds it)."""
         self.expire: set[str] = set()
         """Continue tokens that expire the first time they are used (410 with a fresh one)."""
         self.events: list[str] = []
@@ -324,7 +331,10 @@ class FakeApi:
         else:
             self.events.append("archive page")
         more = len(keys) > limit
-        return [copy.deepcopy(store[k]) for k in keys[:limit]], "/".join(keys[limit - 1]) if more else None
+        items: Objects = [Body(copy.deepcopy(store[k])) for k in keys[:limit]]
+        if plural == "incidents":
+            self.served += [weakref.ref(item) for item in items]
+        return items, "/".join(keys[limit - 1]) if more else None
 
     def incident_pages(self, namespace: str | None, limit: int) -> AsyncIterator[Objects]:
         """The operator's own paging (`Kube.pages`, with `expired_continue`) over `page`."""
@@ -652,6 +662,29 @@ def test_the_operators_reports_read_only_the_months_archives_and_count_the_same(
     assert kube.scopes == [(archive.PLURAL, "shop", selector)]  # October's archive is never read
     assert after["total"] == before["total"] > 0
     assert after == before
+
+
+def test_no_page_of_whole_incidents_is_held_while_a_gathering_is_archived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A page's bodies are let go once its references are taken, even though the paging
+    generators are suspended at that page while the gathering is archived (a page of realistic
+    incidents is megabytes decoded, held through a whole gathering's writes before)."""
+    monkeypatch.setattr("incident_operator.controllers.retention.PAGE", 3)
+    monkeypatch.setattr("incident_operator.controllers.retention.GATHER", 3)
+    api, clock = populated(), Clock()
+    held: list[int] = []
+    original = api.create
+
+    def create(plural: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        held.append(sum(item() is not None for item in api.served))
+        return original(plural, namespace, body)
+
+    api.objects.create = create
+    done = asyncio.run(retention(api, clock).sweep())
+    assert done.archived == 7
+    assert len(api.served) == 9  # three pages, the first archive written after the first
+    assert held == [0, 0]  # at each archive's write (November's, then October's): no body held
 
 
 def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(

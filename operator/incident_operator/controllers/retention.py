@@ -62,8 +62,10 @@ T = TypeVar("T")
 
 BATCH = 100
 """Incidents archived in one go (one write per month touched), before their deletes."""
-PAGE = 500
-"""Incidents per page of the pass's listing."""
+PAGE = 100
+"""Incidents per page of the pass's listing: whole bodies (a few kB each, several times that
+decoded), read while the archives are written; a larger page only lists faster, and the pass is
+paced by its deletes."""
 GATHER = 2_000
 """Due incidents gathered from the listing's pages before they are archived (references only:
 a few hundred kB); the pages go on once they are done."""
@@ -267,7 +269,7 @@ class Retention:
         for namespace in self.namespaces or (None,):
             async for page in self.kube.incident_pages(namespace, PAGE):
                 gathered += [Ref.of(incident) for incident in archive.due(page, self.clock(), closed_for)]
-                del page
+                page.clear()  # emptied, not just let go: the pages' generators hold it while we work
                 if len(gathered) >= GATHER:
                     yield sorted(gathered, key=Ref.order)
                     gathered = []
