@@ -374,6 +374,7 @@ def test_job_steps_need_the_second_opt_in_and_run_once_it_is_given(
         ("delete", "incidents.incident-operator.dev", "closed-forever", True),  # retention
         ("create", "incidentarchives.incident-operator.dev", "closed-forever", True),  # its archive
         ("update", "incidentarchives.incident-operator.dev", "closed-forever", True),
+        ("patch", "incidentarchives.incident-operator.dev", "closed-forever", True),  # new entries
         ("delete", "incidentarchives.incident-operator.dev", "closed-forever", False),  # never deleted
         ("get", "configmaps", "shop", True),  # an archived incident's post-mortem, opted in
         ("get", "configmaps", "closed-forever", False),

@@ -260,6 +260,20 @@ def test_repeats_are_found_across_the_archive_boundary() -> None:
 # --------------------------------------------------------------------------- the controller
 
 
+def merged(target: Any, patch: Any) -> Any:
+    """`patch` applied to `target` as a JSON merge patch (RFC 7386): objects merged key by key, a
+    null removes its key, anything else (lists included) replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
 class Body(dict[str, Any]):
     """An object as a page hands it out: a dict that can be weakly referenced."""
 
@@ -282,6 +296,7 @@ class FakeApi:
             get=self.get,
             create=self.create,
             replace=self.replace,
+            patch=self.patch,
             delete=self.delete,
         )
         self.page_sizes: list[int] = []
@@ -375,6 +390,25 @@ class FakeApi:
         self.archives[(namespace, name)] = stored
         self.events.append("write")
         return copy.deepcopy(stored)  # the answer, not the stored object
+
+    def patch(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386), refused (409) unless at the resourceVersion it names."""
+        assert plural == archive.PLURAL
+        current = self.archives.get((namespace, name))
+        if current is None:
+            raise ApiException(status=404, reason="NotFound")
+        if self.conflicts:
+            self.conflicts -= 1
+            current["metadata"]["resourceVersion"] = self._rv()  # someone wrote meanwhile
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        stored = merged(current, body)
+        stored["metadata"]["resourceVersion"] = self._rv()
+        self.archives[(namespace, name)] = stored
+        self.events.append("write")
+        self.events.append("patch")
+        return copy.deepcopy(stored)
 
     def delete(self, plural: str, namespace: str, name: str, uid: str | None = None) -> None:
         assert plural == "incidents"
@@ -711,12 +745,13 @@ def test_a_pass_reads_pages_and_leaves_an_incident_reopened_since_the_listing(
     assert "uid-b" not in {uid for a in api.archives.values() for uid in a["spec"]["entries"]}
 
 
-def test_a_month_s_archives_are_read_once_a_pass_and_a_batch_reads_only_the_one_it_writes(
+def test_a_month_s_archives_are_read_once_a_pass_and_a_batch_sends_only_its_new_entries(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Batches of two: October's archives and November's are each listed once this pass (their
-    slots kept between batches); each batch into November reads the one archive it writes, whole,
-    just before writing it (the first creates it); a second pass lists afresh."""
+    slots kept between batches); each batch into November's archive adds its entries by a merge
+    patch, never reading the archive or sending it whole (October's is created); a second pass
+    lists afresh."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
     api.archives[("shop", "incidents-2026-11")] = archive.Archive(
@@ -725,10 +760,11 @@ def test_a_month_s_archives_are_read_once_a_pass_and_a_batch_reads_only_the_one_
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
     assert api.events.count("archive page") == 2  # October, November: once each
-    # four batches (October + November, then November three times): every write to the
-    # existing archive read it first; October's was created
+    # four batches (October + November, then November three times): a patch each into the
+    # existing archive, which is never read; October's was created
     assert api.events.count("write") == 5
-    assert api.events.count("archive get") == 4
+    assert api.events.count("patch") == 4
+    assert api.events.count("archive get") == 0
     november = api.archives[("shop", "incidents-2026-11")]["spec"]["entries"]
     assert "uid-older" in november  # what was there stays
     assert len(november) == 7
@@ -738,36 +774,58 @@ def test_a_month_s_archives_are_read_once_a_pass_and_a_batch_reads_only_the_one_
     assert api.events.count("archive page") == 1  # a new pass: read again
 
 
+def test_an_entry_archived_before_is_replaced_whole_not_merged() -> None:
+    """`a` is in November's archive already (archived, then the process died before its delete),
+    as an older shape with a field the entry no longer has: its batch reads the archive and
+    replaces it at that version (a merge patch would keep the stale field); one entry for `a`."""
+    api, clock = populated(), Clock()
+    api.archives[("shop", "incidents-2026-11")] = archive.Archive(
+        "incidents-2026-11", "2026-11", {"uid-a": {"name": "a", "stale": True}}, "100"
+    ).body("shop")
+    done = asyncio.run(retention(api, clock).sweep())
+    assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
+    assert api.events.count("archive get") == 1
+    assert api.events.count("patch") == 0  # the batch holds `a`: the whole archive replaced
+    entries = api.archives[("shop", "incidents-2026-11")]["spec"]["entries"]
+    assert "stale" not in entries["uid-a"]
+    assert entries["uid-a"]["name"] == "a"
+    assert api.archives[("shop", "incidents-2026-11")]["spec"]["count"] == len(entries) == 6
+
+
 def test_an_archive_changed_by_someone_else_between_batches_is_read_again_not_overwritten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Batches of two, in the order [oct, a], [b, c], [d, drill], [items]. After our write of
-    [b, c] into November's archive, someone adds an entry: the slots are stale, so [d, drill] reads
-    the month again and writes into what is there now (their entry kept). Then someone deletes the
-    archive: [items] finds it gone (404), reads the month again and creates it anew."""
+    [b, c] into November's archive, someone adds an entry: the slots are stale, so [d, drill]'s
+    patch is refused (409), it reads the month again and adds its entries to what is there now
+    (their entry kept, the count theirs included). Then someone deletes the archive: [items] finds
+    it gone (404), reads the month again and creates it anew."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
-    replace = api.replace
-    replaced: list[set[str]] = []
+    patch = api.patch
+    patched: list[tuple[set[str], set[str], int]] = []
 
     def meddled(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        written = replace(plural, namespace, name, body)
-        replaced.append(set(body["spec"]["entries"]))
+        written = patch(plural, namespace, name, body)
         current = api.archives[(namespace, name)]
-        if len(replaced) == 1:  # another writer adds an entry
+        patched.append(
+            (set(body["spec"]["entries"]), set(current["spec"]["entries"]), current["spec"]["count"])
+        )
+        if len(patched) == 1:  # another writer adds an entry
             current["spec"]["entries"]["uid-theirs"] = {"name": "theirs"}
+            current["spec"]["count"] += 1
             current["metadata"]["resourceVersion"] = api._rv()
         else:  # and then deletes the archive
             del api.archives[(namespace, name)]
         return written
 
-    api.objects.replace = meddled
+    api.objects.patch = meddled
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
-    assert replaced == [
-        {"uid-a", "uid-b", "uid-c"},
-        {"uid-a", "uid-b", "uid-c", "uid-theirs", "uid-d", "uid-drill"},  # theirs kept
-    ]
+    assert patched == [
+        ({"uid-b", "uid-c"}, {"uid-a", "uid-b", "uid-c"}, 3),
+        ({"uid-d", "uid-drill"}, {"uid-a", "uid-b", "uid-c", "uid-theirs", "uid-d", "uid-drill"}, 6),
+    ]  # theirs kept
     assert api.archives[("shop", "incidents-2026-11")]["spec"]["entries"].keys() == {"uid-items"}
     assert api.events.count("archive page") == 4  # October; November first, after each surprise
 
@@ -829,45 +887,42 @@ def test_a_month_s_archives_are_read_once_a_pass_however_the_gatherings_mix_mont
 def test_an_archive_that_keeps_changing_fails_its_batch_and_deletes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Someone writes November's archive before each of ours (every read finds a newer version):
+    """Someone writes November's archive before each of ours (every patch is refused, 409):
     after five tries the batch fails, its incidents kept (none deleted, counted once), and after
     three such batches the namespace waits for the next pass."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
     empty_november(api)
-
-    def newer_each_time(namespace: str, name: str) -> None:
-        api.archives[(namespace, name)]["metadata"]["resourceVersion"] = api._rv()
-
-    before_archive_reads(api, newer_each_time)
+    api.conflicts = 100  # another writer got there first, each time
     done = asyncio.run(retention(api, clock).sweep())
     # [oct, a]: October's archive written, `oct` deleted, `a` kept; [b, c], [d, drill]: kept;
     # [items]: not tried (the namespace given up after three failed batches)
     assert sorted(n for (_, n, _) in api.deletes) == ["oct"]
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 1, 1, 6)
-    assert api.events.count("archive get") == 3 * 5
+    assert api.conflicts == 100 - 3 * 5  # five tries of each of three batches
+    assert api.events.count("archive page") == 1 + 3 * 5  # October; November before each try
 
 
 def test_a_write_whose_answer_was_lost_is_read_again_by_the_next_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The API server applies our replace of November's archive but the answer never arrives: that
+    """The API server applies our patch of November's archive but the answer never arrives: that
     batch is kept (not deleted), the month's slots are dropped, so the next batch reads November
     again instead of writing at a version that no longer is; the next pass deletes what was kept
-    (already archived: one entry each)."""
+    (already archived: its entries replaced, one each)."""
     monkeypatch.setattr("incident_operator.controllers.retention.BATCH", 2)
     api, clock = populated(), Clock()
-    replace = api.replace
+    patch = api.patch
     lost: list[str] = []
 
     def answer_lost(plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        written = replace(plural, namespace, name, body)
+        written = patch(plural, namespace, name, body)
         if not lost:
             lost.append(name)
             raise TransportError("connection reset")
         return written
 
-    api.objects.replace = answer_lost
+    api.objects.patch = answer_lost
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 5, 5, 2)  # [b, c] kept
     assert api.events.count("archive page") == 3  # October, November, November again
@@ -875,6 +930,7 @@ def test_a_write_whose_answer_was_lost_is_read_again_by_the_next_batch(
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.archived, done.deleted) == (2, 2)
     assert sum(b["spec"]["count"] for b in api.archives.values()) == 7
+    assert sum(len(b["spec"]["entries"]) for b in api.archives.values()) == 7
 
 
 def refused_creates(api: FakeApi, status: int, reason: str) -> list[str]:
@@ -903,21 +959,27 @@ def test_a_name_taken_by_an_archive_of_another_month_is_passed_over() -> None:
     assert len(api.archives[("shop", "incidents-2026-11-2")]["spec"]["entries"]) == 6
 
 
-def test_a_401_reading_an_archive_ends_the_pass_and_deletes_nothing_unwritten() -> None:
-    """The operator's own credentials refused (401) when it reads November's archive to write
-    it: the pass ends there (no further try, no delete of what was not archived)."""
+@pytest.mark.parametrize("archived_before", [False, True], ids=["patched", "read-and-replaced"])
+def test_a_401_writing_an_archive_ends_the_pass_and_deletes_nothing_unwritten(archived_before: bool) -> None:
+    """The operator's own credentials refused (401) when it patches November's archive (or reads
+    it, to replace an entry archived before): the pass ends there (no further try, no delete of
+    what was not archived)."""
     api, clock = populated(), Clock()
     empty_november(api)
+    if archived_before:
+        november = api.archives[("shop", "incidents-2026-11")]["spec"]
+        november["entries"]["uid-a"] = {"name": "a"}
 
-    def unauthorized(namespace: str, name: str) -> None:
+    def unauthorized(*_: Any) -> dict[str, Any]:
         raise ApiException(status=401, reason="Unauthorized")
 
+    api.objects.patch = unauthorized
     before_archive_reads(api, unauthorized)
     with pytest.raises(ApiException) as raised:
         asyncio.run(retention(api, clock).sweep())
     assert raised.value.status == 401
     assert api.deletes == []
-    assert api.archives[("shop", "incidents-2026-11")]["spec"]["entries"] == {}
+    assert set(api.archives[("shop", "incidents-2026-11")]["spec"]["entries"]) <= {"uid-a"}
 
 
 def test_a_create_refused_with_not_found_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,10 +9,11 @@ replaced or reopened meanwhile is left alone) and:
 1. compacts them (the post-mortem text read from its ConfigMap, else rendered from the incident),
 2. writes them into the month's `IncidentArchive` objects: placed by the month's slots (each
    archive's name, size and uids, read once a pass, not its entries: a month of a busy namespace
-   is tens of MB), only the archive a batch goes to read whole, just before it is written with the
-   resourceVersion read (optimistic concurrency: a 409, or an archive not as its slot said, reads
-   the month again and places again; entries are keyed by uid, so an incident archived twice is
-   still one entry),
+   is tens of MB); new entries go in by a JSON merge patch at the slot's resourceVersion, so the
+   archive is neither read nor sent whole (an entry archived before is replaced whole: that
+   archive is read and replaced at the resourceVersion read); optimistic concurrency: a 409, or
+   an archive not as its slot said, reads the month again and places again; entries are keyed by
+   uid, so an incident archived twice is still one entry,
 3. deletes each incident with a precondition on its uid (a new incident of the same name is never
    deleted), every delete paced at `retention.deletesPerSecond`. The ConfigMaps it owns (evidence,
    post-mortem: each carries its ownerReference) go with it: the garbage collector deletes them, so
@@ -383,24 +384,34 @@ class Retention:
         entries: dict[str, Any],
     ) -> archive.Slot:
         """Write `entries` (uid → entry) into archive `name` (None `slot`: a new one); its slot as
-        written. Contended when it is gone or not at the slot's resourceVersion; a 409 to a create
-        marks the name taken for the pass (this month's, listed again, or another's: never again)."""
+        written. Entries all new to the archive go in by a JSON merge patch at the slot's
+        resourceVersion (the archive is neither read nor sent whole); an entry archived before
+        (a crash between archiving and deleting) replaces its old one whole: the archive is read
+        and replaced (a merge patch would keep the old entry's fields the new one lacks).
+        Contended when it is gone or not at the slot's resourceVersion (a 409 from the patch); a
+        409 to a create marks the name taken for the pass (this month's, listed again, or
+        another's: never again)."""
         try:
             if slot is None:
-                target = archive.Archive(name, month)
+                created = archive.Archive(name, month, {uid: dict(entry) for uid, entry in entries.items()})
+                body = created.body(namespace)
+                del created
+                written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
+            elif not slot.uids.intersection(entries):
+                body = {
+                    "metadata": {"resourceVersion": slot.resource_version},
+                    "spec": {"count": len(slot.uids) + len(entries), "entries": entries},
+                }
+                written = await self.kube.call(self.kube.objects.patch, archive.PLURAL, namespace, name, body)
             else:
                 found = await self.kube.call(self.kube.objects.get, archive.PLURAL, namespace, name)
                 target = archive.Archive.of(found)
                 del found
                 if target.resource_version != slot.resource_version:
                     raise Contended(f"archive {name} of {namespace} changed")
-            for uid, entry in entries.items():
-                target.entries[uid] = dict(entry)
-            body = target.body(namespace)
-            del target
-            if slot is None:
-                written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
-            else:
+                target.entries.update((uid, dict(entry)) for uid, entry in entries.items())
+                body = target.body(namespace)
+                del target
                 written = await self.kube.call(
                     self.kube.objects.replace, archive.PLURAL, namespace, name, body
                 )
