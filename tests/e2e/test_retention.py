@@ -237,6 +237,34 @@ def test_closed_incidents_are_archived_then_deleted_and_the_report_stays_the_sam
     assert {i["metadata"]["name"] for i in json.loads(one_month.stdout)} <= set(OLD)
 
 
+def test_a_later_incident_of_an_archived_month_is_added_to_that_archive(
+    installed: Cluster, world: dict[str, Any], operator: OperatorProcess
+) -> None:
+    """The month's archive exists (the first pass wrote it): a later pass adds the next due
+    incident of that month to it, as a merge patch at its resourceVersion made with the operator's
+    own ServiceAccount (its ClusterRole's `patch`, the admission policy), the entries there kept
+    and the count right; no new archive."""
+    wait_until(lambda: not names(installed, "incidents") & set(OLD), timeout=120, what="the first pass done")
+    custom = client.CustomObjectsApi(installed.api)
+    archive_name = f"incidents-{stamp(DETECTED)[:7]}"
+    archives = names(installed, "incidentarchives")
+    before = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "incidentarchives", archive_name)
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Incident", "metadata": {"name": "late-one"}}
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, NS, "incidents", {**body, "spec": spec_of("late-one")}
+    )
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, NS, "incidents", "late-one", {"status": status_of(0, CLOSED_LONG_AGO)}
+    )
+    wait_until(lambda: "late-one" not in names(installed, "incidents"), timeout=120, what="late-one archived")
+    after = custom.get_namespaced_custom_object(GROUP, VERSION, NS, "incidentarchives", archive_name)
+    entries = after["spec"]["entries"]
+    assert set(entries) == {*before["spec"]["entries"], created["metadata"]["uid"]}
+    assert entries[created["metadata"]["uid"]]["name"] == "late-one"
+    assert after["spec"]["count"] == len(entries) == before["spec"]["count"] + 1
+    assert names(installed, "incidentarchives") == archives
+
+
 def test_a_new_incident_repeating_an_archived_one_is_a_repeat(
     installed: Cluster, world: dict[str, Any], operator: OperatorProcess
 ) -> None:

@@ -776,18 +776,19 @@ def test_a_month_s_archives_are_read_once_a_pass_and_a_batch_sends_only_its_new_
 
 def test_an_entry_archived_before_is_replaced_whole_not_merged() -> None:
     """`a` is in November's archive already (archived, then the process died before its delete),
-    as an older shape with a field the entry no longer has: its batch reads the archive and
-    replaces it at that version (a merge patch would keep the stale field); one entry for `a`."""
+    with a field the entry no longer has (its post-mortem was cut then, not now): its batch reads
+    the archive and replaces it at that version (a merge patch would keep the stale field); one
+    entry for `a`."""
     api, clock = populated(), Clock()
     api.archives[("shop", "incidents-2026-11")] = archive.Archive(
-        "incidents-2026-11", "2026-11", {"uid-a": {"name": "a", "stale": True}}, "100"
+        "incidents-2026-11", "2026-11", {"uid-a": {"name": "a", "postmortemTruncated": True}}, "100"
     ).body("shop")
     done = asyncio.run(retention(api, clock).sweep())
     assert (done.due, done.archived, done.deleted, done.skipped) == (7, 7, 7, 0)
     assert api.events.count("archive get") == 1
     assert api.events.count("patch") == 0  # the batch holds `a`: the whole archive replaced
     entries = api.archives[("shop", "incidents-2026-11")]["spec"]["entries"]
-    assert "stale" not in entries["uid-a"]
+    assert "postmortemTruncated" not in entries["uid-a"]
     assert entries["uid-a"]["name"] == "a"
     assert api.archives[("shop", "incidents-2026-11")]["spec"]["count"] == len(entries) == 6
 

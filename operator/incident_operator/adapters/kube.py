@@ -885,6 +885,7 @@ class Kube:
         few facts of each holds one page of whole bodies at most, not all of them."""
         async for page in self.pages("incidents", namespace, limit):
             yield page
+            del page  # not held while the next page is read
 
     async def pages(
         self, plural: str, namespace: str | None, limit: int, **query: Any

@@ -10,8 +10,9 @@ replaced or reopened meanwhile is left alone) and:
 2. writes them into the month's `IncidentArchive` objects: placed by the month's slots (each
    archive's name, size and uids, read once a pass, not its entries: a month of a busy namespace
    is tens of MB); new entries go in by a JSON merge patch at the slot's resourceVersion, so the
-   archive is neither read nor sent whole (an entry archived before is replaced whole: that
-   archive is read and replaced at the resourceVersion read); optimistic concurrency: a 409, or
+   archive is not read first nor sent whole (the answer is still the archive as written; an entry
+   archived before is replaced whole: that archive is read and replaced at the resourceVersion
+   read); optimistic concurrency: a 409, or
    an archive not as its slot said, reads the month again and places again; entries are keyed by
    uid, so an incident archived twice is still one entry,
 3. deletes each incident with a precondition on its uid (a new incident of the same name is never
@@ -350,11 +351,11 @@ class Retention:
 
     async def _write(self, namespace: str, month: str, additions: dict[str, Any]) -> None:
         """Upsert `additions` into the month's archives: placed by the month's slots (`_slots`),
-        each archive that takes some read whole just before its write, written at the
-        resourceVersion read. A 409, or an archive that is not as its slot says (written or deleted
-        by someone else), reads the month again and places again, at most WRITE_ATTEMPTS times
-        (then `Contended`); any other failure drops the month's slots too (a write whose answer was
-        lost may have happened) and is raised."""
+        each archive that takes some written at the resourceVersion its slot holds (`_write_one`:
+        a merge patch of new entries, or read whole and replaced). A 409, or an archive that is
+        not as its slot says (written or deleted by someone else), reads the month again and
+        places again, at most WRITE_ATTEMPTS times (then `Contended`); any other failure drops the
+        month's slots too (a write whose answer was lost may have happened) and is raised."""
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             slots = await self._slots(namespace, month)
             try:
@@ -385,7 +386,7 @@ class Retention:
     ) -> archive.Slot:
         """Write `entries` (uid → entry) into archive `name` (None `slot`: a new one); its slot as
         written. Entries all new to the archive go in by a JSON merge patch at the slot's
-        resourceVersion (the archive is neither read nor sent whole); an entry archived before
+        resourceVersion (the archive is not read first nor sent whole); an entry archived before
         (a crash between archiving and deleting) replaces its old one whole: the archive is read
         and replaced (a merge patch would keep the old entry's fields the new one lacks).
         Contended when it is gone or not at the slot's resourceVersion (a 409 from the patch); a
@@ -397,7 +398,7 @@ class Retention:
                 body = created.body(namespace)
                 del created
                 written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
-            elif not slot.uids.intersection(entries):
+            elif slot.resource_version and not slot.uids.intersection(entries):
                 body = {
                     "metadata": {"resourceVersion": slot.resource_version},
                     "spec": {"count": len(slot.uids) + len(entries), "entries": entries},

@@ -80,6 +80,7 @@ class SharedPages(Generic[P]):
                 self._closed(key, readers)  # from the first page on, nobody joins: they would miss it
                 for reader in readers:
                     reader.hand(page)
+                del page  # what the readers keep of it is theirs; not held while the next is read
         finally:
             self._closed(key, readers)
             close = getattr(pages, "aclose", None)  # a generator's listing ends now, not when collected

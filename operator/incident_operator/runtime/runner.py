@@ -117,6 +117,7 @@ async def _watched_incident_pages(
     for scope in scopes:
         async for page in kube.incident_pages(scope, REPORT_PAGE):
             yield page
+            del page  # not held while the next page is read
 
 
 async def _watched_archives(
