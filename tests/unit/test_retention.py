@@ -315,6 +315,15 @@ class FakeApi:
         self.version += 1
         return str(self.version)
 
+    def _check_version(self, current: dict[str, Any], wanted: str | None, *, required: bool = False) -> None:
+        """409 unless `wanted` is `current`'s resourceVersion (None: no precondition, unless
+        `required`, as a replace's); `conflicts` first has someone else write meanwhile."""
+        if self.conflicts:
+            self.conflicts -= 1
+            current["metadata"]["resourceVersion"] = self._rv()  # someone wrote meanwhile
+        if (wanted is not None or required) and wanted != current["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+
     def list(self, plural: str, namespace: str | None, label_selector: str = "") -> Objects:
         store = self.incidents if plural == "incidents" else self.archives
         found = [copy.deepcopy(o) for (ns, _), o in sorted(store.items()) if namespace in (None, ns)]
@@ -380,11 +389,7 @@ class FakeApi:
 
     def replace(self, plural: str, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         current = self.archives[(namespace, name)]
-        if self.conflicts:
-            self.conflicts -= 1
-            current["metadata"]["resourceVersion"] = self._rv()  # someone wrote meanwhile
-        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
+        self._check_version(current, body["metadata"].get("resourceVersion"), required=True)
         stored = copy.deepcopy(body)
         stored["metadata"]["resourceVersion"] = self._rv()
         self.archives[(namespace, name)] = stored
@@ -397,12 +402,7 @@ class FakeApi:
         current = self.archives.get((namespace, name))
         if current is None:
             raise ApiException(status=404, reason="NotFound")
-        if self.conflicts:
-            self.conflicts -= 1
-            current["metadata"]["resourceVersion"] = self._rv()  # someone wrote meanwhile
-        wanted = (body.get("metadata") or {}).get("resourceVersion")
-        if wanted is not None and wanted != current["metadata"]["resourceVersion"]:
-            raise ApiException(status=409, reason="Conflict")
+        self._check_version(current, (body.get("metadata") or {}).get("resourceVersion"))
         stored = merged(current, body)
         stored["metadata"]["resourceVersion"] = self._rv()
         self.archives[(namespace, name)] = stored

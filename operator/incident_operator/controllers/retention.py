@@ -12,9 +12,8 @@ replaced or reopened meanwhile is left alone) and:
    is tens of MB); new entries go in by a JSON merge patch at the slot's resourceVersion, so the
    archive is not read first nor sent whole (the answer is still the archive as written; an entry
    archived before is replaced whole: that archive is read and replaced at the resourceVersion
-   read); optimistic concurrency: a 409, or
-   an archive not as its slot said, reads the month again and places again; entries are keyed by
-   uid, so an incident archived twice is still one entry,
+   read); optimistic concurrency: a 409, or an archive not as its slot said, reads the month again
+   and places again; entries are keyed by uid, so an incident archived twice is still one entry,
 3. deletes each incident with a precondition on its uid (a new incident of the same name is never
    deleted), every delete paced at `retention.deletesPerSecond`. The ConfigMaps it owns (evidence,
    post-mortem: each carries its ownerReference) go with it: the garbage collector deletes them, so
@@ -394,9 +393,7 @@ class Retention:
         another's: never again)."""
         try:
             if slot is None:
-                created = archive.Archive(name, month, {uid: dict(entry) for uid, entry in entries.items()})
-                body = created.body(namespace)
-                del created
+                body = archive.Archive(name, month, dict(entries)).body(namespace)
                 written = await self.kube.call(self.kube.objects.create, archive.PLURAL, namespace, body)
             elif slot.resource_version and not slot.uids.intersection(entries):
                 body = {
