@@ -7,13 +7,17 @@ counted and never refused. Core (`core.breaker`), the request built between a pl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from incident_operator.adapters.kube import ApiException
 from incident_operator.api.models import IncidentSpec, IncidentStatus, PlaybookSpec, StepState
 from incident_operator.api.reasons import Reason
 from incident_operator.api.timestamps import format_time
@@ -29,7 +33,7 @@ from incident_operator.settings.config import FileConfig, OperatorConfig
 from tests.unit.fake_kube import INCIDENT, NAMESPACE, FakeKube
 from tests.unit.test_breaker import SCALE, T0, MemoryStore, breaker_with, condition, limits, plan_input, take
 from tests.unit.test_incident_loop import Clock as LoopClock
-from tests.unit.test_incident_loop import drive, new_loop
+from tests.unit.test_incident_loop import drive, new_loop, run_until_settled, step_states
 
 WORKLOADS = ("Deployment/web", "Deployment/api", "Deployment/worker")
 
@@ -521,3 +525,372 @@ def test_a_loop_retry_still_gives_way_when_the_older_holder_comes_to_wait_for_wh
     assert api.lock("api") is None  # given back: the older run takes it and goes on
     assert api.effects == []
     assert store.state.actions == ()  # the try that gave way reserved and gave its slots back
+
+
+# ----------------------------------------------------------------------------- the early lock claim
+
+
+def one_step_api(*steps: dict[str, Any]) -> FakeKube:
+    """The loop test's playbook with `steps` (default: scale the fixed Deployment web 2 -> 3)."""
+    from tests.unit.test_incident_loop import STEPS, fake_api
+
+    return fake_api(steps=list(steps) or [STEPS[0]])
+
+
+RESTART_WEB = {"name": "restart-web", "restart": {"target": {"kind": "Deployment", "name": "web"}}}
+
+
+def lock_writes(api: FakeKube) -> list[str | None]:
+    """The holders written to web's lock Lease, in order (None: given back)."""
+    return [c[2] for c in api.calls if c[0] == "write_lock" and c[1] == WEB_LOCK]
+
+
+def lock_calls(api: FakeKube) -> int:
+    return len([c for c in api.calls if c[0] in ("read_lock", "write_lock")])
+
+
+def gated(api: FakeKube, store: MemoryStore) -> tuple[asyncio.Event, asyncio.Event]:
+    """(set once web's lock was claimed, set by the test to let the slot's write finish): the
+    breaker's write waits for the test, so the test acts while the slot is reserved."""
+    claimed, go = asyncio.Event(), asyncio.Event()
+    write_lock, write_state = api.write_lock, store.write
+
+    async def claiming(namespace: str, lease: str, holder: str | None, resource_version: str | None) -> None:
+        await write_lock(namespace, lease, holder, resource_version)
+        claimed.set()
+
+    async def held_write(state: State, resource_version: str | None) -> str | None:
+        await go.wait()
+        return await write_state(state, resource_version)
+
+    api.write_lock = claiming  # type: ignore[method-assign]
+    store.write = held_write  # type: ignore[method-assign]
+    return claimed, go
+
+
+def slot_outlasting_the_claim(
+    api: FakeKube, meanwhile: Callable[[LoopClock], None]
+) -> tuple[LoopClock, MemoryStore]:
+    """One iteration of the scale whose slot's write lasts LOCK_RENEW past its early claim;
+    `meanwhile(clock)` runs then (the clock moved already). Returns the clock and the state."""
+    clock, store = LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=5)
+    claimed, go = gated(api, store)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(loop.iterate())
+        await asyncio.wait_for(claimed.wait(), timeout=5.0)
+        clock.now += lock_rules.LOCK_RENEW
+        meanwhile(clock)
+        go.set()
+        await asyncio.wait_for(first, timeout=5.0)
+
+    asyncio.run(scenario())
+    return clock, store
+
+
+def test_a_scale_claims_its_lock_while_its_breaker_slot_is_being_written() -> None:
+    """The slot's write does not finish until web's lock has been claimed: taken one after the
+    other (slot, then lock), the iteration would never finish."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=5)
+    claimed, go = gated(api, store)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(drive(loop, api, clock))
+        await asyncio.wait_for(claimed.wait(), timeout=5.0)
+        go.set()
+        await asyncio.wait_for(running, timeout=5.0)
+
+    asyncio.run(scenario())
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+    assert store.writes == 1  # the slot, counted once
+    assert len(lock_writes(api)) == 1  # one claim, not claimed again by the step
+    assert lock_rules.lock_holder(api.lock("web") or "").incident == INCIDENT
+
+
+def test_a_step_the_breaker_holds_gives_back_the_lock_it_claimed_early_and_claims_none_while_it_waits() -> (
+    None
+):
+    """A fresh process (no copy of the breaker's state yet) claims web's lock with the slot; the
+    slot is refused (the namespace's one slot taken): the lock goes back at once, so no other
+    incident waits for a run that has not acted. Its next tries claim nothing: told by the copy
+    now held, and, in a process started afresh, by the incident's AutomationPaused. Once the
+    window frees the slot, it claims and acts."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))
+    loop = loop_with(api, clock, store, per_namespace=1)
+    asyncio.run(loop.iterate())
+    me = lock_writes(api)
+    assert len(me) == 2
+    assert me[1] is None  # claimed, then given back
+    assert api.lock("web") is None
+    assert api.effects == []
+    paused = find_condition(api.status().get("conditions") or [], "AutomationPaused")
+    assert paused is not None
+    assert paused["reason"] == "CircuitOpen"
+    for fresh in (False, False, True, True):  # tries while the slot is still taken, then restarted
+        clock.now += timedelta(seconds=5)
+        loop = loop_with(api, clock, store, per_namespace=1) if fresh else loop
+        asyncio.run(loop.iterate())
+    assert len(lock_writes(api)) == 2
+    clock.now += timedelta(seconds=60)  # the other action leaves the window
+    asyncio.run(drive(loop, api, clock))
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+    assert lock_rules.lock_holder(api.lock("web") or "").incident == INCIDENT
+
+
+def test_a_first_try_the_breakers_copy_says_would_be_refused_claims_no_lock() -> None:
+    """The process's copy of the breaker's state (read for another incident's reservation) shows
+    the namespace's window full: the step's first try is refused with no lock claimed."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))
+    loop = loop_with(api, clock, store, per_namespace=1)
+    breaker_of = loop.slots.breaker
+    asyncio.run(breaker_of.reserve(Request(NAMESPACE, "uid-2", "r1", "up", 1, "pb")))  # refused: copy kept
+    asyncio.run(loop.iterate())
+    paused = find_condition(api.status().get("conditions") or [], "AutomationPaused")
+    assert paused is not None
+    assert lock_calls(api) == 0
+    assert api.effects == []
+
+
+def test_a_lock_of_this_incident_its_run_has_not_acted_under_is_given_back_when_the_step_is_held() -> None:
+    """The Lease names this incident, from a settled earlier run (free to anyone) or a claim of
+    this run that never acted (a crash): rewritten by the early claim, it is given back all the
+    same when the step is held, since the run has acted on nothing."""
+    for run, age in (("r0", timedelta(hours=1)), ("r1", timedelta(seconds=0))):
+        api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+        store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))
+        api.set_lock(
+            "web", lock_rules.lock_value(INCIDENT, api.incident["metadata"]["uid"], clock.now - age, run)
+        )
+        loop = loop_with(api, clock, store, per_namespace=1)
+        asyncio.run(loop.iterate())
+        assert api.effects == []
+        assert api.lock("web") is None, run
+
+
+def test_a_lock_the_run_holds_from_an_earlier_step_stays_when_the_breaker_holds_its_next_step() -> None:
+    """The run scaled web, then its restart of web is refused (another replica took the last
+    slot meanwhile, unknown to this process's copy): the early claim (renewing the claim, older
+    than LOCK_RENEW by then) is not given back: the run holds web until it settles."""
+    from tests.unit.test_incident_loop import STEPS
+
+    api, clock, store = one_step_api(STEPS[0], RESTART_WEB), LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=2)
+    asyncio.run(loop.iterate())  # the scale
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]
+    clock.now += lock_rules.LOCK_RENEW + timedelta(seconds=1)
+    store.other_writer = dataclasses.replace(
+        store.state, actions=(*store.state.actions, Action(clock.now, NAMESPACE, "other"))
+    )
+    for _ in range(3):
+        asyncio.run(loop.iterate())
+        if find_condition(api.status().get("conditions") or [], "AutomationPaused"):
+            break
+    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]  # the restart waits
+    assert lock_writes(api)[-1] is not None  # written again by the claim, never given back
+    holder = lock_rules.lock_holder(api.lock("web") or "")
+    assert (holder.incident, holder.claimed) == (INCIDENT, clock.now)
+
+
+def test_an_early_claim_that_waited_past_the_renewal_age_for_its_slot_is_renewed_before_acting() -> None:
+    """The action starts with most of its lock's hold left: a claim made while the slot's write
+    took longer than LOCK_RENEW is written again, dated when the step goes on."""
+    api = one_step_api()
+    clock, _ = slot_outlasting_the_claim(api, lambda _: None)
+    holders = [lock_rules.lock_holder(h or "") for h in lock_writes(api)]
+    assert [h.claimed for h in holders] == [T0, clock.now]  # the early claim, then renewed
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+
+
+def test_a_renewal_that_finds_the_lock_taken_meanwhile_acts_on_nothing() -> None:
+    """While the slot was reserved for longer than LOCK_RENEW, another incident took web (its
+    claim replaced this one): the renewal finds it held, and the step waits, TargetBusy, its
+    slot given back."""
+    api = one_step_api()
+    _, store = slot_outlasting_the_claim(api, lambda clock: busy_holder(api, clock.now))  # `other` took web
+    assert api.effects == []
+    assert api.status()["playbook"]["steps"][0]["state"] == "Blocked"
+    stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "TargetBusy"
+    assert [a for a in store.state.actions if a.namespace == NAMESPACE] == []  # the slot given back
+
+
+def test_a_claim_left_by_an_iteration_that_failed_before_the_step_ran_is_given_back() -> None:
+    """A restart's start is written before it acts: that write fails (500) after the early claim
+    took web's lock; the lock goes back, and the next iteration claims it and acts."""
+    api, clock = one_step_api(RESTART_WEB), LoopClock()
+    api.fail = lambda n: ApiException(status=500, reason="Internal Server Error") if n == 1 else None
+    loop = new_loop(api, clock)
+    with pytest.raises(ApiException):
+        asyncio.run(loop.iterate())
+    assert lock_writes(api)[-1] is None
+    assert api.lock("web") is None
+    assert api.effects == []
+    asyncio.run(drive(loop, api, clock))
+    assert [(e.kind, e.workload) for e in api.effects] == [("restart", "web")]
+
+
+def test_a_loop_cancelled_while_its_slot_is_reserved_cancels_its_early_claim() -> None:
+    """The operator stops while the slot's write and the lock's claim are both out: the claim is
+    cancelled with the loop, not left running."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    loop = loop_with(api, clock, store, per_namespace=5)
+    gated(api, store)  # the slot's write never finishes
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def hanging(namespace: str, lease: str, holder: str | None, resource_version: str | None) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # the API server never answers
+        finally:
+            cancelled.set()
+
+    api.write_lock = hanging  # type: ignore[method-assign]
+
+    async def scenario() -> bool:
+        running = asyncio.create_task(loop.iterate())
+        await asyncio.wait_for(started.wait(), timeout=5.0)
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        return cancelled.is_set()  # the claim was cancelled with the loop, not left running
+
+    assert asyncio.run(scenario())
+    assert api.effects == []
+
+
+def test_the_runs_own_claim_found_young_is_renewed_by_its_own_date_not_the_early_claims() -> None:
+    """The Lease holds this run's claim of 15 s ago (not written again by the early claim); the
+    slot takes 6 s more: the claim is 21 s old when the step goes on, so it is renewed then."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    uid = api.incident["metadata"]["uid"]
+    api.set_lock("web", lock_rules.lock_value(INCIDENT, uid, clock.now - timedelta(seconds=15), "r1"))
+    api.locks_seen.add(WEB_LOCK)
+    loop = loop_with(api, clock, store, per_namespace=5)
+    _, go = gated(api, store)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(loop.iterate())
+        for _ in range(100):  # until the early claim has read the Lease
+            if ("read_lock", WEB_LOCK) in api.calls:
+                break
+            await asyncio.sleep(0)
+        assert ("read_lock", WEB_LOCK) in api.calls
+        clock.now += timedelta(seconds=6)
+        go.set()
+        await asyncio.wait_for(first, timeout=5.0)
+
+    asyncio.run(scenario())
+    holder = lock_rules.lock_holder(api.lock("web") or "")
+    assert holder.claimed == clock.now  # renewed when the step went on
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 3)]
+
+
+def test_a_retry_waiting_for_another_incidents_lock_and_a_read_only_step_claim_nothing_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A retry of a step Blocked on another incident's lock reads the lock first (`still_busy`)
+    and starts no early claim beside it; a read-only step (waitReady) on a fixed workload takes
+    no lock at all."""
+    from incident_operator.controllers import targets
+
+    started: list[str] = []
+
+    class Counted(targets.EarlyClaim):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            started.append(args[2].name)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(targets, "EarlyClaim", Counted)
+    api, clock = one_step_api(), LoopClock()
+    busy_holder(api, clock.now)
+    loop = new_loop(api, clock)
+    asyncio.run(loop.iterate())  # the first attempt claims early and finds web busy
+    assert api.status()["playbook"]["steps"][0]["state"] == "Blocked"
+    assert started == ["web"]
+    asyncio.run(retries(loop, api, clock, 5))
+    assert started == ["web"]
+    assert api.effects == []
+    waiting = one_step_api(
+        {"name": "wait-web", "waitReady": {"target": {"kind": "Deployment", "name": "web"}}}
+    )
+    asyncio.run(run_until_settled(waiting, LoopClock()))
+    assert step_states(waiting.status()) == ["Succeeded"]
+    assert lock_calls(waiting) == 0
+    assert started == ["web"]
+
+
+def test_a_step_held_because_the_breakers_state_cannot_be_read_claims_no_lock_on_its_tries() -> None:
+    """BreakerUnavailable (the state's read refused, 403) holds the step: its first try's early
+    claim is given back, and its next tries (Stalled BreakerUnavailable) claim nothing."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+
+    async def forbidden() -> Any:
+        raise ApiException(status=403, reason="Forbidden")
+
+    store.read = forbidden  # type: ignore[method-assign]
+    loop = loop_with(api, clock, store, per_namespace=5)
+    asyncio.run(loop.iterate())
+    stalled = find_condition(api.status().get("conditions") or [], "Stalled")
+    assert stalled is not None
+    assert stalled["reason"] == "BreakerUnavailable"
+    assert lock_writes(api)[-1] is None
+    writes = len(lock_writes(api))
+    for _ in range(5):
+        clock.now += timedelta(seconds=10)
+        asyncio.run(loop.iterate())
+    assert len(lock_writes(api)) == writes
+    assert api.effects == []
+
+
+def test_an_early_claim_that_fails_or_is_dropped_raises_nothing_and_leaves_nothing_unretrieved() -> None:
+    """A claim no step took that failed (500) is only logged when given back, or dropped once
+    it failed; one still running when dropped is cancelled; none leaves an exception never
+    retrieved."""
+    from incident_operator.adapters.kube import Kube
+    from incident_operator.api.base import WorkloadRef
+    from incident_operator.controllers import targets
+
+    async def main() -> tuple[list[dict[str, Any]], asyncio.Task[Any] | None]:
+        unretrieved: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: unretrieved.append(context))
+        api, web = one_step_api(), WorkloadRef(kind="Deployment", name="web")
+        me = targets.Claimant(INCIDENT, "uid", "r1")
+
+        async def refused(
+            namespace: str, lease: str, holder: str | None, resource_version: str | None
+        ) -> None:
+            raise ApiException(status=500, reason="Internal Server Error")
+
+        api.write_lock = refused  # type: ignore[method-assign]
+        failing = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        await failing.give_back()
+        dropped = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        assert dropped.task is not None
+        await asyncio.wait([dropped.task])
+        dropped.drop()
+        gate = asyncio.Event()
+
+        async def slow(namespace: str, lease: str, holder: str | None, resource_version: str | None) -> None:
+            await gate.wait()
+
+        api.write_lock = slow  # type: ignore[method-assign]
+        pending = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        task = pending.task
+        assert pending.take(WorkloadRef(kind="Deployment", name="api"), me) is None  # not its workload
+        assert pending.take(web, dataclasses.replace(me, run="r2")) is None  # not its run
+        pending.drop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=5.0) if task else None
+        del failing, dropped, pending
+        gc.collect()  # an exception never retrieved is reported when its task is collected
+        return unretrieved, task
+
+    unretrieved, task = asyncio.run(main())
+    assert unretrieved == []
+    assert task is not None
+    assert task.cancelled()

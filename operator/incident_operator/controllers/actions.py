@@ -151,7 +151,7 @@ class Prefetched:
         self.task: asyncio.Task[Any] | None = asyncio.create_task(
             kube.read_workload(str(ref.kind), ref.name, namespace)
         )
-        self.task.add_done_callback(_retrieved)
+        self.task.add_done_callback(retrieved)
 
     def take(self, ref: WorkloadRef) -> asyncio.Task[Any] | None:
         """The read of `ref`, once (None: another workload, or taken already)."""
@@ -167,8 +167,9 @@ class Prefetched:
             task.cancel()
 
 
-def _retrieved(task: asyncio.Task[Any]) -> None:
-    """A prefetch's error is the scale's to raise, or nobody's (never 'never retrieved')."""
+def retrieved(task: asyncio.Task[Any]) -> None:
+    """An early task's error (`Prefetched`, `controllers.targets.EarlyClaim`) is its taker's to
+    raise, or nobody's (never 'never retrieved')."""
     if not task.cancelled():
         task.exception()
 

@@ -91,6 +91,15 @@ class Breaker:
                 del self._refused[scope]
         return breaker.tripped_counts(self._refused)
 
+    def expects_refusal(self, request: breaker.Request) -> bool:
+        """A hint, from the copy this process holds (nothing read, nothing written): `request`
+        would be refused now. Only `reserve` decides; this keeps work that waits on a grant (an
+        early lock claim) from being done for a step the breaker holds."""
+        if self._state is None:
+            return False
+        _, verdict = breaker.reserve(self._state, request, self.config, self.clock(), self.in_flight)
+        return not verdict.granted
+
     async def _refresh(self) -> breaker.State:
         read = await self.store.read()
         self._state, self._version, self._read_at = read.state, read.resource_version, self.monotonic()

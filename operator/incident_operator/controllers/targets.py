@@ -25,11 +25,14 @@ it keeps them, and no third incident acts between its steps.
 A lock whose holder is gone, resolved, closed or settled (`core.targets.holds_lock`) is taken
 over, so a deleted incident never wedges a workload. A run ended on a Playbook edit and
 continued by a new run passes its locks to it (`carry`). Under a label selector bound the targets'
-labels are read again once the locks are taken (`still_bounded`). Holds no state between calls.
+labels are read again once the locks are taken (`still_bounded`). A step on a fixed workload may
+have its claim started by the loop while its breaker slot is reserved (`EarlyClaim`). Holds no
+state between calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -92,6 +95,15 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
     already; one an earlier run of the same incident held passes to this one; a claim older than
     `core.targets.LOCK_RENEW` is written again with `now`, so the action about to run holds it for
     `core.targets.LOCK_GRACE` whatever happens to the incident meanwhile), else who holds it."""
+    busy, _ = await _claim(kube, namespace, ref, me, now)
+    return busy
+
+
+async def _claim(
+    kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime
+) -> tuple[Busy | None, datetime | None]:
+    """`claim`, and when the claim the Lease holds for `me` is dated (None when busy): `now`
+    when written, older when it was the run's young claim already (`EarlyClaim` renews by it)."""
     lease = targets.lock_lease(ref)
     for attempt in range(LOCK_ATTEMPTS):
         if attempt == 0 and not kube.lock_seen(namespace, lease):
@@ -102,20 +114,73 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
             holder = targets.lock_holder(value)
             if me.owns(holder):
                 if holder.run == me.run and targets.young(holder, now, targets.LOCK_RENEW):
-                    return None  # older: renewed below, so that it holds while this action runs
+                    return None, holder.claimed  # older: renewed below, so it holds while this action runs
             else:
                 busy = await held_by(kube, namespace, value, me, now)
                 if busy is not None:
-                    return busy
+                    return busy, None
         try:
             await kube.write_lock(
                 namespace, lease, targets.lock_value(me.incident, me.uid, now, me.run), version
             )
-            return None
+            return None, now
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    return Busy("another incident (the lock is contended)")
+    return Busy("another incident (the lock is contended)"), None
+
+
+class EarlyClaim:
+    """The lock claim of a mutating step on a fixed workload, started by the loop while it
+    reserves the step's breaker slot (`controllers.incident.loop`): the two round trips go
+    together, one less between an incident and its first action; nothing acts before both are
+    held. The step's `lock` takes it (`take`) as it would have claimed; a claim that, when the
+    step goes on, is older than `core.targets.LOCK_RENEW` is written again then, so the action
+    starts with at least LOCK_GRACE - LOCK_RENEW of the claim's hold left.
+
+    One no step took (the breaker held the step, the plan changed, the iteration failed) is given
+    back (`give_back`) unless the run already acted on the workload (`kept`: the run holds it
+    from its first mutating action there until it settles): a run that has not acted holds no
+    lock while it waits. One still running when the loop is cancelled is cancelled (`drop`); a
+    lock it took holds then as any fresh claim does (`core.targets.holds_lock`)."""
+
+    def __init__(
+        self, kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime, *, kept: bool
+    ) -> None:
+        self.kube, self.namespace, self.ref, self.me, self.kept = kube, namespace, ref, me, kept
+        self.task: asyncio.Task[tuple[Busy | None, datetime | None]] | None = asyncio.create_task(
+            _claim(kube, namespace, ref, me, now)
+        )
+        self.task.add_done_callback(actions.retrieved)
+
+    def take(
+        self, ref: WorkloadRef, me: Claimant
+    ) -> asyncio.Task[tuple[Busy | None, datetime | None]] | None:
+        """The claim of `ref` for `me`, once (None: another workload or run, or taken already)."""
+        task = self.task
+        if task is None or targets.key(ref) != targets.key(self.ref) or me != self.me:
+            return None
+        self.task = None
+        return task
+
+    async def give_back(self) -> None:
+        """Not taken by a step: wait for the claim, and give the lock back unless `kept`."""
+        task, self.task = self.task, None
+        if task is None:
+            return
+        try:
+            busy, _ = await task
+        except Exception as exc:  # nothing written, or not known: it holds at most as a fresh claim
+            reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
+            logger.info("%s/%s: early lock claim failed: %s", self.namespace, self.me.incident, reason)
+            return
+        if busy is None and not self.kept:
+            await release_all(self.kube, self.namespace, [self.ref], self.me)
+
+    def drop(self) -> None:
+        task, self.task = self.task, None
+        if task is not None and not task.done():
+            task.cancel()
 
 
 async def release(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant) -> None:
@@ -249,19 +314,27 @@ def busy_message(ref: WorkloadRef, busy: Busy) -> str:
     return f"{ref.kind}/{ref.name} is busy: incident {busy.holder} holds it until its run settles"
 
 
-async def lock(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
+async def lock(
+    ctx: actions.ActionContext, refs: Sequence[WorkloadRef], early: EarlyClaim | None = None
+) -> Outcome | None:
     """Before a mutating step acts: the run takes the lock of each of `refs` (in name order) and
     keeps it until it settles. None: all are the run's; else the step waits, TargetBusy naming
     the holder, or it could not ask. Only when the holder ranks first and itself waits, directly
     or through others, for a workload this run holds (a deadlock: `waits_on`) does this run give
     back all it holds; otherwise it keeps its locks, so no third incident acts between its steps.
-    Read-only steps take no lock."""
+    Read-only steps take no lock. `early`: a claim of one of them the loop already started."""
     if not ctx.step.mutates:
         return None
     me = claimant(ctx)
     for ref in sorted(refs, key=targets.key):
+        pending = early.take(ref, me) if early is not None else None
         try:
-            busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())
+            if pending is None:
+                busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())
+            else:
+                busy, claimed = await pending
+                if busy is None and (claimed is None or ctx.now() - claimed >= targets.LOCK_RENEW):
+                    busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())  # renewed now
         except ApiException as exc:
             return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")
         if busy is None:
@@ -315,8 +388,10 @@ async def still_bounded(ctx: actions.ActionContext, refs: Sequence[WorkloadRef])
     return Outcome(False, targets.refused_message(refused), blocked=Reason.OUT_OF_BOUNDS)
 
 
-async def _guarded(ctx: actions.ActionContext, refs: Sequence[WorkloadRef]) -> Outcome | None:
-    return await lock(ctx, refs) or await still_bounded(ctx, refs)
+async def _guarded(
+    ctx: actions.ActionContext, refs: Sequence[WorkloadRef], early: EarlyClaim | None
+) -> Outcome | None:
+    return await lock(ctx, refs, early) or await still_bounded(ctx, refs)
 
 
 def _view(step_status: StepStatus, target: TargetStatus) -> StepStatus:
@@ -332,8 +407,9 @@ def _fold(view: StepStatus, target: TargetStatus) -> None:
         setattr(target, name, getattr(view, name))
 
 
-async def run_step(ctx: actions.ActionContext) -> Outcome:
-    """Run the step's action on each of its workloads (or, without one, as it is)."""
+async def run_step(ctx: actions.ActionContext, early: EarlyClaim | None = None) -> Outcome:
+    """Run the step's action on each of its workloads (or, without one, as it is); `early`: the
+    claim of its lock the loop started (`EarlyClaim`)."""
     target = ctx.step.target
     resolved = ctx.step_status.targets
     if target is None:
@@ -342,8 +418,9 @@ async def run_step(ctx: actions.ActionContext) -> Outcome:
         fixed = target.fixed
         if fixed is None:  # the planner resolves before it starts a step: not reached
             return Outcome(False, "the step's targets were not resolved")
-        return await _guarded(ctx, [fixed]) or await actions.run(dataclasses.replace(ctx, target=fixed))
-    waiting = await _guarded(ctx, [each.ref for each in resolved if each.state != "Succeeded"])
+        waiting = await _guarded(ctx, [fixed], early)
+        return waiting or await actions.run(dataclasses.replace(ctx, target=fixed))
+    waiting = await _guarded(ctx, [each.ref for each in resolved if each.state != "Succeeded"], early)
     if waiting is not None:
         return waiting
     said: list[str] = []

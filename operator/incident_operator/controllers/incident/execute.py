@@ -99,6 +99,22 @@ def prefetch_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSp
     return step.target.fixed
 
 
+def early_lock_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> WorkloadRef | None:
+    """The workload whose lock may be claimed while the step's breaker slot is reserved
+    (`controllers.targets.EarlyClaim`): that of a mutating step with a fixed target. None: any
+    other intent (a step on the incident's own targets claims at its action, as a revert does)."""
+    progress = status.playbook
+    if intent.kind != "run-step" or progress is None or intent.step < 0:
+        return None
+    step_status = progress.steps[intent.step]
+    if step_status.targets is not None:
+        return None
+    step = next((s for s in playbook.steps if s.name == step_status.name), None)
+    if step is None or step.target is None or not step.mutates:
+        return None
+    return step.target.fixed
+
+
 @dataclass(frozen=True)
 class Execution:
     kube: Kube
@@ -123,6 +139,7 @@ class Execution:
         write_late: bool = False,
         deadlines: Callable[[], PlanInput] | None = None,
         prefetched: actions.Prefetched | None = None,
+        claimed: targets.EarlyClaim | None = None,
     ) -> Outcome | None:
         """Run the intent; a waiting step (waitReady, httpCheck) is cancelled if a human resolves
         or closes the incident meanwhile (returns None), and while it waits the response target
@@ -130,8 +147,11 @@ class Execution:
 
         With `write_late` (its start is held), a read-only action that is still running after
         HELD_WRITE_AFTER_S gets its start written then, so that a long wait shows as Running.
-        `prefetched`: the read of the workload a scale acts on, already started."""
-        task = asyncio.create_task(self._execute(intent, spec, playbook, working, prefetched))
+        `prefetched`: the read of the workload a scale acts on, already started; `claimed`: the
+        claim of the step's lock, already started."""
+        task = asyncio.create_task(
+            self._execute(intent, spec, playbook, working, prefetched=prefetched, claimed=claimed)
+        )
         step = working.playbook.steps[intent.step] if working.playbook and intent.step >= 0 else None
         action = step.action if step is not None else None
         late: asyncio.Task[None] | None = None
@@ -240,7 +260,9 @@ class Execution:
         spec: IncidentSpec,
         playbook: PlaybookSpec,
         working: IncidentStatus,
+        *,
         prefetched: actions.Prefetched | None = None,
+        claimed: targets.EarlyClaim | None = None,
     ) -> Outcome:
         """Carry out `intent`; the action may record in `working` (persisted on its request)."""
         if intent.kind == "verify-health":
@@ -274,6 +296,6 @@ class Execution:
             incident_created=self.created,
             prefetched=prefetched,
         )
-        outcome = await targets.run_step(ctx)
+        outcome = await targets.run_step(ctx, claimed)
         metrics.action_done(step.action, outcome.ok)
         return outcome

@@ -32,6 +32,7 @@ from incident_operator.controllers.incident.commit import Commit
 from incident_operator.controllers.incident.eventhold import HOLD_S, EventPoster
 from incident_operator.controllers.incident.execute import (
     Execution,
+    early_lock_target,
     mutates,
     prefetch_target,
     start_unwritten,
@@ -47,7 +48,13 @@ from incident_operator.controllers.incident.inputs import (
     pinned_run,
 )
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
-from incident_operator.controllers.incident.mutating import MutatingSlots, still_busy, waited_busy
+from incident_operator.controllers.incident.mutating import (
+    MutatingSlots,
+    acted_on,
+    held_by_breaker,
+    still_busy,
+    waited_busy,
+)
 from incident_operator.controllers.incident.slots import StartedRuns
 from incident_operator.controllers.notifier import Notifier
 from incident_operator.controllers.people import ScheduleBook
@@ -75,6 +82,7 @@ INDEX_CATCHUP_S = 1.0  # the Playbook index is behind the API: plan again by the
 INDEX_CATCHUP_TRIES = 5  # ... at most this many times in a row, then the stall is told anyway
 INDEX_LISTING_TIMEOUT_S = 2.0  # a listing slower than this changes nothing: the plan goes on
 NO_PLAYBOOK = (Reason.NO_MATCHING_PLAYBOOK, Reason.PLAYBOOK_NOT_FOUND)
+GIVE_BACK_TIMEOUT_S = 5.0  # an early lock claim not used by a failed iteration is given back within this
 
 
 class IncidentLoop:
@@ -420,7 +428,8 @@ class IncidentLoop:
         # starts (in the API, like the cooldown claim); refused, the step waits (see `mutating`).
         # A retry of a step waiting for another incident's lock still held takes none: it is
         # Blocked again from a read of the locks, its start never written (`still_busy`).
-        early = self._prefetch(decision, chosen)  # a scale's read goes on meanwhile
+        early = self._prefetch(decision, chosen)  # a scale's read goes on meanwhile,
+        locking = self._claim_early(decision, chosen)  # and the step's lock claim
         try:
             busy = await self._still_busy(decision, chosen)
             hold, tripped = (
@@ -434,6 +443,8 @@ class IncidentLoop:
                     decision.records += tripped
                 self.inputs.note_run(self.status, decision.status)
             if decision.intent is None:
+                if locking is not None:  # held by the breaker (or its plan changed): its lock goes back
+                    await locking.give_back()
                 await self.commit.commit(decision, spec, counts=(chosen, claimed))
                 await self._carry_locks(ran_before)
                 self._note_settled(spec)
@@ -459,6 +470,7 @@ class IncidentLoop:
                 write_late=unwritten,
                 deadlines=plan_input,
                 prefetched=early,
+                claimed=locking,
             )
             if outcome is None:
                 return True, None  # a human resolved or closed the incident meanwhile: plan again
@@ -476,9 +488,33 @@ class IncidentLoop:
                 await self.commit.write_held(spec)
                 return False, after.wake_at
             return True, None  # plan again at once; the outcome is written with that plan
+        except Exception:
+            if locking is not None:  # not taken (a write failed before the step ran): back, bounded
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(locking.give_back(), GIVE_BACK_TIMEOUT_S)
+            raise
         finally:
             if early is not None:
                 early.discard()  # not taken: held, busy, or not the step that acts
+            if locking is not None:
+                locking.drop()  # still running: the loop is cancelled
+
+    def _claim_early(self, decision: Decision, chosen: PlaybookEntry | None) -> targets.EarlyClaim | None:
+        """The claim of the lock of the workload a mutating step is about to act on, started now:
+        it goes on while the breaker's slot is reserved (`targets.EarlyClaim`). Not for a retry
+        waiting for another incident's lock (it reads the lock first: `still_busy`), nor for a
+        step the breaker held at its last try (`held_by_breaker`) or that the breaker's copy in
+        this process says it would hold: no lock taken only to be given back, try after try,
+        while a step waits. `kept`: the run acted on the workload before (its lock stays)."""
+        if decision.intent is None or chosen is None or waited_busy(self.status, decision):
+            return None
+        ref = early_lock_target(decision.intent, decision.status, chosen.spec)
+        if ref is None or held_by_breaker(self.status) or self.slots.expects_refusal(self.status, decision):
+            return None
+        execution = self.execution
+        me = execution.claimant(decision.status)
+        kept = acted_on(self.status, decision, chosen.spec, ref)
+        return targets.EarlyClaim(execution.kube, self.namespace, ref, me, self.clock(), kept=kept)
 
     def _prefetch(self, decision: Decision, chosen: PlaybookEntry | None) -> actions.Prefetched | None:
         """The read of the workload a scale step is about to decide on, started now: it goes on

@@ -17,7 +17,10 @@ acted on, so a step waiting minutes writes nothing to the breaker's state and ta
 could turn a real action away. Only once its locks look free is it reserved and run; the action's
 own claim decides (`controllers.targets.lock`). An attempt that still acted on nothing (Blocked
 TargetBusy, a race lost to another claim, or OutOfBounds, the labels read again) gives its slots
-back (`release`), and its run's storm-guard slot if the run had not acted before. Holds no state.
+back (`release`), and its run's storm-guard slot if the run had not acted before. Also what the
+loop's early lock claim (`controllers.targets.EarlyClaim`) asks: whether the breaker held the step
+at its last try (`held_by_breaker`) and whether the run acted on the workload before
+(`acted_on`: then its lock is kept). Holds no state.
 """
 
 from __future__ import annotations
@@ -124,6 +127,12 @@ class MutatingSlots:
             return None
         return dataclasses.replace(wanted, namespace=self.namespace, uid=self.uid)
 
+    def expects_refusal(self, before: IncidentStatus, decision: Decision) -> bool:
+        """Whether the breaker's copy in this process says the decision's mutating start would
+        be refused now (`Breaker.expects_refusal`: a hint, nothing asked)."""
+        request = self.reserved(before, decision)
+        return request is not None and self.breaker is not None and self.breaker.expects_refusal(request)
+
     async def release(self, request: BreakerRequest | None, outcome: Outcome) -> None:
         """Give back `request`'s slots when its attempt acted on nothing: Blocked before acting,
         waiting for another incident's lock (TargetBusy) or with its targets out of its bounds
@@ -185,6 +194,36 @@ def waited_busy(before: IncidentStatus, decision: Decision) -> bool:
         c.type == ConditionType.STALLED and c.status == "True" and c.reason == Reason.TARGET_BUSY
         for c in before.conditions or []
     )
+
+
+BREAKER_HOLDS = (Reason.BREAKER_UNAVAILABLE, Reason.ACTIONS_ABOVE_LIMIT)
+"""Stalled reasons of a step the breaker holds (besides `AutomationPaused`)."""
+
+
+def held_by_breaker(before: IncidentStatus) -> bool:
+    """Whether the incident says the breaker held its mutating step at the last try: paused
+    (`AutomationPaused`: CircuitOpen, StormGuard) or Stalled with BreakerUnavailable or
+    ActionsAboveLimit."""
+    for c in before.conditions or []:
+        if c.status != "True":
+            continue
+        if c.type == ConditionType.AUTOMATION_PAUSED:
+            return True
+        if c.type == ConditionType.STALLED and c.reason in BREAKER_HOLDS:
+            return True
+    return False
+
+
+def acted_on(before: IncidentStatus, decision: Decision, playbook: PlaybookSpec, ref: WorkloadRef) -> bool:
+    """Whether the run `decision` goes on with had started a mutating step on `ref` before this
+    plan (`before`, as written or held: an attempt of it, done or not, resumed after a restart
+    too): the run holds its lock then, from its first mutating action there until it settles."""
+    progress, earlier = decision.status.playbook, before.playbook
+    if progress is None or earlier is None or earlier.runId != progress.runId:
+        return False
+    started = earlier.model_copy(update={"steps": [s for s in earlier.steps if s.attempts > 0]})
+    wanted = lock_rules.key(ref)
+    return any(lock_rules.key(r) == wanted for r in lock_rules.run_workloads(playbook, started))
 
 
 def _locked_refs(decision: Decision, playbook: PlaybookSpec) -> list[WorkloadRef]:
