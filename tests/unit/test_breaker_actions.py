@@ -655,44 +655,73 @@ def test_a_first_try_the_breakers_copy_says_would_be_refused_claims_no_lock() ->
     assert api.effects == []
 
 
-def test_a_lock_of_this_incident_its_run_has_not_acted_under_is_given_back_when_the_step_is_held() -> None:
-    """The Lease names this incident, from a settled earlier run (free to anyone) or a claim of
-    this run that never acted (a crash): rewritten by the early claim, it is given back all the
-    same when the step is held, since the run has acted on nothing."""
-    for run, age in (("r0", timedelta(hours=1)), ("r1", timedelta(seconds=0))):
+def own_lock(api: FakeKube, at: datetime, run: str) -> str:
+    """web's Lease naming this incident's run `run`, claimed `at`."""
+    value = lock_rules.lock_value(INCIDENT, api.incident["metadata"]["uid"], at, run)
+    api.set_lock("web", value)
+    return value
+
+
+def test_a_lock_of_this_incidents_earlier_run_rewritten_by_the_early_claim_is_given_back_when_held() -> None:
+    """The Lease names a settled earlier run of this incident (free to anyone; a re-fire): the
+    early claim rewrites it for the new run, and gives it back when the breaker holds the step."""
+    api, clock, store = one_step_api(), LoopClock(), MemoryStore()
+    store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))
+    own_lock(api, clock.now - timedelta(hours=1), "r0")
+    loop = loop_with(api, clock, store, per_namespace=1)
+    asyncio.run(loop.iterate())
+    assert api.effects == []
+    assert lock_writes(api)[-1] is None
+    assert api.lock("web") is None
+
+
+def test_a_lock_naming_the_run_before_its_early_claim_stays_when_the_breaker_holds_the_step() -> None:
+    """The Lease names this very run already (passed on from the run it continues after a
+    Playbook edit, or claimed before a restart), though no step of the run shows an attempt on
+    web: found young (not written) or older (renewed), it is not given back."""
+    for age in (timedelta(seconds=0), lock_rules.LOCK_RENEW + timedelta(seconds=1)):
         api, clock, store = one_step_api(), LoopClock(), MemoryStore()
         store.state = State(actions=(Action(clock.now, NAMESPACE, "other"),))
-        api.set_lock(
-            "web", lock_rules.lock_value(INCIDENT, api.incident["metadata"]["uid"], clock.now - age, run)
-        )
+        held = own_lock(api, clock.now - age, "r1")
+        api.locks_seen.add(WEB_LOCK)
         loop = loop_with(api, clock, store, per_namespace=1)
         asyncio.run(loop.iterate())
         assert api.effects == []
-        assert api.lock("web") is None, run
+        assert None not in lock_writes(api)
+        holder = lock_rules.lock_holder(api.lock("web") or "")
+        assert holder.incident == INCIDENT
+        assert holder.claimed == (clock.now if age else lock_rules.lock_holder(held).claimed)
 
 
 def test_a_lock_the_run_holds_from_an_earlier_step_stays_when_the_breaker_holds_its_next_step() -> None:
     """The run scaled web, then its restart of web is refused (another replica took the last
     slot meanwhile, unknown to this process's copy): the early claim (renewing the claim, older
-    than LOCK_RENEW by then) is not given back: the run holds web until it settles."""
+    than LOCK_RENEW by then) is not given back: the run holds web until it settles. Had the run
+    given web back meanwhile (a deadlock's give-way), the claim took a free lock: given back."""
     from tests.unit.test_incident_loop import STEPS
 
-    api, clock, store = one_step_api(STEPS[0], RESTART_WEB), LoopClock(), MemoryStore()
-    loop = loop_with(api, clock, store, per_namespace=2)
-    asyncio.run(loop.iterate())  # the scale
-    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]
-    clock.now += lock_rules.LOCK_RENEW + timedelta(seconds=1)
-    store.other_writer = dataclasses.replace(
-        store.state, actions=(*store.state.actions, Action(clock.now, NAMESPACE, "other"))
-    )
-    for _ in range(3):
-        asyncio.run(loop.iterate())
-        if find_condition(api.status().get("conditions") or [], "AutomationPaused"):
-            break
-    assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]  # the restart waits
-    assert lock_writes(api)[-1] is not None  # written again by the claim, never given back
-    holder = lock_rules.lock_holder(api.lock("web") or "")
-    assert (holder.incident, holder.claimed) == (INCIDENT, clock.now)
+    for gave_way in (False, True):
+        api, clock, store = one_step_api(STEPS[0], RESTART_WEB), LoopClock(), MemoryStore()
+        loop = loop_with(api, clock, store, per_namespace=2)
+        asyncio.run(loop.iterate())  # the scale
+        assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]
+        if gave_way:
+            api.locks.pop(WEB_LOCK)
+        clock.now += lock_rules.LOCK_RENEW + timedelta(seconds=1)
+        store.other_writer = dataclasses.replace(
+            store.state, actions=(*store.state.actions, Action(clock.now, NAMESPACE, "other"))
+        )
+        for _ in range(3):
+            asyncio.run(loop.iterate())
+            if find_condition(api.status().get("conditions") or [], "AutomationPaused"):
+                break
+        assert [(e.kind, e.workload) for e in api.effects] == [("scale", "web")]  # the restart waits
+        if gave_way:
+            assert api.lock("web") is None
+            continue
+        assert lock_writes(api)[-1] is not None  # written again by the claim, never given back
+        holder = lock_rules.lock_holder(api.lock("web") or "")
+        assert (holder.incident, holder.claimed) == (INCIDENT, clock.now)
 
 
 def test_an_early_claim_that_waited_past_the_renewal_age_for_its_slot_is_renewed_before_acting() -> None:
@@ -867,9 +896,9 @@ def test_an_early_claim_that_fails_or_is_dropped_raises_nothing_and_leaves_nothi
             raise ApiException(status=500, reason="Internal Server Error")
 
         api.write_lock = refused  # type: ignore[method-assign]
-        failing = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        failing = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0)
         await failing.give_back()
-        dropped = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        dropped = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0)
         assert dropped.task is not None
         await asyncio.wait([dropped.task])
         dropped.drop()
@@ -879,7 +908,7 @@ def test_an_early_claim_that_fails_or_is_dropped_raises_nothing_and_leaves_nothi
             await gate.wait()
 
         api.write_lock = slow  # type: ignore[method-assign]
-        pending = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0, kept=False)
+        pending = targets.EarlyClaim(cast(Kube, api), NAMESPACE, web, me, T0)
         task = pending.task
         assert pending.take(WorkloadRef(kind="Deployment", name="api"), me) is None  # not its workload
         assert pending.take(web, dataclasses.replace(me, run="r2")) is None  # not its run

@@ -95,39 +95,47 @@ async def claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now:
     already; one an earlier run of the same incident held passes to this one; a claim older than
     `core.targets.LOCK_RENEW` is written again with `now`, so the action about to run holds it for
     `core.targets.LOCK_GRACE` whatever happens to the incident meanwhile), else who holds it."""
-    busy, _ = await _claim(kube, namespace, ref, me, now)
-    return busy
+    return (await _claim(kube, namespace, ref, me, now)).busy
 
 
-async def _claim(
-    kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime
-) -> tuple[Busy | None, datetime | None]:
-    """`claim`, and when the claim the Lease holds for `me` is dated (None when busy): `now`
-    when written, older when it was the run's young claim already (`EarlyClaim` renews by it)."""
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim found and left: `busy` (another run holds it), or the date of the claim the
+    Lease holds for the run (`at`: now when written, older when it was the run's young claim
+    already); `before`: the Lease named this very run before the claim."""
+
+    busy: Busy | None
+    at: datetime | None = None
+    before: bool = False
+
+
+async def _claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime) -> Claimed:
+    """`claim`, saying what it found and left (`Claimed`: `EarlyClaim` renews and gives back by it)."""
     lease = targets.lock_lease(ref)
     for attempt in range(LOCK_ATTEMPTS):
         if attempt == 0 and not kube.lock_seen(namespace, lease):
             value, version = None, None  # created at once; already there (409): read, decide
         else:
             value, version = await kube.read_lock(namespace, lease)
-        if value is not None:
-            holder = targets.lock_holder(value)
+        holder = targets.lock_holder(value) if value is not None else None
+        mine = holder is not None and me.owns(holder) and holder.run == me.run
+        if value is not None and holder is not None:
             if me.owns(holder):
-                if holder.run == me.run and targets.young(holder, now, targets.LOCK_RENEW):
-                    return None, holder.claimed  # older: renewed below, so it holds while this action runs
+                if mine and targets.young(holder, now, targets.LOCK_RENEW):
+                    return Claimed(None, holder.claimed, before=True)  # older: renewed below
             else:
                 busy = await held_by(kube, namespace, value, me, now)
                 if busy is not None:
-                    return busy, None
+                    return Claimed(busy)
         try:
             await kube.write_lock(
                 namespace, lease, targets.lock_value(me.incident, me.uid, now, me.run), version
             )
-            return None, now
+            return Claimed(None, now, before=mine)
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    return Busy("another incident (the lock is contended)"), None
+    return Claimed(Busy("another incident (the lock is contended)"))
 
 
 class EarlyClaim:
@@ -139,23 +147,19 @@ class EarlyClaim:
     starts with at least LOCK_GRACE - LOCK_RENEW of the claim's hold left.
 
     One no step took (the breaker held the step, the plan changed, the iteration failed) is given
-    back (`give_back`) unless the run already acted on the workload (`kept`: the run holds it
-    from its first mutating action there until it settles): a run that has not acted holds no
-    lock while it waits. One still running when the loop is cancelled is cancelled (`drop`); a
-    lock it took holds then as any fresh claim does (`core.targets.holds_lock`)."""
+    back (`give_back`) unless the Lease named this very run before it (`Claimed.before`: an
+    earlier step of the run on the workload, a lock passed on from the run it continues, an
+    attempt of the step before a restart): the run holds that one until it settles, and one the
+    claim took it does not keep while it waits. One still running when the loop is cancelled is
+    cancelled (`drop`); a lock it took holds then as any fresh claim does
+    (`core.targets.holds_lock`)."""
 
-    def __init__(
-        self, kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime, *, kept: bool
-    ) -> None:
-        self.kube, self.namespace, self.ref, self.me, self.kept = kube, namespace, ref, me, kept
-        self.task: asyncio.Task[tuple[Busy | None, datetime | None]] | None = asyncio.create_task(
-            _claim(kube, namespace, ref, me, now)
-        )
+    def __init__(self, kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now: datetime) -> None:
+        self.kube, self.namespace, self.ref, self.me = kube, namespace, ref, me
+        self.task: asyncio.Task[Claimed] | None = asyncio.create_task(_claim(kube, namespace, ref, me, now))
         self.task.add_done_callback(actions.retrieved)
 
-    def take(
-        self, ref: WorkloadRef, me: Claimant
-    ) -> asyncio.Task[tuple[Busy | None, datetime | None]] | None:
+    def take(self, ref: WorkloadRef, me: Claimant) -> asyncio.Task[Claimed] | None:
         """The claim of `ref` for `me`, once (None: another workload or run, or taken already)."""
         task = self.task
         if task is None or targets.key(ref) != targets.key(self.ref) or me != self.me:
@@ -164,17 +168,17 @@ class EarlyClaim:
         return task
 
     async def give_back(self) -> None:
-        """Not taken by a step: wait for the claim, and give the lock back unless `kept`."""
+        """Not taken by a step: wait for the claim, and give back a lock it took."""
         task, self.task = self.task, None
         if task is None:
             return
         try:
-            busy, _ = await task
+            claimed = await task
         except Exception as exc:  # nothing written, or not known: it holds at most as a fresh claim
             reason = api_reason(exc) if isinstance(exc, ApiException) else type(exc).__name__
             logger.info("%s/%s: early lock claim failed: %s", self.namespace, self.me.incident, reason)
             return
-        if busy is None and not self.kept:
+        if claimed.busy is None and not claimed.before:
             await release_all(self.kube, self.namespace, [self.ref], self.me)
 
     def drop(self) -> None:
@@ -332,8 +336,9 @@ async def lock(
             if pending is None:
                 busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())
             else:
-                busy, claimed = await pending
-                if busy is None and (claimed is None or ctx.now() - claimed >= targets.LOCK_RENEW):
+                claimed = await pending
+                busy = claimed.busy
+                if busy is None and (claimed.at is None or ctx.now() - claimed.at >= targets.LOCK_RENEW):
                     busy = await claim(ctx.kube, ctx.namespace, ref, me, ctx.now())  # renewed now
         except ApiException as exc:
             return Outcome(False, f"locking {ref.kind}/{ref.name}: {api_reason(exc)}")

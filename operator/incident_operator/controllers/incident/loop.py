@@ -50,7 +50,6 @@ from incident_operator.controllers.incident.inputs import (
 from incident_operator.controllers.incident.ledger import RunLedger, starts_run
 from incident_operator.controllers.incident.mutating import (
     MutatingSlots,
-    acted_on,
     held_by_breaker,
     still_busy,
     waited_busy,
@@ -505,7 +504,7 @@ class IncidentLoop:
         waiting for another incident's lock (it reads the lock first: `still_busy`), nor for a
         step the breaker held at its last try (`held_by_breaker`) or that the breaker's copy in
         this process says it would hold: no lock taken only to be given back, try after try,
-        while a step waits. `kept`: the run acted on the workload before (its lock stays)."""
+        while a step waits."""
         if decision.intent is None or chosen is None or waited_busy(self.status, decision):
             return None
         ref = early_lock_target(decision.intent, decision.status, chosen.spec)
@@ -513,8 +512,7 @@ class IncidentLoop:
             return None
         execution = self.execution
         me = execution.claimant(decision.status)
-        kept = acted_on(self.status, decision, chosen.spec, ref)
-        return targets.EarlyClaim(execution.kube, self.namespace, ref, me, self.clock(), kept=kept)
+        return targets.EarlyClaim(execution.kube, self.namespace, ref, me, self.clock())
 
     def _prefetch(self, decision: Decision, chosen: PlaybookEntry | None) -> actions.Prefetched | None:
         """The read of the workload a scale step is about to decide on, started now: it goes on

@@ -19,8 +19,7 @@ own claim decides (`controllers.targets.lock`). An attempt that still acted on n
 TargetBusy, a race lost to another claim, or OutOfBounds, the labels read again) gives its slots
 back (`release`), and its run's storm-guard slot if the run had not acted before. Also what the
 loop's early lock claim (`controllers.targets.EarlyClaim`) asks: whether the breaker held the step
-at its last try (`held_by_breaker`) and whether the run acted on the workload before
-(`acted_on`: then its lock is kept). Holds no state.
+at its last try (`held_by_breaker`). Holds no state.
 """
 
 from __future__ import annotations
@@ -212,18 +211,6 @@ def held_by_breaker(before: IncidentStatus) -> bool:
         if c.type == ConditionType.STALLED and c.reason in BREAKER_HOLDS:
             return True
     return False
-
-
-def acted_on(before: IncidentStatus, decision: Decision, playbook: PlaybookSpec, ref: WorkloadRef) -> bool:
-    """Whether the run `decision` goes on with had started a mutating step on `ref` before this
-    plan (`before`, as written or held: an attempt of it, done or not, resumed after a restart
-    too): the run holds its lock then, from its first mutating action there until it settles."""
-    progress, earlier = decision.status.playbook, before.playbook
-    if progress is None or earlier is None or earlier.runId != progress.runId:
-        return False
-    started = earlier.model_copy(update={"steps": [s for s in earlier.steps if s.attempts > 0]})
-    wanted = lock_rules.key(ref)
-    return any(lock_rules.key(r) == wanted for r in lock_rules.run_workloads(playbook, started))
 
 
 def _locked_refs(decision: Decision, playbook: PlaybookSpec) -> list[WorkloadRef]:
