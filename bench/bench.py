@@ -604,13 +604,12 @@ second old: here every incident has its own Playbook, so it is not shared; each 
 count waits for it); the scale itself. No kopf metadata patches: incidents carry no finalizer.
 
 The latency from create to the first mutating call is the watch event reaching the operator and
-its loop planning, then four requests one after another: the circuit breaker's slot (the read
-of the Deployment goes out with it), the workload's lock, the status patch persisting the scale
-decision (what makes a re-run after a crash idempotent), and the scale, which names the
-Deployment's resourceVersion as read (changed since: read again and decided anew). Traced
-request by request before the read went out early, about a third
-of it is the API server answering and two thirds the operator between requests
-(docs/operations/scale.md, "Where create → first mutating call goes").
+its loop planning, then three requests one after another: the circuit breaker's slot (the
+workload's lock claimed and the Deployment read beside it), the status patch persisting the
+scale decision (what makes a re-run after a crash idempotent), and the scale, which names the
+Deployment's resourceVersion as read (changed since: read again and decided anew). Where each
+millisecond goes, request by request: docs/operations/scale.md, "Where create → first mutating
+call goes".
 """
 
 
