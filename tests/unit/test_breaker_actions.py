@@ -801,14 +801,18 @@ def test_the_runs_own_claim_found_young_is_renewed_by_its_own_date_not_the_early
     api.locks_seen.add(WEB_LOCK)
     loop = loop_with(api, clock, store, per_namespace=5)
     _, go = gated(api, store)
+    read, read_lock = asyncio.Event(), api.read_lock
+
+    async def reading(namespace: str, lease: str) -> tuple[str | None, str | None]:
+        found = await read_lock(namespace, lease)
+        read.set()
+        return found
+
+    api.read_lock = reading  # type: ignore[method-assign]
 
     async def scenario() -> None:
         first = asyncio.create_task(loop.iterate())
-        for _ in range(100):  # until the early claim has read the Lease
-            if ("read_lock", WEB_LOCK) in api.calls:
-                break
-            await asyncio.sleep(0)
-        assert ("read_lock", WEB_LOCK) in api.calls
+        await asyncio.wait_for(read.wait(), timeout=5.0)  # the early claim has read the Lease
         clock.now += timedelta(seconds=6)
         go.set()
         await asyncio.wait_for(first, timeout=5.0)
