@@ -117,9 +117,10 @@ async def _claim(kube: Kube, namespace: str, ref: WorkloadRef, me: Claimant, now
             value, version = None, None  # created at once; already there (409): read, decide
         else:
             value, version = await kube.read_lock(namespace, lease)
-        holder = targets.lock_holder(value) if value is not None else None
-        mine = holder is not None and me.owns(holder) and holder.run == me.run
-        if value is not None and holder is not None:
+        mine = False
+        if value is not None:
+            holder = targets.lock_holder(value)
+            mine = me.owns(holder) and holder.run == me.run
             if me.owns(holder):
                 if mine and targets.young(holder, now, targets.LOCK_RENEW):
                     return Claimed(None, holder.claimed, before=True)  # older: renewed below

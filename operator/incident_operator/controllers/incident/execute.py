@@ -79,26 +79,6 @@ def start_unwritten(intent: Intent, status: IncidentStatus, playbook: PlaybookSp
     return step is not None and step.action in START_UNWRITTEN_ACTIONS
 
 
-def prefetch_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> WorkloadRef | None:
-    """The workload whose read may start before the step's lock is taken (`actions.Prefetched`):
-    that of a scale step with a fixed target, about to decide its replicas (not resumed after a
-    decision was written). None: any other intent."""
-    progress = status.playbook
-    if intent.kind != "run-step" or progress is None or intent.step < 0:
-        return None
-    step_status = progress.steps[intent.step]
-    if (
-        step_status.action != "scale"
-        or step_status.targets is not None
-        or step_status.replicasAfter is not None
-    ):
-        return None
-    step = next((s for s in playbook.steps if s.name == step_status.name), None)
-    if step is None or step.target is None:
-        return None
-    return step.target.fixed
-
-
 def early_lock_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> WorkloadRef | None:
     """The workload whose lock may be claimed while the step's breaker slot is reserved
     (`controllers.targets.EarlyClaim`): that of a mutating step with a fixed target. None: any
@@ -113,6 +93,17 @@ def early_lock_target(intent: Intent, status: IncidentStatus, playbook: Playbook
     if step is None or step.target is None or not step.mutates:
         return None
     return step.target.fixed
+
+
+def prefetch_target(intent: Intent, status: IncidentStatus, playbook: PlaybookSpec) -> WorkloadRef | None:
+    """The workload whose read may start before the step's lock is taken (`actions.Prefetched`):
+    that of a scale step with a fixed target, about to decide its replicas (not resumed after a
+    decision was written). None: any other intent."""
+    ref = early_lock_target(intent, status, playbook)
+    if ref is None or status.playbook is None:
+        return None
+    step_status = status.playbook.steps[intent.step]
+    return ref if step_status.action == "scale" and step_status.replicasAfter is None else None
 
 
 @dataclass(frozen=True)
