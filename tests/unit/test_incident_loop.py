@@ -231,6 +231,30 @@ def test_killed_at_any_status_write_and_restarted_every_step_happens_once(n: int
     assert_persisted_before_acting(api)
 
 
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_two_absolute_scales_of_one_workload_killed_at_any_write_each_change_once(n: int, when: str) -> None:
+    """A bounce (web to 0, then to 3): the first scale's outcome is written before the second
+    acts, so a kill never takes web to zero a second time after it came back."""
+    api, clock = fake_api(steps=ABSOLUTE_BOUNCE), Clock()
+    api.drop_at = (n, when)
+
+    async def scenario() -> None:
+        with contextlib.suppress(Dropped):
+            await run_until_settled(api, clock)
+        api.drop_at = None
+        clock.now += timedelta(seconds=10)
+        await run_until_settled(api, clock)
+
+    asyncio.run(scenario())
+    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 0), ("scale", "web", 3)]
+    first, second = api.effects
+    assert first.status["playbook"]["steps"][0].get("replicasAfter") == 0  # each decided in the API first
+    assert second.status["playbook"]["steps"][0]["state"] == "Succeeded"  # the outcome before the next
+    assert second.status["playbook"]["steps"][1].get("replicasAfter") == 3
+    assert step_states(api.status()) == ["Succeeded", "Succeeded"]
+
+
 @pytest.mark.parametrize("n", range(1, CLEAN_RUN_WRITES + 1))
 def test_killed_twice_in_a_row_every_step_still_happens_once(n: int) -> None:
     api, clock = fake_api(), Clock()
@@ -267,9 +291,18 @@ async def drive(loop: IncidentLoop, api: FakeKube, clock: Clock, *, bound: int =
     raise AssertionError(f"not settled after {bound} iterations: {api.status()}")
 
 
-@pytest.mark.parametrize("status", [500, 409])
-def test_a_failing_status_write_acts_on_nothing(status: int) -> None:
-    api, clock = fake_api(), Clock()
+ABSOLUTE_BOUNCE = [  # absolute counts: setting one twice changes nothing, yet each is written first
+    {"name": "down", "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 0}},
+    {"name": "up", "scale": {"target": {"kind": "Deployment", "name": "web"}, "replicas": 3}},
+]
+
+
+@pytest.mark.parametrize("steps", [STEPS, ABSOLUTE_BOUNCE], ids=["delta-restart-delta", "absolute"])
+@pytest.mark.parametrize("status", [500, 409, 403])
+def test_a_failing_status_write_acts_on_nothing(status: int, steps: list[dict[str, Any]]) -> None:
+    """Nothing acts unrecorded: not even a scale to an absolute count, which could be repeated
+    harmlessly, goes before the write of its decision (and of the run it starts) has landed."""
+    api, clock = fake_api(steps=steps), Clock()
     api.fail = lambda n: ApiException(status=status, reason="failed")
     loop = new_loop(api, clock)
 
@@ -1088,77 +1121,3 @@ def test_killed_after_a_stale_early_read_was_refused_the_restart_does_not_act_on
         "not the 2 the decision 2 -> 3 was made from (changed since by someone else, or by this step "
         "before a restart): not scaled again" in api.status()["playbook"]["steps"][0]["message"]
     )
-
-
-# ----------------------------------------------------------------------------- a repeatable scale
-
-WEB = {"kind": "Deployment", "name": "web"}
-ABSOLUTE = {"name": "scale-web", "scale": {"target": WEB, "replicas": 5}}  # 2 -> 5, as DELTA
-DELTA = {"name": "scale-web", "scale": {"target": WEB, "delta": 3}}
-
-
-def first_status_write(api: FakeKube) -> int:
-    return next(i for i, c in enumerate(api.calls) if c[0] == "patch_incident_status")
-
-
-def test_an_absolute_scale_acts_before_any_status_write_its_decision_written_with_its_outcome() -> None:
-    api, clock = fake_api(steps=[ABSOLUTE]), Clock()
-    asyncio.run(run_until_settled(api, clock))
-    assert api.status_writes == 1  # the start, the decision, the outcome and Resolved: one write
-    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 5)]
-    assert api.effects[0].status == {}  # nothing written before it: no round trip ahead of the scale
-    assert [c[0] for c in api.calls].index("scale_workload") < first_status_write(api)
-    step = api.status()["playbook"]["steps"][0]
-    assert (step["state"], step["replicasBefore"], step["replicasAfter"]) == ("Succeeded", 2, 5)
-    assert step["startedAt"]  # the start, held, written with the outcome
-    assert "scaled Deployment web 2 -> 5" in step["message"]
-    assert api.status()["phase"] == "Resolved"
-    delta = fake_api(steps=[DELTA])
-    asyncio.run(run_until_settled(delta, Clock()))
-    assert delta.effects[0].value == 5
-    assert api.status_writes == delta.status_writes - 1  # the decision's own write, saved
-
-
-@pytest.mark.parametrize(
-    ("step", "playbook"),
-    [
-        (DELTA, {}),  # the count depends on what it reads
-        (ABSOLUTE, {"revertOnResolve": True}),  # the revert needs the count before
-    ],
-    ids=["delta", "revertOnResolve"],
-)
-def test_a_scale_that_is_not_repeatable_writes_its_decision_before_it_acts(
-    step: dict[str, Any], playbook: dict[str, Any]
-) -> None:
-    api, clock = fake_api(steps=[step], **playbook), Clock()
-    asyncio.run(run_until_settled(api, clock))
-    assert api.effects[0].value == 5
-    assert effect_status_said(api, 5)
-    assert first_status_write(api) < [c[0] for c in api.calls].index("scale_workload")
-
-
-@pytest.mark.parametrize("when", ["before", "after"])
-def test_an_absolute_scale_killed_at_its_only_status_write_ends_at_its_count_changed_once(when: str) -> None:
-    """Killed with that write lost (the scale landed, nothing says so), the restart scales to the
-    same count: the Deployment changed once, the run never counted twice, and the step says the
-    count it found (5 -> 5), not one it cannot know. Killed after it landed: nothing again."""
-    api, clock = fake_api(steps=[ABSOLUTE]), Clock()
-    api.drop_at = (1, when)
-
-    async def scenario() -> None:
-        with pytest.raises(Dropped):
-            await run_until_settled(api, clock)
-        api.drop_at = None
-        clock.now += timedelta(seconds=10)
-        await run_until_settled(api, clock)
-
-    asyncio.run(scenario())
-    assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 5)]
-    assert api.workloads["web"]["replicas"] == 5
-    assert api.status()["phase"] == "Resolved"
-    assert step_states(api.status()) == ["Succeeded"]
-    assert api.playbook["status"].get("runs") in (None, 1)  # never twice (killed before its batch: none)
-    step = api.status()["playbook"]["steps"][0]
-    lost = when == "before"
-    assert (step["replicasBefore"], step["replicasAfter"]) == ((5, 5) if lost else (2, 5))
-    assert [c[0] for c in api.calls].count("scale_workload") == (2 if lost else 1)

@@ -331,11 +331,9 @@ class Action:
     """Its parameters carry `target` (a workload of the incident, checked after the steps)."""
     start_unwritten: bool = False
     """The step's start need not be written before the action runs, because the action either
-    persists its own decision before it changes anything (scale, deletePods), or changes nothing
-    (waitReady, httpCheck), or sets the same state however often it runs (a scale to an absolute
-    count in a run that does not revert: `controllers.actions.repeatable`). The engine then writes
-    the start together with that decision or with the outcome: one status write per step instead
-    of two (none before a repeatable scale), with the same guarantee: never a second change."""
+    persists its own decision before it changes anything (scale, deletePods) or changes nothing
+    (waitReady, httpCheck). The engine then writes the start together with that decision or with
+    the outcome: one status write per step instead of two, with the same exactly-once guarantee."""
 
 
 def _secret_ref(ref: SecretRef | SecretKeyRef | None) -> set[Permission]:

@@ -4,9 +4,7 @@ Each action gets an `ActionContext` and returns an `Outcome`; it never raises fo
 failure (missing target, guardrail, timeout), it reports it. Every action is idempotent for a
 given step attempt, which is what makes a re-run after a crash harmless:
 
-- `scale` decides `replicasBefore`/`replicasAfter` once and persists them before it acts (an
-  absolute count in a run that does not revert sets the same count however often it runs: its
-  decision is written with its outcome, `repeatable`);
+- `scale` decides `replicasBefore`/`replicasAfter` once and persists them before it acts;
 - `restart` stamps `kubectl.kubernetes.io/restartedAt` with the attempt's persisted start time;
 - `deletePods` picks its victims once and persists their names before deleting them;
 - `isolate` and `collectEvidence` write objects with deterministic names;
@@ -47,7 +45,7 @@ from incident_operator.adapters.kube import (
     pod_ready,
 )
 from incident_operator.adapters.outbound import EgressDenied, Outbound, RequestFailed
-from incident_operator.api.actions import HttpCheckAction, PodsOf, ScaleAction, SecretRef
+from incident_operator.api.actions import HttpCheckAction, PodsOf, SecretRef
 from incident_operator.api.base import WorkloadRef
 from incident_operator.api.keys import JOB_NAME_LABEL, LABEL_INCIDENT, RESTARTED_AT
 from incident_operator.api.models import (
@@ -180,21 +178,8 @@ def _replicas(workload: Any) -> int:
     return workload.spec.replicas if workload.spec.replicas is not None else 1
 
 
-def repeatable(params: ScaleAction, playbook: PlaybookSpec) -> bool:
-    """Whether a scale may act before its decision is written: an absolute count (`replicas:`)
-    in a run that does not revert (`revertOnResolve` off). Acting twice sets the same count, and
-    only the timeline shows `replicasBefore`, so the decision rides on the outcome's write: one
-    status write and one round trip less before the scale. A re-run after a crash between the
-    scale and that write decides again from what it reads (already at the count: it scales to the
-    same count, a no-op, and records the count it found as the one before). A `delta:` changes
-    the count by what it reads, and a revert needs the count before: both write the decision
-    first."""
-    return params.replicas is not None and not playbook.revertOnResolve
-
-
 async def scale(ctx: ActionContext) -> Outcome:
-    """Decide the replicas from a read of the workload, persist the decision (unless the scale
-    is `repeatable`: then it is written with the outcome), then scale. The
+    """Decide the replicas from a read of the workload, persist the decision, then scale. The
     read may be the loop's early one (`Prefetched`, made before the lock): then the scale names
     its resourceVersion (a precondition), and a 409 reads again under the lock: the replicas
     unchanged (only the status moved), it scales; changed, it decides anew. A decision written
@@ -223,8 +208,7 @@ async def scale(ctx: ActionContext) -> Outcome:
         st.message = f"scaling {ref.kind} {ref.name} {before} -> {after}" + (
             f" (capped from {wanted})" if after != wanted else ""
         )
-        if not repeatable(params, ctx.playbook):
-            await ctx.persist()
+        await ctx.persist()
     elif _replicas(workload) == st.replicasAfter:
         return _scaled(ref, st)
     elif _replicas(workload) != st.replicasBefore:
