@@ -111,6 +111,24 @@ def test_a_429_is_sent_again_after_its_retry_after_and_then_succeeds() -> None:
     assert {h["User-Agent"] for h in seen.headers} == {f"incident-operator/{__version__}"}
 
 
+def test_the_client_keeps_no_raw_answer_after_a_call() -> None:
+    """kubernetes_asyncio keeps the last raw response on its ApiClient; a listing's page (megabytes
+    at a realistic history) would stay alive until the next call replaced it."""
+
+    async def scenario() -> tuple[Any, Any]:
+        async with api_server(Seen([])) as port:
+            kube = plain_kube(port)
+            try:
+                found = await kube.call(kube.core.read_namespaced_config_map, "cm", "ns")
+                return found, kube.api.last_response
+            finally:
+                await kube.close()
+
+    found, kept = asyncio.run(scenario())
+    assert found.metadata.name == "cm"
+    assert kept is None
+
+
 def test_retries_on_429_are_bounded_and_the_last_refusal_reaches_the_caller() -> None:
     async def scenario() -> tuple[ApiException, Seen]:
         seen = Seen([too_many("0")] * 10)

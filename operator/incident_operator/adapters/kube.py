@@ -445,7 +445,9 @@ class Kube:
         """Await `fn(*args, **kwargs)` (a client method or an `AsyncCustomObjects` one) with a
         request timeout unless given; a 429 is sent again after its Retry-After, at most
         RETRIES_ON_429 times (the API server did not process it). Raises the client's errors,
-        TransportError, and RequestTimeout when the timeout passed."""
+        TransportError, and RequestTimeout when the timeout passed. The client's copy of the last
+        raw answer (`last_response`, which nothing reads) is dropped: a page of a listing, megabytes
+        at a realistic history, is not kept until the next call replaces it."""
         kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
         for attempt in range(RETRIES_ON_429 + 1):
             try:
@@ -456,6 +458,8 @@ class Kube:
                 if exc.status != 429 or attempt == RETRIES_ON_429:
                     raise
                 await asyncio.sleep(retry_after(exc))
+            finally:
+                self.api.last_response = None  # type: ignore[attr-defined]  # set by call_api only
         raise AssertionError("unreachable")  # pragma: no cover
 
     def separate(self, connections: int) -> Kube:
