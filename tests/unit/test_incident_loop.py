@@ -213,20 +213,22 @@ def test_the_run_is_counted_once_on_the_playbook() -> None:
 # ----------------------------------------------------------------------------- killed and restarted
 
 
+async def killed_and_restarted(api: FakeKube, clock: Clock, n: int, when: str) -> None:
+    """A loop killed at its `n`-th status write (`when`: before or after it lands), then a new
+    loop started 10 s later from what the API holds, run until settled."""
+    api.drop_at = (n, when)
+    with pytest.raises(Dropped):
+        await run_until_settled(api, clock)
+    api.drop_at = None
+    clock.now += timedelta(seconds=10)
+    await run_until_settled(api, clock)
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("n", range(1, CLEAN_RUN_WRITES + 1))
 def test_killed_at_any_status_write_and_restarted_every_step_happens_once(n: int, when: str) -> None:
     api, clock = fake_api(), Clock()
-    api.drop_at = (n, when)
-
-    async def scenario() -> None:
-        with pytest.raises(Dropped):
-            await run_until_settled(api, clock)
-        api.drop_at = None
-        clock.now += timedelta(seconds=10)
-        await run_until_settled(api, clock)
-
-    asyncio.run(scenario())
+    asyncio.run(killed_and_restarted(api, clock, n, when))
     assert_done_exactly_once(api)
     assert_persisted_before_acting(api)
 
@@ -237,16 +239,7 @@ def test_two_absolute_scales_of_one_workload_killed_at_any_write_each_change_onc
     """A bounce (web to 0, then to 3): the first scale's outcome is written before the second
     acts, so a kill never takes web to zero a second time after it came back."""
     api, clock = fake_api(steps=ABSOLUTE_BOUNCE), Clock()
-    api.drop_at = (n, when)
-
-    async def scenario() -> None:
-        with contextlib.suppress(Dropped):
-            await run_until_settled(api, clock)
-        api.drop_at = None
-        clock.now += timedelta(seconds=10)
-        await run_until_settled(api, clock)
-
-    asyncio.run(scenario())
+    asyncio.run(killed_and_restarted(api, clock, n, when))
     assert [(e.kind, e.workload, e.value) for e in api.effects] == [("scale", "web", 0), ("scale", "web", 3)]
     first, second = api.effects
     assert first.status["playbook"]["steps"][0].get("replicasAfter") == 0  # each decided in the API first

@@ -244,8 +244,7 @@ class ObjectWatch:
                 item.setdefault("kind", found.get("kind", "List").removesuffix("List"))
                 listed.add(str((item.get("metadata") or {}).get("uid") or ""))
                 self._hand_on(None, item)
-            del found
-            self.kube.api.last_response = None  # type: ignore[attr-defined]  # else it keeps the raw page
+            del found  # the raw page: `Kube.call` keeps no copy of it either
             token = metadata.get("continue") or None
             if token is None:
                 break
